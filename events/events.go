@@ -1,0 +1,208 @@
+// Package events defines devicehub's signals: the typed events the hub writes
+// to its durable event log and hands to in-process subscribers and monitors.
+//
+// Every event has a sequence number (assigned when it is committed), a type,
+// a time, the device id and the device type, and typed arguments. Events are
+// only ever delivered after the change they describe is stored.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Type names a signal.
+type Type string
+
+// The signals of the device-hub core.
+const (
+	DeviceDataReceived  Type = "device_data_received"
+	DeviceStatusChanged Type = "device_status_changed"
+	DeviceConnected     Type = "device_connected"
+	DeviceDisconnected  Type = "device_disconnected"
+	DeviceProvisioned   Type = "device_provisioned"
+	MessageRejected     Type = "message_rejected"
+)
+
+// Event is one signal. Args holds a pointer to the argument struct of its
+// type (*DataReceived for DeviceDataReceived, and so on).
+type Event struct {
+	Seq        int64     `json:"seq"`
+	Type       Type      `json:"type"`
+	Time       time.Time `json:"time"`
+	DeviceID   string    `json:"device_id"`
+	DeviceType string    `json:"device_type"`
+	Args       any       `json:"args"`
+}
+
+// Reading is one set of field values a device reported at one time.
+type Reading struct {
+	Time   time.Time      `json:"ts"`
+	Stream string         `json:"stream,omitempty"`
+	Values map[string]any `json:"values"`
+}
+
+// DataReceived is the argument of DeviceDataReceived: the parsed readings and
+// the audit record of the message that carried them.
+type DataReceived struct {
+	MessageID int64     `json:"message_id"`
+	MsgID     string    `json:"msg_id,omitempty"`
+	Topic     string    `json:"topic"`
+	Stream    string    `json:"stream,omitempty"`
+	Transport string    `json:"transport"`
+	Readings  []Reading `json:"readings"`
+}
+
+// StatusChanged is the argument of DeviceStatusChanged.
+type StatusChanged struct {
+	OldStatus string `json:"old_status"`
+	NewStatus string `json:"new_status"`
+}
+
+// Connected is the argument of DeviceConnected.
+type Connected struct {
+	Generation uint64 `json:"generation"`
+	Transport  string `json:"transport"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+}
+
+// Disconnect reasons.
+const (
+	ReasonClientDisconnect = "client_disconnect" // the device sent DISCONNECT
+	ReasonConnectionLost   = "connection_lost"   // the network connection broke or keepalive expired
+	ReasonLastWill         = "last_will"         // the device's last will said offline
+	ReasonHeartbeatTimeout = "heartbeat_timeout" // nothing heard within the type's heartbeat timeout
+	ReasonKicked           = "kicked"            // the hub closed the connection (disabled, revoked)
+	ReasonShutdown         = "shutdown"          // the hub is stopping
+	ReasonStatusMessage    = "status_message"    // the device published status offline
+)
+
+// Disconnected is the argument of DeviceDisconnected.
+type Disconnected struct {
+	Generation uint64 `json:"generation"`
+	Reason     string `json:"reason"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Credentials are a device's plaintext credentials. They exist only in the
+// process: they are never persisted in the event log, logged or sent to a
+// monitor.
+type Credentials struct {
+	MQTTUsername string `json:"mqtt_username"`
+	MQTTPassword string `json:"mqtt_password"`
+	APIKey       string `json:"api_key"`
+}
+
+// Provisioned is the argument of DeviceProvisioned. Credentials is set only
+// for in-process subscribers that receive the event live; it is never
+// serialised.
+type Provisioned struct {
+	Reprovisioned bool         `json:"reprovisioned"`
+	Credentials   *Credentials `json:"-"`
+}
+
+// Rejected is the argument of MessageRejected: why a device's message was
+// refused.
+type Rejected struct {
+	MessageID int64  `json:"message_id,omitempty"`
+	Topic     string `json:"topic"`
+	Transport string `json:"transport"`
+	Code      string `json:"code"`
+	Field     string `json:"field,omitempty"`
+	Reason    string `json:"reason"`
+}
+
+// NewArgs returns a new zero argument value for t, or nil for an unknown type.
+func NewArgs(t Type) any {
+	switch t {
+	case DeviceDataReceived:
+		return &DataReceived{}
+	case DeviceStatusChanged:
+		return &StatusChanged{}
+	case DeviceConnected:
+		return &Connected{}
+	case DeviceDisconnected:
+		return &Disconnected{}
+	case DeviceProvisioned:
+		return &Provisioned{}
+	case MessageRejected:
+		return &Rejected{}
+	}
+	return nil
+}
+
+// DecodeArgs parses raw JSON arguments of an event of type t into its typed
+// argument struct. Unknown types decode to map[string]any so that events
+// written by a newer hub can still be read.
+func DecodeArgs(t Type, raw []byte) (any, error) {
+	v := NewArgs(t)
+	if v == nil {
+		var m map[string]any
+		if len(raw) == 0 {
+			return m, nil
+		}
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("decode %s args: %w", t, err)
+		}
+		return m, nil
+	}
+	if len(raw) == 0 {
+		return v, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, fmt.Errorf("decode %s args: %w", t, err)
+	}
+	return v, nil
+}
+
+// UnmarshalJSON decodes an event and its typed arguments.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	var w struct {
+		Seq        int64           `json:"seq"`
+		Type       Type            `json:"type"`
+		Time       time.Time       `json:"time"`
+		DeviceID   string          `json:"device_id"`
+		DeviceType string          `json:"device_type"`
+		Args       json.RawMessage `json:"args"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	args, err := DecodeArgs(w.Type, w.Args)
+	if err != nil {
+		return err
+	}
+	*e = Event{Seq: w.Seq, Type: w.Type, Time: w.Time, DeviceID: w.DeviceID, DeviceType: w.DeviceType, Args: args}
+	return nil
+}
+
+// Filter selects events. The zero Filter selects every event.
+type Filter struct {
+	Types       []Type   // empty: every type
+	DeviceTypes []string // empty: every device type (the seeds' sender=)
+	DeviceIDs   []string // empty: every device
+}
+
+// Match reports whether e passes the filter.
+func (f Filter) Match(e *Event) bool {
+	if len(f.Types) > 0 && !contains(f.Types, e.Type) {
+		return false
+	}
+	if len(f.DeviceTypes) > 0 && !contains(f.DeviceTypes, e.DeviceType) {
+		return false
+	}
+	if len(f.DeviceIDs) > 0 && !contains(f.DeviceIDs, e.DeviceID) {
+		return false
+	}
+	return true
+}
+
+func contains[T comparable](s []T, v T) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

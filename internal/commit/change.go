@@ -1,0 +1,110 @@
+// Package commit is the single write path of the hub: every change that a
+// signal describes (a message and its readings, a presence transition, a
+// provisioning) is a Change, and the Committer writes changes in group
+// commits, one transaction per batch shared by all devices, with their
+// events in the same transaction. Events reach in-process subscribers only
+// after the transaction committed.
+package commit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+)
+
+// Message is one record of the message audit log: what a device sent, and
+// whether the hub accepted it.
+type Message struct {
+	ID         int64 // assigned by the hub before commit (see IDs)
+	Topic      string
+	Transport  string // "mqtt" or "http"
+	QoS        byte
+	Payload    []byte
+	MsgID      string // the device's idempotence key, "" for none
+	Accepted   bool
+	Code       string // rejection code, "" when accepted
+	Reason     string // rejection reason, "" when accepted
+	ReceivedAt time.Time
+}
+
+// Reading is one reading row: values encoded as a JSON object.
+type Reading struct {
+	Stream string
+	Time   time.Time
+	Values []byte // JSON object
+}
+
+// DevicePatch updates the state columns of an existing device. Nil fields
+// are left alone. Within a batch, patches to one device are applied in
+// order, so a store may coalesce them.
+type DevicePatch struct {
+	LastSeen  *time.Time
+	Status    *string
+	Connected *bool
+	Metrics   []byte // JSON object of the latest heartbeat metrics
+}
+
+// NewDevice creates (or, with Replace, re-provisions) a device with its
+// credentials. Only hashes of secrets are ever stored.
+type NewDevice struct {
+	Type         string
+	Name         string
+	Group        string
+	Tags         []string
+	Metadata     []byte // JSON object or nil
+	MQTTUsername string
+	PasswordHash []byte // SHA-256 of the MQTT password
+	APIKeyHash   []byte // SHA-256 of the API key
+	Replace      bool   // re-provision: replace the credentials of an existing device
+	CreatedAt    time.Time
+}
+
+// Event is an event waiting to be written: the event (Seq zero until
+// commit) and its arguments already encoded, so that the encoding happens
+// in the caller's goroutine and not in the single commit loop.
+type Event struct {
+	events.Event
+	Args []byte
+}
+
+// NewEvent encodes e's arguments.
+func NewEvent(e events.Event) (Event, error) {
+	b, err := json.Marshal(e.Args)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s args: %w", e.Type, err)
+	}
+	return Event{Event: e, Args: b}, nil
+}
+
+// Change is one unit of the write path, about one device.
+//
+// The store writes, in one transaction with the rest of its batch: the
+// NewDevice, the Message (if MsgID is set and a message with the same
+// device and MsgID exists, the change is a duplicate: nothing of it is
+// written and Duplicate is set), the Readings (only if Message is set and
+// accepted and not a duplicate), the DevicePatch, and the Events, whose
+// Seq it sets in order.
+type Change struct {
+	DeviceID  string
+	NewDevice *NewDevice
+	Message   *Message
+	Readings  []Reading
+	Device    *DevicePatch
+	Events    []Event
+
+	// Set by the store.
+	Duplicate bool  // the message was stored before; nothing was written
+	Err       error // this change alone failed (ErrDeviceExists, ErrDeviceNotFound)
+}
+
+// Errors a store reports for a single change without failing its batch.
+var (
+	// ErrDeviceExists: NewDevice without Replace for an existing device.
+	ErrDeviceExists = errors.New("device already exists")
+	// ErrDeviceNotFound: NewDevice with Replace, or a DevicePatch, for a
+	// device that does not exist.
+	ErrDeviceNotFound = errors.New("device not found")
+)
