@@ -1,0 +1,267 @@
+package commit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/events"
+)
+
+// ErrClosed is returned for changes submitted after the committer stopped.
+var ErrClosed = errors.New("committer closed")
+
+// Publisher receives the events of each committed batch, in commit order.
+// It must not block: the bus queues them per subscriber.
+type Publisher interface {
+	Publish(evs []events.Event)
+}
+
+// Options tune group commit.
+type Options struct {
+	// MaxBatch caps the changes in one transaction (default 2000).
+	MaxBatch int
+	// Linger is how long to wait for more changes once one arrived. Zero
+	// commits as soon as the previous commit finished: under load, changes
+	// that arrived during a commit form the next batch, so batches grow
+	// with the load without adding latency when the hub is idle.
+	Linger time.Duration
+	// QueueSize bounds the changes waiting for a commit (default 20000);
+	// a full queue makes submitters wait, which is the back-pressure that
+	// keeps devices from outrunning the store.
+	QueueSize int
+}
+
+// Committer writes changes in group commits. Create it with New and run it
+// with Run.
+type Committer struct {
+	store    Store
+	pub      Publisher
+	opts     Options
+	log      *slog.Logger
+	q        chan *Ticket
+	stopping chan struct{}
+	finished chan struct{}
+
+	batchSize  prometheus.Histogram
+	commitTime prometheus.Histogram
+	failures   prometheus.Counter
+	lastSeq    atomic.Int64
+}
+
+// New returns a committer writing to store and publishing to pub. reg may
+// be nil.
+func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometheus.Registerer) *Committer {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 2000
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 20000
+	}
+	c := &Committer{
+		store:    store,
+		pub:      pub,
+		opts:     opts,
+		log:      log,
+		q:        make(chan *Ticket, opts.QueueSize),
+		stopping: make(chan struct{}),
+		finished: make(chan struct{}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "devicehub_commit_batch_size",
+			Help:    "Changes per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "devicehub_commit_duration_seconds",
+			Help:    "Time to write and commit one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "devicehub_commit_failures_total",
+			Help: "Batches whose transaction failed.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(c.batchSize, c.commitTime, c.failures)
+	}
+	return c
+}
+
+// Ticket tracks one submitted change until it is committed.
+type Ticket struct {
+	Change *Change
+	done   chan struct{}
+	err    error
+	c      *Committer
+}
+
+// Enqueue queues ch for the next batch and returns at once unless the queue
+// is full. Changes enqueued one after the other are committed in that order.
+func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
+	t := &Ticket{Change: ch, done: make(chan struct{}), c: c}
+	select {
+	case <-c.stopping:
+		return nil, ErrClosed
+	default:
+	}
+	select {
+	case c.q <- t:
+		return t, nil
+	case <-c.stopping:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Wait blocks until the change is committed (nil, or the change's own
+// error such as ErrDeviceExists) or failed.
+func (t *Ticket) Wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.result()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.c.finished:
+		select {
+		case <-t.done:
+			return t.result()
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+func (t *Ticket) result() error {
+	if t.err != nil {
+		return t.err
+	}
+	return t.Change.Err
+}
+
+// Submit enqueues ch and waits for its commit.
+func (c *Committer) Submit(ctx context.Context, ch *Change) error {
+	t, err := c.Enqueue(ctx, ch)
+	if err != nil {
+		return err
+	}
+	return t.Wait(ctx)
+}
+
+// LastSeq is the sequence number of the last event committed by this
+// process.
+func (c *Committer) LastSeq() int64 { return c.lastSeq.Load() }
+
+// Run commits batches until ctx is done, then commits what is still queued
+// and returns. Stop the producers (the broker, the API) before ctx ends so
+// that nothing is left waiting.
+func (c *Committer) Run(ctx context.Context) error {
+	defer close(c.finished)
+	batch := make([]*Ticket, 0, c.opts.MaxBatch)
+	for {
+		select {
+		case t := <-c.q:
+			batch = append(batch[:0], t)
+		case <-ctx.Done():
+			close(c.stopping)
+			return c.drain(batch)
+		}
+		batch = c.fill(ctx, batch)
+		c.commit(ctx, batch)
+	}
+}
+
+// fill adds what is queued, waiting up to Linger for more.
+func (c *Committer) fill(ctx context.Context, batch []*Ticket) []*Ticket {
+	var linger <-chan time.Time
+	if c.opts.Linger > 0 {
+		tm := time.NewTimer(c.opts.Linger)
+		defer tm.Stop()
+		linger = tm.C
+	}
+	for len(batch) < c.opts.MaxBatch {
+		select {
+		case t := <-c.q:
+			batch = append(batch, t)
+			continue
+		default:
+		}
+		if linger == nil {
+			return batch
+		}
+		select {
+		case t := <-c.q:
+			batch = append(batch, t)
+		case <-linger:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+func (c *Committer) drain(batch []*Ticket) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		batch = batch[:0]
+		for len(batch) < c.opts.MaxBatch {
+			select {
+			case t := <-c.q:
+				batch = append(batch, t)
+				continue
+			default:
+			}
+			break
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		c.commit(ctx, batch)
+	}
+}
+
+func (c *Committer) commit(ctx context.Context, batch []*Ticket) {
+	changes := make([]*Change, len(batch))
+	for i, t := range batch {
+		changes[i] = t.Change
+	}
+	start := time.Now()
+	// A batch that was handed to the store is finished even if ctx ends
+	// now: the client is waiting for its ack.
+	err := c.store.Commit(context.WithoutCancel(ctx), changes)
+	c.commitTime.Observe(time.Since(start).Seconds())
+	c.batchSize.Observe(float64(len(batch)))
+	if err != nil {
+		c.failures.Inc()
+		c.log.Error("group commit failed", "changes", len(batch), "err", err)
+		err = fmt.Errorf("commit batch: %w", err)
+		for _, t := range batch {
+			t.err = err
+			close(t.done)
+		}
+		return
+	}
+	var evs []events.Event
+	for _, ch := range changes {
+		if ch.Err != nil || ch.Duplicate {
+			continue
+		}
+		for _, e := range ch.Events {
+			evs = append(evs, e.Event)
+		}
+	}
+	if len(evs) > 0 {
+		c.lastSeq.Store(evs[len(evs)-1].Seq)
+		c.pub.Publish(evs)
+	}
+	for _, t := range batch {
+		close(t.done)
+	}
+}
