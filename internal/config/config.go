@@ -1,0 +1,445 @@
+// Package config reads devicehub's configuration once, at the edge: a YAML
+// file, then DEVICEHUB_* environment variables, then command-line flags, then
+// validation. Every error names the key at fault, so that a bad configuration
+// fails at start with a message an operator can act on.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/devicehub/devicehub/internal/devicetype"
+)
+
+// ErrInvalid is wrapped by every error Load, Parse and Validate return for a
+// bad configuration (as opposed to a file that cannot be read).
+var ErrInvalid = errors.New("invalid configuration")
+
+// Config is the whole configuration of a hub.
+type Config struct {
+	DataDir string        `yaml:"data_dir"`
+	Log     LogConfig     `yaml:"log"`
+	MQTT    MQTTConfig    `yaml:"mqtt"`
+	HTTP    HTTPConfig    `yaml:"http"`
+	Storage StorageConfig `yaml:"storage"`
+	Ingest  IngestConfig  `yaml:"ingest"`
+	Commit  CommitConfig  `yaml:"commit"`
+	Events  EventsConfig  `yaml:"events"`
+	// DeviceTypes are the declared device types, sorted by name. In the
+	// file they are a map from name to declaration; the key becomes Name.
+	DeviceTypes []devicetype.Type `yaml:"-"`
+}
+
+// LogConfig configures the process logger.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// MQTTConfig configures the embedded MQTT broker.
+type MQTTConfig struct {
+	Addr             string        `yaml:"addr"` // "" disables the plain TCP listener
+	TLS              TLSConfig     `yaml:"tls"`
+	WSAddr           string        `yaml:"ws_addr"` // "" disables the WebSocket listener
+	MaxPacketSize    Size          `yaml:"max_packet_size"`
+	MaxClients       int           `yaml:"max_clients"`
+	ReceiveMaximum   int           `yaml:"receive_maximum"`
+	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+	WriteQueue       int           `yaml:"write_queue"`
+}
+
+// TLSConfig configures the MQTT TLS listener; Addr "" disables it.
+type TLSConfig struct {
+	Addr     string `yaml:"addr"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// HTTPConfig configures the REST API server.
+type HTTPConfig struct {
+	Addr string `yaml:"addr"`
+}
+
+// StorageConfig chooses and configures the storage backend.
+type StorageConfig struct {
+	Driver   string         `yaml:"driver"` // sqlite, postgres
+	SQLite   SQLiteConfig   `yaml:"sqlite"`
+	Postgres PostgresConfig `yaml:"postgres"`
+}
+
+// SQLiteConfig configures the SQLite backend.
+type SQLiteConfig struct {
+	// Path of the database file; Load sets <data_dir>/devicehub.db when empty.
+	Path        string `yaml:"path"`
+	Synchronous string `yaml:"synchronous"` // off, normal, full, extra
+}
+
+// PostgresConfig configures the PostgreSQL backend.
+type PostgresConfig struct {
+	DSN string `yaml:"dsn"`
+}
+
+// IngestConfig holds the defaults of the ingest pipeline; a device type may
+// override the payload size and the rate limit.
+type IngestConfig struct {
+	MaxPayloadBytes       Size                 `yaml:"max_payload_bytes"`
+	RateLimit             devicetype.RateLimit `yaml:"rate_limit"`
+	MaxReadingsPerMessage int                  `yaml:"max_readings_per_message"`
+}
+
+// CommitConfig configures the group committer.
+type CommitConfig struct {
+	MaxBatch  int           `yaml:"max_batch"`
+	Linger    time.Duration `yaml:"linger"`
+	QueueSize int           `yaml:"queue_size"`
+}
+
+// EventsConfig configures the in-process event fan-out.
+type EventsConfig struct {
+	SubscriberBuffer int `yaml:"subscriber_buffer"`
+}
+
+// Overrides are the command-line flags that override the file and the
+// environment. A nil field was not given.
+type Overrides struct {
+	DataDir  *string
+	MQTTAddr *string
+	HTTPAddr *string
+}
+
+// Default returns the configuration used when nothing is configured.
+func Default() *Config {
+	return &Config{
+		DataDir: "./devicehub-data",
+		Log:     LogConfig{Level: "info", Format: "text"},
+		MQTT: MQTTConfig{
+			Addr:             ":1883",
+			MaxPacketSize:    256 * KiB,
+			MaxClients:       100000,
+			ReceiveMaximum:   64,
+			MaxSessionExpiry: time.Hour,
+			WriteQueue:       1024,
+		},
+		HTTP:    HTTPConfig{Addr: ":8080"},
+		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}},
+		Ingest: IngestConfig{
+			MaxPayloadBytes:       64 * KiB,
+			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
+			MaxReadingsPerMessage: 1000,
+		},
+		Commit: CommitConfig{MaxBatch: 2000, QueueSize: 20000},
+		Events: EventsConfig{SubscriberBuffer: 4096},
+	}
+}
+
+// Load reads the configuration: defaults, then the YAML file at path (none
+// if path is ""), then DEVICEHUB_* variables looked up with env (os.LookupEnv
+// if nil), then flags; it fills derived defaults and validates the result.
+func Load(path string, env func(string) (string, bool), flags Overrides) (*Config, error) {
+	cfg := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := decode(data, cfg); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if env == nil {
+		env = os.LookupEnv
+	}
+	applyEnv(cfg, env)
+	applyFlags(cfg, flags)
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Parse reads a configuration from YAML alone (no environment, no flags),
+// fills derived defaults and validates it.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	if err := decode(data, cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decode lays the YAML document in data over cfg.
+func decode(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file: the defaults
+		}
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: more than one YAML document", ErrInvalid)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return nil
+		}
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("%w: line %d: the document must be a mapping", ErrInvalid, root.Line)
+	}
+	var types *yaml.Node
+	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "device_types" {
+			types = root.Content[i+1]
+			continue
+		}
+		rest.Content = append(rest.Content, root.Content[i], root.Content[i+1])
+	}
+	if err := decodeNode(rest, cfg, ""); err != nil {
+		return err
+	}
+	if types != nil {
+		dts := map[string]devicetype.Type{}
+		if err := decodeNode(types, &dts, "device_types"); err != nil {
+			return err
+		}
+		cfg.DeviceTypes = cfg.DeviceTypes[:0]
+		names := make([]string, 0, len(dts))
+		for name := range dts {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			t := dts[name]
+			t.Name = name
+			cfg.DeviceTypes = append(cfg.DeviceTypes, t)
+		}
+	}
+	return nil
+}
+
+// envVars maps each DEVICEHUB_* variable to the setting it overrides.
+var envVars = []struct {
+	name string
+	set  func(*Config, string)
+}{
+	{"DEVICEHUB_DATA_DIR", func(c *Config, v string) { c.DataDir = v }},
+	{"DEVICEHUB_LOG_LEVEL", func(c *Config, v string) { c.Log.Level = v }},
+	{"DEVICEHUB_LOG_FORMAT", func(c *Config, v string) { c.Log.Format = v }},
+	{"DEVICEHUB_MQTT_ADDR", func(c *Config, v string) { c.MQTT.Addr = v }},
+	{"DEVICEHUB_HTTP_ADDR", func(c *Config, v string) { c.HTTP.Addr = v }},
+	{"DEVICEHUB_STORAGE_DRIVER", func(c *Config, v string) { c.Storage.Driver = v }},
+	{"DEVICEHUB_SQLITE_PATH", func(c *Config, v string) { c.Storage.SQLite.Path = v }},
+	{"DEVICEHUB_POSTGRES_DSN", func(c *Config, v string) { c.Storage.Postgres.DSN = v }},
+}
+
+func applyEnv(c *Config, env func(string) (string, bool)) {
+	for _, e := range envVars {
+		if v, ok := env(e.name); ok {
+			e.set(c, v)
+		}
+	}
+}
+
+func applyFlags(c *Config, o Overrides) {
+	if o.DataDir != nil {
+		c.DataDir = *o.DataDir
+	}
+	if o.MQTTAddr != nil {
+		c.MQTT.Addr = *o.MQTTAddr
+	}
+	if o.HTTPAddr != nil {
+		c.HTTP.Addr = *o.HTTPAddr
+	}
+}
+
+// fill sets the defaults that depend on other settings.
+func (c *Config) fill() {
+	if c.Storage.SQLite.Path == "" && c.DataDir != "" {
+		c.Storage.SQLite.Path = filepath.Join(c.DataDir, "devicehub.db")
+	}
+}
+
+// Validate reports the first problem with the configuration, naming its key.
+func (c *Config) Validate() error {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkTypes} {
+		if err := check(); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	return nil
+}
+
+func invalid(key, format string, args ...any) error {
+	return &keyError{key: key, msg: fmt.Sprintf(format, args...)}
+}
+
+// keyError is a problem with one key.
+type keyError struct{ key, msg string }
+
+func (e *keyError) Error() string { return e.key + ": " + e.msg }
+func (e *keyError) Unwrap() error { return ErrInvalid }
+
+func oneOf(key, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return invalid(key, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
+}
+
+func atLeast(key string, v, min int64) error {
+	if v < min {
+		return invalid(key, "must be at least %d", min)
+	}
+	return nil
+}
+
+func checkAddr(key, addr string, required bool) error {
+	if addr == "" {
+		if required {
+			return invalid(key, "must not be empty")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return invalid(key, "must be host:port, got %q", addr)
+	}
+	return nil
+}
+
+func (c *Config) checkTop() error {
+	if c.DataDir == "" {
+		return invalid("data_dir", "must not be empty")
+	}
+	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {
+		return err
+	}
+	if err := oneOf("log.format", c.Log.Format, "text", "json"); err != nil {
+		return err
+	}
+	if err := checkAddr("http.addr", c.HTTP.Addr, true); err != nil {
+		return err
+	}
+	if err := atLeast("commit.max_batch", int64(c.Commit.MaxBatch), 1); err != nil {
+		return err
+	}
+	if c.Commit.Linger < 0 {
+		return invalid("commit.linger", "must not be negative")
+	}
+	if err := atLeast("commit.queue_size", int64(c.Commit.QueueSize), 1); err != nil {
+		return err
+	}
+	return atLeast("events.subscriber_buffer", int64(c.Events.SubscriberBuffer), 1)
+}
+
+// maxMQTTPacket is the largest packet MQTT's variable byte integer allows.
+const maxMQTTPacket = 268435455
+
+func (c *Config) checkMQTT() error {
+	m := c.MQTT
+	if err := checkAddr("mqtt.addr", m.Addr, false); err != nil {
+		return err
+	}
+	if err := checkAddr("mqtt.ws_addr", m.WSAddr, false); err != nil {
+		return err
+	}
+	if err := checkAddr("mqtt.tls.addr", m.TLS.Addr, false); err != nil {
+		return err
+	}
+	if m.TLS.Addr != "" {
+		if m.TLS.CertFile == "" {
+			return invalid("mqtt.tls.cert_file", "required when mqtt.tls.addr is set")
+		}
+		if m.TLS.KeyFile == "" {
+			return invalid("mqtt.tls.key_file", "required when mqtt.tls.addr is set")
+		}
+	}
+	if m.Addr == "" && m.TLS.Addr == "" && m.WSAddr == "" {
+		return invalid("mqtt.addr", "no MQTT listener: set mqtt.addr, mqtt.tls.addr or mqtt.ws_addr")
+	}
+	if err := atLeast("mqtt.max_packet_size", int64(m.MaxPacketSize), 1024); err != nil {
+		return err
+	}
+	if m.MaxPacketSize > maxMQTTPacket {
+		return invalid("mqtt.max_packet_size", "must be at most %d", maxMQTTPacket)
+	}
+	if err := atLeast("mqtt.max_clients", int64(m.MaxClients), 1); err != nil {
+		return err
+	}
+	if m.ReceiveMaximum < 1 || m.ReceiveMaximum > 65535 {
+		return invalid("mqtt.receive_maximum", "must be between 1 and 65535")
+	}
+	if m.MaxSessionExpiry < 0 {
+		return invalid("mqtt.max_session_expiry", "must not be negative")
+	}
+	return atLeast("mqtt.write_queue", int64(m.WriteQueue), 1)
+}
+
+func (c *Config) checkStorage() error {
+	s := c.Storage
+	if err := oneOf("storage.driver", s.Driver, "sqlite", "postgres"); err != nil {
+		return err
+	}
+	switch s.Driver {
+	case "sqlite":
+		return oneOf("storage.sqlite.synchronous", s.SQLite.Synchronous, "off", "normal", "full", "extra")
+	case "postgres":
+		if s.Postgres.DSN == "" {
+			return invalid("storage.postgres.dsn", "required when storage.driver is postgres")
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkIngest() error {
+	in := c.Ingest
+	if err := atLeast("ingest.max_payload_bytes", int64(in.MaxPayloadBytes), 1); err != nil {
+		return err
+	}
+	if in.MaxPayloadBytes > c.MQTT.MaxPacketSize {
+		return invalid("ingest.max_payload_bytes", "must not exceed mqtt.max_packet_size (%d)", c.MQTT.MaxPacketSize)
+	}
+	if in.RateLimit.Rate < 0 || in.RateLimit.Rate != in.RateLimit.Rate {
+		return invalid("ingest.rate_limit.rate", "must not be negative")
+	}
+	if in.RateLimit.Rate > 0 && in.RateLimit.Burst < 1 {
+		return invalid("ingest.rate_limit.burst", "must be at least 1")
+	}
+	return atLeast("ingest.max_readings_per_message", int64(in.MaxReadingsPerMessage), 1)
+}
+
+func (c *Config) checkTypes() error {
+	for i := range c.DeviceTypes {
+		t := &c.DeviceTypes[i]
+		if err := t.Check(); err != nil {
+			return fmt.Errorf("device_types.%s.%w", t.Name, err)
+		}
+	}
+	return nil
+}

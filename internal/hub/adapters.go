@@ -1,0 +1,67 @@
+package hub
+
+import (
+	"context"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/api"
+	"github.com/devicehub/devicehub/internal/broker"
+	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/events"
+)
+
+// brokerIngest hands MQTT publishes to the ingest pipeline.
+type brokerIngest struct{ h *Hub }
+
+func (b brokerIngest) HandlePublish(ctx context.Context, p *broker.Publish) error {
+	_, err := b.h.Ingest.Handle(ctx, &ingest.Request{
+		DeviceID:    p.DeviceID,
+		DeviceType:  p.DeviceType,
+		Topic:       p.Topic,
+		Payload:     p.Payload,
+		QoS:         p.QoS,
+		Transport:   "mqtt",
+		ContentType: p.ContentType,
+		Will:        p.Will,
+		Received:    p.Received,
+	})
+	return err
+}
+
+// httpIngest hands readings posted over HTTP to the ingest pipeline.
+type httpIngest struct{ h *Hub }
+
+func (x httpIngest) HandleHTTPData(ctx context.Context, deviceID, deviceType, stream string, payload []byte, contentType string) (api.DataResult, error) {
+	topic := "devices/" + deviceID + "/data"
+	if stream != "" {
+		topic += "/" + stream
+	}
+	res, err := x.h.Ingest.Handle(ctx, &ingest.Request{
+		DeviceID:    deviceID,
+		DeviceType:  deviceType,
+		Topic:       topic,
+		Payload:     payload,
+		QoS:         1,
+		Transport:   "http",
+		ContentType: contentType,
+		Received:    now(),
+	})
+	if err != nil {
+		return api.DataResult{}, err
+	}
+	return api.DataResult{MessageID: res.MessageID, Readings: res.Readings, Duplicate: res.Duplicate}, nil
+}
+
+// busEvents lets the API subscribe to the event bus.
+type busEvents struct{ b *eventlog.Bus }
+
+func (e busEvents) Subscribe(opts eventlog.SubscribeOptions, fn func(events.Event)) (api.Subscription, error) {
+	s, err := e.b.Subscribe(opts, fn)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func now() time.Time { return time.Now().UTC() }

@@ -1,0 +1,335 @@
+// Package hub is the composition root: it builds every part of devicehub from
+// a validated configuration, wires concrete storage into the domains, and runs
+// the long-running parts under one owner with an ordered shutdown.
+//
+// Shutdown order matters for "ack means stored": first the producers stop
+// (the MQTT broker and the HTTP server; devices are disconnected and their
+// disconnects recorded), then the committer flushes its last batch, then the
+// event bus ends its subscribers, then the store closes.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/api"
+	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/broker"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/internal/presence"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/store/postgres"
+	"github.com/devicehub/devicehub/internal/store/sqlite"
+)
+
+// Store is everything the hub needs of a storage backend.
+type Store interface {
+	commit.Store
+	registry.Store
+	readings.Store
+	eventlog.Store
+	access.Store
+	audit.Store
+	Close() error
+}
+
+// Hub is a built devicehub. Create it with New, run it with Run.
+type Hub struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	reg   *prometheus.Registry
+	store Store
+
+	Types     *devicetype.Registry
+	Committer *commit.Committer
+	Bus       *eventlog.Bus
+	Registry  *registry.Service
+	Presence  *presence.Tracker
+	Ingest    *ingest.Pipeline
+	Broker    *broker.Broker
+	Access    *access.Service
+	api       *api.API
+
+	httpLn    net.Listener
+	ready     chan struct{}
+	readyOnce sync.Once
+	// AdminToken is the admin token created at first start ("" if it
+	// existed already).
+	AdminToken string
+}
+
+// New builds a hub: opens the store (running its migrations), loads the
+// credential view, and creates every component. Nothing is served until Run.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error) {
+	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
+	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	h.Types = devicetype.NewRegistry()
+	for _, t := range cfg.DeviceTypes {
+		if err := h.Types.Register(t); err != nil {
+			return nil, err
+		}
+	}
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	h.store = st
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
+
+	h.Bus = eventlog.NewBus(st, eventlog.BusOptions{Buffer: cfg.Events.SubscriberBuffer}, log.With("component", "eventlog"), h.reg)
+	h.Committer = commit.New(st, h.Bus, commit.Options{
+		MaxBatch:  cfg.Commit.MaxBatch,
+		Linger:    cfg.Commit.Linger,
+		QueueSize: cfg.Commit.QueueSize,
+	}, log.With("component", "commit"), h.reg)
+
+	ids := &commit.IDs{}
+	maxID, err := st.MaxMessageID(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read max message id: %w", err)
+	}
+	ids.Seed(maxID)
+
+	h.Registry = registry.NewService(st, h.Committer, h.Types, log.With("component", "registry"))
+	if err := h.Registry.Load(ctx); err != nil {
+		return nil, err
+	}
+
+	h.Presence = presence.New(h.Committer, h.Types, nil, presence.Options{}, log.With("component", "presence"), h.reg)
+
+	brk, err := broker.New(broker.Options{
+		Addr:             cfg.MQTT.Addr,
+		TLSAddr:          cfg.MQTT.TLS.Addr,
+		CertFile:         cfg.MQTT.TLS.CertFile,
+		KeyFile:          cfg.MQTT.TLS.KeyFile,
+		WSAddr:           cfg.MQTT.WSAddr,
+		MaxPacketSize:    int(cfg.MQTT.MaxPacketSize),
+		MaxClients:       cfg.MQTT.MaxClients,
+		ReceiveMaximum:   cfg.MQTT.ReceiveMaximum,
+		MaxSessionExpiry: cfg.MQTT.MaxSessionExpiry,
+		WriteQueue:       cfg.MQTT.WriteQueue,
+	}, broker.Deps{
+		Authenticator:  h.Registry,
+		PublishHandler: brokerIngest{h},
+		Presence:       h.Presence,
+	}, log.With("component", "broker"), h.reg)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	h.Broker = brk
+	h.Presence.SetKicker(brk)
+
+	h.Ingest = ingest.New(ingest.Deps{
+		Committer: h.Committer,
+		Types:     h.Types,
+		Publisher: brk,
+		Presence:  h.Presence,
+		IDs:       ids,
+	}, ingest.Options{
+		DefaultMaxPayloadBytes: int(cfg.Ingest.MaxPayloadBytes),
+		DefaultRateLimit:       cfg.Ingest.RateLimit,
+		MaxReadingsPerMessage:  cfg.Ingest.MaxReadingsPerMessage,
+	}, log.With("component", "ingest"), h.reg)
+
+	h.Access = access.NewService(st)
+
+	h.api = api.New(api.Deps{
+		Devices:    h.Registry,
+		Readings:   st,
+		Messages:   st,
+		Events:     busEvents{h.Bus},
+		DeviceData: httpIngest{h},
+		DeviceAuth: h.Registry,
+		Tokens:     h.Access,
+		Types:      h.Types,
+		Ready:      h.readyErr,
+		Metrics:    promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
+	}, api.Options{}, log.With("component", "api"))
+	ok = true
+	return h, nil
+}
+
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store, error) {
+	switch cfg.Storage.Driver {
+	case "postgres":
+		st, err := postgres.Open(ctx, postgres.Options{DSN: cfg.Storage.Postgres.DSN, Logger: log.With("component", "store")})
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		return st, nil
+	default:
+		path := cfg.Storage.SQLite.Path
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, "devicehub.db")
+		}
+		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, Logger: log.With("component", "store")})
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		return st, nil
+	}
+}
+
+// Prepare does the first-start work that needs the store: the admin token
+// file and the presence reset after an unclean stop. Run calls it.
+func (h *Hub) prepare(ctx context.Context) error {
+	secret, created, err := h.Access.EnsureAdminToken(ctx, filepath.Join(h.cfg.DataDir, "admin.token"))
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if created {
+		h.AdminToken = secret
+	}
+	connected := true
+	var stale []string
+	types := map[string]string{}
+	after := ""
+	for {
+		devs, err := h.store.ListDevices(ctx, registry.ListOptions{Connected: &connected, After: after, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("list connected devices: %w", err)
+		}
+		for _, d := range devs {
+			stale = append(stale, d.ID)
+			types[d.ID] = d.Type
+		}
+		if len(devs) < 1000 {
+			break
+		}
+		after = devs[len(devs)-1].ID
+	}
+	if len(stale) > 0 {
+		h.log.Info("devices left connected by an unclean stop are set offline", "devices", len(stale))
+		h.Presence.Restore(ctx, stale, types)
+	}
+	return nil
+}
+
+// Ready is closed once the hub serves MQTT and HTTP.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+func (h *Hub) readyErr() error {
+	select {
+	case <-h.ready:
+		return nil
+	default:
+		return errors.New("starting")
+	}
+}
+
+// MQTTAddr is the address the MQTT listener is bound to (after Ready).
+func (h *Hub) MQTTAddr() string { return h.Broker.Addr() }
+
+// HTTPAddr is the address the HTTP listener is bound to (after Ready).
+func (h *Hub) HTTPAddr() string {
+	if h.httpLn == nil {
+		return ""
+	}
+	return h.httpLn.Addr().String()
+}
+
+// Subscribe calls fn with every committed event that passes f, in order,
+// from its own goroutine, until the returned subscription is closed.
+func (h *Hub) Subscribe(f events.Filter, from int64, fn func(events.Event)) (*eventlog.Subscription, error) {
+	return h.Bus.Subscribe(eventlog.SubscribeOptions{Filter: f, From: from}, fn)
+}
+
+// Run serves until ctx is done, then shuts down in order and closes the
+// store. It returns the first error of any part.
+func (h *Hub) Run(ctx context.Context) error {
+	defer h.store.Close()
+
+	// The core (committer and bus) outlives the producers, so that the
+	// last disconnects and the last batch are stored and delivered.
+	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBus()
+	commitCtx, stopCommit := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCommit()
+	var core errgroup.Group
+	busDone := make(chan error, 1)
+	go func() { busDone <- h.Bus.Run(busCtx) }()
+	core.Go(func() error { return h.Committer.Run(commitCtx) })
+
+	err := h.runFront(ctx)
+
+	stopCommit()
+	if cerr := core.Wait(); cerr != nil && err == nil {
+		err = cerr
+	}
+	stopBus()
+	if berr := <-busDone; berr != nil && err == nil {
+		err = berr
+	}
+	h.log.Info("hub stopped")
+	return err
+}
+
+func (h *Hub) runFront(ctx context.Context) error {
+	if err := h.prepare(ctx); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", h.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", h.cfg.HTTP.Addr, err)
+	}
+	h.httpLn = ln
+	srv := &http.Server{
+		Handler:           h.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.Broker.Run(gctx) })
+	g.Go(func() error { return h.Presence.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		h.api.Shutdown()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	g.Go(func() error {
+		select {
+		case <-h.Broker.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		h.readyOnce.Do(func() { close(h.ready) })
+		h.log.Info("devicehub serving", "mqtt", h.MQTTAddr(), "http", h.HTTPAddr())
+		return nil
+	})
+	return g.Wait()
+}
