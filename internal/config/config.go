@@ -191,11 +191,11 @@ func decode(data []byte, cfg *Config) error {
 		if errors.Is(err, io.EOF) {
 			return nil // an empty file: the defaults
 		}
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return &keyError{msg: err.Error()}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: more than one YAML document", ErrInvalid)
+		return &keyError{msg: "more than one YAML document"}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
@@ -208,7 +208,7 @@ func decode(data []byte, cfg *Config) error {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("%w: line %d: the document must be a mapping", ErrInvalid, root.Line)
+		return &keyError{msg: fmt.Sprintf("line %d: the document must be a mapping", root.Line)}
 	}
 	var types *yaml.Node
 	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
@@ -301,8 +301,24 @@ func invalid(key, format string, args ...any) error {
 // keyError is a problem with one key.
 type keyError struct{ key, msg string }
 
-func (e *keyError) Error() string { return e.key + ": " + e.msg }
+func (e *keyError) Error() string {
+	if e.key == "" {
+		return e.msg
+	}
+	return e.key + ": " + e.msg
+}
+
 func (e *keyError) Unwrap() error { return ErrInvalid }
+
+// prefixError puts a key path in front of a nested check's error, which
+// starts with the key relative to that path.
+type prefixError struct {
+	prefix string
+	err    error
+}
+
+func (e *prefixError) Error() string   { return e.prefix + "." + e.err.Error() }
+func (e *prefixError) Unwrap() []error { return []error{ErrInvalid, e.err} }
 
 func oneOf(key, v string, allowed ...string) error {
 	for _, a := range allowed {
@@ -438,7 +454,7 @@ func (c *Config) checkTypes() error {
 	for i := range c.DeviceTypes {
 		t := &c.DeviceTypes[i]
 		if err := t.Check(); err != nil {
-			return fmt.Errorf("device_types.%s.%w", t.Name, err)
+			return &prefixError{prefix: "device_types." + t.Name, err: err}
 		}
 	}
 	return nil

@@ -333,3 +333,7 @@ func (h *Hub) runFront(ctx context.Context) error {
 	})
 	return g.Wait()
 }
+
+// Store is the hub's storage backend (for tests, benchmarks and tools that
+// run in the same process).
+func (h *Hub) Store() Store { return h.store }

@@ -55,7 +55,7 @@ type testHub struct {
 
 // startHub runs a hub with embedded defaults on random ports in a temporary
 // data directory, and stops it when the test ends.
-func startHub(t *testing.T, extra string) *testHub {
+func startHub(t testing.TB, extra string) *testHub {
 	t.Helper()
 	dir := t.TempDir()
 	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s", dir, testTypes, extra)
@@ -152,7 +152,7 @@ type mqttClient struct {
 }
 
 // dial connects a real MQTT v5 client.
-func dial(t *testing.T, addr, clientID, user, pass string) (*mqttClient, *paho.Connack, error) {
+func dial(t testing.TB, addr, clientID, user, pass string) (*mqttClient, *paho.Connack, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,7 +60,7 @@ func BenchmarkReadingsLayout(b *testing.B) {
 	for _, l := range readingsLayouts {
 		b.Run(l.name, func(b *testing.B) {
 			ctx := context.Background()
-			dsn := "file:" + filepath.Join(b.TempDir(), "l.db") + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate"
+			dsn := "file:" + filepath.Join(b.TempDir(), "l.db") + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate" + os.Getenv("LAYOUT_PRAGMAS")
 			db, err := sql.Open("sqlite", dsn)
 			if err != nil {
 				b.Fatal(err)
@@ -96,6 +97,9 @@ func BenchmarkReadingsLayout(b *testing.B) {
 						id++
 						ts++
 						d := (c*chunk + r) % devices
+						if os.Getenv("LAYOUT_SORTED") != "" {
+							d = (c*chunk + r) / (batch / devices)
+						}
 						var dev any = fmt.Sprintf("device-%04d", d)
 						if l.byKey {
 							dev = int64(d + 1)

@@ -1,0 +1,96 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// BenchmarkIngestQoS1 measures durable ingest: concurrent MQTT v5 clients
+// each publish {"temperature":..,"humidity":..} at QoS 1 with one message in
+// flight, and every PUBACK means the reading, its audit record and its event
+// are committed (SQLite, synchronous=full, group commit). It reports
+// readings/s and publish→PUBACK latency percentiles, and checks afterwards
+// that the store holds every reading.
+//
+//	go test ./internal/hub -run '^$' -bench IngestQoS1 -benchtime 100000x
+func BenchmarkIngestQoS1(b *testing.B) {
+	for _, clients := range []int{100, 400} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchIngest(b, clients) })
+	}
+}
+
+func benchIngest(b *testing.B, clients int) {
+	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\n")
+	ctx := context.Background()
+	conns := make([]*mqttClient, clients)
+	for i := range clients {
+		id := fmt.Sprintf("bench-%04d", i)
+		cr, err := th.Registry.Provision(ctx, registry.ProvisionRequest{ID: id, Type: "WeatherStation"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, _, err := dial(b, th.MQTTAddr(), id, cr.MQTTUsername, cr.MQTTPassword)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns[i] = c
+	}
+	lat := make([][]time.Duration, clients)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed sync.Once
+	for i, c := range conns {
+		n := b.N / clients
+		if i < b.N%clients {
+			n++
+		}
+		topic := fmt.Sprintf("devices/bench-%04d/data", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ls := make([]time.Duration, 0, n)
+			for k := range n {
+				payload := fmt.Appendf(nil, `{"temperature":%d.25,"humidity":%d}`, k%60, k%100)
+				t0 := time.Now()
+				_, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+				if err != nil {
+					failed.Do(func() { b.Errorf("publish: %v", err) })
+					return
+				}
+				ls = append(ls, time.Since(t0))
+			}
+			lat[i] = ls
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "readings/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "max-ms")
+	n, err := th.Store().CountReadings(ctx, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if n != int64(len(all)) {
+		b.Fatalf("store holds %d readings, %d were acknowledged", n, len(all))
+	}
+}
