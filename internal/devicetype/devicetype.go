@@ -42,8 +42,8 @@ type RateLimit struct {
 
 // Type is a declared device type.
 type Type struct {
-	Name              string           `yaml:"-" json:"name"`
-	HeartbeatInterval time.Duration    `yaml:"heartbeat_interval" json:"heartbeat_interval"`
+	Name              string        `yaml:"-" json:"name"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" json:"heartbeat_interval"`
 	// HeartbeatTimeout is how long the hub waits without hearing from a
 	// device before it sets it offline. Zero means 1.5 × HeartbeatInterval;
 	// no interval and no timeout means no heartbeat check.

@@ -4,11 +4,11 @@ import (
 	"context"
 	"time"
 
+	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/broker"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
-	"github.com/devicehub/devicehub/events"
 )
 
 // brokerIngest hands MQTT publishes to the ingest pipeline.
