@@ -16,17 +16,29 @@ import (
 // errors, durations must be Go duration strings ("60s") and sizes may be
 // written "256KiB".
 func decodeNode(n *yaml.Node, out any, path string) error {
-	return decodeValue(n, reflect.ValueOf(out).Elem(), path)
+	w := &walker{}
+	return w.value(n, reflect.ValueOf(out).Elem(), path)
 }
+
+// maxNodes bounds the nodes one decode visits, so that aliases cannot
+// expand a small file into an enormous one ("billion laughs").
+const maxNodes = 100000
+
+// walker decodes nodes and counts them.
+type walker struct{ nodes int }
 
 var (
 	durationType = reflect.TypeOf(time.Duration(0))
 	sizeType     = reflect.TypeOf(Size(0))
 )
 
-func decodeValue(n *yaml.Node, v reflect.Value, path string) error {
+func (w *walker) value(n *yaml.Node, v reflect.Value, path string) error {
+	w.nodes++
+	if w.nodes > maxNodes {
+		return &keyError{key: orRoot(path), msg: fmt.Sprintf("more than %d values (aliases expanded)", maxNodes)}
+	}
 	if n.Kind == yaml.AliasNode {
-		return decodeValue(n.Alias, v, path)
+		return w.value(n.Alias, v, path)
 	}
 	switch v.Type() {
 	case durationType:
@@ -54,16 +66,16 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string) error {
 	}
 	switch v.Kind() {
 	case reflect.Struct:
-		return decodeStruct(n, v, path)
+		return w.structure(n, v, path)
 	case reflect.Map:
-		return decodeMap(n, v, path)
+		return w.mapping(n, v, path)
 	case reflect.Pointer:
 		if isNull(n) {
 			v.SetZero()
 			return nil
 		}
 		p := reflect.New(v.Type().Elem())
-		if err := decodeValue(n, p.Elem(), path); err != nil {
+		if err := w.value(n, p.Elem(), path); err != nil {
 			return err
 		}
 		v.Set(p)
@@ -78,7 +90,7 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string) error {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, c := range n.Content {
-			if err := decodeValue(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := w.value(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
 			}
 		}
@@ -96,7 +108,7 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string) error {
 	return nil
 }
 
-func decodeStruct(n *yaml.Node, v reflect.Value, path string) error {
+func (w *walker) structure(n *yaml.Node, v reflect.Value, path string) error {
 	if isNull(n) {
 		return nil // an empty section keeps its defaults
 	}
@@ -124,14 +136,14 @@ func decodeStruct(n *yaml.Node, v reflect.Value, path string) error {
 		if !ok {
 			return &keyError{key: key, msg: fmt.Sprintf("line %d: unknown key", k.Line)}
 		}
-		if err := decodeValue(val, v.Field(idx), key); err != nil {
+		if err := w.value(val, v.Field(idx), key); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func decodeMap(n *yaml.Node, v reflect.Value, path string) error {
+func (w *walker) mapping(n *yaml.Node, v reflect.Value, path string) error {
 	if isNull(n) {
 		return nil
 	}
@@ -156,7 +168,7 @@ func decodeMap(n *yaml.Node, v reflect.Value, path string) error {
 		}
 		seen[k.Value] = true
 		elem := reflect.New(v.Type().Elem()).Elem()
-		if err := decodeValue(val, elem, key); err != nil {
+		if err := w.value(val, elem, key); err != nil {
 			return err
 		}
 		v.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)

@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, err
 	}
 
-	h.Presence = presence.New(h.Committer, h.Types, nil, presence.Options{}, log.With("component", "presence"), h.reg)
+	h.Presence = presence.New(h.Committer, h.Types, nil, presence.Options{DeviceType: h.Registry.DeviceType}, log.With("component", "presence"), h.reg)
 
 	brk, err := broker.New(broker.Options{
 		Addr:             cfg.MQTT.Addr,
@@ -145,6 +145,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	h.Broker = brk
 	h.Presence.SetKicker(brk)
 
+	// In the configuration a rate of 0 means no limit; ingest takes a
+	// negative rate for that (its zero value means "the default").
+	rateLimit := cfg.Ingest.RateLimit
+	if rateLimit.Rate == 0 {
+		rateLimit.Rate = -1
+	}
 	h.Ingest = ingest.New(ingest.Deps{
 		Committer: h.Committer,
 		Types:     h.Types,
@@ -153,7 +159,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		IDs:       ids,
 	}, ingest.Options{
 		DefaultMaxPayloadBytes: int(cfg.Ingest.MaxPayloadBytes),
-		DefaultRateLimit:       cfg.Ingest.RateLimit,
+		DefaultRateLimit:       rateLimit,
 		MaxReadingsPerMessage:  cfg.Ingest.MaxReadingsPerMessage,
 	}, log.With("component", "ingest"), h.reg)
 
@@ -206,27 +212,37 @@ func (h *Hub) prepare(ctx context.Context) error {
 	if created {
 		h.AdminToken = secret
 	}
+	// Devices the store still shows connected or online were left so by an
+	// unclean stop: nobody is connected to a hub that just started.
 	connected := true
+	seen := map[string]bool{}
 	var stale []string
 	types := map[string]string{}
-	after := ""
-	for {
-		devs, err := h.store.ListDevices(ctx, registry.ListOptions{Connected: &connected, After: after, Limit: 1000})
-		if err != nil {
-			return fmt.Errorf("list connected devices: %w", err)
+	for _, opts := range []registry.ListOptions{{Connected: &connected}, {Status: "online"}} {
+		opts.Limit = 1000
+		for {
+			devs, err := h.store.ListDevices(ctx, opts)
+			if err != nil {
+				return fmt.Errorf("list connected devices: %w", err)
+			}
+			for _, d := range devs {
+				if !seen[d.ID] {
+					seen[d.ID] = true
+					stale = append(stale, d.ID)
+					types[d.ID] = d.Type
+				}
+			}
+			if len(devs) < opts.Limit {
+				break
+			}
+			opts.After = devs[len(devs)-1].ID
 		}
-		for _, d := range devs {
-			stale = append(stale, d.ID)
-			types[d.ID] = d.Type
-		}
-		if len(devs) < 1000 {
-			break
-		}
-		after = devs[len(devs)-1].ID
 	}
 	if len(stale) > 0 {
-		h.log.Info("devices left connected by an unclean stop are set offline", "devices", len(stale))
-		h.Presence.Restore(ctx, stale, types)
+		h.log.Info("devices left online by an unclean stop are set offline", "devices", len(stale))
+		if err := h.Presence.Restore(ctx, stale, types); err != nil {
+			return fmt.Errorf("restore presence: %w", err)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,173 @@
+package access
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// ErrInvalid is returned for a token request with no name or an unknown role.
+var ErrInvalid = errors.New("invalid token request")
+
+// Service creates and verifies operator tokens.
+type Service struct {
+	store Store
+	now   func() time.Time
+}
+
+// NewService returns a token service over store.
+func NewService(store Store) *Service {
+	return &Service{store: store, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// ValidRole reports whether r is one of the roles.
+func ValidRole(r Role) bool {
+	return r == Admin || r == Operator || r == Viewer
+}
+
+// Allowed reports whether role may read (write false) or change (write
+// true) what the API serves: every role may read; operators and admins may
+// write.
+func Allowed(role Role, write bool) bool {
+	switch role {
+	case Admin, Operator:
+		return true
+	case Viewer:
+		return !write
+	}
+	return false
+}
+
+// Create makes a new token and returns its secret: the only time the
+// secret is seen, since only its SHA-256 hash is stored.
+func (s *Service) Create(ctx context.Context, name string, role Role) (string, Token, error) {
+	if strings.TrimSpace(name) == "" {
+		return "", Token{}, fmt.Errorf("%w: name must not be empty", ErrInvalid)
+	}
+	if !ValidRole(role) {
+		return "", Token{}, fmt.Errorf("%w: unknown role %q (admin, operator or viewer)", ErrInvalid, role)
+	}
+	secret, err := randomString(32)
+	if err != nil {
+		return "", Token{}, err
+	}
+	id, err := randomHex(8)
+	if err != nil {
+		return "", Token{}, err
+	}
+	sum := sha256.Sum256([]byte(secret))
+	t := Token{ID: id, Name: name, Role: role, Hash: sum[:], CreatedAt: s.now()}
+	if err := s.store.CreateToken(ctx, t); err != nil {
+		return "", Token{}, fmt.Errorf("create token %s: %w", name, err)
+	}
+	return secret, t, nil
+}
+
+// Verify returns the token whose secret is bearer. Unknown and revoked
+// tokens are ErrUnauthorized.
+func (s *Service) Verify(ctx context.Context, bearer string) (*Token, error) {
+	if bearer == "" {
+		return nil, ErrUnauthorized
+	}
+	sum := sha256.Sum256([]byte(bearer))
+	t, err := s.store.TokenByHash(ctx, sum[:])
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrUnauthorized
+	}
+	if err != nil {
+		return nil, fmt.Errorf("verify token: %w", err)
+	}
+	// The store found the token by its hash; compare again in constant
+	// time so that a lookup shortcut in a backend cannot leak by timing.
+	if subtle.ConstantTimeCompare(sum[:], t.Hash) != 1 || t.RevokedAt != nil {
+		return nil, ErrUnauthorized
+	}
+	return t, nil
+}
+
+// List returns every token (hashes included; callers must not show them).
+func (s *Service) List(ctx context.Context) ([]Token, error) {
+	return s.store.ListTokens(ctx)
+}
+
+// Revoke revokes the token with the given id: it stops working at once.
+func (s *Service) Revoke(ctx context.Context, id string) error {
+	if err := s.store.RevokeToken(ctx, id, s.now()); err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return nil
+}
+
+// EnsureAdminToken creates the first admin token at first start. If path
+// exists it does nothing. Otherwise it creates an admin token named "admin"
+// and writes its secret to path (mode 0600, through a temporary file and a
+// rename so that a crash never leaves half a token), and returns it.
+func (s *Service) EnsureAdminToken(ctx context.Context, path string) (string, bool, error) {
+	if _, err := os.Stat(path); err == nil {
+		return "", false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("admin token file: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, fmt.Errorf("admin token dir: %w", err)
+	}
+	secret, _, err := s.Create(ctx, "admin", Admin)
+	if err != nil {
+		return "", false, err
+	}
+	if err := writeFileAtomic(path, []byte(secret+"\n")); err != nil {
+		return "", false, fmt.Errorf("admin token file: %w", err)
+	}
+	return secret, true, nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op after the rename
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func randomString(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}

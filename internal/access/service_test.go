@@ -1,0 +1,178 @@
+package access
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memStore is an in-memory Store.
+type memStore struct {
+	mu     sync.Mutex
+	tokens []Token
+	err    error
+}
+
+func (m *memStore) CreateToken(_ context.Context, t Token) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	m.tokens = append(m.tokens, t)
+	return nil
+}
+
+func (m *memStore) TokenByHash(_ context.Context, hash []byte) (*Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return nil, m.err
+	}
+	for _, t := range m.tokens {
+		if bytes.Equal(t.Hash, hash) {
+			return &t, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+func (m *memStore) ListTokens(context.Context) ([]Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Token(nil), m.tokens...), nil
+}
+
+func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range m.tokens {
+		if m.tokens[i].ID == id {
+			m.tokens[i].RevokedAt = &at
+			return nil
+		}
+	}
+	return ErrNotFound
+}
+
+func TestCreateVerify(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{}
+	s := NewService(st)
+	secret, tok, err := s.Create(ctx, "ci", Operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secret) != 43 { // 32 bytes, base64url without padding
+		t.Errorf("secret %q has length %d", secret, len(secret))
+	}
+	if bytes.Contains(st.tokens[0].Hash, []byte(secret)) || len(st.tokens[0].Hash) != 32 {
+		t.Errorf("stored hash %x", st.tokens[0].Hash)
+	}
+	got, err := s.Verify(ctx, secret)
+	if err != nil || got.ID != tok.ID || got.Role != Operator {
+		t.Fatalf("Verify = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "nope", secret + "x"} {
+		if _, err := s.Verify(ctx, bad); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("Verify(%q) = %v, want ErrUnauthorized", bad, err)
+		}
+	}
+	if err := s.Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Verify(ctx, secret); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("revoked token: %v", err)
+	}
+	if err := s.Revoke(ctx, "missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("revoke missing: %v", err)
+	}
+}
+
+func TestCreateInvalid(t *testing.T) {
+	s := NewService(&memStore{})
+	tests := []struct {
+		name  string
+		tname string
+		role  Role
+	}{
+		{"empty name", " ", Admin},
+		{"unknown role", "x", "root"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := s.Create(context.Background(), tt.tname, tt.role); !errors.Is(err, ErrInvalid) {
+				t.Errorf("err = %v", err)
+			}
+		})
+	}
+}
+
+func TestVerifyStoreError(t *testing.T) {
+	boom := errors.New("boom")
+	s := NewService(&memStore{err: boom})
+	if _, err := s.Verify(context.Background(), "x"); !errors.Is(err, boom) || errors.Is(err, ErrUnauthorized) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestAllowed(t *testing.T) {
+	tests := []struct {
+		role  Role
+		write bool
+		want  bool
+	}{
+		{Admin, false, true}, {Admin, true, true},
+		{Operator, false, true}, {Operator, true, true},
+		{Viewer, false, true}, {Viewer, true, false},
+		{"", false, false}, {"root", true, false},
+	}
+	for _, tt := range tests {
+		if got := Allowed(tt.role, tt.write); got != tt.want {
+			t.Errorf("Allowed(%q, %v) = %v", tt.role, tt.write, got)
+		}
+	}
+}
+
+func TestEnsureAdminToken(t *testing.T) {
+	ctx := context.Background()
+	st := &memStore{}
+	s := NewService(st)
+	path := filepath.Join(t.TempDir(), "data", "admin.token")
+	secret, created, err := s.EnsureAdminToken(ctx, path)
+	if err != nil || !created || secret == "" {
+		t.Fatalf("first call: %q %v %v", secret, created, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	b, _ := os.ReadFile(path)
+	if strings.TrimSpace(string(b)) != secret {
+		t.Errorf("file holds %q, want %q", b, secret)
+	}
+	tok, err := s.Verify(ctx, secret)
+	if err != nil || tok.Role != Admin || tok.Name != "admin" {
+		t.Fatalf("Verify = %+v, %v", tok, err)
+	}
+	secret2, created, err := s.EnsureAdminToken(ctx, path)
+	if err != nil || created || secret2 != "" {
+		t.Errorf("second call: %q %v %v", secret2, created, err)
+	}
+	if len(st.tokens) != 1 {
+		t.Errorf("%d tokens, want 1", len(st.tokens))
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temporary files left: %v", entries)
+	}
+}

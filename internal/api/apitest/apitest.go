@@ -1,0 +1,493 @@
+// Package apitest provides in-memory fakes of the API's collaborators and a
+// test server built from them, for the tests of the api, client and cli
+// packages.
+package apitest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/api"
+	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// The bearer tokens the fake Tokens knows.
+const (
+	AdminToken    = "admin-secret"
+	OperatorToken = "operator-secret"
+	ViewerToken   = "viewer-secret"
+)
+
+// Fakes are the API's collaborators, in memory.
+type Fakes struct {
+	Devices  *Devices
+	Readings *Readings
+	Messages *Messages
+	Events   *Events
+	Data     *Data
+	Tokens   *Tokens
+	Types    *devicetype.Registry
+	Ready    error
+}
+
+// New returns fakes with three tokens (admin, operator, viewer) and the
+// device type WeatherStation.
+func New() *Fakes {
+	types := devicetype.NewRegistry()
+	lo, hi := -60.0, 70.0
+	if err := types.Register(devicetype.Type{
+		Name: "WeatherStation", HeartbeatInterval: time.Minute,
+		Fields:   map[string]devicetype.Field{"temperature": {Type: devicetype.Float, Unit: "celsius", Min: &lo, Max: &hi}},
+		Commands: []string{"reboot"},
+	}); err != nil {
+		panic(err)
+	}
+	f := &Fakes{
+		Devices:  &Devices{Types: types, devices: map[string]registry.Device{}, keys: map[string]string{}},
+		Readings: &Readings{},
+		Messages: &Messages{},
+		Events:   &Events{subs: map[*subscription]struct{}{}},
+		Data:     &Data{},
+		Tokens: &Tokens{tokens: map[string]access.Token{
+			AdminToken:    {ID: "t1", Name: "admin", Role: access.Admin},
+			OperatorToken: {ID: "t2", Name: "ops", Role: access.Operator},
+			ViewerToken:   {ID: "t3", Name: "dash", Role: access.Viewer},
+		}},
+		Types: types,
+	}
+	return f
+}
+
+// Deps returns the API dependencies backed by the fakes.
+func (f *Fakes) Deps() api.Deps {
+	return api.Deps{
+		Devices: f.Devices, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
+		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Types: f.Types,
+		Ready: func() error { return f.Ready },
+	}
+}
+
+// Server starts an httptest server of the API over the fakes; it is shut
+// down when the test ends.
+func (f *Fakes) Server(t testing.TB, opts api.Options) (*httptest.Server, *api.API) {
+	t.Helper()
+	a := api.New(f.Deps(), opts, nil)
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(func() {
+		a.Shutdown()
+		srv.Close()
+	})
+	return srv, a
+}
+
+// Devices is a fake device registry; it also authenticates API keys.
+type Devices struct {
+	Types *devicetype.Registry
+	// Err, if set, is returned by every call.
+	Err error
+
+	mu      sync.Mutex
+	devices map[string]registry.Device
+	keys    map[string]string // api key → device id
+	n       int
+}
+
+// Provision creates a device with predictable credentials.
+func (d *Devices) Provision(_ context.Context, req registry.ProvisionRequest) (events.Credentials, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Err != nil {
+		return events.Credentials{}, d.Err
+	}
+	if !registry.ValidID(req.ID) {
+		return events.Credentials{}, fmt.Errorf("%w %q", registry.ErrInvalidID, req.ID)
+	}
+	if _, err := d.Types.Get(req.Type); err != nil {
+		return events.Credentials{}, err
+	}
+	if _, ok := d.devices[req.ID]; ok && !req.Replace {
+		return events.Credentials{}, fmt.Errorf("provision %s: %w", req.ID, registry.ErrExists)
+	}
+	d.n++
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	d.devices[req.ID] = registry.Device{
+		ID: req.ID, Type: req.Type, Name: req.Name, Group: req.Group, Tags: req.Tags, Metadata: req.Metadata,
+		Status: "unknown", CreatedAt: now, UpdatedAt: now,
+	}
+	c := events.Credentials{MQTTUsername: req.ID, MQTTPassword: fmt.Sprintf("pw-%d", d.n), APIKey: fmt.Sprintf("key-%s-%d", req.ID, d.n)}
+	d.keys[c.APIKey] = req.ID
+	return c, nil
+}
+
+// Put stores a device as is.
+func (d *Devices) Put(dev registry.Device) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.devices[dev.ID] = dev
+}
+
+// Get returns a device.
+func (d *Devices) Get(_ context.Context, id string) (*registry.Device, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Err != nil {
+		return nil, d.Err
+	}
+	dev, ok := d.devices[id]
+	if !ok {
+		return nil, fmt.Errorf("device %s: %w", id, registry.ErrNotFound)
+	}
+	return &dev, nil
+}
+
+// List lists devices by id.
+func (d *Devices) List(_ context.Context, o registry.ListOptions) ([]registry.Device, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Err != nil {
+		return nil, d.Err
+	}
+	ids := make([]string, 0, len(d.devices))
+	for id := range d.devices {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	limit := o.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	var out []registry.Device
+	for _, id := range ids {
+		dev := d.devices[id]
+		switch {
+		case id <= o.After && o.After != "",
+			o.Type != "" && dev.Type != o.Type,
+			o.Group != "" && dev.Group != o.Group,
+			o.Status != "" && dev.Status != o.Status,
+			o.Connected != nil && dev.Connected != *o.Connected:
+			continue
+		}
+		if len(out) == limit {
+			break
+		}
+		out = append(out, dev)
+	}
+	return out, nil
+}
+
+// AuthenticateAPIKey finds the device of an API key.
+func (d *Devices) AuthenticateAPIKey(key string) (string, string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id, ok := d.keys[key]
+	if !ok {
+		return "", "", registry.ErrUnauthorized
+	}
+	dev := d.devices[id]
+	if dev.Disabled {
+		return "", "", registry.ErrDisabled
+	}
+	return id, dev.Type, nil
+}
+
+// Readings is a fake reading store: pages are offsets in the newest-first
+// order; the cursor "bad" (or any cursor it did not issue) is ErrBadCursor.
+type Readings struct {
+	mu      sync.Mutex
+	records []readings.Record
+	// Last is the last query asked.
+	Last readings.Query
+}
+
+// Add stores readings.
+func (r *Readings) Add(recs ...readings.Record) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, recs...)
+}
+
+// QueryReadings answers a query.
+func (r *Readings) QueryReadings(_ context.Context, q readings.Query) (readings.Page, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Last = q
+	off := 0
+	if q.Cursor != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(q.Cursor, "o"))
+		if err != nil || !strings.HasPrefix(q.Cursor, "o") || n < 0 {
+			return readings.Page{}, fmt.Errorf("query readings: %w", readings.ErrBadCursor)
+		}
+		off = n
+	}
+	var sel []readings.Record
+	for _, rec := range r.records {
+		if rec.DeviceID != q.DeviceID || (q.Stream != "" && rec.Stream != q.Stream) ||
+			(!q.From.IsZero() && rec.Time.Before(q.From)) || (!q.To.IsZero() && !rec.Time.Before(q.To)) {
+			continue
+		}
+		if q.Field != "" {
+			v, ok := rec.Values[q.Field]
+			if !ok {
+				continue
+			}
+			rec.Values = map[string]any{q.Field: v}
+		}
+		sel = append(sel, rec)
+	}
+	sort.SliceStable(sel, func(i, j int) bool { return sel[i].Time.After(sel[j].Time) })
+	limit := q.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	var page readings.Page
+	if off < len(sel) {
+		sel = sel[off:]
+		if len(sel) > limit {
+			sel = sel[:limit]
+			page.Next = "o" + strconv.Itoa(off+limit)
+		}
+		page.Readings = sel
+	}
+	return page, nil
+}
+
+// Messages is a fake audit log.
+type Messages struct {
+	mu   sync.Mutex
+	msgs []audit.Message // oldest first
+}
+
+// Add appends audit records.
+func (m *Messages) Add(msgs ...audit.Message) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.msgs = append(m.msgs, msgs...)
+}
+
+// ListMessages answers an audit query, newest first.
+func (m *Messages) ListMessages(_ context.Context, q audit.Query) ([]audit.Message, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []audit.Message
+	for i := len(m.msgs) - 1; i >= 0; i-- {
+		msg := m.msgs[i]
+		if (q.DeviceID != "" && msg.DeviceID != q.DeviceID) || (q.Rejected && msg.Accepted) || (q.Before > 0 && msg.ID >= q.Before) {
+			continue
+		}
+		if q.Limit > 0 && len(out) == q.Limit {
+			break
+		}
+		out = append(out, msg)
+	}
+	return out, nil
+}
+
+// Tokens is a fake token verifier.
+type Tokens struct {
+	tokens map[string]access.Token
+}
+
+// Verify returns the token of a known secret.
+func (t *Tokens) Verify(_ context.Context, bearer string) (*access.Token, error) {
+	tok, ok := t.tokens[bearer]
+	if !ok {
+		return nil, access.ErrUnauthorized
+	}
+	return &tok, nil
+}
+
+// Rejection is a fake ingest rejection.
+type Rejection struct{ Code, Field, Reason string }
+
+func (r *Rejection) Error() string { return r.Reason }
+
+// RejectCode returns the machine code.
+func (r *Rejection) RejectCode() string { return r.Code }
+
+// RejectField returns the field at fault.
+func (r *Rejection) RejectField() string { return r.Field }
+
+// Data is a fake ingest pipeline for HTTP data: it accepts a JSON object or
+// an array of objects, rejects anything else, and treats a repeated msg_id
+// as a duplicate.
+type Data struct {
+	mu    sync.Mutex
+	seen  map[string]int64
+	next  int64
+	Calls []DataCall
+}
+
+// DataCall records one call of HandleHTTPData.
+type DataCall struct {
+	DeviceID, DeviceType, Stream, ContentType string
+	Payload                                   []byte
+}
+
+// HandleHTTPData takes in one message.
+func (d *Data) HandleHTTPData(_ context.Context, id, typ, stream string, payload []byte, contentType string) (api.DataResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Calls = append(d.Calls, DataCall{id, typ, stream, contentType, payload})
+	var v any
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return api.DataResult{}, &Rejection{Code: "invalid_json", Reason: "payload is not JSON: " + err.Error()}
+	}
+	var objs []map[string]any
+	switch x := v.(type) {
+	case map[string]any:
+		objs = append(objs, x)
+	case []any:
+		for i, e := range x {
+			o, ok := e.(map[string]any)
+			if !ok {
+				return api.DataResult{}, &Rejection{Code: "invalid_payload", Field: fmt.Sprintf("[%d]", i), Reason: "each reading must be an object"}
+			}
+			objs = append(objs, o)
+		}
+	default:
+		return api.DataResult{}, &Rejection{Code: "invalid_payload", Reason: "payload must be an object or an array of objects"}
+	}
+	for _, o := range objs {
+		if t, ok := o["temperature"].(float64); ok && t > 70 {
+			return api.DataResult{}, &Rejection{Code: "out_of_range", Field: "temperature", Reason: "above the maximum 70"}
+		}
+	}
+	if d.seen == nil {
+		d.seen = map[string]int64{}
+	}
+	if m, ok := objs0(objs)["msg_id"].(string); ok {
+		if id, dup := d.seen[m]; dup {
+			return api.DataResult{MessageID: id, Duplicate: true}, nil
+		}
+		d.next++
+		d.seen[m] = d.next
+		return api.DataResult{MessageID: d.next, Readings: len(objs)}, nil
+	}
+	d.next++
+	return api.DataResult{MessageID: d.next, Readings: len(objs)}, nil
+}
+
+func objs0(objs []map[string]any) map[string]any {
+	if len(objs) == 0 {
+		return nil
+	}
+	return objs[0]
+}
+
+// Events is a fake event bus with a log: Publish numbers and stores an
+// event and hands it to matching subscribers, each from its own goroutine.
+type Events struct {
+	// Err, if set, is returned by Subscribe.
+	Err error
+
+	mu   sync.Mutex
+	log  []events.Event
+	subs map[*subscription]struct{}
+}
+
+type subscription struct {
+	e      *Events
+	filter events.Filter
+	ch     chan events.Event
+	done   chan struct{}
+	exited chan struct{}
+	once   sync.Once
+}
+
+// Publish commits an event: it gets the next sequence number.
+func (e *Events) Publish(ev events.Event) events.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ev.Seq = int64(len(e.log) + 1)
+	if ev.Time.IsZero() {
+		ev.Time = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	}
+	e.log = append(e.log, ev)
+	for s := range e.subs {
+		if s.filter.Match(&ev) {
+			select {
+			case s.ch <- ev:
+			default: // a test that publishes this much has a bug
+			}
+		}
+	}
+	return ev
+}
+
+// Subscribers returns how many subscriptions are open.
+func (e *Events) Subscribers() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.subs)
+}
+
+// Subscribe replays logged events with Seq > opts.From (when From > 0),
+// as eventlog.Bus does, and then delivers new ones.
+func (e *Events) Subscribe(opts api.SubscribeOptions, fn func(events.Event)) (api.Subscription, error) {
+	if e.Err != nil {
+		return nil, e.Err
+	}
+	s := &subscription{e: e, filter: opts.Filter, ch: make(chan events.Event, 1024), done: make(chan struct{}), exited: make(chan struct{})}
+	e.mu.Lock()
+	if opts.From > 0 {
+		for _, ev := range e.log {
+			if ev.Seq > opts.From && s.filter.Match(&ev) {
+				s.ch <- ev
+			}
+		}
+	}
+	e.subs[s] = struct{}{}
+	e.mu.Unlock()
+	go func() {
+		defer close(s.exited)
+		for {
+			select {
+			case ev := <-s.ch:
+				fn(ev)
+			case <-s.done:
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Close ends the subscription and waits for its goroutine.
+func (s *subscription) Close() {
+	s.once.Do(func() {
+		s.e.mu.Lock()
+		delete(s.e.subs, s)
+		s.e.mu.Unlock()
+		close(s.done)
+		<-s.exited
+	})
+}
+
+// ErrBoom is an internal error whose text must never reach a client.
+var ErrBoom = errors.New("boom: secret internal detail")
+
+// WaitFor polls cond until it holds or the deadline passes.
+func WaitFor(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

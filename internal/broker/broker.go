@@ -1,0 +1,535 @@
+// Package broker is devicehub's embedded MQTT broker: mochi-mqtt with one
+// hook that authenticates devices, confines each device to its own topic
+// prefix, hands every device message to the ingest path synchronously (a
+// QoS 1 PUBACK means the message is stored) and tells presence about
+// connections, disconnections and activity.
+//
+// Connection generations: every accepted connection gets a generation, a
+// process-wide increasing number, assigned in OnConnect right after the
+// credentials were checked and before mochi takes over an older session
+// with the same client id. The broker remembers the current generation per
+// device. Presence learns a connection's generation in Connected (called
+// from OnSessionEstablish, before the takeover, so that presence already
+// knows the new generation when the old session's disconnect arrives) and
+// every Disconnected carries the generation of the connection that ended,
+// so presence ignores the disconnect of a taken-over session. A last will
+// is handed to ingest only if its connection is still the device's current
+// one and the hub did not close it itself (kick, shutdown).
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors of the broker.
+var (
+	// ErrNoListener: the options name no address to listen on.
+	ErrNoListener = errors.New("no listener configured")
+	// ErrMissingDep: a required dependency is nil.
+	ErrMissingDep = errors.New("missing dependency")
+	// ErrAlreadyRunning: Run was called twice.
+	ErrAlreadyRunning = errors.New("broker already running")
+)
+
+// Authenticator checks a device's MQTT credentials and returns its type.
+// It reports registry.ErrNotFound, registry.ErrUnauthorized or
+// registry.ErrDisabled.
+type Authenticator interface {
+	Authenticate(clientID, username string, password []byte) (deviceType string, err error)
+}
+
+// PublishHandler takes in a device's message. It returns once the message
+// is durably stored (for QoS > 0), with nil, with a rejection (an error
+// with a RejectCode() string method, already recorded by the hub), or with
+// any other error, meaning the message was not stored.
+type PublishHandler interface {
+	HandlePublish(ctx context.Context, p *Publish) error
+}
+
+// Presence is told about device connections. gen identifies the connection
+// (see the package comment).
+type Presence interface {
+	Connected(ctx context.Context, deviceID, deviceType string, gen uint64, remoteAddr string)
+	Disconnected(ctx context.Context, deviceID string, gen uint64, reason string, cause error)
+	// Activity is called for every packet a device sends; it must be cheap.
+	Activity(deviceID string)
+}
+
+// Deps are the broker's collaborators.
+type Deps struct {
+	Authenticator  Authenticator
+	PublishHandler PublishHandler
+	Presence       Presence
+}
+
+// Publish is one message from a device (or its last will).
+type Publish struct {
+	DeviceID   string
+	DeviceType string
+	Topic      string
+	// Payload belongs to the broker's packet: read it, do not modify it.
+	Payload           []byte
+	QoS               byte
+	ContentType       string
+	PayloadFormatUTF8 bool
+	Will              bool // the device's last will, sent by the broker for it
+	Received          time.Time
+}
+
+// Options configure the broker. Every limit is set on purpose: mochi's own
+// defaults are unbounded or sized for a few clients, not a fleet. Zero
+// values take the defaults documented on each field.
+type Options struct {
+	// Addr is the plain TCP listener address (":1883"); empty for none.
+	Addr string
+	// TLSAddr, CertFile and KeyFile configure an optional TLS listener.
+	TLSAddr  string
+	CertFile string
+	KeyFile  string
+	// WSAddr is an optional WebSocket listener address (plain; put TLS in
+	// front of it).
+	WSAddr string
+
+	// MaxPacketSize bounds an incoming packet in bytes (default 256 KiB);
+	// a larger packet closes the connection.
+	MaxPacketSize int
+	// MaxClients bounds the connected devices (default 100000); more are
+	// refused with server busy (v5) / server unavailable (3.1.1).
+	MaxClients int
+	// ReceiveMaximum is the number of unacknowledged QoS > 0 messages a
+	// device may send at once (default 64, at most 65535). Messages are
+	// stored one by one per connection anyway, so a larger window buys
+	// nothing.
+	ReceiveMaximum int
+	// MaxInflight bounds the QoS > 0 messages held for one device,
+	// including those queued while it is offline (default 256, at most
+	// 65535); beyond it messages to the device are dropped (and counted by
+	// mochi). The hub keeps its own record of commands, so this is a
+	// buffer, not a store.
+	MaxInflight int
+	// WriteQueue bounds the outbound queue of one client (default 256);
+	// when it is full, messages to the client are dropped. mochi allocates
+	// it per client up front (8192 entries by default: 64 KiB per client),
+	// so it is kept small.
+	WriteQueue int
+	// MaxSessionExpiry caps how long a persistent session outlives its
+	// connection (default 1h).
+	MaxSessionExpiry time.Duration
+	// MinKeepAlive and MaxKeepAlive clamp the keepalive a device asks for
+	// (defaults 5s and 20m). A keepalive of zero (none) becomes
+	// MaxKeepAlive, so that a dead connection is always noticed. A v5
+	// client is told the value in force (server keep alive).
+	MinKeepAlive time.Duration
+	MaxKeepAlive time.Duration
+	// ConnectTimeout is how long a new connection may take to send its
+	// CONNECT (default 10s); mochi itself sets no deadline before CONNECT.
+	ConnectTimeout time.Duration
+	// HandlerTimeout bounds one PublishHandler call (default 30s); a
+	// timeout counts as "not stored" and disconnects the device.
+	HandlerTimeout time.Duration
+	// ReadBufferSize and WriteBufferSize size the per-client bufio buffers
+	// (default 2 KiB each, mochi's default, chosen again on purpose:
+	// device messages are small and the cost is per connection).
+	ReadBufferSize  int
+	WriteBufferSize int
+}
+
+// maxMQTTPacket is the largest packet MQTT can encode.
+const maxMQTTPacket = 268435455
+
+func (o *Options) check() error {
+	switch {
+	case o.MaxPacketSize < 0 || o.MaxPacketSize > maxMQTTPacket:
+		return fmt.Errorf("MaxPacketSize %d: must be between 1 and %d", o.MaxPacketSize, maxMQTTPacket)
+	case o.ReceiveMaximum < 0 || o.ReceiveMaximum > math.MaxUint16:
+		return fmt.Errorf("ReceiveMaximum %d: must be between 1 and 65535", o.ReceiveMaximum)
+	case o.MaxInflight < 0 || o.MaxInflight > math.MaxUint16:
+		return fmt.Errorf("MaxInflight %d: must be between 1 and 65535", o.MaxInflight)
+	case o.MaxSessionExpiry/time.Second > math.MaxUint32:
+		return fmt.Errorf("MaxSessionExpiry %s: too long", o.MaxSessionExpiry)
+	case o.TLSAddr != "" && (o.CertFile == "" || o.KeyFile == ""):
+		return errors.New("TLSAddr needs CertFile and KeyFile")
+	}
+	return nil
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = 256 << 10
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = 100000
+	}
+	if o.ReceiveMaximum == 0 {
+		o.ReceiveMaximum = 64
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = 256
+	}
+	if o.WriteQueue <= 0 {
+		o.WriteQueue = 256
+	}
+	if o.MaxSessionExpiry <= 0 {
+		o.MaxSessionExpiry = time.Hour
+	}
+	if o.MinKeepAlive <= 0 {
+		o.MinKeepAlive = 5 * time.Second
+	}
+	if o.MaxKeepAlive <= 0 {
+		o.MaxKeepAlive = 20 * time.Minute
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.HandlerTimeout <= 0 {
+		o.HandlerTimeout = 30 * time.Second
+	}
+	if o.ReadBufferSize <= 0 {
+		o.ReadBufferSize = 2 << 10
+	}
+	if o.WriteBufferSize <= 0 {
+		o.WriteBufferSize = 2 << 10
+	}
+}
+
+// capabilities turns the options into mochi's capabilities, each value
+// chosen rather than inherited.
+func (o *Options) capabilities() *mqtt.Capabilities {
+	c := mqtt.NewDefaultServerCapabilities()
+	c.MaximumClients = int64(o.MaxClients)
+	// No broker-imposed message expiry: messages carry their own. With
+	// mochi's default (a day) it would also delete the hub's retained
+	// twin and config messages after a day. Nothing grows without bound:
+	// inflight is capped per client, sessions expire (MaxSessionExpiry)
+	// and devices cannot retain messages (their retain flag is cleared).
+	c.MaximumMessageExpiryInterval = 0
+	c.MaximumClientWritesPending = int32(min(o.WriteQueue, math.MaxInt32))
+	c.MaximumSessionExpiryInterval = uint32(o.MaxSessionExpiry / time.Second)
+	c.MaximumPacketSize = uint32(o.MaxPacketSize)
+	c.ReceiveMaximum = uint16(o.ReceiveMaximum)
+	c.MaximumInflight = uint16(o.MaxInflight)
+	// Inbound topic aliases are stored per client: a small table bounds
+	// that memory (mochi's default is 65535 entries).
+	c.TopicAliasMaximum = 16
+	// Devices may not use shared subscriptions (the ACL refuses $share).
+	c.SharedSubAvailable = 0
+	c.MinimumProtocolVersion = 4 // MQTT 3.1.1 and 5
+	c.MaximumQos = 2
+	c.RetainAvailable = 1 // the hub retains twin and config messages
+	c.WildcardSubAvailable = 1
+	c.SubIDAvailable = 1
+	return c
+}
+
+// Broker is the embedded MQTT broker. Create it with New and serve with Run.
+type Broker struct {
+	opts   Options
+	deps   Deps
+	log    *slog.Logger
+	server *mqtt.Server
+	tlsCfg *tls.Config
+	m      *metrics
+
+	ready   chan struct{}
+	running atomic.Bool
+	served  atomic.Bool // mochi's Serve started the listeners
+	closing atomic.Bool // set when shutdown starts: disconnects are "shutdown"
+	addr    atomic.Value
+
+	gens      atomic.Uint64 // last generation handed out
+	connected atomic.Int64  // sessions for which Connected was called and Disconnected not yet
+
+	conns     sync.Map // net.Conn → *session, from accept to the end of the connection
+	listeners []stoppable
+
+	mu      sync.Mutex
+	closed  bool              // no new connections are tracked
+	current map[string]uint64 // device id → generation of its newest connection
+	wg      sync.WaitGroup    // connection goroutines
+}
+
+// session is what the broker knows of one network connection. Fields set
+// in OnConnect are read-only once authed is true.
+type session struct {
+	conn       net.Conn
+	client     atomic.Pointer[mqtt.Client]
+	deviceID   string
+	deviceType string
+	gen        uint64
+	remote     string
+
+	authed    atomic.Bool // credentials accepted
+	connected atomic.Bool // Presence.Connected called
+	done      atomic.Bool // Presence.Disconnected called
+	kicked    atomic.Bool // the hub closed the connection
+}
+
+// New returns a broker. reg may be nil.
+func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
+	if deps.Authenticator == nil || deps.PublishHandler == nil || deps.Presence == nil {
+		return nil, fmt.Errorf("broker: %w (Authenticator, PublishHandler and Presence are required)", ErrMissingDep)
+	}
+	if opts.Addr == "" && opts.TLSAddr == "" && opts.WSAddr == "" {
+		return nil, fmt.Errorf("broker: %w", ErrNoListener)
+	}
+	if err := opts.check(); err != nil {
+		return nil, fmt.Errorf("broker options: %w", err)
+	}
+	opts.setDefaults()
+	b := &Broker{
+		opts:    opts,
+		deps:    deps,
+		log:     log,
+		ready:   make(chan struct{}),
+		current: map[string]uint64{},
+	}
+	if opts.TLSAddr != "" {
+		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker: load tls key pair: %w", err)
+		}
+		b.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	b.server = mqtt.New(&mqtt.Options{
+		Capabilities:             opts.capabilities(),
+		ClientNetWriteBufferSize: opts.WriteBufferSize,
+		ClientNetReadBufferSize:  opts.ReadBufferSize,
+		Logger:                   log.With("component", "mochi"),
+		// $SYS topics are of no use to devices (the ACL hides them) and
+		// each update reads the memory stats of the whole process.
+		SysTopicResendInterval: 60,
+		InlineClient:           true,
+	})
+	if err := b.server.AddHook(&hook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add hook: %w", err)
+	}
+	b.m = newMetrics(b, reg)
+	return b, nil
+}
+
+// Ready is closed once the listeners are listening (never, if Run fails
+// before).
+func (b *Broker) Ready() <-chan struct{} { return b.ready }
+
+// Addr is the address of the plain TCP listener once listening, "" before
+// or without one.
+func (b *Broker) Addr() string {
+	s, _ := b.addr.Load().(string)
+	return s
+}
+
+// ClientCount is the number of connected devices.
+func (b *Broker) ClientCount() int { return int(b.connected.Load()) }
+
+// Publish sends a message from the hub to devices through mochi's inline
+// client: no ACL, no PublishHandler.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if err := b.server.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Kick closes the device's connection now; presence hears of it with the
+// reason events.ReasonKicked. reason is for the log.
+func (b *Broker) Kick(deviceID, reason string) {
+	cl, ok := b.server.Clients.Get(deviceID)
+	if !ok || cl.Closed() || cl.Net.Inline {
+		return
+	}
+	if s := b.sessionOf(cl); s != nil {
+		s.kicked.Store(true)
+	}
+	b.log.Info("kicking device", "device_id", deviceID, "reason", reason)
+	if cl.Properties.ProtocolVersion == 5 {
+		// The DISCONNECT is written synchronously: do not let a device
+		// that stopped reading hold the caller.
+		_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
+		return
+	}
+	cl.Stop(packets.ErrAdministrativeAction) // 3.1.1 has no server DISCONNECT
+}
+
+// Run listens and serves until ctx is done, then closes the listeners and
+// every connection (presence hears "shutdown" for each) and returns once
+// all connection goroutines ended.
+func (b *Broker) Run(ctx context.Context) error {
+	if !b.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	ls, err := b.listen()
+	if err != nil {
+		return err
+	}
+	b.listeners = ls
+	for _, l := range ls {
+		if err := b.server.AddListener(l); err != nil {
+			b.shutdown()
+			return fmt.Errorf("broker: add listener %s: %w", l.ID(), err)
+		}
+	}
+	if err := b.server.Serve(); err != nil {
+		b.shutdown()
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	b.served.Store(true)
+	close(b.ready)
+	b.log.Info("mqtt broker listening", "addr", b.Addr(), "tls_addr", b.opts.TLSAddr, "ws_addr", b.opts.WSAddr)
+	<-ctx.Done()
+	b.shutdown()
+	b.log.Info("mqtt broker stopped")
+	return nil
+}
+
+// shutdown stops the listeners, closes every connection and waits for
+// their goroutines, and only then closes mochi's server: mochi's Close
+// waits on a WaitGroup that each connection goroutine adds to itself, so
+// it must not run while a connection can still start.
+func (b *Broker) shutdown() {
+	b.closing.Store(true)
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	for _, l := range b.listeners {
+		l.stop()
+	}
+	b.conns.Range(func(_, v any) bool {
+		s := v.(*session)
+		cl := s.client.Load()
+		switch {
+		case cl == nil:
+			_ = s.conn.Close()
+		case cl.Properties.ProtocolVersion == 5:
+			_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		default:
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+		return true
+	})
+	b.wg.Wait()
+	if b.served.Load() {
+		_ = b.server.Close()
+	}
+}
+
+// listen opens the configured listeners.
+func (b *Broker) listen() ([]stoppable, error) {
+	var out []stoppable
+	fail := func(err error) ([]stoppable, error) {
+		for _, l := range out {
+			l.stop()
+		}
+		return nil, err
+	}
+	if b.opts.Addr != "" {
+		ln, err := net.Listen("tcp", b.opts.Addr)
+		if err != nil {
+			return fail(fmt.Errorf("broker: listen %s: %w", b.opts.Addr, err))
+		}
+		b.addr.Store(ln.Addr().String())
+		out = append(out, newNetListener("tcp", "tcp", ln, b))
+	}
+	if b.opts.TLSAddr != "" {
+		ln, err := tls.Listen("tcp", b.opts.TLSAddr, b.tlsCfg)
+		if err != nil {
+			return fail(fmt.Errorf("broker: listen tls %s: %w", b.opts.TLSAddr, err))
+		}
+		out = append(out, newNetListener("tls", "tcp+tls", ln, b))
+	}
+	if b.opts.WSAddr != "" {
+		out = append(out, &wsListener{
+			Listener: listeners.NewWebsocket(listeners.Config{Type: listeners.TypeWS, ID: "ws", Address: b.opts.WSAddr}),
+			b:        b,
+			done:     make(chan struct{}),
+		})
+	}
+	return out, nil
+}
+
+// track registers a new connection; false once the broker is closing.
+func (b *Broker) track(c net.Conn) (*session, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, false
+	}
+	s := &session{conn: c}
+	b.conns.Store(c, s)
+	b.wg.Add(1)
+	return s, true
+}
+
+// serveConn runs mochi's establish function for one tracked connection and
+// makes sure presence hears of its end even on the paths where mochi calls
+// no OnDisconnect (a failed CONNACK write or inflight resend).
+func (b *Broker) serveConn(listenerID string, s *session, establish listeners.EstablishFn) error {
+	defer b.wg.Done()
+	_ = s.conn.SetDeadline(time.Now().Add(b.opts.ConnectTimeout))
+	err := establish(listenerID, s.conn)
+	b.disconnected(s, b.reasonFor(s, nil, err))
+	b.conns.Delete(s.conn)
+	_ = s.conn.Close()
+	if s.authed.Load() {
+		b.mu.Lock()
+		if b.current[s.deviceID] == s.gen {
+			delete(b.current, s.deviceID)
+		}
+		b.mu.Unlock()
+	}
+	return err
+}
+
+func (b *Broker) sessionOf(cl *mqtt.Client) *session {
+	if cl.Net.Conn == nil {
+		return nil
+	}
+	v, ok := b.conns.Load(cl.Net.Conn)
+	if !ok {
+		return nil
+	}
+	return v.(*session)
+}
+
+// isCurrent reports whether gen is the device's newest connection.
+func (b *Broker) isCurrent(deviceID string, gen uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.current[deviceID] == gen
+}
+
+// presenceTimeout bounds the presence calls made from mochi's hooks (they
+// may wait for a commit).
+const presenceTimeout = 10 * time.Second
+
+type reason struct {
+	name  string
+	cause error
+}
+
+// disconnected tells presence once that s ended.
+func (b *Broker) disconnected(s *session, r reason) {
+	if !s.connected.Load() || !s.done.CompareAndSwap(false, true) {
+		return
+	}
+	b.connected.Add(-1)
+	b.m.disconnects.WithLabelValues(r.name).Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
+	defer cancel()
+	b.deps.Presence.Disconnected(ctx, s.deviceID, s.gen, r.name, r.cause)
+}

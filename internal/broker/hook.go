@@ -1,0 +1,372 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// hook is the broker's only mochi hook. It is also the only auth hook:
+// mochi grants access if any hook allows it, so no allow-all hook may ever
+// be added next to it.
+type hook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *hook) ID() string { return "devicehub" }
+
+func (h *hook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish,
+		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill:
+		return true
+	}
+	return false
+}
+
+// OnConnect authenticates the device. It runs before mochi's own
+// OnConnectAuthenticate so that a refusal can carry its own reason code
+// (mochi would answer every refusal with "bad username or password"); a
+// refused client gets its CONNACK here and the error ends the connection.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	b := h.b
+	s := b.sessionOf(cl)
+	if s == nil { // not accepted through our listeners: cannot happen
+		return b.refuse(cl, "error", packets.ErrServerUnavailable, packets.Err3ServerUnavailable)
+	}
+	user := string(pk.Connect.Username)
+	if pk.Connect.ClientIdentifier == "" || pk.Connect.ClientIdentifier != user {
+		return b.refuse(cl, "client_id_mismatch", packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid)
+	}
+	typ, err := b.deps.Authenticator.Authenticate(cl.ID, user, pk.Connect.Password)
+	switch {
+	case err == nil:
+	case errors.Is(err, registry.ErrNotFound):
+		return b.refuse(cl, "unknown_device", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
+	case errors.Is(err, registry.ErrUnauthorized):
+		return b.refuse(cl, "bad_credentials", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
+	case errors.Is(err, registry.ErrDisabled):
+		// Not authorized rather than banned: the device is known and may be
+		// enabled again, so it should keep retrying (with backoff).
+		return b.refuse(cl, "disabled", packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+	default:
+		b.log.Error("authenticate device", "device_id", cl.ID, "err", err)
+		return b.refuse(cl, "error", packets.ErrServerUnavailable, packets.Err3ServerUnavailable)
+	}
+	if pk.Connect.WillFlag && !ownTopic(cl.ID, pk.Connect.WillTopic) {
+		return b.refuse(cl, "will_not_authorized", packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+	}
+	// A delayed will would be published after presence already decided;
+	// the heartbeat timeout of the device's type is the way to ride out
+	// short losses. Devices never retain (see OnPublish).
+	cl.Properties.Will.WillDelayInterval = 0
+	cl.Properties.Will.Retain = false
+	b.clampKeepAlive(cl)
+
+	s.deviceID, s.deviceType, s.remote = cl.ID, typ, cl.Net.Remote
+	s.client.Store(cl)
+	s.gen = b.gens.Add(1)
+	b.mu.Lock()
+	b.current[cl.ID] = s.gen
+	b.mu.Unlock()
+	s.authed.Store(true)
+	b.m.connects.WithLabelValues("accepted").Inc()
+	return nil
+}
+
+// refuse writes a CONNACK with the v5 code, or its 3.1.1 return code, and
+// returns the code to end the connection.
+func (b *Broker) refuse(cl *mqtt.Client, why string, v5, v3 packets.Code) error {
+	b.m.connects.WithLabelValues(why).Inc()
+	b.log.Info("mqtt connection refused", "client_id", cl.ID, "remote", cl.Net.Remote, "reason", why)
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = b.server.SendConnack(cl, v5, false, nil)
+	} else {
+		// mochi's own 3.1.1 mapping turns "bad username or password" into
+		// "not authorized"; write the return code ourselves.
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: v3.Code})
+	}
+	return v5
+}
+
+func (b *Broker) clampKeepAlive(cl *mqtt.Client) {
+	lo := uint16(min(b.opts.MinKeepAlive/time.Second, 65535))
+	hi := uint16(min(b.opts.MaxKeepAlive/time.Second, 65535))
+	ka := cl.State.Keepalive
+	switch {
+	case ka == 0 || ka > hi:
+		ka = hi
+	case ka < lo:
+		ka = lo
+	}
+	if ka != cl.State.Keepalive {
+		cl.State.Keepalive = ka
+		cl.State.ServerKeepalive = true
+	}
+}
+
+// OnConnectAuthenticate accepts exactly the clients OnConnect accepted.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
+	s := h.b.sessionOf(cl)
+	return s != nil && s.authed.Load()
+}
+
+// OnSessionEstablish tells presence about the connection. It runs before
+// mochi takes over an older session of the same device, so presence knows
+// the new generation before the old session's disconnect can reach it.
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	b := h.b
+	s := b.sessionOf(cl)
+	if s == nil || !s.authed.Load() {
+		return
+	}
+	b.connected.Add(1)
+	s.connected.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
+	defer cancel()
+	b.deps.Presence.Connected(ctx, s.deviceID, s.deviceType, s.gen, s.remote)
+}
+
+// OnDisconnect tells presence that the connection ended, with its
+// generation and why.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	b := h.b
+	s := b.sessionOf(cl)
+	if s == nil {
+		return
+	}
+	b.disconnected(s, b.reasonFor(s, cl.StopCause(), err))
+}
+
+// reasonFor classifies the end of a connection. stop is mochi's stop cause
+// (the first reason the client was stopped for), err what the read loop
+// returned.
+func (b *Broker) reasonFor(s *session, stop, err error) reason {
+	switch {
+	case s.kicked.Load():
+		return reason{name: events.ReasonKicked}
+	case b.closing.Load():
+		return reason{name: events.ReasonShutdown}
+	case errors.Is(stop, packets.CodeDisconnect), errors.Is(stop, packets.CodeDisconnectWillMessage):
+		return reason{name: events.ReasonClientDisconnect}
+	}
+	if stop != nil {
+		err = stop
+	}
+	if err == nil {
+		err = errors.New("connection closed")
+	}
+	return reason{name: events.ReasonConnectionLost, cause: err}
+}
+
+// OnPacketRead counts every packet a device sends (PINGREQ included) as
+// activity.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Connect && cl.ID != "" && !cl.Net.Inline {
+		h.b.deps.Presence.Activity(cl.ID)
+	}
+	return pk, nil
+}
+
+// OnACLCheck confines a device to its own prefix devices/{id}/, for
+// topics and filters alike: a filter that starts with the literal prefix
+// cannot match outside it. Refused publishes are also explained on
+// devices/{id}/errors, so that a QoS 0 refusal is not silent.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	if ownTopic(cl.ID, topic) {
+		return true
+	}
+	op := "subscribe"
+	if write {
+		op = "publish"
+		h.b.reportError(cl.ID, topic, "not_authorized", "a device may publish only under devices/"+cl.ID+"/")
+	}
+	h.b.m.aclDenied.WithLabelValues(op).Inc()
+	return false
+}
+
+// ownTopic reports whether topic (or filter) lies under devices/{id}/.
+func ownTopic(id, topic string) bool {
+	const p = "devices/"
+	rest, ok := strings.CutPrefix(topic, p)
+	if !ok || id == "" {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, id)
+	return ok && len(rest) > 1 && rest[0] == '/'
+}
+
+// reportError publishes why a device's message was refused on
+// devices/{id}/errors.
+func (b *Broker) reportError(deviceID, topic, code, why string) {
+	var buf bytes.Buffer
+	_ = json.NewEncoder(&buf).Encode(struct {
+		Topic  string `json:"topic"`
+		Code   string `json:"code"`
+		Reason string `json:"reason"`
+	}{topic, code, why})
+	if err := b.server.Publish("devices/"+deviceID+"/errors", bytes.TrimSpace(buf.Bytes()), false, 1); err != nil {
+		b.log.Warn("publish device error", "device_id", deviceID, "err", err)
+	}
+}
+
+// OnPublish hands a device's message to the PublishHandler and waits for
+// its verdict; mochi writes the PUBACK only after this returns. Messages
+// of the hub's inline client pass untouched.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	b := h.b
+	s := b.sessionOf(cl)
+	if s == nil || !s.authed.Load() {
+		return pk, packets.ErrRejectPacket
+	}
+	p := &Publish{
+		DeviceID:          s.deviceID,
+		DeviceType:        s.deviceType,
+		Topic:             pk.TopicName,
+		Payload:           pk.Payload,
+		QoS:               pk.FixedHeader.Qos,
+		ContentType:       pk.Properties.ContentType,
+		PayloadFormatUTF8: pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1,
+		Received:          time.Now(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HandlerTimeout)
+	err := b.deps.PublishHandler.HandlePublish(ctx, p)
+	cancel()
+	if err != nil {
+		return pk, b.publishOutcome(cl, pk, err)
+	}
+	// Retained messages under a device's prefix belong to the hub (twin,
+	// config); a device's retain flag is dropped, which also keeps devices
+	// from growing the retained store without bound.
+	pk.FixedHeader.Retain = false
+	return pk, nil
+}
+
+// rejection is an error the hub already recorded as a refusal of the
+// message, with a stable code.
+type rejection interface{ RejectCode() string }
+
+// publishOutcome is the one place that maps a PublishHandler error to the
+// MQTT edge, and returns what OnPublish returns to mochi:
+//
+//   - a rejection: for v5 QoS > 0 a PUBACK (or PUBREC) with the matching
+//     reason code, written here; otherwise the message is acknowledged as
+//     usual but not forwarded (the reason went to devices/{id}/errors);
+//   - any other error: the message was not stored, so it must not be
+//     acknowledged: the client is disconnected and mochi told to write no
+//     ack (packets.ErrRejectPacket; any other error would still ack a
+//     3.1.1 client). The device resends after reconnecting.
+func (b *Broker) publishOutcome(cl *mqtt.Client, pk packets.Packet, err error) error {
+	var rj rejection
+	if errors.As(err, &rj) {
+		b.m.rejected.WithLabelValues(rj.RejectCode()).Inc()
+		if cl.Properties.ProtocolVersion != 5 || pk.FixedHeader.Qos == 0 {
+			return packets.CodeSuccessIgnore
+		}
+		code := rejectReasonCode(rj.RejectCode())
+		ackType := packets.Puback
+		if pk.FixedHeader.Qos == 2 {
+			ackType = packets.Pubrec // mochi would answer QoS 2 with a PUBACK
+		}
+		reasonString := err.Error()
+		if len(reasonString) > 256 {
+			reasonString = reasonString[:256]
+		}
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: ackType},
+			PacketID:    pk.PacketID,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: reasonString},
+		})
+		return packets.ErrRejectPacket
+	}
+	b.m.storeFailures.Inc()
+	b.log.Warn("device message not stored, disconnecting", "device_id", cl.ID, "topic", pk.TopicName, "err", err)
+	cause := &notStoredError{err: err}
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+			ReasonCode:  packets.ErrImplementationSpecificError.Code,
+			Properties:  packets.Properties{ReasonString: "message not stored"},
+		})
+	}
+	cl.Stop(cause)
+	return packets.ErrRejectPacket
+}
+
+// notStoredError is the stop cause of a client disconnected because its
+// message could not be stored.
+type notStoredError struct{ err error }
+
+func (e *notStoredError) Error() string { return "message not stored: " + e.err.Error() }
+func (e *notStoredError) Unwrap() error { return e.err }
+
+// rejectReasonCode maps the hub's rejection codes to MQTT v5 reason codes.
+func rejectReasonCode(code string) packets.Code {
+	switch code {
+	case "payload_too_large":
+		return packets.ErrPacketTooLarge
+	case "rate_limited":
+		return packets.ErrMessageRateTooHigh
+	case "invalid_payload", "validation_failed", "invalid_json", "invalid_timestamp":
+		return packets.ErrPayloadFormatInvalid
+	case "unknown_topic":
+		return packets.ErrTopicNameInvalid
+	}
+	return packets.ErrImplementationSpecificError
+}
+
+// OnWill hands the last will of the device's current connection to the
+// PublishHandler. A will of a taken-over session (stale generation) or of
+// a connection the hub closed itself (kick, shutdown) says nothing about
+// the device and is not handed on; mochi still publishes it to MQTT
+// subscribers (a hook cannot cancel a will), never retained.
+func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	b := h.b
+	s := b.sessionOf(cl)
+	if s == nil || !s.authed.Load() {
+		return will, nil
+	}
+	if s.kicked.Load() || b.closing.Load() {
+		return will, nil
+	}
+	// isCurrent covers the usual takeover (the new connection's generation
+	// was recorded in its OnConnect); IsTakenOver covers two connections
+	// racing, where the one that authenticated first takes over last.
+	if !b.isCurrent(s.deviceID, s.gen) || cl.IsTakenOver() {
+		b.log.Debug("dropping will of a taken-over session", "device_id", s.deviceID, "gen", s.gen)
+		return will, nil
+	}
+	p := &Publish{
+		DeviceID:   s.deviceID,
+		DeviceType: s.deviceType,
+		Topic:      will.TopicName,
+		Payload:    will.Payload,
+		QoS:        will.Qos,
+		Will:       true,
+		Received:   time.Now(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HandlerTimeout)
+	defer cancel()
+	if err := b.deps.PublishHandler.HandlePublish(ctx, p); err != nil {
+		b.log.Warn("device will not taken in", "device_id", s.deviceID, "topic", will.TopicName, "err", err)
+	}
+	return will, nil
+}

@@ -1,0 +1,44 @@
+package broker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	connects      *prometheus.CounterVec
+	disconnects   *prometheus.CounterVec
+	aclDenied     *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	storeFailures prometheus.Counter
+}
+
+func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_connects_total",
+			Help: "MQTT connection attempts by result: accepted, or why they were refused.",
+		}, []string{"result"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_disconnects_total",
+			Help: "Ended device connections by reason.",
+		}, []string{"reason"}),
+		aclDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_acl_denied_total",
+			Help: "Publishes and subscriptions refused because they reach outside the device's prefix.",
+		}, []string{"op"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_publish_rejected_total",
+			Help: "Device messages the hub rejected, by rejection code.",
+		}, []string{"code"}),
+		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_publish_store_failures_total",
+			Help: "Device messages that could not be stored (the device was disconnected, no ack).",
+		}),
+	}
+	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "devicehub_mqtt_clients_connected",
+		Help: "Devices connected to the embedded MQTT broker.",
+	}, func() float64 { return float64(b.connected.Load()) })
+	if reg != nil {
+		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, gauge)
+	}
+	return m
+}

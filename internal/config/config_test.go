@@ -1,0 +1,264 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestLoadGood(t *testing.T) {
+	cfg, err := Load("testdata/good/full.yml", noEnv, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir", cfg.DataDir, "/var/lib/devicehub"},
+		{"log.format", cfg.Log.Format, "json"},
+		{"mqtt.max_packet_size", cfg.MQTT.MaxPacketSize, 512 * KiB},
+		{"mqtt.tls.addr", cfg.MQTT.TLS.Addr, ":8883"},
+		{"mqtt.max_session_expiry", cfg.MQTT.MaxSessionExpiry, 30 * time.Minute},
+		{"storage.driver", cfg.Storage.Driver, "postgres"},
+		{"ingest.max_payload_bytes", cfg.Ingest.MaxPayloadBytes, Size(131072)},
+		{"ingest.rate_limit.burst", cfg.Ingest.RateLimit.Burst, 20},
+		{"commit.linger", cfg.Commit.Linger, 2 * time.Millisecond},
+		{"events.subscriber_buffer", cfg.Events.SubscriberBuffer, 1024},
+		{"device type count", len(cfg.DeviceTypes), 2},
+		{"types sorted", cfg.DeviceTypes[0].Name, "Door"},
+		{"door timeout", cfg.DeviceTypes[0].HeartbeatTimeout, 10 * time.Minute},
+		{"door required", cfg.DeviceTypes[0].Fields["open"].Required, true},
+		{"door rate", cfg.DeviceTypes[0].RateLimit.Burst, 5},
+		{"weather name", cfg.DeviceTypes[1].Name, "WeatherStation"},
+		{"weather heartbeat", cfg.DeviceTypes[1].HeartbeatInterval, 60 * time.Second},
+		{"weather min", *cfg.DeviceTypes[1].Fields["temperature"].Min, -60.0},
+		{"weather unit", cfg.DeviceTypes[1].Fields["humidity"].Unit, "percent"},
+		{"weather commands", strings.Join(cfg.DeviceTypes[1].Commands, ","), "reboot,set_interval"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	for _, path := range []string{"", "testdata/good/empty.yml"} {
+		cfg, err := Load(path, noEnv, Overrides{})
+		if err != nil {
+			t.Fatalf("%q: %v", path, err)
+		}
+		want := Default()
+		want.fill()
+		if cfg.MQTT != want.MQTT || cfg.Storage != want.Storage || cfg.Ingest != want.Ingest ||
+			cfg.Commit != want.Commit || cfg.DataDir != want.DataDir || cfg.HTTP != want.HTTP {
+			t.Errorf("%q: got %+v, want the defaults %+v", path, cfg, want)
+		}
+		if got, want := cfg.Storage.SQLite.Path, filepath.Join("devicehub-data", "devicehub.db"); got != want {
+			t.Errorf("sqlite path = %q, want %q", got, want)
+		}
+	}
+	cfg, err := Load("testdata/good/minimal.yml", noEnv, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.DeviceTypes) != 1 || cfg.DeviceTypes[0].Name != "Sensor" {
+		t.Errorf("device types = %+v", cfg.DeviceTypes)
+	}
+}
+
+func TestLoadBad(t *testing.T) {
+	tests := []struct {
+		file string
+		want string // the error message after "config: testdata/bad/<file>.yml: " or "config: "
+	}{
+		{"unknown_top_key", "dat_dir: line 1: unknown key"},
+		{"unknown_nested_key", "mqtt.max_pakcet_size: line 2: unknown key"},
+		{"packet_too_small", "mqtt.max_packet_size: must be at least 1024"},
+		{"bad_size", `mqtt.max_packet_size: line 2: cannot parse "12 parsecs" as a size: unknown unit "parsecs"`},
+		{"bad_duration", `mqtt.max_session_expiry: line 2: cannot parse "60" as a duration`},
+		{"bad_int", `mqtt.max_clients: line 2: cannot use "many" as an integer`},
+		{"bad_field_type", `device_types.WeatherStation.fields.temperature.type: unknown type "floot"`},
+		{"bad_type_duration", `device_types.WeatherStation.heartbeat_interval: line 3: cannot parse "soon" as a duration`},
+		{"unknown_type_key", "device_types.WeatherStation.heartbeat: line 3: unknown key"},
+		{"bad_type_name", `device_types.1Station.name "1Station": must match`},
+		{"min_above_max", "device_types.T.fields.t: min 10 is greater than max 5"},
+		{"postgres_without_dsn", "storage.postgres.dsn: required when storage.driver is postgres"},
+		{"bad_driver", `storage.driver: must be one of sqlite, postgres, got "mysql"`},
+		{"bad_log_level", `log.level: must be one of debug, info, warn, error, got "loud"`},
+		{"bad_log_format", `log.format: must be one of text, json, got "xml"`},
+		{"tls_without_cert", "mqtt.tls.cert_file: required when mqtt.tls.addr is set"},
+		{"bad_http_addr", `http.addr: must be host:port, got "8080"`},
+		{"not_a_mapping", "line 1: the document must be a mapping"},
+		{"syntax", "yaml: line 1: did not find expected ',' or '}'"},
+		{"duplicate_key", "log: line 2: duplicate key"},
+		{"negative_linger", "commit.linger: must not be negative"},
+		{"payload_above_packet", "ingest.max_payload_bytes: must not exceed mqtt.max_packet_size (262144)"},
+		{"bad_burst", "ingest.rate_limit.burst: must be at least 1"},
+		{"section_not_mapping", "mqtt: line 1: must be a mapping, not a value"},
+		{"commands_not_list", "device_types.T.commands: line 3: must be a list"},
+	}
+	files, _ := filepath.Glob("testdata/bad/*.yml")
+	if len(files) != len(tests) {
+		t.Errorf("%d bad files but %d table rows: every bad file needs its expected error", len(files), len(tests))
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := "testdata/bad/" + tt.file + ".yml"
+			_, err := Load(path, noEnv, Overrides{})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "config: "), path+": ")
+			if !strings.HasPrefix(msg, tt.want) {
+				t.Errorf("error\n  %s\nwant it to start with\n  %s", msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/nope.yml", noEnv, Overrides{})
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want not exist", err)
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yml")
+	if err := os.WriteFile(file, []byte("data_dir: /from/file\nmqtt: {addr: ':1001'}\nhttp: {addr: ':2001'}\nlog: {level: warn}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"DEVICEHUB_MQTT_ADDR":      ":1002",
+		"DEVICEHUB_HTTP_ADDR":      ":2002",
+		"DEVICEHUB_LOG_FORMAT":     "json",
+		"DEVICEHUB_STORAGE_DRIVER": "postgres",
+		"DEVICEHUB_POSTGRES_DSN":   "postgres://x",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	tests := []struct {
+		name           string
+		env            func(string) (string, bool)
+		flags          Overrides
+		dataDir, mqtt  string
+		http, logLevel string
+	}{
+		{"file only", noEnv, Overrides{}, "/from/file", ":1001", ":2001", "warn"},
+		{"env over file", lookup, Overrides{}, "/from/file", ":1002", ":2002", "warn"},
+		{"flags over env", lookup, Overrides{DataDir: ptr("/from/flag"), MQTTAddr: ptr(":1003")}, "/from/flag", ":1003", ":2002", "warn"},
+		{"all flags", lookup, Overrides{DataDir: ptr("/d"), MQTTAddr: ptr(":1003"), HTTPAddr: ptr(":2003")}, "/d", ":1003", ":2003", "warn"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(file, tt.env, tt.flags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.DataDir != tt.dataDir || cfg.MQTT.Addr != tt.mqtt || cfg.HTTP.Addr != tt.http || cfg.Log.Level != tt.logLevel {
+				t.Errorf("got data_dir %q mqtt %q http %q level %q", cfg.DataDir, cfg.MQTT.Addr, cfg.HTTP.Addr, cfg.Log.Level)
+			}
+			if cfg.Storage.SQLite.Path != filepath.Join(tt.dataDir, "devicehub.db") {
+				t.Errorf("sqlite path %q does not follow data_dir %q", cfg.Storage.SQLite.Path, tt.dataDir)
+			}
+		})
+	}
+	cfg, err := Load(file, lookup, Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Format != "json" || cfg.Storage.Driver != "postgres" || cfg.Storage.Postgres.DSN != "postgres://x" {
+		t.Errorf("env not applied: %+v %+v", cfg.Log, cfg.Storage)
+	}
+}
+
+func TestEnvValidated(t *testing.T) {
+	env := func(k string) (string, bool) {
+		if k == "DEVICEHUB_STORAGE_DRIVER" {
+			return "postgres", true
+		}
+		return "", false
+	}
+	_, err := Load("", env, Overrides{})
+	if err == nil || err.Error() != "config: storage.postgres.dsn: required when storage.driver is postgres" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		ok   bool
+	}{
+		{"1024", 1024, true},
+		{"256KiB", 256 * 1024, true},
+		{"1 MiB", 1 << 20, true},
+		{"2GiB", 2 << 30, true},
+		{"64KB", 64000, true},
+		{"5B", 5, true},
+		{"", 0, false},
+		{"KiB", 0, false},
+		{"1.5MiB", 0, false},
+		{"-1", 0, false},
+		{"99999999999999999999", 0, false},
+		{"9999999999999GiB", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*/*.yml")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if err != nil {
+			if cfg != nil {
+				t.Fatal("config returned with an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("parsed config does not validate: %v", err)
+		}
+	})
+}
+
+func TestAliasExpansionBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("device_types:\n  T0: &t {commands: [" + strings.Repeat("x, ", 999) + "x]}\n")
+	for i := 1; i < 200; i++ {
+		fmt.Fprintf(&b, "  T%d: *t\n", i)
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "aliases expanded") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,382 @@
+// Package ingest takes in what devices publish: it routes each message by
+// its topic (devices/{device_id}/data, .../data/{stream}, .../status,
+// .../heartbeat), runs it through a middleware chain (identity, payload
+// size, per-device rate limit) and a handler that validates it against the
+// device's type, and hands the result to the commit path as one Change.
+//
+// The outcome of Pipeline.Handle tells the transport what to answer:
+//
+//   - nil: accepted and durably stored (for MQTT QoS 0, only queued);
+//   - a *Rejection: refused, and the refusal recorded in the audit log and
+//     the event log (a message_rejected event), and after its commit sent
+//     to the device on devices/{id}/errors. The refusal is always waited
+//     for, whatever the QoS. One exception keeps a flood from becoming a
+//     write flood: of the messages refused as rate_limited, only the first
+//     of each device in each second is recorded and answered; the others
+//     are only counted (the *Rejection is returned all the same, with
+//     Result.MessageID 0);
+//   - any other error: nothing could be stored; the transport must not
+//     acknowledge the message, so that the device sends it again.
+//
+// The checks run in this order, and the first that fails decides the
+// code: identity (the topic names the sending device), device type,
+// payload size, rate limit, topic (the router), then the handler's content
+// type, JSON and validation checks.
+//
+// Everything of the hot path (decode, validate, encode readings and event
+// arguments) runs in the caller's goroutine, so that ingest scales with the
+// transport's goroutines and the single commit loop only writes.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/devicetype"
+)
+
+// ErrBadPattern is returned by Router.Route for a malformed topic pattern.
+var ErrBadPattern = errors.New("bad topic pattern")
+
+// Rejection codes: stable, machine-readable reasons a message was refused.
+const (
+	CodeInvalidJSON       = "invalid_json"        // the payload is not JSON
+	CodeInvalidPayload    = "invalid_payload"     // JSON, but not the shape the topic takes, or an unsupported content type
+	CodeValidationFailed  = "validation_failed"   // a value breaks the device type (Field says which)
+	CodeInvalidTimestamp  = "invalid_timestamp"   // ts is malformed, before 1970 or too far in the future
+	CodePayloadTooLarge   = "payload_too_large"   // over the payload limit, or too many readings in one message
+	CodeRateLimited       = "rate_limited"        // over the device's rate limit
+	CodeUnknownTopic      = "unknown_topic"       // no handler for the topic
+	CodeIdentityMismatch  = "identity_mismatch"   // the topic names another device
+	CodeUnknownDeviceType = "unknown_device_type" // the device's type is not declared
+)
+
+// Request is one message as a transport received it.
+type Request struct {
+	DeviceID    string // the authenticated device
+	DeviceType  string
+	Topic       string
+	Payload     []byte // kept by the audit record: not modified after Handle
+	QoS         byte
+	Transport   string // "mqtt" or "http"
+	ContentType string // "" or "application/json"
+	Will        bool   // the broker published the device's last will
+	Received    time.Time
+}
+
+// Result says what became of an accepted message.
+type Result struct {
+	MessageID int64 // the audit record (0 for a duplicate)
+	Readings  int   // readings stored
+	Duplicate bool  // the msg_id was stored before: acknowledged, not stored again
+}
+
+// Rejection is a refused message: the code, the field at fault if any, and
+// a reason for people.
+type Rejection struct {
+	Code   string
+	Field  string
+	Reason string
+}
+
+func (r *Rejection) Error() string {
+	if r.Field != "" {
+		return fmt.Sprintf("message rejected (%s, field %s): %s", r.Code, r.Field, r.Reason)
+	}
+	return fmt.Sprintf("message rejected (%s): %s", r.Code, r.Reason)
+}
+
+// RejectCode returns the stable code, for transports that map it to a
+// reason code or an HTTP status without importing this package.
+func (r *Rejection) RejectCode() string { return r.Code }
+
+// RejectField returns the field at fault, "" if none.
+func (r *Rejection) RejectField() string { return r.Field }
+
+// Committer queues changes for the commit path.
+type Committer interface {
+	Enqueue(ctx context.Context, ch *commit.Change) (*commit.Ticket, error)
+}
+
+// Types looks up declared device types.
+type Types interface {
+	Get(name string) (*devicetype.Type, error)
+}
+
+// Publisher sends messages to devices.
+type Publisher interface {
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+}
+
+// Presence tracks whether devices are online.
+type Presence interface {
+	// Activity notes that the device was heard from.
+	Activity(deviceID string)
+	// RecordStatus records a status message (msg is its audit record) and
+	// returns the ticket of the change that stores it, nil if none.
+	RecordStatus(ctx context.Context, deviceID, deviceType, status string, msg *commit.Message, will bool) (*commit.Ticket, error)
+}
+
+// Deps are what the pipeline works with.
+type Deps struct {
+	Committer
+	Types
+	Publisher
+	Presence
+	IDs *commit.IDs // message ids; a fresh generator when nil
+}
+
+// Options are the pipeline's limits. Zero values take the defaults.
+type Options struct {
+	// DefaultMaxPayloadBytes applies to types without MaxPayloadBytes
+	// (default 64 KiB).
+	DefaultMaxPayloadBytes int
+	// DefaultRateLimit applies to types without RateLimit (default 100/s,
+	// burst 200). The zero value takes the default; a negative Rate means
+	// unlimited. In a type's RateLimit, Rate 0 means unlimited.
+	DefaultRateLimit devicetype.RateLimit
+	// MaxReadingsPerMessage caps the readings of one data message
+	// (default 1000).
+	MaxReadingsPerMessage int
+	// MaxClockSkew is how far in the future a reading's ts may be
+	// (default 24h).
+	MaxClockSkew time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.DefaultMaxPayloadBytes <= 0 {
+		o.DefaultMaxPayloadBytes = 64 << 10
+	}
+	if o.DefaultRateLimit == (devicetype.RateLimit{}) {
+		o.DefaultRateLimit = devicetype.RateLimit{Rate: 100, Burst: 200}
+	}
+	if o.DefaultRateLimit.Rate > 0 && o.DefaultRateLimit.Burst < 1 {
+		o.DefaultRateLimit.Burst = max(1, int(o.DefaultRateLimit.Rate))
+	}
+	if o.MaxReadingsPerMessage <= 0 {
+		o.MaxReadingsPerMessage = 1000
+	}
+	if o.MaxClockSkew <= 0 {
+		o.MaxClockSkew = 24 * time.Hour
+	}
+}
+
+// Pipeline routes, checks and stores device messages. It is safe for
+// concurrent use; it starts no goroutines.
+type Pipeline struct {
+	deps     Deps
+	opts     Options
+	log      *slog.Logger
+	chain    Handler
+	router   *Router
+	limiters *limiters
+	types    sync.Map // type name → *typeInfo
+	msgs     sync.Pool
+	m        *metrics
+}
+
+// New returns a pipeline. reg may be nil.
+func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *Pipeline {
+	opts.setDefaults()
+	if deps.IDs == nil {
+		deps.IDs = new(commit.IDs)
+	}
+	p := &Pipeline{
+		deps:     deps,
+		opts:     opts,
+		log:      log,
+		router:   NewRouter(),
+		limiters: newLimiters(),
+		m:        newMetrics(reg),
+	}
+	p.msgs.New = func() any { return new(Msg) }
+	for _, r := range []struct {
+		pattern string
+		h       HandlerFunc
+	}{
+		{"devices/{device_id}/data", p.handleData},
+		{"devices/{device_id}/data/{stream}", p.handleData},
+		{"devices/{device_id}/status", p.handleStatus},
+		{"devices/{device_id}/heartbeat", p.handleHeartbeat},
+	} {
+		if err := p.router.Route(r.pattern, r.h); err != nil {
+			panic(err) // the patterns above are constants
+		}
+	}
+	p.chain = Chain(p.router, Identity(), p.withType(), payloadSize(), p.rateLimit())
+	return p
+}
+
+// Handle takes in one message. See the package documentation for what its
+// outcome means. r.Payload is kept by the audit record and must not be
+// modified afterwards.
+func (p *Pipeline) Handle(ctx context.Context, r *Request) (Result, error) {
+	start := time.Now()
+	p.deps.Presence.Activity(r.DeviceID)
+	m := p.msgs.Get().(*Msg)
+	*m = Msg{Req: r, Now: r.Received.UTC()}
+	if r.Received.IsZero() {
+		m.Now = start.UTC()
+	}
+	err := p.chain.Handle(ctx, m)
+	res := m.Result
+	if err == nil {
+		if res.Duplicate {
+			p.m.duplicate.Inc()
+		} else {
+			p.m.accepted.Inc()
+		}
+	} else {
+		res, err = p.failed(ctx, m, err)
+	}
+	*m = Msg{}
+	p.msgs.Put(m)
+	p.m.latency.Observe(time.Since(start).Seconds())
+	return res, err
+}
+
+// failed records a rejection; other errors are returned as they are.
+func (p *Pipeline) failed(ctx context.Context, m *Msg, err error) (Result, error) {
+	var rej *Rejection
+	if !errors.As(err, &rej) {
+		return Result{}, err
+	}
+	p.m.rejected(rej.Code).Inc()
+	if m.quiet {
+		return Result{}, rej
+	}
+	id, rerr := p.recordRejection(ctx, m, rej)
+	if rerr != nil {
+		return Result{}, rerr
+	}
+	return Result{MessageID: id}, rej
+}
+
+// keepRejected bounds the payload an audit record keeps of a payload that
+// was refused for its size.
+const keepRejected = 1 << 10
+
+// recordRejection stores the refusal (audit record and message_rejected
+// event), waits for its commit and then tells the device.
+func (p *Pipeline) recordRejection(ctx context.Context, m *Msg, rej *Rejection) (int64, error) {
+	r := m.Req
+	id := p.deps.IDs.Next()
+	payload := r.Payload
+	if rej.Code == CodePayloadTooLarge && len(payload) > keepRejected {
+		payload = payload[:keepRejected:keepRejected]
+	}
+	ev, err := commit.NewEvent(events.Event{
+		Type: events.MessageRejected, Time: m.Now, DeviceID: r.DeviceID, DeviceType: r.DeviceType,
+		Args: &events.Rejected{MessageID: id, Topic: r.Topic, Transport: r.Transport, Code: rej.Code, Field: rej.Field, Reason: rej.Reason},
+	})
+	if err != nil {
+		return 0, err
+	}
+	// No MsgID: a refused message must not make the corrected retry with
+	// the same msg_id a duplicate.
+	ch := &commit.Change{
+		DeviceID: r.DeviceID,
+		Message: &commit.Message{
+			ID: id, Topic: r.Topic, Transport: r.Transport, QoS: r.QoS, Payload: payload,
+			Code: rej.Code, Reason: rej.Reason, ReceivedAt: m.Now,
+		},
+		Events: []commit.Event{ev},
+	}
+	t, err := p.deps.Committer.Enqueue(ctx, ch)
+	if err != nil {
+		return 0, fmt.Errorf("record rejection of %s: %w", r.DeviceID, err)
+	}
+	if err := t.Wait(ctx); err != nil {
+		return 0, fmt.Errorf("record rejection of %s: %w", r.DeviceID, err)
+	}
+	p.publishError(m, rej)
+	return id, nil
+}
+
+// errorReport is what a device receives on devices/{id}/errors.
+type errorReport struct {
+	Topic  string `json:"topic"`
+	Code   string `json:"code"`
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason"`
+	MsgID  string `json:"msg_id,omitempty"` // the device's msg_id, when it was read
+}
+
+func (p *Pipeline) publishError(m *Msg, rej *Rejection) {
+	b, err := json.Marshal(errorReport{Topic: m.Req.Topic, Code: rej.Code, Field: rej.Field, Reason: rej.Reason, MsgID: m.msgID})
+	if err != nil {
+		p.log.Error("encode error report", "device", m.Req.DeviceID, "err", err)
+		return
+	}
+	if err := p.deps.Publisher.Publish(topicPrefix+m.Req.DeviceID+"/errors", b, false, 1); err != nil {
+		p.log.Warn("publish error report", "device", m.Req.DeviceID, "code", rej.Code, "err", err)
+	}
+}
+
+// wait waits for the commit when the transport acknowledges only stored
+// messages (QoS 1 and 2, HTTP).
+func (p *Pipeline) wait(ctx context.Context, m *Msg, t *commit.Ticket) error {
+	if t == nil || (m.Req.QoS == 0 && m.Req.Transport != "http") {
+		return nil
+	}
+	if err := t.Wait(ctx); err != nil {
+		return fmt.Errorf("commit message of %s: %w", m.Req.DeviceID, err)
+	}
+	if t.Change != nil && t.Change.Duplicate {
+		m.Result = Result{Duplicate: true}
+	}
+	return nil
+}
+
+type metrics struct {
+	messages  *prometheus.CounterVec
+	accepted  prometheus.Counter
+	duplicate prometheus.Counter
+	byCode    map[string]prometheus.Counter
+	latency   prometheus.Histogram
+}
+
+var allCodes = []string{
+	CodeInvalidJSON, CodeInvalidPayload, CodeValidationFailed, CodeInvalidTimestamp, CodePayloadTooLarge,
+	CodeRateLimited, CodeUnknownTopic, CodeIdentityMismatch, CodeUnknownDeviceType,
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_messages_total",
+			Help: "Device messages handled, by result (accepted, duplicate, rejected) and rejection code.",
+		}, []string{"result", "reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "devicehub_ingest_handle_duration_seconds",
+			Help:    "Time to handle one device message, including the wait for its commit.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
+		byCode: make(map[string]prometheus.Counter, len(allCodes)),
+	}
+	m.accepted = m.messages.WithLabelValues("accepted", "")
+	m.duplicate = m.messages.WithLabelValues("duplicate", "")
+	for _, c := range allCodes {
+		m.byCode[c] = m.messages.WithLabelValues("rejected", c)
+	}
+	if reg != nil {
+		reg.MustRegister(m.messages, m.latency)
+	}
+	return m
+}
+
+func (m *metrics) rejected(code string) prometheus.Counter {
+	if c, ok := m.byCode[code]; ok {
+		return c
+	}
+	return m.messages.WithLabelValues("rejected", code)
+}

@@ -1,0 +1,397 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+const deviceColumns = `id, type, name, grp, tags, metadata, status, connected, last_seen, metrics, disabled, created_at, updated_at`
+
+func scanDevice(row pgx.Row) (registry.Device, error) {
+	var d registry.Device
+	var tags, meta, metrics []byte
+	var lastSeen *time.Time
+	if err := row.Scan(&d.ID, &d.Type, &d.Name, &d.Group, &tags, &meta, &d.Status, &d.Connected,
+		&lastSeen, &metrics, &d.Disabled, &d.CreatedAt, &d.UpdatedAt); err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal(tags, &d.Tags); err != nil {
+		return d, fmt.Errorf("decode tags of %s: %w", d.ID, err)
+	}
+	if len(d.Tags) == 0 {
+		d.Tags = nil
+	}
+	for _, f := range []struct {
+		raw []byte
+		dst *map[string]any
+	}{{meta, &d.Metadata}, {metrics, &d.Metrics}} {
+		if len(f.raw) > 0 {
+			if err := json.Unmarshal(f.raw, f.dst); err != nil {
+				return d, fmt.Errorf("decode device %s: %w", d.ID, err)
+			}
+		}
+	}
+	if lastSeen != nil {
+		t := lastSeen.UTC()
+		d.LastSeen = &t
+	}
+	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	return d, nil
+}
+
+// GetDevice returns one device, or registry.ErrNotFound.
+func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
+	d, err := scanDevice(s.pool.QueryRow(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = $1`, id))
+	if errNoRows(err) {
+		return nil, fmt.Errorf("get device %s: %w", id, registry.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get device %s: %w", id, err)
+	}
+	return &d, nil
+}
+
+// ListDevices lists devices by id.
+func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error) {
+	q := `SELECT ` + deviceColumns + ` FROM devices WHERE id > $1`
+	args := []any{opts.After}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		q += fmt.Sprintf(" AND %s = $%d", cond, len(args))
+	}
+	if opts.Type != "" {
+		add("type", opts.Type)
+	}
+	if opts.Group != "" {
+		add("grp", opts.Group)
+	}
+	if opts.Status != "" {
+		add("status", opts.Status)
+	}
+	if opts.Connected != nil {
+		add("connected", *opts.Connected)
+	}
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	args = append(args, limit)
+	q += fmt.Sprintf(" ORDER BY id COLLATE \"C\" LIMIT $%d", len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return out, nil
+}
+
+// AllCredentials returns the credentials of every device.
+func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, error) {
+	rows, err := s.pool.Query(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled
+		FROM devices d JOIN credentials c ON c.device_id = d.id ORDER BY d.id`)
+	if err != nil {
+		return nil, fmt.Errorf("all credentials: %w", err)
+	}
+	var c registry.Credentials
+	var out []registry.Credentials
+	if _, err := pgx.ForEachRow(rows, []any{&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled}, func() error {
+		out = append(out, c)
+		c = registry.Credentials{}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("all credentials: %w", err)
+	}
+	return out, nil
+}
+
+// encodeCursor and decodeCursor turn the position of the last reading of a
+// page into an opaque cursor.
+func encodeCursor(ts, id int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("r1:" + strconv.FormatInt(ts, 10) + ":" + strconv.FormatInt(id, 10)))
+}
+
+func decodeCursor(c string) (ts, id int64, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, 0, readings.ErrBadCursor
+	}
+	parts := strings.Split(string(b), ":")
+	if len(parts) != 3 || parts[0] != "r1" {
+		return 0, 0, readings.ErrBadCursor
+	}
+	ts, err1 := strconv.ParseInt(parts[1], 10, 64)
+	id, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, readings.ErrBadCursor
+	}
+	return ts, id, nil
+}
+
+// QueryReadings returns a page of one device's readings, newest first.
+func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
+	limit := q.Limit
+	switch {
+	case limit <= 0:
+		limit = 100
+	case limit > 10000:
+		limit = 10000
+	}
+	sqlq := `SELECT id, stream, ts, received_at, message_id, data FROM readings WHERE device_id = $1`
+	args := []any{q.DeviceID}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.Stream != "" {
+		sqlq += ` AND stream = ` + arg(q.Stream)
+	}
+	if !q.From.IsZero() {
+		sqlq += ` AND ts >= ` + arg(q.From)
+	}
+	if !q.To.IsZero() {
+		sqlq += ` AND ts < ` + arg(q.To)
+	}
+	if q.Cursor != "" {
+		ts, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return readings.Page{}, fmt.Errorf("query readings: %w", err)
+		}
+		sqlq += ` AND (ts, id) < (` + arg(time.UnixMicro(ts)) + `, ` + arg(id) + `)`
+	}
+	if q.Field != "" {
+		sqlq += ` AND jsonb_exists(data, ` + arg(q.Field) + `)`
+	}
+	sqlq += ` ORDER BY ts DESC, id DESC LIMIT ` + arg(limit+1)
+	rows, err := s.pool.Query(ctx, sqlq, args...)
+	if err != nil {
+		return readings.Page{}, fmt.Errorf("query readings: %w", err)
+	}
+	defer rows.Close()
+	page := readings.Page{Readings: []readings.Record{}}
+	for rows.Next() {
+		if len(page.Readings) == limit {
+			last := page.Readings[len(page.Readings)-1]
+			page.Next = encodeCursor(last.Time.UnixMicro(), last.ID)
+			break
+		}
+		var r readings.Record
+		var data []byte
+		if err := rows.Scan(&r.ID, &r.Stream, &r.Time, &r.ReceivedAt, &r.MessageID, &data); err != nil {
+			return readings.Page{}, fmt.Errorf("query readings: %w", err)
+		}
+		if err := json.Unmarshal(data, &r.Values); err != nil {
+			return readings.Page{}, fmt.Errorf("decode reading %d: %w", r.ID, err)
+		}
+		if q.Field != "" {
+			r.Values = map[string]any{q.Field: r.Values[q.Field]}
+		}
+		r.DeviceID, r.Time, r.ReceivedAt = q.DeviceID, r.Time.UTC(), r.ReceivedAt.UTC()
+		page.Readings = append(page.Readings, r)
+	}
+	if err := rows.Err(); err != nil {
+		return readings.Page{}, fmt.Errorf("query readings: %w", err)
+	}
+	return page, nil
+}
+
+// CountReadings counts one device's readings, or all with deviceID "".
+func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, error) {
+	var n int64
+	var err error
+	if deviceID == "" {
+		err = s.pool.QueryRow(ctx, `SELECT count(*) FROM readings`).Scan(&n)
+	} else {
+		err = s.pool.QueryRow(ctx, `SELECT count(*) FROM readings WHERE device_id = $1`, deviceID).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count readings: %w", err)
+	}
+	return n, nil
+}
+
+// ReadEvents returns up to limit events with Seq > after, in Seq order.
+func (s *Store) ReadEvents(ctx context.Context, after int64, limit int) ([]events.Event, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.pool.Query(ctx, `SELECT seq, type, time, device_id, device_type, args::text FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var out []events.Event
+	for rows.Next() {
+		var e events.Event
+		var args *string
+		if err := rows.Scan(&e.Seq, &e.Type, &e.Time, &e.DeviceID, &e.DeviceType, &args); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		e.Time = e.Time.UTC()
+		var raw []byte
+		if args != nil {
+			raw = []byte(*args)
+		}
+		if e.Args, err = events.DecodeArgs(e.Type, raw); err != nil {
+			return nil, fmt.Errorf("read event %d: %w", e.Seq, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+// LastSeq returns the highest event Seq stored, 0 for none.
+func (s *Store) LastSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("last event seq: %w", err)
+	}
+	return seq, nil
+}
+
+// CreateToken stores a new token.
+func (s *Store) CreateToken(ctx context.Context, t access.Token) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+		t.ID, t.Name, string(t.Role), t.Hash, t.CreatedAt, t.RevokedAt)
+	if err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+const tokenColumns = `id, name, role, hash, created_at, revoked_at`
+
+func scanToken(row pgx.Row) (access.Token, error) {
+	var t access.Token
+	var role string
+	if err := row.Scan(&t.ID, &t.Name, &role, &t.Hash, &t.CreatedAt, &t.RevokedAt); err != nil {
+		return t, err
+	}
+	t.Role = access.Role(role)
+	t.CreatedAt = t.CreatedAt.UTC()
+	if t.RevokedAt != nil {
+		r := t.RevokedAt.UTC()
+		t.RevokedAt = &r
+	}
+	return t, nil
+}
+
+// TokenByHash returns the token with this hash, or access.ErrNotFound.
+func (s *Store) TokenByHash(ctx context.Context, hash []byte) (*access.Token, error) {
+	t, err := scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = $1`, hash))
+	if errNoRows(err) {
+		return nil, fmt.Errorf("token by hash: %w", access.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token by hash: %w", err)
+	}
+	return &t, nil
+}
+
+// ListTokens lists every token, oldest first.
+func (s *Store) ListTokens(ctx context.Context) ([]access.Token, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []access.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeToken marks a token revoked at at; revoking twice keeps the first
+// time.
+func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE tokens SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2`, at, id)
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("revoke token %s: %w", id, access.ErrNotFound)
+	}
+	return nil
+}
+
+// ListMessages lists audit records newest first.
+func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Message, error) {
+	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE true`
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.DeviceID != "" {
+		sqlq += ` AND device_id = ` + arg(q.DeviceID)
+	}
+	if q.Rejected {
+		sqlq += ` AND NOT accepted`
+	}
+	if q.Before > 0 {
+		sqlq += ` AND id < ` + arg(q.Before)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	sqlq += ` ORDER BY id DESC LIMIT ` + arg(limit)
+	rows, err := s.pool.Query(ctx, sqlq, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Message
+	for rows.Next() {
+		var m audit.Message
+		var qos int16
+		var msgID *string
+		if err := rows.Scan(&m.ID, &m.DeviceID, &m.Topic, &m.Transport, &qos, &m.Payload, &msgID,
+			&m.Accepted, &m.Code, &m.Reason, &m.ReceivedAt); err != nil {
+			return nil, fmt.Errorf("list messages: %w", err)
+		}
+		m.QoS, m.ReceivedAt = byte(qos), m.ReceivedAt.UTC()
+		if msgID != nil {
+			m.MsgID = *msgID
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,109 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// chunkSizes are the row counts of the prepared multi-row statements. A
+// batch of n rows runs as a few statements of these sizes, largest first, so
+// that a handful of prepared statements serve every batch size without
+// re-parsing SQL (a 256-row statement binds at most 256 × 11 variables, far
+// below SQLite's limit of 32766).
+var chunkSizes = [...]int{256, 64, 16, 4, 1}
+
+// bulk is a statement of the form head + row, row, ... + tail, prepared on
+// the writer for each chunk size when first used and reused across batches.
+type bulk struct {
+	db    *sql.DB
+	head  string
+	row   string
+	tail  string
+	cols  int
+	stmts [len(chunkSizes)]*sql.Stmt
+}
+
+func newBulk(db *sql.DB, head, row, tail string) *bulk {
+	return &bulk{db: db, head: head, row: row, tail: tail, cols: strings.Count(row, "?")}
+}
+
+// prepare prepares the statement for every chunk size. It runs before any
+// transaction: with one writer connection, preparing on the pool while a
+// transaction holds the connection would wait forever.
+func (b *bulk) prepare(ctx context.Context) error {
+	for i, n := range chunkSizes {
+		var q strings.Builder
+		q.Grow(len(b.head) + n*(len(b.row)+1) + len(b.tail))
+		q.WriteString(b.head)
+		for r := range n {
+			if r > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString(b.row)
+		}
+		q.WriteString(b.tail)
+		st, err := b.db.PrepareContext(ctx, q.String())
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		b.stmts[i] = st
+	}
+	return nil
+}
+
+// each calls fn for every chunk of args (cols values per row).
+func (b *bulk) each(ctx context.Context, tx *sql.Tx, args []any, fn func(*sql.Stmt, []any) error) error {
+	rows := len(args) / b.cols
+	for i, n := range chunkSizes {
+		for rows >= n {
+			// The statement was prepared on the writer's one connection,
+			// so database/sql reuses it in the transaction.
+			if err := fn(tx.StmtContext(ctx, b.stmts[i]), args[:n*b.cols]); err != nil {
+				return err
+			}
+			args = args[n*b.cols:]
+			rows -= n
+		}
+	}
+	return nil
+}
+
+// exec runs the statement over all rows of args.
+func (b *bulk) exec(ctx context.Context, tx *sql.Tx, args []any) error {
+	return b.each(ctx, tx, args, func(st *sql.Stmt, a []any) error {
+		_, err := st.ExecContext(ctx, a...)
+		return err
+	})
+}
+
+// query runs the statement over all rows of args and calls scan for every
+// row it returns.
+func (b *bulk) query(ctx context.Context, tx *sql.Tx, args []any, scan func(*sql.Rows) error) error {
+	return b.each(ctx, tx, args, func(st *sql.Stmt, a []any) error {
+		rows, err := st.QueryContext(ctx, a...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+}
+
+func (b *bulk) close() {
+	if b == nil {
+		return
+	}
+	for i, st := range b.stmts {
+		if st != nil {
+			st.Close()
+			b.stmts[i] = nil
+		}
+	}
+}

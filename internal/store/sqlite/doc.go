@@ -1,4 +1,0 @@
-// Package sqlite implements every store interface of the hub on SQLite.
-package sqlite
-
-import _ "modernc.org/sqlite" // the "sqlite" driver

@@ -1,0 +1,412 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// micros converts a stored time.
+func micros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+const deviceColumns = `id, type, name, grp, tags, metadata, status, connected, last_seen, metrics, disabled, created_at, updated_at`
+
+func scanDevice(sc interface{ Scan(...any) error }) (registry.Device, error) {
+	var d registry.Device
+	var tags string
+	var meta, metrics sql.NullString
+	var lastSeen sql.NullInt64
+	var created, updated int64
+	if err := sc.Scan(&d.ID, &d.Type, &d.Name, &d.Group, &tags, &meta, &d.Status, &d.Connected,
+		&lastSeen, &metrics, &d.Disabled, &created, &updated); err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal([]byte(tags), &d.Tags); err != nil {
+		return d, fmt.Errorf("decode tags of %s: %w", d.ID, err)
+	}
+	if len(d.Tags) == 0 {
+		d.Tags = nil
+	}
+	if meta.Valid && meta.String != "" && meta.String != "null" {
+		if err := json.Unmarshal([]byte(meta.String), &d.Metadata); err != nil {
+			return d, fmt.Errorf("decode metadata of %s: %w", d.ID, err)
+		}
+	}
+	if metrics.Valid && metrics.String != "" && metrics.String != "null" {
+		if err := json.Unmarshal([]byte(metrics.String), &d.Metrics); err != nil {
+			return d, fmt.Errorf("decode metrics of %s: %w", d.ID, err)
+		}
+	}
+	if lastSeen.Valid {
+		t := micros(lastSeen.Int64)
+		d.LastSeen = &t
+	}
+	d.CreatedAt, d.UpdatedAt = micros(created), micros(updated)
+	return d, nil
+}
+
+// GetDevice returns one device, or registry.ErrNotFound.
+func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, error) {
+	d, err := scanDevice(s.r.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get device %s: %w", id, registry.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get device %s: %w", id, err)
+	}
+	return &d, nil
+}
+
+// ListDevices lists devices by id.
+func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error) {
+	q := `SELECT ` + deviceColumns + ` FROM devices WHERE id > ?`
+	args := []any{opts.After}
+	if opts.Type != "" {
+		q += ` AND type = ?`
+		args = append(args, opts.Type)
+	}
+	if opts.Group != "" {
+		q += ` AND grp = ?`
+		args = append(args, opts.Group)
+	}
+	if opts.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, opts.Status)
+	}
+	if opts.Connected != nil {
+		q += ` AND connected = ?`
+		args = append(args, *opts.Connected)
+	}
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return out, nil
+}
+
+// AllCredentials returns the credentials of every device.
+func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled
+		FROM devices d JOIN credentials c ON c.device_id = d.id ORDER BY d.id`)
+	if err != nil {
+		return nil, fmt.Errorf("all credentials: %w", err)
+	}
+	defer rows.Close()
+	var out []registry.Credentials
+	for rows.Next() {
+		var c registry.Credentials
+		if err := rows.Scan(&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled); err != nil {
+			return nil, fmt.Errorf("all credentials: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("all credentials: %w", err)
+	}
+	return out, nil
+}
+
+// encodeCursor and decodeCursor turn the position of the last reading of a
+// page into an opaque cursor.
+func encodeCursor(ts, id int64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("r1:" + strconv.FormatInt(ts, 10) + ":" + strconv.FormatInt(id, 10)))
+}
+
+func decodeCursor(c string) (ts, id int64, err error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, 0, readings.ErrBadCursor
+	}
+	parts := strings.Split(string(b), ":")
+	if len(parts) != 3 || parts[0] != "r1" {
+		return 0, 0, readings.ErrBadCursor
+	}
+	ts, err1 := strconv.ParseInt(parts[1], 10, 64)
+	id, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, readings.ErrBadCursor
+	}
+	return ts, id, nil
+}
+
+// QueryReadings returns a page of one device's readings, newest first.
+func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
+	limit := q.Limit
+	switch {
+	case limit <= 0:
+		limit = 100
+	case limit > 10000:
+		limit = 10000
+	}
+	// The device key is looked up in a subquery so that the whole query
+	// is one range scan of the (dev, ts) index.
+	sqlq := `SELECT id, stream, ts, received_at, message_id, data FROM readings
+		WHERE dev = (SELECT key FROM devices WHERE id = ?)`
+	args := []any{q.DeviceID}
+	if q.Stream != "" {
+		sqlq += ` AND stream = ?`
+		args = append(args, q.Stream)
+	}
+	if !q.From.IsZero() {
+		sqlq += ` AND ts >= ?`
+		args = append(args, q.From.UnixMicro())
+	}
+	if !q.To.IsZero() {
+		sqlq += ` AND ts < ?`
+		args = append(args, q.To.UnixMicro())
+	}
+	if q.Cursor != "" {
+		ts, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return readings.Page{}, fmt.Errorf("query readings: %w", err)
+		}
+		sqlq += ` AND (ts < ? OR (ts = ? AND id < ?))`
+		args = append(args, ts, ts, id)
+	}
+	if q.Field != "" {
+		sqlq += ` AND EXISTS (SELECT 1 FROM json_each(data) WHERE key = ?)`
+		args = append(args, q.Field)
+	}
+	sqlq += ` ORDER BY ts DESC, id DESC LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := s.r.QueryContext(ctx, sqlq, args...)
+	if err != nil {
+		return readings.Page{}, fmt.Errorf("query readings: %w", err)
+	}
+	defer rows.Close()
+	page := readings.Page{Readings: []readings.Record{}}
+	var lastTS int64
+	for rows.Next() {
+		if len(page.Readings) == limit {
+			last := page.Readings[len(page.Readings)-1]
+			page.Next = encodeCursor(lastTS, last.ID)
+			break
+		}
+		var r readings.Record
+		var ts, recv int64
+		var data string
+		if err := rows.Scan(&r.ID, &r.Stream, &ts, &recv, &r.MessageID, &data); err != nil {
+			return readings.Page{}, fmt.Errorf("query readings: %w", err)
+		}
+		if err := json.Unmarshal([]byte(data), &r.Values); err != nil {
+			return readings.Page{}, fmt.Errorf("decode reading %d: %w", r.ID, err)
+		}
+		if q.Field != "" {
+			r.Values = map[string]any{q.Field: r.Values[q.Field]}
+		}
+		r.DeviceID, r.Time, r.ReceivedAt = q.DeviceID, micros(ts), micros(recv)
+		lastTS = ts
+		page.Readings = append(page.Readings, r)
+	}
+	if err := rows.Err(); err != nil {
+		return readings.Page{}, fmt.Errorf("query readings: %w", err)
+	}
+	return page, nil
+}
+
+// CountReadings counts one device's readings, or all with deviceID "".
+func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, error) {
+	var n int64
+	var err error
+	if deviceID == "" {
+		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings`).Scan(&n)
+	} else {
+		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?)`, deviceID).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count readings: %w", err)
+	}
+	return n, nil
+}
+
+// ReadEvents returns up to limit events with Seq > after, in Seq order.
+func (s *Store) ReadEvents(ctx context.Context, after int64, limit int) ([]events.Event, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT seq, type, time, device_id, device_type, args FROM events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var out []events.Event
+	for rows.Next() {
+		var e events.Event
+		var t int64
+		var args sql.NullString
+		if err := rows.Scan(&e.Seq, &e.Type, &t, &e.DeviceID, &e.DeviceType, &args); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		e.Time = micros(t)
+		if e.Args, err = events.DecodeArgs(e.Type, []byte(args.String)); err != nil {
+			return nil, fmt.Errorf("read event %d: %w", e.Seq, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+// LastSeq returns the highest event Seq stored, 0 for none.
+func (s *Store) LastSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("last event seq: %w", err)
+	}
+	return seq, nil
+}
+
+// CreateToken stores a new token.
+func (s *Store) CreateToken(ctx context.Context, t access.Token) error {
+	var revoked any
+	if t.RevokedAt != nil {
+		revoked = t.RevokedAt.UnixMicro()
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO tokens (id, name, role, hash, created_at, revoked_at) VALUES (?,?,?,?,?,?)`,
+		t.ID, t.Name, string(t.Role), t.Hash, t.CreatedAt.UnixMicro(), revoked)
+	if err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+const tokenColumns = `id, name, role, hash, created_at, revoked_at`
+
+func scanToken(sc interface{ Scan(...any) error }) (access.Token, error) {
+	var t access.Token
+	var created int64
+	var revoked sql.NullInt64
+	if err := sc.Scan(&t.ID, &t.Name, &t.Role, &t.Hash, &created, &revoked); err != nil {
+		return t, err
+	}
+	t.CreatedAt = micros(created)
+	if revoked.Valid {
+		r := micros(revoked.Int64)
+		t.RevokedAt = &r
+	}
+	return t, nil
+}
+
+// TokenByHash returns the token with this hash, or access.ErrNotFound.
+func (s *Store) TokenByHash(ctx context.Context, hash []byte) (*access.Token, error) {
+	t, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("token by hash: %w", access.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token by hash: %w", err)
+	}
+	return &t, nil
+}
+
+// ListTokens lists every token, oldest first.
+func (s *Store) ListTokens(ctx context.Context) ([]access.Token, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []access.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeToken marks a token revoked at at; revoking twice keeps the first
+// time.
+func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`, at.UnixMicro(), id)
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("revoke token %s: %w", id, access.ErrNotFound)
+	}
+	return nil
+}
+
+// ListMessages lists audit records newest first.
+func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Message, error) {
+	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE 1=1`
+	var args []any
+	if q.DeviceID != "" {
+		sqlq += ` AND device_id = ?`
+		args = append(args, q.DeviceID)
+	}
+	if q.Rejected {
+		sqlq += ` AND accepted = 0`
+	}
+	if q.Before > 0 {
+		sqlq += ` AND id < ?`
+		args = append(args, q.Before)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	sqlq += ` ORDER BY id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.r.QueryContext(ctx, sqlq, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Message
+	for rows.Next() {
+		var m audit.Message
+		var qos, recv int64
+		var msgID sql.NullString
+		if err := rows.Scan(&m.ID, &m.DeviceID, &m.Topic, &m.Transport, &qos, &m.Payload, &msgID,
+			&m.Accepted, &m.Code, &m.Reason, &recv); err != nil {
+			return nil, fmt.Errorf("list messages: %w", err)
+		}
+		m.QoS, m.MsgID, m.ReceivedAt = byte(qos), msgID.String, micros(recv)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	return out, nil
+}

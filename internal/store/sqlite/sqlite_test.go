@@ -1,0 +1,97 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/store/storetest"
+)
+
+func openTest(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "hub.db")})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Backend { return openTest(t) })
+}
+
+// TestReopen checks what the writer keeps in memory and rebuilds at Open:
+// the event seq counter and the device keys.
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	commitOne := func(s *Store, ch *commit.Change) {
+		t.Helper()
+		if err := s.Commit(ctx, []*commit.Change{ch}); err != nil || ch.Err != nil {
+			t.Fatalf("Commit: %v, %v", err, ch.Err)
+		}
+	}
+	event := func(dev string) []commit.Event {
+		ev, err := commit.NewEvent(events.Event{Type: events.DeviceConnected, Time: time.Now(), DeviceID: dev, Args: &events.Connected{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []commit.Event{ev}
+	}
+
+	s, err := Open(ctx, Options{Path: path, Synchronous: "normal", ReadConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &commit.Change{DeviceID: "a", NewDevice: &commit.NewDevice{Type: "t", MQTTUsername: "a",
+		PasswordHash: []byte{1}, APIKeyHash: []byte{2}, CreatedAt: time.Now()}, Events: event("a")}
+	commitOne(s, first)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	second := &commit.Change{DeviceID: "a",
+		Message:  &commit.Message{ID: 1, Topic: "devices/a/data", Transport: "mqtt", Accepted: true, ReceivedAt: now},
+		Readings: []commit.Reading{{Time: now, Values: []byte(`{"v":1}`)}},
+		Device:   &commit.DevicePatch{LastSeen: &now}, Events: event("a")}
+	commitOne(s, second)
+	if second.Events[0].Seq <= first.Events[0].Seq {
+		t.Errorf("seq after reopen %d, before %d", second.Events[0].Seq, first.Events[0].Seq)
+	}
+	if n, err := s.CountReadings(ctx, "a"); err != nil || n != 1 {
+		t.Errorf("CountReadings = %d, %v", n, err)
+	}
+}
+
+func TestOpenOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+	}{
+		{"no path", Options{}},
+		{"bad synchronous", Options{Path: filepath.Join(t.TempDir(), "x.db"), Synchronous: "off"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if s, err := Open(context.Background(), tt.opts); err == nil {
+				s.Close()
+				t.Error("Open succeeded")
+			}
+		})
+	}
+}

@@ -1,0 +1,167 @@
+// Package sqlite implements every store interface of the hub on SQLite: the
+// default, embedded storage of a single node.
+//
+// There is one writer connection (SQLite allows one writer at a time, and
+// group commit makes one enough) and a pool of reader connections; the
+// database runs in WAL mode so that readers never wait for the writer.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+var (
+	_ commit.Store   = (*Store)(nil)
+	_ registry.Store = (*Store)(nil)
+	_ readings.Store = (*Store)(nil)
+	_ eventlog.Store = (*Store)(nil)
+	_ access.Store   = (*Store)(nil)
+	_ audit.Store    = (*Store)(nil)
+)
+
+// Options configure a SQLite store.
+type Options struct {
+	// Path is the database file; it is created if missing.
+	Path string
+	// Synchronous is "full" (the default: a commit survives a power
+	// loss) or "normal" (a commit survives a crash of the process only).
+	Synchronous string
+	// ReadConns is the size of the reader pool (default 4).
+	ReadConns int
+	// Logger receives migration and maintenance messages (default: discard).
+	Logger *slog.Logger
+}
+
+// Store is the SQLite store. Create it with Open and release it with Close.
+type Store struct {
+	w   *sql.DB // the one writer connection
+	r   *sql.DB // readers
+	log *slog.Logger
+
+	// wmu serialises Commit; it guards everything below.
+	wmu     sync.Mutex
+	seq     int64            // the last event seq written
+	keys    map[string]int64 // device id → devices.key, for every device known to exist
+	inserts map[string]*bulk // multi-row insert statements by table
+	patch   *bulk
+	lookup  *bulk
+}
+
+// busyTimeoutMS is how long a connection waits for a lock before failing.
+const busyTimeoutMS = 10000
+
+// Open opens (creating if needed) the database at opts.Path and brings its
+// schema up to date.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Path == "" {
+		return nil, errors.New("sqlite: empty path")
+	}
+	sync := strings.ToUpper(opts.Synchronous)
+	switch sync {
+	case "":
+		sync = "FULL"
+	case "FULL", "NORMAL":
+	default:
+		return nil, fmt.Errorf("sqlite: synchronous must be full or normal, not %q", opts.Synchronous)
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
+	w, err := sql.Open("sqlite", base+"?"+common+
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
+		"&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite writer: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
+	}
+	if err := migrate(ctx, w, log); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)&_pragma=cache_size(-16384)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite readers: %w", err)
+	}
+	r.SetMaxOpenConns(opts.ReadConns)
+	r.SetMaxIdleConns(opts.ReadConns)
+
+	s := &Store{w: w, r: r, log: log, keys: map[string]int64{}}
+	if err := s.initStatements(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := w.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&s.seq); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("read last event seq: %w", err)
+	}
+	return s, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys,
+		goose.WithDisableGlobalRegistry(true), goose.WithSlog(log))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	res, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate sqlite: %w", err)
+	}
+	for _, r := range res {
+		log.Info("applied migration", "version", r.Source.Version, "duration", r.Duration)
+	}
+	return nil
+}
+
+// Close closes the statements and both connection pools.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	for _, b := range s.inserts {
+		b.close()
+	}
+	s.patch.close()
+	s.lookup.close()
+	return errors.Join(s.r.Close(), s.w.Close())
+}

@@ -1,0 +1,306 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// readingsFixture writes readings of device "q1" (and a few of "q2"):
+// times 1..10 on stream "a" with fields t and h, times 5..8 on stream "b"
+// with field t only, and three readings at time 20 (equal timestamps).
+func readingsFixture(t *testing.T, b Backend) {
+	provision(t, b, "q1", "q2")
+	var batch []*commit.Change
+	for s := 1; s <= 10; s++ {
+		batch = append(batch, data{device: "q1", stream: "a", times: []int{s}, values: map[string]any{"t": float64(s), "h": 50.0}}.change(t))
+	}
+	for s := 5; s <= 8; s++ {
+		batch = append(batch, data{device: "q1", stream: "b", times: []int{s}, values: map[string]any{"t": float64(100 + s)}}.change(t))
+	}
+	batch = append(batch, data{device: "q2", stream: "a", times: []int{1, 2, 3}, values: map[string]any{"t": 0.0}}.change(t))
+	mustCommit(t, b, batch...)
+	mustCommit(t, b, data{device: "q1", stream: "a", times: []int{20, 20}, values: map[string]any{"t": 20.0, "h": 1.0}}.change(t))
+	mustCommit(t, b, data{device: "q1", stream: "a", times: []int{20}, values: map[string]any{"t": 21.0, "h": 1.0}}.change(t))
+}
+
+func testQueryReadings(t *testing.T, b Backend) {
+	readingsFixture(t, b)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		q     readings.Query
+		times []int // seconds after base, newest first
+		check func(t *testing.T, rs []readings.Record)
+		next  bool
+	}{
+		{name: "all newest first", q: readings.Query{DeviceID: "q1"},
+			times: []int{20, 20, 20, 10, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 3, 2, 1}},
+		{name: "from inclusive to exclusive", q: readings.Query{DeviceID: "q1", From: at(3), To: at(6)},
+			times: []int{5, 5, 4, 3}},
+		{name: "stream", q: readings.Query{DeviceID: "q1", Stream: "b"}, times: []int{8, 7, 6, 5},
+			check: func(t *testing.T, rs []readings.Record) {
+				for _, r := range rs {
+					if r.Stream != "b" {
+						t.Errorf("reading of stream %q", r.Stream)
+					}
+				}
+			}},
+		{name: "field", q: readings.Query{DeviceID: "q1", Field: "h", To: at(11)},
+			times: []int{10, 9, 8, 7, 6, 5, 4, 3, 2, 1},
+			check: func(t *testing.T, rs []readings.Record) {
+				for _, r := range rs {
+					equalJSON(t, "values", r.Values, map[string]any{"h": 50.0})
+				}
+			}},
+		{name: "limit", q: readings.Query{DeviceID: "q1", Limit: 4}, times: []int{20, 20, 20, 10}, next: true},
+		{name: "other device", q: readings.Query{DeviceID: "q2"}, times: []int{3, 2, 1}},
+		{name: "unknown device", q: readings.Query{DeviceID: "nobody"}, times: []int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			page, err := b.QueryReadings(ctx, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int
+			for _, r := range page.Readings {
+				got = append(got, int(r.Time.Sub(base)/time.Second))
+				if r.DeviceID != tt.q.DeviceID || r.MessageID == 0 || r.ReceivedAt.IsZero() {
+					t.Errorf("reading %+v", r)
+				}
+			}
+			if !slices.Equal(got, tt.times) {
+				t.Errorf("times = %v, want %v", got, tt.times)
+			}
+			if (page.Next != "") != tt.next {
+				t.Errorf("Next = %q, want a next page: %v", page.Next, tt.next)
+			}
+			if tt.check != nil {
+				tt.check(t, page.Readings)
+			}
+		})
+	}
+
+	t.Run("bad cursor", func(t *testing.T) {
+		for _, c := range []string{"garbage", "!!!", "cjE6eDp5"} {
+			_, err := b.QueryReadings(ctx, readings.Query{DeviceID: "q1", Cursor: c})
+			wantErr(t, "cursor "+c, err, readings.ErrBadCursor)
+		}
+	})
+	t.Run("count", func(t *testing.T) {
+		if n := count(t, b, "q1"); n != 17 {
+			t.Errorf("q1: %d readings, want 17", n)
+		}
+		if n := count(t, b, ""); n != 20 {
+			t.Errorf("all: %d readings, want 20", n)
+		}
+	})
+}
+
+func testReadingsPaging(t *testing.T, b Backend) {
+	readingsFixture(t, b)
+	ctx := context.Background()
+	full, err := b.QueryReadings(ctx, readings.Query{DeviceID: "q1", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		q    readings.Query
+	}{
+		{"page of 1", readings.Query{DeviceID: "q1", Limit: 1}},
+		{"page of 2", readings.Query{DeviceID: "q1", Limit: 2}},
+		{"page of 3", readings.Query{DeviceID: "q1", Limit: 3}},
+		{"page of 17", readings.Query{DeviceID: "q1", Limit: 17}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []readings.Record
+			q := tt.q
+			for pages := 0; ; pages++ {
+				if pages > 100 {
+					t.Fatal("paging does not end")
+				}
+				page, err := b.QueryReadings(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page.Readings) > q.Limit {
+					t.Fatalf("page of %d readings, limit %d", len(page.Readings), q.Limit)
+				}
+				got = append(got, page.Readings...)
+				if page.Next == "" {
+					break
+				}
+				q.Cursor = page.Next
+			}
+			if !slices.Equal(readingTimes(got), readingTimes(full.Readings)) {
+				t.Errorf("paged:\n %v\nwant\n %v", readingTimes(got), readingTimes(full.Readings))
+			}
+		})
+	}
+}
+
+func testListDevices(t *testing.T, b Backend) {
+	ctx := context.Background()
+	var batch []*commit.Change
+	for _, d := range []struct{ id, typ, group string }{
+		{"l1", "sensor", "north"}, {"l2", "meter", "north"}, {"l3", "sensor", "south"}, {"l4", "sensor", ""}, {"l5", "meter", "south"},
+	} {
+		ch := newDevice(t, d.id, d.typ, false)
+		ch.NewDevice.Group = d.group
+		batch = append(batch, ch)
+	}
+	mustCommit(t, b, batch...)
+	mustCommit(t, b,
+		&commit.Change{DeviceID: "l2", Device: &commit.DevicePatch{Status: ptr("online"), Connected: ptr(true)}},
+		&commit.Change{DeviceID: "l3", Device: &commit.DevicePatch{Status: ptr("online"), Connected: ptr(true)}},
+		&commit.Change{DeviceID: "l5", Device: &commit.DevicePatch{Status: ptr("error")}},
+	)
+	tests := []struct {
+		name string
+		opts registry.ListOptions
+		want []string
+	}{
+		{"all", registry.ListOptions{}, []string{"l1", "l2", "l3", "l4", "l5"}},
+		{"type", registry.ListOptions{Type: "meter"}, []string{"l2", "l5"}},
+		{"group", registry.ListOptions{Group: "south"}, []string{"l3", "l5"}},
+		{"status", registry.ListOptions{Status: "online"}, []string{"l2", "l3"}},
+		{"offline", registry.ListOptions{Status: "offline"}, []string{"l1", "l4"}},
+		{"connected", registry.ListOptions{Connected: ptr(true)}, []string{"l2", "l3"}},
+		{"not connected", registry.ListOptions{Connected: ptr(false)}, []string{"l1", "l4", "l5"}},
+		{"type and group", registry.ListOptions{Type: "sensor", Group: "north"}, []string{"l1"}},
+		{"after", registry.ListOptions{After: "l3"}, []string{"l4", "l5"}},
+		{"limit", registry.ListOptions{Limit: 2}, []string{"l1", "l2"}},
+		{"after and limit", registry.ListOptions{After: "l1", Limit: 2}, []string{"l2", "l3"}},
+		{"none", registry.ListOptions{Type: "nothing"}, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ds, err := b.ListDevices(ctx, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := deviceIDs(ds); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testTokens(t *testing.T, b Backend) {
+	ctx := context.Background()
+	t1 := access.Token{ID: "tok1", Name: "ci", Role: access.Operator, Hash: hash("h1"), CreatedAt: at(1)}
+	t2 := access.Token{ID: "tok2", Name: "admin", Role: access.Admin, Hash: hash("h2"), CreatedAt: at(2)}
+	for _, tok := range []access.Token{t1, t2} {
+		if err := b.CreateToken(ctx, tok); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+	}
+	if err := b.CreateToken(ctx, t1); err == nil {
+		t.Error("CreateToken of an existing id succeeded")
+	}
+	tests := []struct {
+		name string
+		hash []byte
+		want *access.Token
+		err  error
+	}{
+		{"first", hash("h1"), &t1, nil},
+		{"second", hash("h2"), &t2, nil},
+		{"unknown", hash("h3"), nil, access.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := b.TokenByHash(ctx, tt.hash)
+			if tt.err != nil {
+				wantErr(t, "TokenByHash", err, tt.err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			equalJSON(t, "token", *got, *tt.want)
+			if !bytes.Equal(got.Hash, tt.want.Hash) {
+				t.Errorf("hash = %x", got.Hash)
+			}
+		})
+	}
+	if err := b.RevokeToken(ctx, "tok1", at(10)); err != nil {
+		t.Fatalf("RevokeToken: %v", err)
+	}
+	wantErr(t, "RevokeToken of unknown", b.RevokeToken(ctx, "nope", at(10)), access.ErrNotFound)
+	list, err := b.ListTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := t1
+	revoked.RevokedAt = ptr(at(10))
+	equalJSON(t, "tokens", list, []access.Token{revoked, t2})
+	got, err := b.TokenByHash(ctx, hash("h1"))
+	if err != nil || got.RevokedAt == nil || !got.RevokedAt.Equal(at(10)) {
+		t.Errorf("revoked token = %+v, %v", got, err)
+	}
+}
+
+func testListMessages(t *testing.T, b Backend) {
+	ctx := context.Background()
+	provision(t, b, "m1", "m2")
+	var ids []int64 // in commit order
+	for i := range 6 {
+		dev := []string{"m1", "m2"}[i%2]
+		ch := data{device: dev, times: []int{i}, values: map[string]any{"v": 1.0}}.change(t)
+		if i == 2 || i == 3 || i == 5 {
+			ch.Message.Accepted, ch.Message.Code, ch.Message.Reason = false, "bad", "bad value"
+		}
+		mustCommit(t, b, ch)
+		ids = append(ids, ch.Message.ID)
+	}
+	// A message of a device that is not registered is audited too.
+	unknown := &commit.Change{DeviceID: "m-unknown", Message: &commit.Message{ID: nextMessageID(), Topic: "devices/m-unknown/data",
+		Transport: "http", Payload: []byte("{}"), Code: "unknown_device", Reason: "no such device", ReceivedAt: at(3)}}
+	mustCommit(t, b, unknown)
+	if unknown.Err != nil {
+		t.Fatalf("message of an unknown device: %v", unknown.Err)
+	}
+	rev := func(xs ...int64) []int64 { slices.Reverse(xs); return xs }
+	tests := []struct {
+		name string
+		q    audit.Query
+		want []int64
+	}{
+		{"device newest first", audit.Query{DeviceID: "m1"}, rev(ids[0], ids[2], ids[4])},
+		{"rejected of a device", audit.Query{DeviceID: "m2", Rejected: true}, rev(ids[3], ids[5])},
+		{"rejected", audit.Query{Rejected: true}, []int64{unknown.Message.ID, ids[5], ids[3], ids[2]}},
+		{"before", audit.Query{DeviceID: "m2", Before: ids[5]}, rev(ids[1], ids[3])},
+		{"limit", audit.Query{Limit: 2}, []int64{unknown.Message.ID, ids[5]}},
+		{"unknown device", audit.Query{DeviceID: "m-unknown"}, []int64{unknown.Message.ID}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int64
+			for _, m := range messages(t, b, tt.q) {
+				got = append(got, m.ID)
+				if tt.q.Rejected && m.Accepted {
+					t.Errorf("accepted message %d in a rejected listing", m.ID)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	max, err := b.MaxMessageID(ctx)
+	if err != nil || max != unknown.Message.ID {
+		t.Errorf("MaxMessageID = %d, %v; want %d", max, err, unknown.Message.ID)
+	}
+}
