@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ func BenchmarkIngestQoS1(b *testing.B) {
 }
 
 func benchIngest(b *testing.B, clients int) {
-	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\n")
+	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\n"+os.Getenv("DEVICEHUB_BENCH_EXTRA"))
 	ctx := context.Background()
 	conns := make([]*mqttClient, clients)
 	for i := range clients {

@@ -144,6 +144,22 @@ func (th *testHub) provision(t *testing.T, id, typ string) creds {
 	return out.Credentials
 }
 
+type deviceState struct {
+	Status    string `json:"status"`
+	Connected bool   `json:"connected"`
+}
+
+func (th *testHub) device(t *testing.T, id string) deviceState {
+	t.Helper()
+	var out struct {
+		Device deviceState `json:"device"`
+	}
+	if code := th.do(t, "GET", "/api/v1/devices/"+id, nil, &out); code != 200 {
+		t.Fatalf("get device %s: status %d", id, code)
+	}
+	return out.Device
+}
+
 type mqttClient struct {
 	*paho.Client
 	mu   sync.Mutex
@@ -421,11 +437,7 @@ func TestTakeoverIsNeverFollowedByStaleOffline(t *testing.T) {
 	if n := len(rec.of(events.DeviceDisconnected, "dev1")); n != 0 {
 		t.Fatalf("device_disconnected fired %d times after a takeover: %+v", n, rec.all())
 	}
-	var dev struct {
-		Status    string `json:"status"`
-		Connected bool   `json:"connected"`
-	}
-	th.do(t, "GET", "/api/v1/devices/dev1", nil, &dev)
+	dev := th.device(t, "dev1")
 	if dev.Status != "online" || !dev.Connected {
 		t.Fatalf("device = %+v, want online and connected", dev)
 	}
@@ -459,11 +471,7 @@ func TestHeartbeatTimeoutSetsOffline(t *testing.T) {
 		}
 		return false
 	})
-	var dev struct {
-		Status    string `json:"status"`
-		Connected bool   `json:"connected"`
-	}
-	th.do(t, "GET", "/api/v1/devices/b1", nil, &dev)
+	dev := th.device(t, "b1")
 	if dev.Status != "offline" || dev.Connected {
 		t.Fatalf("device = %+v, want offline", dev)
 	}
