@@ -29,8 +29,8 @@ func weather() Type {
 func TestValidate(t *testing.T) {
 	typ := weather()
 	tests := []struct {
-		name       string
-		values     map[string]any
+		name        string
+		values      map[string]any
 		field, rule string // "" for valid
 	}{
 		{"valid", map[string]any{"serial": "a", "temperature": 21.5, "humidity": 40.0}, "", ""},
