@@ -35,9 +35,29 @@ type Config struct {
 	Ingest  IngestConfig  `yaml:"ingest"`
 	Commit  CommitConfig  `yaml:"commit"`
 	Events  EventsConfig  `yaml:"events"`
+	// Registration configures device self-registration (seed 001).
+	Registration RegistrationConfig `yaml:"registration"`
+	// Provisioning configures provisioning operations and credentials.
+	Provisioning ProvisioningConfig `yaml:"provisioning"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
+}
+
+// RegistrationConfig configures self-registration with a shared secret and a
+// stable hardware key. An empty SharedSecret turns self-registration off.
+type RegistrationConfig struct {
+	SharedSecret string `yaml:"shared_secret"` // DEVICEHUB_REGISTRATION_SHARED_SECRET
+	DefaultType  string `yaml:"default_type"`  // type of registering devices that name none
+}
+
+// ProvisioningConfig configures provisioning operations and credentials.
+type ProvisioningConfig struct {
+	// OperationTTL is how long a provisioning operation waits for approval.
+	OperationTTL time.Duration `yaml:"operation_ttl"`
+	// RotationOverlap is how long old credentials stay valid after a
+	// rotation, unless the device uses the new ones first.
+	RotationOverlap time.Duration `yaml:"rotation_overlap"`
 }
 
 // LogConfig configures the process logger.
@@ -137,8 +157,9 @@ func Default() *Config {
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
 			MaxReadingsPerMessage: 1000,
 		},
-		Commit: CommitConfig{MaxBatch: 2000, QueueSize: 20000},
-		Events: EventsConfig{SubscriberBuffer: 4096},
+		Commit:       CommitConfig{MaxBatch: 2000, QueueSize: 20000},
+		Events:       EventsConfig{SubscriberBuffer: 4096},
+		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
 	}
 }
 
@@ -255,6 +276,7 @@ var envVars = []struct {
 	{"DEVICEHUB_STORAGE_DRIVER", func(c *Config, v string) { c.Storage.Driver = v }},
 	{"DEVICEHUB_SQLITE_PATH", func(c *Config, v string) { c.Storage.SQLite.Path = v }},
 	{"DEVICEHUB_POSTGRES_DSN", func(c *Config, v string) { c.Storage.Postgres.DSN = v }},
+	{"DEVICEHUB_REGISTRATION_SHARED_SECRET", func(c *Config, v string) { c.Registration.SharedSecret = v }},
 }
 
 func applyEnv(c *Config, env func(string) (string, bool)) {
@@ -286,10 +308,23 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkTypes} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkTypes} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
+	}
+	return nil
+}
+
+func (c *Config) checkProvisioning() error {
+	if s := c.Registration.SharedSecret; s != "" && len(s) < 16 {
+		return invalid("registration.shared_secret", "must be at least 16 characters (or empty to turn self-registration off)")
+	}
+	if c.Provisioning.OperationTTL < time.Minute {
+		return invalid("provisioning.operation_ttl", "must be at least 1m")
+	}
+	if c.Provisioning.RotationOverlap < 0 {
+		return invalid("provisioning.rotation_overlap", "must not be negative")
 	}
 	return nil
 }
@@ -455,6 +490,15 @@ func (c *Config) checkTypes() error {
 		t := &c.DeviceTypes[i]
 		if err := t.Check(); err != nil {
 			return &prefixError{prefix: "device_types." + t.Name, err: err}
+		}
+	}
+	if dt := c.Registration.DefaultType; dt != "" {
+		found := false
+		for _, t := range c.DeviceTypes {
+			found = found || t.Name == dt
+		}
+		if !found {
+			return invalid("registration.default_type", "%q is not a declared device type", dt)
 		}
 	}
 	return nil

@@ -104,6 +104,9 @@ func TestLoadBad(t *testing.T) {
 		{"bad_burst", "ingest.rate_limit.burst: must be at least 1"},
 		{"section_not_mapping", "mqtt: line 1: must be a mapping, not a value"},
 		{"commands_not_list", "device_types.T.commands: line 3: must be a list"},
+		{"short_shared_secret", "registration.shared_secret: must be at least 16 characters"},
+		{"unknown_default_type", `registration.default_type: "Missing" is not a declared device type`},
+		{"short_operation_ttl", "provisioning.operation_ttl: must be at least 1m"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")
 	if len(files) != len(tests) {
