@@ -107,6 +107,9 @@ type SQLiteConfig struct {
 // PostgresConfig configures the PostgreSQL backend.
 type PostgresConfig struct {
 	DSN string `yaml:"dsn"`
+	// Schema, if set, is created if missing and holds every table, so that
+	// several hubs (or tests) can share one database.
+	Schema string `yaml:"schema"`
 }
 
 // IngestConfig holds the defaults of the ingest pipeline; a device type may

@@ -184,7 +184,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store, error) {
 	switch cfg.Storage.Driver {
 	case "postgres":
-		st, err := postgres.Open(ctx, postgres.Options{DSN: cfg.Storage.Postgres.DSN, Logger: log.With("component", "store")})
+		st, err := postgres.Open(ctx, postgres.Options{DSN: cfg.Storage.Postgres.DSN, Schema: cfg.Storage.Postgres.Schema, Logger: log.With("component", "store")})
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}

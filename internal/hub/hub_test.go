@@ -255,7 +255,18 @@ func publish(t *testing.T, c *mqttClient, topic, payload string) (*paho.PublishR
 }
 
 func TestEndToEndReadings(t *testing.T) {
-	th := startHub(t, "")
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			extra := ""
+			if backend == "postgres" {
+				extra = postgresStorage(t)
+			}
+			testEndToEndReadings(t, startHub(t, extra))
+		})
+	}
+}
+
+func testEndToEndReadings(t *testing.T, th *testHub) {
 	rec := &eventRecorder{}
 	sub, err := th.Subscribe(events.Filter{DeviceTypes: []string{"WeatherStation"}}, 0, rec.add)
 	if err != nil {
