@@ -114,6 +114,8 @@ type ListOptions struct {
 	Group     string
 	Status    string
 	Connected *bool
+	Tag       string // only devices with this tag
+	Query     string // text search on id and name
 	After     string // the Next of the previous page
 	Limit     int    // 0: the server's default (100)
 }
@@ -177,6 +179,8 @@ func (c *Client) ListDevices(ctx context.Context, o ListOptions) (*DeviceList, e
 	set(q, "type", o.Type)
 	set(q, "group", o.Group)
 	set(q, "status", o.Status)
+	set(q, "tag", o.Tag)
+	set(q, "q", o.Query)
 	set(q, "after", o.After)
 	if o.Connected != nil {
 		q.Set("connected", strconv.FormatBool(*o.Connected))
@@ -211,6 +215,22 @@ func (c *Client) Readings(ctx context.Context, rq ReadingsQuery) (*ReadingsPage,
 		return nil, fmt.Errorf("readings of %s: %w", rq.DeviceID, err)
 	}
 	return &out, nil
+}
+
+// ListAllDevices follows the pages of a listing to the end.
+func (c *Client) ListAllDevices(ctx context.Context, o ListOptions) ([]Device, error) {
+	var all []Device
+	for {
+		page, err := c.ListDevices(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page.Devices...)
+		if page.Next == "" {
+			return all, nil
+		}
+		o.After = page.Next
+	}
 }
 
 func set(q url.Values, k, v string) {
@@ -259,6 +279,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		return readError(resp)
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("decode answer: %w", err)

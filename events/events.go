@@ -25,6 +25,28 @@ const (
 	MessageRejected     Type = "message_rejected"
 )
 
+// The signals of the device registry (seed 001).
+const (
+	// DeviceRegistered: a device registered itself with the shared secret;
+	// IsNew tells a new device from a known one that registered again
+	// (after a factory reset).
+	DeviceRegistered Type = "device_registered"
+	// DeviceNameChanged: an existing device's name changed (never on
+	// creation).
+	DeviceNameChanged Type = "device_name_changed"
+	// DeviceGroupChanged: an existing device moved to another group (never
+	// on creation).
+	DeviceGroupChanged Type = "device_group_changed"
+	// ManagementIPChanged: an existing device's management IP changed
+	// (never on creation).
+	ManagementIPChanged Type = "management_ip_changed"
+	// DeviceCredentialsRevoked: a device's credentials were revoked; it
+	// cannot connect until it is provisioned again.
+	DeviceCredentialsRevoked Type = "device_credentials_revoked"
+	// DeviceDisabledChanged: a device was disabled or enabled again.
+	DeviceDisabledChanged Type = "device_disabled_changed"
+)
+
 // Event is one signal. Args holds a pointer to the argument struct of its
 // type (*DataReceived for DeviceDataReceived, and so on).
 type Event struct {
@@ -98,8 +120,58 @@ type Credentials struct {
 // for in-process subscribers that receive the event live; it is never
 // serialised.
 type Provisioned struct {
-	Reprovisioned bool         `json:"reprovisioned"`
+	Reprovisioned bool `json:"reprovisioned"`
+	// Via says how the credentials came to be: ViaOperator, ViaToken,
+	// ViaRegistration or ViaRotation ("" in events of older hubs).
+	Via string `json:"via,omitempty"`
+	// OldValidUntil is set by a rotation with an overlap: the old
+	// credentials stay valid until then, or until the new ones are first
+	// used.
+	OldValidUntil *time.Time   `json:"old_valid_until,omitempty"`
 	Credentials   *Credentials `json:"-"`
+}
+
+// How a device got its credentials (Provisioned.Via).
+const (
+	ViaOperator     = "operator"     // an operator provisioned or re-provisioned it
+	ViaToken        = "token"        // a provisioning operation with a token was approved
+	ViaRegistration = "registration" // it registered itself with the shared secret
+	ViaRotation     = "rotation"     // its credentials were rotated
+)
+
+// Registered is the argument of DeviceRegistered.
+type Registered struct {
+	IsNew bool `json:"is_new"`
+}
+
+// NameChanged is the argument of DeviceNameChanged.
+type NameChanged struct {
+	Name    string `json:"name"`
+	OldName string `json:"old_name"`
+}
+
+// GroupChanged is the argument of DeviceGroupChanged: the ids of the new
+// and the previous group ("" for none).
+type GroupChanged struct {
+	GroupID    string `json:"group_id"`
+	OldGroupID string `json:"old_group_id"`
+}
+
+// ManagementIP is the argument of ManagementIPChanged.
+type ManagementIP struct {
+	IP    string `json:"ip"`
+	OldIP string `json:"old_ip"`
+}
+
+// CredentialsRevoked is the argument of DeviceCredentialsRevoked.
+type CredentialsRevoked struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// DisabledChanged is the argument of DeviceDisabledChanged.
+type DisabledChanged struct {
+	Disabled bool   `json:"disabled"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // Rejected is the argument of MessageRejected: why a device's message was
@@ -128,6 +200,18 @@ func NewArgs(t Type) any {
 		return &Provisioned{}
 	case MessageRejected:
 		return &Rejected{}
+	case DeviceRegistered:
+		return &Registered{}
+	case DeviceNameChanged:
+		return &NameChanged{}
+	case DeviceGroupChanged:
+		return &GroupChanged{}
+	case ManagementIPChanged:
+		return &ManagementIP{}
+	case DeviceCredentialsRevoked:
+		return &CredentialsRevoked{}
+	case DeviceDisabledChanged:
+		return &DisabledChanged{}
 	}
 	return nil
 }

@@ -34,6 +34,25 @@ func ValidRole(r Role) bool {
 	return r == Admin || r == Operator || r == Viewer
 }
 
+// Rank orders the roles: viewer 1, operator 2, admin 3, anything else 0.
+func (r Role) Rank() int {
+	switch r {
+	case Admin:
+		return 3
+	case Operator:
+		return 2
+	case Viewer:
+		return 1
+	}
+	return 0
+}
+
+// Permits reports whether a token of role r may do what needs at least
+// role need: admin ⊇ operator ⊇ viewer. An unknown role permits nothing.
+func (r Role) Permits(need Role) bool {
+	return r.Rank() > 0 && r.Rank() >= need.Rank()
+}
+
 // Allowed reports whether role may read (write false) or change (write
 // true) what the API serves: every role may read; operators and admins may
 // write.
@@ -97,6 +116,20 @@ func (s *Service) Verify(ctx context.Context, bearer string) (*Token, error) {
 // List returns every token (hashes included; callers must not show them).
 func (s *Service) List(ctx context.Context) ([]Token, error) {
 	return s.store.ListTokens(ctx)
+}
+
+// Get returns the token with the given id (ErrNotFound).
+func (s *Service) Get(ctx context.Context, id string) (*Token, error) {
+	toks, err := s.store.ListTokens(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("get token %s: %w", id, err)
+	}
+	for i := range toks {
+		if toks[i].ID == id {
+			return &toks[i], nil
+		}
+	}
+	return nil, fmt.Errorf("token %s: %w", id, ErrNotFound)
 }
 
 // Revoke revokes the token with the given id: it stops working at once.

@@ -61,6 +61,54 @@ func (m *memStore) RevokeToken(_ context.Context, id string, at time.Time) error
 	return ErrNotFound
 }
 
+func (m *memStore) AppendAudit(context.Context, AuditEntry) (int64, error) { return 0, nil }
+
+func (m *memStore) ListAudit(context.Context, AuditQuery) ([]AuditEntry, error) { return nil, nil }
+
+func TestPermits(t *testing.T) {
+	tests := []struct {
+		name string
+		role Role
+		need Role
+		want bool
+	}{
+		{"admin does admin", Admin, Admin, true},
+		{"admin operates", Admin, Operator, true},
+		{"admin views", Admin, Viewer, true},
+		{"operator may not admin", Operator, Admin, false},
+		{"operator operates", Operator, Operator, true},
+		{"operator views", Operator, Viewer, true},
+		{"viewer may not admin", Viewer, Admin, false},
+		{"viewer may not operate", Viewer, Operator, false},
+		{"viewer views", Viewer, Viewer, true},
+		{"unknown role views nothing", "root", Viewer, false},
+		{"empty role", "", Viewer, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.role.Permits(tt.need); got != tt.want {
+				t.Errorf("%q.Permits(%q) = %v", tt.role, tt.need, got)
+			}
+		})
+	}
+}
+
+func TestGet(t *testing.T) {
+	ctx := context.Background()
+	s := NewService(&memStore{})
+	_, tok, err := s.Create(ctx, "ci", Viewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, tok.ID)
+	if err != nil || got.Name != "ci" {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if _, err := s.Get(ctx, "missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get missing: %v", err)
+	}
+}
+
 func TestCreateVerify(t *testing.T) {
 	ctx := context.Background()
 	st := &memStore{}

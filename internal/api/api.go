@@ -1,11 +1,19 @@
 // Package api serves devicehub's REST API under /api/v1: devices, readings,
 // the message audit log, device types, a Server-Sent Events stream of the
-// event log, the HTTP data endpoint for devices that cannot speak MQTT, and
-// /healthz, /readyz and /metrics.
+// event log, the HTTP data endpoint for devices that cannot speak MQTT,
+// operator tokens and the API audit trail, and /healthz, /readyz and
+// /metrics.
 //
-// Handlers are thin: they parse the request, call one of the small
-// interfaces in Deps, and write JSON. Every error goes through one function,
-// httpError, that maps it to an HTTP status and a stable machine code.
+// Operations are huma operations on the standard ServeMux: huma validates
+// requests and writes the OpenAPI 3.1 document (/api/v1/openapi.json) from
+// the Go types; /api/v1/docs renders it without the internet. Each
+// operation states the least role it needs; one middleware (guard)
+// authenticates, enforces that role and writes the audit trail of changes.
+//
+// Handlers are thin: they call one of the small interfaces in Deps. Every
+// error goes through one function, httpError, that maps it to an HTTP
+// status and a stable machine code, and huma's own errors have the same
+// shape, {"error": {"code", "message", "field"}}.
 package api
 
 import (
@@ -14,6 +22,9 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
@@ -57,9 +68,9 @@ type Events interface {
 
 // DataResult is what the ingest pipeline did with a device's HTTP message.
 type DataResult struct {
-	MessageID int64 `json:"message_id"`
-	Readings  int   `json:"readings"`
-	Duplicate bool  `json:"duplicate"`
+	MessageID int64 `json:"message_id" doc:"The stored message's id (the first one's, for a duplicate)."`
+	Readings  int   `json:"readings" doc:"How many readings were stored."`
+	Duplicate bool  `json:"duplicate" doc:"The msg_id was seen before; nothing new was stored."`
 }
 
 // Rejection is implemented by the errors of DeviceData that refuse a
@@ -84,10 +95,17 @@ type DeviceAuth interface {
 	AuthenticateAPIKey(key string) (id, typ string, err error)
 }
 
-// Tokens verifies operators' bearer tokens.
+// Tokens verifies, creates, lists and revokes operators' bearer tokens
+// (*access.Service).
 type Tokens interface {
 	Verify(ctx context.Context, bearer string) (*access.Token, error)
+	Create(ctx context.Context, name string, role access.Role) (string, access.Token, error)
+	List(ctx context.Context) ([]access.Token, error)
+	Revoke(ctx context.Context, id string) error
 }
+
+// AuditLog keeps the API audit trail: every change asked of the API.
+type AuditLog = access.AuditStore
 
 // Types lists the declared device types.
 type Types interface {
@@ -104,7 +122,10 @@ type Deps struct {
 	DeviceData DeviceData
 	DeviceAuth DeviceAuth
 	Tokens     Tokens
-	Types      Types
+	// Audit records every change asked of the API; nil records nothing
+	// (and GET /api/v1/audit answers 501).
+	Audit AuditLog
+	Types Types
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -125,12 +146,16 @@ type Options struct {
 	EventBuffer int
 }
 
+// Version is the version of the API the OpenAPI document states.
+const Version = "1.0.0"
+
 // API is the REST API. Create it with New; serve Handler.
 type API struct {
 	deps Deps
 	opts Options
 	log  *slog.Logger
 	mux  *http.ServeMux
+	huma huma.API
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{}
@@ -154,12 +179,44 @@ func New(deps Deps, opts Options, log *slog.Logger) *API {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &API{deps: deps, opts: opts, log: log, mux: http.NewServeMux(), shutdown: make(chan struct{})}
+	a.huma = humago.New(a.mux, humaConfig())
+	a.huma.UseMiddleware(a.guard)
 	a.routes()
 	return a
 }
 
+// humaConfig is huma's default configuration without what does not fit
+// the hub: no docs page loading scripts from the internet (docs.go serves
+// our own), no $schema links in bodies, the document under /api/v1.
+func humaConfig() huma.Config {
+	cfg := huma.DefaultConfig("devicehub", Version)
+	cfg.OpenAPIPath = "/api/v1/openapi"
+	cfg.DocsPath = ""
+	cfg.SchemasPath = ""
+	cfg.CreateHooks = nil
+	cfg.Info.Description = "The REST API of devicehub, an IoT device hub. Operators authenticate with a bearer token " +
+		"whose role (viewer, operator, admin) decides what it may do; devices post data with their API key. " +
+		"Every error answer is {\"error\": {\"code\", \"message\", \"field\"}}. Lists page with cursors: pass a page's " +
+		"`next` back as the cursor parameter."
+	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		schemeBearer: {Type: "http", Scheme: "bearer", Description: "An operator token (devicehub token create). Its role decides what it may do."},
+		schemeDevice: {Type: "http", Scheme: "bearer", Description: "A device's API key, from its provisioning."},
+	}
+	cfg.Tags = []*huma.Tag{
+		{Name: "devices", Description: "Devices, their readings and messages"},
+		{Name: "device", Description: "Endpoints for devices (API key)"},
+		{Name: "events", Description: "The event stream"},
+		{Name: "tokens", Description: "Operator tokens"},
+		{Name: "audit", Description: "The API audit trail"},
+	}
+	return cfg
+}
+
 // Handler returns the HTTP handler of the whole API.
 func (a *API) Handler() http.Handler { return a.recoverer(a.mux) }
+
+// OpenAPI returns the API's OpenAPI document.
+func (a *API) OpenAPI() *huma.OpenAPI { return a.huma.OpenAPI() }
 
 // Shutdown ends every open event stream, so that http.Server.Shutdown does
 // not wait for them. Call it before shutting the server down (or register
@@ -168,108 +225,26 @@ func (a *API) Shutdown() {
 	a.shutdownOnce.Do(func() { close(a.shutdown) })
 }
 
+// routes registers every endpoint. Each group of operations lives in its
+// own file with a registerXxx method; adding an operation is one call of
+// register there (see register's doc).
 func (a *API) routes() {
 	m := a.mux
 	m.HandleFunc("GET /healthz", a.healthz)
 	m.HandleFunc("GET /readyz", a.readyz)
 	m.HandleFunc("GET /metrics", a.metrics)
+	m.HandleFunc("GET /api/v1/docs", a.docs)
 
-	m.Handle("GET /api/v1/devices", a.admin(false, a.deps.Devices != nil, a.listDevices))
-	m.Handle("POST /api/v1/devices", a.admin(true, a.deps.Devices != nil, a.provision))
-	m.Handle("GET /api/v1/devices/{id}", a.admin(false, a.deps.Devices != nil, a.getDevice))
-	m.Handle("GET /api/v1/devices/{id}/readings", a.admin(false, a.deps.Readings != nil, a.readings))
-	m.Handle("GET /api/v1/devices/{id}/messages", a.admin(false, a.deps.Messages != nil, a.messages))
-	m.Handle("GET /api/v1/device-types", a.admin(false, a.deps.Types != nil, a.deviceTypes))
-	m.Handle("GET /api/v1/events", a.admin(false, a.deps.Events != nil, a.events))
-
-	m.Handle("POST /api/v1/device/data", a.device(a.deviceData))
-	m.Handle("POST /api/v1/device/data/{stream}", a.device(a.deviceData))
+	a.registerDevices()
+	a.registerDeviceTypes()
+	a.registerData()
+	a.registerEvents()
+	a.registerTokens()
+	a.registerAudit()
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-}
-
-// admin wraps an operator endpoint: it checks the bearer token and that
-// its role may read (write false) or change (write true).
-func (a *API) admin(write, available bool, h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.deps.Tokens == nil {
-			a.writeError(w, r, errNotImplemented)
-			return
-		}
-		bearer, ok := bearerToken(r)
-		if !ok {
-			a.writeError(w, r, access.ErrUnauthorized)
-			return
-		}
-		tok, err := a.deps.Tokens.Verify(r.Context(), bearer)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		if !access.Allowed(tok.Role, write) {
-			a.writeError(w, r, access.ErrForbidden)
-			return
-		}
-		if !available {
-			a.writeError(w, r, errNotImplemented)
-			return
-		}
-		h(w, r)
-	})
-}
-
-// deviceKey is the context key of the authenticated device.
-type deviceKey struct{}
-
-type deviceIdentity struct{ id, typ string }
-
-// device wraps a device endpoint: the bearer is the device's API key.
-func (a *API) device(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.deps.DeviceAuth == nil || a.deps.DeviceData == nil {
-			a.writeError(w, r, errNotImplemented)
-			return
-		}
-		key, ok := bearerToken(r)
-		if !ok {
-			a.writeError(w, r, registry.ErrUnauthorized)
-			return
-		}
-		id, typ, err := a.deps.DeviceAuth.AuthenticateAPIKey(key)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		ctx := context.WithValue(r.Context(), deviceKey{}, deviceIdentity{id: id, typ: typ})
-		h(w, r.WithContext(ctx))
-	})
-}
-
-func bearerToken(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	const prefix = "bearer "
-	if len(h) <= len(prefix) || !equalFold(h[:len(prefix)], prefix) {
-		return "", false
-	}
-	return h[len(prefix):], true
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // recoverer turns a handler panic into a 500 and a log line instead of a

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +24,26 @@ import (
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	// The contract coverage needs the whole package's tests.
+	if code == 0 && flag.Lookup("test.run").Value.String() == "" && flag.Lookup("test.skip").Value.String() == "" {
+		if cd, err := loadContract(); err != nil {
+			fmt.Fprintln(os.Stderr, "contract:", err)
+			code = 1
+		} else if missing := cd.unverified(); len(missing) > 0 {
+			fmt.Fprintln(os.Stderr, "contract: no test validated a success answer of", missing)
+			code = 1
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -69,6 +90,7 @@ func do(t *testing.T, h http.Handler, method, path, token, body string) result {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	res := result{status: rec.Code, raw: rec.Body.String()}
+	checkContract(t, method, path, rec.Code, rec.Header().Get("Content-Type"), rec.Body.Bytes())
 	if strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(rec.Body.Bytes(), &res.body); err != nil {
 			t.Fatalf("%s %s: bad JSON %q: %v", method, path, rec.Body.String(), err)

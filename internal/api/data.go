@@ -1,33 +1,65 @@
 package api
 
 import (
-	"io"
+	"bytes"
+	"context"
 	"net/http"
-	"regexp"
+
+	"github.com/danielgtaylor/huma/v2"
 )
 
-// streamRE is what a stream name in the data endpoint's path must match:
-// one MQTT topic level without wildcards.
-var streamRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+func (a *API) registerData() {
+	const desc = "Takes in readings a device posts with its API key: the same payload as on the MQTT topic " +
+		"devices/{id}/data[/{stream}]: a JSON object of field → value or an array of them, with optional ts " +
+		"(RFC 3339 or Unix milliseconds) and msg_id (a repeated msg_id is answered as a duplicate and stored once). " +
+		"A message the ingest refuses is answered 422 (429 when rate limited, 413 when too large) with the " +
+		"rejection's code and field."
+	body := func() *huma.RequestBody {
+		return &huma.RequestBody{
+			Description: "Readings: a JSON object of field → value, or an array of them. The ingest validates it against the device's type.",
+			Content:     map[string]*huma.MediaType{},
+		}
+	}
+	register(a, permDevice, huma.Operation{
+		OperationID: "postDeviceData", Method: http.MethodPost, Path: "/api/v1/device/data", Tags: []string{"device"},
+		Summary: "Post readings", Description: desc, MaxBodyBytes: a.opts.MaxDataBytes, RequestBody: body(), SkipValidateBody: true,
+	}, a.deviceData)
+	register(a, permDevice, huma.Operation{
+		OperationID: "postDeviceStreamData", Method: http.MethodPost, Path: "/api/v1/device/data/{stream}", Tags: []string{"device"},
+		Summary: "Post readings to a stream", Description: desc, MaxBodyBytes: a.opts.MaxDataBytes, RequestBody: body(), SkipValidateBody: true,
+	}, a.deviceStreamData)
+}
 
-// deviceData takes in readings a device posts with its API key: the same
-// payload as on devices/{id}/data[/{stream}].
-func (a *API) deviceData(w http.ResponseWriter, r *http.Request) {
-	dev, _ := r.Context().Value(deviceKey{}).(deviceIdentity)
-	stream := r.PathValue("stream")
-	if stream != "" && !streamRE.MatchString(stream) {
-		a.writeError(w, r, invalidArg("stream", "must match %s", streamRE))
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxDataBytes))
+// DataInput is a device's HTTP message: the body is passed to the ingest
+// pipeline as is, which validates it against the device's type.
+type DataInput struct {
+	ContentType string `header:"Content-Type"`
+	RawBody     []byte `contentType:"application/json"`
+}
+
+// StreamDataInput is a device's HTTP message to a named stream.
+type StreamDataInput struct {
+	Stream string `path:"stream" pattern:"^[A-Za-z0-9._:-]{1,128}$" doc:"Stream name: one MQTT topic level." example:"fast"`
+	DataInput
+}
+
+type dataOutput struct{ Body DataResult }
+
+func (a *API) deviceData(ctx context.Context, in *DataInput) (*dataOutput, error) {
+	return a.ingest(ctx, "", in)
+}
+
+func (a *API) deviceStreamData(ctx context.Context, in *StreamDataInput) (*dataOutput, error) {
+	return a.ingest(ctx, in.Stream, &in.DataInput)
+}
+
+func (a *API) ingest(ctx context.Context, stream string, in *DataInput) (*dataOutput, error) {
+	dev := infoFrom(ctx).device
+	// huma reuses the body's buffer once the handler returns.
+	payload := bytes.Clone(in.RawBody)
+	res, err := a.deps.DeviceData.HandleHTTPData(ctx, dev.id, dev.typ, stream, payload, in.ContentType)
 	if err != nil {
-		a.writeError(w, r, bodyError(err))
-		return
+		return nil, err
 	}
-	res, err := a.deps.DeviceData.HandleHTTPData(r.Context(), dev.id, dev.typ, stream, body, r.Header.Get("Content-Type"))
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	return &dataOutput{Body: res}, nil
 }

@@ -115,6 +115,7 @@ func FuzzDeviceDataBody(f *testing.F) {
 		if rec.Code >= 500 {
 			t.Fatalf("status %d for body %q stream %q: %s", rec.Code, body, stream, rec.Body)
 		}
+		checkContract(t, "POST", req.URL.Path, rec.Code, rec.Header().Get("Content-Type"), rec.Body.Bytes())
 		// The mux may redirect or refuse odd paths itself; every answer
 		// of the handler is JSON.
 		if (rec.Code == 200 || rec.Code == 422) && !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {

@@ -1,16 +1,16 @@
 package api
 
 import (
+	"context"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/devicehub/devicehub/events"
+	"github.com/danielgtaylor/huma/v2"
+
 	"github.com/devicehub/devicehub/internal/audit"
-	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -19,59 +19,154 @@ const (
 	defaultLimit    = 100
 	maxDeviceLimit  = 1000
 	maxReadingLimit = 10000
+	// scanBatch is how many devices a filtered listing reads at a time
+	// when the store cannot filter by tag or text itself.
+	scanBatch = 500
 )
+
+// Device is a registered device as the API shows it.
+type Device struct {
+	ID        string         `json:"id" doc:"Device id: [A-Za-z0-9._:-]{1,128}; also the MQTT client id." example:"ws-1"`
+	Type      string         `json:"type" doc:"Device type." example:"WeatherStation"`
+	Name      string         `json:"name,omitempty" doc:"Display name."`
+	Group     string         `json:"group,omitempty" doc:"Device group."`
+	Tags      []string       `json:"tags,omitempty" doc:"Tags."`
+	Metadata  map[string]any `json:"metadata,omitempty" doc:"Free-form metadata."`
+	Status    string         `json:"status" doc:"Last reported status: online, offline, error, maintenance, unknown, ..." example:"online"`
+	Connected bool           `json:"connected" doc:"Whether the device has a live connection."`
+	LastSeen  *time.Time     `json:"last_seen,omitempty" doc:"When the hub last heard from the device."`
+	Metrics   map[string]any `json:"metrics,omitempty" doc:"The latest heartbeat metrics."`
+	Disabled  bool           `json:"disabled" doc:"A disabled device may not connect or post data."`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+func deviceOut(d *registry.Device) Device {
+	return Device{
+		ID: d.ID, Type: d.Type, Name: d.Name, Group: d.Group, Tags: d.Tags, Metadata: d.Metadata,
+		Status: d.Status, Connected: d.Connected, LastSeen: d.LastSeen, Metrics: d.Metrics,
+		Disabled: d.Disabled, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+	}
+}
+
+func (a *API) registerDevices() {
+	register(a, permViewer, huma.Operation{
+		OperationID: "listDevices", Method: http.MethodGet, Path: "/api/v1/devices", Tags: []string{"devices"},
+		Summary:     "List devices",
+		Description: "Devices by id, one page at a time: pass a page's next as after for the next page. Filters combine with AND.",
+	}, a.listDevices)
+	register(a, permOperator, huma.Operation{
+		OperationID: "provisionDevice", Method: http.MethodPost, Path: "/api/v1/devices", Tags: []string{"devices"},
+		DefaultStatus: http.StatusCreated,
+		Summary:       "Provision a device",
+		Description:   "Creates a device and answers its credentials: the only time they are shown. With replace, re-provisions an existing device with new credentials.",
+	}, a.provision)
+	register(a, permViewer, huma.Operation{
+		OperationID: "getDevice", Method: http.MethodGet, Path: "/api/v1/devices/{id}", Tags: []string{"devices"},
+		Summary: "Get a device",
+	}, a.getDevice)
+	register(a, permViewer, huma.Operation{
+		OperationID: "listReadings", Method: http.MethodGet, Path: "/api/v1/devices/{id}/readings", Tags: []string{"devices"},
+		Summary:     "List a device's readings",
+		Description: "Readings newest first, one page at a time: pass a page's next as cursor for the next page.",
+	}, a.readings)
+	register(a, permViewer, huma.Operation{
+		OperationID: "listMessages", Method: http.MethodGet, Path: "/api/v1/devices/{id}/messages", Tags: []string{"devices"},
+		Summary:     "List a device's messages",
+		Description: "The message audit log of one device, newest first: every message it sent, accepted or rejected. Pass a page's next as before for the next page.",
+	}, a.messages)
+}
+
+// ListDevicesInput are the filters and the page of GET /api/v1/devices.
+type ListDevicesInput struct {
+	Type      string `query:"type" doc:"Only devices of this type."`
+	Group     string `query:"group" doc:"Only devices in this group."`
+	Status    string `query:"status" doc:"Only devices with this status."`
+	Connected string `query:"connected" enum:"true,false" doc:"Only connected (true) or disconnected (false) devices."`
+	Tag       string `query:"tag" doc:"Only devices with this tag."`
+	Q         string `query:"q" maxLength:"128" doc:"Text search: only devices whose id or name contains this, ignoring case."`
+	After     string `query:"after" doc:"Cursor: list devices after this id (the previous page's next)."`
+	Limit     int    `query:"limit" minimum:"1" maximum:"1000" doc:"Page size; default 100."`
+}
 
 // DeviceList is the answer of GET /api/v1/devices.
 type DeviceList struct {
-	Devices []registry.Device `json:"devices"`
-	Next    string            `json:"next,omitempty"`
+	Devices []Device `json:"devices"`
+	Next    string   `json:"next,omitempty" doc:"The cursor of the next page (pass as after); absent on the last page."`
 }
 
-func (a *API) listDevices(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, err := limitParam(q, maxDeviceLimit)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
+type deviceListOutput struct{ Body DeviceList }
+
+func (a *API) listDevices(ctx context.Context, in *ListDevicesInput) (*deviceListOutput, error) {
+	if a.deps.Devices == nil {
+		return nil, errNotImplemented
 	}
-	opts := registry.ListOptions{
-		Type: q.Get("type"), Group: q.Get("group"), Status: q.Get("status"),
-		After: q.Get("after"), Limit: limit + 1, // one more tells whether there is a next page
+	limit := in.Limit
+	if limit == 0 {
+		limit = defaultLimit
 	}
-	if s := q.Get("connected"); s != "" {
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			a.writeError(w, r, invalidArg("connected", "must be true or false, got %q", s))
-			return
-		}
+	opts := registry.ListOptions{Type: in.Type, Group: in.Group, Status: in.Status, After: in.After}
+	if in.Connected != "" {
+		b := in.Connected == "true"
 		opts.Connected = &b
 	}
-	devs, err := a.deps.Devices.List(r.Context(), opts)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
+	// The registry filters by type, group, status and connection; tag and
+	// text search are filtered here, reading the store in batches.
+	q := strings.ToLower(in.Q)
+	filtered := in.Tag != "" || q != ""
+	match := func(d *registry.Device) bool {
+		if in.Tag != "" && !contains(d.Tags, in.Tag) {
+			return false
+		}
+		return q == "" || strings.Contains(strings.ToLower(d.ID), q) || strings.Contains(strings.ToLower(d.Name), q)
 	}
-	out := DeviceList{Devices: devs}
-	if len(devs) > limit {
-		out.Devices = devs[:limit]
-		out.Next = devs[limit-1].ID
+	out := DeviceList{Devices: []Device{}}
+	var last string // id of the last device kept
+	for {
+		opts.Limit = limit + 1 // one more tells whether there is a next page
+		if filtered {
+			opts.Limit = max(opts.Limit, scanBatch)
+		}
+		devs, err := a.deps.Devices.List(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		for i := range devs {
+			if !match(&devs[i]) {
+				continue
+			}
+			if len(out.Devices) == limit {
+				out.Next = last
+				return &deviceListOutput{Body: out}, nil
+			}
+			out.Devices = append(out.Devices, deviceOut(&devs[i]))
+			last = devs[i].ID
+		}
+		if len(devs) < opts.Limit || len(devs) == 0 {
+			return &deviceListOutput{Body: out}, nil
+		}
+		opts.After = devs[len(devs)-1].ID
 	}
-	if out.Devices == nil {
-		out.Devices = []registry.Device{}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return false
 }
 
 // ProvisionRequest is the body of POST /api/v1/devices.
 type ProvisionRequest struct {
-	ID       string         `json:"id"`
-	Type     string         `json:"type"`
-	Name     string         `json:"name,omitempty"`
-	Group    string         `json:"group,omitempty"`
-	Tags     []string       `json:"tags,omitempty"`
-	Metadata map[string]any `json:"metadata,omitempty"`
-	// Replace re-provisions an existing device with new credentials.
-	Replace bool `json:"replace,omitempty"`
+	ID       string         `json:"id" minLength:"1" maxLength:"128" pattern:"^[A-Za-z0-9._:-]+$" doc:"Device id." example:"ws-1"`
+	Type     string         `json:"type" minLength:"1" doc:"A declared device type." example:"WeatherStation"`
+	Name     string         `json:"name,omitempty" maxLength:"256" doc:"Display name."`
+	Group    string         `json:"group,omitempty" maxLength:"128" doc:"Device group."`
+	Tags     []string       `json:"tags,omitempty" maxItems:"64" doc:"Tags."`
+	Metadata map[string]any `json:"metadata,omitempty" doc:"Free-form metadata."`
+	Replace  bool           `json:"replace,omitempty" doc:"Re-provision an existing device: new credentials; the old ones stop working."`
 }
 
 // Credentials are a device's plaintext credentials, shown once.
@@ -79,106 +174,147 @@ type Credentials struct {
 	DeviceID     string `json:"device_id"`
 	MQTTUsername string `json:"mqtt_username"`
 	MQTTPassword string `json:"mqtt_password"`
-	APIKey       string `json:"api_key"`
+	APIKey       string `json:"api_key" doc:"For the HTTP data endpoint: Authorization: Bearer <api_key>."`
 }
 
 // Provisioned is the answer of POST /api/v1/devices.
 type Provisioned struct {
-	Device      *registry.Device `json:"device"`
-	Credentials Credentials      `json:"credentials"`
+	Device      Device      `json:"device"`
+	Credentials Credentials `json:"credentials"`
 }
 
-func (a *API) provision(w http.ResponseWriter, r *http.Request) {
-	var req ProvisionRequest
-	if err := decodeBody(w, r, a.opts.MaxBodyBytes, &req); err != nil {
-		a.writeError(w, r, err)
-		return
+type provisionInput struct{ Body ProvisionRequest }
+
+type provisionOutput struct{ Body Provisioned }
+
+func (a *API) provision(ctx context.Context, in *provisionInput) (*provisionOutput, error) {
+	req := in.Body
+	setTarget(ctx, req.ID)
+	if a.deps.Devices == nil {
+		return nil, errNotImplemented
 	}
-	switch {
-	case req.ID == "":
-		a.writeError(w, r, invalidArg("id", "required"))
-		return
-	case !registry.ValidID(req.ID):
-		a.writeError(w, r, invalidArg("id", "must match %s", registry.IDPattern))
-		return
-	case req.Type == "":
-		a.writeError(w, r, invalidArg("type", "required"))
-		return
+	if !registry.ValidID(req.ID) {
+		return nil, invalidArg("id", "must match %s", registry.IDPattern)
 	}
-	creds, err := a.deps.Devices.Provision(r.Context(), registry.ProvisionRequest{
+	creds, err := a.deps.Devices.Provision(ctx, registry.ProvisionRequest{
 		ID: req.ID, Type: req.Type, Name: req.Name, Group: req.Group,
 		Tags: req.Tags, Metadata: req.Metadata, Replace: req.Replace,
 	})
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	out := Provisioned{Credentials: Credentials{
 		DeviceID: req.ID, MQTTUsername: creds.MQTTUsername, MQTTPassword: creds.MQTTPassword, APIKey: creds.APIKey,
 	}}
-	dev, err := a.deps.Devices.Get(r.Context(), req.ID)
+	dev, err := a.deps.Devices.Get(ctx, req.ID)
 	if err != nil {
 		// The device exists and these credentials are the only copy: answer
 		// with what the request said rather than lose them to an error.
 		a.log.Warn("read provisioned device", "device_id", req.ID, "err", err)
-		dev = &registry.Device{ID: req.ID, Type: req.Type, Name: req.Name, Group: req.Group, Tags: req.Tags, Metadata: req.Metadata}
+		dev = &registry.Device{ID: req.ID, Type: req.Type, Name: req.Name, Group: req.Group, Tags: req.Tags, Metadata: req.Metadata, Status: "unknown"}
 	}
-	out.Device = dev
-	writeJSON(w, http.StatusCreated, out)
+	out.Device = deviceOut(dev)
+	return &provisionOutput{Body: out}, nil
 }
 
-func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
-	dev, err := a.deps.Devices.Get(r.Context(), r.PathValue("id"))
-	if err != nil {
-		a.writeError(w, r, err)
-		return
+// DeviceIDInput is the device id in an operation's path.
+type DeviceIDInput struct {
+	ID string `path:"id" doc:"Device id." example:"ws-1"`
+}
+
+// DeviceAnswer is the answer of GET /api/v1/devices/{id}.
+type DeviceAnswer struct {
+	Device Device `json:"device"`
+}
+
+type deviceOutput struct{ Body DeviceAnswer }
+
+func (a *API) getDevice(ctx context.Context, in *DeviceIDInput) (*deviceOutput, error) {
+	if a.deps.Devices == nil {
+		return nil, errNotImplemented
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"device": dev})
+	dev, err := a.deps.Devices.Get(ctx, in.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &deviceOutput{Body: DeviceAnswer{Device: deviceOut(dev)}}, nil
+}
+
+// ReadingsInput selects readings of GET /api/v1/devices/{id}/readings.
+type ReadingsInput struct {
+	DeviceIDInput
+	Stream string `query:"stream" doc:"Only this stream (\"\" is the default stream's and every stream's)."`
+	Field  string `query:"field" doc:"Only readings with this field, and only its value."`
+	From   string `query:"from" doc:"From this time, inclusive: RFC 3339 or Unix milliseconds." example:"2025-03-01T12:00:00Z"`
+	To     string `query:"to" doc:"Up to this time, exclusive: RFC 3339 or Unix milliseconds."`
+	Limit  int    `query:"limit" minimum:"1" maximum:"10000" doc:"Page size; default 100."`
+	Cursor string `query:"cursor" doc:"The previous page's next."`
+}
+
+// Reading is one stored reading.
+type Reading struct {
+	ID         int64          `json:"id"`
+	DeviceID   string         `json:"device_id"`
+	Stream     string         `json:"stream,omitempty"`
+	Time       time.Time      `json:"ts" doc:"When the reading was taken (the device's ts, else when it arrived)."`
+	ReceivedAt time.Time      `json:"received_at"`
+	MessageID  int64          `json:"message_id"`
+	Values     map[string]any `json:"values" doc:"Field → value."`
 }
 
 // ReadingsPage is the answer of GET /api/v1/devices/{id}/readings.
 type ReadingsPage struct {
-	Readings []readings.Record `json:"readings"`
-	Next     string            `json:"next,omitempty"`
+	Readings []Reading `json:"readings"`
+	Next     string    `json:"next,omitempty" doc:"The cursor of the next page; absent on the last page."`
 }
 
-func (a *API) readings(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	query := readings.Query{DeviceID: r.PathValue("id"), Stream: q.Get("stream"), Field: q.Get("field"), Cursor: q.Get("cursor")}
+type readingsOutput struct{ Body ReadingsPage }
+
+func (a *API) readings(ctx context.Context, in *ReadingsInput) (*readingsOutput, error) {
+	if a.deps.Readings == nil {
+		return nil, errNotImplemented
+	}
+	query := readings.Query{DeviceID: in.ID, Stream: in.Stream, Field: in.Field, Cursor: in.Cursor, Limit: in.Limit}
+	if query.Limit == 0 {
+		query.Limit = defaultLimit
+	}
 	var err error
-	if query.Limit, err = limitParam(q, maxReadingLimit); err != nil {
-		a.writeError(w, r, err)
-		return
+	if query.From, err = timeParam("from", in.From); err != nil {
+		return nil, err
 	}
-	if query.From, err = timeParam(q, "from"); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if query.To, err = timeParam(q, "to"); err != nil {
-		a.writeError(w, r, err)
-		return
+	if query.To, err = timeParam("to", in.To); err != nil {
+		return nil, err
 	}
 	if !query.From.IsZero() && !query.To.IsZero() && !query.From.Before(query.To) {
-		a.writeError(w, r, invalidArg("to", "must be after from"))
-		return
+		return nil, invalidArg("to", "must be after from")
 	}
 	if a.deps.Devices != nil {
 		// An unknown device is a 404, not an empty page.
-		if _, err := a.deps.Devices.Get(r.Context(), query.DeviceID); err != nil {
-			a.writeError(w, r, err)
-			return
+		if _, err := a.deps.Devices.Get(ctx, query.DeviceID); err != nil {
+			return nil, err
 		}
 	}
-	page, err := a.deps.Readings.QueryReadings(r.Context(), query)
+	page, err := a.deps.Readings.QueryReadings(ctx, query)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return nil, err
 	}
-	out := ReadingsPage{Readings: page.Readings, Next: page.Next}
-	if out.Readings == nil {
-		out.Readings = []readings.Record{}
+	out := ReadingsPage{Readings: make([]Reading, 0, len(page.Readings)), Next: page.Next}
+	for _, r := range page.Readings {
+		v := Reading{ID: r.ID, DeviceID: r.DeviceID, Stream: r.Stream, Time: r.Time, ReceivedAt: r.ReceivedAt, MessageID: r.MessageID, Values: r.Values}
+		if v.Values == nil {
+			v.Values = map[string]any{}
+		}
+		out.Readings = append(out.Readings, v)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return &readingsOutput{Body: out}, nil
+}
+
+// MessagesInput selects messages of GET /api/v1/devices/{id}/messages.
+type MessagesInput struct {
+	DeviceIDInput
+	Rejected bool  `query:"rejected" doc:"Only rejected messages."`
+	Before   int64 `query:"before" minimum:"1" doc:"Cursor: messages with an id below this (the previous page's next)."`
+	Limit    int   `query:"limit" minimum:"1" maximum:"1000" doc:"Page size; default 100."`
 }
 
 // Message is one audit record as the API shows it: the payload as text
@@ -187,13 +323,13 @@ type Message struct {
 	ID            int64     `json:"id"`
 	DeviceID      string    `json:"device_id"`
 	Topic         string    `json:"topic"`
-	Transport     string    `json:"transport"`
+	Transport     string    `json:"transport" doc:"mqtt or http."`
 	QoS           byte      `json:"qos"`
-	Payload       string    `json:"payload,omitempty"`
-	PayloadBase64 []byte    `json:"payload_base64,omitempty"`
+	Payload       string    `json:"payload,omitempty" doc:"The payload, when it is UTF-8 text."`
+	PayloadBase64 []byte    `json:"payload_base64,omitempty" doc:"The payload in base64, when it is not UTF-8."`
 	MsgID         string    `json:"msg_id,omitempty"`
 	Accepted      bool      `json:"accepted"`
-	Code          string    `json:"code,omitempty"`
+	Code          string    `json:"code,omitempty" doc:"Why the message was rejected: a stable machine code."`
 	Reason        string    `json:"reason,omitempty"`
 	ReceivedAt    time.Time `json:"received_at"`
 }
@@ -201,33 +337,22 @@ type Message struct {
 // MessageList is the answer of GET /api/v1/devices/{id}/messages.
 type MessageList struct {
 	Messages []Message `json:"messages"`
-	Next     string    `json:"next,omitempty"` // pass as ?before= for the next page
+	Next     string    `json:"next,omitempty" doc:"Pass as before for the next page; absent on the last page."`
 }
 
-func (a *API) messages(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, err := limitParam(q, maxDeviceLimit)
+type messagesOutput struct{ Body MessageList }
+
+func (a *API) messages(ctx context.Context, in *MessagesInput) (*messagesOutput, error) {
+	if a.deps.Messages == nil {
+		return nil, errNotImplemented
+	}
+	limit := in.Limit
+	if limit == 0 {
+		limit = defaultLimit
+	}
+	msgs, err := a.deps.Messages.ListMessages(ctx, audit.Query{DeviceID: in.ID, Rejected: in.Rejected, Before: in.Before, Limit: limit + 1})
 	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	query := audit.Query{DeviceID: r.PathValue("id"), Limit: limit + 1}
-	if s := q.Get("rejected"); s != "" {
-		if query.Rejected, err = strconv.ParseBool(s); err != nil {
-			a.writeError(w, r, invalidArg("rejected", "must be true or false, got %q", s))
-			return
-		}
-	}
-	if s := q.Get("before"); s != "" {
-		if query.Before, err = strconv.ParseInt(s, 10, 64); err != nil || query.Before < 1 {
-			a.writeError(w, r, invalidArg("before", "must be a message id, got %q", s))
-			return
-		}
-	}
-	msgs, err := a.deps.Messages.ListMessages(r.Context(), query)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	out := MessageList{Messages: make([]Message, 0, len(msgs))}
 	if len(msgs) > limit {
@@ -244,55 +369,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Messages = append(out.Messages, v)
 	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-// DeviceType is a declared device type as the API shows it, with
-// durations as Go duration strings.
-type DeviceType struct {
-	Name               string                      `json:"name"`
-	HeartbeatInterval  string                      `json:"heartbeat_interval,omitempty"`
-	HeartbeatTimeout   string                      `json:"heartbeat_timeout,omitempty"`
-	Fields             map[string]devicetype.Field `json:"fields"`
-	AllowUnknownFields bool                        `json:"allow_unknown_fields"`
-	Commands           []string                    `json:"commands"`
-	RateLimit          *devicetype.RateLimit       `json:"rate_limit,omitempty"`
-	MaxPayloadBytes    int                         `json:"max_payload_bytes,omitempty"`
-}
-
-func (a *API) deviceTypes(w http.ResponseWriter, r *http.Request) {
-	types := a.deps.Types.List()
-	out := make([]DeviceType, 0, len(types))
-	for _, t := range types {
-		v := DeviceType{Name: t.Name, Fields: t.Fields, AllowUnknownFields: t.AllowUnknownFields,
-			Commands: t.Commands, RateLimit: t.RateLimit, MaxPayloadBytes: t.MaxPayloadBytes}
-		if t.HeartbeatInterval > 0 {
-			v.HeartbeatInterval = t.HeartbeatInterval.String()
-		}
-		if d := t.Timeout(); d > 0 {
-			v.HeartbeatTimeout = d.String()
-		}
-		if v.Fields == nil {
-			v.Fields = map[string]devicetype.Field{}
-		}
-		if v.Commands == nil {
-			v.Commands = []string{}
-		}
-		out = append(out, v)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"device_types": out})
-}
-
-func limitParam(q url.Values, max int) (int, error) {
-	s := q.Get("limit")
-	if s == "" {
-		return defaultLimit, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > max {
-		return 0, invalidArg("limit", "must be an integer from 1 to %d, got %q", max, s)
-	}
-	return n, nil
+	return &messagesOutput{Body: out}, nil
 }
 
 // parseTime reads an RFC 3339 time or Unix milliseconds.
@@ -307,8 +384,8 @@ func parseTime(s string) (time.Time, bool) {
 	return t, true
 }
 
-func timeParam(q url.Values, name string) (time.Time, error) {
-	s := strings.TrimSpace(q.Get(name))
+func timeParam(name, s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
 	if s == "" {
 		return time.Time{}, nil
 	}
@@ -317,28 +394,4 @@ func timeParam(q url.Values, name string) (time.Time, error) {
 		return time.Time{}, invalidArg(name, "must be an RFC 3339 time or Unix milliseconds, got %q", s)
 	}
 	return t, nil
-}
-
-// eventFilter reads the event filters of a query: each may repeat or hold
-// a comma-separated list.
-func eventFilter(q url.Values) events.Filter {
-	var f events.Filter
-	for _, t := range listParam(q, "type") {
-		f.Types = append(f.Types, events.Type(t))
-	}
-	f.DeviceTypes = listParam(q, "device_type")
-	f.DeviceIDs = listParam(q, "device_id")
-	return f
-}
-
-func listParam(q url.Values, name string) []string {
-	var out []string
-	for _, v := range q[name] {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
 }

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/devicetype"
@@ -36,24 +37,127 @@ func invalidArg(field, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
 }
 
-// errorBody is the JSON shape of every error response.
-type errorBody struct {
-	Error errorDetail `json:"error"`
+// ErrorResponse is the JSON body of every error answer of the API:
+// {"error": {"code", "message", "field"}}. It is also the huma error type,
+// so that huma's own errors (validation, body limits) have the same shape.
+type ErrorResponse struct {
+	Detail ErrorDetail `json:"error"`
+	status int
 }
 
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
+// ErrorDetail says what went wrong.
+type ErrorDetail struct {
+	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, or an ingest rejection code." example:"invalid_argument"`
+	Message string `json:"message" doc:"What went wrong, for people." example:"limit: must be an integer from 1 to 1000"`
+	Field   string `json:"field,omitempty" doc:"The request field at fault (body property, query or path parameter, header), if any." example:"limit"`
+}
+
+func (e *ErrorResponse) Error() string { return e.Detail.Message }
+
+// GetStatus returns the HTTP status (huma.StatusError).
+func (e *ErrorResponse) GetStatus() int { return e.status }
+
+// ContentType keeps error bodies application/json (huma would say
+// application/problem+json).
+func (e *ErrorResponse) ContentType(ct string) string { return ct }
+
+func init() {
+	// huma builds every error it finds itself (validation, unreadable or
+	// oversized bodies, content negotiation) with NewError; this makes them
+	// the API's one error shape. Handler errors go through httpError.
+	huma.NewError = humaError
+	// The API always answers arrays, never null: say so in the document.
+	huma.DefaultArrayNullable = false
+}
+
+// humaError turns an error huma found into an ErrorResponse. Validation
+// failures (huma's 422) are the API's 400 invalid_argument naming the
+// first field at fault; 422 is kept for device data the ingest rejects.
+func humaError(status int, msg string, errs ...error) huma.StatusError {
+	d := ErrorDetail{Message: msg}
+	switch status {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		status, d.Code = http.StatusBadRequest, "invalid_argument"
+		for _, err := range errs {
+			var ed *huma.ErrorDetail
+			if errors.As(err, &ed) {
+				d.Field, d.Message = locationField(ed.Location, ed.Message)
+				break
+			}
+			if err != nil {
+				d.Message = msg + ": " + err.Error()
+				break
+			}
+		}
+		if d.Message == "" {
+			d.Message = "invalid request"
+		}
+	case http.StatusRequestEntityTooLarge:
+		d.Code = "payload_too_large"
+	case http.StatusUnsupportedMediaType:
+		d.Code = "unsupported_media_type"
+	case http.StatusNotAcceptable:
+		d.Code = "not_acceptable"
+	case http.StatusRequestTimeout:
+		d.Code = "timeout"
+	case http.StatusNotFound:
+		d.Code = "not_found"
+	default:
+		if status >= 500 || status == 0 {
+			if status == 0 {
+				status = http.StatusInternalServerError
+			}
+			d.Code, d.Message = "internal", "internal error"
+		} else {
+			d.Code = strings.ReplaceAll(strings.ToLower(http.StatusText(status)), " ", "_")
+		}
+	}
+	if d.Message == "" {
+		d.Message = http.StatusText(status)
+	}
+	return &ErrorResponse{Detail: d, status: status}
+}
+
+// locationField reads huma's location of a validation error ("body.tags",
+// "query.limit", "path.stream", "body" for a missing property) and returns
+// the field and a message that names it.
+func locationField(loc, msg string) (string, string) {
+	field := loc
+	for _, p := range []string{"body.", "query.", "path.", "header.", "cookie."} {
+		if strings.HasPrefix(field, p) {
+			field = field[len(p):]
+			break
+		}
+	}
+	if field == "body" || field == "" {
+		field = ""
+		const req = "expected required property "
+		if rest, ok := strings.CutPrefix(msg, req); ok {
+			field, _, _ = strings.Cut(rest, " ")
+			return field, field + ": required"
+		}
+		if msg == "unexpected property" {
+			return "", "body: unknown field"
+		}
+		return "", "body: " + msg
+	}
+	if msg == "unexpected property" {
+		return field, field + ": unknown field"
+	}
+	return field, field + ": " + msg
 }
 
 // httpError maps an error to its HTTP status and body. It is the only place
 // that decides how internal errors look to API clients; an error it does not
 // know is a 500 whose text is logged, never sent.
-func httpError(err error) (int, errorDetail) {
+func httpError(err error) (int, ErrorDetail) {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Status, errorDetail{Code: e.Code, Message: e.Message, Field: e.Field}
+		return e.Status, ErrorDetail{Code: e.Code, Message: e.Message, Field: e.Field}
+	}
+	var er *ErrorResponse
+	if errors.As(err, &er) {
+		return er.status, er.Detail
 	}
 	var rej Rejection
 	if errors.As(err, &rej) {
@@ -64,39 +168,55 @@ func httpError(err error) (int, errorDetail) {
 		case "payload_too_large":
 			status = http.StatusRequestEntityTooLarge
 		}
-		return status, errorDetail{Code: rej.RejectCode(), Message: rej.Error(), Field: rej.RejectField()}
+		return status, ErrorDetail{Code: rej.RejectCode(), Message: rej.Error(), Field: rej.RejectField()}
 	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return http.StatusRequestEntityTooLarge, errorDetail{Code: "payload_too_large", Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
+		return http.StatusRequestEntityTooLarge, ErrorDetail{Code: "payload_too_large", Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
 	case errors.Is(err, registry.ErrNotFound):
-		return http.StatusNotFound, errorDetail{Code: "not_found", Message: err.Error()}
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
+	case errors.Is(err, access.ErrNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
 	case errors.Is(err, registry.ErrExists):
-		return http.StatusConflict, errorDetail{Code: "already_exists", Message: err.Error(), Field: "id"}
+		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "id"}
 	case errors.Is(err, registry.ErrInvalidID):
-		return http.StatusBadRequest, errorDetail{Code: "invalid_argument", Message: err.Error(), Field: "id"}
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error(), Field: "id"}
+	case errors.Is(err, access.ErrInvalid):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
 	case errors.Is(err, devicetype.ErrUnknownType):
-		return http.StatusBadRequest, errorDetail{Code: "unknown_device_type", Message: err.Error(), Field: "type"}
+		return http.StatusBadRequest, ErrorDetail{Code: "unknown_device_type", Message: err.Error(), Field: "type"}
 	case errors.Is(err, readings.ErrBadCursor):
-		return http.StatusBadRequest, errorDetail{Code: "bad_cursor", Message: "bad cursor", Field: "cursor"}
+		return http.StatusBadRequest, ErrorDetail{Code: "bad_cursor", Message: "bad cursor", Field: "cursor"}
 	case errors.Is(err, access.ErrUnauthorized), errors.Is(err, registry.ErrUnauthorized):
-		return http.StatusUnauthorized, errorDetail{Code: "unauthorized", Message: "missing, invalid or revoked bearer token"}
+		return http.StatusUnauthorized, ErrorDetail{Code: "unauthorized", Message: "missing, invalid or revoked bearer token"}
 	case errors.Is(err, registry.ErrDisabled):
-		return http.StatusForbidden, errorDetail{Code: "device_disabled", Message: "device disabled"}
+		return http.StatusForbidden, ErrorDetail{Code: "device_disabled", Message: "device disabled"}
 	case errors.Is(err, access.ErrForbidden):
-		return http.StatusForbidden, errorDetail{Code: "forbidden", Message: "the token's role may not do this"}
+		return http.StatusForbidden, ErrorDetail{Code: "forbidden", Message: "the token's role may not do this"}
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
-		return 499, errorDetail{Code: "canceled", Message: "request canceled"}
+		return 499, ErrorDetail{Code: "canceled", Message: "request canceled"}
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, errorDetail{Code: "timeout", Message: "timed out"}
+		return http.StatusServiceUnavailable, ErrorDetail{Code: "timeout", Message: "timed out"}
 	}
-	return http.StatusInternalServerError, errorDetail{Code: "internal", Message: "internal error"}
+	return http.StatusInternalServerError, ErrorDetail{Code: "internal", Message: "internal error"}
 }
 
-// writeError answers r with err, logging errors the client cannot act on.
-func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// toResponse turns any error into the ErrorResponse huma writes, logging
+// the ones the client cannot act on.
+func (a *API) toResponse(ctx context.Context, err error) *ErrorResponse {
+	status, d := httpError(err)
+	if status >= 500 {
+		info := infoFrom(ctx)
+		a.log.Error("request failed", "op", info.opID, "method", info.method, "path", info.path, "status", status, "err", err)
+	}
+	return &ErrorResponse{Detail: d, status: status}
+}
+
+// writeError answers r with err outside huma (plain handlers, middleware),
+// logging errors the client cannot act on. It returns the status written.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) int {
 	status, d := httpError(err)
 	if status >= 500 {
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
@@ -104,7 +224,8 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="devicehub"`)
 	}
-	writeJSON(w, status, errorBody{Error: d})
+	writeJSON(w, status, ErrorResponse{Detail: d})
+	return status
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -113,58 +234,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v) // the client may have gone; nothing to do about it
-}
-
-// decodeBody reads a JSON request body of at most limit bytes into v,
-// refusing unknown fields and trailing data, with errors that name the field.
-func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return bodyError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Message: "body: must hold a single JSON object"}
-	}
-	return nil
-}
-
-func bodyError(err error) error {
-	var (
-		syntax  *json.SyntaxError
-		typeErr *json.UnmarshalTypeError
-		maxErr  *http.MaxBytesError
-	)
-	switch {
-	case errors.As(err, &maxErr):
-		return err
-	case errors.Is(err, io.EOF):
-		return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Message: "body: empty, want a JSON object"}
-	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-		return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Message: "body: invalid JSON: " + err.Error()}
-	case errors.As(err, &typeErr):
-		field := typeErr.Field
-		if field == "" {
-			return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Message: "body: must be a JSON object"}
-		}
-		return invalidArg(field, "must be %s, got %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return invalidArg(field, "unknown field")
-	}
-	return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Message: "body: " + err.Error()}
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "string":
-		return "a string"
-	case "slice", "array":
-		return "an array"
-	case "map", "struct":
-		return "an object"
-	case "bool":
-		return "a bool"
-	}
-	return "a " + goKind
 }

@@ -2,40 +2,87 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
 	"github.com/devicehub/devicehub/events"
 )
 
-// events streams committed events as Server-Sent Events: each event is
-// "id: <seq>", "event: <type>" and "data: <event JSON>". A client that
-// reconnects with Last-Event-ID: <seq> (or asks ?from=<seq>) first gets the
-// stored events after that sequence number, then the live ones; without
-// either it gets only new events. The stream ends when the client goes
-// away or the API shuts down.
-func (a *API) events(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	opts := SubscribeOptions{Filter: eventFilter(q)}
-	if s := strings.TrimSpace(r.Header.Get("Last-Event-ID")); s != "" {
+func (a *API) registerEvents() {
+	op := huma.Operation{
+		OperationID: "streamEvents", Method: http.MethodGet, Path: "/api/v1/events", Tags: []string{"events"},
+		Summary: "Stream events (Server-Sent Events)",
+		Description: "Streams committed events as Server-Sent Events: each message has id: <seq>, event: <type> and " +
+			"data: <the event as JSON> (schema Event). A client that reconnects with Last-Event-ID: <seq> (or asks " +
+			"from=<seq>) first gets the stored events after that sequence number, then the live ones; without " +
+			"either it gets only new events. Comment lines are keep-alives. Filters repeat or take comma-separated lists.",
+		Responses: map[string]*huma.Response{"200": {
+			Description: "An endless text/event-stream of events.",
+			Content: map[string]*huma.MediaType{"text/event-stream": {Schema: &huma.Schema{
+				Type:        huma.TypeString,
+				Description: "Server-Sent Events whose data lines are " + eventSchemaRef,
+			}}},
+		}},
+	}
+	a.huma.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[events.Event](), true, "Event")
+	register(a, permViewer, op, a.events)
+}
+
+// eventSchemaRef names the schema of one event's data.
+const eventSchemaRef = "#/components/schemas/Event"
+
+// EventsInput selects the events of a stream.
+type EventsInput struct {
+	LastEventID string   `header:"Last-Event-ID" doc:"Resume after this event sequence number."`
+	From        int64    `query:"from" minimum:"0" doc:"Replay the stored events after this sequence number first."`
+	Type        []string `query:"type,explode" doc:"Only events of these types."`
+	DeviceType  []string `query:"device_type,explode" doc:"Only events of devices of these types."`
+	DeviceID    []string `query:"device_id,explode" doc:"Only events of these devices."`
+
+	filter events.Filter
+}
+
+// Resolve reads the filters from the raw query, where each may repeat or
+// hold a comma-separated list.
+func (in *EventsInput) Resolve(ctx huma.Context) []error {
+	u := ctx.URL()
+	in.filter = eventFilter(u.Query())
+	return nil
+}
+
+type eventsOutput struct{ Body func(huma.Context) }
+
+// events answers a stream of committed events; see registerEvents.
+func (a *API) events(ctx context.Context, in *EventsInput) (*eventsOutput, error) {
+	if a.deps.Events == nil {
+		return nil, errNotImplemented
+	}
+	opts := SubscribeOptions{Filter: in.filter, From: in.From}
+	if s := strings.TrimSpace(in.LastEventID); s != "" {
 		seq, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || seq < 0 {
-			a.writeError(w, r, invalidArg("Last-Event-ID", "must be an event sequence number, got %q", s))
-			return
-		}
-		opts.From = seq
-	} else if s := q.Get("from"); s != "" {
-		seq, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || seq < 0 {
-			a.writeError(w, r, invalidArg("from", "must be an event sequence number, got %q", s))
-			return
+			return nil, invalidArg("Last-Event-ID", "must be an event sequence number, got %q", s)
 		}
 		opts.From = seq
 	}
+	return &eventsOutput{Body: func(hctx huma.Context) {
+		r, w := humago.Unwrap(hctx)
+		a.stream(w, r, opts)
+	}}, nil
+}
 
+// stream writes the event stream until the client goes away or the API
+// shuts down.
+func (a *API) stream(w http.ResponseWriter, r *http.Request, opts SubscribeOptions) {
 	ch := make(chan events.Event, a.opts.EventBuffer)
 	gone := make(chan struct{})
 	sub, err := a.deps.Events.Subscribe(opts, func(e events.Event) {
@@ -124,4 +171,28 @@ func writeEvent(buf *bytes.Buffer, e *events.Event) error {
 	buf.Write(data)
 	buf.WriteString("\n\n")
 	return nil
+}
+
+// eventFilter reads the event filters of a query: each may repeat or hold
+// a comma-separated list.
+func eventFilter(q url.Values) events.Filter {
+	var f events.Filter
+	for _, t := range listParam(q, "type") {
+		f.Types = append(f.Types, events.Type(t))
+	}
+	f.DeviceTypes = listParam(q, "device_type")
+	f.DeviceIDs = listParam(q, "device_id")
+	return f
+}
+
+func listParam(q url.Values, name string) []string {
+	var out []string
+	for _, v := range q[name] {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }

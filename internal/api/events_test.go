@@ -58,7 +58,8 @@ func openStream(t *testing.T, ctx context.Context, url string, header http.Heade
 	}
 	req.Header = header
 	req.Header.Set("Authorization", "Bearer "+apitest.ViewerToken)
-	resp, err := http.DefaultClient.Do(req)
+	hc := &http.Client{Transport: contractClient{t: t, next: http.DefaultTransport}}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +89,7 @@ func TestEventStream(t *testing.T) {
 	if e.id != "2" || e.event != "device_data_received" {
 		t.Fatalf("first event %+v (the Door event must be filtered out)", e)
 	}
+	checkSchema(t, "Event", []byte(e.data))
 	var ev events.Event
 	if err := json.Unmarshal([]byte(e.data), &ev); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -45,7 +44,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return b.refuse(cl, "error", packets.ErrServerUnavailable, packets.Err3ServerUnavailable)
 	}
 	user := string(pk.Connect.Username)
-	if pk.Connect.ClientIdentifier == "" || pk.Connect.ClientIdentifier != user {
+	if !registry.ConnectIdentityOK(pk.Connect.ClientIdentifier, user) {
 		return b.refuse(cl, "client_id_mismatch", packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid)
 	}
 	typ, err := b.deps.Authenticator.Authenticate(cl.ID, user, pk.Connect.Password)
@@ -186,7 +185,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	if ownTopic(cl.ID, topic) {
+	if registry.TopicAllowed(cl.ID, topic, write) {
 		return true
 	}
 	op := "subscribe"
@@ -198,16 +197,10 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// ownTopic reports whether topic (or filter) lies under devices/{id}/.
-func ownTopic(id, topic string) bool {
-	const p = "devices/"
-	rest, ok := strings.CutPrefix(topic, p)
-	if !ok || id == "" {
-		return false
-	}
-	rest, ok = strings.CutPrefix(rest, id)
-	return ok && len(rest) > 1 && rest[0] == '/'
-}
+// ownTopic reports whether topic (or filter) lies under devices/{id}/:
+// the registry's one rule, shared with the HTTP auth view of external
+// brokers.
+func ownTopic(id, topic string) bool { return registry.TopicAllowed(id, topic, false) }
 
 // reportError publishes why a device's message was refused on
 // devices/{id}/errors.

@@ -113,6 +113,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 	pf.StringVar(&g.token, "token", "", "API token (env DEVICEHUB_TOKEN; default: the admin token in <data-dir>/admin.token)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.StringVar(&g.dataDir, "data-dir", "", "data directory (env DEVICEHUB_DATA_DIR; default ./devicehub-data)")
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
 		newServeCmd(g, serve),
@@ -120,6 +121,10 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newDevicesCmd(g),
 		newReadingsCmd(g),
 		newEventsCmd(g),
+		newTypesCmd(g),
+		newTokenCmd(g),
+		newAuditCmd(g),
+		newBenchCmd(serve),
 	)
 	return root
 }

@@ -93,11 +93,99 @@ type Change struct {
 	Message   *Message
 	Readings  []Reading
 	Device    *DevicePatch
-	Events    []Event
+	// Registry changes the device's registry record (fields, group,
+	// credentials, registration), or records something in the same
+	// transaction as its NewDevice (see RegistryChange).
+	Registry *RegistryChange
+	Events   []Event
 
 	// Set by the store.
 	Duplicate bool  // the message was stored before; nothing was written
 	Err       error // this change alone failed (ErrDeviceExists, ErrDeviceNotFound)
+}
+
+// RegistryChange is the registry part of a change. The store applies it
+// after the batch's NewDevices, in batch order; a change whose Fields,
+// Credentials, RetireOld or Cert name a device that does not exist fails
+// alone with ErrDeviceNotFound. Every part is optional.
+type RegistryChange struct {
+	// Fields sets registry fields of an existing device.
+	Fields *DeviceFields
+	// Credentials replaces (or revokes) the device's credentials.
+	Credentials *CredentialChange
+	// RetireOld ends the overlap of a rotation: the old credentials stop
+	// working.
+	RetireOld bool
+	// Cert pins a client certificate's SHA-256 fingerprint to the device;
+	// a Cert with an empty Fingerprint removes the pin.
+	Cert *CertPin
+	// RegistrationKey binds the SHA-256 hash of a hardware key to the
+	// device, for self-registration. A key already bound stays bound to
+	// its device.
+	RegistrationKey []byte
+	// Groups are created if they do not exist yet.
+	Groups []Group
+	// Operation records the approval of a provisioning operation, in the
+	// same transaction as the NewDevice it provisions.
+	Operation *OperationApproval
+	// Import creates many devices in this one change: all of them, or
+	// none when one exists already (Err wraps ErrDeviceExists and names
+	// it).
+	Import []ImportDevice
+}
+
+// DeviceFields are the registry fields of a device; nil fields are left
+// alone.
+type DeviceFields struct {
+	Name            *string
+	Group           *string
+	Tags            *[]string
+	Location        []byte // JSON object; "null" clears it
+	Metadata        []byte // JSON object; "null" clears it
+	FirmwareVersion *string
+	HardwareVersion *string
+	ManagementIP    *string
+	Disabled        *bool
+}
+
+// CredentialChange replaces a device's credentials. Only hashes are stored.
+type CredentialChange struct {
+	MQTTUsername string
+	PasswordHash []byte // SHA-256 of the new MQTT password
+	APIKeyHash   []byte // SHA-256 of the new API key
+	// OldUntil, if not zero, keeps the current credentials valid until
+	// then (a rotation with an overlap); otherwise they stop at once.
+	OldUntil time.Time
+	// Revoke removes the credentials instead: nothing authenticates as the
+	// device until it is provisioned again. The other fields are ignored.
+	Revoke bool
+}
+
+// CertPin is a pinned client certificate fingerprint.
+type CertPin struct {
+	Fingerprint []byte // SHA-256 of the DER certificate; empty: unpin
+}
+
+// Group is a device group to create if missing.
+type Group struct {
+	ID   string
+	Name string
+}
+
+// OperationApproval marks a claimed provisioning operation approved.
+type OperationApproval struct {
+	ID        string
+	DeviceID  string
+	Sealed    []byte    // the credentials, encrypted for the device
+	DeliverBy time.Time // the device must fetch them before this
+	At        time.Time
+}
+
+// ImportDevice is one device of an import.
+type ImportDevice struct {
+	ID string
+	NewDevice
+	Fields *DeviceFields // the fields NewDevice does not carry, or nil
 }
 
 // Errors a store reports for a single change without failing its batch.

@@ -35,6 +35,9 @@ type Config struct {
 	Ingest  IngestConfig  `yaml:"ingest"`
 	Commit  CommitConfig  `yaml:"commit"`
 	Events  EventsConfig  `yaml:"events"`
+	// BrokerAuth serves /broker/auth and /broker/acl for an external MQTT
+	// broker (EMQX, mosquitto-go-auth).
+	BrokerAuth BrokerAuthConfig `yaml:"broker_auth"`
 	// Registration configures device self-registration (seed 001).
 	Registration RegistrationConfig `yaml:"registration"`
 	// Provisioning configures provisioning operations and credentials.
@@ -42,6 +45,14 @@ type Config struct {
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
+}
+
+// BrokerAuthConfig configures the endpoints an external broker asks to
+// authenticate devices. They carry no authentication of their own, so they
+// are off by default and best served on a private address.
+type BrokerAuthConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	Addr    string `yaml:"addr"` // own listener; "" serves them on http.addr
 }
 
 // RegistrationConfig configures self-registration with a shared secret and a

@@ -1,11 +1,16 @@
 package hub_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,11 +24,13 @@ import (
 // flight, and every PUBACK means the reading, its audit record and its event
 // are committed (SQLite, synchronous=full, group commit). It reports
 // readings/s and publish→PUBACK latency percentiles, and checks afterwards
-// that the store holds every reading.
+// that the store holds every reading. cpu-ms/10k is the CPU time (user +
+// system, getrusage) of the whole process per 10,000 readings: the hub and
+// the in-process paho clients together.
 //
-//	go test ./internal/hub -run '^$' -bench IngestQoS1 -benchtime 100000x
+//	go test ./internal/hub -run '^$' -bench IngestQoS1 -benchtime 100000x -count 3
 func BenchmarkIngestQoS1(b *testing.B) {
-	for _, clients := range []int{100, 400} {
+	for _, clients := range []int{100, 400, 1000} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) { benchIngest(b, clients) })
 	}
 }
@@ -47,6 +54,8 @@ func benchIngest(b *testing.B, clients int) {
 	lat := make([][]time.Duration, clients)
 	b.ReportAllocs()
 	b.ResetTimer()
+	m0 := commitMetrics(b, th)
+	cpu0 := cpuTime(b)
 	start := time.Now()
 	var wg sync.WaitGroup
 	var failed sync.Once
@@ -75,7 +84,9 @@ func benchIngest(b *testing.B, clients int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
+	m1 := commitMetrics(b, th)
 
 	all := slices.Concat(lat...)
 	slices.Sort(all)
@@ -87,6 +98,11 @@ func benchIngest(b *testing.B, clients int) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(all[len(all)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(cpu.Microseconds())/1000*10000/float64(len(all)), "cpu-ms/10k")
+	if commits := m1.commits - m0.commits; commits > 0 {
+		b.ReportMetric((m1.changes-m0.changes)/commits, "changes/commit")
+		b.ReportMetric((m1.seconds-m0.seconds)/commits*1000, "ms/commit")
+	}
 	n, err := th.Store().CountReadings(ctx, "")
 	if err != nil {
 		b.Fatal(err)
@@ -94,4 +110,45 @@ func benchIngest(b *testing.B, clients int) {
 	if n != int64(len(all)) {
 		b.Fatalf("store holds %d readings, %d were acknowledged", n, len(all))
 	}
+}
+
+// cpuTime is the user and system CPU time the process used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// commitStats are the committer's totals from /metrics.
+type commitStats struct{ commits, changes, seconds float64 }
+
+func commitMetrics(b *testing.B, th *testHub) commitStats {
+	resp, err := http.Get(th.base + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st commitStats
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "devicehub_commit_batch_size_count":
+			st.commits = f
+		case "devicehub_commit_batch_size_sum":
+			st.changes = f
+		case "devicehub_commit_duration_seconds_sum":
+			st.seconds = f
+		}
+	}
+	return st
 }

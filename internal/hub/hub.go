@@ -29,12 +29,14 @@ import (
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/broker"
+	"github.com/devicehub/devicehub/internal/brokerauth"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
 	"github.com/devicehub/devicehub/internal/presence"
+	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/postgres"
@@ -49,6 +51,7 @@ type Store interface {
 	eventlog.Store
 	access.Store
 	audit.Store
+	provisioning.Store
 	Close() error
 }
 
@@ -67,7 +70,12 @@ type Hub struct {
 	Ingest    *ingest.Pipeline
 	Broker    *broker.Broker
 	Access    *access.Service
-	api       *api.API
+	// Provisioning runs provisioning tokens, approved operations and
+	// self-registration.
+	Provisioning *provisioning.Service
+	// BrokerAuth answers an external broker's authentication requests.
+	BrokerAuth *brokerauth.Handler
+	api        *api.API
 
 	httpLn    net.Listener
 	ready     chan struct{}
@@ -144,6 +152,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}
 	h.Broker = brk
 	h.Presence.SetKicker(brk)
+	h.Registry.SetKicker(brk)
+
+	h.Provisioning = provisioning.New(st, h.Registry, h.Types, provisioning.Options{
+		OperationTTL:     cfg.Provisioning.OperationTTL,
+		SharedSecret:     cfg.Registration.SharedSecret,
+		RegistrationType: cfg.Registration.DefaultType,
+	}, log.With("component", "provisioning"))
+	h.BrokerAuth = brokerauth.New(h.Registry, h.Presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
 
 	// In the configuration a rate of 0 means no limit; ingest takes a
 	// negative rate for that (its zero value means "the default").
@@ -173,6 +189,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		DeviceData: httpIngest{h},
 		DeviceAuth: h.Registry,
 		Tokens:     h.Access,
+		Audit:      st,
 		Types:      h.Types,
 		Ready:      h.readyErr,
 		Metrics:    promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
@@ -315,13 +332,44 @@ func (h *Hub) runFront(ctx context.Context) error {
 		return fmt.Errorf("listen http %s: %w", h.cfg.HTTP.Addr, err)
 	}
 	h.httpLn = ln
-	srv := &http.Server{
-		Handler:           h.api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+	handler := h.api.Handler()
+	var authSrv *http.Server
+	var authLn net.Listener
+	if ba := h.cfg.BrokerAuth; ba.Enabled {
+		if ba.Addr == "" {
+			mux := http.NewServeMux()
+			mux.Handle("/broker/", h.BrokerAuth)
+			mux.Handle("/", handler)
+			handler = mux
+		} else {
+			authLn, err = net.Listen("tcp", ba.Addr)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("listen broker_auth %s: %w", ba.Addr, err)
+			}
+			mux := http.NewServeMux()
+			mux.Handle("/broker/", h.BrokerAuth)
+			authSrv = newHTTPServer(mux, h.log)
+		}
 	}
+	srv := newHTTPServer(handler, h.log)
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.BrokerAuth.Run(gctx) })
+	if authSrv != nil {
+		g.Go(func() error {
+			if err := authSrv.Serve(authLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve broker_auth: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return authSrv.Shutdown(sctx)
+		})
+	}
 	g.Go(func() error { return h.Broker.Run(gctx) })
 	g.Go(func() error { return h.Presence.Run(gctx) })
 	g.Go(func() error {
@@ -348,6 +396,14 @@ func (h *Hub) runFront(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // Store is the hub's storage backend (for tests, benchmarks and tools that

@@ -43,20 +43,38 @@ func (p *Pipeline) handleData(ctx context.Context, m *Msg) error {
 	if stream != "" && !validStream(stream) {
 		return &Rejection{Code: CodeUnknownTopic, Reason: fmt.Sprintf("stream name %q: up to %d of A-Z a-z 0-9 . _ : -", stream, maxStreamLen)}
 	}
+	if isBatch(r.ContentType) {
+		return p.handleBatch(ctx, m, stream)
+	}
 	if rej := checkContentType(r.ContentType); rej != nil {
 		return rej
 	}
+	dc, rej := p.buildData(m, r, stream)
+	if rej != nil {
+		return rej
+	}
+	t, err := p.deps.Committer.Enqueue(ctx, &dc.ch)
+	if err != nil {
+		return fmt.Errorf("enqueue data of %s: %w", r.DeviceID, err)
+	}
+	m.Result = Result{MessageID: dc.msg.ID, Readings: len(dc.ch.Readings)}
+	return p.wait(ctx, m, t)
+}
+
+// buildData decodes and validates the data message r (m.Req, or one
+// message of a batch) and builds its change.
+func (p *Pipeline) buildData(m *Msg, r *Request, stream string) (*dataChange, *Rejection) {
 	dc := new(dataChange)
 	d, rej := decodeData(r.Payload, dataLimits{now: m.Now, maxReadings: p.opts.MaxReadingsPerMessage, maxSkew: p.opts.MaxClockSkew, intern: m.info.fields}, dc.reading[:0])
 	m.msgID = d.msgID
 	if rej != nil {
-		return rej
+		return nil, rej
 	}
 	array := len(d.readings) > 1
 	for i := range d.readings {
 		d.readings[i].Stream = stream
 		if err := m.Type.Validate(d.readings[i].Values); err != nil {
-			return validationRejection(err, i, array)
+			return nil, validationRejection(err, i, array)
 		}
 	}
 
@@ -67,7 +85,7 @@ func (p *Pipeline) handleData(ctx context.Context, m *Msg) error {
 	}
 	args, rows, err := appendDataArgs(r, id, d.msgID, stream, d.readings, rows)
 	if err != nil {
-		return &Rejection{Code: CodeInvalidPayload, Reason: err.Error()}
+		return nil, &Rejection{Code: CodeInvalidPayload, Reason: err.Error()}
 	}
 
 	dc.seen = m.Now
@@ -83,12 +101,7 @@ func (p *Pipeline) handleData(ctx context.Context, m *Msg) error {
 	}
 	dc.ch = commit.Change{DeviceID: r.DeviceID, Message: &dc.msg, Readings: rows, Device: &dc.patch, Events: dc.ev[:]}
 
-	t, err := p.deps.Committer.Enqueue(ctx, &dc.ch)
-	if err != nil {
-		return fmt.Errorf("enqueue data of %s: %w", r.DeviceID, err)
-	}
-	m.Result = Result{MessageID: id, Readings: len(rows)}
-	return p.wait(ctx, m, t)
+	return dc, nil
 }
 
 func validationRejection(err error, i int, array bool) *Rejection {
@@ -167,7 +180,8 @@ func validStream(s string) bool {
 	return s != ""
 }
 
-// checkContentType accepts JSON only; compressed payloads come later.
+// checkContentType accepts JSON only; compressed payloads were decoded
+// before (encoding.go).
 func checkContentType(ct string) *Rejection {
 	if ct == "" || ct == "application/json" {
 		return nil
@@ -176,7 +190,7 @@ func checkContentType(ct string) *Rejection {
 	if strings.EqualFold(strings.TrimSpace(base), "application/json") {
 		return nil
 	}
-	return &Rejection{Code: CodeInvalidPayload, Reason: fmt.Sprintf("content type %q is not supported; send application/json", ct)}
+	return &Rejection{Code: CodeInvalidPayload, Reason: fmt.Sprintf("content type %q is not supported; send application/json, or application/json+gzip or +zstd", ct)}
 }
 
 // dataLimits are what decodeData checks besides the JSON.

@@ -20,8 +20,9 @@
 //
 // The checks run in this order, and the first that fails decides the
 // code: identity (the topic names the sending device), device type,
-// payload size, rate limit, topic (the router), then the handler's content
-// type, JSON and validation checks.
+// payload size, rate limit, chunk reassembly (chunks.go), decompression
+// (encoding.go), topic (the router), then the handler's content type, JSON
+// and validation checks.
 //
 // Everything of the hot path (decode, validate, encode readings and event
 // arguments) runs in the caller's goroutine, so that ingest scales with the
@@ -150,6 +151,11 @@ type Options struct {
 	// MaxClockSkew is how far in the future a reading's ts may be
 	// (default 24h).
 	MaxClockSkew time.Duration
+	// ChunkMemory bounds the bytes of chunked messages held for all
+	// devices together (default 64 MiB); ChunkTimeout drops a chunked
+	// message not completed in time (default 5m). See chunks.go.
+	ChunkMemory  int
+	ChunkTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -168,6 +174,12 @@ func (o *Options) setDefaults() {
 	if o.MaxClockSkew <= 0 {
 		o.MaxClockSkew = 24 * time.Hour
 	}
+	if o.ChunkMemory <= 0 {
+		o.ChunkMemory = 64 << 20
+	}
+	if o.ChunkTimeout <= 0 {
+		o.ChunkTimeout = 5 * time.Minute
+	}
 }
 
 // Pipeline routes, checks and stores device messages. It is safe for
@@ -179,6 +191,7 @@ type Pipeline struct {
 	chain    Handler
 	router   *Router
 	limiters *limiters
+	chunks   *chunkSets
 	types    sync.Map // type name → *typeInfo
 	msgs     sync.Pool
 	m        *metrics
@@ -196,6 +209,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		log:      log,
 		router:   NewRouter(),
 		limiters: newLimiters(),
+		chunks:   newChunkSets(opts.ChunkMemory, opts.ChunkTimeout),
 		m:        newMetrics(reg),
 	}
 	p.msgs.New = func() any { return new(Msg) }
@@ -212,7 +226,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 			panic(err) // the patterns above are constants
 		}
 	}
-	p.chain = Chain(p.router, Identity(), p.withType(), payloadSize(), p.rateLimit())
+	p.chain = Chain(p.router, Identity(), p.withType(), payloadSize(), p.rateLimit(), p.reassemble(), p.decompress())
 	return p
 }
 

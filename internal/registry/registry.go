@@ -16,6 +16,13 @@ var (
 	ErrExists       = errors.New("device already exists")
 	ErrInvalidID    = errors.New("invalid device id")
 	ErrUnauthorized = errors.New("bad credentials")
+	// ErrGroupNotFound: no group has this id.
+	ErrGroupNotFound = errors.New("group not found")
+	// ErrGroupExists: a group with this id exists already.
+	ErrGroupExists = errors.New("group already exists")
+	// ErrInvalid: a field of a request is not acceptable; the error says
+	// which.
+	ErrInvalid = errors.New("invalid request")
 )
 
 // IDPattern is what a device id must match.
@@ -26,12 +33,19 @@ func ValidID(id string) bool { return IDPattern.MatchString(id) }
 
 // Device is a registered device.
 type Device struct {
-	ID        string         `json:"id"`
-	Type      string         `json:"type"`
-	Name      string         `json:"name,omitempty"`
-	Group     string         `json:"group,omitempty"`
-	Tags      []string       `json:"tags,omitempty"`
-	Metadata  map[string]any `json:"metadata,omitempty"`
+	ID       string         `json:"id"`
+	Type     string         `json:"type"`
+	Name     string         `json:"name,omitempty"`
+	Group    string         `json:"group,omitempty"`
+	Tags     []string       `json:"tags,omitempty"`
+	Location *Location      `json:"location,omitempty"`
+	Metadata map[string]any `json:"metadata,omitempty"`
+	// FirmwareVersion, HardwareVersion and ManagementIP are what the
+	// operator (or the device's registration) last said.
+	FirmwareVersion string `json:"firmware_version,omitempty"`
+	HardwareVersion string `json:"hardware_version,omitempty"`
+	ManagementIP    string `json:"management_ip,omitempty"`
+
 	Status    string         `json:"status"`
 	Connected bool           `json:"connected"`
 	LastSeen  *time.Time     `json:"last_seen,omitempty"`
@@ -41,14 +55,40 @@ type Device struct {
 	UpdatedAt time.Time      `json:"updated_at"`
 }
 
+// Location is where a device is. A zero Location in an update removes it.
+type Location struct {
+	Lat         float64 `json:"lat"`
+	Lon         float64 `json:"lon"`
+	Description string  `json:"description,omitempty"`
+}
+
 // Credentials are a device's stored credentials: hashes only.
 type Credentials struct {
 	DeviceID     string
 	DeviceType   string
 	MQTTUsername string
-	PasswordHash []byte // SHA-256
-	APIKeyHash   []byte // SHA-256
+	PasswordHash []byte // SHA-256; empty when revoked
+	APIKeyHash   []byte // SHA-256; empty when revoked
 	Disabled     bool
+
+	// The credentials a rotation replaced, valid until PrevUntil (nil: none).
+	PrevPasswordHash []byte
+	PrevAPIKeyHash   []byte
+	PrevUntil        *time.Time
+	// Revoked: nothing authenticates as the device.
+	Revoked bool
+	// CertFingerprint is the pinned client certificate's SHA-256, or nil.
+	CertFingerprint []byte
+}
+
+// Group is a device group. Devices name their group by its ID, which never
+// changes; the Name may.
+type Group struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Devices   int       `json:"devices"` // how many devices are in it (set by listings)
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // ListOptions filter and page a device listing. Devices are listed by id.
@@ -69,4 +109,10 @@ type Store interface {
 	// AllCredentials returns every device's credentials, to fill the
 	// in-memory authentication view at start.
 	AllCredentials(ctx context.Context) ([]Credentials, error)
+
+	// Groups are written directly: no signal describes them.
+	CreateGroup(ctx context.Context, g Group) error                       // ErrGroupExists
+	RenameGroup(ctx context.Context, id, name string, at time.Time) error // ErrGroupNotFound
+	GetGroup(ctx context.Context, id string) (*Group, error)              // ErrGroupNotFound
+	ListGroups(ctx context.Context) ([]Group, error)
 }

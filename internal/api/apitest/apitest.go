@@ -40,12 +40,13 @@ type Fakes struct {
 	Events   *Events
 	Data     *Data
 	Tokens   *Tokens
+	Audit    *Audit
 	Types    *devicetype.Registry
 	Ready    error
 }
 
-// New returns fakes with three tokens (admin, operator, viewer) and the
-// device type WeatherStation.
+// New returns fakes with three tokens (admin t1, operator t2, viewer t3)
+// and the device type WeatherStation.
 func New() *Fakes {
 	types := devicetype.NewRegistry()
 	lo, hi := -60.0, 70.0
@@ -62,13 +63,14 @@ func New() *Fakes {
 		Messages: &Messages{},
 		Events:   &Events{subs: map[*subscription]struct{}{}},
 		Data:     &Data{},
-		Tokens: &Tokens{tokens: map[string]access.Token{
-			AdminToken:    {ID: "t1", Name: "admin", Role: access.Admin},
-			OperatorToken: {ID: "t2", Name: "ops", Role: access.Operator},
-			ViewerToken:   {ID: "t3", Name: "dash", Role: access.Viewer},
-		}},
-		Types: types,
+		Tokens:   &Tokens{tokens: map[string]access.Token{}},
+		Audit:    &Audit{},
+		Types:    types,
 	}
+	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Tokens.add(AdminToken, access.Token{ID: "t1", Name: "admin", Role: access.Admin, CreatedAt: created})
+	f.Tokens.add(OperatorToken, access.Token{ID: "t2", Name: "ops", Role: access.Operator, CreatedAt: created})
+	f.Tokens.add(ViewerToken, access.Token{ID: "t3", Name: "dash", Role: access.Viewer, CreatedAt: created})
 	return f
 }
 
@@ -76,7 +78,7 @@ func New() *Fakes {
 func (f *Fakes) Deps() api.Deps {
 	return api.Deps{
 		Devices: f.Devices, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
-		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Types: f.Types,
+		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready },
 	}
 }
@@ -189,6 +191,18 @@ func (d *Devices) List(_ context.Context, o registry.ListOptions) ([]registry.De
 	return out, nil
 }
 
+// APIKey returns the API key of a provisioned device ("" if none).
+func (d *Devices) APIKey(id string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, v := range d.keys {
+		if v == id {
+			return k
+		}
+	}
+	return ""
+}
+
 // AuthenticateAPIKey finds the device of an API key.
 func (d *Devices) AuthenticateAPIKey(key string) (string, string, error) {
 	d.mu.Lock()
@@ -296,18 +310,127 @@ func (m *Messages) ListMessages(_ context.Context, q audit.Query) ([]audit.Messa
 	return out, nil
 }
 
-// Tokens is a fake token verifier.
+// Tokens is a fake token service over an in-memory store. Create makes
+// the secret "secret-<name>".
 type Tokens struct {
-	tokens map[string]access.Token
+	mu     sync.Mutex
+	tokens map[string]access.Token // secret → token
+	order  []string                // secrets, oldest first
+	n      int
+	// Err, if set, is returned by List.
+	Err error
 }
 
-// Verify returns the token of a known secret.
+// Verify returns the token of a known, unrevoked secret.
 func (t *Tokens) Verify(_ context.Context, bearer string) (*access.Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	tok, ok := t.tokens[bearer]
-	if !ok {
+	if !ok || tok.RevokedAt != nil {
 		return nil, access.ErrUnauthorized
 	}
 	return &tok, nil
+}
+
+// Create adds a token.
+func (t *Tokens) Create(_ context.Context, name string, role access.Role) (string, access.Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if strings.TrimSpace(name) == "" || !access.ValidRole(role) {
+		return "", access.Token{}, fmt.Errorf("%w: name %q role %q", access.ErrInvalid, name, role)
+	}
+	t.n++
+	tok := access.Token{ID: fmt.Sprintf("n%d", t.n), Name: name, Role: role, CreatedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+	secret := "secret-" + name
+	t.tokens[secret] = tok
+	t.order = append(t.order, secret)
+	return secret, tok, nil
+}
+
+// List returns every token, oldest first.
+func (t *Tokens) List(context.Context) ([]access.Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.Err != nil {
+		return nil, t.Err
+	}
+	out := make([]access.Token, 0, len(t.order))
+	for _, s := range t.order {
+		out = append(out, t.tokens[s])
+	}
+	return out, nil
+}
+
+// Revoke revokes a token by id.
+func (t *Tokens) Revoke(_ context.Context, id string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for s, tok := range t.tokens {
+		if tok.ID == id {
+			if tok.RevokedAt == nil {
+				at := time.Date(2025, 1, 3, 0, 0, 0, 0, time.UTC)
+				tok.RevokedAt = &at
+				t.tokens[s] = tok
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("revoke token %s: %w", id, access.ErrNotFound)
+}
+
+func (t *Tokens) add(secret string, tok access.Token) {
+	t.tokens[secret] = tok
+	t.order = append(t.order, secret)
+}
+
+// Audit is a fake API audit trail.
+type Audit struct {
+	mu      sync.Mutex
+	entries []access.AuditEntry // oldest first
+	// Err, if set, is returned by every call.
+	Err error
+}
+
+// AppendAudit stores an entry.
+func (a *Audit) AppendAudit(_ context.Context, e access.AuditEntry) (int64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.Err != nil {
+		return 0, a.Err
+	}
+	e.ID = int64(len(a.entries) + 1)
+	a.entries = append(a.entries, e)
+	return e.ID, nil
+}
+
+// ListAudit answers a query, newest first.
+func (a *Audit) ListAudit(_ context.Context, q access.AuditQuery) ([]access.AuditEntry, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.Err != nil {
+		return nil, a.Err
+	}
+	limit := q.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	var out []access.AuditEntry
+	for i := len(a.entries) - 1; i >= 0 && len(out) < limit; i-- {
+		e := a.entries[i]
+		if (q.TokenID != "" && e.TokenID != q.TokenID) || (q.Target != "" && e.Target != q.Target) ||
+			(q.Failed && e.Status < 400) || (!q.Since.IsZero() && e.Time.Before(q.Since)) || (q.Before > 0 && e.ID >= q.Before) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Entries returns every entry, oldest first.
+func (a *Audit) Entries() []access.AuditEntry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]access.AuditEntry(nil), a.entries...)
 }
 
 // Rejection is a fake ingest rejection.

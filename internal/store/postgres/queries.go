@@ -18,14 +18,18 @@ import (
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
-const deviceColumns = `id, type, name, grp, tags, metadata, status, connected, last_seen, metrics, disabled, created_at, updated_at`
+const deviceColumns = `id, type, name, grp, tags, metadata, status, connected, last_seen, metrics, disabled, created_at, updated_at` + deviceRegistryColumns
 
 func scanDevice(row pgx.Row) (registry.Device, error) {
 	var d registry.Device
 	var tags, meta, metrics []byte
 	var lastSeen *time.Time
-	if err := row.Scan(&d.ID, &d.Type, &d.Name, &d.Group, &tags, &meta, &d.Status, &d.Connected,
-		&lastSeen, &metrics, &d.Disabled, &d.CreatedAt, &d.UpdatedAt); err != nil {
+	var x deviceExtra
+	if err := row.Scan(append([]any{&d.ID, &d.Type, &d.Name, &d.Group, &tags, &meta, &d.Status, &d.Connected,
+		&lastSeen, &metrics, &d.Disabled, &d.CreatedAt, &d.UpdatedAt}, x.dest()...)...); err != nil {
+		return d, err
+	}
+	if err := x.apply(&d); err != nil {
 		return d, err
 	}
 	if err := json.Unmarshal(tags, &d.Tags); err != nil {
@@ -111,14 +115,18 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 
 // AllCredentials returns the credentials of every device.
 func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, error) {
-	rows, err := s.pool.Query(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled
+	rows, err := s.pool.Query(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled`+credentialColumns+`
 		FROM devices d JOIN credentials c ON c.device_id = d.id ORDER BY d.id`)
 	if err != nil {
 		return nil, fmt.Errorf("all credentials: %w", err)
 	}
 	var c registry.Credentials
 	var out []registry.Credentials
-	if _, err := pgx.ForEachRow(rows, []any{&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled}, func() error {
+	if _, err := pgx.ForEachRow(rows, append([]any{&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled}, credentialDest(&c)...), func() error {
+		if c.PrevUntil != nil {
+			t := c.PrevUntil.UTC()
+			c.PrevUntil = &t
+		}
 		out = append(out, c)
 		c = registry.Credentials{}
 		return nil

@@ -189,6 +189,10 @@ func (w *writeState) commit(ctx context.Context, batch []*commit.Change) (err er
 		}
 	}
 
+	if err := w.commitRegistry(ctx, batch, now); err != nil { // registry.go
+		return err
+	}
+
 	// Pass 2: what the surviving changes write besides their message.
 	type readingRow struct {
 		dev  int64

@@ -21,7 +21,7 @@ import (
 // micros converts a stored time.
 func micros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
-const deviceColumns = `id, type, name, grp, tags, metadata, status, connected, last_seen, metrics, disabled, created_at, updated_at`
+const deviceColumns = `id, type, name, grp, tags, metadata, status, connected, last_seen, metrics, disabled, created_at, updated_at` + deviceRegistryColumns
 
 func scanDevice(sc interface{ Scan(...any) error }) (registry.Device, error) {
 	var d registry.Device
@@ -29,8 +29,12 @@ func scanDevice(sc interface{ Scan(...any) error }) (registry.Device, error) {
 	var meta, metrics sql.NullString
 	var lastSeen sql.NullInt64
 	var created, updated int64
-	if err := sc.Scan(&d.ID, &d.Type, &d.Name, &d.Group, &tags, &meta, &d.Status, &d.Connected,
-		&lastSeen, &metrics, &d.Disabled, &created, &updated); err != nil {
+	var x deviceExtra
+	if err := sc.Scan(append([]any{&d.ID, &d.Type, &d.Name, &d.Group, &tags, &meta, &d.Status, &d.Connected,
+		&lastSeen, &metrics, &d.Disabled, &created, &updated}, x.dest()...)...); err != nil {
+		return d, err
+	}
+	if err := x.apply(&d); err != nil {
 		return d, err
 	}
 	if err := json.Unmarshal([]byte(tags), &d.Tags); err != nil {
@@ -116,7 +120,7 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 
 // AllCredentials returns the credentials of every device.
 func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled
+	rows, err := s.r.QueryContext(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled`+credentialColumns+`
 		FROM devices d JOIN credentials c ON c.device_id = d.id ORDER BY d.id`)
 	if err != nil {
 		return nil, fmt.Errorf("all credentials: %w", err)
@@ -125,9 +129,11 @@ func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, err
 	var out []registry.Credentials
 	for rows.Next() {
 		var c registry.Credentials
-		if err := rows.Scan(&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled); err != nil {
+		var x credentialExtra
+		if err := rows.Scan(append([]any{&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled}, x.dest(&c)...)...); err != nil {
 			return nil, fmt.Errorf("all credentials: %w", err)
 		}
+		x.apply(&c)
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {

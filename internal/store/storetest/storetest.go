@@ -51,6 +51,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Tokens", testTokens},
 		{"ListMessages", testListMessages},
 		{"FailedBatch", testFailedBatch},
+		{"Registry", testRegistry},                   // registry.go
+		{"ProvisioningStore", testProvisioningStore}, // registry.go
+		{"APIAudit", testAPIAudit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,253 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+
+	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// perm is who may call an operation.
+type perm int
+
+// The permissions of operations. Roles nest: an admin may do what an
+// operator may, an operator what a viewer may.
+const (
+	permPublic   perm = iota // anyone
+	permViewer               // an operator token of any role: reads
+	permOperator             // operator or admin: device operations
+	permAdmin                // admin only: tokens, audit
+	permDevice               // a device's API key
+)
+
+// role is the least role of a permission; "" for public and device ones.
+func (p perm) role() access.Role {
+	switch p {
+	case permViewer:
+		return access.Viewer
+	case permOperator:
+		return access.Operator
+	case permAdmin:
+		return access.Admin
+	}
+	return ""
+}
+
+// The security schemes of the OpenAPI document.
+const (
+	schemeBearer = "bearer"
+	schemeDevice = "deviceKey"
+)
+
+// metaPerm is the operation metadata key holding its perm.
+const metaPerm = "devicehub.perm"
+
+// RoleExtension is the OpenAPI extension on each operation that names the
+// least role it needs (viewer, operator, admin), or "device".
+const RoleExtension = "x-devicehub-role"
+
+// register adds an operation: huma validates its input and documents it;
+// p says who may call it, enforced by guard. To add an operation, write
+// its input and output types and a handler, and call register from the
+// registerXxx method of its file:
+//
+//	register(a, permOperator, huma.Operation{
+//		OperationID: "disableDevice", Method: http.MethodPost,
+//		Path: "/api/v1/devices/{id}/disable", Summary: "Disable a device", Tags: []string{"devices"},
+//	}, a.disableDevice)
+//
+// Handler errors go through httpError; a change (any method but GET) is
+// written to the audit trail with the handler's target (see setTarget).
+func register[I, O any](a *API, p perm, op huma.Operation, h func(context.Context, *I) (*O, error)) {
+	describe(&op, p)
+	if op.MaxBodyBytes == 0 {
+		op.MaxBodyBytes = a.opts.MaxBodyBytes
+	}
+	huma.Register(a.huma, op, func(ctx context.Context, in *I) (*O, error) {
+		out, err := h(ctx, in)
+		if err != nil {
+			return nil, a.toResponse(ctx, err)
+		}
+		return out, nil
+	})
+}
+
+// describe sets an operation's permission metadata and documents it.
+func describe(op *huma.Operation, p perm) {
+	if op.Metadata == nil {
+		op.Metadata = map[string]any{}
+	}
+	op.Metadata[metaPerm] = p
+	if op.Extensions == nil {
+		op.Extensions = map[string]any{}
+	}
+	switch p {
+	case permViewer, permOperator, permAdmin:
+		op.Security = []map[string][]string{{schemeBearer: {}}}
+		op.Extensions[RoleExtension] = string(p.role())
+		op.Description += "\n\nNeeds a token with role " + string(p.role()) + " or above."
+	case permDevice:
+		op.Security = []map[string][]string{{schemeDevice: {}}}
+		op.Extensions[RoleExtension] = "device"
+	}
+}
+
+// reqInfo is what guard knows of a request, shared with the handler
+// through the context.
+type reqInfo struct {
+	opID, method, path string
+	token              *access.Token
+	device             deviceIdentity
+	target             string
+}
+
+type reqInfoKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	if info, ok := ctx.Value(reqInfoKey{}).(*reqInfo); ok {
+		return info
+	}
+	return &reqInfo{}
+}
+
+// setTarget names what the request changes (a device id, a token id) for
+// the audit trail.
+func setTarget(ctx context.Context, target string) {
+	infoFrom(ctx).target = target
+}
+
+type deviceIdentity struct{ id, typ string }
+
+// guard is the one place that enforces who may call what: it
+// authenticates the bearer token (or the device's API key), checks the
+// operation's permission, and writes every change asked of the API,
+// allowed or refused, to the audit trail.
+func (a *API) guard(ctx huma.Context, next func(huma.Context)) {
+	op := ctx.Operation()
+	p, _ := op.Metadata[metaPerm].(perm)
+	r, w := humago.Unwrap(ctx)
+	info := &reqInfo{opID: op.OperationID, method: r.Method, path: r.URL.Path, target: r.PathValue("id")}
+	ctx = huma.WithValue(ctx, reqInfoKey{}, info)
+
+	status, finished := 0, false
+	if p != permPublic && p != permDevice && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		start := time.Now()
+		defer func() {
+			switch {
+			case status != 0:
+			case !finished: // the handler panicked; recoverer answers 500
+				status = http.StatusInternalServerError
+			default:
+				status = ctx.Status()
+			}
+			a.recordAudit(r, info, status, start)
+		}()
+	}
+
+	switch p {
+	case permPublic:
+	case permDevice:
+		if a.deps.DeviceAuth == nil || a.deps.DeviceData == nil {
+			status = a.writeError(w, r, errNotImplemented)
+			return
+		}
+		key, ok := bearerToken(r)
+		if !ok {
+			status = a.writeError(w, r, registry.ErrUnauthorized)
+			return
+		}
+		id, typ, err := a.deps.DeviceAuth.AuthenticateAPIKey(key)
+		if err != nil {
+			status = a.writeError(w, r, err)
+			return
+		}
+		info.device = deviceIdentity{id: id, typ: typ}
+	default:
+		tok, err := a.authorize(r, p.role())
+		info.token = tok
+		if err != nil {
+			status = a.writeError(w, r, err)
+			return
+		}
+	}
+	next(ctx)
+	finished = true
+}
+
+// authorize authenticates r's bearer token and checks that its role is at
+// least need. It returns the token whenever it is valid, even when its
+// role falls short, so that the refusal can be audited.
+func (a *API) authorize(r *http.Request, need access.Role) (*access.Token, error) {
+	if a.deps.Tokens == nil {
+		return nil, errNotImplemented
+	}
+	bearer, ok := bearerToken(r)
+	if !ok {
+		return nil, access.ErrUnauthorized
+	}
+	tok, err := a.deps.Tokens.Verify(r.Context(), bearer)
+	if err != nil {
+		return nil, err
+	}
+	if !tok.Role.Permits(need) {
+		return tok, access.ErrForbidden
+	}
+	return tok, nil
+}
+
+// auditTimeout bounds writing one audit entry.
+const auditTimeout = 5 * time.Second
+
+// recordAudit writes one entry of the audit trail. It runs after the
+// answer and does not fail the request; a failure is logged.
+func (a *API) recordAudit(r *http.Request, info *reqInfo, status int, at time.Time) {
+	if a.deps.Audit == nil {
+		return
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	e := access.AuditEntry{
+		Time: at.UTC(), Method: r.Method, Path: r.URL.Path, OperationID: info.opID,
+		Target: info.target, Status: status, RemoteAddr: r.RemoteAddr,
+	}
+	if info.token != nil {
+		e.TokenID, e.TokenName, e.Role = info.token.ID, info.token.Name, info.token.Role
+	}
+	// The entry is written even when the client has gone.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditTimeout)
+	defer cancel()
+	if _, err := a.deps.Audit.AppendAudit(ctx, e); err != nil {
+		a.log.Error("write audit entry", "op", info.opID, "path", e.Path, "status", status, "err", err)
+	}
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !equalFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	return h[len(prefix):], true
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

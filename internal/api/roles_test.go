@@ -1,0 +1,155 @@
+package api_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/devicehub/devicehub/internal/api"
+	"github.com/devicehub/devicehub/internal/api/apitest"
+)
+
+// roleCall is one call of every operation of the API, to try with each role.
+type roleCall struct {
+	op           string // operationId
+	method, path string
+	body         string
+	least        string // the least role allowed: viewer, operator, admin, device
+}
+
+// roleCalls has one row per operation of the OpenAPI document;
+// TestRoleTableCoversEveryOperation keeps it so.
+var roleCalls = []roleCall{
+	{op: "listDevices", method: "GET", path: "/api/v1/devices", least: "viewer"},
+	{op: "getDevice", method: "GET", path: "/api/v1/devices/ws-1", least: "viewer"},
+	{op: "provisionDevice", method: "POST", path: "/api/v1/devices", body: `{"id":"new-1","type":"WeatherStation"}`, least: "operator"},
+	{op: "listReadings", method: "GET", path: "/api/v1/devices/ws-1/readings", least: "viewer"},
+	{op: "listMessages", method: "GET", path: "/api/v1/devices/ws-1/messages", least: "viewer"},
+	{op: "listDeviceTypes", method: "GET", path: "/api/v1/device-types", least: "viewer"},
+	{op: "createToken", method: "POST", path: "/api/v1/tokens", body: `{"name":"ci","role":"viewer"}`, least: "admin"},
+	{op: "listTokens", method: "GET", path: "/api/v1/tokens", least: "admin"},
+	{op: "getToken", method: "GET", path: "/api/v1/tokens/t3", least: "admin"},
+	{op: "revokeToken", method: "DELETE", path: "/api/v1/tokens/t3", least: "admin"},
+	{op: "listAudit", method: "GET", path: "/api/v1/audit", least: "admin"},
+	{op: "postDeviceData", method: "POST", path: "/api/v1/device/data", body: `{"temperature":1}`, least: "device"},
+	{op: "postDeviceStreamData", method: "POST", path: "/api/v1/device/data/fast", body: `{"temperature":1}`, least: "device"},
+	// streamEvents is tried in TestEventsRoles: a granted stream never ends.
+}
+
+var roleRank = map[string]int{"viewer": 1, "operator": 2, "admin": 3}
+
+func TestRoles(t *testing.T) {
+	callers := []struct {
+		name, token string
+	}{
+		{"anonymous", ""},
+		{"bad token", "nope"},
+		{"viewer", apitest.ViewerToken},
+		{"operator", apitest.OperatorToken},
+		{"admin", apitest.AdminToken},
+		{"device", "device-key"},
+	}
+	for _, c := range roleCalls {
+		for _, who := range callers {
+			t.Run(c.op+"/"+who.name, func(t *testing.T) {
+				f, h := fixture(t)
+				token := who.token
+				if token == "device-key" {
+					token = f.Devices.APIKey("ws-1")
+				}
+				r := do(t, h, c.method, c.path, token, c.body)
+				code, _ := errCode(r)
+				var allowed bool
+				switch {
+				case c.least == "device":
+					allowed = who.name == "device"
+				case who.name == "device", who.token == "" || who.name == "bad token":
+					allowed = false
+				default:
+					allowed = roleRank[who.name] >= roleRank[c.least]
+				}
+				switch {
+				case allowed && r.status >= 300:
+					t.Errorf("%s may %s: got %d %s", who.name, c.op, r.status, r.raw)
+				case !allowed && (who.name == "anonymous" || who.name == "bad token" || (who.name == "device") != (c.least == "device")):
+					if r.status != 401 || code != "unauthorized" {
+						t.Errorf("%s %s: got %d %s, want 401 unauthorized", who.name, c.op, r.status, r.raw)
+					}
+				case !allowed:
+					if r.status != 403 || code != "forbidden" {
+						t.Errorf("%s %s: got %d %s, want 403 forbidden", who.name, c.op, r.status, r.raw)
+					}
+				}
+				// Every change asked with an operator token, allowed or
+				// refused, is in the audit trail; device data is not (it
+				// is in the message log).
+				entries := f.Audit.Entries()
+				wantAudit := c.method != "GET" && c.least != "device"
+				if !wantAudit {
+					if len(entries) != 0 {
+						t.Errorf("audit entries for %s: %+v", c.op, entries)
+					}
+					return
+				}
+				if len(entries) != 1 {
+					t.Fatalf("audit entries %+v, want 1", entries)
+				}
+				e := entries[0]
+				if e.Status != r.status || e.OperationID != c.op || e.Method != c.method || e.Path != c.path || e.Time.IsZero() {
+					t.Errorf("audit entry %+v for %d", e, r.status)
+				}
+				if wantID := map[string]string{"viewer": "t3", "operator": "t2", "admin": "t1"}[who.name]; e.TokenID != wantID {
+					t.Errorf("audit token %q, want %q", e.TokenID, wantID)
+				}
+			})
+		}
+	}
+}
+
+func TestEventsRoles(t *testing.T) {
+	_, h := fixture(t)
+	for token, want := range map[string]int{"": 401, "nope": 401} {
+		if r := do(t, h, "GET", "/api/v1/events", token, ""); r.status != want {
+			t.Errorf("token %q: %d %s", token, r.status, r.raw)
+		}
+	}
+	// Granted to viewers: TestEventStream streams with a viewer token.
+}
+
+func TestRoleTableCoversEveryOperation(t *testing.T) {
+	cd, err := loadContract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]roleCall{"streamEvents": {least: "viewer"}}
+	for _, c := range roleCalls {
+		rows[c.op] = c
+	}
+	for _, op := range cd.ops {
+		c, ok := rows[op.id]
+		if !ok {
+			t.Errorf("operation %s (%s %s) has no row in roleCalls", op.id, op.method, op.template)
+			continue
+		}
+		if role, _ := op.op[api.RoleExtension].(string); role != c.least {
+			t.Errorf("%s: document says role %q, table %q", op.id, role, c.least)
+		}
+		if c.method != "" && (c.method != op.method || !op.re.MatchString(c.path)) {
+			t.Errorf("%s: table calls %s %s, document has %s %s", op.id, c.method, c.path, op.method, op.template)
+		}
+	}
+}
+
+func TestAuditWithoutToken(t *testing.T) {
+	f, h := fixture(t)
+	r := do(t, h, "DELETE", "/api/v1/tokens/t1", "", "")
+	if r.status != 401 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	e := f.Audit.Entries()
+	if len(e) != 1 || e[0].TokenID != "" || e[0].Status != 401 || e[0].Target != "t1" || e[0].OperationID != "revokeToken" {
+		t.Errorf("entries %+v", e)
+	}
+	if !strings.Contains(r.raw, `"code":"unauthorized"`) {
+		t.Errorf("body %s", r.raw)
+	}
+}

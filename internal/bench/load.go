@@ -1,0 +1,590 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/sync/errgroup"
+)
+
+// Load generator modes.
+const (
+	ModeIngest   = "ingest"   // QoS 1 (or 0) readings, closed or open loop
+	ModeConnect  = "connect"  // hold idle connections
+	ModePresence = "presence" // heartbeats; some devices go silent
+)
+
+// Device is one device the load generator connects as. Empty credentials
+// connect anonymously.
+type Device struct {
+	ID   string `json:"id"`
+	User string `json:"user,omitempty"`
+	Pass string `json:"pass,omitempty"`
+}
+
+// LoadSpec tells a load generator process what to do. Every loop is
+// bounded in count (MaxMessages) and time (Duration, Hold).
+type LoadSpec struct {
+	Mode     string   `json:"mode"`
+	Addr     string   `json:"addr"`      // MQTT address host:port
+	SourceIP string   `json:"source_ip"` // local address to dial from ("" any)
+	Devices  []Device `json:"devices"`
+	QoS      byte     `json:"qos"`
+	// Duration bounds the publishing phase; MaxMessages bounds the count.
+	Duration    time.Duration `json:"duration"`
+	MaxMessages int           `json:"max_messages"`
+	// Rate is the total offered rate in messages/s (open loop); 0 is a
+	// closed loop (each device publishes as soon as the last was acked).
+	Rate float64 `json:"rate"`
+	// Subscribe adds a wildcard QoS 1 subscriber on devices/# (the
+	// consumer of a plain broker) and waits for it to receive every
+	// acknowledged message.
+	Subscribe bool `json:"subscribe"`
+	// EventsURL and Token: follow the hub's SSE event stream and match
+	// events to publishes by msg_id (publish→signal latency), or, in
+	// presence mode, device_disconnected events to silent devices.
+	EventsURL string `json:"events_url"`
+	Token     string `json:"token"`
+	// KeepAlive in seconds (connect and presence modes).
+	KeepAlive uint16 `json:"keepalive"`
+	// Hold is how long connect mode holds the connections idle.
+	Hold time.Duration `json:"hold"`
+	// Presence mode: heartbeat period, how many devices go silent (the
+	// first Silent devices) and the type's heartbeat timeout.
+	Heartbeat time.Duration `json:"heartbeat"`
+	Silent    int           `json:"silent"`
+	Timeout   time.Duration `json:"timeout"`
+	// Steps makes the generator stop at each phase boundary, print
+	// "bench-step NAME" on stderr and wait for a line on stdin, so that
+	// the runner can sample the system under test between phases.
+	Steps bool `json:"steps"`
+}
+
+// LoadResult is what a load generator prints on stdout.
+type LoadResult struct {
+	Connected      int     `json:"connected"`
+	ConnectErrors  int     `json:"connect_errors"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	FirstError     string  `json:"first_error,omitempty"`
+
+	Published int     `json:"published"`
+	Acked     int     `json:"acked"`
+	Errors    int     `json:"errors"`
+	Seconds   float64 `json:"seconds"` // first publish to last ack
+	PubAck    Latency `json:"puback"`
+
+	Received        int     `json:"received"`
+	ReceivedSeconds float64 `json:"received_seconds"` // first publish to last message received
+	Signal          Latency `json:"signal"`
+
+	OfflineDelay Latency `json:"offline_delay"` // presence: deadline → device_disconnected
+	Offline      int     `json:"offline"`
+}
+
+// RunLoad runs the load generator described by spec, reading step
+// confirmations from in, writing progress to log and returning the result.
+func RunLoad(ctx context.Context, spec LoadSpec, in io.Reader, log io.Writer) (*LoadResult, error) {
+	g := &loadGen{spec: spec, in: bufio.NewReader(in), log: log, res: &LoadResult{}}
+	return g.run(ctx)
+}
+
+type loadGen struct {
+	spec LoadSpec
+	in   *bufio.Reader
+	log  io.Writer
+	res  *LoadResult
+
+	mu      sync.Mutex
+	sent    map[string]time.Time // msg_id → publish time, for signal latency
+	signals []time.Duration
+
+	received atomic.Int64
+	lastRecv atomic.Int64 // unix nanos
+}
+
+// step announces a phase boundary and waits for the runner (bounded).
+func (g *loadGen) step(name string) {
+	if !g.spec.Steps {
+		return
+	}
+	fmt.Fprintf(g.log, "bench-step %s\n", name)
+	done := make(chan struct{})
+	go func() {
+		_, _ = g.in.ReadString('\n')
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+	}
+}
+
+type conn struct {
+	dev Device
+	cl  *paho.Client
+	nc  net.Conn
+}
+
+func (g *loadGen) dial(ctx context.Context, d Device, keepAlive uint16, onPub func(paho.PublishReceived) (bool, error)) (*conn, error) {
+	dialer := net.Dialer{Timeout: 10 * time.Second}
+	if g.spec.SourceIP != "" {
+		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(g.spec.SourceIP)}
+	}
+	nc, err := dialer.DialContext(ctx, "tcp", g.spec.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", g.spec.Addr, err)
+	}
+	cfg := paho.ClientConfig{ClientID: d.ID, Conn: nc}
+	if onPub != nil {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){onPub}
+	}
+	cl := paho.NewClient(cfg)
+	cp := &paho.Connect{ClientID: d.ID, KeepAlive: keepAlive, CleanStart: true}
+	if d.User != "" {
+		cp.Username, cp.UsernameFlag = d.User, true
+		cp.Password, cp.PasswordFlag = []byte(d.Pass), true
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	ca, err := cl.Connect(cctx, cp)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: %w", d.ID, err)
+	}
+	if ca.ReasonCode != 0 {
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: reason code %d", d.ID, ca.ReasonCode)
+	}
+	return &conn{dev: d, cl: cl, nc: nc}, nil
+}
+
+// connectAll connects every device, 64 at a time; failures are counted.
+func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16) []*conn {
+	conns := make([]*conn, len(g.spec.Devices))
+	start := time.Now()
+	var errs atomic.Int64
+	var first sync.Once
+	var eg errgroup.Group
+	eg.SetLimit(64)
+	for i, d := range g.spec.Devices {
+		eg.Go(func() error {
+			c, err := g.dial(ctx, d, keepAlive, nil)
+			if err != nil {
+				errs.Add(1)
+				first.Do(func() { g.res.FirstError = err.Error() })
+				return nil
+			}
+			conns[i] = c
+			return nil
+		})
+	}
+	_ = eg.Wait()
+	g.res.ConnectSeconds = time.Since(start).Seconds()
+	g.res.ConnectErrors = int(errs.Load())
+	var out []*conn
+	for _, c := range conns {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	g.res.Connected = len(out)
+	fmt.Fprintf(g.log, "bench: connected %d of %d in %.1fs\n", len(out), len(conns), g.res.ConnectSeconds)
+	return out
+}
+
+func disconnectAll(conns []*conn) {
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.cl.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			_ = c.nc.Close()
+		}()
+	}
+	wg.Wait()
+}
+
+func (g *loadGen) run(ctx context.Context) (*LoadResult, error) {
+	if g.spec.Addr == "" || len(g.spec.Devices) == 0 {
+		return nil, errors.New("load spec: no address or no devices")
+	}
+	if g.spec.Duration <= 0 {
+		g.spec.Duration = 5 * time.Second
+	}
+	switch g.spec.Mode {
+	case ModeIngest:
+		return g.ingest(ctx)
+	case ModeConnect:
+		return g.connect(ctx)
+	case ModePresence:
+		return g.presence(ctx)
+	}
+	return nil, fmt.Errorf("load spec: unknown mode %q", g.spec.Mode)
+}
+
+// payload is a reading of about 100 bytes fitting the bench device type.
+func payload(buf []byte, k int, msgID string) []byte {
+	return fmt.Appendf(buf[:0], `{"temperature":%d.%02d,"humidity":%d.5,"pressure":1013.%d,"battery":%d,"msg_id":"%s"}`,
+		k%40, k%100, 30+k%50, k%10, 100-k%100, msgID)
+}
+
+func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
+	conns := g.connectAll(ctx, 60)
+	defer disconnectAll(conns)
+	if len(conns) == 0 {
+		return g.res, fmt.Errorf("no device connected: %s", g.res.FirstError)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	defer cancel()
+	var sub *conn
+	if g.spec.Subscribe {
+		var err error
+		sub, err = g.dial(ctx, Device{ID: "bench-consumer"}, 60, func(pr paho.PublishReceived) (bool, error) {
+			g.received.Add(1)
+			g.lastRecv.Store(time.Now().UnixNano())
+			return true, nil
+		})
+		if err != nil {
+			return g.res, fmt.Errorf("subscriber: %w", err)
+		}
+		defer func() { _ = sub.cl.Disconnect(&paho.Disconnect{}); sub.nc.Close() }()
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = sub.cl.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/#", QoS: 1}}})
+		scancel()
+		if err != nil {
+			return g.res, fmt.Errorf("subscribe: %w", err)
+		}
+	}
+	if g.spec.EventsURL != "" {
+		g.sent = make(map[string]time.Time, 1<<16)
+		ready := make(chan error, 1)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			g.followEvents(ctx, "device_data_received", ready, g.onDataEvent)
+		}()
+		if err := <-ready; err != nil {
+			return g.res, fmt.Errorf("events: %w", err)
+		}
+	}
+	g.step("connected")
+
+	perDevice := g.spec.MaxMessages / len(conns)
+	if perDevice <= 0 {
+		perDevice = 1 << 30
+	}
+	var interval time.Duration
+	if g.spec.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(len(conns)) / g.spec.Rate)
+	}
+	start := time.Now()
+	deadline := start.Add(g.spec.Duration)
+	lats := make([][]time.Duration, len(conns))
+	var published, acked, failed atomic.Int64
+	var lastAck atomic.Int64
+	var first sync.Once
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := "devices/" + c.dev.ID + "/data"
+			var buf []byte
+			ls := make([]time.Duration, 0, 1024)
+			offset := time.Duration(0)
+			if interval > 0 {
+				offset = interval * time.Duration(i) / time.Duration(len(conns))
+			}
+			for k := range perDevice {
+				t0 := time.Now()
+				if interval > 0 {
+					// Open loop: latency counts from the scheduled time, so
+					// that a slow ack delays the measure, not the schedule.
+					t0 = start.Add(offset + time.Duration(k)*interval)
+					if d := time.Until(t0); d > 0 {
+						time.Sleep(d) // pacing the offered load
+					}
+				}
+				if !time.Now().Before(deadline) || ctx.Err() != nil {
+					break
+				}
+				msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
+				buf = payload(buf, k, msgID)
+				if g.sent != nil {
+					g.mu.Lock()
+					g.sent[msgID] = t0
+					g.mu.Unlock()
+				}
+				published.Add(1)
+				pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+				resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
+				pcancel()
+				if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
+					err = fmt.Errorf("reason code %#x", resp.ReasonCode)
+				}
+				if err != nil {
+					failed.Add(1)
+					first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
+					break
+				}
+				now := time.Now()
+				ls = append(ls, now.Sub(t0))
+				acked.Add(1)
+				lastAck.Store(now.UnixNano())
+			}
+			lats[i] = ls
+		}()
+	}
+	wg.Wait()
+	g.res.Published, g.res.Acked, g.res.Errors = int(published.Load()), int(acked.Load()), int(failed.Load())
+	if la := lastAck.Load(); la > 0 {
+		g.res.Seconds = time.Unix(0, la).Sub(start).Seconds()
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	g.res.PubAck = LatencyOf(all)
+	if sub != nil {
+		// Drain: the consumer must get every acknowledged message.
+		until := time.Now().Add(10 * time.Second)
+		for g.received.Load() < acked.Load() && time.Now().Before(until) {
+			time.Sleep(5 * time.Millisecond) // polling the consumer's count
+		}
+		g.res.Received = int(g.received.Load())
+		if lr := g.lastRecv.Load(); lr > 0 {
+			g.res.ReceivedSeconds = time.Unix(0, lr).Sub(start).Seconds()
+		}
+	}
+	fmt.Fprintf(g.log, "bench: published %d acked %d errors %d in %.1fs\n", g.res.Published, g.res.Acked, g.res.Errors, g.res.Seconds)
+	g.step("loaded")
+	if g.sent != nil {
+		until := time.Now().Add(5 * time.Second)
+		for time.Now().Before(until) {
+			g.mu.Lock()
+			n := len(g.signals)
+			g.mu.Unlock()
+			if n >= g.res.Acked {
+				break
+			}
+			time.Sleep(10 * time.Millisecond) // polling the event stream's count
+		}
+		cancel()
+		bg.Wait()
+		g.mu.Lock()
+		g.res.Signal = LatencyOf(g.signals)
+		g.mu.Unlock()
+	}
+	return g.res, nil
+}
+
+func (g *loadGen) onDataEvent(data []byte, at time.Time) {
+	var e struct {
+		Args struct {
+			MsgID string `json:"msg_id"`
+		} `json:"args"`
+	}
+	if json.Unmarshal(data, &e) != nil || e.Args.MsgID == "" {
+		return
+	}
+	g.mu.Lock()
+	if t0, ok := g.sent[e.Args.MsgID]; ok {
+		g.signals = append(g.signals, at.Sub(t0))
+		delete(g.sent, e.Args.MsgID)
+	}
+	g.mu.Unlock()
+}
+
+// followEvents reads the hub's SSE stream of events of type typ until ctx
+// ends, calling fn with each event's JSON and its arrival time. It reports
+// on ready once the stream is open (or failed).
+func (g *loadGen) followEvents(ctx context.Context, typ string, ready chan<- error, fn func([]byte, time.Time)) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.spec.EventsURL+"?type="+typ, nil)
+	if err != nil {
+		ready <- err
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+g.spec.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ready <- err
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		ready <- fmt.Errorf("status %d", resp.StatusCode)
+		return
+	}
+	ready <- nil
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if data, ok := strings.CutPrefix(string(line), "data: "); ok {
+			fn([]byte(data), time.Now())
+		}
+	}
+}
+
+func (g *loadGen) connect(ctx context.Context) (*LoadResult, error) {
+	ka := g.spec.KeepAlive
+	if ka == 0 {
+		ka = 10
+	}
+	conns := g.connectAll(ctx, ka)
+	defer disconnectAll(conns)
+	g.step("connected")
+	hold := g.spec.Hold
+	if hold <= 0 {
+		hold = 10 * time.Second
+	}
+	select {
+	case <-time.After(hold): // the idle period being measured
+	case <-ctx.Done():
+	}
+	g.step("held")
+	return g.res, nil
+}
+
+func (g *loadGen) presence(ctx context.Context) (*LoadResult, error) {
+	ka := g.spec.KeepAlive
+	if ka == 0 {
+		ka = 600 // silent devices keep their connection; only heartbeats stop
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	defer cancel()
+
+	deadlines := map[string]time.Time{}
+	var delays []time.Duration
+	var mu sync.Mutex
+	if g.spec.EventsURL != "" {
+		ready := make(chan error, 1)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			g.followEvents(ctx, "device_disconnected", ready, func(data []byte, at time.Time) {
+				var e struct {
+					DeviceID string `json:"device_id"`
+				}
+				if json.Unmarshal(data, &e) != nil {
+					return
+				}
+				mu.Lock()
+				if d, ok := deadlines[e.DeviceID]; ok {
+					delays = append(delays, at.Sub(d))
+					delete(deadlines, e.DeviceID)
+				}
+				mu.Unlock()
+			})
+		}()
+		if err := <-ready; err != nil {
+			return g.res, fmt.Errorf("events: %w", err)
+		}
+	}
+	conns := g.connectAll(ctx, ka)
+	defer disconnectAll(conns)
+	g.step("connected")
+	hb := g.spec.Heartbeat
+	if hb <= 0 {
+		hb = 10 * time.Second
+	}
+	start := time.Now()
+	// Silent devices send their heartbeats for one period, then stop; the
+	// others keep sending for the whole run.
+	stopSilent := start.Add(hb)
+	end := start.Add(g.spec.Duration)
+	var published, failed atomic.Int64
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		silent := i < g.spec.Silent
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			offset := hb * time.Duration(i) / time.Duration(len(conns))
+			topic := "devices/" + c.dev.ID + "/heartbeat"
+			for k := 0; ; k++ {
+				at := start.Add(offset + time.Duration(k)*hb)
+				if silent && !at.Before(stopSilent) || !at.Before(end) {
+					return
+				}
+				select {
+				case <-time.After(time.Until(at)): // heartbeat schedule
+				case <-ctx.Done():
+					return
+				}
+				pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+				_, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(`{"battery":80}`)})
+				pcancel()
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				published.Add(1)
+				if silent {
+					mu.Lock()
+					deadlines[c.dev.ID] = time.Now().Add(g.spec.Timeout)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Wait (bounded) for the last silent device's deadline and its event.
+	until := time.Now().Add(g.spec.Timeout + 5*time.Second)
+	for time.Now().Before(until) {
+		mu.Lock()
+		n := len(delays)
+		mu.Unlock()
+		if n >= g.spec.Silent {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // polling the event count
+	}
+	g.step("loaded")
+	g.res.Published, g.res.Errors = int(published.Load()), int(failed.Load())
+	mu.Lock()
+	g.res.Offline = len(delays)
+	g.res.OfflineDelay = LatencyOf(delays)
+	mu.Unlock()
+	return g.res, nil
+}
+
+// RunLoadMain is the load generator process: the spec is read from the
+// file at specPath, the result printed as JSON on stdout.
+func RunLoadMain(ctx context.Context, specPath string) error {
+	b, err := os.ReadFile(specPath)
+	if err != nil {
+		return fmt.Errorf("read load spec: %w", err)
+	}
+	var spec LoadSpec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("decode load spec: %w", err)
+	}
+	res, err := RunLoad(ctx, spec, os.Stdin, os.Stderr)
+	if res != nil {
+		enc := json.NewEncoder(os.Stdout)
+		if eerr := enc.Encode(res); eerr != nil && err == nil {
+			err = eerr
+		}
+	}
+	return err
+}

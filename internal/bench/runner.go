@@ -1,0 +1,527 @@
+// Package bench is `devicehub bench`: it measures devicehub side by side
+// with reference systems (Mosquitto, and mochi-mqtt alone: the broker
+// devicehub embeds without devicehub's work) and with the machine's
+// limits, in the same run on the same machine, in alternating rounds, and
+// reports ratios of medians, because absolute numbers on a shared machine
+// drift from run to run.
+//
+// Every system under test and every load generator is a separate process:
+// devicehub is the devicehub binary itself (`devicehub serve`), mochi
+// alone and the load generator are hidden subcommands of the same binary
+// (`devicehub bench mochi-server`, `devicehub bench load-generator`), and
+// Mosquitto is Debian's mosquitto binary. The load generator speaks real
+// MQTT over loopback (eclipse/paho.golang) and bounds every loop in count
+// and time.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Names of the hidden subcommands the bench starts as child processes.
+const (
+	LoadCmd          = "load-generator"
+	MochiCmd         = "mochi-server"
+	ProfiledServeCmd = "profiled-serve"
+)
+
+// Scenario names accepted on the command line.
+const (
+	ScenarioIngest      = "ingest"
+	ScenarioLimits      = "limits"
+	ScenarioConnections = "connections"
+	ScenarioPresence    = "presence"
+)
+
+// AllScenarios are the implemented scenarios in the order they run.
+var AllScenarios = []string{ScenarioIngest, ScenarioLimits, ScenarioConnections, ScenarioPresence}
+
+// ErrUnknownScenario is returned for a scenario name that does not exist.
+var ErrUnknownScenario = errors.New("unknown scenario")
+
+// Options configure a bench run. Zero values take the defaults noted.
+type Options struct {
+	Scenarios []string // default AllScenarios
+	OutDir    string   // required
+	// Exe is the devicehub binary (started as the hub, the load generator
+	// and mochi alone); Env is added to the children's environment.
+	Exe string
+	Env []string
+	// Mosquitto is the mosquitto binary ("" looks it up in PATH; "-"
+	// disables Mosquitto).
+	Mosquitto string
+
+	Rounds      int           // rounds per scenario (default 3)
+	Duration    time.Duration // publishing time of one ingest run (default 5s)
+	MaxMessages int           // bound on messages per ingest run (default 2,000,000)
+	Devices     []int         // ingest device counts (default 100)
+	OpenLoop    []float64     // open-loop fractions of the peak (default .25 .5 .75 1)
+	Connections []int         // connection counts (default 10,000)
+	Hold        time.Duration // idle hold of the connections scenario (default 15s)
+	Presence    int           // devices of the presence scenario (default 10,000)
+	Heartbeat   time.Duration // heartbeat interval of the presence scenario (default 10s)
+	SQLiteBatch int           // raw SQLite batch size (default: devicehub's mean batch, else 100)
+	Profile     bool          // one extra profiled devicehub ingest run
+	Short       bool          // tiny sizes for smoke tests
+	CommandLine []string
+	Log         io.Writer // progress (default os.Stderr)
+	WorkDir     string    // temporary files (default a new directory in os.TempDir)
+}
+
+func (o *Options) defaults() {
+	if len(o.Scenarios) == 0 {
+		o.Scenarios = AllScenarios
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = 2_000_000
+	}
+	if len(o.Devices) == 0 {
+		o.Devices = []int{100}
+	}
+	if o.OpenLoop == nil {
+		o.OpenLoop = []float64{0.25, 0.5, 0.75, 1}
+	}
+	if len(o.Connections) == 0 {
+		o.Connections = []int{10000}
+	}
+	if o.Hold <= 0 {
+		o.Hold = 15 * time.Second
+	}
+	if o.Presence <= 0 {
+		o.Presence = 10000
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = os.Stderr
+	}
+}
+
+type runner struct {
+	o         Options
+	work      string
+	mosquitto string // "" when not available
+	seeds     map[int]*seed
+	res       *Results
+	peak      map[int]float64 // devicehub's closed-loop readings/s by devices
+	batch     float64         // devicehub's mean commit batch in the ingest scenario
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.o.Log, "bench: "+format+"\n", args...)
+}
+
+// Run runs the scenarios and writes results.json, report.md and the chart
+// into o.OutDir. It returns the results even when a scenario failed (the
+// failure is recorded in its runs).
+func Run(ctx context.Context, o Options) (*Results, error) {
+	o.defaults()
+	for _, s := range o.Scenarios {
+		if !slices.Contains(AllScenarios, s) {
+			return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownScenario, s, strings.Join(AllScenarios, ", "))
+		}
+	}
+	if o.OutDir == "" || o.Exe == "" {
+		return nil, errors.New("bench: OutDir and Exe are required")
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: out dir: %w", err)
+	}
+	work := o.WorkDir
+	if work == "" {
+		var err error
+		if work, err = os.MkdirTemp("", "devicehub-bench-"); err != nil {
+			return nil, fmt.Errorf("bench: work dir: %w", err)
+		}
+		defer os.RemoveAll(work)
+	}
+	r := &runner{o: o, work: work, seeds: map[int]*seed{}, peak: map[int]float64{}}
+	r.res = &Results{
+		Started:  time.Now(),
+		Command:  o.CommandLine,
+		Machine:  machine(),
+		Versions: map[string]string{},
+		Settings: map[string]any{
+			"rounds": o.Rounds, "duration": o.Duration.String(), "devices": o.Devices, "open_loop": o.OpenLoop,
+			"connections": o.Connections, "hold": o.Hold.String(), "presence_devices": o.Presence,
+			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
+		},
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		r.res.Versions["devicehub"] = bi.Main.Version
+		for _, d := range bi.Deps {
+			switch d.Path {
+			case "github.com/mochi-mqtt/server/v2", "github.com/eclipse/paho.golang", "modernc.org/sqlite":
+				r.res.Versions[d.Path] = d.Version
+			}
+		}
+	}
+	switch o.Mosquitto {
+	case "-":
+		r.res.Notes = append(r.res.Notes, "Mosquitto disabled (--mosquitto -): no devicehub/Mosquitto ratios.")
+	case "":
+		if p, err := exec.LookPath("mosquitto"); err == nil {
+			r.mosquitto = p
+		} else if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
+			r.mosquitto = "/usr/sbin/mosquitto"
+		} else {
+			r.res.Notes = append(r.res.Notes, "mosquitto is not installed (apt-get install mosquitto): no devicehub/Mosquitto ratios.")
+		}
+	default:
+		r.mosquitto = o.Mosquitto
+	}
+	if r.mosquitto != "" {
+		r.res.Versions["mosquitto"] = mosquittoVersion(r.mosquitto)
+	}
+
+	var firstErr error
+	for _, s := range o.Scenarios {
+		var err error
+		switch s {
+		case ScenarioIngest:
+			err = r.ingest(ctx)
+		case ScenarioLimits:
+			err = r.limits(ctx)
+		case ScenarioConnections:
+			err = r.connections(ctx)
+		case ScenarioPresence:
+			err = r.presence(ctx)
+		}
+		if err != nil {
+			r.logf("scenario %s: %v", s, err)
+			r.res.Notes = append(r.res.Notes, fmt.Sprintf("scenario %s failed: %v", s, firstLine(err.Error())))
+			if firstErr == nil {
+				firstErr = fmt.Errorf("scenario %s: %w", s, err)
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	r.goals()
+	r.res.Finished = time.Now()
+	r.res.Machine.LoadAfter = loadavg()
+	chart := ""
+	if err := r.writeChart(); err != nil {
+		r.res.Notes = append(r.res.Notes, "chart: "+err.Error())
+	} else if r.hasChart() {
+		chart = ChartFile
+	}
+	if err := r.res.WriteJSON(o.OutDir); err != nil {
+		return r.res, err
+	}
+	f, err := os.Create(filepath.Join(o.OutDir, "report.md"))
+	if err != nil {
+		return r.res, fmt.Errorf("write report: %w", err)
+	}
+	werr := r.res.Markdown(f, chart)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return r.res, fmt.Errorf("write report: %w", werr)
+	}
+	return r.res, firstErr
+}
+
+// systems returns the systems to alternate in a scenario.
+func (r *runner) systems() []string {
+	s := []string{SysDevicehub}
+	if r.mosquitto != "" {
+		s = append(s, SysMosquitto)
+	}
+	return append(s, SysMochi)
+}
+
+func (r *runner) start(ctx context.Context, system string, sd *seed, heartbeat time.Duration, profile string) (*sut, error) {
+	switch system {
+	case SysDevicehub:
+		return r.freshDevicehub(ctx, sd, heartbeat, profile)
+	case SysMosquitto:
+		return r.startMosquitto(ctx)
+	default:
+		return r.startMochi(ctx)
+	}
+}
+
+// stop ends a system under test and removes its files; for devicehub it
+// returns the number of readings in its store.
+func (r *runner) stop(ctx context.Context, s *sut) (int64, error) {
+	defer func() {
+		if s.dir != "" {
+			_ = os.RemoveAll(s.dir)
+		}
+	}()
+	if s.system == SysDevicehub {
+		return s.stopAndCount(ctx)
+	}
+	return 0, s.p.stop(30 * time.Second)
+}
+
+// anonymous returns n device identities without credentials.
+func anonymous(n int) []Device {
+	d := make([]Device, n)
+	for i := range d {
+		d[i] = Device{ID: fmt.Sprintf("dev%05d", i)}
+	}
+	return d
+}
+
+func (r *runner) ingest(ctx context.Context) error {
+	for _, n := range r.o.Devices {
+		sd, err := r.seedDevicehub(ctx, n)
+		if err != nil {
+			return err
+		}
+		sc := &Scenario{
+			Name:     fmt.Sprintf("ingest_closed_%d", n),
+			Title:    fmt.Sprintf("Ingest, %d devices, QoS 1, closed loop (peak)", n),
+			Headline: "rate",
+			Figures:  []string{"rate", "puback_p50_ms", "puback_p99_ms", "puback_max_ms", "cpu_s_per_10k", "peak_rss_mb", "acked", "lost"},
+			Notes: []string{
+				"rate: devicehub: readings counted in its SQLite store after it stopped, per second of load (first publish to last PUBACK; a PUBACK means stored); Mosquitto: messages its QoS 1 wildcard subscriber (in the load generator) received per second; mochi alone: messages its inline subscriber received per second.",
+				"A run that lost an acknowledged message reports no rate (a rate with losses is not a rate).",
+				fmt.Sprintf("Each device publishes ~100-byte JSON readings at QoS 1 with one message in flight, as fast as acknowledged, for %s per run.", r.o.Duration),
+			},
+		}
+		r.res.Scenarios = append(r.res.Scenarios, sc)
+		for round := 1; round <= r.o.Rounds; round++ {
+			for _, sys := range r.systems() {
+				run := r.ingestRun(ctx, sys, sd, n, 0, false, "")
+				run.Round = round
+				sc.Runs = append(sc.Runs, run)
+				r.logf("%s %s round %d: %v %s", sc.Name, sys, round, compact(run.Figures), run.Error)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+		}
+		sc.Finish()
+		peak := sc.Summary[SysDevicehub]["rate"].Median
+		r.peak[n] = peak
+		if peak <= 0 {
+			return errors.New("devicehub measured no peak rate")
+		}
+		if r.o.Profile && r.o.Exe != "" {
+			r.profile(ctx, sd, n)
+		}
+		for _, frac := range r.o.OpenLoop {
+			rate := frac * peak
+			osc := &Scenario{
+				Name:        fmt.Sprintf("ingest_open_%d_%d", n, int(math.Round(frac*100))),
+				Title:       fmt.Sprintf("Ingest, %d devices, QoS 1, open loop at %.0f %% of devicehub's peak", n, frac*100),
+				Headline:    "puback_p99_ms",
+				Figures:     []string{"offered_rate", "achieved_rate", "puback_p50_ms", "puback_p99_ms", "puback_max_ms", "signal_p50_ms", "signal_p99_ms", "cpu_s_per_10k", "lost"},
+				OfferedLoad: rate,
+				OfferedPct:  frac * 100,
+				Notes: []string{
+					"Latency counts from the time each message was scheduled, so a slow acknowledgement is not hidden by the schedule (no coordinated omission).",
+					"signal: devicehub only, publish → the device_data_received event read from the hub's SSE stream /api/v1/events in the load generator, matched by msg_id; it includes the SSE encoding and delivery.",
+				},
+			}
+			r.res.Scenarios = append(r.res.Scenarios, osc)
+			for round := 1; round <= r.o.Rounds; round++ {
+				for _, sys := range r.systems() {
+					run := r.ingestRun(ctx, sys, sd, n, rate, sys == SysDevicehub, "")
+					run.Round = round
+					osc.Runs = append(osc.Runs, run)
+					r.logf("%s %s round %d: %v %s", osc.Name, sys, round, compact(run.Figures), run.Error)
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+				}
+			}
+			osc.Finish()
+		}
+	}
+	return nil
+}
+
+// ingestRun runs one system once; rate 0 is a closed loop.
+func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, rate float64, signal bool, profile string) Measurement {
+	run := Measurement{System: system, Started: time.Now(), Figures: map[string]float64{}}
+	defer func() { run.Seconds = time.Since(run.Started).Seconds() }()
+	s, err := r.start(ctx, system, sd, time.Minute, profile)
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_, _ = r.stop(ctx, s)
+		}
+	}()
+	spec := LoadSpec{Mode: ModeIngest, Addr: s.mqtt, QoS: 1, Duration: r.o.Duration, MaxMessages: r.o.MaxMessages, Rate: rate}
+	switch system {
+	case SysDevicehub:
+		spec.Devices = sd.devs
+		if signal {
+			spec.EventsURL, spec.Token = "http://"+s.http+"/api/v1/events", s.token
+		}
+	case SysMosquitto:
+		spec.Devices = anonymous(n)
+		spec.Subscribe = true
+	default:
+		spec.Devices = anonymous(n)
+	}
+	lp, err := r.startLoad([]LoadSpec{spec})
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	var cpu0, cpu1 time.Duration
+	var hwm int64
+	var mochi MochiStats
+	var batch float64
+	err = lp.step(ctx, "connected", 3*time.Minute, func() { cpu0, _ = cpuTime(s.p.pid()) })
+	if err == nil {
+		err = lp.step(ctx, "loaded", r.o.Duration+2*time.Minute, func() {
+			cpu1, _ = cpuTime(s.p.pid())
+			_, hwm, _ = memory(s.p.pid())
+			if system == SysMochi {
+				mochi, _ = s.mochiStats(ctx)
+			}
+			if system == SysDevicehub {
+				batch = meanBatch(ctx, s.http)
+			}
+		})
+	}
+	if err != nil {
+		lp.kill()
+		run.Error = err.Error()
+		return run
+	}
+	res, err := lp.results(time.Minute)
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	lr := res[0]
+	stopped = true
+	stored, err := r.stop(ctx, s)
+	if err != nil {
+		run.Error = err.Error()
+	}
+	if batch > 0 {
+		r.batch = batch
+		run.Figures["mean_commit_batch"] = batch
+	}
+	count, secs := float64(lr.Acked), lr.Seconds
+	switch system {
+	case SysDevicehub:
+		count = float64(stored)
+		run.Figures["stored"] = count
+	case SysMosquitto:
+		count, secs = float64(lr.Received), lr.ReceivedSeconds
+		run.Figures["received"] = count
+	default:
+		count = float64(mochi.Received)
+		run.Figures["received"] = count
+		run.Figures["mochi_dropped"] = float64(mochi.MessagesDropped + mochi.InflightDropped)
+	}
+	f := run.Figures
+	f["published"], f["acked"], f["errors"] = float64(lr.Published), float64(lr.Acked), float64(lr.Errors)
+	f["puback_p50_ms"], f["puback_p99_ms"], f["puback_max_ms"] = lr.PubAck.P50, lr.PubAck.P99, lr.PubAck.Max
+	if lr.Signal.N > 0 {
+		f["signal_p50_ms"], f["signal_p99_ms"] = lr.Signal.P50, lr.Signal.P99
+	}
+	if hwm > 0 {
+		f["peak_rss_mb"] = float64(hwm) / 1024
+	}
+	if count > 0 {
+		f["cpu_s_per_10k"] = (cpu1 - cpu0).Seconds() / count * 10000
+	}
+	lost := float64(lr.Acked) - count
+	f["lost"] = max(lost, 0)
+	if rate > 0 {
+		f["offered_rate"] = rate
+		if lr.Seconds > 0 {
+			f["achieved_rate"] = float64(lr.Acked) / lr.Seconds
+		}
+	}
+	switch {
+	case lost > 0:
+		run.Error = fmt.Sprintf("lost %.0f of %d acknowledged messages: no rate", lost, lr.Acked)
+	case lr.Errors > 0:
+		run.Error = fmt.Sprintf("%d publish errors: %s", lr.Errors, lr.FirstError)
+	case secs > 0 && rate == 0:
+		f["rate"] = count / secs
+	}
+	if lr.ConnectErrors > 0 && run.Error == "" {
+		run.Error = fmt.Sprintf("%d devices failed to connect: %s", lr.ConnectErrors, lr.FirstError)
+	}
+	return run
+}
+
+// meanBatch reads devicehub's mean commit batch size from /metrics.
+func meanBatch(ctx context.Context, addr string) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	var sum, count float64
+	for _, l := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(l, " ")
+		if !ok {
+			continue
+		}
+		x, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		switch name {
+		case "devicehub_commit_batch_size_sum":
+			sum = x
+		case "devicehub_commit_batch_size_count":
+			count = x
+		}
+	}
+	if count == 0 {
+		return 0
+	}
+	return sum / count
+}
+
+// compact formats a few headline figures for the progress log.
+func compact(f map[string]float64) string {
+	var parts []string
+	for _, k := range []string{"rate", "achieved_rate", "puback_p99_ms", "connected", "connect_rate", "rss_per_conn_kb", "offline_delay_p99_ms", "rows_per_s", "publish_rate"} {
+		if v, ok := f[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%s", k, fmtNum(v)))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}

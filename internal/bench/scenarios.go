@@ -1,0 +1,521 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the driver devicehub's store uses
+)
+
+// limits measures what the machine can do without devicehub: the raw
+// SQLite append rate of reading rows, and the rate at which the load
+// generator alone can publish.
+func (r *runner) limits(ctx context.Context) error {
+	batch := r.o.SQLiteBatch
+	if batch <= 0 {
+		batch = int(r.batch + 0.5)
+	}
+	if batch <= 0 {
+		batch = 100
+	}
+	sq := &Scenario{
+		Name:    "limits_sqlite_append",
+		Title:   "Limit: raw SQLite append of reading rows",
+		Figures: []string{"rows_per_s", "batch"},
+		Notes: []string{
+			fmt.Sprintf("The readings table of devicehub's schema (rowid table, index on (dev, ts)), WAL, synchronous=FULL, modernc.org/sqlite, one prepared INSERT per row, %d rows per transaction (devicehub's mean commit batch in the ingest scenario, or --sqlite-batch), for %s per run.", batch, r.o.Duration),
+			"devicehub writes more per reading than this (the message's audit record with its msg_id index, the event, the device's last-seen): the ratio shows what the rest costs.",
+		},
+	}
+	lg := &Scenario{
+		Name:    "limits_loadgen_qos0",
+		Title:   "Limit: the load generator alone, QoS 0 to a sink",
+		Figures: []string{"publish_rate"},
+		Notes: []string{
+			"The load generator process publishes the ingest payload at QoS 0, as fast as it can write, to a sink that accepts the MQTT connection and discards every byte: the most messages per second the client side of this machine can produce.",
+		},
+	}
+	r.res.Scenarios = append(r.res.Scenarios, sq, lg)
+	n := r.o.Devices[0]
+	for round := 1; round <= r.o.Rounds; round++ {
+		run := Measurement{System: SysMachine, Round: round, Started: time.Now(), Figures: map[string]float64{"batch": float64(batch)}}
+		rate, err := r.sqliteAppend(ctx, batch)
+		run.Seconds = time.Since(run.Started).Seconds()
+		if err != nil {
+			run.Error = err.Error()
+		} else {
+			run.Figures["rows_per_s"] = rate
+		}
+		sq.Runs = append(sq.Runs, run)
+		r.logf("%s round %d: %s %s", sq.Name, round, compact(run.Figures), run.Error)
+
+		run = r.loadgenLimit(ctx, n)
+		run.Round = round
+		lg.Runs = append(lg.Runs, run)
+		r.logf("%s round %d: %s %s", lg.Name, round, compact(run.Figures), run.Error)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	sq.Finish()
+	lg.Finish()
+	if ic := r.res.Scenario(fmt.Sprintf("ingest_closed_%d", n)); ic != nil {
+		dh := ic.Summary[SysDevicehub]["rate"].Median
+		if v := sq.Summary[SysMachine]["rows_per_s"].Median; v > 0 && dh > 0 {
+			sq.Notes = append(sq.Notes, fmt.Sprintf("devicehub's ingest rate (%s readings/s) is %.0f %% of the raw SQLite append rate.", fmtNum(dh), 100*dh/v))
+		}
+		if v := lg.Summary[SysMachine]["publish_rate"].Median; v > 0 && dh > 0 {
+			lg.Notes = append(lg.Notes, fmt.Sprintf("devicehub's ingest rate (%s readings/s, QoS 1) is %.0f %% of what the load generator can publish at QoS 0.", fmtNum(dh), 100*dh/v))
+		}
+	}
+	return nil
+}
+
+// sqliteAppend inserts reading rows for the run's duration (bounded in
+// rows too) and returns rows/s.
+func (r *runner) sqliteAppend(ctx context.Context, batch int) (float64, error) {
+	dir, err := os.MkdirTemp(r.work, "sqlite-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "raw.db")+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return 0, fmt.Errorf("open sqlite: %w", err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		`CREATE TABLE readings (id INTEGER PRIMARY KEY, dev INTEGER NOT NULL, stream TEXT NOT NULL DEFAULT '', ts INTEGER NOT NULL, received_at INTEGER NOT NULL, message_id INTEGER NOT NULL, data TEXT NOT NULL)`,
+		`CREATE INDEX readings_dev_ts ON readings (dev, ts)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return 0, fmt.Errorf("create table: %w", err)
+		}
+	}
+	devices := int64(r.o.Devices[0])
+	start := time.Now()
+	deadline := start.Add(r.o.Duration)
+	var rows int64
+	maxRows := int64(r.o.MaxMessages)
+	var buf []byte
+	for time.Now().Before(deadline) && rows < maxRows && ctx.Err() == nil {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return 0, err
+		}
+		st, err := tx.PrepareContext(ctx, `INSERT INTO readings (dev, stream, ts, received_at, message_id, data) VALUES (?, '', ?, ?, ?, ?)`)
+		if err != nil {
+			tx.Rollback()
+			return 0, err
+		}
+		now := time.Now().UnixMicro()
+		for range batch {
+			k := int(rows)
+			buf = fmt.Appendf(buf[:0], `{"temperature":%d.%02d,"humidity":%d.5,"pressure":1013.%d,"battery":%d}`, k%40, k%100, 30+k%50, k%10, 100-k%100)
+			if _, err := st.ExecContext(ctx, rows%devices+1, now, now, rows+1, string(buf)); err != nil {
+				tx.Rollback()
+				return 0, fmt.Errorf("insert: %w", err)
+			}
+			rows++
+		}
+		st.Close()
+		if err := tx.Commit(); err != nil {
+			return 0, fmt.Errorf("commit: %w", err)
+		}
+	}
+	return float64(rows) / time.Since(start).Seconds(), nil
+}
+
+// loadgenLimit runs the load generator at QoS 0 against a discarding sink.
+func (r *runner) loadgenLimit(ctx context.Context, n int) Measurement {
+	run := Measurement{System: SysMachine, Started: time.Now(), Figures: map[string]float64{}}
+	defer func() { run.Seconds = time.Since(run.Started).Seconds() }()
+	sink, err := startSink()
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	defer sink.close()
+	lp, err := r.startLoad([]LoadSpec{{Mode: ModeIngest, Addr: sink.addr(), QoS: 0, Duration: r.o.Duration, MaxMessages: r.o.MaxMessages * 5, Devices: anonymous(n)}})
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	err = lp.step(ctx, "connected", 2*time.Minute, nil)
+	if err == nil {
+		err = lp.step(ctx, "loaded", r.o.Duration+time.Minute, nil)
+	}
+	if err != nil {
+		lp.kill()
+		run.Error = err.Error()
+		return run
+	}
+	res, err := lp.results(time.Minute)
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	if res[0].Seconds > 0 {
+		run.Figures["publish_rate"] = float64(res[0].Acked) / res[0].Seconds
+	}
+	return run
+}
+
+// sink is an MQTT server that accepts every connection and discards
+// everything after the CONNACK.
+type sink struct {
+	ln net.Listener
+	wg sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func startSink() (*sink, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	s := &sink{ln: ln, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns[c] = true
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() {
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+					c.Close()
+				}()
+				br := bufio.NewReader(c)
+				if err := skipPacket(br); err != nil {
+					return
+				}
+				// CONNACK, MQTT v5: no session present, success, no properties.
+				if _, err := c.Write([]byte{0x20, 0x03, 0x00, 0x00, 0x00}); err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, br)
+			}()
+		}
+	}()
+	return s, nil
+}
+
+// skipPacket reads one MQTT packet (fixed header, remaining length, body).
+func skipPacket(br *bufio.Reader) error {
+	if _, err := br.ReadByte(); err != nil {
+		return err
+	}
+	n, err := binary.ReadUvarint(br) // MQTT's remaining length is a little-endian base-128 varint
+	if err != nil {
+		return err
+	}
+	_, err = br.Discard(int(n))
+	return err
+}
+
+func (s *sink) addr() string { return s.ln.Addr().String() }
+
+func (s *sink) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// connections holds idle authenticated devices on each system.
+func (r *runner) connections(ctx context.Context) error {
+	for _, n := range r.o.Connections {
+		sd, err := r.seedDevicehub(ctx, n)
+		if err != nil {
+			return err
+		}
+		sc := &Scenario{
+			Name:     fmt.Sprintf("connections_%d", n),
+			Title:    fmt.Sprintf("Connections: %d idle devices", n),
+			Headline: "rss_per_conn_kb",
+			Figures:  []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_mb", "idle_cpu_pct"},
+			Notes: []string{
+				"rss_per_conn_kb: growth of the resident set (VmRSS) from before the first connection to all connected, divided by the connections (KiB). devicehub's devices authenticate with their own credentials; Mosquitto and mochi alone accept anonymous clients.",
+				fmt.Sprintf("idle_cpu_pct: CPU of the system under test while the connections are held idle for %s with a 10 s keepalive (PINGREQ traffic and timers), in %% of one core.", r.o.Hold),
+				"connect_rate: connections per second, 64 concurrent connects per load generator process, several processes with distinct source addresses in 127.0.0.0/8 above 5,000 connections.",
+			},
+		}
+		r.res.Scenarios = append(r.res.Scenarios, sc)
+		for round := 1; round <= r.o.Rounds; round++ {
+			for _, sys := range r.systems() {
+				run := r.connectionsRun(ctx, sys, sd, n)
+				run.Round = round
+				sc.Runs = append(sc.Runs, run)
+				r.logf("%s %s round %d: %s %s", sc.Name, sys, round, compact(run.Figures), run.Error)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+		}
+		sc.Finish()
+	}
+	return nil
+}
+
+func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n int) Measurement {
+	run := Measurement{System: system, Started: time.Now(), Figures: map[string]float64{}}
+	defer func() { run.Seconds = time.Since(run.Started).Seconds() }()
+	s, err := r.start(ctx, system, sd, time.Minute, "")
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	defer func() { _, _ = r.stop(ctx, s) }()
+	devs := sd.devs
+	if system != SysDevicehub {
+		devs = anonymous(n)
+	}
+	const perProc = 5000
+	var specs []LoadSpec
+	for i := 0; i*perProc < n; i++ {
+		specs = append(specs, LoadSpec{
+			Mode: ModeConnect, Addr: s.mqtt, KeepAlive: 10, Hold: r.o.Hold,
+			Devices: devs[i*perProc : min(n, (i+1)*perProc)], SourceIP: fmt.Sprintf("127.0.%d.%d", i/250, 2+i%250),
+		})
+	}
+	rss0, _, _ := memory(s.p.pid())
+	lp, err := r.startLoad(specs)
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	var rss1 int64
+	var cpu0, cpu1 time.Duration
+	var t0, t1 time.Time
+	err = lp.step(ctx, "connected", 5*time.Minute, func() {
+		rss1, _, _ = memory(s.p.pid())
+		cpu0, _ = cpuTime(s.p.pid())
+		t0 = time.Now()
+	})
+	if err == nil {
+		err = lp.step(ctx, "held", r.o.Hold+time.Minute, func() {
+			cpu1, _ = cpuTime(s.p.pid())
+			t1 = time.Now()
+		})
+	}
+	if err != nil {
+		lp.kill()
+		run.Error = err.Error()
+		return run
+	}
+	res, err := lp.results(2 * time.Minute)
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	var connected, failed int
+	var secs float64
+	var first string
+	for _, lr := range res {
+		connected += lr.Connected
+		failed += lr.ConnectErrors
+		secs = max(secs, lr.ConnectSeconds)
+		if first == "" {
+			first = lr.FirstError
+		}
+	}
+	f := run.Figures
+	f["connected"] = float64(connected)
+	if secs > 0 {
+		f["connect_rate"] = float64(connected) / secs
+	}
+	if connected > 0 {
+		f["rss_per_conn_kb"] = float64(rss1-rss0) / float64(connected)
+	}
+	f["rss_mb"] = float64(rss1) / 1024
+	if d := t1.Sub(t0); d > 0 {
+		f["idle_cpu_pct"] = 100 * (cpu1 - cpu0).Seconds() / d.Seconds()
+	}
+	if failed > 0 {
+		run.Error = fmt.Sprintf("%d of %d connections failed: %s", failed, n, first)
+	}
+	return run
+}
+
+// presence measures how late devicehub sets silent devices offline.
+func (r *runner) presence(ctx context.Context) error {
+	n := r.o.Presence
+	sd, err := r.seedDevicehub(ctx, n)
+	if err != nil {
+		return err
+	}
+	hb := r.o.Heartbeat
+	timeout := hb * 3 / 2
+	silent := max(1, n/10)
+	sc := &Scenario{
+		Name:    fmt.Sprintf("presence_%d", n),
+		Title:   fmt.Sprintf("Presence: %d devices, heartbeat every %s, %d go silent", n, hb, silent),
+		Figures: []string{"offline_delay_p50_ms", "offline_delay_p99_ms", "offline_delay_max_ms", "offline", "missed", "cpu_pct"},
+		Notes: []string{
+			fmt.Sprintf("Devices publish a heartbeat every %s (QoS 1) and keep their connection (keepalive 600 s); %d of them stop after their first heartbeat. The deadline is the PUBACK of a silent device's last heartbeat plus the type's heartbeat timeout (%s); the delay runs from there to the arrival of its device_disconnected event on the SSE stream /api/v1/events (so it includes the event's commit and delivery).", hb, silent, timeout),
+			"cpu_pct: devicehub's CPU over the whole run (heartbeats of every device and the timeout checking together), in % of one core; the timeout checking alone is not separated.",
+			"devicehub only: Mosquitto and mochi have no heartbeat deadline to compare with.",
+		},
+	}
+	r.res.Scenarios = append(r.res.Scenarios, sc)
+	for round := 1; round <= r.o.Rounds; round++ {
+		run := Measurement{System: SysDevicehub, Round: round, Started: time.Now(), Figures: map[string]float64{}}
+		r.presenceRun(ctx, &run, sd, hb, timeout, silent)
+		run.Seconds = time.Since(run.Started).Seconds()
+		sc.Runs = append(sc.Runs, run)
+		r.logf("%s round %d: %s %s", sc.Name, round, compact(run.Figures), run.Error)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	sc.Finish()
+	return nil
+}
+
+func (r *runner) presenceRun(ctx context.Context, run *Measurement, sd *seed, hb, timeout time.Duration, silent int) {
+	s, err := r.freshDevicehub(ctx, sd, hb, "")
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	defer func() { _, _ = r.stop(ctx, s) }()
+	lp, err := r.startLoad([]LoadSpec{{
+		Mode: ModePresence, Addr: s.mqtt, Devices: sd.devs, Duration: 3 * hb, Heartbeat: hb,
+		Silent: silent, Timeout: timeout, EventsURL: "http://" + s.http + "/api/v1/events", Token: s.token,
+	}})
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	var cpu0, cpu1 time.Duration
+	var t0, t1 time.Time
+	err = lp.step(ctx, "connected", 5*time.Minute, func() { cpu0, _ = cpuTime(s.p.pid()); t0 = time.Now() })
+	if err == nil {
+		err = lp.step(ctx, "loaded", 3*hb+timeout+2*time.Minute, func() { cpu1, _ = cpuTime(s.p.pid()); t1 = time.Now() })
+	}
+	if err != nil {
+		lp.kill()
+		run.Error = err.Error()
+		return
+	}
+	res, err := lp.results(time.Minute)
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	lr := res[0]
+	f := run.Figures
+	f["offline"] = float64(lr.Offline)
+	f["missed"] = float64(silent - lr.Offline)
+	if lr.Offline > 0 {
+		f["offline_delay_p50_ms"], f["offline_delay_p99_ms"], f["offline_delay_max_ms"] = lr.OfflineDelay.P50, lr.OfflineDelay.P99, lr.OfflineDelay.Max
+	}
+	if d := t1.Sub(t0); d > 0 {
+		f["cpu_pct"] = 100 * (cpu1 - cpu0).Seconds() / d.Seconds()
+	}
+	if lr.Offline < silent {
+		run.Error = fmt.Sprintf("%d of %d silent devices not reported offline", silent-lr.Offline, silent)
+	}
+	if lr.Errors > 0 && run.Error == "" {
+		run.Error = fmt.Sprintf("%d heartbeat publish errors", lr.Errors)
+	}
+}
+
+// profile runs devicehub once more under the closed-loop ingest load with
+// a CPU profile, and keeps its top functions.
+func (r *runner) profile(ctx context.Context, sd *seed, n int) {
+	path := filepath.Join(r.o.OutDir, "devicehub-ingest.cpu.pprof")
+	run := r.ingestRun(ctx, SysDevicehub, sd, n, 0, false, path)
+	if run.Error != "" {
+		r.res.Notes = append(r.res.Notes, "profiled run: "+firstLine(run.Error))
+	}
+	p := &Profile{Path: path}
+	r.res.Profile = p
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		p.Top = []string{"(go tool pprof not available: open " + path + " with `go tool pprof`)"}
+		return
+	}
+	for _, mode := range []string{"-top", "-top -cum"} {
+		args := append([]string{"tool", "pprof"}, strings.Fields(mode)...)
+		out, err := exec.CommandContext(ctx, goBin, append(args, "-nodecount=20", r.o.Exe, path)...).Output()
+		if err != nil {
+			p.Top = append(p.Top, "go tool pprof "+mode+" failed: "+err.Error())
+			continue
+		}
+		p.Top = append(p.Top, "$ go tool pprof "+mode+" -nodecount=20", strings.TrimSpace(string(out)), "")
+	}
+}
+
+// goals checks the issue's targets against the medians.
+func (r *runner) goals() {
+	n := r.o.Devices[0]
+	notMeasured := func(name, target string) Goal {
+		return Goal{Name: name, Target: target, Measured: "–", Met: "not measured"}
+	}
+	met := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "no"
+	}
+	g := notMeasured(fmt.Sprintf("ingest (QoS 1, every reading stored) vs Mosquitto forwarding, %d devices", n), "ratio ≥ 1.0")
+	if s := r.res.Scenario(fmt.Sprintf("ingest_closed_%d", n)); s != nil && s.Ratios.VsMosquitto != nil {
+		g.Measured, g.Met = fmtRatio(s.Ratios.VsMosquitto), met(s.Ratios.VsMosquitto.Median >= 1)
+	}
+	r.res.Goals = append(r.res.Goals, g)
+
+	g = notMeasured("p99 publish→PUBACK at half of peak", "< 50 ms")
+	if s := r.res.Scenario(fmt.Sprintf("ingest_open_%d_50", n)); s != nil {
+		if sp, ok := s.Summary[SysDevicehub]["puback_p99_ms"]; ok && sp.N > 0 {
+			g.Measured, g.Met = fmtSpread(sp)+" ms", met(sp.Median < 50)
+		}
+	}
+	r.res.Goals = append(r.res.Goals, g)
+
+	g = notMeasured("memory per connected device", "< 30 KB")
+	for _, c := range r.o.Connections {
+		if s := r.res.Scenario(fmt.Sprintf("connections_%d", c)); s != nil {
+			if sp, ok := s.Summary[SysDevicehub]["rss_per_conn_kb"]; ok && sp.N > 0 {
+				g.Name = fmt.Sprintf("memory per connected device (%d devices)", c)
+				g.Measured, g.Met = fmtSpread(sp)+" KiB", met(sp.Median*1.024 < 30)
+			}
+		}
+	}
+	r.res.Goals = append(r.res.Goals, g)
+
+	g = notMeasured("offline deadline met, p99", "< 1 s after the deadline")
+	if s := r.res.Scenario(fmt.Sprintf("presence_%d", r.o.Presence)); s != nil {
+		if sp, ok := s.Summary[SysDevicehub]["offline_delay_p99_ms"]; ok && sp.N > 0 {
+			g.Measured, g.Met = fmtSpread(sp)+" ms", met(sp.Median < 1000)
+		}
+	}
+	r.res.Goals = append(r.res.Goals, g)
+}

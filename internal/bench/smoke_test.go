@@ -1,0 +1,127 @@
+package bench_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/devicehub/devicehub/internal/bench"
+	"github.com/devicehub/devicehub/internal/cli"
+	"github.com/devicehub/devicehub/internal/hub"
+)
+
+// TestMain lets the test binary act as the devicehub binary: the bench
+// starts it as the hub, the load generator and mochi alone.
+func TestMain(m *testing.M) {
+	if os.Getenv("DEVICEHUB_BENCH_CHILD") == "1" {
+		if err := cli.NewRoot(hub.Serve).Execute(); err != nil {
+			os.Exit(cli.ExitCode(err))
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m,
+		// net/http keep-alive connections and modernc.org/sqlite end
+		// asynchronously after Close.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	)
+}
+
+// TestSmoke runs every scenario at a tiny size against real child
+// processes, so that the command never rots. Without mosquitto it still
+// runs and the report says so.
+func TestSmoke(t *testing.T) {
+	out := t.TempDir()
+	var log strings.Builder
+	o := bench.Options{
+		OutDir:      out,
+		Exe:         os.Args[0],
+		Env:         []string{"DEVICEHUB_BENCH_CHILD=1"},
+		Rounds:      1,
+		Duration:    300 * time.Millisecond,
+		Devices:     []int{3},
+		OpenLoop:    []float64{0.5},
+		Connections: []int{10},
+		Hold:        200 * time.Millisecond,
+		Presence:    4,
+		Heartbeat:   500 * time.Millisecond,
+		CommandLine: []string{"go", "test", "-short"},
+		Log:         &log,
+		WorkDir:     t.TempDir(),
+	}
+	if _, err := exec.LookPath("mosquitto"); err != nil {
+		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
+			t.Log("mosquitto is not installed: the smoke run leaves it out")
+		}
+	}
+	res, err := bench.Run(t.Context(), o)
+	if testing.Verbose() {
+		t.Log(log.String())
+	}
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	for _, s := range res.Scenarios {
+		for _, r := range s.Runs {
+			if r.Error != "" {
+				t.Errorf("%s %s round %d: %s", s.Name, r.System, r.Round, r.Error)
+			}
+		}
+	}
+	for _, name := range []string{"ingest_closed_3", "ingest_open_3_50", "limits_sqlite_append", "limits_loadgen_qos0", "connections_10", "presence_4"} {
+		s := res.Scenario(name)
+		if s == nil {
+			t.Errorf("no scenario %s", name)
+			continue
+		}
+		if s.Summary[s.Runs[0].System] == nil {
+			t.Errorf("%s: no summary", name)
+		}
+	}
+	if s := res.Scenario("ingest_closed_3"); s != nil {
+		if s.Summary[bench.SysDevicehub]["rate"].Median <= 0 {
+			t.Errorf("devicehub stored nothing: %+v", s.Summary[bench.SysDevicehub])
+		}
+		if s.Ratios.VsMochi == nil {
+			t.Error("no devicehub/mochi ratio")
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if !strings.Contains(string(b), `"vs_mosquitto"`) || !strings.Contains(string(b), `"vs_mochi"`) {
+		t.Error("results.json lacks the ratios")
+	}
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# devicehub bench", "## Goals", "## Ratios", "ingest_closed_3"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, bench.ChartFile)); err != nil {
+		t.Errorf("no chart: %v", err)
+	}
+}
+
+// TestUnknownScenario: a misspelt scenario is refused before anything runs.
+func TestUnknownScenario(t *testing.T) {
+	_, err := bench.Run(t.Context(), bench.Options{Scenarios: []string{"ingset"}, OutDir: t.TempDir(), Exe: os.Args[0]})
+	if err == nil || !strings.Contains(err.Error(), "ingset") {
+		t.Fatalf("err = %v, want unknown scenario", err)
+	}
+}

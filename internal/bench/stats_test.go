@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	tests := []struct {
+		name   string
+		sorted []float64
+		p      float64
+		want   float64
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one value", []float64{7}, 0.99, 7},
+		{"median of odd count", []float64{1, 2, 3, 4, 5}, 0.5, 3},
+		{"median of even count is the lower middle (nearest rank)", []float64{1, 2, 3, 4}, 0.5, 2},
+		{"p99 of 100 values", seq(100), 0.99, 99},
+		{"p99 of 1000 values", seq(1000), 0.99, 990},
+		{"p0 is the minimum", []float64{3, 4}, 0, 3},
+		{"p100 is the maximum", []float64{3, 4}, 1, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("Percentile(%v) = %v, want %v", tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func seq(n int) []float64 {
+	s := make([]float64, n)
+	for i := range s {
+		s[i] = float64(i + 1)
+	}
+	return s
+}
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		name string
+		xs   []float64
+		want float64
+	}{
+		{"empty", nil, 0},
+		{"odd", []float64{5, 1, 3}, 3},
+		{"even is the mean of the middle two", []float64{4, 1, 3, 2}, 2.5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := append([]float64(nil), tt.xs...)
+			if got := Median(tt.xs); got != tt.want {
+				t.Errorf("Median = %v, want %v", got, tt.want)
+			}
+			for i := range in {
+				if in[i] != tt.xs[i] {
+					t.Fatal("Median modified its input")
+				}
+			}
+		})
+	}
+}
+
+func TestLatencyOf(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(101-i)*time.Millisecond)
+	}
+	l := LatencyOf(ds)
+	if l.N != 100 || l.P50 != 50 || l.P99 != 99 || l.Max != 100 {
+		t.Errorf("LatencyOf = %+v, want n=100 p50=50 p99=99 max=100", l)
+	}
+	if got := LatencyOf(nil); got != (Latency{}) {
+		t.Errorf("LatencyOf(nil) = %+v", got)
+	}
+}
+
+func TestRatioOf(t *testing.T) {
+	tests := []struct {
+		name     string
+		dh, ref  []float64
+		higher   bool
+		want     *Ratio
+		wantNil  bool
+		tolerant bool
+	}{
+		{name: "rate: devicehub twice as fast", dh: []float64{20, 22, 18}, ref: []float64{10, 11, 9}, higher: true,
+			want: &Ratio{Median: 2, Min: 2, Max: 2, Rounds: 3}},
+		{name: "latency: devicehub twice as slow is 0.5", dh: []float64{20, 20, 20}, ref: []float64{10, 10, 10}, higher: false,
+			want: &Ratio{Median: 0.5, Min: 0.5, Max: 0.5, Rounds: 3}},
+		{name: "spread comes from per-round ratios", dh: []float64{10, 12, 14}, ref: []float64{10, 10, 10}, higher: true,
+			want: &Ratio{Median: 1.2, Min: 1, Max: 1.4, Rounds: 3}},
+		{name: "a failed round (0) is left out", dh: []float64{10, 0, 10}, ref: []float64{5, 5, 5}, higher: true,
+			want: &Ratio{Median: 2, Min: 2, Max: 2, Rounds: 2}},
+		{name: "no reference value", dh: []float64{10}, ref: nil, higher: true, wantNil: true},
+		{name: "only failed runs", dh: []float64{0, 0}, ref: []float64{1, 1}, higher: true, wantNil: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := RatioOf("f", tt.dh, tt.ref, tt.higher)
+			if tt.wantNil {
+				if got != nil {
+					t.Fatalf("RatioOf = %+v, want nil", got)
+				}
+				return
+			}
+			if got == nil {
+				t.Fatal("RatioOf = nil")
+			}
+			near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+			if !near(got.Median, tt.want.Median) || !near(got.Min, tt.want.Min) || !near(got.Max, tt.want.Max) || got.Rounds != tt.want.Rounds {
+				t.Errorf("RatioOf = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHigherIsBetter(t *testing.T) {
+	for fig, want := range map[string]bool{
+		"rate": true, "connect_rate": true, "puback_p99_ms": false, "rss_per_conn_kb": false,
+		"cpu_s_per_10k": false, "idle_cpu_pct": false, "peak_rss_mb": false, "lost": false,
+	} {
+		if got := higherIsBetter(fig); got != want {
+			t.Errorf("higherIsBetter(%s) = %v, want %v", fig, got, want)
+		}
+	}
+}
+
+func TestFmtNum(t *testing.T) {
+	for in, want := range map[float64]string{
+		0: "0", 1.234: "1.23", 12.34: "12.3", 123.4: "123", 1234.5: "1,235", 1234567: "1,234,567", -2500: "-2,500",
+	} {
+		if got := fmtNum(in); got != want {
+			t.Errorf("fmtNum(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func sampleResults() *Results {
+	sc := &Scenario{
+		Name: "ingest_closed_100", Title: "Ingest", Headline: "rate",
+		Figures: []string{"rate", "puback_p99_ms"},
+		Notes:   []string{"a note"},
+	}
+	for round := 1; round <= 3; round++ {
+		sc.Runs = append(sc.Runs,
+			Measurement{System: SysDevicehub, Round: round, Figures: map[string]float64{"rate": 9000 + float64(round)*1000, "puback_p99_ms": 20}},
+			Measurement{System: SysMosquitto, Round: round, Figures: map[string]float64{"rate": 10000, "puback_p99_ms": 10}},
+			Measurement{System: SysMochi, Round: round, Figures: map[string]float64{"rate": 20000, "puback_p99_ms": 5}},
+		)
+	}
+	sc.Runs = append(sc.Runs, Measurement{System: SysMochi, Round: 4, Error: "boom\nsecond line"})
+	sc.Finish()
+	return &Results{Command: []string{"devicehub", "bench", "--out", "x"}, Scenarios: []*Scenario{sc},
+		Goals: []Goal{{Name: "g", Target: "t", Measured: "m", Met: "no"}}}
+}
+
+func TestFinish(t *testing.T) {
+	sc := sampleResults().Scenarios[0]
+	if got := sc.Summary[SysDevicehub]["rate"]; got.Median != 11000 || got.Min != 10000 || got.Max != 12000 || got.N != 3 {
+		t.Errorf("devicehub rate summary = %+v", got)
+	}
+	if r := sc.Ratios.VsMosquitto; r == nil || math.Abs(r.Median-1.1) > 1e-9 || math.Abs(r.Min-1) > 1e-9 || math.Abs(r.Max-1.2) > 1e-9 {
+		t.Errorf("vs mosquitto = %+v, want 1.1 [1.0–1.2]", r)
+	}
+	if r := sc.Ratios.Figures["puback_p99_ms"].VsMochi; r == nil || r.Median != 0.25 {
+		t.Errorf("p99 vs mochi = %+v, want 0.25", r)
+	}
+}
+
+func TestResultsJSON(t *testing.T) {
+	dir := t.TempDir()
+	res := sampleResults()
+	if err := res.WriteJSON(dir); err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Scenarios []struct {
+			Name   string `json:"name"`
+			Ratios struct {
+				VsMosquitto *struct{ Median, Min, Max float64 } `json:"vs_mosquitto"`
+				VsMochi     *struct{ Median, Min, Max float64 } `json:"vs_mochi"`
+			} `json:"ratios"`
+		} `json:"scenarios"`
+	}
+	b, err := readFile(dir + "/results.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Scenarios) != 1 || back.Scenarios[0].Name != "ingest_closed_100" || back.Scenarios[0].Ratios.VsMochi == nil ||
+		back.Scenarios[0].Ratios.VsMochi.Median != 0.55 {
+		t.Errorf("results.json round trip: %s", b)
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sampleResults().Markdown(&buf, ChartFile); err != nil {
+		t.Fatal(err)
+	}
+	md := buf.String()
+	for _, want := range []string{
+		"Command: `devicehub bench --out x`",
+		"| g | t | m | no |",
+		"| ingest_closed_100 | rate | **1.10** [1.00–1.20] | **0.55** [0.50–0.60] |",
+		"| rate | 11,000 [10,000–12,000] | 10,000 | 20,000 | **1.10** [1.00–1.20] | **0.55** [0.50–0.60] |",
+		"| puback_p99_ms | 20.0 | 10.0 | 5.00 | **0.50** [0.50–0.50] | **0.25** [0.25–0.25] |",
+		"- mochi round 4: boom\n",
+		"![throughput and latency by offered load](" + ChartFile + ")",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestDrawChart(t *testing.T) {
+	var buf bytes.Buffer
+	panels := []Panel{
+		{Title: "t", XLabel: "x", YLabel: "y", Series: []Series{{Name: "a", Points: []Point{{25, 1}, {50, 2}, {100, 4}}}, {Name: "b", Points: []Point{{25, 2}}}}},
+		{Title: "empty"},
+	}
+	if err := DrawChart(&buf, panels); err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 2*560 || b.Dy() != 420 {
+		t.Errorf("chart is %v", b)
+	}
+}
+
+func TestNiceCeil(t *testing.T) {
+	for in, want := range map[float64]float64{0: 0, 0.7: 1, 3: 5, 12: 20, 999: 1000, 5000: 5000} {
+		if got := niceCeil(in); got != want {
+			t.Errorf("niceCeil(%v) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func readFile(path string) ([]byte, error) { return os.ReadFile(path) }

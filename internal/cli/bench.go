@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/devicehub/devicehub/internal/bench"
+	"github.com/devicehub/devicehub/internal/config"
+)
+
+// newBenchCmd is `devicehub bench`: devicehub side by side with Mosquitto,
+// mochi alone and the machine's limits. Its hidden subcommands are the
+// child processes the bench starts (load generator, mochi alone, a
+// profiled hub).
+func newBenchCmd(serve ServeFunc) *cobra.Command {
+	o := bench.Options{}
+	cmd := &cobra.Command{
+		Use:   "bench [scenario...] --out DIR",
+		Short: "Benchmark devicehub against Mosquitto, mochi alone and the machine's limits",
+		Long: "Run the scenarios (" + strings.Join(bench.AllScenarios, ", ") + "; default all) for devicehub\n" +
+			"(a real `devicehub serve` process on random ports with a fresh data directory) and the\n" +
+			"reference systems, in alternating rounds, and write DIR/results.json, DIR/report.md and\n" +
+			"DIR/" + bench.ChartFile + ". Ratios above 1 mean devicehub did better.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.OutDir == "" {
+				return usage(cmd, errors.New("--out is required"))
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("bench: find the devicehub binary: %w", err)
+			}
+			o.Exe = exe
+			o.Scenarios = args
+			o.CommandLine = append([]string{"devicehub"}, os.Args[1:]...)
+			o.Log = cmd.ErrOrStderr()
+			if o.Short {
+				shortOptions(cmd, &o)
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			res, err := bench.Run(ctx, o)
+			if res != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/results.json and %s/report.md\n", o.OutDir, o.OutDir)
+			}
+			if errors.Is(err, bench.ErrUnknownScenario) {
+				return usage(cmd, err)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.OutDir, "out", "", "output directory (required)")
+	f.IntVar(&o.Rounds, "rounds", 3, "rounds per scenario (each system once per round, in alternation)")
+	f.DurationVar(&o.Duration, "duration", 0, "publishing time of one ingest run (default 5s)")
+	f.IntVar(&o.MaxMessages, "max-messages", 0, "bound on the messages of one ingest run (default 2,000,000)")
+	f.IntSliceVar(&o.Devices, "devices", nil, "ingest device counts (default 100)")
+	f.Float64SliceVar(&o.OpenLoop, "open-loop", nil, "open-loop loads as fractions of devicehub's peak (default 0.25,0.5,0.75,1)")
+	f.IntSliceVar(&o.Connections, "connections", nil, "connection counts (default 10000)")
+	f.DurationVar(&o.Hold, "hold", 0, "idle hold of the connections scenario (default 15s)")
+	f.IntVar(&o.Presence, "presence-devices", 0, "devices of the presence scenario (default 10000)")
+	f.DurationVar(&o.Heartbeat, "heartbeat", 0, "heartbeat interval of the presence scenario (default 10s)")
+	f.IntVar(&o.SQLiteBatch, "sqlite-batch", 0, "rows per transaction of the raw SQLite append (default devicehub's mean commit batch)")
+	f.StringVar(&o.Mosquitto, "mosquitto", "", "the mosquitto binary (default: from PATH; - to leave Mosquitto out)")
+	f.BoolVar(&o.Profile, "profile", true, "profile devicehub in one extra ingest run and report its top functions")
+	f.BoolVar(&o.Short, "short", false, "tiny sizes: a smoke run of every scenario")
+
+	cmd.AddCommand(newBenchLoadCmd(), newBenchMochiCmd(), newProfiledServeCmd(serve))
+	return cmd
+}
+
+// shortOptions sets tiny sizes for the flags the user did not set.
+func shortOptions(cmd *cobra.Command, o *bench.Options) {
+	set := func(name string, fn func()) {
+		if !cmd.Flags().Changed(name) {
+			fn()
+		}
+	}
+	set("rounds", func() { o.Rounds = 1 })
+	set("duration", func() { o.Duration = 500e6 })
+	set("devices", func() { o.Devices = []int{5} })
+	set("open-loop", func() { o.OpenLoop = []float64{0.5} })
+	set("connections", func() { o.Connections = []int{20} })
+	set("hold", func() { o.Hold = 500e6 })
+	set("presence-devices", func() { o.Presence = 10 })
+	set("heartbeat", func() { o.Heartbeat = 1e9 })
+	set("profile", func() { o.Profile = false })
+}
+
+func newBenchLoadCmd() *cobra.Command {
+	var spec string
+	cmd := &cobra.Command{
+		Use:    bench.LoadCmd + " --spec FILE",
+		Short:  "The bench's load generator (started by devicehub bench)",
+		Hidden: true,
+		Args:   exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			return bench.RunLoadMain(ctx, spec)
+		},
+	}
+	cmd.Flags().StringVar(&spec, "spec", "", "load spec (JSON file)")
+	return cmd
+}
+
+func newBenchMochiCmd() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:    bench.MochiCmd + " --addr ADDR",
+		Short:  "mochi-mqtt alone, the bench's reference (started by devicehub bench)",
+		Hidden: true,
+		Args:   exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			return bench.RunMochi(ctx, addr, cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:0", "MQTT listen address")
+	return cmd
+}
+
+func newProfiledServeCmd(serve ServeFunc) *cobra.Command {
+	var configPath, profile string
+	cmd := &cobra.Command{
+		Use:    bench.ProfiledServeCmd + " --cpuprofile FILE --config FILE",
+		Short:  "devicehub serve with a CPU profile (started by devicehub bench)",
+		Hidden: true,
+		Args:   exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Create(profile)
+			if err != nil {
+				return fmt.Errorf("cpu profile: %w", err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				return fmt.Errorf("cpu profile: %w", err)
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			err = serve(ctx, configPath, config.Overrides{})
+			pprof.StopCPUProfile()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
+	cmd.Flags().StringVar(&profile, "cpuprofile", "", "CPU profile output file")
+	return cmd
+}

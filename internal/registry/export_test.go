@@ -1,0 +1,6 @@
+package registry
+
+import "time"
+
+// SetClock replaces the service's clock (tests).
+func SetClock(s *Service, now func() time.Time) { s.now = now }

@@ -1,0 +1,97 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
+)
+
+// BenchmarkCommitIngest measures Commit with changes shaped like those of
+// MQTT ingest (a message without msg_id, one reading, a last-seen patch
+// and a device_data_received event), each batch from distinct devices as
+// when every device has one message in flight. It reports the commit
+// loop's cost per change, the serial part of durable ingest.
+//
+//	go test ./internal/store/sqlite -run '^$' -bench CommitIngest -benchtime 2000x
+func BenchmarkCommitIngest(b *testing.B) {
+	for _, tc := range []struct{ devices, batch int }{{100, 20}, {100, 100}, {1000, 400}} {
+		b.Run(fmt.Sprintf("devices=%d/batch=%d", tc.devices, tc.batch), func(b *testing.B) {
+			benchCommitIngest(b, tc.devices, tc.batch)
+		})
+	}
+}
+
+func benchCommitIngest(b *testing.B, devices, size int) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ids := make([]string, devices)
+	topics := make([]string, devices)
+	var prov []*commit.Change
+	for d := range devices {
+		ids[d] = fmt.Sprintf("bench-%04d", d)
+		topics[d] = "devices/" + ids[d] + "/data"
+		prov = append(prov, &commit.Change{DeviceID: ids[d], NewDevice: &commit.NewDevice{
+			Type: "WeatherStation", MQTTUsername: ids[d], PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now(),
+		}})
+	}
+	if err := s.Commit(ctx, prov); err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`{"temperature":21.25,"humidity":40}`)
+	values := []byte(`{"temperature":21.25,"humidity":40}`)
+	var gen commit.IDs
+	batch := make([]*commit.Change, size)
+	next := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	var cpu time.Duration
+	for range b.N {
+		b.StopTimer()
+		now := time.Now()
+		for i := range batch {
+			d := next % devices
+			next++
+			id := gen.Next()
+			args := fmt.Appendf(nil, `{"message_id":%d,"topic":%q,"transport":"mqtt","readings":[{"ts":%q,"values":%s}]}`,
+				id, topics[d], now.Format(time.RFC3339Nano), values)
+			batch[i] = &commit.Change{
+				DeviceID: ids[d],
+				Message: &commit.Message{ID: id, Topic: topics[d], Transport: "mqtt", QoS: 1,
+					Payload: payload, Accepted: true, ReceivedAt: now},
+				Readings: []commit.Reading{{Time: now, Values: values}},
+				Device:   &commit.DevicePatch{LastSeen: &now},
+				Events: []commit.Event{{Event: events.Event{Type: events.DeviceDataReceived, Time: now, DeviceID: ids[d], DeviceType: "WeatherStation"},
+					Args: args}},
+			}
+		}
+		b.StartTimer()
+		cpu0 := cpuTime(b)
+		if err := s.Commit(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime(b) - cpu0
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*size), "µs/change")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*size), "cpu-µs/change")
+}
+
+// cpuTime is the user and system CPU time the process used so far,
+// background goroutines (a checkpointer) included.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

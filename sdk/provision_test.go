@@ -1,0 +1,176 @@
+package sdk_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/sdk"
+)
+
+// fakeProvisioningEndpoint is a FAKE of the hub's provisioning HTTP
+// endpoints (the hub side is being built separately), implementing the
+// contract the SDK is written against:
+//
+//	POST /api/v1/provisioning/operations (Bearer provisioning token)
+//	  → 201 {id, verification_code, expires_at, secret}
+//	GET  /api/v1/provisioning/operations/{id} (Bearer secret)
+//	  → {status, credentials (once, when approved)}
+type fakeProvisioningEndpoint struct {
+	token string
+	ttl   time.Duration
+
+	mu      sync.Mutex
+	status  string // what the next poll answers: pending, approved, rejected, expired
+	created int
+	polls   int
+	fetched bool
+	device  string
+}
+
+func (f *fakeProvisioningEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/api/v1/provisioning/operations":
+		if auth != f.token {
+			http.Error(w, `{"error": {"code": "unauthorized", "message": "bad token"}}`, http.StatusUnauthorized)
+			return
+		}
+		var body struct {
+			DeviceID string `json:"device_id"`
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		f.device = body.DeviceID
+		f.created++
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(map[string]any{
+			"id": "op1", "verification_code": "ABCD-1234", "expires_at": time.Now().Add(f.ttl), "secret": "s3cret",
+		})
+	case r.Method == http.MethodGet && r.URL.Path == "/api/v1/provisioning/operations/op1":
+		if auth != "s3cret" {
+			http.Error(w, `{"error": "bad secret"}`, http.StatusUnauthorized)
+			return
+		}
+		f.polls++
+		out := map[string]any{"status": f.status}
+		if f.status == "approved" {
+			if f.fetched {
+				http.Error(w, `{"error": "gone"}`, http.StatusNotFound)
+				return
+			}
+			f.fetched = true
+			out["credentials"] = map[string]string{"device_id": "approved-id", "mqtt_username": "approved-id", "mqtt_password": "pw", "api_key": "k"}
+		}
+		json.NewEncoder(w).Encode(out)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (f *fakeProvisioningEndpoint) set(status string) {
+	f.mu.Lock()
+	f.status = status
+	f.mu.Unlock()
+}
+
+func TestProvisioning(t *testing.T) {
+	tests := []struct {
+		name     string
+		token    string
+		decision string
+		kind     sdk.Kind // -1: approved
+	}{
+		{"approved", "tok", "approved", -1},
+		{"rejected", "tok", "rejected", sdk.KindProvisioningRejected},
+		{"expired", "tok", "expired", sdk.KindProvisioningExpired},
+		{"bad token", "wrong", "", sdk.KindProvisioningFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := &fakeProvisioningEndpoint{token: "tok", ttl: time.Hour, status: "pending"}
+			srv := httptest.NewServer(fake)
+			defer srv.Close()
+			db := filepath.Join(t.TempDir(), "device.db")
+			shown := make(chan sdk.ProvisioningOperation, 4)
+			opts := sdk.Options{
+				DeviceID: "wanted-id", ProvisioningToken: tt.token, DB: db, Server: srv.URL,
+				MQTTServer: "mqtt://127.0.0.1:1", // no hub: the client starts offline
+				Logger:     testLogger(), ProvisioningPoll: 10 * time.Millisecond,
+				OnProvisioning: func(op sdk.ProvisioningOperation) {
+					shown <- op
+					fake.set(tt.decision) // the operator decides once the code is shown
+				},
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := sdk.Start(ctx, opts)
+			if tt.kind >= 0 {
+				if sdk.KindOf(err) != tt.kind {
+					t.Fatalf("Start: %v, want kind %s", err, tt.kind)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			op := <-shown
+			if op.VerificationCode != "ABCD-1234" || fake.device != "wanted-id" {
+				t.Errorf("operation %+v, device asked %q", op, fake.device)
+			}
+			if c.DeviceID() != "approved-id" {
+				t.Errorf("device id %q, want the operator's approved-id", c.DeviceID())
+			}
+			// Offline, enqueue works.
+			if _, err := c.StreamSender("").Enqueue([]byte(`{"seq": 1}`)); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			// A restart uses the stored credentials: no new operation.
+			c, err = sdk.Start(ctx, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.PendingMessages() != 1 || fake.created != 1 {
+				t.Errorf("after restart: pending %d, operations created %d", c.PendingMessages(), fake.created)
+			}
+		})
+	}
+}
+
+// TestProvisioningResumes: a device restarted while it waits for approval
+// polls the same operation instead of creating another.
+func TestProvisioningResumes(t *testing.T) {
+	fake := &fakeProvisioningEndpoint{token: "tok", ttl: time.Hour, status: "pending"}
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	opts := sdk.Options{
+		ProvisioningToken: "tok", DB: filepath.Join(t.TempDir(), "device.db"), Server: srv.URL,
+		MQTTServer: "mqtt://127.0.0.1:1", Logger: testLogger(), ProvisioningPoll: 10 * time.Millisecond,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := sdk.Start(ctx, opts)
+	cancel()
+	if err == nil {
+		t.Fatal("Start returned without approval")
+	}
+	fake.set("approved")
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := sdk.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if fake.created != 1 {
+		t.Fatalf("%d operations created, want 1", fake.created)
+	}
+}
