@@ -66,19 +66,25 @@ func StatusOf(err error) int {
 
 // Device is a registered device.
 type Device struct {
-	ID        string         `json:"id"`
-	Type      string         `json:"type"`
-	Name      string         `json:"name,omitempty"`
-	Group     string         `json:"group,omitempty"`
-	Tags      []string       `json:"tags,omitempty"`
-	Metadata  map[string]any `json:"metadata,omitempty"`
-	Status    string         `json:"status"`
-	Connected bool           `json:"connected"`
-	LastSeen  *time.Time     `json:"last_seen,omitempty"`
-	Metrics   map[string]any `json:"metrics,omitempty"`
-	Disabled  bool           `json:"disabled"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	ID       string         `json:"id"`
+	Type     string         `json:"type"`
+	Name     string         `json:"name,omitempty"`
+	Group    string         `json:"group,omitempty"`
+	Tags     []string       `json:"tags,omitempty"`
+	Metadata map[string]any `json:"metadata,omitempty"`
+	Location *Location      `json:"location,omitempty"`
+	// FirmwareVersion, HardwareVersion and ManagementIP are what the
+	// operator (or the device's registration) last said.
+	FirmwareVersion string         `json:"firmware_version,omitempty"`
+	HardwareVersion string         `json:"hardware_version,omitempty"`
+	ManagementIP    string         `json:"management_ip,omitempty"`
+	Status          string         `json:"status"`
+	Connected       bool           `json:"connected"`
+	LastSeen        *time.Time     `json:"last_seen,omitempty"`
+	Metrics         map[string]any `json:"metrics,omitempty"`
+	Disabled        bool           `json:"disabled"`
+	CreatedAt       time.Time      `json:"created_at"`
+	UpdatedAt       time.Time      `json:"updated_at"`
 }
 
 // ProvisionRequest describes a device to provision.
@@ -271,6 +277,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		return err
 	}
+	return c.send(req, out)
+}
+
+// send sends a request and decodes a 2xx JSON answer into out.
+func (c *Client) send(req *http.Request, out any) error {
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {

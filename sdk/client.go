@@ -48,6 +48,9 @@ type Client struct {
 		connected                         atomic.Bool
 	}
 	gen atomic.Uint64 // connection generation, increased by each connection
+
+	connMu   sync.Mutex
+	connDown chan struct{} // closed when the current connection goes down
 }
 
 // keepRejections bounds the rejections remembered for Send.

@@ -81,6 +81,11 @@ func (c *Client) run(ctx context.Context) {
 	connCtx, stopConn := context.WithCancel(ctx)
 	defer stopConn()
 	cfg.OnConnectionUp = func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+		// Publishes of this connection end when it goes down, not at paho's
+		// packet timeout.
+		c.connMu.Lock()
+		c.connDown = make(chan struct{})
+		c.connMu.Unlock()
 		if c.gen.Add(1) > 1 {
 			c.stats.reconnects.Add(1)
 		}
@@ -89,6 +94,7 @@ func (c *Client) run(ctx context.Context) {
 		c.poke()
 	}
 	cfg.OnConnectionDown = func() bool {
+		c.connLost()
 		c.stats.connected.Store(false)
 		c.log.Info("connection to the hub lost")
 		return c.Err() == nil
@@ -111,6 +117,17 @@ func (c *Client) run(ctx context.Context) {
 	c.drain(connCtx, cm)
 	stopConn()
 	<-cm.Done()
+	c.connLost()
+}
+
+// connLost ends the publishes of the connection that went down.
+func (c *Client) connLost() {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.connDown != nil {
+		close(c.connDown)
+		c.connDown = nil
+	}
 }
 
 // revoked stops the client: the hub no longer accepts its credentials.
@@ -242,8 +259,20 @@ func (c *Client) drain(ctx context.Context, cm *autopaho.ConnectionManager) {
 // publish sends one message at QoS 1 and waits for its PUBACK. err is nil
 // for a PUBACK with a success reason code; pr is nil when no PUBACK came.
 func (c *Client) publish(ctx context.Context, cm *autopaho.ConnectionManager, topic, contentType string, payload []byte) (*paho.PublishResponse, error) {
+	c.connMu.Lock()
+	down := c.connDown
+	c.connMu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, c.opts.PublishTimeout)
 	defer cancel()
+	if down != nil {
+		go func() {
+			select {
+			case <-down:
+				cancel()
+			case <-pctx.Done():
+			}
+		}()
+	}
 	c.stats.sent.Add(1)
 	pr, err := cm.Publish(pctx, &paho.Publish{
 		Topic: topic, QoS: 1, Payload: payload,

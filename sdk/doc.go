@@ -41,6 +41,14 @@
 // type's payload limit) before anything else; any other encoding is
 // refused with invalid_payload.
 //
+// Batches: a backlog of single-reading JSON messages is sent as batches:
+// one MQTT message of content type "application/vnd.devicehub.batch+json"
+// whose payload is a JSON array of the messages, each keeping its own
+// msg_id. The hub stores each element as its own message and acknowledges
+// the batch once all are stored; it refuses the whole batch if one element
+// is bad, and the SDK then sends those messages one by one. Set
+// Options.DisableBatching for brokers other than devicehub.
+//
 // Chunking: a message larger than Options.ChunkSize is sent as chunks on
 // {topic}/chunks/{chunk_id}/{index}/{count}, where {topic} is the
 // message's own topic (devices/{id}/data or devices/{id}/data/{stream}),

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Command is a command from the hub (topic devices/{id}/commands/{id}).
@@ -205,17 +202,4 @@ func (c *Client) PendingReportedProperties() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.pendingRepd > 0
-}
-
-// pendingCommands counts the commands waiting for the application.
-func (c *Client) pendingCommands() (int, error) {
-	n := 0
-	err := c.st.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketInbox).Stats().KeyN
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("count inbox: %w", err)
-	}
-	return n, nil
 }

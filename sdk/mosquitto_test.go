@@ -58,7 +58,7 @@ func TestMosquitto(t *testing.T) {
 	}
 
 	c := startClient(t, sdk.Options{
-		DB: filepath.Join(t.TempDir(), "device.db"), MQTTServer: raw,
+		DB: filepath.Join(t.TempDir(), "device.db"), MQTTServer: raw, DisableBatching: true,
 		Credentials: &sdk.Credentials{DeviceID: id, MQTTUsername: id, MQTTPassword: "unused"},
 		OnCommand:   func(cmd sdk.Command) sdk.Result { return sdk.Result{Result: map[string]any{"got": cmd.Name}} },
 	})

@@ -78,12 +78,11 @@ func (c *Client) credentials(ctx context.Context) (*Credentials, error) {
 // provision runs the provisioning flow against the hub's HTTP API:
 //
 //	POST /api/v1/provisioning/operations
-//	     Authorization: Bearer <provisioning token>
 //	     {"token": "<provisioning token>", "device_id": "<id or empty>"}
 //	  → {"id", "verification_code", "expires_at", "secret"}
 //	GET  /api/v1/provisioning/operations/{id}   Authorization: Bearer <secret>
 //	  → {"status": "pending" | "approved" | "rejected" | "expired",
-//	     "credentials": {"device_id", "mqtt_username", "mqtt_password", "api_key"}}
+//	     "device_id", "credentials": {"mqtt_username", "mqtt_password", "api_key"}}
 //
 // The credentials come exactly once, so they are stored in the same
 // transaction that forgets the operation. An operation the hub no longer
@@ -194,7 +193,7 @@ const maxProvisioningResponse = 64 << 10
 func (c *Client) createOperation(ctx context.Context) (ProvisioningOperation, error) {
 	var op ProvisioningOperation
 	body, _ := json.Marshal(map[string]string{"token": c.opts.ProvisioningToken, "device_id": c.opts.DeviceID})
-	code, b, err := c.httpDo(ctx, http.MethodPost, "/api/v1/provisioning/operations", c.opts.ProvisioningToken, body)
+	code, b, err := c.httpDo(ctx, http.MethodPost, "/api/v1/provisioning/operations", "", body)
 	if err != nil {
 		return op, err
 	}
@@ -234,6 +233,9 @@ func (c *Client) pollOperation(ctx context.Context, op ProvisioningOperation) (s
 		return "", nil, fmt.Errorf("poll provisioning operation: %w", err)
 	}
 	cr := out.Credentials
+	if cr != nil && cr.DeviceID == "" {
+		cr.DeviceID = out.DeviceID // the hub names the device beside its credentials
+	}
 	if cr == nil && out.MQTTUsername != "" {
 		cr = &Credentials{DeviceID: out.DeviceID, MQTTUsername: out.MQTTUsername, MQTTPassword: out.MQTTPassword, APIKey: out.APIKey}
 	}
@@ -260,7 +262,9 @@ func (c *Client) httpDo(ctx context.Context, method, path, bearer string, body [
 	if err != nil {
 		return 0, nil, &Error{Kind: KindInvalidOptions, Op: "provision", Err: err}
 	}
-	req.Header.Set("Authorization", "Bearer "+bearer)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

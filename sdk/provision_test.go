@@ -18,10 +18,10 @@ import (
 // endpoints (the hub side is being built separately), implementing the
 // contract the SDK is written against:
 //
-//	POST /api/v1/provisioning/operations (Bearer provisioning token)
+//	POST /api/v1/provisioning/operations {token, device_id}
 //	  → 201 {id, verification_code, expires_at, secret}
 //	GET  /api/v1/provisioning/operations/{id} (Bearer secret)
-//	  → {status, credentials (once, when approved)}
+//	  → {status, device_id, credentials (once, when approved)}
 type fakeProvisioningEndpoint struct {
 	token string
 	ttl   time.Duration
@@ -40,14 +40,15 @@ func (f *fakeProvisioningEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Requ
 	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/api/v1/provisioning/operations":
-		if auth != f.token {
-			http.Error(w, `{"error": {"code": "unauthorized", "message": "bad token"}}`, http.StatusUnauthorized)
-			return
-		}
 		var body struct {
+			Token    string `json:"token"`
 			DeviceID string `json:"device_id"`
 		}
 		json.NewDecoder(r.Body).Decode(&body)
+		if body.Token != f.token {
+			http.Error(w, `{"error": {"code": "unauthorized", "message": "bad token"}}`, http.StatusUnauthorized)
+			return
+		}
 		f.device = body.DeviceID
 		f.created++
 		w.WriteHeader(http.StatusCreated)
@@ -60,19 +61,26 @@ func (f *fakeProvisioningEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Requ
 			return
 		}
 		f.polls++
-		out := map[string]any{"status": f.status}
+		out := map[string]any{"id": "op1", "status": f.status}
 		if f.status == "approved" {
 			if f.fetched {
 				http.Error(w, `{"error": "gone"}`, http.StatusNotFound)
 				return
 			}
 			f.fetched = true
-			out["credentials"] = map[string]string{"device_id": "approved-id", "mqtt_username": "approved-id", "mqtt_password": "pw", "api_key": "k"}
+			out["device_id"] = "approved-id"
+			out["credentials"] = map[string]string{"mqtt_username": "approved-id", "mqtt_password": "pw", "api_key": "k"}
 		}
 		json.NewEncoder(w).Encode(out)
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+func (f *fakeProvisioningEndpoint) operations() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.created
 }
 
 func (f *fakeProvisioningEndpoint) set(status string) {
@@ -122,8 +130,11 @@ func TestProvisioning(t *testing.T) {
 				t.Fatal(err)
 			}
 			op := <-shown
-			if op.VerificationCode != "ABCD-1234" || fake.device != "wanted-id" {
-				t.Errorf("operation %+v, device asked %q", op, fake.device)
+			fake.mu.Lock()
+			asked := fake.device
+			fake.mu.Unlock()
+			if op.VerificationCode != "ABCD-1234" || asked != "wanted-id" {
+				t.Errorf("operation %+v, device asked %q", op, asked)
 			}
 			if c.DeviceID() != "approved-id" {
 				t.Errorf("device id %q, want the operator's approved-id", c.DeviceID())
@@ -139,8 +150,8 @@ func TestProvisioning(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if c.PendingMessages() != 1 || fake.created != 1 {
-				t.Errorf("after restart: pending %d, operations created %d", c.PendingMessages(), fake.created)
+			if c.PendingMessages() != 1 || fake.operations() != 1 {
+				t.Errorf("after restart: pending %d, operations created %d", c.PendingMessages(), fake.operations())
 			}
 		})
 	}
@@ -170,7 +181,7 @@ func TestProvisioningResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if fake.created != 1 {
-		t.Fatalf("%d operations created, want 1", fake.created)
+	if n := fake.operations(); n != 1 {
+		t.Fatalf("%d operations created, want 1", n)
 	}
 }

@@ -18,6 +18,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -40,6 +42,39 @@ type Devices interface {
 	Provision(ctx context.Context, req registry.ProvisionRequest) (events.Credentials, error)
 	Get(ctx context.Context, id string) (*registry.Device, error)
 	List(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error)
+}
+
+// Registry manages devices beyond provisioning them: their registry fields,
+// state, credentials and groups, and bulk imports (*registry.Service).
+type Registry interface {
+	Update(ctx context.Context, id string, req registry.UpdateRequest) (*registry.Device, error)
+	Disable(ctx context.Context, id, reason string) error
+	Enable(ctx context.Context, id string) error
+	Revoke(ctx context.Context, id, reason string) error
+	Rotate(ctx context.Context, id string, overlap time.Duration) (registry.RotateResult, error)
+	PinCertificate(ctx context.Context, id string, fingerprint [32]byte) error
+	CreateGroup(ctx context.Context, req registry.CreateGroupRequest) (*registry.Group, error)
+	RenameGroup(ctx context.Context, id, name string) (*registry.Group, error)
+	GetGroup(ctx context.Context, id string) (*registry.Group, error)
+	ListGroups(ctx context.Context) ([]registry.Group, error)
+	ListGroupDevices(ctx context.Context, id string, opts registry.ListOptions) ([]registry.Device, error)
+	ImportCSV(ctx context.Context, r io.Reader, opts registry.ImportOptions) (*registry.ImportReport, error)
+	ImportJSON(ctx context.Context, b []byte, opts registry.ImportOptions) (*registry.ImportReport, error)
+}
+
+// Provisioning runs provisioning tokens, operations and self-registration
+// (*provisioning.Service).
+type Provisioning interface {
+	CreateToken(ctx context.Context, req provisioning.CreateTokenRequest) (*provisioning.CreateTokenResponse, error)
+	ListTokens(ctx context.Context) ([]provisioning.Token, error)
+	RevokeToken(ctx context.Context, id string) error
+	CreateOperation(ctx context.Context, req provisioning.CreateOperationRequest, remoteAddr string) (*provisioning.CreateOperationResponse, error)
+	PollOperation(ctx context.Context, id, secret string) (*provisioning.OperationStatus, error)
+	ListOperations(ctx context.Context, status string, limit int) ([]provisioning.Operation, error)
+	GetOperation(ctx context.Context, id string) (*provisioning.Operation, error)
+	ApproveOperation(ctx context.Context, id string, req provisioning.ApproveRequest) (*provisioning.Operation, error)
+	RejectOperation(ctx context.Context, id string, req provisioning.RejectRequest) (*provisioning.Operation, error)
+	Register(ctx context.Context, req provisioning.RegisterRequest) (*provisioning.RegisterResponse, error)
 }
 
 // Readings queries stored readings.
@@ -115,13 +150,19 @@ type Types interface {
 // Deps are the API's collaborators. A nil dependency makes its endpoints
 // answer 501 not_implemented.
 type Deps struct {
-	Devices    Devices
-	Readings   Readings
-	Messages   Messages
-	Events     Events
-	DeviceData DeviceData
-	DeviceAuth DeviceAuth
-	Tokens     Tokens
+	Devices Devices
+	// Registry updates, disables, revokes and rotates devices, and keeps
+	// groups and imports.
+	Registry Registry
+	// Provisioning serves provisioning tokens, operations and
+	// self-registration.
+	Provisioning Provisioning
+	Readings     Readings
+	Messages     Messages
+	Events       Events
+	DeviceData   DeviceData
+	DeviceAuth   DeviceAuth
+	Tokens       Tokens
 	// Audit records every change asked of the API; nil records nothing
 	// (and GET /api/v1/audit answers 501).
 	Audit AuditLog
@@ -144,6 +185,10 @@ type Options struct {
 	// EventBuffer is the SSE stream's queue of events not yet written;
 	// default 256.
 	EventBuffer int
+	// RotationOverlap is how long a device's old credentials stay valid
+	// after a rotation that names no overlap (provisioning.rotation_overlap);
+	// 0: they stop at once.
+	RotationOverlap time.Duration
 }
 
 // Version is the version of the API the OpenAPI document states.
@@ -201,10 +246,14 @@ func humaConfig() huma.Config {
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		schemeBearer: {Type: "http", Scheme: "bearer", Description: "An operator token (devicehub token create). Its role decides what it may do."},
 		schemeDevice: {Type: "http", Scheme: "bearer", Description: "A device's API key, from its provisioning."},
+		schemeOperation: {Type: "http", Scheme: "bearer", Description: "A provisioning operation's secret, from its creation: " +
+			"the device polls its operation with it."},
 	}
 	cfg.Tags = []*huma.Tag{
 		{Name: "devices", Description: "Devices, their readings and messages"},
 		{Name: "device", Description: "Endpoints for devices (API key)"},
+		{Name: "groups", Description: "Device groups"},
+		{Name: "provisioning", Description: "Provisioning tokens and operations, self-registration"},
 		{Name: "events", Description: "The event stream"},
 		{Name: "tokens", Description: "Operator tokens"},
 		{Name: "audit", Description: "The API audit trail"},
@@ -236,6 +285,9 @@ func (a *API) routes() {
 	m.HandleFunc("GET /api/v1/docs", a.docs)
 
 	a.registerDevices()
+	a.registerManage()
+	a.registerGroups()
+	a.registerProvisioning()
 	a.registerDeviceTypes()
 	a.registerData()
 	a.registerEvents()

@@ -23,6 +23,15 @@ const (
 	permOperator             // operator or admin: device operations
 	permAdmin                // admin only: tokens, audit
 	permDevice               // a device's API key
+	// permSecret: a device-facing operation that authenticates the
+	// caller itself with a secret in the request body (a provisioning
+	// token, the registration shared secret); operator tokens give
+	// nothing. Not audited: the operation logs what it does.
+	permSecret
+	// permOperatorOrSecret: an operator token, or the operation's own
+	// secret as the bearer (a device polling its provisioning operation);
+	// the handler decides which (see pollOperation).
+	permOperatorOrSecret
 )
 
 // role is the least role of a permission; "" for public and device ones.
@@ -30,7 +39,7 @@ func (p perm) role() access.Role {
 	switch p {
 	case permViewer:
 		return access.Viewer
-	case permOperator:
+	case permOperator, permOperatorOrSecret:
 		return access.Operator
 	case permAdmin:
 		return access.Admin
@@ -40,15 +49,17 @@ func (p perm) role() access.Role {
 
 // The security schemes of the OpenAPI document.
 const (
-	schemeBearer = "bearer"
-	schemeDevice = "deviceKey"
+	schemeBearer    = "bearer"
+	schemeDevice    = "deviceKey"
+	schemeOperation = "operationSecret"
 )
 
 // metaPerm is the operation metadata key holding its perm.
 const metaPerm = "devicehub.perm"
 
 // RoleExtension is the OpenAPI extension on each operation that names the
-// least role it needs (viewer, operator, admin), or "device".
+// least role it needs (viewer, operator, admin), or "device" (a device's
+// API key), or "secret" (a secret in the request body; no token).
 const RoleExtension = "x-devicehub-role"
 
 // register adds an operation: huma validates its input and documents it;
@@ -94,12 +105,20 @@ func describe(op *huma.Operation, p perm) {
 	case permDevice:
 		op.Security = []map[string][]string{{schemeDevice: {}}}
 		op.Extensions[RoleExtension] = "device"
+	case permSecret:
+		op.Security = []map[string][]string{}
+		op.Extensions[RoleExtension] = "secret"
+	case permOperatorOrSecret:
+		op.Security = []map[string][]string{{schemeOperation: {}}, {schemeBearer: {}}}
+		op.Extensions[RoleExtension] = string(p.role())
+		op.Description += "\n\nNeeds the operation's secret, or a token with role " + string(p.role()) + " or above."
 	}
 }
 
 // reqInfo is what guard knows of a request, shared with the handler
 // through the context.
 type reqInfo struct {
+	r                  *http.Request
 	opID, method, path string
 	token              *access.Token
 	device             deviceIdentity
@@ -131,11 +150,11 @@ func (a *API) guard(ctx huma.Context, next func(huma.Context)) {
 	op := ctx.Operation()
 	p, _ := op.Metadata[metaPerm].(perm)
 	r, w := humago.Unwrap(ctx)
-	info := &reqInfo{opID: op.OperationID, method: r.Method, path: r.URL.Path, target: r.PathValue("id")}
+	info := &reqInfo{r: r, opID: op.OperationID, method: r.Method, path: r.URL.Path, target: r.PathValue("id")}
 	ctx = huma.WithValue(ctx, reqInfoKey{}, info)
 
 	status, finished := 0, false
-	if p != permPublic && p != permDevice && r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if p != permPublic && p != permDevice && p != permSecret && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		start := time.Now()
 		defer func() {
 			switch {
@@ -150,7 +169,7 @@ func (a *API) guard(ctx huma.Context, next func(huma.Context)) {
 	}
 
 	switch p {
-	case permPublic:
+	case permPublic, permSecret, permOperatorOrSecret:
 	case permDevice:
 		if a.deps.DeviceAuth == nil || a.deps.DeviceData == nil {
 			status = a.writeError(w, r, errNotImplemented)

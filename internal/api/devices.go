@@ -26,27 +26,45 @@ const (
 
 // Device is a registered device as the API shows it.
 type Device struct {
-	ID        string         `json:"id" doc:"Device id: [A-Za-z0-9._:-]{1,128}; also the MQTT client id." example:"ws-1"`
-	Type      string         `json:"type" doc:"Device type." example:"WeatherStation"`
-	Name      string         `json:"name,omitempty" doc:"Display name."`
-	Group     string         `json:"group,omitempty" doc:"Device group."`
-	Tags      []string       `json:"tags,omitempty" doc:"Tags."`
-	Metadata  map[string]any `json:"metadata,omitempty" doc:"Free-form metadata."`
-	Status    string         `json:"status" doc:"Last reported status: online, offline, error, maintenance, unknown, ..." example:"online"`
-	Connected bool           `json:"connected" doc:"Whether the device has a live connection."`
-	LastSeen  *time.Time     `json:"last_seen,omitempty" doc:"When the hub last heard from the device."`
-	Metrics   map[string]any `json:"metrics,omitempty" doc:"The latest heartbeat metrics."`
-	Disabled  bool           `json:"disabled" doc:"A disabled device may not connect or post data."`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	ID       string         `json:"id" doc:"Device id: [A-Za-z0-9._:-]{1,128}; also the MQTT client id." example:"ws-1"`
+	Type     string         `json:"type" doc:"Device type." example:"WeatherStation"`
+	Name     string         `json:"name,omitempty" doc:"Display name."`
+	Group    string         `json:"group,omitempty" doc:"Device group."`
+	Tags     []string       `json:"tags,omitempty" doc:"Tags."`
+	Metadata map[string]any `json:"metadata,omitempty" doc:"Free-form metadata."`
+	Location *Location      `json:"location,omitempty" doc:"Where the device is."`
+	// FirmwareVersion, HardwareVersion and ManagementIP are what the
+	// operator (or the device's registration) last said.
+	FirmwareVersion string         `json:"firmware_version,omitempty"`
+	HardwareVersion string         `json:"hardware_version,omitempty"`
+	ManagementIP    string         `json:"management_ip,omitempty" doc:"The device's management IP address."`
+	Status          string         `json:"status" doc:"Last reported status: online, offline, error, maintenance, unknown, ..." example:"online"`
+	Connected       bool           `json:"connected" doc:"Whether the device has a live connection."`
+	LastSeen        *time.Time     `json:"last_seen,omitempty" doc:"When the hub last heard from the device."`
+	Metrics         map[string]any `json:"metrics,omitempty" doc:"The latest heartbeat metrics."`
+	Disabled        bool           `json:"disabled" doc:"A disabled device may not connect or post data."`
+	CreatedAt       time.Time      `json:"created_at"`
+	UpdatedAt       time.Time      `json:"updated_at"`
+}
+
+// Location is where a device is.
+type Location struct {
+	Lat         float64 `json:"lat" minimum:"-90" maximum:"90"`
+	Lon         float64 `json:"lon" minimum:"-180" maximum:"180"`
+	Description string  `json:"description,omitempty" maxLength:"512"`
 }
 
 func deviceOut(d *registry.Device) Device {
-	return Device{
+	out := Device{
 		ID: d.ID, Type: d.Type, Name: d.Name, Group: d.Group, Tags: d.Tags, Metadata: d.Metadata,
+		FirmwareVersion: d.FirmwareVersion, HardwareVersion: d.HardwareVersion, ManagementIP: d.ManagementIP,
 		Status: d.Status, Connected: d.Connected, LastSeen: d.LastSeen, Metrics: d.Metrics,
 		Disabled: d.Disabled, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 	}
+	if d.Location != nil {
+		out.Location = &Location{Lat: d.Location.Lat, Lon: d.Location.Lon, Description: d.Location.Description}
+	}
+	return out
 }
 
 func (a *API) registerDevices() {

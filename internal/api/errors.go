@@ -12,6 +12,7 @@ import (
 
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -32,6 +33,14 @@ var (
 	errPanic          = errors.New("handler panic")
 )
 
+// deviceCredentialErr marks an error of a device-facing operation whose
+// credentials are in the request (a provisioning token): there, an unknown
+// token is a 401, not the 404 an operator gets for an unknown token id.
+type deviceCredentialErr struct{ err error }
+
+func (e deviceCredentialErr) Error() string { return e.err.Error() }
+func (e deviceCredentialErr) Unwrap() error { return e.err }
+
 // invalidArg is a 400 invalid_argument naming the field.
 func invalidArg(field, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: "invalid_argument", Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
@@ -47,7 +56,7 @@ type ErrorResponse struct {
 
 // ErrorDetail says what went wrong.
 type ErrorDetail struct {
-	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, or an ingest rejection code." example:"invalid_argument"`
+	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, or an ingest rejection code." example:"invalid_argument"`
 	Message string `json:"message" doc:"What went wrong, for people." example:"limit: must be an integer from 1 to 1000"`
 	Field   string `json:"field,omitempty" doc:"The request field at fault (body property, query or path parameter, header), if any." example:"limit"`
 }
@@ -174,6 +183,46 @@ func httpError(err error) (int, ErrorDetail) {
 	switch {
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, ErrorDetail{Code: "payload_too_large", Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
+	case errors.As(err, new(deviceCredentialErr)) && errors.Is(err, provisioning.ErrTokenNotFound):
+		return http.StatusUnauthorized, ErrorDetail{Code: "invalid_token", Message: "unknown provisioning token", Field: "token"}
+	case errors.Is(err, provisioning.ErrTokenExpired):
+		return http.StatusUnauthorized, ErrorDetail{Code: "token_expired", Message: "the provisioning token has expired", Field: "token"}
+	case errors.Is(err, provisioning.ErrTokenRevoked):
+		return http.StatusUnauthorized, ErrorDetail{Code: "token_revoked", Message: "the provisioning token was revoked", Field: "token"}
+	case errors.Is(err, provisioning.ErrTokenExhausted):
+		return http.StatusForbidden, ErrorDetail{Code: "token_exhausted", Message: "the provisioning token has been used as often as it may", Field: "token"}
+	case errors.Is(err, provisioning.ErrTokenNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
+	case errors.Is(err, provisioning.ErrOperationNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: "provisioning operation not found"}
+	case errors.Is(err, provisioning.ErrOperationExpired):
+		return http.StatusGone, ErrorDetail{Code: "operation_expired", Message: "the provisioning operation has expired"}
+	case errors.Is(err, provisioning.ErrOperationRejected):
+		return http.StatusGone, ErrorDetail{Code: "operation_rejected", Message: err.Error()}
+	case errors.Is(err, provisioning.ErrAlreadyDelivered):
+		return http.StatusGone, ErrorDetail{Code: "already_delivered", Message: "the credentials were delivered already; they are delivered only once"}
+	case errors.Is(err, provisioning.ErrOperationDecided):
+		return http.StatusConflict, ErrorDetail{Code: "operation_decided", Message: err.Error()}
+	case errors.Is(err, provisioning.ErrOperationBusy):
+		return http.StatusConflict, ErrorDetail{Code: "operation_busy", Message: "the operation is being approved; try again later"}
+	case errors.Is(err, provisioning.ErrBadSecret):
+		return http.StatusUnauthorized, ErrorDetail{Code: "unauthorized", Message: "bad operation secret"}
+	case errors.Is(err, provisioning.ErrRegistrationOff):
+		return http.StatusForbidden, ErrorDetail{Code: "registration_disabled", Message: "self-registration is not enabled on this hub"}
+	case errors.Is(err, provisioning.ErrBadSharedSecret):
+		return http.StatusUnauthorized, ErrorDetail{Code: "bad_shared_secret", Message: "bad shared secret", Field: "shared_secret"}
+	case errors.Is(err, provisioning.ErrKeyBoundElsewhere):
+		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "device_id"}
+	case errors.Is(err, provisioning.ErrDeviceTypeRequired):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: "type: a device type is required", Field: "type"}
+	case errors.Is(err, provisioning.ErrInvalid), errors.Is(err, registry.ErrInvalid):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
+	case errors.Is(err, registry.ErrGroupNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
+	case errors.Is(err, registry.ErrGroupExists):
+		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "id"}
+	case errors.Is(err, registry.ErrImportRefused):
+		return http.StatusUnprocessableEntity, ErrorDetail{Code: "import_refused", Message: err.Error()}
 	case errors.Is(err, registry.ErrNotFound):
 		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
 	case errors.Is(err, access.ErrNotFound):

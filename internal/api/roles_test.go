@@ -32,6 +32,30 @@ var roleCalls = []roleCall{
 	{op: "listAudit", method: "GET", path: "/api/v1/audit", least: "admin"},
 	{op: "postDeviceData", method: "POST", path: "/api/v1/device/data", body: `{"temperature":1}`, least: "device"},
 	{op: "postDeviceStreamData", method: "POST", path: "/api/v1/device/data/fast", body: `{"temperature":1}`, least: "device"},
+	{op: "provisionDeviceByID", method: "POST", path: "/api/v1/devices/new-1/provision", body: `{"type":"WeatherStation"}`, least: "operator"},
+	{op: "updateDevice", method: "PATCH", path: "/api/v1/devices/ws-1", body: `{"name":"Roof"}`, least: "operator"},
+	{op: "disableDevice", method: "POST", path: "/api/v1/devices/ws-1/disable", least: "operator"},
+	{op: "enableDevice", method: "POST", path: "/api/v1/devices/ws-1/enable", least: "operator"},
+	{op: "revokeDevice", method: "POST", path: "/api/v1/devices/ws-1/revoke", body: `{"reason":"lost"}`, least: "operator"},
+	{op: "rotateDevice", method: "POST", path: "/api/v1/devices/ws-1/rotate", least: "operator"},
+	{op: "pinDeviceCertificate", method: "PUT", path: "/api/v1/devices/ws-1/certificate", body: `{"fingerprint":"` + strings.Repeat("ab", 32) + `"}`, least: "operator"},
+	{op: "importDevices", method: "POST", path: "/api/v1/devices/import", body: `{"devices":[{"id":"imp-1","type":"WeatherStation"}]}`, least: "operator"},
+	{op: "createGroup", method: "POST", path: "/api/v1/groups", body: `{"id":"cellar-2"}`, least: "operator"},
+	{op: "listGroups", method: "GET", path: "/api/v1/groups", least: "viewer"},
+	{op: "getGroup", method: "GET", path: "/api/v1/groups/roof", least: "viewer"},
+	{op: "renameGroup", method: "PATCH", path: "/api/v1/groups/roof", body: `{"name":"Roof"}`, least: "operator"},
+	{op: "listGroupDevices", method: "GET", path: "/api/v1/groups/roof/devices", least: "viewer"},
+	{op: "createProvisioningToken", method: "POST", path: "/api/v1/provisioning/tokens", body: `{"device_type":"WeatherStation"}`, least: "admin"},
+	{op: "listProvisioningTokens", method: "GET", path: "/api/v1/provisioning/tokens", least: "admin"},
+	{op: "revokeProvisioningToken", method: "DELETE", path: "/api/v1/provisioning/tokens/pt_1", least: "admin"},
+	{op: "listProvisioningOperations", method: "GET", path: "/api/v1/provisioning/operations", least: "operator"},
+	{op: "getProvisioningOperation", method: "GET", path: "/api/v1/provisioning/operations/op_1", least: "operator"},
+	{op: "approveProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations/op_1/approve", least: "operator"},
+	{op: "rejectProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations/op_1/reject", least: "operator"},
+	// Device-facing operations with the secret in the body: any bearer,
+	// or none, is the same; an operator token grants nothing more.
+	{op: "createProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations", body: `{"token":"dhp_good"}`, least: "secret"},
+	{op: "registerDevice", method: "POST", path: "/api/v1/device/register", body: `{"shared_secret":"shared-secret-0123","key":"k1","type":"WeatherStation"}`, least: "secret"},
 	// streamEvents is tried in TestEventsRoles: a granted stream never ends.
 }
 
@@ -60,6 +84,8 @@ func TestRoles(t *testing.T) {
 				code, _ := errCode(r)
 				var allowed bool
 				switch {
+				case c.least == "secret":
+					allowed = true
 				case c.least == "device":
 					allowed = who.name == "device"
 				case who.name == "device", who.token == "" || who.name == "bad token":
@@ -83,7 +109,7 @@ func TestRoles(t *testing.T) {
 				// refused, is in the audit trail; device data is not (it
 				// is in the message log).
 				entries := f.Audit.Entries()
-				wantAudit := c.method != "GET" && c.least != "device"
+				wantAudit := c.method != "GET" && c.least != "device" && c.least != "secret"
 				if !wantAudit {
 					if len(entries) != 0 {
 						t.Errorf("audit entries for %s: %+v", c.op, entries)

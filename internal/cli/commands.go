@@ -71,7 +71,7 @@ func newProvisionCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := c.ProvisionDevice(cmd.Context(), req)
+			p, err := c.ProvisionDeviceByID(cmd.Context(), req.ID, req)
 			if err != nil {
 				return err
 			}

@@ -67,6 +67,7 @@ func newDevicesCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.Limit, "limit", 0, "page size (default 100, at most 1000)")
 	_ = cmd.RegisterFlagCompletionFunc("connected", cobra.FixedCompletions([]string{"true", "false"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.AddCommand(newDeviceMessagesCmd(g))
+	cmd.AddCommand(newDeviceManageCmds(g)...)
 	cmd.AddCommand(&cobra.Command{
 		Use:               "get DEVICE_ID",
 		Short:             "Show one device",

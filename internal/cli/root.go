@@ -124,7 +124,10 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newTypesCmd(g),
 		newTokenCmd(g),
 		newAuditCmd(g),
+		newGroupsCmd(g),
+		newProvisioningCmd(g),
 		newBenchCmd(serve),
+		newSimulateCmd(g),
 	)
 	return root
 }

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeStore struct {
 	entered chan int
 	gate    chan struct{}
-	fail    error               // returned by every Commit
+	fail    error                // returned by every Commit
 	outcome func(*commit.Change) // sets Err or Duplicate
 
 	mu      sync.Mutex

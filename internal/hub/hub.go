@@ -182,18 +182,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	h.Access = access.NewService(st)
 
 	h.api = api.New(api.Deps{
-		Devices:    h.Registry,
-		Readings:   st,
-		Messages:   st,
-		Events:     busEvents{h.Bus},
-		DeviceData: httpIngest{h},
-		DeviceAuth: h.Registry,
-		Tokens:     h.Access,
-		Audit:      st,
-		Types:      h.Types,
-		Ready:      h.readyErr,
-		Metrics:    promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
-	}, api.Options{}, log.With("component", "api"))
+		Devices:      h.Registry,
+		Registry:     h.Registry,
+		Provisioning: h.Provisioning,
+		Readings:     st,
+		Messages:     st,
+		Events:       busEvents{h.Bus},
+		DeviceData:   httpIngest{h},
+		DeviceAuth:   h.Registry,
+		Tokens:       h.Access,
+		Audit:        st,
+		Types:        h.Types,
+		Ready:        h.readyErr,
+		Metrics:      promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
+	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
 	ok = true
 	return h, nil
 }

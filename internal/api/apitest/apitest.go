@@ -34,15 +34,16 @@ const (
 
 // Fakes are the API's collaborators, in memory.
 type Fakes struct {
-	Devices  *Devices
-	Readings *Readings
-	Messages *Messages
-	Events   *Events
-	Data     *Data
-	Tokens   *Tokens
-	Audit    *Audit
-	Types    *devicetype.Registry
-	Ready    error
+	Devices      *Devices
+	Provisioning *Provisioning
+	Readings     *Readings
+	Messages     *Messages
+	Events       *Events
+	Data         *Data
+	Tokens       *Tokens
+	Audit        *Audit
+	Types        *devicetype.Registry
+	Ready        error
 }
 
 // New returns fakes with three tokens (admin t1, operator t2, viewer t3)
@@ -58,7 +59,7 @@ func New() *Fakes {
 		panic(err)
 	}
 	f := &Fakes{
-		Devices:  &Devices{Types: types, devices: map[string]registry.Device{}, keys: map[string]string{}},
+		Devices:  &Devices{Types: types, devices: map[string]registry.Device{}, keys: map[string]string{}, groups: map[string]registry.Group{}},
 		Readings: &Readings{},
 		Messages: &Messages{},
 		Events:   &Events{subs: map[*subscription]struct{}{}},
@@ -68,6 +69,7 @@ func New() *Fakes {
 		Types:    types,
 	}
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Provisioning = newProvisioning(f.Devices, types)
 	f.Tokens.add(AdminToken, access.Token{ID: "t1", Name: "admin", Role: access.Admin, CreatedAt: created})
 	f.Tokens.add(OperatorToken, access.Token{ID: "t2", Name: "ops", Role: access.Operator, CreatedAt: created})
 	f.Tokens.add(ViewerToken, access.Token{ID: "t3", Name: "dash", Role: access.Viewer, CreatedAt: created})
@@ -77,7 +79,7 @@ func New() *Fakes {
 // Deps returns the API dependencies backed by the fakes.
 func (f *Fakes) Deps() api.Deps {
 	return api.Deps{
-		Devices: f.Devices, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
+		Devices: f.Devices, Registry: f.Devices, Provisioning: f.Provisioning, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready },
 	}
@@ -102,9 +104,15 @@ type Devices struct {
 	// Err, if set, is returned by every call.
 	Err error
 
+	// Overlaps are the overlaps of the rotations asked, in order.
+	Overlaps []time.Duration
+	// Certs are the pinned certificate fingerprints by device.
+	Certs map[string][32]byte
+
 	mu      sync.Mutex
 	devices map[string]registry.Device
 	keys    map[string]string // api key → device id
+	groups  map[string]registry.Group
 	n       int
 }
 
@@ -126,6 +134,12 @@ func (d *Devices) Provision(_ context.Context, req registry.ProvisionRequest) (e
 	}
 	d.n++
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	d.ensureGroupLocked(req.Group)
+	for k, v := range d.keys {
+		if v == req.ID { // re-provisioned: the old key stops working
+			delete(d.keys, k)
+		}
+	}
 	d.devices[req.ID] = registry.Device{
 		ID: req.ID, Type: req.Type, Name: req.Name, Group: req.Group, Tags: req.Tags, Metadata: req.Metadata,
 		Status: "unknown", CreatedAt: now, UpdatedAt: now,
@@ -139,6 +153,7 @@ func (d *Devices) Provision(_ context.Context, req registry.ProvisionRequest) (e
 func (d *Devices) Put(dev registry.Device) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.ensureGroupLocked(dev.Group)
 	d.devices[dev.ID] = dev
 }
 

@@ -79,8 +79,15 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	for id, k := range w.known {
 		s.keys[id] = k
 	}
+	s.committed(len(batch))
 	return nil
 }
+
+// Columns of a row of the messages and events inserts.
+const (
+	messageCols = 11
+	eventCols   = 6
+)
 
 // writeState is one Commit in progress.
 type writeState struct {
@@ -121,7 +128,10 @@ func (w *writeState) commit(ctx context.Context, batch []*commit.Change) (err er
 
 	// Pass 1, in order: provisioning, device checks, duplicate msg_ids
 	// within the batch, and the messages to insert.
-	var plain, dedup []any
+	// Sized for the common batch (every change a message without msg_id,
+	// one reading, one event) so that appending does not regrow them.
+	plain := make([]any, 0, len(batch)*messageCols)
+	var dedup []any
 	var dedupChanges []int
 	seen := map[[2]string]struct{}{}
 	for i, ch := range batch {
@@ -200,9 +210,9 @@ func (w *writeState) commit(ctx context.Context, batch []*commit.Change) (err er
 		recv int64
 		r    *commit.Reading
 	}
-	var rds []readingRow
-	var evs []any
-	patches := map[int64]*commit.DevicePatch{}
+	rds := make([]readingRow, 0, len(batch))
+	evs := make([]any, 0, len(batch)*eventCols)
+	patches := make(map[int64]*commit.DevicePatch, len(batch))
 	var patchOrder []int64
 	for _, ch := range batch {
 		if ch.Err != nil || ch.Duplicate {

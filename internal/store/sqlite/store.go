@@ -2,8 +2,10 @@
 // default, embedded storage of a single node.
 //
 // There is one writer connection (SQLite allows one writer at a time, and
-// group commit makes one enough) and a pool of reader connections; the
-// database runs in WAL mode so that readers never wait for the writer.
+// group commit makes one enough), a pool of reader connections, and a
+// connection of the checkpointer, which copies the WAL into the database
+// file off the commit path (see checkpoint.go); the database runs in WAL
+// mode so that readers never wait for the writer.
 package sqlite
 
 import (
@@ -15,7 +17,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 
@@ -59,7 +60,13 @@ type Options struct {
 type Store struct {
 	w   *sql.DB // the one writer connection
 	r   *sql.DB // readers
+	ck  *sql.DB // the checkpointer's connection
 	log *slog.Logger
+
+	ckKick   chan struct{} // wakes the checkpointer
+	ckStop   chan struct{} // closed by Close
+	ckDone   chan struct{} // closed when the checkpointer returned
+	stopOnce sync.Once
 
 	// wmu serialises Commit; it guards everything below.
 	wmu     sync.Mutex
@@ -68,6 +75,9 @@ type Store struct {
 	inserts map[string]*bulk // multi-row insert statements by table
 	patch   *bulk
 	lookup  *bulk
+	// uncheckpointed counts the changes committed since the last
+	// checkpoint (see checkpoint.go).
+	uncheckpointed int
 }
 
 // busyTimeoutMS is how long a connection waits for a lock before failing.
@@ -96,20 +106,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 
 	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
-	if x := os.Getenv("XPERF_PRE"); x != "" {
-		pre, err := sql.Open("sqlite", base)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := pre.ExecContext(ctx, x); err != nil {
-			return nil, err
-		}
-		pre.Close()
-	}
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
 	w, err := sql.Open("sqlite", base+"?"+common+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
-		"&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_txlock=immediate")
+		"&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_txlock=immediate"+
+		fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", autoCheckpointPages))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
@@ -120,11 +121,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", opts.Path, err)
-	}
-	if x := os.Getenv("XPERF_W"); x != "" {
-		if _, err := w.ExecContext(ctx, x); err != nil {
-			return nil, err
-		}
 	}
 	if err := migrate(ctx, w, log); err != nil {
 		w.Close()
@@ -138,15 +134,28 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	r.SetMaxOpenConns(opts.ReadConns)
 	r.SetMaxIdleConns(opts.ReadConns)
 
-	s := &Store{w: w, r: r, log: log, keys: map[string]int64{}}
+	ck, err := sql.Open("sqlite", base+"?"+common+"&_pragma=synchronous("+sync+")")
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("open sqlite checkpointer: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	ck.SetMaxIdleConns(1)
+	ck.SetConnMaxLifetime(0)
+	ck.SetConnMaxIdleTime(0)
+
+	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
+		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
 	if err := s.initStatements(ctx); err != nil {
-		s.Close()
+		s.closeDB()
 		return nil, err
 	}
 	if err := w.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&s.seq); err != nil {
-		s.Close()
+		s.closeDB()
 		return nil, fmt.Errorf("read last event seq: %w", err)
 	}
+	go s.checkpointer()
 	return s, nil
 }
 
@@ -170,8 +179,18 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	return nil
 }
 
-// Close closes the statements and both connection pools.
+// Close stops the checkpointer and closes the statements and the
+// connection pools.
 func (s *Store) Close() error {
+	s.stopOnce.Do(func() {
+		close(s.ckStop)
+		<-s.ckDone
+	})
+	return s.closeDB()
+}
+
+// closeDB closes the statements and the connection pools.
+func (s *Store) closeDB() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	for _, b := range s.inserts {
@@ -179,5 +198,5 @@ func (s *Store) Close() error {
 	}
 	s.patch.close()
 	s.lookup.close()
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 }

@@ -1,0 +1,134 @@
+package sim_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/hub"
+	"github.com/devicehub/devicehub/internal/sim"
+	"github.com/devicehub/devicehub/sdk"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	)
+}
+
+func f64(v float64) *float64 { return &v }
+
+// TestFleetWithFaults runs a small fleet against a real hub with every
+// fault, then checks that what the devices enqueued reached the hub.
+func TestFleetWithFaults(t *testing.T) {
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`data_dir: %s
+mqtt: {addr: "127.0.0.1:0"}
+http: {addr: "127.0.0.1:0"}
+ingest: {rate_limit: {rate: 0, burst: 0}}
+device_types:
+  Thermo:
+    fields:
+      temperature: {type: float, min: -20, max: 50}
+      count: {type: int, min: 0, max: 10}
+      ok: {type: bool}
+`, dir)
+	path := filepath.Join(dir, "devicehub.yaml")
+	os.WriteFile(path, []byte(yaml), 0o600)
+	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := hub.New(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	<-h.Ready()
+	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+	api := client.New("http://"+h.HTTPAddr(), strings.TrimSpace(string(tok)), nil)
+
+	opts := sim.Options{
+		Devices: 4, Rate: 50, Type: "Thermo",
+		Fields: []sim.Field{
+			{Name: "temperature", Type: "float", Min: f64(-20), Max: f64(50)},
+			{Name: "count", Type: "int", Min: f64(0), Max: f64(10)},
+			{Name: "ok", Type: "bool"},
+		},
+		MQTTServer: "mqtt://" + h.MQTTAddr(),
+		StateDir:   t.TempDir(),
+		Provision: func(ctx context.Context, id, typ string) (*sdk.Credentials, error) {
+			p, err := api.ProvisionDevice(ctx, client.ProvisionRequest{ID: id, Type: typ})
+			if err != nil {
+				return nil, err
+			}
+			c := p.Credentials
+			return &sdk.Credentials{DeviceID: c.DeviceID, MQTTUsername: c.MQTTUsername, MQTTPassword: c.MQTTPassword}, nil
+		},
+		Faults: sim.Faults{DropEvery: 300 * time.Millisecond, PauseEvery: 700 * time.Millisecond, PauseFor: 200 * time.Millisecond, RestartEvery: time.Second},
+		Logger: log,
+	}
+	s, err := sim.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer rcancel()
+	if err := s.Run(rctx); err != nil {
+		t.Fatal(err)
+	}
+	sum := s.Summary()
+	t.Logf("summary %+v", sum)
+	if sum.Enqueued == 0 || sum.Acked == 0 || sum.Drops == 0 || sum.Restarts == 0 || sum.Rejected != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	// A second run without faults drains what the first left behind.
+	opts.Faults, opts.Rate = sim.Faults{}, 0.001
+	s2, _ := sim.New(opts)
+	rctx, rcancel = context.WithCancel(ctx)
+	defer rcancel()
+	ran := make(chan error, 1)
+	go func() { ran <- s2.Run(rctx) }()
+	count := func() int64 {
+		var stored int64
+		for i := range 4 {
+			n, err := h.Store().CountReadings(ctx, fmt.Sprintf("sim-%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored += n
+		}
+		return stored
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count() != sum.Enqueued+s2.Summary().Enqueued {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d readings stored, %d enqueued", count(), sum.Enqueued+s2.Summary().Enqueued)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	rcancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,103 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Checkpoints.
+//
+// In WAL mode every commit appends the pages it changed to the WAL, and a
+// checkpoint copies them back into the database file. SQLite's automatic
+// checkpoint runs inside the commit that crosses 1000 WAL pages: that
+// commit, and every device waiting for its ack, pays for copying and
+// fsyncing the whole WAL. Ingest changes ~2.6 pages per reading (the
+// per-device leaves of the readings and audit indexes), so at 1000 pages
+// SQLite checkpoints every ~400 readings and copies the same leaves again
+// and again.
+//
+// The store checkpoints from its own goroutine and connection instead, and
+// less often: after checkpointChanges committed changes it runs PASSIVE
+// checkpoints beside the writer (they copy what is committed without
+// blocking it), and a last short one between two commits, so that the
+// whole WAL is in the database and the next commit starts the WAL over
+// instead of growing it. The writer's automatic checkpoint stays on with a
+// high threshold, as a backstop should the checkpointer fall behind.
+const (
+	// checkpointChanges is how many committed changes start a checkpoint
+	// (~8,000 WAL pages, 32 MB, for ingest).
+	checkpointChanges = 3000
+	// autoCheckpointPages is the writer's own automatic checkpoint.
+	autoCheckpointPages = 40000
+	// catchUpPages: background rounds go on until fewer pages than this
+	// are left for the round that blocks commits.
+	catchUpPages = 1000
+	// maxBackgroundRounds bounds the rounds under a write load that
+	// outruns the checkpointer.
+	maxBackgroundRounds = 4
+)
+
+// committed counts changes toward the next checkpoint. The caller holds
+// wmu.
+func (s *Store) committed(changes int) {
+	s.uncheckpointed += changes
+	if s.uncheckpointed >= checkpointChanges {
+		select {
+		case s.ckKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// checkpointer runs checkpoints when Commit asks for one, until Close.
+func (s *Store) checkpointer() {
+	defer close(s.ckDone)
+	for {
+		select {
+		case <-s.ckStop:
+			return
+		case <-s.ckKick:
+		}
+		if err := s.checkpoint(); err != nil {
+			s.log.Warn("checkpoint failed", "err", err)
+		}
+	}
+}
+
+func (s *Store) checkpoint() error {
+	ctx := context.Background()
+	start := time.Now()
+	var bg walState
+	for range maxBackgroundRounds {
+		var err error
+		if bg, err = s.walCheckpoint(ctx); err != nil {
+			return err
+		}
+		if bg.log-bg.done < catchUpPages {
+			break
+		}
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.uncheckpointed = 0
+	last, err := s.walCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Debug("checkpoint", "pages", bg.log, "catch_up_pages", last.log-bg.log, "duration", time.Since(start))
+	return nil
+}
+
+// walState is what PRAGMA wal_checkpoint reports: WAL pages, and how
+// many of them are in the database file.
+type walState struct{ log, done int64 }
+
+func (s *Store) walCheckpoint(ctx context.Context) (walState, error) {
+	var busy int
+	var st walState
+	if err := s.ck.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &st.log, &st.done); err != nil {
+		return st, fmt.Errorf("wal checkpoint: %w", err)
+	}
+	return st, nil
+}

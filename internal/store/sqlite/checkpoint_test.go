@@ -1,0 +1,63 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/commit"
+)
+
+// TestCheckpointer checks that enough commits start a checkpoint that
+// brings the whole WAL into the database, and that Close stops the
+// checkpointer.
+func TestCheckpointer(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "ck.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var ids commit.IDs
+	batch := make([]*commit.Change, 500)
+	for n := 0; n < checkpointChanges; n += len(batch) {
+		for i := range batch {
+			batch[i] = &commit.Change{DeviceID: fmt.Sprintf("d%d", i), Message: &commit.Message{
+				ID: ids.Next(), Topic: "t", Transport: "mqtt", Payload: []byte("{}"), Accepted: false, Code: "unknown_device", ReceivedAt: now}}
+		}
+		if err := s.Commit(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.wmu.Lock()
+		left := s.uncheckpointed
+		s.wmu.Unlock()
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint after 10s: %d changes not checkpointed", left)
+		}
+		time.Sleep(10 * time.Millisecond) // polling, not synchronising
+	}
+	// Everything was copied: a checkpoint now finds nothing left to do.
+	st, err := s.walCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.log != st.done {
+		t.Errorf("after the checkpoint %d of %d WAL pages are in the database", st.done, st.log)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.ckDone:
+	default:
+		t.Error("checkpointer still running after Close")
+	}
+}
