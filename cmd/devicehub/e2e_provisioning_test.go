@@ -330,11 +330,11 @@ func testE2EBrokerAuth(t *testing.T, h *e2eHub) {
 	}
 	ctx := context.Background()
 	type check struct {
-		name           string
-		id, password   string
-		topic          string // "": a connect check
-		write          bool
-		allow          bool
+		name         string
+		id, password string
+		topic        string // "": a connect check
+		write        bool
+		allow        bool
 	}
 	cases := []check{
 		{name: "allowed", id: "ba-a", password: a.MQTTPassword, allow: true},

@@ -100,6 +100,11 @@ type Options struct {
 	TLSAddr  string
 	CertFile string
 	KeyFile  string
+	// ClientCAFile, if set, makes the TLS listener require a client
+	// certificate signed by one of its CAs (PEM). A device whose pinned
+	// certificate fingerprint matches may connect without a password
+	// (see CertAuthenticator); others authenticate with their password.
+	ClientCAFile string
 	// WSAddr is an optional WebSocket listener address (plain; put TLS in
 	// front of it).
 	WSAddr string
@@ -163,6 +168,8 @@ func (o *Options) check() error {
 		return fmt.Errorf("MaxSessionExpiry %s: too long", o.MaxSessionExpiry)
 	case o.TLSAddr != "" && (o.CertFile == "" || o.KeyFile == ""):
 		return errors.New("TLSAddr needs CertFile and KeyFile")
+	case o.ClientCAFile != "" && o.TLSAddr == "":
+		return errors.New("ClientCAFile needs TLSAddr")
 	}
 	return nil
 }
@@ -303,6 +310,11 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 			return nil, fmt.Errorf("broker: load tls key pair: %w", err)
 		}
 		b.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if opts.ClientCAFile != "" {
+			if err := clientTLS(b.tlsCfg, opts.ClientCAFile); err != nil {
+				return nil, fmt.Errorf("broker: %w", err)
+			}
+		}
 	}
 	b.server = mqtt.New(&mqtt.Options{
 		Capabilities:             opts.capabilities(),

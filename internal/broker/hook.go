@@ -44,10 +44,13 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return b.refuse(cl, "error", packets.ErrServerUnavailable, packets.Err3ServerUnavailable)
 	}
 	user := string(pk.Connect.Username)
-	if !registry.ConnectIdentityOK(pk.Connect.ClientIdentifier, user) {
-		return b.refuse(cl, "client_id_mismatch", packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid)
+	typ, byCert, err := b.certAuthenticate(cl, s, user)
+	if !byCert {
+		if !registry.ConnectIdentityOK(pk.Connect.ClientIdentifier, user) {
+			return b.refuse(cl, "client_id_mismatch", packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid)
+		}
+		typ, err = b.deps.Authenticator.Authenticate(cl.ID, user, pk.Connect.Password)
 	}
-	typ, err := b.deps.Authenticator.Authenticate(cl.ID, user, pk.Connect.Password)
 	switch {
 	case err == nil:
 	case errors.Is(err, registry.ErrNotFound):

@@ -31,7 +31,7 @@ func newProvTokensCmd(g *globals) *cobra.Command {
 		Use:   "tokens",
 		Short: "Create, list and revoke provisioning tokens (admin)",
 		Args:  exactArgs(0, ""),
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
 	var req client.ProvisioningTokenRequest
 	var expires string

@@ -94,6 +94,10 @@ type TLSConfig struct {
 	Addr     string `yaml:"addr"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, if set, requires client certificates signed by one of
+	// its CAs (PEM) on the TLS listener (mTLS); a device whose pinned
+	// certificate matches connects without a password.
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // HTTPConfig configures the REST API server.
@@ -444,6 +448,8 @@ func (c *Config) checkMQTT() error {
 		if m.TLS.KeyFile == "" {
 			return invalid("mqtt.tls.key_file", "required when mqtt.tls.addr is set")
 		}
+	} else if m.TLS.ClientCAFile != "" {
+		return invalid("mqtt.tls.client_ca_file", "needs mqtt.tls.addr")
 	}
 	if m.Addr == "" && m.TLS.Addr == "" && m.WSAddr == "" {
 		return invalid("mqtt.addr", "no MQTT listener: set mqtt.addr, mqtt.tls.addr or mqtt.ws_addr")

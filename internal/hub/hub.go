@@ -136,6 +136,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		TLSAddr:          cfg.MQTT.TLS.Addr,
 		CertFile:         cfg.MQTT.TLS.CertFile,
 		KeyFile:          cfg.MQTT.TLS.KeyFile,
+		ClientCAFile:     cfg.MQTT.TLS.ClientCAFile,
 		WSAddr:           cfg.MQTT.WSAddr,
 		MaxPacketSize:    int(cfg.MQTT.MaxPacketSize),
 		MaxClients:       cfg.MQTT.MaxClients,
