@@ -47,6 +47,21 @@ const (
 	DeviceDisabledChanged Type = "device_disabled_changed"
 )
 
+// The signals of commands and the device twin.
+const (
+	// DeviceCommandSent: a command was sent to the device (seed 000:
+	// device_command_sent(command, payload)); again at every resend.
+	DeviceCommandSent Type = "device_command_sent"
+	// DeviceCommandResult: the device answered a command.
+	DeviceCommandResult Type = "device_command_result"
+	// DeviceCommandExpired: a command expired before the device answered.
+	DeviceCommandExpired Type = "device_command_expired"
+	// TwinDesiredChanged: an operator set the device's desired properties.
+	TwinDesiredChanged Type = "twin_desired_changed"
+	// TwinReportedChanged: the device reported a patch of its properties.
+	TwinReportedChanged Type = "twin_reported_changed"
+)
+
 // Event is one signal. Args holds a pointer to the argument struct of its
 // type (*DataReceived for DeviceDataReceived, and so on).
 type Event struct {
@@ -185,6 +200,45 @@ type Rejected struct {
 	Reason    string `json:"reason"`
 }
 
+// CommandSent is the argument of DeviceCommandSent.
+type CommandSent struct {
+	CommandID string          `json:"command_id"`
+	Command   string          `json:"command"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	ExpiresAt time.Time       `json:"expires_at"`
+	Resend    bool            `json:"resend,omitempty"` // sent again (after a reconnect, or no answer)
+}
+
+// CommandResult is the argument of DeviceCommandResult.
+type CommandResult struct {
+	CommandID string          `json:"command_id"`
+	Command   string          `json:"command"`
+	Status    string          `json:"status"` // succeeded or failed
+	Result    json.RawMessage `json:"result,omitempty"`
+	MessageID int64           `json:"message_id,omitempty"`
+}
+
+// CommandExpired is the argument of DeviceCommandExpired.
+type CommandExpired struct {
+	CommandID string `json:"command_id"`
+	Command   string `json:"command"`
+	Status    string `json:"status"` // the status it had: pending or sent
+}
+
+// TwinDesired is the argument of TwinDesiredChanged: the new desired
+// properties, whole, and their version.
+type TwinDesired struct {
+	Version int64          `json:"version"`
+	Values  map[string]any `json:"values"`
+}
+
+// TwinReported is the argument of TwinReportedChanged: the patch the device
+// reported (a null value removes a property).
+type TwinReported struct {
+	Patch     map[string]any `json:"patch"`
+	MessageID int64          `json:"message_id,omitempty"`
+}
+
 // NewArgs returns a new zero argument value for t, or nil for an unknown type.
 func NewArgs(t Type) any {
 	switch t {
@@ -212,6 +266,16 @@ func NewArgs(t Type) any {
 		return &CredentialsRevoked{}
 	case DeviceDisabledChanged:
 		return &DisabledChanged{}
+	case DeviceCommandSent:
+		return &CommandSent{}
+	case DeviceCommandResult:
+		return &CommandResult{}
+	case DeviceCommandExpired:
+		return &CommandExpired{}
+	case TwinDesiredChanged:
+		return &TwinDesired{}
+	case TwinReportedChanged:
+		return &TwinReported{}
 	}
 	return nil
 }

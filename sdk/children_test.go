@@ -298,7 +298,7 @@ func TestKill9HubLosesNothing(t *testing.T) {
 
 // TestCommandSurvivesDeviceCrash: a command whose handler never returned
 // (the device was killed in it) is handled again after a restart, from the
-// local database, and its result reaches the hub.
+// local database, and its result reaches the hub's command service.
 func TestCommandSurvivesDeviceCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("device crash: skipped with -short")
@@ -308,37 +308,22 @@ func TestCommandSurvivesDeviceCrash(t *testing.T) {
 	env := []string{"SDK_DB=" + t.TempDir() + "/device.db", "SDK_MQTT=mqtt://" + th.MQTTAddr(), "SDK_CREDS=" + credsJSON(creds)}
 	ch := startChild(t, "cmd-block", env...)
 	ch.expect(t, startedRE, 20*time.Second)
-	got := make(chan struct{})
-	go func() {
-		ch.expect(t, regexp.MustCompile(`^got c1$`), 20*time.Second)
-		close(got)
-	}()
-	// The device subscribes after it connects: publish until it has it.
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for {
-		select {
-		case <-got:
-			break wait
-		case <-tick.C:
-			th.Broker.Publish("devices/cmdc/commands/c1", []byte(`{"command": "reboot"}`), false, 1)
-		case <-time.After(20 * time.Second):
-			t.Fatal("command not received")
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Sent through the API: the hub publishes it now, or when the device
+	// has connected.
+	cmd, err := th.api.SendCommand(ctx, "cmdc", client.SendCommandRequest{Command: "reboot"})
+	if err != nil {
+		t.Fatal(err)
 	}
+	ch.expect(t, regexp.MustCompile(`^got `+regexp.QuoteMeta(cmd.ID)+`$`), 40*time.Second)
 	ch.kill9(t)
 
 	ch = startChild(t, "cmd-answer", env...)
-	ch.expect(t, regexp.MustCompile(`^answered c1$`), 20*time.Second)
+	ch.expect(t, regexp.MustCompile(`^answered `+regexp.QuoteMeta(cmd.ID)+`$`), 20*time.Second)
 	ch.expect(t, drainedRE, 30*time.Second)
-	found := false
-	for _, m := range storedMessages(t, th.Store(), "cmdc") {
-		if m.Topic == "devices/cmdc/commands/c1/result" && strings.Contains(string(m.Payload), `"succeeded"`) {
-			found = true
-		}
-	}
-	if !found {
-		t.Fatal("the result of c1 did not reach the hub")
+	done, err := th.api.WaitCommand(ctx, cmd.ID, 20*time.Millisecond)
+	if err != nil || done.Status != "succeeded" {
+		t.Fatalf("command %+v %v, want succeeded", done, err)
 	}
 }

@@ -59,6 +59,7 @@ device_types:
       temperature: {type: float}
       blob:        {type: string}
     max_payload_bytes: 4194304
+    commands: [reboot, set_interval]
 `
 
 // freePort returns a TCP address that was free a moment ago, for a hub
@@ -100,12 +101,23 @@ type testHub struct {
 // ""), with its MQTT listener on mqttAddr ("" for a random port).
 func startHub(t testing.TB, dir, mqttAddr string) *testHub {
 	t.Helper()
+	return startHubWith(t, dir, mqttAddr, nil)
+}
+
+// startHubWith is startHub with a change to the loaded configuration
+// (which may set what the configuration file would refuse, such as a short
+// provisioning.operation_ttl).
+func startHubWith(t testing.TB, dir, mqttAddr string, change func(*config.Config)) *testHub {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
 	cfg, err := config.Load(hubConfig(t, dir, mqttAddr), func(string) (string, bool) { return "", false }, config.Overrides{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if change != nil {
+		change(cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h, err := hub.New(ctx, cfg, testLogger())

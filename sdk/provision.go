@@ -95,6 +95,7 @@ func (c *Client) provision(ctx context.Context) (*Credentials, error) {
 		return nil, newError(KindStorage, "provision", err)
 	}
 	failures := 0
+	shown := "" // the operation OnProvisioning was last given
 	for {
 		if !found || (!op.ExpiresAt.IsZero() && time.Now().After(op.ExpiresAt.Add(time.Minute))) {
 			if op, err = c.createOperation(ctx); err != nil {
@@ -113,9 +114,11 @@ func (c *Client) provision(ctx context.Context) (*Credentials, error) {
 			if err := c.st.putJSON(keyProvisioningOp, op); err != nil {
 				return nil, newError(KindStorage, "provision", err)
 			}
+			shown = op.ID
 			c.opts.OnProvisioning(op)
-		} else if failures == 0 {
-			c.opts.OnProvisioning(op) // resumed after a restart
+		} else if shown != op.ID {
+			shown = op.ID
+			c.opts.OnProvisioning(op) // resumed after a restart: shown once
 		}
 		status, cr, err := c.pollOperation(ctx, op)
 		switch {

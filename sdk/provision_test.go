@@ -15,8 +15,9 @@ import (
 )
 
 // fakeProvisioningEndpoint is a FAKE of the hub's provisioning HTTP
-// endpoints (the hub side is being built separately), implementing the
-// contract the SDK is written against:
+// endpoints, implementing the contract the SDK is written against, for the
+// edge cases the real hub does not easily produce (a lost answer, a token
+// refused at once); e2e_test.go runs the flow against the real hub:
 //
 //	POST /api/v1/provisioning/operations {token, device_id}
 //	  → 201 {id, verification_code, expires_at, secret}
@@ -89,7 +90,10 @@ func (f *fakeProvisioningEndpoint) set(status string) {
 	f.mu.Unlock()
 }
 
-func TestProvisioning(t *testing.T) {
+// TestProvisioningFakeEndpoint covers the HTTP contract's edge cases
+// against a fake endpoint; TestE2EProvisioning runs the flow against the
+// real hub.
+func TestProvisioningFakeEndpoint(t *testing.T) {
 	tests := []struct {
 		name     string
 		token    string
@@ -157,9 +161,9 @@ func TestProvisioning(t *testing.T) {
 	}
 }
 
-// TestProvisioningResumes: a device restarted while it waits for approval
+// TestProvisioningResumesFakeEndpoint: a device restarted while it waits for approval
 // polls the same operation instead of creating another.
-func TestProvisioningResumes(t *testing.T) {
+func TestProvisioningResumesFakeEndpoint(t *testing.T) {
 	fake := &fakeProvisioningEndpoint{token: "tok", ttl: time.Hour, status: "pending"}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()

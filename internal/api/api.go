@@ -167,6 +167,9 @@ type Deps struct {
 	// (and GET /api/v1/audit answers 501).
 	Audit AuditLog
 	Types Types
+	// Commands sends commands to devices; Twin keeps their twins.
+	Commands Commands
+	Twin     Twin
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -257,6 +260,8 @@ func humaConfig() huma.Config {
 		{Name: "events", Description: "The event stream"},
 		{Name: "tokens", Description: "Operator tokens"},
 		{Name: "audit", Description: "The API audit trail"},
+		{Name: "commands", Description: "Commands to devices and their results"},
+		{Name: "twin", Description: "Device twins: desired and reported properties"},
 	}
 	return cfg
 }
@@ -293,6 +298,8 @@ func (a *API) routes() {
 	a.registerEvents()
 	a.registerTokens()
 	a.registerAudit()
+	a.registerCommands() // commands.go
+	a.registerTwin()     // twin.go
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})

@@ -11,10 +11,12 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/twin"
 )
 
 // Error is an error with its HTTP status and machine code, for the errors
@@ -56,7 +58,7 @@ type ErrorResponse struct {
 
 // ErrorDetail says what went wrong.
 type ErrorDetail struct {
-	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, or an ingest rejection code." example:"invalid_argument"`
+	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, or an ingest rejection code." example:"invalid_argument"`
 	Message string `json:"message" doc:"What went wrong, for people." example:"limit: must be an integer from 1 to 1000"`
 	Field   string `json:"field,omitempty" doc:"The request field at fault (body property, query or path parameter, header), if any." example:"limit"`
 }
@@ -223,6 +225,14 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "id"}
 	case errors.Is(err, registry.ErrImportRefused):
 		return http.StatusUnprocessableEntity, ErrorDetail{Code: "import_refused", Message: err.Error()}
+	case errors.Is(err, commands.ErrNotFound), errors.Is(err, commands.ErrDeviceNotFound), errors.Is(err, twin.ErrDeviceNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
+	case errors.Is(err, commands.ErrUnknownCommand):
+		return http.StatusBadRequest, ErrorDetail{Code: "unknown_command", Message: err.Error(), Field: "command"}
+	case errors.Is(err, commands.ErrInvalid), errors.Is(err, twin.ErrInvalid):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
+	case errors.Is(err, twin.ErrBusy):
+		return http.StatusConflict, ErrorDetail{Code: "conflict", Message: err.Error()}
 	case errors.Is(err, registry.ErrNotFound):
 		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
 	case errors.Is(err, access.ErrNotFound):

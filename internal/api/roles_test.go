@@ -52,6 +52,11 @@ var roleCalls = []roleCall{
 	{op: "getProvisioningOperation", method: "GET", path: "/api/v1/provisioning/operations/op_1", least: "operator"},
 	{op: "approveProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations/op_1/approve", least: "operator"},
 	{op: "rejectProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations/op_1/reject", least: "operator"},
+	{op: "sendCommand", method: "POST", path: "/api/v1/devices/ws-1/commands", body: `{"command":"reboot","payload":{"delay":5},"expires_in":"10m"}`, least: "operator"},
+	{op: "listCommands", method: "GET", path: "/api/v1/devices/ws-1/commands", least: "viewer"},
+	{op: "getCommand", method: "GET", path: "/api/v1/commands/cmd_1", least: "viewer"},
+	{op: "getTwin", method: "GET", path: "/api/v1/devices/ws-1/twin", least: "viewer"},
+	{op: "setDesiredProperties", method: "PUT", path: "/api/v1/devices/ws-1/twin/desired", body: `{"values":{"interval":30,"mode":"eco"}}`, least: "operator"},
 	// Device-facing operations with the secret in the body: any bearer,
 	// or none, is the same; an operator token grants nothing more.
 	{op: "createProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations", body: `{"token":"dhp_good"}`, least: "secret"},

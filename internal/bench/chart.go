@@ -175,12 +175,20 @@ func abs(x int) int {
 	return x
 }
 
+// chartFile is the chart of the ingest scenarios of n devices: ChartFile
+// for the first device count, bench-ingest-<n>.png for the others.
+func (r *runner) chartFile(n int) string {
+	if n == r.o.Devices[0] {
+		return ChartFile
+	}
+	return fmt.Sprintf("bench-ingest-%d.png", n)
+}
+
 // chartPanels builds the throughput and latency panels from the open-loop
-// ingest scenarios of the first device count.
-func (r *runner) chartPanels() []Panel {
-	n := r.o.Devices[0]
+// ingest scenarios of n devices.
+func (r *runner) chartPanels(n int) []Panel {
 	tp := Panel{Title: fmt.Sprintf("Ingest throughput, %d devices, QoS 1", n), XLabel: "offered load (% of devicehub's peak)", YLabel: "acked msgs/s"}
-	lat := Panel{Title: "p99 publish -> PUBACK", XLabel: "offered load (% of devicehub's peak)", YLabel: "ms"}
+	lat := Panel{Title: fmt.Sprintf("p99 publish -> PUBACK, %d devices", n), XLabel: "offered load (% of devicehub's peak)", YLabel: "ms"}
 	for _, sys := range r.systems() {
 		var a, l []Point
 		for _, frac := range r.o.OpenLoop {
@@ -205,8 +213,8 @@ func (r *runner) chartPanels() []Panel {
 	return []Panel{tp, lat}
 }
 
-func (r *runner) hasChart() bool {
-	for _, p := range r.chartPanels() {
+func hasSeries(panels []Panel) bool {
+	for _, p := range panels {
 		if len(p.Series) > 0 {
 			return true
 		}
@@ -214,19 +222,28 @@ func (r *runner) hasChart() bool {
 	return false
 }
 
-// writeChart writes the PNG chart into the output directory when there
-// is open-loop data.
-func (r *runner) writeChart() error {
-	if !r.hasChart() {
-		return nil
+// writeCharts writes a PNG chart into the output directory for every
+// device count with open-loop data, and returns their file names.
+func (r *runner) writeCharts() ([]string, error) {
+	var files []string
+	for _, n := range r.o.Devices {
+		panels := r.chartPanels(n)
+		if !hasSeries(panels) {
+			continue
+		}
+		name := r.chartFile(n)
+		f, err := os.Create(filepath.Join(r.o.OutDir, name))
+		if err != nil {
+			return files, fmt.Errorf("chart: %w", err)
+		}
+		if err := DrawChart(f, panels); err != nil {
+			f.Close()
+			return files, fmt.Errorf("chart: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return files, fmt.Errorf("chart: %w", err)
+		}
+		files = append(files, name)
 	}
-	f, err := os.Create(filepath.Join(r.o.OutDir, ChartFile))
-	if err != nil {
-		return fmt.Errorf("chart: %w", err)
-	}
-	if err := DrawChart(f, r.chartPanels()); err != nil {
-		f.Close()
-		return fmt.Errorf("chart: %w", err)
-	}
-	return f.Close()
+	return files, nil
 }

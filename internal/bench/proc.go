@@ -202,3 +202,23 @@ func memory(pid int) (rssKB, hwmKB int64, err error) {
 	}
 	return rssKB, hwmKB, nil
 }
+
+// fileHeadroom is the file descriptors a system under test keeps for
+// other files than its connections (database, WAL, listeners, logs).
+const fileHeadroom = 500
+
+// fileLimitConns raises this process's soft open-file limit to the hard
+// one and returns the connections a system under test can hold within it.
+// Setrlimit is called even when Go already raised the soft limit at
+// start: only an explicit call makes the children (Mosquitto too)
+// inherit the raised limit instead of the original one.
+func fileLimitConns() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 10000
+	}
+	lim.Cur = lim.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	n := int(min(lim.Max, 1<<20)) - fileHeadroom
+	return max(n, 100)
+}

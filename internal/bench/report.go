@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,9 +28,9 @@ func (r *Results) WriteReport(dir string) error {
 }
 
 // Markdown writes the report: the goals, a table of medians and spreads
-// per scenario, the ratios, the CPU profile and the chart (chart is the
-// image's path relative to the report, "" for none).
-func (r *Results) Markdown(w io.Writer, chart string) error {
+// per scenario, the ratios, the CPU profile and the charts (paths of the
+// images relative to the report; "" is skipped).
+func (r *Results) Markdown(w io.Writer, charts ...string) error {
 	p := &printer{w: w}
 	p.f("# devicehub bench\n\n")
 	p.f("Command: `%s`\n\n", strings.Join(r.Command, " "))
@@ -72,15 +73,24 @@ func (r *Results) Markdown(w io.Writer, chart string) error {
 		}
 		p.f(".\n\n")
 		syss := s.systems()
+		// Scenarios of one system (the machine's limits, presence,
+		// query) have no ratio columns.
+		ratios := len(syss) > 1
 		p.f("| figure |")
 		for _, sys := range syss {
 			p.f(" %s |", sys)
 		}
-		p.f(" devicehub / Mosquitto | devicehub / mochi |\n|---|")
+		if ratios {
+			p.f(" devicehub / Mosquitto | devicehub / mochi |")
+		}
+		p.f("\n|---|")
 		for range syss {
 			p.f("---|")
 		}
-		p.f("---|---|\n")
+		if ratios {
+			p.f("---|---|")
+		}
+		p.f("\n")
 		for _, fig := range s.Figures {
 			p.f("| %s |", fig)
 			for _, sys := range syss {
@@ -91,11 +101,14 @@ func (r *Results) Markdown(w io.Writer, chart string) error {
 				}
 				p.f(" %s |", fmtSpread(sp))
 			}
-			rs := s.Ratios
-			if fig != s.Headline {
-				rs = s.Ratios.Figures[fig]
+			if ratios {
+				rs := s.Ratios
+				if fig != s.Headline {
+					rs = s.Ratios.Figures[fig]
+				}
+				p.f(" %s | %s |", fmtRatio(rs.VsMosquitto), fmtRatio(rs.VsMochi))
 			}
-			p.f(" %s | %s |\n", fmtRatio(rs.VsMosquitto), fmtRatio(rs.VsMochi))
+			p.f("\n")
 		}
 		p.f("\n")
 		var errs []string
@@ -117,8 +130,13 @@ func (r *Results) Markdown(w io.Writer, chart string) error {
 		p.f("One extra closed-loop ingest run of devicehub with a CPU profile (`%s`); top functions by flat and by cumulative time:\n\n```\n%s\n```\n\n",
 			filepath.Base(r.Profile.Path), strings.Join(r.Profile.Top, "\n"))
 	}
-	if chart != "" {
-		p.f("## Throughput and latency by offered load\n\n![throughput and latency by offered load](%s)\n\n", chart)
+	if slices.ContainsFunc(charts, func(c string) bool { return c != "" }) {
+		p.f("## Throughput and latency by offered load\n\n")
+		for _, c := range charts {
+			if c != "" {
+				p.f("![throughput and latency by offered load](%s)\n\n", c)
+			}
+		}
 	}
 	if len(r.Notes) > 0 {
 		p.f("## Notes\n\n")

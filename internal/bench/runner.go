@@ -44,10 +44,11 @@ const (
 	ScenarioLimits      = "limits"
 	ScenarioConnections = "connections"
 	ScenarioPresence    = "presence"
+	ScenarioQuery       = "query"
 )
 
 // AllScenarios are the implemented scenarios in the order they run.
-var AllScenarios = []string{ScenarioIngest, ScenarioLimits, ScenarioConnections, ScenarioPresence}
+var AllScenarios = []string{ScenarioIngest, ScenarioLimits, ScenarioConnections, ScenarioPresence, ScenarioQuery}
 
 // ErrUnknownScenario is returned for a scenario name that does not exist.
 var ErrUnknownScenario = errors.New("unknown scenario")
@@ -69,16 +70,23 @@ type Options struct {
 	MaxMessages int           // bound on messages per ingest run (default 2,000,000)
 	Devices     []int         // ingest device counts (default 100)
 	OpenLoop    []float64     // open-loop fractions of the peak (default .25 .5 .75 1)
-	Connections []int         // connection counts (default 10,000)
+	Connections []int         // connection counts (default 10,000; 0: the open-file limit, see fileLimitConns)
 	Hold        time.Duration // idle hold of the connections scenario (default 15s)
 	Presence    int           // devices of the presence scenario (default 10,000)
 	Heartbeat   time.Duration // heartbeat interval of the presence scenario (default 10s)
 	SQLiteBatch int           // raw SQLite batch size (default: devicehub's mean batch, else 100)
-	Profile     bool          // one extra profiled devicehub ingest run
-	Short       bool          // tiny sizes for smoke tests
-	CommandLine []string
-	Log         io.Writer // progress (default os.Stderr)
-	WorkDir     string    // temporary files (default a new directory in os.TempDir)
+	// QueryReadings and QueryDevices size the query scenario (default
+	// 1,000,000 readings over 10,000 devices; the full size is
+	// 10,000,000); Queries is the number of queries of each kind per
+	// round (default 100).
+	QueryReadings int
+	QueryDevices  int
+	Queries       int
+	Profile       bool // one extra profiled devicehub ingest run
+	Short         bool // tiny sizes for smoke tests
+	CommandLine   []string
+	Log           io.Writer // progress (default os.Stderr)
+	WorkDir       string    // temporary files (default a new directory in os.TempDir)
 }
 
 func (o *Options) defaults() {
@@ -111,6 +119,15 @@ func (o *Options) defaults() {
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 10 * time.Second
+	}
+	if o.QueryReadings <= 0 {
+		o.QueryReadings = 1_000_000
+	}
+	if o.QueryDevices <= 0 {
+		o.QueryDevices = 10000
+	}
+	if o.Queries <= 0 {
+		o.Queries = 100
 	}
 	if o.Log == nil {
 		o.Log = os.Stderr
@@ -155,6 +172,11 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		}
 		defer os.RemoveAll(work)
 	}
+	for i, c := range o.Connections {
+		if c <= 0 {
+			o.Connections[i] = fileLimitConns()
+		}
+	}
 	r := &runner{o: o, work: work, seeds: map[int]*seed{}, peak: map[int]float64{}}
 	r.res = &Results{
 		Started:  time.Now(),
@@ -165,6 +187,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"rounds": o.Rounds, "duration": o.Duration.String(), "devices": o.Devices, "open_loop": o.OpenLoop,
 			"connections": o.Connections, "hold": o.Hold.String(), "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
+			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries,
 		},
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -206,6 +229,8 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			err = r.connections(ctx)
 		case ScenarioPresence:
 			err = r.presence(ctx)
+		case ScenarioQuery:
+			err = r.query(ctx)
 		}
 		if err != nil {
 			r.logf("scenario %s: %v", s, err)
@@ -221,11 +246,9 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	r.goals()
 	r.res.Finished = time.Now()
 	r.res.Machine.LoadAfter = loadavg()
-	chart := ""
-	if err := r.writeChart(); err != nil {
-		r.res.Notes = append(r.res.Notes, "chart: "+err.Error())
-	} else if r.hasChart() {
-		chart = ChartFile
+	charts, err := r.writeCharts()
+	if err != nil {
+		r.res.Notes = append(r.res.Notes, err.Error())
 	}
 	if err := r.res.WriteJSON(o.OutDir); err != nil {
 		return r.res, err
@@ -234,7 +257,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	if err != nil {
 		return r.res, fmt.Errorf("write report: %w", err)
 	}
-	werr := r.res.Markdown(f, chart)
+	werr := r.res.Markdown(f, charts...)
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}

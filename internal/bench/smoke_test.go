@@ -52,9 +52,14 @@ func TestSmoke(t *testing.T) {
 		Hold:        200 * time.Millisecond,
 		Presence:    4,
 		Heartbeat:   500 * time.Millisecond,
-		CommandLine: []string{"go", "test", "-short"},
-		Log:         &log,
-		WorkDir:     t.TempDir(),
+		// The query scenario: 10 devices, 20 readings each, 5 queries of
+		// each kind.
+		QueryReadings: 200,
+		QueryDevices:  10,
+		Queries:       5,
+		CommandLine:   []string{"go", "test", "-short"},
+		Log:           &log,
+		WorkDir:       t.TempDir(),
 	}
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
@@ -75,7 +80,7 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"ingest_closed_3", "ingest_open_3_50", "limits_sqlite_append", "limits_loadgen_qos0", "connections_10", "presence_4"} {
+	for _, name := range []string{"ingest_closed_3", "ingest_open_3_50", "limits_sqlite_append", "limits_loadgen_qos0", "connections_10", "presence_4", "query_200"} {
 		s := res.Scenario(name)
 		if s == nil {
 			t.Errorf("no scenario %s", name)
@@ -91,6 +96,20 @@ func TestSmoke(t *testing.T) {
 		}
 		if s.Ratios.VsMochi == nil {
 			t.Error("no devicehub/mochi ratio")
+		}
+	}
+	if s := res.Scenario("query_200"); s != nil {
+		sum := s.Summary[bench.SysDevicehub]
+		if sum["stored"].Median != 200 || sum["bytes_per_reading"].Median <= 0 || sum["latest_all_s"].Median <= 0 {
+			t.Errorf("query: %+v", sum)
+		}
+		// 20 readings per device over 10 days: the newest 1000 are all
+		// 20 of them, and one day holds 2.
+		if got := sum["newest_1000_rows"].Median; got != 20 {
+			t.Errorf("newest_1000_rows = %v, want 20", got)
+		}
+		if got := sum["day_field_rows"].Median; got < 1 || got > 3 {
+			t.Errorf("day_field_rows = %v, want about 2", got)
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(out, "results.json"))

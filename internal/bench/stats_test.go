@@ -252,3 +252,41 @@ func TestNiceCeil(t *testing.T) {
 }
 
 func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+func TestParsePprofTop(t *testing.T) {
+	const top = `File: dh-bin
+Type: cpu
+Duration: 40.13s, Total samples = 2.50s ( 6.23%)
+Showing nodes accounting for 1.82s, 68.68% of 2.65s total
+      flat  flat%   sum%        cum   cum%
+     0.94s 37.60% 37.60%      0.94s 37.60%  internal/runtime/syscall/linux.Syscall6
+         0     0% 37.60%      120ms  4.80%  github.com/devicehub/devicehub/internal/presence.(*Tracker).Run
+      10ms  0.4% 38.00%       30ms  1.20%  github.com/devicehub/devicehub/internal/presence.(*Tracker).arm (inline)
+`
+	tests := []struct {
+		name             string
+		out              string
+		funcs            []string
+		cum, total, secs float64
+		wantErr          bool
+	}{
+		{name: "both functions", out: top, funcs: timeoutFuncs, cum: 0.15, total: 2.5, secs: 40.13},
+		{name: "no samples in them", out: top, funcs: []string{"nothing.here"}, cum: 0, total: 2.5, secs: 40.13},
+		{name: "no header", out: "garbage\n", funcs: timeoutFuncs, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cum, total, secs, err := parsePprofTop(tt.out, tt.funcs)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				return
+			}
+			near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+			if !near(cum, tt.cum) || !near(total, tt.total) || !near(secs, tt.secs) {
+				t.Errorf("got cum %v total %v secs %v, want %v %v %v", cum, total, secs, tt.cum, tt.total, tt.secs)
+			}
+		})
+	}
+}

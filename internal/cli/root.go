@@ -128,6 +128,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newProvisioningCmd(g),
 		newBenchCmd(serve),
 		newSimulateCmd(g),
+		newCommandCmd(g), newTwinCmd(g), // devicecmd.go
 	)
 	return root
 }

@@ -97,7 +97,11 @@ type Change struct {
 	// credentials, registration), or records something in the same
 	// transaction as its NewDevice (see RegistryChange).
 	Registry *RegistryChange
-	Events   []Event
+	// Command creates or updates one of the device's commands, Twin its
+	// desired or reported properties (see CommandChange, TwinChange).
+	Command *CommandChange
+	Twin    *TwinChange
+	Events  []Event
 
 	// Set by the store.
 	Duplicate bool  // the message was stored before; nothing was written
@@ -188,6 +192,50 @@ type ImportDevice struct {
 	Fields *DeviceFields // the fields NewDevice does not carry, or nil
 }
 
+// CommandChange creates a device command (Create) or moves an existing
+// one (ID) to Status. The store applies it after the registry part of the
+// batch. An update whose command does not exist for the change's device,
+// or whose current status is not one of From (when From is set), changes
+// nothing and fails alone with ErrConflict; so does a Create whose ID
+// exists.
+type CommandChange struct {
+	Create *DeviceCommand
+	ID     string
+	Status string
+	From   []string // the statuses the update applies to; empty: any
+	Result []byte   // JSON, or nil to keep
+	SentAt *time.Time
+	At     time.Time // the update's time
+}
+
+// DeviceCommand is a stored command (table device_commands).
+type DeviceCommand struct {
+	ID         string
+	DeviceID   string
+	Command    string
+	Payload    []byte // JSON, or nil
+	Status     string // pending, sent, succeeded, failed, expired
+	Result     []byte // JSON, or nil
+	Sends      int    // how often it was published
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	SentAt     *time.Time // the last publish
+	FinishedAt *time.Time // succeeded, failed or expired
+	UpdatedAt  time.Time
+}
+
+// TwinChange writes a device's twin. Desired replaces the desired
+// properties (a JSON object) with version DesiredVersion, which must be
+// one above the stored version (0 when none is stored), else the change
+// fails alone with ErrConflict. Reported is a JSON merge patch (RFC 7396)
+// the store applies to the reported properties, in batch order.
+type TwinChange struct {
+	Desired        []byte
+	DesiredVersion int64
+	Reported       []byte
+	At             time.Time
+}
+
 // Errors a store reports for a single change without failing its batch.
 var (
 	// ErrDeviceExists: NewDevice without Replace for an existing device.
@@ -195,4 +243,7 @@ var (
 	// ErrDeviceNotFound: NewDevice with Replace, or a DevicePatch, for a
 	// device that does not exist.
 	ErrDeviceNotFound = errors.New("device not found")
+	// ErrConflict: a CommandChange or TwinChange whose precondition (the
+	// command's status, the twin's version) did not hold.
+	ErrConflict = errors.New("conflicting change")
 )

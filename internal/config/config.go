@@ -133,6 +133,11 @@ type IngestConfig struct {
 	MaxPayloadBytes       Size                 `yaml:"max_payload_bytes"`
 	RateLimit             devicetype.RateLimit `yaml:"rate_limit"`
 	MaxReadingsPerMessage int                  `yaml:"max_readings_per_message"`
+	// ChunkMemory bounds the bytes of chunked messages held for all
+	// devices together; ChunkTimeout drops a chunked message not completed
+	// in time.
+	ChunkMemory  Size          `yaml:"chunk_memory"`
+	ChunkTimeout time.Duration `yaml:"chunk_timeout"`
 }
 
 // CommitConfig configures the group committer.
@@ -174,6 +179,8 @@ func Default() *Config {
 			MaxPayloadBytes:       64 * KiB,
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
 			MaxReadingsPerMessage: 1000,
+			ChunkMemory:           64 * MiB,
+			ChunkTimeout:          5 * time.Minute,
 		},
 		Commit:       CommitConfig{MaxBatch: 2000, QueueSize: 20000},
 		Events:       EventsConfig{SubscriberBuffer: 4096},
@@ -501,6 +508,12 @@ func (c *Config) checkIngest() error {
 	}
 	if in.RateLimit.Rate > 0 && in.RateLimit.Burst < 1 {
 		return invalid("ingest.rate_limit.burst", "must be at least 1")
+	}
+	if err := atLeast("ingest.chunk_memory", int64(in.ChunkMemory), int64(in.MaxPayloadBytes)); err != nil {
+		return err
+	}
+	if in.ChunkTimeout < time.Second {
+		return invalid("ingest.chunk_timeout", "must be at least 1s")
 	}
 	return atLeast("ingest.max_readings_per_message", int64(in.MaxReadingsPerMessage), 1)
 }

@@ -29,6 +29,8 @@ func TestLoadGood(t *testing.T) {
 		{"storage.driver", cfg.Storage.Driver, "postgres"},
 		{"ingest.max_payload_bytes", cfg.Ingest.MaxPayloadBytes, Size(131072)},
 		{"ingest.rate_limit.burst", cfg.Ingest.RateLimit.Burst, 20},
+		{"ingest.chunk_memory", cfg.Ingest.ChunkMemory, 16 * MiB},
+		{"ingest.chunk_timeout", cfg.Ingest.ChunkTimeout, time.Minute},
 		{"commit.linger", cfg.Commit.Linger, 2 * time.Millisecond},
 		{"events.subscriber_buffer", cfg.Events.SubscriberBuffer, 1024},
 		{"device type count", len(cfg.DeviceTypes), 2},
@@ -107,6 +109,8 @@ func TestLoadBad(t *testing.T) {
 		{"short_shared_secret", "registration.shared_secret: must be at least 16 characters"},
 		{"unknown_default_type", `registration.default_type: "Missing" is not a declared device type`},
 		{"short_operation_ttl", "provisioning.operation_ttl: must be at least 1m"},
+		{"short_chunk_timeout", "ingest.chunk_timeout: must be at least 1s"},
+		{"small_chunk_memory", "ingest.chunk_memory: must be at least 65536"},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")
 	if len(files) != len(tests) {

@@ -30,6 +30,7 @@ import (
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/broker"
 	"github.com/devicehub/devicehub/internal/brokerauth"
+	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/devicetype"
@@ -41,6 +42,7 @@ import (
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/postgres"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
+	"github.com/devicehub/devicehub/internal/twin"
 )
 
 // Store is everything the hub needs of a storage backend.
@@ -52,6 +54,8 @@ type Store interface {
 	access.Store
 	audit.Store
 	provisioning.Store
+	commands.Store
+	twin.Store
 	Close() error
 }
 
@@ -75,7 +79,10 @@ type Hub struct {
 	Provisioning *provisioning.Service
 	// BrokerAuth answers an external broker's authentication requests.
 	BrokerAuth *brokerauth.Handler
-	api        *api.API
+	// Commands sends commands to devices; Twin keeps their twins.
+	Commands *commands.Service
+	Twin     *twin.Service
+	api      *api.API
 
 	httpLn    net.Listener
 	ready     chan struct{}
@@ -160,6 +167,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		SharedSecret:     cfg.Registration.SharedSecret,
 		RegistrationType: cfg.Registration.DefaultType,
 	}, log.With("component", "provisioning"))
+	h.Commands = commands.New(commands.Deps{Store: st, Committer: h.Committer, Publisher: brk, Devices: h.Registry, Types: h.Types, Events: h.Bus},
+		commands.Options{}, log.With("component", "commands"))
+	h.Twin = twin.New(st, h.Committer, brk, h.Registry, log.With("component", "twin"))
 	h.BrokerAuth = brokerauth.New(h.Registry, h.Presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
 
 	// In the configuration a rate of 0 means no limit; ingest takes a
@@ -174,10 +184,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Publisher: brk,
 		Presence:  h.Presence,
 		IDs:       ids,
+		Commands:  h.Commands,
+		Twin:      h.Twin,
 	}, ingest.Options{
 		DefaultMaxPayloadBytes: int(cfg.Ingest.MaxPayloadBytes),
 		DefaultRateLimit:       rateLimit,
 		MaxReadingsPerMessage:  cfg.Ingest.MaxReadingsPerMessage,
+		ChunkMemory:            int(cfg.Ingest.ChunkMemory),
+		ChunkTimeout:           cfg.Ingest.ChunkTimeout,
 	}, log.With("component", "ingest"), h.reg)
 
 	h.Access = access.NewService(st)
@@ -194,6 +208,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Tokens:       h.Access,
 		Audit:        st,
 		Types:        h.Types,
+		Commands:     h.Commands,
+		Twin:         h.Twin,
 		Ready:        h.readyErr,
 		Metrics:      promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
@@ -375,6 +391,7 @@ func (h *Hub) runFront(ctx context.Context) error {
 	}
 	g.Go(func() error { return h.Broker.Run(gctx) })
 	g.Go(func() error { return h.Presence.Run(gctx) })
+	g.Go(func() error { return h.Commands.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
@@ -393,6 +410,9 @@ func (h *Hub) runFront(ctx context.Context) error {
 		case <-h.Broker.Ready():
 		case <-gctx.Done():
 			return nil
+		}
+		if err := h.Twin.Restore(gctx); err != nil { // retained desired properties after a start
+			return err
 		}
 		h.readyOnce.Do(func() { close(h.ready) })
 		h.log.Info("devicehub serving", "mqtt", h.MQTTAddr(), "http", h.HTTPAddr())

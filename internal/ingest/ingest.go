@@ -1,8 +1,9 @@
 // Package ingest takes in what devices publish: it routes each message by
 // its topic (devices/{device_id}/data, .../data/{stream}, .../status,
-// .../heartbeat), runs it through a middleware chain (identity, payload
-// size, per-device rate limit) and a handler that validates it against the
-// device's type, and hands the result to the commit path as one Change.
+// .../heartbeat, .../commands/{command_id}/result, .../twin/reported),
+// runs it through a middleware chain (identity, payload size, per-device
+// rate limit) and a handler that validates it against the device's type,
+// and hands the result to the commit path as one Change.
 //
 // The outcome of Pipeline.Handle tells the transport what to answer:
 //
@@ -134,6 +135,10 @@ type Deps struct {
 	Publisher
 	Presence
 	IDs *commit.IDs // message ids; a fresh generator when nil
+	// Commands and Twin take command results and reported properties
+	// (devicecmd.go); nil refuses those topics with unknown_topic.
+	Commands CommandResults
+	Twin     ReportedProperties
 }
 
 // Options are the pipeline's limits. Zero values take the defaults.
@@ -221,6 +226,8 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		{"devices/{device_id}/data/{stream}", p.handleData},
 		{"devices/{device_id}/status", p.handleStatus},
 		{"devices/{device_id}/heartbeat", p.handleHeartbeat},
+		{"devices/{device_id}/commands/{command_id}/result", p.handleCommandResult},
+		{"devices/{device_id}/twin/reported", p.handleReported},
 	} {
 		if err := p.router.Route(r.pattern, r.h); err != nil {
 			panic(err) // the patterns above are constants

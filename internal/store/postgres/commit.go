@@ -156,6 +156,9 @@ func commitTx(ctx context.Context, tx pgx.Tx, batch []*commit.Change) error {
 	if err := commitRegistry(ctx, tx, batch, exists); err != nil { // registry.go
 		return err
 	}
+	if err := commitDeviceCmd(ctx, tx, batch); err != nil { // devicecmd.go
+		return err
+	}
 
 	// Pass 2: what the surviving changes write besides their message.
 	var rds [][]any

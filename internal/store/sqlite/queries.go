@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -174,21 +175,21 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 	case limit > 10000:
 		limit = 10000
 	}
-	// The device key is looked up in a subquery so that the whole query
-	// is one range scan of the (dev, ts) index.
-	sqlq := `SELECT id, stream, ts, received_at, message_id, data FROM readings
-		WHERE dev = (SELECT key FROM devices WHERE id = ?)`
+	// The device key is looked up in a subquery so that the query of
+	// readings is one range scan of the (dev, ts) index; the staged rows
+	// (recent.go) are few and scanned.
+	cond := `dev = (SELECT key FROM devices WHERE id = ?)`
 	args := []any{q.DeviceID}
 	if q.Stream != "" {
-		sqlq += ` AND stream = ?`
+		cond += ` AND stream = ?`
 		args = append(args, q.Stream)
 	}
 	if !q.From.IsZero() {
-		sqlq += ` AND ts >= ?`
+		cond += ` AND ts >= ?`
 		args = append(args, q.From.UnixMicro())
 	}
 	if !q.To.IsZero() {
-		sqlq += ` AND ts < ?`
+		cond += ` AND ts < ?`
 		args = append(args, q.To.UnixMicro())
 	}
 	if q.Cursor != "" {
@@ -196,15 +197,17 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 		if err != nil {
 			return readings.Page{}, fmt.Errorf("query readings: %w", err)
 		}
-		sqlq += ` AND (ts < ? OR (ts = ? AND id < ?))`
+		cond += ` AND (ts < ? OR (ts = ? AND id < ?))`
 		args = append(args, ts, ts, id)
 	}
 	if q.Field != "" {
-		sqlq += ` AND EXISTS (SELECT 1 FROM json_each(data) WHERE key = ?)`
+		cond += ` AND EXISTS (SELECT 1 FROM json_each(data) WHERE key = ?)`
 		args = append(args, q.Field)
 	}
-	sqlq += ` ORDER BY ts DESC, id DESC LIMIT ?`
-	args = append(args, limit+1)
+	const cols = `id, stream, ts, received_at, message_id, data`
+	sqlq := `SELECT ` + cols + ` FROM (SELECT * FROM (SELECT ` + cols + ` FROM readings WHERE ` + cond + ` ORDER BY ts DESC, id DESC LIMIT ?)
+		UNION ALL SELECT ` + cols + ` FROM readings_recent WHERE ` + cond + `) ORDER BY ts DESC, id DESC LIMIT ?`
+	args = append(append(append(slices.Clip(args), limit+1), args...), limit+1)
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return readings.Page{}, fmt.Errorf("query readings: %w", err)
@@ -245,9 +248,10 @@ func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, erro
 	var n int64
 	var err error
 	if deviceID == "" {
-		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings`).Scan(&n)
+		err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM readings_recent)`).Scan(&n)
 	} else {
-		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?)`, deviceID).Scan(&n)
+		err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?1))
+			+ (SELECT count(*) FROM readings_recent WHERE dev = (SELECT key FROM devices WHERE id = ?1))`, deviceID).Scan(&n)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("count readings: %w", err)
@@ -375,25 +379,27 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 
 // ListMessages lists audit records newest first.
 func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Message, error) {
-	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE 1=1`
+	// The staged messages (recent.go) are few and scanned.
+	cond := `1=1`
 	var args []any
 	if q.DeviceID != "" {
-		sqlq += ` AND device_id = ?`
+		cond += ` AND device_id = ?`
 		args = append(args, q.DeviceID)
 	}
 	if q.Rejected {
-		sqlq += ` AND accepted = 0`
+		cond += ` AND accepted = 0`
 	}
 	if q.Before > 0 {
-		sqlq += ` AND id < ?`
+		cond += ` AND id < ?`
 		args = append(args, q.Before)
 	}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
 	}
-	sqlq += ` ORDER BY id DESC LIMIT ?`
-	args = append(args, limit)
+	sqlq := `SELECT ` + messageColumns + ` FROM (SELECT * FROM (SELECT ` + messageColumns + ` FROM messages WHERE ` + cond + ` ORDER BY id DESC LIMIT ?)
+		UNION ALL SELECT ` + messageColumns + ` FROM messages_recent WHERE ` + cond + `) ORDER BY id DESC LIMIT ?`
+	args = append(append(append(slices.Clip(args), limit), args...), limit)
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)

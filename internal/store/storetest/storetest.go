@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Registry", testRegistry},                   // registry.go
 		{"ProvisioningStore", testProvisioningStore}, // registry.go
 		{"APIAudit", testAPIAudit},
+		{"DeviceCommandsAndTwin", testDeviceCmd}, // devicecmd.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,160 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Command is a command sent to a device.
+type Command struct {
+	ID         string          `json:"id"`
+	DeviceID   string          `json:"device_id"`
+	Command    string          `json:"command"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+	Status     string          `json:"status"` // pending, sent, succeeded, failed, expired
+	Result     json.RawMessage `json:"result,omitempty"`
+	Sends      int             `json:"sends"`
+	CreatedAt  time.Time       `json:"created_at"`
+	ExpiresAt  time.Time       `json:"expires_at"`
+	SentAt     *time.Time      `json:"sent_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+}
+
+// Finished reports whether the command has a final status.
+func (c *Command) Finished() bool {
+	return c.Status == "succeeded" || c.Status == "failed" || c.Status == "expired"
+}
+
+// SendCommandRequest is a command to send.
+type SendCommandRequest struct {
+	Command   string          `json:"command"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	ExpiresIn time.Duration   `json:"-"` // 0: the hub's default
+}
+
+type commandAnswer struct {
+	Command Command `json:"command"`
+}
+
+// SendCommand sends a command to a device (POST
+// /api/v1/devices/{id}/commands).
+func (c *Client) SendCommand(ctx context.Context, deviceID string, req SendCommandRequest) (*Command, error) {
+	body := struct {
+		Command   string          `json:"command"`
+		Payload   json.RawMessage `json:"payload,omitempty"`
+		ExpiresIn string          `json:"expires_in,omitempty"`
+	}{Command: req.Command, Payload: req.Payload}
+	if req.ExpiresIn > 0 {
+		body.ExpiresIn = req.ExpiresIn.String()
+	}
+	var out commandAnswer
+	if err := c.do(ctx, http.MethodPost, devicePath(deviceID)+"/commands", nil, body, &out); err != nil {
+		return nil, fmt.Errorf("send command to %s: %w", deviceID, err)
+	}
+	return &out.Command, nil
+}
+
+// GetCommand returns a command (GET /api/v1/commands/{id}).
+func (c *Client) GetCommand(ctx context.Context, id string) (*Command, error) {
+	var out commandAnswer
+	if err := c.do(ctx, http.MethodGet, "/api/v1/commands/"+url.PathEscape(id), nil, nil, &out); err != nil {
+		return nil, fmt.Errorf("get command %s: %w", id, err)
+	}
+	return &out.Command, nil
+}
+
+// WaitCommand polls a command every interval until it has a final status
+// or ctx ends; then it returns the command as last seen (nil if never)
+// with ctx's error.
+func (c *Client) WaitCommand(ctx context.Context, id string, interval time.Duration) (*Command, error) {
+	tk := time.NewTicker(interval)
+	defer tk.Stop()
+	var last *Command
+	for {
+		cmd, err := c.GetCommand(ctx, id)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return last, fmt.Errorf("wait for command %s: %w", id, ctx.Err())
+		case err != nil:
+			return nil, err
+		case cmd.Finished():
+			return cmd, nil
+		}
+		last = cmd
+		select {
+		case <-ctx.Done():
+			return last, fmt.Errorf("wait for command %s: %w", id, ctx.Err())
+		case <-tk.C:
+		}
+	}
+}
+
+// ListCommands lists a device's commands, newest first; status "" lists
+// every status, limit 0 takes the hub's default.
+func (c *Client) ListCommands(ctx context.Context, deviceID, status string, limit int) ([]Command, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Commands []Command `json:"commands"`
+	}
+	if err := c.do(ctx, http.MethodGet, devicePath(deviceID)+"/commands", q, nil, &out); err != nil {
+		return nil, fmt.Errorf("list commands of %s: %w", deviceID, err)
+	}
+	return out.Commands, nil
+}
+
+// TwinProperties are one side of a device twin.
+type TwinProperties struct {
+	Version   int64          `json:"version"`
+	Values    map[string]any `json:"values"`
+	UpdatedAt *time.Time     `json:"updated_at,omitempty"`
+}
+
+// Twin is a device's twin: desired properties with their version, and
+// reported properties.
+type Twin struct {
+	DeviceID string         `json:"device_id"`
+	Desired  TwinProperties `json:"desired"`
+	Reported TwinProperties `json:"reported"`
+}
+
+type twinAnswer struct {
+	Twin Twin `json:"twin"`
+}
+
+// GetTwin returns a device's twin (GET /api/v1/devices/{id}/twin).
+func (c *Client) GetTwin(ctx context.Context, deviceID string) (*Twin, error) {
+	var out twinAnswer
+	if err := c.do(ctx, http.MethodGet, devicePath(deviceID)+"/twin", nil, nil, &out); err != nil {
+		return nil, fmt.Errorf("get twin of %s: %w", deviceID, err)
+	}
+	return &out.Twin, nil
+}
+
+// SetDesired replaces a device's desired properties (PUT
+// /api/v1/devices/{id}/twin/desired) and returns the twin with the new
+// version.
+func (c *Client) SetDesired(ctx context.Context, deviceID string, values map[string]any) (*Twin, error) {
+	if values == nil {
+		values = map[string]any{}
+	}
+	var out twinAnswer
+	body := struct {
+		Values map[string]any `json:"values"`
+	}{values}
+	if err := c.do(ctx, http.MethodPut, devicePath(deviceID)+"/twin/desired", nil, body, &out); err != nil {
+		return nil, fmt.Errorf("set desired of %s: %w", deviceID, err)
+	}
+	return &out.Twin, nil
+}

@@ -1,0 +1,125 @@
+package apitest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/commands"
+	"github.com/devicehub/devicehub/internal/twin"
+)
+
+// Commands is a fake command service over the fake devices: it stores
+// commands in memory and sends nothing. It holds one answered command,
+// cmd_1 of ws-1.
+type Commands struct {
+	Devices *Devices
+
+	mu   sync.Mutex
+	cmds []commands.Command
+	n    int
+}
+
+func newCommands(d *Devices) *Commands {
+	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	return &Commands{Devices: d, cmds: []commands.Command{{
+		ID: "cmd_1", DeviceID: "ws-1", Command: "reboot", Payload: []byte(`{"delay":5}`), Status: commands.StatusSucceeded,
+		Result: []byte(`{"uptime":0}`), Sends: 1, CreatedAt: at, ExpiresAt: at.Add(time.Hour), SentAt: &at, FinishedAt: &at, UpdatedAt: at,
+	}}}
+}
+
+// Send stores a pending command after the service's checks.
+func (c *Commands) Send(ctx context.Context, req commands.SendRequest) (*commands.Command, error) {
+	dev, err := c.Devices.Get(ctx, req.DeviceID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", commands.ErrDeviceNotFound, req.DeviceID)
+	}
+	t, err := c.Devices.Types.Get(dev.Type)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(t.Commands, req.Command) {
+		return nil, fmt.Errorf("%w: %q", commands.ErrUnknownCommand, req.Command)
+	}
+	if req.ExpiresIn == 0 {
+		req.ExpiresIn = time.Hour
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	now := time.Date(2025, 1, 3, 0, 0, c.n, 0, time.UTC)
+	cmd := commands.Command{ID: fmt.Sprintf("cmd_new_%d", c.n), DeviceID: req.DeviceID, Command: req.Command, Payload: req.Payload,
+		Status: commands.StatusPending, CreatedAt: now, ExpiresAt: now.Add(req.ExpiresIn), UpdatedAt: now}
+	c.cmds = append(c.cmds, cmd)
+	return &cmd, nil
+}
+
+// Get returns a command.
+func (c *Commands) Get(_ context.Context, id string) (*commands.Command, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cmd := range c.cmds {
+		if cmd.ID == id {
+			return &cmd, nil
+		}
+	}
+	return nil, fmt.Errorf("command %s: %w", id, commands.ErrNotFound)
+}
+
+// List lists a device's commands, newest first.
+func (c *Commands) List(ctx context.Context, o commands.ListOptions) ([]commands.Command, error) {
+	if _, err := c.Devices.Get(ctx, o.DeviceID); err != nil {
+		return nil, fmt.Errorf("%w: %s", commands.ErrDeviceNotFound, o.DeviceID)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := []commands.Command{}
+	for i := len(c.cmds) - 1; i >= 0; i-- {
+		if cmd := c.cmds[i]; cmd.DeviceID == o.DeviceID && (o.Status == "" || cmd.Status == o.Status) {
+			out = append(out, cmd)
+		}
+	}
+	return out, nil
+}
+
+// Twins is a fake twin service over the fake devices.
+type Twins struct {
+	Devices *Devices
+
+	mu    sync.Mutex
+	twins map[string]*twin.Twin
+}
+
+// Get returns a device's twin.
+func (tw *Twins) Get(ctx context.Context, id string) (*twin.Twin, error) {
+	if _, err := tw.Devices.Get(ctx, id); err != nil {
+		return nil, fmt.Errorf("%w: %s", twin.ErrDeviceNotFound, id)
+	}
+	tw.mu.Lock()
+	defer tw.mu.Unlock()
+	if t, ok := tw.twins[id]; ok {
+		c := *t
+		return &c, nil
+	}
+	return &twin.Twin{DeviceID: id, Desired: map[string]any{}, Reported: map[string]any{}}, nil
+}
+
+// SetDesired replaces the desired properties and adds one to the version.
+func (tw *Twins) SetDesired(ctx context.Context, id string, values map[string]any) (*twin.Twin, error) {
+	t, err := tw.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	at := time.Date(2025, 1, 4, 0, 0, 0, 0, time.UTC)
+	t.Desired, t.DesiredVersion, t.DesiredAt = values, t.DesiredVersion+1, &at
+	tw.mu.Lock()
+	defer tw.mu.Unlock()
+	if tw.twins == nil {
+		tw.twins = map[string]*twin.Twin{}
+	}
+	tw.twins[id] = t
+	c := *t
+	return &c, nil
+}

@@ -1,0 +1,382 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/store/sqlite"
+)
+
+// querySpan is how far back the generated readings of the query scenario
+// reach: every device reports at a fixed interval over the last 10 days,
+// so that "one day" is a tenth of a device's readings at any size.
+const querySpan = 10 * 24 * time.Hour
+
+// queryBatch is the number of changes per commit while generating.
+const queryBatch = 2000
+
+// query stores many readings in a fresh data directory through the
+// store's commit path, starts `devicehub serve` on it and times the read
+// queries over the REST API.
+func (r *runner) query(ctx context.Context) error {
+	n, total := r.o.QueryDevices, r.o.QueryReadings
+	sd, err := r.seedDevicehub(ctx, n)
+	if err != nil {
+		return err
+	}
+	per := max(1, total/n)
+	total = per * n
+	interval := querySpan / time.Duration(per)
+	sc := &Scenario{
+		Name:  fmt.Sprintf("query_%d", total),
+		Title: fmt.Sprintf("Query: %s stored readings over %d devices", fmtNum(float64(total)), n),
+		Figures: []string{
+			"stored", "generate_rate", "bytes_per_reading", "db_mb",
+			"newest_1000_p50_ms", "newest_1000_p99_ms", "newest_1000_rows",
+			"day_field_p50_ms", "day_field_p99_ms", "day_field_rows",
+			"latest_one_p50_ms", "latest_one_p99_ms", "latest_all_s", "device_list_all_ms",
+		},
+		Notes: []string{
+			fmt.Sprintf("The readings are written before the hub starts, by the bench itself, through the store's commit path (sqlite.Store.Commit, %d changes per commit, synchronous=normal): each reading is the change the hub's MQTT ingest makes of one message (the message's audit record with its payload and msg_id, one reading row, the device's last_seen, a device_data_received event), so the rows and indexes are the hub's own. Time-major order (every device's k-th reading before any device's k+1-th), as live ingest writes them; a reading every %s per device over the last 10 days.", queryBatch, interval.Round(time.Second)),
+			"generate_rate: readings/s of that generation (not the hub's ingest: no MQTT, no validation). bytes_per_reading: growth of the data directory's files (devicehub.db, -wal, -shm) over the provisioned seed, divided by the readings, after the generation (the audit record, the event and the indexes included).",
+			fmt.Sprintf("Then `devicehub serve` runs on the directory and the bench times, one request at a time over one keep-alive HTTP connection, %d queries of each kind per round on devices picked at random: newest_1000: GET /api/v1/devices/{id}/readings?limit=1000 (newest first); day_field: ?field=temperature&from=…&to=… over the newest full day (limit 10000); rows: the median number of readings answered.", r.o.Queries),
+			fmt.Sprintf("The latest values of all %d devices: the API has no endpoint for them (GET /api/v1/devices gives last_seen and the latest heartbeat metrics, not reading values). The closest honest equivalent is timed: latest_one: GET …/readings?limit=1 of one device (p50/p99 over every request of the sweep); latest_all_s: one sweep of all %d devices that way, 4 requests in flight; device_list_all_ms: listing all devices, 1,000 per page (no reading values).", n, n),
+		},
+	}
+	if total < 10_000_000 {
+		sc.Notes = append(sc.Notes, fmt.Sprintf("The issue's size is 10,000,000 readings; this run stored %s (--query-readings sets it).", fmtNum(float64(total))))
+	}
+	r.res.Scenarios = append(r.res.Scenarios, sc)
+
+	dir, err := os.MkdirTemp(r.work, "query-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := copySeed(sd.dir, dir); err != nil {
+		return err
+	}
+	seedBytes := dirBytes(dir)
+	gen := Measurement{System: SysDevicehub, Round: 1, Started: time.Now(), Figures: map[string]float64{}}
+	end := time.Now().Truncate(time.Second)
+	r.logf("%s: storing %d readings", sc.Name, total)
+	rate, err := generateReadings(ctx, filepath.Join(dir, "devicehub.db"), sd.devs, per, end, interval, func(done int) {
+		r.logf("%s: stored %d of %d readings", sc.Name, done, total)
+	})
+	if err != nil {
+		gen.Error = err.Error()
+		sc.Runs = append(sc.Runs, gen)
+		sc.Finish()
+		return err
+	}
+	gen.Figures["stored"] = float64(total)
+	gen.Figures["generate_rate"] = rate
+	size := dirBytes(dir)
+	gen.Figures["bytes_per_reading"] = float64(size-seedBytes) / float64(total)
+	gen.Figures["db_mb"] = float64(size) / (1 << 20)
+	r.logf("%s: stored at %s readings/s, %s bytes per reading", sc.Name, fmtNum(rate), fmtNum(gen.Figures["bytes_per_reading"]))
+
+	if _, err := writeDevicehubConfig(dir, time.Minute); err != nil {
+		return err
+	}
+	s, err := r.startDevicehub(ctx, dir, "")
+	if err != nil {
+		gen.Error = err.Error()
+		sc.Runs = append(sc.Runs, gen)
+		sc.Finish()
+		return err
+	}
+	s.dir = "" // removed with dir
+	defer func() { _ = s.p.stop(60 * time.Second) }()
+	q := &querier{base: "http://" + s.http, token: s.token, client: &http.Client{Timeout: time.Minute}}
+	rng := rand.New(rand.NewPCG(1, uint64(total)))
+	for round := 1; round <= r.o.Rounds; round++ {
+		run := Measurement{System: SysDevicehub, Round: round, Started: time.Now(), Figures: map[string]float64{}}
+		if round == 1 {
+			run = gen
+		}
+		err := q.round(ctx, &run, rng, sd.devs, end, r.o.Queries)
+		run.Seconds = time.Since(run.Started).Seconds()
+		if err != nil {
+			run.Error = err.Error()
+		}
+		sc.Runs = append(sc.Runs, run)
+		r.logf("%s round %d: %s %s", sc.Name, round, compactQuery(run.Figures), run.Error)
+		if ctx.Err() != nil {
+			sc.Finish()
+			return ctx.Err()
+		}
+	}
+	sc.Finish()
+	return nil
+}
+
+func compactQuery(f map[string]float64) string {
+	var parts []string
+	for _, k := range []string{"newest_1000_p99_ms", "day_field_p99_ms", "latest_one_p99_ms", "latest_all_s"} {
+		if v, ok := f[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%s", k, fmtNum(v)))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// copySeed copies a provisioned data directory's database and token.
+func copySeed(from, to string) error {
+	for _, f := range []string{"devicehub.db", "devicehub.db-wal", "admin.token"} {
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("copy seed: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(to, f), b, 0o600); err != nil {
+			return fmt.Errorf("copy seed: %w", err)
+		}
+	}
+	return nil
+}
+
+// dirBytes is the size of the database files in dir.
+func dirBytes(dir string) int64 {
+	var n int64
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "devicehub.db") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// generateReadings writes per readings for every device through the
+// store's commit path, time-major, ending at end, and returns readings/s.
+func generateReadings(ctx context.Context, path string, devs []Device, per int, end time.Time, interval time.Duration, progress func(done int)) (float64, error) {
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: "normal"})
+	if err != nil {
+		return 0, fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	maxID, err := st.MaxMessageID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	type slot struct {
+		ch   commit.Change
+		msg  commit.Message
+		rd   [1]commit.Reading
+		seen time.Time
+		dp   commit.DevicePatch
+		ev   [1]commit.Event
+	}
+	slots := make([]slot, queryBatch)
+	batch := make([]*commit.Change, 0, queryBatch)
+	start := end.Add(-querySpan)
+	total := per * len(devs)
+	id := max(maxID, start.UnixMicro())
+	t0 := time.Now()
+	nextLog := t0.Add(30 * time.Second)
+	var buf []byte
+	for i := 0; i < total; {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		batch = batch[:0]
+		for j := 0; j < queryBatch && i < total; j, i = j+1, i+1 {
+			k, d := i/len(devs), i%len(devs)
+			dev := devs[d].ID
+			ts := start.Add(time.Duration(k)*interval + interval*time.Duration(d)/time.Duration(len(devs))).UTC()
+			recv := ts.Add(50 * time.Millisecond)
+			id++
+			msgID := fmt.Sprintf("%s-%d", dev, k)
+			buf = payload(buf, k, msgID)
+			pl := append([]byte(nil), buf...)
+			values := pl[:strings.LastIndex(string(pl), `,"msg_id"`)]
+			values = append(values[:len(values):len(values)], '}')
+			topic := "devices/" + dev + "/data"
+			var vm map[string]any
+			if err := json.Unmarshal(values, &vm); err != nil {
+				return 0, fmt.Errorf("values: %w", err)
+			}
+			args, err := json.Marshal(events.DataReceived{MessageID: id, MsgID: msgID, Topic: topic, Transport: "mqtt",
+				Readings: []events.Reading{{Time: ts, Values: vm}}})
+			if err != nil {
+				return 0, err
+			}
+			s := &slots[j]
+			s.msg = commit.Message{ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: recv}
+			s.rd[0] = commit.Reading{Time: ts, Values: values}
+			s.seen = recv
+			s.dp = commit.DevicePatch{LastSeen: &s.seen}
+			s.ev[0] = commit.Event{Event: events.Event{Type: events.DeviceDataReceived, Time: recv, DeviceID: dev, DeviceType: "BenchSensor"}, Args: args}
+			s.ch = commit.Change{DeviceID: dev, Message: &s.msg, Readings: s.rd[:], Device: &s.dp, Events: s.ev[:]}
+			batch = append(batch, &s.ch)
+		}
+		if err := st.Commit(ctx, batch); err != nil {
+			return 0, err
+		}
+		for _, ch := range batch {
+			if ch.Err != nil || ch.Duplicate {
+				return 0, fmt.Errorf("store %s: duplicate %v: %v", ch.DeviceID, ch.Duplicate, ch.Err)
+			}
+		}
+		if progress != nil && time.Now().After(nextLog) {
+			progress(i)
+			nextLog = time.Now().Add(30 * time.Second)
+		}
+	}
+	rate := float64(total) / time.Since(t0).Seconds()
+	if err := st.Close(); err != nil {
+		return 0, fmt.Errorf("close store: %w", err)
+	}
+	return rate, nil
+}
+
+// querier times the read queries of the REST API.
+type querier struct {
+	base, token string
+	client      *http.Client
+}
+
+// get fetches path and returns its duration and the number of readings
+// (or devices) answered.
+func (q *querier) get(ctx context.Context, path string, list string) (time.Duration, int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, q.base+path, nil)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+q.token)
+	t0 := time.Now()
+	resp, err := q.client.Do(req)
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := time.Since(t0)
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, "", fmt.Errorf("GET %s: status %d: %.200s", path, resp.StatusCode, b)
+	}
+	var page map[string]json.RawMessage
+	if err := json.Unmarshal(b, &page); err != nil {
+		return 0, 0, "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	var items []json.RawMessage
+	_ = json.Unmarshal(page[list], &items)
+	var next string
+	_ = json.Unmarshal(page["next"], &next)
+	return d, len(items), next, nil
+}
+
+// round runs one round of every query kind.
+func (q *querier) round(ctx context.Context, run *Measurement, rng *rand.Rand, devs []Device, end time.Time, queries int) error {
+	f := run.Figures
+	pick := func() string { return url.PathEscape(devs[rng.IntN(len(devs))].ID) }
+	kinds := []struct {
+		name string
+		path func() string
+	}{
+		{"newest_1000", func() string { return "/api/v1/devices/" + pick() + "/readings?limit=1000" }},
+		{"day_field", func() string {
+			return fmt.Sprintf("/api/v1/devices/%s/readings?field=temperature&from=%d&to=%d&limit=10000",
+				pick(), end.Add(-24*time.Hour).UnixMilli(), end.UnixMilli())
+		}},
+	}
+	for _, k := range kinds {
+		var ds []time.Duration
+		var rows []float64
+		for range queries {
+			d, n, _, err := q.get(ctx, k.path(), "readings")
+			if err != nil {
+				return err
+			}
+			ds = append(ds, d)
+			rows = append(rows, float64(n))
+		}
+		l := LatencyOf(ds)
+		f[k.name+"_p50_ms"], f[k.name+"_p99_ms"], f[k.name+"_rows"] = l.P50, l.P99, Median(rows)
+	}
+
+	// One sweep of the newest reading of every device, 4 in flight.
+	const inflight = 4
+	ds := make([]time.Duration, len(devs))
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	work := make(chan int)
+	t0 := time.Now()
+	for range inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				d, n, _, err := q.get(ctx, "/api/v1/devices/"+url.PathEscape(devs[i].ID)+"/readings?limit=1", "readings")
+				if err == nil && n != 1 {
+					err = fmt.Errorf("latest reading of %s: %d readings", devs[i].ID, n)
+				}
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				ds[i] = d
+			}
+		}()
+	}
+	for i := range devs {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed || ctx.Err() != nil {
+			break
+		}
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	f["latest_all_s"] = time.Since(t0).Seconds()
+	l := LatencyOf(ds)
+	f["latest_one_p50_ms"], f["latest_one_p99_ms"] = l.P50, l.P99
+
+	// Listing every device, 1,000 per page.
+	t0 = time.Now()
+	after, listed := "", 0
+	for range len(devs)/1000 + 2 {
+		_, n, next, err := q.get(ctx, "/api/v1/devices?limit=1000&after="+url.QueryEscape(after), "devices")
+		if err != nil {
+			return err
+		}
+		listed += n
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	f["device_list_all_ms"] = float64(time.Since(t0).Microseconds()) / 1000
+	if listed != len(devs) {
+		return fmt.Errorf("listed %d of %d devices", listed, len(devs))
+	}
+	return nil
+}

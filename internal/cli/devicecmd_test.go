@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+func TestCommandAndTwinCommands(t *testing.T) {
+	f, url := hub(t)
+	ctx := context.Background()
+	if _, err := f.Devices.Provision(ctx, registry.ProvisionRequest{ID: "ws-1", Type: "WeatherStation"}); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--server", url, "--token", "operator-secret"}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want []string // substrings of stdout (stderr for errors)
+	}{
+		{"send", []string{"command", "send", "ws-1", "reboot", "--payload", `{"delay":5}`}, ExitOK, []string{"cmd_new_1", "reboot", "pending"}},
+		{"send bad payload", []string{"command", "send", "ws-1", "reboot", "--payload", `{`}, ExitUsage, []string{"not JSON"}},
+		{"send undeclared", []string{"command", "send", "ws-1", "explode"}, ExitError, []string{"unknown_command"}},
+		{"send unknown device", []string{"command", "send", "nope", "reboot"}, ExitNotFound, nil},
+		{"send and wait (no answer)", []string{"command", "send", "ws-1", "reboot", "--wait", "--timeout", "1s"}, ExitError, []string{"pending"}},
+		{"list", []string{"command", "list", "ws-1"}, ExitOK, []string{"cmd_1", "succeeded", `{"uptime":0}`}},
+		{"get", []string{"command", "get", "cmd_1", "-o", "json"}, ExitOK, []string{`"status": "succeeded"`}},
+		{"twin set", []string{"twin", "set", "ws-1", `{"interval":30}`}, ExitOK, []string{"version 1", "interval=30"}},
+		{"twin set not an object", []string{"twin", "set", "ws-1", `[1]`}, ExitUsage, []string{"JSON object"}},
+		{"twin get", []string{"twin", "get", "ws-1", "-o", "json"}, ExitOK, []string{`"version": 1`, `"interval": 30`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, ctx, noServe, append(base, tt.args...)...)
+			if r.code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout %s\nstderr %s", r.code, tt.code, r.out, r.err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(r.out+r.err, w) {
+					t.Errorf("output lacks %q:\nstdout %s\nstderr %s", w, r.out, r.err)
+				}
+			}
+			if strings.Contains(strings.Join(tt.args, " "), "-o json") && !json.Valid([]byte(r.out)) {
+				t.Errorf("not JSON: %s", r.out)
+			}
+		})
+	}
+}

@@ -1,0 +1,245 @@
+package commands_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commands"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/store/sqlite"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+type publisher struct {
+	mu   sync.Mutex
+	msgs map[string][]byte
+}
+
+func (p *publisher) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.msgs == nil {
+		p.msgs = map[string][]byte{}
+	}
+	p.msgs[topic] = payload
+	return nil
+}
+
+func (p *publisher) get(topic string) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.msgs[topic]
+}
+
+type devices map[string]string
+
+func (d devices) DeviceType(id string) (string, bool) { t, ok := d[id]; return t, ok }
+
+type fixture struct {
+	svc *commands.Service
+	c   *commit.Committer
+	st  *sqlite.Store
+	pub *publisher
+
+	mu  sync.Mutex
+	evs []events.Event
+}
+
+func (f *fixture) saw(typ events.Type, id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.evs {
+		if e.Type != typ {
+			continue
+		}
+		b, _ := json.Marshal(e.Args)
+		if strings.Contains(string(b), `"command_id":"`+id+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+}
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(t.TempDir(), "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := devicetype.NewRegistry()
+	if err := types.Register(devicetype.Type{Name: "lamp", Commands: []string{"blink"}}); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{st: st, pub: &publisher{}}
+	bus := eventlog.NewBus(st, eventlog.BusOptions{}, log, nil)
+	f.c = commit.New(st, bus, commit.Options{}, log, nil)
+	f.svc = commands.New(commands.Deps{Store: st, Committer: f.c, Publisher: f.pub, Devices: devices{"l1": "lamp", "l2": "lamp"}, Types: types, Events: bus},
+		commands.Options{ConnectDelay: 10 * time.Millisecond}, log)
+	sub, err := bus.Subscribe(eventlog.SubscribeOptions{}, func(e events.Event) {
+		f.mu.Lock()
+		f.evs = append(f.evs, e)
+		f.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	busCtx, stopBus := context.WithCancel(context.Background())
+	commitCtx, stopCommit := context.WithCancel(context.Background())
+	wg.Add(3)
+	go func() { defer wg.Done(); bus.Run(busCtx) }()
+	go func() { defer wg.Done(); f.c.Run(commitCtx) }()
+	go func() { defer wg.Done(); f.svc.Run(ctx) }()
+	for _, id := range []string{"l1", "l2"} {
+		nd := &commit.NewDevice{Type: "lamp", MQTTUsername: id, PasswordHash: []byte("h"), APIKeyHash: []byte("k" + id), CreatedAt: time.Now()}
+		if err := f.c.Submit(ctx, &commit.Change{DeviceID: id, NewDevice: nd}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		cancel()
+		sub.Close()
+		stopCommit()
+		stopBus()
+		wg.Wait()
+		st.Close()
+	})
+	return f
+}
+
+// connect commits a device_connected event, as presence does.
+func (f *fixture) connect(t *testing.T, id string) {
+	t.Helper()
+	ev, err := commit.NewEvent(events.Event{Type: events.DeviceConnected, Time: time.Now(), DeviceID: id, DeviceType: "lamp", Args: &events.Connected{Generation: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.Submit(context.Background(), &commit.Change{DeviceID: id, Events: []commit.Event{ev}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func status(t *testing.T, f *fixture, id string) string {
+	t.Helper()
+	c, err := f.svc.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Status
+}
+
+func TestSendValidation(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		req  commands.SendRequest
+		want error
+	}{
+		{"unknown device", commands.SendRequest{DeviceID: "nope", Command: "blink"}, commands.ErrDeviceNotFound},
+		{"undeclared", commands.SendRequest{DeviceID: "l1", Command: "explode"}, commands.ErrUnknownCommand},
+		{"bad payload", commands.SendRequest{DeviceID: "l1", Command: "blink", Payload: json.RawMessage(`{`)}, commands.ErrInvalid},
+		{"short expiry", commands.SendRequest{DeviceID: "l1", Command: "blink", ExpiresIn: time.Millisecond}, commands.ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := f.svc.Send(ctx, tt.req); !errors.Is(err, tt.want) {
+				t.Fatalf("err %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPendingSentOnConnectThenAnswered(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	cmd, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l1", Command: "blink", Payload: json.RawMessage(`{ "times": 3 }`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := "devices/l1/commands/" + cmd.ID
+	if cmd.Status != commands.StatusPending || f.pub.get(topic) != nil {
+		t.Fatalf("offline: %+v, published %s", cmd, f.pub.get(topic))
+	}
+	f.connect(t, "l1")
+	waitFor(t, "the command sent", func() bool { return status(t, f, cmd.ID) == commands.StatusSent })
+	var msg struct {
+		Command   string          `json:"command"`
+		Payload   json.RawMessage `json:"payload"`
+		ExpiresAt time.Time       `json:"expires_at"`
+	}
+	if err := json.Unmarshal(f.pub.get(topic), &msg); err != nil || msg.Command != "blink" || string(msg.Payload) != `{"times":3}` || !msg.ExpiresAt.Equal(cmd.ExpiresAt) {
+		t.Fatalf("published %s (%v)", f.pub.get(topic), err)
+	}
+	waitFor(t, "device_command_sent", func() bool { return f.saw(events.DeviceCommandSent, cmd.ID) })
+
+	answer := func(dev, st string) (*commit.Ticket, error) {
+		return f.svc.RecordResult(ctx, dev, "lamp", cmd.ID, st, json.RawMessage(`{"ok":true}`),
+			&commit.Message{ID: time.Now().UnixNano(), Topic: topic + "/result", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: time.Now().UTC()})
+	}
+	if _, err := answer("l2", commands.StatusSucceeded); !errors.Is(err, commands.ErrNotFound) {
+		t.Fatalf("another device's answer: %v", err)
+	}
+	tk, err := answer("l1", commands.StatusSucceeded)
+	if err != nil || tk == nil {
+		t.Fatal(tk, err)
+	}
+	if err := tk.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tk, err := answer("l1", commands.StatusSucceeded); err != nil || tk != nil {
+		t.Errorf("the same answer again: %v %v, want nil nil", tk, err)
+	}
+	if _, err := answer("l1", commands.StatusFailed); !errors.Is(err, commands.ErrFinished) {
+		t.Errorf("another answer: %v", err)
+	}
+	got, err := f.svc.Get(ctx, cmd.ID)
+	if err != nil || got.Status != commands.StatusSucceeded || string(got.Result) != `{"ok":true}` || got.Sends != 1 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	waitFor(t, "device_command_result", func() bool { return f.saw(events.DeviceCommandResult, cmd.ID) })
+}
+
+func TestExpiry(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	cmd, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l2", Command: "blink", ExpiresIn: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the command expired", func() bool { return status(t, f, cmd.ID) == commands.StatusExpired })
+	waitFor(t, "device_command_expired", func() bool { return f.saw(events.DeviceCommandExpired, cmd.ID) })
+	list, err := f.svc.List(ctx, commands.ListOptions{DeviceID: "l2", Status: commands.StatusExpired})
+	if err != nil || len(list) != 1 || list[0].FinishedAt == nil {
+		t.Fatalf("%+v %v", list, err)
+	}
+}

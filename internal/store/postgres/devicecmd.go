@@ -1,0 +1,282 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/devicehub/devicehub/internal/commands"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/twin"
+)
+
+var (
+	_ commands.Store = (*Store)(nil)
+	_ twin.Store     = (*Store)(nil)
+)
+
+// commitDeviceCmd writes the command and twin parts of a batch (migration
+// 00030), in batch order, after its registry part.
+func commitDeviceCmd(ctx context.Context, tx pgx.Tx, batch []*commit.Change) error {
+	for _, ch := range batch {
+		if ch.Err != nil || ch.Duplicate {
+			continue
+		}
+		if ch.Command != nil {
+			if err := commandChange(ctx, tx, ch); err != nil {
+				return err
+			}
+		}
+		if ch.Err == nil && ch.Twin != nil {
+			if err := twinChange(ctx, tx, ch); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// jsonArg binds pre-encoded JSON for a jsonb column, or NULL.
+func jsonArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+func finalStatus(s string) bool {
+	return s == commands.StatusSucceeded || s == commands.StatusFailed || s == commands.StatusExpired
+}
+
+func commandChange(ctx context.Context, tx pgx.Tx, ch *commit.Change) error {
+	c := ch.Command
+	if n := c.Create; n != nil {
+		tag, err := tx.Exec(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
+			created_at, expires_at, sent_at, updated_at) VALUES ($1,$2,$3,$4::jsonb,$5,$6::jsonb,$7,$8,$9,$10,$11) ON CONFLICT (id) DO NOTHING`,
+			n.ID, ch.DeviceID, n.Command, jsonArg(n.Payload), n.Status, jsonArg(n.Result), n.Sends,
+			n.CreatedAt, n.ExpiresAt, n.SentAt, n.UpdatedAt)
+		if err != nil {
+			return fmt.Errorf("insert command %s: %w", n.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			ch.Err = fmt.Errorf("command %s exists: %w", n.ID, commit.ErrConflict)
+		}
+		return nil
+	}
+	inc := 0
+	if c.SentAt != nil {
+		inc = 1
+	}
+	var fin *time.Time
+	if finalStatus(c.Status) {
+		at := c.At
+		fin = &at
+	}
+	q := `UPDATE device_commands SET status = $1, result = coalesce($2::jsonb, result), sent_at = coalesce($3, sent_at),
+		sends = sends + $4, finished_at = coalesce($5, finished_at), updated_at = $6 WHERE id = $7 AND device_id = $8`
+	args := []any{c.Status, jsonArg(c.Result), c.SentAt, inc, fin, c.At, c.ID, ch.DeviceID}
+	if len(c.From) > 0 {
+		ph := make([]string, len(c.From))
+		for i, f := range c.From {
+			args = append(args, f)
+			ph[i] = "$" + strconv.Itoa(len(args))
+		}
+		q += ` AND status IN (` + strings.Join(ph, ",") + `)`
+	}
+	tag, err := tx.Exec(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("update command %s: %w", c.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		ch.Err = fmt.Errorf("command %s: %w", c.ID, commit.ErrConflict)
+	}
+	return nil
+}
+
+func twinChange(ctx context.Context, tx pgx.Tx, ch *commit.Change) error {
+	t := ch.Twin
+	if t.Desired != nil {
+		var q string
+		args := []any{ch.DeviceID, string(t.Desired), t.At}
+		if t.DesiredVersion == 1 {
+			q = `INSERT INTO device_twins (device_id, desired, desired_version, desired_at) VALUES ($1, $2::jsonb, 1, $3)
+				ON CONFLICT (device_id) DO UPDATE SET desired = excluded.desired, desired_version = 1, desired_at = excluded.desired_at
+				WHERE device_twins.desired_version = 0`
+		} else {
+			q = `UPDATE device_twins SET desired = $2::jsonb, desired_version = $4, desired_at = $3
+				WHERE device_id = $1 AND desired_version = $4 - 1`
+			args = append(args, t.DesiredVersion)
+		}
+		tag, err := tx.Exec(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("store desired of %s: %w", ch.DeviceID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			ch.Err = fmt.Errorf("desired version %d of %s: %w", t.DesiredVersion, ch.DeviceID, commit.ErrConflict)
+			return nil
+		}
+	}
+	if t.Reported != nil {
+		// FOR UPDATE: another node's transaction must not merge into the
+		// same version at the same time.
+		var cur []byte
+		err := tx.QueryRow(ctx, `SELECT reported::text FROM device_twins WHERE device_id = $1 FOR UPDATE`, ch.DeviceID).Scan(&cur)
+		if err != nil && !errNoRows(err) {
+			return fmt.Errorf("read reported of %s: %w", ch.DeviceID, err)
+		}
+		var target, p map[string]any
+		if len(cur) > 0 {
+			if err := json.Unmarshal(cur, &target); err != nil {
+				return fmt.Errorf("decode reported of %s: %w", ch.DeviceID, err)
+			}
+		}
+		if err := json.Unmarshal(t.Reported, &p); err != nil {
+			return fmt.Errorf("decode reported patch of %s: %w", ch.DeviceID, err)
+		}
+		merged, err := json.Marshal(twin.MergePatch(target, p))
+		if err != nil {
+			return fmt.Errorf("encode reported of %s: %w", ch.DeviceID, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES ($1, $2::jsonb, 1, $3)
+			ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
+				reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
+			ch.DeviceID, string(merged), t.At); err != nil {
+			return fmt.Errorf("store reported of %s: %w", ch.DeviceID, err)
+		}
+	}
+	return nil
+}
+
+const commandColumns = `id, device_id, command, payload::text, status, result::text, sends, created_at, expires_at, sent_at, finished_at, updated_at`
+
+func scanCommand(sc interface{ Scan(...any) error }) (commands.Command, error) {
+	var c commands.Command
+	var payload, result *string
+	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Command, &payload, &c.Status, &result, &c.Sends,
+		&c.CreatedAt, &c.ExpiresAt, &c.SentAt, &c.FinishedAt, &c.UpdatedAt); err != nil {
+		return c, err
+	}
+	if payload != nil {
+		c.Payload = []byte(*payload)
+	}
+	if result != nil {
+		c.Result = []byte(*result)
+	}
+	c.CreatedAt, c.ExpiresAt, c.UpdatedAt = c.CreatedAt.UTC(), c.ExpiresAt.UTC(), c.UpdatedAt.UTC()
+	for _, p := range []*time.Time{c.SentAt, c.FinishedAt} {
+		if p != nil {
+			*p = p.UTC()
+		}
+	}
+	return c, nil
+}
+
+// GetCommand returns a command; see commands.Store.
+func (s *Store) GetCommand(ctx context.Context, id string) (*commands.Command, error) {
+	c, err := scanCommand(s.pool.QueryRow(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE id = $1`, id))
+	if errNoRows(err) {
+		return nil, fmt.Errorf("command %s: %w", id, commands.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get command %s: %w", id, err)
+	}
+	return &c, nil
+}
+
+// ListCommands lists a device's commands, newest first.
+func (s *Store) ListCommands(ctx context.Context, o commands.ListOptions) ([]commands.Command, error) {
+	q := `SELECT ` + commandColumns + ` FROM device_commands WHERE device_id = $1`
+	args := []any{o.DeviceID}
+	if o.Status != "" {
+		args = append(args, o.Status)
+		q += ` AND status = $2`
+	}
+	args = append(args, max(o.Limit, 1))
+	q += ` ORDER BY created_at DESC, id DESC LIMIT $` + strconv.Itoa(len(args))
+	return s.queryCommands(ctx, q, args...)
+}
+
+// OpenCommands returns every pending or sent command.
+func (s *Store) OpenCommands(ctx context.Context) ([]commands.Command, error) {
+	return s.queryCommands(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE status IN ('pending', 'sent') ORDER BY created_at, id`)
+}
+
+func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]commands.Command, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list commands: %w", err)
+	}
+	defer rows.Close()
+	out := []commands.Command{}
+	for rows.Next() {
+		c, err := scanCommand(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list commands: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list commands: %w", err)
+	}
+	return out, nil
+}
+
+// GetTwin returns a device's twin, empty if it has none.
+func (s *Store) GetTwin(ctx context.Context, deviceID string) (*twin.Twin, error) {
+	t := &twin.Twin{DeviceID: deviceID, Desired: map[string]any{}, Reported: map[string]any{}}
+	var desired, reported []byte
+	err := s.pool.QueryRow(ctx, `SELECT desired::text, desired_version, desired_at, reported::text, reported_version, reported_at
+		FROM device_twins WHERE device_id = $1`, deviceID).Scan(&desired, &t.DesiredVersion, &t.DesiredAt, &reported, &t.ReportedVersion, &t.ReportedAt)
+	if errNoRows(err) {
+		return t, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get twin %s: %w", deviceID, err)
+	}
+	if err := json.Unmarshal(desired, &t.Desired); err != nil {
+		return nil, fmt.Errorf("decode desired of %s: %w", deviceID, err)
+	}
+	if err := json.Unmarshal(reported, &t.Reported); err != nil {
+		return nil, fmt.Errorf("decode reported of %s: %w", deviceID, err)
+	}
+	for _, p := range []*time.Time{t.DesiredAt, t.ReportedAt} {
+		if p != nil {
+			*p = p.UTC()
+		}
+	}
+	return t, nil
+}
+
+// DesiredTwins returns the twins with desired properties (reported ones
+// are left empty).
+func (s *Store) DesiredTwins(ctx context.Context) ([]twin.Twin, error) {
+	rows, err := s.pool.Query(ctx, `SELECT device_id, desired::text, desired_version, desired_at FROM device_twins WHERE desired_version > 0 ORDER BY device_id`)
+	if err != nil {
+		return nil, fmt.Errorf("list desired twins: %w", err)
+	}
+	defer rows.Close()
+	out := []twin.Twin{}
+	for rows.Next() {
+		var t twin.Twin
+		var desired []byte
+		if err := rows.Scan(&t.DeviceID, &desired, &t.DesiredVersion, &t.DesiredAt); err != nil {
+			return nil, fmt.Errorf("list desired twins: %w", err)
+		}
+		if err := json.Unmarshal(desired, &t.Desired); err != nil {
+			return nil, fmt.Errorf("decode desired of %s: %w", t.DeviceID, err)
+		}
+		if t.DesiredAt != nil {
+			*t.DesiredAt = t.DesiredAt.UTC()
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list desired twins: %w", err)
+	}
+	return out, nil
+}
