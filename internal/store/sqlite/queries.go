@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -175,21 +174,21 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 	case limit > 10000:
 		limit = 10000
 	}
-	// The device key is looked up in a subquery so that the query of
-	// readings is one range scan of the (dev, ts) index; the staged rows
-	// (recent.go) are few and scanned.
-	cond := `dev = (SELECT key FROM devices WHERE id = ?)`
+	// The device key is looked up in a subquery so that the whole query
+	// is one range scan of the (dev, ts) index.
+	sqlq := `SELECT id, stream, ts, received_at, message_id, data FROM readings
+		WHERE dev = (SELECT key FROM devices WHERE id = ?)`
 	args := []any{q.DeviceID}
 	if q.Stream != "" {
-		cond += ` AND stream = ?`
+		sqlq += ` AND stream = ?`
 		args = append(args, q.Stream)
 	}
 	if !q.From.IsZero() {
-		cond += ` AND ts >= ?`
+		sqlq += ` AND ts >= ?`
 		args = append(args, q.From.UnixMicro())
 	}
 	if !q.To.IsZero() {
-		cond += ` AND ts < ?`
+		sqlq += ` AND ts < ?`
 		args = append(args, q.To.UnixMicro())
 	}
 	if q.Cursor != "" {
@@ -197,17 +196,15 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 		if err != nil {
 			return readings.Page{}, fmt.Errorf("query readings: %w", err)
 		}
-		cond += ` AND (ts < ? OR (ts = ? AND id < ?))`
+		sqlq += ` AND (ts < ? OR (ts = ? AND id < ?))`
 		args = append(args, ts, ts, id)
 	}
 	if q.Field != "" {
-		cond += ` AND EXISTS (SELECT 1 FROM json_each(data) WHERE key = ?)`
+		sqlq += ` AND EXISTS (SELECT 1 FROM json_each(data) WHERE key = ?)`
 		args = append(args, q.Field)
 	}
-	const cols = `id, stream, ts, received_at, message_id, data`
-	sqlq := `SELECT ` + cols + ` FROM (SELECT * FROM (SELECT ` + cols + ` FROM readings WHERE ` + cond + ` ORDER BY ts DESC, id DESC LIMIT ?)
-		UNION ALL SELECT ` + cols + ` FROM readings_recent WHERE ` + cond + `) ORDER BY ts DESC, id DESC LIMIT ?`
-	args = append(append(append(slices.Clip(args), limit+1), args...), limit+1)
+	sqlq += ` ORDER BY ts DESC, id DESC LIMIT ?`
+	args = append(args, limit+1)
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return readings.Page{}, fmt.Errorf("query readings: %w", err)
@@ -248,10 +245,9 @@ func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, erro
 	var n int64
 	var err error
 	if deviceID == "" {
-		err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM readings_recent)`).Scan(&n)
+		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings`).Scan(&n)
 	} else {
-		err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?1))
-			+ (SELECT count(*) FROM readings_recent WHERE dev = (SELECT key FROM devices WHERE id = ?1))`, deviceID).Scan(&n)
+		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?)`, deviceID).Scan(&n)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("count readings: %w", err)
@@ -379,27 +375,25 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 
 // ListMessages lists audit records newest first.
 func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Message, error) {
-	// The staged messages (recent.go) are few and scanned.
-	cond := `1=1`
+	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE 1=1`
 	var args []any
 	if q.DeviceID != "" {
-		cond += ` AND device_id = ?`
+		sqlq += ` AND device_id = ?`
 		args = append(args, q.DeviceID)
 	}
 	if q.Rejected {
-		cond += ` AND accepted = 0`
+		sqlq += ` AND accepted = 0`
 	}
 	if q.Before > 0 {
-		cond += ` AND id < ?`
+		sqlq += ` AND id < ?`
 		args = append(args, q.Before)
 	}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
 	}
-	sqlq := `SELECT ` + messageColumns + ` FROM (SELECT * FROM (SELECT ` + messageColumns + ` FROM messages WHERE ` + cond + ` ORDER BY id DESC LIMIT ?)
-		UNION ALL SELECT ` + messageColumns + ` FROM messages_recent WHERE ` + cond + `) ORDER BY id DESC LIMIT ?`
-	args = append(append(append(slices.Clip(args), limit), args...), limit)
+	sqlq += ` ORDER BY id DESC LIMIT ?`
+	args = append(args, limit)
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)

@@ -29,24 +29,6 @@ func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return openTest(t) })
 }
 
-// TestContractFolding runs the contract suite with a fold of the staging
-// tables after every commit (recent.go), so that the queries see rows in
-// both the staging and the indexed tables.
-func TestContractFolding(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		s, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "hub.db"), foldEvery: 1})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		t.Cleanup(func() {
-			if err := s.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-		return s
-	})
-}
-
 // TestReopen checks what the writer keeps in memory and rebuilds at Open:
 // the event seq counter and the device keys.
 func TestReopen(t *testing.T) {

@@ -54,9 +54,6 @@ type Options struct {
 	ReadConns int
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
-
-	// foldEvery overrides foldMessages (tests).
-	foldEvery int
 }
 
 // Store is the SQLite store. Create it with Open and release it with Close.
@@ -69,8 +66,6 @@ type Store struct {
 	ckKick   chan struct{} // wakes the checkpointer
 	ckStop   chan struct{} // closed by Close
 	ckDone   chan struct{} // closed when the checkpointer returned
-	foldKick chan struct{} // wakes the folder (recent.go)
-	foldDone chan struct{} // closed when the folder returned
 	stopOnce sync.Once
 
 	// wmu serialises Commit; it guards everything below.
@@ -80,14 +75,6 @@ type Store struct {
 	inserts map[string]*bulk // multi-row insert statements by table
 	patch   *bulk
 	lookup  *bulk
-	msgIDs  *bulk // finds (device_id, msg_id) pairs in messages
-	// The staging tables (recent.go): the last reading id assigned, the
-	// staged messages, their (device_id, msg_id) pairs, and how many
-	// staged messages start a fold.
-	lastReading    int64
-	recentMessages int
-	recentMsgIDs   map[[2]string]struct{}
-	foldEvery      int
 	// uncheckpointed counts the changes committed since the last
 	// checkpoint (see checkpoint.go).
 	uncheckpointed int
@@ -159,32 +146,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	ck.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
-		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{}),
-		foldKick: make(chan struct{}, 1), foldDone: make(chan struct{}),
-		recentMsgIDs: map[[2]string]struct{}{}, foldEvery: foldMessages}
-	if opts.foldEvery > 0 {
-		s.foldEvery = opts.foldEvery
-	}
+		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
-	}
-	// Rows staged before a crash or Close: fold them, so that
-	// recentMsgIDs starts empty and right.
-	if err := s.foldLocked(ctx); err != nil {
-		s.closeDB()
-		return nil, err
-	}
-	if err := w.QueryRowContext(ctx, `SELECT max((SELECT coalesce(max(id), 0) FROM readings), (SELECT coalesce(max(id), 0) FROM readings_recent))`).Scan(&s.lastReading); err != nil {
-		s.closeDB()
-		return nil, fmt.Errorf("read last reading id: %w", err)
 	}
 	if err := w.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&s.seq); err != nil {
 		s.closeDB()
 		return nil, fmt.Errorf("read last event seq: %w", err)
 	}
 	go s.checkpointer()
-	go s.folder()
 	return s, nil
 }
 
@@ -214,7 +185,6 @@ func (s *Store) Close() error {
 	s.stopOnce.Do(func() {
 		close(s.ckStop)
 		<-s.ckDone
-		<-s.foldDone
 	})
 	return s.closeDB()
 }
@@ -228,6 +198,5 @@ func (s *Store) closeDB() error {
 	}
 	s.patch.close()
 	s.lookup.close()
-	s.msgIDs.close()
 	return errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 }
