@@ -23,7 +23,8 @@ func TestQueryPlans(t *testing.T) {
 			WHERE dev = (SELECT key FROM devices WHERE id = ?) ORDER BY ts DESC, id DESC LIMIT ?`, []any{"d", 100}, false},
 		{"readings page", `SELECT id FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?)
 			AND ts >= ? AND ts < ? AND (ts < ? OR (ts = ? AND id < ?)) ORDER BY ts DESC, id DESC LIMIT ?`, []any{"d", 1, 2, 3, 3, 4, 100}, false},
-		{"messages of a device", `SELECT id FROM messages WHERE 1=1 AND device_id = ? AND id < ? ORDER BY id DESC LIMIT ?`, []any{"d", 5, 100}, true},
+		{"messages of a device", `SELECT id, payload FROM messages WHERE id IN (SELECT id FROM messages WHERE device_id = ? AND id < ? ORDER BY id DESC LIMIT ?) ORDER BY id DESC`,
+			[]any{"d", 5, 100}, true},
 		{"rejected messages", `SELECT id FROM messages WHERE 1=1 AND accepted = 0 ORDER BY id DESC LIMIT ?`, []any{100}, false},
 	}
 	for _, tt := range tests {

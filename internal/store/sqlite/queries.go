@@ -394,6 +394,17 @@ func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Messag
 	}
 	sqlq += ` ORDER BY id DESC LIMIT ?`
 	args = append(args, limit)
+	if q.DeviceID != "" && !q.Rejected {
+		// The one per-device index on messages is by msg_id (migration
+		// 00010): sort the ids its entries carry, then read the page's
+		// rows only, instead of reading every row of the device to sort.
+		inner := `SELECT id FROM messages WHERE device_id = ?`
+		if q.Before > 0 {
+			inner += ` AND id < ?`
+		}
+		sqlq = `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages
+			WHERE id IN (` + inner + ` ORDER BY id DESC LIMIT ?) ORDER BY id DESC`
+	}
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)
