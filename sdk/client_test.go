@@ -186,8 +186,15 @@ func TestRevokedCredentials(t *testing.T) {
 	if _, err := c.StreamSender("").Enqueue([]byte(`{"seq": 2}`)); sdk.KindOf(err) != sdk.KindCredentialsRevoked {
 		t.Fatalf("enqueue after revocation: %v", err)
 	}
+	// OnError is called from the client's goroutine, possibly just after
+	// Err() is set.
+	waitFor(t, 10*time.Second, "OnError", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(bg) > 0
+	})
 	mu.Lock()
-	if len(bg) == 0 || sdk.KindOf(bg[0]) != sdk.KindCredentialsRevoked {
+	if sdk.KindOf(bg[0]) != sdk.KindCredentialsRevoked {
 		t.Errorf("OnError got %v", bg)
 	}
 	mu.Unlock()
