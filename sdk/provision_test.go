@@ -84,6 +84,12 @@ func (f *fakeProvisioningEndpoint) operations() int {
 	return f.created
 }
 
+func (f *fakeProvisioningEndpoint) pollCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.polls
+}
+
 func (f *fakeProvisioningEndpoint) set(status string) {
 	f.mu.Lock()
 	f.status = status
@@ -171,7 +177,14 @@ func TestProvisioningResumesFakeEndpoint(t *testing.T) {
 		ProvisioningToken: "tok", DB: filepath.Join(t.TempDir(), "device.db"), Server: srv.URL,
 		MQTTServer: "mqtt://127.0.0.1:1", Logger: testLogger(), ProvisioningPoll: 10 * time.Millisecond,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Stop the first Start once it is polling: the operation is stored.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	go func() {
+		defer cancel()
+		for fake.pollCount() == 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+		}
+	}()
 	_, err := sdk.Start(ctx, opts)
 	cancel()
 	if err == nil {
