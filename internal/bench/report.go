@@ -127,8 +127,8 @@ func (r *Results) Markdown(w io.Writer, charts ...string) error {
 
 	if r.Profile != nil {
 		p.f("## CPU profile of devicehub under ingest\n\n")
-		p.f("One extra closed-loop ingest run of devicehub with a CPU profile (`%s`); top functions by flat and by cumulative time:\n\n```\n%s\n```\n\n",
-			filepath.Base(r.Profile.Path), strings.Join(r.Profile.Top, "\n"))
+		p.f("One extra closed-loop ingest run of devicehub with %d devices with a CPU profile (`%s`); top functions by flat and by cumulative time:\n\n```\n%s\n```\n\n",
+			r.Profile.Devices, filepath.Base(r.Profile.Path), strings.Join(r.Profile.Top, "\n"))
 	}
 	if slices.ContainsFunc(charts, func(c string) bool { return c != "" }) {
 		p.f("## Throughput and latency by offered load\n\n")

@@ -49,8 +49,9 @@ type Goal struct {
 
 // Profile is the CPU profile of devicehub under the ingest scenario.
 type Profile struct {
-	Path string   `json:"path"`
-	Top  []string `json:"top"`
+	Devices int      `json:"devices"` // of the closed-loop ingest run profiled
+	Path    string   `json:"path"`
+	Top     []string `json:"top"`
 }
 
 // Scenario is one measured scenario: its runs (every system, every

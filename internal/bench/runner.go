@@ -345,7 +345,7 @@ func (r *runner) ingest(ctx context.Context) error {
 		if peak <= 0 {
 			return errors.New("devicehub measured no peak rate")
 		}
-		if r.o.Profile && r.o.Exe != "" {
+		if r.o.Profile && r.o.Exe != "" && n == r.o.Devices[0] {
 			r.profile(ctx, sd, n)
 		}
 		for _, frac := range r.o.OpenLoop {
@@ -447,7 +447,11 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 		run.Error = err.Error()
 	}
 	if batch > 0 {
-		r.batch = batch
+		// The raw SQLite limit compares with the closed loop of the
+		// first device count: only that sets the batch it uses.
+		if rate == 0 && n == r.o.Devices[0] {
+			r.batch = batch
+		}
 		run.Figures["mean_commit_batch"] = batch
 	}
 	count, secs := float64(lr.Acked), lr.Seconds
