@@ -2,11 +2,9 @@ package postgres
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -136,38 +134,9 @@ func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, err
 	return out, nil
 }
 
-// encodeCursor and decodeCursor turn the position of the last reading of a
-// page into an opaque cursor.
-func encodeCursor(ts, id int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("r1:" + strconv.FormatInt(ts, 10) + ":" + strconv.FormatInt(id, 10)))
-}
-
-func decodeCursor(c string) (ts, id int64, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, 0, readings.ErrBadCursor
-	}
-	parts := strings.Split(string(b), ":")
-	if len(parts) != 3 || parts[0] != "r1" {
-		return 0, 0, readings.ErrBadCursor
-	}
-	ts, err1 := strconv.ParseInt(parts[1], 10, 64)
-	id, err2 := strconv.ParseInt(parts[2], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, readings.ErrBadCursor
-	}
-	return ts, id, nil
-}
-
 // QueryReadings returns a page of one device's readings, newest first.
 func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
-	limit := q.Limit
-	switch {
-	case limit <= 0:
-		limit = 100
-	case limit > 10000:
-		limit = 10000
-	}
+	limit := q.PageSize()
 	sqlq := `SELECT id, stream, ts, received_at, message_id, data FROM readings WHERE device_id = $1`
 	args := []any{q.DeviceID}
 	arg := func(v any) string {
@@ -184,7 +153,7 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 		sqlq += ` AND ts < ` + arg(q.To)
 	}
 	if q.Cursor != "" {
-		ts, id, err := decodeCursor(q.Cursor)
+		ts, id, err := readings.DecodeCursor(q.Cursor)
 		if err != nil {
 			return readings.Page{}, fmt.Errorf("query readings: %w", err)
 		}
@@ -203,7 +172,7 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 	for rows.Next() {
 		if len(page.Readings) == limit {
 			last := page.Readings[len(page.Readings)-1]
-			page.Next = encodeCursor(last.Time.UnixMicro(), last.ID)
+			page.Next = readings.EncodeCursor(last.Time.UnixMicro(), last.ID)
 			break
 		}
 		var r readings.Record

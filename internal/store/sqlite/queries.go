@@ -3,12 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/devicehub/devicehub/events"
@@ -142,38 +139,9 @@ func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, err
 	return out, nil
 }
 
-// encodeCursor and decodeCursor turn the position of the last reading of a
-// page into an opaque cursor.
-func encodeCursor(ts, id int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("r1:" + strconv.FormatInt(ts, 10) + ":" + strconv.FormatInt(id, 10)))
-}
-
-func decodeCursor(c string) (ts, id int64, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, 0, readings.ErrBadCursor
-	}
-	parts := strings.Split(string(b), ":")
-	if len(parts) != 3 || parts[0] != "r1" {
-		return 0, 0, readings.ErrBadCursor
-	}
-	ts, err1 := strconv.ParseInt(parts[1], 10, 64)
-	id, err2 := strconv.ParseInt(parts[2], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, 0, readings.ErrBadCursor
-	}
-	return ts, id, nil
-}
-
 // QueryReadings returns a page of one device's readings, newest first.
 func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
-	limit := q.Limit
-	switch {
-	case limit <= 0:
-		limit = 100
-	case limit > 10000:
-		limit = 10000
-	}
+	limit := q.PageSize()
 	// The device key is looked up in a subquery so that the whole query
 	// is one range scan of the (dev, ts) index.
 	sqlq := `SELECT id, stream, ts, received_at, message_id, data FROM readings
@@ -192,7 +160,7 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 		args = append(args, q.To.UnixMicro())
 	}
 	if q.Cursor != "" {
-		ts, id, err := decodeCursor(q.Cursor)
+		ts, id, err := readings.DecodeCursor(q.Cursor)
 		if err != nil {
 			return readings.Page{}, fmt.Errorf("query readings: %w", err)
 		}
@@ -215,7 +183,7 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 	for rows.Next() {
 		if len(page.Readings) == limit {
 			last := page.Readings[len(page.Readings)-1]
-			page.Next = encodeCursor(lastTS, last.ID)
+			page.Next = readings.EncodeCursor(lastTS, last.ID)
 			break
 		}
 		var r readings.Record
