@@ -16,6 +16,8 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
@@ -179,10 +181,12 @@ func generateReadings(ctx context.Context, path string, devs []Device, per int, 
 	}
 	type slot struct {
 		ch   commit.Change
-		msg  commit.Message
-		rd   [1]commit.Reading
+		ops  [3]commit.Op
+		msg  readings.Message
+		rds  readings.Readings
+		rd   [1]readings.Reading
 		seen time.Time
-		dp   commit.DevicePatch
+		dp   registry.DevicePatch
 		ev   [1]commit.Event
 	}
 	slots := make([]slot, queryBatch)
@@ -220,12 +224,14 @@ func generateReadings(ctx context.Context, path string, devs []Device, per int, 
 				return 0, err
 			}
 			s := &slots[j]
-			s.msg = commit.Message{ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: recv}
-			s.rd[0] = commit.Reading{Time: ts, Values: values}
+			s.msg = readings.Message{ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: recv}
+			s.rd[0] = readings.Reading{Time: ts, Values: values}
 			s.seen = recv
-			s.dp = commit.DevicePatch{LastSeen: &s.seen}
+			s.dp = registry.DevicePatch{LastSeen: &s.seen}
 			s.ev[0] = commit.Event{Event: events.Event{Type: events.DeviceDataReceived, Time: recv, DeviceID: dev, DeviceType: "BenchSensor"}, Args: args}
-			s.ch = commit.Change{DeviceID: dev, Message: &s.msg, Readings: s.rd[:], Device: &s.dp, Events: s.ev[:]}
+			s.rds = readings.Readings{Message: &s.msg, Rows: s.rd[:]}
+			s.ops = [3]commit.Op{&s.msg, &s.rds, &s.dp}
+			s.ch = commit.Change{DeviceID: dev, Ops: s.ops[:], Events: s.ev[:]}
 			batch = append(batch, &s.ch)
 		}
 		if err := st.Commit(ctx, batch); err != nil {

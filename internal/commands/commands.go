@@ -15,7 +15,7 @@
 // "succeeded"|"failed", "result": ...}; ingest hands the answer to
 // RecordResult, which stores it with a device_command_result event.
 //
-// Every write is a commit.Change with a commit.CommandChange, so events are
+// Every write is a commit.Change with a Change op, so events are
 // stored with their change. The in-memory view of open commands is this
 // node's: in a cluster each node resends the commands it knows of, which is
 // harmless (devices dedupe) but not coordinated.
@@ -38,6 +38,8 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // Statuses of a command.
@@ -73,9 +75,6 @@ func (e *codedError) Error() string { return e.msg }
 
 // RejectCode is the code a device's message is refused with.
 func (e *codedError) RejectCode() string { return e.code }
-
-// Command is a stored command.
-type Command = commit.DeviceCommand
 
 // ListOptions select a device's commands, newest first.
 type ListOptions struct {
@@ -244,7 +243,7 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (*Command, error) {
 		Status: StatusPending, CreatedAt: now, ExpiresAt: now.Add(exp).Truncate(time.Microsecond), UpdatedAt: now,
 	}
 	c := cmd
-	if err := s.d.Committer.Submit(ctx, &commit.Change{DeviceID: req.DeviceID, Command: &commit.CommandChange{Create: &c}}); err != nil {
+	if err := s.d.Committer.Submit(ctx, &commit.Change{DeviceID: req.DeviceID, Ops: []commit.Op{&Change{Create: &c}}}); err != nil {
 		return nil, fmt.Errorf("store command for %s: %w", req.DeviceID, err)
 	}
 	s.mu.Lock()
@@ -290,7 +289,7 @@ func (s *Service) publish(ctx context.Context, o *open, typ string, now time.Tim
 	sentAt := now
 	err = s.d.Committer.Submit(ctx, &commit.Change{
 		DeviceID: cmd.DeviceID,
-		Command:  &commit.CommandChange{ID: cmd.ID, Status: StatusSent, From: []string{StatusPending, StatusSent}, SentAt: &sentAt, At: now},
+		Ops:      []commit.Op{&Change{ID: cmd.ID, Status: StatusSent, From: []string{StatusPending, StatusSent}, SentAt: &sentAt, At: now}},
 		Events:   []commit.Event{ev},
 	})
 	if errors.Is(err, commit.ErrConflict) {
@@ -330,7 +329,7 @@ func (s *Service) List(ctx context.Context, opts ListOptions) ([]Command, error)
 // when the command already has this answer (a resend). It reports
 // ErrNotFound for a command the device was not sent, ErrFinished for one
 // already answered otherwise or expired, and ErrInvalid for a bad status.
-func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *commit.Message) (*commit.Ticket, error) {
+func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, error) {
 	if status != StatusSucceeded && status != StatusFailed {
 		return nil, fmt.Errorf("%w: status must be succeeded or failed", ErrInvalid)
 	}
@@ -361,10 +360,9 @@ func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, comman
 	// precondition would not take back; the check above decides.
 	t, err := s.d.Committer.Enqueue(ctx, &commit.Change{
 		DeviceID: deviceID,
-		Message:  msg,
-		Device:   &commit.DevicePatch{LastSeen: &seen},
-		Command:  &commit.CommandChange{ID: commandID, Status: status, Result: result, At: msg.ReceivedAt},
-		Events:   []commit.Event{ev},
+		Ops: []commit.Op{msg, &registry.DevicePatch{LastSeen: &seen},
+			&Change{ID: commandID, Status: status, Result: result, At: msg.ReceivedAt}},
+		Events: []commit.Event{ev},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record result of %s: %w", commandID, err)
@@ -491,7 +489,7 @@ func (s *Service) expire(ctx context.Context, o *open, now time.Time) error {
 	}
 	err = s.d.Committer.Submit(ctx, &commit.Change{
 		DeviceID: o.cmd.DeviceID,
-		Command:  &commit.CommandChange{ID: o.cmd.ID, Status: StatusExpired, From: []string{StatusPending, StatusSent}, At: now},
+		Ops:      []commit.Op{&Change{ID: o.cmd.ID, Status: StatusExpired, From: []string{StatusPending, StatusSent}, At: now}},
 		Events:   []commit.Event{ev},
 	})
 	if errors.Is(err, commit.ErrConflict) {

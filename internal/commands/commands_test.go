@@ -19,6 +19,8 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
@@ -120,8 +122,8 @@ func start(t *testing.T) *fixture {
 	go func() { defer wg.Done(); f.c.Run(commitCtx) }()
 	go func() { defer wg.Done(); f.svc.Run(ctx) }()
 	for _, id := range []string{"l1", "l2"} {
-		nd := &commit.NewDevice{Type: "lamp", MQTTUsername: id, PasswordHash: []byte("h"), APIKeyHash: []byte("k" + id), CreatedAt: time.Now()}
-		if err := f.c.Submit(ctx, &commit.Change{DeviceID: id, NewDevice: nd}); err != nil {
+		nd := &registry.NewDevice{Type: "lamp", MQTTUsername: id, PasswordHash: []byte("h"), APIKeyHash: []byte("k" + id), CreatedAt: time.Now()}
+		if err := f.c.Submit(ctx, &commit.Change{DeviceID: id, Ops: []commit.Op{nd}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,7 +206,7 @@ func TestPendingSentOnConnectThenAnswered(t *testing.T) {
 
 	answer := func(dev, st string) (*commit.Ticket, error) {
 		return f.svc.RecordResult(ctx, dev, "lamp", cmd.ID, st, json.RawMessage(`{"ok":true}`),
-			&commit.Message{ID: time.Now().UnixNano(), Topic: topic + "/result", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: time.Now().UTC()})
+			&readings.Message{ID: time.Now().UnixNano(), Topic: topic + "/result", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: time.Now().UTC()})
 	}
 	if _, err := answer("l2", commands.StatusSucceeded); !errors.Is(err, commands.ErrNotFound) {
 		t.Fatalf("another device's answer: %v", err)

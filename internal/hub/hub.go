@@ -48,6 +48,9 @@ import (
 // Store is everything the hub needs of a storage backend.
 type Store interface {
 	commit.Store
+	// MaxMessageID returns the largest message id stored, so that message
+	// ids can start above it after a restart.
+	MaxMessageID(ctx context.Context) (int64, error)
 	registry.Store
 	readings.Store
 	eventlog.Store

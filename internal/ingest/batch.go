@@ -55,7 +55,7 @@ func (p *Pipeline) handleBatch(ctx context.Context, m *Msg, stream string) error
 			rej.Reason = fmt.Sprintf("message %d of the batch: %s", i, rej.Reason)
 			return rej
 		}
-		if readings += len(dc.ch.Readings); readings > p.opts.MaxReadingsPerMessage {
+		if readings += len(dc.rows.Rows); readings > p.opts.MaxReadingsPerMessage {
 			return &Rejection{Code: CodePayloadTooLarge, Reason: fmt.Sprintf("more than %d readings in one batch", p.opts.MaxReadingsPerMessage)}
 		}
 		dcs[i] = dc

@@ -34,12 +34,12 @@ func TestBatch(t *testing.T) {
 			t.Fatalf("%d changes, want 3", len(ch))
 		}
 		for i, want := range []string{"a", "b", "c"} {
-			if ch[i].Message.MsgID != want || ch[i].Message.Topic != "devices/dev1/data/env" || ch[i].Readings[0].Stream != "env" {
-				t.Errorf("change %d: %+v", i, ch[i].Message)
+			if msgOf(ch[i]).MsgID != want || msgOf(ch[i]).Topic != "devices/dev1/data/env" || rowsOf(ch[i])[0].Stream != "env" {
+				t.Errorf("change %d: %+v", i, msgOf(ch[i]))
 			}
 		}
-		if string(ch[0].Message.Payload) != `{"temp": 1, "msg_id": "a"}` {
-			t.Errorf("audit payload %s", ch[0].Message.Payload)
+		if string(msgOf(ch[0]).Payload) != `{"temp": 1, "msg_id": "a"}` {
+			t.Errorf("audit payload %s", msgOf(ch[0]).Payload)
 		}
 	})
 	tests := []struct {
@@ -61,8 +61,8 @@ func TestBatch(t *testing.T) {
 				t.Fatalf("err = %v, want %s", err, tt.code)
 			}
 			for _, ch := range h.store.all() {
-				if ch.Message.Accepted {
-					t.Fatalf("stored %+v", ch.Message)
+				if msgOf(ch).Accepted {
+					t.Fatalf("stored %+v", msgOf(ch))
 				}
 			}
 		})

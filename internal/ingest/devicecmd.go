@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
 )
 
 // Rejection codes of command results.
@@ -22,13 +23,13 @@ const (
 // method refuses the message with that code; any other error means
 // nothing was stored.
 type CommandResults interface {
-	RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *commit.Message) (*commit.Ticket, error)
+	RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, error)
 }
 
 // ReportedProperties records the patches of reported properties devices
 // send (internal/twin).
 type ReportedProperties interface {
-	RecordReported(ctx context.Context, deviceID, deviceType string, patch map[string]any, msg *commit.Message) (*commit.Ticket, error)
+	RecordReported(ctx context.Context, deviceID, deviceType string, patch map[string]any, msg *readings.Message) (*commit.Ticket, error)
 }
 
 // maxCommandIDLen bounds the command id level of a result topic.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
 )
 
 // codeErr is a service error carrying a rejection code.
@@ -29,7 +30,7 @@ type fakeDeviceCmd struct {
 	msgIDs  []string
 }
 
-func (f *fakeDeviceCmd) RecordResult(ctx context.Context, dev, typ, id, status string, result json.RawMessage, msg *commit.Message) (*commit.Ticket, error) {
+func (f *fakeDeviceCmd) RecordResult(ctx context.Context, dev, typ, id, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -39,10 +40,10 @@ func (f *fakeDeviceCmd) RecordResult(ctx context.Context, dev, typ, id, status s
 	if f.dup {
 		return nil, nil
 	}
-	return f.c.Enqueue(ctx, &commit.Change{DeviceID: dev, Message: msg})
+	return f.c.Enqueue(ctx, &commit.Change{DeviceID: dev, Ops: []commit.Op{msg}})
 }
 
-func (f *fakeDeviceCmd) RecordReported(ctx context.Context, dev, typ string, patch map[string]any, msg *commit.Message) (*commit.Ticket, error) {
+func (f *fakeDeviceCmd) RecordReported(ctx context.Context, dev, typ string, patch map[string]any, msg *readings.Message) (*commit.Ticket, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -50,7 +51,7 @@ func (f *fakeDeviceCmd) RecordReported(ctx context.Context, dev, typ string, pat
 	f.patches = append(f.patches, patch)
 	f.msgIDs = append(f.msgIDs, msg.MsgID)
 	f.mu.Unlock()
-	return f.c.Enqueue(ctx, &commit.Change{DeviceID: dev, Message: msg})
+	return f.c.Enqueue(ctx, &commit.Change{DeviceID: dev, Ops: []commit.Op{msg}})
 }
 
 func TestCommandResultsAndReported(t *testing.T) {

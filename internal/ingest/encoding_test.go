@@ -79,7 +79,7 @@ func TestCompressedPayloads(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			case tt.code == "":
 				ch := h.store.all()
-				if res.Readings != 1 || len(ch) != 1 || !bytes.Equal(ch[0].Message.Payload, plain) || ch[0].Message.MsgID != "c1" {
+				if res.Readings != 1 || len(ch) != 1 || !bytes.Equal(msgOf(ch[0]).Payload, plain) || msgOf(ch[0]).MsgID != "c1" {
 					t.Fatalf("result %+v, stored %+v", res, ch)
 				}
 			case !errors.As(err, &rej) || rej.Code != tt.code:
@@ -124,7 +124,7 @@ func TestChunkedMessage(t *testing.T) {
 			}
 			send()
 			ch := h.store.all()
-			if len(ch) != 1 || ch[0].Message.Topic != "devices/dev1/data/env" || ch[0].Readings[0].Stream != "env" || len(ch[0].Readings) != 3 {
+			if len(ch) != 1 || msgOf(ch[0]).Topic != "devices/dev1/data/env" || rowsOf(ch[0])[0].Stream != "env" || len(rowsOf(ch[0])) != 3 {
 				t.Fatalf("stored %+v", ch)
 			}
 			// Sent again (a lost PUBACK): stored once.

@@ -14,6 +14,8 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // Limits of the device protocol.
@@ -27,13 +29,15 @@ const (
 // so that it costs one allocation instead of ten.
 type dataChange struct {
 	ch      commit.Change
-	msg     commit.Message
-	patch   commit.DevicePatch
+	ops     [3]commit.Op
+	msg     readings.Message
+	rows    readings.Readings
+	patch   registry.DevicePatch
 	seen    time.Time
 	ev      [1]commit.Event
 	args    events.DataReceived
 	reading [1]events.Reading
-	row     [1]commit.Reading
+	row     [1]readings.Reading
 }
 
 // handleData takes in readings: devices/{id}/data and devices/{id}/data/{stream}.
@@ -57,7 +61,7 @@ func (p *Pipeline) handleData(ctx context.Context, m *Msg) error {
 	if err != nil {
 		return fmt.Errorf("enqueue data of %s: %w", r.DeviceID, err)
 	}
-	m.Result = Result{MessageID: dc.msg.ID, Readings: len(dc.ch.Readings)}
+	m.Result = Result{MessageID: dc.msg.ID, Readings: len(dc.rows.Rows)}
 	return p.wait(ctx, m, t)
 }
 
@@ -81,7 +85,7 @@ func (p *Pipeline) buildData(m *Msg, r *Request, stream string) (*dataChange, *R
 	id := p.deps.IDs.Next()
 	rows := dc.row[:0]
 	if len(d.readings) > 1 {
-		rows = make([]commit.Reading, 0, len(d.readings))
+		rows = make([]readings.Reading, 0, len(d.readings))
 	}
 	args, rows, err := appendDataArgs(r, id, d.msgID, stream, d.readings, rows)
 	if err != nil {
@@ -89,8 +93,8 @@ func (p *Pipeline) buildData(m *Msg, r *Request, stream string) (*dataChange, *R
 	}
 
 	dc.seen = m.Now
-	dc.patch = commit.DevicePatch{LastSeen: &dc.seen}
-	dc.msg = commit.Message{
+	dc.patch = registry.DevicePatch{LastSeen: &dc.seen}
+	dc.msg = readings.Message{
 		ID: id, Topic: r.Topic, Transport: r.Transport, QoS: r.QoS, Payload: r.Payload,
 		MsgID: d.msgID, Accepted: true, ReceivedAt: m.Now,
 	}
@@ -99,7 +103,9 @@ func (p *Pipeline) buildData(m *Msg, r *Request, stream string) (*dataChange, *R
 		Event: events.Event{Type: events.DeviceDataReceived, Time: m.Now, DeviceID: r.DeviceID, DeviceType: r.DeviceType, Args: &dc.args},
 		Args:  args,
 	}
-	dc.ch = commit.Change{DeviceID: r.DeviceID, Message: &dc.msg, Readings: rows, Device: &dc.patch, Events: dc.ev[:]}
+	dc.rows = readings.Readings{Message: &dc.msg, Rows: rows}
+	dc.ops = [3]commit.Op{&dc.msg, &dc.rows, &dc.patch}
+	dc.ch = commit.Change{DeviceID: r.DeviceID, Ops: dc.ops[:], Events: dc.ev[:]}
 
 	return dc, nil
 }
@@ -120,8 +126,8 @@ func validationRejection(err error, i int, array bool) *Rejection {
 // as encoding/json would encode *events.DataReceived, and hands each
 // reading's values object, a slice of the same buffer, to a reading row
 // appended to rows: the values are encoded once for the rows and the event.
-func appendDataArgs(r *Request, id int64, msgID, stream string, readings []events.Reading, rows []commit.Reading) ([]byte, []commit.Reading, error) {
-	b := make([]byte, 0, len(r.Payload)*5/4+len(r.Topic)+len(msgID)+128+len(readings)*(64+len(stream)))
+func appendDataArgs(r *Request, id int64, msgID, stream string, rds []events.Reading, rows []readings.Reading) ([]byte, []readings.Reading, error) {
+	b := make([]byte, 0, len(r.Payload)*5/4+len(r.Topic)+len(msgID)+128+len(rds)*(64+len(stream)))
 	b = append(b, `{"message_id":`...)
 	b = strconv.AppendInt(b, id, 10)
 	if msgID != "" {
@@ -139,8 +145,8 @@ func appendDataArgs(r *Request, id int64, msgID, stream string, readings []event
 	b = append(b, `,"readings":[`...)
 	var offArr [8][2]int
 	offs := offArr[:0]
-	for i := range readings {
-		rd := &readings[i]
+	for i := range rds {
+		rd := &rds[i]
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -162,7 +168,7 @@ func appendDataArgs(r *Request, id int64, msgID, stream string, readings []event
 	}
 	b = append(b, "]}"...)
 	for i, o := range offs {
-		rows = append(rows, commit.Reading{Stream: readings[i].Stream, Time: readings[i].Time, Values: b[o[0]:o[1]:o[1]]})
+		rows = append(rows, readings.Reading{Stream: rds[i].Stream, Time: rds[i].Time, Values: b[o[0]:o[1]:o[1]]})
 	}
 	return b, rows, nil
 }
@@ -403,9 +409,9 @@ func decodeObject(r *Request) (map[string]any, *Rejection) {
 }
 
 // auditMessage is the accepted audit record of m.
-func (p *Pipeline) auditMessage(m *Msg) *commit.Message {
+func (p *Pipeline) auditMessage(m *Msg) *readings.Message {
 	r := m.Req
-	return &commit.Message{
+	return &readings.Message{
 		ID: p.deps.IDs.Next(), Topic: r.Topic, Transport: r.Transport, QoS: r.QoS, Payload: r.Payload,
 		Accepted: true, ReceivedAt: m.Now,
 	}
@@ -451,16 +457,20 @@ func (p *Pipeline) handleHeartbeat(ctx context.Context, m *Msg) error {
 			return &Rejection{Code: CodeInvalidPayload, Reason: err.Error()}
 		}
 	}
-	seen := m.Now
-	ch := &commit.Change{
-		DeviceID: r.DeviceID,
-		Message:  p.auditMessage(m),
-		Device:   &commit.DevicePatch{LastSeen: &seen, Metrics: metrics},
-	}
-	t, err := p.deps.Committer.Enqueue(ctx, ch)
+	hb := &struct {
+		ch    commit.Change
+		ops   [2]commit.Op
+		patch registry.DevicePatch
+		seen  time.Time
+	}{seen: m.Now}
+	msg := p.auditMessage(m)
+	hb.patch = registry.DevicePatch{LastSeen: &hb.seen, Metrics: metrics}
+	hb.ops = [2]commit.Op{msg, &hb.patch}
+	hb.ch = commit.Change{DeviceID: r.DeviceID, Ops: hb.ops[:]}
+	t, err := p.deps.Committer.Enqueue(ctx, &hb.ch)
 	if err != nil {
 		return fmt.Errorf("enqueue heartbeat of %s: %w", r.DeviceID, err)
 	}
-	m.Result = Result{MessageID: ch.Message.ID}
+	m.Result = Result{MessageID: msg.ID}
 	return p.wait(ctx, m, t)
 }

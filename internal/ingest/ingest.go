@@ -44,6 +44,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/readings"
 )
 
 // ErrBadPattern is returned by Router.Route for a malformed topic pattern.
@@ -125,7 +126,7 @@ type Presence interface {
 	Activity(deviceID string)
 	// RecordStatus records a status message (msg is its audit record) and
 	// returns the ticket of the change that stores it, nil if none.
-	RecordStatus(ctx context.Context, deviceID, deviceType, status string, msg *commit.Message, will bool) (*commit.Ticket, error)
+	RecordStatus(ctx context.Context, deviceID, deviceType, status string, msg *readings.Message, will bool) (*commit.Ticket, error)
 }
 
 // Deps are what the pipeline works with.
@@ -306,10 +307,10 @@ func (p *Pipeline) recordRejection(ctx context.Context, m *Msg, rej *Rejection) 
 	// the same msg_id a duplicate.
 	ch := &commit.Change{
 		DeviceID: r.DeviceID,
-		Message: &commit.Message{
+		Ops: []commit.Op{&readings.Message{
 			ID: id, Topic: r.Topic, Transport: r.Transport, QoS: r.QoS, Payload: payload,
 			Code: rej.Code, Reason: rej.Reason, ReceivedAt: m.Now,
-		},
+		}},
 		Events: []commit.Event{ev},
 	}
 	t, err := p.deps.Committer.Enqueue(ctx, ch)

@@ -18,6 +18,8 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,7 +66,7 @@ func (s *fakeStore) Commit(_ context.Context, batch []*commit.Change) error {
 		return s.fail
 	}
 	for _, ch := range batch {
-		if m := ch.Message; m != nil && m.MsgID != "" {
+		if m := msgOf(ch); m != nil && m.MsgID != "" {
 			key := ch.DeviceID + "\x00" + m.MsgID
 			if s.msgIDs[key] {
 				ch.Duplicate = true
@@ -77,8 +79,8 @@ func (s *fakeStore) Commit(_ context.Context, batch []*commit.Change) error {
 			ch.Events[i].Seq = s.seq
 		}
 		s.changes = append(s.changes, ch)
-		if ch.Message != nil {
-			s.j.add(fmt.Sprintf("commit %d", ch.Message.ID))
+		if msgOf(ch) != nil {
+			s.j.add(fmt.Sprintf("commit %d", msgOf(ch).ID))
 		}
 	}
 	return nil
@@ -152,11 +154,11 @@ func (f *fakePresence) Activity(id string) {
 	f.activity = append(f.activity, id)
 }
 
-func (f *fakePresence) RecordStatus(ctx context.Context, id, typ, status string, msg *commit.Message, will bool) (*commit.Ticket, error) {
+func (f *fakePresence) RecordStatus(ctx context.Context, id, typ, status string, msg *readings.Message, will bool) (*commit.Ticket, error) {
 	f.mu.Lock()
 	f.statuses = append(f.statuses, fmt.Sprintf("%s %s will=%v", id, status, will))
 	f.mu.Unlock()
-	return f.c.Enqueue(ctx, &commit.Change{DeviceID: id, Message: msg, Device: &commit.DevicePatch{Status: &status}})
+	return f.c.Enqueue(ctx, &commit.Change{DeviceID: id, Ops: []commit.Op{msg, &registry.DevicePatch{Status: &status}}})
 }
 
 type harness struct {
@@ -256,15 +258,15 @@ func TestDataAccepted(t *testing.T) {
 		t.Fatalf("%d changes, want 1", len(changes))
 	}
 	ch := changes[0]
-	if ch.DeviceID != "dev1" || ch.Message == nil || !ch.Message.Accepted || ch.Message.MsgID != "m1" || ch.Message.ID != res.MessageID {
-		t.Errorf("message %+v", ch.Message)
+	if ch.DeviceID != "dev1" || msgOf(ch) == nil || !msgOf(ch).Accepted || msgOf(ch).MsgID != "m1" || msgOf(ch).ID != res.MessageID {
+		t.Errorf("message %+v", msgOf(ch))
 	}
-	if ch.Device == nil || ch.Device.LastSeen == nil || !ch.Device.LastSeen.Equal(r.Received) {
-		t.Errorf("device patch %+v", ch.Device)
+	if patchOf(ch) == nil || patchOf(ch).LastSeen == nil || !patchOf(ch).LastSeen.Equal(r.Received) {
+		t.Errorf("device patch %+v", patchOf(ch))
 	}
-	if len(ch.Readings) != 2 || string(ch.Readings[0].Values) != `{"hum":40,"temp":21.5}` || ch.Readings[0].Stream != "env" ||
-		!ch.Readings[0].Time.Equal(time.UnixMilli(1748772000000)) || !ch.Readings[1].Time.Equal(r.Received) {
-		t.Errorf("readings %+v", ch.Readings)
+	if len(rowsOf(ch)) != 2 || string(rowsOf(ch)[0].Values) != `{"hum":40,"temp":21.5}` || rowsOf(ch)[0].Stream != "env" ||
+		!rowsOf(ch)[0].Time.Equal(time.UnixMilli(1748772000000)) || !rowsOf(ch)[1].Time.Equal(r.Received) {
+		t.Errorf("readings %+v", rowsOf(ch))
 	}
 	evs := h.sink.all()
 	if len(evs) != 1 || evs[0].Type != events.DeviceDataReceived || evs[0].Seq != 1 || evs[0].DeviceType != "thermo" {
@@ -411,9 +413,9 @@ func TestRejections(t *testing.T) {
 				t.Fatalf("%d changes, want the audit record only", len(changes))
 			}
 			ch := changes[0]
-			m := ch.Message
+			m := msgOf(ch)
 			if m == nil || m.Accepted || m.Code != tt.code || m.Reason != rej.Reason || m.ID != res.MessageID || m.ID == 0 ||
-				ch.DeviceID != "dev1" || len(ch.Readings) != 0 || m.MsgID != "" {
+				ch.DeviceID != "dev1" || len(rowsOf(ch)) != 0 || m.MsgID != "" {
 				t.Errorf("audit record %+v (result %+v)", m, res)
 			}
 			if tt.code == CodePayloadTooLarge && len(m.Payload) > keepRejected || tt.code != CodePayloadTooLarge && string(m.Payload) != string(r.Payload) {
@@ -511,7 +513,7 @@ func TestRateLimit(t *testing.T) {
 			// (the test sends its ten messages well within a second).
 			var rejected int
 			for _, ch := range h.store.all() {
-				if !ch.Message.Accepted {
+				if !msgOf(ch).Accepted {
 					rejected++
 				}
 			}
@@ -580,7 +582,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("statuses %v", h.pres.statuses)
 	}
 	changes := h.store.all()
-	if len(changes) != 1 || changes[0].Message.ID != res.MessageID || !changes[0].Message.Accepted || changes[0].Message.Topic != r.Topic {
+	if len(changes) != 1 || msgOf(changes[0]).ID != res.MessageID || !msgOf(changes[0]).Accepted || msgOf(changes[0]).Topic != r.Topic {
 		t.Errorf("changes %+v", changes)
 	}
 }
@@ -608,8 +610,8 @@ func TestHeartbeat(t *testing.T) {
 				t.Fatalf("%d changes", len(changes))
 			}
 			ch := changes[0]
-			if ch.Device == nil || ch.Device.LastSeen == nil || string(ch.Device.Metrics) != tt.metrics || len(ch.Events) != 0 || !ch.Message.Accepted {
-				t.Errorf("change %+v patch %+v", ch, ch.Device)
+			if patchOf(ch) == nil || patchOf(ch).LastSeen == nil || string(patchOf(ch).Metrics) != tt.metrics || len(ch.Events) != 0 || !msgOf(ch).Accepted {
+				t.Errorf("change %+v patch %+v", ch, patchOf(ch))
 			}
 		})
 	}
@@ -670,7 +672,7 @@ func (instantCommitter) Enqueue(_ context.Context, ch *commit.Change) (*commit.T
 type nopPresence struct{}
 
 func (nopPresence) Activity(string) {}
-func (nopPresence) RecordStatus(context.Context, string, string, string, *commit.Message, bool) (*commit.Ticket, error) {
+func (nopPresence) RecordStatus(context.Context, string, string, string, *readings.Message, bool) (*commit.Ticket, error) {
 	return nil, nil
 }
 
@@ -762,4 +764,24 @@ func BenchmarkHandleDataQoS1(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// msgOf, patchOf and rowsOf are the message, the device patch and the
+// readings of a change, nil when it has none.
+func msgOf(ch *commit.Change) *readings.Message {
+	m, _ := commit.Find[*readings.Message](ch)
+	return m
+}
+
+func patchOf(ch *commit.Change) *registry.DevicePatch {
+	p, _ := commit.Find[*registry.DevicePatch](ch)
+	return p
+}
+
+func rowsOf(ch *commit.Change) []readings.Reading {
+	r, _ := commit.Find[*readings.Readings](ch)
+	if r == nil {
+		return nil
+	}
+	return r.Rows
 }

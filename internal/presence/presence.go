@@ -36,6 +36,8 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // Committer queues changes for the commit path.
@@ -299,7 +301,7 @@ func (t *Tracker) Disconnected(ctx context.Context, deviceID string, gen uint64,
 // or status_message); a will of a device already disconnected fires
 // nothing. The caller waits for the ticket, which is nil when there was
 // nothing to write (no msg and no change).
-func (t *Tracker) RecordStatus(ctx context.Context, deviceID, deviceType, status string, msg *commit.Message, will bool) (*commit.Ticket, error) {
+func (t *Tracker) RecordStatus(ctx context.Context, deviceID, deviceType, status string, msg *readings.Message, will bool) (*commit.Ticket, error) {
 	d := t.device(deviceID, deviceType)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -370,10 +372,19 @@ func (t *Tracker) Restore(ctx context.Context, connected []string, deviceTypes m
 // next state. conn is the device_connected argument if the transition
 // connects (always fired: a takeover is a new connection), dis the
 // device_disconnected argument if it disconnects. d.mu is held.
-func (t *Tracker) apply(ctx context.Context, d *device, next state, conn *events.Connected, dis *events.Disconnected, msg *commit.Message) (*commit.Ticket, error) {
+func (t *Tracker) apply(ctx context.Context, d *device, next state, conn *events.Connected, dis *events.Disconnected, msg *readings.Message) (*commit.Ticket, error) {
 	prev := d.st
 	now := t.now().UTC()
-	ch := &commit.Change{DeviceID: d.id, Message: msg}
+	// The change and room for its two ops (message, patch) in one allocation.
+	pc := &struct {
+		ch  commit.Change
+		ops [2]commit.Op
+	}{}
+	ch := &pc.ch
+	ch.DeviceID, ch.Ops = d.id, pc.ops[:0]
+	if msg != nil {
+		ch.Ops = append(ch.Ops, msg)
+	}
 	add := func(typ events.Type, args any) error {
 		ev, err := commit.NewEvent(events.Event{Type: typ, Time: now, DeviceID: d.id, DeviceType: d.typ, Args: args})
 		if err != nil {
@@ -398,17 +409,17 @@ func (t *Tracker) apply(ctx context.Context, d *device, next state, conn *events
 		}
 	}
 	if len(ch.Events) > 0 || prev.connected != next.connected {
-		p := &commit.DevicePatch{LastSeen: &now}
+		p := &registry.DevicePatch{LastSeen: &now}
 		if prev.status != next.status {
 			p.Status = &next.status
 		}
 		if prev.connected != next.connected {
 			p.Connected = &next.connected
 		}
-		ch.Device = p
+		ch.Ops = append(ch.Ops, p)
 	}
 	var tk *commit.Ticket
-	if ch.Message != nil || ch.Device != nil {
+	if len(ch.Ops) > 0 {
 		var err error
 		if tk, err = t.c.Enqueue(ctx, ch); err != nil {
 			return nil, err

@@ -16,6 +16,8 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -183,7 +185,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func (h *harness) status(t *testing.T, id, typ, status string, will bool) {
 	t.Helper()
 	ctx := context.Background()
-	msg := &commit.Message{Topic: "devices/" + id + "/status", Transport: "mqtt", Accepted: true}
+	msg := &readings.Message{Topic: "devices/" + id + "/status", Transport: "mqtt", Accepted: true}
 	tk, err := h.tr.RecordStatus(ctx, id, typ, status, msg, will)
 	if err != nil {
 		t.Fatal(err)
@@ -285,14 +287,14 @@ func TestStatusChangeIsOneChangeWithTheMessage(t *testing.T) {
 		t.Fatalf("%d changes, want 1", len(chs))
 	}
 	ch := chs[0]
-	if ch.Message == nil || ch.Device == nil || ch.Device.Status == nil || *ch.Device.Status != "offline" ||
-		ch.Device.Connected == nil || *ch.Device.Connected || len(ch.Events) != 2 {
+	if msgOf(ch) == nil || patchOf(ch) == nil || patchOf(ch).Status == nil || *patchOf(ch).Status != "offline" ||
+		patchOf(ch).Connected == nil || *patchOf(ch).Connected || len(ch.Events) != 2 {
 		t.Fatalf("change = %+v", ch)
 	}
 	// The will of a device already offline is only recorded.
 	h.status(t, "d1", "sensor", "offline", true)
 	last := h.store.all()[len(h.store.all())-1]
-	if last.Message == nil || last.Device != nil || len(last.Events) != 0 {
+	if msgOf(last) == nil || patchOf(last) != nil || len(last.Events) != 0 {
 		t.Fatalf("second will: change = %+v", last)
 	}
 }
@@ -472,4 +474,24 @@ func BenchmarkActivity(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// msgOf, patchOf and rowsOf are the message, the device patch and the
+// readings of a change, nil when it has none.
+func msgOf(ch *commit.Change) *readings.Message {
+	m, _ := commit.Find[*readings.Message](ch)
+	return m
+}
+
+func patchOf(ch *commit.Change) *registry.DevicePatch {
+	p, _ := commit.Find[*registry.DevicePatch](ch)
+	return p
+}
+
+func rowsOf(ch *commit.Change) []readings.Reading {
+	r, _ := commit.Find[*readings.Readings](ch)
+	if r == nil {
+		return nil
+	}
+	return r.Rows
 }

@@ -273,10 +273,7 @@ func (s *Service) provision(ctx context.Context, op *Operation, deviceID string,
 			if err != nil {
 				return err
 			}
-			if ch.Registry == nil {
-				ch.Registry = &commit.RegistryChange{}
-			}
-			ch.Registry.Operation = &commit.OperationApproval{ID: op.ID, DeviceID: deviceID, Sealed: sealed, DeliverBy: deliverBy, At: now}
+			ch.Ops = append(ch.Ops, &Approval{Operation: &OperationApproval{ID: op.ID, DeviceID: deviceID, Sealed: sealed, DeliverBy: deliverBy, At: now}})
 			return nil
 		},
 	})

@@ -107,7 +107,7 @@ type Operation struct {
 // Store is what provisioning needs of storage. Tokens and operations are
 // written directly (no signal describes them); the approval that
 // provisions a device goes through the commit path with the device
-// (commit.OperationApproval).
+// (an Approval op).
 type Store interface {
 	CreateProvisioningToken(ctx context.Context, t Token, hash []byte) error
 	ListProvisioningTokens(ctx context.Context) ([]Token, error)

@@ -97,17 +97,14 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*RegisterR
 		preq.Replace = true
 	}
 	preq.Also = func(ch *commit.Change, _ events.Credentials) error {
-		ev, err := commit.NewEvent(events.Event{Type: events.DeviceRegistered, Time: ch.NewDevice.CreatedAt, DeviceID: preq.ID,
+		ev, err := commit.NewEvent(events.Event{Type: events.DeviceRegistered, Time: ch.Ops[0].(*registry.NewDevice).CreatedAt, DeviceID: preq.ID,
 			DeviceType: preq.Type, Args: &events.Registered{IsNew: isNew}})
 		if err != nil {
 			return err
 		}
 		ch.Events = append(ch.Events, ev)
 		if isNew {
-			if ch.Registry == nil {
-				ch.Registry = &commit.RegistryChange{}
-			}
-			ch.Registry.RegistrationKey = keyHash[:]
+			ch.Ops = append(ch.Ops, &Approval{RegistrationKey: keyHash[:]})
 		}
 		return nil
 	}

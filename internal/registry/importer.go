@@ -224,7 +224,7 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	rep := &ImportReport{Lines: make([]ImportLine, len(f.Devices))}
-	groups := map[string]commit.Group{}
+	groups := map[string]NewGroup{}
 	for _, g := range f.Groups {
 		if !ValidGroupID(g.ID) {
 			return nil, fmt.Errorf("%w: group id %q: must match %s", ErrInvalid, g.ID, GroupIDPattern)
@@ -236,10 +236,11 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 		if err := checkText("group name", name, 256); err != nil {
 			return nil, err
 		}
-		groups[g.ID] = commit.Group{ID: g.ID, Name: name}
+		groups[g.ID] = NewGroup{ID: g.ID, Name: name}
 	}
 	now := s.now().UTC()
-	ch := &commit.Change{Registry: &commit.RegistryChange{}}
+	up := &Update{}
+	ch := &commit.Change{Ops: []commit.Op{up}}
 	seen := map[string]int{}
 	type pending struct {
 		i     int
@@ -266,10 +267,10 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 		seen[d.ID] = i
 		if d.Group != "" {
 			if _, ok := groups[d.Group]; !ok {
-				groups[d.Group] = commit.Group{ID: d.Group, Name: d.Group}
+				groups[d.Group] = NewGroup{ID: d.Group, Name: d.Group}
 			}
 		}
-		ch.Registry.Import = append(ch.Registry.Import, nd)
+		up.Import = append(up.Import, nd)
 		ok = append(ok, pending{i, creds})
 		ev, err := commit.NewEvent(events.Event{Type: events.DeviceProvisioned, Time: now, DeviceID: d.ID, DeviceType: d.Type,
 			Args: &events.Provisioned{Via: events.ViaOperator, Credentials: &creds}})
@@ -288,7 +289,7 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 		return rep, nil
 	}
 	for _, g := range groups {
-		ch.Registry.Groups = append(ch.Registry.Groups, g)
+		up.Groups = append(up.Groups, g)
 	}
 	if err := s.sub.Submit(ctx, ch); err != nil {
 		for _, p := range ok {
@@ -297,7 +298,7 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 		return rep, fmt.Errorf("import: %w", storeErr(err))
 	}
 	s.mu.Lock()
-	for _, nd := range ch.Registry.Import {
+	for _, nd := range up.Import {
 		e := &entry{typ: nd.Type, username: nd.MQTTUsername}
 		copy(e.pw[:], nd.PasswordHash)
 		copy(e.key[:], nd.APIKeyHash)
@@ -314,33 +315,33 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 }
 
 // importOne validates one device and builds its creation.
-func (s *Service) importOne(d ImportDevice, now time.Time) (commit.ImportDevice, events.Credentials, error) {
+func (s *Service) importOne(d ImportDevice, now time.Time) (ImportedDevice, events.Credentials, error) {
 	if !ValidID(d.ID) {
-		return commit.ImportDevice{}, events.Credentials{}, fmt.Errorf("invalid device id %q: must match %s", d.ID, IDPattern)
+		return ImportedDevice{}, events.Credentials{}, fmt.Errorf("invalid device id %q: must match %s", d.ID, IDPattern)
 	}
 	if _, err := s.types.Get(d.Type); err != nil {
-		return commit.ImportDevice{}, events.Credentials{}, fmt.Errorf("type %q: %v", d.Type, err)
+		return ImportedDevice{}, events.Credentials{}, fmt.Errorf("type %q: %v", d.Type, err)
 	}
 	if _, exists := s.DeviceType(d.ID); exists {
-		return commit.ImportDevice{}, events.Credentials{}, fmt.Errorf("device %s exists already", d.ID)
+		return ImportedDevice{}, events.Credentials{}, fmt.Errorf("device %s exists already", d.ID)
 	}
 	if _, bad := d.Metadata[badCell]; bad {
-		return commit.ImportDevice{}, events.Credentials{}, errors.New("metadata is not a JSON object")
+		return ImportedDevice{}, events.Credentials{}, errors.New("metadata is not a JSON object")
 	}
 	req := ProvisionRequest{ID: d.ID, Type: d.Type, Name: d.Name, Group: d.Group, Tags: d.Tags, Location: d.Location,
 		FirmwareVersion: d.FirmwareVersion, HardwareVersion: d.HardwareVersion, ManagementIP: d.ManagementIP}
 	fields, _, err := provisionFields(req)
 	if err != nil {
-		return commit.ImportDevice{}, events.Credentials{}, err
+		return ImportedDevice{}, events.Credentials{}, err
 	}
 	var meta []byte
 	if d.Metadata != nil {
 		if meta, err = json.Marshal(d.Metadata); err != nil {
-			return commit.ImportDevice{}, events.Credentials{}, fmt.Errorf("metadata: %v", err)
+			return ImportedDevice{}, events.Credentials{}, fmt.Errorf("metadata: %v", err)
 		}
 	}
 	creds, pw, key := newCredentials(d.ID)
-	nd := commit.ImportDevice{ID: d.ID, NewDevice: commit.NewDevice{
+	nd := ImportedDevice{ID: d.ID, NewDevice: NewDevice{
 		Type: d.Type, Name: d.Name, Group: d.Group, Tags: d.Tags, Metadata: meta,
 		MQTTUsername: creds.MQTTUsername, PasswordHash: pw[:], APIKeyHash: key[:], CreatedAt: now,
 	}}

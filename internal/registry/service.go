@@ -188,7 +188,8 @@ type ProvisionRequest struct {
 	Via string
 	// Also, if set, may add to the change that provisions the device, to
 	// be written in the same transaction (a provisioning operation's
-	// approval, a registration key, more events). It sees the plaintext
+	// approval, a registration key, more events). The change's first op
+	// is the *NewDevice. It sees the plaintext
 	// credentials, and must not keep them.
 	Also func(ch *commit.Change, creds events.Credentials) error
 }
@@ -230,15 +231,15 @@ func (s *Service) Provision(ctx context.Context, req ProvisionRequest) (events.C
 	}
 	ch := &commit.Change{
 		DeviceID: req.ID,
-		NewDevice: &commit.NewDevice{
+		Ops: []commit.Op{&NewDevice{
 			Type: req.Type, Name: req.Name, Group: req.Group, Tags: req.Tags, Metadata: meta,
 			MQTTUsername: creds.MQTTUsername, PasswordHash: pw[:], APIKeyHash: key[:],
 			Replace: req.Replace, CreatedAt: now,
-		},
+		}},
 		Events: []commit.Event{ev},
 	}
 	if fields != nil || groups != nil {
-		ch.Registry = &commit.RegistryChange{Fields: fields, Groups: groups}
+		ch.Ops = append(ch.Ops, &Update{Fields: fields, Groups: groups})
 	}
 	if req.Also != nil {
 		if err := req.Also(ch, creds); err != nil {
@@ -266,8 +267,8 @@ func (s *Service) Provision(ctx context.Context, req ProvisionRequest) (events.C
 
 // provisionFields are the registry fields of a new device that NewDevice
 // does not carry, and the group to create if missing.
-func provisionFields(req ProvisionRequest) (*commit.DeviceFields, []commit.Group, error) {
-	var f commit.DeviceFields
+func provisionFields(req ProvisionRequest) (*DeviceFields, []NewGroup, error) {
+	var f DeviceFields
 	set := false
 	if req.Location != nil {
 		b, err := encodeLocation(req.Location)
@@ -306,12 +307,12 @@ func provisionFields(req ProvisionRequest) (*commit.DeviceFields, []commit.Group
 	if err := checkTags(req.Tags); err != nil {
 		return nil, nil, err
 	}
-	var groups []commit.Group
+	var groups []NewGroup
 	if req.Group != "" {
 		if !ValidGroupID(req.Group) {
 			return nil, nil, fmt.Errorf("%w: group %q: must match %s", ErrInvalid, req.Group, IDPattern)
 		}
-		groups = []commit.Group{{ID: req.Group, Name: req.Group}}
+		groups = []NewGroup{{ID: req.Group, Name: req.Group}}
 	}
 	if !set {
 		return nil, groups, nil
@@ -424,7 +425,7 @@ func (s *Service) retireOld(id, typ string) {
 	// not hold the connection.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := q.Enqueue(ctx, &commit.Change{DeviceID: id, Registry: &commit.RegistryChange{RetireOld: true}}); err != nil {
+	if _, err := q.Enqueue(ctx, &commit.Change{DeviceID: id, Ops: []commit.Op{&Update{RetireOld: true}}}); err != nil {
 		s.log.Warn("record end of credential overlap", "device_id", id, "type", typ, "err", err)
 	}
 }

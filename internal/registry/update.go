@@ -50,9 +50,9 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*De
 	if err != nil {
 		return nil, fmt.Errorf("update %s: %w", id, err)
 	}
-	var f commit.DeviceFields
+	var f DeviceFields
 	var evs []events.Event
-	var groups []commit.Group
+	var groups []NewGroup
 	now := s.now().UTC()
 	event := func(t events.Type, args any) {
 		evs = append(evs, events.Event{Type: t, Time: now, DeviceID: id, DeviceType: cur.Type, Args: args})
@@ -72,7 +72,7 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*De
 			if !ValidGroupID(g) {
 				return nil, fmt.Errorf("%w: group %q: must match %s", ErrInvalid, g, GroupIDPattern)
 			}
-			groups = []commit.Group{{ID: g, Name: g}}
+			groups = []NewGroup{{ID: g, Name: g}}
 		}
 		f.Group = &g
 		event(events.DeviceGroupChanged, &events.GroupChanged{GroupID: g, OldGroupID: cur.Group})
@@ -133,7 +133,7 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*De
 		f.FirmwareVersion == nil && f.HardwareVersion == nil && f.ManagementIP == nil {
 		return cur, nil
 	}
-	ch := &commit.Change{DeviceID: id, Registry: &commit.RegistryChange{Fields: &f, Groups: groups}}
+	ch := &commit.Change{DeviceID: id, Ops: []commit.Op{&Update{Fields: &f, Groups: groups}}}
 	for _, e := range evs {
 		ev, err := commit.NewEvent(e)
 		if err != nil {
@@ -185,7 +185,7 @@ func (s *Service) setDisabled(ctx context.Context, id string, disabled bool, rea
 	if err != nil {
 		return err
 	}
-	ch := &commit.Change{DeviceID: id, Registry: &commit.RegistryChange{Fields: &commit.DeviceFields{Disabled: &disabled}}, Events: []commit.Event{ev}}
+	ch := &commit.Change{DeviceID: id, Ops: []commit.Op{&Update{Fields: &DeviceFields{Disabled: &disabled}}}, Events: []commit.Event{ev}}
 	if err := s.sub.Submit(ctx, ch); err != nil {
 		return fmt.Errorf("disable %s: %w", id, storeErr(err))
 	}
@@ -219,7 +219,7 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) error {
 	if err != nil {
 		return err
 	}
-	ch := &commit.Change{DeviceID: id, Registry: &commit.RegistryChange{Credentials: &commit.CredentialChange{Revoke: true}}, Events: []commit.Event{ev}}
+	ch := &commit.Change{DeviceID: id, Ops: []commit.Op{&Update{Credentials: &CredentialChange{Revoke: true}}}, Events: []commit.Event{ev}}
 	if err := s.sub.Submit(ctx, ch); err != nil {
 		return fmt.Errorf("revoke %s: %w", id, storeErr(err))
 	}
@@ -271,7 +271,7 @@ func (s *Service) Rotate(ctx context.Context, id string, overlap time.Duration) 
 	creds, pw, key := newCredentials(id)
 	var res RotateResult
 	res.Credentials = creds
-	cc := &commit.CredentialChange{MQTTUsername: creds.MQTTUsername, PasswordHash: pw[:], APIKeyHash: key[:]}
+	cc := &CredentialChange{MQTTUsername: creds.MQTTUsername, PasswordHash: pw[:], APIKeyHash: key[:]}
 	if overlap > 0 && !revoked {
 		until := now.Add(overlap)
 		cc.OldUntil = until
@@ -282,7 +282,7 @@ func (s *Service) Rotate(ctx context.Context, id string, overlap time.Duration) 
 	if err != nil {
 		return RotateResult{}, err
 	}
-	ch := &commit.Change{DeviceID: id, Registry: &commit.RegistryChange{Credentials: cc}, Events: []commit.Event{ev}}
+	ch := &commit.Change{DeviceID: id, Ops: []commit.Op{&Update{Credentials: cc}}, Events: []commit.Event{ev}}
 	if err := s.sub.Submit(ctx, ch); err != nil {
 		return RotateResult{}, fmt.Errorf("rotate %s: %w", id, storeErr(err))
 	}
@@ -310,11 +310,11 @@ func (s *Service) PinCertificate(ctx context.Context, id string, fingerprint [32
 	if _, ok := s.DeviceType(id); !ok {
 		return fmt.Errorf("pin certificate of %s: %w", id, ErrNotFound)
 	}
-	pin := &commit.CertPin{}
+	pin := &CertPin{}
 	if fingerprint != ([32]byte{}) {
 		pin.Fingerprint = fingerprint[:]
 	}
-	if err := s.sub.Submit(ctx, &commit.Change{DeviceID: id, Registry: &commit.RegistryChange{Cert: pin}}); err != nil {
+	if err := s.sub.Submit(ctx, &commit.Change{DeviceID: id, Ops: []commit.Op{&Update{Cert: pin}}}); err != nil {
 		return fmt.Errorf("pin certificate of %s: %w", id, storeErr(err))
 	}
 	s.mu.Lock()

@@ -4,7 +4,7 @@
 // and the reported properties the device sends as patches on
 // devices/{id}/twin/reported, merged into what it reported before.
 //
-// Both go through the commit path (commit.TwinChange) so that
+// Both go through the commit path (the Change op) so that
 // twin_desired_changed and twin_reported_changed are stored with the
 // change they describe. The store merges reported patches inside its
 // transaction, so concurrent patches of one device never lose each other;
@@ -22,6 +22,8 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // Errors of the twin service.
@@ -139,7 +141,7 @@ func (s *Service) SetDesired(ctx context.Context, deviceID string, values map[st
 		}
 		ch := &commit.Change{
 			DeviceID: deviceID,
-			Twin:     &commit.TwinChange{Desired: vb, DesiredVersion: version, At: now},
+			Ops:      []commit.Op{&Change{Desired: vb, DesiredVersion: version, At: now}},
 			Events:   []commit.Event{ev},
 		}
 		err = s.c.Submit(ctx, ch)
@@ -187,7 +189,7 @@ func (s *Service) Restore(ctx context.Context) error {
 
 // RecordReported queues a reported patch (msg is its audit record) and
 // returns the ticket of its change. The ingest pipeline calls it.
-func (s *Service) RecordReported(ctx context.Context, deviceID, deviceType string, patch map[string]any, msg *commit.Message) (*commit.Ticket, error) {
+func (s *Service) RecordReported(ctx context.Context, deviceID, deviceType string, patch map[string]any, msg *readings.Message) (*commit.Ticket, error) {
 	pb, err := json.Marshal(patch)
 	if err != nil {
 		return nil, fmt.Errorf("%w: patch: %v", ErrInvalid, err)
@@ -202,9 +204,7 @@ func (s *Service) RecordReported(ctx context.Context, deviceID, deviceType strin
 	seen := msg.ReceivedAt
 	ch := &commit.Change{
 		DeviceID: deviceID,
-		Message:  msg,
-		Device:   &commit.DevicePatch{LastSeen: &seen},
-		Twin:     &commit.TwinChange{Reported: pb, At: msg.ReceivedAt},
+		Ops:      []commit.Op{msg, &registry.DevicePatch{LastSeen: &seen}, &Change{Reported: pb, At: msg.ReceivedAt}},
 		Events:   []commit.Event{ev},
 	}
 	t, err := s.c.Enqueue(ctx, ch)

@@ -8,10 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/devicehub/devicehub/internal/commands"
-	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/twin"
 )
 
@@ -19,27 +16,6 @@ var (
 	_ commands.Store = (*Store)(nil)
 	_ twin.Store     = (*Store)(nil)
 )
-
-// commitDeviceCmd writes the command and twin parts of a batch (migration
-// 00030), in batch order, after its registry part.
-func commitDeviceCmd(ctx context.Context, tx pgx.Tx, batch []*commit.Change) error {
-	for _, ch := range batch {
-		if ch.Err != nil || ch.Duplicate {
-			continue
-		}
-		if ch.Command != nil {
-			if err := commandChange(ctx, tx, ch); err != nil {
-				return err
-			}
-		}
-		if ch.Err == nil && ch.Twin != nil {
-			if err := twinChange(ctx, tx, ch); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
 
 // jsonArg binds pre-encoded JSON for a jsonb column, or NULL.
 func jsonArg(b []byte) any {
@@ -49,37 +25,40 @@ func jsonArg(b []byte) any {
 	return string(b)
 }
 
-func finalStatus(s string) bool {
-	return s == commands.StatusSucceeded || s == commands.StatusFailed || s == commands.StatusExpired
+// InsertCommand implements commands.TxStore.
+func (t *txn) InsertCommand(ctx context.Context, deviceID string, n *commands.Command) (bool, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return false, err
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
+		created_at, expires_at, sent_at, updated_at) VALUES ($1,$2,$3,$4::jsonb,$5,$6::jsonb,$7,$8,$9,$10,$11) ON CONFLICT (id) DO NOTHING`,
+		n.ID, deviceID, n.Command, jsonArg(n.Payload), n.Status, jsonArg(n.Result), n.Sends,
+		n.CreatedAt, n.ExpiresAt, n.SentAt, n.UpdatedAt)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() > 0, nil
 }
 
-func commandChange(ctx context.Context, tx pgx.Tx, ch *commit.Change) error {
-	c := ch.Command
-	if n := c.Create; n != nil {
-		tag, err := tx.Exec(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
-			created_at, expires_at, sent_at, updated_at) VALUES ($1,$2,$3,$4::jsonb,$5,$6::jsonb,$7,$8,$9,$10,$11) ON CONFLICT (id) DO NOTHING`,
-			n.ID, ch.DeviceID, n.Command, jsonArg(n.Payload), n.Status, jsonArg(n.Result), n.Sends,
-			n.CreatedAt, n.ExpiresAt, n.SentAt, n.UpdatedAt)
-		if err != nil {
-			return fmt.Errorf("insert command %s: %w", n.ID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			ch.Err = fmt.Errorf("command %s exists: %w", n.ID, commit.ErrConflict)
-		}
-		return nil
+// UpdateCommand implements commands.TxStore.
+func (t *txn) UpdateCommand(ctx context.Context, deviceID string, c *commands.Change, finished bool) (bool, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return false, err
 	}
 	inc := 0
 	if c.SentAt != nil {
 		inc = 1
 	}
 	var fin *time.Time
-	if finalStatus(c.Status) {
+	if finished {
 		at := c.At
 		fin = &at
 	}
 	q := `UPDATE device_commands SET status = $1, result = coalesce($2::jsonb, result), sent_at = coalesce($3, sent_at),
 		sends = sends + $4, finished_at = coalesce($5, finished_at), updated_at = $6 WHERE id = $7 AND device_id = $8`
-	args := []any{c.Status, jsonArg(c.Result), c.SentAt, inc, fin, c.At, c.ID, ch.DeviceID}
+	args := []any{c.Status, jsonArg(c.Result), c.SentAt, inc, fin, c.At, c.ID, deviceID}
 	if len(c.From) > 0 {
 		ph := make([]string, len(c.From))
 		for i, f := range c.From {
@@ -90,66 +69,61 @@ func commandChange(ctx context.Context, tx pgx.Tx, ch *commit.Change) error {
 	}
 	tag, err := tx.Exec(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("update command %s: %w", c.ID, err)
+		return false, err
 	}
-	if tag.RowsAffected() == 0 {
-		ch.Err = fmt.Errorf("command %s: %w", c.ID, commit.ErrConflict)
-	}
-	return nil
+	return tag.RowsAffected() > 0, nil
 }
 
-func twinChange(ctx context.Context, tx pgx.Tx, ch *commit.Change) error {
-	t := ch.Twin
-	if t.Desired != nil {
-		var q string
-		args := []any{ch.DeviceID, string(t.Desired), t.At}
-		if t.DesiredVersion == 1 {
-			q = `INSERT INTO device_twins (device_id, desired, desired_version, desired_at) VALUES ($1, $2::jsonb, 1, $3)
-				ON CONFLICT (device_id) DO UPDATE SET desired = excluded.desired, desired_version = 1, desired_at = excluded.desired_at
-				WHERE device_twins.desired_version = 0`
-		} else {
-			q = `UPDATE device_twins SET desired = $2::jsonb, desired_version = $4, desired_at = $3
-				WHERE device_id = $1 AND desired_version = $4 - 1`
-			args = append(args, t.DesiredVersion)
-		}
-		tag, err := tx.Exec(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("store desired of %s: %w", ch.DeviceID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			ch.Err = fmt.Errorf("desired version %d of %s: %w", t.DesiredVersion, ch.DeviceID, commit.ErrConflict)
-			return nil
-		}
+// SetDesired implements twin.TxStore.
+func (t *txn) SetDesired(ctx context.Context, deviceID string, desired []byte, version int64, at time.Time) (bool, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return false, err
 	}
-	if t.Reported != nil {
-		// FOR UPDATE: another node's transaction must not merge into the
-		// same version at the same time.
-		var cur []byte
-		err := tx.QueryRow(ctx, `SELECT reported::text FROM device_twins WHERE device_id = $1 FOR UPDATE`, ch.DeviceID).Scan(&cur)
-		if err != nil && !errNoRows(err) {
-			return fmt.Errorf("read reported of %s: %w", ch.DeviceID, err)
-		}
-		var target, p map[string]any
-		if len(cur) > 0 {
-			if err := json.Unmarshal(cur, &target); err != nil {
-				return fmt.Errorf("decode reported of %s: %w", ch.DeviceID, err)
-			}
-		}
-		if err := json.Unmarshal(t.Reported, &p); err != nil {
-			return fmt.Errorf("decode reported patch of %s: %w", ch.DeviceID, err)
-		}
-		merged, err := json.Marshal(twin.MergePatch(target, p))
-		if err != nil {
-			return fmt.Errorf("encode reported of %s: %w", ch.DeviceID, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES ($1, $2::jsonb, 1, $3)
-			ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
-				reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
-			ch.DeviceID, string(merged), t.At); err != nil {
-			return fmt.Errorf("store reported of %s: %w", ch.DeviceID, err)
-		}
+	var q string
+	args := []any{deviceID, string(desired), at}
+	if version == 1 {
+		q = `INSERT INTO device_twins (device_id, desired, desired_version, desired_at) VALUES ($1, $2::jsonb, 1, $3)
+			ON CONFLICT (device_id) DO UPDATE SET desired = excluded.desired, desired_version = 1, desired_at = excluded.desired_at
+			WHERE device_twins.desired_version = 0`
+	} else {
+		q = `UPDATE device_twins SET desired = $2::jsonb, desired_version = $4, desired_at = $3
+			WHERE device_id = $1 AND desired_version = $4 - 1`
+		args = append(args, version)
 	}
-	return nil
+	tag, err := tx.Exec(ctx, q, args...)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// ReportedForUpdate implements twin.TxStore. FOR UPDATE: another node's
+// transaction must not merge into the same version at the same time.
+func (t *txn) ReportedForUpdate(ctx context.Context, deviceID string) ([]byte, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var cur []byte
+	err = tx.QueryRow(ctx, `SELECT reported::text FROM device_twins WHERE device_id = $1 FOR UPDATE`, deviceID).Scan(&cur)
+	if errNoRows(err) {
+		return nil, nil
+	}
+	return cur, err
+}
+
+// SetReported implements twin.TxStore.
+func (t *txn) SetReported(ctx context.Context, deviceID string, reported []byte, at time.Time) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES ($1, $2::jsonb, 1, $3)
+		ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
+			reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
+		deviceID, string(reported), at)
+	return err
 }
 
 const commandColumns = `id, device_id, command, payload::text, status, result::text, sends, created_at, expires_at, sent_at, finished_at, updated_at`

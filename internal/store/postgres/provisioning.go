@@ -275,3 +275,25 @@ func (s *Store) RegisteredDevice(ctx context.Context, keyHash []byte) (string, e
 	}
 	return id, nil
 }
+
+// BindRegistrationKey implements provisioning.TxStore.
+func (t *txn) BindRegistrationKey(ctx context.Context, keyHash []byte, deviceID string) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO registration_keys (key_hash, device_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		keyHash, deviceID, t.now)
+	return err
+}
+
+// ApproveOperation implements provisioning.TxStore.
+func (t *txn) ApproveOperation(ctx context.Context, a *provisioning.OperationApproval) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE provisioning_operations SET status = 'approved', device_id = $2, sealed = $3,
+		expires_at = $4, decided_at = $5 WHERE id = $1`, a.ID, a.DeviceID, a.Sealed, a.DeliverBy, a.At)
+	return err
+}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -112,170 +112,246 @@ func (s *Store) ListGroups(ctx context.Context) ([]registry.Group, error) {
 	return out, nil
 }
 
-// commitRegistry writes the registry parts of a batch (see
-// commit.RegistryChange), after the batch's NewDevices and messages.
-// exists is what commitTx knows of the batch's devices.
-func commitRegistry(ctx context.Context, tx pgx.Tx, batch []*commit.Change, exists map[string]bool) error {
-	now := time.Now().UTC()
-	for _, ch := range batch {
-		if ch.Err != nil || ch.Duplicate {
-			continue
-		}
-		if nd := ch.NewDevice; nd != nil && nd.Replace {
-			// Re-provisioning ends an overlap and a revocation.
-			if _, err := tx.Exec(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL,
-				prev_until = NULL, revoked_at = NULL WHERE device_id = $1`, ch.DeviceID); err != nil {
-				return fmt.Errorf("reset credentials of %s: %w", ch.DeviceID, err)
-			}
-		}
-		if ch.Registry != nil {
-			if err := registryChange(ctx, tx, ch, exists, now); err != nil {
-				return err
-			}
-		}
+// InsertDevice implements registry.TxStore; false when another node
+// created the device since the lookup.
+func (t *txn) InsertDevice(ctx context.Context, id string, nd *registry.NewDevice) (bool, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return false, err
 	}
-	return nil
+	ok, err := insertDevice(ctx, tx, id, nd)
+	if ok {
+		t.exists[id] = true
+	}
+	return ok, err
 }
 
-func deviceExists(ctx context.Context, tx pgx.Tx, id string, exists map[string]bool) (bool, error) {
-	if exists[id] {
-		return true, nil
+func insertDevice(ctx context.Context, tx pgx.Tx, id string, nd *registry.NewDevice) (bool, error) {
+	tags, meta, err := deviceJSON(id, nd)
+	if err != nil {
+		return false, err
 	}
-	var one int
-	err := tx.QueryRow(ctx, `SELECT 1 FROM devices WHERE id = $1`, id).Scan(&one)
-	if errNoRows(err) {
+	tag, err := tx.Exec(ctx, `INSERT INTO devices (id, type, name, grp, tags, metadata, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+		ON CONFLICT (id) DO NOTHING`, id, nd.Type, nd.Name, nd.Group, tags, meta, nd.CreatedAt)
+	if err != nil {
+		return false, fmt.Errorf("insert device %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
 		return false, nil
 	}
+	return true, storeCredentials(ctx, tx, id, nd)
+}
+
+// ReplaceDevice implements registry.TxStore; false when another node
+// removed the device since the lookup.
+func (t *txn) ReplaceDevice(ctx context.Context, id string, nd *registry.NewDevice) (bool, error) {
+	tx, err := t.db(ctx)
 	if err != nil {
-		return false, fmt.Errorf("look up device %s: %w", id, err)
+		return false, err
 	}
-	exists[id] = true
+	tags, meta, err := deviceJSON(id, nd)
+	if err != nil {
+		return false, err
+	}
+	tag, err := tx.Exec(ctx, `UPDATE devices SET type = $2, name = $3, grp = $4, tags = $5, metadata = $6, updated_at = $7 WHERE id = $1`,
+		id, nd.Type, nd.Name, nd.Group, tags, meta, nd.CreatedAt)
+	if err != nil {
+		return false, fmt.Errorf("replace device %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	if err := storeCredentials(ctx, tx, id, nd); err != nil {
+		return false, err
+	}
+	// Re-provisioning ends an overlap and a revocation.
+	if _, err := tx.Exec(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL,
+		prev_until = NULL, revoked_at = NULL WHERE device_id = $1`, id); err != nil {
+		return false, fmt.Errorf("reset credentials of %s: %w", id, err)
+	}
 	return true, nil
 }
 
-func registryChange(ctx context.Context, tx pgx.Tx, ch *commit.Change, exists map[string]bool, now time.Time) error {
-	r, id := ch.Registry, ch.DeviceID
-	if r.Fields != nil || r.Credentials != nil || r.RetireOld || r.Cert != nil {
-		ok, err := deviceExists(ctx, tx, id, exists)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			ch.Err = commit.ErrDeviceNotFound
-			return nil
+func deviceJSON(id string, nd *registry.NewDevice) (tags, meta []byte, err error) {
+	tags = []byte("[]")
+	if len(nd.Tags) > 0 {
+		if tags, err = json.Marshal(nd.Tags); err != nil {
+			return nil, nil, fmt.Errorf("encode tags of %s: %w", id, err)
 		}
 	}
-	if len(r.Import) > 0 {
-		done, err := importDevices(ctx, tx, ch, exists)
-		if err != nil || !done {
-			return err
-		}
+	if len(nd.Metadata) > 0 {
+		meta = nd.Metadata
 	}
-	for _, g := range r.Groups {
-		if _, err := tx.Exec(ctx, `INSERT INTO device_groups (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO NOTHING`,
-			g.ID, g.Name, now); err != nil {
-			return fmt.Errorf("create group %s: %w", g.ID, err)
-		}
-	}
-	if r.Fields != nil {
-		if err := updateFields(ctx, tx, id, r.Fields, now); err != nil {
-			return err
-		}
-	}
-	if c := r.Credentials; c != nil {
-		var err error
-		if c.Revoke {
-			_, err = tx.Exec(ctx, `UPDATE credentials SET password_hash = '', api_key_hash = '', prev_password_hash = NULL,
-				prev_api_key_hash = NULL, prev_until = NULL, revoked_at = $2 WHERE device_id = $1`, id, now)
-		} else {
-			keep := !c.OldUntil.IsZero()
-			var until *time.Time
-			if keep {
-				until = &c.OldUntil
-			}
-			_, err = tx.Exec(ctx, `UPDATE credentials SET
-				prev_password_hash = CASE WHEN $2 AND revoked_at IS NULL THEN password_hash END,
-				prev_api_key_hash = CASE WHEN $2 AND revoked_at IS NULL THEN api_key_hash END,
-				prev_until = CASE WHEN revoked_at IS NULL THEN $3::timestamptz END,
-				mqtt_username = $4, password_hash = $5, api_key_hash = $6, revoked_at = NULL, created_at = $7
-				WHERE device_id = $1`, id, keep, until, c.MQTTUsername, c.PasswordHash, c.APIKeyHash, now)
-		}
-		if err != nil {
-			return fmt.Errorf("change credentials of %s: %w", id, err)
-		}
-	}
-	if r.RetireOld {
-		if _, err := tx.Exec(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL, prev_until = NULL
-			WHERE device_id = $1`, id); err != nil {
-			return fmt.Errorf("retire old credentials of %s: %w", id, err)
-		}
-	}
-	if r.Cert != nil {
-		var fp []byte
-		if len(r.Cert.Fingerprint) > 0 {
-			fp = r.Cert.Fingerprint
-		}
-		if _, err := tx.Exec(ctx, `UPDATE credentials SET cert_fingerprint = $2 WHERE device_id = $1`, id, fp); err != nil {
-			return fmt.Errorf("pin certificate of %s: %w", id, err)
-		}
-	}
-	if len(r.RegistrationKey) > 0 {
-		if _, err := tx.Exec(ctx, `INSERT INTO registration_keys (key_hash, device_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-			r.RegistrationKey, id, now); err != nil {
-			return fmt.Errorf("bind registration key of %s: %w", id, err)
-		}
-	}
-	if op := r.Operation; op != nil {
-		if _, err := tx.Exec(ctx, `UPDATE provisioning_operations SET status = 'approved', device_id = $2, sealed = $3,
-			expires_at = $4, decided_at = $5 WHERE id = $1`, op.ID, op.DeviceID, op.Sealed, op.DeliverBy, op.At); err != nil {
-			return fmt.Errorf("approve operation %s: %w", op.ID, err)
-		}
+	return tags, meta, nil
+}
+
+func storeCredentials(ctx context.Context, tx pgx.Tx, id string, nd *registry.NewDevice) error {
+	_, err := tx.Exec(ctx, `INSERT INTO credentials (device_id, mqtt_username, password_hash, api_key_hash, created_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (device_id) DO UPDATE SET mqtt_username = excluded.mqtt_username, password_hash = excluded.password_hash,
+			api_key_hash = excluded.api_key_hash, created_at = excluded.created_at`,
+		id, nd.MQTTUsername, nd.PasswordHash, nd.APIKeyHash, nd.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("store credentials of %s: %w", id, err)
 	}
 	return nil
 }
 
-// importDevices creates the devices of an import under a savepoint: all of
-// them, or none (done false, ch.Err set) when one exists already.
-func importDevices(ctx context.Context, tx pgx.Tx, ch *commit.Change, exists map[string]bool) (done bool, err error) {
+// ImportDevices implements registry.TxStore under a savepoint: all of the
+// devices, or none when one exists already.
+func (t *txn) ImportDevices(ctx context.Context, devs []registry.ImportedDevice) (exists string, err error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return "", err
+	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
-		return false, fmt.Errorf("import: %w", err)
+		return "", err
 	}
+	done := false
 	defer func() {
 		if !done {
 			if rerr := sp.Rollback(ctx); rerr != nil && err == nil {
-				err = fmt.Errorf("import: %w", rerr)
+				err = rerr
 			}
 		}
 	}()
-	now := time.Now().UTC()
-	for i := range ch.Registry.Import {
-		d := &ch.Registry.Import[i]
-		one := &commit.Change{DeviceID: d.ID, NewDevice: &d.NewDevice}
-		if err := provision(ctx, sp, one); err != nil {
-			return false, err
+	for i := range devs {
+		d := &devs[i]
+		ok, err := insertDevice(ctx, sp, d.ID, &d.NewDevice)
+		if err != nil {
+			return "", err
 		}
-		if one.Err != nil {
-			ch.Err = fmt.Errorf("%w: %s", one.Err, d.ID)
-			return false, nil
+		if !ok {
+			return d.ID, nil
 		}
 		if d.Fields != nil {
-			if err := updateFields(ctx, sp, d.ID, d.Fields, now); err != nil {
-				return false, err
+			if err := updateFields(ctx, sp, d.ID, d.Fields, t.now); err != nil {
+				return "", err
 			}
 		}
 	}
 	if err := sp.Commit(ctx); err != nil {
-		return false, fmt.Errorf("import: %w", err)
+		return "", err
 	}
-	for _, d := range ch.Registry.Import {
-		exists[d.ID] = true
+	done = true
+	for _, d := range devs {
+		t.exists[d.ID] = true
 	}
-	return true, nil
+	return "", nil
+}
+
+// CreateGroups implements registry.TxStore.
+func (t *txn) CreateGroups(ctx context.Context, groups []registry.NewGroup) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if _, err := tx.Exec(ctx, `INSERT INTO device_groups (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO NOTHING`,
+			g.ID, g.Name, t.now); err != nil {
+			return fmt.Errorf("create group %s: %w", g.ID, err)
+		}
+	}
+	return nil
+}
+
+// UpdateDevice implements registry.TxStore.
+func (t *txn) UpdateDevice(ctx context.Context, id string, f *registry.DeviceFields) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	return updateFields(ctx, tx, id, f, t.now)
+}
+
+// ChangeCredentials implements registry.TxStore.
+func (t *txn) ChangeCredentials(ctx context.Context, id string, c *registry.CredentialChange) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	if c.Revoke {
+		_, err = tx.Exec(ctx, `UPDATE credentials SET password_hash = '', api_key_hash = '', prev_password_hash = NULL,
+			prev_api_key_hash = NULL, prev_until = NULL, revoked_at = $2 WHERE device_id = $1`, id, t.now)
+	} else {
+		keep := !c.OldUntil.IsZero()
+		var until *time.Time
+		if keep {
+			until = &c.OldUntil
+		}
+		_, err = tx.Exec(ctx, `UPDATE credentials SET
+			prev_password_hash = CASE WHEN $2 AND revoked_at IS NULL THEN password_hash END,
+			prev_api_key_hash = CASE WHEN $2 AND revoked_at IS NULL THEN api_key_hash END,
+			prev_until = CASE WHEN revoked_at IS NULL THEN $3::timestamptz END,
+			mqtt_username = $4, password_hash = $5, api_key_hash = $6, revoked_at = NULL, created_at = $7
+			WHERE device_id = $1`, id, keep, until, c.MQTTUsername, c.PasswordHash, c.APIKeyHash, t.now)
+	}
+	if err != nil {
+		return fmt.Errorf("change credentials of %s: %w", id, err)
+	}
+	return nil
+}
+
+// RetireOldCredentials implements registry.TxStore.
+func (t *txn) RetireOldCredentials(ctx context.Context, id string) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL, prev_until = NULL
+		WHERE device_id = $1`, id); err != nil {
+		return fmt.Errorf("retire old credentials of %s: %w", id, err)
+	}
+	return nil
+}
+
+// PinCertificate implements registry.TxStore.
+func (t *txn) PinCertificate(ctx context.Context, id string, fp []byte) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE credentials SET cert_fingerprint = $2 WHERE device_id = $1`, id, fp); err != nil {
+		return fmt.Errorf("pin certificate of %s: %w", id, err)
+	}
+	return nil
+}
+
+// PatchDevices implements registry.TxStore. The update is queued and sent
+// with the events. Devices are updated in id order so that concurrent
+// nodes lock rows in the same order and cannot deadlock.
+func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry.DevicePatch) error {
+	ord := make([]int, len(ids))
+	for i := range ord {
+		ord[i] = i
+	}
+	slices.SortFunc(ord, func(a, b int) int { return strings.Compare(ids[a], ids[b]) })
+	sorted := make([]string, len(ids))
+	ls := make([]*time.Time, len(ids))
+	st := make([]*string, len(ids))
+	cn := make([]*bool, len(ids))
+	mt := make([]*string, len(ids))
+	for i, j := range ord {
+		p := &patches[j]
+		sorted[i], ls[i], st[i], cn[i] = ids[j], p.LastSeen, p.Status, p.Connected
+		if p.Metrics != nil {
+			m := string(p.Metrics)
+			mt[i] = &m
+		}
+	}
+	t.queued.Queue(`UPDATE devices d SET
+			last_seen = coalesce(u.ls, d.last_seen),
+			status = coalesce(u.st, d.status),
+			connected = coalesce(u.cn, d.connected),
+			metrics = coalesce(u.mt::jsonb, d.metrics),
+			updated_at = now()
+		FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bool[], $5::text[]) AS u(id, ls, st, cn, mt)
+		WHERE d.id = u.id`, sorted, ls, st, cn, mt)
+	return nil
 }
 
 // updateFields sets the fields of f that are not nil.
-func updateFields(ctx context.Context, tx pgx.Tx, id string, f *commit.DeviceFields, now time.Time) error {
+func updateFields(ctx context.Context, tx pgx.Tx, id string, f *registry.DeviceFields, now time.Time) error {
 	var set []string
 	args := []any{id}
 	add := func(col string, v any) {

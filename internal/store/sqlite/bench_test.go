@@ -43,6 +43,8 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // BenchmarkCommit measures Commit with data changes (one message with a
@@ -60,9 +62,9 @@ func BenchmarkCommit(b *testing.B) {
 			const devices = 100
 			var prov []*commit.Change
 			for d := range devices {
-				prov = append(prov, &commit.Change{DeviceID: fmt.Sprintf("device-%04d", d), NewDevice: &commit.NewDevice{
+				prov = append(prov, &commit.Change{DeviceID: fmt.Sprintf("device-%04d", d), Ops: []commit.Op{&registry.NewDevice{
 					Type: "sensor", MQTTUsername: "u", PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now(),
-				}})
+				}}})
 			}
 			if err := s.Commit(ctx, prov); err != nil {
 				b.Fatal(err)
@@ -84,10 +86,8 @@ func BenchmarkCommit(b *testing.B) {
 					dev := fmt.Sprintf("device-%04d", i%devices)
 					batch[i] = &commit.Change{
 						DeviceID: dev,
-						Message: &commit.Message{ID: ids.Next(), Topic: "devices/" + dev + "/data", Transport: "mqtt", QoS: 1,
-							Payload: payload, MsgID: fmt.Sprintf("m-%d-%d", n, i), Accepted: true, ReceivedAt: now},
-						Readings: []commit.Reading{{Time: now, Values: payload}},
-						Device:   &commit.DevicePatch{LastSeen: &now},
+						Ops: withReadings(&readings.Message{ID: ids.Next(), Topic: "devices/" + dev + "/data", Transport: "mqtt", QoS: 1,
+							Payload: payload, MsgID: fmt.Sprintf("m-%d-%d", n, i), Accepted: true, ReceivedAt: now}, []readings.Reading{{Time: now, Values: payload}}, &registry.DevicePatch{LastSeen: &now}),
 						Events: []commit.Event{{Event: events.Event{Type: events.DeviceDataReceived, Time: now, DeviceID: dev, DeviceType: "sensor"},
 							Args: args.Args}},
 					}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
 )
 
 // TestCheckpointer checks that enough commits start a checkpoint that
@@ -24,8 +25,8 @@ func TestCheckpointer(t *testing.T) {
 	batch := make([]*commit.Change, 500)
 	for n := 0; n < checkpointChanges; n += len(batch) {
 		for i := range batch {
-			batch[i] = &commit.Change{DeviceID: fmt.Sprintf("d%d", i), Message: &commit.Message{
-				ID: ids.Next(), Topic: "t", Transport: "mqtt", Payload: []byte("{}"), Accepted: false, Code: "unknown_device", ReceivedAt: now}}
+			batch[i] = &commit.Change{DeviceID: fmt.Sprintf("d%d", i), Ops: []commit.Op{&readings.Message{
+				ID: ids.Next(), Topic: "t", Transport: "mqtt", Payload: []byte("{}"), Accepted: false, Code: "unknown_device", ReceivedAt: now}}}
 		}
 		if err := s.Commit(ctx, batch); err != nil {
 			t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // BenchmarkCommitIngest measures Commit with changes shaped like those of
@@ -51,9 +53,9 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	for d := range devices {
 		ids[d] = fmt.Sprintf("bench-%04d", d)
 		topics[d] = "devices/" + ids[d] + "/data"
-		prov = append(prov, &commit.Change{DeviceID: ids[d], NewDevice: &commit.NewDevice{
+		prov = append(prov, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{&registry.NewDevice{
 			Type: "WeatherStation", MQTTUsername: ids[d], PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now(),
-		}})
+		}}})
 	}
 	if err := s.Commit(ctx, prov); err != nil {
 		b.Fatal(err)
@@ -84,10 +86,8 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 				id, topics[d], now.Format(time.RFC3339Nano), values)
 			batch[i] = &commit.Change{
 				DeviceID: ids[d],
-				Message: &commit.Message{ID: id, Topic: topics[d], Transport: "mqtt", QoS: 1,
-					Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: now},
-				Readings: []commit.Reading{{Time: now, Values: values}},
-				Device:   &commit.DevicePatch{LastSeen: &now},
+				Ops: withReadings(&readings.Message{ID: id, Topic: topics[d], Transport: "mqtt", QoS: 1,
+					Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: now}, []readings.Reading{{Time: now, Values: values}}, &registry.DevicePatch{LastSeen: &now}),
 				Events: []commit.Event{{Event: events.Event{Type: events.DeviceDataReceived, Time: now, DeviceID: ids[d], DeviceType: "WeatherStation"},
 					Args: args}},
 			}

@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/devicehub/devicehub/internal/commands"
-	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/twin"
 )
 
@@ -18,129 +18,92 @@ var (
 	_ twin.Store     = (*Store)(nil)
 )
 
-// commitDeviceCmd writes the command and twin parts of a batch (migration
-// 00030), in batch order, after its registry part.
-func (w *writeState) commitDeviceCmd(ctx context.Context, batch []*commit.Change) error {
-	for _, ch := range batch {
-		if ch.Err != nil || ch.Duplicate {
-			continue
-		}
-		if ch.Command != nil {
-			if err := w.commandChange(ctx, ch); err != nil {
-				return err
-			}
-		}
-		if ch.Err == nil && ch.Twin != nil {
-			if err := w.twinChange(ctx, ch); err != nil {
-				return err
-			}
-		}
+// InsertCommand implements commands.TxStore.
+func (t *txn) InsertCommand(ctx context.Context, deviceID string, n *commands.Command) (bool, error) {
+	var sent any
+	if n.SentAt != nil {
+		sent = n.SentAt.UnixMicro()
 	}
-	return nil
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
+		created_at, expires_at, sent_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING`,
+		n.ID, deviceID, n.Command, jsonText(n.Payload), n.Status, jsonText(n.Result), n.Sends,
+		n.CreatedAt.UnixMicro(), n.ExpiresAt.UnixMicro(), sent, n.UpdatedAt.UnixMicro())
+	if err != nil {
+		return false, err
+	}
+	k, err := res.RowsAffected()
+	return k > 0, err
 }
 
-func finalStatus(s string) bool {
-	return s == commands.StatusSucceeded || s == commands.StatusFailed || s == commands.StatusExpired
-}
-
-func (w *writeState) commandChange(ctx context.Context, ch *commit.Change) error {
-	c := ch.Command
-	if n := c.Create; n != nil {
-		var sent any
-		if n.SentAt != nil {
-			sent = n.SentAt.UnixMicro()
-		}
-		res, err := w.tx.ExecContext(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
-			created_at, expires_at, sent_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING`,
-			n.ID, ch.DeviceID, n.Command, jsonText(n.Payload), n.Status, jsonText(n.Result), n.Sends,
-			n.CreatedAt.UnixMicro(), n.ExpiresAt.UnixMicro(), sent, n.UpdatedAt.UnixMicro())
-		if err != nil {
-			return fmt.Errorf("insert command %s: %w", n.ID, err)
-		}
-		if k, _ := res.RowsAffected(); k == 0 {
-			ch.Err = fmt.Errorf("command %s exists: %w", n.ID, commit.ErrConflict)
-		}
-		return nil
-	}
+// UpdateCommand implements commands.TxStore.
+func (t *txn) UpdateCommand(ctx context.Context, deviceID string, c *commands.Change, finished bool) (bool, error) {
 	var sent, inc, fin any = nil, 0, nil
 	if c.SentAt != nil {
 		sent, inc = c.SentAt.UnixMicro(), 1
 	}
-	if finalStatus(c.Status) {
+	if finished {
 		fin = c.At.UnixMicro()
 	}
 	q := `UPDATE device_commands SET status = ?, result = coalesce(?, result), sent_at = coalesce(?, sent_at),
 		sends = sends + ?, finished_at = coalesce(?, finished_at), updated_at = ? WHERE id = ? AND device_id = ?`
-	args := []any{c.Status, jsonText(c.Result), sent, inc, fin, c.At.UnixMicro(), c.ID, ch.DeviceID}
+	args := []any{c.Status, jsonText(c.Result), sent, inc, fin, c.At.UnixMicro(), c.ID, deviceID}
 	if len(c.From) > 0 {
 		q += ` AND status IN (?` + strings.Repeat(",?", len(c.From)-1) + `)`
 		for _, f := range c.From {
 			args = append(args, f)
 		}
 	}
-	res, err := w.tx.ExecContext(ctx, q, args...)
+	res, err := t.tx.ExecContext(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("update command %s: %w", c.ID, err)
+		return false, err
 	}
-	if k, _ := res.RowsAffected(); k == 0 {
-		ch.Err = fmt.Errorf("command %s: %w", c.ID, commit.ErrConflict)
-	}
-	return nil
+	k, err := res.RowsAffected()
+	return k > 0, err
 }
 
-func (w *writeState) twinChange(ctx context.Context, ch *commit.Change) error {
-	t, at := ch.Twin, ch.Twin.At.UnixMicro()
-	if t.Desired != nil {
-		var res sql.Result
-		var err error
-		if t.DesiredVersion == 1 {
-			res, err = w.tx.ExecContext(ctx, `INSERT INTO device_twins (device_id, desired, desired_version, desired_at) VALUES (?,?,1,?)
-				ON CONFLICT (device_id) DO UPDATE SET desired = excluded.desired, desired_version = 1, desired_at = excluded.desired_at
-				WHERE device_twins.desired_version = 0`, ch.DeviceID, string(t.Desired), at)
-		} else {
-			res, err = w.tx.ExecContext(ctx, `UPDATE device_twins SET desired = ?, desired_version = ?, desired_at = ?
-				WHERE device_id = ? AND desired_version = ?`, string(t.Desired), t.DesiredVersion, at, ch.DeviceID, t.DesiredVersion-1)
-		}
-		if err != nil {
-			return fmt.Errorf("store desired of %s: %w", ch.DeviceID, err)
-		}
-		if k, _ := res.RowsAffected(); k == 0 {
-			ch.Err = fmt.Errorf("desired version %d of %s: %w", t.DesiredVersion, ch.DeviceID, commit.ErrConflict)
-			return nil
-		}
+// SetDesired implements twin.TxStore.
+func (t *txn) SetDesired(ctx context.Context, deviceID string, desired []byte, version int64, at time.Time) (bool, error) {
+	var res sql.Result
+	var err error
+	if version == 1 {
+		res, err = t.tx.ExecContext(ctx, `INSERT INTO device_twins (device_id, desired, desired_version, desired_at) VALUES (?,?,1,?)
+			ON CONFLICT (device_id) DO UPDATE SET desired = excluded.desired, desired_version = 1, desired_at = excluded.desired_at
+			WHERE device_twins.desired_version = 0`, deviceID, string(desired), at.UnixMicro())
+	} else {
+		res, err = t.tx.ExecContext(ctx, `UPDATE device_twins SET desired = ?, desired_version = ?, desired_at = ?
+			WHERE device_id = ? AND desired_version = ?`, string(desired), version, at.UnixMicro(), deviceID, version-1)
 	}
-	if t.Reported != nil {
-		var cur string
-		err := w.tx.QueryRowContext(ctx, `SELECT reported FROM device_twins WHERE device_id = ?`, ch.DeviceID).Scan(&cur)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("read reported of %s: %w", ch.DeviceID, err)
-		}
-		merged, err := mergeReported(cur, t.Reported)
-		if err != nil {
-			return fmt.Errorf("merge reported of %s: %w", ch.DeviceID, err)
-		}
-		if _, err := w.tx.ExecContext(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES (?,?,1,?)
-			ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
-				reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
-			ch.DeviceID, string(merged), at); err != nil {
-			return fmt.Errorf("store reported of %s: %w", ch.DeviceID, err)
-		}
+	if err != nil {
+		return false, err
 	}
-	return nil
+	k, err := res.RowsAffected()
+	return k > 0, err
 }
 
-// mergeReported applies a reported patch to the stored reported object.
-func mergeReported(cur string, patch []byte) ([]byte, error) {
-	var target, p map[string]any
-	if cur != "" {
-		if err := json.Unmarshal([]byte(cur), &target); err != nil {
-			return nil, err
-		}
+// ReportedForUpdate implements twin.TxStore; the single writer is the
+// lock.
+func (t *txn) ReportedForUpdate(ctx context.Context, deviceID string) ([]byte, error) {
+	var cur string
+	err := t.tx.QueryRowContext(ctx, `SELECT reported FROM device_twins WHERE device_id = ?`, deviceID).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
 	}
-	if err := json.Unmarshal(patch, &p); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(twin.MergePatch(target, p))
+	if cur == "" {
+		return nil, nil
+	}
+	return []byte(cur), nil
+}
+
+// SetReported implements twin.TxStore.
+func (t *txn) SetReported(ctx context.Context, deviceID string, reported []byte, at time.Time) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES (?,?,1,?)
+		ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
+			reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
+		deviceID, string(reported), at.UnixMicro())
+	return err
 }
 
 const commandColumns = `id, device_id, command, payload, status, result, sends, created_at, expires_at, sent_at, finished_at, updated_at`

@@ -293,3 +293,18 @@ func (s *Store) RegisteredDevice(ctx context.Context, keyHash []byte) (string, e
 	}
 	return id, nil
 }
+
+// BindRegistrationKey implements provisioning.TxStore.
+func (t *txn) BindRegistrationKey(ctx context.Context, keyHash []byte, deviceID string) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO registration_keys (key_hash, device_id, created_at) VALUES (?,?,?) ON CONFLICT DO NOTHING`,
+		keyHash, deviceID, t.now)
+	return err
+}
+
+// ApproveOperation implements provisioning.TxStore.
+func (t *txn) ApproveOperation(ctx context.Context, a *provisioning.OperationApproval) error {
+	_, err := t.tx.ExecContext(ctx, `UPDATE provisioning_operations SET status = 'approved', device_id = ?, sealed = ?,
+		expires_at = ?, decided_at = ? WHERE id = ?`,
+		a.DeviceID, a.Sealed, a.DeliverBy.UnixMicro(), a.At.UnixMicro(), a.ID)
+	return err
+}

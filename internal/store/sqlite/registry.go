@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -123,147 +122,182 @@ func (s *Store) ListGroups(ctx context.Context) ([]registry.Group, error) {
 	return out, nil
 }
 
-// commitRegistry writes the registry parts of a batch (see
-// commit.RegistryChange), after the batch's NewDevices and messages.
-func (w *writeState) commitRegistry(ctx context.Context, batch []*commit.Change, now int64) error {
-	for _, ch := range batch {
-		if ch.Err != nil || ch.Duplicate {
-			continue
-		}
-		if nd := ch.NewDevice; nd != nil && nd.Replace {
-			// Re-provisioning ends an overlap and a revocation.
-			if _, err := w.tx.ExecContext(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL,
-				prev_until = NULL, revoked_at = NULL WHERE device_id = ?`, ch.DeviceID); err != nil {
-				return fmt.Errorf("reset credentials of %s: %w", ch.DeviceID, err)
-			}
-		}
-		if ch.Registry != nil {
-			if err := w.registryChange(ctx, ch, now); err != nil {
-				return err
-			}
-		}
+// InsertDevice implements registry.TxStore.
+func (t *txn) InsertDevice(ctx context.Context, id string, nd *registry.NewDevice) (bool, error) {
+	tags, err := deviceTags(id, nd.Tags)
+	if err != nil {
+		return false, err
 	}
-	return nil
+	created := nd.CreatedAt.UnixMicro()
+	var k int64
+	err = t.tx.QueryRowContext(ctx, `INSERT INTO devices (id, type, name, grp, tags, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?) RETURNING key`,
+		id, nd.Type, nd.Name, nd.Group, tags, jsonText(nd.Metadata), created, created).Scan(&k)
+	if err != nil {
+		return false, fmt.Errorf("insert device %s: %w", id, err)
+	}
+	t.known[id] = k
+	return true, t.storeCredentials(ctx, id, nd)
 }
 
-func (w *writeState) exists(ctx context.Context, id string) (bool, error) {
-	if _, ok := w.key(id); ok {
-		return true, nil
-	}
-	var k int64
-	err := w.tx.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = ?`, id).Scan(&k)
-	if errors.Is(err, sql.ErrNoRows) {
+// ReplaceDevice implements registry.TxStore.
+func (t *txn) ReplaceDevice(ctx context.Context, id string, nd *registry.NewDevice) (bool, error) {
+	k, ok := t.key(id)
+	if !ok {
 		return false, nil
 	}
+	tags, err := deviceTags(id, nd.Tags)
 	if err != nil {
-		return false, fmt.Errorf("look up device %s: %w", id, err)
+		return false, err
 	}
-	w.known[id] = k
+	if _, err := t.tx.ExecContext(ctx, `UPDATE devices SET type = ?, name = ?, grp = ?, tags = ?, metadata = ?, updated_at = ? WHERE key = ?`,
+		nd.Type, nd.Name, nd.Group, tags, jsonText(nd.Metadata), nd.CreatedAt.UnixMicro(), k); err != nil {
+		return false, fmt.Errorf("replace device %s: %w", id, err)
+	}
+	if err := t.storeCredentials(ctx, id, nd); err != nil {
+		return false, err
+	}
+	// Re-provisioning ends an overlap and a revocation.
+	if _, err := t.tx.ExecContext(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL,
+		prev_until = NULL, revoked_at = NULL WHERE device_id = ?`, id); err != nil {
+		return false, fmt.Errorf("reset credentials of %s: %w", id, err)
+	}
 	return true, nil
 }
 
-func (w *writeState) registryChange(ctx context.Context, ch *commit.Change, now int64) error {
-	r, id := ch.Registry, ch.DeviceID
-	if r.Fields != nil || r.Credentials != nil || r.RetireOld || r.Cert != nil {
-		ok, err := w.exists(ctx, id)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			ch.Err = commit.ErrDeviceNotFound
-			return nil
-		}
+// deviceTags encodes the tags of a device.
+func deviceTags(id string, tags []string) (string, error) {
+	s, err := encodeTags(tags)
+	if err != nil {
+		return "", fmt.Errorf("encode tags of %s: %w", id, err)
 	}
-	for _, d := range r.Import {
-		ok, err := w.exists(ctx, d.ID)
+	return s, nil
+}
+
+func (t *txn) storeCredentials(ctx context.Context, id string, nd *registry.NewDevice) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO credentials (device_id, mqtt_username, password_hash, api_key_hash, created_at) VALUES (?,?,?,?,?)
+		ON CONFLICT (device_id) DO UPDATE SET mqtt_username = excluded.mqtt_username, password_hash = excluded.password_hash,
+			api_key_hash = excluded.api_key_hash, created_at = excluded.created_at`,
+		id, nd.MQTTUsername, nd.PasswordHash, nd.APIKeyHash, nd.CreatedAt.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("store credentials of %s: %w", id, err)
+	}
+	return nil
+}
+
+// ImportDevices implements registry.TxStore: nothing is written unless
+// every device is new (the single writer makes the check hold).
+func (t *txn) ImportDevices(ctx context.Context, devs []registry.ImportedDevice) (string, error) {
+	for _, d := range devs {
+		ok, err := t.DeviceExists(ctx, d.ID)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if ok {
-			ch.Err = fmt.Errorf("%w: %s", commit.ErrDeviceExists, d.ID)
-			return nil
+			return d.ID, nil
 		}
 	}
-	for _, g := range r.Groups {
-		if _, err := w.tx.ExecContext(ctx, `INSERT INTO device_groups (id, name, created_at, updated_at) VALUES (?,?,?,?) ON CONFLICT (id) DO NOTHING`,
-			g.ID, g.Name, now, now); err != nil {
-			return fmt.Errorf("create group %s: %w", g.ID, err)
+	for i := range devs {
+		d := &devs[i]
+		if _, ok := t.key(d.ID); ok {
+			return "", fmt.Errorf("device %s appears twice", d.ID) // the service refuses this before
 		}
-	}
-	for i := range r.Import {
-		d := &r.Import[i]
-		if _, ok := w.key(d.ID); ok {
-			ch.Err = fmt.Errorf("%w: %s", commit.ErrDeviceExists, d.ID)
-			return errors.New("import: a device appears twice") // the service refuses this before
-		}
-		if err := w.provision(ctx, d.ID, &d.NewDevice, now); err != nil {
-			return err
+		if _, err := t.InsertDevice(ctx, d.ID, &d.NewDevice); err != nil {
+			return "", err
 		}
 		if d.Fields != nil {
-			if err := w.updateFields(ctx, d.ID, d.Fields, now); err != nil {
-				return err
+			if err := t.UpdateDevice(ctx, d.ID, d.Fields); err != nil {
+				return "", err
 			}
 		}
 	}
-	if r.Fields != nil {
-		if err := w.updateFields(ctx, id, r.Fields, now); err != nil {
-			return err
-		}
-	}
-	if c := r.Credentials; c != nil {
-		var err error
-		if c.Revoke {
-			_, err = w.tx.ExecContext(ctx, `UPDATE credentials SET password_hash = x'', api_key_hash = x'', prev_password_hash = NULL,
-				prev_api_key_hash = NULL, prev_until = NULL, revoked_at = ? WHERE device_id = ?`, now, id)
-		} else {
-			keep, until := !c.OldUntil.IsZero(), any(nil)
-			if keep {
-				until = c.OldUntil.UnixMicro()
-			}
-			_, err = w.tx.ExecContext(ctx, `UPDATE credentials SET
-				prev_password_hash = CASE WHEN ? AND revoked_at IS NULL THEN password_hash END,
-				prev_api_key_hash = CASE WHEN ? AND revoked_at IS NULL THEN api_key_hash END,
-				prev_until = CASE WHEN revoked_at IS NULL THEN ? END,
-				mqtt_username = ?, password_hash = ?, api_key_hash = ?, revoked_at = NULL, created_at = ?
-				WHERE device_id = ?`, keep, keep, until, c.MQTTUsername, c.PasswordHash, c.APIKeyHash, now, id)
-		}
-		if err != nil {
-			return fmt.Errorf("change credentials of %s: %w", id, err)
-		}
-	}
-	if r.RetireOld {
-		if _, err := w.tx.ExecContext(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL, prev_until = NULL
-			WHERE device_id = ?`, id); err != nil {
-			return fmt.Errorf("retire old credentials of %s: %w", id, err)
-		}
-	}
-	if r.Cert != nil {
-		var fp any
-		if len(r.Cert.Fingerprint) > 0 {
-			fp = r.Cert.Fingerprint
-		}
-		if _, err := w.tx.ExecContext(ctx, `UPDATE credentials SET cert_fingerprint = ? WHERE device_id = ?`, fp, id); err != nil {
-			return fmt.Errorf("pin certificate of %s: %w", id, err)
-		}
-	}
-	if len(r.RegistrationKey) > 0 {
-		if _, err := w.tx.ExecContext(ctx, `INSERT INTO registration_keys (key_hash, device_id, created_at) VALUES (?,?,?) ON CONFLICT DO NOTHING`,
-			r.RegistrationKey, id, now); err != nil {
-			return fmt.Errorf("bind registration key of %s: %w", id, err)
-		}
-	}
-	if op := r.Operation; op != nil {
-		if _, err := w.tx.ExecContext(ctx, `UPDATE provisioning_operations SET status = 'approved', device_id = ?, sealed = ?,
-			expires_at = ?, decided_at = ? WHERE id = ?`,
-			op.DeviceID, op.Sealed, op.DeliverBy.UnixMicro(), op.At.UnixMicro(), op.ID); err != nil {
-			return fmt.Errorf("approve operation %s: %w", op.ID, err)
+	return "", nil
+}
+
+// CreateGroups implements registry.TxStore.
+func (t *txn) CreateGroups(ctx context.Context, groups []registry.NewGroup) error {
+	for _, g := range groups {
+		if _, err := t.tx.ExecContext(ctx, `INSERT INTO device_groups (id, name, created_at, updated_at) VALUES (?,?,?,?) ON CONFLICT (id) DO NOTHING`,
+			g.ID, g.Name, t.now, t.now); err != nil {
+			return fmt.Errorf("create group %s: %w", g.ID, err)
 		}
 	}
 	return nil
 }
 
-// updateFields sets the fields of f that are not nil.
-func (w *writeState) updateFields(ctx context.Context, id string, f *commit.DeviceFields, now int64) error {
+// ChangeCredentials implements registry.TxStore.
+func (t *txn) ChangeCredentials(ctx context.Context, id string, c *registry.CredentialChange) error {
+	var err error
+	if c.Revoke {
+		_, err = t.tx.ExecContext(ctx, `UPDATE credentials SET password_hash = x'', api_key_hash = x'', prev_password_hash = NULL,
+			prev_api_key_hash = NULL, prev_until = NULL, revoked_at = ? WHERE device_id = ?`, t.now, id)
+	} else {
+		keep, until := !c.OldUntil.IsZero(), any(nil)
+		if keep {
+			until = c.OldUntil.UnixMicro()
+		}
+		_, err = t.tx.ExecContext(ctx, `UPDATE credentials SET
+			prev_password_hash = CASE WHEN ? AND revoked_at IS NULL THEN password_hash END,
+			prev_api_key_hash = CASE WHEN ? AND revoked_at IS NULL THEN api_key_hash END,
+			prev_until = CASE WHEN revoked_at IS NULL THEN ? END,
+			mqtt_username = ?, password_hash = ?, api_key_hash = ?, revoked_at = NULL, created_at = ?
+			WHERE device_id = ?`, keep, keep, until, c.MQTTUsername, c.PasswordHash, c.APIKeyHash, t.now, id)
+	}
+	if err != nil {
+		return fmt.Errorf("change credentials of %s: %w", id, err)
+	}
+	return nil
+}
+
+// RetireOldCredentials implements registry.TxStore.
+func (t *txn) RetireOldCredentials(ctx context.Context, id string) error {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE credentials SET prev_password_hash = NULL, prev_api_key_hash = NULL, prev_until = NULL
+		WHERE device_id = ?`, id); err != nil {
+		return fmt.Errorf("retire old credentials of %s: %w", id, err)
+	}
+	return nil
+}
+
+// PinCertificate implements registry.TxStore.
+func (t *txn) PinCertificate(ctx context.Context, id string, fp []byte) error {
+	var v any
+	if len(fp) > 0 {
+		v = fp
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE credentials SET cert_fingerprint = ? WHERE device_id = ?`, v, id); err != nil {
+		return fmt.Errorf("pin certificate of %s: %w", id, err)
+	}
+	return nil
+}
+
+// PatchDevices implements registry.TxStore, in one statement.
+func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry.DevicePatch) error {
+	args := make([]any, 0, len(ids)*6)
+	for i, id := range ids {
+		k, ok := t.key(id)
+		if !ok {
+			return fmt.Errorf("device %s to patch is not known", id)
+		}
+		p := &patches[i]
+		var ls, st, cn, mt any
+		if p.LastSeen != nil {
+			ls = p.LastSeen.UnixMicro()
+		}
+		if p.Status != nil {
+			st = *p.Status
+		}
+		if p.Connected != nil {
+			cn = *p.Connected
+		}
+		if p.Metrics != nil {
+			mt = string(p.Metrics)
+		}
+		args = append(args, k, ls, st, cn, mt, t.now)
+	}
+	return t.s.patch.exec(ctx, t.tx, args)
+}
+
+// UpdateDevice implements registry.TxStore.
+func (t *txn) UpdateDevice(ctx context.Context, id string, f *registry.DeviceFields) error {
 	var set []string
 	var args []any
 	add := func(col string, v any) {
@@ -307,9 +341,9 @@ func (w *writeState) updateFields(ctx context.Context, id string, f *commit.Devi
 	if len(set) == 0 {
 		return nil
 	}
-	add("updated_at", now)
+	add("updated_at", t.now)
 	args = append(args, id)
-	if _, err := w.tx.ExecContext(ctx, `UPDATE devices SET `+strings.Join(set, ", ")+` WHERE id = ?`, args...); err != nil {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE devices SET `+strings.Join(set, ", ")+` WHERE id = ?`, args...); err != nil {
 		return fmt.Errorf("update device %s: %w", id, err)
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/storetest"
 )
 
@@ -52,8 +54,8 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := &commit.Change{DeviceID: "a", NewDevice: &commit.NewDevice{Type: "t", MQTTUsername: "a",
-		PasswordHash: []byte{1}, APIKeyHash: []byte{2}, CreatedAt: time.Now()}, Events: event("a")}
+	first := &commit.Change{DeviceID: "a", Ops: []commit.Op{&registry.NewDevice{Type: "t", MQTTUsername: "a",
+		PasswordHash: []byte{1}, APIKeyHash: []byte{2}, CreatedAt: time.Now()}}, Events: event("a")}
 	commitOne(s, first)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -66,9 +68,7 @@ func TestReopen(t *testing.T) {
 	defer s.Close()
 	now := time.Now()
 	second := &commit.Change{DeviceID: "a",
-		Message:  &commit.Message{ID: 1, Topic: "devices/a/data", Transport: "mqtt", Accepted: true, ReceivedAt: now},
-		Readings: []commit.Reading{{Time: now, Values: []byte(`{"v":1}`)}},
-		Device:   &commit.DevicePatch{LastSeen: &now}, Events: event("a")}
+		Ops: withReadings(&readings.Message{ID: 1, Topic: "devices/a/data", Transport: "mqtt", Accepted: true, ReceivedAt: now}, []readings.Reading{{Time: now, Values: []byte(`{"v":1}`)}}, &registry.DevicePatch{LastSeen: &now}), Events: event("a")}
 	commitOne(s, second)
 	if second.Events[0].Seq <= first.Events[0].Seq {
 		t.Errorf("seq after reopen %d, before %d", second.Events[0].Seq, first.Events[0].Seq)
@@ -94,4 +94,9 @@ func TestOpenOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withReadings returns the ops of a message with its readings, then more.
+func withReadings(m *readings.Message, rows []readings.Reading, more ...commit.Op) []commit.Op {
+	return append([]commit.Op{m, &readings.Readings{Message: m, Rows: rows}}, more...)
 }

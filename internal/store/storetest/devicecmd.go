@@ -9,28 +9,20 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/twin"
 )
 
-// deviceCmdStore is what a backend implements for commands and twins.
-type deviceCmdStore interface {
-	commands.Store
-	twin.Store
-}
-
 func testDeviceCommands(t *testing.T, b Backend) {
-	st, ok := b.(deviceCmdStore)
-	if !ok {
-		t.Skip("backend has no command store")
-	}
+	st := b
 	ctx := context.Background()
 	provision(t, b, "d1", "d2")
 
 	newCmd := func(id string, sec int) *commit.Change {
-		return &commit.Change{DeviceID: "d1", Command: &commit.CommandChange{Create: &commit.DeviceCommand{
+		return &commit.Change{DeviceID: "d1", Ops: []commit.Op{&commands.Change{Create: &commands.Command{
 			ID: id, Command: "reboot", Payload: []byte(`{"delay":5}`), Status: commands.StatusPending,
 			CreatedAt: at(sec), ExpiresAt: at(sec + 3600), UpdatedAt: at(sec),
-		}}}
+		}}}}
 	}
 	c1, c2 := newCmd("c1", 1), newCmd("c2", 2)
 	mustCommit(t, b, c1, c2)
@@ -43,11 +35,11 @@ func testDeviceCommands(t *testing.T, b Backend) {
 
 	// Sent, with its event; then answered with the device's message.
 	sentAt := at(4)
-	sent := &commit.Change{DeviceID: "d1", Command: &commit.CommandChange{ID: "c1", Status: commands.StatusSent,
-		From: []string{commands.StatusPending, commands.StatusSent}, SentAt: &sentAt, At: at(4)},
+	sent := &commit.Change{DeviceID: "d1", Ops: []commit.Op{&commands.Change{ID: "c1", Status: commands.StatusSent,
+		From: []string{commands.StatusPending, commands.StatusSent}, SentAt: &sentAt, At: at(4)}},
 		Events: []commit.Event{mustEvent(t, events.Event{Type: events.DeviceCommandSent, Time: at(4), DeviceID: "d1",
 			Args: &events.CommandSent{CommandID: "c1", Command: "reboot"}})}}
-	wrongDevice := &commit.Change{DeviceID: "d2", Command: &commit.CommandChange{ID: "c2", Status: commands.StatusSent, At: at(4)}}
+	wrongDevice := &commit.Change{DeviceID: "d2", Ops: []commit.Op{&commands.Change{ID: "c2", Status: commands.StatusSent, At: at(4)}}}
 	mustCommit(t, b, sent, wrongDevice)
 	if sent.Err != nil {
 		t.Fatal(sent.Err)
@@ -56,11 +48,10 @@ func testDeviceCommands(t *testing.T, b Backend) {
 	wantErr(t, "update of another device's command", wrongDevice.Err, commit.ErrConflict)
 
 	result := &commit.Change{DeviceID: "d1",
-		Message: &commit.Message{ID: nextMessageID(), Topic: "devices/d1/commands/c1/result", Transport: "mqtt", QoS: 1,
-			Payload: []byte(`{"status":"succeeded"}`), Accepted: true, ReceivedAt: at(5)},
-		Command: &commit.CommandChange{ID: "c1", Status: commands.StatusSucceeded, Result: []byte(`{"ok":true}`), At: at(5)}}
-	expireC1 := &commit.Change{DeviceID: "d1", Command: &commit.CommandChange{ID: "c1", Status: commands.StatusExpired,
-		From: []string{commands.StatusPending, commands.StatusSent}, At: at(6)}}
+		Ops: []commit.Op{&readings.Message{ID: nextMessageID(), Topic: "devices/d1/commands/c1/result", Transport: "mqtt", QoS: 1,
+			Payload: []byte(`{"status":"succeeded"}`), Accepted: true, ReceivedAt: at(5)}, &commands.Change{ID: "c1", Status: commands.StatusSucceeded, Result: []byte(`{"ok":true}`), At: at(5)}}}
+	expireC1 := &commit.Change{DeviceID: "d1", Ops: []commit.Op{&commands.Change{ID: "c1", Status: commands.StatusExpired,
+		From: []string{commands.StatusPending, commands.StatusSent}, At: at(6)}}}
 	mustCommit(t, b, result, expireC1)
 	if result.Err != nil {
 		t.Fatal(result.Err)
@@ -96,10 +87,7 @@ func testDeviceCommands(t *testing.T, b Backend) {
 }
 
 func testDeviceTwin(t *testing.T, b Backend) {
-	st, ok := b.(deviceCmdStore)
-	if !ok {
-		t.Skip("backend has no twin store")
-	}
+	st := b
 	ctx := context.Background()
 	provision(t, b, "t1")
 	tw, err := st.GetTwin(ctx, "t1")
@@ -107,10 +95,10 @@ func testDeviceTwin(t *testing.T, b Backend) {
 		t.Fatalf("empty twin %+v %v", tw, err)
 	}
 	desired := func(v int64, values string) *commit.Change {
-		return &commit.Change{DeviceID: "t1", Twin: &commit.TwinChange{Desired: []byte(values), DesiredVersion: v, At: at(int(v))}}
+		return &commit.Change{DeviceID: "t1", Ops: []commit.Op{&twin.Change{Desired: []byte(values), DesiredVersion: v, At: at(int(v))}}}
 	}
 	reported := func(patch string, sec int) *commit.Change {
-		return &commit.Change{DeviceID: "t1", Twin: &commit.TwinChange{Reported: []byte(patch), At: at(sec)}}
+		return &commit.Change{DeviceID: "t1", Ops: []commit.Op{&twin.Change{Reported: []byte(patch), At: at(sec)}}}
 	}
 	// A reported patch before any desired properties, then versions 1
 	// and 2; a stale version 2 conflicts.
@@ -141,14 +129,14 @@ func testDeviceTwin(t *testing.T, b Backend) {
 
 	// A first desired version for a device without a twin row.
 	provision(t, b, "t3")
-	d3 := &commit.Change{DeviceID: "t3", Twin: &commit.TwinChange{Desired: []byte(`{"a":1}`), DesiredVersion: 1, At: at(9)}}
+	d3 := &commit.Change{DeviceID: "t3", Ops: []commit.Op{&twin.Change{Desired: []byte(`{"a":1}`), DesiredVersion: 1, At: at(9)}}}
 	mustCommit(t, b, d3)
 	if d3.Err != nil {
 		t.Fatal(d3.Err)
 	}
 	// t4 has reported properties only: not a desired twin.
 	provision(t, b, "t4")
-	r4 := &commit.Change{DeviceID: "t4", Twin: &commit.TwinChange{Reported: []byte(`{"a":1}`), At: at(9)}}
+	r4 := &commit.Change{DeviceID: "t4", Ops: []commit.Op{&twin.Change{Reported: []byte(`{"a":1}`), At: at(9)}}}
 	mustCommit(t, b, r4)
 	ds, err := st.DesiredTwins(ctx)
 	if err != nil || len(ds) != 2 || ds[0].DeviceID != "t1" || ds[0].DesiredVersion != 2 || ds[1].DeviceID != "t3" ||

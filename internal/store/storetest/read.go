@@ -157,14 +157,14 @@ func testListDevices(t *testing.T, b Backend) {
 		{"l1", "sensor", "north"}, {"l2", "meter", "north"}, {"l3", "sensor", "south"}, {"l4", "sensor", ""}, {"l5", "meter", "south"},
 	} {
 		ch := newDevice(t, d.id, d.typ, false)
-		ch.NewDevice.Group = d.group
+		newDev(ch).Group = d.group
 		batch = append(batch, ch)
 	}
 	mustCommit(t, b, batch...)
 	mustCommit(t, b,
-		&commit.Change{DeviceID: "l2", Device: &commit.DevicePatch{Status: ptr("online"), Connected: ptr(true)}},
-		&commit.Change{DeviceID: "l3", Device: &commit.DevicePatch{Status: ptr("online"), Connected: ptr(true)}},
-		&commit.Change{DeviceID: "l5", Device: &commit.DevicePatch{Status: ptr("error")}},
+		&commit.Change{DeviceID: "l2", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("online"), Connected: ptr(true)}}},
+		&commit.Change{DeviceID: "l3", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("online"), Connected: ptr(true)}}},
+		&commit.Change{DeviceID: "l5", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("error")}}},
 	)
 	tests := []struct {
 		name string
@@ -260,14 +260,14 @@ func testListMessages(t *testing.T, b Backend) {
 		dev := []string{"m1", "m2"}[i%2]
 		ch := data{device: dev, times: []int{i}, values: map[string]any{"v": 1.0}}.change(t)
 		if i == 2 || i == 3 || i == 5 {
-			ch.Message.Accepted, ch.Message.Code, ch.Message.Reason = false, "bad", "bad value"
+			msg(ch).Accepted, msg(ch).Code, msg(ch).Reason = false, "bad", "bad value"
 		}
 		mustCommit(t, b, ch)
-		ids = append(ids, ch.Message.ID)
+		ids = append(ids, msg(ch).ID)
 	}
 	// A message of a device that is not registered is audited too.
-	unknown := &commit.Change{DeviceID: "m-unknown", Message: &commit.Message{ID: nextMessageID(), Topic: "devices/m-unknown/data",
-		Transport: "http", Payload: []byte("{}"), Code: "unknown_device", Reason: "no such device", ReceivedAt: at(3)}}
+	unknown := &commit.Change{DeviceID: "m-unknown", Ops: []commit.Op{&readings.Message{ID: nextMessageID(), Topic: "devices/m-unknown/data",
+		Transport: "http", Payload: []byte("{}"), Code: "unknown_device", Reason: "no such device", ReceivedAt: at(3)}}}
 	mustCommit(t, b, unknown)
 	if unknown.Err != nil {
 		t.Fatalf("message of an unknown device: %v", unknown.Err)
@@ -280,10 +280,10 @@ func testListMessages(t *testing.T, b Backend) {
 	}{
 		{"device newest first", audit.Query{DeviceID: "m1"}, rev(ids[0], ids[2], ids[4])},
 		{"rejected of a device", audit.Query{DeviceID: "m2", Rejected: true}, rev(ids[3], ids[5])},
-		{"rejected", audit.Query{Rejected: true}, []int64{unknown.Message.ID, ids[5], ids[3], ids[2]}},
+		{"rejected", audit.Query{Rejected: true}, []int64{msg(unknown).ID, ids[5], ids[3], ids[2]}},
 		{"before", audit.Query{DeviceID: "m2", Before: ids[5]}, rev(ids[1], ids[3])},
-		{"limit", audit.Query{Limit: 2}, []int64{unknown.Message.ID, ids[5]}},
-		{"unknown device", audit.Query{DeviceID: "m-unknown"}, []int64{unknown.Message.ID}},
+		{"limit", audit.Query{Limit: 2}, []int64{msg(unknown).ID, ids[5]}},
+		{"unknown device", audit.Query{DeviceID: "m-unknown"}, []int64{msg(unknown).ID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -300,7 +300,7 @@ func testListMessages(t *testing.T, b Backend) {
 		})
 	}
 	max, err := b.MaxMessageID(ctx)
-	if err != nil || max != unknown.Message.ID {
-		t.Errorf("MaxMessageID = %d, %v; want %d", max, err, unknown.Message.ID)
+	if err != nil || max != msg(unknown).ID {
+		t.Errorf("MaxMessageID = %d, %v; want %d", max, err, msg(unknown).ID)
 	}
 }

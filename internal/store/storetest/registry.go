@@ -38,11 +38,11 @@ func testRegistry(t *testing.T, b Backend) {
 	}{
 		{"fields", func(t *testing.T) {
 			provision(t, b, "r-fields")
-			ch := &commit.Change{DeviceID: "r-fields", Registry: &commit.RegistryChange{
-				Fields: &commit.DeviceFields{Name: ptr("n2"), Group: ptr("g2"), Tags: &[]string{"x"}, Location: []byte(`{"lat":1,"lon":2}`),
+			ch := &commit.Change{DeviceID: "r-fields", Ops: []commit.Op{&registry.Update{
+				Fields: &registry.DeviceFields{Name: ptr("n2"), Group: ptr("g2"), Tags: &[]string{"x"}, Location: []byte(`{"lat":1,"lon":2}`),
 					Metadata: []byte("null"), FirmwareVersion: ptr("fw"), HardwareVersion: ptr("hw"), ManagementIP: ptr("10.0.0.9"), Disabled: ptr(true)},
-				Groups: []commit.Group{{ID: "g2", Name: "Group 2"}},
-			}, Events: []commit.Event{mustEvent(t, events.Event{Type: events.DeviceNameChanged, Time: at(1), DeviceID: "r-fields",
+				Groups: []registry.NewGroup{{ID: "g2", Name: "Group 2"}},
+			}}, Events: []commit.Event{mustEvent(t, events.Event{Type: events.DeviceNameChanged, Time: at(1), DeviceID: "r-fields",
 				Args: &events.NameChanged{Name: "n2", OldName: "name of r-fields"}})}}
 			mustCommit(t, b, ch)
 			if ch.Err != nil {
@@ -63,7 +63,7 @@ func testRegistry(t *testing.T, b Backend) {
 			}
 		}},
 		{"missing device fails alone", func(t *testing.T) {
-			bad := &commit.Change{DeviceID: "r-missing", Registry: &commit.RegistryChange{Fields: &commit.DeviceFields{Name: ptr("x")}},
+			bad := &commit.Change{DeviceID: "r-missing", Ops: []commit.Op{&registry.Update{Fields: &registry.DeviceFields{Name: ptr("x")}}},
 				Events: []commit.Event{mustEvent(t, events.Event{Type: events.DeviceNameChanged, Time: at(1), DeviceID: "r-missing", Args: &events.NameChanged{}})}}
 			good := newDevice(t, "r-ok", "sensor", false)
 			mustCommit(t, b, bad, good)
@@ -76,18 +76,18 @@ func testRegistry(t *testing.T, b Backend) {
 		{"rotation, retirement, revocation, re-provisioning", func(t *testing.T) {
 			provision(t, b, "r-rot")
 			until := at(3600)
-			mustCommit(t, b, &commit.Change{DeviceID: "r-rot", Registry: &commit.RegistryChange{Credentials: &commit.CredentialChange{
-				MQTTUsername: "r-rot", PasswordHash: hash("pw2"), APIKeyHash: hash("key2"), OldUntil: until}}})
+			mustCommit(t, b, &commit.Change{DeviceID: "r-rot", Ops: []commit.Op{&registry.Update{Credentials: &registry.CredentialChange{
+				MQTTUsername: "r-rot", PasswordHash: hash("pw2"), APIKeyHash: hash("key2"), OldUntil: until}}}})
 			c := creds("r-rot")
 			if !bytes.Equal(c.PasswordHash, hash("pw2")) || !bytes.Equal(c.PrevPasswordHash, hash("pw-r-rot")) ||
 				!bytes.Equal(c.PrevAPIKeyHash, hash("key-r-rot")) || c.PrevUntil == nil || !c.PrevUntil.Equal(until) {
 				t.Fatalf("after rotation: %+v", c)
 			}
-			mustCommit(t, b, &commit.Change{DeviceID: "r-rot", Registry: &commit.RegistryChange{RetireOld: true}})
+			mustCommit(t, b, &commit.Change{DeviceID: "r-rot", Ops: []commit.Op{&registry.Update{RetireOld: true}}})
 			if c := creds("r-rot"); c.PrevPasswordHash != nil || c.PrevUntil != nil {
 				t.Fatalf("after retirement: %+v", c)
 			}
-			mustCommit(t, b, &commit.Change{DeviceID: "r-rot", Registry: &commit.RegistryChange{Credentials: &commit.CredentialChange{Revoke: true}}})
+			mustCommit(t, b, &commit.Change{DeviceID: "r-rot", Ops: []commit.Op{&registry.Update{Credentials: &registry.CredentialChange{Revoke: true}}}})
 			if c := creds("r-rot"); !c.Revoked || len(c.PasswordHash) != 0 {
 				t.Fatalf("after revocation: %+v", c)
 			}
@@ -99,11 +99,11 @@ func testRegistry(t *testing.T, b Backend) {
 		{"certificate pin", func(t *testing.T) {
 			provision(t, b, "r-cert")
 			fp := hash("fingerprint")
-			mustCommit(t, b, &commit.Change{DeviceID: "r-cert", Registry: &commit.RegistryChange{Cert: &commit.CertPin{Fingerprint: fp}}})
+			mustCommit(t, b, &commit.Change{DeviceID: "r-cert", Ops: []commit.Op{&registry.Update{Cert: &registry.CertPin{Fingerprint: fp}}}})
 			if c := creds("r-cert"); !bytes.Equal(c.CertFingerprint, fp) {
 				t.Fatalf("pinned: %x", c.CertFingerprint)
 			}
-			mustCommit(t, b, &commit.Change{DeviceID: "r-cert", Registry: &commit.RegistryChange{Cert: &commit.CertPin{}}})
+			mustCommit(t, b, &commit.Change{DeviceID: "r-cert", Ops: []commit.Op{&registry.Update{Cert: &registry.CertPin{}}}})
 			if c := creds("r-cert"); c.CertFingerprint != nil {
 				t.Fatalf("unpinned: %x", c.CertFingerprint)
 			}
@@ -111,11 +111,11 @@ func testRegistry(t *testing.T, b Backend) {
 		{"import is all or nothing", func(t *testing.T) {
 			provision(t, b, "r-imp-taken")
 			imp := func(ids ...string) *commit.Change {
-				ch := &commit.Change{Registry: &commit.RegistryChange{Groups: []commit.Group{{ID: "imp", Name: "Imported"}}}}
+				ch := &commit.Change{Ops: []commit.Op{&registry.Update{Groups: []registry.NewGroup{{ID: "imp", Name: "Imported"}}}}}
 				for _, id := range ids {
-					ch.Registry.Import = append(ch.Registry.Import, commit.ImportDevice{ID: id, NewDevice: commit.NewDevice{
+					update(ch).Import = append(update(ch).Import, registry.ImportedDevice{ID: id, NewDevice: registry.NewDevice{
 						Type: "sensor", Group: "imp", MQTTUsername: id, PasswordHash: hash(id), APIKeyHash: hash("k" + id), CreatedAt: at(0)},
-						Fields: &commit.DeviceFields{ManagementIP: ptr("10.1.1.1")}})
+						Fields: &registry.DeviceFields{ManagementIP: ptr("10.1.1.1")}})
 					ch.Events = append(ch.Events, mustEvent(t, events.Event{Type: events.DeviceProvisioned, Time: at(0), DeviceID: id, Args: &events.Provisioned{}}))
 				}
 				return ch
@@ -162,12 +162,9 @@ func testRegistry(t *testing.T, b Backend) {
 			}
 		}},
 		{"registration key", func(t *testing.T) {
-			ps, ok := b.(provisioning.Store)
-			if !ok {
-				t.Skip("backend has no provisioning store")
-			}
+			ps := b
 			ch := newDevice(t, "r-reg", "sensor", false)
-			ch.Registry = &commit.RegistryChange{RegistrationKey: hash("hw-key")}
+			ch.Ops = append(ch.Ops, &provisioning.Approval{RegistrationKey: hash("hw-key")})
 			mustCommit(t, b, ch)
 			id, err := ps.RegisteredDevice(ctx, hash("hw-key"))
 			if err != nil || id != "r-reg" {
@@ -185,10 +182,7 @@ func testRegistry(t *testing.T, b Backend) {
 
 // testProvisioningStore checks tokens and operations.
 func testProvisioningStore(t *testing.T, b Backend) {
-	ps, ok := b.(provisioning.Store)
-	if !ok {
-		t.Skip("backend has no provisioning store")
-	}
+	ps := b
 	ctx := context.Background()
 	now := at(0)
 	tok := provisioning.Token{ID: "pt_1", Name: "batch 1", DeviceType: "sensor", Group: "g", Tags: []string{"a"},
@@ -252,7 +246,7 @@ func testProvisioningStore(t *testing.T, b Backend) {
 		t.Fatalf("claim after release = %v, %v", ok, err)
 	}
 	ch := newDevice(t, "r-op", "sensor", false)
-	ch.Registry = &commit.RegistryChange{Operation: &commit.OperationApproval{ID: "op_1", DeviceID: "r-op", Sealed: []byte("sealed"), DeliverBy: at(900), At: at(1)}}
+	ch.Ops = append(ch.Ops, &provisioning.Approval{Operation: &provisioning.OperationApproval{ID: "op_1", DeviceID: "r-op", Sealed: []byte("sealed"), DeliverBy: at(900), At: at(1)}})
 	mustCommit(t, b, ch)
 	if ch.Err != nil {
 		t.Fatal(ch.Err)

@@ -16,16 +16,24 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/twin"
 )
 
 // Backend is everything a storage backend implements.
 type Backend interface {
 	commit.Store
+	// MaxMessageID returns the largest message id stored.
+	MaxMessageID(ctx context.Context) (int64, error)
 	registry.Store
+	provisioning.Store
+	commands.Store
+	twin.Store
 	readings.Store
 	eventlog.Store
 	access.Store
@@ -100,12 +108,12 @@ func hash(s string) []byte {
 func newDevice(t *testing.T, id, typ string, replace bool) *commit.Change {
 	return &commit.Change{
 		DeviceID: id,
-		NewDevice: &commit.NewDevice{
+		Ops: []commit.Op{&registry.NewDevice{
 			Type: typ, Name: "name of " + id, Group: "g1", Tags: []string{"a", "b"},
 			Metadata: []byte(`{"site":"north"}`), MQTTUsername: id,
 			PasswordHash: hash("pw-" + id), APIKeyHash: hash("key-" + id),
 			Replace: replace, CreatedAt: at(0),
-		},
+		}},
 		Events: []commit.Event{mustEvent(t, events.Event{
 			Type: events.DeviceProvisioned, Time: at(0), DeviceID: id, DeviceType: typ,
 			Args: &events.Provisioned{Reprovisioned: replace},
@@ -145,20 +153,19 @@ func (d data) change(t *testing.T) *commit.Change {
 		t.Fatal(err)
 	}
 	topic := "devices/" + d.device + "/data"
-	ch := &commit.Change{
-		DeviceID: d.device,
-		Message: &commit.Message{
-			ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: vals,
-			MsgID: d.msgID, Accepted: true, ReceivedAt: at(1000),
-		},
+	msg := &readings.Message{
+		ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: vals,
+		MsgID: d.msgID, Accepted: true, ReceivedAt: at(1000),
 	}
+	rds := &readings.Readings{Message: msg}
+	ch := &commit.Change{DeviceID: d.device}
 	args := &events.DataReceived{MessageID: id, MsgID: d.msgID, Topic: topic, Stream: d.stream, Transport: "mqtt"}
 	for _, s := range d.times {
-		ch.Readings = append(ch.Readings, commit.Reading{Stream: d.stream, Time: at(s), Values: vals})
+		rds.Rows = append(rds.Rows, readings.Reading{Stream: d.stream, Time: at(s), Values: vals})
 		args.Readings = append(args.Readings, events.Reading{Time: at(s), Stream: d.stream, Values: d.values})
 	}
 	seen := at(1000)
-	ch.Device = &commit.DevicePatch{LastSeen: &seen}
+	ch.Ops = []commit.Op{msg, rds, &registry.DevicePatch{LastSeen: &seen}}
 	ch.Events = []commit.Event{mustEvent(t, events.Event{
 		Type: events.DeviceDataReceived, Time: at(1000), DeviceID: d.device, DeviceType: "sensor", Args: args,
 	})}
@@ -247,4 +254,26 @@ func readingTimes(rs []readings.Record) []string {
 		out = append(out, fmt.Sprintf("%s/%d", r.Time.Sub(base), r.ID))
 	}
 	return out
+}
+
+// msg is the message of a change.
+func msg(ch *commit.Change) *readings.Message {
+	m, _ := commit.Find[*readings.Message](ch)
+	return m
+}
+
+// newDev is the new device of a change.
+func newDev(ch *commit.Change) *registry.NewDevice {
+	nd, _ := commit.Find[*registry.NewDevice](ch)
+	return nd
+}
+
+// update is the registry update of a change, added if missing.
+func update(ch *commit.Change) *registry.Update {
+	u, ok := commit.Find[*registry.Update](ch)
+	if !ok {
+		u = &registry.Update{}
+		ch.Ops = append(ch.Ops, u)
+	}
+	return u
 }

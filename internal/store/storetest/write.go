@@ -62,8 +62,8 @@ func testProvisioning(t *testing.T, b Backend) {
 		{"replace rotates credentials", func(t *testing.T) {
 			provision(t, b, "p-rot")
 			ch := newDevice(t, "p-rot", "meter", true)
-			ch.NewDevice.Name = "renamed"
-			ch.NewDevice.PasswordHash, ch.NewDevice.APIKeyHash = hash("pw2"), hash("key2")
+			newDev(ch).Name = "renamed"
+			newDev(ch).PasswordHash, newDev(ch).APIKeyHash = hash("pw2"), hash("key2")
 			mustCommit(t, b, ch)
 			if ch.Err != nil {
 				t.Fatalf("Err = %v", ch.Err)
@@ -112,7 +112,7 @@ func testDataChange(t *testing.T, b Backend) {
 	checkSeqs(t, ch, true)
 
 	ms := messages(t, b, audit.Query{DeviceID: "d1"})
-	m := ch.Message
+	m := msg(ch)
 	want := []audit.Message{{ID: m.ID, DeviceID: "d1", Topic: m.Topic, Transport: "mqtt", QoS: 1, Payload: m.Payload,
 		MsgID: "m-1", Accepted: true, ReceivedAt: m.ReceivedAt}}
 	equalJSON(t, "messages", ms, want)
@@ -188,7 +188,7 @@ func testIdempotence(t *testing.T, b Backend) {
 				checkSeqs(t, ch, !tt.dup[i])
 				if tt.dup[i] {
 					for _, e := range evs {
-						if a, ok := e.Args.(*events.DataReceived); ok && a.MessageID == ch.Message.ID {
+						if a, ok := e.Args.(*events.DataReceived); ok && a.MessageID == msg(ch).ID {
 							t.Errorf("change %d: event of a duplicate was written", i)
 						}
 					}
@@ -209,9 +209,9 @@ func testIdempotence(t *testing.T, b Backend) {
 func testRejectedMessage(t *testing.T, b Backend) {
 	provision(t, b, "r1")
 	ch := data{device: "r1", msgID: "x", times: []int{1}, values: map[string]any{"v": 1.0}}.change(t)
-	ch.Message.Accepted, ch.Message.Code, ch.Message.Reason = false, "invalid_reading", "v out of range"
+	msg(ch).Accepted, msg(ch).Code, msg(ch).Reason = false, "invalid_reading", "v out of range"
 	ch.Events = []commit.Event{mustEvent(t, events.Event{Type: events.MessageRejected, Time: at(5), DeviceID: "r1", DeviceType: "sensor",
-		Args: &events.Rejected{MessageID: ch.Message.ID, Topic: ch.Message.Topic, Transport: "mqtt", Code: "invalid_reading", Reason: "v out of range"}})}
+		Args: &events.Rejected{MessageID: msg(ch).ID, Topic: msg(ch).Topic, Transport: "mqtt", Code: "invalid_reading", Reason: "v out of range"}})}
 	mustCommit(t, b, ch)
 	checkSeqs(t, ch, true)
 	ms := messages(t, b, audit.Query{DeviceID: "r1", Rejected: true})
@@ -229,11 +229,11 @@ func testDevicePatch(t *testing.T, b Backend) {
 	provision(t, b, "s1", "s2")
 	seen1, seen2 := at(100), at(200)
 	batch := []*commit.Change{
-		{DeviceID: "s1", Device: &commit.DevicePatch{Status: ptr("online"), Connected: ptr(true), LastSeen: &seen1}},
-		{DeviceID: "s2", Device: &commit.DevicePatch{Status: ptr("maintenance")}},
-		{DeviceID: "s1", Device: &commit.DevicePatch{Metrics: []byte(`{"battery":80}`)}},
-		{DeviceID: "s1", Device: &commit.DevicePatch{Status: ptr("error"), LastSeen: &seen2, Metrics: []byte(`{"battery":75}`)}},
-		{DeviceID: "s-missing", Device: &commit.DevicePatch{Status: ptr("online")}},
+		{DeviceID: "s1", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("online"), Connected: ptr(true), LastSeen: &seen1}}},
+		{DeviceID: "s2", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("maintenance")}}},
+		{DeviceID: "s1", Ops: []commit.Op{&registry.DevicePatch{Metrics: []byte(`{"battery":80}`)}}},
+		{DeviceID: "s1", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("error"), LastSeen: &seen2, Metrics: []byte(`{"battery":75}`)}}},
+		{DeviceID: "s-missing", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("online")}}},
 		data{device: "s-missing", times: []int{1}, values: map[string]any{"v": 1.0}}.change(t),
 	}
 	mustCommit(t, b, batch...)
@@ -257,7 +257,7 @@ func testDevicePatch(t *testing.T, b Backend) {
 		t.Errorf("s2 = status %q connected %v last_seen %v", d.Status, d.Connected, d.LastSeen)
 	}
 
-	mustCommit(t, b, &commit.Change{DeviceID: "s1", Device: &commit.DevicePatch{Connected: ptr(false), Status: ptr("offline")}})
+	mustCommit(t, b, &commit.Change{DeviceID: "s1", Ops: []commit.Op{&registry.DevicePatch{Connected: ptr(false), Status: ptr("offline")}}})
 	d = getDevice(t, b, "s1")
 	if d.Status != "offline" || d.Connected || !d.LastSeen.Equal(seen2) {
 		t.Errorf("s1 after disconnect = status %q connected %v last_seen %v", d.Status, d.Connected, d.LastSeen)
@@ -276,7 +276,7 @@ func testEventSeq(t *testing.T, b Backend) {
 	}
 	batches := [][]*commit.Change{
 		{
-			{DeviceID: "e1", Device: &commit.DevicePatch{Connected: ptr(true)}, Events: []commit.Event{
+			{DeviceID: "e1", Ops: []commit.Op{&registry.DevicePatch{Connected: ptr(true)}}, Events: []commit.Event{
 				ev("e1", events.DeviceConnected, &events.Connected{Generation: 3, Transport: "mqtt", RemoteAddr: "10.0.0.1:5000"}),
 				ev("e1", events.DeviceStatusChanged, &events.StatusChanged{OldStatus: "offline", NewStatus: "online"}),
 			}},
@@ -385,7 +385,7 @@ func testFailedBatch(t *testing.T, b Backend) {
 		}
 		checkSeqs(t, ch, true)
 	}
-	if got, _ := b.MaxMessageID(bg); got != batch[1].Message.ID {
-		t.Errorf("MaxMessageID = %d, want %d", got, batch[1].Message.ID)
+	if got, _ := b.MaxMessageID(bg); got != msg(batch[1]).ID {
+		t.Errorf("MaxMessageID = %d, want %d", got, msg(batch[1]).ID)
 	}
 }

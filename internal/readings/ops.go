@@ -1,0 +1,156 @@
+package readings
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/commit"
+)
+
+// The message audit log and the readings on the write path (see
+// commit.Op), and the transaction-scoped store that applies them
+// (TxStore). Ranks: see docs/ARCHITECTURE.md, "Adding a domain".
+var (
+	messageDomain = &commit.Domain{Name: "messages", Rank: 20, Write: writeMessages}
+	// Readings rank after every domain that can fail a change, so that a
+	// failed change writes none.
+	readingsDomain = &commit.Domain{Name: "readings", Rank: 60, Write: writeReadings}
+)
+
+// TxStore is what messages and readings need of a commit transaction. The
+// transaction of every backend implements it.
+type TxStore interface {
+	// InsertMessages inserts the messages of a batch. A message whose
+	// device and MsgID are stored already is not inserted: the store sets
+	// its Duplicate.
+	InsertMessages(ctx context.Context, msgs []MessageRow) error
+	// InsertReadings inserts reading rows.
+	InsertReadings(ctx context.Context, rows []ReadingRow) error
+}
+
+// Message is one record of the message audit log: what a device sent, and
+// whether the hub accepted it. A Message with a MsgID that the device used
+// before (stored, or earlier in the batch) makes its change a duplicate:
+// nothing of it is written.
+type Message struct {
+	ID         int64 // assigned by the hub before commit (see commit.IDs)
+	Topic      string
+	Transport  string // "mqtt" or "http"
+	QoS        byte
+	Payload    []byte
+	MsgID      string // the device's idempotence key, "" for none
+	Accepted   bool
+	Code       string // rejection code, "" when accepted
+	Reason     string // rejection reason, "" when accepted
+	ReceivedAt time.Time
+}
+
+func (*Message) Domain() *commit.Domain { return messageDomain }
+
+// MessageRow is a message to insert, with its device.
+type MessageRow struct {
+	DeviceID  string
+	Message   *Message
+	Duplicate bool // set by InsertMessages
+}
+
+// writeMessages marks the duplicate msg_ids within the batch, inserts the
+// other messages and marks the changes whose message was stored before.
+func writeMessages(ctx context.Context, tx commit.Tx, ops []commit.Pending) error {
+	rows := make([]MessageRow, 0, len(ops))
+	changes := make([]*commit.Change, 0, len(ops))
+	var seen map[[2]string]struct{}
+	for _, p := range ops {
+		ch := p.Change
+		if !ch.Live() {
+			continue
+		}
+		m := p.Op.(*Message)
+		if m.MsgID != "" {
+			if seen == nil {
+				seen = map[[2]string]struct{}{}
+			}
+			k := [2]string{ch.DeviceID, m.MsgID}
+			if _, dup := seen[k]; dup {
+				ch.Duplicate = true
+				continue
+			}
+			seen[k] = struct{}{}
+		}
+		rows = append(rows, MessageRow{DeviceID: ch.DeviceID, Message: m})
+		changes = append(changes, ch)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	s, err := commit.StoreOf[TxStore](tx)
+	if err != nil {
+		return err
+	}
+	if err := s.InsertMessages(ctx, rows); err != nil {
+		return fmt.Errorf("insert messages: %w", err)
+	}
+	for i := range rows {
+		if rows[i].Duplicate {
+			changes[i].Duplicate = true
+		}
+	}
+	return nil
+}
+
+// Reading is one reading row: values encoded as a JSON object.
+type Reading struct {
+	Stream string
+	Time   time.Time
+	Values []byte // JSON object
+}
+
+// Readings are the readings a message carried; they are written only if
+// the message is accepted and not a duplicate, and need the device to
+// exist.
+type Readings struct {
+	Message *Message
+	Rows    []Reading
+}
+
+func (*Readings) Domain() *commit.Domain { return readingsDomain }
+
+// NeedsDevice implements commit.DeviceNeeder.
+func (r *Readings) NeedsDevice() bool { return r.Message.Accepted && len(r.Rows) > 0 }
+
+// ReadingRow is a reading to insert, with its device and message.
+type ReadingRow struct {
+	DeviceID   string
+	MessageID  int64
+	ReceivedAt time.Time
+	*Reading
+}
+
+func writeReadings(ctx context.Context, tx commit.Tx, ops []commit.Pending) error {
+	n := 0
+	for _, p := range ops {
+		n += len(p.Op.(*Readings).Rows)
+	}
+	rows := make([]ReadingRow, 0, n)
+	for _, p := range ops {
+		r := p.Op.(*Readings)
+		if !p.Change.Live() || !r.Message.Accepted {
+			continue
+		}
+		for i := range r.Rows {
+			rows = append(rows, ReadingRow{DeviceID: p.Change.DeviceID, MessageID: r.Message.ID, ReceivedAt: r.Message.ReceivedAt, Reading: &r.Rows[i]})
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	s, err := commit.StoreOf[TxStore](tx)
+	if err != nil {
+		return err
+	}
+	if err := s.InsertReadings(ctx, rows); err != nil {
+		return fmt.Errorf("insert readings: %w", err)
+	}
+	return nil
+}
