@@ -98,5 +98,6 @@ func TestOpenOptions(t *testing.T) {
 
 // withReadings returns the ops of a message with its readings, then more.
 func withReadings(m *readings.Message, rows []readings.Reading, more ...commit.Op) []commit.Op {
-	return append([]commit.Op{m, &readings.Readings{Message: m, Rows: rows}}, more...)
+	ops := make([]commit.Op, 0, 2+len(more))
+	return append(append(ops, m, &readings.Readings{Message: m, Rows: rows}), more...)
 }
