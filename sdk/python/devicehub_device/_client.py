@@ -12,7 +12,8 @@ from ._errors import DeviceHubError
 from ._message import (CONTENT_TYPE_BATCH, CONTENT_TYPE_JSON, MAX_CHUNKS, Compression, compose_msg_id,
                        compress, random_id, stream_name, with_msg_id)
 from ._mqtt import RC_BAD_CREDENTIALS, Connection, ConnectionLost
-from ._provision import Provisioner, default_display
+from ._inbound import parse_command, parse_desired
+from ._provision import Provisioner, default_display, parse_time
 from ._store import KIND_DATA, KIND_REPORTED, KIND_RESULT, Entry, Store, put_json_tx
 
 log = logging.getLogger("devicehub_device")
@@ -62,6 +63,15 @@ class Command(object):
 
 
 def parse_instance(instance):
+    """(HTTP base URL, MQTT host, MQTT port, MQTT over TLS) of an instance
+    (see _parse_instance); a malformed one raises DeviceHubError."""
+    try:
+        return _parse_instance(instance)
+    except ValueError as e:
+        raise DeviceHubError("instance %r: %s" % (instance, e), "invalid_options")
+
+
+def _parse_instance(instance):
     """(HTTP base URL, MQTT host, MQTT port, MQTT over TLS) of an instance:
     "http://host:port" or "https://host[:port]" (a bare "host[:port]" is
     https), optionally with "?mqtt=[mqtt://|mqtts://]host:port" when the
@@ -588,16 +598,13 @@ class DeviceClient(object):
                 threading.Thread(target=conn.close, daemon=True).start()
 
     def _store_desired(self, payload):
-        if not payload.strip():
+        d = parse_desired(payload)
+        if d is None:
             return  # a cleared retained message
-        try:
-            d = json.loads(payload)
-            version, values = int(d["version"]), d.get("values") or {}
-            if not isinstance(values, dict):
-                raise ValueError("values is not an object")
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring malformed desired properties: %s", e)
+        if isinstance(d, str):
+            log.warning("ignoring malformed desired properties: %s", d)
             return
+        version, values = d
         with self._mu:
             if self._desired is not None and version <= self._desired.version:
                 return
@@ -633,23 +640,19 @@ class DeviceClient(object):
 
     def _handle_command(self, seq, topic, command_id, payload):
         status, result = "succeeded", None
-        try:
-            body = json.loads(payload)
-            if not isinstance(body, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            status, result = "failed", {"error": "malformed command: %s" % e}
+        parsed = parse_command(payload)
+        if isinstance(parsed, str):
+            status, result = "failed", {"error": parsed}
         else:
-            from ._provision import parse_time
-            exp = parse_time(body.get("expires_at")) if isinstance(body.get("expires_at"), str) else None
-            cmd = Command(command_id, body.get("command", ""), body.get("payload"), body.get("expires_at"))
+            name, cmd_payload, expires_at = parsed
+            exp = parse_time(expires_at)
             if exp is not None and time.time() > exp:
                 status, result = "failed", {"error": "expired before it was handled"}
             elif self._on_command is None:
                 status, result = "failed", {"error": "no command handler"}
             else:
                 try:
-                    result = self._on_command(cmd)
+                    result = self._on_command(Command(command_id, name, cmd_payload, expires_at))
                 except Exception as e:
                     log.warning("command_callback failed for command %s: %s", command_id, e)
                     status, result = "failed", {"error": str(e) or type(e).__name__}

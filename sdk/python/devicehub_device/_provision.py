@@ -59,7 +59,7 @@ def default_display(op):
 
 def parse_time(s):
     """Seconds since the epoch of an RFC 3339 time; None if unparsable."""
-    if not s:
+    if not s or not isinstance(s, str):
         return None
     try:
         t = s.replace("Z", "+00:00")
@@ -69,7 +69,7 @@ def parse_time(s):
             tz = rest[len(digits):]
             t = head + "." + (digits + "000000")[:6] + tz
         return datetime.datetime.fromisoformat(t).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return None
 
 

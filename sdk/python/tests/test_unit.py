@@ -4,6 +4,7 @@ the local database."""
 import gzip
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -16,6 +17,8 @@ if not os.environ.get("DEVICEHUB_SDK_INSTALLED"):
 from devicehub_device import Compression, DeviceClient, DeviceHubError, SpotflowError  # noqa: E402
 from devicehub_device._client import parse_instance  # noqa: E402
 from devicehub_device._message import compose_msg_id, compress, stream_name, with_msg_id  # noqa: E402
+from devicehub_device._inbound import parse_command, parse_desired  # noqa: E402
+from devicehub_device._provision import parse_time  # noqa: E402
 from devicehub_device._store import KIND_DATA, Entry, Store  # noqa: E402
 
 
@@ -98,6 +101,84 @@ class MessageTest(unittest.TestCase):
         for bad in (("a/b", None), (None, "x" * 65), (None, "sp ace"), (None, "\u00e9")):
             with self.assertRaises(DeviceHubError):
                 stream_name(*bad)
+
+
+def mutations(seeds, n, seed=18):
+    """n deterministic random mutations of the seeds (bytes): the fuzz
+    corpus of the parsers below (Python's counterpart of a Go FuzzXxx)."""
+    rnd = random.Random(seed)
+    alphabet = b'{}[]",:0123456789.-eE+ \\tnulrsfa\x00\xff\xc3'
+    for s in seeds:
+        yield s
+    for _ in range(n):
+        b = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 4)):
+            op = rnd.randint(0, 3)
+            i = rnd.randint(0, len(b))
+            if op == 0:
+                b[i:i] = bytes([rnd.choice(alphabet)])
+            elif op == 1 and b:
+                del b[min(i, len(b) - 1)]
+            elif op == 2 and b:
+                b[min(i, len(b) - 1)] = rnd.choice(alphabet)
+            else:
+                j = rnd.randint(0, len(b))
+                b[i:i] = b[min(i, j):max(i, j)]
+        yield bytes(b)
+
+
+class FuzzTest(unittest.TestCase):
+    """The parsers of outside input, on mutated seeds: they answer or say
+    why, and raise nothing else."""
+
+    def test_fuzz_desired(self):
+        seeds = [b'{"version": 3, "values": {"interval": 10}}', b'{"version": 1e400}', b'{"version": true}',
+                 b'[1]', b'', b'{"version": 2, "values": null}', b'{"version": -1}']
+        for p in mutations(seeds, 3000):
+            got = parse_desired(p)
+            if got is None or isinstance(got, str):
+                continue
+            version, values = got
+            self.assertIsInstance(version, int, p)
+            self.assertFalse(isinstance(version, bool), p)
+            self.assertGreaterEqual(version, 0, p)
+            self.assertIsInstance(values, dict, p)
+        self.assertEqual(parse_desired(seeds[0]), (3, {"interval": 10}))
+        self.assertIn("version", parse_desired(seeds[1]))
+
+    def test_fuzz_command(self):
+        seeds = [b'{"command": "reboot", "payload": {"a": [1, 2]}, "expires_at": "2026-12-02T18:46:17.691269Z"}',
+                 b'{"command": 5}', b'{"command": "x", "expires_at": 7}', b'"x"']
+        for p in mutations(seeds, 3000):
+            got = parse_command(p)
+            if isinstance(got, str):
+                self.assertTrue(got.startswith("malformed command"), got)
+                continue
+            name, _, exp = got
+            self.assertIsInstance(name, str)
+            parse_time(exp)  # never raises
+        self.assertEqual(parse_command(seeds[0])[:2], ("reboot", {"a": [1, 2]}))
+
+    def test_fuzz_with_msg_id(self):
+        seeds = [b'{"temperature": 21.5}', b'[{"a": 1}, {"b": "x", "msg_id": "m"}]', b'{"msg_id": "m", "ts": 1}']
+        for p in mutations(seeds, 3000):
+            try:
+                out, mid = with_msg_id(p, None, gen)
+            except DeviceHubError as e:
+                self.assertEqual(e.kind, "invalid_payload")
+                continue
+            doc = json.loads(out)
+            for o in doc if isinstance(doc, list) else [doc]:
+                self.assertEqual(o["msg_id"], mid, p)
+
+    def test_fuzz_time_and_instance(self):
+        for p in mutations([b"2026-12-02T18:46:17.691269Z", b"2026-12-02T18:46:17+02:00", b"http://h:1?mqtt=m:2"], 2000):
+            s = p.decode("utf-8", "replace")
+            parse_time(s)
+            try:
+                parse_instance(s)
+            except DeviceHubError as e:
+                self.assertEqual(e.kind, "invalid_options")
 
 
 class InstanceTest(unittest.TestCase):
