@@ -19,6 +19,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
@@ -38,6 +39,7 @@ type Backend interface {
 	eventlog.Store
 	access.Store
 	audit.Store
+	monitors.Store
 }
 
 // Run runs the contract suite. open returns a new, empty backend for one
@@ -63,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"ProvisioningStore", testProvisioningStore}, // registry.go
 		{"APIAudit", testAPIAudit},
 		{"DeviceCommandsAndTwin", testDeviceCmd}, // devicecmd.go
+		{"Monitors", testMonitors},               // monitors.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

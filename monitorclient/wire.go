@@ -1,0 +1,456 @@
+// Package monitorclient receives what a devicehub push monitor delivers:
+// the batches of events an HTTP monitor sends to a web server, and the
+// stream a TCP monitor serves over TCP (optionally TLS) or WebSocket.
+//
+// A webhook receiver is an http.Handler:
+//
+//	h := monitorclient.NewHandler(monitorclient.HandlerOptions{Secrets: []string{secret}},
+//		func(ctx context.Context, b *monitorclient.Batch) error {
+//			for _, e := range b.Events { fmt.Println(e.Seq, e.Type, e.DeviceID) }
+//			return nil // 2xx: the hub moves the monitor's cursor
+//		})
+//	http.ListenAndServe(":9000", h)
+//
+// A stream receiver is a Stream, run until its context ends:
+//
+//	s := monitorclient.NewStream(monitorclient.StreamOptions{
+//		Addr: "hub:7443", MonitorID: id, Token: token, TLS: &tls.Config{...},
+//		Callback: func(b *monitorclient.Batch) bool { ...; return true }, // true acks
+//	})
+//	err := s.Run(ctx)
+//
+// The package also holds the wire format both sides share (Encode, Decode,
+// Sign, Verify, the stream frames), so that the hub and its receivers
+// cannot drift apart.
+package monitorclient
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/devicehub/devicehub/events"
+)
+
+// Formats and compressions of a delivery.
+const (
+	FormatJSON      = "json"
+	FormatXML       = "xml"
+	CompressionNone = "none"
+	CompressionZlib = "zlib"
+)
+
+// ErrBadBody is wrapped by Decode's errors: the body is not a delivery in the
+// format and compression it claims.
+var ErrBadBody = errors.New("bad delivery body")
+
+// Batch is one delivery: the events of one monitor, in sequence order.
+type Batch struct {
+	MonitorID  string         `json:"monitor_id"`
+	DeliveryID string         `json:"delivery_id"`
+	Events     []events.Event `json:"events"`
+}
+
+// FirstSeq and LastSeq are the sequence numbers of the batch's first and
+// last events (0 for an empty batch).
+func (b *Batch) FirstSeq() int64 {
+	if len(b.Events) == 0 {
+		return 0
+	}
+	return b.Events[0].Seq
+}
+
+// LastSeq: see FirstSeq.
+func (b *Batch) LastSeq() int64 {
+	if len(b.Events) == 0 {
+		return 0
+	}
+	return b.Events[len(b.Events)-1].Seq
+}
+
+// ContentType is the media type of a delivery in format.
+func ContentType(format string) string {
+	if format == FormatXML {
+		return "application/xml"
+	}
+	return "application/json"
+}
+
+// Encode writes b in format (json or xml), compressed with compression
+// (none or zlib: the deflate algorithm in a zlib stream, which HTTP calls
+// Content-Encoding: deflate).
+func Encode(b *Batch, format, compression string) ([]byte, error) {
+	var buf bytes.Buffer
+	var w io.Writer = &buf
+	var zw *zlib.Writer
+	if compression == CompressionZlib {
+		zw = zlib.NewWriter(&buf)
+		w = zw
+	} else if compression != CompressionNone && compression != "" {
+		return nil, fmt.Errorf("encode: unknown compression %q", compression)
+	}
+	var err error
+	switch format {
+	case FormatJSON, "":
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		err = enc.Encode(b)
+	case FormatXML:
+		err = encodeXML(w, b)
+	default:
+		return nil, fmt.Errorf("encode: unknown format %q", format)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", format, err)
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return nil, fmt.Errorf("encode: deflate: %w", err)
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads a delivery body written by Encode. maxBytes bounds the
+// inflated size (0: 64 MiB), so that a small compressed body cannot fill
+// the receiver's memory.
+func Decode(body []byte, format, compression string, maxBytes int64) (*Batch, error) {
+	if maxBytes <= 0 {
+		maxBytes = 64 << 20
+	}
+	raw := body
+	switch compression {
+	case CompressionZlib, "gzip", "deflate":
+		zr, err := zlib.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("%w: inflate: %v", ErrBadBody, err)
+		}
+		raw, err = io.ReadAll(io.LimitReader(zr, maxBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("%w: inflate: %v", ErrBadBody, err)
+		}
+		if int64(len(raw)) > maxBytes {
+			return nil, fmt.Errorf("%w: inflates to more than %d bytes", ErrBadBody, maxBytes)
+		}
+	case CompressionNone, "", "identity":
+	default:
+		return nil, fmt.Errorf("%w: unknown compression %q", ErrBadBody, compression)
+	}
+	b := &Batch{}
+	switch format {
+	case FormatJSON, "":
+		if err := json.Unmarshal(raw, b); err != nil {
+			return nil, fmt.Errorf("%w: json: %v", ErrBadBody, err)
+		}
+	case FormatXML:
+		if err := decodeXML(raw, b); err != nil {
+			return nil, fmt.Errorf("%w: xml: %v", ErrBadBody, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown format %q", ErrBadBody, format)
+	}
+	if b.Events == nil {
+		b.Events = []events.Event{}
+	}
+	return b, nil
+}
+
+// The XML document mirrors the JSON one:
+//
+//	<delivery monitor_id="mon_…" delivery_id="dlv_…" count="2">
+//	  <event seq="7" type="device_data_received" time="…" device_id="ws-1" device_type="sensor">
+//	    <args type="object"><topic type="string">devices/ws-1/data</topic>…</args>
+//	  </event>
+//	</delivery>
+//
+// Every value element says its JSON type (object, array, string, number,
+// boolean, null); array items are <item> elements; an object key that is
+// not an XML name is written <field name="the key">.
+
+func encodeXML(w io.Writer, b *Batch) error {
+	enc := xml.NewEncoder(w)
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	root := xml.StartElement{Name: xml.Name{Local: "delivery"}, Attr: []xml.Attr{
+		{Name: xml.Name{Local: "monitor_id"}, Value: b.MonitorID},
+		{Name: xml.Name{Local: "delivery_id"}, Value: b.DeliveryID},
+		{Name: xml.Name{Local: "count"}, Value: strconv.Itoa(len(b.Events))},
+	}}
+	if err := enc.EncodeToken(root); err != nil {
+		return err
+	}
+	for i := range b.Events {
+		e := &b.Events[i]
+		start := xml.StartElement{Name: xml.Name{Local: "event"}, Attr: []xml.Attr{
+			{Name: xml.Name{Local: "seq"}, Value: strconv.FormatInt(e.Seq, 10)},
+			{Name: xml.Name{Local: "type"}, Value: string(e.Type)},
+			{Name: xml.Name{Local: "time"}, Value: e.Time.UTC().Format(time.RFC3339Nano)},
+			{Name: xml.Name{Local: "device_id"}, Value: e.DeviceID},
+			{Name: xml.Name{Local: "device_type"}, Value: e.DeviceType},
+		}}
+		if err := enc.EncodeToken(start); err != nil {
+			return err
+		}
+		args, err := genericArgs(e.Args)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", e.Seq, err)
+		}
+		if err := encodeValue(enc, "args", args); err != nil {
+			return err
+		}
+		if err := enc.EncodeToken(start.End()); err != nil {
+			return err
+		}
+	}
+	if err := enc.EncodeToken(root.End()); err != nil {
+		return err
+	}
+	return enc.Flush()
+}
+
+// genericArgs turns typed arguments into JSON values (maps, slices, numbers)
+// through their JSON encoding, so that XML carries exactly what JSON does.
+func genericArgs(a any) (any, error) {
+	raw, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func encodeValue(enc *xml.Encoder, key string, v any) error {
+	start := xml.StartElement{Name: xml.Name{Local: key}}
+	if !isXMLName(key) {
+		start = xml.StartElement{Name: xml.Name{Local: "field"}, Attr: []xml.Attr{{Name: xml.Name{Local: "name"}, Value: key}}}
+	}
+	typ, text := "", ""
+	switch x := v.(type) {
+	case nil:
+		typ = "null"
+	case bool:
+		typ, text = "boolean", strconv.FormatBool(x)
+	case json.Number:
+		typ, text = "number", x.String()
+	case float64:
+		typ, text = "number", strconv.FormatFloat(x, 'g', -1, 64)
+	case string:
+		typ, text = "string", x
+	case []any:
+		typ = "array"
+	case map[string]any:
+		typ = "object"
+	default:
+		return fmt.Errorf("unexpected value %T", v)
+	}
+	start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "type"}, Value: typ})
+	if err := enc.EncodeToken(start); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case []any:
+		for _, item := range x {
+			if err := encodeValue(enc, "item", item); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if err := encodeValue(enc, k, x[k]); err != nil {
+				return err
+			}
+		}
+	default:
+		if text != "" {
+			if err := enc.EncodeToken(xml.CharData(xmlSafe(text))); err != nil {
+				return err
+			}
+		}
+	}
+	return enc.EncodeToken(start.End())
+}
+
+// xmlSafe replaces the characters XML 1.0 cannot carry at all (most control
+// characters, invalid UTF-8) with U+FFFD.
+func xmlSafe(s string) string {
+	ok := true
+	for _, r := range s {
+		if !xmlChar(r) {
+			ok = false
+			break
+		}
+	}
+	if ok && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if !xmlChar(r) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func xmlChar(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D ||
+		r >= 0x20 && r <= 0xD7FF && r != utf8.RuneError ||
+		r >= 0xE000 && r <= 0xFFFD && r != utf8.RuneError ||
+		r >= 0x10000 && r <= 0x10FFFF
+}
+
+func isXMLName(s string) bool {
+	if s == "" || strings.HasPrefix(strings.ToLower(s), "xml") {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
+		case i > 0 && (r >= '0' && r <= '9' || r == '-' || r == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// xnode is a parsed element.
+type xnode struct {
+	XMLName  xml.Name
+	Attrs    []xml.Attr `xml:",any,attr"`
+	Text     string     `xml:",chardata"`
+	Children []xnode    `xml:",any"`
+}
+
+func (n *xnode) attr(name string) (string, bool) {
+	for _, a := range n.Attrs {
+		if a.Name.Local == name {
+			return a.Value, true
+		}
+	}
+	return "", false
+}
+
+func decodeXML(raw []byte, b *Batch) error {
+	var root xnode
+	if err := xml.Unmarshal(raw, &root); err != nil {
+		return err
+	}
+	if root.XMLName.Local != "delivery" {
+		return fmt.Errorf("root element %q, want delivery", root.XMLName.Local)
+	}
+	b.MonitorID, _ = root.attr("monitor_id")
+	b.DeliveryID, _ = root.attr("delivery_id")
+	for i := range root.Children {
+		n := &root.Children[i]
+		if n.XMLName.Local != "event" {
+			return fmt.Errorf("element %q in delivery, want event", n.XMLName.Local)
+		}
+		var e events.Event
+		s, _ := n.attr("seq")
+		seq, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("event seq %q: not an integer", s)
+		}
+		e.Seq = seq
+		t, _ := n.attr("type")
+		e.Type = events.Type(t)
+		ts, _ := n.attr("time")
+		if e.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+			return fmt.Errorf("event %d time %q: %v", seq, ts, err)
+		}
+		e.DeviceID, _ = n.attr("device_id")
+		e.DeviceType, _ = n.attr("device_type")
+		var args any
+		for j := range n.Children {
+			if n.Children[j].XMLName.Local == "args" {
+				if args, err = xmlValue(&n.Children[j], 0); err != nil {
+					return fmt.Errorf("event %d args: %w", seq, err)
+				}
+			}
+		}
+		rawArgs, err := json.Marshal(args)
+		if err != nil {
+			return fmt.Errorf("event %d args: %w", seq, err)
+		}
+		if e.Args, err = events.DecodeArgs(e.Type, rawArgs); err != nil {
+			return fmt.Errorf("event %d: %w", seq, err)
+		}
+		b.Events = append(b.Events, e)
+	}
+	return nil
+}
+
+func xmlValue(n *xnode, depth int) (any, error) {
+	if depth > 64 {
+		return nil, errors.New("nested too deep")
+	}
+	typ, _ := n.attr("type")
+	switch typ {
+	case "null":
+		return nil, nil
+	case "boolean":
+		return strconv.ParseBool(strings.TrimSpace(n.Text))
+	case "number":
+		f, err := strconv.ParseFloat(strings.TrimSpace(n.Text), 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return nil, fmt.Errorf("<%s> %q: not a number", n.XMLName.Local, n.Text)
+		}
+		return json.Number(strings.TrimSpace(n.Text)), nil
+	case "string", "":
+		if len(n.Children) > 0 && typ == "" {
+			return nil, fmt.Errorf("<%s>: value without a type", n.XMLName.Local)
+		}
+		return n.Text, nil
+	case "array":
+		out := make([]any, 0, len(n.Children))
+		for i := range n.Children {
+			v, err := xmlValue(&n.Children[i], depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case "object":
+		out := make(map[string]any, len(n.Children))
+		for i := range n.Children {
+			c := &n.Children[i]
+			key := c.XMLName.Local
+			if key == "field" {
+				if name, ok := c.attr("name"); ok {
+					key = name
+				}
+			}
+			v, err := xmlValue(c, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[key] = v
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("<%s>: unknown type %q", n.XMLName.Local, typ)
+}
