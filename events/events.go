@@ -276,6 +276,8 @@ func NewArgs(t Type) any {
 		return &TwinDesired{}
 	case TwinReportedChanged:
 		return &TwinReported{}
+	case MonitorStatusChanged:
+		return &MonitorStatus{}
 	}
 	return nil
 }

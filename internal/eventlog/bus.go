@@ -41,7 +41,8 @@ type SubscribeOptions struct {
 	Filter events.Filter
 	// From 0 delivers the events published after Subscribe returns. From
 	// > 0 first delivers every stored event with Seq > From, then the live
-	// ones, without a gap or a repeat.
+	// ones, without a gap or a repeat; From < 0 does so from the start of
+	// the log (a subscriber whose position is "nothing seen yet").
 	From int64
 	// Buffer is the subscriber's queue length (default BusOptions.Buffer).
 	Buffer int
@@ -202,9 +203,9 @@ func (b *Bus) Subscribe(opts SubscribeOptions, fn func(events.Event)) (*Subscrip
 		b.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if opts.From > 0 {
+	if opts.From != 0 {
 		s.catchUp = true
-		s.cursor.Store(opts.From)
+		s.cursor.Store(max(opts.From, 0))
 	} else {
 		s.cursor.Store(b.lastSeq.Load())
 	}

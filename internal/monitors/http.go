@@ -1,0 +1,139 @@
+package monitors
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/devicehub/devicehub/monitorclient"
+)
+
+// httpTarget sends a monitor's deliveries to its URL.
+type httpTarget struct {
+	spec   Spec
+	client *http.Client
+}
+
+func newHTTPTarget(spec *Spec, allowPrivate bool) *httpTarget {
+	connect := time.Duration(spec.ConnectTimeoutMS) * time.Millisecond
+	response := time.Duration(spec.ResponseTimeoutMS) * time.Millisecond
+	if connect <= 0 {
+		connect = DefaultTimeoutMS * time.Millisecond
+	}
+	if response <= 0 {
+		response = DefaultTimeoutMS * time.Millisecond
+	}
+	d := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
+	if !allowPrivate {
+		d.Control = dialControl
+	}
+	tr := &http.Transport{
+		// No proxy: a proxy would reach what the private-address check
+		// refuses.
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   connect,
+		ResponseHeaderTimeout: response,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &httpTarget{spec: *spec, client: &http.Client{
+		Transport: tr,
+		// Never follow a redirect: a 3xx is a failed delivery (and a
+		// redirect could lead to where the URL check would not).
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       connect + response + 5*time.Second,
+	}}
+}
+
+func (t *httpTarget) close() { t.client.CloseIdleConnections() }
+
+// postResult is the outcome of one attempt.
+type postResult struct {
+	err        error
+	status     int           // HTTP status, 0 if none
+	reason     string        // for the monitor's status_reason
+	retryAfter time.Duration // from a Retry-After header
+}
+
+// post sends one attempt of a delivery, signed with secrets.
+func (t *httpTarget) post(ctx context.Context, b *monitorclient.Batch, body []byte, secrets []string, now time.Time) postResult {
+	req, err := http.NewRequestWithContext(ctx, t.spec.Method, t.spec.URL, bytes.NewReader(body))
+	if err != nil {
+		return postResult{err: err, reason: "bad request: " + err.Error()}
+	}
+	h := req.Header
+	h.Set("Content-Type", monitorclient.ContentType(t.spec.Format))
+	if t.spec.Compression == "zlib" {
+		h.Set("Content-Encoding", "deflate")
+	}
+	h.Set("User-Agent", "devicehub-monitor/1")
+	h.Set(monitorclient.HeaderID, b.DeliveryID)
+	h.Set(monitorclient.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+	sigs := make([]string, 0, len(secrets))
+	for _, sec := range secrets {
+		sig, err := monitorclient.Sign(sec, b.DeliveryID, now, body)
+		if err != nil {
+			return postResult{err: err, reason: "signing secret: " + err.Error()}
+		}
+		sigs = append(sigs, sig)
+	}
+	h.Set(monitorclient.HeaderSignature, strings.Join(sigs, " "))
+	h.Set(monitorclient.HeaderMonitorID, b.MonitorID)
+	h.Set(monitorclient.HeaderFormat, t.spec.Format)
+	h.Set(monitorclient.HeaderFirstSeq, strconv.FormatInt(b.FirstSeq(), 10))
+	h.Set(monitorclient.HeaderLastSeq, strconv.FormatInt(b.LastSeq(), 10))
+	if u, p, ok := strings.Cut(t.spec.BasicAuth, ":"); ok {
+		req.SetBasicAuth(u, p)
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		reason := "cannot reach the receiver"
+		var ne net.Error
+		switch {
+		case errors.Is(err, ErrPrivateTarget):
+			reason = "the target resolves to a private address"
+		case errors.As(err, &ne) && ne.Timeout():
+			reason = "timed out"
+		}
+		return postResult{err: err, reason: reason}
+	}
+	// Drain a little so that the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return postResult{status: resp.StatusCode}
+	}
+	return postResult{
+		err:        fmt.Errorf("receiver answered %s", resp.Status),
+		status:     resp.StatusCode,
+		reason:     "HTTP " + strconv.Itoa(resp.StatusCode),
+		retryAfter: retryAfter(resp.Header.Get("Retry-After"), now),
+	}
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, 86400)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

@@ -1,0 +1,713 @@
+// Package monitors delivers committed events to the outside world: push
+// monitors, each a subscription of an outside system to topics of events,
+// delivered by HTTP (webhooks signed the Standard Webhooks way) or as a
+// stream a receiver reads over TCP, TLS or WebSocket, in batches bounded by
+// size and by time, as JSON or XML, optionally deflated (the monitor API of
+// seed 002).
+//
+// Data flow: the durable event log (internal/eventlog) → one subscription
+// per running monitor → the monitor's bounded queue → its send loop → the
+// receiver. Each monitor has its own send loop (one goroutine, owned by
+// Service.Run), in the manner of Prometheus's notifier: a slow or dead
+// receiver fills only its own queue, and then its subscription falls back
+// to reading the durable log, so neither ingest nor the other monitors
+// wait for it.
+//
+// Delivery is at least once, in Seq order per monitor. A monitor's cursor
+// (the Seq of the last event acknowledged) is stored at each
+// acknowledgement — a 2xx for HTTP, an Ack frame or the write for a stream —
+// and a (re)started send loop resumes after it, so a restart neither loses
+// nor resends acknowledged events.
+//
+// Status machine (seed 002): CONNECTING (an HTTP monitor before its first
+// delivery) → ACTIVE (delivering); a failing HTTP monitor or a stream
+// without a receiver is SUSPENDED with auto_replay_on_connect (the cursor
+// stays; the missed events come first once it is back) or INACTIVE without
+// (the missed events are skipped); an HTTP monitor that delivered nothing
+// for monitors.disable_after, or whose receiver answered 410 Gone, is
+// DISABLED until it is enabled again through the API. Every change is a
+// monitor_status_changed event in the durable log.
+//
+// Plaintext credentials of device_provisioned never leave the process: the
+// wire format is the events' JSON encoding, in which they do not exist.
+//
+// Lock order: Service.mu, then entry.mu. The send loops never hold a lock
+// while they deliver.
+package monitors
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/monitorclient"
+)
+
+// Subscription is a running event subscription (*eventlog.Subscription).
+type Subscription interface{ Close() }
+
+// Events is the durable event log as the monitors read it.
+type Events interface {
+	// Subscribe calls fn with every event after opts.From (see
+	// eventlog.Bus.Subscribe), in Seq order.
+	Subscribe(opts eventlog.SubscribeOptions, fn func(events.Event)) (Subscription, error)
+	// LastSeq is the Seq of the last committed event.
+	LastSeq(ctx context.Context) (int64, error)
+}
+
+// Groups tells a device's group, for topics narrowed by group.
+type Groups interface {
+	DeviceGroup(ctx context.Context, deviceID string) (string, error)
+}
+
+// StatusRecorder commits monitor_status_changed events to the durable log.
+type StatusRecorder interface {
+	RecordMonitorStatus(ctx context.Context, e events.Event) error
+}
+
+// Deps are the service's collaborators. Groups and Status may be nil (no
+// group narrowing; status changes only stored on the monitor).
+type Deps struct {
+	Store  Store
+	Events Events
+	Groups Groups
+	Status StatusRecorder
+}
+
+// Options tune the service. Zero values take the defaults.
+type Options struct {
+	// AllowPrivateTargets lets HTTP monitors reach loopback, link-local
+	// and private addresses (monitors.allow_private_targets).
+	AllowPrivateTargets bool
+	// DisableAfter is how long an HTTP monitor may fail before it is
+	// DISABLED (default 24h).
+	DisableAfter time.Duration
+	// MinBackoff and MaxBackoff bound the wait between failed deliveries
+	// (defaults 1s and 5m); it doubles per failure, with jitter, and a
+	// Retry-After answer is honoured up to MaxRetryAfter (default 1h).
+	MinBackoff, MaxBackoff, MaxRetryAfter time.Duration
+	// QueueSize bounds each monitor's in-memory queue (default 10000).
+	QueueSize int
+	// MaxInFlight bounds a stream's batches sent and not acknowledged
+	// (default 8).
+	MaxInFlight int
+	// AckTimeout is how long a stream receiver may leave its oldest batch
+	// unacknowledged (or not read) before the hub drops the connection
+	// (default 30s).
+	AckTimeout time.Duration
+	// SecretOverlap is how long the old signing secret keeps signing after
+	// a rotation that names no overlap (default 24h).
+	SecretOverlap time.Duration
+	// IdleCursorSave is how often a monitor whose topics select nothing
+	// moves its cursor over the events it skipped (default 5s).
+	IdleCursorSave time.Duration
+	// Resolver resolves HTTP targets for the private-address check
+	// (default net.DefaultResolver).
+	Resolver Resolver
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.DisableAfter <= 0 {
+		o.DisableAfter = 24 * time.Hour
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(5*time.Minute, o.MinBackoff)
+	}
+	if o.MaxRetryAfter <= 0 {
+		o.MaxRetryAfter = time.Hour
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 10000
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 8
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 30 * time.Second
+	}
+	if o.SecretOverlap <= 0 {
+		o.SecretOverlap = 24 * time.Hour
+	}
+	if o.IdleCursorSave <= 0 {
+		o.IdleCursorSave = 5 * time.Second
+	}
+	if o.Resolver == nil {
+		o.Resolver = defaultResolver{}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Service keeps the monitors and runs their send loops. Create it with
+// New, Load it, Run it.
+type Service struct {
+	deps    Deps
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	mons    map[string]*entry
+	state   int
+	startC  chan *sender  // to Run: start this send loop
+	stopped chan struct{} // closed when Run stops
+
+	gmu    sync.Mutex
+	groups map[string]string // device id → group, for group narrowing
+}
+
+const (
+	svcIdle = iota
+	svcRunning
+	svcStopped
+)
+
+// entry is one monitor: its stored record and its running send loop.
+type entry struct {
+	mu     sync.Mutex // guards mon
+	mon    Monitor
+	sender *sender // nil when not running (DISABLED, or before Run)
+}
+
+// New returns a service. reg may be nil.
+func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *Service {
+	opts.defaults()
+	s := &Service{
+		deps: deps, opts: opts, log: log,
+		mons:    map[string]*entry{},
+		startC:  make(chan *sender),
+		stopped: make(chan struct{}),
+		groups:  map[string]string{},
+	}
+	s.metrics = newMetrics(s)
+	if reg != nil {
+		reg.MustRegister(s.metrics)
+	}
+	return s
+}
+
+// Load reads the stored monitors; their send loops start with Run.
+func (s *Service) Load(ctx context.Context) error {
+	ms, err := s.deps.Store.ListMonitors(ctx)
+	if err != nil {
+		return fmt.Errorf("load monitors: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range ms {
+		e := &entry{mon: m}
+		s.mons[m.ID] = e
+		if m.Status != Disabled {
+			e.sender = s.newSender(e)
+		}
+	}
+	return nil
+}
+
+// Run runs the send loops until ctx is done; then it stops them (each
+// finishes the delivery in progress, within its timeout) and returns.
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state != svcIdle {
+		s.mu.Unlock()
+		return errors.New("monitor service already ran")
+	}
+	s.state = svcRunning
+	var pending []*sender
+	for _, e := range s.mons {
+		if e.sender != nil {
+			pending = append(pending, e.sender)
+		}
+	}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	start := func(sd *sender) {
+		wg.Add(1)
+		sctx, cancel := context.WithCancel(ctx)
+		sd.start(cancel)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			sd.run(sctx)
+		}()
+	}
+	for _, sd := range pending {
+		start(sd)
+	}
+	for {
+		select {
+		case sd := <-s.startC:
+			start(sd)
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.state = svcStopped
+			s.mu.Unlock()
+			close(s.stopped)
+			wg.Wait()
+			return nil
+		}
+	}
+}
+
+// launch starts sd's loop if Run runs (else Run starts it). Called without
+// s.mu.
+func (s *Service) launch(sd *sender) {
+	s.mu.Lock()
+	running := s.state == svcRunning
+	s.mu.Unlock()
+	if !running {
+		return
+	}
+	select {
+	case s.startC <- sd:
+	case <-s.stopped:
+	}
+}
+
+// CreateResult is a new monitor with the secrets shown only once.
+type CreateResult struct {
+	Monitor Monitor
+	// Secret signs the deliveries of an HTTP monitor (whsec_…); Token
+	// authenticates the stream of a tcp monitor.
+	Secret string
+	Token  string
+}
+
+func newID(prefix string, n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+func newToken() (string, []byte) {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	tok := "mtk_" + base64.RawURLEncoding.EncodeToString(b)
+	h := sha256.Sum256([]byte(tok))
+	return tok, h[:]
+}
+
+// Create validates spec, stores a new monitor and starts it. Its cursor
+// starts at the end of the log: it delivers the events committed from now
+// on.
+func (s *Service) Create(ctx context.Context, spec Spec) (*CreateResult, error) {
+	if err := spec.Normalize(); err != nil {
+		return nil, err
+	}
+	if err := s.checkTarget(ctx, &spec); err != nil {
+		return nil, err
+	}
+	head, err := s.deps.Events.LastSeq(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create monitor: %w", err)
+	}
+	now := s.opts.Now().UTC()
+	m := Monitor{ID: newID("mon_", 10), Spec: spec, CreatedAt: now, UpdatedAt: now, Cursor: head}
+	res := &CreateResult{}
+	if spec.Transport == TransportHTTP {
+		m.Status = Connecting
+		m.Secret = monitorclient.NewSecret()
+		res.Secret = m.Secret
+	} else {
+		m.Status = s.streamIdleStatus(&spec)
+		res.Token, m.TokenHash = newToken()
+	}
+	if err := s.deps.Store.InsertMonitor(ctx, &m); err != nil {
+		return nil, err
+	}
+	e := &entry{mon: m}
+	e.sender = s.newSender(e)
+	s.mu.Lock()
+	s.mons[m.ID] = e
+	s.mu.Unlock()
+	s.launch(e.sender)
+	res.Monitor = m
+	s.log.Info("monitor created", "monitor", m.ID, "transport", m.Transport, "topics", m.Topics)
+	return res, nil
+}
+
+func (s *Service) streamIdleStatus(spec *Spec) Status {
+	if spec.AutoReplayOnConnect {
+		return Suspended
+	}
+	return Inactive
+}
+
+func (s *Service) entry(id string) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.mons[id]
+	if !ok {
+		return nil, fmt.Errorf("monitor %s: %w", id, ErrNotFound)
+	}
+	return e, nil
+}
+
+// Get returns a monitor.
+func (s *Service) Get(ctx context.Context, id string) (*Monitor, error) {
+	e, err := s.entry(id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	m := e.mon
+	e.mu.Unlock()
+	return &m, nil
+}
+
+// ListOptions select monitors.
+type ListOptions struct {
+	Condition *Condition // nil: every monitor
+	// Topics, if set, selects the monitors whose topics are exactly these
+	// (in any order and spelling), as the seed's get_monitor(topics).
+	Topics []string
+}
+
+// List returns the monitors that match opts, by id.
+func (s *Service) List(ctx context.Context, opts ListOptions) ([]Monitor, error) {
+	s.mu.Lock()
+	es := make([]*entry, 0, len(s.mons))
+	for _, e := range s.mons {
+		es = append(es, e)
+	}
+	s.mu.Unlock()
+	out := []Monitor{}
+	for _, e := range es {
+		e.mu.Lock()
+		m := e.mon
+		e.mu.Unlock()
+		if len(opts.Topics) > 0 && !SameTopics(m.Topics, opts.Topics) {
+			continue
+		}
+		if opts.Condition.Match(&m) {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b Monitor) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// Update replaces a monitor's definition (the transport cannot change)
+// and restarts its send loop, which resumes after its cursor. A DISABLED
+// monitor is enabled again.
+func (s *Service) Update(ctx context.Context, id string, spec Spec) (*Monitor, error) {
+	e, err := s.entry(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Normalize(); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	transport := e.mon.Transport
+	e.mu.Unlock()
+	if spec.Transport != transport {
+		return nil, fieldErr("transport", "cannot change from %s to %s: create a new monitor", transport, spec.Transport)
+	}
+	if err := s.checkTarget(ctx, &spec); err != nil {
+		return nil, err
+	}
+	return s.restart(ctx, e, func(m *Monitor) { m.Spec = spec })
+}
+
+// Enable enables a DISABLED monitor again (any other monitor is left as
+// it is). Events committed while it was disabled are not delivered.
+func (s *Service) Enable(ctx context.Context, id string) (*Monitor, error) {
+	e, err := s.entry(id)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	disabled := e.mon.Status == Disabled
+	m := e.mon
+	e.mu.Unlock()
+	if !disabled {
+		return &m, nil
+	}
+	return s.restart(ctx, e, nil)
+}
+
+// restart stops e's send loop, applies change to its record (under e.mu),
+// stores it and starts a new loop.
+func (s *Service) restart(ctx context.Context, e *entry, change func(m *Monitor)) (*Monitor, error) {
+	e.mu.Lock()
+	old := e.sender
+	e.sender = nil
+	e.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	e.mu.Lock()
+	wasDisabled := e.mon.Status == Disabled
+	m := e.mon
+	if change != nil {
+		change(&m)
+	}
+	m.UpdatedAt = s.opts.Now().UTC()
+	if wasDisabled {
+		// Nothing was kept while it was disabled: start at the end.
+		head, err := s.deps.Events.LastSeq(ctx)
+		if err != nil {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("enable monitor %s: %w", m.ID, err)
+		}
+		m.Cursor = head
+		m.FailingSince = nil
+	}
+	prevStatus := m.Status
+	if m.Transport == TransportHTTP {
+		m.Status = Connecting
+	} else {
+		m.Status = s.streamIdleStatus(&m.Spec)
+	}
+	m.StatusReason = ""
+	err := s.deps.Store.UpdateMonitor(ctx, &m)
+	if err == nil && wasDisabled {
+		err = s.deps.Store.SaveCursor(ctx, m.ID, m.Cursor)
+	}
+	if err != nil {
+		// Keep the old definition running.
+		e.sender = s.newSender(e)
+		sd := e.sender
+		e.mu.Unlock()
+		s.launch(sd)
+		return nil, err
+	}
+	e.mon = m
+	e.sender = s.newSender(e)
+	sd := e.sender
+	e.mu.Unlock()
+	if prevStatus != m.Status {
+		s.recordStatus(ctx, m.ID, prevStatus, m.Status, "reconfigured")
+	}
+	s.launch(sd)
+	return &m, nil
+}
+
+// Delete stops and removes a monitor.
+func (s *Service) Delete(ctx context.Context, id string) error {
+	e, err := s.entry(id)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Store.DeleteMonitor(ctx, id); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.mons, id)
+	s.mu.Unlock()
+	e.mu.Lock()
+	sd := e.sender
+	e.sender = nil
+	e.mu.Unlock()
+	if sd != nil {
+		sd.stop()
+	}
+	s.metrics.forget(id)
+	s.log.Info("monitor deleted", "monitor", id)
+	return nil
+}
+
+// RotateSecret gives an HTTP monitor a new signing secret; the old one
+// keeps signing too (deliveries carry both signatures) for overlap
+// (0: Options.SecretOverlap; negative: it stops at once).
+func (s *Service) RotateSecret(ctx context.Context, id string, overlap time.Duration) (string, error) {
+	e, err := s.entry(id)
+	if err != nil {
+		return "", err
+	}
+	if overlap == 0 {
+		overlap = s.opts.SecretOverlap
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mon.Transport != TransportHTTP {
+		return "", fieldErr("transport", "only http monitors have a signing secret")
+	}
+	m := e.mon
+	if overlap > 0 {
+		until := s.opts.Now().UTC().Add(overlap)
+		m.PrevSecret, m.PrevSecretUntil = m.Secret, &until
+	} else {
+		m.PrevSecret, m.PrevSecretUntil = "", nil
+	}
+	m.Secret = monitorclient.NewSecret()
+	m.UpdatedAt = s.opts.Now().UTC()
+	if err := s.deps.Store.UpdateMonitor(ctx, &m); err != nil {
+		return "", err
+	}
+	e.mon = m
+	return m.Secret, nil
+}
+
+// RotateToken gives a tcp monitor a new stream token; the old one stops
+// working for new connections at once.
+func (s *Service) RotateToken(ctx context.Context, id string) (string, error) {
+	e, err := s.entry(id)
+	if err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.mon.Transport != TransportTCP {
+		return "", fieldErr("transport", "only tcp monitors have a stream token")
+	}
+	m := e.mon
+	var tok string
+	tok, m.TokenHash = newToken()
+	m.UpdatedAt = s.opts.Now().UTC()
+	if err := s.deps.Store.UpdateMonitor(ctx, &m); err != nil {
+		return "", err
+	}
+	e.mon = m
+	return tok, nil
+}
+
+// signingSecrets returns the secrets that sign a delivery now.
+func (e *entry) signingSecrets(now time.Time) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := []string{e.mon.Secret}
+	if e.mon.PrevSecret != "" && e.mon.PrevSecretUntil != nil && now.Before(*e.mon.PrevSecretUntil) {
+		out = append(out, e.mon.PrevSecret)
+	}
+	return out
+}
+
+// authenticate finds the running send loop of a tcp monitor by its id and
+// token.
+func (s *Service) authenticate(id, token string) (*sender, error) {
+	e, err := s.entry(id)
+	if err != nil {
+		return nil, ErrBadToken
+	}
+	h := sha256.Sum256([]byte(token))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if subtle.ConstantTimeCompare(h[:], e.mon.TokenHash) != 1 {
+		return nil, ErrBadToken
+	}
+	if e.mon.Transport != TransportTCP {
+		return nil, ErrNotStream
+	}
+	if e.sender == nil {
+		return nil, ErrClosed
+	}
+	return e.sender, nil
+}
+
+// update applies fn to e's record and stores it if it changed; fn returns
+// the reason of a status change. A status change is recorded as a
+// monitor_status_changed event.
+func (s *Service) update(ctx context.Context, e *entry, fn func(m *Monitor) string) {
+	e.mu.Lock()
+	m := e.mon
+	old := m
+	reason := fn(&m)
+	if m.Status != old.Status {
+		m.StatusReason = reason
+	}
+	if sameState(&m, &old) {
+		e.mu.Unlock()
+		return
+	}
+	m.UpdatedAt = s.opts.Now().UTC()
+	e.mon = m
+	e.mu.Unlock()
+	if err := s.deps.Store.UpdateMonitor(ctx, &m); err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+		s.log.Warn("store monitor state", "monitor", m.ID, "err", err)
+	}
+	if m.Status != old.Status {
+		s.log.Info("monitor status changed", "monitor", m.ID, "from", old.Status, "to", m.Status, "reason", reason)
+		s.recordStatus(ctx, m.ID, old.Status, m.Status, reason)
+	}
+}
+
+// sameState reports whether the state a send loop changes is the same
+// (LastSent is compared at one-second resolution, so that a busy monitor
+// does not write its record at every delivery).
+func sameState(a, b *Monitor) bool {
+	eqT := func(x, y *time.Time, res time.Duration) bool {
+		if x == nil || y == nil {
+			return x == y
+		}
+		return x.Truncate(res).Equal(y.Truncate(res))
+	}
+	return a.Status == b.Status && a.StatusReason == b.StatusReason &&
+		eqT(a.LastConnect, b.LastConnect, 0) && eqT(a.LastSent, b.LastSent, time.Second) && eqT(a.FailingSince, b.FailingSince, 0)
+}
+
+func (s *Service) recordStatus(ctx context.Context, id string, from, to Status, reason string) {
+	if s.deps.Status == nil {
+		return
+	}
+	ev := events.Event{Type: events.MonitorStatusChanged, Time: s.opts.Now().UTC(), Args: &events.MonitorStatus{
+		MonitorID: id, OldStatus: string(from), NewStatus: string(to), Reason: reason,
+	}}
+	// Recorded even while the loop stops: the change happened.
+	if err := s.deps.Status.RecordMonitorStatus(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.Warn("record monitor status change", "monitor", id, "err", err)
+	}
+}
+
+// group returns a device's group, cached; the cache entry of a device is
+// dropped when an event says its group may have changed.
+func (s *Service) group(id string) string {
+	if s.deps.Groups == nil || id == "" {
+		return ""
+	}
+	s.gmu.Lock()
+	g, ok := s.groups[id]
+	s.gmu.Unlock()
+	if ok {
+		return g
+	}
+	g, err := s.deps.Groups.DeviceGroup(context.Background(), id)
+	if err != nil {
+		return ""
+	}
+	s.gmu.Lock()
+	if len(s.groups) > 100000 {
+		clear(s.groups)
+	}
+	s.groups[id] = g
+	s.gmu.Unlock()
+	return g
+}
+
+func (s *Service) forgetGroup(e *events.Event) {
+	switch e.Type {
+	case events.DeviceGroupChanged, events.DeviceProvisioned, events.DeviceRegistered:
+		s.gmu.Lock()
+		delete(s.groups, e.DeviceID)
+		s.gmu.Unlock()
+	}
+}
