@@ -170,6 +170,10 @@ type Deps struct {
 	// Commands sends commands to devices; Twin keeps their twins.
 	Commands Commands
 	Twin     Twin
+	// Monitors manages push monitors; MonitorStream serves their streams
+	// over WebSocket at /api/v1/monitors/stream.
+	Monitors      Monitors
+	MonitorStream http.Handler
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -262,6 +266,7 @@ func humaConfig() huma.Config {
 		{Name: "audit", Description: "The API audit trail"},
 		{Name: "commands", Description: "Commands to devices and their results"},
 		{Name: "twin", Description: "Device twins: desired and reported properties"},
+		{Name: "monitors", Description: "Push monitors: events delivered to outside systems by webhook or stream"},
 	}
 	return cfg
 }
@@ -300,6 +305,7 @@ func (a *API) routes() {
 	a.registerAudit()
 	a.registerCommands() // commands.go
 	a.registerTwin()     // twin.go
+	a.registerMonitors() // monitors.go
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})

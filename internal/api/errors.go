@@ -13,6 +13,7 @@ import (
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
@@ -58,7 +59,7 @@ type ErrorResponse struct {
 
 // ErrorDetail says what went wrong.
 type ErrorDetail struct {
-	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, or an ingest rejection code." example:"invalid_argument"`
+	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, private_target, or an ingest rejection code." example:"invalid_argument"`
 	Message string `json:"message" doc:"What went wrong, for people." example:"limit: must be an integer from 1 to 1000"`
 	Field   string `json:"field,omitempty" doc:"The request field at fault (body property, query or path parameter, header), if any." example:"limit"`
 }
@@ -181,6 +182,10 @@ func httpError(err error) (int, ErrorDetail) {
 		}
 		return status, ErrorDetail{Code: rej.RejectCode(), Message: rej.Error(), Field: rej.RejectField()}
 	}
+	var monField *monitors.FieldError
+	if errors.As(err, &monField) {
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: monField.Error(), Field: monField.Field}
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -233,6 +238,12 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
 	case errors.Is(err, twin.ErrBusy):
 		return http.StatusConflict, ErrorDetail{Code: "conflict", Message: err.Error()}
+	case errors.Is(err, monitors.ErrNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
+	case errors.Is(err, monitors.ErrPrivateTarget):
+		return http.StatusBadRequest, ErrorDetail{Code: "private_target", Message: err.Error(), Field: "url"}
+	case errors.Is(err, monitors.ErrInvalid):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
 	case errors.Is(err, registry.ErrNotFound):
 		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
 	case errors.Is(err, access.ErrNotFound):

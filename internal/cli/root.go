@@ -129,6 +129,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newBenchCmd(serve),
 		newSimulateCmd(g),
 		newCommandCmd(g), newTwinCmd(g), // devicecmd.go
+		newMonitorsCmd(g), // monitors.go
 	)
 	return root
 }

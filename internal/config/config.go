@@ -42,6 +42,8 @@ type Config struct {
 	Registration RegistrationConfig `yaml:"registration"`
 	// Provisioning configures provisioning operations and credentials.
 	Provisioning ProvisioningConfig `yaml:"provisioning"`
+	// Monitors configures push monitors (see monitors.go).
+	Monitors MonitorsConfig `yaml:"monitors"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -185,6 +187,7 @@ func Default() *Config {
 		Commit:       CommitConfig{MaxBatch: 2000, QueueSize: 20000},
 		Events:       EventsConfig{SubscriberBuffer: 4096},
 		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
+		Monitors:     defaultMonitors(),
 	}
 }
 
@@ -333,7 +336,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkTypes} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkTypes} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}

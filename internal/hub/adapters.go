@@ -7,8 +7,11 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/broker"
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/internal/monitors"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // brokerIngest hands MQTT publishes to the ingest pipeline.
@@ -65,3 +68,42 @@ func (e busEvents) Subscribe(opts eventlog.SubscribeOptions, fn func(events.Even
 }
 
 func now() time.Time { return time.Now().UTC() }
+
+// monitorEvents is the event log as the monitors read it.
+type monitorEvents struct {
+	bus *eventlog.Bus
+	st  eventlog.Store
+}
+
+func (m monitorEvents) Subscribe(opts eventlog.SubscribeOptions, fn func(events.Event)) (monitors.Subscription, error) {
+	s, err := m.bus.Subscribe(opts, fn)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return s, nil
+}
+
+func (m monitorEvents) LastSeq(ctx context.Context) (int64, error) { return m.st.LastSeq(ctx) }
+
+// registryGroups tells the monitors a device's group.
+type registryGroups struct{ r *registry.Service }
+
+func (g registryGroups) DeviceGroup(ctx context.Context, id string) (string, error) {
+	d, err := g.r.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return d.Group, nil
+}
+
+// monitorStatus commits monitor_status_changed events through the write
+// path.
+type monitorStatus struct{ c *commit.Committer }
+
+func (m monitorStatus) RecordMonitorStatus(ctx context.Context, e events.Event) error {
+	ev, err := commit.NewEvent(e)
+	if err != nil {
+		return err
+	}
+	return m.c.Submit(ctx, &commit.Change{Events: []commit.Event{ev}})
+}

@@ -10,6 +10,7 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,7 @@ import (
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/presence"
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
@@ -59,6 +61,7 @@ type Store interface {
 	provisioning.Store
 	commands.Store
 	twin.Store
+	monitors.Store
 	Close() error
 }
 
@@ -86,8 +89,11 @@ type Hub struct {
 	Commands *commands.Service
 	Twin     *twin.Service
 	api      *api.API
+	// monitors delivers events to push monitors.
+	monitors *monitors.Service
 
 	httpLn    net.Listener
+	monLn     net.Listener
 	ready     chan struct{}
 	readyOnce sync.Once
 	// AdminToken is the admin token created at first start ("" if it
@@ -199,22 +205,44 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 
 	h.Access = access.NewService(st)
 
+	mc := cfg.Monitors
+	h.monitors = monitors.New(monitors.Deps{
+		Store:  st,
+		Events: monitorEvents{bus: h.Bus, st: st},
+		Groups: registryGroups{h.Registry},
+		Status: monitorStatus{h.Committer},
+	}, monitors.Options{
+		AllowPrivateTargets: mc.AllowPrivateTargets,
+		DisableAfter:        mc.DisableAfter,
+		MinBackoff:          mc.MinBackoff,
+		MaxBackoff:          mc.MaxBackoff,
+		QueueSize:           mc.QueueSize,
+		MaxInFlight:         mc.MaxInFlight,
+		AckTimeout:          mc.AckTimeout,
+		SecretOverlap:       mc.SecretOverlap,
+	}, log.With("component", "monitors"), h.reg)
+	if err := h.monitors.Load(ctx); err != nil {
+		return nil, err
+	}
+
 	h.api = api.New(api.Deps{
-		Devices:      h.Registry,
-		Registry:     h.Registry,
-		Provisioning: h.Provisioning,
-		Readings:     st,
-		Messages:     st,
-		Events:       busEvents{h.Bus},
-		DeviceData:   httpIngest{h},
-		DeviceAuth:   h.Registry,
-		Tokens:       h.Access,
-		Audit:        st,
-		Types:        h.Types,
-		Commands:     h.Commands,
-		Twin:         h.Twin,
-		Ready:        h.readyErr,
-		Metrics:      promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
+		Devices:       h.Registry,
+		Registry:      h.Registry,
+		Provisioning:  h.Provisioning,
+		Readings:      st,
+		Messages:      st,
+		Events:        busEvents{h.Bus},
+		DeviceData:    httpIngest{h},
+		DeviceAuth:    h.Registry,
+		Tokens:        h.Access,
+		Audit:         st,
+		Types:         h.Types,
+		Commands:      h.Commands,
+		Twin:          h.Twin,
+		Monitors:      h.monitors,
+		MonitorStream: h.monitors.StreamHandler(),
+		Ready:         h.readyErr,
+		Metrics:       promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
 	ok = true
 	return h, nil
@@ -309,6 +337,15 @@ func (h *Hub) HTTPAddr() string {
 	return h.httpLn.Addr().String()
 }
 
+// MonitorAddr is the address of the monitor port (after Ready), "" if it
+// is off.
+func (h *Hub) MonitorAddr() string {
+	if h.monLn == nil {
+		return ""
+	}
+	return h.monLn.Addr().String()
+}
+
 // Subscribe calls fn with every committed event that passes f, in order,
 // from its own goroutine, until the returned subscription is closed.
 func (h *Hub) Subscribe(f events.Filter, from int64, fn func(events.Event)) (*eventlog.Subscription, error) {
@@ -375,8 +412,24 @@ func (h *Hub) runFront(ctx context.Context) error {
 		}
 	}
 	srv := newHTTPServer(handler, h.log)
+	if mc := h.cfg.Monitors; mc.Addr != "" {
+		h.monLn, err = listenMonitors(mc)
+		if err != nil {
+			ln.Close()
+			if authLn != nil {
+				authLn.Close()
+			}
+			return err
+		}
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The monitors stop with the other producers, before the committer, so
+	// that their last status changes are committed.
+	g.Go(func() error { return h.monitors.Run(gctx) })
+	if h.monLn != nil {
+		g.Go(func() error { return h.monitors.ServeStream(gctx, h.monLn) })
+	}
 	g.Go(func() error { return h.BrokerAuth.Run(gctx) })
 	if authSrv != nil {
 		g.Go(func() error {
@@ -422,6 +475,26 @@ func (h *Hub) runFront(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// listenMonitors opens the monitor port, with TLS if configured.
+func listenMonitors(mc config.MonitorsConfig) (net.Listener, error) {
+	var cfg *tls.Config
+	if mc.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(mc.TLS.CertFile, mc.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("monitors.tls: %w", err)
+		}
+		cfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", mc.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen monitors.addr %s: %w", mc.Addr, err)
+	}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	return ln, nil
 }
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {

@@ -126,3 +126,29 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.status, prometheus.GaugeValue, 1, id, transport, string(status))
 	}
 }
+
+// Backlog returns how many events were committed after a monitor's cursor
+// and the age in seconds of the oldest event it holds unacknowledged.
+func (s *Service) Backlog(id string) (int64, float64) {
+	e, err := s.entry(id)
+	if err != nil {
+		return 0, 0
+	}
+	e.mu.Lock()
+	cursor, sd := e.mon.Cursor, e.sender
+	e.mu.Unlock()
+	var lag float64
+	if sd != nil {
+		cursor = max(cursor, sd.cursor.Load())
+		oldest := sd.oldestUnacked.Load()
+		if q := sd.qp.Load(); q != nil && oldest == 0 {
+			if t := q.oldest(); !t.IsZero() {
+				oldest = t.UnixNano()
+			}
+		}
+		if oldest != 0 {
+			lag = max(0, s.opts.Now().Sub(time.Unix(0, oldest)).Seconds())
+		}
+	}
+	return max(0, s.metrics.head.Load()-cursor), lag
+}

@@ -13,10 +13,10 @@ import (
 // narrowed to device types, groups or device ids, in the spirit of the
 // seed's "DataPoint[U]":
 //
-//	*                                  every event
-//	device_*                           every device_… event
-//	device_data_received[type=sensor]  readings of sensors only
-//	*[group=north|south,id=ws-1|ws-2]  everything of devices ws-1, ws-2 in north or south
+//   - every event
+//     device_*                           every device_… event
+//     device_data_received[type=sensor]  readings of sensors only
+//     *[group=north|south,id=ws-1|ws-2]  everything of devices ws-1, ws-2 in north or south
 //
 // Narrowings of different keys must all hold; the values of one key are
 // alternatives. Keys: type (device type), group, id (device id).

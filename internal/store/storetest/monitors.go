@@ -27,8 +27,8 @@ func testMonitors(t *testing.T, b Backend) {
 		Secret: "whsec_abc", Cursor: 42,
 	}
 	c := monitors.Monitor{
-		ID:   "mon_c",
-		Spec: monitors.Spec{Topics: []string{"*"}, Transport: "tcp", Ack: "explicit", BatchSize: 1, BatchDuration: new(float64), Compression: "none", Format: "json"},
+		ID:     "mon_c",
+		Spec:   monitors.Spec{Topics: []string{"*"}, Transport: "tcp", Ack: "explicit", BatchSize: 1, BatchDuration: new(float64), Compression: "none", Format: "json"},
 		Status: monitors.Inactive, CreatedAt: at(2), UpdatedAt: at(2), TokenHash: []byte("0123456789abcdef0123456789abcdef"),
 	}
 	for _, m := range []*monitors.Monitor{&c, &a} {
