@@ -7,7 +7,6 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/broker"
-	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
 	"github.com/devicehub/devicehub/internal/monitors"
@@ -94,16 +93,4 @@ func (g registryGroups) DeviceGroup(ctx context.Context, id string) (string, err
 		return "", err
 	}
 	return d.Group, nil
-}
-
-// monitorStatus commits monitor_status_changed events through the write
-// path.
-type monitorStatus struct{ c *commit.Committer }
-
-func (m monitorStatus) RecordMonitorStatus(ctx context.Context, e events.Event) error {
-	ev, err := commit.NewEvent(e)
-	if err != nil {
-		return err
-	}
-	return m.c.Submit(ctx, &commit.Change{Events: []commit.Event{ev}})
 }

@@ -207,10 +207,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 
 	mc := cfg.Monitors
 	h.monitors = monitors.New(monitors.Deps{
-		Store:  st,
-		Events: monitorEvents{bus: h.Bus, st: st},
-		Groups: registryGroups{h.Registry},
-		Status: monitorStatus{h.Committer},
+		Store:     st,
+		Events:    monitorEvents{bus: h.Bus, st: st},
+		Groups:    registryGroups{h.Registry},
+		Committer: h.Committer,
 	}, monitors.Options{
 		AllowPrivateTargets: mc.AllowPrivateTargets,
 		DisableAfter:        mc.DisableAfter,

@@ -58,16 +58,6 @@ func (b busEvents) Subscribe(opts eventlog.SubscribeOptions, fn func(events.Even
 
 func (b busEvents) LastSeq(ctx context.Context) (int64, error) { return b.st.LastSeq(ctx) }
 
-type committerStatus struct{ c *commit.Committer }
-
-func (c committerStatus) RecordMonitorStatus(ctx context.Context, e events.Event) error {
-	ev, err := commit.NewEvent(e)
-	if err != nil {
-		return err
-	}
-	return c.c.Submit(ctx, &commit.Change{Events: []commit.Event{ev}})
-}
-
 type mapGroups map[string]string
 
 func (m mapGroups) DeviceGroup(_ context.Context, id string) (string, error) { return m[id], nil }
@@ -101,7 +91,7 @@ func startHub(t testing.TB, dir string, opts monitors.Options) *hub {
 	h.bus = eventlog.NewBus(st, eventlog.BusOptions{}, log, nil)
 	h.com = commit.New(st, h.bus, commit.Options{}, log, nil)
 	h.svc = monitors.New(monitors.Deps{
-		Store: st, Events: busEvents{h.bus, st}, Groups: mapGroups(h.groups), Status: committerStatus{h.com},
+		Store: st, Events: busEvents{h.bus, st}, Groups: mapGroups(h.groups), Committer: h.com,
 	}, opts, log, nil)
 	if err := h.svc.Load(ctx); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/monitorclient"
 )
@@ -73,18 +74,15 @@ type Groups interface {
 	DeviceGroup(ctx context.Context, deviceID string) (string, error)
 }
 
-// StatusRecorder commits monitor_status_changed events to the durable log.
-type StatusRecorder interface {
-	RecordMonitorStatus(ctx context.Context, e events.Event) error
-}
-
-// Deps are the service's collaborators. Groups and Status may be nil (no
-// group narrowing; status changes only stored on the monitor).
+// Deps are the service's collaborators. Groups may be nil (then a topic
+// narrowed by group selects nothing).
 type Deps struct {
 	Store  Store
 	Events Events
 	Groups Groups
-	Status StatusRecorder
+	// Committer writes status changes with their monitor_status_changed
+	// events (see StateChange).
+	Committer Committer
 }
 
 // Options tune the service. Zero values take the defaults.
@@ -489,6 +487,9 @@ func (s *Service) restart(ctx context.Context, e *entry, change func(m *Monitor)
 		m.Status = s.streamIdleStatus(&m.Spec)
 	}
 	m.StatusReason = ""
+	if prevStatus != m.Status {
+		m.StatusReason = "reconfigured"
+	}
 	err := s.deps.Store.UpdateMonitor(ctx, &m)
 	if err == nil && wasDisabled {
 		err = s.deps.Store.SaveCursor(ctx, m.ID, m.Cursor)
@@ -506,7 +507,7 @@ func (s *Service) restart(ctx context.Context, e *entry, change func(m *Monitor)
 	sd := e.sender
 	e.mu.Unlock()
 	if prevStatus != m.Status {
-		s.recordStatus(ctx, m.ID, prevStatus, m.Status, "reconfigured")
+		s.commitStatus(ctx, &m, prevStatus)
 	}
 	s.launch(sd)
 	return &m, nil
@@ -625,8 +626,8 @@ func (s *Service) authenticate(id, token string) (*sender, error) {
 }
 
 // update applies fn to e's record and stores it if it changed; fn returns
-// the reason of a status change. A status change is recorded as a
-// monitor_status_changed event.
+// the reason of a status change. A status change is written through the
+// write path with its monitor_status_changed event, in one transaction.
 func (s *Service) update(ctx context.Context, e *entry, fn func(m *Monitor) string) {
 	e.mu.Lock()
 	m := e.mon
@@ -642,12 +643,13 @@ func (s *Service) update(ctx context.Context, e *entry, fn func(m *Monitor) stri
 	m.UpdatedAt = s.opts.Now().UTC()
 	e.mon = m
 	e.mu.Unlock()
-	if err := s.deps.Store.UpdateMonitor(ctx, &m); err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
-		s.log.Warn("store monitor state", "monitor", m.ID, "err", err)
-	}
 	if m.Status != old.Status {
 		s.log.Info("monitor status changed", "monitor", m.ID, "from", old.Status, "to", m.Status, "reason", reason)
-		s.recordStatus(ctx, m.ID, old.Status, m.Status, reason)
+		s.commitStatus(ctx, &m, old.Status)
+		return
+	}
+	if err := s.deps.Store.UpdateMonitor(ctx, &m); err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+		s.log.Warn("store monitor state", "monitor", m.ID, "err", err)
 	}
 }
 
@@ -665,16 +667,18 @@ func sameState(a, b *Monitor) bool {
 		eqT(a.LastConnect, b.LastConnect, 0) && eqT(a.LastSent, b.LastSent, time.Second) && eqT(a.FailingSince, b.FailingSince, 0)
 }
 
-func (s *Service) recordStatus(ctx context.Context, id string, from, to Status, reason string) {
-	if s.deps.Status == nil {
-		return
+// commitStatus writes m's state and a monitor_status_changed event (from
+// → m.Status) in one transaction.
+func (s *Service) commitStatus(ctx context.Context, m *Monitor, from Status) {
+	ev, err := commit.NewEvent(events.Event{Type: events.MonitorStatusChanged, Time: m.UpdatedAt, Args: &events.MonitorStatus{
+		MonitorID: m.ID, OldStatus: string(from), NewStatus: string(m.Status), Reason: m.StatusReason,
+	}})
+	if err == nil {
+		// Written even while the loop stops: the change happened.
+		err = s.deps.Committer.Submit(context.WithoutCancel(ctx), &commit.Change{Ops: []commit.Op{&StateChange{Monitor: *m}}, Events: []commit.Event{ev}})
 	}
-	ev := events.Event{Type: events.MonitorStatusChanged, Time: s.opts.Now().UTC(), Args: &events.MonitorStatus{
-		MonitorID: id, OldStatus: string(from), NewStatus: string(to), Reason: reason,
-	}}
-	// Recorded even while the loop stops: the change happened.
-	if err := s.deps.Status.RecordMonitorStatus(context.WithoutCancel(ctx), ev); err != nil {
-		s.log.Warn("record monitor status change", "monitor", id, "err", err)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		s.log.Warn("commit monitor status change", "monitor", m.ID, "err", err)
 	}
 }
 

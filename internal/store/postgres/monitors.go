@@ -114,3 +114,20 @@ func (s *Store) SaveCursor(ctx context.Context, id string, seq int64) error {
 	}
 	return nil
 }
+
+var _ monitors.TxStore = (*txn)(nil)
+
+// SetMonitorState writes a monitor's state in the commit transaction.
+func (t *txn) SetMonitorState(ctx context.Context, m *monitors.Monitor) (bool, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return false, err
+	}
+	tag, err := tx.Exec(ctx, `UPDATE monitors SET status = $1, status_reason = $2, updated_at = $3,
+		last_connect = $4, last_sent = $5, failing_since = $6 WHERE id = $7`,
+		string(m.Status), m.StatusReason, m.UpdatedAt, m.LastConnect, m.LastSent, m.FailingSince, m.ID)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() > 0, nil
+}

@@ -130,3 +130,18 @@ func (s *Store) SaveCursor(ctx context.Context, id string, seq int64) error {
 	}
 	return nil
 }
+
+var _ monitors.TxStore = (*txn)(nil)
+
+// SetMonitorState writes a monitor's state in the commit transaction.
+func (t *txn) SetMonitorState(ctx context.Context, m *monitors.Monitor) (bool, error) {
+	res, err := t.tx.ExecContext(ctx, `UPDATE monitors SET status = ?, status_reason = ?, updated_at = ?,
+		last_connect = ?, last_sent = ?, failing_since = ? WHERE id = ?`,
+		string(m.Status), m.StatusReason, m.UpdatedAt.UnixMicro(),
+		optMicros(m.LastConnect), optMicros(m.LastSent), optMicros(m.FailingSince), m.ID)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}

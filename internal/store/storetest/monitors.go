@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/monitors"
 )
 
@@ -86,6 +88,40 @@ func testMonitors(t *testing.T, b Backend) {
 	if len(list) != 1 || list[0].ID != c.ID {
 		t.Fatalf("after delete: %+v", list)
 	}
+	// A state change through the write path: the state and its event in
+	// one transaction; for a missing monitor the change fails alone and
+	// its event is dropped.
+	c.Status, c.StatusReason, c.LastConnect, c.UpdatedAt = monitors.Active, "connected", &ts, at(40)
+	ev := mustEvent(t, events.Event{Type: events.MonitorStatusChanged, Time: at(40),
+		Args: &events.MonitorStatus{MonitorID: c.ID, OldStatus: "INACTIVE", NewStatus: "ACTIVE"}})
+	gone := monitors.Monitor{ID: "mon_gone", Status: monitors.Active, UpdatedAt: at(40)}
+	evGone := mustEvent(t, events.Event{Type: events.MonitorStatusChanged, Time: at(40),
+		Args: &events.MonitorStatus{MonitorID: gone.ID, NewStatus: "ACTIVE"}})
+	before, err := b.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	okCh := &commit.Change{Ops: []commit.Op{&monitors.StateChange{Monitor: c}}, Events: []commit.Event{ev}}
+	goneCh := &commit.Change{Ops: []commit.Op{&monitors.StateChange{Monitor: gone}}, Events: []commit.Event{evGone}}
+	mustCommit(t, b, okCh, goneCh)
+	if okCh.Err != nil || !errors.Is(goneCh.Err, monitors.ErrNotFound) {
+		t.Fatalf("state changes: %v, %v", okCh.Err, goneCh.Err)
+	}
+	evs, err := b.ReadEvents(ctx, before, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Type != events.MonitorStatusChanged || evs[0].Args.(*events.MonitorStatus).MonitorID != c.ID {
+		t.Fatalf("events after the state changes: %+v", evs)
+	}
+	list, err = b.ListMonitors(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(list[0], c) {
+		t.Fatalf("after the state change:\n got %+v\nwant %+v", list[0], c)
+	}
+
 	// The deleted monitor's cursor went with it: a new monitor of the same
 	// id starts from its own cursor.
 	a.Cursor = 5
@@ -93,7 +129,7 @@ func testMonitors(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	list, _ = b.ListMonitors(ctx)
-	if list[0].Cursor != 5 {
+	if list[0].ID != a.ID || list[0].Cursor != 5 {
 		t.Fatalf("re-created monitor's cursor = %d, want 5", list[0].Cursor)
 	}
 }
