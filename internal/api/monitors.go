@@ -64,8 +64,7 @@ func (a *API) registerMonitors() {
 	}, a.enableMonitor)
 	register(a, permOperator, huma.Operation{
 		OperationID: "deleteMonitor", Method: http.MethodDelete, Path: "/api/v1/monitors/{monitor_id}", Tags: []string{"monitors"},
-		DefaultStatus: http.StatusNoContent,
-		Summary:       "Delete a monitor",
+		Summary: "Delete a monitor", Description: "Stops it and removes it with its cursor; answers the monitor as it was.",
 	}, a.deleteMonitor)
 	register(a, permOperator, huma.Operation{
 		OperationID: "rotateMonitorSecret", Method: http.MethodPost, Path: "/api/v1/monitors/{monitor_id}/rotate-secret", Tags: []string{"monitors"},
@@ -160,7 +159,8 @@ type CreatedMonitor struct {
 	Token   string  `json:"token,omitempty" doc:"tcp: the stream token; shown only this once."`
 }
 
-type monitorIDInput struct {
+// MonitorIDInput is the path parameter of the operations on one monitor.
+type MonitorIDInput struct {
 	ID string `path:"monitor_id" maxLength:"64" example:"mon_3f2a9c1b7d4e5f60a1b2"`
 }
 
@@ -239,7 +239,7 @@ func splitTopics(s string) []string {
 
 type monitorOutput struct{ Body MonitorAnswer }
 
-func (a *API) getMonitor(ctx context.Context, in *monitorIDInput) (*monitorOutput, error) {
+func (a *API) getMonitor(ctx context.Context, in *MonitorIDInput) (*monitorOutput, error) {
 	if a.deps.Monitors == nil {
 		return nil, errNotImplemented
 	}
@@ -269,7 +269,7 @@ type MonitorPatch struct {
 }
 
 type updateMonitorInput struct {
-	monitorIDInput
+	MonitorIDInput
 	Body MonitorPatch
 }
 
@@ -322,7 +322,7 @@ func (a *API) updateMonitor(ctx context.Context, in *updateMonitorInput) (*monit
 	return &monitorOutput{Body: MonitorAnswer{Monitor: a.monitorOut(m)}}, nil
 }
 
-func (a *API) enableMonitor(ctx context.Context, in *monitorIDInput) (*monitorOutput, error) {
+func (a *API) enableMonitor(ctx context.Context, in *MonitorIDInput) (*monitorOutput, error) {
 	setTarget(ctx, in.ID)
 	if a.deps.Monitors == nil {
 		return nil, errNotImplemented
@@ -334,12 +334,20 @@ func (a *API) enableMonitor(ctx context.Context, in *monitorIDInput) (*monitorOu
 	return &monitorOutput{Body: MonitorAnswer{Monitor: a.monitorOut(m)}}, nil
 }
 
-func (a *API) deleteMonitor(ctx context.Context, in *monitorIDInput) (*struct{}, error) {
+func (a *API) deleteMonitor(ctx context.Context, in *MonitorIDInput) (*monitorOutput, error) {
 	setTarget(ctx, in.ID)
 	if a.deps.Monitors == nil {
 		return nil, errNotImplemented
 	}
-	return nil, a.deps.Monitors.Delete(ctx, in.ID)
+	m, err := a.deps.Monitors.Get(ctx, in.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := a.monitorOut(m)
+	if err := a.deps.Monitors.Delete(ctx, in.ID); err != nil {
+		return nil, err
+	}
+	return &monitorOutput{Body: MonitorAnswer{Monitor: out}}, nil
 }
 
 // RotateSecretRequest is the body of POST /api/v1/monitors/{id}/rotate-secret.
@@ -353,7 +361,7 @@ type RotatedSecret struct {
 }
 
 type rotateSecretInput struct {
-	monitorIDInput
+	MonitorIDInput
 	Body *RotateSecretRequest
 }
 
@@ -389,7 +397,7 @@ type RotatedToken struct {
 
 type rotateTokenOutput struct{ Body RotatedToken }
 
-func (a *API) rotateMonitorToken(ctx context.Context, in *monitorIDInput) (*rotateTokenOutput, error) {
+func (a *API) rotateMonitorToken(ctx context.Context, in *MonitorIDInput) (*rotateTokenOutput, error) {
 	setTarget(ctx, in.ID)
 	if a.deps.Monitors == nil {
 		return nil, errNotImplemented

@@ -141,12 +141,6 @@ func TestMonitorsEndToEnd(t *testing.T) {
 	if err := vc.DeleteMonitor(ctx, hm.Monitor.ID); client.StatusOf(err) != 403 {
 		t.Fatalf("viewer delete: %v, want 403", err)
 	}
-	if err := c.DeleteMonitor(ctx, hm.Monitor.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Monitor(ctx, hm.Monitor.ID); client.StatusOf(err) != 404 {
-		t.Fatalf("deleted monitor: %v", err)
-	}
 	// The status changes are events in the durable log.
 	var got []events.Event
 	sub, err := th.Subscribe(events.Filter{Types: []events.Type{events.MonitorStatusChanged}}, 1, func(e events.Event) {
@@ -163,6 +157,12 @@ func TestMonitorsEndToEnd(t *testing.T) {
 		defer mu.Unlock()
 		return len(got) >= 2
 	})
+	if err := c.DeleteMonitor(ctx, hm.Monitor.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Monitor(ctx, hm.Monitor.ID); client.StatusOf(err) != 404 {
+		t.Fatalf("deleted monitor: %v", err)
+	}
 }
 
 func TestMonitorPrivateTargetRefused(t *testing.T) {

@@ -46,6 +46,7 @@ type Fakes struct {
 	Ready        error
 	Commands     *Commands // devicecmd.go
 	Twins        *Twins
+	Monitors     *Monitors // monitors.go
 }
 
 // New returns fakes with three tokens (admin t1, operator t2, viewer t3)
@@ -73,6 +74,7 @@ func New() *Fakes {
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.Provisioning = newProvisioning(f.Devices, types)
 	f.Commands, f.Twins = newCommands(f.Devices), &Twins{Devices: f.Devices}
+	f.Monitors = newMonitors()
 	f.Tokens.add(AdminToken, access.Token{ID: "t1", Name: "admin", Role: access.Admin, CreatedAt: created})
 	f.Tokens.add(OperatorToken, access.Token{ID: "t2", Name: "ops", Role: access.Operator, CreatedAt: created})
 	f.Tokens.add(ViewerToken, access.Token{ID: "t3", Name: "dash", Role: access.Viewer, CreatedAt: created})
@@ -85,6 +87,7 @@ func (f *Fakes) Deps() api.Deps {
 		Devices: f.Devices, Registry: f.Devices, Provisioning: f.Provisioning, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins,
+		Monitors: f.Monitors,
 	}
 }
 
