@@ -142,21 +142,25 @@ func TestMonitorsEndToEnd(t *testing.T) {
 		t.Fatalf("viewer delete: %v, want 403", err)
 	}
 	// The status changes are events in the durable log.
-	var got []events.Event
-	sub, err := th.Subscribe(events.Filter{Types: []events.Type{events.MonitorStatusChanged}}, 1, func(e events.Event) {
-		mu.Lock()
-		got = append(got, e)
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
+	statusEvents := func() []string {
+		evs, err := th.Store().ReadEvents(ctx, 0, 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			if a, ok := e.Args.(*events.MonitorStatus); ok {
+				out = append(out, a.MonitorID+":"+a.OldStatus+">"+a.NewStatus)
+			}
+		}
+		return out
 	}
-	defer sub.Close()
-	waitFor(t, 10*time.Second, "monitor_status_changed events", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) >= 2
-	})
+	waitFor(t, 20*time.Second, "monitor_status_changed events", func() bool { return len(statusEvents()) >= 2 })
+	for _, s := range statusEvents() {
+		if !strings.HasSuffix(s, ">ACTIVE") {
+			t.Errorf("status event %s", s)
+		}
+	}
 	if err := c.DeleteMonitor(ctx, hm.Monitor.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -508,3 +508,32 @@ func mustCond(t *testing.T, s string) *monitors.Condition {
 	}
 	return c
 }
+
+// A receiver that answers 500 forever holds back nothing but its own
+// monitor: every event commits, its queue stays within its bound (the
+// subscription falls back to the store), and another monitor keeps
+// delivering. (The rate with and without it: BenchmarkIngest.)
+func TestFailingReceiverNeverHoldsIngest(t *testing.T) {
+	opts := testOptions()
+	opts.QueueSize = 20
+	h := startHub(t, "", opts)
+	bad := newReceiver(t, func() []string { return nil })
+	bad.setStatus(http.StatusInternalServerError)
+	spec := httpSpec(bad.srv.URL, 10, 0.01)
+	spec.AutoReplayOnConnect = true
+	failing := h.create(spec)
+	var secret string
+	good := newReceiver(t, func() []string { return []string{secret} })
+	res := h.create(httpSpec(good.srv.URL, 100, 0.01))
+	secret = res.Secret
+	want := h.publish(3000, events.DeviceStatusChanged, "d1")
+	eventually(t, 20*time.Second, "the healthy monitor's deliveries", func() bool { return len(good.seqs()) >= len(want) })
+	assertOnceInOrder(t, good.seqs(), want)
+	m, _ := h.svc.Get(context.Background(), failing.Monitor.ID)
+	if m.Status != monitors.Suspended || m.Cursor >= want[0] {
+		t.Fatalf("failing monitor: %s cursor %d", m.Status, m.Cursor)
+	}
+	if backlog, _ := h.svc.Backlog(failing.Monitor.ID); backlog < int64(len(want)) {
+		t.Fatalf("failing monitor's backlog %d, want at least %d", backlog, len(want))
+	}
+}
