@@ -29,6 +29,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
@@ -147,6 +148,19 @@ type Types interface {
 	List() []*devicetype.Type
 }
 
+// Sessions authenticates a dashboard session by its cookie's secret
+// (*accounts.Service).
+type Sessions interface {
+	Authenticate(ctx context.Context, secret string) (*accounts.User, *accounts.Session, error)
+}
+
+// Users manages operator accounts (*accounts.Service).
+type Users interface {
+	AddUser(ctx context.Context, name, password string, role access.Role) (*accounts.User, error)
+	ListUsers(ctx context.Context) ([]accounts.User, error)
+	DeleteUser(ctx context.Context, name string) error
+}
+
 // Deps are the API's collaborators. A nil dependency makes its endpoints
 // answer 501 not_implemented.
 type Deps struct {
@@ -174,6 +188,15 @@ type Deps struct {
 	// over WebSocket at /api/v1/monitors/stream.
 	Monitors      Monitors
 	MonitorStream http.Handler
+	// Sessions authenticates the dashboard's signed-in users by their
+	// session cookie; Users manages their accounts. nil: no cookie is
+	// accepted, and the users endpoints answer 501.
+	Sessions Sessions
+	Users    Users
+	// Counter counts the devices for GET /api/v1/fleet/summary.
+	Counter DeviceCounter
+	// History reads a device's presence history.
+	History PresenceHistory
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -264,6 +287,7 @@ func humaConfig() huma.Config {
 		{Name: "events", Description: "The event stream"},
 		{Name: "tokens", Description: "Operator tokens"},
 		{Name: "audit", Description: "The API audit trail"},
+		{Name: "users", Description: "Operator accounts of the dashboard"},
 		{Name: "commands", Description: "Commands to devices and their results"},
 		{Name: "twin", Description: "Device twins: desired and reported properties"},
 		{Name: "monitors", Description: "Push monitors: events delivered to outside systems by webhook or stream"},
@@ -306,6 +330,9 @@ func (a *API) routes() {
 	a.registerCommands() // commands.go
 	a.registerTwin()     // twin.go
 	a.registerMonitors() // monitors.go
+	a.registerUsers()    // users.go
+	a.registerSummary()  // summary.go
+	a.registerPresence() // summary.go
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})

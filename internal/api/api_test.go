@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/api/apitest"
 	"github.com/devicehub/devicehub/internal/audit"
@@ -68,6 +69,9 @@ func fixture(t *testing.T) (*apitest.Fakes, http.Handler) {
 		audit.Message{ID: 2, DeviceID: "ws-1", Topic: "devices/ws-1/data", Transport: "mqtt", Payload: []byte{0xff, 0x00}, Code: "invalid_json"},
 		audit.Message{ID: 3, DeviceID: "ws-2", Topic: "devices/ws-2/data", Transport: "http", Payload: []byte(`{}`), Accepted: true},
 	)
+	if _, err := f.Accounts.AddUser(ctx, "bob", "long enough", access.Viewer); err != nil {
+		t.Fatal(err)
+	}
 	return f, api.New(f.Deps(), api.Options{}, nil).Handler()
 }
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -202,12 +204,15 @@ func (a *API) guard(ctx huma.Context, next func(huma.Context)) {
 // least need. It returns the token whenever it is valid, even when its
 // role falls short, so that the refusal can be audited.
 func (a *API) authorize(r *http.Request, need access.Role) (*access.Token, error) {
-	if a.deps.Tokens == nil {
-		return nil, errNotImplemented
-	}
 	bearer, ok := bearerToken(r)
 	if !ok {
+		if c, err := r.Cookie(SessionCookie); err == nil && a.deps.Sessions != nil {
+			return a.authorizeSession(r, c.Value, need)
+		}
 		return nil, access.ErrUnauthorized
+	}
+	if a.deps.Tokens == nil {
+		return nil, errNotImplemented
 	}
 	tok, err := a.deps.Tokens.Verify(r.Context(), bearer)
 	if err != nil {
@@ -270,3 +275,41 @@ func equalFold(a, b string) bool {
 	}
 	return true
 }
+
+// SessionCookie is the name of the dashboard's session cookie. The API
+// accepts it instead of a bearer token, with the same roles; a change
+// (any method but GET and HEAD) must then carry the session's CSRF token
+// in the CSRFHeader header.
+const SessionCookie = "devicehub_session"
+
+// CSRFHeader is the request header holding a session's CSRF token.
+const CSRFHeader = "X-CSRF-Token"
+
+// errCSRF refuses a change made with a session cookie but without the
+// session's CSRF token.
+var errCSRF = &Error{Status: http.StatusForbidden, Code: "csrf_failed", Message: "missing or wrong " + CSRFHeader + " header for a signed-in session"}
+
+// authorizeSession authenticates a dashboard user by the session cookie's
+// secret. The user acts as a token named after it ("user:NAME"), so that
+// the audit trail names the person.
+func (a *API) authorizeSession(r *http.Request, secret string, need access.Role) (*access.Token, error) {
+	u, _, err := a.deps.Sessions.Authenticate(r.Context(), secret)
+	if errors.Is(err, accounts.ErrBadLogin) {
+		return nil, access.ErrUnauthorized
+	}
+	if err != nil {
+		return nil, err
+	}
+	tok := &access.Token{ID: UserTokenPrefix + u.Name, Name: u.Name, Role: u.Role, CreatedAt: u.CreatedAt}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !accounts.CheckCSRF(secret, r.Header.Get(CSRFHeader)) {
+		return tok, errCSRF
+	}
+	if !tok.Role.Permits(need) {
+		return tok, access.ErrForbidden
+	}
+	return tok, nil
+}
+
+// UserTokenPrefix starts the token id of a signed-in user in the audit
+// trail: "user:alice".
+const UserTokenPrefix = "user:"

@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/monitors"
@@ -59,7 +60,7 @@ type ErrorResponse struct {
 
 // ErrorDetail says what went wrong.
 type ErrorDetail struct {
-	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, private_target, or an ingest rejection code." example:"invalid_argument"`
+	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, csrf_failed, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, version_conflict, private_target, or an ingest rejection code." example:"invalid_argument"`
 	Message string `json:"message" doc:"What went wrong, for people." example:"limit: must be an integer from 1 to 1000"`
 	Field   string `json:"field,omitempty" doc:"The request field at fault (body property, query or path parameter, header), if any." example:"limit"`
 }
@@ -236,6 +237,8 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusBadRequest, ErrorDetail{Code: "unknown_command", Message: err.Error(), Field: "command"}
 	case errors.Is(err, commands.ErrInvalid), errors.Is(err, twin.ErrInvalid):
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
+	case errors.Is(err, twin.ErrVersionConflict):
+		return http.StatusConflict, ErrorDetail{Code: "version_conflict", Message: err.Error(), Field: "expected_version"}
 	case errors.Is(err, twin.ErrBusy):
 		return http.StatusConflict, ErrorDetail{Code: "conflict", Message: err.Error()}
 	case errors.Is(err, monitors.ErrNotFound):
@@ -258,6 +261,12 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusBadRequest, ErrorDetail{Code: "unknown_device_type", Message: err.Error(), Field: "type"}
 	case errors.Is(err, readings.ErrBadCursor):
 		return http.StatusBadRequest, ErrorDetail{Code: "bad_cursor", Message: "bad cursor", Field: "cursor"}
+	case errors.Is(err, accounts.ErrExists):
+		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "name"}
+	case errors.Is(err, accounts.ErrInvalid):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
+	case errors.Is(err, accounts.ErrNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
 	case errors.Is(err, access.ErrUnauthorized), errors.Is(err, registry.ErrUnauthorized):
 		return http.StatusUnauthorized, ErrorDetail{Code: "unauthorized", Message: "missing, invalid or revoked bearer token"}
 	case errors.Is(err, registry.ErrDisabled):

@@ -65,6 +65,12 @@ var roleCalls = []roleCall{
 	{op: "deleteMonitor", method: "DELETE", path: "/api/v1/monitors/mon_1", least: "operator"},
 	{op: "rotateMonitorSecret", method: "POST", path: "/api/v1/monitors/mon_h/rotate-secret", body: `{"overlap":"1h"}`, least: "operator"},
 	{op: "rotateMonitorToken", method: "POST", path: "/api/v1/monitors/mon_1/rotate-token", least: "operator"},
+	{op: "createUser", method: "POST", path: "/api/v1/users", body: `{"name":"carol","role":"viewer","password":"long enough"}`, least: "admin"},
+	{op: "listUsers", method: "GET", path: "/api/v1/users", least: "admin"},
+	{op: "deleteUser", method: "DELETE", path: "/api/v1/users/bob", least: "admin"},
+	{op: "whoami", method: "GET", path: "/api/v1/whoami", least: "viewer"},
+	{op: "fleetSummary", method: "GET", path: "/api/v1/fleet/summary", least: "viewer"},
+	{op: "listPresence", method: "GET", path: "/api/v1/devices/ws-1/presence", least: "viewer"},
 	// Device-facing operations with the secret in the body: any bearer,
 	// or none, is the same; an operator token grants nothing more.
 	{op: "createProvisioningOperation", method: "POST", path: "/api/v1/provisioning/operations", body: `{"token":"dhp_good"}`, least: "secret"},

@@ -14,6 +14,7 @@ import (
 type Twin interface {
 	Get(ctx context.Context, deviceID string) (*twin.Twin, error)
 	SetDesired(ctx context.Context, deviceID string, values map[string]any) (*twin.Twin, error)
+	SetDesiredIf(ctx context.Context, deviceID string, values map[string]any, expected int64) (*twin.Twin, error)
 }
 
 func (a *API) registerTwin() {
@@ -79,6 +80,9 @@ func (a *API) getTwin(ctx context.Context, in *DeviceIDInput) (*twinOutput, erro
 // SetDesiredRequest is the body of PUT /api/v1/devices/{id}/twin/desired.
 type SetDesiredRequest struct {
 	Values map[string]any `json:"values" doc:"The desired properties, whole." example:"{\"interval\": 30}"`
+	// ExpectedVersion makes the change conditional (an editor's version
+	// check).
+	ExpectedVersion *int64 `json:"expected_version,omitempty" minimum:"0" doc:"Change only if the desired properties are still at this version (the one read); otherwise 409 version_conflict and nothing changes."`
 }
 
 type setDesiredInput struct {
@@ -91,7 +95,15 @@ func (a *API) setDesired(ctx context.Context, in *setDesiredInput) (*twinOutput,
 	if a.deps.Twin == nil {
 		return nil, errNotImplemented
 	}
-	t, err := a.deps.Twin.SetDesired(ctx, in.ID, in.Body.Values)
+	var (
+		t   *twin.Twin
+		err error
+	)
+	if in.Body.ExpectedVersion != nil {
+		t, err = a.deps.Twin.SetDesiredIf(ctx, in.ID, in.Body.Values, *in.Body.ExpectedVersion)
+	} else {
+		t, err = a.deps.Twin.SetDesired(ctx, in.ID, in.Body.Values)
+	}
 	if err != nil {
 		return nil, err
 	}

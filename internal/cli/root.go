@@ -130,6 +130,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newSimulateCmd(g),
 		newCommandCmd(g), newTwinCmd(g), // devicecmd.go
 		newMonitorsCmd(g), // monitors.go
+		newUsersCmd(g),
 	)
 	return root
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/broker"
@@ -45,6 +46,7 @@ import (
 	"github.com/devicehub/devicehub/internal/store/postgres"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 	"github.com/devicehub/devicehub/internal/twin"
+	"github.com/devicehub/devicehub/internal/web"
 )
 
 // Store is everything the hub needs of a storage backend.
@@ -62,6 +64,9 @@ type Store interface {
 	commands.Store
 	twin.Store
 	monitors.Store
+	accounts.Store
+	registry.Counter
+	eventlog.HistoryStore
 	Close() error
 }
 
@@ -88,9 +93,12 @@ type Hub struct {
 	// Commands sends commands to devices; Twin keeps their twins.
 	Commands *commands.Service
 	Twin     *twin.Service
+	// Accounts holds the dashboard's users and sessions.
+	Accounts *accounts.Service
 	api      *api.API
 	// monitors delivers events to push monitors.
 	monitors *monitors.Service
+	web      *web.Dashboard
 
 	httpLn    net.Listener
 	monLn     net.Listener
@@ -204,6 +212,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}, log.With("component", "ingest"), h.reg)
 
 	h.Access = access.NewService(st)
+	h.Accounts = accounts.New(st, accounts.Options{}, log.With("component", "accounts"))
 
 	mc := cfg.Monitors
 	h.monitors = monitors.New(monitors.Deps{
@@ -241,9 +250,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Twin:          h.Twin,
 		Monitors:      h.monitors,
 		MonitorStream: h.monitors.StreamHandler(),
+		Sessions:      h.Accounts,
+		Users:         h.Accounts,
+		Counter:       st,
+		History:       st,
 		Ready:         h.readyErr,
 		Metrics:       promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
+	h.web, err = web.New(h.api.Handler(), h.Accounts, web.Options{}, log.With("component", "web"))
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
 	ok = true
 	return h, nil
 }
@@ -391,7 +408,7 @@ func (h *Hub) runFront(ctx context.Context) error {
 		return fmt.Errorf("listen http %s: %w", h.cfg.HTTP.Addr, err)
 	}
 	h.httpLn = ln
-	handler := h.api.Handler()
+	handler := h.frontHandler()
 	var authSrv *http.Server
 	var authLn net.Listener
 	if ba := h.cfg.BrokerAuth; ba.Enabled {
@@ -508,3 +525,15 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 // Store is the hub's storage backend (for tests, benchmarks and tools that
 // run in the same process).
 func (h *Hub) Store() Store { return h.store }
+
+// frontHandler serves the API under /api/ and the operational endpoints,
+// and the dashboard everywhere else.
+func (h *Hub) frontHandler() http.Handler {
+	mux := http.NewServeMux()
+	a := h.api.Handler()
+	for _, p := range []string{"/api/", "/healthz", "/readyz", "/metrics"} {
+		mux.Handle(p, a)
+	}
+	mux.Handle("/", h.web)
+	return mux
+}

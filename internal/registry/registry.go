@@ -116,3 +116,19 @@ type Store interface {
 	GetGroup(ctx context.Context, id string) (*Group, error)              // ErrGroupNotFound
 	ListGroups(ctx context.Context) ([]Group, error)
 }
+
+// DeviceCount is how many devices share a type, a status, a connection
+// state and a disabled flag: one row of a fleet summary.
+type DeviceCount struct {
+	Type      string `json:"type"`
+	Status    string `json:"status"`
+	Connected bool   `json:"connected"`
+	Disabled  bool   `json:"disabled"`
+	Devices   int64  `json:"devices"`
+}
+
+// Counter counts the devices by type and state, for the dashboard's
+// overview, in one grouped query.
+type Counter interface {
+	CountDevices(ctx context.Context) ([]DeviceCount, error)
+}

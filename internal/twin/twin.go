@@ -34,6 +34,9 @@ var (
 	ErrDeviceNotFound = errors.New("device not found")
 	// ErrBusy: the desired properties kept changing under SetDesired.
 	ErrBusy = errors.New("desired properties changed concurrently")
+	// ErrVersionConflict: the desired properties are no longer at the
+	// version the caller read (SetDesiredIf).
+	ErrVersionConflict = errors.New("desired properties changed since the version read")
 )
 
 // MaxValuesBytes bounds the encoded desired values.
@@ -111,6 +114,23 @@ type Desired struct {
 // SetDesired replaces the device's desired properties, stores them with
 // the next version and publishes them retained to the device.
 func (s *Service) SetDesired(ctx context.Context, deviceID string, values map[string]any) (*Twin, error) {
+	return s.setDesired(ctx, deviceID, values, -1)
+}
+
+// SetDesiredIf is SetDesired only while the desired properties are at
+// version expected (as the caller read them); otherwise it changes nothing
+// and fails with ErrVersionConflict. An editor uses it so that two people
+// cannot overwrite each other's change unseen.
+func (s *Service) SetDesiredIf(ctx context.Context, deviceID string, values map[string]any, expected int64) (*Twin, error) {
+	if expected < 0 {
+		return nil, fmt.Errorf("%w: expected version must not be negative", ErrInvalid)
+	}
+	return s.setDesired(ctx, deviceID, values, expected)
+}
+
+// setDesired sets the desired properties; expected >= 0 asks for that
+// current version.
+func (s *Service) setDesired(ctx context.Context, deviceID string, values map[string]any, expected int64) (*Twin, error) {
 	typ, ok := s.dev.DeviceType(deviceID)
 	if !ok {
 		return nil, fmt.Errorf("set desired of %s: %w", deviceID, ErrDeviceNotFound)
@@ -129,6 +149,9 @@ func (s *Service) SetDesired(ctx context.Context, deviceID string, values map[st
 		cur, err := s.st.GetTwin(ctx, deviceID)
 		if err != nil {
 			return nil, fmt.Errorf("set desired of %s: %w", deviceID, err)
+		}
+		if expected >= 0 && cur.DesiredVersion != expected {
+			return nil, fmt.Errorf("set desired of %s: %w (at version %d, not %d)", deviceID, ErrVersionConflict, cur.DesiredVersion, expected)
 		}
 		version := cur.DesiredVersion + 1
 		now := s.now()

@@ -47,6 +47,7 @@ type Fakes struct {
 	Commands     *Commands // devicecmd.go
 	Twins        *Twins
 	Monitors     *Monitors // monitors.go
+	Accounts     *Accounts // accounts.go
 }
 
 // New returns fakes with three tokens (admin t1, operator t2, viewer t3)
@@ -68,6 +69,7 @@ func New() *Fakes {
 		Events:   &Events{subs: map[*subscription]struct{}{}},
 		Data:     &Data{},
 		Tokens:   &Tokens{tokens: map[string]access.Token{}},
+		Accounts: &Accounts{},
 		Audit:    &Audit{},
 		Types:    types,
 	}
@@ -88,6 +90,7 @@ func (f *Fakes) Deps() api.Deps {
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins,
 		Monitors: f.Monitors,
+		Sessions: f.Accounts, Users: f.Accounts, Counter: f.Devices, History: f.Events,
 	}
 }
 

@@ -123,3 +123,15 @@ func (tw *Twins) SetDesired(ctx context.Context, id string, values map[string]an
 	c := *t
 	return &c, nil
 }
+
+// SetDesiredIf is SetDesired while the version is expected.
+func (tw *Twins) SetDesiredIf(ctx context.Context, id string, values map[string]any, expected int64) (*twin.Twin, error) {
+	t, err := tw.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if t.DesiredVersion != expected {
+		return nil, fmt.Errorf("set desired of %s: %w", id, twin.ErrVersionConflict)
+	}
+	return tw.SetDesired(ctx, id, values)
+}

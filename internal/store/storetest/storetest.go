@@ -15,6 +15,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
@@ -40,6 +41,9 @@ type Backend interface {
 	access.Store
 	audit.Store
 	monitors.Store
+	accounts.Store
+	registry.Counter
+	eventlog.HistoryStore
 }
 
 // Run runs the contract suite. open returns a new, empty backend for one
@@ -66,6 +70,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"APIAudit", testAPIAudit},
 		{"DeviceCommandsAndTwin", testDeviceCmd}, // devicecmd.go
 		{"Monitors", testMonitors},               // monitors.go
+		{"Accounts", testAccounts},               // accounts.go
+		{"CountDevices", testCountDevices},       // accounts.go
+		{"PresenceHistory", testPresenceHistory}, // accounts.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
