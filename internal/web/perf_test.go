@@ -36,9 +36,9 @@ func TestChartWeekPerformance(t *testing.T) {
 	// The last reading a minute ago: the week window, which moves with
 	// the clock, leaves out the first few by the time the page draws.
 	start := time.Now().Add(-time.Minute).Add(-(points - 1) * step)
-	for i := 0; i < points; i += 1000 {
-		batch := make([]map[string]any, 0, 1000)
-		for j := i; j < min(points, i+1000); j++ {
+	for i := 0; i < points; i += 500 {
+		batch := make([]map[string]any, 0, 500)
+		for j := i; j < min(points, i+500); j++ {
 			batch = append(batch, map[string]any{"ts": start.Add(time.Duration(j) * step).UnixMilli(), "temperature": 15 + float64(j%8640)/864, "humidity": 40 + float64(j%100)/10})
 		}
 		b, _ := json.Marshal(batch)
