@@ -279,7 +279,7 @@ func NewArgs(t Type) any {
 	case MonitorStatusChanged:
 		return &MonitorStatus{}
 	}
-	return nil
+	return configArgs(t)
 }
 
 // DecodeArgs parses raw JSON arguments of an event of type t into its typed
