@@ -175,15 +175,15 @@ func (c *DeviceConfig) Clone() *DeviceConfig {
 
 // HistoryEntry is one rendered configuration a device had.
 type HistoryEntry struct {
-	ID        int64     `json:"id"`
-	DeviceID  string    `json:"device_id"`
-	Checksum  string    `json:"checksum"`
-	Backend   string    `json:"backend"`
-	Rendered  []byte    `json:"-"`
-	Templates []string  `json:"templates"`
+	ID        int64             `json:"id"`
+	DeviceID  string            `json:"device_id"`
+	Checksum  string            `json:"checksum"`
+	Backend   string            `json:"backend"`
+	Rendered  []byte            `json:"-"`
+	Templates []string          `json:"templates"`
 	Vars      map[string]string `json:"vars"`
 	Overrides map[string]any    `json:"overrides"`
-	CreatedAt time.Time `json:"created_at"`
+	CreatedAt time.Time         `json:"created_at"`
 }
 
 // Management is the state of the hub's management channel to a device:
