@@ -60,6 +60,7 @@ type AuditEntry struct {
 	Target      string    `json:"target,omitempty"` // the id of what was changed, if any
 	Status      int       `json:"status"`
 	RemoteAddr  string    `json:"remote_addr,omitempty"`
+	Detail      string    `json:"detail,omitempty"` // what the call changed, if the handler said
 }
 
 // AuditQuery selects audit entries, newest first.

@@ -44,6 +44,7 @@ type AuditEntry struct {
 	Target      string    `json:"target,omitempty" doc:"What was changed: a device id, a token id." example:"ws-1"`
 	Status      int       `json:"status" doc:"The HTTP status of the answer." example:"201"`
 	RemoteAddr  string    `json:"remote_addr,omitempty"`
+	Detail      string    `json:"detail,omitempty" doc:"What the call changed, when the operation says (a configuration change's old and new checksums)." example:"checksum 3a7b… -> 9f1c…"`
 }
 
 // AuditList is the answer of GET /api/v1/audit.
@@ -84,7 +85,7 @@ func (a *API) listAudit(ctx context.Context, in *AuditInput) (*auditOutput, erro
 	for _, e := range entries {
 		out.Entries = append(out.Entries, AuditEntry{
 			ID: e.ID, Time: e.Time, TokenID: e.TokenID, TokenName: e.TokenName, Role: string(e.Role),
-			Method: e.Method, Path: e.Path, OperationID: e.OperationID, Target: e.Target, Status: e.Status, RemoteAddr: e.RemoteAddr,
+			Method: e.Method, Path: e.Path, OperationID: e.OperationID, Target: e.Target, Status: e.Status, RemoteAddr: e.RemoteAddr, Detail: e.Detail,
 		})
 	}
 	return &auditOutput{Body: out}, nil

@@ -125,6 +125,7 @@ type reqInfo struct {
 	token              *access.Token
 	device             deviceIdentity
 	target             string
+	detail             string
 }
 
 type reqInfoKey struct{}
@@ -134,6 +135,11 @@ func infoFrom(ctx context.Context) *reqInfo {
 		return info
 	}
 	return &reqInfo{}
+}
+
+// setAuditDetail says, for the audit trail, what the request changed.
+func setAuditDetail(ctx context.Context, detail string) {
+	infoFrom(ctx).detail = detail
 }
 
 // setTarget names what the request changes (a device id, a token id) for
@@ -238,7 +244,7 @@ func (a *API) recordAudit(r *http.Request, info *reqInfo, status int, at time.Ti
 	}
 	e := access.AuditEntry{
 		Time: at.UTC(), Method: r.Method, Path: r.URL.Path, OperationID: info.opID,
-		Target: info.target, Status: status, RemoteAddr: r.RemoteAddr,
+		Target: info.target, Status: status, RemoteAddr: r.RemoteAddr, Detail: info.detail,
 	}
 	if info.token != nil {
 		e.TokenID, e.TokenName, e.Role = info.token.ID, info.token.Name, info.token.Role

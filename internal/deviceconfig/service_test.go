@@ -64,7 +64,9 @@ func (p brokerPub) Publish(topic string, payload []byte, retain bool, qos byte) 
 
 type groups struct{}
 
-func (groups) GroupExists(_ context.Context, id string) (bool, error) { return id == "g1" || id == "g2", nil }
+func (groups) GroupExists(_ context.Context, id string) (bool, error) {
+	return id == "g1" || id == "g2", nil
+}
 
 type fixture struct {
 	svc *deviceconfig.Service

@@ -13,9 +13,9 @@ import (
 func (s *Store) AppendAudit(ctx context.Context, e access.AuditEntry) (int64, error) {
 	var id int64
 	err := s.pool.QueryRow(ctx, `INSERT INTO api_audit
-		(at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
-		e.Time, e.TokenID, e.TokenName, string(e.Role), e.Method, e.Path, e.OperationID, e.Target, e.Status, e.RemoteAddr).Scan(&id)
+		(at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr, detail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+		e.Time, e.TokenID, e.TokenName, string(e.Role), e.Method, e.Path, e.OperationID, e.Target, e.Status, e.RemoteAddr, e.Detail).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("append audit: %w", err)
 	}
@@ -51,7 +51,7 @@ func (s *Store) ListAudit(ctx context.Context, q access.AuditQuery) ([]access.Au
 	if limit <= 0 {
 		limit = 100
 	}
-	sqlq := `SELECT id, at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr FROM api_audit`
+	sqlq := `SELECT id, at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr, detail FROM api_audit`
 	if len(where) > 0 {
 		sqlq += ` WHERE ` + strings.Join(where, ` AND `)
 	}
@@ -65,7 +65,7 @@ func (s *Store) ListAudit(ctx context.Context, q access.AuditQuery) ([]access.Au
 	for rows.Next() {
 		var e access.AuditEntry
 		var role string
-		if err := rows.Scan(&e.ID, &e.Time, &e.TokenID, &e.TokenName, &role, &e.Method, &e.Path, &e.OperationID, &e.Target, &e.Status, &e.RemoteAddr); err != nil {
+		if err := rows.Scan(&e.ID, &e.Time, &e.TokenID, &e.TokenName, &role, &e.Method, &e.Path, &e.OperationID, &e.Target, &e.Status, &e.RemoteAddr, &e.Detail); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
 		e.Time, e.Role = e.Time.UTC(), access.Role(role)

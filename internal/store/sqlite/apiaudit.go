@@ -11,9 +11,9 @@ import (
 // AppendAudit stores one API audit entry and returns its id.
 func (s *Store) AppendAudit(ctx context.Context, e access.AuditEntry) (int64, error) {
 	res, err := s.w.ExecContext(ctx, `INSERT INTO api_audit
-		(at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr)
-		VALUES (?,?,?,?,?,?,?,?,?,?)`,
-		e.Time.UnixMicro(), e.TokenID, e.TokenName, string(e.Role), e.Method, e.Path, e.OperationID, e.Target, e.Status, e.RemoteAddr)
+		(at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr, detail)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
+		e.Time.UnixMicro(), e.TokenID, e.TokenName, string(e.Role), e.Method, e.Path, e.OperationID, e.Target, e.Status, e.RemoteAddr, e.Detail)
 	if err != nil {
 		return 0, fmt.Errorf("append audit: %w", err)
 	}
@@ -53,7 +53,7 @@ func (s *Store) ListAudit(ctx context.Context, q access.AuditQuery) ([]access.Au
 	if limit <= 0 {
 		limit = 100
 	}
-	sqlq := `SELECT id, at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr FROM api_audit`
+	sqlq := `SELECT id, at, token_id, token_name, role, method, path, operation_id, target, status, remote_addr, detail FROM api_audit`
 	if len(where) > 0 {
 		sqlq += ` WHERE ` + strings.Join(where, ` AND `)
 	}
@@ -69,7 +69,7 @@ func (s *Store) ListAudit(ctx context.Context, q access.AuditQuery) ([]access.Au
 		var e access.AuditEntry
 		var at int64
 		var role string
-		if err := rows.Scan(&e.ID, &at, &e.TokenID, &e.TokenName, &role, &e.Method, &e.Path, &e.OperationID, &e.Target, &e.Status, &e.RemoteAddr); err != nil {
+		if err := rows.Scan(&e.ID, &at, &e.TokenID, &e.TokenName, &role, &e.Method, &e.Path, &e.OperationID, &e.Target, &e.Status, &e.RemoteAddr, &e.Detail); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
 		e.Time, e.Role = micros(at), access.Role(role)
