@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/deviceconfig"
 )
 
@@ -46,7 +47,7 @@ type ConfigDevices interface {
 	Checksum(deviceID string) (string, error)
 	Download(ctx context.Context, deviceID string) (*deviceconfig.DeviceConfig, string, error)
 	Requested(ctx context.Context, typ events.Type, deviceID, deviceType string, args *events.ConfigRequestArgs) error
-	RecordReport(ctx context.Context, deviceID, deviceType string, r deviceconfig.Report, msg deviceconfig.MessageOp) error
+	RecordReport(ctx context.Context, deviceID, deviceType string, r deviceconfig.Report, msg commit.Op) error
 }
 
 // Config is configuration management as the API uses it.
@@ -79,10 +80,10 @@ func (a *API) registerConfig() {
 	register(a, permViewer, huma.Operation{OperationID: "getGroupConfig", Method: http.MethodGet, Path: "/api/v1/groups/{id}/config", Tags: tags,
 		Summary: "Get a group's templates and variables"}, a.getGroupConfig)
 	register(a, permOperator, huma.Operation{OperationID: "setGroupConfig", Method: http.MethodPut, Path: "/api/v1/groups/{id}/config", Tags: tags,
-		Summary: "Set a group's ordered templates and variables",
+		Summary:     "Set a group's ordered templates and variables",
 		Description: "Omitted fields stay. A changed template list fires group_templates_changed; the group's devices are re-rendered by a job."}, a.setGroupConfig)
 	register(a, permViewer, huma.Operation{OperationID: "listConfigs", Method: http.MethodGet, Path: "/api/v1/configs", Tags: tags,
-		Summary: "List devices' configurations by status",
+		Summary:     "List devices' configurations by status",
 		Description: "With not_applied=true: the devices whose configuration is not applied, and since when (status_since)."}, a.listConfigs)
 	register(a, permViewer, huma.Operation{OperationID: "getDeviceConfig", Method: http.MethodGet, Path: "/api/v1/devices/{id}/config", Tags: tags,
 		Summary: "Get a device's configuration", Description: "Its templates, variables, overrides, backend, status, checksum and rendered bytes."}, a.getDeviceConfig)
@@ -112,10 +113,10 @@ func (a *API) registerConfig() {
 		Description: "The SHA-256 of the bytes GET /api/v1/device/config returns, as text. ETag is the checksum: with If-None-Match the answer is " +
 			"304 and empty while it is unchanged. 404 when the device has no configuration or it is deactivated."}, a.deviceConfigChecksum)
 	register(a, permDevice, huma.Operation{OperationID: "getDeviceConfigDownload", Method: http.MethodGet, Path: "/api/v1/device/config", Tags: dtags,
-		Summary: "Download the device's configuration",
+		Summary:     "Download the device's configuration",
 		Description: "The rendered bytes in the device's backend format. ETag is the checksum; If-None-Match answers 304 while unchanged."}, a.deviceConfigDownload)
 	register(a, permDevice, huma.Operation{OperationID: "postDeviceConfigStatus", Method: http.MethodPost, Path: "/api/v1/device/config/status", Tags: dtags,
-		Summary: "Report the configuration the device applied",
+		Summary:     "Report the configuration the device applied",
 		Description: "Same payload as on devices/{id}/config/status. A report on another checksum than the current one changes nothing (409 stale_checksum)."}, a.deviceConfigStatus)
 }
 

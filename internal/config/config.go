@@ -44,6 +44,9 @@ type Config struct {
 	Provisioning ProvisioningConfig `yaml:"provisioning"`
 	// Monitors configures push monitors (see monitors.go).
 	Monitors MonitorsConfig `yaml:"monitors"`
+	// DeviceConfig configures device configuration management (templates,
+	// rendering, notices, history).
+	DeviceConfig DeviceConfigConfig `yaml:"device_config"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -71,6 +74,19 @@ type ProvisioningConfig struct {
 	// RotationOverlap is how long old credentials stay valid after a
 	// rotation, unless the device uses the new ones first.
 	RotationOverlap time.Duration `yaml:"rotation_overlap"`
+}
+
+// DeviceConfigConfig configures device configuration management.
+type DeviceConfigConfig struct {
+	// HistoryKeep is how many rendered configurations are kept per device.
+	HistoryKeep int `yaml:"history_keep"`
+	// NoticeURL is the download URL devices are told on
+	// devices/{id}/config ("" : the path /api/v1/device/config).
+	NoticeURL string `yaml:"notice_url"`
+	// BackendTemplates are Go text/template files, each a backend named
+	// after its file (without the extension), for devices that consume
+	// neither json, yaml nor env.
+	BackendTemplates []string `yaml:"backend_templates"`
 }
 
 // LogConfig configures the process logger.
@@ -188,6 +204,7 @@ func Default() *Config {
 		Events:       EventsConfig{SubscriberBuffer: 4096},
 		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
 		Monitors:     defaultMonitors(),
+		DeviceConfig: DeviceConfigConfig{HistoryKeep: 10},
 	}
 }
 
@@ -336,7 +353,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkTypes} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkTypes} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
@@ -353,6 +370,18 @@ func (c *Config) checkProvisioning() error {
 	}
 	if c.Provisioning.RotationOverlap < 0 {
 		return invalid("provisioning.rotation_overlap", "must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) checkDeviceConfig() error {
+	if c.DeviceConfig.HistoryKeep < 1 || c.DeviceConfig.HistoryKeep > 1000 {
+		return invalid("device_config.history_keep", "must be from 1 to 1000")
+	}
+	for i, p := range c.DeviceConfig.BackendTemplates {
+		if p == "" {
+			return invalid(fmt.Sprintf("device_config.backend_templates[%d]", i), "must not be empty")
+		}
 	}
 	return nil
 }

@@ -1,0 +1,342 @@
+//go:build stagea
+
+package hub_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/events"
+)
+
+type configAnswer struct {
+	Config struct {
+		Checksum string `json:"checksum"`
+		Status   string `json:"status"`
+		Error    string `json:"error"`
+		Rendered string `json:"rendered"`
+	} `json:"config"`
+	OldChecksum string `json:"old_checksum"`
+}
+
+func (th *testHub) configStatus(t *testing.T, id string) string {
+	t.Helper()
+	var out configAnswer
+	if code := th.do(t, "GET", "/api/v1/devices/"+id+"/config", nil, &out); code != 200 {
+		t.Fatalf("get config of %s: %d", id, code)
+	}
+	return out.Config.Status
+}
+
+// deviceGet is a device's HTTP request with its API key.
+func deviceGet(t *testing.T, base, key, path, ifNoneMatch string) (int, http.Header, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if ifNoneMatch != "" {
+		req.Header.Set("If-None-Match", ifNoneMatch)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+func devicePost(t *testing.T, base, key, path, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+type notice struct {
+	Checksum string `json:"checksum"`
+	URL      string `json:"url"`
+	Backend  string `json:"backend"`
+}
+
+// notices returns the config notices the client received, in order.
+func (mc *mqttClient) notices(t *testing.T, id string) []notice {
+	var out []notice
+	for _, p := range mc.received() {
+		if p.Topic != "devices/"+id+"/config" {
+			continue
+		}
+		var n notice
+		if err := json.Unmarshal(p.Payload, &n); err != nil {
+			t.Fatalf("notice %s: %v", p.Payload, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestConfigEndToEndMQTT: a device that was offline gets its retained
+// notice when it subscribes, downloads, applies and reports over MQTT; a
+// template change reaches it while online; a stale report changes
+// nothing; deactivation ends with 404s.
+func TestConfigEndToEndMQTT(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			extra := ""
+			if backend == "postgres" {
+				extra = postgresStorage(t)
+			}
+			testConfigEndToEndMQTT(t, startHub(t, extra))
+		})
+	}
+}
+
+func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
+	rec := &eventRecorder{}
+	sub, err := th.Subscribe(events.Filter{}, 0, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	c := th.provision(t, "r1", "WeatherStation")
+
+	if code := th.do(t, "POST", "/api/v1/templates", map[string]any{"id": "ntp",
+		"config": map[string]any{"ntp": map[string]any{"server": "{{ ntp_server }}"}, "id": "{{ device_id }}"},
+		"defaults": map[string]string{"ntp_server": "pool.ntp.org"}}, nil); code != 201 {
+		t.Fatalf("create template: %d", code)
+	}
+	var set configAnswer
+	if code := th.do(t, "PUT", "/api/v1/devices/r1/config", map[string]any{"templates": []string{"ntp"}}, &set); code != 200 {
+		t.Fatalf("set config: %d", code)
+	}
+	c1 := set.Config.Checksum
+
+	// The device was offline: it learns of its configuration on subscribe.
+	mc, _, err := dial(t, th.MQTTAddr(), "r1", c.MQTTUsername, c.MQTTPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := mc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "devices/r1/config", QoS: 1}, {Topic: "devices/r1/errors", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "retained notice", func() bool { return len(mc.notices(t, "r1")) == 1 })
+	n := mc.notices(t, "r1")[0]
+	if n.Checksum != c1 || n.Backend != "json" || n.URL != "/api/v1/device/config" {
+		t.Fatalf("notice %+v, want checksum %s", n, c1)
+	}
+	apply := func(n notice) {
+		t.Helper()
+		code, h, body := deviceGet(t, th.base, c.APIKey, n.URL, "")
+		if code != 200 || sum(body) != n.Checksum || h.Get("ETag") != `"`+n.Checksum+`"` {
+			t.Fatalf("download: %d etag %s body %s", code, h.Get("ETag"), body)
+		}
+		if _, err := publish(t, mc, "devices/r1/config/status", `{"checksum":"`+n.Checksum+`","status":"applied"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(n)
+	waitFor(t, 10*time.Second, "applied", func() bool { return th.configStatus(t, "r1") == "applied" })
+	if len(rec.of(events.ConfigModified, "r1")) != 0 {
+		t.Fatal("config_modified on creation")
+	}
+
+	// A template change reaches the online device at once.
+	var upd struct {
+		Job struct {
+			ID       string `json:"id"`
+			Affected int    `json:"affected"`
+		} `json:"job"`
+	}
+	if code := th.do(t, "PUT", "/api/v1/templates/ntp", map[string]any{
+		"config":   map[string]any{"ntp": map[string]any{"server": "{{ ntp_server }}"}, "id": "{{ device_id }}"},
+		"defaults": map[string]string{"ntp_server": "time.example"}}, &upd); code != 200 || upd.Job.ID == "" || upd.Job.Affected != 1 {
+		t.Fatalf("update template: %d %+v", code, upd)
+	}
+	waitFor(t, 10*time.Second, "second notice", func() bool { return len(mc.notices(t, "r1")) == 2 })
+	n2 := mc.notices(t, "r1")[1]
+	if n2.Checksum == c1 {
+		t.Fatal("the notice did not change")
+	}
+	mods := rec.of(events.ConfigModified, "r1")
+	if len(mods) != 1 {
+		t.Fatalf("%d config_modified", len(mods))
+	}
+	if a := mods[0].Args.(*events.ConfigModifiedArgs); a.Action != "related_template_changed" || a.PreviousStatus != "applied" || a.Checksum != n2.Checksum {
+		t.Fatalf("config_modified %+v", a)
+	}
+	if th.configStatus(t, "r1") != "modified" {
+		t.Fatal("status not modified")
+	}
+
+	// A stale report (the old checksum) never marks the new one applied:
+	// it is refused (PUBACK reason code, and why on devices/r1/errors).
+	if _, err := publish(t, mc, "devices/r1/config/status", `{"checksum":"`+c1+`","status":"applied"}`); err == nil {
+		t.Fatal("a stale report was acknowledged as accepted")
+	}
+	waitFor(t, 10*time.Second, "stale report refused", func() bool {
+		for _, p := range mc.received() {
+			if p.Topic == "devices/r1/errors" && strings.Contains(string(p.Payload), "stale_checksum") {
+				return true
+			}
+		}
+		return false
+	})
+	if th.configStatus(t, "r1") != "modified" {
+		t.Fatal("a stale report changed the status")
+	}
+	apply(n2)
+	waitFor(t, 10*time.Second, "applied again", func() bool { return th.configStatus(t, "r1") == "applied" })
+
+	// An error report: status error, the channel is not working.
+	if code := th.do(t, "PUT", "/api/v1/devices/r1/config", map[string]any{"overrides": map[string]any{"extra": 1}}, &set); code != 200 {
+		t.Fatalf("set overrides: %d", code)
+	}
+	waitFor(t, 10*time.Second, "third notice", func() bool { return len(mc.notices(t, "r1")) == 3 })
+	if _, err := publish(t, mc, "devices/r1/config/status", `{"checksum":"`+set.Config.Checksum+`","status":"error","error":"read-only fs"}`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "error status", func() bool { return th.configStatus(t, "r1") == "error" })
+	waitFor(t, 10*time.Second, "is_working false", func() bool {
+		for _, e := range rec.of(events.IsWorkingChanged, "r1") {
+			if a := e.Args.(*events.IsWorkingArgs); !a.IsWorking && a.FailureReason == "read-only fs" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// The audit trail has the old and new checksums of each change.
+	var audit struct {
+		Entries []struct {
+			OperationID string `json:"operation_id"`
+			Detail      string `json:"detail"`
+		} `json:"entries"`
+	}
+	th.do(t, "GET", "/api/v1/audit?target=r1", nil, &audit)
+	found := false
+	for _, e := range audit.Entries {
+		if e.OperationID == "setDeviceConfig" && strings.Contains(e.Detail, set.OldChecksum+" -> "+set.Config.Checksum) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("audit trail without checksums: %+v", audit)
+	}
+
+	// Deactivation: the empty configuration, then 404.
+	var deact configAnswer
+	if code := th.do(t, "POST", "/api/v1/devices/r1/config/deactivate", nil, &deact); code != 200 || deact.Config.Status != "deactivating" {
+		t.Fatalf("deactivate: %d %+v", code, deact)
+	}
+	waitFor(t, 10*time.Second, "deactivation notice", func() bool { return len(mc.notices(t, "r1")) == 4 })
+	n4 := mc.notices(t, "r1")[3]
+	apply(n4)
+	waitFor(t, 10*time.Second, "deactivated", func() bool { return th.configStatus(t, "r1") == "deactivated" })
+	if code, _, _ := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config", ""); code != 404 {
+		t.Fatalf("download of a deactivated config: %d", code)
+	}
+	if code, _, _ := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config/checksum", ""); code != 404 {
+		t.Fatalf("checksum of a deactivated config: %d", code)
+	}
+	waitFor(t, 10*time.Second, "deactivation signals", func() bool {
+		return len(rec.of(events.ConfigDeactivating, "r1")) == 1 && len(rec.of(events.ConfigDeactivated, "r1")) == 1
+	})
+}
+
+// TestConfigHTTPPolling: a device that polls with its API key and
+// If-None-Match, like the OpenWISP agent.
+func TestConfigHTTPPolling(t *testing.T) {
+	th := startHub(t, "")
+	rec := &eventRecorder{}
+	sub, err := th.Subscribe(events.Filter{Types: []events.Type{events.ChecksumRequested, events.ConfigDownloadRequested}}, 0, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	c := th.provision(t, "p1", "WeatherStation")
+	other := th.provision(t, "p2", "WeatherStation")
+
+	// No configuration yet: 404, and no signal.
+	if code, _, _ := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config/checksum", ""); code != 404 {
+		t.Fatalf("checksum without config: %d", code)
+	}
+	if code, _, _ := deviceGet(t, th.base, "bad-key", "/api/v1/device/config/checksum", ""); code != 401 {
+		t.Fatalf("bad key: %d", code)
+	}
+	if code := th.do(t, "PUT", "/api/v1/devices/p1/config", map[string]any{"backend": "env",
+		"overrides": map[string]any{"ntp": map[string]any{"server": "{{ srv }}"}}, "vars": map[string]string{"srv": "a.example"}}, nil); code != 200 {
+		t.Fatalf("set config: %d", code)
+	}
+	code, h, body := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config/checksum", "")
+	if code != 200 || len(body) != 64 || h.Get("ETag") != `"`+string(body)+`"` {
+		t.Fatalf("checksum: %d %s %s", code, h.Get("ETag"), body)
+	}
+	etag := h.Get("ETag")
+	code, _, body2 := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config/checksum", etag)
+	if code != 304 || len(body2) != 0 {
+		t.Fatalf("checksum with If-None-Match: %d %q", code, body2)
+	}
+	code, h, cfg := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config", "")
+	if code != 200 || string(cfg) != "NTP_SERVER=\"a.example\"\n" || sum(cfg) != string(body) || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		t.Fatalf("download: %d %q %s", code, cfg, h.Get("Content-Type"))
+	}
+	if code, _, b := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config", etag); code != 304 || len(b) != 0 {
+		t.Fatalf("download with If-None-Match: %d", code)
+	}
+	// Only the two 200s fired, each once.
+	waitFor(t, 10*time.Second, "request signals", func() bool {
+		return len(rec.of(events.ChecksumRequested, "p1")) == 1 && len(rec.of(events.ConfigDownloadRequested, "p1")) == 1
+	})
+	if a := rec.of(events.ChecksumRequested, "p1")[0].Args.(*events.ConfigRequestArgs); a.Checksum != string(body) || a.Transport != "http" {
+		t.Fatalf("checksum_requested %+v", a)
+	}
+
+	// Reports over HTTP: a stale one is 409, the current one applies.
+	if code, b := devicePost(t, th.base, c.APIKey, "/api/v1/device/config/status", `{"checksum":"0000","status":"applied"}`); code != 409 || !strings.Contains(string(b), "stale_checksum") {
+		t.Fatalf("stale report: %d %s", code, b)
+	}
+	if code, b := devicePost(t, th.base, c.APIKey, "/api/v1/device/config/status", `{"checksum":"`+string(body)+`","status":"applied"}`); code != 200 || !strings.Contains(string(b), `"applied"`) {
+		t.Fatalf("report: %d %s", code, b)
+	}
+	if code, _ := devicePost(t, th.base, other.APIKey, "/api/v1/device/config/status", `{"checksum":"`+string(body)+`","status":"applied"}`); code != 404 {
+		t.Fatalf("report of a device without config: %d", code)
+	}
+	if len(rec.of(events.ChecksumRequested, "p2")) != 0 {
+		t.Fatal("a signal for an error answer")
+	}
+	// Not applied list.
+	var list struct {
+		Configs []struct {
+			DeviceID string `json:"device_id"`
+			Status   string `json:"status"`
+		} `json:"configs"`
+	}
+	if code := th.do(t, "GET", "/api/v1/configs?not_applied=true", nil, &list); code != 200 || len(list.Configs) != 0 {
+		t.Fatalf("not applied: %d %+v", code, list)
+	}
+}
