@@ -197,6 +197,9 @@ type Deps struct {
 	Counter DeviceCounter
 	// History reads a device's presence history.
 	History PresenceHistory
+	// Config is configuration management: templates, groups' and
+	// devices' configurations, and the devices' config endpoints.
+	Config Config
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -333,6 +336,7 @@ func (a *API) routes() {
 	a.registerUsers()    // users.go
 	a.registerSummary()  // summary.go
 	a.registerPresence() // summary.go
+	a.registerConfig()   // deviceconfig.go
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})

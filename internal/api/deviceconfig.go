@@ -1,5 +1,3 @@
-//go:build stagea
-
 package api
 
 import (
@@ -73,7 +71,7 @@ func (a *API) registerConfig() {
 			"naming the devices and their missing variables). Otherwise it is stored and a background job re-renders the devices using it: " +
 			"the answer has the job's id and how many devices it affects; each device whose checksum changes gets one config_modified and its notice."}, a.updateTemplate)
 	register(a, permOperator, huma.Operation{OperationID: "deleteTemplate", Method: http.MethodDelete, Path: "/api/v1/templates/{id}", Tags: tags,
-		Summary: "Delete a configuration template", DefaultStatus: http.StatusNoContent,
+		Summary:     "Delete a configuration template",
 		Description: "Refused (409 template_in_use) while a group or a device uses it."}, a.deleteTemplate)
 	register(a, permViewer, huma.Operation{OperationID: "getConfigJob", Method: http.MethodGet, Path: "/api/v1/config/jobs/{id}", Tags: tags,
 		Summary: "Get a re-render job's progress"}, a.getConfigJob)
@@ -109,15 +107,36 @@ func (a *API) registerConfig() {
 
 	dtags := []string{"device"}
 	register(a, permDevice, huma.Operation{OperationID: "getDeviceConfigChecksum", Method: http.MethodGet, Path: "/api/v1/device/config/checksum", Tags: dtags,
-		Summary: "Get the checksum of the device's configuration",
+		Responses: rawResponses("The checksum, 64 hex digits.", "text/plain"),
+		Summary:   "Get the checksum of the device's configuration",
 		Description: "The SHA-256 of the bytes GET /api/v1/device/config returns, as text. ETag is the checksum: with If-None-Match the answer is " +
 			"304 and empty while it is unchanged. 404 when the device has no configuration or it is deactivated."}, a.deviceConfigChecksum)
 	register(a, permDevice, huma.Operation{OperationID: "getDeviceConfigDownload", Method: http.MethodGet, Path: "/api/v1/device/config", Tags: dtags,
+		Responses: rawResponses("The rendered bytes: JSON, YAML, a dotenv file or the text of a text/template backend.",
+			"application/json", "application/yaml", "text/plain"),
 		Summary:     "Download the device's configuration",
 		Description: "The rendered bytes in the device's backend format. ETag is the checksum; If-None-Match answers 304 while unchanged."}, a.deviceConfigDownload)
 	register(a, permDevice, huma.Operation{OperationID: "postDeviceConfigStatus", Method: http.MethodPost, Path: "/api/v1/device/config/status", Tags: dtags,
 		Summary:     "Report the configuration the device applied",
 		Description: "Same payload as on devices/{id}/config/status. A report on another checksum than the current one changes nothing (409 stale_checksum)."}, a.deviceConfigStatus)
+}
+
+// rawResponses documents an answer of raw bytes (200) or 304.
+func rawResponses(desc string, types ...string) map[string]*huma.Response {
+	content := map[string]*huma.MediaType{}
+	for _, t := range types {
+		if t == "application/json" {
+			content[t] = &huma.MediaType{Schema: &huma.Schema{Description: "The rendered configuration."}}
+			continue
+		}
+		content[t] = &huma.MediaType{Schema: &huma.Schema{Type: "string"}}
+	}
+	etag := map[string]*huma.Param{"ETag": {Description: "The checksum, quoted.", Schema: &huma.Schema{Type: "string"}}}
+	return map[string]*huma.Response{
+		"200":     {Description: desc, Content: content, Headers: etag},
+		"304":     {Description: "Unchanged: If-None-Match named the current checksum.", Headers: etag},
+		"default": {Description: "Error", Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{Ref: "#/components/schemas/ErrorResponse"}}}},
+	}
 }
 
 func (a *API) config() (Config, error) {
@@ -214,13 +233,21 @@ func (a *API) updateTemplate(ctx context.Context, in *struct {
 	return &templateOutput{Body: TemplateAnswer{Template: t, Job: j}}, nil
 }
 
-func (a *API) deleteTemplate(ctx context.Context, in *TemplateIDInput) (*struct{}, error) {
+// DeletedAnswer names what was deleted.
+type DeletedAnswer struct {
+	Deleted string `json:"deleted" example:"ntp"`
+}
+
+func (a *API) deleteTemplate(ctx context.Context, in *TemplateIDInput) (*struct{ Body DeletedAnswer }, error) {
 	c, err := a.config()
 	if err != nil {
 		return nil, err
 	}
 	setTarget(ctx, in.ID)
-	return nil, c.DeleteTemplate(ctx, in.ID)
+	if err := c.DeleteTemplate(ctx, in.ID); err != nil {
+		return nil, err
+	}
+	return &struct{ Body DeletedAnswer }{Body: DeletedAnswer{Deleted: in.ID}}, nil
 }
 
 // JobAnswer is a re-render job.
@@ -306,6 +333,12 @@ func configView(c *deviceconfig.DeviceConfig, withRendered bool) ConfigView {
 		Status: string(c.Status), Error: c.Error, StatusSince: c.StatusSince, Checksum: c.Checksum, AppliedChecksum: c.AppliedChecksum}
 	if v.Templates == nil {
 		v.Templates = []string{}
+	}
+	if v.Vars == nil {
+		v.Vars = map[string]string{}
+	}
+	if v.Overrides == nil {
+		v.Overrides = map[string]any{}
 	}
 	if withRendered {
 		s := string(c.Rendered)
@@ -437,8 +470,18 @@ func (a *API) configHistory(ctx context.Context, in *DeviceIDInput) (*struct{ Bo
 	}
 	out := HistoryAnswer{History: make([]HistoryView, 0, len(hs))}
 	for _, h := range hs {
-		out.History = append(out.History, HistoryView{ID: h.ID, Checksum: h.Checksum, Backend: h.Backend, Rendered: string(h.Rendered),
-			Templates: h.Templates, Vars: h.Vars, Overrides: h.Overrides, CreatedAt: h.CreatedAt})
+		v := HistoryView{ID: h.ID, Checksum: h.Checksum, Backend: h.Backend, Rendered: string(h.Rendered),
+			Templates: h.Templates, Vars: h.Vars, Overrides: h.Overrides, CreatedAt: h.CreatedAt}
+		if v.Templates == nil {
+			v.Templates = []string{}
+		}
+		if v.Vars == nil {
+			v.Vars = map[string]string{}
+		}
+		if v.Overrides == nil {
+			v.Overrides = map[string]any{}
+		}
+		out.History = append(out.History, v)
 	}
 	return &struct{ Body HistoryAnswer }{Body: out}, nil
 }

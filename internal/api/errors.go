@@ -13,6 +13,7 @@ import (
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/commands"
+	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/provisioning"
@@ -187,6 +188,9 @@ func httpError(err error) (int, ErrorDetail) {
 	if errors.As(err, &monField) {
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: monField.Error(), Field: monField.Field}
 	}
+	if status, d, ok := configError(err); ok {
+		return status, d
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -313,4 +317,36 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v) // the client may have gone; nothing to do about it
+}
+
+// configError maps the errors of configuration management.
+func configError(err error) (int, ErrorDetail, bool) {
+	var mv *deviceconfig.MissingVarsError
+	switch {
+	case errors.As(err, &mv):
+		f := ""
+		if len(mv.Names) > 0 {
+			f = mv.Names[0]
+		}
+		return http.StatusUnprocessableEntity, ErrorDetail{Code: "render_failed", Message: err.Error(), Field: f}, true
+	case errors.Is(err, deviceconfig.ErrRender):
+		return http.StatusUnprocessableEntity, ErrorDetail{Code: "render_failed", Message: err.Error()}, true
+	case errors.Is(err, deviceconfig.ErrStale):
+		return http.StatusConflict, ErrorDetail{Code: "stale_checksum", Message: err.Error(), Field: "checksum"}, true
+	case errors.Is(err, deviceconfig.ErrInvalid), errors.Is(err, deviceconfig.ErrUnknownBackend):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}, true
+	case errors.Is(err, deviceconfig.ErrTemplateExists):
+		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "id"}, true
+	case errors.Is(err, deviceconfig.ErrRequired):
+		return http.StatusConflict, ErrorDetail{Code: "template_required", Message: err.Error(), Field: "templates"}, true
+	case errors.Is(err, deviceconfig.ErrInUse):
+		return http.StatusConflict, ErrorDetail{Code: "template_in_use", Message: err.Error()}, true
+	case errors.Is(err, deviceconfig.ErrDeactivated):
+		return http.StatusConflict, ErrorDetail{Code: "config_deactivated", Message: err.Error()}, true
+	case errors.Is(err, deviceconfig.ErrTemplateNotFound), errors.Is(err, deviceconfig.ErrNoConfig),
+		errors.Is(err, deviceconfig.ErrDeviceNotFound), errors.Is(err, deviceconfig.ErrGroupNotFound),
+		errors.Is(err, deviceconfig.ErrNotFoundHistory), errors.Is(err, deviceconfig.ErrJobNotFound):
+		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}, true
+	}
+	return 0, ErrorDetail{}, false
 }

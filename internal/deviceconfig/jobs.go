@@ -1,5 +1,3 @@
-//go:build stagea
-
 package deviceconfig
 
 import (

@@ -1,5 +1,3 @@
-//go:build stagea
-
 package deviceconfig
 
 import (
@@ -11,7 +9,7 @@ import (
 
 // configDomain writes configuration management's ops (see commit.Op).
 // Ranks: see docs/ARCHITECTURE.md, "Adding a domain".
-var configDomain = &commit.Domain{Name: "deviceconfig", Rank: 55, Write: writeOps}
+var configDomain = &commit.Domain{Name: "configuration", Rank: 41, Write: writeOps}
 
 // TxStore is what configuration management needs of a commit
 // transaction. The transaction of every backend implements it.

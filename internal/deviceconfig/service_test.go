@@ -1,5 +1,3 @@
-//go:build stagea
-
 package deviceconfig_test
 
 import (

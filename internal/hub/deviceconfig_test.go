@@ -1,5 +1,3 @@
-//go:build stagea
-
 package hub_test
 
 import (
@@ -123,7 +121,7 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 	c := th.provision(t, "r1", "WeatherStation")
 
 	if code := th.do(t, "POST", "/api/v1/templates", map[string]any{"id": "ntp",
-		"config": map[string]any{"ntp": map[string]any{"server": "{{ ntp_server }}"}, "id": "{{ device_id }}"},
+		"config":   map[string]any{"ntp": map[string]any{"server": "{{ ntp_server }}"}, "id": "{{ device_id }}"},
 		"defaults": map[string]string{"ntp_server": "pool.ntp.org"}}, nil); code != 201 {
 		t.Fatalf("create template: %d", code)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
@@ -67,6 +68,7 @@ type Store interface {
 	accounts.Store
 	registry.Counter
 	eventlog.HistoryStore
+	deviceconfig.Store
 	Close() error
 }
 
@@ -99,6 +101,8 @@ type Hub struct {
 	// monitors delivers events to push monitors.
 	monitors *monitors.Service
 	web      *web.Dashboard
+	// Config is device configuration management.
+	Config *deviceconfig.Service
 
 	httpLn    net.Listener
 	monLn     net.Listener
@@ -187,6 +191,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	h.Commands = commands.New(commands.Deps{Store: st, Committer: h.Committer, Publisher: brk, Devices: h.Registry, Types: h.Types, Events: h.Bus},
 		commands.Options{}, log.With("component", "commands"))
 	h.Twin = twin.New(st, h.Committer, brk, h.Registry, log.With("component", "twin"))
+	if h.Config, err = newDeviceConfig(ctx, cfg, st, h.Committer, brk, h.Registry, log.With("component", "deviceconfig")); err != nil {
+		return nil, err
+	}
 	h.BrokerAuth = brokerauth.New(h.Registry, h.Presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
 
 	// In the configuration a rate of 0 means no limit; ingest takes a
@@ -203,6 +210,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		IDs:       ids,
 		Commands:  h.Commands,
 		Twin:      h.Twin,
+		Config:    h.Config,
 	}, ingest.Options{
 		DefaultMaxPayloadBytes: int(cfg.Ingest.MaxPayloadBytes),
 		DefaultRateLimit:       rateLimit,
@@ -254,6 +262,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Users:         h.Accounts,
 		Counter:       st,
 		History:       st,
+		Config:        h.Config,
 		Ready:         h.readyErr,
 		Metrics:       promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
@@ -465,6 +474,8 @@ func (h *Hub) runFront(ctx context.Context) error {
 	g.Go(func() error { return h.Broker.Run(gctx) })
 	g.Go(func() error { return h.Presence.Run(gctx) })
 	g.Go(func() error { return h.Commands.Run(gctx) })
+	g.Go(func() error { return h.Config.Run(gctx) })
+	g.Go(func() error { return observeConfig(gctx, h.Bus, h.Config) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
@@ -485,6 +496,9 @@ func (h *Hub) runFront(ctx context.Context) error {
 			return nil
 		}
 		if err := h.Twin.Restore(gctx); err != nil { // retained desired properties after a start
+			return err
+		}
+		if err := h.Config.RestoreNotices(gctx); err != nil { // retained config notices after a start
 			return err
 		}
 		h.readyOnce.Do(func() { close(h.ready) })

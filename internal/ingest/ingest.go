@@ -1,6 +1,7 @@
 // Package ingest takes in what devices publish: it routes each message by
 // its topic (devices/{device_id}/data, .../data/{stream}, .../status,
-// .../heartbeat, .../commands/{command_id}/result, .../twin/reported),
+// .../heartbeat, .../commands/{command_id}/result, .../twin/reported,
+// .../config/status),
 // runs it through a middleware chain (identity, payload size, per-device
 // rate limit) and a handler that validates it against the device's type,
 // and hands the result to the commit path as one Change.
@@ -140,6 +141,9 @@ type Deps struct {
 	// (devicecmd.go); nil refuses those topics with unknown_topic.
 	Commands CommandResults
 	Twin     ReportedProperties
+	// Config takes configuration reports (config.go); nil refuses them
+	// with unknown_topic.
+	Config ConfigReports
 }
 
 // Options are the pipeline's limits. Zero values take the defaults.
@@ -229,6 +233,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		{"devices/{device_id}/heartbeat", p.handleHeartbeat},
 		{"devices/{device_id}/commands/{command_id}/result", p.handleCommandResult},
 		{"devices/{device_id}/twin/reported", p.handleReported},
+		{"devices/{device_id}/config/status", p.handleConfigStatus},
 	} {
 		if err := p.router.Route(r.pattern, r.h); err != nil {
 			panic(err) // the patterns above are constants

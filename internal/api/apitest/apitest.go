@@ -48,6 +48,7 @@ type Fakes struct {
 	Twins        *Twins
 	Monitors     *Monitors // monitors.go
 	Accounts     *Accounts // accounts.go
+	Configs      *Configs
 }
 
 // New returns fakes with three tokens (admin t1, operator t2, viewer t3)
@@ -77,6 +78,7 @@ func New() *Fakes {
 	f.Provisioning = newProvisioning(f.Devices, types)
 	f.Commands, f.Twins = newCommands(f.Devices), &Twins{Devices: f.Devices}
 	f.Monitors = newMonitors()
+	f.Configs = newConfigs()
 	f.Tokens.add(AdminToken, access.Token{ID: "t1", Name: "admin", Role: access.Admin, CreatedAt: created})
 	f.Tokens.add(OperatorToken, access.Token{ID: "t2", Name: "ops", Role: access.Operator, CreatedAt: created})
 	f.Tokens.add(ViewerToken, access.Token{ID: "t3", Name: "dash", Role: access.Viewer, CreatedAt: created})
@@ -88,7 +90,7 @@ func (f *Fakes) Deps() api.Deps {
 	return api.Deps{
 		Devices: f.Devices, Registry: f.Devices, Provisioning: f.Provisioning, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
-		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins,
+		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins, Config: f.Configs,
 		Monitors: f.Monitors,
 		Sessions: f.Accounts, Users: f.Accounts, Counter: f.Devices, History: f.Events,
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/provisioning"
@@ -36,6 +37,7 @@ type Backend interface {
 	provisioning.Store
 	commands.Store
 	twin.Store
+	deviceconfig.Store
 	readings.Store
 	eventlog.Store
 	access.Store
@@ -73,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Accounts", testAccounts},               // accounts.go
 		{"CountDevices", testCountDevices},       // accounts.go
 		{"PresenceHistory", testPresenceHistory}, // accounts.go
+		{"DeviceConfig", testDeviceConfig},       // deviceconfig.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
