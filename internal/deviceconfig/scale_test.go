@@ -56,15 +56,15 @@ func seedConfigs(t testing.TB, f *fixture, devices int) {
 	f.rec.take()
 }
 
-// TestRerender10k: a template used by 10,000 devices is edited; the API
-// call answers with a job and the count, and the job fires one
-// config_modified per device whose checksum changed (the 5,000 even ones),
-// and tells each of them.
+// TestRerender10k: a template used by 10,000 devices (2,000 under -race,
+// see race_test.go) is edited; the API call answers with a job and the
+// count, and the job fires one config_modified per device whose checksum
+// changed (the even half), and tells each of them.
 func TestRerender10k(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 devices: not in -short")
 	}
-	const n = 10000
+	const n = rerenderDevices
 	f := newFixture(t, n)
 	seedConfigs(t, f, n)
 	ctx := context.Background()
