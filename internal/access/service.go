@@ -140,28 +140,100 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 	return nil
 }
 
-// EnsureAdminToken creates the first admin token at first start. If path
-// exists it does nothing. Otherwise it creates an admin token named "admin"
-// and writes its secret to path (mode 0600, through a temporary file and a
-// rename so that a crash never leaves half a token), and returns it.
-func (s *Service) EnsureAdminToken(ctx context.Context, path string) (string, bool, error) {
-	if _, err := os.Stat(path); err == nil {
-		return "", false, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", false, fmt.Errorf("admin token file: %w", err)
+// AdminBootstrap is what EnsureAdminToken found or did.
+type AdminBootstrap struct {
+	// Secret is the new admin token's secret when one was created (the
+	// only time it is seen), "" otherwise.
+	Secret string
+	// Replaced: the file held a token this store does not know (another
+	// database, or a revoked token), and now holds the new one.
+	Replaced bool
+	// Existing is the store's live admin token when none was created
+	// because the file is missing or stale and another hub (another data
+	// directory on the same database) made one first; nil otherwise.
+	Existing *Token
+}
+
+// EnsureAdminToken makes sure that the hub has an admin token, and that the
+// file at path holds it for the CLI on this machine. The store decides, not
+// the file: several hubs with their own data directories may share one
+// database (PostgreSQL), and they must agree on one admin token.
+//
+//   - The file holds a live token of the store: nothing to do.
+//   - The store has a live admin token, but the file is missing or holds
+//     something else: nothing is created; Existing says which token the
+//     operator should copy here.
+//   - The store has no live admin token: an admin token named "admin" is
+//     created and its secret written to path (mode 0600, through a
+//     temporary file and a rename, so that a crash never leaves half a
+//     token).
+//
+// Two hubs starting at once on an empty database may both create one; the
+// one created later revokes itself, so that one admin token remains (a
+// race of two creations within a clock tick of each other is not covered).
+func (s *Service) EnsureAdminToken(ctx context.Context, path string) (AdminBootstrap, error) {
+	stale := false
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && strings.TrimSpace(string(b)) != "":
+		if _, verr := s.Verify(ctx, strings.TrimSpace(string(b))); verr == nil {
+			return AdminBootstrap{}, nil
+		} else if !errors.Is(verr, ErrUnauthorized) {
+			return AdminBootstrap{}, fmt.Errorf("check admin token file %s: %w", path, verr)
+		}
+		stale = true
+	case err == nil, errors.Is(err, os.ErrNotExist):
+	default:
+		return AdminBootstrap{}, fmt.Errorf("admin token file: %w", err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", false, fmt.Errorf("admin token dir: %w", err)
+	if first, err := s.firstAdmin(ctx); err != nil {
+		return AdminBootstrap{}, err
+	} else if first != nil {
+		return AdminBootstrap{Existing: first}, nil
 	}
-	secret, _, err := s.Create(ctx, "admin", Admin)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return AdminBootstrap{}, fmt.Errorf("admin token dir: %w", err)
+	}
+	secret, mine, err := s.Create(ctx, "admin", Admin)
 	if err != nil {
-		return "", false, err
+		return AdminBootstrap{}, err
+	}
+	// Another hub on the same database may have created one meanwhile:
+	// the first created stays, the others revoke themselves.
+	first, err := s.firstAdmin(ctx)
+	if err != nil {
+		return AdminBootstrap{}, err
+	}
+	if first != nil && first.ID != mine.ID {
+		if err := s.Revoke(ctx, mine.ID); err != nil {
+			return AdminBootstrap{}, err
+		}
+		return AdminBootstrap{Existing: first}, nil
 	}
 	if err := writeFileAtomic(path, []byte(secret+"\n")); err != nil {
-		return "", false, fmt.Errorf("admin token file: %w", err)
+		return AdminBootstrap{}, fmt.Errorf("admin token file: %w", err)
 	}
-	return secret, true, nil
+	return AdminBootstrap{Secret: secret, Replaced: stale}, nil
+}
+
+// firstAdmin returns the live admin token created first (ties broken by
+// id), nil if there is none.
+func (s *Service) firstAdmin(ctx context.Context) (*Token, error) {
+	toks, err := s.store.ListTokens(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	var first *Token
+	for i := range toks {
+		t := &toks[i]
+		if t.Role != Admin || t.RevokedAt != nil {
+			continue
+		}
+		if first == nil || t.CreatedAt.Before(first.CreatedAt) || (t.CreatedAt.Equal(first.CreatedAt) && t.ID < first.ID) {
+			first = t
+		}
+	}
+	return first, nil
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -193,10 +193,11 @@ func TestEnsureAdminToken(t *testing.T) {
 	st := &memStore{}
 	s := NewService(st)
 	path := filepath.Join(t.TempDir(), "data", "admin.token")
-	secret, created, err := s.EnsureAdminToken(ctx, path)
-	if err != nil || !created || secret == "" {
-		t.Fatalf("first call: %q %v %v", secret, created, err)
+	b, err := s.EnsureAdminToken(ctx, path)
+	if err != nil || b.Secret == "" || b.Replaced || b.Existing != nil {
+		t.Fatalf("first call: %+v %v", b, err)
 	}
+	secret := b.Secret
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -204,17 +205,16 @@ func TestEnsureAdminToken(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 	}
-	b, _ := os.ReadFile(path)
-	if strings.TrimSpace(string(b)) != secret {
-		t.Errorf("file holds %q, want %q", b, secret)
+	data, _ := os.ReadFile(path)
+	if strings.TrimSpace(string(data)) != secret {
+		t.Errorf("file holds %q, want %q", data, secret)
 	}
 	tok, err := s.Verify(ctx, secret)
 	if err != nil || tok.Role != Admin || tok.Name != "admin" {
 		t.Fatalf("Verify = %+v, %v", tok, err)
 	}
-	secret2, created, err := s.EnsureAdminToken(ctx, path)
-	if err != nil || created || secret2 != "" {
-		t.Errorf("second call: %q %v %v", secret2, created, err)
+	if b, err := s.EnsureAdminToken(ctx, path); err != nil || b != (AdminBootstrap{}) {
+		t.Errorf("second call: %+v %v", b, err)
 	}
 	if len(st.tokens) != 1 {
 		t.Errorf("%d tokens, want 1", len(st.tokens))
@@ -222,5 +222,71 @@ func TestEnsureAdminToken(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	if len(entries) != 1 {
 		t.Errorf("temporary files left: %v", entries)
+	}
+
+	// Another data directory on the same store: nothing is created, and
+	// the existing token is named.
+	other := filepath.Join(t.TempDir(), "admin.token")
+	b, err = s.EnsureAdminToken(ctx, other)
+	if err != nil || b.Secret != "" || b.Existing == nil || b.Existing.ID != tok.ID {
+		t.Fatalf("other directory: %+v %v", b, err)
+	}
+	if _, err := os.Stat(other); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("other directory got a file: %v", err)
+	}
+
+	// A file from another database (or a revoked token), and no live admin
+	// token: a new one replaces it.
+	if err := s.Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	b, err = s.EnsureAdminToken(ctx, path)
+	if err != nil || b.Secret == "" || b.Secret == secret || !b.Replaced {
+		t.Fatalf("stale file: %+v %v", b, err)
+	}
+	data, _ = os.ReadFile(path)
+	if strings.TrimSpace(string(data)) != b.Secret {
+		t.Errorf("file holds %q, want the new secret", data)
+	}
+}
+
+// raceStore creates another hub's admin token just before the first
+// CreateToken, as a second hub starting at the same instant would.
+type raceStore struct {
+	*memStore
+	raced bool
+}
+
+func (r *raceStore) CreateToken(ctx context.Context, t Token) error {
+	if !r.raced {
+		r.raced = true
+		other := Token{ID: "0000other", Name: "admin", Role: Admin, Hash: []byte("other"), CreatedAt: t.CreatedAt.Add(-time.Millisecond)}
+		if err := r.memStore.CreateToken(ctx, other); err != nil {
+			return err
+		}
+	}
+	return r.memStore.CreateToken(ctx, t)
+}
+
+func TestEnsureAdminTokenRace(t *testing.T) {
+	ctx := context.Background()
+	st := &raceStore{memStore: &memStore{}}
+	s := NewService(st)
+	path := filepath.Join(t.TempDir(), "admin.token")
+	b, err := s.EnsureAdminToken(ctx, path)
+	if err != nil || b.Secret != "" || b.Existing == nil || b.Existing.ID != "0000other" {
+		t.Fatalf("lost the race: %+v %v", b, err)
+	}
+	live := 0
+	for _, tk := range st.tokens {
+		if tk.RevokedAt == nil {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Errorf("%d live admin tokens, want 1", live)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the loser wrote the file: %v", err)
 	}
 }

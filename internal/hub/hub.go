@@ -108,9 +108,10 @@ type Hub struct {
 	monLn     net.Listener
 	ready     chan struct{}
 	readyOnce sync.Once
-	// AdminToken is the admin token created at first start ("" if it
-	// existed already).
-	AdminToken string
+	// Admin is what the start found of the admin token: the secret of the
+	// one it created, or the other hub's token it found (see
+	// access.EnsureAdminToken). Set before Ready is closed.
+	Admin access.AdminBootstrap
 }
 
 // New builds a hub: opens the store (running its migrations), loads the
@@ -295,16 +296,29 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store
 	}
 }
 
-// Prepare does the first-start work that needs the store: the admin token
-// file and the presence reset after an unclean stop. Run calls it.
-func (h *Hub) prepare(ctx context.Context) error {
-	secret, created, err := h.Access.EnsureAdminToken(ctx, filepath.Join(h.cfg.DataDir, "admin.token"))
+// ensureAdmin makes sure there is an admin token once the hub serves: a
+// start that fails (a port in use) must not create a token that the next
+// start would not show.
+func (h *Hub) ensureAdmin(ctx context.Context) error {
+	path := filepath.Join(h.cfg.DataDir, "admin.token")
+	b, err := h.Access.EnsureAdminToken(ctx, path)
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	if created {
-		h.AdminToken = secret
+	h.Admin = b
+	switch {
+	case b.Secret != "":
+		h.log.Info("admin token created", "file", path, "replaced", b.Replaced)
+	case b.Existing != nil:
+		h.log.Warn("the database has an admin token that this data directory does not hold; none created",
+			"token_id", b.Existing.ID, "created", b.Existing.CreatedAt, "file", path)
 	}
+	return nil
+}
+
+// prepare does the start-up work that needs the store before serving: the
+// presence reset after an unclean stop. Run calls it.
+func (h *Hub) prepare(ctx context.Context) error {
 	// Devices the store still shows connected or online were left so by an
 	// unclean stop: nobody is connected to a hub that just started.
 	connected := true
@@ -409,6 +423,10 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 func (h *Hub) runFront(ctx context.Context) error {
+	return explainAddrInUse(h.serve(ctx), h.cfg)
+}
+
+func (h *Hub) serve(ctx context.Context) error {
 	if err := h.prepare(ctx); err != nil {
 		return err
 	}
@@ -499,6 +517,9 @@ func (h *Hub) runFront(ctx context.Context) error {
 			return err
 		}
 		if err := h.Config.RestoreNotices(gctx); err != nil { // retained config notices after a start
+			return err
+		}
+		if err := h.ensureAdmin(gctx); err != nil {
 			return err
 		}
 		h.readyOnce.Do(func() { close(h.ready) })

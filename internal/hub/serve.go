@@ -3,11 +3,14 @@ package hub
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/config"
 )
 
@@ -30,16 +33,28 @@ func Serve(ctx context.Context, configPath string, o config.Overrides) error {
 	go func() { errc <- h.Run(ctx) }()
 	select {
 	case <-h.Ready():
-		if h.AdminToken != "" {
-			// Printed once, on the terminal of the operator who started the
-			// hub for the first time; never logged.
-			fmt.Fprintf(os.Stderr, "\nAdmin token (saved in %s, shown only now):\n  %s\n\n",
-				filepath.Join(cfg.DataDir, "admin.token"), h.AdminToken)
-		}
+		printAdmin(os.Stderr, h.Admin, filepath.Join(cfg.DataDir, "admin.token"))
 	case err := <-errc:
 		return err
 	}
 	return <-errc
+}
+
+// printAdmin tells the operator who started the hub about its admin token:
+// the secret of a new one (on the terminal only, never in a log), or where
+// the database's existing one is when this data directory lacks it.
+func printAdmin(w io.Writer, b access.AdminBootstrap, path string) {
+	switch {
+	case b.Secret != "":
+		if b.Replaced {
+			fmt.Fprintf(w, "\n%s held a token this database does not know (another database, or revoked); it is replaced.", path)
+		}
+		fmt.Fprintf(w, "\nAdmin token (saved in %s, shown only now):\n  %s\n\n", path, b.Secret)
+	case b.Existing != nil:
+		fmt.Fprintf(w, "\nThis database already has an admin token (id %s, created %s), made by a hub with another data\n"+
+			"directory; none was created here. To use the CLI on this machine, copy that hub's admin.token to\n"+
+			"%s, or pass --token or set DEVICEHUB_TOKEN.\n\n", b.Existing.ID, b.Existing.CreatedAt.Format(time.RFC3339), path)
+	}
 }
 
 // NewLogger returns the process logger: text or JSON on stderr.
