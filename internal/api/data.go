@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
+	"mime"
 	"net/http"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -12,6 +14,8 @@ func (a *API) registerData() {
 	const desc = "Takes in readings a device posts with its API key: the same payload as on the MQTT topic " +
 		"devices/{id}/data[/{stream}]: a JSON object of field → value or an array of them, with optional ts " +
 		"(RFC 3339 or Unix milliseconds) and msg_id (a repeated msg_id is answered as a duplicate and stored once). " +
+		"Send it with Content-Type: application/json (a body sent as a form, as curl -d does unless told otherwise, " +
+		"is read as JSON too; application/json+gzip and +zstd are compressed JSON). " +
 		"A message the ingest refuses is answered 422 (429 when rate limited, 413 when too large) with the " +
 		"rejection's code and field."
 	body := func() *huma.RequestBody {
@@ -57,9 +61,36 @@ func (a *API) ingest(ctx context.Context, stream string, in *DataInput) (*dataOu
 	dev := infoFrom(ctx).device
 	// huma reuses the body's buffer once the handler returns.
 	payload := bytes.Clone(in.RawBody)
-	res, err := a.deps.DeviceData.HandleHTTPData(ctx, dev.id, dev.typ, stream, payload, in.ContentType)
+	res, err := a.deps.DeviceData.HandleHTTPData(ctx, dev.id, dev.typ, stream, payload, dataContentType(in.ContentType))
 	if err != nil {
+		var rej Rejection
+		if errors.As(err, &rej) && (rej.RejectCode() == "invalid_json" || rej.RejectCode() == "invalid_payload") {
+			return nil, hintedRejection{rej}
+		}
 		return nil, err
 	}
 	return &dataOutput{Body: res}, nil
 }
+
+// dataContentType is the content type a device's HTTP message is decoded
+// with. A body sent as a form (application/x-www-form-urlencoded, what
+// `curl -d` sends unless told otherwise) is read as JSON, like one with no
+// content type: the ingest checks that it is JSON all the same, and a
+// device that cannot set a header loses nothing by it.
+func dataContentType(ct string) string {
+	if base, _, err := mime.ParseMediaType(ct); err == nil && base == "application/x-www-form-urlencoded" {
+		return ""
+	}
+	return ct
+}
+
+// dataHint says what to send, for a device message over HTTP that is not
+// the JSON it should be.
+const dataHint = `send a JSON object of readings (or an array of them), e.g. {"temperature": 21.5}, ` +
+	`with Content-Type: application/json (curl: -H 'Content-Type: application/json' -d '{"temperature": 21.5}')`
+
+// hintedRejection is an ingest rejection of an HTTP message with what to
+// send instead.
+type hintedRejection struct{ Rejection }
+
+func (h hintedRejection) Error() string { return h.Rejection.Error() + "; " + dataHint }

@@ -36,7 +36,7 @@ func TestDeviceData(t *testing.T) {
 		{name: "no key", path: "/api/v1/device/data", key: "-", body: `{}`, status: 401, code: "unauthorized"},
 		{name: "bad key", path: "/api/v1/device/data", key: "nope", body: `{}`, status: 401, code: "unauthorized"},
 		{name: "admin token is not a device key", path: "/api/v1/device/data", key: apitest.AdminToken, body: `{}`, status: 401, code: "unauthorized"},
-		{name: "not json", path: "/api/v1/device/data", body: `hello`, status: 422, code: "invalid_json"},
+		{name: "not json", path: "/api/v1/device/data", body: `hello`, status: 422, code: "invalid_json", want: "Content-Type: application/json"},
 		{name: "out of range", path: "/api/v1/device/data", body: `{"temperature":99}`, status: 422, code: "out_of_range", field: "temperature"},
 		{name: "too large", path: "/api/v1/device/data", body: `{"x":"` + strings.Repeat("a", 5000) + `"}`, status: 413, code: "payload_too_large"},
 		{name: "bad stream", path: "/api/v1/device/data/a+b", body: `{}`, status: 400, code: "invalid_argument", field: "stream"},
@@ -122,4 +122,37 @@ func FuzzDeviceDataBody(f *testing.F) {
 			t.Fatalf("status %d content type %q", rec.Code, rec.Header().Get("Content-Type"))
 		}
 	})
+}
+
+// TestDeviceDataContentType: a JSON body sent as a form (what curl -d
+// sends) is read as JSON; other types go to the ingest as they are.
+func TestDeviceDataContentType(t *testing.T) {
+	tests := []struct {
+		name, sent, passed string
+	}{
+		{"none", "", ""},
+		{"json", "application/json", "application/json"},
+		{"curl -d", "application/x-www-form-urlencoded", ""},
+		{"form with charset", "application/x-www-form-urlencoded; charset=utf-8", ""},
+		{"gzip", "application/json+gzip", "application/json+gzip"},
+		{"text", "text/plain", "text/plain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, h, key := dataFixture(t)
+			req := httptest.NewRequest("POST", "/api/v1/device/data", strings.NewReader(`{"temperature":20}`))
+			req.Header.Set("Authorization", "Bearer "+key)
+			if tt.sent != "" {
+				req.Header.Set("Content-Type", tt.sent)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			if got := f.Data.Calls[len(f.Data.Calls)-1].ContentType; got != tt.passed {
+				t.Errorf("ingest got content type %q, want %q", got, tt.passed)
+			}
+		})
+	}
 }
