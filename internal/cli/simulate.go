@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -98,7 +100,16 @@ func newSimulateCmd(g *globals) *cobra.Command {
 			} else if o.ProvisioningToken == "" && credFile == "" {
 				return err
 			}
-			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			w := &lockedWriter{w: cmd.OutOrStdout()}
+			// The log's warnings repeat what OnFailed prints; keep errors.
+			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError}))
+			o.OnProvisioning = func(id string, op sdk.ProvisioningOperation) {
+				w.printf("%s waits for approval: operation %s, verification code %s (expires %s)\n",
+					id, op.ID, op.VerificationCode, op.ExpiresAt.Format(time.RFC3339))
+			}
+			o.OnFailed = func(id string, err error) {
+				w.printf("%s stopped, the others go on: %v\n", id, err)
+			}
 			s, err := sim.New(o)
 			if err != nil {
 				return usage(cmd, err)
@@ -110,14 +121,13 @@ func newSimulateCmd(g *globals) *cobra.Command {
 			}
 			done := make(chan error, 1)
 			go func() { done <- s.Run(ctx) }()
-			w := cmd.OutOrStdout()
 			start := time.Now()
 			t := time.NewTicker(every)
 			defer t.Stop()
 			line := func() {
 				sum := s.Summary()
-				fmt.Fprintf(w, "%6.0fs devices %d/%d  enqueued %d  acked %d  pending %d  rejected %d  reconnects %d  drops %d  pauses %d  restarts %d  commands %d  desired %d  errors %d\n",
-					time.Since(start).Seconds(), sum.Running, sum.Devices, sum.Enqueued, sum.Acked, sum.Pending, sum.Rejected,
+				w.printf("%6.0fs devices %d/%d  failed %d  enqueued %d  acked %d  pending %d  rejected %d  reconnects %d  drops %d  pauses %d  restarts %d  commands %d  desired %d  errors %d\n",
+					time.Since(start).Seconds(), sum.Running, sum.Devices, sum.Failed, sum.Enqueued, sum.Acked, sum.Pending, sum.Rejected,
 					sum.Reconnects, sum.Drops, sum.Pauses, sum.Restarts, sum.Commands, sum.DesiredUpdates, sum.Errors)
 			}
 			for {
@@ -193,4 +203,17 @@ func typeFields(ctx context.Context, c *client.Client, name string) ([]sim.Field
 		return fs, nil
 	}
 	return nil, fmt.Errorf("device type %q is not declared on the hub", name)
+}
+
+// lockedWriter serializes the lines of the simulator's callbacks (one
+// goroutine per device) and of its summary.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, format, args...)
 }

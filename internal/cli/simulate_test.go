@@ -46,7 +46,7 @@ func TestSimulateOffline(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d, stderr %q", r.code, r.err)
 	}
-	if !regexp.MustCompile(`devices \d/2  enqueued [1-9]\d*  acked 0`).MatchString(r.out) {
+	if !regexp.MustCompile(`devices \d/2  failed 0  enqueued [1-9]\d*  acked 0`).MatchString(r.out) {
 		t.Fatalf("summary %q", r.out)
 	}
 	for _, id := range []string{"sim-0", "sim-1"} {

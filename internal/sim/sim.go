@@ -35,6 +35,9 @@ import (
 // ErrBadOptions is returned by New for unusable options.
 var ErrBadOptions = errors.New("bad simulation options")
 
+// ErrAllFailed is returned by Run when no device of the fleet could start.
+var ErrAllFailed = errors.New("every simulated device failed")
+
 // Field is a reading field of the simulated type.
 type Field struct {
 	Name     string
@@ -79,11 +82,21 @@ type Options struct {
 	Compression sdk.Compression
 	Faults      Faults
 	Logger      *slog.Logger
+
+	// OnProvisioning is called when a device has asked to join with the
+	// provisioning token and waits for an operator, with the verification
+	// code the operator compares (`devicehub provisioning list`).
+	OnProvisioning func(deviceID string, op sdk.ProvisioningOperation)
+	// OnFailed is called when a device cannot start (its provisioning
+	// was rejected or expired, its credentials were refused): that device
+	// stops, the rest of the fleet goes on.
+	OnFailed func(deviceID string, err error)
 }
 
 // Summary is the state of the fleet.
 type Summary struct {
 	Devices, Running                int
+	Failed                          int // devices that could not start (see Options.OnFailed)
 	Enqueued, Acked, Rejected, Sent int64
 	Pending                         int64
 	Reconnects                      int64
@@ -102,6 +115,7 @@ type Sim struct {
 	devices []*device
 
 	drops, pauses, restarts, commands, desired, errs atomic.Int64
+	failed                                           atomic.Int64
 }
 
 type device struct {
@@ -174,7 +188,19 @@ func (s *Sim) Run(ctx context.Context) error {
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}
+	if err == nil && ctx.Err() == nil && s.failed.Load() == int64(s.opts.Devices) {
+		return fmt.Errorf("%w: none of the %d devices could start", ErrAllFailed, s.opts.Devices)
+	}
 	return err
+}
+
+// fail reports a device that could not start; the others go on.
+func (s *Sim) fail(d *device, err error) {
+	s.failed.Add(1)
+	s.log.Warn("device stopped: it could not start", "device_id", d.id, "err", err)
+	if s.opts.OnFailed != nil {
+		s.opts.OnFailed(d.id, err)
+	}
 }
 
 // runDevice runs one device: start, send at the rate, inject faults.
@@ -187,10 +213,10 @@ func (s *Sim) runDevice(ctx context.Context, d *device, starting chan struct{}) 
 	c, err := s.start(ctx, d)
 	<-starting
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() == nil {
+			s.fail(d, err)
 		}
-		return fmt.Errorf("start %s: %w", d.id, err)
+		return nil
 	}
 	d.set(c)
 	defer func() { d.close() }()
@@ -238,10 +264,10 @@ func (s *Sim) runDevice(ctx context.Context, d *device, starting chan struct{}) 
 			d.close()
 			c, err := s.start(ctx, d)
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil
+				if ctx.Err() == nil {
+					s.fail(d, fmt.Errorf("restart: %w", err))
 				}
-				return fmt.Errorf("restart %s: %w", d.id, err)
+				return nil
 			}
 			d.set(c)
 		}
@@ -277,6 +303,9 @@ func (s *Sim) start(ctx context.Context, d *device) (*sdk.Client, error) {
 		MaxBackoff: 10 * time.Second,
 		OnProvisioning: func(op sdk.ProvisioningOperation) {
 			s.log.Info("device waits for approval", "device_id", d.id, "operation", op.ID, "verification_code", op.VerificationCode)
+			if s.opts.OnProvisioning != nil {
+				s.opts.OnProvisioning(d.id, op)
+			}
 		},
 		OnCommand: func(cmd sdk.Command) sdk.Result {
 			s.commands.Add(1)
@@ -350,6 +379,7 @@ func (s *Sim) Summary() Summary {
 	sum := Summary{
 		Devices: s.opts.Devices, Drops: s.drops.Load(), Pauses: s.pauses.Load(), Restarts: s.restarts.Load(),
 		Commands: s.commands.Load(), DesiredUpdates: s.desired.Load(), Errors: s.errs.Load(),
+		Failed: int(s.failed.Load()),
 	}
 	for _, d := range devs {
 		d.mu.Lock()

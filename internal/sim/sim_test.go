@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,5 +131,137 @@ device_types:
 	rcancel()
 	if err := <-ran; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFleetGoesOnWhenOneIsRejected runs three devices that join with a
+// provisioning token: the simulator reports each verification code, the
+// operator rejects one operation and approves the others, and the
+// rejected device is reported while the other two send readings.
+func TestFleetGoesOnWhenOneIsRejected(t *testing.T) {
+	dir := t.TempDir()
+	yaml := fmt.Sprintf(`data_dir: %s
+mqtt: {addr: "127.0.0.1:0"}
+http: {addr: "127.0.0.1:0"}
+device_types:
+  Thermo:
+    fields:
+      temperature: {type: float, min: -20, max: 50}
+`, dir)
+	path := filepath.Join(dir, "devicehub.yaml")
+	os.WriteFile(path, []byte(yaml), 0o600)
+	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	<-h.Ready()
+	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+	api := client.New("http://"+h.HTTPAddr(), strings.TrimSpace(string(tok)), nil)
+	pt, err := api.CreateProvisioningToken(ctx, client.ProvisioningTokenRequest{DeviceType: "Thermo", MaxUses: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	codes := map[string]string{} // device id → verification code reported
+	failed := map[string]error{} // device id → why it stopped
+	s, err := sim.New(sim.Options{
+		Devices: 3, Rate: 20, Type: "Thermo",
+		Fields:            []sim.Field{{Name: "temperature", Type: "float", Min: f64(-20), Max: f64(50)}},
+		MQTTServer:        "mqtt://" + h.MQTTAddr(),
+		Server:            "http://" + h.HTTPAddr(),
+		ProvisioningToken: pt.Secret,
+		StateDir:          t.TempDir(),
+		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnProvisioning: func(id string, op sdk.ProvisioningOperation) {
+			mu.Lock()
+			codes[id] = op.VerificationCode
+			mu.Unlock()
+		},
+		OnFailed: func(id string, err error) {
+			mu.Lock()
+			failed[id] = err
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(rctx) }()
+
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20s", what)
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval
+		}
+	}
+	var ops []client.Operation
+	poll("three pending operations", func() bool {
+		ops, err = api.ListOperations(ctx, "pending")
+		return err == nil && len(ops) == 3
+	})
+	rejected := ""
+	for _, op := range ops {
+		mu.Lock()
+		code := codes[op.RequestedDeviceID]
+		mu.Unlock()
+		if code == "" || code != op.VerificationCode {
+			t.Errorf("%s: the simulator reported code %q, the hub shows %q", op.RequestedDeviceID, code, op.VerificationCode)
+		}
+		if rejected == "" {
+			rejected = op.RequestedDeviceID
+			if _, err := api.RejectOperation(ctx, op.ID, "not ours"); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if _, err := api.ApproveOperation(ctx, op.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll("the rejected device reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed[rejected] != nil
+	})
+	poll("readings from the two approved devices", func() bool {
+		for _, op := range ops {
+			if op.RequestedDeviceID == rejected {
+				continue
+			}
+			if n, _ := h.Store().CountReadings(ctx, op.RequestedDeviceID); n == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	rcancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	sum := s.Summary()
+	mu.Lock()
+	defer mu.Unlock()
+	if sum.Failed != 1 || len(failed) != 1 || sdk.KindOf(failed[rejected]) != sdk.KindProvisioningRejected {
+		t.Errorf("summary %+v, failed %v", sum, failed)
 	}
 }
