@@ -12,6 +12,7 @@ import (
 func main() {
 	root := cli.NewRoot(hub.Serve)
 	if err := root.Execute(); err != nil {
+		cli.PrintError(os.Stderr, err)
 		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -81,7 +81,6 @@ func TestTokenCommands(t *testing.T) {
 func TestTokenCreateUsage(t *testing.T) {
 	_, url := hub(t)
 	for _, args := range [][]string{
-		{"token", "create", "--role", "viewer"},
 		{"token", "create", "--name", "x", "--role", "root"},
 		{"token", "revoke"},
 		{"audit", "--since", "whenever"},

@@ -72,6 +72,9 @@ func newProvisionCmd(g *globals) *cobra.Command {
 				return err
 			}
 			p, err := c.ProvisionDeviceByID(cmd.Context(), req.ID, req)
+			if codeOf(err) == "already_exists" && !req.Replace {
+				return &hintError{err: err, hint: "To re-provision it (new credentials; the old ones stop working at once), add --replace."}
+			}
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,62 @@ func usage(cmd *cobra.Command, err error) error {
 	return &usageError{err: err, hint: fmt.Sprintf("Run '%s --help' for usage.", cmd.CommandPath())}
 }
 
+// unknownCommand is the usage error of a mistyped subcommand, with cobra's
+// suggestions ("did you mean").
+func unknownCommand(cmd *cobra.Command, name string) error {
+	hint := fmt.Sprintf("Run '%s --help' for usage.", cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // what cobra uses for the root
+	}
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		hint = "Did you mean this?\n\t" + strings.Join(s, "\n\t") + "\n" + hint
+	}
+	return &usageError{err: fmt.Errorf("unknown command %q for %q", name, cmd.CommandPath()), hint: hint}
+}
+
+// hintError is an error with advice on what to do about it; its exit code
+// is the wrapped error's.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + "\n" + e.hint }
+func (e *hintError) Unwrap() error { return e.err }
+
+// PrintError writes err as the CLI shows it: "Error: " and, for an answer
+// of the API, the API's own message (which already names what was asked,
+// so the client's wrapping is not repeated), then any hint.
+func PrintError(w io.Writer, err error) {
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(w, "Error: "+errorText(err))
+}
+
+func errorText(err error) string {
+	var ue *usageError
+	var he *hintError
+	switch {
+	case errors.As(err, &ue):
+		if ue.hint == "" {
+			return errorText(ue.err)
+		}
+		return errorText(ue.err) + "\n" + ue.hint
+	case errors.As(err, &he):
+		return errorText(he.err) + "\n" + he.hint
+	}
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		return ce.Error()
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) && ne.Op == "dial" {
+		return err.Error() + "\nIs the hub running? Its API address is --server (env DEVICEHUB_SERVER; default http://127.0.0.1:8080)."
+	}
+	return err.Error()
+}
+
 // ExitCode returns the process exit code for an error of a command: 0 ok,
 // 1 error, 2 usage, 3 not found, 4 unauthorized or forbidden.
 func ExitCode(err error) int {
@@ -92,10 +149,11 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		Long: "devicehub lets devices in over MQTT and HTTP, stores their readings, knows which are online,\n" +
 			"and tells the rest of the world what happened. `devicehub serve` runs it; the other\n" +
 			"commands talk to a running hub.",
-		SilenceUsage: true,
+		SilenceUsage:  true,
+		SilenceErrors: true, // PrintError prints them, without repeating the API's context
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usage(cmd, fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath()))
+				return unknownCommand(cmd, args[0])
 			}
 			return nil
 		},
@@ -107,6 +165,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 			return nil
 		},
 	}
+	root.SuggestionsMinimumDistance = 2
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usage(cmd, err) })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", "http://127.0.0.1:8080", "URL of the hub's API (env DEVICEHUB_SERVER)")
@@ -142,13 +201,18 @@ func Run(ctx context.Context, serve ServeFunc, args []string, stdout, stderr io.
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return ExitCode(root.ExecuteContext(ctx))
+	err := root.ExecuteContext(ctx)
+	PrintError(stderr, err)
+	return ExitCode(err)
 }
 
 // exactArgs is cobra.ExactArgs with a usage error.
 func exactArgs(n int, names string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
+			if n == 0 && cmd.HasAvailableSubCommands() {
+				return unknownCommand(cmd, args[0])
+			}
 			if n == 0 {
 				return usage(cmd, fmt.Errorf("unexpected argument %q", args[0]))
 			}
@@ -204,4 +268,13 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// codeOf returns the API error code in err's chain, "" if none.
+func codeOf(err error) string {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return ""
 }

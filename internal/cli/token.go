@@ -1,8 +1,8 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -25,17 +25,17 @@ func newTokenCmd(g *globals) *cobra.Command {
 func newTokenCreateCmd(g *globals) *cobra.Command {
 	var name, role string
 	cmd := &cobra.Command{
-		Use:   "create --name N --role viewer|operator|admin",
+		Use:   "create [--name N] [--role viewer|operator|admin]",
 		Short: "Create a token and print its secret (shown only once)",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if name == "" {
-				return usage(cmd, errors.New("--name is required"))
-			}
 			switch role {
 			case "viewer", "operator", "admin":
 			default:
 				return usage(cmd, fmt.Errorf("--role must be viewer, operator or admin, got %q", role))
+			}
+			if strings.TrimSpace(name) == "" {
+				name = defaultTokenName(role, time.Now())
 			}
 			c, err := g.client(cmd)
 			if err != nil {
@@ -53,10 +53,15 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "what the token is for (required)")
+	cmd.Flags().StringVar(&name, "name", "", "what the token is for, shown in lists and the audit trail (default: the role and the time, e.g. viewer-20260102-150405)")
 	cmd.Flags().StringVar(&role, "role", "viewer", "viewer, operator or admin")
 	_ = cmd.RegisterFlagCompletionFunc("role", cobra.FixedCompletions([]string{"viewer", "operator", "admin"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// defaultTokenName names a token created without --name.
+func defaultTokenName(role string, now time.Time) string {
+	return role + "-" + now.UTC().Format("20060102-150405")
 }
 
 func newTokenListCmd(g *globals) *cobra.Command {

@@ -323,6 +323,8 @@ func provisionFields(req ProvisionRequest) (*DeviceFields, []NewGroup, error) {
 // storeErr maps the commit path's per-change errors to the registry's.
 func storeErr(err error) error {
 	switch {
+	case err == commit.ErrDeviceExists: // the bare sentinel says nothing more than ErrExists
+		return ErrExists
 	case errors.Is(err, commit.ErrDeviceExists):
 		return fmt.Errorf("%w (%v)", ErrExists, err)
 	case errors.Is(err, commit.ErrDeviceNotFound):
