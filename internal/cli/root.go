@@ -191,6 +191,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newMonitorsCmd(g), // monitors.go
 		newUsersCmd(g),
 	)
+	setExamples(root)
 	return root
 }
 
