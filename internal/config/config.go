@@ -12,7 +12,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -257,7 +259,7 @@ func decode(data []byte, cfg *Config) error {
 		if errors.Is(err, io.EOF) {
 			return nil // an empty file: the defaults
 		}
-		return &keyError{msg: err.Error()}
+		return &keyError{msg: syntaxError(data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -567,4 +569,51 @@ func (c *Config) checkTypes() error {
 		}
 	}
 	return nil
+}
+
+// maxSyntaxSearchLines bounds the files whose syntax errors are located
+// line by line.
+const maxSyntaxSearchLines = 5000
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// syntaxError returns the message of a YAML syntax error with the line
+// where the document stops being valid. yaml.v3 reports the line where
+// the enclosing block starts (often line 1 or the section's key), not the
+// line at fault: a line indented one space too far or too little in
+// device_types would be reported at device_types. The line at fault is the
+// first line such that the lines up to it fail to parse with the same
+// message.
+func syntaxError(data []byte, err error) string {
+	msg := err.Error()
+	m := yamlLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	reported, problem := m[1], m[2]
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if i, _ := strconv.Atoi(reported); i >= 1 && i <= len(lines) && bytes.HasPrefix(bytes.TrimLeft(lines[i-1], " "), []byte("\t")) {
+		return msg + " (YAML indents with spaces, not tabs)"
+	}
+	if len(lines) > maxSyntaxSearchLines {
+		return msg // each step parses a prefix: keep the search small
+	}
+	end := 0
+	for i, l := range lines {
+		end += len(l)
+		var n yaml.Node
+		perr := yaml.Unmarshal(data[:end], &n)
+		if perr == nil {
+			continue
+		}
+		pm := yamlLineRE.FindStringSubmatch(perr.Error())
+		if pm == nil || pm[2] != problem {
+			continue
+		}
+		if line := strconv.Itoa(i + 1); line != reported {
+			return fmt.Sprintf("yaml: line %s: %s (check the indentation and brackets of line %s)", line, problem, line)
+		}
+		return msg
+	}
+	return msg
 }

@@ -100,6 +100,8 @@ func TestLoadBad(t *testing.T) {
 		{"bad_http_addr", `http.addr: must be host:port, got "8080"`},
 		{"not_a_mapping", "line 1: the document must be a mapping"},
 		{"syntax", "yaml: line 1: did not find expected ',' or '}'"},
+		{"indentation", "yaml: line 5: did not find expected key (check the indentation and brackets of line 5)"},
+		{"tab", "yaml: line 3: found character that cannot start any token (YAML indents with spaces, not tabs)"},
 		{"duplicate_key", "log: line 2: duplicate key"},
 		{"negative_linger", "commit.linger: must not be negative"},
 		{"payload_above_packet", "ingest.max_payload_bytes: must not exceed mqtt.max_packet_size (262144)"},
