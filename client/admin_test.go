@@ -6,7 +6,7 @@ import (
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/api/apitest"
-	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 )
 
 func TestTokensAndAudit(t *testing.T) {
@@ -47,8 +47,8 @@ func TestTypesMessagesFilters(t *testing.T) {
 	if err != nil || len(types) != 1 || types[0].Name != "WeatherStation" || types[0].Fields["temperature"].Unit != "celsius" {
 		t.Fatalf("DeviceTypes = %+v, %v", types, err)
 	}
-	f.Messages.Add(audit.Message{ID: 1, DeviceID: "ws-1", Topic: "devices/ws-1/data", Payload: []byte("{}"), Accepted: true},
-		audit.Message{ID: 2, DeviceID: "ws-1", Topic: "devices/ws-1/data", Payload: []byte("x"), Code: "invalid_json"})
+	f.Messages.Add(messagelog.Message{ID: 1, DeviceID: "ws-1", Topic: "devices/ws-1/data", Payload: []byte("{}"), Accepted: true},
+		messagelog.Message{ID: 2, DeviceID: "ws-1", Topic: "devices/ws-1/data", Payload: []byte("x"), Code: "invalid_json"})
 	page, err := c.Messages(ctx, client.MessagesQuery{DeviceID: "ws-1", Rejected: true})
 	if err != nil || len(page.Messages) != 1 || page.Messages[0].Code != "invalid_json" {
 		t.Fatalf("Messages = %+v, %v", page, err)

@@ -81,7 +81,7 @@ type Reading struct {
 }
 
 // DataReceived is the argument of DeviceDataReceived: the parsed readings and
-// the audit record of the message that carried them.
+// the message log record of the message that carried them.
 type DataReceived struct {
 	MessageID int64     `json:"message_id"`
 	MsgID     string    `json:"msg_id,omitempty"`

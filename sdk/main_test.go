@@ -21,9 +21,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/devicehub/devicehub/client"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/hub"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/sdk"
 )
 
@@ -171,14 +171,14 @@ func provision(t testing.TB, api *client.Client, id string) *sdk.Credentials {
 	return &sdk.Credentials{DeviceID: c.DeviceID, MQTTUsername: c.MQTTUsername, MQTTPassword: c.MQTTPassword, APIKey: c.APIKey}
 }
 
-// storedMessages returns the accepted audit records of a device, oldest
+// storedMessages returns the accepted message log records of a device, oldest
 // first.
-func storedMessages(t testing.TB, st audit.Store, deviceID string) []audit.Message {
+func storedMessages(t testing.TB, st messagelog.Store, deviceID string) []messagelog.Message {
 	t.Helper()
-	var out []audit.Message
+	var out []messagelog.Message
 	before := int64(0)
 	for {
-		msgs, err := st.ListMessages(context.Background(), audit.Query{DeviceID: deviceID, Before: before, Limit: 1000})
+		msgs, err := st.ListMessages(context.Background(), messagelog.Query{DeviceID: deviceID, Before: before, Limit: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}

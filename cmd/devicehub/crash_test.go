@@ -20,7 +20,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
@@ -229,7 +229,7 @@ device_types:
 		stored := map[string]int{}
 		before := int64(0)
 		for {
-			msgs, err := st.ListMessages(context.Background(), audit.Query{DeviceID: id, Before: before, Limit: 1000})
+			msgs, err := st.ListMessages(context.Background(), messagelog.Query{DeviceID: id, Before: before, Limit: 1000})
 			if err != nil {
 				t.Fatal(err)
 			}

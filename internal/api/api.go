@@ -1,5 +1,5 @@
 // Package api serves devicehub's REST API under /api/v1: devices, readings,
-// the message audit log, device types, a Server-Sent Events stream of the
+// the message log, device types, a Server-Sent Events stream of the
 // event log, the HTTP data endpoint for devices that cannot speak MQTT,
 // operator tokens and the API audit trail, and /healthz, /readyz and
 // /metrics.
@@ -30,9 +30,9 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/accounts"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
@@ -83,9 +83,9 @@ type Readings interface {
 	QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error)
 }
 
-// Messages reads the message audit log.
+// Messages reads the message log.
 type Messages interface {
-	ListMessages(ctx context.Context, q audit.Query) ([]audit.Message, error)
+	ListMessages(ctx context.Context, q messagelog.Query) ([]messagelog.Message, error)
 }
 
 // SubscribeOptions say which events a subscription receives and from where:
@@ -283,13 +283,13 @@ func humaConfig() huma.Config {
 			"the device polls its operation with it."},
 	}
 	cfg.Tags = []*huma.Tag{
-		{Name: "devices", Description: "Devices, their readings and messages"},
+		{Name: "devices", Description: "Devices, their readings and their message log (every message a device sent, accepted or rejected)"},
 		{Name: "device", Description: "Endpoints for devices (API key)"},
 		{Name: "groups", Description: "Device groups"},
 		{Name: "provisioning", Description: "Provisioning tokens and operations, self-registration"},
 		{Name: "events", Description: "The event stream"},
 		{Name: "tokens", Description: "Operator tokens"},
-		{Name: "audit", Description: "The API audit trail"},
+		{Name: "audit", Description: "The audit trail: what operators (tokens) asked of the API. A device's own messages are its message log (devices)."},
 		{Name: "users", Description: "Operator accounts of the dashboard"},
 		{Name: "commands", Description: "Commands to devices and their results"},
 		{Name: "twin", Description: "Device twins: desired and reported properties"},

@@ -19,8 +19,8 @@ import (
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/api/apitest"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -65,9 +65,9 @@ func fixture(t *testing.T) (*apitest.Fakes, http.Handler) {
 		readings.Record{ID: 3, DeviceID: "ws-1", Time: t0.Add(2 * time.Minute), Values: map[string]any{"humidity": 41.0}},
 	)
 	f.Messages.Add(
-		audit.Message{ID: 1, DeviceID: "ws-1", Topic: "devices/ws-1/data", Transport: "mqtt", Payload: []byte(`{"temperature":20.5}`), Accepted: true},
-		audit.Message{ID: 2, DeviceID: "ws-1", Topic: "devices/ws-1/data", Transport: "mqtt", Payload: []byte{0xff, 0x00}, Code: "invalid_json"},
-		audit.Message{ID: 3, DeviceID: "ws-2", Topic: "devices/ws-2/data", Transport: "http", Payload: []byte(`{}`), Accepted: true},
+		messagelog.Message{ID: 1, DeviceID: "ws-1", Topic: "devices/ws-1/data", Transport: "mqtt", Payload: []byte(`{"temperature":20.5}`), Accepted: true},
+		messagelog.Message{ID: 2, DeviceID: "ws-1", Topic: "devices/ws-1/data", Transport: "mqtt", Payload: []byte{0xff, 0x00}, Code: "invalid_json"},
+		messagelog.Message{ID: 3, DeviceID: "ws-2", Topic: "devices/ws-2/data", Transport: "http", Payload: []byte(`{}`), Accepted: true},
 	)
 	if _, err := f.Accounts.AddUser(ctx, "bob", "long enough", access.Viewer); err != nil {
 		t.Fatal(err)

@@ -15,9 +15,9 @@ func (a *API) registerAudit() {
 	register(a, permAdmin, huma.Operation{
 		OperationID: "listAudit", Method: http.MethodGet, Path: "/api/v1/audit", Tags: []string{"audit"},
 		Summary: "List the API audit trail",
-		Description: "Every change asked of the API (any method but GET), allowed or refused, newest first: " +
+		Description: "The audit trail: every change operators asked of the API (any method but GET), allowed or refused, newest first: " +
 			"who (token), what (method, path, operation, target), when, and the answer's status. " +
-			"Pass a page's next as cursor for the next page.",
+			"Pass a page's next as cursor for the next page. What devices sent is their message log, /api/v1/devices/{id}/messages.",
 	}, a.listAudit)
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
-	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -90,8 +90,8 @@ func (a *API) registerDevices() {
 	}, a.readings)
 	register(a, permViewer, huma.Operation{
 		OperationID: "listMessages", Method: http.MethodGet, Path: "/api/v1/devices/{id}/messages", Tags: []string{"devices"},
-		Summary:     "List a device's messages",
-		Description: "The message audit log of one device, newest first: every message it sent, accepted or rejected. Pass a page's next as before for the next page.",
+		Summary:     "List a device's message log",
+		Description: "The message log of one device, newest first: every message it sent, accepted or rejected (what operators did is the audit trail, /api/v1/audit). Pass a page's next as before for the next page.",
 	}, a.messages)
 }
 
@@ -335,7 +335,7 @@ type MessagesInput struct {
 	Limit    int   `query:"limit" minimum:"1" maximum:"1000" doc:"Page size; default 100."`
 }
 
-// Message is one audit record as the API shows it: the payload as text
+// Message is one record of the message log as the API shows it: the payload as text
 // when it is UTF-8, else base64 in PayloadBase64.
 type Message struct {
 	ID            int64     `json:"id"`
@@ -368,7 +368,7 @@ func (a *API) messages(ctx context.Context, in *MessagesInput) (*messagesOutput,
 	if limit == 0 {
 		limit = defaultLimit
 	}
-	msgs, err := a.deps.Messages.ListMessages(ctx, audit.Query{DeviceID: in.ID, Rejected: in.Rejected, Before: in.Before, Limit: limit + 1})
+	msgs, err := a.deps.Messages.ListMessages(ctx, messagelog.Query{DeviceID: in.ID, Rejected: in.Rejected, Before: in.Before, Limit: limit + 1})
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func (r *runner) limits(ctx context.Context) error {
 		Figures: []string{"rows_per_s", "batch"},
 		Notes: []string{
 			fmt.Sprintf("The readings table of devicehub's schema (rowid table, index on (dev, ts)), WAL, synchronous=FULL, modernc.org/sqlite, one prepared INSERT per row, %d rows per transaction (devicehub's mean commit batch in the last closed-loop ingest run of the first device count, or --sqlite-batch), for %s per run.", batch, r.o.Duration),
-			"devicehub writes more per reading than this (the message's audit record with its msg_id index, the event, the device's last-seen): the ratio shows what the rest costs.",
+			"devicehub writes more per reading than this (the message's message log record with its msg_id index, the event, the device's last-seen): the ratio shows what the rest costs.",
 		},
 	}
 	lg := &Scenario{

@@ -15,10 +15,11 @@ func newAuditCmd(g *globals) *cobra.Command {
 	var since string
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Show the API audit trail: every change asked of the API, newest first (admin)",
-		Long: "Show the API audit trail: who (token) asked what (method, path, operation, target), when,\n" +
+		Short: "Show the audit trail: what operators asked of the API, newest first (admin)",
+		Long: "Show the audit trail: who (token) asked what of the API (method, path, operation, target), when,\n" +
 			"and the answer's status, allowed or refused, newest first. --since takes an RFC 3339 time,\n" +
-			"Unix milliseconds, or a duration meaning that long ago (\"24h\").",
+			"Unix milliseconds, or a duration meaning that long ago (\"24h\").\n" +
+			"What a device sent (accepted or rejected) is its message log: devicehub devices messages DEVICE_ID.",
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error

@@ -112,8 +112,10 @@ func newDevicesCmd(g *globals) *cobra.Command {
 func newDeviceMessagesCmd(g *globals) *cobra.Command {
 	var q client.MessagesQuery
 	cmd := &cobra.Command{
-		Use:               "messages DEVICE_ID",
-		Short:             "Show a device's messages, accepted and rejected, newest first",
+		Use:   "messages DEVICE_ID",
+		Short: "Show a device's message log: every message it sent, accepted or rejected, newest first",
+		Long: "Show a device's message log: every message it sent, accepted or rejected (with the code and\n" +
+			"reason of the refusal), newest first. What operators did is the audit trail: devicehub audit.",
 		Args:              exactArgs(1, "DEVICE_ID"),
 		ValidArgsFunction: g.completeDeviceIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {

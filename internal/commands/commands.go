@@ -356,7 +356,7 @@ func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, comman
 		return nil, err
 	}
 	seen := msg.ReceivedAt
-	// No From: the change carries the audit record, which a failed
+	// No From: the change carries the message log record, which a failed
 	// precondition would not take back; the check above decides.
 	t, err := s.d.Committer.Enqueue(ctx, &commit.Change{
 		DeviceID: deviceID,

@@ -21,7 +21,7 @@ import (
 
 // BenchmarkIngestQoS1 measures durable ingest: concurrent MQTT v5 clients
 // each publish {"temperature":..,"humidity":..} at QoS 1 with one message in
-// flight, and every PUBACK means the reading, its audit record and its event
+// flight, and every PUBACK means the reading, its message log record and its event
 // are committed (SQLite, synchronous=full, group commit). It reports
 // readings/s and publish→PUBACK latency percentiles, and checks afterwards
 // that the store holds every reading. cpu-ms/10k is the CPU time (user +

@@ -29,7 +29,6 @@ import (
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/accounts"
 	"github.com/devicehub/devicehub/internal/api"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/broker"
 	"github.com/devicehub/devicehub/internal/brokerauth"
 	"github.com/devicehub/devicehub/internal/commands"
@@ -39,6 +38,7 @@ import (
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/presence"
 	"github.com/devicehub/devicehub/internal/provisioning"
@@ -60,7 +60,7 @@ type Store interface {
 	readings.Store
 	eventlog.Store
 	access.Store
-	audit.Store
+	messagelog.Store
 	provisioning.Store
 	commands.Store
 	twin.Store

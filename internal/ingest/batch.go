@@ -17,7 +17,7 @@ import (
 // "+gzip") on a data topic: a JSON array whose elements are data messages
 // as they would be sent alone (an object or an array of readings), each
 // with its own msg_id. Each element is stored as its own message (its own
-// audit record, its own msg_id for deduplication), and the PUBACK of the
+// message log record, its own msg_id for deduplication), and the PUBACK of the
 // batch means every element is stored. The elements are checked before
 // anything is stored: if one is refused, the whole batch is refused (the
 // reason names the element) and nothing is stored, so the device can send

@@ -408,7 +408,7 @@ func decodeObject(r *Request) (map[string]any, *Rejection) {
 	return o, nil
 }
 
-// auditMessage is the accepted audit record of m.
+// auditMessage is the accepted message log record of m.
 func (p *Pipeline) auditMessage(m *Msg) *readings.Message {
 	r := m.Req
 	return &readings.Message{

@@ -9,7 +9,7 @@
 // The outcome of Pipeline.Handle tells the transport what to answer:
 //
 //   - nil: accepted and durably stored (for MQTT QoS 0, only queued);
-//   - a *Rejection: refused, and the refusal recorded in the audit log and
+//   - a *Rejection: refused, and the refusal recorded in the message log and
 //     the event log (a message_rejected event), and after its commit sent
 //     to the device on devices/{id}/errors. The refusal is always waited
 //     for, whatever the QoS. One exception keeps a flood from becoming a
@@ -69,7 +69,7 @@ type Request struct {
 	DeviceID    string // the authenticated device
 	DeviceType  string
 	Topic       string
-	Payload     []byte // kept by the audit record: not modified after Handle
+	Payload     []byte // kept by the message log record: not modified after Handle
 	QoS         byte
 	Transport   string // "mqtt" or "http"
 	ContentType string // "" or "application/json"
@@ -79,7 +79,7 @@ type Request struct {
 
 // Result says what became of an accepted message.
 type Result struct {
-	MessageID int64 // the audit record (0 for a duplicate)
+	MessageID int64 // the message log record (0 for a duplicate)
 	Readings  int   // readings stored
 	Duplicate bool  // the msg_id was stored before: acknowledged, not stored again
 }
@@ -125,7 +125,7 @@ type Publisher interface {
 type Presence interface {
 	// Activity notes that the device was heard from.
 	Activity(deviceID string)
-	// RecordStatus records a status message (msg is its audit record) and
+	// RecordStatus records a status message (msg is its message log record) and
 	// returns the ticket of the change that stores it, nil if none.
 	RecordStatus(ctx context.Context, deviceID, deviceType, status string, msg *readings.Message, will bool) (*commit.Ticket, error)
 }
@@ -244,7 +244,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 }
 
 // Handle takes in one message. See the package documentation for what its
-// outcome means. r.Payload is kept by the audit record and must not be
+// outcome means. r.Payload is kept by the message log record and must not be
 // modified afterwards.
 func (p *Pipeline) Handle(ctx context.Context, r *Request) (Result, error) {
 	start := time.Now()
@@ -288,11 +288,11 @@ func (p *Pipeline) failed(ctx context.Context, m *Msg, err error) (Result, error
 	return Result{MessageID: id}, rej
 }
 
-// keepRejected bounds the payload an audit record keeps of a payload that
+// keepRejected bounds the payload a message log record keeps of a payload that
 // was refused for its size.
 const keepRejected = 1 << 10
 
-// recordRejection stores the refusal (audit record and message_rejected
+// recordRejection stores the refusal (message log record and message_rejected
 // event), waits for its commit and then tells the device.
 func (p *Pipeline) recordRejection(ctx context.Context, m *Msg, rej *Rejection) (int64, error) {
 	r := m.Req

@@ -348,7 +348,7 @@ func TestDuplicateMsgID(t *testing.T) {
 }
 
 // TestRejections checks each refusal: its code and field, the order of the
-// middleware (the first check that fails wins), the audit record, the
+// middleware (the first check that fails wins), the message log record, the
 // event, and the answer on the errors topic after the commit.
 func TestRejections(t *testing.T) {
 	big := `{"temp": 1, "label": "` + strings.Repeat("x", 70<<10) + `"}`
@@ -410,7 +410,7 @@ func TestRejections(t *testing.T) {
 			}
 			changes := h.store.all()
 			if len(changes) != 1 {
-				t.Fatalf("%d changes, want the audit record only", len(changes))
+				t.Fatalf("%d changes, want the message log record only", len(changes))
 			}
 			ch := changes[0]
 			m := msgOf(ch)

@@ -296,7 +296,7 @@ func (t *Tracker) Disconnected(ctx context.Context, deviceID string, gen uint64,
 }
 
 // RecordStatus records a status message of the device, or its last will
-// (will), with msg as its audit record, in one change. A will, or status
+// (will), with msg as its message log record, in one change. A will, or status
 // "offline", from a connected device also disconnects it (reason last_will
 // or status_message); a will of a device already disconnected fires
 // nothing. The caller waits for the ticket, which is nil when there was
@@ -312,7 +312,7 @@ func (t *Tracker) RecordStatus(ctx context.Context, deviceID, deviceType, status
 	var dis *events.Disconnected
 	switch {
 	case will && !d.st.connected:
-		return t.apply(ctx, d, d.st, nil, nil, msg) // only the audit record
+		return t.apply(ctx, d, d.st, nil, nil, msg) // only the message log record
 	case will:
 		if status == "" || status == StatusOnline {
 			status = StatusOffline
@@ -368,7 +368,7 @@ func (t *Tracker) Restore(ctx context.Context, connected []string, deviceTypes m
 }
 
 // apply turns the transition from d.st to next into one change (with msg
-// as its audit record, if any) and enqueues it; on success d takes the
+// as its message log record, if any) and enqueues it; on success d takes the
 // next state. conn is the device_connected argument if the transition
 // connects (always fired: a takeover is a new connection), dis the
 // device_disconnected argument if it disconnects. d.mu is held.

@@ -8,7 +8,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 )
 
-// The message audit log and the readings on the write path (see
+// The message log and the readings on the write path (see
 // commit.Op), and the transaction-scoped store that applies them
 // (TxStore). Ranks: see docs/ARCHITECTURE.md, "Adding a domain".
 var (
@@ -29,7 +29,7 @@ type TxStore interface {
 	InsertReadings(ctx context.Context, rows []ReadingRow) error
 }
 
-// Message is one record of the message audit log: what a device sent, and
+// Message is one record of the message log: what a device sent, and
 // whether the hub accepted it. A Message with a MsgID that the device used
 // before (stored, or earlier in the batch) makes its change a duplicate:
 // nothing of it is written.

@@ -210,7 +210,7 @@ func (s *Service) Restore(ctx context.Context) error {
 	return nil
 }
 
-// RecordReported queues a reported patch (msg is its audit record) and
+// RecordReported queues a reported patch (msg is its message log record) and
 // returns the ticket of its change. The ingest pipeline calls it.
 func (s *Service) RecordReported(ctx context.Context, deviceID, deviceType string, patch map[string]any, msg *readings.Message) (*commit.Ticket, error) {
 	pb, err := json.Marshal(patch)

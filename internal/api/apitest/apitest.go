@@ -19,8 +19,8 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/api"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -305,24 +305,24 @@ func (r *Readings) QueryReadings(_ context.Context, q readings.Query) (readings.
 	return page, nil
 }
 
-// Messages is a fake audit log.
+// Messages is a fake message log.
 type Messages struct {
 	mu   sync.Mutex
-	msgs []audit.Message // oldest first
+	msgs []messagelog.Message // oldest first
 }
 
-// Add appends audit records.
-func (m *Messages) Add(msgs ...audit.Message) {
+// Add appends message log records.
+func (m *Messages) Add(msgs ...messagelog.Message) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.msgs = append(m.msgs, msgs...)
 }
 
 // ListMessages answers an audit query, newest first.
-func (m *Messages) ListMessages(_ context.Context, q audit.Query) ([]audit.Message, error) {
+func (m *Messages) ListMessages(_ context.Context, q messagelog.Query) ([]messagelog.Message, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []audit.Message
+	var out []messagelog.Message
 	for i := len(m.msgs) - 1; i >= 0; i-- {
 		msg := m.msgs[i]
 		if (q.DeviceID != "" && msg.DeviceID != q.DeviceID) || (q.Rejected && msg.Accepted) || (q.Before > 0 && msg.ID >= q.Before) {

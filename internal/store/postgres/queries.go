@@ -11,7 +11,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
-	"github.com/devicehub/devicehub/internal/audit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -325,8 +325,8 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 	return nil
 }
 
-// ListMessages lists audit records newest first.
-func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Message, error) {
+// ListMessages lists the message log newest first.
+func (s *Store) ListMessages(ctx context.Context, q messagelog.Query) ([]messagelog.Message, error) {
 	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE true`
 	var args []any
 	arg := func(v any) string {
@@ -352,9 +352,9 @@ func (s *Store) ListMessages(ctx context.Context, q audit.Query) ([]audit.Messag
 		return nil, fmt.Errorf("list messages: %w", err)
 	}
 	defer rows.Close()
-	var out []audit.Message
+	var out []messagelog.Message
 	for rows.Next() {
-		var m audit.Message
+		var m messagelog.Message
 		var qos int16
 		var msgID *string
 		if err := rows.Scan(&m.ID, &m.DeviceID, &m.Topic, &m.Transport, &qos, &m.Payload, &msgID,

@@ -17,9 +17,9 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/devicehub/devicehub/internal/access"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -28,12 +28,12 @@ import (
 var migrations embed.FS
 
 var (
-	_ commit.Store   = (*Store)(nil)
-	_ registry.Store = (*Store)(nil)
-	_ readings.Store = (*Store)(nil)
-	_ eventlog.Store = (*Store)(nil)
-	_ access.Store   = (*Store)(nil)
-	_ audit.Store    = (*Store)(nil)
+	_ commit.Store     = (*Store)(nil)
+	_ registry.Store   = (*Store)(nil)
+	_ readings.Store   = (*Store)(nil)
+	_ eventlog.Store   = (*Store)(nil)
+	_ access.Store     = (*Store)(nil)
+	_ messagelog.Store = (*Store)(nil)
 )
 
 // Options configure a PostgreSQL store.

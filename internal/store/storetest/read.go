@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/internal/access"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -275,15 +275,15 @@ func testListMessages(t *testing.T, b Backend) {
 	rev := func(xs ...int64) []int64 { slices.Reverse(xs); return xs }
 	tests := []struct {
 		name string
-		q    audit.Query
+		q    messagelog.Query
 		want []int64
 	}{
-		{"device newest first", audit.Query{DeviceID: "m1"}, rev(ids[0], ids[2], ids[4])},
-		{"rejected of a device", audit.Query{DeviceID: "m2", Rejected: true}, rev(ids[3], ids[5])},
-		{"rejected", audit.Query{Rejected: true}, []int64{msg(unknown).ID, ids[5], ids[3], ids[2]}},
-		{"before", audit.Query{DeviceID: "m2", Before: ids[5]}, rev(ids[1], ids[3])},
-		{"limit", audit.Query{Limit: 2}, []int64{msg(unknown).ID, ids[5]}},
-		{"unknown device", audit.Query{DeviceID: "m-unknown"}, []int64{msg(unknown).ID}},
+		{"device newest first", messagelog.Query{DeviceID: "m1"}, rev(ids[0], ids[2], ids[4])},
+		{"rejected of a device", messagelog.Query{DeviceID: "m2", Rejected: true}, rev(ids[3], ids[5])},
+		{"rejected", messagelog.Query{Rejected: true}, []int64{msg(unknown).ID, ids[5], ids[3], ids[2]}},
+		{"before", messagelog.Query{DeviceID: "m2", Before: ids[5]}, rev(ids[1], ids[3])},
+		{"limit", messagelog.Query{Limit: 2}, []int64{msg(unknown).ID, ids[5]}},
+		{"unknown device", messagelog.Query{DeviceID: "m-unknown"}, []int64{msg(unknown).ID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,11 +16,11 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/accounts"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
@@ -41,7 +41,7 @@ type Backend interface {
 	readings.Store
 	eventlog.Store
 	access.Store
-	audit.Store
+	messagelog.Store
 	monitors.Store
 	accounts.Store
 	registry.Counter
@@ -203,7 +203,7 @@ func count(t *testing.T, b Backend, device string) int64 {
 	return n
 }
 
-func messages(t *testing.T, b Backend, q audit.Query) []audit.Message {
+func messages(t *testing.T, b Backend, q messagelog.Query) []messagelog.Message {
 	t.Helper()
 	ms, err := b.ListMessages(context.Background(), q)
 	if err != nil {

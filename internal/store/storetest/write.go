@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/devicehub/devicehub/events"
-	"github.com/devicehub/devicehub/internal/audit"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -111,9 +111,9 @@ func testDataChange(t *testing.T, b Backend) {
 	}
 	checkSeqs(t, ch, true)
 
-	ms := messages(t, b, audit.Query{DeviceID: "d1"})
+	ms := messages(t, b, messagelog.Query{DeviceID: "d1"})
 	m := msg(ch)
-	want := []audit.Message{{ID: m.ID, DeviceID: "d1", Topic: m.Topic, Transport: "mqtt", QoS: 1, Payload: m.Payload,
+	want := []messagelog.Message{{ID: m.ID, DeviceID: "d1", Topic: m.Topic, Transport: "mqtt", QoS: 1, Payload: m.Payload,
 		MsgID: "m-1", Accepted: true, ReceivedAt: m.ReceivedAt}}
 	equalJSON(t, "messages", ms, want)
 
@@ -195,7 +195,7 @@ func testIdempotence(t *testing.T, b Backend) {
 				}
 			}
 			for dev, n := range tt.msgs {
-				if got := len(messages(t, b, audit.Query{DeviceID: dev})); got != n {
+				if got := len(messages(t, b, messagelog.Query{DeviceID: dev})); got != n {
 					t.Errorf("%s: %d messages, want %d", dev, got, n)
 				}
 				if got := count(t, b, dev); got != int64(n) {
@@ -214,7 +214,7 @@ func testRejectedMessage(t *testing.T, b Backend) {
 		Args: &events.Rejected{MessageID: msg(ch).ID, Topic: msg(ch).Topic, Transport: "mqtt", Code: "invalid_reading", Reason: "v out of range"}})}
 	mustCommit(t, b, ch)
 	checkSeqs(t, ch, true)
-	ms := messages(t, b, audit.Query{DeviceID: "r1", Rejected: true})
+	ms := messages(t, b, messagelog.Query{DeviceID: "r1", Rejected: true})
 	if len(ms) != 1 || ms[0].Accepted || ms[0].Code != "invalid_reading" || ms[0].Reason != "v out of range" {
 		t.Errorf("rejected messages = %+v", ms)
 	}
@@ -245,7 +245,7 @@ func testDevicePatch(t *testing.T, b Backend) {
 	wantErr(t, "patch of a missing device", batch[4].Err, commit.ErrDeviceNotFound)
 	wantErr(t, "data of a missing device", batch[5].Err, commit.ErrDeviceNotFound)
 	checkSeqs(t, batch[5], false)
-	if ms := messages(t, b, audit.Query{DeviceID: "s-missing"}); len(ms) != 0 {
+	if ms := messages(t, b, messagelog.Query{DeviceID: "s-missing"}); len(ms) != 0 {
 		t.Errorf("failed change wrote %d messages", len(ms))
 	}
 	d := getDevice(t, b, "s1")

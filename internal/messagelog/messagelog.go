@@ -1,14 +1,15 @@
-// Package audit reads the message audit log: every message a device sent,
+// Package messagelog reads the message log: every message a device sent,
 // accepted or rejected, with its raw topic and payload. The commit path
-// writes it.
-package audit
+// writes it. (What operators asked of the API is another record, the
+// audit trail: package access.)
+package messagelog
 
 import (
 	"context"
 	"time"
 )
 
-// Message is one audit record.
+// Message is one record of the message log.
 type Message struct {
 	ID         int64     `json:"id"`
 	DeviceID   string    `json:"device_id"`
@@ -23,7 +24,7 @@ type Message struct {
 	ReceivedAt time.Time `json:"received_at"`
 }
 
-// Query selects audit records of one device (or all, with DeviceID ""),
+// Query selects messages of one device (or all, with DeviceID ""),
 // newest first.
 type Query struct {
 	DeviceID string
@@ -32,7 +33,7 @@ type Query struct {
 	Limit    int   // 0: 100
 }
 
-// Store reads the audit log.
+// Store reads the message log.
 type Store interface {
 	ListMessages(ctx context.Context, q Query) ([]Message, error)
 }
