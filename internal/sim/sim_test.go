@@ -93,9 +93,22 @@ device_types:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+	// Run for at least 3s, and until readings were acknowledged and every
+	// fault happened: on a loaded machine that takes longer.
+	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
-	if err := s.Run(rctx); err != nil {
+	first := make(chan error, 1)
+	go func() { first <- s.Run(rctx) }()
+	minEnd, deadline := time.Now().Add(3*time.Second), time.Now().Add(60*time.Second)
+	for {
+		sum := s.Summary()
+		if now := time.Now(); (now.After(minEnd) && sum.Acked > 0 && sum.Drops > 0 && sum.Restarts > 0) || now.After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	rcancel()
+	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
 	sum := s.Summary()
@@ -121,7 +134,7 @@ device_types:
 		}
 		return stored
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for count() != sum.Enqueued+s2.Summary().Enqueued {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d readings stored, %d enqueued", count(), sum.Enqueued+s2.Summary().Enqueued)
