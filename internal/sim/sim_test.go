@@ -228,9 +228,11 @@ device_types:
 		}
 	}
 	var ops []client.Operation
-	poll("three pending operations", func() bool {
+	poll("three pending operations, their codes reported", func() bool {
 		ops, err = api.ListOperations(ctx, "pending")
-		return err == nil && len(ops) == 3
+		mu.Lock()
+		defer mu.Unlock()
+		return err == nil && len(ops) == 3 && len(codes) == 3
 	})
 	rejected := ""
 	for _, op := range ops {
