@@ -93,6 +93,26 @@ devicehub simulate --devices 5 --rate 2 --type WeatherStation --mqtt mqtt://127.
 devicehub simulate --devices 100 --rate 1 --type WeatherStation --drop-every 1m --duration 10m`,
 	"bench": `devicehub bench ingest --out bench-results
 devicehub bench ingest limits connections presence query --out bench-results --rounds 5`,
+	"monitors": `devicehub monitors create --topic 'device_*' --transport http --url https://example.com/hook
+devicehub monitors list`,
+	"monitors create": `devicehub monitors create --topic 'device_*' --transport http --url https://example.com/hook
+devicehub monitors create --topic 'device_data_received[type=WeatherStation]' --transport tcp --replay --format json`,
+	"monitors list": `devicehub monitors list
+devicehub monitors list --condition 'status = "DISABLED"'`,
+	"monitors find":          `devicehub monitors find --topic device_connected`,
+	"monitors get":           `devicehub monitors get mon_1a2b3c`,
+	"monitors delete":        `devicehub monitors delete mon_1a2b3c`,
+	"monitors enable":        `devicehub monitors enable mon_1a2b3c`,
+	"monitors rotate-secret": `devicehub monitors rotate-secret mon_1a2b3c --overlap 24h`,
+	"monitors rotate-token":  `devicehub monitors rotate-token mon_1a2b3c`,
+	"monitors listen":        `devicehub monitors listen mon_1a2b3c --token "$MONITOR_TOKEN" --addr 127.0.0.1:8883`,
+	"users": `devicehub users add alice --role admin
+devicehub users list`,
+	"users add": `devicehub users add alice --role admin
+# In a script: the password from the first line of stdin
+echo "$PASSWORD" | devicehub users add bob --role viewer --password-stdin`,
+	"users list":   `devicehub users list`,
+	"users remove": `devicehub users remove bob`,
 }
 
 // setExamples sets the Example of every command from examples.

@@ -45,6 +45,9 @@ func TestEveryCommandHasExamples(t *testing.T) {
 // checkCommandLine parses a devicehub command line (after any VAR=value
 // assignments) as the CLI would, without running it.
 func checkCommandLine(line string) error {
+	if i := strings.LastIndex(line, " | "); i >= 0 {
+		line = line[i+3:] // the devicehub command at the end of a pipeline
+	}
 	words, err := splitWords(line)
 	if err != nil {
 		return err
