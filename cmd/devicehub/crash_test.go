@@ -35,13 +35,24 @@ func TestMain(m *testing.M) {
 }
 
 type child struct {
-	cmd  *exec.Cmd
-	mqtt string
-	http string
-	done chan struct{}
+	cmd        *exec.Cmd
+	mqtt       string
+	http       string
+	brokerAuth string // "" unless broker_auth is enabled
+	done       chan struct{}
+
+	mu    sync.Mutex
+	lines []string // every line the child logged
 }
 
-var servingRE = regexp.MustCompile(`devicehub serving.*mqtt=(\S+) http=(\S+)`)
+// logLines returns every line the child logged so far.
+func (c *child) logLines() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.lines...)
+}
+
+var servingRE = regexp.MustCompile(`devicehub serving.*mqtt=(\S+) http=(\S+) broker_auth=(\S*)`)
 
 // startChild runs `devicehub serve` in a child process and waits until it
 // serves.
@@ -61,17 +72,20 @@ func startChild(t *testing.T, cfgPath string) *child {
 		cmd.Process.Kill()
 		<-c.done
 	})
-	found := make(chan [2]string, 1)
+	found := make(chan [3]string, 1)
 	go func() {
 		defer close(c.done)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			c.mu.Lock()
+			c.lines = append(c.lines, line)
+			c.mu.Unlock()
 			if testing.Verbose() {
 				fmt.Fprintln(os.Stderr, "child:", line)
 			}
 			if m := servingRE.FindStringSubmatch(line); m != nil {
-				found <- [2]string{m[1], m[2]}
+				found <- [3]string{m[1], m[2], strings.Trim(m[3], `"`)}
 			}
 		}
 		io.Copy(io.Discard, stderr)
@@ -79,7 +93,7 @@ func startChild(t *testing.T, cfgPath string) *child {
 	}()
 	select {
 	case a := <-found:
-		c.mqtt, c.http = a[0], a[1]
+		c.mqtt, c.http, c.brokerAuth = a[0], a[1], a[2]
 	case <-c.done:
 		t.Fatal("child exited before serving")
 	case <-time.After(60 * time.Second):

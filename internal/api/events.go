@@ -103,8 +103,12 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, opts SubscribeOptio
 	}()
 
 	rc := http.NewResponseController(w)
-	// A stream lives longer than any server write timeout.
-	_ = rc.SetWriteDeadline(time.Time{})
+	// A stream lives longer than the server's read and write timeouts: it
+	// sets its own write deadline before each write (a client that stops
+	// reading is dropped) and reads nothing after the request.
+	_ = rc.SetReadDeadline(time.Time{})
+	writeWait := max(2*a.opts.Heartbeat, 30*time.Second)
+	_ = rc.SetWriteDeadline(time.Now().Add(writeWait))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -128,6 +132,7 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, opts SubscribeOptio
 		case <-a.shutdown:
 			return
 		case <-tick.C:
+			_ = rc.SetWriteDeadline(time.Now().Add(writeWait))
 			if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil {
 				return
 			}
@@ -148,6 +153,7 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, opts SubscribeOptio
 					more = false
 				}
 			}
+			_ = rc.SetWriteDeadline(time.Now().Add(writeWait))
 			if _, err := w.Write(buf.Bytes()); err != nil {
 				return
 			}

@@ -33,6 +33,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/internal/fdlimit"
 )
 
 // Errors of the broker.
@@ -112,6 +114,12 @@ type Options struct {
 	// MaxPacketSize bounds an incoming packet in bytes (default 256 KiB);
 	// a larger packet closes the connection.
 	MaxPacketSize int
+	// MaxConnections caps the open connections of all listeners together,
+	// counted from accept (before CONNECT), so that the broker can never
+	// run the process out of descriptors; an excess connection is closed
+	// at once and counted. 0 takes three quarters of the open-file limit
+	// (fdlimit.Default); negative: no cap.
+	MaxConnections int
 	// MaxClients bounds the connected devices (default 100000); more are
 	// refused with server busy (v5) / server unavailable (3.1.1).
 	MaxClients int
@@ -177,6 +185,9 @@ func (o *Options) check() error {
 func (o *Options) setDefaults() {
 	if o.MaxPacketSize == 0 {
 		o.MaxPacketSize = 256 << 10
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = fdlimit.Default().MQTT
 	}
 	if o.MaxClients <= 0 {
 		o.MaxClients = 100000
@@ -260,8 +271,14 @@ type Broker struct {
 	gens      atomic.Uint64 // last generation handed out
 	connected atomic.Int64  // sessions for which Connected was called and Disconnected not yet
 
-	conns     sync.Map // net.Conn → *session, from accept to the end of the connection
-	listeners []stoppable
+	conns sync.Map     // net.Conn → *session, from accept to the end of the connection
+	open  atomic.Int64 // tracked connections (len of conns)
+	failc chan error   // a listener stopped on its own (1-buffered)
+
+	// Sampled logging of refused connections and accept errors: one line
+	// per logEvery, with the count since the last line.
+	refusedLog, acceptLog sampler
+	listeners             []stoppable
 
 	mu      sync.Mutex
 	closed  bool              // no new connections are tracked
@@ -302,6 +319,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		deps:    deps,
 		log:     log,
 		ready:   make(chan struct{}),
+		failc:   make(chan error, 1),
 		current: map[string]uint64{},
 	}
 	if opts.TLSAddr != "" {
@@ -401,11 +419,33 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	b.served.Store(true)
 	close(b.ready)
-	b.log.Info("mqtt broker listening", "addr", b.Addr(), "tls_addr", b.opts.TLSAddr, "ws_addr", b.opts.WSAddr)
-	<-ctx.Done()
+	b.log.Info("mqtt broker listening", "addr", b.Addr(), "tls_addr", b.opts.TLSAddr, "ws_addr", b.opts.WSAddr,
+		"max_connections", b.opts.MaxConnections)
+	select {
+	case <-ctx.Done():
+	case err = <-b.failc:
+		b.log.Error("mqtt listener failed, stopping the broker", "err", err)
+	}
 	b.shutdown()
 	b.log.Info("mqtt broker stopped")
-	return nil
+	return err
+}
+
+// fail ends Run with err: a listener stopped on its own.
+func (b *Broker) fail(err error) {
+	select {
+	case b.failc <- err:
+	default: // Run already has one
+	}
+}
+
+// acceptFailed counts and logs (sampled) a temporary accept error.
+func (b *Broker) acceptFailed(listener string, err error, wait time.Duration) {
+	b.m.acceptErrors.WithLabelValues(listener).Inc()
+	if n, ok := b.acceptLog.tick(); ok {
+		b.log.Warn("mqtt accept failed, retrying", "listener", listener, "err", err, "retry_in", wait,
+			"open_connections", b.open.Load(), "errors_since_last_log", n)
+	}
 }
 
 // shutdown stops the listeners, closes every connection and waits for
@@ -481,6 +521,15 @@ func (b *Broker) track(c net.Conn) (*session, bool) {
 	if b.closed {
 		return nil, false
 	}
+	if max := b.opts.MaxConnections; max > 0 && b.open.Load() >= int64(max) {
+		b.m.refused.WithLabelValues("connection_limit").Inc()
+		if n, ok := b.refusedLog.tick(); ok {
+			b.log.Warn("mqtt connection refused: connection limit reached", "max_connections", max,
+				"remote", c.RemoteAddr().String(), "refused_since_last_log", n)
+		}
+		return nil, false
+	}
+	b.open.Add(1)
 	s := &session{conn: c}
 	b.conns.Store(c, s)
 	b.wg.Add(1)
@@ -497,6 +546,7 @@ func (b *Broker) serveConn(listenerID string, s *session, establish listeners.Es
 	b.disconnected(s, b.reasonFor(s, nil, err))
 	b.conns.Delete(s.conn)
 	_ = s.conn.Close()
+	b.open.Add(-1)
 	if s.authed.Load() {
 		b.mu.Lock()
 		if b.current[s.deviceID] == s.gen {
@@ -544,4 +594,27 @@ func (b *Broker) disconnected(s *session, r reason) {
 	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
 	defer cancel()
 	b.deps.Presence.Disconnected(ctx, s.deviceID, s.gen, r.name, r.cause)
+}
+
+// logEvery is how often a sampled log line may repeat.
+const logEvery = 10 * time.Second
+
+// sampler lets one log line through per logEvery and counts the rest.
+type sampler struct {
+	mu    sync.Mutex
+	last  time.Time
+	count int
+}
+
+// tick counts an occurrence; ok says whether to log it now, n how many
+// occurrences the line stands for.
+func (s *sampler) tick() (n int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.count++
+	if now := time.Now(); now.Sub(s.last) >= logEvery {
+		s.last, n, s.count = now, s.count, 0
+		return n, true
+	}
+	return 0, false
 }

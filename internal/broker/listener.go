@@ -1,8 +1,13 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"syscall"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
@@ -25,12 +30,14 @@ type netListener struct {
 	ln        net.Listener
 	b         *Broker
 	done      chan struct{} // closed when Serve returned
+	quit      chan struct{} // closed by stop: ends a backoff wait
+	once      sync.Once
 }
 
 var _ stoppable = (*netListener)(nil)
 
 func newNetListener(id, proto string, ln net.Listener, b *Broker) *netListener {
-	return &netListener{id: id, proto: proto, ln: ln, b: b, done: make(chan struct{})}
+	return &netListener{id: id, proto: proto, ln: ln, b: b, done: make(chan struct{}), quit: make(chan struct{})}
 }
 
 func (l *netListener) ID() string              { return l.id }
@@ -38,14 +45,42 @@ func (l *netListener) Address() string         { return l.ln.Addr().String() }
 func (l *netListener) Protocol() string        { return l.proto }
 func (l *netListener) Init(*slog.Logger) error { return nil }
 
-// Serve accepts connections until the listener is closed.
+// Accept backoff after a temporary error (the net/http schedule): from
+// minAcceptDelay doubling to maxAcceptDelay, reset by the next success.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
+// Serve accepts connections until the listener is stopped. A temporary
+// accept error (out of descriptors, an aborted handshake) is waited out
+// with a backoff, as net/http does, and counted; any other error stops
+// the listener and fails the broker's Run: a listener never dies silently.
 func (l *netListener) Serve(establish listeners.EstablishFn) {
 	defer close(l.done)
+	var delay time.Duration
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			return // closed
+			select {
+			case <-l.quit:
+				return // stopped
+			default:
+			}
+			if temporaryAcceptError(err) {
+				delay = min(max(2*delay, minAcceptDelay), maxAcceptDelay)
+				l.b.acceptFailed(l.id, err, delay)
+				select {
+				case <-time.After(delay):
+				case <-l.quit:
+					return
+				}
+				continue
+			}
+			l.b.fail(fmt.Errorf("mqtt listener %s stopped: accept: %w", l.id, err))
+			return
 		}
+		delay = 0
 		s, ok := l.b.track(c)
 		if !ok {
 			_ = c.Close()
@@ -59,7 +94,26 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// temporaryAcceptError reports whether an accept error is worth waiting
+// out: the process or the system ran out of descriptors or buffers, or a
+// connection was aborted before it was accepted. net.Error's Temporary is
+// deprecated; these are the errors it meant for accept.
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EAGAIN, syscall.EINTR, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 func (l *netListener) stop() {
+	l.once.Do(func() { close(l.quit) })
 	_ = l.ln.Close()
 	if l.b.served.Load() { // else Serve was never started
 		<-l.done

@@ -8,6 +8,8 @@ type metrics struct {
 	aclDenied     *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
 	storeFailures prometheus.Counter
+	refused       *prometheus.CounterVec
+	acceptErrors  *prometheus.CounterVec
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -32,13 +34,21 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "devicehub_mqtt_publish_store_failures_total",
 			Help: "Device messages that could not be stored (the device was disconnected, no ack).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_connections_refused_total",
+			Help: "Connections closed at accept, before CONNECT, by reason (connection_limit).",
+		}, []string{"reason"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_accept_errors_total",
+			Help: "Temporary accept errors (out of descriptors, aborted connections), retried with backoff, by listener.",
+		}, []string{"listener"}),
 	}
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "devicehub_mqtt_clients_connected",
 		Help: "Devices connected to the embedded MQTT broker.",
 	}, func() float64 { return float64(b.connected.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, gauge)
+		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, m.refused, m.acceptErrors, gauge)
 	}
 	return m
 }

@@ -58,8 +58,10 @@ type Config struct {
 // authenticate devices. They carry no authentication of their own, so they
 // are off by default and best served on a private address.
 type BrokerAuthConfig struct {
-	Enabled bool   `yaml:"enabled"`
-	Addr    string `yaml:"addr"` // own listener; "" serves them on http.addr
+	Enabled bool `yaml:"enabled"`
+	// Addr is their own listener, required when enabled: they answer
+	// password checks, so they are never served on the public http.addr.
+	Addr string `yaml:"addr"`
 }
 
 // RegistrationConfig configures self-registration with a shared secret and a
@@ -99,11 +101,14 @@ type LogConfig struct {
 
 // MQTTConfig configures the embedded MQTT broker.
 type MQTTConfig struct {
-	Addr             string        `yaml:"addr"` // "" disables the plain TCP listener
-	TLS              TLSConfig     `yaml:"tls"`
-	WSAddr           string        `yaml:"ws_addr"` // "" disables the WebSocket listener
-	MaxPacketSize    Size          `yaml:"max_packet_size"`
-	MaxClients       int           `yaml:"max_clients"`
+	Addr          string    `yaml:"addr"` // "" disables the plain TCP listener
+	TLS           TLSConfig `yaml:"tls"`
+	WSAddr        string    `yaml:"ws_addr"` // "" disables the WebSocket listener
+	MaxPacketSize Size      `yaml:"max_packet_size"`
+	MaxClients    int       `yaml:"max_clients"`
+	// MaxConnections caps open MQTT connections (all listeners, counted
+	// from accept); 0 derives it from the open-file limit (fdlimit).
+	MaxConnections   int           `yaml:"max_connections"`
 	ReceiveMaximum   int           `yaml:"receive_maximum"`
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	WriteQueue       int           `yaml:"write_queue"`
@@ -123,6 +128,17 @@ type TLSConfig struct {
 // HTTPConfig configures the REST API server.
 type HTTPConfig struct {
 	Addr string `yaml:"addr"`
+	// MaxConnections caps open HTTP connections (API and broker auth
+	// together); 0 derives it from the open-file limit (fdlimit). The
+	// excess is answered 503 and closed.
+	MaxConnections int `yaml:"max_connections"`
+	// ReadTimeout bounds reading a whole request, body included;
+	// WriteTimeout writing a response; IdleTimeout how long a keep-alive
+	// connection may wait for its next request. The event stream sets
+	// its own deadlines.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 }
 
 // StorageConfig chooses and configures the storage backend.
@@ -193,7 +209,7 @@ func Default() *Config {
 			MaxSessionExpiry: time.Hour,
 			WriteQueue:       1024,
 		},
-		HTTP:    HTTPConfig{Addr: ":8080"},
+		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}},
 		Ingest: IngestConfig{
 			MaxPayloadBytes:       64 * KiB,
@@ -455,6 +471,28 @@ func (c *Config) checkTop() error {
 	}
 	if err := checkAddr("http.addr", c.HTTP.Addr, true); err != nil {
 		return err
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"http.read_timeout", c.HTTP.ReadTimeout}, {"http.write_timeout", c.HTTP.WriteTimeout}, {"http.idle_timeout", c.HTTP.IdleTimeout}} {
+		if d.v < time.Second {
+			return invalid(d.key, "must be at least 1s, got %s", d.v)
+		}
+	}
+	if c.BrokerAuth.Enabled {
+		if c.BrokerAuth.Addr == "" {
+			return invalid("broker_auth.addr", "required when broker_auth.enabled (the endpoints are never served on the public http.addr)")
+		}
+		if err := checkAddr("broker_auth.addr", c.BrokerAuth.Addr, true); err != nil {
+			return err
+		}
+	}
+	if c.HTTP.MaxConnections < 0 {
+		return invalid("http.max_connections", "must not be negative (0: derived from the open-file limit)")
+	}
+	if c.MQTT.MaxConnections < 0 {
+		return invalid("mqtt.max_connections", "must not be negative (0: derived from the open-file limit)")
 	}
 	if err := atLeast("commit.max_batch", int64(c.Commit.MaxBatch), 1); err != nil {
 		return err

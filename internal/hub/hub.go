@@ -104,10 +104,12 @@ type Hub struct {
 	// Config is device configuration management.
 	Config *deviceconfig.Service
 
-	httpLn    net.Listener
-	monLn     net.Listener
-	ready     chan struct{}
-	readyOnce sync.Once
+	httpLn      net.Listener
+	authLn      net.Listener
+	monLn       net.Listener
+	httpRefused *prometheus.CounterVec
+	ready       chan struct{}
+	readyOnce   sync.Once
 	// Admin is what the start found of the admin token: the secret of the
 	// one it created, or the other hub's token it found (see
 	// access.EnsureAdminToken). Set before Ready is closed.
@@ -118,7 +120,11 @@ type Hub struct {
 // credential view, and creates every component. Nothing is served until Run.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
-	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h.httpRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "devicehub_http_connections_refused_total",
+		Help: "HTTP connections answered 503 and closed because the listener's connection cap was reached.",
+	}, []string{"listener"})
+	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), h.httpRefused)
 
 	h.Types = devicetype.NewRegistry()
 	for _, t := range cfg.DeviceTypes {
@@ -169,6 +175,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		WSAddr:           cfg.MQTT.WSAddr,
 		MaxPacketSize:    int(cfg.MQTT.MaxPacketSize),
 		MaxClients:       cfg.MQTT.MaxClients,
+		MaxConnections:   connBudgets(cfg).MQTT,
 		ReceiveMaximum:   cfg.MQTT.ReceiveMaximum,
 		MaxSessionExpiry: cfg.MQTT.MaxSessionExpiry,
 		WriteQueue:       cfg.MQTT.WriteQueue,
@@ -430,32 +437,33 @@ func (h *Hub) serve(ctx context.Context) error {
 	if err := h.prepare(ctx); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", h.cfg.HTTP.Addr)
+	budget := connBudgets(h.cfg).HTTP
+	if h.cfg.BrokerAuth.Enabled {
+		budget = max(budget-budget/4, 1) // a quarter for the broker's auth requests
+	}
+	ln, err := h.listenHTTP("http", h.cfg.HTTP.Addr, budget)
 	if err != nil {
-		return fmt.Errorf("listen http %s: %w", h.cfg.HTTP.Addr, err)
+		return err
 	}
 	h.httpLn = ln
 	handler := h.frontHandler()
 	var authSrv *http.Server
 	var authLn net.Listener
+	// The broker auth endpoints answer password checks without a token of
+	// their own: they are served only on their own (private) address,
+	// never on the public HTTP one (config requires broker_auth.addr).
 	if ba := h.cfg.BrokerAuth; ba.Enabled {
-		if ba.Addr == "" {
-			mux := http.NewServeMux()
-			mux.Handle("/broker/", h.BrokerAuth)
-			mux.Handle("/", handler)
-			handler = mux
-		} else {
-			authLn, err = net.Listen("tcp", ba.Addr)
-			if err != nil {
-				ln.Close()
-				return fmt.Errorf("listen broker_auth %s: %w", ba.Addr, err)
-			}
-			mux := http.NewServeMux()
-			mux.Handle("/broker/", h.BrokerAuth)
-			authSrv = newHTTPServer(mux, h.log)
+		authLn, err = h.listenHTTP("broker_auth", ba.Addr, max(connBudgets(h.cfg).HTTP/4, 1))
+		if err != nil {
+			ln.Close()
+			return err
 		}
+		h.authLn = authLn
+		mux := http.NewServeMux()
+		mux.Handle("/broker/", h.BrokerAuth)
+		authSrv = newHTTPServer(mux, h.cfg.HTTP, h.log)
 	}
-	srv := newHTTPServer(handler, h.log)
+	srv := newHTTPServer(handler, h.cfg.HTTP, h.log)
 	if mc := h.cfg.Monitors; mc.Addr != "" {
 		h.monLn, err = listenMonitors(mc)
 		if err != nil {
@@ -523,7 +531,7 @@ func (h *Hub) serve(ctx context.Context) error {
 			return err
 		}
 		h.readyOnce.Do(func() { close(h.ready) })
-		h.log.Info("devicehub serving", "mqtt", h.MQTTAddr(), "http", h.HTTPAddr())
+		h.log.Info("devicehub serving", "mqtt", h.MQTTAddr(), "http", h.HTTPAddr(), "broker_auth", h.BrokerAuthAddr())
 		return nil
 	})
 	return g.Wait()
@@ -547,14 +555,6 @@ func listenMonitors(mc config.MonitorsConfig) (net.Listener, error) {
 		ln = tls.NewListener(ln, cfg)
 	}
 	return ln, nil
-}
-
-func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 }
 
 // Store is the hub's storage backend (for tests, benchmarks and tools that

@@ -57,8 +57,14 @@ type testHub struct {
 // data directory, and stops it when the test ends.
 func startHub(t testing.TB, extra string) *testHub {
 	t.Helper()
+	return startHubHTTP(t, "", extra)
+}
+
+// startHubHTTP is startHub with more keys of the http section (indented).
+func startHubHTTP(t testing.TB, httpKeys, extra string) *testHub {
+	t.Helper()
 	dir := t.TempDir()
-	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s", dir, testTypes, extra)
+	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s%s", dir, httpKeys, testTypes, extra)
 	path := filepath.Join(dir, "devicehub.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

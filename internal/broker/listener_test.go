@@ -1,0 +1,283 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// childEnv makes the test binary run TestListenerChild as a broker with a
+// lowered open-file limit.
+const childEnv = "DEVICEHUB_TEST_LISTENER_CHILD"
+
+// TestListenerChild is the child process of TestListenerAfterEMFILE and
+// TestListenerConnectionCap: a broker whose process may open only 64
+// files. It prints its address and serves until its stdin closes.
+func TestListenerChild(t *testing.T) {
+	maxConns := os.Getenv(childEnv)
+	if maxConns == "" {
+		t.Skip("child process of TestListenerAfterEMFILE")
+	}
+	lim := syscall.Rlimit{Cur: 64, Max: 64}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("setrlimit: %v", err)
+	}
+	n, err := strconv.Atoi(maxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	b, err := New(Options{Addr: "127.0.0.1:0", MaxConnections: n},
+		Deps{Authenticator: fakeAuth{"dev1": {password: "pw1", typ: "sensor"}}, PublishHandler: &fakeHandler{errs: map[string]error{}}, Presence: &fakePresence{}},
+		log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	<-b.Ready()
+	fmt.Printf("ADDR %s\n", b.Addr())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// child runs the broker in a child process with a 64-file limit and the
+// given connection cap; it returns the broker's address and a function
+// that waits for a line of its log containing s.
+func child(t *testing.T, maxConns int) (addr string, waitLog func(s string)) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestListenerChild$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"="+strconv.Itoa(maxConns))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		lines []string
+	)
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			mu.Unlock()
+		}
+	}()
+	outDone := make(chan struct{})
+	addrc := make(chan string, 1)
+	go func() {
+		defer close(outDone)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+				addrc <- a
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		<-outDone
+		<-logDone
+		if err := cmd.Wait(); err != nil {
+			mu.Lock()
+			t.Errorf("child: %v\n%s", err, strings.Join(lines, "\n"))
+			mu.Unlock()
+		}
+	})
+	select {
+	case addr = <-addrc:
+	case <-time.After(20 * time.Second):
+		t.Fatal("child broker did not start")
+	}
+	return addr, func(s string) {
+		t.Helper()
+		eventually(t, "child log line "+strconv.Quote(s), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, l := range lines {
+				if strings.Contains(l, s) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+}
+
+// hold opens n TCP connections to addr that never send CONNECT.
+func hold(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	var cs []net.Conn
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+}
+
+// The attack of finding 1: connections that never send CONNECT until the
+// process is out of descriptors. The broker must keep accepting once they
+// are gone, and say so in its log.
+func TestListenerAfterEMFILE(t *testing.T) {
+	addr, waitLog := child(t, -1) // no cap: run into EMFILE
+	cs := hold(t, addr, 150)
+	waitLog("mqtt accept failed, retrying")
+	closeAll(cs)
+	eventually(t, "a device connects again", func() bool { return connects(addr) })
+}
+
+// With its cap (three quarters of what is left of 64 files: 24), the
+// broker refuses the excess at once and never runs out of descriptors.
+func TestListenerConnectionCap(t *testing.T) {
+	addr, waitLog := child(t, 0) // the default cap, from the lowered limit
+	cs := hold(t, addr, 100)
+	waitLog("connection limit reached")
+	// A refused connection is closed, not left hanging.
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("connection beyond the cap: read %v, want EOF (closed at once)", err)
+	}
+	extra.Close()
+	closeAll(cs)
+	eventually(t, "a device connects again", func() bool { return connects(addr) })
+}
+
+// A permanent accept error stops the listener and fails Run: never a
+// broker that looks alive and accepts nothing.
+func TestListenerFailureIsFatal(t *testing.T) {
+	h := &harness{handler: &fakeHandler{errs: map[string]error{}}, presence: &fakePresence{}}
+	b, err := New(Options{Addr: "127.0.0.1:0"}, Deps{Authenticator: fakeAuth{}, PublishHandler: h.handler, Presence: h.presence},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Run(context.Background()) }()
+	<-b.Ready()
+	// Close the socket under the listener, as a failing system would.
+	ln := b.listeners[0].(*netListener).ln
+	ln.(*net.TCPListener).Close()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "mqtt listener tcp stopped") {
+			t.Fatalf("Run = %v, want the listener's failure", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run still running with its listener gone")
+	}
+}
+
+func TestTemporaryAcceptError(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"EMFILE", &net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{"ENFILE", &net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
+		{"ECONNABORTED", &net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
+		{"closed", net.ErrClosed, false},
+		{"EBADF", &net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EBADF)}, false},
+	}
+	for _, tt := range tests {
+		if got := temporaryAcceptError(tt.err); got != tt.want {
+			t.Errorf("%s: temporary = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// A connection that sends no CONNECT is closed after ConnectTimeout.
+func TestConnectDeadline(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := New(Options{Addr: "127.0.0.1:0", ConnectTimeout: 200 * time.Millisecond},
+		Deps{Authenticator: fakeAuth{}, PublishHandler: &fakeHandler{errs: map[string]error{}}, Presence: &fakePresence{}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-b.Ready()
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("silent connection: read %v, want closed by the broker", err)
+	}
+	eventually(t, "connection untracked", func() bool { return b.open.Load() == 0 })
+}
+
+// connects reports whether a device gets a successful CONNACK from addr
+// within two seconds.
+func connects(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: "dev1", Username: "dev1", UsernameFlag: true,
+		Password: []byte("pw1"), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	if err != nil {
+		return false
+	}
+	_ = c.Disconnect(&paho.Disconnect{})
+	<-c.Done()
+	return ca.ReasonCode == 0
+}
