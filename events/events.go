@@ -45,6 +45,10 @@ const (
 	DeviceCredentialsRevoked Type = "device_credentials_revoked"
 	// DeviceDisabledChanged: a device was disabled or enabled again.
 	DeviceDisabledChanged Type = "device_disabled_changed"
+	// DeviceRegistrationRefused: a device whose credentials were revoked
+	// tried to register itself again; it stays revoked until an operator
+	// provisions it again.
+	DeviceRegistrationRefused Type = "device_registration_refused"
 )
 
 // The signals of commands and the device twin.
@@ -159,6 +163,11 @@ type Registered struct {
 	IsNew bool `json:"is_new"`
 }
 
+// RegistrationRefused is the argument of DeviceRegistrationRefused.
+type RegistrationRefused struct {
+	Reason string `json:"reason"`
+}
+
 // NameChanged is the argument of DeviceNameChanged.
 type NameChanged struct {
 	Name    string `json:"name"`
@@ -266,6 +275,8 @@ func NewArgs(t Type) any {
 		return &CredentialsRevoked{}
 	case DeviceDisabledChanged:
 		return &DisabledChanged{}
+	case DeviceRegistrationRefused:
+		return &RegistrationRefused{}
 	case DeviceCommandSent:
 		return &CommandSent{}
 	case DeviceCommandResult:

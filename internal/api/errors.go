@@ -223,6 +223,8 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusForbidden, ErrorDetail{Code: "registration_disabled", Message: "self-registration is not enabled on this hub"}
 	case errors.Is(err, provisioning.ErrBadSharedSecret):
 		return http.StatusUnauthorized, ErrorDetail{Code: "bad_shared_secret", Message: "bad shared secret", Field: "shared_secret"}
+	case errors.Is(err, provisioning.ErrDeviceRevoked):
+		return http.StatusForbidden, ErrorDetail{Code: "device_revoked", Message: err.Error()}
 	case errors.Is(err, provisioning.ErrKeyBoundElsewhere):
 		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "device_id"}
 	case errors.Is(err, provisioning.ErrDeviceTypeRequired):

@@ -281,9 +281,24 @@ type Broker struct {
 	listeners             []stoppable
 
 	mu      sync.Mutex
-	closed  bool              // no new connections are tracked
-	current map[string]uint64 // device id → generation of its newest connection
-	wg      sync.WaitGroup    // connection goroutines
+	closed  bool                    // no new connections are tracked
+	current map[string]uint64       // device id → generation of its newest connection
+	devs    map[string]*deviceConns // device id → its connections (see deviceConns)
+	wg      sync.WaitGroup          // connection goroutines
+}
+
+// deviceConns serializes the connections of one device. mochi's session
+// takeover is not atomic: two CONNECTs of one client id racing through it
+// can both end up alive, one of them outside mochi's client map. So the
+// hook lets one connection of a device at a time from authentication to
+// the moment its session is in mochi's client map (slot), and keeps its
+// own set of the device's sessions, so that closing a device (revoke,
+// disable, kick) finds every one of them, not only the one in the map.
+// Guarded by Broker.mu, except slot.
+type deviceConns struct {
+	slot     chan struct{}         // 1-buffered: held by the connection being established
+	sessions map[*session]struct{} // accepted sessions that have not ended
+	waiters  int                   // connections holding or waiting for slot
 }
 
 // session is what the broker knows of one network connection. Fields set
@@ -296,11 +311,19 @@ type session struct {
 	gen        uint64
 	remote     string
 
-	authed    atomic.Bool // credentials accepted
-	connected atomic.Bool // Presence.Connected called
-	done      atomic.Bool // Presence.Disconnected called
-	kicked    atomic.Bool // the hub closed the connection
+	authed      atomic.Bool // credentials accepted
+	connected   atomic.Bool // Presence.Connected called
+	done        atomic.Bool // Presence.Disconnected called
+	kicked      atomic.Bool // the hub closed the connection
+	superseded  atomic.Bool // a newer connection of the device was accepted
+	slotHeld    atomic.Bool // holds its device's slot (see deviceConns)
+	established atomic.Bool // CONNACK sent, session in mochi's client map
 }
+
+// live reports whether the session may still act for its device: neither
+// closed by the hub nor replaced by a newer connection. Its publishes and
+// subscriptions are refused from the instant that changes.
+func (s *session) live() bool { return !s.kicked.Load() && !s.superseded.Load() }
 
 // New returns a broker. reg may be nil.
 func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
@@ -321,6 +344,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		ready:   make(chan struct{}),
 		failc:   make(chan error, 1),
 		current: map[string]uint64{},
+		devs:    map[string]*deviceConns{},
 	}
 	if opts.TLSAddr != "" {
 		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
@@ -374,25 +398,130 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	return nil
 }
 
-// Kick closes the device's connection now; presence hears of it with the
-// reason events.ReasonKicked. reason is for the log.
+// Kick closes every connection of the device now, and refuses their
+// publishes and subscriptions from this instant; presence hears of it
+// with the reason events.ReasonKicked. reason is for the log. A caller
+// that revokes a device's access changes what Active reports first, then
+// kicks: a connection authenticated just before is either seen here or
+// refused by its own check of Active (see OnConnect).
 func (b *Broker) Kick(deviceID, reason string) {
-	cl, ok := b.server.Clients.Get(deviceID)
-	if !ok || cl.Closed() || cl.Net.Inline {
+	b.mu.Lock()
+	var ss []*session
+	if d := b.devs[deviceID]; d != nil {
+		for s := range d.sessions {
+			s.kicked.Store(true)
+			ss = append(ss, s)
+		}
+	}
+	b.mu.Unlock()
+	if len(ss) == 0 {
 		return
 	}
-	if s := b.sessionOf(cl); s != nil {
-		s.kicked.Store(true)
+	b.log.Info("kicking device", "device_id", deviceID, "reason", reason, "sessions", len(ss))
+	for _, s := range ss {
+		b.stopSession(s, packets.ErrAdministrativeAction)
 	}
-	b.log.Info("kicking device", "device_id", deviceID, "reason", reason)
-	if cl.Properties.ProtocolVersion == 5 {
+}
+
+// stopSession closes a session's connection, with a DISCONNECT carrying
+// code for a v5 client that already has its CONNACK.
+func (b *Broker) stopSession(s *session, code packets.Code) {
+	cl := s.client.Load()
+	if cl == nil {
+		_ = s.conn.Close()
+		return
+	}
+	if cl.Properties.ProtocolVersion == 5 && s.established.Load() {
 		// The DISCONNECT is written synchronously: do not let a device
 		// that stopped reading hold the caller.
-		_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
+		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = b.server.DisconnectClient(cl, code)
+	}
+	cl.Stop(code) // 3.1.1 has no server DISCONNECT
+}
+
+// enterDevice waits (up to ConnectTimeout) until s may establish its
+// session as the device's only one, marks every older session of the
+// device superseded and records s as its newest. ok is false if the wait
+// timed out.
+func (b *Broker) enterDevice(s *session) bool {
+	b.mu.Lock()
+	d := b.devs[s.deviceID]
+	if d == nil {
+		d = &deviceConns{slot: make(chan struct{}, 1), sessions: map[*session]struct{}{}}
+		b.devs[s.deviceID] = d
+	}
+	d.waiters++
+	b.mu.Unlock()
+	t := time.NewTimer(b.opts.ConnectTimeout)
+	defer t.Stop()
+	select {
+	case d.slot <- struct{}{}:
+	case <-t.C:
+		b.mu.Lock()
+		d.waiters--
+		b.dropDeviceLocked(s.deviceID, d)
+		b.mu.Unlock()
+		return false
+	}
+	s.slotHeld.Store(true)
+	b.mu.Lock()
+	for o := range d.sessions {
+		o.superseded.Store(true)
+		// mochi's takeover writes a DISCONNECT to the old session while
+		// this one holds the slot: bound that write.
+		_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	}
+	d.sessions[s] = struct{}{}
+	b.current[s.deviceID] = s.gen
+	b.mu.Unlock()
+	return true
+}
+
+// releaseSlot lets the device's next connection in: s's session is in
+// mochi's client map, or s ended.
+func (b *Broker) releaseSlot(s *session) {
+	if !s.slotHeld.CompareAndSwap(true, false) {
 		return
 	}
-	cl.Stop(packets.ErrAdministrativeAction) // 3.1.1 has no server DISCONNECT
+	b.mu.Lock()
+	d := b.devs[s.deviceID]
+	d.waiters--
+	b.mu.Unlock()
+	<-d.slot
+}
+
+// leaveDevice forgets an ended session.
+func (b *Broker) leaveDevice(s *session) {
+	b.releaseSlot(s)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.current[s.deviceID] == s.gen {
+		delete(b.current, s.deviceID)
+	}
+	if d := b.devs[s.deviceID]; d != nil {
+		if _, ok := d.sessions[s]; ok {
+			delete(d.sessions, s)
+			b.dropDeviceLocked(s.deviceID, d)
+		}
+	}
+}
+
+func (b *Broker) dropDeviceLocked(id string, d *deviceConns) {
+	if len(d.sessions) == 0 && d.waiters == 0 {
+		delete(b.devs, id)
+	}
+}
+
+// Sessions is the number of sessions of the device that have not ended
+// (at most one, except for an instant while one replaces another).
+func (b *Broker) Sessions(deviceID string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d := b.devs[deviceID]; d != nil {
+		return len(d.sessions)
+	}
+	return 0
 }
 
 // Run listens and serves until ctx is done, then closes the listeners and
@@ -548,11 +677,7 @@ func (b *Broker) serveConn(listenerID string, s *session, establish listeners.Es
 	_ = s.conn.Close()
 	b.open.Add(-1)
 	if s.authed.Load() {
-		b.mu.Lock()
-		if b.current[s.deviceID] == s.gen {
-			delete(b.current, s.deviceID)
-		}
-		b.mu.Unlock()
+		b.leaveDevice(s)
 	}
 	return err
 }

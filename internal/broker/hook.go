@@ -26,7 +26,7 @@ func (h *hook) ID() string { return "devicehub" }
 
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish,
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill:
 		return true
 	}
@@ -78,12 +78,41 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	s.deviceID, s.deviceType, s.remote = cl.ID, typ, cl.Net.Remote
 	s.client.Store(cl)
 	s.gen = b.gens.Add(1)
-	b.mu.Lock()
-	b.current[cl.ID] = s.gen
-	b.mu.Unlock()
+	// One connection of a device at a time from here until its session is
+	// in mochi's client map (OnSessionEstablished): mochi's takeover then
+	// always finds the previous session, and exactly one stays.
+	if !b.enterDevice(s) {
+		return b.refuse(cl, "busy", packets.ErrServerBusy, packets.Err3ServerUnavailable)
+	}
 	s.authed.Store(true)
+	// The device may have been revoked or disabled since Authenticate, by
+	// a Kick that ran before this session was in the device's set: ask
+	// again now that it is (see Kick).
+	if a, ok := b.deps.Authenticator.(activeChecker); ok {
+		if err := a.Active(cl.ID); err != nil {
+			s.kicked.Store(true)
+			s.authed.Store(false)
+			b.leaveDevice(s)
+			return b.refuse(cl, "revoked_while_connecting", packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+		}
+	}
 	b.m.connects.WithLabelValues("accepted").Inc()
 	return nil
+}
+
+// activeChecker is the optional capability of an Authenticator to say
+// whether a device may still use the hub (the registry has it).
+type activeChecker interface {
+	Active(deviceID string) error
+}
+
+// OnSessionEstablished lets the device's next connection in: this one's
+// session is in mochi's client map, where its takeover will find it.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if s := h.b.sessionOf(cl); s != nil && s.authed.Load() {
+		s.established.Store(true)
+		h.b.releaseSlot(s)
+	}
 }
 
 // refuse writes a CONNACK with the v5 code, or its 3.1.1 return code, and
@@ -188,6 +217,10 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
+	if s := h.b.sessionOf(cl); s == nil || !s.live() {
+		h.b.m.aclDenied.WithLabelValues("session_closed").Inc()
+		return false
+	}
 	if registry.TopicAllowed(cl.ID, topic, write) {
 		return true
 	}
@@ -229,6 +262,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	b := h.b
 	s := b.sessionOf(cl)
 	if s == nil || !s.authed.Load() {
+		return pk, packets.ErrRejectPacket
+	}
+	if !s.live() {
+		// Revoked, disabled or replaced: nothing it sends from that
+		// instant is stored or acknowledged.
+		b.m.rejected.WithLabelValues("session_closed").Inc()
 		return pk, packets.ErrRejectPacket
 	}
 	p := &Publish{

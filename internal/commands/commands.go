@@ -385,6 +385,9 @@ func (s *Service) Run(ctx context.Context) error {
 	defer sub.Close()
 	cmds, err := s.d.Store.OpenCommands(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while loading: not a failure
+		}
 		return fmt.Errorf("commands: load open commands: %w", err)
 	}
 	s.mu.Lock()

@@ -52,6 +52,10 @@ var (
 	ErrBadSharedSecret    = errors.New("bad shared secret")
 	ErrInvalid            = errors.New("invalid request")
 	ErrKeyBoundElsewhere  = errors.New("device exists and is not registered with this key")
+	// ErrDeviceRevoked: the key belongs to a device whose credentials were
+	// revoked; registering again does not undo that (an operator must
+	// provision it again).
+	ErrDeviceRevoked = errors.New("device revoked: an operator must provision it again")
 	ErrDeviceTypeRequired = errors.New("a device type is required")
 )
 
@@ -147,6 +151,11 @@ type Registry interface {
 	Provision(ctx context.Context, req registry.ProvisionRequest) (events.Credentials, error)
 	DeviceType(id string) (string, bool)
 	Get(ctx context.Context, id string) (*registry.Device, error)
+	// Active says whether a device may use the hub (registry.ErrRevoked
+	// for a revoked one).
+	Active(id string) error
+	// RefuseRegistration records a refused self-registration (an event).
+	RefuseRegistration(ctx context.Context, id, reason string) error
 }
 
 // Types looks up declared device types.

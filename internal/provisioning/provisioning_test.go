@@ -406,3 +406,38 @@ func FuzzDecodeCreateTokenRequest(f *testing.F) {
 		_, _ = provisioning.DecodeRejectRequest(b)
 	})
 }
+
+// Finding 3: registering again with the shared secret and the same key
+// does not undo a revocation; the refusal is an event. An operator's
+// re-provisioning lifts it, and the key then registers as before.
+func TestRegisterAfterRevoke(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, provisioning.Options{SharedSecret: "s3cret", RegistrationType: "sensor"})
+	first, err := e.prov.Register(ctx, provisioning.RegisterRequest{SharedSecret: "s3cret", Key: "hw-rev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.Revoke(ctx, first.DeviceID, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.prov.Register(ctx, provisioning.RegisterRequest{SharedSecret: "s3cret", Key: "hw-rev"})
+	wantErr(t, "registration of a revoked device", err, provisioning.ErrDeviceRevoked)
+	if _, err := e.reg.Authenticate(first.DeviceID, first.DeviceID, []byte(first.MQTTPassword)); !errors.Is(err, registry.ErrUnauthorized) {
+		t.Fatalf("revoked device authenticates after a refused registration: %v", err)
+	}
+	if got := e.rec.ofType(events.DeviceRegistrationRefused); len(got) != 1 || got[0].DeviceID != first.DeviceID {
+		t.Fatalf("device_registration_refused events = %+v", got)
+	}
+
+	// The operator says otherwise.
+	if _, err := e.reg.Provision(ctx, registry.ProvisionRequest{ID: first.DeviceID, Type: "sensor", Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.prov.Register(ctx, provisioning.RegisterRequest{SharedSecret: "s3cret", Key: "hw-rev"})
+	if err != nil {
+		t.Fatalf("registration after the operator re-provisioned: %v", err)
+	}
+	if again.DeviceID != first.DeviceID || again.IsNew {
+		t.Fatalf("registration = %+v", again)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/devicehub/devicehub/events"
@@ -89,6 +90,15 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*RegisterR
 		}
 		preq.Name = req.Name
 	} else {
+		if err := s.reg.Active(known); errors.Is(err, registry.ErrRevoked) {
+			// A revocation stands until an operator says otherwise: the
+			// shared secret and the key (which the revoked device, or
+			// whoever took it, still has) must not undo it.
+			if rerr := s.reg.RefuseRegistration(ctx, known, "credentials revoked"); rerr != nil {
+				s.log.Error("record refused registration", "device_id", known, "err", rerr)
+			}
+			return nil, fmt.Errorf("register %s: %w", known, ErrDeviceRevoked)
+		}
 		d, err := s.reg.Get(ctx, known)
 		if err != nil {
 			return nil, fmt.Errorf("register %s: %w", known, err)

@@ -118,6 +118,21 @@ func (s *Service) kickDevice(id, reason string) {
 	}
 }
 
+// endOverlapAt closes the device's sessions at until if the overlap that
+// ends then is still the device's (it did not use its new credentials,
+// was not rotated again): they were opened with the old credentials.
+func (s *Service) endOverlapAt(id string, until time.Time) {
+	time.AfterFunc(until.Sub(s.now()), func() {
+		s.mu.RLock()
+		e, ok := s.byID[id]
+		still := ok && e.prevUntil.Equal(until)
+		s.mu.RUnlock()
+		if still {
+			s.kickDevice(id, "credential overlap ended")
+		}
+	})
+}
+
 // Load fills the credential view from the store.
 func (s *Service) Load(ctx context.Context) error {
 	creds, err := s.store.AllCredentials(ctx)
@@ -135,6 +150,7 @@ func (s *Service) Load(ctx context.Context) error {
 			e.prevUntil = *c.PrevUntil
 			copy(e.prevPW[:], c.PrevPasswordHash)
 			copy(e.prevKey[:], c.PrevAPIKeyHash)
+			s.endOverlapAt(c.DeviceID, e.prevUntil)
 		}
 		if len(c.CertFingerprint) == sha256.Size {
 			e.hasCert = true

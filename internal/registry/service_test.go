@@ -595,3 +595,57 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Finding 2: the sessions opened with credentials end when the
+// credentials do: at once for a rotation without overlap, at the end of
+// the overlap if the device never used its new ones, never if it did.
+func TestRotationClosesOldSessions(t *testing.T) {
+	ctx := context.Background()
+	t.Run("no overlap", func(t *testing.T) {
+		e := newEnv(t)
+		e.provision(t, "k1")
+		if _, err := e.svc.Rotate(ctx, "k1", 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.kicks.list(); !slices.Equal(got, []string{"k1"}) {
+			t.Fatalf("kicks = %v, want k1 closed at once", got)
+		}
+	})
+	t.Run("overlap ends unused", func(t *testing.T) {
+		e := newEnv(t)
+		registry.SetClock(e.svc, time.Now)
+		e.provision(t, "k2")
+		if _, err := e.svc.Rotate(ctx, "k2", 50*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.kicks.list(); len(got) != 0 {
+			t.Fatalf("kicks = %v during the overlap", got)
+		}
+		waitFor(t, func() bool { return slices.Equal(e.kicks.list(), []string{"k2"}) })
+	})
+	t.Run("new credentials used", func(t *testing.T) {
+		e := newEnv(t)
+		registry.SetClock(e.svc, time.Now)
+		e.provision(t, "k3")
+		res, err := e.svc.Rotate(ctx, "k3", 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Authenticate("k3", "k3", []byte(res.Credentials.MQTTPassword)); err != nil {
+			t.Fatal(err)
+		}
+		// Rotate once more with a long overlap: its own timer must not fire,
+		// and the first (retired) one must not kick when it would have.
+		if _, err := e.svc.Rotate(ctx, "k3", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		// Polling for an absence: past the first overlap's end, bounded.
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); <-tick.C {
+			if got := e.kicks.list(); len(got) != 0 {
+				t.Fatalf("kicks = %v: a session with the new credentials was closed", got)
+			}
+		}
+	})
+}

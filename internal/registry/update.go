@@ -236,6 +236,25 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) error {
 	return nil
 }
 
+// RefuseRegistration records that a device tried to register itself again
+// and was refused (device_registration_refused), and logs it.
+func (s *Service) RefuseRegistration(ctx context.Context, id, reason string) error {
+	typ, ok := s.DeviceType(id)
+	if !ok {
+		return fmt.Errorf("refuse registration %s: %w", id, ErrNotFound)
+	}
+	s.log.Warn("device registration refused", "device_id", id, "reason", reason)
+	ev, err := commit.NewEvent(events.Event{Type: events.DeviceRegistrationRefused, Time: s.now().UTC(), DeviceID: id, DeviceType: typ,
+		Args: &events.RegistrationRefused{Reason: reason}})
+	if err != nil {
+		return err
+	}
+	if err := s.sub.Submit(ctx, &commit.Change{DeviceID: id, Events: []commit.Event{ev}}); err != nil {
+		return fmt.Errorf("refuse registration %s: %w", id, storeErr(err))
+	}
+	return nil
+}
+
 // RotateResult is the outcome of a rotation.
 type RotateResult struct {
 	Credentials events.Credentials `json:"credentials"`
@@ -246,9 +265,10 @@ type RotateResult struct {
 
 // Rotate gives a device new credentials. With an overlap, the old and the
 // new ones are both valid until the device first uses the new ones or the
-// overlap ends; without one, the old ones stop at once. The connection of
-// the device is left open (it was authenticated with credentials that were
-// valid). device_provisioned (via rotation) carries the new credentials to
+// overlap ends; without one, the old ones stop at once. A session opened
+// with the old credentials ends when they do: at once without an overlap,
+// at its end if the device never used the new ones (a connection with the
+// new ones takes the old session over anyway). device_provisioned (via rotation) carries the new credentials to
 // in-process subscribers.
 func (s *Service) Rotate(ctx context.Context, id string, overlap time.Duration) (RotateResult, error) {
 	s.wmu.Lock()
@@ -297,6 +317,12 @@ func (s *Service) Rotate(ctx context.Context, id string, overlap time.Duration) 
 		s.setLocked(id, &n)
 	}
 	s.mu.Unlock()
+	if res.OldValidUntil == nil {
+		// The old credentials stopped now: so do the sessions they opened.
+		s.kickDevice(id, "credentials rotated")
+	} else {
+		s.endOverlapAt(id, *res.OldValidUntil)
+	}
 	s.log.Info("device credentials rotated", "device_id", id, "overlap", overlap)
 	return res, nil
 }
