@@ -37,25 +37,25 @@ import (
 
 // Errors of provisioning. The API maps them to statuses and codes.
 var (
-	ErrTokenNotFound      = errors.New("provisioning token not found")
-	ErrTokenExpired       = errors.New("provisioning token expired")
-	ErrTokenRevoked       = errors.New("provisioning token revoked")
-	ErrTokenExhausted     = errors.New("provisioning token used up")
-	ErrOperationNotFound  = errors.New("provisioning operation not found")
-	ErrOperationExpired   = errors.New("provisioning operation expired")
-	ErrOperationRejected  = errors.New("provisioning operation rejected")
-	ErrOperationDecided   = errors.New("provisioning operation already decided")
-	ErrOperationBusy      = errors.New("provisioning operation is being approved")
-	ErrAlreadyDelivered   = errors.New("credentials already delivered")
-	ErrBadSecret          = errors.New("bad operation secret")
-	ErrRegistrationOff    = errors.New("self-registration is not enabled")
-	ErrBadSharedSecret    = errors.New("bad shared secret")
-	ErrInvalid            = errors.New("invalid request")
-	ErrKeyBoundElsewhere  = errors.New("device exists and is not registered with this key")
+	ErrTokenNotFound     = errors.New("provisioning token not found")
+	ErrTokenExpired      = errors.New("provisioning token expired")
+	ErrTokenRevoked      = errors.New("provisioning token revoked")
+	ErrTokenExhausted    = errors.New("provisioning token used up")
+	ErrOperationNotFound = errors.New("provisioning operation not found")
+	ErrOperationExpired  = errors.New("provisioning operation expired")
+	ErrOperationRejected = errors.New("provisioning operation rejected")
+	ErrOperationDecided  = errors.New("provisioning operation already decided")
+	ErrOperationBusy     = errors.New("provisioning operation is being approved")
+	ErrAlreadyDelivered  = errors.New("credentials already delivered")
+	ErrBadSecret         = errors.New("bad operation secret")
+	ErrRegistrationOff   = errors.New("self-registration is not enabled")
+	ErrBadSharedSecret   = errors.New("bad shared secret")
+	ErrInvalid           = errors.New("invalid request")
+	ErrKeyBoundElsewhere = errors.New("device exists and is not registered with this key")
 	// ErrDeviceRevoked: the key belongs to a device whose credentials were
 	// revoked; registering again does not undo that (an operator must
 	// provision it again).
-	ErrDeviceRevoked = errors.New("device revoked: an operator must provision it again")
+	ErrDeviceRevoked      = errors.New("device revoked: an operator must provision it again")
 	ErrDeviceTypeRequired = errors.New("a device type is required")
 )
 
