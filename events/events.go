@@ -207,6 +207,10 @@ type Rejected struct {
 	Code      string `json:"code"`
 	Field     string `json:"field,omitempty"`
 	Reason    string `json:"reason"`
+	// Suppressed is how many refusals of the device were counted but not
+	// recorded since the last recorded one (a flood is summed up, not
+	// written out).
+	Suppressed int64 `json:"suppressed,omitempty"`
 }
 
 // CommandSent is the argument of DeviceCommandSent.

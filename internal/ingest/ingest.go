@@ -13,16 +13,19 @@
 //     the event log (a message_rejected event), and after its commit sent
 //     to the device on devices/{id}/errors. The refusal is always waited
 //     for, whatever the QoS. One exception keeps a flood from becoming a
-//     write flood: of the messages refused as rate_limited, only the first
-//     of each device in each second is recorded and answered; the others
-//     are only counted (the *Rejection is returned all the same, with
-//     Result.MessageID 0);
+//     write flood: every message takes a token of the device's rate limit
+//     before its content is looked at, and of the refusals that take none
+//     (rate_limited, and identity or type refusals), only the first of
+//     each device in max(1s, 1/rate) is recorded and answered; the others
+//     are counted, and summed up in the next recorded refusal (the
+//     *Rejection is returned all the same, with Result.MessageID 0). So no
+//     device makes the hub write faster than its rate allows;
 //   - any other error: nothing could be stored; the transport must not
 //     acknowledge the message, so that the device sends it again.
 //
 // The checks run in this order, and the first that fails decides the
 // code: identity (the topic names the sending device), device type,
-// payload size, rate limit, chunk reassembly (chunks.go), decompression
+// rate limit, payload size, chunk reassembly (chunks.go), decompression
 // (encoding.go), topic (the router), then the handler's content type, JSON
 // and validation checks.
 //
@@ -239,7 +242,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 			panic(err) // the patterns above are constants
 		}
 	}
-	p.chain = Chain(p.router, Identity(), p.withType(), payloadSize(), p.rateLimit(), p.reassemble(), p.decompress())
+	p.chain = Chain(p.router, Identity(), p.withType(), p.rateLimit(), payloadSize(), p.reassemble(), p.decompress())
 	return p
 }
 
@@ -278,7 +281,13 @@ func (p *Pipeline) failed(ctx context.Context, m *Msg, err error) (Result, error
 		return Result{}, err
 	}
 	p.m.rejected(rej.Code).Inc()
+	if m.lim == nil && (rej.Code == CodeIdentityMismatch || rej.Code == CodeUnknownDeviceType) {
+		// Decided before the rate limit: bounded like rate_limited.
+		m.lim = p.limiters.get(m.Req.DeviceID, unmetered)
+		m.quiet = !m.lim.claimReport(time.Now(), unmetered)
+	}
 	if m.quiet {
+		p.m.rejectedUnrecorded.Inc()
 		return Result{}, rej
 	}
 	id, rerr := p.recordRejection(ctx, m, rej)
@@ -301,9 +310,17 @@ func (p *Pipeline) recordRejection(ctx context.Context, m *Msg, rej *Rejection) 
 	if rej.Code == CodePayloadTooLarge && len(payload) > keepRejected {
 		payload = payload[:keepRejected:keepRejected]
 	}
+	var suppressed int64
+	if m.lim != nil {
+		suppressed = m.lim.suppressed.Swap(0)
+	}
+	reason := rej.Reason
+	if suppressed > 0 {
+		reason = fmt.Sprintf("%s (and %d more refusals of this device not recorded)", reason, suppressed)
+	}
 	ev, err := commit.NewEvent(events.Event{
 		Type: events.MessageRejected, Time: m.Now, DeviceID: r.DeviceID, DeviceType: r.DeviceType,
-		Args: &events.Rejected{MessageID: id, Topic: r.Topic, Transport: r.Transport, Code: rej.Code, Field: rej.Field, Reason: rej.Reason},
+		Args: &events.Rejected{MessageID: id, Topic: r.Topic, Transport: r.Transport, Code: rej.Code, Field: rej.Field, Reason: rej.Reason, Suppressed: suppressed},
 	})
 	if err != nil {
 		return 0, err
@@ -314,7 +331,7 @@ func (p *Pipeline) recordRejection(ctx context.Context, m *Msg, rej *Rejection) 
 		DeviceID: r.DeviceID,
 		Ops: []commit.Op{&readings.Message{
 			ID: id, Topic: r.Topic, Transport: r.Transport, QoS: r.QoS, Payload: payload,
-			Code: rej.Code, Reason: rej.Reason, ReceivedAt: m.Now,
+			Code: rej.Code, Reason: reason, ReceivedAt: m.Now,
 		}},
 		Events: []commit.Event{ev},
 	}
@@ -370,6 +387,8 @@ type metrics struct {
 	duplicate prometheus.Counter
 	byCode    map[string]prometheus.Counter
 	latency   prometheus.Histogram
+	// rejectedUnrecorded counts refusals not written (see rateLimit).
+	rejectedUnrecorded prometheus.Counter
 }
 
 var allCodes = []string{
@@ -389,6 +408,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
 		byCode: make(map[string]prometheus.Counter, len(allCodes)),
+		rejectedUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "devicehub_messages_rejected_unrecorded_total",
+			Help: "Refused device messages counted but not written to the audit and event logs (a refusal flood, summed up in the next recorded refusal).",
+		}),
 	}
 	m.accepted = m.messages.WithLabelValues("accepted", "")
 	m.duplicate = m.messages.WithLabelValues("duplicate", "")
@@ -396,7 +419,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.byCode[c] = m.messages.WithLabelValues("rejected", c)
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.latency)
+		reg.MustRegister(m.messages, m.latency, m.rejectedUnrecorded)
 	}
 	return m
 }

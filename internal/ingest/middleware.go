@@ -49,8 +49,9 @@ type Msg struct {
 	Result Result           // set by the handler
 
 	info  *typeInfo
-	msgID string // the device's msg_id, once known, for the errors topic
-	quiet bool   // the rejection is not recorded (rate-limit flood)
+	lim   *limiterEntry // the device's limiter, once the rate limit ran
+	msgID string        // the device's msg_id, once known, for the errors topic
+	quiet bool          // the rejection is not recorded (a refusal flood)
 }
 
 // Identity refuses a message whose topic names another device than the one
@@ -99,9 +100,13 @@ func payloadSize() Middleware {
 }
 
 // rateLimit refuses messages over the device's token bucket (rate_limited).
-// Only the first refusal of a device in each second is recorded; the others
-// are counted and answered without a write, so that a flood does not turn
-// into a write flood.
+// It runs before every check of the message's content, so that refused
+// messages count against the rate as accepted ones do (an oversized
+// payload takes a token too). Refusals that did not take a token
+// (rate_limited itself, and those decided before: identity, unknown type)
+// are recorded at most once per max(1s, 1/rate) per device; the others are
+// counted and summed up in the next recorded refusal (Suppressed), so that
+// a flood does not turn into a write flood.
 func (p *Pipeline) rateLimit() Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, m *Msg) error {
@@ -109,15 +114,20 @@ func (p *Pipeline) rateLimit() Middleware {
 				return next.Handle(ctx, m)
 			}
 			e := p.limiters.get(m.Req.DeviceID, m.info)
+			m.lim = e
 			now := time.Now()
 			if e.lim.AllowN(now, 1) {
 				return next.Handle(ctx, m)
 			}
-			m.quiet = !e.claimReport(now)
+			m.quiet = !e.claimReport(now, m.info)
 			return &Rejection{Code: CodeRateLimited, Reason: fmt.Sprintf("over %g messages/s (burst %d)", m.info.rate, m.info.burst)}
 		})
 	}
 }
+
+// unmetered is the typeInfo used to bound the recording of refusals
+// decided before the device's type is known (identity, unknown type).
+var unmetered = &typeInfo{unlimited: true}
 
 // limiterShards spreads the per-device limiters over independently locked
 // maps, so that devices rarely contend on a lock.
@@ -138,7 +148,8 @@ type limiterShard struct {
 type limiterEntry struct {
 	lim        *rate.Limiter
 	cfg        atomic.Pointer[typeInfo] // the limits lim was last set to
-	lastReport atomic.Int64             // unix nanos of the last recorded refusal
+	lastReport atomic.Int64             // unix nanos of the last recorded unmetered refusal
+	suppressed atomic.Int64             // refusals not recorded since the last recorded one
 }
 
 func newLimiters() *limiters {
@@ -175,14 +186,21 @@ func (l *limiters) get(deviceID string, info *typeInfo) *limiterEntry {
 	return e
 }
 
-// claimReport reports whether a refusal at now is the first in a second.
-func (e *limiterEntry) claimReport(now time.Time) bool {
+// claimReport reports whether a refusal at now may be recorded: the first
+// in max(1s, 1/rate) of the device. A refusal that may not is counted in
+// suppressed.
+func (e *limiterEntry) claimReport(now time.Time, info *typeInfo) bool {
+	every := int64(time.Second)
+	if !info.unlimited && info.rate > 0 && info.rate < 1 {
+		every = int64(float64(time.Second) / info.rate)
+	}
 	n := now.UnixNano()
 	last := e.lastReport.Load()
-	if n-last < int64(time.Second) {
+	if n-last < every || !e.lastReport.CompareAndSwap(last, n) {
+		e.suppressed.Add(1)
 		return false
 	}
-	return e.lastReport.CompareAndSwap(last, n)
+	return true
 }
 
 // typeInfo is what the pipeline derives from a device type: its limits and

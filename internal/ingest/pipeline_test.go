@@ -541,7 +541,7 @@ func TestLimiterFollowsType(t *testing.T) {
 	if l.get("d", b) != e || e.lim.Limit() != 5 || e.lim.Burst() != 7 {
 		t.Fatalf("after the type changed: limit %v burst %d", e.lim.Limit(), e.lim.Burst())
 	}
-	if !e.claimReport(time.Unix(100, 0)) || e.claimReport(time.Unix(100, 5e8)) || !e.claimReport(time.Unix(101, 1)) {
+	if !e.claimReport(time.Unix(100, 0), a) || e.claimReport(time.Unix(100, 5e8), a) || !e.claimReport(time.Unix(101, 1), a) {
 		t.Error("claimReport does not allow one report a second")
 	}
 }
