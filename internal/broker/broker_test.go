@@ -255,20 +255,24 @@ func TestConnect(t *testing.T) {
 		name               string
 		clientID, user, pw string
 		want               byte
+		will               string
 	}{
-		{"good login", "dev1", "dev1", "pw1", 0x00},
-		{"wrong password", "dev1", "dev1", "nope", 0x86},
-		{"unknown device", "ghost", "ghost", "pw", 0x86},
-		{"client id is not the username", "dev1", "dev2", "pw2", 0x85},
-		{"empty client id", "", "dev1", "pw1", 0x85},
-		{"disabled device", "off1", "off1", "pw", 0x87},
-		{"will outside the prefix", "dev1", "dev1", "pw1", 0x87},
+		{"good login", "dev1", "dev1", "pw1", 0x00, ""},
+		{"wrong password", "dev1", "dev1", "nope", 0x86, ""},
+		{"unknown device", "ghost", "ghost", "pw", 0x86, ""},
+		{"client id is not the username", "dev1", "dev2", "pw2", 0x85, ""},
+		{"empty client id", "", "dev1", "pw1", 0x85, ""},
+		{"disabled device", "off1", "off1", "pw", 0x87, ""},
+		{"will outside the prefix", "dev1", "dev1", "pw1", 0x87, "devices/dev2/status"},
+		// Finding 12: a will is a publish; a wildcard is no topic.
+		{"will with a multi-level wildcard", "dev1", "dev1", "pw1", 0x87, "devices/dev1/#"},
+		{"will with a single-level wildcard", "dev1", "dev1", "pw1", 0x87, "devices/dev1/+/status"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var opts []connectOpt
-			if strings.HasPrefix(tt.name, "will") {
-				opts = append(opts, withWill("devices/dev2/status", "x"))
+			if tt.will != "" {
+				opts = append(opts, withWill(tt.will, "x"))
 			}
 			_, ca, err := dial(t, h.b.Addr(), tt.clientID, tt.user, tt.pw, opts...)
 			if ca == nil {

@@ -45,28 +45,17 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	user := string(pk.Connect.Username)
 	typ, byCert, err := b.certAuthenticate(cl, s, user)
-	if !byCert {
-		if !registry.ConnectIdentityOK(pk.Connect.ClientIdentifier, user) {
-			return b.refuse(cl, "client_id_mismatch", packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid)
+	var v refusal
+	if byCert {
+		v = b.authVerdict(cl.ID, err)
+		if v.why == "" {
+			v = willVerdict(cl.ID, &pk.Connect)
 		}
-		typ, err = b.deps.Authenticator.Authenticate(cl.ID, user, pk.Connect.Password)
+	} else {
+		typ, v = b.connectVerdict(&pk.Connect)
 	}
-	switch {
-	case err == nil:
-	case errors.Is(err, registry.ErrNotFound):
-		return b.refuse(cl, "unknown_device", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
-	case errors.Is(err, registry.ErrUnauthorized):
-		return b.refuse(cl, "bad_credentials", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword)
-	case errors.Is(err, registry.ErrDisabled):
-		// Not authorized rather than banned: the device is known and may be
-		// enabled again, so it should keep retrying (with backoff).
-		return b.refuse(cl, "disabled", packets.ErrNotAuthorized, packets.Err3NotAuthorized)
-	default:
-		b.log.Error("authenticate device", "device_id", cl.ID, "err", err)
-		return b.refuse(cl, "error", packets.ErrServerUnavailable, packets.Err3ServerUnavailable)
-	}
-	if pk.Connect.WillFlag && !ownTopic(cl.ID, pk.Connect.WillTopic) {
-		return b.refuse(cl, "will_not_authorized", packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+	if v.why != "" {
+		return b.refuse(cl, v.why, v.v5, v.v3)
 	}
 	// A delayed will would be published after presence already decided;
 	// the heartbeat timeout of the device's type is the way to ride out
@@ -113,6 +102,61 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		s.established.Store(true)
 		h.b.releaseSlot(s)
 	}
+}
+
+// refusal is why a CONNECT is refused ("" why: accepted) and its codes.
+type refusal struct {
+	why    string
+	v5, v3 packets.Code
+}
+
+// connectVerdict decides a password CONNECT from the fields of the packet
+// the hook reads (client id, username, password, will flag and topic):
+// the client id must be the username, the credentials the device's, and a
+// will a publish under the device's own prefix. It is the whole of what
+// an unauthenticated peer controls, and is fuzzed (FuzzConnect).
+func (b *Broker) connectVerdict(c *packets.ConnectParams) (string, refusal) {
+	user := string(c.Username)
+	if !registry.ConnectIdentityOK(c.ClientIdentifier, user) {
+		return "", refusal{"client_id_mismatch", packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid}
+	}
+	typ, err := b.deps.Authenticator.Authenticate(c.ClientIdentifier, user, c.Password)
+	if v := b.authVerdict(c.ClientIdentifier, err); v.why != "" {
+		return "", v
+	}
+	if v := willVerdict(c.ClientIdentifier, c); v.why != "" {
+		return "", v
+	}
+	return typ, refusal{}
+}
+
+// authVerdict maps an Authenticator error to the refusal.
+func (b *Broker) authVerdict(id string, err error) refusal {
+	switch {
+	case err == nil:
+		return refusal{}
+	case errors.Is(err, registry.ErrNotFound):
+		return refusal{"unknown_device", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword}
+	case errors.Is(err, registry.ErrUnauthorized):
+		return refusal{"bad_credentials", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword}
+	case errors.Is(err, registry.ErrDisabled):
+		// Not authorized rather than banned: the device is known and may be
+		// enabled again, so it should keep retrying (with backoff).
+		return refusal{"disabled", packets.ErrNotAuthorized, packets.Err3NotAuthorized}
+	default:
+		b.log.Error("authenticate device", "device_id", id, "err", err)
+		return refusal{"error", packets.ErrServerUnavailable, packets.Err3ServerUnavailable}
+	}
+}
+
+// willVerdict checks a will: it is a publish the broker makes for the
+// device, so the publish rules apply (no wildcards), not the subscribe
+// rules.
+func willVerdict(id string, c *packets.ConnectParams) refusal {
+	if c.WillFlag && !registry.TopicAllowed(id, c.WillTopic, true) {
+		return refusal{"will_not_authorized", packets.ErrNotAuthorized, packets.Err3NotAuthorized}
+	}
+	return refusal{}
 }
 
 // refuse writes a CONNACK with the v5 code, or its 3.1.1 return code, and
@@ -232,11 +276,6 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	h.b.m.aclDenied.WithLabelValues(op).Inc()
 	return false
 }
-
-// ownTopic reports whether topic (or filter) lies under devices/{id}/:
-// the registry's one rule, shared with the HTTP auth view of external
-// brokers.
-func ownTopic(id, topic string) bool { return registry.TopicAllowed(id, topic, false) }
 
 // reportError publishes why a device's message was refused on
 // devices/{id}/errors.

@@ -3,7 +3,12 @@ package broker
 import (
 	"strings"
 	"testing"
+
+	"github.com/devicehub/devicehub/internal/registry"
 )
+
+// ownTopic is the subscribe rule: a topic or filter under devices/{id}/.
+func ownTopic(id, topic string) bool { return registry.TopicAllowed(id, topic, false) }
 
 func TestOwnTopic(t *testing.T) {
 	tests := []struct {
