@@ -26,7 +26,7 @@ func (h *hook) ID() string { return "devicehub" }
 
 func (h *hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished,
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketSent,
 		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill:
 		return true
 	}
@@ -99,8 +99,18 @@ type activeChecker interface {
 // session is in mochi's client map, where its takeover will find it.
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if s := h.b.sessionOf(cl); s != nil && s.authed.Load() {
-		s.established.Store(true)
 		h.b.releaseSlot(s)
+	}
+}
+
+// OnPacketSent notes the successful CONNACK: from then on the hub closes
+// the session with a DISCONNECT (v5), never before.
+func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != packets.CodeSuccess.Code || cl.Net.Inline {
+		return
+	}
+	if s := h.b.sessionOf(cl); s != nil {
+		s.established.Store(true)
 	}
 }
 
