@@ -212,7 +212,7 @@ func (a *API) provision(ctx context.Context, in *provisionInput) (*provisionOutp
 		return nil, errNotImplemented
 	}
 	if !registry.ValidID(req.ID) {
-		return nil, invalidArg("id", "must match %s", registry.IDPattern)
+		return nil, invalidArg("id", "must be %s", registry.IDRule)
 	}
 	creds, err := a.deps.Devices.Provision(ctx, registry.ProvisionRequest{
 		ID: req.ID, Type: req.Type, Name: req.Name, Group: req.Group,

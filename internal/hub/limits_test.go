@@ -120,3 +120,18 @@ func TestHTTPConnectionCap(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 }
+
+// Finding 9: "." and ".." are refused at the API, where a path could not
+// reach them afterwards.
+func TestDotIDsRefused(t *testing.T) {
+	th := startHub(t, "")
+	for _, id := range []string{".", ".."} {
+		var out map[string]any
+		if code := th.do(t, "POST", "/api/v1/devices", map[string]any{"id": id, "type": "WeatherStation"}, &out); code != http.StatusBadRequest {
+			t.Errorf("provision %q: status %d %v, want 400", id, code, out)
+		}
+		if code := th.do(t, "POST", "/api/v1/groups", map[string]any{"id": id, "name": "x"}, nil); code != http.StatusBadRequest && code != http.StatusUnprocessableEntity {
+			t.Errorf("create group %q: status %d, want 400", id, code)
+		}
+	}
+}

@@ -85,7 +85,7 @@ func (s *Service) CreateOperation(ctx context.Context, req CreateOperationReques
 		return nil, fmt.Errorf("%w: token is required", ErrInvalid)
 	}
 	if req.DeviceID != "" && !registry.ValidID(req.DeviceID) {
-		return nil, fmt.Errorf("%w: device_id %q: must match %s", ErrInvalid, req.DeviceID, registry.IDPattern)
+		return nil, fmt.Errorf("%w: device_id %q: must be %s", ErrInvalid, req.DeviceID, registry.IDRule)
 	}
 	now := s.now()
 	secret := "dho_" + registry.NewSecret()
@@ -225,7 +225,7 @@ func (s *Service) GetOperation(ctx context.Context, id string) (*Operation, erro
 // another id); after a failure the operation is pending again.
 func (s *Service) ApproveOperation(ctx context.Context, id string, req ApproveRequest) (*Operation, error) {
 	if req.DeviceID != "" && !registry.ValidID(req.DeviceID) {
-		return nil, fmt.Errorf("%w: device_id %q: must match %s", ErrInvalid, req.DeviceID, registry.IDPattern)
+		return nil, fmt.Errorf("%w: device_id %q: must be %s", ErrInvalid, req.DeviceID, registry.IDRule)
 	}
 	return s.approve(ctx, id, req.DeviceID)
 }

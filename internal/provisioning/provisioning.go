@@ -241,7 +241,7 @@ func (s *Service) CreateToken(ctx context.Context, req CreateTokenRequest) (*Cre
 		return nil, fmt.Errorf("%w: device_type: %w", ErrInvalid, err)
 	}
 	if req.Group != "" && !registry.ValidGroupID(req.Group) {
-		return nil, fmt.Errorf("%w: group %q: must match %s", ErrInvalid, req.Group, registry.GroupIDPattern)
+		return nil, fmt.Errorf("%w: group %q: must be %s", ErrInvalid, req.Group, registry.IDRule)
 	}
 	if req.MaxUses < 0 {
 		return nil, fmt.Errorf("%w: max_uses must not be negative", ErrInvalid)

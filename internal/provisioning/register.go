@@ -57,7 +57,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*RegisterR
 		return nil, fmt.Errorf("%w: key must be 1 to 256 bytes", ErrInvalid)
 	}
 	if req.DeviceID != "" && !registry.ValidID(req.DeviceID) {
-		return nil, fmt.Errorf("%w: device_id %q: must match %s", ErrInvalid, req.DeviceID, registry.IDPattern)
+		return nil, fmt.Errorf("%w: device_id %q: must be %s", ErrInvalid, req.DeviceID, registry.IDRule)
 	}
 	keyHash := sha256.Sum256([]byte("devicehub registration key\x00" + req.Key))
 

@@ -227,7 +227,7 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 	groups := map[string]NewGroup{}
 	for _, g := range f.Groups {
 		if !ValidGroupID(g.ID) {
-			return nil, fmt.Errorf("%w: group id %q: must match %s", ErrInvalid, g.ID, GroupIDPattern)
+			return nil, fmt.Errorf("%w: group id %q: must be %s", ErrInvalid, g.ID, IDRule)
 		}
 		name := g.Name
 		if name == "" {
@@ -317,7 +317,7 @@ func (s *Service) Import(ctx context.Context, f ImportFile, opts ImportOptions) 
 // importOne validates one device and builds its creation.
 func (s *Service) importOne(d ImportDevice, now time.Time) (ImportedDevice, events.Credentials, error) {
 	if !ValidID(d.ID) {
-		return ImportedDevice{}, events.Credentials{}, fmt.Errorf("invalid device id %q: must match %s", d.ID, IDPattern)
+		return ImportedDevice{}, events.Credentials{}, fmt.Errorf("invalid device id %q: must be %s", d.ID, IDRule)
 	}
 	if _, err := s.types.Get(d.Type); err != nil {
 		return ImportedDevice{}, events.Credentials{}, fmt.Errorf("type %q: %v", d.Type, err)

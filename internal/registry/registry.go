@@ -25,11 +25,19 @@ var (
 	ErrInvalid = errors.New("invalid request")
 )
 
-// IDPattern is what a device id must match.
+// IDPattern is the alphabet and length of a device id; ValidID also
+// refuses the ids a URL path cannot carry plainly.
 var IDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
-// ValidID reports whether id is a valid device id.
-func ValidID(id string) bool { return IDPattern.MatchString(id) }
+// IDRule says what a device or group id must be, for error messages.
+const IDRule = "1 to 128 of A-Z a-z 0-9 . _ : - and not . or .."
+
+// ValidID reports whether id is a valid device id: IDPattern, and not "."
+// or "..", which a URL path resolves away (/devices/.. is /), so that such
+// a device could be created but never reached through the API or CLI.
+func ValidID(id string) bool { return IDPattern.MatchString(id) && !dotSegment(id) }
+
+func dotSegment(id string) bool { return id == "." || id == ".." }
 
 // Device is a registered device.
 type Device struct {

@@ -215,7 +215,7 @@ type ProvisionRequest struct {
 // device_provisioned carries them to in-process subscribers.
 func (s *Service) Provision(ctx context.Context, req ProvisionRequest) (events.Credentials, error) {
 	if !ValidID(req.ID) {
-		return events.Credentials{}, fmt.Errorf("%w %q: must match %s", ErrInvalidID, req.ID, IDPattern)
+		return events.Credentials{}, fmt.Errorf("%w %q: must be %s", ErrInvalidID, req.ID, IDRule)
 	}
 	if _, err := s.types.Get(req.Type); err != nil {
 		return events.Credentials{}, err
@@ -326,7 +326,7 @@ func provisionFields(req ProvisionRequest) (*DeviceFields, []NewGroup, error) {
 	var groups []NewGroup
 	if req.Group != "" {
 		if !ValidGroupID(req.Group) {
-			return nil, nil, fmt.Errorf("%w: group %q: must match %s", ErrInvalid, req.Group, IDPattern)
+			return nil, nil, fmt.Errorf("%w: group %q: must be %s", ErrInvalid, req.Group, IDRule)
 		}
 		groups = []NewGroup{{ID: req.Group, Name: req.Group}}
 	}

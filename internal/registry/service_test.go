@@ -649,3 +649,39 @@ func TestRotationClosesOldSessions(t *testing.T) {
 		}
 	})
 }
+
+// Finding 9: ids a URL path cannot carry plainly are refused, for
+// devices and groups alike.
+func TestValidID(t *testing.T) {
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"dev-1", true},
+		{"a.b", true},
+		{"...", true},
+		{"x:y_z", true},
+		{".", false},
+		{"..", false},
+		{"", false},
+		{"a/b", false},
+		{"a%2F", false},
+		{"a?b", false},
+		{"a#b", false},
+		{"a b", false},
+		{strings.Repeat("a", 129), false},
+	}
+	for _, tt := range tests {
+		if got := registry.ValidID(tt.id); got != tt.want {
+			t.Errorf("ValidID(%q) = %v, want %v", tt.id, got, tt.want)
+		}
+		if got := registry.ValidGroupID(tt.id); got != tt.want {
+			t.Errorf("ValidGroupID(%q) = %v, want %v", tt.id, got, tt.want)
+		}
+	}
+	e := newEnv(t)
+	for _, id := range []string{".", ".."} {
+		_, err := e.svc.Provision(context.Background(), registry.ProvisionRequest{ID: id, Type: "sensor"})
+		wantErr(t, "provision "+id, err, registry.ErrInvalidID)
+	}
+}

@@ -20,8 +20,8 @@ import (
 // GroupIDPattern is what a group id must match (the device id alphabet).
 var GroupIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
-// ValidGroupID reports whether id is a valid group id.
-func ValidGroupID(id string) bool { return GroupIDPattern.MatchString(id) }
+// ValidGroupID reports whether id is a valid group id (see ValidID).
+func ValidGroupID(id string) bool { return GroupIDPattern.MatchString(id) && !dotSegment(id) }
 
 // UpdateRequest is a patch of a device's registry fields: nil fields are
 // left alone. JSON keys are those of Device.
@@ -70,7 +70,7 @@ func (s *Service) Update(ctx context.Context, id string, req UpdateRequest) (*De
 		g := *req.Group
 		if g != "" {
 			if !ValidGroupID(g) {
-				return nil, fmt.Errorf("%w: group %q: must match %s", ErrInvalid, g, GroupIDPattern)
+				return nil, fmt.Errorf("%w: group %q: must be %s", ErrInvalid, g, IDRule)
 			}
 			groups = []NewGroup{{ID: g, Name: g}}
 		}
@@ -360,7 +360,7 @@ type CreateGroupRequest struct {
 // CreateGroup creates a device group.
 func (s *Service) CreateGroup(ctx context.Context, req CreateGroupRequest) (*Group, error) {
 	if !ValidGroupID(req.ID) {
-		return nil, fmt.Errorf("%w: group id %q: must match %s", ErrInvalid, req.ID, GroupIDPattern)
+		return nil, fmt.Errorf("%w: group id %q: must be %s", ErrInvalid, req.ID, IDRule)
 	}
 	name := req.Name
 	if name == "" {
