@@ -362,7 +362,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		Capabilities:             opts.capabilities(),
 		ClientNetWriteBufferSize: opts.WriteBufferSize,
 		ClientNetReadBufferSize:  opts.ReadBufferSize,
-		Logger:                   log.With("component", "mochi"),
+		Logger:                   slog.New(redactHandler{log.Handler()}).With("component", "mochi"),
 		// $SYS topics are of no use to devices (the ACL hides them) and
 		// each update reads the memory stats of the whole process.
 		SysTopicResendInterval: 60,

@@ -33,7 +33,14 @@ func Serve(ctx context.Context, configPath string, o config.Overrides) error {
 	go func() { errc <- h.Run(ctx) }()
 	select {
 	case <-h.Ready():
-		printAdmin(os.Stderr, h.Admin, filepath.Join(cfg.DataDir, "admin.token"))
+		path := filepath.Join(cfg.DataDir, "admin.token")
+		if h.Admin.Secret != "" && !isTerminal(os.Stderr) {
+			// Not on a pipe or a file (a service manager's journal): that
+			// is a log, and no log carries a secret. It is in the file.
+			log.Info("admin token created (not shown: stderr is not a terminal)", "file", path)
+		} else {
+			printAdmin(os.Stderr, h.Admin, path)
+		}
 	case err := <-errc:
 		return err
 	}
@@ -55,6 +62,12 @@ func printAdmin(w io.Writer, b access.AdminBootstrap, path string) {
 			"directory; none was created here. To use the CLI on this machine, copy that hub's admin.token to\n"+
 			"%s, or pass --token or set DEVICEHUB_TOKEN.\n\n", b.Existing.ID, b.Existing.CreatedAt.Format(time.RFC3339), path)
 	}
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // NewLogger returns the process logger: text or JSON on stderr.
