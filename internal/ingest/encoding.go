@@ -23,7 +23,13 @@ import (
 // handlers see it, so every topic takes compressed payloads; the audit
 // record keeps the decompressed payload. The decompressed size counts
 // against the device type's payload limit (payload_too_large), which also
-// defuses decompression bombs: decoding stops one byte past the limit. An
+// defuses decompression bombs: decoding stops one byte past the limit.
+// A zstd frame's window is another matter: the stock zstd tool writes
+// frames with a 2 MiB (default level) to 8 MiB (level 19) window even for
+// a few bytes of content, so the window is bounded by a fixed memory
+// budget instead (zstdMaxWindow per decoder, zstdDecoders decoders for the
+// whole hub), not by the payload limit; a frame asking for more is
+// refused (payload_too_large: it needs more memory than the hub gives). An
 // encoding other than gzip and zstd, or a payload that does not decode, is
 // refused with invalid_payload.
 
@@ -65,8 +71,10 @@ func (p *Pipeline) decompress() Middleware {
 			if enc == "" {
 				return next.Handle(ctx, m)
 			}
-			out, err := inflate(enc, m.Req.Payload, m.info.maxPayload)
+			out, err := inflate(ctx, enc, m.Req.Payload, m.info.maxPayload)
 			switch {
+			case err != nil && ctx.Err() != nil:
+				return fmt.Errorf("decompress: %w", ctx.Err()) // not the payload's fault
 			case errors.Is(err, errUnknownEncoding):
 				return &Rejection{Code: CodeInvalidPayload, Reason: fmt.Sprintf("content encoding %q is not supported; use gzip or zstd", enc)}
 			case errors.Is(err, errDecompressedTooLarge):
@@ -84,13 +92,31 @@ func (p *Pipeline) decompress() Middleware {
 
 var errUnknownEncoding = errors.New("unknown content encoding")
 
+// The zstd memory budget: at most zstdDecoders decoders exist, each with a
+// window of at most zstdMaxWindow (what zstd -19 uses; --long and --ultra
+// frames ask for more and are refused), so zstd decoding holds at most
+// about zstdDecoders × zstdMaxWindow whatever the fleet sends. A decode
+// waits for a free decoder.
+const (
+	zstdMaxWindow = 8 << 20
+	zstdDecoders  = 4
+)
+
 var (
 	gzipReaders sync.Pool // *gzip.Reader
-	zstdReaders sync.Pool // *zstd.Decoder
+	// zstdPool holds the zstd decoders (nil until first use) and is the
+	// semaphore of the budget.
+	zstdPool = func() chan *zstd.Decoder {
+		c := make(chan *zstd.Decoder, zstdDecoders)
+		for range zstdDecoders {
+			c <- nil
+		}
+		return c
+	}()
 )
 
 // inflate decodes p, reading at most limit bytes of output.
-func inflate(enc string, p []byte, limit int) ([]byte, error) {
+func inflate(ctx context.Context, enc string, p []byte, limit int) ([]byte, error) {
 	var (
 		r    io.Reader
 		done func()
@@ -109,22 +135,28 @@ func inflate(enc string, p []byte, limit int) ([]byte, error) {
 		}
 		r, done = zr, func() { gzipReaders.Put(zr) }
 	case EncodingZstd:
-		zd, _ := zstdReaders.Get().(*zstd.Decoder)
+		var zd *zstd.Decoder
+		select {
+		case zd = <-zstdPool:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		var err error
 		if zd == nil {
-			// One goroutine (no async decoding: no background workers), and
-			// a window no larger than a payload may be.
+			// One goroutine (no async decoding: no background workers).
 			zd, err = zstd.NewReader(bytes.NewReader(p), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-				zstd.WithDecoderMaxWindow(uint64(max(limit, zstd.MinWindowSize))))
-		} else {
-			err = zd.ResetWithOptions(bytes.NewReader(p), zstd.WithDecoderMaxWindow(uint64(max(limit, zstd.MinWindowSize))))
-		}
-		if err != nil {
+				zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderMaxMemory(zstdMaxWindow))
+			if err != nil {
+				zstdPool <- nil
+				return nil, err
+			}
+		} else if err = zd.Reset(bytes.NewReader(p)); err != nil {
+			zstdPool <- zd
 			return nil, err
 		}
 		r, done = zd, func() {
 			_ = zd.Reset(nil)
-			zstdReaders.Put(zd)
+			zstdPool <- zd
 		}
 	default:
 		return nil, errUnknownEncoding

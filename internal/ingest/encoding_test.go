@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -210,7 +212,7 @@ func FuzzInflate(f *testing.F) {
 	f.Add("zstd", zs(f, []byte(`{"a":1}`)))
 	f.Add("zstd", []byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, enc string, p []byte) {
-		out, err := inflate(enc, p, 1<<16)
+		out, err := inflate(context.Background(), enc, p, 1<<16)
 		if err == nil && len(out) > 1<<16 {
 			t.Fatalf("%d bytes out, limit %d", len(out), 1<<16)
 		}
@@ -226,4 +228,73 @@ func FuzzParseChunkTopic(f *testing.F) {
 			t.Fatalf("accepted %+v", ct)
 		}
 	})
+}
+
+// Finding 10: frames written by the stock zstd tool (v1.5.4) from a pipe
+// carry no content size and a window of 2 MiB (default level) or 8 MiB
+// (-19), far above a 64 KiB payload limit: they are taken in; the decoded
+// size is what is bounded. A frame that asks for a window above the
+// hub's budget (--long=27: 128 MiB) is refused, not decoded.
+//
+//	printf '{"temp": 21.5, "msg_id": "stock-1"}' | zstd -q -c > testdata/stock-stdin.zst
+//	printf '{"temp": 21.5, "msg_id": "stock-19"}' | zstd -q -19 -c > testdata/stock-19-stdin.zst
+//	printf '{"temp": 21.5}' | zstd -q --long=27 -c > testdata/stock-long27.zst
+func TestStockZstdFrames(t *testing.T) {
+	tests := []struct {
+		file, msgID string
+		code        string // "" accepted
+	}{
+		{"stock-stdin.zst", "stock-1", ""},
+		{"stock-19-stdin.zst", "stock-19", ""},
+		{"stock-long27.zst", "", CodePayloadTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			payload, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, Options{DefaultMaxPayloadBytes: 64 << 10})
+			r := req("devices/dev1/data", "")
+			r.Payload, r.ContentType = payload, "application/json+zstd"
+			res, err := h.p.Handle(context.Background(), r)
+			if tt.code != "" {
+				var rej *Rejection
+				if !errors.As(err, &rej) || rej.Code != tt.code {
+					t.Fatalf("err = %v, want %s", err, tt.code)
+				}
+				return
+			}
+			if err != nil || res.Readings != 1 {
+				t.Fatalf("stock zstd frame refused: %+v %v", res, err)
+			}
+			if ch := h.store.all(); msgOf(ch[0]).MsgID != tt.msgID {
+				t.Fatalf("stored %+v", msgOf(ch[0]))
+			}
+		})
+	}
+}
+
+// Many concurrent zstd decodes share the fixed set of decoders: all are
+// decoded, none fails for want of one.
+func TestZstdDecodersShared(t *testing.T) {
+	payload, err := os.ReadFile(filepath.Join("testdata", "stock-19-stdin.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 32)
+	for range 32 {
+		go func() {
+			_, err := inflate(context.Background(), EncodingZstd, payload, 64<<10)
+			errs <- err
+		}()
+	}
+	for range 32 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(zstdPool); n != zstdDecoders {
+		t.Fatalf("%d decoders back in the pool, want %d", n, zstdDecoders)
+	}
 }
