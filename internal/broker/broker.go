@@ -280,6 +280,8 @@ type Broker struct {
 	refusedLog, acceptLog sampler
 	listeners             []stoppable
 
+	gone atomic.Pointer[func(deviceID string)] // see SetDeviceGone
+
 	mu      sync.Mutex
 	closed  bool                    // no new connections are tracked
 	current map[string]uint64       // device id → generation of its newest connection
@@ -491,19 +493,28 @@ func (b *Broker) releaseSlot(s *session) {
 	<-d.slot
 }
 
+// SetDeviceGone sets what is called when a device's last connection has
+// ended (ingest drops the chunks it held).
+func (b *Broker) SetDeviceGone(fn func(deviceID string)) { b.gone.Store(&fn) }
+
 // leaveDevice forgets an ended session.
 func (b *Broker) leaveDevice(s *session) {
 	b.releaseSlot(s)
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.current[s.deviceID] == s.gen {
 		delete(b.current, s.deviceID)
 	}
+	last := false
 	if d := b.devs[s.deviceID]; d != nil {
 		if _, ok := d.sessions[s]; ok {
 			delete(d.sessions, s)
 			b.dropDeviceLocked(s.deviceID, d)
+			last = b.devs[s.deviceID] == nil
 		}
+	}
+	b.mu.Unlock()
+	if fn := b.gone.Load(); last && fn != nil {
+		(*fn)(s.deviceID)
 	}
 }
 

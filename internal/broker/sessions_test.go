@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,12 @@ func alive(cs []*paho.Client) int {
 // session, and Kick closes it (and any other) and refuses what they send.
 func TestSimultaneousConnectsThenKick(t *testing.T) {
 	h := start(t)
+	var gone atomic.Int32
+	h.b.SetDeviceGone(func(id string) {
+		if id == "dev1" {
+			gone.Add(1)
+		}
+	})
 	cs := connectAll(t, h.b.Addr(), 8)
 	if len(cs) == 0 {
 		t.Fatal("no connection accepted")
@@ -91,6 +98,12 @@ func TestSimultaneousConnectsThenKick(t *testing.T) {
 	}
 	if got := len(h.handler.published()); got != before {
 		t.Errorf("%d messages handed on after the kick", got-before)
+	}
+	// The device's last connection ended: told once (ingest frees its
+	// chunks), not once per replaced session.
+	eventually(t, "device gone", func() bool { return gone.Load() >= 1 })
+	if n := gone.Load(); n != 1 {
+		t.Errorf("device gone told %d times, want 1", n)
 	}
 	// Presence hears the end of every session it heard of.
 	eventually(t, "presence hears every end", func() bool {

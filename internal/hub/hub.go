@@ -227,6 +227,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		ChunkTimeout:           cfg.Ingest.ChunkTimeout,
 	}, log.With("component", "ingest"), h.reg)
 
+	brk.SetDeviceGone(h.Ingest.ForgetDevice)
+
 	h.Access = access.NewService(st)
 	h.Accounts = accounts.New(st, accounts.Options{}, log.With("component", "accounts"))
 

@@ -35,10 +35,17 @@ import (
 //
 // Memory is bounded: the reassembled size by the device type's payload
 // limit (payload_too_large), the chunks held by all devices together by
-// Options.ChunkMemory (a chunk over it is not stored and the device comes
-// back later), and each device holds at most maxSetsPerDevice messages in
-// progress (the oldest is dropped). A set not completed within
-// Options.ChunkTimeout is dropped.
+// Options.ChunkMemory, and each device holds at most maxSetsPerDevice
+// messages in progress (the oldest is dropped). The memory is shared
+// fairly: when it is full, a chunk of a device takes the room of the
+// oldest message of the device holding the most, if that one holds more
+// than this device would with the chunk, else of a message of another
+// device that got no chunk for stealIdle; only when there is none is the
+// chunk not stored (the device comes back later). So devices that open
+// messages and never finish them cannot starve the others for longer
+// than stealIdle. A set not
+// completed within Options.ChunkTimeout is dropped, and a device's sets
+// are dropped when its last connection ends (ForgetDevice).
 
 // MaxChunks is the most chunks one message may have.
 const MaxChunks = 1024
@@ -94,7 +101,8 @@ type chunkSets struct {
 
 	mu        sync.Mutex
 	sets      map[string]*chunkSet // device id + "\x00" + chunk id
-	perDevice map[string]int
+	perDevice map[string]int      // sets in progress
+	bytesOf   map[string]int      // bytes held
 	held      int // bytes held
 	lastSweep time.Time
 }
@@ -106,19 +114,73 @@ type chunkSet struct {
 	parts       [][]byte
 	have, size  int
 	started     time.Time
+	touched     time.Time // the last chunk
 }
 
 func newChunkSets(maxBytes int, timeout time.Duration) *chunkSets {
-	return &chunkSets{maxBytes: maxBytes, timeout: timeout, sets: map[string]*chunkSet{}, perDevice: map[string]int{}}
+	return &chunkSets{maxBytes: maxBytes, timeout: timeout, sets: map[string]*chunkSet{}, perDevice: map[string]int{}, bytesOf: map[string]int{}}
 }
 
 // drop forgets a set. Locked.
 func (cs *chunkSets) drop(key string, s *chunkSet) {
 	delete(cs.sets, key)
 	cs.held -= s.size
+	cs.bytesOf[s.device] -= s.size
 	if cs.perDevice[s.device]--; cs.perDevice[s.device] <= 0 {
 		delete(cs.perDevice, s.device)
+		delete(cs.bytesOf, s.device)
 	}
+}
+
+// forget drops every set of a device.
+func (cs *chunkSets) forget(device string) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.perDevice[device] == 0 {
+		return
+	}
+	for k, s := range cs.sets {
+		if s.device == device {
+			cs.drop(k, s)
+		}
+	}
+}
+
+// stealIdle is how long a message in progress may go without a chunk
+// before, when the memory is full, another device may take its room.
+// Devices send the chunks of a message one after the other.
+const stealIdle = time.Second
+
+// makeRoom frees need bytes for device: first from the devices holding
+// more than device would after adding need (their oldest message), then
+// from messages of other devices that got no chunk for stealIdle (the
+// least recently fed first). Locked.
+func (cs *chunkSets) makeRoom(device string, need int, now time.Time) bool {
+	for cs.held+need > cs.maxBytes {
+		var top string
+		most := 0
+		for d, n := range cs.bytesOf {
+			if d != device && n > most {
+				top, most = d, n
+			}
+		}
+		if top != "" && most > cs.bytesOf[device]+need {
+			cs.dropOldest(top)
+			continue
+		}
+		var idleKey string
+		var idle *chunkSet
+		for k, s := range cs.sets {
+			if s.device != device && now.Sub(s.touched) >= stealIdle && (idle == nil || s.touched.Before(idle.touched)) {
+				idleKey, idle = k, s
+			}
+		}
+		if idle == nil {
+			return false
+		}
+		cs.drop(idleKey, idle)
+	}
+	return true
 }
 
 // sweep drops sets older than the timeout, at most once a second unless
@@ -178,16 +240,21 @@ func (cs *chunkSets) add(device, contentType string, ct chunkTopic, payload []by
 	}
 	if cs.held-old+len(payload) > cs.maxBytes {
 		cs.sweep(now, true)
-		if cs.held-old+len(payload) > cs.maxBytes {
+		if cs.held-old+len(payload) > cs.maxBytes && !cs.makeRoom(device, len(payload)-old, now) {
 			return nil, ErrChunkMemory
+		}
+		if cs.sets[key] != s { // swept: the message timed out meanwhile
+			return nil, ErrChunksIncomplete
 		}
 	}
 	if s.parts[ct.index] == nil {
 		s.have++
 	}
 	s.parts[ct.index] = append([]byte{}, payload...)
+	s.touched = now
 	s.size += len(payload) - old
 	cs.held += len(payload) - old
+	cs.bytesOf[device] += len(payload) - old
 	return nil, nil
 }
 
@@ -206,6 +273,11 @@ func (cs *chunkSets) dropOldest(device string) {
 		cs.drop(oldestKey, oldest)
 	}
 }
+
+// ForgetDevice drops the chunks a device holds: its last connection
+// ended, and a device resends a chunked message from chunk 0 after a
+// reconnect anyway.
+func (p *Pipeline) ForgetDevice(deviceID string) { p.chunks.forget(deviceID) }
 
 // reassemble holds chunks and hands a completed message on as a message on
 // its own topic (see above).
