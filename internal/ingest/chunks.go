@@ -101,9 +101,9 @@ type chunkSets struct {
 
 	mu        sync.Mutex
 	sets      map[string]*chunkSet // device id + "\x00" + chunk id
-	perDevice map[string]int      // sets in progress
-	bytesOf   map[string]int      // bytes held
-	held      int // bytes held
+	perDevice map[string]int       // sets in progress
+	bytesOf   map[string]int       // bytes held
+	held      int                  // bytes held
 	lastSweep time.Time
 }
 
