@@ -32,7 +32,10 @@ func connectMany(t *testing.T, addr, id, password string, n int) []*paho.Client 
 		go func() {
 			defer wg.Done()
 			<-start
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			// The CONNECTs of one device are let in one at a time (each
+			// waits for its predecessor's session to be established), so
+			// on a loaded machine the last one takes a while.
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
 				Password: []byte(password), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
@@ -92,7 +95,7 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 			if len(cs) == 0 {
 				t.Fatal("no connection accepted")
 			}
-			waitFor(t, 10*time.Second, "exactly one session", func() bool {
+			waitFor(t, 30*time.Second, "exactly one session", func() bool {
 				return len(open(cs)) == 1 && th.Broker.Sessions(id) == 1
 			})
 			live := open(cs)[0]
@@ -116,7 +119,7 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 					t.Errorf("session %d: publish after %s acknowledged", i, op.name)
 				}
 			}
-			waitFor(t, 10*time.Second, "every session closed", func() bool {
+			waitFor(t, 30*time.Second, "every session closed", func() bool {
 				return len(open(cs)) == 0 && th.Broker.Sessions(id) == 0
 			})
 			if got := th.readingCount(t, id); got != before {
