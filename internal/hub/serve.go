@@ -33,14 +33,7 @@ func Serve(ctx context.Context, configPath string, o config.Overrides) error {
 	go func() { errc <- h.Run(ctx) }()
 	select {
 	case <-h.Ready():
-		path := filepath.Join(cfg.DataDir, "admin.token")
-		if h.Admin.Secret != "" && !isTerminal(os.Stderr) {
-			// Not on a pipe or a file (a service manager's journal): that
-			// is a log, and no log carries a secret. It is in the file.
-			log.Info("admin token created (not shown: stderr is not a terminal)", "file", path)
-		} else {
-			printAdmin(os.Stderr, h.Admin, path)
-		}
+		printAdmin(os.Stderr, h.Admin, filepath.Join(cfg.DataDir, "admin.token"))
 	case err := <-errc:
 		return err
 	}
@@ -64,11 +57,6 @@ func printAdmin(w io.Writer, b access.AdminBootstrap, path string) {
 	}
 }
 
-// isTerminal reports whether f is a character device (a terminal).
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
 
 // NewLogger returns the process logger: text or JSON on stderr.
 func NewLogger(level, format string) *slog.Logger {
