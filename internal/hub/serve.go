@@ -57,7 +57,6 @@ func printAdmin(w io.Writer, b access.AdminBootstrap, path string) {
 	}
 }
 
-
 // NewLogger returns the process logger: text or JSON on stderr.
 func NewLogger(level, format string) *slog.Logger {
 	var lv slog.Level
