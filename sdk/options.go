@@ -190,7 +190,7 @@ func (o *Options) mqttURL() (*url.URL, error) {
 	}
 	s, err := url.Parse(o.Server)
 	if err != nil || s.Hostname() == "" {
-		return nil, fmt.Errorf("Server %q is not a URL", o.Server)
+		return nil, fmt.Errorf("server %q is not a URL (Options.Server)", o.Server)
 	}
 	if s.Scheme == "https" {
 		return &url.URL{Scheme: "tls", Host: net.JoinHostPort(s.Hostname(), "8883")}, nil

@@ -67,8 +67,9 @@ func drawPanel(img *image.RGBA, r image.Rectangle, p Panel) {
 		text(img, plot.Min.X+10, plot.Min.Y+20, "no data", black)
 		return
 	}
+	// The x axis starts at 0; a single x value still gets a width.
 	if xmax == xmin {
-		xmin, xmax = xmin-1, xmax+1
+		xmax++
 	}
 	xmin, xmax = 0, xmax*1.08
 	ymax = niceCeil(ymax * 1.05)

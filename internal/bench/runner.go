@@ -454,7 +454,8 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 		}
 		run.Figures["mean_commit_batch"] = batch
 	}
-	count, secs := float64(lr.Acked), lr.Seconds
+	var count float64
+	secs := lr.Seconds
 	switch system {
 	case SysDevicehub:
 		count = float64(stored)

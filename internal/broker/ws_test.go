@@ -44,12 +44,12 @@ func TestWebSocket(t *testing.T) {
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ccancel()
 	cm, err := autopaho.NewConnection(cctx, autopaho.ClientConfig{
-		ServerUrls:        []*url.URL{u},
-		KeepAlive:         30,
-		ConnectUsername:   "dev1",
-		ConnectPassword:   []byte("pw1"),
-		ConnectRetryDelay: 20 * time.Millisecond,
-		ClientConfig:      paho.ClientConfig{ClientID: "dev1"},
+		ServerUrls:       []*url.URL{u},
+		KeepAlive:        30,
+		ConnectUsername:  "dev1",
+		ConnectPassword:  []byte("pw1"),
+		ReconnectBackoff: autopaho.NewConstantBackoff(20 * time.Millisecond),
+		ClientConfig:     paho.ClientConfig{ClientID: "dev1"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -140,7 +141,7 @@ func TestDecodeInternsKeys(t *testing.T) {
 
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	for _, v := range []any{
-		nil, true, false, 0.0, -0.0, 1.0, 1e21, 1e20, 1e-6, 1e-7, 123.456, -5e-324, 1.7976931348623157e308,
+		nil, true, false, 0.0, math.Copysign(0, -1), 1.0, 1e21, 1e20, 1e-6, 1e-7, 123.456, -5e-324, 1.7976931348623157e308,
 		"", "plain", "\"\\/\b\f\n\r\t\x00\x1f", "<script>&amp;", "\u2028\u2029", "é😀", "\xff\xfe",
 		map[string]any{"b": 1.0, "a": []any{"x", nil, map[string]any{}}, "<": ">"},
 		[]any{}, map[string]any{},

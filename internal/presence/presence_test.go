@@ -476,8 +476,8 @@ func BenchmarkActivity(b *testing.B) {
 	})
 }
 
-// msgOf, patchOf and rowsOf are the message, the device patch and the
-// readings of a change, nil when it has none.
+// msgOf and patchOf are the message and the device patch of a change,
+// nil when it has none.
 func msgOf(ch *commit.Change) *readings.Message {
 	m, _ := commit.Find[*readings.Message](ch)
 	return m
@@ -486,12 +486,4 @@ func msgOf(ch *commit.Change) *readings.Message {
 func patchOf(ch *commit.Change) *registry.DevicePatch {
 	p, _ := commit.Find[*registry.DevicePatch](ch)
 	return p
-}
-
-func rowsOf(ch *commit.Change) []readings.Reading {
-	r, _ := commit.Find[*readings.Readings](ch)
-	if r == nil {
-		return nil
-	}
-	return r.Rows
 }
