@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 	"github.com/devicehub/devicehub/sdk"
 )
@@ -235,7 +236,7 @@ func TestKill9HubLosesNothing(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 30*time.Second, "readings acknowledged", func() bool {
+	eventually.True(t, 30*time.Second, "readings acknowledged", func() bool {
 		for _, c := range clients {
 			if c.Stats().Acked < 300 {
 				return false
@@ -248,7 +249,7 @@ func TestKill9HubLosesNothing(t *testing.T) {
 	hubc = startChild(t, "hub", "SDK_TEST_CONFIG="+cfg)
 	hubc.expect(t, servingRE, 60*time.Second)
 	t.Logf("hub restarted in %v", time.Since(t0))
-	waitFor(t, 30*time.Second, "reconnects", func() bool {
+	eventually.True(t, 30*time.Second, "reconnects", func() bool {
 		for _, c := range clients {
 			if c.Stats().Reconnects < 1 || c.Stats().Acked < 600 {
 				return false

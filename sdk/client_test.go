@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/sdk"
 )
 
@@ -179,7 +180,7 @@ func TestRevokedCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	th.Broker.Kick("rev", "test: credentials replaced")
-	waitFor(t, 10*time.Second, "the client to stop", func() bool { return c.Err() != nil })
+	eventually.True(t, 10*time.Second, "the client to stop", func() bool { return c.Err() != nil })
 	if k := sdk.KindOf(c.Err()); k != sdk.KindCredentialsRevoked {
 		t.Fatalf("Err() = %v, want credentials_revoked", c.Err())
 	}
@@ -188,7 +189,7 @@ func TestRevokedCredentials(t *testing.T) {
 	}
 	// OnError is called from the client's goroutine, possibly just after
 	// Err() is set.
-	waitFor(t, 10*time.Second, "OnError", func() bool {
+	eventually.True(t, 10*time.Second, "OnError", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(bg) > 0
@@ -244,9 +245,9 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 	if d, ok := recv("desired properties").(sdk.DesiredProperties); !ok || d.Version != 3 || d.Values["interval"] != 10.0 {
 		t.Fatalf("desired = %+v", d)
 	}
-	waitFor(t, 10*time.Second, "subscription", func() bool { return c.Stats().Connected })
+	eventually.True(t, 10*time.Second, "subscription", func() bool { return c.Stats().Connected })
 	// Newer, older: only the newer is delivered.
-	waitFor(t, 10*time.Second, "version 4", func() bool {
+	eventually.True(t, 10*time.Second, "version 4", func() bool {
 		th.Broker.Publish("devices/tw/twin/desired", []byte(`{"version": 4, "values": {"interval": 20}}`), true, 1)
 		_, ok := c.DesiredPropertiesIfNewer(3)
 		return ok
@@ -295,7 +296,7 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 		}
 		return result && reported
 	}
-	waitFor(t, 10*time.Second, "the result and the reported properties in the hub's audit log", sent)
+	eventually.True(t, 10*time.Second, "the result and the reported properties in the hub's audit log", sent)
 	// The same command again (a redelivery) is not handled twice.
 	th.Broker.Publish("devices/tw/commands/c1", []byte(`{"command": "reboot"}`), false, 1)
 	th.Broker.Publish("devices/tw/commands/c2", []byte(`{"command": "ping"}`), false, 1)

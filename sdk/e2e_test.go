@@ -17,6 +17,7 @@ import (
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/sdk"
 )
 
@@ -137,7 +138,7 @@ func TestE2ERevoked(t *testing.T) {
 	if _, err := th.api.RevokeDevice(ctx, "rev-e2e", "stolen"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the client to stop", func() bool { return c.Err() != nil })
+	eventually.True(t, 10*time.Second, "the client to stop", func() bool { return c.Err() != nil })
 	if k := sdk.KindOf(c.Err()); k != sdk.KindCredentialsRevoked {
 		t.Fatalf("Err() = %v, want credentials_revoked", c.Err())
 	}
@@ -323,7 +324,7 @@ func TestE2ECommandsAndTwin(t *testing.T) {
 			return ok && a.Patch["fw"] == "1.2.1" && e.DeviceType == "Meter"
 		}},
 	} {
-		waitFor(t, 10*time.Second, string(w.typ), func() bool { return rec.find(w.typ, w.match) })
+		eventually.True(t, 10*time.Second, string(w.typ), func() bool { return rec.find(w.typ, w.match) })
 	}
 	if errs := c.Err(); errs != nil && !errors.Is(errs, context.Canceled) {
 		t.Errorf("client error: %v", errs)

@@ -195,18 +195,6 @@ func storedMessages(t testing.TB, st messagelog.Store, deviceID string) []messag
 	return out
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 func startClient(t testing.TB, o sdk.Options) *sdk.Client {
 	t.Helper()
 	if o.Logger == nil {

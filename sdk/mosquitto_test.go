@@ -14,6 +14,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/sdk"
 )
 
@@ -71,12 +72,12 @@ func TestMosquitto(t *testing.T) {
 	if err := c.WaitSent(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "10 readings at the observer", func() bool {
+	eventually.True(t, 10*time.Second, "10 readings at the observer", func() bool {
 		return count(func(p *paho.Publish) bool { return p.Topic == prefix+"data/env" }) == 10
 	})
 
 	// Subscribe: a command reaches OnCommand and its result comes back.
-	waitFor(t, 10*time.Second, "command result", func() bool {
+	eventually.True(t, 10*time.Second, "command result", func() bool {
 		obs.Publish(ctx, &paho.Publish{Topic: prefix + "commands/c1", QoS: 1, Payload: []byte(`{"command": "ping"}`)})
 		return count(func(p *paho.Publish) bool {
 			return p.Topic == prefix+"commands/c1/result" && strings.Contains(string(p.Payload), `"ping"`)
@@ -86,11 +87,11 @@ func TestMosquitto(t *testing.T) {
 	// Reconnect: a session taking over the device's client id drops it.
 	intruder := dialPaho(t, u.Host, id, nil)
 	intruder.Disconnect(&paho.Disconnect{})
-	waitFor(t, 20*time.Second, "a reconnect", func() bool { st := c.Stats(); return st.Reconnects >= 1 && st.Connected })
+	eventually.True(t, 20*time.Second, "a reconnect", func() bool { st := c.Stats(); return st.Reconnects >= 1 && st.Connected })
 	if _, err := s.Send(ctx, []byte(`{"seq": 10}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the reading sent after the reconnect", func() bool {
+	eventually.True(t, 10*time.Second, "the reading sent after the reconnect", func() bool {
 		return count(func(p *paho.Publish) bool { return p.Topic == prefix+"data/env" }) >= 11
 	})
 }

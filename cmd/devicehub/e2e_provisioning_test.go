@@ -11,6 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // CONNACK reason codes the hub answers a refused device with.
@@ -104,7 +105,7 @@ func TestE2EProvisioning(t *testing.T) {
 			t.Fatal(err)
 		}
 		var last error
-		eventually(t, 10*time.Second, "token refused as expired", func() bool {
+		eventually.True(t, 10*time.Second, "token refused as expired", func() bool {
 			_, last = dev.CreateOperation(ctx, tok.Secret, "")
 			return last != nil
 		})

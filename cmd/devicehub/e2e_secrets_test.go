@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // connectPacket encodes an MQTT 3.1.1 CONNECT.
@@ -126,7 +127,7 @@ func TestE2ENoSecretInLogs(t *testing.T) {
 
 	// Everything above is logged by now: the hub logs before it answers,
 	// except the end of the double-CONNECT connection, waited for here.
-	eventually(t, 10*time.Second, "the double CONNECT logged", func() bool {
+	eventually.True(t, 10*time.Second, "the double CONNECT logged", func() bool {
 		for _, l := range h.logLines() {
 			if strings.Contains(l, "client disconnected") || strings.Contains(l, "error processing packet") {
 				return true

@@ -173,18 +173,6 @@ func waitClosed(t *testing.T, cl *paho.Client) {
 	}
 }
 
-// eventually polls cond every 20ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // apiCall sends a JSON request with a bearer token ("" for none) and
 // returns the status and the decoded body.
 func apiCall(t *testing.T, method, url, token, body string) (int, map[string]any) {

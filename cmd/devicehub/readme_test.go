@@ -19,6 +19,7 @@ import (
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/cli"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/hub"
 )
 
@@ -375,21 +376,9 @@ func (tr *tour) waitOutput(t *testing.T, what string, want ...string) {
 	}
 }
 
-// poll checks cond every 50ms until it holds, for at most 60s.
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 60s", what)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval
-	}
-}
-
 func (tr *tour) waitReady(t *testing.T) {
 	t.Helper()
-	poll(t, "the hub serving", func() bool {
+	eventually.True(t, 60*time.Second, "the hub serving", func() bool {
 		resp, err := http.Get("http://127.0.0.1:" + tr.http + "/readyz")
 		if err != nil {
 			return false
@@ -411,7 +400,7 @@ func (tr *tour) admin(t *testing.T) *client.Client {
 func (tr *tour) waitPending(t *testing.T, n int) {
 	t.Helper()
 	c := tr.admin(t)
-	poll(t, fmt.Sprintf("%d pending provisioning operations", n), func() bool {
+	eventually.True(t, 60*time.Second, fmt.Sprintf("%d pending provisioning operations", n), func() bool {
 		ops, err := c.ListOperations(context.Background(), "pending")
 		return err == nil && len(ops) == n
 	})

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -161,20 +162,6 @@ func start(t *testing.T) *harness {
 		}
 	})
 	return h
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
 }
 
 type client struct {
@@ -396,7 +383,7 @@ func TestStoreFailureDisconnectsWithoutAck(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("client not disconnected")
 	}
-	eventually(t, "Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
+	eventually.True(t, 5*time.Second, "Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
 	d := h.presence.find("disconnected", "dev1")[0]
 	if d.reason != events.ReasonConnectionLost || d.cause == nil {
 		t.Fatalf("Disconnected = %+v, want connection_lost with a cause", d)
@@ -417,7 +404,7 @@ func TestTakeover(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("first session not disconnected")
 	}
-	eventually(t, "old session's Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
+	eventually.True(t, 5*time.Second, "old session's Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
 	conns := h.presence.find("connected", "dev1")
 	if len(conns) != 2 {
 		t.Fatalf("Connected calls = %+v, want 2", conns)
@@ -458,7 +445,7 @@ func TestWillOnConnectionLoss(t *testing.T) {
 	c := mustDial(t, h, "dev1", withWill("devices/dev1/status", `{"status":"offline"}`))
 	c.TerminateConnectionForTest()
 
-	eventually(t, "Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
+	eventually.True(t, 5*time.Second, "Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
 	var wills []Publish
 	for _, p := range h.handler.published() {
 		if p.Will {
@@ -488,7 +475,7 @@ func TestDisconnectReasons(t *testing.T) {
 			h := start(t)
 			c := mustDial(t, h, "dev1", withWill("devices/dev1/status", `{"status":"offline"}`))
 			tt.end(h, c)
-			eventually(t, "Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
+			eventually.True(t, 5*time.Second, "Disconnected", func() bool { return len(h.presence.find("disconnected", "dev1")) == 1 })
 			if d := h.presence.find("disconnected", "dev1")[0]; d.reason != tt.want {
 				t.Fatalf("reason = %q (%v), want %q", d.reason, d.cause, tt.want)
 			}

@@ -19,6 +19,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // childEnv makes the test binary run TestListenerChild as a broker with a
@@ -127,7 +129,7 @@ func child(t *testing.T, maxConns int) (addr string, waitLog func(s string)) {
 	}
 	return addr, func(s string) {
 		t.Helper()
-		eventually(t, "child log line "+strconv.Quote(s), func() bool {
+		eventually.True(t, 5*time.Second, "child log line "+strconv.Quote(s), func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, l := range lines {
@@ -168,7 +170,7 @@ func TestListenerAfterEMFILE(t *testing.T) {
 	cs := hold(t, addr, 150)
 	waitLog("mqtt accept failed, retrying")
 	closeAll(cs)
-	eventually(t, "a device connects again", func() bool { return connects(addr) })
+	eventually.True(t, 5*time.Second, "a device connects again", func() bool { return connects(addr) })
 }
 
 // With its cap (three quarters of what is left of 64 files: 24), the
@@ -188,7 +190,7 @@ func TestListenerConnectionCap(t *testing.T) {
 	}
 	extra.Close()
 	closeAll(cs)
-	eventually(t, "a device connects again", func() bool { return connects(addr) })
+	eventually.True(t, 5*time.Second, "a device connects again", func() bool { return connects(addr) })
 }
 
 // A permanent accept error stops the listener and fails Run: never a
@@ -258,7 +260,7 @@ func TestConnectDeadline(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("silent connection: read %v, want closed by the broker", err)
 	}
-	eventually(t, "connection untracked", func() bool { return b.open.Load() == 0 })
+	eventually.True(t, 5*time.Second, "connection untracked", func() bool { return b.open.Load() == 0 })
 }
 
 // connects reports whether a device gets a successful CONNACK from addr

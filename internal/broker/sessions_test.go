@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // connectAll connects n paho clients as dev1 at the same instant and
@@ -74,7 +76,7 @@ func TestSimultaneousConnectsThenKick(t *testing.T) {
 	if len(cs) == 0 {
 		t.Fatal("no connection accepted")
 	}
-	eventually(t, "one session left", func() bool { return h.b.Sessions("dev1") == 1 && alive(cs) == 1 })
+	eventually.True(t, 5*time.Second, "one session left", func() bool { return h.b.Sessions("dev1") == 1 && alive(cs) == 1 })
 
 	var last *paho.Client
 	for _, c := range cs {
@@ -92,7 +94,7 @@ func TestSimultaneousConnectsThenKick(t *testing.T) {
 	before := len(h.handler.published())
 
 	h.b.Kick("dev1", "test")
-	eventually(t, "every session closed", func() bool { return alive(cs) == 0 && h.b.Sessions("dev1") == 0 })
+	eventually.True(t, 5*time.Second, "every session closed", func() bool { return alive(cs) == 0 && h.b.Sessions("dev1") == 0 })
 	if _, err := last.Publish(ctx, &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{}`)}); err == nil {
 		t.Error("publish after kick acknowledged")
 	}
@@ -101,12 +103,12 @@ func TestSimultaneousConnectsThenKick(t *testing.T) {
 	}
 	// The device's last connection ended: told once (ingest frees its
 	// chunks), not once per replaced session.
-	eventually(t, "device gone", func() bool { return gone.Load() >= 1 })
+	eventually.True(t, 5*time.Second, "device gone", func() bool { return gone.Load() >= 1 })
 	if n := gone.Load(); n != 1 {
 		t.Errorf("device gone told %d times, want 1", n)
 	}
 	// Presence hears the end of every session it heard of.
-	eventually(t, "presence hears every end", func() bool {
+	eventually.True(t, 5*time.Second, "presence hears every end", func() bool {
 		return len(h.presence.find("connected", "dev1")) == len(h.presence.find("disconnected", "dev1"))
 	})
 }

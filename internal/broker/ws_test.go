@@ -11,6 +11,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 func TestWebSocket(t *testing.T) {
@@ -57,8 +59,8 @@ func TestWebSocket(t *testing.T) {
 	if err := cm.AwaitConnection(cctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Connected", func() bool { return len(p.find("connected", "dev1")) == 1 })
+	eventually.True(t, 5*time.Second, "Connected", func() bool { return len(p.find("connected", "dev1")) == 1 })
 	_ = cm.Disconnect(cctx)
 	<-cm.Done()
-	eventually(t, "Disconnected", func() bool { return len(p.find("disconnected", "dev1")) == 1 })
+	eventually.True(t, 5*time.Second, "Disconnected", func() bool { return len(p.find("disconnected", "dev1")) == 1 })
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/devicehub/devicehub/internal/brokerauth"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
@@ -338,8 +339,8 @@ func TestSameRulesAsEmbeddedBroker(t *testing.T) {
 		}
 	})
 	t.Run("device_connected", func(t *testing.T) {
-		waitFor(t, func() bool { return slices.Contains(hp.list(), "d1") })
-		waitFor(t, func() bool { return slices.Contains(bp.list(), "d1") })
+		eventually.True(t, 5*time.Second, "d1 online in the hub presence", func() bool { return slices.Contains(hp.list(), "d1") })
+		eventually.True(t, 5*time.Second, "d1 online in the broker presence", func() bool { return slices.Contains(bp.list(), "d1") })
 		for _, id := range hp.list() {
 			if id != "d1" {
 				t.Fatalf("device_connected for %s", id)
@@ -562,17 +563,6 @@ func connectStorm(b *testing.B, addr string, creds []events.Credentials, workers
 	}
 	b.ReportMetric(rate, "connects/s")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // BenchmarkHandlerAuth is the handler's own cost of one authentication,

@@ -19,6 +19,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
@@ -76,17 +77,6 @@ func (f *fixture) saw(typ events.Type, id string) bool {
 		}
 	}
 	return false
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
 }
 
 func start(t *testing.T) *fixture {
@@ -193,7 +183,7 @@ func TestPendingSentOnConnectThenAnswered(t *testing.T) {
 		t.Fatalf("offline: %+v, published %s", cmd, f.pub.get(topic))
 	}
 	f.connect(t, "l1")
-	waitFor(t, "the command sent", func() bool { return status(t, f, cmd.ID) == commands.StatusSent })
+	eventually.True(t, 10*time.Second, "the command sent", func() bool { return status(t, f, cmd.ID) == commands.StatusSent })
 	var msg struct {
 		Command   string          `json:"command"`
 		Payload   json.RawMessage `json:"payload"`
@@ -202,7 +192,7 @@ func TestPendingSentOnConnectThenAnswered(t *testing.T) {
 	if err := json.Unmarshal(f.pub.get(topic), &msg); err != nil || msg.Command != "blink" || string(msg.Payload) != `{"times":3}` || !msg.ExpiresAt.Equal(cmd.ExpiresAt) {
 		t.Fatalf("published %s (%v)", f.pub.get(topic), err)
 	}
-	waitFor(t, "device_command_sent", func() bool { return f.saw(events.DeviceCommandSent, cmd.ID) })
+	eventually.True(t, 10*time.Second, "device_command_sent", func() bool { return f.saw(events.DeviceCommandSent, cmd.ID) })
 
 	answer := func(dev, st string) (*commit.Ticket, error) {
 		return f.svc.RecordResult(ctx, dev, "lamp", cmd.ID, st, json.RawMessage(`{"ok":true}`),
@@ -228,7 +218,7 @@ func TestPendingSentOnConnectThenAnswered(t *testing.T) {
 	if err != nil || got.Status != commands.StatusSucceeded || string(got.Result) != `{"ok":true}` || got.Sends != 1 {
 		t.Fatalf("%+v %v", got, err)
 	}
-	waitFor(t, "device_command_result", func() bool { return f.saw(events.DeviceCommandResult, cmd.ID) })
+	eventually.True(t, 10*time.Second, "device_command_result", func() bool { return f.saw(events.DeviceCommandResult, cmd.ID) })
 }
 
 func TestExpiry(t *testing.T) {
@@ -238,8 +228,8 @@ func TestExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the command expired", func() bool { return status(t, f, cmd.ID) == commands.StatusExpired })
-	waitFor(t, "device_command_expired", func() bool { return f.saw(events.DeviceCommandExpired, cmd.ID) })
+	eventually.True(t, 10*time.Second, "the command expired", func() bool { return status(t, f, cmd.ID) == commands.StatusExpired })
+	eventually.True(t, 10*time.Second, "device_command_expired", func() bool { return f.saw(events.DeviceCommandExpired, cmd.ID) })
 	list, err := f.svc.List(ctx, commands.ListOptions{DeviceID: "l2", Status: commands.StatusExpired})
 	if err != nil || len(list) != 1 || list[0].FinishedAt == nil {
 		t.Fatalf("%+v %v", list, err)

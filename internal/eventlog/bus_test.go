@@ -18,6 +18,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -129,18 +130,6 @@ func (c *collector) got() []int64 {
 	return slices.Clone(c.seqs)
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // metricValue returns the value of an unlabelled counter or gauge.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
@@ -174,7 +163,7 @@ func seqRange(from, to int64) []int64 {
 // waitSeqs waits until c received exactly want.
 func waitSeqs(t *testing.T, c *collector, want []int64) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d events", len(want)), func() bool { return len(c.got()) >= len(want) })
+	eventually.True(t, 10*time.Second, fmt.Sprintf("%d events", len(want)), func() bool { return len(c.got()) >= len(want) })
 	if got := c.got(); !slices.Equal(got, want) {
 		t.Fatalf("got seqs %v,\nwant %v", abbrev(got), abbrev(want))
 	}
@@ -318,7 +307,7 @@ func TestSlowSubscriberCatchesUp(t *testing.T) {
 	defer subFast.Close()
 
 	w.commit(1)
-	eventually(t, "the slow subscriber to block", blocked.Load)
+	eventually.True(t, 10*time.Second, "the slow subscriber to block", blocked.Load)
 	// Publish must not wait for the blocked subscriber.
 	published := make(chan struct{})
 	go func() {
@@ -358,7 +347,7 @@ func TestCatchUpRetriesStoreErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	eventually(t, "a failed read", func() bool { return w.store.reads.Load() >= 3 })
+	eventually.True(t, 10*time.Second, "a failed read", func() bool { return w.store.reads.Load() >= 3 })
 	w.store.fail.Store(false)
 	w.commit(5)
 	waitSeqs(t, c, seqRange(2, 15))

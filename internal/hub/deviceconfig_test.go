@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 type configAnswer struct {
@@ -142,7 +143,7 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 		{Topic: "devices/r1/config", QoS: 1}, {Topic: "devices/r1/errors", QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "retained notice", func() bool { return len(mc.notices(t, "r1")) == 1 })
+	eventually.True(t, 10*time.Second, "retained notice", func() bool { return len(mc.notices(t, "r1")) == 1 })
 	n := mc.notices(t, "r1")[0]
 	if n.Checksum != c1 || n.Backend != "json" || n.URL != "/api/v1/device/config" {
 		t.Fatalf("notice %+v, want checksum %s", n, c1)
@@ -158,7 +159,7 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 		}
 	}
 	apply(n)
-	waitFor(t, 10*time.Second, "applied", func() bool { return th.configStatus(t, "r1") == "applied" })
+	eventually.True(t, 10*time.Second, "applied", func() bool { return th.configStatus(t, "r1") == "applied" })
 	if len(rec.of(events.ConfigModified, "r1")) != 0 {
 		t.Fatal("config_modified on creation")
 	}
@@ -175,7 +176,7 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 		"defaults": map[string]string{"ntp_server": "time.example"}}, &upd); code != 200 || upd.Job.ID == "" || upd.Job.Affected != 1 {
 		t.Fatalf("update template: %d %+v", code, upd)
 	}
-	waitFor(t, 10*time.Second, "second notice", func() bool { return len(mc.notices(t, "r1")) == 2 })
+	eventually.True(t, 10*time.Second, "second notice", func() bool { return len(mc.notices(t, "r1")) == 2 })
 	n2 := mc.notices(t, "r1")[1]
 	if n2.Checksum == c1 {
 		t.Fatal("the notice did not change")
@@ -196,7 +197,7 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 	if _, err := publish(t, mc, "devices/r1/config/status", `{"checksum":"`+c1+`","status":"applied"}`); err == nil {
 		t.Fatal("a stale report was acknowledged as accepted")
 	}
-	waitFor(t, 10*time.Second, "stale report refused", func() bool {
+	eventually.True(t, 10*time.Second, "stale report refused", func() bool {
 		for _, p := range mc.received() {
 			if p.Topic == "devices/r1/errors" && strings.Contains(string(p.Payload), "stale_checksum") {
 				return true
@@ -208,18 +209,18 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 		t.Fatal("a stale report changed the status")
 	}
 	apply(n2)
-	waitFor(t, 10*time.Second, "applied again", func() bool { return th.configStatus(t, "r1") == "applied" })
+	eventually.True(t, 10*time.Second, "applied again", func() bool { return th.configStatus(t, "r1") == "applied" })
 
 	// An error report: status error, the channel is not working.
 	if code := th.do(t, "PUT", "/api/v1/devices/r1/config", map[string]any{"overrides": map[string]any{"extra": 1}}, &set); code != 200 {
 		t.Fatalf("set overrides: %d", code)
 	}
-	waitFor(t, 10*time.Second, "third notice", func() bool { return len(mc.notices(t, "r1")) == 3 })
+	eventually.True(t, 10*time.Second, "third notice", func() bool { return len(mc.notices(t, "r1")) == 3 })
 	if _, err := publish(t, mc, "devices/r1/config/status", `{"checksum":"`+set.Config.Checksum+`","status":"error","error":"read-only fs"}`); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "error status", func() bool { return th.configStatus(t, "r1") == "error" })
-	waitFor(t, 10*time.Second, "is_working false", func() bool {
+	eventually.True(t, 10*time.Second, "error status", func() bool { return th.configStatus(t, "r1") == "error" })
+	eventually.True(t, 10*time.Second, "is_working false", func() bool {
 		for _, e := range rec.of(events.IsWorkingChanged, "r1") {
 			if a := e.Args.(*events.IsWorkingArgs); !a.IsWorking && a.FailureReason == "read-only fs" {
 				return true
@@ -235,7 +236,9 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 			Detail      string `json:"detail"`
 		} `json:"entries"`
 	}
-	th.do(t, "GET", "/api/v1/audit?target=r1", nil, &audit)
+	if code := th.do(t, "GET", "/api/v1/audit?target=r1", nil, &audit); code != 200 {
+		t.Fatalf("audit: status %d", code)
+	}
 	found := false
 	for _, e := range audit.Entries {
 		if e.OperationID == "setDeviceConfig" && strings.Contains(e.Detail, set.OldChecksum+" -> "+set.Config.Checksum) {
@@ -251,17 +254,17 @@ func testConfigEndToEndMQTT(t *testing.T, th *testHub) {
 	if code := th.do(t, "POST", "/api/v1/devices/r1/config/deactivate", nil, &deact); code != 200 || deact.Config.Status != "deactivating" {
 		t.Fatalf("deactivate: %d %+v", code, deact)
 	}
-	waitFor(t, 10*time.Second, "deactivation notice", func() bool { return len(mc.notices(t, "r1")) == 4 })
+	eventually.True(t, 10*time.Second, "deactivation notice", func() bool { return len(mc.notices(t, "r1")) == 4 })
 	n4 := mc.notices(t, "r1")[3]
 	apply(n4)
-	waitFor(t, 10*time.Second, "deactivated", func() bool { return th.configStatus(t, "r1") == "deactivated" })
+	eventually.True(t, 10*time.Second, "deactivated", func() bool { return th.configStatus(t, "r1") == "deactivated" })
 	if code, _, _ := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config", ""); code != 404 {
 		t.Fatalf("download of a deactivated config: %d", code)
 	}
 	if code, _, _ := deviceGet(t, th.base, c.APIKey, "/api/v1/device/config/checksum", ""); code != 404 {
 		t.Fatalf("checksum of a deactivated config: %d", code)
 	}
-	waitFor(t, 10*time.Second, "deactivation signals", func() bool {
+	eventually.True(t, 10*time.Second, "deactivation signals", func() bool {
 		return len(rec.of(events.ConfigDeactivating, "r1")) == 1 && len(rec.of(events.ConfigDeactivated, "r1")) == 1
 	})
 }
@@ -307,7 +310,7 @@ func TestConfigHTTPPolling(t *testing.T) {
 		t.Fatalf("download with If-None-Match: %d", code)
 	}
 	// Only the two 200s fired, each once.
-	waitFor(t, 10*time.Second, "request signals", func() bool {
+	eventually.True(t, 10*time.Second, "request signals", func() bool {
 		return len(rec.of(events.ChecksumRequested, "p1")) == 1 && len(rec.of(events.ConfigDownloadRequested, "p1")) == 1
 	})
 	if a := rec.of(events.ChecksumRequested, "p1")[0].Args.(*events.ConfigRequestArgs); a.Checksum != string(body) || a.Transport != "http" {

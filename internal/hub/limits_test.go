@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // closedWithin reports whether the server closes c (a read returns EOF or
@@ -111,7 +113,7 @@ func TestHTTPConnectionCap(t *testing.T) {
 		c.Close()
 	}
 	held = nil
-	waitFor(t, 10*time.Second, "served again", func() bool {
+	eventually.True(t, 10*time.Second, "served again", func() bool {
 		resp, err := http.Get(th.base + "/healthz")
 		if err != nil {
 			return false

@@ -12,6 +12,7 @@ import (
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/monitorclient"
 )
 
@@ -85,12 +86,12 @@ func TestMonitorsEndToEnd(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, 10*time.Second, "webhook deliveries", func() bool {
+	eventually.True(t, 10*time.Second, "webhook deliveries", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return has(hooked, events.DeviceProvisioned) && has(hooked, events.DeviceConnected) && has(hooked, events.DeviceDataReceived)
 	})
-	waitFor(t, 10*time.Second, "stream deliveries", func() bool {
+	eventually.True(t, 10*time.Second, "stream deliveries", func() bool {
 		smu.Lock()
 		defer smu.Unlock()
 		return has(streamed, events.DeviceConnected) && has(streamed, events.DeviceDataReceived) && !has(streamed, events.DeviceProvisioned)
@@ -107,7 +108,7 @@ func TestMonitorsEndToEnd(t *testing.T) {
 	mu.Unlock()
 
 	// Listing by condition, finding by topics, metadata, roles.
-	waitFor(t, 10*time.Second, "both ACTIVE", func() bool {
+	eventually.True(t, 10*time.Second, "both ACTIVE", func() bool {
 		ms, err := c.Monitors(ctx, `status = "ACTIVE"`)
 		return err == nil && len(ms) == 2
 	})
@@ -155,7 +156,7 @@ func TestMonitorsEndToEnd(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 20*time.Second, "monitor_status_changed events", func() bool { return len(statusEvents()) >= 2 })
+	eventually.True(t, 20*time.Second, "monitor_status_changed events", func() bool { return len(statusEvents()) >= 2 })
 	for _, s := range statusEvents() {
 		if !strings.HasSuffix(s, ">ACTIVE") {
 			t.Errorf("status event %s", s)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // connectMany connects n real paho clients as one device at the same
@@ -95,7 +97,7 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 			if len(cs) == 0 {
 				t.Fatal("no connection accepted")
 			}
-			waitFor(t, 30*time.Second, "exactly one session", func() bool {
+			eventually.True(t, 30*time.Second, "exactly one session", func() bool {
 				return len(open(cs)) == 1 && th.Broker.Sessions(id) == 1
 			})
 			live := open(cs)[0]
@@ -104,7 +106,7 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 			if pr, err := live.Publish(ctx, &paho.Publish{Topic: "devices/" + id + "/data", QoS: 1, Payload: []byte(`{"temperature":1}`)}); err != nil || pr.ReasonCode >= 0x80 {
 				t.Fatalf("publish before %s: %v %+v", op.name, err, pr)
 			}
-			waitFor(t, 10*time.Second, "device online", func() bool { return th.device(t, id).Connected })
+			eventually.True(t, 10*time.Second, "device online", func() bool { return th.device(t, id).Connected })
 			before := th.readingCount(t, id)
 
 			if code := th.do(t, "POST", "/api/v1/devices/"+id+"/"+op.path, op.body, nil); code >= 300 {
@@ -119,13 +121,13 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 					t.Errorf("session %d: publish after %s acknowledged", i, op.name)
 				}
 			}
-			waitFor(t, 30*time.Second, "every session closed", func() bool {
+			eventually.True(t, 30*time.Second, "every session closed", func() bool {
 				return len(open(cs)) == 0 && th.Broker.Sessions(id) == 0
 			})
 			if got := th.readingCount(t, id); got != before {
 				t.Errorf("readings = %d after %s, want %d", got, op.name, before)
 			}
-			waitFor(t, 10*time.Second, "device offline", func() bool { return !th.device(t, id).Connected })
+			eventually.True(t, 10*time.Second, "device offline", func() bool { return !th.device(t, id).Connected })
 		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -308,7 +309,7 @@ func TestDataQoS0DoesNotWait(t *testing.T) {
 	}
 	// The second is a duplicate the store drops; QoS 0 does not wait to
 	// find out.
-	eventually(t, "the change committed", func() bool { return len(h.sink.all()) == 1 && len(h.store.all()) == 1 })
+	eventually.True(t, 10*time.Second, "the change committed", func() bool { return len(h.sink.all()) == 1 && len(h.store.all()) == 1 })
 }
 
 func TestDuplicateMsgID(t *testing.T) {
@@ -648,17 +649,6 @@ func TestCommitterClosed(t *testing.T) {
 	_, err := p.Handle(context.Background(), req("devices/dev1/data", `{"temp": 1}`))
 	if !errors.Is(err, commit.ErrClosed) {
 		t.Errorf("Handle after the committer stopped: %v, want ErrClosed", err)
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

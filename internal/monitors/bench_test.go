@@ -15,6 +15,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/monitorclient"
 )
@@ -91,7 +92,7 @@ func BenchmarkHTTPDelivery(b *testing.B) {
 			start := time.Now()
 			h.publishFast(b.N)
 			want := int64(b.N * monitorsN)
-			eventually(b, 10*time.Minute, "every delivery", func() bool { return got.Load() >= want })
+			eventually.True(b, 10*time.Minute, "every delivery", func() bool { return got.Load() >= want })
 			b.StopTimer()
 			b.ReportMetric(float64(want)/time.Since(start).Seconds(), "events/s")
 		})
@@ -190,7 +191,7 @@ func BenchmarkReplayBacklog(b *testing.B) {
 		start := time.Now()
 		stop := runStream(b, monitorclient.StreamOptions{Addr: addr, MonitorID: res.Monitor.ID, Token: res.Token,
 			Callback: func(bt *monitorclient.Batch) bool { got.Add(int64(len(bt.Events))); return true }})
-		eventually(b, 30*time.Minute, "the backlog", func() bool { return got.Load() >= int64(size) })
+		eventually.True(b, 30*time.Minute, "the backlog", func() bool { return got.Load() >= int64(size) })
 		b.StopTimer()
 		elapsed := time.Since(start)
 		close(stopSample)

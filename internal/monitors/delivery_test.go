@@ -17,6 +17,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/monitorclient"
 )
@@ -32,10 +33,10 @@ func TestBatchBySize(t *testing.T) {
 	res := h.create(httpSpec(rcv.srv.URL, 10, 3600))
 	secret = res.Secret
 	want := h.publish(35, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "three full batches", func() bool { return len(rcv.sizes()) >= 3 })
+	eventually.True(t, 10*time.Second, "three full batches", func() bool { return len(rcv.sizes()) >= 3 })
 	// The last 5 wait for the hour to pass or five more events.
 	more := h.publish(5, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "a fourth full batch", func() bool { return len(rcv.sizes()) >= 4 })
+	eventually.True(t, 10*time.Second, "a fourth full batch", func() bool { return len(rcv.sizes()) >= 4 })
 	if got := rcv.sizes(); len(got) != 4 || got[0] != 10 || got[1] != 10 || got[2] != 10 || got[3] != 10 {
 		t.Fatalf("batch sizes %v, want [10 10 10 10]", got)
 	}
@@ -53,7 +54,7 @@ func TestBatchByDuration(t *testing.T) {
 	secret = res.Secret
 	start := time.Now()
 	want := h.publish(7, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "the batch", func() bool { return len(rcv.sizes()) >= 1 })
+	eventually.True(t, 10*time.Second, "the batch", func() bool { return len(rcv.sizes()) >= 1 })
 	if time.Since(start) < 200*time.Millisecond {
 		t.Fatalf("the batch came after %s, before its 200ms duration", time.Since(start))
 	}
@@ -122,7 +123,7 @@ func TestZlibXMLStandardParsers(t *testing.T) {
 		t.Fatalf("compression %q method %q: gzip must mean zlib, PUT is the default", res.Monitor.Compression, res.Monitor.Method)
 	}
 	want := h.publish(12, events.DeviceStatusChanged, "ws-1")
-	eventually(t, 10*time.Second, "12 events", func() bool {
+	eventually.True(t, 10*time.Second, "12 events", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		n := 0
@@ -161,14 +162,14 @@ func TestReceiverDownReplayOn(t *testing.T) {
 	res := h.create(spec)
 	secret = res.Secret
 	want := h.publish(30, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(res.Monitor.ID) == monitors.Suspended })
+	eventually.True(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(res.Monitor.ID) == monitors.Suspended })
 	hits := rcv.hitCount()
-	eventually(t, 10*time.Second, "retries", func() bool { return rcv.hitCount() > hits+2 })
+	eventually.True(t, 10*time.Second, "retries", func() bool { return rcv.hitCount() > hits+2 })
 	rcv.setStatus(0)
 	want = append(want, h.publish(10, events.DeviceStatusChanged, "d1")...)
-	eventually(t, 10*time.Second, "every event", func() bool { return len(rcv.seqs()) >= len(want) })
+	eventually.True(t, 10*time.Second, "every event", func() bool { return len(rcv.seqs()) >= len(want) })
 	assertOnceInOrder(t, rcv.seqs(), want)
-	eventually(t, 10*time.Second, "ACTIVE", func() bool { return h.status(res.Monitor.ID) == monitors.Active })
+	eventually.True(t, 10*time.Second, "ACTIVE", func() bool { return h.status(res.Monitor.ID) == monitors.Active })
 	var path []string
 	for _, s := range h.statusEvents(res.Monitor.ID) {
 		path = append(path, s.OldStatus+">"+s.NewStatus)
@@ -186,14 +187,14 @@ func TestReceiverDownReplayOff(t *testing.T) {
 	res := h.create(httpSpec(rcv.srv.URL, 5, 0.01))
 	secret = res.Secret
 	missed := h.publish(20, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "INACTIVE and the missed events dropped", func() bool {
+	eventually.True(t, 10*time.Second, "INACTIVE and the missed events dropped", func() bool {
 		m, _ := h.svc.Get(context.Background(), res.Monitor.ID)
 		return m.Status == monitors.Inactive && m.Cursor >= missed[len(missed)-1]
 	})
 	rcv.setStatus(0)
 	// New events until the receiver gets some: only new ones, in order.
 	var fresh []int64
-	eventually(t, 10*time.Second, "new events delivered", func() bool {
+	eventually.True(t, 10*time.Second, "new events delivered", func() bool {
 		fresh = append(fresh, h.publish(3, events.DeviceStatusChanged, "d1")...)
 		return len(rcv.seqs()) > 0
 	})
@@ -206,7 +207,7 @@ func TestReceiverDownReplayOff(t *testing.T) {
 			t.Fatalf("out of order: %v", got)
 		}
 	}
-	eventually(t, 10*time.Second, "ACTIVE", func() bool { return h.status(res.Monitor.ID) == monitors.Active })
+	eventually.True(t, 10*time.Second, "ACTIVE", func() bool { return h.status(res.Monitor.ID) == monitors.Active })
 }
 
 // A clean restart in the middle of a stream neither loses nor resends
@@ -229,13 +230,13 @@ func TestRestartMidStream(t *testing.T) {
 			want = append(want, h.publish(10, events.DeviceStatusChanged, "d1")...)
 		}
 	}()
-	eventually(t, 10*time.Second, "deliveries under way", func() bool { return len(rcv.seqs()) >= 30 })
+	eventually.True(t, 10*time.Second, "deliveries under way", func() bool { return len(rcv.seqs()) >= 30 })
 	<-done
 	h.stop()
 	before := len(rcv.seqs())
 	h2 := startHub(t, h.dir, opts)
 	want = append(want, h2.publish(50, events.DeviceStatusChanged, "d1")...)
-	eventually(t, 10*time.Second, "every event after the restart", func() bool { return len(rcv.seqs()) >= len(want) })
+	eventually.True(t, 10*time.Second, "every event after the restart", func() bool { return len(rcv.seqs()) >= len(want) })
 	assertOnceInOrder(t, rcv.seqs(), want)
 	t.Logf("%d of %d events delivered before the restart", before, len(want))
 }
@@ -253,7 +254,7 @@ func TestDisabledAfterPeriod(t *testing.T) {
 	secret = res.Secret
 	id := res.Monitor.ID
 	h.publish(3, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "DISABLED", func() bool { return h.status(id) == monitors.Disabled })
+	eventually.True(t, 10*time.Second, "DISABLED", func() bool { return h.status(id) == monitors.Disabled })
 	m, _ := h.svc.Get(context.Background(), id)
 	if !strings.Contains(m.StatusReason, "no delivery since") {
 		t.Fatalf("reason %q", m.StatusReason)
@@ -277,7 +278,7 @@ func TestDisabledAfterPeriod(t *testing.T) {
 		t.Fatalf("after Enable: %s, want CONNECTING", st)
 	}
 	want := h.publish(2, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "delivery after enabling", func() bool { return len(rcv.seqs()) >= 2 })
+	eventually.True(t, 10*time.Second, "delivery after enabling", func() bool { return len(rcv.seqs()) >= 2 })
 	assertOnceInOrder(t, rcv.seqs(), want)
 	var path []string
 	for _, s := range h.statusEvents(id) {
@@ -294,7 +295,7 @@ func TestGoneDisablesAtOnce(t *testing.T) {
 	rcv.setStatus(http.StatusGone)
 	res := h.create(httpSpec(rcv.srv.URL, 1, 0))
 	h.publish(1, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "DISABLED", func() bool { return h.status(res.Monitor.ID) == monitors.Disabled })
+	eventually.True(t, 10*time.Second, "DISABLED", func() bool { return h.status(res.Monitor.ID) == monitors.Disabled })
 	if n := rcv.hitCount(); n != 1 {
 		t.Fatalf("%d requests, want 1 (410 is final)", n)
 	}
@@ -314,9 +315,9 @@ func TestRetryAfterHonoured(t *testing.T) {
 	res := h.create(spec)
 	secret = res.Secret
 	h.publish(1, events.DeviceStatusChanged, "d1")
-	eventually(t, 5*time.Second, "first attempt", func() bool { return rcv.hitCount() >= 1 })
+	eventually.True(t, 5*time.Second, "first attempt", func() bool { return rcv.hitCount() >= 1 })
 	start := time.Now()
-	eventually(t, 5*time.Second, "second attempt", func() bool { return rcv.hitCount() >= 2 })
+	eventually.True(t, 5*time.Second, "second attempt", func() bool { return rcv.hitCount() >= 2 })
 	if d := time.Since(start); d < 800*time.Millisecond {
 		t.Fatalf("retried after %s despite Retry-After: 1 (backoff alone is 1ms)", d)
 	}
@@ -343,8 +344,8 @@ func TestNoRedirects(t *testing.T) {
 	spec.AutoReplayOnConnect = true
 	res := h.create(spec)
 	h.publish(1, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(res.Monitor.ID) == monitors.Suspended })
-	eventually(t, 10*time.Second, "a retry", func() bool { return redir.hitCount() >= 2 })
+	eventually.True(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(res.Monitor.ID) == monitors.Suspended })
+	eventually.True(t, 10*time.Second, "a retry", func() bool { return redir.hitCount() >= 2 })
 	mu.Lock()
 	defer mu.Unlock()
 	if hit {
@@ -374,7 +375,7 @@ func TestSignatureWithRotatedSecret(t *testing.T) {
 	res := h.create(httpSpec(srv.URL, 1, 0))
 	id, oldSecret := res.Monitor.ID, res.Secret
 	last := func(n int) req {
-		eventually(t, 10*time.Second, "a delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(reqs) >= n })
+		eventually.True(t, 10*time.Second, "a delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(reqs) >= n })
 		mu.Lock()
 		defer mu.Unlock()
 		return reqs[n-1]
@@ -451,7 +452,7 @@ func TestProvisionedWithoutCredentials(t *testing.T) {
 	if err := h.com.Submit(context.Background(), &commit.Change{DeviceID: "d9", Events: []commit.Event{ev}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) == 1 })
+	eventually.True(t, 10*time.Second, "the delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	if bytes.Contains(bodies[0], []byte("SECRET")) || !bytes.Contains(bodies[0], []byte(`"via":"operator"`)) {
@@ -475,10 +476,10 @@ func TestTopicsNarrowing(t *testing.T) {
 	want = append(want, h.publish(1, events.DeviceConnected, "s1")...)
 	h.publish(2, events.DeviceDisconnected, "s1")
 	want = append(want, h.publish(1, events.DeviceStatusChanged, "n1")...)
-	eventually(t, 10*time.Second, "the selected events", func() bool { return len(rcv.seqs()) >= len(want) })
+	eventually.True(t, 10*time.Second, "the selected events", func() bool { return len(rcv.seqs()) >= len(want) })
 	assertOnceInOrder(t, rcv.seqs(), want)
 	// Skipped events move the cursor too once the monitor is idle.
-	eventually(t, 10*time.Second, "cursor at the end", func() bool {
+	eventually.True(t, 10*time.Second, "cursor at the end", func() bool {
 		m, _ := h.svc.Get(context.Background(), res.Monitor.ID)
 		last, _ := h.st.LastSeq(context.Background())
 		return m.Cursor == last
@@ -527,7 +528,7 @@ func TestFailingReceiverNeverHoldsIngest(t *testing.T) {
 	res := h.create(httpSpec(good.srv.URL, 100, 0.01))
 	secret = res.Secret
 	want := h.publish(3000, events.DeviceStatusChanged, "d1")
-	eventually(t, 20*time.Second, "the healthy monitor's deliveries", func() bool { return len(good.seqs()) >= len(want) })
+	eventually.True(t, 20*time.Second, "the healthy monitor's deliveries", func() bool { return len(good.seqs()) >= len(want) })
 	assertOnceInOrder(t, good.seqs(), want)
 	m, _ := h.svc.Get(context.Background(), failing.Monitor.ID)
 	if m.Status != monitors.Suspended || m.Cursor >= want[0] {

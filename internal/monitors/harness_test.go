@@ -185,18 +185,6 @@ func (h *hub) statusEvents(id string) []events.MonitorStatus {
 	return out
 }
 
-// eventually polls cond until it holds or d passed.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // receiver is a real HTTP server that records the batches it acknowledges.
 type receiver struct {
 	srv     *httptest.Server

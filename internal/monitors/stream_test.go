@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/monitorclient"
 )
@@ -136,8 +137,8 @@ func TestStreamTLSExplicitAcks(t *testing.T) {
 		t.Fatalf("connect response %+v", r)
 	}
 	want = append(want, h.publish(9, events.DeviceStatusChanged, "d1")...)
-	eventually(t, 10*time.Second, "every event", func() bool { return len(c.seqs()) >= len(want) })
-	eventually(t, 10*time.Second, "cursor moved by the acks", func() bool {
+	eventually.True(t, 10*time.Second, "every event", func() bool { return len(c.seqs()) >= len(want) })
+	eventually.True(t, 10*time.Second, "cursor moved by the acks", func() bool {
 		m, _ := h.svc.Get(context.Background(), id)
 		return m.Cursor >= want[len(want)-1] && m.Status == monitors.Active
 	})
@@ -155,7 +156,7 @@ func TestStreamTLSExplicitAcks(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "SUSPENDED after the receiver left", func() bool { return h.status(id) == monitors.Suspended })
+	eventually.True(t, 10*time.Second, "SUSPENDED after the receiver left", func() bool { return h.status(id) == monitors.Suspended })
 }
 
 func TestStreamWebSocketAckOff(t *testing.T) {
@@ -174,15 +175,15 @@ func TestStreamWebSocketAckOff(t *testing.T) {
 	stop := runStream(t, monitorclient.StreamOptions{URL: "ws" + strings.TrimPrefix(srv.URL, "http"), MonitorID: id, Token: res.Token,
 		Callback: c.callback, OnConnect: func(r monitorclient.ConnectResponse) { connected <- r }})
 	<-connected
-	eventually(t, 10*time.Second, "ACTIVE", func() bool { return h.status(id) == monitors.Active })
+	eventually.True(t, 10*time.Second, "ACTIVE", func() bool { return h.status(id) == monitors.Active })
 	want := h.publish(7, events.DeviceStatusChanged, "d1")
-	eventually(t, 10*time.Second, "the new events", func() bool { return len(c.seqs()) >= len(want) })
+	eventually.True(t, 10*time.Second, "the new events", func() bool { return len(c.seqs()) >= len(want) })
 	assertOnceInOrder(t, c.seqs(), want)
 	if c.seqs()[0] <= missed[len(missed)-1] {
 		t.Fatal("missed events delivered")
 	}
 	stop()
-	eventually(t, 10*time.Second, "INACTIVE", func() bool { return h.status(id) == monitors.Inactive })
+	eventually.True(t, 10*time.Second, "INACTIVE", func() bool { return h.status(id) == monitors.Inactive })
 }
 
 // rawReceiver connects to the monitor port and reads Publish frames but
@@ -237,7 +238,7 @@ func TestStreamNeverAcks(t *testing.T) {
 		AutoReplayOnConnect: true})
 	id := res.Monitor.ID
 	frames, closed := rawReceiver(t, addr, id, res.Token)
-	eventually(t, 10*time.Second, "ACTIVE", func() bool { return h.status(id) == monitors.Active })
+	eventually.True(t, 10*time.Second, "ACTIVE", func() bool { return h.status(id) == monitors.Active })
 	// Ingest is not held back: 2000 events commit while the receiver sits.
 	want := h.publish(2000, events.DeviceStatusChanged, "d1")
 	select {
@@ -248,13 +249,13 @@ func TestStreamNeverAcks(t *testing.T) {
 	if n := len(frames); n != opts.MaxInFlight {
 		t.Fatalf("%d batches sent without acks, want MaxInFlight = %d", n, opts.MaxInFlight)
 	}
-	eventually(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(id) == monitors.Suspended })
+	eventually.True(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(id) == monitors.Suspended })
 	m, _ := h.svc.Get(context.Background(), id)
 	if !strings.Contains(m.StatusReason, "no ack") || m.Cursor >= want[0] {
 		t.Fatalf("status reason %q cursor %d", m.StatusReason, m.Cursor)
 	}
 	var c collector
 	runStream(t, monitorclient.StreamOptions{Addr: addr, MonitorID: id, Token: res.Token, Callback: c.callback})
-	eventually(t, 20*time.Second, "every event replayed", func() bool { return len(c.seqs()) >= len(want) })
+	eventually.True(t, 20*time.Second, "every event replayed", func() bool { return len(c.seqs()) >= len(want) })
 	assertOnceInOrder(t, c.seqs(), want)
 }

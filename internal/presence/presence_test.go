@@ -16,6 +16,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -169,19 +170,6 @@ func newHarness(t testing.TB, fake bool) *harness {
 	return h
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 func (h *harness) status(t *testing.T, id, typ, status string, will bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -302,13 +290,13 @@ func TestStatusChangeIsOneChangeWithTheMessage(t *testing.T) {
 func TestHTTPActivity(t *testing.T) {
 	h := newHarness(t, true)
 	h.tr.HTTPActivity("h1", "sensor")
-	eventually(t, "device_connected", func() bool { return len(h.pub.lines()) == 2 })
+	eventually.True(t, 5*time.Second, "device_connected", func() bool { return len(h.pub.lines()) == 2 })
 	h.tr.Activity("h1")
 	h.tr.HTTPActivity("h1", "sensor")
 	// A timeout of an HTTP device kicks nothing.
 	h.tr.expire(h.clock.advance(11 * time.Second))
 	want := []string{"h1 connected g0 http", "h1 status offline>online", "h1 disconnected g0 heartbeat_timeout", "h1 status online>offline"}
-	eventually(t, "timeout", func() bool { return len(h.pub.lines()) == 4 })
+	eventually.True(t, 5*time.Second, "timeout", func() bool { return len(h.pub.lines()) == 4 })
 	if got := h.pub.lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -321,7 +309,7 @@ func TestHTTPActivity(t *testing.T) {
 	h.tr.typeOf = func(id string) (string, bool) { return "sensor", id == "h2" }
 	h.tr.Activity("ghost")
 	h.tr.Activity("h2")
-	eventually(t, "h2 online", func() bool { return len(h.pub.lines()) == 6 })
+	eventually.True(t, 5*time.Second, "h2 online", func() bool { return len(h.pub.lines()) == 6 })
 	if got := h.pub.lines()[4]; got != "h2 connected g0 http" {
 		t.Fatalf("got %s", got)
 	}
@@ -346,7 +334,7 @@ func TestHeartbeatTimeoutFakeClock(t *testing.T) {
 	}
 
 	h.tr.expire(h.clock.advance(5 * time.Second)) // 16s
-	eventually(t, "timeout events", func() bool { return len(h.pub.lines()) == 4 })
+	eventually.True(t, 5*time.Second, "timeout events", func() bool { return len(h.pub.lines()) == 4 })
 	if k := h.kick.all(); len(k) != 1 || k[0] != "d1" {
 		t.Fatalf("kicks = %v", k)
 	}
@@ -364,7 +352,7 @@ func TestHeartbeatTimeoutFakeClock(t *testing.T) {
 	// Reconnecting re-arms the check.
 	h.tr.Connected(ctx, "d1", "sensor", 8, "")
 	h.tr.expire(h.clock.advance(11 * time.Second))
-	eventually(t, "second timeout", func() bool { return len(h.kick.all()) == 2 })
+	eventually.True(t, 5*time.Second, "second timeout", func() bool { return len(h.kick.all()) == 2 })
 }
 
 func TestHeartbeatTimeoutRun(t *testing.T) {
@@ -380,8 +368,8 @@ func TestHeartbeatTimeoutRun(t *testing.T) {
 		}
 	}()
 	h.tr.Connected(context.Background(), "d1", "fast", 1, "")
-	eventually(t, "kick", func() bool { return len(h.kick.all()) == 1 })
-	eventually(t, "events", func() bool { return len(h.pub.lines()) == 4 })
+	eventually.True(t, 5*time.Second, "kick", func() bool { return len(h.kick.all()) == 1 })
+	eventually.True(t, 5*time.Second, "events", func() bool { return len(h.pub.lines()) == 4 })
 	var timeouts int
 	for _, l := range h.pub.lines() {
 		if strings.HasSuffix(l, "heartbeat_timeout") {
@@ -411,7 +399,7 @@ func TestOnlyExpiringDevicesAreTouched(t *testing.T) {
 	if p := h.tr.pops.Load(); p != 1 {
 		t.Fatalf("pops = %d, want 1", p)
 	}
-	eventually(t, "timeout", func() bool { return len(h.pub.lines()) == before+2 })
+	eventually.True(t, 5*time.Second, "timeout", func() bool { return len(h.pub.lines()) == before+2 })
 	for _, l := range h.pub.lines()[before:] {
 		if !strings.HasPrefix(l, "fast ") {
 			t.Fatalf("touched another device: %s", l)

@@ -16,6 +16,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
@@ -303,7 +304,7 @@ func TestRotationOverlap(t *testing.T) {
 			_, _, err = e.svc.AuthenticateAPIKey(old.APIKey)
 			wantErr(t, "old api key after first use of the new one", err, registry.ErrUnauthorized)
 			// The retirement is stored: a restart does not revive them.
-			waitFor(t, func() bool {
+			eventually.True(t, 5*time.Second, "the retirement stored", func() bool {
 				fresh := registry.NewService(e.store, nil, nil, slog.New(slog.DiscardHandler))
 				registry.SetClock(fresh, e.clock.now)
 				if err := fresh.Load(ctx); err != nil {
@@ -584,18 +585,6 @@ func FuzzDecodeImportCSV(f *testing.F) {
 	})
 }
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // Finding 2: the sessions opened with credentials end when the
 // credentials do: at once for a rotation without overlap, at the end of
 // the overlap if the device never used its new ones, never if it did.
@@ -621,7 +610,7 @@ func TestRotationClosesOldSessions(t *testing.T) {
 		if got := e.kicks.list(); len(got) != 0 {
 			t.Fatalf("kicks = %v during the overlap", got)
 		}
-		waitFor(t, func() bool { return slices.Equal(e.kicks.list(), []string{"k2"}) })
+		eventually.True(t, 5*time.Second, "k2 kicked", func() bool { return slices.Equal(e.kicks.list(), []string{"k2"}) })
 	})
 	t.Run("new credentials used", func(t *testing.T) {
 		e := newEnv(t)

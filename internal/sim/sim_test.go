@@ -16,6 +16,7 @@ import (
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/hub"
 	"github.com/devicehub/devicehub/internal/sim"
 	"github.com/devicehub/devicehub/sdk"
@@ -219,13 +220,7 @@ device_types:
 
 	poll := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 20s", what)
-			}
-			time.Sleep(20 * time.Millisecond) // polling interval
-		}
+		eventually.True(t, 20*time.Second, what, cond)
 	}
 	var ops []client.Operation
 	poll("three pending operations, their codes reported", func() bool {

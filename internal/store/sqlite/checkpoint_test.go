@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/readings"
 )
 
@@ -32,19 +33,15 @@ func TestCheckpointer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		s.wmu.Lock()
 		left := s.uncheckpointed
 		s.wmu.Unlock()
-		if left == 0 {
-			break
+		if left != 0 {
+			return fmt.Errorf("no checkpoint: %d changes not checkpointed", left)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint after 10s: %d changes not checkpointed", left)
-		}
-		time.Sleep(10 * time.Millisecond) // polling, not synchronising
-	}
+		return nil
+	})
 	// Everything was copied: a checkpoint now finds nothing left to do.
 	st, err := s.walCheckpoint(ctx)
 	if err != nil {

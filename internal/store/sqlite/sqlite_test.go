@@ -6,12 +6,20 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/storetest"
 )
+
+// The store starts a checkpointer goroutine (and database/sql its
+// connection opener): Close must end them all.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func openTest(t testing.TB) *Store {
 	t.Helper()
