@@ -256,6 +256,7 @@ func New(deps Deps, opts Options, log *slog.Logger) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	humaSettings()
 	a := &API{deps: deps, opts: opts, log: log, mux: http.NewServeMux(), shutdown: make(chan struct{})}
 	a.huma = humago.New(a.mux, humaConfig())
 	a.huma.UseMiddleware(a.guard)

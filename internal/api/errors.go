@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -75,14 +76,17 @@ func (e *ErrorResponse) GetStatus() int { return e.status }
 // application/problem+json).
 func (e *ErrorResponse) ContentType(ct string) string { return ct }
 
-func init() {
+// humaSettings sets, once, the two huma settings the API needs that huma
+// keeps only at package level (it has no per-API option for them). New
+// calls it, so that importing this package changes nothing by itself.
+var humaSettings = sync.OnceFunc(func() {
 	// huma builds every error it finds itself (validation, unreadable or
 	// oversized bodies, content negotiation) with NewError; this makes them
 	// the API's one error shape. Handler errors go through httpError.
 	huma.NewError = humaError
 	// The API always answers arrays, never null: say so in the document.
 	huma.DefaultArrayNullable = false
-}
+})
 
 // humaError turns an error huma found into an ErrorResponse. Validation
 // failures (huma's 422) are the API's 400 invalid_argument naming the
