@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Hub, error) {
 }
 
 // RegisterType declares (or replaces) a device type in code.
-func (h *Hub) RegisterType(t DeviceType) error { return h.h.Types.Register(t) }
+func (h *Hub) RegisterType(t DeviceType) error { return h.h.RegisterType(t) }
 
 // Subscribe calls fn for every event that passes f, committed from now on.
 func (h *Hub) Subscribe(f events.Filter, fn func(events.Event)) (Subscription, error) {
@@ -93,7 +93,7 @@ func (h *Hub) SubscribeFrom(f events.Filter, from int64, fn func(events.Event)) 
 // Provision creates a device of a declared type and returns its plaintext
 // credentials: the only time they are available.
 func (h *Hub) Provision(ctx context.Context, deviceID, deviceType string) (events.Credentials, error) {
-	return h.h.Registry.Provision(ctx, registry.ProvisionRequest{ID: deviceID, Type: deviceType})
+	return h.h.Registry().Provision(ctx, registry.ProvisionRequest{ID: deviceID, Type: deviceType})
 }
 
 // Run serves until ctx is done, then stops devices, flushes the last batch

@@ -179,7 +179,7 @@ func TestRevokedCredentials(t *testing.T) {
 	if _, err := th.api.ProvisionDevice(ctx, client.ProvisionRequest{ID: "rev", Type: "Meter", Replace: true}); err != nil {
 		t.Fatal(err)
 	}
-	th.Broker.Kick("rev", "test: credentials replaced")
+	th.Broker().Kick("rev", "test: credentials replaced")
 	eventually.True(t, 10*time.Second, "the client to stop", func() bool { return c.Err() != nil })
 	if k := sdk.KindOf(c.Err()); k != sdk.KindCredentialsRevoked {
 		t.Fatalf("Err() = %v, want credentials_revoked", c.Err())
@@ -218,7 +218,7 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 	creds := provision(t, th.api, "tw")
 	db := filepath.Join(t.TempDir(), "device.db")
 	// Retained before the device connects.
-	if err := th.Broker.Publish("devices/tw/twin/desired", []byte(`{"version": 3, "values": {"interval": 10}}`), true, 1); err != nil {
+	if err := th.Broker().Publish("devices/tw/twin/desired", []byte(`{"version": 3, "values": {"interval": 10}}`), true, 1); err != nil {
 		t.Fatal(err)
 	}
 	desired := make(chan sdk.DesiredProperties, 10)
@@ -248,14 +248,14 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 	eventually.True(t, 10*time.Second, "subscription", func() bool { return c.Stats().Connected })
 	// Newer, older: only the newer is delivered.
 	eventually.True(t, 10*time.Second, "version 4", func() bool {
-		th.Broker.Publish("devices/tw/twin/desired", []byte(`{"version": 4, "values": {"interval": 20}}`), true, 1)
+		th.Broker().Publish("devices/tw/twin/desired", []byte(`{"version": 4, "values": {"interval": 20}}`), true, 1)
 		_, ok := c.DesiredPropertiesIfNewer(3)
 		return ok
 	})
 	if d, ok := recv("desired properties v4").(sdk.DesiredProperties); !ok || d.Version != 4 {
 		t.Fatalf("desired = %+v", d)
 	}
-	th.Broker.Publish("devices/tw/twin/desired", []byte(`{"version": 2, "values": {}}`), true, 1)
+	th.Broker().Publish("devices/tw/twin/desired", []byte(`{"version": 2, "values": {}}`), true, 1)
 	if got := c.DesiredProperties(); got.Version != 4 || got.Values["interval"] != 20.0 {
 		t.Fatalf("DesiredProperties() = %+v", got)
 	}
@@ -263,7 +263,7 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 		t.Fatal("DesiredPropertiesIfNewer(4) returned something")
 	}
 
-	if err := th.Broker.Publish("devices/tw/commands/c1", []byte(`{"command": "reboot", "payload": {"delay": 1}}`), false, 1); err != nil {
+	if err := th.Broker().Publish("devices/tw/commands/c1", []byte(`{"command": "reboot", "payload": {"delay": 1}}`), false, 1); err != nil {
 		t.Fatal(err)
 	}
 	if cmd, ok := recv("command").(sdk.Command); !ok || cmd.ID != "c1" || cmd.Name != "reboot" || string(cmd.Payload) != `{"delay":1}` {
@@ -298,8 +298,8 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 	}
 	eventually.True(t, 10*time.Second, "the result and the reported properties in the hub's audit log", sent)
 	// The same command again (a redelivery) is not handled twice.
-	th.Broker.Publish("devices/tw/commands/c1", []byte(`{"command": "reboot"}`), false, 1)
-	th.Broker.Publish("devices/tw/commands/c2", []byte(`{"command": "ping"}`), false, 1)
+	th.Broker().Publish("devices/tw/commands/c1", []byte(`{"command": "reboot"}`), false, 1)
+	th.Broker().Publish("devices/tw/commands/c2", []byte(`{"command": "ping"}`), false, 1)
 	if cmd, ok := recv("command c2").(sdk.Command); !ok || cmd.ID != "c2" {
 		t.Fatalf("command = %+v, want c2", cmd)
 	}

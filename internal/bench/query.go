@@ -175,6 +175,12 @@ func generateReadings(ctx context.Context, path string, devs []Device, per int, 
 		return 0, fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
+	// The checkpointer runs beside the writes, as in the hub; it ends
+	// before the store closes.
+	ckCtx, stopCk := context.WithCancel(ctx)
+	ckDone := make(chan error, 1)
+	go func() { ckDone <- st.Run(ckCtx) }()
+	defer func() { stopCk(); <-ckDone }()
 	maxID, err := st.MaxMessageID(ctx)
 	if err != nil {
 		return 0, err

@@ -76,6 +76,9 @@ type Deps struct {
 	Authenticator  Authenticator
 	PublishHandler PublishHandler
 	Presence       Presence
+	// DeviceGone, if set, is called when a device's last connection has
+	// ended (ingest frees what it held for the device).
+	DeviceGone func(deviceID string)
 }
 
 // Publish is one message from a device (or its last will).
@@ -279,8 +282,6 @@ type Broker struct {
 	// per logEvery, with the count since the last line.
 	refusedLog, acceptLog sampler
 	listeners             []stoppable
-
-	gone atomic.Pointer[func(deviceID string)] // see SetDeviceGone
 
 	mu      sync.Mutex
 	closed  bool                    // no new connections are tracked
@@ -493,10 +494,6 @@ func (b *Broker) releaseSlot(s *session) {
 	<-d.slot
 }
 
-// SetDeviceGone sets what is called when a device's last connection has
-// ended (ingest drops the chunks it held).
-func (b *Broker) SetDeviceGone(fn func(deviceID string)) { b.gone.Store(&fn) }
-
 // leaveDevice forgets an ended session.
 func (b *Broker) leaveDevice(s *session) {
 	b.releaseSlot(s)
@@ -513,8 +510,8 @@ func (b *Broker) leaveDevice(s *session) {
 		}
 	}
 	b.mu.Unlock()
-	if fn := b.gone.Load(); last && fn != nil {
-		(*fn)(s.deviceID)
+	if last && b.deps.DeviceGone != nil {
+		b.deps.DeviceGone(s.deviceID)
 	}
 }
 

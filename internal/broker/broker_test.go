@@ -129,6 +129,28 @@ type harness struct {
 	b        *Broker
 	handler  *fakeHandler
 	presence *fakePresence
+	gone     goneCounter // Deps.DeviceGone calls by device
+}
+
+// goneCounter counts the DeviceGone calls of each device.
+type goneCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (g *goneCounter) add(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n == nil {
+		g.n = map[string]int{}
+	}
+	g.n[id]++
+}
+
+func (g *goneCounter) count(id string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n[id]
 }
 
 func start(t *testing.T) *harness {
@@ -140,7 +162,7 @@ func start(t *testing.T) *harness {
 		"off1": {password: "pw", typ: "sensor", disabled: true},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := New(Options{Addr: "127.0.0.1:0"}, Deps{Authenticator: auth, PublishHandler: h.handler, Presence: h.presence}, log, prometheus.NewRegistry())
+	b, err := New(Options{Addr: "127.0.0.1:0"}, Deps{Authenticator: auth, PublishHandler: h.handler, Presence: h.presence, DeviceGone: h.gone.add}, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,12 +65,6 @@ func alive(cs []*paho.Client) int {
 // session, and Kick closes it (and any other) and refuses what they send.
 func TestSimultaneousConnectsThenKick(t *testing.T) {
 	h := start(t)
-	var gone atomic.Int32
-	h.b.SetDeviceGone(func(id string) {
-		if id == "dev1" {
-			gone.Add(1)
-		}
-	})
 	cs := connectAll(t, h.b.Addr(), 8)
 	if len(cs) == 0 {
 		t.Fatal("no connection accepted")
@@ -103,8 +96,8 @@ func TestSimultaneousConnectsThenKick(t *testing.T) {
 	}
 	// The device's last connection ended: told once (ingest frees its
 	// chunks), not once per replaced session.
-	eventually.True(t, 5*time.Second, "device gone", func() bool { return gone.Load() >= 1 })
-	if n := gone.Load(); n != 1 {
+	eventually.True(t, 5*time.Second, "device gone", func() bool { return h.gone.count("dev1") >= 1 })
+	if n := h.gone.count("dev1"); n != 1 {
 		t.Errorf("device gone told %d times, want 1", n)
 	}
 	// Presence hears the end of every session it heard of.

@@ -86,7 +86,7 @@ func newRegistry(tb testing.TB) *registry.Service {
 	if err := types.Register(devicetype.Type{Name: "sensor"}); err != nil {
 		tb.Fatal(err)
 	}
-	reg := registry.NewService(st, c, types, slog.New(slog.DiscardHandler))
+	reg := registry.NewService(st, c, types, nil, slog.New(slog.DiscardHandler))
 	if err := reg.Load(ctx); err != nil {
 		tb.Fatal(err)
 	}

@@ -13,11 +13,19 @@ import (
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
+// sessionKicker closes a device's sessions in the broker. The registry and
+// presence get it at construction; the broker, built after them (it
+// authenticates with the one and reports to the other), is reached
+// through the hub, and only once the hub runs.
+type sessionKicker struct{ h *Hub }
+
+func (k sessionKicker) Kick(deviceID, reason string) { k.h.broker.Kick(deviceID, reason) }
+
 // brokerIngest hands MQTT publishes to the ingest pipeline.
 type brokerIngest struct{ h *Hub }
 
 func (b brokerIngest) HandlePublish(ctx context.Context, p *broker.Publish) error {
-	_, err := b.h.Ingest.Handle(ctx, &ingest.Request{
+	_, err := b.h.ingest.Handle(ctx, &ingest.Request{
 		DeviceID:    p.DeviceID,
 		DeviceType:  p.DeviceType,
 		Topic:       p.Topic,
@@ -39,7 +47,7 @@ func (x httpIngest) HandleHTTPData(ctx context.Context, deviceID, deviceType, st
 	if stream != "" {
 		topic += "/" + stream
 	}
-	res, err := x.h.Ingest.Handle(ctx, &ingest.Request{
+	res, err := x.h.ingest.Handle(ctx, &ingest.Request{
 		DeviceID:    deviceID,
 		DeviceType:  deviceType,
 		Topic:       topic,

@@ -91,14 +91,14 @@ func TestPortInUseCreatesNoAdminToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Admin.Secret == "" {
+	if h.Admin().Secret == "" {
 		t.Fatal("the first start that serves created no admin token")
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil || strings.TrimSpace(string(b)) != h.Admin.Secret {
+	if err != nil || strings.TrimSpace(string(b)) != h.Admin().Secret {
 		t.Fatalf("admin.token %q, %v; want the secret the start shows", b, err)
 	}
-	if _, err := client.New("http://"+h.HTTPAddr(), h.Admin.Secret, nil).ListTokens(context.Background()); err != nil {
+	if _, err := client.New("http://"+h.HTTPAddr(), h.Admin().Secret, nil).ListTokens(context.Background()); err != nil {
 		t.Fatalf("the admin token does not work: %v", err)
 	}
 }
@@ -127,14 +127,14 @@ func TestTwoHubsOneDatabaseAgreeOnAdminToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Admin.Secret == "" {
+	if a.Admin().Secret == "" {
 		t.Fatal("the first hub created no admin token")
 	}
 	b, err := runUntilReady(t, dirB, ports+storage)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Admin.Secret != "" {
+	if b.Admin().Secret != "" {
 		t.Fatal("the second hub created a second admin token")
 	}
 	if _, err := os.Stat(filepath.Join(dirB, "admin.token")); !errors.Is(err, os.ErrNotExist) {
@@ -142,7 +142,7 @@ func TestTwoHubsOneDatabaseAgreeOnAdminToken(t *testing.T) {
 	}
 	// The first hub's token works on the second hub, and is the one the
 	// second names.
-	toks, err := client.New("http://"+b.HTTPAddr(), a.Admin.Secret, nil).ListTokens(context.Background())
+	toks, err := client.New("http://"+b.HTTPAddr(), a.Admin().Secret, nil).ListTokens(context.Background())
 	if err != nil {
 		t.Fatalf("the first hub's admin token on the second hub: %v", err)
 	}
@@ -152,8 +152,8 @@ func TestTwoHubsOneDatabaseAgreeOnAdminToken(t *testing.T) {
 			admins = append(admins, tk.ID)
 		}
 	}
-	if len(admins) != 1 || b.Admin.Existing == nil || b.Admin.Existing.ID != admins[0] {
-		t.Fatalf("live admin tokens %v, the second hub names %+v", admins, b.Admin.Existing)
+	if len(admins) != 1 || b.Admin().Existing == nil || b.Admin().Existing.ID != admins[0] {
+		t.Fatalf("live admin tokens %v, the second hub names %+v", admins, b.Admin().Existing)
 	}
 	// Copying the file, as the second hub's message says, makes the CLI
 	// work there: the next start finds it and says nothing.
@@ -165,7 +165,7 @@ func TestTwoHubsOneDatabaseAgreeOnAdminToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Admin.Secret != "" || c.Admin.Existing != nil {
-		t.Errorf("a hub whose file holds the admin token: %+v", c.Admin)
+	if c.Admin().Secret != "" || c.Admin().Existing != nil {
+		t.Errorf("a hub whose file holds the admin token: %+v", c.Admin())
 	}
 }

@@ -54,7 +54,7 @@ func benchIngest(b *testing.B, clients int, msgID bool) {
 	conns := make([]*mqttClient, clients)
 	for i := range clients {
 		id := fmt.Sprintf("bench-%04d", i)
-		cr, err := th.Registry.Provision(ctx, registry.ProvisionRequest{ID: id, Type: "WeatherStation"})
+		cr, err := th.Registry().Provision(ctx, registry.ProvisionRequest{ID: id, Type: "WeatherStation"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -72,37 +72,42 @@ type Store interface {
 	Close() error
 }
 
-// Hub is a built devicehub. Create it with New, run it with Run.
+// Hub is a built devicehub. Create it with New, run it with Run; a hub
+// that is not run is released with Close. Its parts are its own: callers
+// use its methods.
 type Hub struct {
 	cfg   *config.Config
 	log   *slog.Logger
 	reg   *prometheus.Registry
 	store Store
+	// closeStore closes the store once, whether Run or Close gets there
+	// first.
+	closeStore func() error
 
-	Types     *devicetype.Registry
-	Committer *commit.Committer
-	Bus       *eventlog.Bus
-	Registry  *registry.Service
-	Presence  *presence.Tracker
-	Ingest    *ingest.Pipeline
-	Broker    *broker.Broker
-	Access    *access.Service
-	// Provisioning runs provisioning tokens, approved operations and
+	types     *devicetype.Registry
+	committer *commit.Committer
+	bus       *eventlog.Bus
+	registry  *registry.Service
+	presence  *presence.Tracker
+	ingest    *ingest.Pipeline
+	broker    *broker.Broker
+	access    *access.Service
+	// provisioning runs provisioning tokens, approved operations and
 	// self-registration.
-	Provisioning *provisioning.Service
-	// BrokerAuth answers an external broker's authentication requests.
-	BrokerAuth *brokerauth.Handler
-	// Commands sends commands to devices; Twin keeps their twins.
-	Commands *commands.Service
-	Twin     *twin.Service
-	// Accounts holds the dashboard's users and sessions.
-	Accounts *accounts.Service
+	provisioning *provisioning.Service
+	// brokerAuth answers an external broker's authentication requests.
+	brokerAuth *brokerauth.Handler
+	// commands sends commands to devices; twin keeps their twins.
+	commands *commands.Service
+	twin     *twin.Service
+	// accounts holds the dashboard's users and sessions.
+	accounts *accounts.Service
 	api      *api.API
 	// monitors delivers events to push monitors.
 	monitors *monitors.Service
 	web      *web.Dashboard
-	// Config is device configuration management.
-	Config *deviceconfig.Service
+	// deviceConfig is device configuration management.
+	deviceConfig *deviceconfig.Service
 
 	httpLn      net.Listener
 	authLn      net.Listener
@@ -110,10 +115,10 @@ type Hub struct {
 	httpRefused *prometheus.CounterVec
 	ready       chan struct{}
 	readyOnce   sync.Once
-	// Admin is what the start found of the admin token: the secret of the
+	// admin is what the start found of the admin token: the secret of the
 	// one it created, or the other hub's token it found (see
 	// access.EnsureAdminToken). Set before Ready is closed.
-	Admin access.AdminBootstrap
+	admin access.AdminBootstrap
 }
 
 // New builds a hub: opens the store (running its migrations), loads the
@@ -126,9 +131,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}, []string{"listener"})
 	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), h.httpRefused)
 
-	h.Types = devicetype.NewRegistry()
+	h.types = devicetype.NewRegistry()
 	for _, t := range cfg.DeviceTypes {
-		if err := h.Types.Register(t); err != nil {
+		if err := h.types.Register(t); err != nil {
 			return nil, err
 		}
 	}
@@ -138,15 +143,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, err
 	}
 	h.store = st
+	h.closeStore = sync.OnceValue(st.Close)
 	ok := false
 	defer func() {
 		if !ok {
-			st.Close()
+			h.closeStore()
 		}
 	}()
 
-	h.Bus = eventlog.NewBus(st, eventlog.BusOptions{Buffer: cfg.Events.SubscriberBuffer}, log.With("component", "eventlog"), h.reg)
-	h.Committer = commit.New(st, h.Bus, commit.Options{
+	h.bus = eventlog.NewBus(st, eventlog.BusOptions{Buffer: cfg.Events.SubscriberBuffer}, log.With("component", "eventlog"), h.reg)
+	h.committer = commit.New(st, h.bus, commit.Options{
 		MaxBatch:  cfg.Commit.MaxBatch,
 		Linger:    cfg.Commit.Linger,
 		QueueSize: cfg.Commit.QueueSize,
@@ -159,12 +165,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}
 	ids.Seed(maxID)
 
-	h.Registry = registry.NewService(st, h.Committer, h.Types, log.With("component", "registry"))
-	if err := h.Registry.Load(ctx); err != nil {
+	h.registry = registry.NewService(st, h.committer, h.types, sessionKicker{h}, log.With("component", "registry"))
+	if err := h.registry.Load(ctx); err != nil {
 		return nil, err
 	}
-
-	h.Presence = presence.New(h.Committer, h.Types, nil, presence.Options{DeviceType: h.Registry.DeviceType}, log.With("component", "presence"), h.reg)
+	h.presence = presence.New(h.committer, h.types, sessionKicker{h}, presence.Options{DeviceType: h.registry.DeviceType}, log.With("component", "presence"), h.reg)
 
 	brk, err := broker.New(broker.Options{
 		Addr:             cfg.MQTT.Addr,
@@ -180,29 +185,28 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		MaxSessionExpiry: cfg.MQTT.MaxSessionExpiry,
 		WriteQueue:       cfg.MQTT.WriteQueue,
 	}, broker.Deps{
-		Authenticator:  h.Registry,
+		Authenticator:  h.registry,
 		PublishHandler: brokerIngest{h},
-		Presence:       h.Presence,
+		Presence:       h.presence,
+		DeviceGone:     func(id string) { h.ingest.ForgetDevice(id) },
 	}, log.With("component", "broker"), h.reg)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	h.Broker = brk
-	h.Presence.SetKicker(brk)
-	h.Registry.SetKicker(brk)
+	h.broker = brk
 
-	h.Provisioning = provisioning.New(st, h.Registry, h.Types, provisioning.Options{
+	h.provisioning = provisioning.New(st, h.registry, h.types, provisioning.Options{
 		OperationTTL:     cfg.Provisioning.OperationTTL,
 		SharedSecret:     cfg.Registration.SharedSecret,
 		RegistrationType: cfg.Registration.DefaultType,
 	}, log.With("component", "provisioning"))
-	h.Commands = commands.New(commands.Deps{Store: st, Committer: h.Committer, Publisher: brk, Devices: h.Registry, Types: h.Types, Events: h.Bus},
+	h.commands = commands.New(commands.Deps{Store: st, Committer: h.committer, Publisher: brk, Devices: h.registry, Types: h.types, Events: h.bus},
 		commands.Options{}, log.With("component", "commands"))
-	h.Twin = twin.New(st, h.Committer, brk, h.Registry, log.With("component", "twin"))
-	if h.Config, err = newDeviceConfig(ctx, cfg, st, h.Committer, brk, h.Registry, log.With("component", "deviceconfig")); err != nil {
+	h.twin = twin.New(st, h.committer, brk, h.registry, log.With("component", "twin"))
+	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "deviceconfig")); err != nil {
 		return nil, err
 	}
-	h.BrokerAuth = brokerauth.New(h.Registry, h.Presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
+	h.brokerAuth = brokerauth.New(h.registry, h.presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
 
 	// In the configuration a rate of 0 means no limit; ingest takes a
 	// negative rate for that (its zero value means "the default").
@@ -210,15 +214,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if rateLimit.Rate == 0 {
 		rateLimit.Rate = -1
 	}
-	h.Ingest = ingest.New(ingest.Deps{
-		Committer: h.Committer,
-		Types:     h.Types,
+	h.ingest = ingest.New(ingest.Deps{
+		Committer: h.committer,
+		Types:     h.types,
 		Publisher: brk,
-		Presence:  h.Presence,
+		Presence:  h.presence,
 		IDs:       ids,
-		Commands:  h.Commands,
-		Twin:      h.Twin,
-		Config:    h.Config,
+		Commands:  h.commands,
+		Twin:      h.twin,
+		Config:    h.deviceConfig,
 	}, ingest.Options{
 		DefaultMaxPayloadBytes: int(cfg.Ingest.MaxPayloadBytes),
 		DefaultRateLimit:       rateLimit,
@@ -227,17 +231,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		ChunkTimeout:           cfg.Ingest.ChunkTimeout,
 	}, log.With("component", "ingest"), h.reg)
 
-	brk.SetDeviceGone(h.Ingest.ForgetDevice)
-
-	h.Access = access.NewService(st)
-	h.Accounts = accounts.New(st, accounts.Options{}, log.With("component", "accounts"))
+	h.access = access.NewService(st)
+	h.accounts = accounts.New(st, accounts.Options{}, log.With("component", "accounts"))
 
 	mc := cfg.Monitors
 	h.monitors = monitors.New(monitors.Deps{
 		Store:     st,
-		Events:    monitorEvents{bus: h.Bus, st: st},
-		Groups:    registryGroups{h.Registry},
-		Committer: h.Committer,
+		Events:    monitorEvents{bus: h.bus, st: st},
+		Groups:    registryGroups{h.registry},
+		Committer: h.committer,
 	}, monitors.Options{
 		AllowPrivateTargets: mc.AllowPrivateTargets,
 		DisableAfter:        mc.DisableAfter,
@@ -253,30 +255,30 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}
 
 	h.api = api.New(api.Deps{
-		Devices:       h.Registry,
-		Registry:      h.Registry,
-		Provisioning:  h.Provisioning,
+		Devices:       h.registry,
+		Registry:      h.registry,
+		Provisioning:  h.provisioning,
 		Readings:      st,
 		Messages:      st,
-		Events:        busEvents{h.Bus},
+		Events:        busEvents{h.bus},
 		DeviceData:    httpIngest{h},
-		DeviceAuth:    h.Registry,
-		Tokens:        h.Access,
+		DeviceAuth:    h.registry,
+		Tokens:        h.access,
 		Audit:         st,
-		Types:         h.Types,
-		Commands:      h.Commands,
-		Twin:          h.Twin,
+		Types:         h.types,
+		Commands:      h.commands,
+		Twin:          h.twin,
 		Monitors:      h.monitors,
 		MonitorStream: h.monitors.StreamHandler(),
-		Sessions:      h.Accounts,
-		Users:         h.Accounts,
+		Sessions:      h.accounts,
+		Users:         h.accounts,
 		Counter:       st,
 		History:       st,
-		Config:        h.Config,
+		Config:        h.deviceConfig,
 		Ready:         h.readyErr,
 		Metrics:       promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
-	h.web, err = web.New(h.api.Handler(), h.Accounts, web.Options{}, log.With("component", "web"))
+	h.web, err = web.New(h.api.Handler(), h.accounts, web.Options{}, log.With("component", "web"))
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
@@ -310,55 +312,17 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store
 // start would not show.
 func (h *Hub) ensureAdmin(ctx context.Context) error {
 	path := filepath.Join(h.cfg.DataDir, "admin.token")
-	b, err := h.Access.EnsureAdminToken(ctx, path)
+	b, err := h.access.EnsureAdminToken(ctx, path)
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	h.Admin = b
+	h.admin = b
 	switch {
 	case b.Secret != "":
 		h.log.Info("admin token created", "file", path, "replaced", b.Replaced)
 	case b.Existing != nil:
 		h.log.Warn("the database has an admin token that this data directory does not hold; none created",
 			"token_id", b.Existing.ID, "created", b.Existing.CreatedAt, "file", path)
-	}
-	return nil
-}
-
-// prepare does the start-up work that needs the store before serving: the
-// presence reset after an unclean stop. Run calls it.
-func (h *Hub) prepare(ctx context.Context) error {
-	// Devices the store still shows connected or online were left so by an
-	// unclean stop: nobody is connected to a hub that just started.
-	connected := true
-	seen := map[string]bool{}
-	var stale []string
-	types := map[string]string{}
-	for _, opts := range []registry.ListOptions{{Connected: &connected}, {Status: "online"}} {
-		opts.Limit = 1000
-		for {
-			devs, err := h.store.ListDevices(ctx, opts)
-			if err != nil {
-				return fmt.Errorf("list connected devices: %w", err)
-			}
-			for _, d := range devs {
-				if !seen[d.ID] {
-					seen[d.ID] = true
-					stale = append(stale, d.ID)
-					types[d.ID] = d.Type
-				}
-			}
-			if len(devs) < opts.Limit {
-				break
-			}
-			opts.After = devs[len(devs)-1].ID
-		}
-	}
-	if len(stale) > 0 {
-		h.log.Info("devices left online by an unclean stop are set offline", "devices", len(stale))
-		if err := h.Presence.Restore(ctx, stale, types); err != nil {
-			return fmt.Errorf("restore presence: %w", err)
-		}
 	}
 	return nil
 }
@@ -376,7 +340,7 @@ func (h *Hub) readyErr() error {
 }
 
 // MQTTAddr is the address the MQTT listener is bound to (after Ready).
-func (h *Hub) MQTTAddr() string { return h.Broker.Addr() }
+func (h *Hub) MQTTAddr() string { return h.broker.Addr() }
 
 // HTTPAddr is the address the HTTP listener is bound to (after Ready).
 func (h *Hub) HTTPAddr() string {
@@ -398,45 +362,63 @@ func (h *Hub) MonitorAddr() string {
 // Subscribe calls fn with every committed event that passes f, in order,
 // from its own goroutine, until the returned subscription is closed.
 func (h *Hub) Subscribe(f events.Filter, from int64, fn func(events.Event)) (*eventlog.Subscription, error) {
-	return h.Bus.Subscribe(eventlog.SubscribeOptions{Filter: f, From: from}, fn)
+	return h.bus.Subscribe(eventlog.SubscribeOptions{Filter: f, From: from}, fn)
+}
+
+// storeRunner is a store with a long-running part of its own (SQLite's
+// checkpointer).
+type storeRunner interface {
+	Run(ctx context.Context) error
 }
 
 // Run serves until ctx is done, then shuts down in order and closes the
-// store. It returns the first error of any part.
+// store. It returns the first error of any part; an error of any part
+// stops the others.
+//
+// Every long-running part runs in one errgroup, stopped in stages: the
+// producers (runFront) first; then the committer, which stores the last
+// disconnects and batch; then the event bus, which delivers their events;
+// then the store's own work. Each stage's part stops the next one when it
+// returns.
 func (h *Hub) Run(ctx context.Context) error {
-	defer h.store.Close()
-
-	// The core (committer and bus) outlives the producers, so that the
-	// last disconnects and the last batch are stored and delivered.
-	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBus()
-	commitCtx, stopCommit := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCommit()
-	var core errgroup.Group
-	busDone := make(chan error, 1)
-	go func() { busDone <- h.Bus.Run(busCtx) }()
-	core.Go(func() error { return h.Committer.Run(commitCtx) })
-
-	err := h.runFront(ctx)
-
-	stopCommit()
-	if cerr := core.Wait(); cerr != nil && err == nil {
-		err = cerr
+	defer h.closeStore()
+	g, gctx := errgroup.WithContext(ctx)
+	keep := context.WithoutCancel(ctx)
+	commitCtx, stopCommit := context.WithCancel(keep)
+	busCtx, stopBus := context.WithCancel(keep)
+	storeCtx, stopStore := context.WithCancel(keep)
+	defer stopStore()
+	g.Go(func() error {
+		defer stopCommit()
+		return h.runFront(gctx)
+	})
+	g.Go(func() error {
+		defer stopBus()
+		return h.committer.Run(commitCtx)
+	})
+	g.Go(func() error {
+		defer stopStore()
+		return h.bus.Run(busCtx)
+	})
+	if r, ok := h.store.(storeRunner); ok {
+		g.Go(func() error { return r.Run(storeCtx) })
 	}
-	stopBus()
-	if berr := <-busDone; berr != nil && err == nil {
-		err = berr
-	}
+	// A core part that fails stops the front (gctx), and so the rest.
+	err := g.Wait()
 	h.log.Info("hub stopped")
 	return err
 }
+
+// Close releases what New acquired (the store) for a hub that is not run;
+// after Run it does nothing. It is safe to call more than once.
+func (h *Hub) Close() error { return h.closeStore() }
 
 func (h *Hub) runFront(ctx context.Context) error {
 	return explainAddrInUse(h.serve(ctx), h.cfg)
 }
 
 func (h *Hub) serve(ctx context.Context) error {
-	if err := h.prepare(ctx); err != nil {
+	if _, err := h.presence.ResetAfterStart(ctx, h.store); err != nil {
 		return err
 	}
 	budget := connBudgets(h.cfg).HTTP
@@ -462,7 +444,7 @@ func (h *Hub) serve(ctx context.Context) error {
 		}
 		h.authLn = authLn
 		mux := http.NewServeMux()
-		mux.Handle("/broker/", h.BrokerAuth)
+		mux.Handle("/broker/", h.brokerAuth)
 		authSrv = newHTTPServer(mux, h.cfg.HTTP, h.log)
 	}
 	srv := newHTTPServer(handler, h.cfg.HTTP, h.log)
@@ -484,7 +466,7 @@ func (h *Hub) serve(ctx context.Context) error {
 	if h.monLn != nil {
 		g.Go(func() error { return h.monitors.ServeStream(gctx, h.monLn) })
 	}
-	g.Go(func() error { return h.BrokerAuth.Run(gctx) })
+	g.Go(func() error { return h.brokerAuth.Run(gctx) })
 	if authSrv != nil {
 		g.Go(func() error {
 			if err := authSrv.Serve(authLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -499,11 +481,11 @@ func (h *Hub) serve(ctx context.Context) error {
 			return authSrv.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { return h.Broker.Run(gctx) })
-	g.Go(func() error { return h.Presence.Run(gctx) })
-	g.Go(func() error { return h.Commands.Run(gctx) })
-	g.Go(func() error { return h.Config.Run(gctx) })
-	g.Go(func() error { return observeConfig(gctx, h.Bus, h.Config) })
+	g.Go(func() error { return h.broker.Run(gctx) })
+	g.Go(func() error { return h.presence.Run(gctx) })
+	g.Go(func() error { return h.commands.Run(gctx) })
+	g.Go(func() error { return h.deviceConfig.Run(gctx) })
+	g.Go(func() error { return observeConfig(gctx, h.bus, h.deviceConfig) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
@@ -519,14 +501,14 @@ func (h *Hub) serve(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		select {
-		case <-h.Broker.Ready():
+		case <-h.broker.Ready():
 		case <-gctx.Done():
 			return nil
 		}
-		if err := h.Twin.Restore(gctx); err != nil { // retained desired properties after a start
+		if err := h.twin.Restore(gctx); err != nil { // retained desired properties after a start
 			return err
 		}
-		if err := h.Config.RestoreNotices(gctx); err != nil { // retained config notices after a start
+		if err := h.deviceConfig.RestoreNotices(gctx); err != nil { // retained config notices after a start
 			return err
 		}
 		if err := h.ensureAdmin(gctx); err != nil {
@@ -562,6 +544,25 @@ func listenMonitors(mc config.MonitorsConfig) (net.Listener, error) {
 // Store is the hub's storage backend (for tests, benchmarks and tools that
 // run in the same process).
 func (h *Hub) Store() Store { return h.store }
+
+// RegisterType adds a device type at run time.
+func (h *Hub) RegisterType(t devicetype.Type) error { return h.types.Register(t) }
+
+// Registry is the device registry (for the root package's Provision,
+// tests and tools in the same process).
+func (h *Hub) Registry() *registry.Service { return h.registry }
+
+// Broker is the embedded MQTT broker (for tests that act as the hub
+// towards devices).
+func (h *Hub) Broker() *broker.Broker { return h.broker }
+
+// Accounts is the dashboard's users and sessions (for tests and tools in
+// the same process).
+func (h *Hub) Accounts() *accounts.Service { return h.accounts }
+
+// Admin is what the start found of the admin token (after Ready): the
+// secret of the one it created, or the other hub's token it found.
+func (h *Hub) Admin() access.AdminBootstrap { return h.admin }
 
 // frontHandler serves the API under /api/ and the operational endpoints,
 // and the dashboard everywhere else.

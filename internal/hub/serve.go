@@ -33,7 +33,7 @@ func Serve(ctx context.Context, configPath string, o config.Overrides) error {
 	go func() { errc <- h.Run(ctx) }()
 	select {
 	case <-h.Ready():
-		printAdmin(os.Stderr, h.Admin, filepath.Join(cfg.DataDir, "admin.token"))
+		printAdmin(os.Stderr, h.Admin(), filepath.Join(cfg.DataDir, "admin.token"))
 	case err := <-errc:
 		return err
 	}

@@ -98,7 +98,7 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 				t.Fatal("no connection accepted")
 			}
 			eventually.True(t, 30*time.Second, "exactly one session", func() bool {
-				return len(open(cs)) == 1 && th.Broker.Sessions(id) == 1
+				return len(open(cs)) == 1 && th.Broker().Sessions(id) == 1
 			})
 			live := open(cs)[0]
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -122,7 +122,7 @@ func TestSimultaneousConnectsThenRevoke(t *testing.T) {
 				}
 			}
 			eventually.True(t, 30*time.Second, "every session closed", func() bool {
-				return len(open(cs)) == 0 && th.Broker.Sessions(id) == 0
+				return len(open(cs)) == 0 && th.Broker().Sessions(id) == 0
 			})
 			if got := th.readingCount(t, id); got != before {
 				t.Errorf("readings = %d after %s, want %d", got, op.name, before)

@@ -92,7 +92,7 @@ type Tracker struct {
 	c      Committer
 	types  Types
 	typeOf func(deviceID string) (string, bool)
-	kick   atomic.Value // kickerBox
+	kick   Kicker // nil: timed-out devices are not kicked
 	now    func() time.Time
 	log    *slog.Logger
 	m      *metrics
@@ -105,8 +105,6 @@ type Tracker struct {
 	wake chan struct{} // one slot: the earliest deadline moved
 	pops atomic.Int64  // heap entries popped, for tests
 }
-
-type kickerBox struct{ k Kicker }
 
 // device is one device's presence state.
 type device struct {
@@ -133,8 +131,8 @@ type state struct {
 	gen       uint64 // generation of the open MQTT connection, 0 for none
 }
 
-// New returns a tracker. reg may be nil; kick may be nil and set later with
-// SetKicker (the broker needs the tracker before it exists).
+// New returns a tracker. kick closes the connections of timed-out devices
+// (the broker; nil for none). reg may be nil.
 func New(c Committer, types Types, kick Kicker, opts Options, log *slog.Logger, reg prometheus.Registerer) *Tracker {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -148,13 +146,10 @@ func New(c Committer, types Types, kick Kicker, opts Options, log *slog.Logger, 
 		devices: map[string]*device{},
 		wake:    make(chan struct{}, 1),
 	}
-	t.SetKicker(kick)
+	t.kick = kick
 	t.m = newMetrics(reg)
 	return t
 }
-
-// SetKicker sets who closes the connections of timed-out devices.
-func (t *Tracker) SetKicker(k Kicker) { t.kick.Store(kickerBox{k}) }
 
 func (t *Tracker) lookup(id string) *device {
 	t.mu.RLock()
@@ -588,7 +583,7 @@ func (t *Tracker) timedOut(d *device, now time.Time) {
 	t.m.timeouts.Inc()
 	t.log.Info("device heartbeat timeout", "device_id", d.id, "timeout", time.Duration(timeout))
 	if gen != 0 {
-		if k := t.kick.Load().(kickerBox).k; k != nil {
+		if k := t.kick; k != nil {
 			k.Kick(d.id, events.ReasonHeartbeatTimeout)
 		}
 	}

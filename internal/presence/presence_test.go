@@ -165,8 +165,7 @@ func newHarness(t testing.TB, fake bool) *harness {
 		h.clock = &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 		opts.Now = h.clock.Now
 	}
-	h.tr = New(c, testTypes, nil, opts, log, nil)
-	h.tr.SetKicker(h.kick)
+	h.tr = New(c, testTypes, h.kick, opts, log, nil)
 	return h
 }
 

@@ -80,7 +80,7 @@ func newEnv(t *testing.T, opts provisioning.Options) *env {
 	if err := types.Register(devicetype.Type{Name: "sensor"}); err != nil {
 		t.Fatal(err)
 	}
-	e.reg = registry.NewService(st, c, types, slog.New(slog.DiscardHandler))
+	e.reg = registry.NewService(st, c, types, nil, slog.New(slog.DiscardHandler))
 	if err := e.reg.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

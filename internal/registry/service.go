@@ -61,8 +61,7 @@ type Service struct {
 	types  Types
 	log    *slog.Logger
 	now    func() time.Time
-	kmu    sync.Mutex // guards kicker
-	kicker Kicker
+	kicker Kicker // set once by NewService
 
 	wmu sync.Mutex
 
@@ -91,30 +90,21 @@ type entry struct {
 }
 
 // NewService returns a registry service. Call Load before use.
-func NewService(store Store, sub Submitter, types Types, log *slog.Logger) *Service {
+//
+// kick closes the sessions of a device that was disabled, revoked,
+// re-provisioned or deleted (the broker); nil for none, and then such a
+// device stays connected until it reconnects.
+func NewService(store Store, sub Submitter, types Types, kick Kicker, log *slog.Logger) *Service {
 	return &Service{
-		store: store, sub: sub, types: types, log: log, now: time.Now,
+		store: store, sub: sub, types: types, kicker: kick, log: log, now: time.Now,
 		byID:     map[string]*entry{},
 		byAPIKey: map[[sha256.Size]byte]string{},
 	}
 }
 
-// SetKicker sets what closes the connection of a device that was disabled,
-// revoked or re-provisioned (the broker, which is built after the
-// registry). Without one, such a device stays connected until it
-// reconnects.
-func (s *Service) SetKicker(k Kicker) {
-	s.kmu.Lock()
-	s.kicker = k
-	s.kmu.Unlock()
-}
-
 func (s *Service) kickDevice(id, reason string) {
-	s.kmu.Lock()
-	k := s.kicker
-	s.kmu.Unlock()
-	if k != nil {
-		k.Kick(id, reason)
+	if s.kicker != nil {
+		s.kicker.Kick(id, reason)
 	}
 }
 

@@ -121,9 +121,8 @@ func newEnv(t *testing.T) *env {
 		}
 	}
 	e := &env{store: st, rec: rec, kicks: &kicks{}, clock: &clock{t: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)}}
-	e.svc = registry.NewService(st, c, types, slog.New(slog.DiscardHandler))
+	e.svc = registry.NewService(st, c, types, e.kicks, slog.New(slog.DiscardHandler))
 	registry.SetClock(e.svc, e.clock.now)
-	e.svc.SetKicker(e.kicks)
 	if err := e.svc.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +304,7 @@ func TestRotationOverlap(t *testing.T) {
 			wantErr(t, "old api key after first use of the new one", err, registry.ErrUnauthorized)
 			// The retirement is stored: a restart does not revive them.
 			eventually.True(t, 5*time.Second, "the retirement stored", func() bool {
-				fresh := registry.NewService(e.store, nil, nil, slog.New(slog.DiscardHandler))
+				fresh := registry.NewService(e.store, nil, nil, nil, slog.New(slog.DiscardHandler))
 				registry.SetClock(fresh, e.clock.now)
 				if err := fresh.Load(ctx); err != nil {
 					t.Fatal(err)
@@ -323,7 +322,7 @@ func TestRotationOverlap(t *testing.T) {
 			}
 		}},
 		{"overlap survives a restart", func(t *testing.T, e *env, old, cur events.Credentials) {
-			fresh := registry.NewService(e.store, nil, nil, slog.New(slog.DiscardHandler))
+			fresh := registry.NewService(e.store, nil, nil, nil, slog.New(slog.DiscardHandler))
 			registry.SetClock(fresh, e.clock.now)
 			if err := fresh.Load(ctx); err != nil {
 				t.Fatal(err)
@@ -411,7 +410,7 @@ func TestRevokeAndDisable(t *testing.T) {
 		t.Fatalf("stored device = %+v, %v", d, err)
 	}
 	// A restart keeps it disabled.
-	fresh := registry.NewService(e.store, nil, nil, slog.New(slog.DiscardHandler))
+	fresh := registry.NewService(e.store, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err := fresh.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +443,7 @@ func TestCertificatePin(t *testing.T) {
 	}
 	_, err = e.svc.AuthenticateCert("c1", [32]byte{9})
 	wantErr(t, "other certificate", err, registry.ErrUnauthorized)
-	fresh := registry.NewService(e.store, nil, nil, slog.New(slog.DiscardHandler))
+	fresh := registry.NewService(e.store, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err := fresh.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

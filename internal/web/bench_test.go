@@ -37,14 +37,14 @@ func BenchmarkDevicesPage(b *testing.B) {
 				Tags: []string{"site-" + strconv.Itoa(i%50)},
 			})
 		}
-		if _, err := h.Registry.Import(ctx, f, registry.ImportOptions{}); err != nil {
+		if _, err := h.Registry().Import(ctx, f, registry.ImportOptions{}); err != nil {
 			b.Fatalf("import: %v", err)
 		}
 	}
-	if _, err := h.Accounts.AddUser(ctx, "bench", "bench password", "viewer"); err != nil {
+	if _, err := h.Accounts().AddUser(ctx, "bench", "bench password", "viewer"); err != nil {
 		b.Fatal(err)
 	}
-	secret, _, _, err := h.Accounts.Login(ctx, "bench", "bench password", "127.0.0.1:1")
+	secret, _, _, err := h.Accounts().Login(ctx, "bench", "bench password", "127.0.0.1:1")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -305,7 +305,7 @@ func (b *browser) signIn(name, password string) {
 func addUser(t *testing.T, h *testHub, name, role string) string {
 	t.Helper()
 	pw := "pw-" + name + "-long-enough"
-	if _, err := h.Accounts.AddUser(context.Background(), name, pw, access.Role(role)); err != nil {
+	if _, err := h.Accounts().AddUser(context.Background(), name, pw, access.Role(role)); err != nil {
 		t.Fatal(err)
 	}
 	return pw

@@ -58,7 +58,7 @@ func BenchmarkCommit(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer s.Close()
+			runUntilCleanup(b, s)
 			const devices = 100
 			var prov []*commit.Change
 			for d := range devices {

@@ -17,7 +17,9 @@ import (
 // SQLite checkpoints every ~400 readings and copies the same leaves again
 // and again.
 //
-// The store checkpoints from its own goroutine and connection instead, and
+// The store checkpoints from its own connection in Run instead (its owner
+// runs it beside the committer; a store that is not run still has the
+// writer's automatic checkpoint below), and
 // less often: after checkpointChanges committed changes it runs PASSIVE
 // checkpoints beside the writer (they copy what is committed without
 // blocking it), and a last short one between two commits, so that the
@@ -50,23 +52,25 @@ func (s *Store) committed(changes int) {
 	}
 }
 
-// checkpointer runs checkpoints when Commit asks for one, until Close.
-func (s *Store) checkpointer() {
-	defer close(s.ckDone)
+// Run checkpoints the WAL when Commit asks for it, until ctx is done. A
+// failed checkpoint is logged and tried again at the next request: the
+// writer's automatic checkpoint bounds the WAL meanwhile.
+func (s *Store) Run(ctx context.Context) error {
 	for {
 		select {
-		case <-s.ckStop:
-			return
+		case <-ctx.Done():
+			return nil
 		case <-s.ckKick:
 		}
-		if err := s.checkpoint(); err != nil {
+		// A checkpoint that started finishes: stopping half-way would
+		// leave the last (blocking) round to the next start.
+		if err := s.checkpoint(context.WithoutCancel(ctx)); err != nil {
 			s.log.Warn("checkpoint failed", "err", err)
 		}
 	}
 }
 
-func (s *Store) checkpoint() error {
-	ctx := context.Background()
+func (s *Store) checkpoint(ctx context.Context) error {
 	start := time.Now()
 	var bg walState
 	for range maxBackgroundRounds {

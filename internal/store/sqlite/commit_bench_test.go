@@ -46,7 +46,7 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	runUntilCleanup(b, s)
 	ids := make([]string, devices)
 	topics := make([]string, devices)
 	var prov []*commit.Change

@@ -21,18 +21,33 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// openTest opens a store in a temporary directory and runs its
+// checkpointer, as the hub does, until the test ends.
 func openTest(t testing.TB) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "hub.db")})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	runUntilCleanup(t, s)
+	return s
+}
+
+// runUntilCleanup runs s's checkpointer until the test ends, then closes
+// s.
+func runUntilCleanup(t testing.TB, s *Store) {
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
 	t.Cleanup(func() {
+		stop()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
 		if err := s.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return s
 }
 
 func TestContract(t *testing.T) {

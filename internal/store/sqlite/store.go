@@ -63,10 +63,7 @@ type Store struct {
 	ck  *sql.DB // the checkpointer's connection
 	log *slog.Logger
 
-	ckKick   chan struct{} // wakes the checkpointer
-	ckStop   chan struct{} // closed by Close
-	ckDone   chan struct{} // closed when the checkpointer returned
-	stopOnce sync.Once
+	ckKick chan struct{} // wakes the checkpointer (Run)
 
 	// wmu serialises Commit; it guards everything below.
 	wmu     sync.Mutex
@@ -146,7 +143,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	ck.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
-		ckKick: make(chan struct{}, 1), ckStop: make(chan struct{}), ckDone: make(chan struct{})}
+		ckKick: make(chan struct{}, 1)}
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
@@ -155,7 +152,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.closeDB()
 		return nil, fmt.Errorf("read last event seq: %w", err)
 	}
-	go s.checkpointer()
 	return s, nil
 }
 
@@ -182,13 +178,9 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	return nil
 }
 
-// Close stops the checkpointer and closes the statements and the
-// connection pools.
+// Close closes the statements and the connection pools. Run must have
+// returned.
 func (s *Store) Close() error {
-	s.stopOnce.Do(func() {
-		close(s.ckStop)
-		<-s.ckDone
-	})
 	return s.closeDB()
 }
 
