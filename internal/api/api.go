@@ -172,11 +172,13 @@ type Deps struct {
 	// self-registration.
 	Provisioning Provisioning
 	Readings     Readings
-	Messages     Messages
-	Events       Events
-	DeviceData   DeviceData
-	DeviceAuth   DeviceAuth
-	Tokens       Tokens
+	// ReadingQueries: latest values of the fleet, aggregates (readings.go).
+	ReadingQueries ReadingQueries
+	Messages       Messages
+	Events         Events
+	DeviceData     DeviceData
+	DeviceAuth     DeviceAuth
+	Tokens         Tokens
 	// Audit records every change asked of the API; nil records nothing
 	// (and GET /api/v1/audit answers 501).
 	Audit AuditLog

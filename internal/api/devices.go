@@ -93,6 +93,7 @@ func (a *API) registerDevices() {
 		Summary:     "List a device's message log",
 		Description: "The message log of one device, newest first: every message it sent, accepted or rejected (what operators did is the audit trail, /api/v1/audit). Pass a page's next as before for the next page.",
 	}, a.messages)
+	a.registerReadingQueries() // readings.go
 }
 
 // ListDevicesInput are the filters and the page of GET /api/v1/devices.

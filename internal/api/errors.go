@@ -269,6 +269,8 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
 	case errors.Is(err, devicetype.ErrUnknownType):
 		return http.StatusBadRequest, ErrorDetail{Code: "unknown_device_type", Message: err.Error(), Field: "type"}
+	case errors.Is(err, readings.ErrBadQuery):
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: strings.TrimSuffix(err.Error(), ": "+readings.ErrBadQuery.Error()), Field: badQueryField(err)}
 	case errors.Is(err, readings.ErrBadCursor):
 		return http.StatusBadRequest, ErrorDetail{Code: "bad_cursor", Message: "bad cursor", Field: "cursor"}
 	case errors.Is(err, accounts.ErrExists):

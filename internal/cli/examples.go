@@ -41,6 +41,12 @@ devicehub devices certificate dev1 --remove`,
 devicehub devices import devices.json --partial`,
 	"readings": `devicehub readings dev1
 devicehub readings dev1 --field temperature --from 24h --limit 1000 --output json`,
+	"latest": `# The newest value of every field of every device, in one request
+devicehub latest
+devicehub latest --type WeatherStation --field temperature --output json`,
+	"aggregate": `# Min, max, avg, count and last temperature of dev1 over a week, in 500 buckets
+devicehub aggregate dev1 --field temperature --from 168h --buckets 500
+devicehub aggregate dev1 --field temperature --from 2025-03-01T00:00:00Z --to 2025-03-02T00:00:00Z --buckets 24 --output json`,
 	"events": `devicehub events
 devicehub events --type device_data_received --device-type WeatherStation
 devicehub events --device-id dev1 --from 0`,

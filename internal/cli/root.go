@@ -179,6 +179,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newProvisionCmd(g),
 		newDevicesCmd(g),
 		newReadingsCmd(g),
+		newLatestCmd(g), newAggregateCmd(g), // latest.go
 		newEventsCmd(g),
 		newTypesCmd(g),
 		newTokenCmd(g),

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -296,6 +297,31 @@ func testEndToEndReadings(t *testing.T, th *testHub) {
 	}
 	if got := readings(""); len(got) != 1 || got[0].Values["temperature"] != 21.5 || got[0].Values["humidity"] != 40.0 {
 		t.Fatalf("readings = %+v", got)
+	}
+	// The latest values of the fleet, and one field in buckets, from the same commit.
+	var latest struct {
+		Devices []struct {
+			DeviceID string `json:"device_id"`
+			Values   []struct {
+				Field string  `json:"field"`
+				Value float64 `json:"value"`
+			} `json:"values"`
+		} `json:"devices"`
+	}
+	if code := th.do(t, "GET", "/api/v1/readings/latest", nil, &latest); code != 200 || len(latest.Devices) != 1 ||
+		len(latest.Devices[0].Values) != 2 || latest.Devices[0].Values[1].Field != "temperature" || latest.Devices[0].Values[1].Value != 21.5 {
+		t.Fatalf("latest values: status %d, %+v", code, latest)
+	}
+	var agg struct {
+		Buckets []struct {
+			Count int     `json:"count"`
+			Last  float64 `json:"last"`
+		} `json:"buckets"`
+	}
+	aggURL := "/api/v1/devices/dev1/readings/aggregate?field=temperature&buckets=10&from=" +
+		strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10) + "&to=" + strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+	if code := th.do(t, "GET", aggURL, nil, &agg); code != 200 || len(agg.Buckets) != 1 || agg.Buckets[0].Count != 1 || agg.Buckets[0].Last != 21.5 {
+		t.Fatalf("aggregate: status %d, %+v", code, agg)
 	}
 
 	eventually.True(t, 5*time.Second, "device_data_received", func() bool { return len(rec.of(events.DeviceDataReceived, "dev1")) == 1 })

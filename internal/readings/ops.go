@@ -1,8 +1,11 @@
 package readings
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/devicehub/devicehub/internal/commit"
@@ -27,6 +30,11 @@ type TxStore interface {
 	InsertMessages(ctx context.Context, msgs []MessageRow) error
 	// InsertReadings inserts reading rows.
 	InsertReadings(ctx context.Context, rows []ReadingRow) error
+	// UpsertLatest keeps each row as its device's latest value of the
+	// field, unless the value kept has a later time. Rows are unique by
+	// (device, stream, field) and sorted that way, so that concurrent
+	// writers (several hub nodes) take row locks in one order.
+	UpsertLatest(ctx context.Context, rows []LatestRow) error
 }
 
 // Message is one record of the message log: what a device sent, and
@@ -152,5 +160,46 @@ func writeReadings(ctx context.Context, tx commit.Tx, ops []commit.Pending) erro
 	if err := s.InsertReadings(ctx, rows); err != nil {
 		return fmt.Errorf("insert readings: %w", err)
 	}
+	latest, err := latestRows(rows)
+	if err != nil {
+		return err
+	}
+	if err := s.UpsertLatest(ctx, latest); err != nil {
+		return fmt.Errorf("upsert latest values: %w", err)
+	}
 	return nil
+}
+
+// latestRows returns the newest value of each (device, stream, field) of
+// rows, sorted; of equal times, the later row wins.
+func latestRows(rows []ReadingRow) ([]LatestRow, error) {
+	type key struct{ device, stream, field string }
+	newest := make(map[key]int, len(rows)*2)
+	out := make([]LatestRow, 0, len(rows)*2)
+	var fields map[string]json.RawMessage
+	for i := range rows {
+		r := &rows[i]
+		if len(r.Values) == 0 {
+			continue
+		}
+		clear(fields)
+		if err := json.Unmarshal(r.Values, &fields); err != nil {
+			return nil, fmt.Errorf("values of a reading of %s: %w", r.DeviceID, err)
+		}
+		for f, v := range fields {
+			k := key{r.DeviceID, r.Stream, f}
+			if j, ok := newest[k]; ok {
+				if !r.Time.Before(out[j].Time) {
+					out[j].Time, out[j].Value = r.Time, v
+				}
+				continue
+			}
+			newest[k] = len(out)
+			out = append(out, LatestRow{DeviceID: r.DeviceID, Stream: r.Stream, Field: f, Time: r.Time, Value: v})
+		}
+	}
+	slices.SortFunc(out, func(a, b LatestRow) int {
+		return cmp.Or(cmp.Compare(a.DeviceID, b.DeviceID), cmp.Compare(a.Stream, b.Stream), cmp.Compare(a.Field, b.Field))
+	})
+	return out, nil
 }

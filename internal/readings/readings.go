@@ -43,4 +43,11 @@ type Page struct {
 type Store interface {
 	QueryReadings(ctx context.Context, q Query) (Page, error)
 	CountReadings(ctx context.Context, deviceID string) (int64, error) // "" counts all
+	// LatestValues returns the newest value of every field of every
+	// device, kept up to date by the commit that stores a reading, so
+	// that its cost follows the size of the fleet, not of the history.
+	LatestValues(ctx context.Context, q LatestQuery) (LatestPage, error)
+	// AggregateReadings sums up a time range of one field of one device
+	// (q passed Check) with an Aggregator.
+	AggregateReadings(ctx context.Context, q AggregateQuery) (Aggregate, error)
 }

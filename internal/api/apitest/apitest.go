@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -88,7 +89,7 @@ func New() *Fakes {
 // Deps returns the API dependencies backed by the fakes.
 func (f *Fakes) Deps() api.Deps {
 	return api.Deps{
-		Devices: f.Devices, Registry: f.Devices, Provisioning: f.Provisioning, Readings: f.Readings, Messages: f.Messages, Events: f.Events,
+		Devices: f.Devices, Registry: f.Devices, Provisioning: f.Provisioning, Readings: f.Readings, ReadingQueries: f.Readings, Messages: f.Messages, Events: f.Events,
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins, Config: f.Configs,
 		Monitors: f.Monitors,
@@ -303,6 +304,73 @@ func (r *Readings) QueryReadings(_ context.Context, q readings.Query) (readings.
 		page.Readings = sel
 	}
 	return page, nil
+}
+
+// LatestValues answers from the records (the Type filter is not applied;
+// the fake keeps no device types with readings).
+func (r *Readings) LatestValues(_ context.Context, q readings.LatestQuery) (readings.LatestPage, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type key struct{ device, stream, field string }
+	latest := map[key]readings.LatestValue{}
+	for _, rec := range r.records {
+		if rec.DeviceID <= q.After || (q.Stream != "" && rec.Stream != q.Stream) {
+			continue
+		}
+		for f, v := range rec.Values {
+			k := key{rec.DeviceID, rec.Stream, f}
+			if q.Field != "" && f != q.Field {
+				continue
+			}
+			if old, ok := latest[k]; ok && rec.Time.Before(old.Time) {
+				continue
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return readings.LatestPage{}, err
+			}
+			latest[k] = readings.LatestValue{Stream: rec.Stream, Field: f, Time: rec.Time, Value: b}
+		}
+	}
+	keys := make([]key, 0, len(latest))
+	for k := range latest {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.device != b.device {
+			return a.device < b.device
+		}
+		if a.stream != b.stream {
+			return a.stream < b.stream
+		}
+		return a.field < b.field
+	})
+	p := readings.NewLatestPager(q)
+	for _, k := range keys {
+		if !p.Add(k.device, latest[k]) {
+			break
+		}
+	}
+	return p.Page(), nil
+}
+
+// AggregateReadings answers from the records, in the order they were added.
+func (r *Readings) AggregateReadings(_ context.Context, q readings.AggregateQuery) (readings.Aggregate, error) {
+	if err := q.Check(); err != nil {
+		return readings.Aggregate{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sel := slices.Clone(r.records)
+	sort.SliceStable(sel, func(i, j int) bool { return sel[i].Time.Before(sel[j].Time) })
+	a := readings.NewAggregator(q)
+	for _, rec := range sel {
+		if v, ok := rec.Values[q.Field].(float64); ok && rec.DeviceID == q.DeviceID && (q.Stream == "" || rec.Stream == q.Stream) {
+			a.Add(rec.Time.UnixMicro(), v)
+		}
+	}
+	return a.Result(), nil
 }
 
 // Messages is a fake message log.

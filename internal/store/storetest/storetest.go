@@ -76,6 +76,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"CountDevices", testCountDevices},       // accounts.go
 		{"PresenceHistory", testPresenceHistory}, // accounts.go
 		{"DeviceConfig", testDeviceConfig},       // deviceconfig.go
+		{"LatestValues", testLatestValues},       // latest.go
+		{"LatestValuesFailedChange", testLatestValuesFailedChange},
+		{"AggregateReadings", testAggregateReadings},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
