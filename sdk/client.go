@@ -25,8 +25,9 @@ type Client struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 
-	wake   chan struct{} // one slot: the outbox has something new, or a connection came up
-	inWake chan struct{} // one slot: an inbound message was stored
+	wake    chan struct{} // one slot: the outbox has something new, or a connection came up
+	inWake  chan struct{} // one slot: an inbound message was stored
+	cfgWake chan struct{} // one slot: a configuration notice was stored
 
 	msgPrefix  string
 	msgCounter atomic.Uint64
@@ -78,6 +79,7 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		st:         st,
 		wake:       make(chan struct{}, 1),
 		inWake:     make(chan struct{}, 1),
+		cfgWake:    make(chan struct{}, 1),
 		progress:   make(chan struct{}),
 		rejections: map[uint64]*Error{},
 		msgPrefix:  randomID(6),
@@ -124,6 +126,13 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		defer c.wg.Done()
 		c.dispatch(runCtx)
 	}()
+	if opts.OnConfig != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.configs(runCtx)
+		}()
+	}
 	ok = true
 	c.log.Info("device client started", "pending", os.messages)
 	return c, nil

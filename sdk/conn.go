@@ -400,15 +400,20 @@ func rejection(e entry, pr *paho.PublishResponse) *Error {
 	return &Error{Kind: kind, Op: "send", MessageID: e.msgID, Reason: reason}
 }
 
-// subscribe asks for the device's commands and desired properties.
+// subscribe asks for the device's commands, desired properties and, with
+// OnConfig, configuration notices.
 func (c *Client) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) error {
 	prefix := "devices/" + c.creds.DeviceID + "/"
 	sctx, cancel := context.WithTimeout(ctx, c.opts.PublishTimeout)
 	defer cancel()
-	sa, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+	subs := []paho.SubscribeOptions{
 		{Topic: prefix + "commands/+", QoS: 1},
 		{Topic: prefix + "twin/desired", QoS: 1},
-	}})
+	}
+	if c.opts.OnConfig != nil {
+		subs = append(subs, paho.SubscribeOptions{Topic: prefix + "config", QoS: 1})
+	}
+	sa, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -432,6 +437,8 @@ func (c *Client) received(pr paho.PublishReceived) (bool, error) {
 	switch {
 	case rest == "twin/desired":
 		err = c.storeDesired(p.Payload)
+	case rest == "config" && c.opts.OnConfig != nil:
+		err = c.storeConfigNotice(p.Payload)
 	case strings.HasPrefix(rest, "commands/") && strings.Count(rest, "/") == 1:
 		err = c.storeCommand(strings.TrimPrefix(rest, "commands/"), p.Topic, p.Payload)
 	default:

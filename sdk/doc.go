@@ -33,6 +33,17 @@
 // acknowledged, and a command leaves the database only after OnCommand
 // returned, in the transaction that queues its result.
 //
+// # Configuration
+//
+// With Options.OnConfig the SDK follows the configurations the hub renders
+// for the device: it subscribes to devices/{id}/config (a retained notice
+// {"checksum", "url", "backend"}), stores each notice before acknowledging
+// it, downloads the configuration from the notice's URL with the device's
+// api_key, checks its SHA-256, calls OnConfig and reports
+// {"checksum", "status": "applied" | "error", "error"} on
+// devices/{id}/config/status through the outbox, so a report made while
+// offline is sent on reconnect.
+//
 // # Wire protocol
 //
 // Compression: a compressed message has the MQTT v5 content type

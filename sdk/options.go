@@ -52,6 +52,19 @@ type Options struct {
 	// goroutine, in order of arrival. A command is kept in DB until it
 	// returned, so after a crash it is handled again: at least once.
 	OnCommand func(Command) Result
+	// OnConfig applies a configuration the hub rendered for the device
+	// (templates, groups and variables managed on the hub), from one
+	// goroutine. The SDK follows the retained notice on
+	// devices/{id}/config, downloads the configuration over HTTP with the
+	// credentials' api_key (from Server, or the notice's absolute URL),
+	// checks its SHA-256 against the checksum, and reports on
+	// devices/{id}/config/status "applied" when OnConfig returns nil, or
+	// "error" with the returned error's text. The report goes through the
+	// outbox: one made while offline is sent on reconnect. A notice is
+	// stored before it is acknowledged, so after a crash a configuration
+	// may be given again (at least once); one already applied is not
+	// given twice in a row.
+	OnConfig func(Config) error
 	// OnError is told about errors of the background work that no method
 	// returns: a message the hub rejected (KindRejected,
 	// KindMessageTooLarge, KindInvalidPayload) or revoked credentials

@@ -28,6 +28,8 @@ var (
 	keyProvisioningOp   = []byte("provisioning_op")
 	keyDesired          = []byte("desired")
 	keyDesiredDelivered = []byte("desired_delivered")
+	keyConfigNotice     = []byte("config_notice") // the latest configuration notice
+	keyConfigState      = []byte("config_state")  // the notice handled last, the checksum applied last
 )
 
 // keepDone is how many handled command ids are remembered.
@@ -35,9 +37,10 @@ const keepDone = 1000
 
 // Entry kinds of the outbox.
 const (
-	kindData     byte = 1 // a message of a stream
-	kindReported byte = 2 // a reported properties patch
-	kindResult   byte = 3 // a command result
+	kindData         byte = 1 // a message of a stream
+	kindReported     byte = 2 // a reported properties patch
+	kindResult       byte = 3 // a command result
+	kindConfigStatus byte = 4 // a configuration report
 )
 
 // entry is one outbox record: a message (or one chunk of one) as it will be
