@@ -112,6 +112,35 @@ devicehub monitors list --condition 'status = "DISABLED"'`,
 	"monitors rotate-secret": `devicehub monitors rotate-secret mon_1a2b3c --overlap 24h`,
 	"monitors rotate-token":  `devicehub monitors rotate-token mon_1a2b3c`,
 	"monitors listen":        `devicehub monitors listen mon_1a2b3c --token "$MONITOR_TOKEN" --addr 127.0.0.1:8883`,
+	"templates": `devicehub templates create ntp --config '{"ntp": {"server": "{{ ntp_server }}"}}' --default-var ntp_server=pool.ntp.org
+devicehub templates list`,
+	"templates list": `devicehub templates list
+devicehub templates list --output json`,
+	"templates get": `devicehub templates get ntp`,
+	"templates create": `devicehub templates create ntp --config '{"ntp": {"server": "{{ ntp_server }}"}}' --default-var ntp_server=pool.ntp.org
+# From a file, given to every new router, and never removable from a device
+devicehub templates create base --config @base.json --default --required --type Router`,
+	"templates edit": `# Re-renders every device using it in the background; prints the job
+devicehub templates edit ntp --default-var ntp_server=ntp.example.com
+devicehub templates edit ntp --config @ntp.json --output json`,
+	"templates delete": `devicehub templates delete ntp`,
+	"config": `devicehub config set router-1 --template base --template ntp --var ntp_server=10.0.0.1
+devicehub config get router-1 --rendered
+devicehub config list --not-applied`,
+	"config get": `devicehub config get router-1
+devicehub config get router-1 --rendered --output json`,
+	"config set": `devicehub config set router-1 --template base --template ntp --var ntp_server=10.0.0.1
+devicehub config set router-1 --overrides '{"ntp": {"enabled": false}}' --backend yaml`,
+	"config preview": `devicehub config preview router-1 --template base --template ntp`,
+	"config list": `devicehub config list --not-applied
+devicehub config list --status error --all --output json`,
+	"config deactivate": `devicehub config deactivate router-1`,
+	"config reactivate": `devicehub config reactivate router-1`,
+	"config history":    `devicehub config history router-1 --rendered`,
+	"config restore":    `devicehub config restore router-1 3`,
+	"config group": `devicehub config group north
+devicehub config group north --template base --template ntp --var ntp_server=10.1.0.1`,
+	"config job": `devicehub config job job_4f2a --wait`,
 	"users": `devicehub users add alice --role admin
 devicehub users list`,
 	"users add": `devicehub users add alice --role admin

@@ -189,7 +189,8 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newBenchCmd(serve),
 		newSimulateCmd(g),
 		newCommandCmd(g), newTwinCmd(g), // devicecmd.go
-		newMonitorsCmd(g), // monitors.go
+		newMonitorsCmd(g),                   // monitors.go
+		newTemplatesCmd(g), newConfigCmd(g), // config.go
 		newUsersCmd(g),
 	)
 	setExamples(root)
