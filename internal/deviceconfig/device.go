@@ -177,15 +177,19 @@ func (s *Service) Management(ctx context.Context, deviceID string) (*Management,
 }
 
 // AssignDefaults gives a new device of type typ a configuration with the
-// default templates that apply to it, if there are any (creation fires
-// no signal). A device that has a configuration already keeps it.
+// default templates that apply to it, if there are any or if its group has
+// templates (creation fires no signal). A device that has a configuration
+// already keeps it.
 func (s *Service) AssignDefaults(ctx context.Context, deviceID, typ string) error {
 	tpl := s.DefaultTemplates(typ)
-	if len(tpl) == 0 {
-		return nil
-	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.adopt(ctx, deviceID, tpl)
+}
+
+// adopt gives a device without a configuration one with templates tpl,
+// when tpl is not empty or its group has templates (wmu held).
+func (s *Service) adopt(ctx context.Context, deviceID string, tpl []string) error {
 	cur, err := s.current(ctx, deviceID)
 	if err != nil || cur != nil {
 		return err
@@ -194,12 +198,32 @@ func (s *Service) AssignDefaults(ctx context.Context, deviceID, typ string) erro
 	if err != nil {
 		return err
 	}
+	if len(tpl) == 0 && len(s.groupTemplates(dev.Group)) == 0 {
+		return nil
+	}
+	if tpl == nil {
+		tpl = []string{}
+	}
 	next, err := s.apply(dev, nil, Update{Templates: &tpl})
 	if err != nil {
 		return err
 	}
 	_, err = s.commitDevice(ctx, dev, nil, next, "")
 	return err
+}
+
+// groupTemplates returns a group's templates (none for "" or a group
+// without a configuration).
+func (s *Service) groupTemplates(group string) []string {
+	if group == "" {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if g, ok := s.groups[group]; ok {
+		return g.Templates
+	}
+	return nil
 }
 
 // Observe reacts to the hub's other signals (an in-process subscriber of
@@ -238,8 +262,16 @@ func (s *Service) Rerender(ctx context.Context, deviceID, action string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	cur, err := s.current(ctx, deviceID)
-	if err != nil || cur == nil {
+	if err != nil {
 		return err
+	}
+	if cur == nil {
+		// A device without a configuration that joins a group with
+		// templates gets one made of them.
+		if action == events.ActionM2MTemplatesChanged {
+			return s.adopt(ctx, deviceID, nil)
+		}
+		return nil
 	}
 	dev, err := s.d.Store.ConfigDevice(ctx, deviceID)
 	if err != nil {

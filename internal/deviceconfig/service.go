@@ -31,6 +31,13 @@ type Groups interface {
 	GroupExists(ctx context.Context, id string) (bool, error)
 }
 
+// GroupMembers is an optional capability of Deps.Groups: it lists the ids
+// of a group's devices, so that the devices of a group that gets templates
+// and have no configuration yet are given one.
+type GroupMembers interface {
+	GroupDevices(ctx context.Context, id string) ([]string, error)
+}
+
 // Deps are the service's collaborators.
 type Deps struct {
 	Store     Store

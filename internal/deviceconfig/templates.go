@@ -237,6 +237,84 @@ func (s *Service) UpdateTemplate(ctx context.Context, in TemplateInput) (*Templa
 	return t, j, nil
 }
 
+// unconfigured returns the devices of group id that have no
+// configuration, each with the configuration it would get (no templates of
+// its own), when Deps.Groups can list members.
+func (s *Service) unconfigured(ctx context.Context, id string) ([]Row, error) {
+	gm, ok := s.d.Groups.(GroupMembers)
+	if !ok {
+		return nil, nil
+	}
+	members, err := gm.GroupDevices(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("devices of group %s: %w", id, err)
+	}
+	var out []Row
+	for _, m := range members {
+		s.mu.RLock()
+		_, has := s.view[m]
+		s.mu.RUnlock()
+		if has {
+			continue
+		}
+		dev, err := s.d.Store.ConfigDevice(ctx, m)
+		if errors.Is(err, ErrDeviceNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		next, err := s.apply(dev, nil, Update{})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Row{DeviceConfig: *next, Device: dev})
+	}
+	return out, nil
+}
+
+// createConfigs stores the new configurations of rows (no signal: they
+// are created), group-committed, and notifies their devices (wmu held).
+func (s *Service) createConfigs(ctx context.Context, rows []Row) error {
+	type pending struct {
+		t   *commit.Ticket
+		res *Result
+	}
+	var ps []pending
+	for i := range rows {
+		r := &rows[i]
+		next := r.DeviceConfig.Clone()
+		out, err := s.render(r.Device, next)
+		if err != nil {
+			s.log.Warn("configure a device of a group", "device_id", r.DeviceID, "err", err)
+			continue
+		}
+		ch, res, err := s.buildChange(r.Device, nil, next, out, "")
+		if err != nil {
+			return err
+		}
+		if ch == nil {
+			continue
+		}
+		t, err := s.d.Committer.Enqueue(ctx, ch)
+		if err != nil {
+			return err
+		}
+		ps = append(ps, pending{t, res})
+	}
+	for _, p := range ps {
+		if err := p.t.Wait(ctx); err != nil {
+			if errors.Is(err, commit.ErrDeviceNotFound) {
+				continue
+			}
+			return fmt.Errorf("store config of %s: %w", p.res.Config.DeviceID, err)
+		}
+		s.committed(p.res.Config)
+		s.notify(p.res.Config)
+	}
+	return nil
+}
+
 func ids(rows []Row) []string {
 	out := make([]string, len(rows))
 	for i := range rows {
@@ -358,7 +436,13 @@ func (s *Service) SetGroup(ctx context.Context, id string, u GroupUpdate) (*Grou
 	if err != nil {
 		return nil, nil, err
 	}
-	if fails := s.checkRenders(rows, nil, next); len(fails) > 0 {
+	var fresh []Row // devices of the group without a configuration, given one
+	if len(next.Templates) > 0 {
+		if fresh, err = s.unconfigured(ctx, id); err != nil {
+			return nil, nil, err
+		}
+	}
+	if fails := s.checkRenders(append(slices.Clip(rows), fresh...), nil, next); len(fails) > 0 {
 		return nil, nil, &BreaksError{What: "group " + id, Devices: fails}
 	}
 	now := s.now()
@@ -377,6 +461,9 @@ func (s *Service) SetGroup(ctx context.Context, id string, u GroupUpdate) (*Grou
 	s.mu.Lock()
 	s.groups[id] = next
 	s.mu.Unlock()
+	if err := s.createConfigs(ctx, fresh); err != nil {
+		return nil, nil, err
+	}
 	action := events.ActionConfigChanged
 	if !slices.Equal(cur.Templates, next.Templates) {
 		action = events.ActionM2MTemplatesChanged

@@ -24,6 +24,27 @@ func (g groupLookup) GroupExists(ctx context.Context, id string) (bool, error) {
 	return err == nil, err
 }
 
+// GroupDevices lists the ids of a group's devices.
+func (g groupLookup) GroupDevices(ctx context.Context, id string) ([]string, error) {
+	var out []string
+	opts := registry.ListOptions{Limit: 1000}
+	for {
+		ds, err := g.r.ListGroupDevices(ctx, id, opts)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			out = append(out, d.ID)
+		}
+		if len(ds) < opts.Limit {
+			return out, nil
+		}
+		opts.After = ds[len(ds)-1].ID
+	}
+}
+
+var _ deviceconfig.GroupMembers = groupLookup{}
+
 // newDeviceConfig builds configuration management with its backends and
 // loads its state.
 func newDeviceConfig(ctx context.Context, cfg *config.Config, st deviceconfig.Store, c deviceconfig.Committer,

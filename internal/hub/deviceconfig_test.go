@@ -341,3 +341,61 @@ func TestConfigHTTPPolling(t *testing.T) {
 		t.Fatalf("not applied: %d %+v", code, list)
 	}
 }
+
+// TestConfigGroupOnly: devices with no template of their own are
+// configured by their group's templates: those already in the group when
+// it gets templates, those created in it, and those moved into it.
+func TestConfigGroupOnly(t *testing.T) {
+	th := startHub(t, "")
+	if code := th.do(t, "POST", "/api/v1/templates", map[string]any{"id": "site",
+		"config": map[string]any{"site": "{{ site }}", "id": "{{ device_id }}"}}, nil); code != 201 {
+		t.Fatalf("create template: %d", code)
+	}
+	if code := th.do(t, "POST", "/api/v1/groups", map[string]any{"id": "north"}, nil); code != 201 {
+		t.Fatalf("create group: %d", code)
+	}
+	hasConfig := func(id string) (configAnswer, int) {
+		var out configAnswer
+		code := th.do(t, "GET", "/api/v1/devices/"+id+"/config", nil, &out)
+		return out, code
+	}
+	th.provision(t, "early", "WeatherStation")
+	if code := th.do(t, "PATCH", "/api/v1/devices/early", map[string]any{"group": "north"}, nil); code != 200 {
+		t.Fatalf("move early: %d", code)
+	}
+	if _, code := hasConfig("early"); code != 404 {
+		t.Fatalf("early has a config before its group has templates: %d", code)
+	}
+	// The group's template needs a variable the group does not give yet:
+	// refused, naming the device.
+	var refused map[string]any
+	if code := th.do(t, "PUT", "/api/v1/groups/north/config", map[string]any{"templates": []string{"site"}}, &refused); code != 422 {
+		t.Fatalf("group templates with a missing variable: %d %v", code, refused)
+	}
+	if code := th.do(t, "PUT", "/api/v1/groups/north/config", map[string]any{"templates": []string{"site"}, "vars": map[string]string{"site": "n1"}}, nil); code != 200 {
+		t.Fatalf("set group config: %d", code)
+	}
+	if c, code := hasConfig("early"); code != 200 || c.Config.Status != "modified" || !strings.Contains(c.Config.Rendered, `"n1"`) {
+		t.Fatalf("early: %d %+v", code, c)
+	}
+	// Created in the group.
+	if code := th.do(t, "POST", "/api/v1/devices", map[string]any{"id": "born", "type": "WeatherStation", "group": "north"}, nil); code != 201 {
+		t.Fatalf("provision born: %d", code)
+	}
+	waitFor(t, 10*time.Second, "born configured", func() bool {
+		c, code := hasConfig("born")
+		return code == 200 && strings.Contains(c.Config.Rendered, `"born"`)
+	})
+	// Moved into the group.
+	th.provision(t, "mover", "WeatherStation")
+	if _, code := hasConfig("mover"); code != 404 {
+		t.Fatalf("mover has a config outside the group: %d", code)
+	}
+	if code := th.do(t, "PATCH", "/api/v1/devices/mover", map[string]any{"group": "north"}, nil); code != 200 {
+		t.Fatalf("move mover: %d", code)
+	}
+	waitFor(t, 10*time.Second, "mover configured", func() bool {
+		c, code := hasConfig("mover")
+		return code == 200 && strings.Contains(c.Config.Rendered, `"mover"`)
+	})
+}
