@@ -119,4 +119,3 @@ func TestE2EConfigCLI(t *testing.T) {
 		t.Fatalf("delete in use: exit %d %s", code, errs)
 	}
 }
-
