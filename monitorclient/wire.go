@@ -121,6 +121,123 @@ func Encode(b *Batch, format, compression string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// EncodeEvent encodes one event as Encode writes it inside a delivery in
+// format: a JSON object, or an XML <event> element. With EncodeEncoded a
+// sender encodes each event once for every batch (and every monitor) it
+// goes in.
+func EncodeEvent(e *events.Event, format string) ([]byte, error) {
+	var buf bytes.Buffer
+	switch format {
+	case FormatJSON, "":
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(e); err != nil {
+			return nil, fmt.Errorf("encode event %d: %w", e.Seq, err)
+		}
+		return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	case FormatXML:
+		enc := xml.NewEncoder(&buf)
+		if err := encodeXMLEvent(enc, e); err != nil {
+			return nil, err
+		}
+		if err := enc.Flush(); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	}
+	return nil, fmt.Errorf("encode: unknown format %q", format)
+}
+
+// EncodeEncoded writes a delivery of events encoded by EncodeEvent in
+// format: the same bytes Encode writes for the batch of those events.
+func EncodeEncoded(monitorID, deliveryID string, evs [][]byte, format, compression string) ([]byte, error) {
+	var buf bytes.Buffer
+	var w io.Writer = &buf
+	var zw *zlib.Writer
+	if compression == CompressionZlib {
+		zw = zlib.NewWriter(&buf)
+		w = zw
+	} else if compression != CompressionNone && compression != "" {
+		return nil, fmt.Errorf("encode: unknown compression %q", compression)
+	}
+	var err error
+	switch format {
+	case FormatJSON, "":
+		err = writeJSONDelivery(w, monitorID, deliveryID, evs)
+	case FormatXML:
+		err = writeXMLDelivery(w, monitorID, deliveryID, evs)
+	default:
+		return nil, fmt.Errorf("encode: unknown format %q", format)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", format, err)
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			return nil, fmt.Errorf("encode: deflate: %w", err)
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+func jsonString(s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func writeJSONDelivery(w io.Writer, monitorID, deliveryID string, evs [][]byte) error {
+	size := 64 + len(monitorID) + len(deliveryID)
+	for _, e := range evs {
+		size += len(e) + 1
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"monitor_id":`...)
+	b = append(b, jsonString(monitorID)...)
+	b = append(b, `,"delivery_id":`...)
+	b = append(b, jsonString(deliveryID)...)
+	b = append(b, `,"events":[`...)
+	for i, e := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	b = append(b, "]}\n"...)
+	_, err := w.Write(b)
+	return err
+}
+
+func writeXMLDelivery(w io.Writer, monitorID, deliveryID string, evs [][]byte) error {
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	if err := enc.EncodeToken(xmlRoot(monitorID, deliveryID, len(evs))); err != nil {
+		return err
+	}
+	if err := enc.Flush(); err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if _, err := w.Write(e); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "</delivery>")
+	return err
+}
+
+func xmlRoot(monitorID, deliveryID string, n int) xml.StartElement {
+	return xml.StartElement{Name: xml.Name{Local: "delivery"}, Attr: []xml.Attr{
+		{Name: xml.Name{Local: "monitor_id"}, Value: monitorID},
+		{Name: xml.Name{Local: "delivery_id"}, Value: deliveryID},
+		{Name: xml.Name{Local: "count"}, Value: strconv.Itoa(n)},
+	}}
+}
+
 // Decode reads a delivery body written by Encode. maxBytes bounds the
 // inflated size (0: 64 MiB), so that a small compressed body cannot fill
 // the receiver's memory.
@@ -182,34 +299,12 @@ func encodeXML(w io.Writer, b *Batch) error {
 	if _, err := io.WriteString(w, xml.Header); err != nil {
 		return err
 	}
-	root := xml.StartElement{Name: xml.Name{Local: "delivery"}, Attr: []xml.Attr{
-		{Name: xml.Name{Local: "monitor_id"}, Value: b.MonitorID},
-		{Name: xml.Name{Local: "delivery_id"}, Value: b.DeliveryID},
-		{Name: xml.Name{Local: "count"}, Value: strconv.Itoa(len(b.Events))},
-	}}
+	root := xmlRoot(b.MonitorID, b.DeliveryID, len(b.Events))
 	if err := enc.EncodeToken(root); err != nil {
 		return err
 	}
 	for i := range b.Events {
-		e := &b.Events[i]
-		start := xml.StartElement{Name: xml.Name{Local: "event"}, Attr: []xml.Attr{
-			{Name: xml.Name{Local: "seq"}, Value: strconv.FormatInt(e.Seq, 10)},
-			{Name: xml.Name{Local: "type"}, Value: string(e.Type)},
-			{Name: xml.Name{Local: "time"}, Value: e.Time.UTC().Format(time.RFC3339Nano)},
-			{Name: xml.Name{Local: "device_id"}, Value: e.DeviceID},
-			{Name: xml.Name{Local: "device_type"}, Value: e.DeviceType},
-		}}
-		if err := enc.EncodeToken(start); err != nil {
-			return err
-		}
-		args, err := genericArgs(e.Args)
-		if err != nil {
-			return fmt.Errorf("event %d: %w", e.Seq, err)
-		}
-		if err := encodeValue(enc, "args", args); err != nil {
-			return err
-		}
-		if err := enc.EncodeToken(start.End()); err != nil {
+		if err := encodeXMLEvent(enc, &b.Events[i]); err != nil {
 			return err
 		}
 	}
@@ -217,6 +312,27 @@ func encodeXML(w io.Writer, b *Batch) error {
 		return err
 	}
 	return enc.Flush()
+}
+
+func encodeXMLEvent(enc *xml.Encoder, e *events.Event) error {
+	start := xml.StartElement{Name: xml.Name{Local: "event"}, Attr: []xml.Attr{
+		{Name: xml.Name{Local: "seq"}, Value: strconv.FormatInt(e.Seq, 10)},
+		{Name: xml.Name{Local: "type"}, Value: string(e.Type)},
+		{Name: xml.Name{Local: "time"}, Value: e.Time.UTC().Format(time.RFC3339Nano)},
+		{Name: xml.Name{Local: "device_id"}, Value: e.DeviceID},
+		{Name: xml.Name{Local: "device_type"}, Value: e.DeviceType},
+	}}
+	if err := enc.EncodeToken(start); err != nil {
+		return err
+	}
+	args, err := genericArgs(e.Args)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", e.Seq, err)
+	}
+	if err := encodeValue(enc, "args", args); err != nil {
+		return err
+	}
+	return enc.EncodeToken(start.End())
 }
 
 // genericArgs turns typed arguments into JSON values (maps, slices, numbers)

@@ -55,6 +55,37 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
+// TestEncodeEncoded: a delivery assembled from events encoded one by one
+// is byte for byte what Encode writes, in both formats and compressions
+// (so that senders may share encoded events between batches and monitors).
+func TestEncodeEncoded(t *testing.T) {
+	b := sampleBatch()
+	b.MonitorID, b.DeliveryID = "mon_<&\"x\">", "dlv_\u2028é"
+	for _, format := range []string{FormatJSON, FormatXML} {
+		for _, comp := range []string{CompressionNone, CompressionZlib} {
+			want, err := Encode(b, format, comp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var frags [][]byte
+			for i := range b.Events {
+				f, err := EncodeEvent(&b.Events[i], format)
+				if err != nil {
+					t.Fatal(err)
+				}
+				frags = append(frags, f)
+			}
+			got, err := EncodeEncoded(b.MonitorID, b.DeliveryID, frags, format, comp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s/%s:\n got %q\nwant %q", format, comp, got, want)
+			}
+		}
+	}
+}
+
 func TestHandler(t *testing.T) {
 	secret := NewSecret()
 	var got *Batch

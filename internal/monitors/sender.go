@@ -104,7 +104,10 @@ func (sd *sender) subscribe(from int64) (*queue, Subscription, error) {
 	if from == 0 {
 		from = -1 // from the start of the log, not from the live events
 	}
-	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{From: from, Buffer: 1024}, func(e events.Event) {
+	// The subscription's own buffer holds several commits (the committer
+	// publishes up to commit.max_batch changes at once), so that a monitor
+	// that keeps up never overflows it and falls back to reading the log.
+	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{From: from, Buffer: s.opts.SubscriptionBuffer}, func(e events.Event) {
 		s.forgetGroup(&e)
 		s.metrics.sawSeq(e.Seq)
 		selected := sd.match.match(&e, s.group)
@@ -126,13 +129,13 @@ func (sd *sender) subscribe(from int64) (*queue, Subscription, error) {
 	return q, sub, nil
 }
 
-// ack moves the cursor to upto after n events were delivered.
-func (sd *sender) ack(ctx context.Context, upto int64, n int) {
+// ack moves the cursor to upto after n events were delivered. The cursor
+// is stored by the service's next cursor save (Options.CursorSave), with
+// the other monitors' in one transaction, and when the service stops.
+func (sd *sender) ack(_ context.Context, upto int64, n int) {
 	if upto > sd.cursor.Load() {
 		sd.cursor.Store(upto)
-		if err := sd.svc.deps.Store.SaveCursor(context.WithoutCancel(ctx), sd.id, upto); err != nil {
-			sd.svc.log.Warn("save monitor cursor", "monitor", sd.id, "err", err)
-		}
+		sd.svc.markCursor(sd.id, upto)
 		sd.e.mu.Lock()
 		sd.e.mon.Cursor = upto
 		sd.e.mu.Unlock()

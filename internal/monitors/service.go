@@ -14,10 +14,18 @@
 // wait for it.
 //
 // Delivery is at least once, in Seq order per monitor. A monitor's cursor
-// (the Seq of the last event acknowledged) is stored at each
-// acknowledgement — a 2xx for HTTP, an Ack frame or the write for a stream —
-// and a (re)started send loop resumes after it, so a restart neither loses
-// nor resends acknowledged events.
+// (the Seq of the last event acknowledged — a 2xx for HTTP, an Ack frame
+// or the write for a stream) moves in memory at each acknowledgement and
+// is stored with the other monitors' every Options.CursorSave (one
+// transaction, not one write per delivery, which would contend with ingest
+// for the database) and when the service stops; a (re)started send loop
+// resumes after it, so a restart neither loses nor resends acknowledged
+// events, and a crash resends at most the deliveries of the last
+// CursorSave.
+//
+// Each event is encoded once per format for every monitor that delivers
+// it (encodeCache); a monitor's subscription buffer holds several commits,
+// so that one that keeps up does not fall back to reading the log.
 //
 // Status machine (seed 002): CONNECTING (an HTTP monitor before its first
 // delivery) → ACTIVE (delivering); a failing HTTP monitor or a stream
@@ -109,6 +117,15 @@ type Options struct {
 	// SecretOverlap is how long the old signing secret keeps signing after
 	// a rotation that names no overlap (default 24h).
 	SecretOverlap time.Duration
+	// SubscriptionBuffer is the length of each monitor's event
+	// subscription queue (default 16384, several commits' worth).
+	SubscriptionBuffer int
+	// CursorSave is how often the cursors that moved are stored, all in
+	// one transaction (default 1s); they are stored too when the service
+	// stops. After a crash, deliveries acknowledged since the last save are
+	// sent again (delivery is at least once; receivers deduplicate by
+	// sequence number).
+	CursorSave time.Duration
 	// IdleCursorSave is how often a monitor whose topics select nothing
 	// moves its cursor over the events it skipped (default 5s).
 	IdleCursorSave time.Duration
@@ -144,6 +161,12 @@ func (o *Options) defaults() {
 	if o.SecretOverlap <= 0 {
 		o.SecretOverlap = 24 * time.Hour
 	}
+	if o.SubscriptionBuffer <= 0 {
+		o.SubscriptionBuffer = 16384
+	}
+	if o.CursorSave <= 0 {
+		o.CursorSave = time.Second
+	}
 	if o.IdleCursorSave <= 0 {
 		o.IdleCursorSave = 5 * time.Second
 	}
@@ -171,6 +194,12 @@ type Service struct {
 
 	gmu    sync.Mutex
 	groups map[string]string // device id → group, for group narrowing
+
+	enc *encodeCache
+
+	cmu   sync.Mutex       // guards dirty
+	dirty map[string]int64 // cursors acknowledged and not stored yet
+	fmu   sync.Mutex       // serialises cursor saves, so a cursor stored never moves back
 }
 
 const (
@@ -195,6 +224,8 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		startC:  make(chan *sender),
 		stopped: make(chan struct{}),
 		groups:  map[string]string{},
+		enc:     newEncodeCache(),
+		dirty:   map[string]int64{},
 	}
 	s.metrics = newMetrics(s)
 	if reg != nil {
@@ -252,17 +283,55 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, sd := range pending {
 		start(sd)
 	}
+	save := time.NewTicker(s.opts.CursorSave)
+	defer save.Stop()
 	for {
 		select {
 		case sd := <-s.startC:
 			start(sd)
+		case <-save.C:
+			s.saveCursors(ctx)
 		case <-ctx.Done():
 			s.mu.Lock()
 			s.state = svcStopped
 			s.mu.Unlock()
 			close(s.stopped)
 			wg.Wait()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			s.saveCursors(sctx)
+			cancel()
 			return nil
+		}
+	}
+}
+
+// markCursor records that monitor id's cursor moved to seq, for the next
+// save.
+func (s *Service) markCursor(id string, seq int64) {
+	s.cmu.Lock()
+	if seq > s.dirty[id] {
+		s.dirty[id] = seq
+	}
+	s.cmu.Unlock()
+}
+
+// saveCursors stores the cursors that moved since the last save, in one
+// transaction; on failure they are kept for the next one.
+func (s *Service) saveCursors(ctx context.Context) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.cmu.Lock()
+	if len(s.dirty) == 0 {
+		s.cmu.Unlock()
+		return
+	}
+	batch := s.dirty
+	s.dirty = map[string]int64{}
+	s.cmu.Unlock()
+	if err := s.deps.Store.SaveCursors(ctx, batch); err != nil {
+		s.log.Warn("save monitor cursors", "monitors", len(batch), "err", err)
+		for id, seq := range batch {
+			s.markCursor(id, seq)
 		}
 	}
 }
@@ -492,7 +561,13 @@ func (s *Service) restart(ctx context.Context, e *entry, change func(m *Monitor)
 	}
 	err := s.deps.Store.UpdateMonitor(ctx, &m)
 	if err == nil && wasDisabled {
+		// Through the pending saves, so that none of them moves it back.
+		s.fmu.Lock()
+		s.cmu.Lock()
+		delete(s.dirty, m.ID)
+		s.cmu.Unlock()
 		err = s.deps.Store.SaveCursor(ctx, m.ID, m.Cursor)
+		s.fmu.Unlock()
 	}
 	if err != nil {
 		// Keep the old definition running.

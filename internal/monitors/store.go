@@ -21,6 +21,9 @@ type Store interface {
 	ListMonitors(ctx context.Context) ([]Monitor, error)
 	// SaveCursor moves a monitor's cursor; a deleted monitor is ignored.
 	SaveCursor(ctx context.Context, id string, seq int64) error
+	// SaveCursors moves several monitors' cursors in one transaction;
+	// deleted monitors are ignored.
+	SaveCursors(ctx context.Context, cursors map[string]int64) error
 }
 
 // EncodeSpec and DecodeSpec are the stored form of a Spec (the column

@@ -293,7 +293,7 @@ func (sd *sender) serveSession(ctx context.Context, ss *session) (*session, stri
 			if batch != nil {
 				block++
 				b := sd.newBatch(batch)
-				body, err := monitorclient.Encode(b, sd.spec.Format, sd.spec.Compression)
+				body, err := sd.encodeBatch(b)
 				if err != nil {
 					s.log.Error("monitor: encode batch", "monitor", sd.id, "err", err)
 					sd.ack(ctx, upto, 0)

@@ -115,6 +115,28 @@ func (s *Store) SaveCursor(ctx context.Context, id string, seq int64) error {
 	return nil
 }
 
+// SaveCursors moves several monitors' cursors in one transaction.
+func (s *Store) SaveCursors(ctx context.Context, cursors map[string]int64) error {
+	if len(cursors) == 0 {
+		return nil
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("save monitor cursors: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	now := time.Now()
+	for id, seq := range cursors {
+		if _, err := tx.Exec(ctx, `UPDATE monitor_cursors SET seq = $1, updated_at = $2 WHERE monitor_id = $3`, seq, now, id); err != nil {
+			return fmt.Errorf("save monitor %s cursor: %w", id, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("save monitor cursors: %w", err)
+	}
+	return nil
+}
+
 var _ monitors.TxStore = (*txn)(nil)
 
 // SetMonitorState writes a monitor's state in the commit transaction.

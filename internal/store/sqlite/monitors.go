@@ -131,6 +131,28 @@ func (s *Store) SaveCursor(ctx context.Context, id string, seq int64) error {
 	return nil
 }
 
+// SaveCursors moves several monitors' cursors in one transaction.
+func (s *Store) SaveCursors(ctx context.Context, cursors map[string]int64) error {
+	if len(cursors) == 0 {
+		return nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("save monitor cursors: %w", err)
+	}
+	defer tx.Rollback()
+	now := time.Now().UnixMicro()
+	for id, seq := range cursors {
+		if _, err := tx.ExecContext(ctx, `UPDATE monitor_cursors SET seq = ?, updated_at = ? WHERE monitor_id = ?`, seq, now, id); err != nil {
+			return fmt.Errorf("save monitor %s cursor: %w", id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("save monitor cursors: %w", err)
+	}
+	return nil
+}
+
 var _ monitors.TxStore = (*txn)(nil)
 
 // SetMonitorState writes a monitor's state in the commit transaction.

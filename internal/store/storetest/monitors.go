@@ -81,13 +81,17 @@ func testMonitors(t *testing.T, b Backend) {
 	if err := b.SaveCursor(ctx, a.ID, 100); err != nil {
 		t.Fatalf("SaveCursor of a deleted monitor: %v", err)
 	}
+	if err := b.SaveCursors(ctx, map[string]int64{a.ID: 101, c.ID: 57}); err != nil {
+		t.Fatalf("SaveCursors with a deleted monitor: %v", err)
+	}
 	list, err = b.ListMonitors(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].ID != c.ID {
-		t.Fatalf("after delete: %+v", list)
+	if len(list) != 1 || list[0].ID != c.ID || list[0].Cursor != 57 {
+		t.Fatalf("after delete and SaveCursors: %+v", list)
 	}
+	c.Cursor = 57
 	// A state change through the write path: the state and its event in
 	// one transaction; for a missing monitor the change fails alone and
 	// its event is dropped.
