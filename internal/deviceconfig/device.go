@@ -247,9 +247,27 @@ func (s *Service) Observe(ctx context.Context, e events.Event) {
 	case *events.NameChanged, *events.ManagementIP:
 		err = s.Rerender(ctx, e.DeviceID, events.ActionConfigChanged)
 	}
-	if err != nil && !errors.Is(err, ErrNoConfig) && ctx.Err() == nil {
+	// A device deleted since (the event may be handled again after a
+	// restart) needs nothing.
+	if err != nil && !errors.Is(err, ErrNoConfig) && !errors.Is(err, ErrDeviceNotFound) && ctx.Err() == nil {
 		s.log.Warn("config follow-up of an event", "type", e.Type, "device_id", e.DeviceID, "err", err)
 	}
+}
+
+// ObserverCursor returns the Seq of the last event Observe handled as last
+// stored (false: none stored yet).
+func (s *Service) ObserverCursor(ctx context.Context) (int64, bool, error) {
+	return s.d.Store.ObserverCursor(ctx)
+}
+
+// SaveObserverCursor stores that Observe handled the events up to seq, so
+// that after a restart the hub follows the log from there (a device created
+// just before a crash still gets its default templates).
+func (s *Service) SaveObserverCursor(ctx context.Context, seq int64) error {
+	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{ObserverCursor: seq}}}); err != nil {
+		return fmt.Errorf("save config observer cursor: %w", err)
+	}
+	return nil
 }
 
 // ObservedTypes are the event types Observe reacts to.

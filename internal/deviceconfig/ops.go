@@ -22,6 +22,9 @@ type TxStore interface {
 	// history and keeps only the newest keep entries.
 	AddConfigHistory(ctx context.Context, h *HistoryEntry, keep int) error
 	PutManagement(ctx context.Context, m *Management) error
+	// SetObserverCursor stores how far Observe followed the event log (it
+	// never moves back).
+	SetObserverCursor(ctx context.Context, seq int64) error
 }
 
 // Op is one write of configuration management; every part is optional.
@@ -34,6 +37,7 @@ type Op struct {
 	History        *HistoryEntry
 	Keep           int // history entries kept per device
 	Management     *Management
+	ObserverCursor int64 // > 0: the Seq of the last event Observe handled
 }
 
 // Domain implements commit.Op.
@@ -84,6 +88,11 @@ func writeOps(ctx context.Context, tx commit.Tx, ops []commit.Pending) error {
 		if o.Management != nil {
 			if err := s.PutManagement(ctx, o.Management); err != nil {
 				return fmt.Errorf("management of %s: %w", o.Management.DeviceID, err)
+			}
+		}
+		if o.ObserverCursor > 0 {
+			if err := s.SetObserverCursor(ctx, o.ObserverCursor); err != nil {
+				return fmt.Errorf("config observer cursor: %w", err)
 			}
 		}
 	}

@@ -40,6 +40,9 @@ type Store interface {
 	// GetManagement returns the state of the management channel to a
 	// device, nil when it has none.
 	GetManagement(ctx context.Context, deviceID string) (*Management, error)
+	// ObserverCursor returns the Seq of the last event Observe handled, as
+	// stored by an Op's ObserverCursor (false: none stored yet).
+	ObserverCursor(ctx context.Context) (int64, bool, error)
 }
 
 // EncodeDoc encodes a JSON document the way it is stored.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/config"
@@ -70,14 +71,70 @@ func newDeviceConfig(ctx context.Context, cfg *config.Config, st deviceconfig.St
 }
 
 // observeConfig feeds configuration management the events it follows (new
-// devices, command outcomes, device fields) until ctx is done.
-func observeConfig(ctx context.Context, bus *eventlog.Bus, svc *deviceconfig.Service) error {
-	sub, err := bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: deviceconfig.ObservedTypes}},
-		func(e events.Event) { svc.Observe(ctx, e) })
+// devices, command outcomes, device fields) until ctx is done. It follows
+// the durable log from where it stopped (its cursor is stored every
+// observerSave and at the end), so the events committed before a crash
+// that it had not handled yet are handled after the restart; Observe is
+// idempotent, so handling one twice changes nothing. It takes every event
+// (skipping the others costs little) so that its cursor moves with the
+// log, not only with the events it handles.
+func observeConfig(ctx context.Context, bus *eventlog.Bus, st eventlog.Store, svc *deviceconfig.Service, log *slog.Logger) error {
+	from, ok, err := svc.ObserverCursor(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// The first start of this version: follow from the end of the log,
+		// and store that position at once.
+		if from, err = st.LastSeq(ctx); err != nil {
+			return fmt.Errorf("config observer: %w", err)
+		}
+		if from > 0 {
+			if err := svc.SaveObserverCursor(ctx, from); err != nil {
+				return err
+			}
+		}
+	}
+	observed := map[events.Type]bool{}
+	for _, t := range deviceconfig.ObservedTypes {
+		observed[t] = true
+	}
+	sub, err := bus.Subscribe(eventlog.SubscribeOptions{From: from, Buffer: 16384},
+		func(e events.Event) {
+			if observed[e.Type] {
+				svc.Observe(ctx, e)
+			}
+		})
 	if err != nil {
 		return fmt.Errorf("subscribe deviceconfig: %w", err)
 	}
-	<-ctx.Done()
-	sub.Close()
-	return nil
+	saved := from
+	save := func(ctx context.Context, level slog.Level) {
+		if seq := sub.LastSeq(); seq > saved {
+			if err := svc.SaveObserverCursor(ctx, seq); err != nil {
+				log.Log(ctx, level, "save config observer cursor", "err", err)
+				return
+			}
+			saved = seq
+		}
+	}
+	t := time.NewTicker(observerSave)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			save(ctx, slog.LevelWarn)
+		case <-ctx.Done():
+			sub.Close()
+			// The committer may have stopped already: then the events since
+			// the last save are handled again after the restart.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			save(sctx, slog.LevelDebug)
+			cancel()
+			return nil
+		}
+	}
 }
+
+// observerSave is how often observeConfig stores its cursor.
+const observerSave = time.Second

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,9 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/eventually"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
 type configAnswer struct {
@@ -382,7 +386,7 @@ func TestConfigGroupOnly(t *testing.T) {
 	if code := th.do(t, "POST", "/api/v1/devices", map[string]any{"id": "born", "type": "WeatherStation", "group": "north"}, nil); code != 201 {
 		t.Fatalf("provision born: %d", code)
 	}
-	waitFor(t, 10*time.Second, "born configured", func() bool {
+	eventually.True(t, 10*time.Second, "born configured", func() bool {
 		c, code := hasConfig("born")
 		return code == 200 && strings.Contains(c.Config.Rendered, `"born"`)
 	})
@@ -394,8 +398,51 @@ func TestConfigGroupOnly(t *testing.T) {
 	if code := th.do(t, "PATCH", "/api/v1/devices/mover", map[string]any{"group": "north"}, nil); code != 200 {
 		t.Fatalf("move mover: %d", code)
 	}
-	waitFor(t, 10*time.Second, "mover configured", func() bool {
+	eventually.True(t, 10*time.Second, "mover configured", func() bool {
 		c, code := hasConfig("mover")
 		return code == 200 && strings.Contains(c.Config.Rendered, `"mover"`)
+	})
+}
+
+// TestConfigDefaultsAfterRestart: a device created while the hub was down
+// (by another process on the same database, or committed just before a
+// crash, before configuration management saw it) gets its default
+// templates when the hub starts again: configuration management follows
+// the durable log from where it stopped.
+func TestConfigDefaultsAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	th := startHubIn(t, dir, "", "")
+	if code := th.do(t, "POST", "/api/v1/templates", map[string]any{"id": "base", "default": true, "types": []string{"WeatherStation"},
+		"config": map[string]any{"id": "{{ device_id }}"}}, nil); code != 201 {
+		t.Fatalf("create template: %d", code)
+	}
+	th.provision(t, "before", "WeatherStation")
+	eventually.True(t, 10*time.Second, "before configured", func() bool { return th.configStatus(t, "before") == "modified" })
+	th.stop()
+
+	// Created while the hub is down, as the registry creates devices.
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: filepath.Join(dir, "devicehub.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := commit.NewEvent(events.Event{Type: events.DeviceProvisioned, Time: time.Now().UTC(), DeviceID: "during", DeviceType: "WeatherStation",
+		Args: &events.Provisioned{Via: events.ViaOperator}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(ctx, []*commit.Change{{DeviceID: "during", Ops: []commit.Op{&registry.NewDevice{Type: "WeatherStation",
+		MQTTUsername: "during", PasswordHash: []byte("p"), APIKeyHash: []byte("k-during"), CreatedAt: time.Now()}},
+		Events: []commit.Event{ev}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	th = startHubIn(t, dir, "", "")
+	eventually.True(t, 10*time.Second, "during configured", func() bool {
+		var out configAnswer
+		return th.do(t, "GET", "/api/v1/devices/during/config", nil, &out) == 200 && strings.Contains(out.Config.Rendered, `"during"`)
 	})
 }

@@ -54,6 +54,7 @@ type testHub struct {
 	*hub.Hub
 	token string
 	base  string
+	stop  func() // stops the hub (once; the test's end does it too)
 }
 
 // startHub runs a hub with embedded defaults on random ports in a temporary
@@ -66,7 +67,13 @@ func startHub(t testing.TB, extra string) *testHub {
 // startHubHTTP is startHub with more keys of the http section (indented).
 func startHubHTTP(t testing.TB, httpKeys, extra string) *testHub {
 	t.Helper()
-	dir := t.TempDir()
+	return startHubIn(t, t.TempDir(), httpKeys, extra)
+}
+
+// startHubIn is startHubHTTP on the data directory dir (a hub started
+// again on it finds what the last one stored).
+func startHubIn(t testing.TB, dir, httpKeys, extra string) *testHub {
+	t.Helper()
 	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s%s", dir, httpKeys, testTypes, extra)
 	path := filepath.Join(dir, "devicehub.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
@@ -88,12 +95,16 @@ func startHubHTTP(t testing.TB, httpKeys, extra string) *testHub {
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub run: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("hub run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-h.Ready():
 	case err := <-done:
@@ -105,7 +116,7 @@ func startHubHTTP(t testing.TB, httpKeys, extra string) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testHub{Hub: h, token: strings.TrimSpace(string(tok)), base: "http://" + h.HTTPAddr()}
+	return &testHub{Hub: h, token: strings.TrimSpace(string(tok)), base: "http://" + h.HTTPAddr(), stop: stop}
 }
 
 func (th *testHub) do(t *testing.T, method, path string, body any, out any) int {

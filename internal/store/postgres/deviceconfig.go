@@ -310,6 +310,19 @@ func addConfigHistory(ctx context.Context, tx pgx.Tx, h *deviceconfig.HistoryEnt
 	return err
 }
 
+// ObserverCursor implements deviceconfig.Store.
+func (s *Store) ObserverCursor(ctx context.Context) (int64, bool, error) {
+	var seq int64
+	err := s.pool.QueryRow(ctx, `SELECT seq FROM config_observer WHERE id = 1`).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("config observer cursor: %w", err)
+	}
+	return seq, true, nil
+}
+
 func putManagement(ctx context.Context, tx pgx.Tx, m *deviceconfig.Management) error {
 	var w any
 	if m.IsWorking != nil {

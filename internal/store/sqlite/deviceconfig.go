@@ -225,6 +225,19 @@ func (s *Store) GetManagement(ctx context.Context, deviceID string) (*deviceconf
 	return &m, nil
 }
 
+// ObserverCursor implements deviceconfig.Store.
+func (s *Store) ObserverCursor(ctx context.Context) (int64, bool, error) {
+	var seq int64
+	err := s.r.QueryRowContext(ctx, `SELECT seq FROM config_observer WHERE id = 1`).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("config observer cursor: %w", err)
+	}
+	return seq, true, nil
+}
+
 // The writes of configuration management, inside a commit transaction.
 
 func putTemplate(ctx context.Context, tx *sql.Tx, t *deviceconfig.Template) error {

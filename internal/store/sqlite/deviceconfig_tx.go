@@ -38,6 +38,13 @@ func (t *txn) AddConfigHistory(ctx context.Context, h *deviceconfig.HistoryEntry
 	return addConfigHistory(ctx, tx, h, keep)
 }
 
+// SetObserverCursor implements deviceconfig.TxStore.
+func (t *txn) SetObserverCursor(ctx context.Context, seq int64) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO config_observer (id, seq) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET seq = max(config_observer.seq, excluded.seq)`, seq)
+	return err
+}
+
 // PutManagement implements deviceconfig.TxStore.
 func (t *txn) PutManagement(ctx context.Context, m *deviceconfig.Management) error {
 	tx := t.tx
