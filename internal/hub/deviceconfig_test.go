@@ -15,8 +15,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/events"
-	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )

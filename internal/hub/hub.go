@@ -486,7 +486,9 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.presence.Run(gctx) })
 	g.Go(func() error { return h.commands.Run(gctx) })
 	g.Go(func() error { return h.deviceConfig.Run(gctx) })
-	g.Go(func() error { return observeConfig(gctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig")) })
+	g.Go(func() error {
+		return observeConfig(gctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
+	})
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
