@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/sdk"
 )
 
@@ -38,7 +39,7 @@ func TestE2EConfig(t *testing.T) {
 	status := func(want string) *client.DeviceConfig {
 		t.Helper()
 		var got *client.DeviceConfig
-		waitFor(t, 30*time.Second, "config status "+want, func() bool {
+		eventually.True(t, 30*time.Second, "config status "+want, func() bool {
 			c, err := th.api.DeviceConfig(ctx, "cfg-1")
 			if err != nil {
 				t.Fatal(err)
@@ -129,7 +130,7 @@ func TestE2EConfig(t *testing.T) {
 	fourth := next()
 	th.stop()
 	close(release)
-	waitFor(t, 10*time.Second, "the report in the outbox", func() bool { return c.PendingMessages() == 1 })
+	eventually.True(t, 10*time.Second, "the report in the outbox", func() bool { return c.PendingMessages() == 1 })
 	th = startHub(t, dir, mqttAddr)
 	if err := c.WaitSent(ctx); err != nil {
 		t.Fatal(err)

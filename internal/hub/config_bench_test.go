@@ -18,6 +18,7 @@ import (
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // configFleet imports n devices into group "fleet" of a running hub and
@@ -106,19 +107,16 @@ func BenchmarkConfigRerender(b *testing.B) {
 			b.Fatalf("job %+v", res.Job)
 		}
 		var job *client.ConfigJob
-		for {
+		eventually.True(b, 5*time.Minute, "the re-render job", func() bool {
 			if job, err = api.ConfigJob(ctx, res.Job.ID); err != nil {
 				b.Fatal(err)
 			}
-			if job.FinishedAt != nil {
-				break
-			}
-			time.Sleep(5 * time.Millisecond) // polling interval of the job's progress
-		}
+			return job.FinishedAt != nil
+		})
 		jobDone := job.FinishedAt.Sub(start)
-		waitForB(b, time.Minute, "every config_modified", func() bool { return modified.Load() == int64(n) })
+		eventually.True(b, time.Minute, "every config_modified", func() bool { return modified.Load() == int64(n) })
 		for _, mc := range watchers {
-			waitForB(b, time.Minute, "the notice", func() bool { return len(mc.noticesB(b)) >= 2 })
+			eventually.True(b, time.Minute, "the notice", func() bool { return len(mc.noticesB(b)) >= 2 })
 		}
 		devicesTold := time.Since(start)
 		b.StopTimer()
@@ -223,18 +221,6 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// waitForB polls cond until it holds or d passes.
-func waitForB(b *testing.B, d time.Duration, what string, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 // noticesB counts the config notices mc received.
