@@ -249,7 +249,7 @@ func (c *Client) configURL(ref string) (string, error) {
 	}
 	base, err := url.Parse(c.opts.Server)
 	if err != nil {
-		return "", fmt.Errorf("Server %q: %w", c.opts.Server, err)
+		return "", fmt.Errorf("options: server %q: %w", c.opts.Server, err)
 	}
 	return base.ResolveReference(r).String(), nil
 }
