@@ -92,6 +92,10 @@ func (m monitorEvents) Subscribe(opts eventlog.SubscribeOptions, fn func(events.
 
 func (m monitorEvents) LastSeq(ctx context.Context) (int64, error) { return m.st.LastSeq(ctx) }
 
+func (m monitorEvents) ReadEvents(ctx context.Context, after int64, limit int) ([]events.Event, error) {
+	return m.st.ReadEvents(ctx, after, limit)
+}
+
 // registryGroups tells the monitors a device's group.
 type registryGroups struct{ r *registry.Service }
 

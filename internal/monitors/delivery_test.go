@@ -152,8 +152,19 @@ func TestZlibXMLStandardParsers(t *testing.T) {
 	assertOnceInOrder(t, got, want)
 }
 
+// TestReceiverDownReplayOn: every event arrives once, in order, after the
+// receiver came back; also with a queue and a tail so small that the
+// monitor falls behind the tail and reads the durable log.
 func TestReceiverDownReplayOn(t *testing.T) {
-	h := startHub(t, "", testOptions())
+	small := testOptions()
+	small.QueueSize, small.TailSize = 3, 4
+	for name, opts := range map[string]monitors.Options{"default": testOptions(), "behind the tail": small} {
+		t.Run(name, func(t *testing.T) { testReceiverDownReplayOn(t, opts) })
+	}
+}
+
+func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
+	h := startHub(t, "", opts)
 	var secret string
 	rcv := newReceiver(t, func() []string { return []string{secret} })
 	rcv.setStatus(http.StatusServiceUnavailable)

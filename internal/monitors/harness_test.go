@@ -58,6 +58,10 @@ func (b busEvents) Subscribe(opts eventlog.SubscribeOptions, fn func(events.Even
 
 func (b busEvents) LastSeq(ctx context.Context) (int64, error) { return b.st.LastSeq(ctx) }
 
+func (b busEvents) ReadEvents(ctx context.Context, after int64, limit int) ([]events.Event, error) {
+	return b.st.ReadEvents(ctx, after, limit)
+}
+
 type mapGroups map[string]string
 
 func (m mapGroups) DeviceGroup(_ context.Context, id string) (string, error) { return m[id], nil }

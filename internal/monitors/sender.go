@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/events"
-	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/monitorclient"
 )
 
@@ -96,37 +95,33 @@ func (sd *sender) run(ctx context.Context) {
 	sd.runStream(ctx)
 }
 
-// subscribe starts the event subscription after from into a new queue.
+// subscribe starts feeding the events after from into a new queue (see
+// tail): every event moves the queue's position, the selected ones are
+// queued.
 func (sd *sender) subscribe(from int64) (*queue, Subscription, error) {
 	s := sd.svc
 	q := newQueue(s.opts.QueueSize, from)
 	sd.qp.Store(q)
-	if from == 0 {
-		from = -1 // from the start of the log, not from the live events
-	}
-	// The subscription's own buffer holds several commits (the committer
-	// publishes up to commit.max_batch changes at once), so that a monitor
-	// that keeps up never overflows it and falls back to reading the log.
-	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{From: from, Buffer: s.opts.SubscriptionBuffer}, func(e events.Event) {
-		s.forgetGroup(&e)
-		s.metrics.sawSeq(e.Seq)
-		selected := sd.match.match(&e, s.group)
-		if selected && e.Type == events.DeviceProvisioned {
-			// Never serialised anyway (json:"-"); dropped here too so that
-			// no encoder can ever see them.
-			if p, ok := e.Args.(*events.Provisioned); ok && p.Credentials != nil {
-				c := *p
-				c.Credentials = nil
-				e.Args = &c
-			}
-		}
-		q.push(e, selected, s.opts.Now)
+	f := s.feed(from, q, func(e events.Event) bool {
+		return q.push(e, sd.match.match(&e, s.group), s.opts.Now)
 	})
-	if err != nil {
-		q.close()
-		return nil, nil, err
+	return q, f, nil
+}
+
+// prepare readies an event for every monitor, once, as the tail receives
+// it.
+func (s *Service) prepare(e *events.Event) {
+	s.forgetGroup(e)
+	s.metrics.sawSeq(e.Seq)
+	if e.Type == events.DeviceProvisioned {
+		// Never serialised anyway (json:"-"); dropped here too so that no
+		// encoder can ever see them.
+		if p, ok := e.Args.(*events.Provisioned); ok && p.Credentials != nil {
+			c := *p
+			c.Credentials = nil
+			e.Args = &c
+		}
 	}
-	return q, sub, nil
 }
 
 // ack moves the cursor to upto after n events were delivered. The cursor

@@ -5,13 +5,14 @@
 // size and by time, as JSON or XML, optionally deflated (the monitor API of
 // seed 002).
 //
-// Data flow: the durable event log (internal/eventlog) → one subscription
-// per running monitor → the monitor's bounded queue → its send loop → the
-// receiver. Each monitor has its own send loop (one goroutine, owned by
-// Service.Run), in the manner of Prometheus's notifier: a slow or dead
-// receiver fills only its own queue, and then its subscription falls back
-// to reading the durable log, so neither ingest nor the other monitors
-// wait for it.
+// Data flow: the durable event log (internal/eventlog) → one bus
+// subscription, the tail (the latest Options.TailSize events in memory,
+// shared) → each running monitor's feeder → the monitor's bounded queue →
+// its send loop → the receiver. Each monitor has its own send loop (one
+// goroutine, owned by Service.Run), in the manner of Prometheus's
+// notifier: a slow or dead receiver fills only its own queue, and its
+// feeder waits; once it is further behind than the tail it reads the
+// durable log, so neither ingest nor the other monitors wait for it.
 //
 // Delivery is at least once, in Seq order per monitor. A monitor's cursor
 // (the Seq of the last event acknowledged — a 2xx for HTTP, an Ack frame
@@ -23,9 +24,8 @@
 // events, and a crash resends at most the deliveries of the last
 // CursorSave.
 //
-// Each event is encoded once per format for every monitor that delivers
-// it (encodeCache); a monitor's subscription buffer holds several commits,
-// so that one that keeps up does not fall back to reading the log.
+// Each event is held once in memory (the tail) and encoded once per format
+// (encodeCache) for every monitor that delivers it.
 //
 // Status machine (seed 002): CONNECTING (an HTTP monitor before its first
 // delivery) → ACTIVE (delivering); a failing HTTP monitor or a stream
@@ -75,6 +75,9 @@ type Events interface {
 	Subscribe(opts eventlog.SubscribeOptions, fn func(events.Event)) (Subscription, error)
 	// LastSeq is the Seq of the last committed event.
 	LastSeq(ctx context.Context) (int64, error)
+	// ReadEvents returns up to limit stored events with Seq > after, in
+	// Seq order (a monitor further behind than the tail reads them).
+	ReadEvents(ctx context.Context, after int64, limit int) ([]events.Event, error)
 }
 
 // Groups tells a device's group, for topics narrowed by group.
@@ -117,9 +120,10 @@ type Options struct {
 	// SecretOverlap is how long the old signing secret keeps signing after
 	// a rotation that names no overlap (default 24h).
 	SecretOverlap time.Duration
-	// SubscriptionBuffer is the length of each monitor's event
-	// subscription queue (default 16384, several commits' worth).
-	SubscriptionBuffer int
+	// TailSize is how many of the latest events are kept in memory for
+	// every monitor to read (default 131072); a monitor further behind
+	// reads the durable log.
+	TailSize int
 	// CursorSave is how often the cursors that moved are stored, all in
 	// one transaction (default 1s); they are stored too when the service
 	// stops. After a crash, deliveries acknowledged since the last save are
@@ -161,8 +165,8 @@ func (o *Options) defaults() {
 	if o.SecretOverlap <= 0 {
 		o.SecretOverlap = 24 * time.Hour
 	}
-	if o.SubscriptionBuffer <= 0 {
-		o.SubscriptionBuffer = 16384
+	if o.TailSize <= 0 {
+		o.TailSize = 1 << 17
 	}
 	if o.CursorSave <= 0 {
 		o.CursorSave = time.Second
@@ -195,7 +199,8 @@ type Service struct {
 	gmu    sync.Mutex
 	groups map[string]string // device id → group, for group narrowing
 
-	enc *encodeCache
+	enc  *encodeCache
+	tail *tail
 
 	cmu   sync.Mutex       // guards dirty
 	dirty map[string]int64 // cursors acknowledged and not stored yet
@@ -225,6 +230,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		stopped: make(chan struct{}),
 		groups:  map[string]string{},
 		enc:     newEncodeCache(),
+		tail:    newTail(opts.TailSize),
 		dirty:   map[string]int64{},
 	}
 	s.metrics = newMetrics(s)
@@ -268,6 +274,16 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+
+	tailCtx, stopTail := context.WithCancel(context.WithoutCancel(ctx))
+	tailDone := make(chan error, 1)
+	go func() { tailDone <- s.tail.run(tailCtx, s.deps.Events, s.prepare, s.opts.MinBackoff) }()
+	defer func() {
+		stopTail()
+		if err := <-tailDone; err != nil {
+			s.log.Warn("monitor tail", "err", err)
+		}
+	}()
 
 	var wg sync.WaitGroup
 	start := func(sd *sender) {

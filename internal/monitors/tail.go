@@ -1,0 +1,188 @@
+package monitors
+
+import (
+	"context"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/eventlog"
+)
+
+// tail is the recent end of the event log, in memory, shared by every
+// monitor: one event bus subscription (whose callback only appends, so it
+// keeps up) fills a ring of the last Options.TailSize events. Each
+// monitor's feeder reads the events after its position from the ring, and
+// from the durable log only when it is further behind than the ring
+// reaches. So the events are held once, not once per monitor, and a
+// monitor that falls behind by less than the ring (a slow receiver, a
+// burst of commits) reads nothing back from the store, where decoding
+// every event again, once per monitor, cost more CPU than ingest itself.
+type tail struct {
+	mu      sync.Mutex
+	ring    []events.Event // the events, in Seq order, from ring[start] (a circular buffer)
+	start   int
+	n       int
+	covered int64         // every event with a Seq above this is in the ring (or not committed yet)
+	wake    chan struct{} // closed and replaced when events are appended
+	closed  bool
+}
+
+func newTail(size int) *tail {
+	// Nothing is covered until run knows where the log ends.
+	return &tail{ring: make([]events.Event, size), wake: make(chan struct{}), covered: math.MaxInt64}
+}
+
+// run subscribes to the bus from the end of the log and appends every
+// event, until ctx is done. It retries (every retry) while the log cannot
+// be read: the monitors wait meanwhile.
+func (t *tail) run(ctx context.Context, evs Events, prepare func(*events.Event), retry time.Duration) error {
+	var head int64
+	for {
+		var err error
+		if head, err = evs.LastSeq(ctx); err == nil {
+			break
+		}
+		if !wait(ctx, retry) {
+			return err
+		}
+	}
+	t.mu.Lock()
+	t.covered = head
+	close(t.wake)
+	t.wake = make(chan struct{})
+	t.mu.Unlock()
+	// From head: the events committed after LastSeq answered, without a
+	// gap (From 0 would start at the bus's own position, which may be
+	// behind a store that others wrote).
+	from := head
+	if from == 0 {
+		from = -1
+	}
+	sub, err := evs.Subscribe(eventlog.SubscribeOptions{From: from, Buffer: 1 << 16}, func(e events.Event) {
+		prepare(&e)
+		t.append(e)
+	})
+	if err != nil {
+		return err // the bus stopped: so does the hub
+	}
+	<-ctx.Done()
+	sub.Close()
+	t.mu.Lock()
+	t.closed = true
+	close(t.wake)
+	t.wake = make(chan struct{})
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *tail) append(e events.Event) {
+	t.mu.Lock()
+	if t.n == len(t.ring) {
+		t.covered = t.ring[t.start].Seq
+		t.ring[t.start] = events.Event{}
+		t.start = (t.start + 1) % len(t.ring)
+		t.n--
+	}
+	t.ring[(t.start+t.n)%len(t.ring)] = e
+	t.n++
+	close(t.wake)
+	t.wake = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// read appends to buf up to max events with a Seq above after and returns
+// it. ok is false when the ring no longer holds every event after after
+// (read those from the store first). wake is closed when more events are
+// appended (or the tail stops).
+func (t *tail) read(after int64, max int, buf []events.Event) (out []events.Event, ok bool, wake <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if after < t.covered {
+		return buf, false, t.wake
+	}
+	at := func(i int) *events.Event { return &t.ring[(t.start+i)%len(t.ring)] }
+	i := sort.Search(t.n, func(i int) bool { return at(i).Seq > after })
+	for ; i < t.n && len(buf) < max; i++ {
+		buf = append(buf, *at(i))
+	}
+	return buf, true, t.wake
+}
+
+// feeder moves the events after a sender's position into its queue: from
+// the ring, or from the store while the ring does not reach back that far.
+// It stops when its queue is closed.
+type feeder struct {
+	done chan struct{}
+	stop chan struct{}
+	once sync.Once
+}
+
+// Close stops the feeder and waits for it.
+func (f *feeder) Close() {
+	f.once.Do(func() { close(f.stop) })
+	<-f.done
+}
+
+// feed starts the feeder of q from position from, handing each event to
+// handle (which queues it, waiting for room) until it returns false.
+func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *feeder {
+	f := &feeder{done: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-f.stop:
+				q.close()
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		pos := from
+		buf := make([]events.Event, 0, 1024)
+		for ctx.Err() == nil {
+			evs, ok, wake := s.tail.read(pos, cap(buf), buf[:0])
+			if !ok {
+				stored, err := s.deps.Events.ReadEvents(ctx, pos, 1024)
+				if err != nil {
+					if ctx.Err() == nil {
+						s.log.Warn("monitor: read the event log", "after", pos, "err", err)
+						wait(ctx, s.opts.MinBackoff)
+					}
+					continue
+				}
+				if len(stored) == 0 {
+					// The ring's start is not committed yet? Only a
+					// store behind the bus; wait for more.
+					select {
+					case <-wake:
+					case <-ctx.Done():
+					}
+					continue
+				}
+				evs = stored
+			} else if len(evs) == 0 {
+				select {
+				case <-wake:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			for _, e := range evs {
+				if e.Seq <= pos {
+					continue
+				}
+				if !handle(e) {
+					return
+				}
+				pos = e.Seq
+			}
+			clear(buf[:cap(buf)])
+		}
+	}()
+	return f
+}
