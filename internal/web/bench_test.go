@@ -17,9 +17,10 @@ import (
 // with a fleet of DEVICEHUB_BENCH_DEVICES devices (default 100,000) in
 // SQLite: server time per page (the real HTTP server, the in-process API
 // call, the template) and bytes per page, for the first page, a page in
-// the middle (cursor), a type filter, and a text search that matches few
-// devices (the API scans the store in batches for it). The API's own JSON
-// listing is measured beside it.
+// the middle (cursor), a type filter, a text search and a tag that match
+// few devices (the store's query filters them), and a tag that matches
+// one device in 50. The API's own JSON listing and search are measured
+// beside it.
 //
 //	go test ./internal/web -run '^$' -bench DevicesPage -benchtime 20x
 func BenchmarkDevicesPage(b *testing.B) {
@@ -36,6 +37,10 @@ func BenchmarkDevicesPage(b *testing.B) {
 				ID: fmt.Sprintf("dev-%06d", i), Type: "WeatherStation", Name: fmt.Sprintf("Station %d", i),
 				Tags: []string{"site-" + strconv.Itoa(i%50)},
 			})
+			if i%10_000 == 0 { // ten devices
+				d := &f.Devices[len(f.Devices)-1]
+				d.Tags = append(d.Tags, "rare")
+			}
 		}
 		if _, err := h.Registry().Import(ctx, f, registry.ImportOptions{}); err != nil {
 			b.Fatalf("import: %v", err)
@@ -69,7 +74,10 @@ func BenchmarkDevicesPage(b *testing.B) {
 		{"page-of-250", "/devices?limit=250&after=" + mid},
 		{"type-filter", "/devices?type=WeatherStation&after=" + mid},
 		{"search-few", "/devices?q=station+9999"},
+		{"tag-few", "/devices?tag=rare"},
+		{"tag-one-in-50", "/devices?tag=site-7"},
 		{"api-json-50", "/api/v1/devices?limit=50&after=" + mid},
+		{"api-search-few", "/api/v1/devices?q=station+9999"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			size := 0
