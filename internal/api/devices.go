@@ -19,9 +19,6 @@ const (
 	defaultLimit    = 100
 	maxDeviceLimit  = 1000
 	maxReadingLimit = 10000
-	// scanBatch is how many devices a filtered listing reads at a time
-	// when the store cannot filter by tag or text itself.
-	scanBatch = 500
 )
 
 // Device is a registered device as the API shows it.
@@ -124,57 +121,26 @@ func (a *API) listDevices(ctx context.Context, in *ListDevicesInput) (*deviceLis
 	if limit == 0 {
 		limit = defaultLimit
 	}
-	opts := registry.ListOptions{Type: in.Type, Group: in.Group, Status: in.Status, After: in.After}
+	// The store applies every filter in its query; one more device than
+	// the page tells whether there is a next one.
+	opts := registry.ListOptions{Type: in.Type, Group: in.Group, Status: in.Status, Tag: in.Tag, Text: in.Q, After: in.After, Limit: limit + 1}
 	if in.Connected != "" {
 		b := in.Connected == "true"
 		opts.Connected = &b
 	}
-	// The registry filters by type, group, status and connection; tag and
-	// text search are filtered here, reading the store in batches.
-	q := strings.ToLower(in.Q)
-	filtered := in.Tag != "" || q != ""
-	match := func(d *registry.Device) bool {
-		if in.Tag != "" && !contains(d.Tags, in.Tag) {
-			return false
-		}
-		return q == "" || strings.Contains(strings.ToLower(d.ID), q) || strings.Contains(strings.ToLower(d.Name), q)
+	devs, err := a.deps.Devices.List(ctx, opts)
+	if err != nil {
+		return nil, err
 	}
-	out := DeviceList{Devices: []Device{}}
-	var last string // id of the last device kept
-	for {
-		opts.Limit = limit + 1 // one more tells whether there is a next page
-		if filtered {
-			opts.Limit = max(opts.Limit, scanBatch)
+	out := DeviceList{Devices: make([]Device, 0, min(len(devs), limit))}
+	for i := range devs {
+		if i == limit {
+			out.Next = devs[i-1].ID
+			break
 		}
-		devs, err := a.deps.Devices.List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for i := range devs {
-			if !match(&devs[i]) {
-				continue
-			}
-			if len(out.Devices) == limit {
-				out.Next = last
-				return &deviceListOutput{Body: out}, nil
-			}
-			out.Devices = append(out.Devices, deviceOut(&devs[i]))
-			last = devs[i].ID
-		}
-		if len(devs) < opts.Limit || len(devs) == 0 {
-			return &deviceListOutput{Body: out}, nil
-		}
-		opts.After = devs[len(devs)-1].ID
+		out.Devices = append(out.Devices, deviceOut(&devs[i]))
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return &deviceListOutput{Body: out}, nil
 }
 
 // ProvisionRequest is the body of POST /api/v1/devices.

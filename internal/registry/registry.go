@@ -100,13 +100,18 @@ type Group struct {
 }
 
 // ListOptions filter and page a device listing. Devices are listed by id.
+// The store applies every filter in its query.
 type ListOptions struct {
 	Type      string
 	Group     string
 	Status    string
 	Connected *bool
-	After     string // cursor: list devices with id greater than this
-	Limit     int    // 0: a default of 100
+	// Tag keeps the devices that carry this tag.
+	Tag string
+	// Text keeps the devices whose id or name contains it, ignoring case.
+	Text  string
+	After string // cursor: list devices with id greater than this
+	Limit int    // 0: a default of 100
 }
 
 // Store is what the registry needs of storage. Writes go through the

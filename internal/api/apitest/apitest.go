@@ -207,7 +207,10 @@ func (d *Devices) List(_ context.Context, o registry.ListOptions) ([]registry.De
 			o.Type != "" && dev.Type != o.Type,
 			o.Group != "" && dev.Group != o.Group,
 			o.Status != "" && dev.Status != o.Status,
-			o.Connected != nil && dev.Connected != *o.Connected:
+			o.Connected != nil && dev.Connected != *o.Connected,
+			o.Tag != "" && !slices.Contains(dev.Tags, o.Tag),
+			o.Text != "" && !strings.Contains(strings.ToLower(id), strings.ToLower(o.Text)) &&
+				!strings.Contains(strings.ToLower(dev.Name), strings.ToLower(o.Text)):
 			continue
 		}
 		if len(out) == limit {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -85,6 +86,14 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 	}
 	if opts.Connected != nil {
 		add("connected", *opts.Connected)
+	}
+	if opts.Tag != "" {
+		args = append(args, opts.Tag)
+		q += fmt.Sprintf(" AND tags @> jsonb_build_array($%d::text)", len(args))
+	}
+	if opts.Text != "" {
+		args = append(args, strings.ToLower(opts.Text))
+		q += fmt.Sprintf(" AND (strpos(lower(id), $%[1]d) > 0 OR strpos(lower(name), $%[1]d) > 0)", len(args))
 	}
 	limit := opts.Limit
 	if limit <= 0 {

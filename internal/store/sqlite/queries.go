@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/devicehub/devicehub/events"
@@ -89,6 +90,17 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 	if opts.Connected != nil {
 		q += ` AND connected = ?`
 		args = append(args, *opts.Connected)
+	}
+	if opts.Tag != "" {
+		q += ` AND EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE json_each.value = ?)`
+		args = append(args, opts.Tag)
+	}
+	if opts.Text != "" {
+		// Ids are ASCII (SQLite's lower folds them); names may not be, so
+		// they are folded as Go folds the text (see foldFunc).
+		t := strings.ToLower(opts.Text)
+		q += ` AND (instr(lower(id), ?) > 0 OR instr(` + foldFunc + `(name), ?) > 0)`
+		args = append(args, t, t)
 	}
 	limit := opts.Limit
 	if limit <= 0 {

@@ -102,6 +102,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if err := registerFold(); err != nil {
+		return nil, fmt.Errorf("sqlite: register %s: %w", foldFunc, err)
+	}
 	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
 	w, err := sql.Open("sqlite", base+"?"+common+

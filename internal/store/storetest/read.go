@@ -153,11 +153,19 @@ func testReadingsPaging(t *testing.T, b Backend) {
 func testListDevices(t *testing.T, b Backend) {
 	ctx := context.Background()
 	var batch []*commit.Change
-	for _, d := range []struct{ id, typ, group string }{
-		{"l1", "sensor", "north"}, {"l2", "meter", "north"}, {"l3", "sensor", "south"}, {"l4", "sensor", ""}, {"l5", "meter", "south"},
+	for _, d := range []struct {
+		id, typ, group, name string
+		tags                 []string
+	}{
+		{"l1", "sensor", "north", "Boiler Room", []string{"roof", "b-1"}},
+		{"l2", "meter", "north", "Café Ünter", []string{"b-1"}},
+		{"l3", "sensor", "south", "", []string{"roofs"}},
+		{"l4", "sensor", "", "50% done_x", nil},
+		{"l5", "meter", "south", "boiler", []string{"ROOF"}},
 	} {
 		ch := newDevice(t, d.id, d.typ, false)
-		newDev(ch).Group = d.group
+		nd := newDev(ch)
+		nd.Group, nd.Name, nd.Tags = d.group, d.name, d.tags
 		batch = append(batch, ch)
 	}
 	mustCommit(t, b, batch...)
@@ -183,6 +191,22 @@ func testListDevices(t *testing.T, b Backend) {
 		{"limit", registry.ListOptions{Limit: 2}, []string{"l1", "l2"}},
 		{"after and limit", registry.ListOptions{After: "l1", Limit: 2}, []string{"l2", "l3"}},
 		{"none", registry.ListOptions{Type: "nothing"}, []string{}},
+		// A tag matches whole and with its case; another tag containing
+		// it does not.
+		{"tag", registry.ListOptions{Tag: "roof"}, []string{"l1"}},
+		{"tag of two", registry.ListOptions{Tag: "b-1"}, []string{"l1", "l2"}},
+		{"tag and type", registry.ListOptions{Tag: "b-1", Type: "meter"}, []string{"l2"}},
+		{"tag none", registry.ListOptions{Tag: "oof"}, []string{}},
+		// Text is a part of the id or the name, in any case; LIKE's
+		// wildcards are plain characters.
+		{"text in name", registry.ListOptions{Text: "BOILER"}, []string{"l1", "l5"}},
+		{"text in id", registry.ListOptions{Text: "L3"}, []string{"l3"}},
+		{"text in id or name", registry.ListOptions{Text: "l"}, []string{"l1", "l2", "l3", "l4", "l5"}},
+		{"text with wildcards", registry.ListOptions{Text: "0% d"}, []string{"l4"}},
+		{"text underscore", registry.ListOptions{Text: "n_"}, []string{}},
+		{"text non-ascii", registry.ListOptions{Text: "CAFÉ ün"}, []string{"l2"}},
+		{"text and tag", registry.ListOptions{Text: "boiler", Tag: "ROOF"}, []string{"l5"}},
+		{"text paged", registry.ListOptions{Text: "boiler", After: "l1", Limit: 1}, []string{"l5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
