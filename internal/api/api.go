@@ -45,36 +45,54 @@ type Devices interface {
 	List(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error)
 }
 
-// Registry manages devices beyond provisioning them: their registry fields,
-// state, credentials and groups, and bulk imports (*registry.Service).
-type Registry interface {
+// DeviceControl changes devices: their fields, their state and their
+// credentials (*registry.Service).
+type DeviceControl interface {
 	Update(ctx context.Context, id string, req registry.UpdateRequest) (*registry.Device, error)
 	Disable(ctx context.Context, id, reason string) error
 	Enable(ctx context.Context, id string) error
 	Revoke(ctx context.Context, id, reason string) error
 	Rotate(ctx context.Context, id string, overlap time.Duration) (registry.RotateResult, error)
 	PinCertificate(ctx context.Context, id string, fingerprint [32]byte) error
+}
+
+// Groups keeps device groups (*registry.Service).
+type Groups interface {
 	CreateGroup(ctx context.Context, req registry.CreateGroupRequest) (*registry.Group, error)
 	RenameGroup(ctx context.Context, id, name string) (*registry.Group, error)
 	GetGroup(ctx context.Context, id string) (*registry.Group, error)
 	ListGroups(ctx context.Context) ([]registry.Group, error)
 	ListGroupDevices(ctx context.Context, id string, opts registry.ListOptions) ([]registry.Device, error)
+}
+
+// Importer provisions devices in bulk from a file (*registry.Service).
+type Importer interface {
 	ImportCSV(ctx context.Context, r io.Reader, opts registry.ImportOptions) (*registry.ImportReport, error)
 	ImportJSON(ctx context.Context, b []byte, opts registry.ImportOptions) (*registry.ImportReport, error)
 }
 
-// Provisioning runs provisioning tokens, operations and self-registration
+// ProvisioningTokens issues and revokes provisioning tokens
 // (*provisioning.Service).
-type Provisioning interface {
+type ProvisioningTokens interface {
 	CreateToken(ctx context.Context, req provisioning.CreateTokenRequest) (*provisioning.CreateTokenResponse, error)
 	ListTokens(ctx context.Context) ([]provisioning.Token, error)
 	RevokeToken(ctx context.Context, id string) error
+}
+
+// ProvisioningOperations runs provisioning operations: a device asks, an
+// operator approves or rejects, the device polls (*provisioning.Service).
+type ProvisioningOperations interface {
 	CreateOperation(ctx context.Context, req provisioning.CreateOperationRequest, remoteAddr string) (*provisioning.CreateOperationResponse, error)
 	PollOperation(ctx context.Context, id, secret string) (*provisioning.OperationStatus, error)
 	ListOperations(ctx context.Context, status string, limit int) ([]provisioning.Operation, error)
 	GetOperation(ctx context.Context, id string) (*provisioning.Operation, error)
 	ApproveOperation(ctx context.Context, id string, req provisioning.ApproveRequest) (*provisioning.Operation, error)
 	RejectOperation(ctx context.Context, id string, req provisioning.RejectRequest) (*provisioning.Operation, error)
+}
+
+// Registration is self-registration with the shared secret
+// (*provisioning.Service).
+type Registration interface {
 	Register(ctx context.Context, req provisioning.RegisterRequest) (*provisioning.RegisterResponse, error)
 }
 
@@ -165,12 +183,17 @@ type Users interface {
 // answer 501 not_implemented.
 type Deps struct {
 	Devices Devices
-	// Registry updates, disables, revokes and rotates devices, and keeps
-	// groups and imports.
-	Registry Registry
-	// Provisioning serves provisioning tokens, operations and
-	// self-registration.
-	Provisioning Provisioning
+	// Control updates, disables, revokes and rotates devices; Groups
+	// keeps groups; Import provisions devices from files.
+	Control DeviceControl
+	Groups  Groups
+	Import  Importer
+	// ProvisioningTokens, ProvisioningOps and Registration serve
+	// provisioning tokens, operations and self-registration.
+	ProvisioningTokens ProvisioningTokens
+	ProvisioningOps    ProvisioningOperations
+	Registration       Registration
+
 	Readings     Readings
 	// ReadingQueries: latest values of the fleet, aggregates (readings.go).
 	ReadingQueries ReadingQueries

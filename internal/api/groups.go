@@ -65,10 +65,10 @@ type createGroupInput struct{ Body CreateGroupRequest }
 
 func (a *API) createGroup(ctx context.Context, in *createGroupInput) (*groupOutput, error) {
 	setTarget(ctx, in.Body.ID)
-	if a.deps.Registry == nil {
+	if a.deps.Groups == nil {
 		return nil, errNotImplemented
 	}
-	g, err := a.deps.Registry.CreateGroup(ctx, registry.CreateGroupRequest{ID: in.Body.ID, Name: in.Body.Name})
+	g, err := a.deps.Groups.CreateGroup(ctx, registry.CreateGroupRequest{ID: in.Body.ID, Name: in.Body.Name})
 	if err != nil {
 		return nil, err
 	}
@@ -83,10 +83,10 @@ type GroupList struct {
 type groupListOutput struct{ Body GroupList }
 
 func (a *API) listGroups(ctx context.Context, _ *struct{}) (*groupListOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Groups == nil {
 		return nil, errNotImplemented
 	}
-	gs, err := a.deps.Registry.ListGroups(ctx)
+	gs, err := a.deps.Groups.ListGroups(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -103,10 +103,10 @@ type GroupIDInput struct {
 }
 
 func (a *API) getGroup(ctx context.Context, in *GroupIDInput) (*groupOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Groups == nil {
 		return nil, errNotImplemented
 	}
-	g, err := a.deps.Registry.GetGroup(ctx, in.ID)
+	g, err := a.deps.Groups.GetGroup(ctx, in.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -124,10 +124,10 @@ type renameGroupInput struct {
 }
 
 func (a *API) renameGroup(ctx context.Context, in *renameGroupInput) (*groupOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Groups == nil {
 		return nil, errNotImplemented
 	}
-	g, err := a.deps.Registry.RenameGroup(ctx, in.ID, in.Body.Name)
+	g, err := a.deps.Groups.RenameGroup(ctx, in.ID, in.Body.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -142,14 +142,14 @@ type GroupDevicesInput struct {
 }
 
 func (a *API) listGroupDevices(ctx context.Context, in *GroupDevicesInput) (*deviceListOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Groups == nil {
 		return nil, errNotImplemented
 	}
 	limit := in.Limit
 	if limit == 0 {
 		limit = defaultLimit
 	}
-	devs, err := a.deps.Registry.ListGroupDevices(ctx, in.ID, registry.ListOptions{After: in.After, Limit: limit + 1})
+	devs, err := a.deps.Groups.ListGroupDevices(ctx, in.ID, registry.ListOptions{After: in.After, Limit: limit + 1})
 	if err != nil {
 		return nil, err
 	}

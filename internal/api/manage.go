@@ -129,7 +129,7 @@ type updateDeviceInput struct {
 }
 
 func (a *API) updateDevice(ctx context.Context, in *updateDeviceInput) (*deviceOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Control == nil {
 		return nil, errNotImplemented
 	}
 	b := in.Body
@@ -138,7 +138,7 @@ func (a *API) updateDevice(ctx context.Context, in *updateDeviceInput) (*deviceO
 	if b.Location != nil {
 		req.Location = &registry.Location{Lat: b.Location.Lat, Lon: b.Location.Lon, Description: b.Location.Description}
 	}
-	d, err := a.deps.Registry.Update(ctx, in.ID, req)
+	d, err := a.deps.Control.Update(ctx, in.ID, req)
 	if err != nil {
 		return nil, err
 	}
@@ -175,30 +175,30 @@ func (a *API) afterChange(ctx context.Context, id string) (*deviceOutput, error)
 }
 
 func (a *API) disableDevice(ctx context.Context, in *reasonInput) (*deviceOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Control == nil {
 		return nil, errNotImplemented
 	}
-	if err := a.deps.Registry.Disable(ctx, in.ID, in.reason()); err != nil {
+	if err := a.deps.Control.Disable(ctx, in.ID, in.reason()); err != nil {
 		return nil, err
 	}
 	return a.afterChange(ctx, in.ID)
 }
 
 func (a *API) enableDevice(ctx context.Context, in *DeviceIDInput) (*deviceOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Control == nil {
 		return nil, errNotImplemented
 	}
-	if err := a.deps.Registry.Enable(ctx, in.ID); err != nil {
+	if err := a.deps.Control.Enable(ctx, in.ID); err != nil {
 		return nil, err
 	}
 	return a.afterChange(ctx, in.ID)
 }
 
 func (a *API) revokeDevice(ctx context.Context, in *reasonInput) (*deviceOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Control == nil {
 		return nil, errNotImplemented
 	}
-	if err := a.deps.Registry.Revoke(ctx, in.ID, in.reason()); err != nil {
+	if err := a.deps.Control.Revoke(ctx, in.ID, in.reason()); err != nil {
 		return nil, err
 	}
 	return a.afterChange(ctx, in.ID)
@@ -223,7 +223,7 @@ type Rotated struct {
 type rotateOutput struct{ Body Rotated }
 
 func (a *API) rotateDevice(ctx context.Context, in *rotateInput) (*rotateOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Control == nil {
 		return nil, errNotImplemented
 	}
 	overlap := a.opts.RotationOverlap
@@ -234,7 +234,7 @@ func (a *API) rotateDevice(ctx context.Context, in *rotateInput) (*rotateOutput,
 		}
 		overlap = d
 	}
-	res, err := a.deps.Registry.Rotate(ctx, in.ID, overlap)
+	res, err := a.deps.Control.Rotate(ctx, in.ID, overlap)
 	if err != nil {
 		return nil, err
 	}
@@ -264,14 +264,14 @@ type certificateInput struct {
 type certificateOutput struct{ Body CertificatePin }
 
 func (a *API) pinCertificate(ctx context.Context, in *certificateInput) (*certificateOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Control == nil {
 		return nil, errNotImplemented
 	}
 	fp, err := ParseFingerprint(in.Body.Fingerprint)
 	if err != nil {
 		return nil, invalidArg("fingerprint", "%v", err)
 	}
-	if err := a.deps.Registry.PinCertificate(ctx, in.ID, fp); err != nil {
+	if err := a.deps.Control.PinCertificate(ctx, in.ID, fp); err != nil {
 		return nil, err
 	}
 	out := CertificatePin{DeviceID: in.ID}
@@ -326,7 +326,7 @@ type importOutput struct {
 }
 
 func (a *API) importDevices(ctx context.Context, in *ImportInput) (*importOutput, error) {
-	if a.deps.Registry == nil {
+	if a.deps.Import == nil {
 		return nil, errNotImplemented
 	}
 	opts := registry.ImportOptions{Partial: in.Partial}
@@ -336,9 +336,9 @@ func (a *API) importDevices(ctx context.Context, in *ImportInput) (*importOutput
 	mt, _, _ := mime.ParseMediaType(in.ContentType)
 	switch mt {
 	case "text/csv":
-		rep, err = a.deps.Registry.ImportCSV(ctx, bytes.NewReader(body), opts)
+		rep, err = a.deps.Import.ImportCSV(ctx, bytes.NewReader(body), opts)
 	case "application/json", "":
-		rep, err = a.deps.Registry.ImportJSON(ctx, body, opts)
+		rep, err = a.deps.Import.ImportJSON(ctx, body, opts)
 	default:
 		return nil, &Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
 			Message: "Content-Type must be text/csv or application/json, got " + in.ContentType, Field: "Content-Type"}

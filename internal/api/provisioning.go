@@ -136,7 +136,7 @@ type createProvisioningTokenInput struct {
 type provisioningTokenOutput struct{ Body ProvisioningToken }
 
 func (a *API) createProvisioningToken(ctx context.Context, in *createProvisioningTokenInput) (*provisioningTokenOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningTokens == nil {
 		return nil, errNotImplemented
 	}
 	b := in.Body
@@ -145,7 +145,7 @@ func (a *API) createProvisioningToken(ctx context.Context, in *createProvisionin
 	if b.ExpiresAt != nil {
 		req.ExpiresAt = *b.ExpiresAt
 	}
-	res, err := a.deps.Provisioning.CreateToken(ctx, req)
+	res, err := a.deps.ProvisioningTokens.CreateToken(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -163,10 +163,10 @@ type ProvisioningTokenList struct {
 type provisioningTokenListOutput struct{ Body ProvisioningTokenList }
 
 func (a *API) listProvisioningTokens(ctx context.Context, _ *struct{}) (*provisioningTokenListOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningTokens == nil {
 		return nil, errNotImplemented
 	}
-	toks, err := a.deps.Provisioning.ListTokens(ctx)
+	toks, err := a.deps.ProvisioningTokens.ListTokens(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -185,13 +185,13 @@ type ProvisioningTokenAnswer struct {
 type provisioningTokenAnswerOutput struct{ Body ProvisioningTokenAnswer }
 
 func (a *API) revokeProvisioningToken(ctx context.Context, in *TokenIDInput) (*provisioningTokenAnswerOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningTokens == nil {
 		return nil, errNotImplemented
 	}
-	if err := a.deps.Provisioning.RevokeToken(ctx, in.ID); err != nil {
+	if err := a.deps.ProvisioningTokens.RevokeToken(ctx, in.ID); err != nil {
 		return nil, err
 	}
-	toks, err := a.deps.Provisioning.ListTokens(ctx)
+	toks, err := a.deps.ProvisioningTokens.ListTokens(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -226,14 +226,14 @@ type inputRawBody struct {
 type createdOperationOutput struct{ Body CreatedOperation }
 
 func (a *API) createOperation(ctx context.Context, in *inputRawBody) (*createdOperationOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningOps == nil {
 		return nil, errNotImplemented
 	}
 	req, err := provisioning.DecodeCreateOperationRequest(bytes.Clone(in.RawBody))
 	if err != nil {
 		return nil, err
 	}
-	res, err := a.deps.Provisioning.CreateOperation(ctx, req, infoFrom(ctx).remoteAddr())
+	res, err := a.deps.ProvisioningOps.CreateOperation(ctx, req, infoFrom(ctx).remoteAddr())
 	if err != nil {
 		return nil, deviceCredentialErr{err}
 	}
@@ -292,10 +292,10 @@ func (a *API) getOperation(ctx context.Context, in *OperationIDInput) (*operatio
 	if !ok {
 		return nil, access.ErrUnauthorized
 	}
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningOps == nil {
 		return nil, errNotImplemented
 	}
-	st, err := a.deps.Provisioning.PollOperation(ctx, in.ID, bearer)
+	st, err := a.deps.ProvisioningOps.PollOperation(ctx, in.ID, bearer)
 	switch {
 	case err == nil, errors.Is(err, provisioning.ErrOperationRejected), errors.Is(err, provisioning.ErrOperationExpired):
 		// Rejected and expired are statuses the device reads, not errors.
@@ -313,7 +313,7 @@ func (a *API) getOperation(ctx context.Context, in *OperationIDInput) (*operatio
 	if err != nil {
 		return nil, err
 	}
-	op, err := a.deps.Provisioning.GetOperation(ctx, in.ID)
+	op, err := a.deps.ProvisioningOps.GetOperation(ctx, in.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -334,10 +334,10 @@ type OperationList struct {
 type operationListOutput struct{ Body OperationList }
 
 func (a *API) listOperations(ctx context.Context, in *ListOperationsInput) (*operationListOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningOps == nil {
 		return nil, errNotImplemented
 	}
-	ops, err := a.deps.Provisioning.ListOperations(ctx, in.Status, in.Limit)
+	ops, err := a.deps.ProvisioningOps.ListOperations(ctx, in.Status, in.Limit)
 	if err != nil {
 		return nil, err
 	}
@@ -366,14 +366,14 @@ type OperationAnswer struct {
 type operationAnswerOutput struct{ Body OperationAnswer }
 
 func (a *API) approveOperation(ctx context.Context, in *approveInput) (*operationAnswerOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningOps == nil {
 		return nil, errNotImplemented
 	}
 	var req provisioning.ApproveRequest
 	if in.Body != nil {
 		req.DeviceID = in.Body.DeviceID
 	}
-	op, err := a.deps.Provisioning.ApproveOperation(ctx, in.ID, req)
+	op, err := a.deps.ProvisioningOps.ApproveOperation(ctx, in.ID, req)
 	if err != nil {
 		return nil, err
 	}
@@ -391,14 +391,14 @@ type rejectInput struct {
 }
 
 func (a *API) rejectOperation(ctx context.Context, in *rejectInput) (*operationAnswerOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.ProvisioningOps == nil {
 		return nil, errNotImplemented
 	}
 	var req provisioning.RejectRequest
 	if in.Body != nil {
 		req.Reason = in.Body.Reason
 	}
-	op, err := a.deps.Provisioning.RejectOperation(ctx, in.ID, req)
+	op, err := a.deps.ProvisioningOps.RejectOperation(ctx, in.ID, req)
 	if err != nil {
 		return nil, err
 	}
@@ -428,14 +428,14 @@ type Registered struct {
 type registeredOutput struct{ Body Registered }
 
 func (a *API) registerDevice(ctx context.Context, in *inputRawBody) (*registeredOutput, error) {
-	if a.deps.Provisioning == nil {
+	if a.deps.Registration == nil {
 		return nil, errNotImplemented
 	}
 	req, err := provisioning.DecodeRegisterRequest(bytes.Clone(in.RawBody))
 	if err != nil {
 		return nil, err
 	}
-	res, err := a.deps.Provisioning.Register(ctx, req)
+	res, err := a.deps.Registration.Register(ctx, req)
 	if err != nil {
 		return nil, err
 	}

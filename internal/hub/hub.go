@@ -256,8 +256,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 
 	h.api = api.New(api.Deps{
 		Devices:        h.registry,
-		Registry:       h.registry,
-		Provisioning:   h.provisioning,
+		Control:        h.registry,
+		Groups:         h.registry,
+		Import:         h.registry,
+		Registration:   h.provisioning,
 		Readings:       st,
 		ReadingQueries: st,
 		Messages:       st,
@@ -278,6 +280,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Config:         h.deviceConfig,
 		Ready:          h.readyErr,
 		Metrics:        promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
+
+		ProvisioningTokens: h.provisioning,
+		ProvisioningOps:    h.provisioning,
 	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
 	h.web, err = web.New(h.api.Handler(), h.accounts, web.Options{}, log.With("component", "web"))
 	if err != nil {

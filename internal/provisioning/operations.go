@@ -100,7 +100,7 @@ func (s *Service) CreateOperation(ctx context.Context, req CreateOperationReques
 		SecretHash: sum[:], PublicKey: pub,
 	}
 	tokenHash := sha256.Sum256([]byte(req.Token))
-	tok, err := s.store.CreateProvisioningOperation(ctx, tokenHash[:], op, now)
+	tok, err := s.ops.CreateProvisioningOperation(ctx, tokenHash[:], op, now)
 	if err != nil {
 		return nil, fmt.Errorf("create operation: %w", err)
 	}
@@ -134,7 +134,7 @@ func effectiveStatus(op *Operation, now time.Time) string {
 // ErrAlreadyDelivered). Rejected, expired: ErrOperationRejected,
 // ErrOperationExpired. The status is returned with each of these errors.
 func (s *Service) PollOperation(ctx context.Context, id, secret string) (*OperationStatus, error) {
-	op, err := s.store.GetProvisioningOperation(ctx, id)
+	op, err := s.ops.GetProvisioningOperation(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,7 @@ func (s *Service) PollOperation(ctx context.Context, id, secret string) (*Operat
 		return st, ErrAlreadyDelivered
 	}
 	// Approved: exactly one poll wins the delivery.
-	sealed, err := s.store.DeliverProvisioningOperation(ctx, id, now)
+	sealed, err := s.ops.DeliverProvisioningOperation(ctx, id, now)
 	if err != nil {
 		return nil, fmt.Errorf("deliver operation %s: %w", id, err)
 	}
@@ -185,7 +185,7 @@ func (s *Service) ListOperations(ctx context.Context, status string, limit int) 
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	ops, err := s.store.ListProvisioningOperations(ctx, status, limit)
+	ops, err := s.ops.ListProvisioningOperations(ctx, status, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +208,7 @@ func (s *Service) ListPending(ctx context.Context) ([]Operation, error) {
 
 // GetOperation returns an operation as the operator sees it.
 func (s *Service) GetOperation(ctx context.Context, id string) (*Operation, error) {
-	op, err := s.store.GetProvisioningOperation(ctx, id)
+	op, err := s.ops.GetProvisioningOperation(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -232,19 +232,19 @@ func (s *Service) ApproveOperation(ctx context.Context, id string, req ApproveRe
 
 func (s *Service) approve(ctx context.Context, id, deviceID string) (*Operation, error) {
 	now := s.now()
-	ok, err := s.store.ClaimProvisioningOperation(ctx, id, now, now.Add(-claimTimeout))
+	ok, err := s.ops.ClaimProvisioningOperation(ctx, id, now, now.Add(-claimTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("approve operation %s: %w", id, err)
 	}
 	if !ok {
 		return nil, s.whyNot(ctx, id, now)
 	}
-	op, err := s.store.GetProvisioningOperation(ctx, id)
+	op, err := s.ops.GetProvisioningOperation(ctx, id)
 	if err == nil {
 		op, err = s.provision(ctx, op, deviceID, now)
 	}
 	if err != nil {
-		if rerr := s.store.ReleaseProvisioningOperation(context.WithoutCancel(ctx), id); rerr != nil {
+		if rerr := s.ops.ReleaseProvisioningOperation(context.WithoutCancel(ctx), id); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("release operation %s: %w", id, rerr))
 		}
 		return nil, err
@@ -293,7 +293,7 @@ func (s *Service) RejectOperation(ctx context.Context, id string, req RejectRequ
 		return nil, fmt.Errorf("%w: reason longer than 512 bytes", ErrInvalid)
 	}
 	now := s.now()
-	ok, err := s.store.RejectProvisioningOperation(ctx, id, req.Reason, now, now.Add(-claimTimeout))
+	ok, err := s.ops.RejectProvisioningOperation(ctx, id, req.Reason, now, now.Add(-claimTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("reject operation %s: %w", id, err)
 	}
@@ -306,7 +306,7 @@ func (s *Service) RejectOperation(ctx context.Context, id string, req RejectRequ
 
 // whyNot explains why an operation could not be claimed.
 func (s *Service) whyNot(ctx context.Context, id string, now time.Time) error {
-	op, err := s.store.GetProvisioningOperation(ctx, id)
+	op, err := s.ops.GetProvisioningOperation(ctx, id)
 	if err != nil {
 		return err
 	}

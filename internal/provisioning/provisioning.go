@@ -108,15 +108,26 @@ type Operation struct {
 	ClaimedAt  *time.Time `json:"-"`
 }
 
-// Store is what provisioning needs of storage. Tokens and operations are
-// written directly (no signal describes them); the approval that
-// provisions a device goes through the commit path with the device
-// (an Approval op).
+// Store is what provisioning needs of storage: its three parts, each
+// used by its own part of the Service. Tokens and operations are written
+// directly (no signal describes them); the approval that provisions a
+// device goes through the commit path with the device (an Approval op).
 type Store interface {
+	TokenStore
+	OperationStore
+	RegistrationStore
+}
+
+// TokenStore keeps provisioning tokens (provisioning.go).
+type TokenStore interface {
 	CreateProvisioningToken(ctx context.Context, t Token, hash []byte) error
 	ListProvisioningTokens(ctx context.Context) ([]Token, error)
 	// RevokeProvisioningToken: ErrTokenNotFound.
 	RevokeProvisioningToken(ctx context.Context, id string, at time.Time) error
+}
+
+// OperationStore keeps provisioning operations (operations.go).
+type OperationStore interface {
 	// CreateProvisioningOperation counts a use of the token whose secret
 	// hashes to tokenHash and stores op with the token's device type,
 	// group and tags, in one transaction; it fails with ErrTokenNotFound,
@@ -141,6 +152,11 @@ type Store interface {
 	// to delivered, deleting its sealed credentials, and returns them
 	// (nil: it was not approved, or expired, or delivered already).
 	DeliverProvisioningOperation(ctx context.Context, id string, now time.Time) ([]byte, error)
+}
+
+// RegistrationStore finds the device a self-registration key is bound to
+// (register.go).
+type RegistrationStore interface {
 	// RegisteredDevice returns the device a registration key (hash) is
 	// bound to, "" for none.
 	RegisteredDevice(ctx context.Context, keyHash []byte) (string, error)
@@ -188,11 +204,13 @@ const claimTimeout = time.Minute
 
 // Service runs provisioning. Create it with New.
 type Service struct {
-	store Store
-	reg   Registry
-	types Types
-	opts  Options
-	log   *slog.Logger
+	tokens TokenStore
+	ops    OperationStore
+	keys   RegistrationStore
+	reg    Registry
+	types  Types
+	opts   Options
+	log    *slog.Logger
 
 	regMu sync.Mutex // serialises self-registrations of this process
 }
@@ -208,7 +226,7 @@ func New(store Store, reg Registry, types Types, opts Options, log *slog.Logger)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Service{store: store, reg: reg, types: types, opts: opts, log: log}
+	return &Service{tokens: store, ops: store, keys: store, reg: reg, types: types, opts: opts, log: log}
 }
 
 func (s *Service) now() time.Time { return s.opts.Now().UTC().Truncate(time.Microsecond) }
@@ -263,7 +281,7 @@ func (s *Service) CreateToken(ctx context.Context, req CreateTokenRequest) (*Cre
 		ID: "pt_" + randomHex(8), Name: req.Name, DeviceType: req.DeviceType, Group: req.Group, Tags: req.Tags,
 		ExpiresAt: exp, MaxUses: req.MaxUses, AutoApprove: req.AutoApprove, CreatedAt: now,
 	}
-	if err := s.store.CreateProvisioningToken(ctx, t, sum[:]); err != nil {
+	if err := s.tokens.CreateProvisioningToken(ctx, t, sum[:]); err != nil {
 		return nil, fmt.Errorf("create provisioning token: %w", err)
 	}
 	s.log.Info("provisioning token created", "token_id", t.ID, "device_type", t.DeviceType, "max_uses", t.MaxUses,
@@ -273,13 +291,13 @@ func (s *Service) CreateToken(ctx context.Context, req CreateTokenRequest) (*Cre
 
 // ListTokens lists the tokens, without secrets.
 func (s *Service) ListTokens(ctx context.Context) ([]Token, error) {
-	return s.store.ListProvisioningTokens(ctx)
+	return s.tokens.ListProvisioningTokens(ctx)
 }
 
 // RevokeToken revokes a token: it admits no more operations (those it
 // admitted already stay as they are).
 func (s *Service) RevokeToken(ctx context.Context, id string) error {
-	if err := s.store.RevokeProvisioningToken(ctx, id, s.now()); err != nil {
+	if err := s.tokens.RevokeProvisioningToken(ctx, id, s.now()); err != nil {
 		return fmt.Errorf("revoke provisioning token %s: %w", id, err)
 	}
 	s.log.Info("provisioning token revoked", "token_id", id)

@@ -66,7 +66,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*RegisterR
 	// still race, and the key then stays bound to the first device).
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
-	known, err := s.store.RegisteredDevice(ctx, keyHash[:])
+	known, err := s.keys.RegisteredDevice(ctx, keyHash[:])
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}

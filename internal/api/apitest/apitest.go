@@ -89,7 +89,8 @@ func New() *Fakes {
 // Deps returns the API dependencies backed by the fakes.
 func (f *Fakes) Deps() api.Deps {
 	return api.Deps{
-		Devices: f.Devices, Registry: f.Devices, Provisioning: f.Provisioning, Readings: f.Readings, ReadingQueries: f.Readings, Messages: f.Messages, Events: f.Events,
+		Devices: f.Devices, Control: f.Devices, Groups: f.Devices, Import: f.Devices,
+		ProvisioningTokens: f.Provisioning, ProvisioningOps: f.Provisioning, Registration: f.Provisioning, Readings: f.Readings, ReadingQueries: f.Readings, Messages: f.Messages, Events: f.Events,
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins, Config: f.Configs,
 		Monitors: f.Monitors,
