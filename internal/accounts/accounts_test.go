@@ -297,18 +297,3 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatalf("after the window: %v", err)
 	}
 }
-
-func TestThrottleBounded(t *testing.T) {
-	th := newThrottle(2, time.Minute, 3)
-	now := time.Now()
-	for _, k := range []string{"a", "b", "c", "d"} {
-		th.fail(k, now)
-	}
-	if len(th.entries) != 3 {
-		t.Fatalf("entries: %d, want at most 3", len(th.entries))
-	}
-	th.fail("e", now.Add(2*time.Minute)) // the old ones expired: room again
-	if len(th.entries) != 1 {
-		t.Fatalf("entries after expiry: %d, want 1", len(th.entries))
-	}
-}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/throttle"
 )
 
 // Options tune the service. Zero values take the defaults.
@@ -36,7 +37,7 @@ type Service struct {
 	opts     Options
 	log      *slog.Logger
 	now      func() time.Time
-	throttle *throttle
+	throttle *throttle.Failures
 	// dummy is a hash checked when the user does not exist, so that a
 	// wrong name costs as long as a wrong password.
 	dummy string
@@ -63,7 +64,7 @@ func New(store Store, opts Options, log *slog.Logger) *Service {
 	return &Service{
 		store: store, opts: opts, log: log,
 		now:      func() time.Time { return time.Now().UTC() },
-		throttle: newThrottle(opts.MaxFailures, opts.FailureWindow, 100_000),
+		throttle: throttle.NewFailures(opts.MaxFailures, opts.FailureWindow, 100_000),
 		dummy:    dummy,
 	}
 }
@@ -127,14 +128,14 @@ func (s *Service) Login(ctx context.Context, name, password, remoteAddr string) 
 	ip := hostOf(remoteAddr)
 	nameKey, ipKey := "u:"+strings.ToLower(name), "a:"+ip
 	for _, k := range []string{nameKey, ipKey} {
-		if b, until := s.throttle.blocked(k, now); b {
+		if b, until := s.throttle.Blocked(k, now); b {
 			s.log.Warn("sign-in throttled", "user", name, "remote", ip, "until", until)
 			return "", nil, nil, fmt.Errorf("%w (until %s)", ErrThrottled, until.Format(time.RFC3339))
 		}
 	}
 	fail := func() (string, *Session, *User, error) {
-		s.throttle.fail(nameKey, now)
-		s.throttle.fail(ipKey, now)
+		s.throttle.Fail(nameKey, now)
+		s.throttle.Fail(ipKey, now)
 		s.log.Info("sign-in failed", "user", name, "remote", ip)
 		return "", nil, nil, ErrBadLogin
 	}
@@ -156,7 +157,7 @@ func (s *Service) Login(ctx context.Context, name, password, remoteAddr string) 
 	if !ok {
 		return fail()
 	}
-	s.throttle.reset(nameKey)
+	s.throttle.Reset(nameKey)
 	secret, err := randomSecret()
 	if err != nil {
 		return "", nil, nil, err

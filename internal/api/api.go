@@ -26,6 +26,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
@@ -36,6 +37,7 @@ import (
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/throttle"
 )
 
 // Devices provisions and reads devices.
@@ -247,6 +249,11 @@ type Options struct {
 	// after a rotation that names no overlap (provisioning.rotation_overlap);
 	// 0: they stop at once.
 	RotationOverlap time.Duration
+	// Guessing throttles the failed attempts with a secret (see
+	// secrets.go); zero values take throttle's defaults.
+	Guessing throttle.Options
+	// Registerer receives the API's metrics; nil: none are exported.
+	Registerer prometheus.Registerer
 }
 
 // Version is the version of the API the OpenAPI document states.
@@ -259,6 +266,8 @@ type API struct {
 	log  *slog.Logger
 	mux  *http.ServeMux
 	huma huma.API
+	// secrets throttles and counts failed attempts with a secret.
+	secrets *secretGuards
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{}
@@ -283,6 +292,7 @@ func New(deps Deps, opts Options, log *slog.Logger) *API {
 	}
 	humaSettings()
 	a := &API{deps: deps, opts: opts, log: log, mux: http.NewServeMux(), shutdown: make(chan struct{})}
+	a.secrets = newSecretGuards(opts.Guessing, log, opts.Registerer)
 	a.huma = humago.New(a.mux, humaConfig())
 	a.huma.UseMiddleware(a.guard)
 	a.routes()

@@ -162,18 +162,40 @@ func (a *API) guard(ctx huma.Context, next func(huma.Context)) {
 	ctx = huma.WithValue(ctx, reqInfoKey{}, info)
 
 	status, finished := 0, false
-	if p != permPublic && p != permDevice && p != permSecret && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		start := time.Now()
-		defer func() {
-			switch {
-			case status != 0:
-			case !finished: // the handler panicked; recoverer answers 500
-				status = http.StatusInternalServerError
-			default:
-				status = ctx.Status()
-			}
+	audited := p != permPublic && p != permDevice && p != permSecret && r.Method != http.MethodGet && r.Method != http.MethodHead
+	guard, presented, targeted := a.secrets.forPerm(p, r)
+	target := ""
+	if targeted {
+		target = info.target
+	}
+	start := time.Now()
+	defer func() {
+		switch {
+		case status != 0:
+		case !finished: // the handler panicked; recoverer answers 500
+			status = http.StatusInternalServerError
+		default:
+			status = ctx.Status()
+		}
+		// A refusal of a caller that is not authenticated is counted and
+		// logged (secrets.go), not written to the audit trail.
+		unknown := info.token == nil && (status == http.StatusUnauthorized || status == http.StatusTooManyRequests)
+		switch {
+		case guard == nil:
+		case status == http.StatusUnauthorized && presented:
+			guard.Failed(r.RemoteAddr, target, info.opID)
+		case status == http.StatusUnauthorized:
+			a.secrets.refusedAnonymous(info.opID, r.RemoteAddr)
+		}
+		if audited && !unknown {
 			a.recordAudit(r, info, status, start)
-		}()
+		}
+	}()
+	if guard != nil && presented {
+		if err := guard.Check(r.RemoteAddr, target); err != nil {
+			status = a.writeThrottled(w, r, err)
+			return
+		}
 	}
 
 	switch p {

@@ -20,6 +20,7 @@ import (
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/throttle"
 	"github.com/devicehub/devicehub/internal/twin"
 )
 
@@ -199,6 +200,8 @@ func httpError(err error) (int, ErrorDetail) {
 	switch {
 	case errors.As(err, &tooBig):
 		return http.StatusRequestEntityTooLarge, ErrorDetail{Code: "payload_too_large", Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
+	case errors.Is(err, throttle.ErrThrottled):
+		return http.StatusTooManyRequests, ErrorDetail{Code: "throttled", Message: err.Error()}
 	case errors.As(err, new(deviceCredentialErr)) && errors.Is(err, provisioning.ErrTokenNotFound):
 		return http.StatusUnauthorized, ErrorDetail{Code: "invalid_token", Message: "unknown provisioning token", Field: "token"}
 	case errors.Is(err, provisioning.ErrTokenExpired):

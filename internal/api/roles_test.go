@@ -147,9 +147,10 @@ func TestRoles(t *testing.T) {
 				}
 				// Every change asked with an operator token, allowed or
 				// refused, is in the audit trail; device data is not (it
-				// is in the message log).
+				// is in the message log), nor are the refusals of callers
+				// without a valid token (they are counted: TestRefusedUnknownCallers).
 				entries := f.Audit.Entries()
-				wantAudit := c.method != "GET" && c.least != "device" && c.least != "secret"
+				wantAudit := c.method != "GET" && c.least != "device" && c.least != "secret" && roleRank[who.name] > 0
 				if !wantAudit {
 					if len(entries) != 0 {
 						t.Errorf("audit entries for %s: %+v", c.op, entries)
@@ -205,17 +206,18 @@ func TestRoleTableCoversEveryOperation(t *testing.T) {
 	}
 }
 
+// Finding 6 of issue 9: refusals of callers without a valid token are not
+// written to the audit trail, so that no one can grow it from outside;
+// they are counted and logged, at most a line a second.
 func TestAuditWithoutToken(t *testing.T) {
 	f, h := fixture(t)
-	r := do(t, h, "DELETE", "/api/v1/tokens/t1", "", "")
-	if r.status != 401 {
-		t.Fatalf("%d %s", r.status, r.raw)
+	for range 50 {
+		r := do(t, h, "DELETE", "/api/v1/tokens/t1", "", "")
+		if r.status != 401 || !strings.Contains(r.raw, `"code":"unauthorized"`) {
+			t.Fatalf("%d %s", r.status, r.raw)
+		}
 	}
-	e := f.Audit.Entries()
-	if len(e) != 1 || e[0].TokenID != "" || e[0].Status != 401 || e[0].Target != "t1" || e[0].OperationID != "revokeToken" {
-		t.Errorf("entries %+v", e)
-	}
-	if !strings.Contains(r.raw, `"code":"unauthorized"`) {
-		t.Errorf("body %s", r.raw)
+	if e := f.Audit.Entries(); len(e) != 0 {
+		t.Errorf("%d audit entries for refused anonymous requests, want none: %+v", len(e), e[0])
 	}
 }

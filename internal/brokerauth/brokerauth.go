@@ -49,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/throttle"
 )
 
 // Authenticator checks credentials and device state (registry.Service).
@@ -71,6 +72,11 @@ type Options struct {
 	QueueSize int
 	// Workers deliver notifications (default 4).
 	Workers int
+	// Guessing throttles failed passwords per device and per the
+	// device's address (the broker's peerhost; many devices may share
+	// one, so its limit is ten times the default); zero values take
+	// throttle's defaults.
+	Guessing throttle.Options
 }
 
 // MaxBodyBytes bounds a request body.
@@ -94,6 +100,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	counters map[[2]string]prometheus.Counter // resolved once: no label lookup per request
 	dropped  prometheus.Counter
+	guesses  *throttle.Guard
 }
 
 type connected struct {
@@ -121,6 +128,9 @@ func New(auth Authenticator, presence Presence, opts Options, log *slog.Logger, 
 			Help: "device_connected notifications dropped because the queue was full.",
 		}),
 	}
+	guessing := opts.Guessing
+	guessing.SourceLimit = max(guessing.SourceLimit, 200)
+	h.guesses = throttle.NewGuard("broker_auth", guessing, log, reg)
 	h.gen.Store(genBase)
 	h.counters = map[[2]string]prometheus.Counter{}
 	for _, check := range []string{"auth", "acl", "superuser"} {
@@ -290,15 +300,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answer(w, check, f, allow, why, 0)
 }
 
-// authenticate is the embedded broker's CONNECT check.
+// authenticate is the embedded broker's CONNECT check. An unknown
+// device, a wrong password and revoked credentials are answered alike
+// ("bad credentials": the answer tells nothing of which devices exist);
+// the hub logs which it was. Failures are throttled per device and per
+// the device's address (peerhost; the broker's own address is not one
+// device's).
 func (h *Handler) authenticate(req Request, remote string) (bool, string) {
 	if !registry.ConnectIdentityOK(req.ClientID, req.Username) {
 		return false, "client id must be the device id and equal the username"
 	}
+	if err := h.guesses.Check(req.PeerHost, req.ClientID); err != nil {
+		return false, "too many failed attempts, try again later"
+	}
 	typ, err := h.auth.Authenticate(req.ClientID, req.Username, []byte(req.Password))
 	if err != nil {
-		return false, reasonOf(err)
+		why := reasonOf(err)
+		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrUnauthorized) || errors.Is(err, registry.ErrRevoked) {
+			h.guesses.Failed(req.PeerHost, req.ClientID, why)
+			return false, "bad credentials"
+		}
+		return false, why
 	}
+	h.guesses.Succeeded(req.ClientID)
 	if req.PeerHost != "" {
 		remote = req.PeerHost
 	}

@@ -283,7 +283,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 
 		ProvisioningTokens: h.provisioning,
 		ProvisioningOps:    h.provisioning,
-	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap}, log.With("component", "api"))
+	}, api.Options{RotationOverlap: cfg.Provisioning.RotationOverlap, Registerer: h.reg}, log.With("component", "api"))
 	h.web, err = web.New(h.api.Handler(), h.accounts, web.Options{}, log.With("component", "web"))
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)

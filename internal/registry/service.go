@@ -344,13 +344,15 @@ func storeErr(err error) error {
 // during a rotation's overlap, to the previous one). It returns the
 // device's type. The first use of the new credentials ends the overlap.
 func (s *Service) Authenticate(clientID, username string, password []byte) (string, error) {
+	// Hashed first, so that an unknown device takes as long as a wrong
+	// password.
+	sum := sha256.Sum256(password)
 	s.mu.RLock()
 	e, ok := s.byID[clientID]
 	if !ok {
 		s.mu.RUnlock()
 		return "", ErrNotFound
 	}
-	sum := sha256.Sum256(password)
 	userOK := subtle.ConstantTimeCompare([]byte(username), []byte(e.username))
 	curOK := subtle.ConstantTimeCompare(sum[:], e.pw[:])
 	if e.revoked {
