@@ -138,6 +138,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		}
 	}
 
+	if err := secureDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
+	keySecret, newKeySecret, err := provisioning.LoadKeySecret(filepath.Join(cfg.DataDir, provisioning.KeySecretFile))
+	if err != nil {
+		return nil, fmt.Errorf("registration key secret: %w", err)
+	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -199,7 +206,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		OperationTTL:     cfg.Provisioning.OperationTTL,
 		SharedSecret:     cfg.Registration.SharedSecret,
 		RegistrationType: cfg.Registration.DefaultType,
+		KeySecret:        keySecret,
 	}, log.With("component", "provisioning"))
+	if err := h.provisioning.PrepareKeys(ctx, newKeySecret); err != nil {
+		return nil, err
+	}
 	h.commands = commands.New(commands.Deps{Store: st, Committer: h.committer, Publisher: brk, Devices: h.registry, Types: h.types, Events: h.bus},
 		commands.Options{}, log.With("component", "commands"))
 	h.twin = twin.New(st, h.committer, brk, h.registry, log.With("component", "twin"))

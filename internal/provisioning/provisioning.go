@@ -155,11 +155,18 @@ type OperationStore interface {
 }
 
 // RegistrationStore finds the device a self-registration key is bound to
-// (register.go).
+// (register.go, keys.go).
 type RegistrationStore interface {
 	// RegisteredDevice returns the device a registration key (hash) is
 	// bound to, "" for none.
 	RegisteredDevice(ctx context.Context, keyHash []byte) (string, error)
+	// RegistrationKeyScheme says how the stored key hashes are made
+	// (SchemeSHA256, SchemeHMAC).
+	RegistrationKeyScheme(ctx context.Context) (string, error)
+	// RekeyRegistrationKeys replaces every stored key hash h by rekey(h)
+	// and records scheme, in one transaction; nothing if the store is at
+	// scheme already.
+	RekeyRegistrationKeys(ctx context.Context, scheme string, rekey func(old []byte) []byte) error
 }
 
 // Registry is what provisioning needs of the registry (registry.Service).
@@ -193,6 +200,10 @@ type Options struct {
 	// RegistrationType is the device type of a self-registering device
 	// that names none (registration.default_type); empty: type required.
 	RegistrationType string
+	// KeySecret keys the hashes of hardware keys the store keeps (see
+	// keys.go; the hub keeps it in its data directory). Empty keys them
+	// with an empty key: for tests only.
+	KeySecret []byte
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -46,6 +46,7 @@ func (r *recorder) ofType(t events.Type) []events.Event {
 }
 
 type env struct {
+	st   *sqlite.Store
 	reg  *registry.Service
 	prov *provisioning.Service
 	rec  *recorder
@@ -64,7 +65,7 @@ func newEnv(t *testing.T, opts provisioning.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{rec: &recorder{}}
+	e := &env{st: st, rec: &recorder{}}
 	start := time.Now().UTC()
 	e.now.Store(&start)
 	c := commit.New(st, e.rec, commit.Options{}, slog.New(slog.DiscardHandler), nil)

@@ -2,7 +2,6 @@ package provisioning
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -59,14 +58,14 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*RegisterR
 	if req.DeviceID != "" && !registry.ValidID(req.DeviceID) {
 		return nil, fmt.Errorf("%w: device_id %q: must be %s", ErrInvalid, req.DeviceID, registry.IDRule)
 	}
-	keyHash := sha256.Sum256([]byte("devicehub registration key\x00" + req.Key))
+	keyHash := s.keyHash(req.Key)
 
 	// Two registrations of one new key at once would create two devices;
 	// this process lets them in one at a time (nodes of a cluster may
 	// still race, and the key then stays bound to the first device).
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
-	known, err := s.keys.RegisteredDevice(ctx, keyHash[:])
+	known, err := s.keys.RegisteredDevice(ctx, keyHash)
 	if err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
@@ -114,7 +113,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*RegisterR
 		}
 		ch.Events = append(ch.Events, ev)
 		if isNew {
-			ch.Ops = append(ch.Ops, &Approval{RegistrationKey: keyHash[:]})
+			ch.Ops = append(ch.Ops, &Approval{RegistrationKey: keyHash})
 		}
 		return nil
 	}

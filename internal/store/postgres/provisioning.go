@@ -297,3 +297,47 @@ func (t *txn) ApproveOperation(ctx context.Context, a *provisioning.OperationApp
 		expires_at = $4, decided_at = $5 WHERE id = $1`, a.ID, a.DeviceID, a.Sealed, a.DeliverBy, a.At)
 	return err
 }
+
+// RegistrationKeyScheme implements provisioning.RegistrationStore.
+func (s *Store) RegistrationKeyScheme(ctx context.Context) (string, error) {
+	var scheme string
+	if err := s.pool.QueryRow(ctx, `SELECT scheme FROM registration_key_scheme`).Scan(&scheme); err != nil {
+		return "", fmt.Errorf("registration key scheme: %w", err)
+	}
+	return scheme, nil
+}
+
+// RekeyRegistrationKeys implements provisioning.RegistrationStore.
+func (s *Store) RekeyRegistrationKeys(ctx context.Context, scheme string, rekey func(old []byte) []byte) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The scheme row is locked first: two hubs starting on one
+		// database rekey one after the other, and the second finds the
+		// new scheme.
+		var current string
+		if err := tx.QueryRow(ctx, `SELECT scheme FROM registration_key_scheme FOR UPDATE`).Scan(&current); err != nil {
+			return err
+		}
+		if current == scheme {
+			return nil
+		}
+		rows, err := tx.Query(ctx, `SELECT key_hash FROM registration_keys`)
+		if err != nil {
+			return err
+		}
+		old, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return err
+		}
+		for _, h := range old {
+			if _, err := tx.Exec(ctx, `UPDATE registration_keys SET key_hash = $1 WHERE key_hash = $2`, rekey(h), h); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE registration_key_scheme SET scheme = $1`, scheme)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	return nil
+}

@@ -308,3 +308,57 @@ func (t *txn) ApproveOperation(ctx context.Context, a *provisioning.OperationApp
 		a.DeviceID, a.Sealed, a.DeliverBy.UnixMicro(), a.At.UnixMicro(), a.ID)
 	return err
 }
+
+// RegistrationKeyScheme implements provisioning.RegistrationStore.
+func (s *Store) RegistrationKeyScheme(ctx context.Context) (string, error) {
+	var scheme string
+	if err := s.w.QueryRowContext(ctx, `SELECT scheme FROM registration_key_scheme`).Scan(&scheme); err != nil {
+		return "", fmt.Errorf("registration key scheme: %w", err)
+	}
+	return scheme, nil
+}
+
+// RekeyRegistrationKeys implements provisioning.RegistrationStore.
+func (s *Store) RekeyRegistrationKeys(ctx context.Context, scheme string, rekey func(old []byte) []byte) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	defer tx.Rollback()
+	var current string
+	if err := tx.QueryRowContext(ctx, `SELECT scheme FROM registration_key_scheme`).Scan(&current); err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	if current == scheme {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT key_hash FROM registration_keys`)
+	if err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	var old [][]byte
+	for rows.Next() {
+		var h []byte
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return fmt.Errorf("rekey registration keys: %w", err)
+		}
+		old = append(old, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	for _, h := range old {
+		if _, err := tx.ExecContext(ctx, `UPDATE registration_keys SET key_hash = ? WHERE key_hash = ?`, rekey(h), h); err != nil {
+			return fmt.Errorf("rekey registration keys: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE registration_key_scheme SET scheme = ?`, scheme); err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("rekey registration keys: %w", err)
+	}
+	return nil
+}

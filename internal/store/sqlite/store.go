@@ -102,6 +102,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	changed, err := restrictFiles(opts.Path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	for _, p := range changed {
+		log.Warn("database file was readable by others; now 0600", "file", p)
+	}
 	if err := registerFold(); err != nil {
 		return nil, fmt.Errorf("sqlite: register %s: %w", foldFunc, err)
 	}

@@ -174,6 +174,40 @@ func testRegistry(t *testing.T, b Backend) {
 				t.Fatalf("unknown key = %q, %v", id, err)
 			}
 		}},
+		{"rekey registration keys", func(t *testing.T) {
+			ch := newDevice(t, "r-rekey", "sensor", false)
+			ch.Ops = append(ch.Ops, &provisioning.Approval{RegistrationKey: hash("hw-rekey")})
+			mustCommit(t, b, ch)
+			if s, err := b.RegistrationKeyScheme(ctx); err != nil || s != provisioning.SchemeSHA256 {
+				t.Fatalf("scheme of a new store = %q, %v", s, err)
+			}
+			rekey := func(old []byte) []byte { return append([]byte("k:"), old...) }
+			if err := b.RekeyRegistrationKeys(ctx, provisioning.SchemeHMAC, rekey); err != nil {
+				t.Fatal(err)
+			}
+			if s, err := b.RegistrationKeyScheme(ctx); err != nil || s != provisioning.SchemeHMAC {
+				t.Fatalf("scheme after = %q, %v", s, err)
+			}
+			for _, tt := range []struct {
+				name string
+				hash []byte
+				want string
+			}{
+				{"old hash", hash("hw-rekey"), ""},
+				{"new hash", rekey(hash("hw-rekey")), "r-rekey"},
+			} {
+				if id, err := b.RegisteredDevice(ctx, tt.hash); err != nil || id != tt.want {
+					t.Errorf("%s: %q, %v; want %q", tt.name, id, err, tt.want)
+				}
+			}
+			// At the scheme already: nothing changes.
+			if err := b.RekeyRegistrationKeys(ctx, provisioning.SchemeHMAC, rekey); err != nil {
+				t.Fatal(err)
+			}
+			if id, _ := b.RegisteredDevice(ctx, rekey(hash("hw-rekey"))); id != "r-rekey" {
+				t.Errorf("a second rekey at the scheme changed the keys: %q", id)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.run)
