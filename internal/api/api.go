@@ -196,7 +196,7 @@ type Deps struct {
 	ProvisioningOps    ProvisioningOperations
 	Registration       Registration
 
-	Readings     Readings
+	Readings Readings
 	// ReadingQueries: latest values of the fleet, aggregates (readings.go).
 	ReadingQueries ReadingQueries
 	Messages       Messages
