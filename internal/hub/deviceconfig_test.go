@@ -417,7 +417,12 @@ func TestConfigDefaultsAfterRestart(t *testing.T) {
 		t.Fatalf("create template: %d", code)
 	}
 	th.provision(t, "before", "WeatherStation")
-	eventually.True(t, 10*time.Second, "before configured", func() bool { return th.configStatus(t, "before") == "modified" })
+	// The configuration appears once the observer has seen the device:
+	// a 404 before that is no failure.
+	eventually.True(t, 10*time.Second, "before configured", func() bool {
+		var out configAnswer
+		return th.do(t, "GET", "/api/v1/devices/before/config", nil, &out) == 200 && out.Config.Status == "modified"
+	})
 	th.stop()
 
 	// Created while the hub is down, as the registry creates devices.
