@@ -79,19 +79,26 @@ func newDeviceConfig(ctx context.Context, cfg *config.Config, st deviceconfig.St
 // (skipping the others costs little) so that its cursor moves with the
 // log, not only with the events it handles.
 func observeConfig(ctx context.Context, bus *eventlog.Bus, st eventlog.Store, svc *deviceconfig.Service, log *slog.Logger) error {
+	// A hub stopped while this starts is no failure of the hub.
+	stopped := func(err error) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	from, ok, err := svc.ObserverCursor(ctx)
 	if err != nil {
-		return err
+		return stopped(err)
 	}
 	if !ok {
 		// The first start of this version: follow from the end of the log,
 		// and store that position at once.
 		if from, err = st.LastSeq(ctx); err != nil {
-			return fmt.Errorf("config observer: %w", err)
+			return stopped(fmt.Errorf("config observer: %w", err))
 		}
 		if from > 0 {
 			if err := svc.SaveObserverCursor(ctx, from); err != nil {
-				return err
+				return stopped(err)
 			}
 		}
 	}
