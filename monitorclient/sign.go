@@ -22,6 +22,7 @@ const (
 	HeaderMonitorID = "Devicehub-Monitor-Id"
 	HeaderFirstSeq  = "Devicehub-First-Seq"
 	HeaderLastSeq   = "Devicehub-Last-Seq"
+	HeaderCount     = "Devicehub-Count"  // events in the delivery
 	HeaderFormat    = "Devicehub-Format" // json or xml (also in Content-Type)
 )
 

@@ -63,7 +63,8 @@ func TestBatchByDuration(t *testing.T) {
 	}
 	assertOnceInOrder(t, rcv.seqs(), want)
 	r := rcv.headers[0]
-	if r.Get(monitorclient.HeaderMonitorID) != res.Monitor.ID || r.Get(monitorclient.HeaderFirstSeq) != strconv.FormatInt(want[0], 10) {
+	if r.Get(monitorclient.HeaderMonitorID) != res.Monitor.ID || r.Get(monitorclient.HeaderFirstSeq) != strconv.FormatInt(want[0], 10) ||
+		r.Get(monitorclient.HeaderLastSeq) != strconv.FormatInt(want[6], 10) || r.Get(monitorclient.HeaderCount) != "7" {
 		t.Fatalf("headers %v", r)
 	}
 }

@@ -91,6 +91,7 @@ func (t *httpTarget) post(ctx context.Context, b *monitorclient.Batch, body []by
 	h.Set(monitorclient.HeaderFormat, t.spec.Format)
 	h.Set(monitorclient.HeaderFirstSeq, strconv.FormatInt(b.FirstSeq(), 10))
 	h.Set(monitorclient.HeaderLastSeq, strconv.FormatInt(b.LastSeq(), 10))
+	h.Set(monitorclient.HeaderCount, strconv.Itoa(len(b.Events)))
 	if u, p, ok := strings.Cut(t.spec.BasicAuth, ":"); ok {
 		req.SetBasicAuth(u, p)
 	}

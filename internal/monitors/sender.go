@@ -214,7 +214,7 @@ func (sd *sender) runHTTP(ctx context.Context) {
 func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []events.Event, upto int64) bool {
 	s := sd.svc
 	b := sd.newBatch(batch)
-	body, err := monitorclient.Encode(b, sd.spec.Format, sd.spec.Compression)
+	body, err := sd.encodeBatch(b)
 	if err != nil {
 		// Cannot happen for events the hub wrote; skip rather than stall.
 		s.log.Error("monitor: encode batch", "monitor", sd.id, "first_seq", b.FirstSeq(), "err", err)
