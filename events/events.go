@@ -294,6 +294,9 @@ func NewArgs(t Type) any {
 	case MonitorStatusChanged:
 		return &MonitorStatus{}
 	}
+	if a := firmwareArgs(t); a != nil {
+		return a
+	}
 	return configArgs(t)
 }
 

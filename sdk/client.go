@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,16 @@ type Client struct {
 	}
 	gen atomic.Uint64 // connection generation, increased by each connection
 
+	// Firmware updates (firmware.go): fwWake has one slot; fwRunning and
+	// fwStop name the download running (under mu), fwCanceled the rollout
+	// the hub canceled.
+	fwWake     chan struct{}
+	fwHTTP     *http.Client
+	fwRunning  string
+	fwStop     context.CancelFunc
+	fwCanceled string
+	fwRetry    int // the firmware loop's failed downloads in a row
+
 	connMu   sync.Mutex
 	connDown chan struct{} // closed when the current connection goes down
 }
@@ -80,6 +91,9 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		wake:       make(chan struct{}, 1),
 		inWake:     make(chan struct{}, 1),
 		cfgWake:    make(chan struct{}, 1),
+		fwWake:     make(chan struct{}, 1),
+		// Downloads may take longer than the API client's timeout.
+		fwHTTP:     &http.Client{Transport: opts.HTTPClient.Transport},
 		progress:   make(chan struct{}),
 		rejections: map[uint64]*Error{},
 		msgPrefix:  randomID(6),
@@ -115,8 +129,22 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		return nil, newError(KindInvalidOptions, "start", err)
 	}
 
+	var job fwJob
+	hasJob, err := st.getJSON(keyFirmwareJob, &job)
+	if err != nil {
+		return nil, newError(KindStorage, "start", err)
+	}
+	booted := hasJob && job.Phase == fwInstalled
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	if opts.OnFirmware != nil || opts.FirmwareVersion != "" || opts.HardwareVersion != "" {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.firmwareLoop(runCtx, booted)
+		}()
+	}
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()

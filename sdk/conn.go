@@ -413,6 +413,9 @@ func (c *Client) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) 
 	if c.opts.OnConfig != nil {
 		subs = append(subs, paho.SubscribeOptions{Topic: prefix + "config", QoS: 1})
 	}
+	if c.opts.OnFirmware != nil {
+		subs = append(subs, paho.SubscribeOptions{Topic: prefix + "firmware", QoS: 1})
+	}
 	sa, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: subs})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
@@ -439,6 +442,8 @@ func (c *Client) received(pr paho.PublishReceived) (bool, error) {
 		err = c.storeDesired(p.Payload)
 	case rest == "config" && c.opts.OnConfig != nil:
 		err = c.storeConfigNotice(p.Payload)
+	case rest == "firmware" && c.opts.OnFirmware != nil:
+		err = c.storeFirmwareNotice(p.Payload)
 	case strings.HasPrefix(rest, "commands/") && strings.Count(rest, "/") == 1:
 		err = c.storeCommand(strings.TrimPrefix(rest, "commands/"), p.Topic, p.Payload)
 	default:

@@ -1,6 +1,8 @@
 package sdk
 
 import (
+	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -65,6 +67,34 @@ type Options struct {
 	// may be given again (at least once); one already applied is not
 	// given twice in a row.
 	OnConfig func(Config) error
+	// OnFirmware installs a firmware update (devices/{id}/firmware; see
+	// firmware.go): it is called with the update's file, downloaded (with
+	// resume) and verified (size, SHA-256, and the ed25519 signature
+	// against FirmwarePublicKey), and returns nil once the firmware is
+	// installed and the application is about to restart into it. Each step
+	// is reported to the hub through the outbox. Nil: the device takes no
+	// firmware updates.
+	OnFirmware func(Update) error
+	// OnFirmwareConfirm is called after the restart into an installed
+	// update, from the SDK's goroutine: it returns nil when the new
+	// firmware works. Not returning within FirmwareConfirmWindow of the
+	// install (ctx ends then), or an error, reports the update failed and
+	// calls OnFirmwareRollback. Nil confirms at once.
+	OnFirmwareConfirm func(ctx context.Context, u Update) error
+	// OnFirmwareRollback tells the application to go back to its previous
+	// firmware.
+	OnFirmwareRollback func(u Update, reason error)
+	// FirmwarePublicKey is the ed25519 key firmware must be signed with
+	// (`devicehub firmware key`, ParseFirmwarePublicKey).
+	FirmwarePublicKey ed25519.PublicKey
+	// FirmwareVersion and HardwareVersion, when set, are reported at each
+	// Start (the device's registry record shows them).
+	FirmwareVersion, HardwareVersion string
+	// FirmwareDir holds downloads (default: DB + ".firmware").
+	FirmwareDir string
+	// FirmwareConfirmWindow bounds the time from the install to the
+	// confirmation after the restart (default 5m).
+	FirmwareConfirmWindow time.Duration
 	// OnError is told about errors of the background work that no method
 	// returns: a message the hub rejected (KindRejected,
 	// KindMessageTooLarge, KindInvalidPayload) or revoked credentials
@@ -164,6 +194,12 @@ func (o *Options) setDefaults() error {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = o.TLSConfig
 		o.HTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: tr}
+	}
+	if o.FirmwareDir == "" {
+		o.FirmwareDir = o.DB + ".firmware"
+	}
+	if o.FirmwareConfirmWindow <= 0 {
+		o.FirmwareConfirmWindow = 5 * time.Minute
 	}
 	if o.OnProvisioning == nil {
 		log := o.Logger

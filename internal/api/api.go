@@ -227,6 +227,9 @@ type Deps struct {
 	// Config is configuration management: templates, groups' and
 	// devices' configurations, and the devices' config endpoints.
 	Config Config
+	// Firmware runs firmware artifacts and rollouts and the devices'
+	// downloads and reports.
+	Firmware Firmware
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -373,6 +376,7 @@ func (a *API) routes() {
 	a.registerSummary()  // summary.go
 	a.registerPresence() // summary.go
 	a.registerConfig()   // deviceconfig.go
+	a.registerFirmware() // firmware.go
 
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})

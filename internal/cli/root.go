@@ -192,6 +192,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newMonitorsCmd(g),                   // monitors.go
 		newTemplatesCmd(g), newConfigCmd(g), // config.go
 		newUsersCmd(g),
+		newFirmwareCmd(g), newRolloutCmd(g), // firmware.go
 	)
 	setExamples(root)
 	return root

@@ -49,6 +49,8 @@ type Config struct {
 	// DeviceConfig configures device configuration management (templates,
 	// rendering, notices, history).
 	DeviceConfig DeviceConfigConfig `yaml:"device_config"`
+	// Firmware configures firmware updates (see firmware.go).
+	Firmware FirmwareConfig `yaml:"firmware"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -223,6 +225,7 @@ func Default() *Config {
 		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
 		Monitors:     defaultMonitors(),
 		DeviceConfig: DeviceConfigConfig{HistoryKeep: 10},
+		Firmware:     defaultFirmware(),
 	}
 }
 
@@ -371,7 +374,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkTypes} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkTypes} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}

@@ -37,6 +37,7 @@ import (
 	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/firmware"
 	"github.com/devicehub/devicehub/internal/ingest"
 	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/monitors"
@@ -69,6 +70,7 @@ type Store interface {
 	registry.Counter
 	eventlog.HistoryStore
 	deviceconfig.Store
+	firmware.Store
 	Close() error
 }
 
@@ -108,6 +110,8 @@ type Hub struct {
 	web      *web.Dashboard
 	// deviceConfig is device configuration management.
 	deviceConfig *deviceconfig.Service
+	// firmware runs firmware artifacts and rollouts.
+	firmware *firmware.Service
 
 	httpLn      net.Listener
 	authLn      net.Listener
@@ -217,6 +221,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "deviceconfig")); err != nil {
 		return nil, err
 	}
+	if h.firmware, err = newFirmware(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "firmware")); err != nil {
+		return nil, err
+	}
 	h.brokerAuth = brokerauth.New(h.registry, h.presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
 
 	// In the configuration a rate of 0 means no limit; ingest takes a
@@ -234,6 +241,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Commands:  h.commands,
 		Twin:      h.twin,
 		Config:    h.deviceConfig,
+		Firmware:  h.firmware,
 	}, ingest.Options{
 		DefaultMaxPayloadBytes: int(cfg.Ingest.MaxPayloadBytes),
 		DefaultRateLimit:       rateLimit,
@@ -289,6 +297,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Counter:        st,
 		History:        st,
 		Config:         h.deviceConfig,
+		Firmware:       h.firmware,
 		Ready:          h.readyErr,
 		Metrics:        promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 
@@ -505,6 +514,8 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error {
 		return observeConfig(gctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
 	})
+	g.Go(func() error { return h.firmware.Run(gctx) })
+	g.Go(func() error { return observeFirmware(gctx, h.bus, h.firmware) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
@@ -578,6 +589,9 @@ func (h *Hub) Broker() *broker.Broker { return h.broker }
 // Accounts is the dashboard's users and sessions (for tests and tools in
 // the same process).
 func (h *Hub) Accounts() *accounts.Service { return h.accounts }
+
+// Firmware returns the firmware service (artifacts and rollouts).
+func (h *Hub) Firmware() *firmware.Service { return h.firmware }
 
 // Admin is what the start found of the admin token (after Ready): the
 // secret of the one it created, or the other hub's token it found.

@@ -147,6 +147,9 @@ type Deps struct {
 	// Config takes configuration reports (config.go); nil refuses them
 	// with unknown_topic.
 	Config ConfigReports
+	// Firmware takes firmware update reports (firmware.go); nil refuses
+	// them with unknown_topic.
+	Firmware FirmwareReports
 }
 
 // Options are the pipeline's limits. Zero values take the defaults.
@@ -237,6 +240,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		{"devices/{device_id}/commands/{command_id}/result", p.handleCommandResult},
 		{"devices/{device_id}/twin/reported", p.handleReported},
 		{"devices/{device_id}/config/status", p.handleConfigStatus},
+		{"devices/{device_id}/firmware/status", p.handleFirmwareStatus},
 	} {
 		if err := p.router.Route(r.pattern, r.h); err != nil {
 			panic(err) // the patterns above are constants

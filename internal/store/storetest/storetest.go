@@ -20,6 +20,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/firmware"
 	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/provisioning"
@@ -46,6 +47,7 @@ type Backend interface {
 	accounts.Store
 	registry.Counter
 	eventlog.HistoryStore
+	firmware.Store
 }
 
 // Run runs the contract suite. open returns a new, empty backend for one
@@ -79,6 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"LatestValues", testLatestValues},       // latest.go
 		{"LatestValuesFailedChange", testLatestValuesFailedChange},
 		{"AggregateReadings", testAggregateReadings},
+		{"Firmware", testFirmware},               // firmware.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

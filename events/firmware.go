@@ -1,0 +1,41 @@
+package events
+
+// The signals of firmware updates (internal/firmware).
+const (
+	// FirmwareUpdateStatusChanged: a device's update in a rollout changed
+	// state (queued, notified, downloading, ..., updated, failed,
+	// timed_out, canceled, skipped).
+	FirmwareUpdateStatusChanged Type = "firmware_update_status_changed"
+	// RolloutStatusChanged: a rollout's status changed (running, paused,
+	// aborted, canceled, completed). It names no device.
+	RolloutStatusChanged Type = "rollout_status_changed"
+)
+
+// FirmwareUpdateStatus is the argument of FirmwareUpdateStatusChanged.
+type FirmwareUpdateStatus struct {
+	RolloutID string `json:"rollout_id"`
+	State     string `json:"state"`
+	OldState  string `json:"old_state"`
+	Version   string `json:"version"`
+	Attempt   int    `json:"attempt"`
+	Message   string `json:"message,omitempty"`
+	Progress  int    `json:"progress,omitempty"`
+}
+
+// RolloutStatus is the argument of RolloutStatusChanged.
+type RolloutStatus struct {
+	RolloutID string `json:"rollout_id"`
+	Status    string `json:"status"`
+	OldStatus string `json:"old_status"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func firmwareArgs(t Type) any {
+	switch t {
+	case FirmwareUpdateStatusChanged:
+		return &FirmwareUpdateStatus{}
+	case RolloutStatusChanged:
+		return &RolloutStatus{}
+	}
+	return nil
+}
