@@ -21,6 +21,7 @@ import (
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/sdk"
 )
 
@@ -155,13 +156,16 @@ func uploadFW(t *testing.T, api *client.Client, size int, version string) *clien
 func waitRollout(t *testing.T, api *client.Client, id string, d time.Duration, cond func(*client.Rollout) bool) *client.Rollout {
 	t.Helper()
 	var last *client.Rollout
-	waitFor(t, d, "rollout "+id, func() bool {
+	eventually.CheckFor(t, d, 20*time.Millisecond, func() error {
 		r, err := api.GetRollout(context.Background(), id)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		last = r
-		return cond(r)
+		if !cond(r) {
+			return fmt.Errorf("rollout %s is %s with %v", id, r.Status, r.Counts)
+		}
+		return nil
 	})
 	return last
 }
