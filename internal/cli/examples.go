@@ -96,7 +96,9 @@ devicehub twin set dev1 '{"interval": 30}'`,
 	"simulate": `# Five devices joining with a provisioning token (approve them with devicehub provisioning approve)
 devicehub simulate --devices 5 --rate 2 --type WeatherStation --mqtt mqtt://127.0.0.1:1884 --provisioning-token "$TOKEN"
 # A hundred devices provisioned through the admin API, with dropped connections, for ten minutes
-devicehub simulate --devices 100 --rate 1 --type WeatherStation --drop-every 1m --duration 10m`,
+devicehub simulate --devices 100 --rate 1 --type WeatherStation --drop-every 1m --duration 10m
+# Fifty devices that take firmware updates (verified with the hub's key), 10% of installs failing
+devicehub simulate --devices 50 --rate 0.2 --type WeatherStation --firmware-failures 10%`,
 	"bench": `devicehub bench ingest --out bench-results
 devicehub bench ingest limits connections presence query --out bench-results --rounds 5`,
 	"monitors": `devicehub monitors create --topic 'device_*' --transport http --url https://example.com/hook

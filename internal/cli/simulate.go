@@ -31,6 +31,10 @@ func newSimulateCmd(g *globals) *cobra.Command {
 		duration time.Duration
 		every    time.Duration
 		compress string
+		fwFail   string
+		fwKey    string
+		fwOn     bool
+		fwVer    string
 	)
 	cmd := &cobra.Command{
 		Use:   "simulate --devices N --rate R --type T",
@@ -100,6 +104,32 @@ func newSimulateCmd(g *globals) *cobra.Command {
 			} else if o.ProvisioningToken == "" && credFile == "" {
 				return err
 			}
+			if fwOn || fwFail != "" || fwKey != "" {
+				fw := &sim.Firmware{Version: fwVer}
+				if fwFail != "" {
+					v, err := percent(fwFail)
+					if err != nil {
+						return usage(cmd, fmt.Errorf("--firmware-failures: %w", err))
+					}
+					fw.FailureRate = v / 100
+				}
+				if fwKey == "" {
+					// The hub's own key, from the API.
+					c, err := g.client(cmd)
+					if err != nil {
+						return fmt.Errorf("--firmware-key not given and the hub's key not readable: %w", err)
+					}
+					if fwKey, err = c.FirmwareKey(ctx); err != nil {
+						return fmt.Errorf("the hub's firmware key: %w", err)
+					}
+				}
+				k, err := sdk.ParseFirmwarePublicKey(fwKey)
+				if err != nil {
+					return usage(cmd, fmt.Errorf("--firmware-key: %w", err))
+				}
+				fw.PublicKey = k
+				o.Firmware = fw
+			}
 			w := &lockedWriter{w: cmd.OutOrStdout()}
 			// The log's warnings repeat what OnFailed prints; keep errors.
 			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelError}))
@@ -126,9 +156,13 @@ func newSimulateCmd(g *globals) *cobra.Command {
 			defer t.Stop()
 			line := func() {
 				sum := s.Summary()
-				w.printf("%6.0fs devices %d/%d  failed %d  enqueued %d  acked %d  pending %d  rejected %d  reconnects %d  drops %d  pauses %d  restarts %d  commands %d  desired %d  errors %d\n",
+				fw := ""
+				if o.Firmware != nil {
+					fw = fmt.Sprintf("  firmware %d  firmware-failed %d", sum.FirmwareUpdates, sum.FirmwareFailed)
+				}
+				w.printf("%6.0fs devices %d/%d  failed %d  enqueued %d  acked %d  pending %d  rejected %d  reconnects %d  drops %d  pauses %d  restarts %d  commands %d  desired %d  errors %d%s\n",
 					time.Since(start).Seconds(), sum.Running, sum.Devices, sum.Failed, sum.Enqueued, sum.Acked, sum.Pending, sum.Rejected,
-					sum.Reconnects, sum.Drops, sum.Pauses, sum.Restarts, sum.Commands, sum.DesiredUpdates, sum.Errors)
+					sum.Reconnects, sum.Drops, sum.Pauses, sum.Restarts, sum.Commands, sum.DesiredUpdates, sum.Errors, fw)
 			}
 			for {
 				select {
@@ -148,6 +182,10 @@ func newSimulateCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.IDPrefix, "id-prefix", "sim-", "device ids are this prefix and a number")
 	f.StringVar(&mqttURL, "mqtt", "", "MQTT URL of the hub (default: --server's host, port 1883)")
 	f.StringVar(&o.ProvisioningToken, "provisioning-token", "", "provisioning token for devices without credentials")
+	f.BoolVar(&fwOn, "firmware", false, "take firmware updates (also on with --firmware-failures or --firmware-key)")
+	f.StringVar(&fwFail, "firmware-failures", "", "share of firmware installs that fail, e.g. 10%")
+	f.StringVar(&fwKey, "firmware-key", "", "public key firmware is verified with (default: the hub's, from the API)")
+	f.StringVar(&fwVer, "firmware-version", "1.0.0", "firmware version the devices run at first")
 	f.StringVar(&credFile, "credentials-file", "", "JSON lines of device credentials (devicehub provision --output json)")
 	f.StringVar(&o.StateDir, "state-dir", "sim-state", "directory of the devices' local databases")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (default: until interrupted)")

@@ -154,8 +154,16 @@ func (s *Service) Load(ctx context.Context) error {
 			return fmt.Errorf("load rollout %s: %w", r.ID, err)
 		}
 		a := newActive(r, *art)
+		now := s.now()
 		for i := range us {
-			a.add(&us[i])
+			u := &us[i]
+			a.add(u)
+			// Devices reconnect to a restarted hub; their notices go out
+			// again in case the connect came before this service listened.
+			switch u.State {
+			case Notified, Downloading, Downloaded, Verifying, Installing:
+				a.due[u.DeviceID] = now.Add(s.opts.ConnectDelay)
+			}
 		}
 		// The devices' versions, for the skipped rule.
 		devs, err := s.resolve(ctx, r.Spec, *art)

@@ -14,6 +14,7 @@ package sim
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,10 +88,23 @@ type Options struct {
 	// provisioning token and waits for an operator, with the verification
 	// code the operator compares (`devicehub provisioning list`).
 	OnProvisioning func(deviceID string, op sdk.ProvisioningOperation)
+	// Firmware, when set, makes the devices take firmware updates (see
+	// Firmware).
+	Firmware *Firmware
 	// OnFailed is called when a device cannot start (its provisioning
 	// was rejected or expired, its credentials were refused): that device
 	// stops, the rest of the fleet goes on.
 	OnFailed func(deviceID string, err error)
+}
+
+// Firmware is how simulated devices take firmware updates: they verify
+// it with PublicKey, fail the install with probability FailureRate, and
+// otherwise restart into the new version (close and start again on the
+// same database) and confirm it.
+type Firmware struct {
+	PublicKey   ed25519.PublicKey
+	FailureRate float64 // 0 to 1
+	Version     string  // the version devices run at first (default 1.0.0)
 }
 
 // Summary is the state of the fleet.
@@ -101,6 +115,7 @@ type Summary struct {
 	Pending                         int64
 	Reconnects                      int64
 	Commands, DesiredUpdates        int64
+	FirmwareUpdates, FirmwareFailed int64 // installs done (restarted into) and failed on purpose
 	Drops, Pauses, Restarts         int64
 	Errors                          int64
 }
@@ -115,6 +130,7 @@ type Sim struct {
 	devices []*device
 
 	drops, pauses, restarts, commands, desired, errs atomic.Int64
+	fwUpdates, fwFailed                              atomic.Int64
 	failed                                           atomic.Int64
 }
 
@@ -128,6 +144,9 @@ type device struct {
 	base   sdk.Stats // counters of earlier clients of this device (restarts)
 
 	enqueued atomic.Int64
+
+	fwVersion string      // the firmware the device runs (under mu)
+	installed chan string // versions installed: restart into them
 }
 
 // New checks the options.
@@ -174,7 +193,10 @@ func (s *Sim) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("proxy for %s: %w", id, err)
 		}
-		d := &device{id: id, db: filepath.Join(s.opts.StateDir, id+".db"), proxy: p}
+		d := &device{id: id, db: filepath.Join(s.opts.StateDir, id+".db"), proxy: p, installed: make(chan string, 1), fwVersion: "1.0.0"}
+		if fw := s.opts.Firmware; fw != nil && fw.Version != "" {
+			d.fwVersion = fw.Version
+		}
 		s.mu.Lock()
 		s.devices = append(s.devices, d)
 		s.mu.Unlock()
@@ -258,6 +280,21 @@ func (s *Sim) runDevice(ctx context.Context, d *device, starting chan struct{}) 
 			pause.Reset(nextFault(faults.PauseEvery))
 			s.pauses.Add(1)
 			d.proxy.pause(faults.PauseFor)
+		case v := <-d.installed:
+			// Restart into the installed firmware.
+			s.fwUpdates.Add(1)
+			d.close()
+			d.mu.Lock()
+			d.fwVersion = v
+			d.mu.Unlock()
+			c, err := s.start(ctx, d)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.fail(d, fmt.Errorf("restart after a firmware install: %w", err))
+				}
+				return nil
+			}
+			d.set(c)
 		case <-restart.C:
 			restart.Reset(nextFault(faults.RestartEvery))
 			s.restarts.Add(1)
@@ -323,6 +360,23 @@ func (s *Sim) start(ctx context.Context, d *device) (*sdk.Client, error) {
 			_ = c.UpdateReportedProperties(map[string]any{"applied_version": p.Version, "values": p.Values})
 		}
 	}
+	if fw := s.opts.Firmware; fw != nil {
+		d.mu.Lock()
+		o.FirmwareVersion = d.fwVersion
+		d.mu.Unlock()
+		o.FirmwarePublicKey = fw.PublicKey
+		o.OnFirmware = func(u sdk.Update) error {
+			if rand.Float64() < fw.FailureRate {
+				s.fwFailed.Add(1)
+				return errors.New("simulated install failure")
+			}
+			select {
+			case d.installed <- u.Version:
+			default:
+			}
+			return nil
+		}
+	}
 	if cr := s.opts.Credentials[d.id]; cr != nil {
 		o.Credentials = cr
 		return sdk.Start(ctx, o)
@@ -379,6 +433,7 @@ func (s *Sim) Summary() Summary {
 	sum := Summary{
 		Devices: s.opts.Devices, Drops: s.drops.Load(), Pauses: s.pauses.Load(), Restarts: s.restarts.Load(),
 		Commands: s.commands.Load(), DesiredUpdates: s.desired.Load(), Errors: s.errs.Load(),
+		FirmwareUpdates: s.fwUpdates.Load(), FirmwareFailed: s.fwFailed.Load(),
 		Failed: int(s.failed.Load()),
 	}
 	for _, d := range devs {
