@@ -49,14 +49,14 @@ func BenchmarkFirmwareDownload(b *testing.B) {
 	ctx := context.Background()
 	buf := make([]byte, size)
 	rand.Read(buf)
-	art, err := th.Firmware.UploadArtifact(ctx, bytes.NewReader(buf), firmware.Upload{Version: "2.0.0", Type: "WeatherStation"})
+	art, err := th.Firmware().UploadArtifact(ctx, bytes.NewReader(buf), firmware.Upload{Version: "2.0.0", Type: "WeatherStation"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	buf = nil
 	keys := make([]string, devices)
 	for i := range keys {
-		cr, err := th.Registry.Provision(ctx, registry.ProvisionRequest{ID: fmt.Sprintf("dl-%03d", i), Type: "WeatherStation"})
+		cr, err := th.Registry().Provision(ctx, registry.ProvisionRequest{ID: fmt.Sprintf("dl-%03d", i), Type: "WeatherStation"})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -142,23 +142,23 @@ func BenchmarkRolloutScheduling10k(b *testing.B) {
 			f.Devices = append(f.Devices, registry.ImportDevice{ID: fmt.Sprintf("sch-%05d", i), Type: "WeatherStation"})
 		}
 		body, _ := json.Marshal(f)
-		if rep, err := th.Registry.ImportJSON(ctx, body, registry.ImportOptions{}); err != nil {
+		if rep, err := th.Registry().ImportJSON(ctx, body, registry.ImportOptions{}); err != nil {
 			b.Fatal(err, rep)
 		}
-		art, err := th.Firmware.UploadArtifact(ctx, strings.NewReader("firmware"), firmware.Upload{Version: "2.0.0", Type: "WeatherStation"})
+		art, err := th.Firmware().UploadArtifact(ctx, strings.NewReader("firmware"), firmware.Upload{Version: "2.0.0", Type: "WeatherStation"})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		t0 := time.Now()
-		p, err := th.Firmware.StartRollout(ctx, firmware.Spec{ArtifactID: art.ID, Target: firmware.Target{Type: "WeatherStation"},
+		p, err := th.Firmware().StartRollout(ctx, firmware.Spec{ArtifactID: art.ID, Target: firmware.Target{Type: "WeatherStation"},
 			StepTimeout: time.Hour, TotalTimeout: time.Hour})
 		if err != nil || p.Total != devices {
 			b.Fatal(err, p)
 		}
 		start := time.Since(t0)
 		for {
-			p, err = th.Firmware.GetRollout(ctx, p.ID)
+			p, err = th.Firmware().GetRollout(ctx, p.ID)
 			if err != nil {
 				b.Fatal(err)
 			}
