@@ -85,13 +85,13 @@ func Start(ctx context.Context, opts Options) (*Client, error) {
 		return nil, newError(KindStorage, "start", err)
 	}
 	c := &Client{
-		opts:       opts,
-		log:        opts.Logger,
-		st:         st,
-		wake:       make(chan struct{}, 1),
-		inWake:     make(chan struct{}, 1),
-		cfgWake:    make(chan struct{}, 1),
-		fwWake:     make(chan struct{}, 1),
+		opts:    opts,
+		log:     opts.Logger,
+		st:      st,
+		wake:    make(chan struct{}, 1),
+		inWake:  make(chan struct{}, 1),
+		cfgWake: make(chan struct{}, 1),
+		fwWake:  make(chan struct{}, 1),
 		// Downloads may take longer than the API client's timeout.
 		fwHTTP:     &http.Client{Transport: opts.HTTPClient.Transport},
 		progress:   make(chan struct{}),

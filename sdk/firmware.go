@@ -54,7 +54,7 @@ var (
 )
 
 // kindFirmware is an outbox entry: a firmware status report.
-const kindFirmware byte = 4
+const kindFirmware byte = 5 // after store.go's kinds (1 to 4)
 
 func (u *Update) key() string { return u.RolloutID + "/" + strconv.Itoa(u.Attempt) }
 

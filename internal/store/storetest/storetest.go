@@ -81,7 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"LatestValues", testLatestValues},       // latest.go
 		{"LatestValuesFailedChange", testLatestValuesFailedChange},
 		{"AggregateReadings", testAggregateReadings},
-		{"Firmware", testFirmware},               // firmware.go
+		{"Firmware", testFirmware}, // firmware.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
