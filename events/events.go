@@ -297,6 +297,9 @@ func NewArgs(t Type) any {
 	if a := firmwareArgs(t); a != nil {
 		return a
 	}
+	if a := alertArgs(t); a != nil {
+		return a
+	}
 	return configArgs(t)
 }
 

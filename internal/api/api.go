@@ -230,6 +230,8 @@ type Deps struct {
 	// Firmware runs firmware artifacts and rollouts and the devices'
 	// downloads and reports.
 	Firmware Firmware
+	// Alerts lists and handles alerts, alert rules and silences.
+	Alerts Alerts
 	// Ready reports whether the hub serves; nil means always ready.
 	Ready func() error
 	// Metrics serves /metrics (a promhttp handler); nil serves 404.
@@ -372,6 +374,7 @@ func (a *API) routes() {
 	a.registerCommands() // commands.go
 	a.registerTwin()     // twin.go
 	a.registerMonitors() // monitors.go
+	a.registerAlerts()   // alerts.go
 	a.registerUsers()    // users.go
 	a.registerSummary()  // summary.go
 	a.registerPresence() // summary.go

@@ -199,6 +199,9 @@ func httpError(err error) (int, ErrorDetail) {
 	if status, d, ok := firmwareError(err); ok {
 		return status, d
 	}
+	if status, d, ok := alertsError(err); ok {
+		return status, d
+	}
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):

@@ -191,6 +191,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newCommandCmd(g), newTwinCmd(g), // devicecmd.go
 		newMonitorsCmd(g),                   // monitors.go
 		newTemplatesCmd(g), newConfigCmd(g), // config.go
+		newAlertsCmd(g), // alerts.go
 		newUsersCmd(g),
 		newFirmwareCmd(g), newRolloutCmd(g), // firmware.go
 	)

@@ -51,6 +51,9 @@ type Config struct {
 	DeviceConfig DeviceConfigConfig `yaml:"device_config"`
 	// Firmware configures firmware updates (see firmware.go).
 	Firmware FirmwareConfig `yaml:"firmware"`
+	// Alerts declares alert rules per device type and the flood caps
+	// (see alerts.go).
+	Alerts AlertsConfig `yaml:"alerts"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -224,6 +227,7 @@ func Default() *Config {
 		Events:       EventsConfig{SubscriberBuffer: 4096},
 		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
 		Monitors:     defaultMonitors(),
+		Alerts:       defaultAlerts(),
 		DeviceConfig: DeviceConfigConfig{HistoryKeep: 10},
 		Firmware:     defaultFirmware(),
 	}
@@ -374,7 +378,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkTypes} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkTypes, c.checkAlerts} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}

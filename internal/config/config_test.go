@@ -121,6 +121,10 @@ func TestLoadBad(t *testing.T) {
 		{"short_operation_ttl", "provisioning.operation_ttl: must be at least 1m"},
 		{"short_chunk_timeout", "ingest.chunk_timeout: must be at least 1s"},
 		{"small_chunk_memory", "ingest.chunk_memory: must be at least 65536"},
+		{"alert_rule_bad_when", `alerts.rules.Thermostat[0]: rule "too_hot": when: at column 14: expected a number, found ">"`},
+		{"alert_rule_unknown_type", `alerts.rules.Thermostatt: "Thermostatt" is not a declared device type`},
+		{"alert_rule_unknown_key", `alerts.rules.Thermostat[0].severty: line 8: unknown key`},
+		{"alert_rule_twice", `alerts.rules.Thermostat[0].name: rule "hot" is declared twice (also at alerts.rules.Boiler[0])`},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")
 	if len(files) != len(tests) {

@@ -28,6 +28,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/accounts"
+	"github.com/devicehub/devicehub/internal/alerts"
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/broker"
 	"github.com/devicehub/devicehub/internal/brokerauth"
@@ -71,6 +72,7 @@ type Store interface {
 	eventlog.HistoryStore
 	deviceconfig.Store
 	firmware.Store
+	alerts.Store
 	Close() error
 }
 
@@ -112,6 +114,8 @@ type Hub struct {
 	deviceConfig *deviceconfig.Service
 	// firmware runs firmware artifacts and rollouts.
 	firmware *firmware.Service
+	// alerts evaluates alert rules and keeps alerts.
+	alerts *alerts.Service
 
 	httpLn      net.Listener
 	authLn      net.Listener
@@ -273,6 +277,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, err
 	}
 
+	h.alerts = newAlerts(cfg, st, h.committer, h.bus, h.types, log.With("component", "alerts"), h.reg)
+	if err := h.alerts.Load(ctx); err != nil {
+		return nil, err
+	}
+
 	h.api = api.New(api.Deps{
 		Devices:        h.registry,
 		Control:        h.registry,
@@ -298,6 +307,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		History:        st,
 		Config:         h.deviceConfig,
 		Firmware:       h.firmware,
+		Alerts:         h.alerts,
 		Ready:          h.readyErr,
 		Metrics:        promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}),
 
@@ -516,6 +526,7 @@ func (h *Hub) serve(ctx context.Context) error {
 	})
 	g.Go(func() error { return h.firmware.Run(gctx) })
 	g.Go(func() error { return observeFirmware(gctx, h.bus, h.firmware) })
+	g.Go(func() error { return h.alerts.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)

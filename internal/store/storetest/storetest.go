@@ -16,6 +16,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/accounts"
+	"github.com/devicehub/devicehub/internal/alerts"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/deviceconfig"
@@ -48,6 +49,7 @@ type Backend interface {
 	registry.Counter
 	eventlog.HistoryStore
 	firmware.Store
+	alerts.Store
 }
 
 // Run runs the contract suite. open returns a new, empty backend for one
@@ -81,7 +83,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"LatestValues", testLatestValues},       // latest.go
 		{"LatestValuesFailedChange", testLatestValuesFailedChange},
 		{"AggregateReadings", testAggregateReadings},
-		{"Firmware", testFirmware}, // firmware.go
+		{"Firmware", testFirmware},              // firmware.go
+		{"Alerts", testAlerts},                  // alerts.go
+		{"AlertsOneOpen", testAlertsConcurrent}, // alerts.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

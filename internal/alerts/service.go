@@ -1,0 +1,794 @@
+// Package alerts evaluates alert rules on the committed event stream and
+// keeps the alerts they raise: one open alert per (rule, device), through
+// the lifecycle pending → active → acknowledged → cleared.
+//
+// Data flow: the evaluator is one subscriber of the event bus (never a
+// step of ingest): it reads device_data_received, presence, status and
+// rejection events from its stored cursor, updates the in-memory state of
+// each (rule, device) pair, and writes what changed (alerts and their
+// alert_* events) through the commit path together with its cursor, in one
+// transaction. After a crash it restarts from that cursor, so an event is
+// never counted twice and no alert is raised twice; the store's unique
+// index on open alerts (rule, device) backs this up.
+//
+// Timers (offline for a duration, no data, the end of a count window) run
+// from Run's ticker on the same state, under the same lock.
+//
+// Lock order: Service.mu, then the committer's queue (a change is enqueued
+// and waited for with mu held, so that the next event sees the state the
+// store has). Nothing calls into the service while holding a lock of its
+// own.
+package alerts
+
+import (
+	"container/heap"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// ObservedTypes are the events the evaluator reads.
+var ObservedTypes = []events.Type{events.DeviceDataReceived, events.DeviceConnected, events.DeviceDisconnected,
+	events.DeviceStatusChanged, events.MessageRejected}
+
+// Subscriber subscribes to the committed events (*eventlog.Bus).
+type Subscriber interface {
+	Subscribe(opts eventlog.SubscribeOptions, fn func(events.Event)) (*eventlog.Subscription, error)
+}
+
+// Devices reads devices (the registry's store).
+type Devices interface {
+	GetDevice(ctx context.Context, id string) (*registry.Device, error)
+	ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error)
+}
+
+// EventLog tells the end of the event log (a first start begins there).
+type EventLog interface {
+	LastSeq(ctx context.Context) (int64, error)
+}
+
+// Types tells whether a device type is declared.
+type Types interface {
+	Known(name string) bool
+}
+
+// Deps are the service's collaborators.
+type Deps struct {
+	Store     Store
+	Committer Committer
+	Events    Subscriber
+	Log       EventLog
+	Devices   Devices
+	Readings  readings.Store
+	Types     Types
+}
+
+// Options tune the service. Zero values take the defaults.
+type Options struct {
+	// Rules are the rules of the configuration file (validated already).
+	Rules []RuleSpec
+	// DevicePerMinute and GlobalPerMinute cap the alerts raised per minute
+	// for one device and in all (defaults 10 and 100; negative: no cap).
+	DevicePerMinute int
+	GlobalPerMinute int
+	// Tick is how often timers are checked (default 250ms).
+	Tick time.Duration
+	// CursorEvery is how often the cursor is saved when no alert changed
+	// (default 2s).
+	CursorEvery time.Duration
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+type ruleSet struct{ rules []*Rule }
+
+type openAlert struct {
+	Alert
+	notified int64 // when it was last written with an event (Unix ns)
+}
+
+// devState is the evaluation state of one device: one ruleState per rule of
+// its type.
+type devState struct {
+	id, typ string
+	set     *ruleSet
+	st      []ruleState
+}
+
+// Service evaluates rules and keeps alerts.
+type Service struct {
+	deps Deps
+	opts Options
+	log  *slog.Logger
+	m    *metrics
+
+	mu        sync.Mutex
+	rules     map[string]*Rule
+	byType    map[string]*ruleSet
+	devs      map[string]*devState
+	silences  []Silence
+	timers    timerHeap
+	cursor    int64 // Seq of the last event handled
+	saved     int64 // Seq of the cursor stored
+	lastSave  time.Time
+	flood     flood
+	floodDone []events.AlertFloodSummary
+	orphans   []Alert // open alerts of rules that no longer exist
+}
+
+// New returns a service; Load it before Run.
+func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *Service {
+	if opts.DevicePerMinute == 0 {
+		opts.DevicePerMinute = 10
+	}
+	if opts.GlobalPerMinute == 0 {
+		opts.GlobalPerMinute = 100
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = 250 * time.Millisecond
+	}
+	if opts.CursorEvery <= 0 {
+		opts.CursorEvery = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Service{deps: deps, opts: opts, log: log, m: newMetrics(reg),
+		rules: map[string]*Rule{}, byType: map[string]*ruleSet{}, devs: map[string]*devState{}}
+}
+
+// Load reads the rules, silences, open alerts and cursor, and arms the
+// timers of presence and no-data rules.
+func (s *Service) Load(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, spec := range s.opts.Rules {
+		r, err := ParseRule(spec)
+		if err != nil {
+			return fmt.Errorf("alerts.rules: %w", err)
+		}
+		r.Source = "config"
+		if s.rules[r.Name] != nil {
+			return fmt.Errorf("alerts.rules: rule %q declared twice", r.Name)
+		}
+		s.rules[r.Name] = r
+	}
+	stored, err := s.deps.Store.ListAlertRules(ctx)
+	if err != nil {
+		return fmt.Errorf("load alert rules: %w", err)
+	}
+	for _, sr := range stored {
+		r, err := ParseRule(sr.Spec)
+		if err != nil || s.rules[sr.Spec.Name] != nil {
+			s.log.Error("stored alert rule ignored", "rule", sr.Spec.Name, "err", err)
+			continue
+		}
+		r.Source = "api"
+		s.rules[r.Name] = r
+	}
+	s.rebuild()
+	now := s.opts.Now()
+	if s.silences, err = s.deps.Store.ListSilences(ctx, now); err != nil {
+		return fmt.Errorf("load silences: %w", err)
+	}
+	open, err := s.deps.Store.OpenAlerts(ctx)
+	if err != nil {
+		return fmt.Errorf("load open alerts: %w", err)
+	}
+	for _, a := range open {
+		d := s.dev(a.DeviceID, a.DeviceType)
+		i := d.index(a.Rule)
+		if i < 0 {
+			s.orphans = append(s.orphans, a)
+			continue
+		}
+		st := &d.st[i]
+		st.alert = &openAlert{Alert: a, notified: a.UpdatedAt.UnixNano()}
+		st.phase = firing
+		if a.State == StatePending {
+			st.phase, st.since = pending, a.StartedAt.UnixNano()
+		}
+	}
+	s.m.open.Set(float64(len(open) - len(s.orphans)))
+	seq, ok, err := s.deps.Store.AlertCursor(ctx)
+	if err != nil {
+		return fmt.Errorf("load alert cursor: %w", err)
+	}
+	if !ok {
+		// A first start evaluates what happens from now on.
+		if seq, err = s.deps.Log.LastSeq(ctx); err != nil {
+			return fmt.Errorf("read the end of the event log: %w", err)
+		}
+		s.saved = -1
+	} else {
+		s.saved = seq
+	}
+	s.cursor = seq
+	return s.armPresence(ctx, now)
+}
+
+// armPresence starts the offline and no-data timers of the devices that
+// were seen once and are not connected now.
+func (s *Service) armPresence(ctx context.Context, now time.Time) error {
+	for typ, set := range s.byType {
+		timed := false
+		for _, r := range set.rules {
+			timed = timed || r.Kind == KindOffline || r.Kind == KindNoData
+		}
+		if !timed {
+			continue
+		}
+		opts := registry.ListOptions{Type: typ, Limit: 1000}
+		for {
+			devs, err := s.deps.Devices.ListDevices(ctx, opts)
+			if err != nil {
+				return fmt.Errorf("list %s devices: %w", typ, err)
+			}
+			for _, dv := range devs {
+				if dv.LastSeen == nil {
+					continue
+				}
+				d := s.dev(dv.ID, dv.Type)
+				for i, r := range d.set.rules {
+					st := &d.st[i]
+					if st.phase != idle || st.deadline != 0 {
+						continue
+					}
+					switch {
+					case r.Kind == KindOffline && !dv.Connected:
+						st.deadline = dv.LastSeen.UnixNano() + int64(r.When.Dur)
+					case r.Kind == KindNoData:
+						st.deadline = now.UnixNano() + int64(r.When.Dur)
+					}
+					s.schedule(d, r, st)
+				}
+			}
+			if len(devs) < opts.Limit {
+				break
+			}
+			opts.After = devs[len(devs)-1].ID
+		}
+	}
+	return nil
+}
+
+// rebuild groups the rules by device type and moves every device's state
+// to its type's new rule set.
+func (s *Service) rebuild() {
+	by := map[string][]*Rule{}
+	for _, r := range s.rules {
+		by[r.DeviceType] = append(by[r.DeviceType], r)
+	}
+	s.byType = map[string]*ruleSet{}
+	for t, rs := range by {
+		sort.Slice(rs, func(i, j int) bool { return rs[i].Name < rs[j].Name })
+		s.byType[t] = &ruleSet{rules: rs}
+	}
+	for _, d := range s.devs {
+		s.remap(d)
+	}
+}
+
+var emptySet = &ruleSet{}
+
+func (s *Service) remap(d *devState) {
+	set := s.byType[d.typ]
+	if set == nil {
+		set = emptySet
+	}
+	if d.set == set {
+		return
+	}
+	st := make([]ruleState, len(set.rules))
+	for i, r := range set.rules {
+		for j, old := range d.set.rules {
+			if old == r {
+				st[i] = d.st[j]
+			}
+		}
+	}
+	d.set, d.st = set, st
+	for i, r := range set.rules {
+		s.schedule(d, r, &d.st[i])
+	}
+}
+
+// dev returns the state of a device, created or moved to its type's rules.
+func (s *Service) dev(id, typ string) *devState {
+	d := s.devs[id]
+	if d == nil {
+		d = &devState{id: id, typ: typ, set: emptySet}
+		s.devs[id] = d
+	}
+	if d.typ != typ {
+		d.typ = typ
+	}
+	s.remap(d)
+	return d
+}
+
+func (d *devState) index(rule string) int {
+	for i, r := range d.set.rules {
+		if r.Name == rule {
+			return i
+		}
+	}
+	return -1
+}
+
+// Run evaluates events and timers until ctx is done.
+func (s *Service) Run(ctx context.Context) error {
+	s.mu.Lock()
+	from := s.cursor
+	if from == 0 {
+		from = -1 // nothing seen yet: from the start of the (empty) log
+	}
+	orphans := s.orphans
+	s.orphans = nil
+	s.mu.Unlock()
+	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: ObservedTypes}, From: from},
+		func(e events.Event) { s.observe(ctx, e) })
+	if err != nil {
+		return fmt.Errorf("subscribe alerts: %w", err)
+	}
+	defer sub.Close()
+	if len(orphans) > 0 {
+		s.clearOrphans(ctx, orphans)
+	}
+	t := time.NewTicker(s.opts.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			sub.Close()
+			// The committer outlives the producers: store where we are.
+			s.mu.Lock()
+			s.saveCursor(context.WithoutCancel(ctx), true)
+			s.mu.Unlock()
+			return nil
+		case <-t.C:
+			s.tick(ctx)
+		}
+	}
+}
+
+// clearOrphans clears the open alerts of rules that were removed from the
+// configuration file.
+func (s *Service) clearOrphans(ctx context.Context, orphans []Alert) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*commit.Change
+	now := s.opts.Now()
+	for _, a := range orphans {
+		a.State, a.ClearedAt, a.ClearedBy, a.ClearNote, a.UpdatedAt = StateCleared, &now, "rule", "the rule no longer exists", now
+		out = append(out, s.change(a.DeviceID, &AlertOp{Kind: OpUpdate, Alert: a}, eventOf(events.AlertCleared, &a, now)))
+	}
+	s.submit(ctx, out)
+}
+
+// observe handles one committed event (the bus's goroutine).
+func (s *Service) observe(ctx context.Context, e events.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Seq <= s.cursor {
+		return
+	}
+	s.cursor = e.Seq
+	set := s.byType[e.DeviceType]
+	if set == nil {
+		return
+	}
+	s.m.evaluated.Inc()
+	d := s.dev(e.DeviceID, e.DeviceType)
+	now := s.opts.Now()
+	var out []*commit.Change
+	emit := func(i int, tr transition, val any, at time.Time) {
+		if tr == tNone {
+			return
+		}
+		if ch := s.decide(ctx, d, i, tr, val, at, now); ch != nil {
+			out = append(out, ch)
+		}
+	}
+	switch a := e.Args.(type) {
+	case *events.DataReceived:
+		for _, rd := range a.Readings {
+			for i, r := range set.rules {
+				switch r.Kind {
+				case KindReading:
+					v, ok := rd.Values[r.When.Field]
+					if !ok {
+						continue
+					}
+					tr, val := r.onReading(&d.st[i], rd.Time, v)
+					emit(i, tr, val, rd.Time)
+				case KindNoData:
+					if _, ok := rd.Values[r.When.Field]; !ok {
+						continue
+					}
+					tr := r.onData(&d.st[i], e.Time.UnixNano())
+					s.schedule(d, r, &d.st[i])
+					emit(i, tr, nil, e.Time)
+				}
+			}
+		}
+	case *events.Connected:
+		for i, r := range set.rules {
+			tr := r.onConnect(&d.st[i], e.Time.UnixNano())
+			s.schedule(d, r, &d.st[i])
+			emit(i, tr, nil, e.Time)
+		}
+	case *events.Disconnected:
+		for i, r := range set.rules {
+			tr, val := r.onDisconnect(&d.st[i], e.Time.UnixNano())
+			s.schedule(d, r, &d.st[i])
+			emit(i, tr, val, e.Time)
+		}
+	case *events.StatusChanged:
+		for i, r := range set.rules {
+			if r.Kind == KindStatus {
+				tr, val := r.onStatus(&d.st[i], a.NewStatus)
+				emit(i, tr, val, e.Time)
+			}
+		}
+	case *events.Rejected:
+		for i, r := range set.rules {
+			if r.Kind == KindRejected {
+				tr, val := r.onRejected(&d.st[i], e.Time.UnixNano())
+				s.schedule(d, r, &d.st[i])
+				emit(i, tr, val, e.Time)
+			}
+		}
+	}
+	if ch := s.floodChange(now); ch != nil {
+		out = append(out, ch)
+	}
+	s.submit(ctx, out)
+}
+
+// tick runs the timers that are due, ends flood windows and silences, and
+// saves the cursor now and then.
+func (s *Service) tick(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	n := now.UnixNano()
+	var out []*commit.Change
+	for len(s.timers) > 0 && s.timers[0].at <= n {
+		tm := heap.Pop(&s.timers).(timer)
+		d := tm.d
+		if s.devs[d.id] != d {
+			continue
+		}
+		i := -1
+		for j, r := range d.set.rules {
+			if r == tm.r {
+				i = j
+			}
+		}
+		if i < 0 || d.st[i].armed != tm.at {
+			continue // a timer replaced since
+		}
+		st := &d.st[i]
+		st.armed = 0
+		if st.deadline == 0 {
+			continue // stopped
+		}
+		if st.deadline > n {
+			s.schedule(d, tm.r, st) // moved later
+			continue
+		}
+		tr, val := tm.r.onTimer(st, n)
+		s.schedule(d, tm.r, st)
+		if tr != tNone {
+			if ch := s.decide(ctx, d, i, tr, val, now, now); ch != nil {
+				out = append(out, ch)
+			}
+		}
+	}
+	if ch := s.floodChange(now); ch != nil {
+		out = append(out, ch)
+	}
+	kept := s.silences[:0]
+	for _, sl := range s.silences {
+		if sl.Until.After(now) {
+			kept = append(kept, sl)
+		}
+	}
+	s.silences = kept
+	if len(out) > 0 {
+		s.submit(ctx, out)
+		return
+	}
+	if now.Sub(s.lastSave) >= s.opts.CursorEvery {
+		s.saveCursor(ctx, false)
+	}
+}
+
+// saveCursor stores the cursor if it moved.
+func (s *Service) saveCursor(ctx context.Context, final bool) {
+	if s.cursor <= s.saved {
+		return
+	}
+	s.submit(ctx, []*commit.Change{{Ops: []commit.Op{}}})
+	if final {
+		s.log.Debug("alert cursor saved", "seq", s.saved)
+	}
+}
+
+func newID() string {
+	b := make([]byte, 10)
+	rand.Read(b)
+	return "alr_" + hex.EncodeToString(b)
+}
+
+func eventOf(t events.Type, a *Alert, now time.Time) commit.Event {
+	args := &events.Alert{AlertID: a.ID, Rule: a.Rule, Severity: a.Severity, State: a.State, Value: a.Value, Count: a.Count,
+		Message: a.Message, Labels: a.Labels, StartedAt: a.StartedAt, RaisedAt: a.RaisedAt, LastAt: a.LastAt, ClearedAt: a.ClearedAt}
+	switch t {
+	case events.AlertAcknowledged:
+		args.By, args.Note = a.AckBy, a.AckNote
+	case events.AlertCleared:
+		args.By, args.Note = a.ClearedBy, a.ClearNote
+	}
+	ev, err := commit.NewEvent(events.Event{Type: t, Time: now, DeviceID: a.DeviceID, DeviceType: a.DeviceType, Args: args})
+	if err != nil {
+		// The arguments are plain values: this cannot happen.
+		panic(err)
+	}
+	return ev
+}
+
+func (s *Service) change(deviceID string, op *AlertOp, ev ...commit.Event) *commit.Change {
+	ch := &commit.Change{DeviceID: deviceID, Events: ev}
+	if op != nil {
+		ch.Ops = []commit.Op{op}
+	}
+	return ch
+}
+
+// decide turns a transition of pair (d, i) into the change that writes it,
+// or nil. at is when the input happened (a reading's own time), now the
+// clock.
+func (s *Service) decide(ctx context.Context, d *devState, i int, tr transition, val any, at, now time.Time) *commit.Change {
+	r := d.set.rules[i]
+	st := &d.st[i]
+	switch tr {
+	case tPending:
+		a := &openAlert{Alert: Alert{ID: newID(), Rule: r.Name, DeviceID: d.id, DeviceType: d.typ, Severity: r.Severity,
+			State: StatePending, Labels: r.Spec.Labels, Value: val, StartedAt: at, LastAt: at, UpdatedAt: now}}
+		st.alert = a
+		return s.change(d.id, &AlertOp{Kind: OpInsert, Alert: a.Alert})
+	case tDrop:
+		a := st.alert
+		st.alert = nil
+		if a == nil {
+			return nil
+		}
+		return s.change(d.id, &AlertOp{Kind: OpDelete, Alert: a.Alert})
+	case tRaise:
+		if reason := s.suppress(r, d.id, now); reason != "" {
+			st.phase = idle
+			if st.alert != nil && st.alert.State == StatePending {
+				st.phase = pending
+			}
+			if reason != "silenced" && (r.Kind == KindOffline || r.Kind == KindNoData) {
+				// Try again when the next flood window starts.
+				st.deadline = now.Truncate(time.Minute).Add(time.Minute).UnixNano()
+				s.schedule(d, r, st)
+			}
+			return nil
+		}
+		a, kind := st.alert, OpUpdate
+		if a == nil {
+			a = &openAlert{Alert: Alert{ID: newID(), Rule: r.Name, DeviceID: d.id, DeviceType: d.typ, Severity: r.Severity,
+				Labels: r.Spec.Labels, StartedAt: at}}
+			kind = OpInsert
+		}
+		raised := at
+		a.State, a.RaisedAt, a.Count, a.Value, a.LastAt, a.UpdatedAt = StateActive, &raised, 1, val, at, now
+		a.Message = s.message(ctx, r, d, val)
+		a.notified = now.UnixNano()
+		st.alert = a
+		s.m.raised.WithLabelValues(r.Severity).Inc()
+		s.m.open.Inc()
+		return s.change(d.id, &AlertOp{Kind: kind, Alert: a.Alert}, eventOf(events.AlertRaised, &a.Alert, now))
+	case tRefire:
+		a := st.alert
+		if a == nil {
+			return nil
+		}
+		a.Count++
+		a.Value, a.LastAt = val, at
+		if now.UnixNano()-a.notified < int64(r.Repeat) {
+			return nil // written at the next repeat, or when it clears
+		}
+		a.notified, a.UpdatedAt = now.UnixNano(), now
+		if s.silenced(r.Name, d.id, now) {
+			return s.change(d.id, &AlertOp{Kind: OpUpdate, Alert: a.Alert})
+		}
+		return s.change(d.id, &AlertOp{Kind: OpUpdate, Alert: a.Alert}, eventOf(events.AlertUpdated, &a.Alert, now))
+	case tClear:
+		a := st.alert
+		st.alert = nil
+		if a == nil {
+			return nil
+		}
+		if val != nil {
+			a.Value = val
+		}
+		a.State, a.ClearedAt, a.ClearedBy, a.UpdatedAt = StateCleared, &now, "rule", now
+		s.m.open.Dec()
+		return s.change(d.id, &AlertOp{Kind: OpUpdate, Alert: a.Alert}, eventOf(events.AlertCleared, &a.Alert, now))
+	}
+	return nil
+}
+
+// submit writes changes in order (the cursor with the last) and waits for
+// them. A change refused because the (rule, device) has an open alert
+// already (another node raised it) adopts that alert.
+func (s *Service) submit(ctx context.Context, out []*commit.Change) {
+	if len(out) == 0 {
+		return
+	}
+	cursor := s.cursor
+	if cursor > s.saved {
+		last := out[len(out)-1]
+		last.Ops = append(last.Ops, &CursorOp{Seq: cursor})
+	}
+	tickets := make([]*commit.Ticket, 0, len(out))
+	for _, ch := range out {
+		t, err := s.deps.Committer.Enqueue(ctx, ch)
+		if err != nil {
+			s.m.errors.Inc()
+			s.log.Error("alert change not written", "device", ch.DeviceID, "err", err)
+			break
+		}
+		tickets = append(tickets, t)
+	}
+	wctx := context.WithoutCancel(ctx)
+	ok := len(tickets) == len(out)
+	for _, t := range tickets {
+		err := t.Wait(wctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, commit.ErrConflict):
+			s.adopt(wctx, t.Change)
+		default:
+			ok = false
+			s.m.errors.Inc()
+			s.log.Error("alert change failed", "device", t.Change.DeviceID, "err", err)
+		}
+	}
+	if ok && cursor > s.saved {
+		s.saved = cursor
+		s.lastSave = s.opts.Now()
+	}
+}
+
+// adopt takes over the open alert the store has for a (rule, device) whose
+// insert was refused.
+func (s *Service) adopt(ctx context.Context, ch *commit.Change) {
+	op, ok := commit.Find[*AlertOp](ch)
+	if !ok {
+		return
+	}
+	d := s.devs[ch.DeviceID]
+	if d == nil {
+		return
+	}
+	i := d.index(op.Alert.Rule)
+	if i < 0 {
+		return
+	}
+	st := &d.st[i]
+	st.alert = nil
+	st.phase = idle
+	as, err := s.deps.Store.ListAlerts(ctx, Query{Rule: op.Alert.Rule, DeviceID: ch.DeviceID, States: []string{StatePending, StateActive, StateAcknowledged}, Limit: 1})
+	if err != nil || len(as) == 0 {
+		s.log.Warn("alert conflict not resolved", "rule", op.Alert.Rule, "device", ch.DeviceID, "err", err)
+		return
+	}
+	st.alert = &openAlert{Alert: as[0], notified: as[0].UpdatedAt.UnixNano()}
+	st.phase = firing
+	if as[0].State == StatePending {
+		st.phase = pending
+	}
+}
+
+// MessageData is what a rule's message template sees.
+type MessageData struct {
+	Rule     string
+	Severity string
+	Value    any
+	Labels   map[string]string
+	Device   MessageDevice
+}
+
+// MessageDevice is the device in MessageData.
+type MessageDevice struct {
+	ID, Name, Type, Group, Status string
+	Tags                          []string
+	Metadata                      map[string]any
+}
+
+type limitedWriter struct {
+	b strings.Builder
+	n int
+}
+
+func (w *limitedWriter) Write(p []byte) (int, error) {
+	if w.b.Len()+len(p) > w.n {
+		return 0, errors.New("message longer than 2048 bytes")
+	}
+	return w.b.Write(p)
+}
+
+func (s *Service) message(ctx context.Context, r *Rule, d *devState, val any) string {
+	def := fmt.Sprintf("%s: %s", r.Name, r.When.String())
+	if val != nil {
+		def += fmt.Sprintf(" (value %v)", val)
+	}
+	if r.msg == nil {
+		return def
+	}
+	data := MessageData{Rule: r.Name, Severity: r.Severity, Value: val, Labels: r.Spec.Labels, Device: MessageDevice{ID: d.id, Type: d.typ}}
+	if dv, err := s.deps.Devices.GetDevice(ctx, d.id); err == nil {
+		data.Device = MessageDevice{ID: dv.ID, Name: dv.Name, Type: dv.Type, Group: dv.Group, Status: dv.Status, Tags: dv.Tags, Metadata: dv.Metadata}
+	}
+	return render(r.msg, data, def)
+}
+
+func render(t *template.Template, data MessageData, def string) string {
+	w := &limitedWriter{n: 2048}
+	if err := t.Execute(w, data); err != nil {
+		return def + " [message template: " + err.Error() + "]"
+	}
+	return w.b.String()
+}
+
+// schedule arms the pair's timer if it has a deadline.
+// A pair has at most one timer in the heap (armed): a deadline that moves
+// later is found when that timer fires, and armed again then, so that a
+// no-data rule's deadline moving at every reading costs no heap push.
+func (s *Service) schedule(d *devState, r *Rule, st *ruleState) {
+	if st.deadline != 0 && (st.armed == 0 || st.deadline < st.armed) {
+		st.armed = st.deadline
+		heap.Push(&s.timers, timer{at: st.deadline, d: d, r: r})
+	}
+}
+
+type timer struct {
+	at int64
+	d  *devState
+	r  *Rule
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}

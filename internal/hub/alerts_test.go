@@ -1,0 +1,319 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/cli"
+	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/hub"
+	"github.com/devicehub/devicehub/monitorclient"
+)
+
+const alertRules = `
+monitors:
+  allow_private_targets: true
+alerts:
+  rules:
+    WeatherStation:
+      - name: too_hot
+        when: temperature > 30
+        clear: temperature < 25
+        severity: major
+        repeat: 0s
+        message: "{{.Device.ID}} ({{.Device.Type}}) is at {{.Value}} C"
+        labels: {team: roof}
+    Beacon:
+      - name: beacon_offline
+        when: offline > 1s
+        severity: critical
+`
+
+// startHubIn runs a hub in dir (kept across runs) and returns it with a
+// function that stops it and waits until it has stopped.
+func startHubIn(t *testing.T, dir, extra string) (*testHub, func()) {
+	t.Helper()
+	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s", dir, testTypes, extra)
+	path := filepath.Join(dir, "devicehub.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("hub run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-h.Ready():
+	case err := <-done:
+		t.Fatalf("hub stopped before ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("hub not ready after 30s")
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testHub{Hub: h, token: strings.TrimSpace(string(tok)), base: "http://" + h.HTTPAddr()}, stop
+}
+
+func alertsOf(t *testing.T, c *client.Client, q client.AlertQuery) []client.Alert {
+	t.Helper()
+	as, err := c.Alerts(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return as
+}
+
+// TestAlertsEndToEnd: a real MQTT device crosses a threshold and raises one
+// alert, staying above updates it, dropping below the clear bound clears
+// it; the alert_* events reach a push monitor; operators acknowledge and
+// clear over REST and the CLI; on SQLite and PostgreSQL.
+func TestAlertsEndToEnd(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			extra := alertRules
+			if backend == "postgres" {
+				extra += postgresStorage(t)
+			}
+			testAlertsEndToEnd(t, startHub(t, extra))
+		})
+	}
+}
+
+func testAlertsEndToEnd(t *testing.T, th *testHub) {
+	ctx := context.Background()
+	c := client.New(th.base, th.token, nil)
+
+	// A push monitor of the alert events: they need nothing of their own.
+	var mu sync.Mutex
+	var hooked []events.Event
+	var secret string
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		s := secret
+		mu.Unlock()
+		monitorclient.NewHandler(monitorclient.HandlerOptions{Secrets: []string{s}}, func(_ context.Context, b *monitorclient.Batch) error {
+			mu.Lock()
+			hooked = append(hooked, b.Events...)
+			mu.Unlock()
+			return nil
+		}).ServeHTTP(w, r)
+	}))
+	defer rcv.Close()
+	d := 0.01
+	hm, err := c.CreateHTTPMonitor(ctx, []string{"alert_*"}, rcv.URL, client.MonitorSpec{Method: "POST", BatchDuration: &d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	secret = hm.Secret
+	mu.Unlock()
+
+	cr := th.provision(t, "ws-1", "WeatherStation")
+	mc, _, err := dial(t, th.MQTTAddr(), "ws-1", cr.MQTTUsername, cr.MQTTPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(v float64) {
+		t.Helper()
+		if _, err := publish(t, mc, "devices/ws-1/data", fmt.Sprintf(`{"temperature": %g}`, v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(20)
+	send(35)
+	var alert client.Alert
+	waitFor(t, 10*time.Second, "the alert raised", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{DeviceID: "ws-1"})
+		if len(as) == 1 {
+			alert = as[0]
+		}
+		return len(as) == 1 && as[0].State == "active"
+	})
+	if alert.Rule != "too_hot" || alert.Severity != "major" || alert.Value != 35.0 || alert.Count != 1 ||
+		alert.Message != "ws-1 (WeatherStation) is at 35 C" || alert.Labels["team"] != "roof" {
+		t.Fatalf("alert %+v", alert)
+	}
+	// Staying above: the same alert, counted.
+	send(36)
+	send(28) // between the bounds: still open, not counted
+	waitFor(t, 10*time.Second, "the alert updated", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{DeviceID: "ws-1"})
+		return len(as) == 1 && as[0].Count == 2 && as[0].Value == 36.0
+	})
+	// Acknowledged over REST, with a note.
+	a, err := c.AcknowledgeAlert(ctx, alert.ID, "looking")
+	if err != nil || a.State != "acknowledged" || a.AckNote != "looking" || a.AckBy == "" {
+		t.Fatalf("acknowledge: %+v %v", a, err)
+	}
+	if _, err := c.AcknowledgeAlert(ctx, alert.ID, ""); client.StatusOf(err) != 409 {
+		t.Fatalf("acknowledge twice: %v, want 409", err)
+	}
+	// Below the clear bound: cleared by the rule.
+	send(24)
+	waitFor(t, 10*time.Second, "the alert cleared", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{DeviceID: "ws-1"})
+		return len(as) == 1 && as[0].State == "cleared" && as[0].ClearedBy == "rule"
+	})
+	// Above again: a second alert; cleared by hand with the CLI.
+	send(40)
+	var second client.Alert
+	waitFor(t, 10*time.Second, "a second alert", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{States: []string{"open"}})
+		if len(as) == 1 {
+			second = as[0]
+		}
+		return len(as) == 1 && as[0].ID != alert.ID
+	})
+	var out, errb bytes.Buffer
+	cliArgs := func(args ...string) []string {
+		return append(args, "--server", th.base, "--token", th.token)
+	}
+	if code := cli.Run(ctx, nil, cliArgs("alerts", "clear", second.ID, "--note", "fan replaced"), &out, &errb); code != 0 {
+		t.Fatalf("alerts clear: %d %s", code, errb.String())
+	}
+	out.Reset()
+	if code := cli.Run(ctx, nil, cliArgs("alerts", "list", "--device", "ws-1", "-o", "json"), &out, &errb); code != 0 {
+		t.Fatalf("alerts list: %d %s", code, errb.String())
+	}
+	var listed []client.Alert
+	if err := json.Unmarshal(out.Bytes(), &listed); err != nil || len(listed) != 2 || listed[0].State != "cleared" || listed[0].ClearNote != "fan replaced" {
+		t.Fatalf("CLI list %s: %v", out.String(), err)
+	}
+	// The monitor got every alert event, in order.
+	waitFor(t, 10*time.Second, "alert events at the monitor", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(hooked) >= 6
+	})
+	mu.Lock()
+	var types []string
+	for _, e := range hooked {
+		types = append(types, string(e.Type))
+		if e.DeviceID != "ws-1" || e.DeviceType != "WeatherStation" {
+			t.Errorf("event %+v", e)
+		}
+	}
+	mu.Unlock()
+	want := "alert_raised alert_updated alert_acknowledged alert_cleared alert_raised alert_cleared"
+	if strings.Join(types, " ") != want {
+		t.Fatalf("monitor got %v, want %s", types, want)
+	}
+}
+
+// TestAlertsOffline: a device that goes silent raises the offline alert
+// (a timer, not an event), and reconnecting clears it.
+func TestAlertsOffline(t *testing.T) {
+	th := startHub(t, alertRules)
+	c := client.New(th.base, th.token, nil)
+	cr := th.provision(t, "b-1", "Beacon")
+	// The device connects and then says nothing: its type's heartbeat
+	// timeout (400ms) ends its session, and a second later the rule fires.
+	if _, _, err := dial(t, th.MQTTAddr(), "b-1", cr.MQTTUsername, cr.MQTTPassword); err != nil {
+		t.Fatal(err)
+	}
+	var first client.Alert
+	waitFor(t, 15*time.Second, "the offline alert", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{Rule: "beacon_offline"})
+		if len(as) == 1 {
+			first = as[0]
+		}
+		return len(as) == 1 && as[0].State == "active" && as[0].Severity == "critical"
+	})
+	if _, _, err := dial(t, th.MQTTAddr(), "b-1", cr.MQTTUsername, cr.MQTTPassword); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the offline alert cleared", func() bool {
+		a, err := c.Alert(context.Background(), first.ID)
+		return err == nil && a.State == "cleared" && a.ClearedBy == "rule"
+	})
+}
+
+// TestAlertsSurviveRestart: the hub stops between raise and clear; after
+// the restart the open alert is the same one (the evaluator restarts from
+// its cursor, stored with the alert), it counts a re-fire instead of
+// raising a second alert, and clears it.
+func TestAlertsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	th, stop := startHubIn(t, dir, alertRules)
+	c := client.New(th.base, th.token, nil)
+	cr := th.provision(t, "ws-1", "WeatherStation")
+	mc, _, err := dial(t, th.MQTTAddr(), "ws-1", cr.MQTTUsername, cr.MQTTPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(t, mc, "devices/ws-1/data", `{"temperature": 35}`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the alert raised", func() bool {
+		return len(alertsOf(t, c, client.AlertQuery{States: []string{"active"}})) == 1
+	})
+	mc.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	stop()
+
+	th, _ = startHubIn(t, dir, alertRules)
+	c = client.New(th.base, th.token, nil)
+	mc, _, err = dial(t, th.MQTTAddr(), "ws-1", cr.MQTTUsername, cr.MQTTPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"37", "20"} {
+		if _, err := publish(t, mc, "devices/ws-1/data", `{"temperature": `+v+`}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the alert cleared", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{})
+		return len(as) == 1 && as[0].State == "cleared"
+	})
+	as := alertsOf(t, c, client.AlertQuery{})
+	if len(as) != 1 || as[0].Count != 2 || as[0].Value != 20.0 {
+		t.Fatalf("after the restart: %+v", as)
+	}
+	evs, err := th.Store().ReadEvents(context.Background(), 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[events.Type]int{}
+	for _, e := range evs {
+		n[e.Type]++
+	}
+	if n[events.AlertRaised] != 1 || n[events.AlertCleared] != 1 || n[events.AlertUpdated] != 1 {
+		t.Fatalf("alert events %v", n)
+	}
+}
