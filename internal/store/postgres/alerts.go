@@ -37,7 +37,6 @@ func alertArgs(a *alerts.Alert) ([]any, error) {
 		a.StartedAt, a.RaisedAt, a.LastAt, a.AckAt, a.AckBy, a.AckNote, a.ClearedAt, a.ClearedBy, a.ClearNote, a.UpdatedAt}, nil
 }
 
-
 func scanAlert(r pgx.Row) (alerts.Alert, error) {
 	var a alerts.Alert
 	var labels, value []byte
