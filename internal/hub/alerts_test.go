@@ -22,6 +22,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/cli"
 	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/hub"
 	"github.com/devicehub/devicehub/monitorclient"
 )
@@ -158,7 +159,7 @@ func testAlertsEndToEnd(t *testing.T, th *testHub) {
 	send(20)
 	send(35)
 	var alert client.Alert
-	waitFor(t, 10*time.Second, "the alert raised", func() bool {
+	eventually.True(t, 10*time.Second, "the alert raised", func() bool {
 		as := alertsOf(t, c, client.AlertQuery{DeviceID: "ws-1"})
 		if len(as) == 1 {
 			alert = as[0]
@@ -172,7 +173,7 @@ func testAlertsEndToEnd(t *testing.T, th *testHub) {
 	// Staying above: the same alert, counted.
 	send(36)
 	send(28) // between the bounds: still open, not counted
-	waitFor(t, 10*time.Second, "the alert updated", func() bool {
+	eventually.True(t, 10*time.Second, "the alert updated", func() bool {
 		as := alertsOf(t, c, client.AlertQuery{DeviceID: "ws-1"})
 		return len(as) == 1 && as[0].Count == 2 && as[0].Value == 36.0
 	})
@@ -186,14 +187,14 @@ func testAlertsEndToEnd(t *testing.T, th *testHub) {
 	}
 	// Below the clear bound: cleared by the rule.
 	send(24)
-	waitFor(t, 10*time.Second, "the alert cleared", func() bool {
+	eventually.True(t, 10*time.Second, "the alert cleared", func() bool {
 		as := alertsOf(t, c, client.AlertQuery{DeviceID: "ws-1"})
 		return len(as) == 1 && as[0].State == "cleared" && as[0].ClearedBy == "rule"
 	})
 	// Above again: a second alert; cleared by hand with the CLI.
 	send(40)
 	var second client.Alert
-	waitFor(t, 10*time.Second, "a second alert", func() bool {
+	eventually.True(t, 10*time.Second, "a second alert", func() bool {
 		as := alertsOf(t, c, client.AlertQuery{States: []string{"open"}})
 		if len(as) == 1 {
 			second = as[0]
@@ -216,7 +217,7 @@ func testAlertsEndToEnd(t *testing.T, th *testHub) {
 		t.Fatalf("CLI list %s: %v", out.String(), err)
 	}
 	// The monitor got every alert event, in order.
-	waitFor(t, 10*time.Second, "alert events at the monitor", func() bool {
+	eventually.True(t, 10*time.Second, "alert events at the monitor", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(hooked) >= 6
@@ -248,7 +249,7 @@ func TestAlertsOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	var first client.Alert
-	waitFor(t, 15*time.Second, "the offline alert", func() bool {
+	eventually.True(t, 15*time.Second, "the offline alert", func() bool {
 		as := alertsOf(t, c, client.AlertQuery{Rule: "beacon_offline"})
 		if len(as) == 1 {
 			first = as[0]
@@ -258,7 +259,7 @@ func TestAlertsOffline(t *testing.T) {
 	if _, _, err := dial(t, th.MQTTAddr(), "b-1", cr.MQTTUsername, cr.MQTTPassword); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the offline alert cleared", func() bool {
+	eventually.True(t, 10*time.Second, "the offline alert cleared", func() bool {
 		a, err := c.Alert(context.Background(), first.ID)
 		return err == nil && a.State == "cleared" && a.ClearedBy == "rule"
 	})
@@ -280,7 +281,7 @@ func TestAlertsSurviveRestart(t *testing.T) {
 	if _, err := publish(t, mc, "devices/ws-1/data", `{"temperature": 35}`); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the alert raised", func() bool {
+	eventually.True(t, 10*time.Second, "the alert raised", func() bool {
 		return len(alertsOf(t, c, client.AlertQuery{States: []string{"active"}})) == 1
 	})
 	mc.Disconnect(&paho.Disconnect{ReasonCode: 0})
@@ -297,7 +298,7 @@ func TestAlertsSurviveRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "the alert cleared", func() bool {
+	eventually.True(t, 10*time.Second, "the alert cleared", func() bool {
 		as := alertsOf(t, c, client.AlertQuery{})
 		return len(as) == 1 && as[0].State == "cleared"
 	})
