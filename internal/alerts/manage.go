@@ -393,3 +393,10 @@ func (s *Service) TestRule(ctx context.Context, name string, spec *RuleSpec, dev
 	}
 	return res, nil
 }
+
+// Cursor returns the Seq of the last event the evaluator handled.
+func (s *Service) Cursor() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cursor
+}

@@ -213,7 +213,7 @@ func (a *API) clearAlert(ctx context.Context, in *alertNoteInput) (*alertOutput,
 // of alerts.rules in the configuration file, with its device type).
 type AlertRuleSpec struct {
 	Name       string            `json:"name" maxLength:"64" example:"too_hot"`
-	DeviceType string            `json:"device_type" maxLength:"64" example:"Thermostat"`
+	DeviceType string            `json:"device_type,omitempty" maxLength:"64" example:"Thermostat" doc:"Required to create a rule."`
 	When       string            `json:"when" maxLength:"512" example:"temperature > 80" doc:"The condition."`
 	Clear      string            `json:"clear,omitempty" maxLength:"512" example:"temperature < 75" doc:"Reading rules: the condition that ends the alert (hysteresis); default: when no longer holds."`
 	For        string            `json:"for,omitempty" maxLength:"32" example:"5m" doc:"Reading rules: how long (in the readings' own times) the condition must hold; pending meanwhile."`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -316,5 +317,102 @@ func TestAlertsSurviveRestart(t *testing.T) {
 	}
 	if n[events.AlertRaised] != 1 || n[events.AlertCleared] != 1 || n[events.AlertUpdated] != 1 {
 		t.Fatalf("alert events %v", n)
+	}
+}
+
+// TestAlertRulesOverAPI: rules created and deleted over REST, checked by
+// the configuration file's parser; a rule tested against the device's
+// stored readings; silences from the CLI.
+func TestAlertRulesOverAPI(t *testing.T) {
+	th := startHub(t, alertRules)
+	ctx := context.Background()
+	c := client.New(th.base, th.token, nil)
+
+	_, err := c.CreateAlertRule(ctx, client.AlertRule{Name: "bad", DeviceType: "WeatherStation", When: "humidity >> 90"})
+	var e *client.Error
+	if client.StatusOf(err) != 400 || !errors.As(err, &e) || e.Field != "when" || !strings.Contains(e.Message, "at column 11") {
+		t.Fatalf("bad rule: %v", err)
+	}
+	if _, err := c.CreateAlertRule(ctx, client.AlertRule{Name: "x", DeviceType: "Nope", When: "t > 1"}); client.StatusOf(err) != 400 {
+		t.Fatalf("rule of an unknown type: %v", err)
+	}
+	r, err := c.CreateAlertRule(ctx, client.AlertRule{Name: "humid", DeviceType: "WeatherStation", When: "humidity > 90", Severity: "minor"})
+	if err != nil || r.Kind != "reading" || r.Source != "api" {
+		t.Fatalf("create: %+v %v", r, err)
+	}
+	if _, err := c.CreateAlertRule(ctx, client.AlertRule{Name: "humid", DeviceType: "WeatherStation", When: "humidity > 1"}); client.StatusOf(err) != 409 {
+		t.Fatalf("duplicate rule: %v", err)
+	}
+	rs, err := c.AlertRules(ctx)
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("rules %+v %v", rs, err)
+	}
+	if err := c.DeleteAlertRule(ctx, "too_hot"); client.StatusOf(err) != 409 {
+		t.Fatalf("delete a configuration rule: %v", err)
+	}
+
+	cr := th.provision(t, "ws-1", "WeatherStation")
+	mc, _, err := dial(t, th.MQTTAddr(), "ws-1", cr.MQTTUsername, cr.MQTTPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Readings with their own times over the last hours: hot twice.
+	now := time.Now().UTC()
+	for i, v := range []float64{20, 33, 34, 20, 31, 24, 22} {
+		ts := now.Add(time.Duration(i-7) * time.Hour).UnixMilli()
+		if _, err := publish(t, mc, "devices/ws-1/data", fmt.Sprintf(`{"temperature": %g, "humidity": 95, "ts": %d}`, v, ts)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually.True(t, 10*time.Second, "the humid alert", func() bool {
+		return len(alertsOf(t, c, client.AlertQuery{Rule: "humid", States: []string{"active"}})) == 1
+	})
+	res, err := c.TestAlertRule(ctx, "too_hot", nil, "ws-1", 0)
+	if err != nil || res.Readings != 7 || res.Fired != 2 || res.Cleared != 2 || res.Refired != 1 || res.OpenAtEnd || len(res.Firings) != 2 {
+		t.Fatalf("test too_hot: %+v %v", res, err)
+	}
+	res, err = c.TestAlertRule(ctx, "", &client.AlertRule{Name: "try", When: "temperature > 21", For: "90m"}, "ws-1", 3.5)
+	if err != nil || res.Readings != 3 || res.Fired != 1 {
+		t.Fatalf("test an inline rule over 3.5 hours: %+v %v", res, err)
+	}
+	if _, err := c.TestAlertRule(ctx, "beacon_offline", nil, "ws-1", 0); client.StatusOf(err) != 400 {
+		t.Fatalf("test a presence rule: %v", err)
+	}
+	// Deleting the rule clears its open alert.
+	if err := c.DeleteAlertRule(ctx, "humid"); err != nil {
+		t.Fatal(err)
+	}
+	if as := alertsOf(t, c, client.AlertQuery{Rule: "humid"}); len(as) != 1 || as[0].State != "cleared" {
+		t.Fatalf("alerts of the deleted rule %+v", as)
+	}
+
+	// Silence the device from the CLI: crossing the threshold raises nothing.
+	var out, errb bytes.Buffer
+	if code := cli.Run(ctx, nil, []string{"alerts", "silence", "--device", "ws-1", "--for", "1h", "--note", "maintenance",
+		"--server", th.base, "--token", th.token, "-o", "json"}, &out, &errb); code != 0 {
+		t.Fatalf("alerts silence: %d %s", code, errb.String())
+	}
+	ss, err := c.Silences(ctx)
+	if err != nil || len(ss) != 1 || ss[0].DeviceID != "ws-1" || ss[0].Note != "maintenance" {
+		t.Fatalf("silences %+v %v", ss, err)
+	}
+	rec := &eventRecorder{}
+	sub, err := th.Subscribe(events.Filter{Types: []events.Type{events.DeviceDataReceived}}, 0, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := publish(t, mc, "devices/ws-1/data", `{"temperature": 50}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the reading", func() bool { return len(rec.of(events.DeviceDataReceived, "ws-1")) == 1 })
+	// The evaluator handled it once its cursor passed it.
+	seq := rec.of(events.DeviceDataReceived, "ws-1")[0].Seq
+	eventually.True(t, 10*time.Second, "the evaluator past the reading", func() bool { return th.Alerts.Cursor() >= seq })
+	if as := alertsOf(t, c, client.AlertQuery{Rule: "too_hot", States: []string{"open"}}); len(as) != 0 {
+		t.Fatalf("silenced device raised %+v", as)
+	}
+	if err := c.Unsilence(ctx, ss[0].ID); err != nil {
+		t.Fatal(err)
 	}
 }
