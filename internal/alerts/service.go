@@ -129,7 +129,8 @@ type Service struct {
 	lastSave  time.Time
 	flood     flood
 	floodDone []events.AlertFloodSummary
-	orphans   []Alert // open alerts of rules that no longer exist
+	orphans   []Alert   // open alerts of rules that no longer exist
+	started   time.Time // when Load ran
 }
 
 // New returns a service; Load it before Run.
@@ -206,6 +207,7 @@ func (s *Service) Load(ctx context.Context) error {
 		}
 	}
 	s.m.open.Set(float64(len(open) - len(s.orphans)))
+	s.started = now
 	seq, ok, err := s.deps.Store.AlertCursor(ctx)
 	if err != nil {
 		return fmt.Errorf("load alert cursor: %w", err)
@@ -252,7 +254,8 @@ func (s *Service) armPresence(ctx context.Context, now time.Time) error {
 					}
 					switch {
 					case r.Kind == KindOffline && !dv.Connected:
-						st.deadline = dv.LastSeen.UnixNano() + int64(r.When.Dur)
+						// Offline time counts while the hub runs (see observe).
+						st.deadline = max(dv.LastSeen.UnixNano(), now.UnixNano()) + int64(r.When.Dur)
 					case r.Kind == KindNoData:
 						st.deadline = now.UnixNano() + int64(r.When.Dur)
 					}
@@ -435,8 +438,18 @@ func (s *Service) observe(ctx context.Context, e events.Event) {
 			emit(i, tr, nil, e.Time)
 		}
 	case *events.Disconnected:
+		// Offline time counts while this hub runs: the disconnects of a
+		// shutdown, replayed after a long stop, do not raise at once; and a
+		// hub's own restart is not a device flapping.
+		at := e.Time
+		if at.Before(s.started) {
+			at = s.started
+		}
 		for i, r := range set.rules {
-			tr, val := r.onDisconnect(&d.st[i], e.Time.UnixNano())
+			if r.Kind == KindFlapping && a.Reason == events.ReasonShutdown {
+				continue
+			}
+			tr, val := r.onDisconnect(&d.st[i], at.UnixNano())
 			s.schedule(d, r, &d.st[i])
 			emit(i, tr, val, e.Time)
 		}
