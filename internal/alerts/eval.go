@@ -259,9 +259,12 @@ func (r *Rule) onStatus(st *ruleState, status string) (transition, any) {
 	return tNone, nil
 }
 
-// onRejected: a message of the device was refused at now.
-func (r *Rule) onRejected(st *ruleState, now int64) (transition, any) {
-	n := st.addHit(now, r.When.Dur, r.When.N+1)
+// onRejected: n messages of the device were refused at now.
+func (r *Rule) onRejected(st *ruleState, now int64, n64 int64) (transition, any) {
+	n := 0
+	for range min(n64, int64(r.When.N+1)) {
+		n = st.addHit(now, r.When.Dur, r.When.N+1)
+	}
 	st.deadline = st.hits[0] + int64(r.When.Dur)
 	if n > r.When.N {
 		if st.phase == firing {

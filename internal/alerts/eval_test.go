@@ -36,7 +36,11 @@ func run(rule *Rule, steps []step) []string {
 		case "status":
 			tr, _ = rule.onStatus(&st, s.v.(string))
 		case "rejected":
-			tr, _ = rule.onRejected(&st, n)
+			k := int64(1)
+			if s.v != nil {
+				k = int64(s.v.(int))
+			}
+			tr, _ = rule.onRejected(&st, n, k)
 		case "data":
 			tr = rule.onData(&st, n)
 		case "timer":
@@ -132,6 +136,10 @@ func TestLifecycle(t *testing.T) {
 			RuleSpec{When: "rejected > 2 in 1m"},
 			[]step{{t: 0, ev: "rejected"}, {t: 1, ev: "rejected"}, {t: 2, ev: "rejected"}, {t: 3, ev: "rejected"}, {t: 70, ev: "timer"}},
 			"- - raise refire clear"},
+		{"rejected: a recorded refusal counts those it sums up",
+			RuleSpec{When: "rejected > 5 in 1m"},
+			[]step{{t: 0, ev: "rejected"}, {t: 1, v: 4, ev: "rejected"}, {t: 2, v: 1, ev: "rejected"}},
+			"- - raise"},
 		{"no data: timer after the last reading with the field",
 			RuleSpec{When: "nodata(humidity) > 60s"},
 			[]step{{t: 0, ev: "data"}, {t: 30, ev: "data"}, {t: 80, ev: "timer"}, {t: 90, ev: "timer"}, {t: 100, ev: "data"}},

@@ -463,7 +463,9 @@ func (s *Service) observe(ctx context.Context, e events.Event) {
 	case *events.Rejected:
 		for i, r := range set.rules {
 			if r.Kind == KindRejected {
-				tr, val := r.onRejected(&d.st[i], e.Time.UnixNano())
+				// A flood of refusals is recorded as one with the count of
+				// those not recorded (Suppressed): count them all.
+				tr, val := r.onRejected(&d.st[i], e.Time.UnixNano(), 1+a.Suppressed)
 				s.schedule(d, r, &d.st[i])
 				emit(i, tr, val, e.Time)
 			}

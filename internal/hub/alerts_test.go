@@ -415,4 +415,23 @@ func TestAlertRulesOverAPI(t *testing.T) {
 	if err := c.Unsilence(ctx, ss[0].ID); err != nil {
 		t.Fatal(err)
 	}
+
+	// A status rule: the device reports an error status, then recovers.
+	if _, err := c.CreateAlertRule(ctx, client.AlertRule{Name: "st_err", DeviceType: "WeatherStation", When: "status == error", Severity: "critical"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(t, mc, "devices/ws-1/status", `{"status": "error"}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the status alert", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{Rule: "st_err"})
+		return len(as) == 1 && as[0].State == "active" && as[0].Value == "error"
+	})
+	if _, err := publish(t, mc, "devices/ws-1/status", `{"status": "online"}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "the status alert cleared", func() bool {
+		as := alertsOf(t, c, client.AlertQuery{Rule: "st_err"})
+		return len(as) == 1 && as[0].State == "cleared"
+	})
 }
