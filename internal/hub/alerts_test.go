@@ -408,7 +408,7 @@ func TestAlertRulesOverAPI(t *testing.T) {
 	eventually.True(t, 10*time.Second, "the reading", func() bool { return len(rec.of(events.DeviceDataReceived, "ws-1")) == 1 })
 	// The evaluator handled it once its cursor passed it.
 	seq := rec.of(events.DeviceDataReceived, "ws-1")[0].Seq
-	eventually.True(t, 10*time.Second, "the evaluator past the reading", func() bool { return th.Alerts.Cursor() >= seq })
+	eventually.True(t, 10*time.Second, "the evaluator past the reading", func() bool { return th.AlertCursor() >= seq })
 	if as := alertsOf(t, c, client.AlertQuery{Rule: "too_hot", States: []string{"open"}}); len(as) != 0 {
 		t.Fatalf("silenced device raised %+v", as)
 	}

@@ -608,6 +608,10 @@ func (h *Hub) Firmware() *firmware.Service { return h.firmware }
 // secret of the one it created, or the other hub's token it found.
 func (h *Hub) Admin() access.AdminBootstrap { return h.admin }
 
+// AlertCursor is the Seq of the last event the alert evaluator handled
+// (tests wait for it).
+func (h *Hub) AlertCursor() int64 { return h.alerts.Cursor() }
+
 // frontHandler serves the API under /api/ and the operational endpoints,
 // and the dashboard everywhere else.
 func (h *Hub) frontHandler() http.Handler {
