@@ -66,9 +66,8 @@ func (a *API) registerAlerts() {
 	}, a.createAlertRule)
 	register(a, permOperator, huma.Operation{
 		OperationID: "deleteAlertRule", Method: http.MethodDelete, Path: "/api/v1/alert-rules/{rule}", Tags: []string{"alerts"},
-		DefaultStatus: http.StatusNoContent,
-		Summary:       "Delete an alert rule created over the API",
-		Description:   "Its open alerts are cleared. Rules of the configuration file are refused (409 read_only).",
+		Summary:     "Delete an alert rule created over the API",
+		Description: "Its open alerts are cleared. Rules of the configuration file are refused (409 read_only).",
 	}, a.deleteAlertRule)
 	register(a, permViewer, huma.Operation{
 		OperationID: "testAlertRule", Method: http.MethodPost, Path: "/api/v1/alert-rules/test", Tags: []string{"alerts"},
@@ -88,8 +87,7 @@ func (a *API) registerAlerts() {
 	}, a.createSilence)
 	register(a, permOperator, huma.Operation{
 		OperationID: "deleteAlertSilence", Method: http.MethodDelete, Path: "/api/v1/alert-silences/{silence_id}", Tags: []string{"alerts"},
-		DefaultStatus: http.StatusNoContent,
-		Summary:       "End a silence",
+		Summary: "End a silence",
 	}, a.deleteSilence)
 }
 
@@ -178,11 +176,21 @@ func (a *API) getAlert(ctx context.Context, in *AlertIDInput) (*alertOutput, err
 	return &alertOutput{Body: AlertAnswer{Alert: *al}}, nil
 }
 
+// AlertNote is the optional body of acknowledge and clear.
+type AlertNote struct {
+	Note string `json:"note,omitempty" maxLength:"1024" doc:"What the operator says about it."`
+}
+
 type alertNoteInput struct {
 	AlertIDInput
-	Body struct {
-		Note string `json:"note,omitempty" maxLength:"1024" doc:"What the operator says about it."`
+	Body *AlertNote
+}
+
+func (in *alertNoteInput) note() string {
+	if in.Body == nil {
+		return ""
 	}
+	return in.Body.Note
 }
 
 func (a *API) acknowledgeAlert(ctx context.Context, in *alertNoteInput) (*alertOutput, error) {
@@ -190,7 +198,7 @@ func (a *API) acknowledgeAlert(ctx context.Context, in *alertNoteInput) (*alertO
 		return nil, errNotImplemented
 	}
 	setTarget(ctx, in.ID)
-	al, err := a.deps.Alerts.Acknowledge(ctx, in.ID, caller(ctx), in.Body.Note)
+	al, err := a.deps.Alerts.Acknowledge(ctx, in.ID, caller(ctx), in.note())
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +210,7 @@ func (a *API) clearAlert(ctx context.Context, in *alertNoteInput) (*alertOutput,
 		return nil, errNotImplemented
 	}
 	setTarget(ctx, in.ID)
-	al, err := a.deps.Alerts.Clear(ctx, in.ID, caller(ctx), in.Body.Note)
+	al, err := a.deps.Alerts.Clear(ctx, in.ID, caller(ctx), in.note())
 	if err != nil {
 		return nil, err
 	}
@@ -297,12 +305,15 @@ func (a *API) createAlertRule(ctx context.Context, in *createAlertRuleInput) (*a
 	return &alertRuleOutput{Body: AlertRuleAnswer{Rule: ruleOut(r)}}, nil
 }
 
-func (a *API) deleteAlertRule(ctx context.Context, in *AlertRuleInput) (*struct{}, error) {
+func (a *API) deleteAlertRule(ctx context.Context, in *AlertRuleInput) (*struct{ Body DeletedAnswer }, error) {
 	if a.deps.Alerts == nil {
 		return nil, errNotImplemented
 	}
 	setTarget(ctx, in.Rule)
-	return nil, a.deps.Alerts.DeleteRule(ctx, in.Rule)
+	if err := a.deps.Alerts.DeleteRule(ctx, in.Rule); err != nil {
+		return nil, err
+	}
+	return &struct{ Body DeletedAnswer }{Body: DeletedAnswer{Deleted: in.Rule}}, nil
 }
 
 // AlertRuleTest asks how a rule would have behaved.
@@ -395,10 +406,13 @@ type silenceIDInput struct {
 	ID string `path:"silence_id" maxLength:"64"`
 }
 
-func (a *API) deleteSilence(ctx context.Context, in *silenceIDInput) (*struct{}, error) {
+func (a *API) deleteSilence(ctx context.Context, in *silenceIDInput) (*struct{ Body DeletedAnswer }, error) {
 	if a.deps.Alerts == nil {
 		return nil, errNotImplemented
 	}
 	setTarget(ctx, in.ID)
-	return nil, a.deps.Alerts.Unsilence(ctx, in.ID)
+	if err := a.deps.Alerts.Unsilence(ctx, in.ID); err != nil {
+		return nil, err
+	}
+	return &struct{ Body DeletedAnswer }{Body: DeletedAnswer{Deleted: in.ID}}, nil
 }

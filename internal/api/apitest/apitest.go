@@ -51,6 +51,7 @@ type Fakes struct {
 	Accounts     *Accounts // accounts.go
 	Configs      *Configs
 	Firmware     *Firmware
+	Alerts       *Alerts // alerts.go
 }
 
 // New returns fakes with three tokens (admin t1, operator t2, viewer t3)
@@ -82,6 +83,7 @@ func New() *Fakes {
 	f.Monitors = newMonitors()
 	f.Configs = newConfigs()
 	f.Firmware = newFirmware()
+	f.Alerts = newAlerts()
 	f.Tokens.add(AdminToken, access.Token{ID: "t1", Name: "admin", Role: access.Admin, CreatedAt: created})
 	f.Tokens.add(OperatorToken, access.Token{ID: "t2", Name: "ops", Role: access.Operator, CreatedAt: created})
 	f.Tokens.add(ViewerToken, access.Token{ID: "t3", Name: "dash", Role: access.Viewer, CreatedAt: created})
@@ -95,7 +97,7 @@ func (f *Fakes) Deps() api.Deps {
 		ProvisioningTokens: f.Provisioning, ProvisioningOps: f.Provisioning, Registration: f.Provisioning, Readings: f.Readings, ReadingQueries: f.Readings, Messages: f.Messages, Events: f.Events,
 		DeviceData: f.Data, DeviceAuth: f.Devices, Tokens: f.Tokens, Audit: f.Audit, Types: f.Types,
 		Ready: func() error { return f.Ready }, Commands: f.Commands, Twin: f.Twins, Config: f.Configs,
-		Monitors: f.Monitors, Firmware: f.Firmware,
+		Monitors: f.Monitors, Firmware: f.Firmware, Alerts: f.Alerts,
 		Sessions: f.Accounts, Users: f.Accounts, Counter: f.Devices, History: f.Events,
 	}
 }
