@@ -94,6 +94,9 @@ type Options struct {
 	CursorEvery time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+
+	// crash makes Run return without saving its cursor (tests: a crash).
+	crash bool
 }
 
 type ruleSet struct{ rules []*Rule }
@@ -360,6 +363,9 @@ func (s *Service) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			sub.Close()
+			if s.opts.crash {
+				return nil
+			}
 			// The committer outlives the producers: store where we are.
 			s.mu.Lock()
 			s.saveCursor(context.WithoutCancel(ctx), true)

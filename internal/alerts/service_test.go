@@ -330,3 +330,31 @@ func TestRulesOverAPI(t *testing.T) {
 		t.Fatalf("after the condition ended and came back: %d alerts, want 2", n)
 	}
 }
+
+// TestCrashReplaysWithoutDoubleAlerts: the evaluator stops without saving
+// its cursor (a crash) after re-fires that were not written; the next one
+// starts from the cursor stored with the alert, replays those events from
+// the durable log, and counts them on the same alert: one alert, one
+// alert_raised.
+func TestCrashReplaysWithoutDoubleAlerts(t *testing.T) {
+	opts := alerts.Options{Rules: rules(alerts.RuleSpec{Name: "hot", When: "t > 80"})}
+	alerts.Crash(&opts)
+	h := newHarness(t, opts)
+	h.data("d1", map[string]any{"t": 90.0})
+	h.waitIdle()
+	stored, _, _ := h.st.AlertCursor(context.Background())
+	h.data("d1", map[string]any{"t": 91.0})
+	h.data("d1", map[string]any{"t": 92.0})
+	h.waitIdle()
+	if seq, _, _ := h.st.AlertCursor(context.Background()); seq != stored {
+		t.Fatalf("cursor moved from %d to %d without an alert change", stored, seq)
+	}
+	h.stop() // crash: nothing more is written
+	h.startService()
+	h.data("d1", map[string]any{"t": 70.0})
+	h.waitIdle()
+	as := h.alerts(alerts.Query{})
+	if len(as) != 1 || as[0].State != alerts.StateCleared || as[0].Count != 3 || h.count(events.AlertRaised) != 1 {
+		t.Fatalf("after the crash: %+v, %d alert_raised", as, h.count(events.AlertRaised))
+	}
+}
