@@ -6,12 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,9 +18,7 @@ import (
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/cli"
-	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/eventually"
-	"github.com/devicehub/devicehub/internal/hub"
 	"github.com/devicehub/devicehub/monitorclient"
 )
 
@@ -46,51 +40,6 @@ alerts:
         when: offline > 1s
         severity: critical
 `
-
-// startHubIn runs a hub in dir (kept across runs) and returns it with a
-// function that stops it and waits until it has stopped.
-func startHubIn(t *testing.T, dir, extra string) (*testHub, func()) {
-	t.Helper()
-	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s", dir, testTypes, extra)
-	path := filepath.Join(dir, "devicehub.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("hub run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	select {
-	case <-h.Ready():
-	case err := <-done:
-		t.Fatalf("hub stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("hub not ready after 30s")
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testHub{Hub: h, token: strings.TrimSpace(string(tok)), base: "http://" + h.HTTPAddr()}, stop
-}
 
 func alertsOf(t *testing.T, c *client.Client, q client.AlertQuery) []client.Alert {
 	t.Helper()
@@ -272,7 +221,7 @@ func TestAlertsOffline(t *testing.T) {
 // raising a second alert, and clears it.
 func TestAlertsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
-	th, stop := startHubIn(t, dir, alertRules)
+	th := startHubIn(t, dir, "", alertRules)
 	c := client.New(th.base, th.token, nil)
 	cr := th.provision(t, "ws-1", "WeatherStation")
 	mc, _, err := dial(t, th.MQTTAddr(), "ws-1", cr.MQTTUsername, cr.MQTTPassword)
@@ -286,9 +235,9 @@ func TestAlertsSurviveRestart(t *testing.T) {
 		return len(alertsOf(t, c, client.AlertQuery{States: []string{"active"}})) == 1
 	})
 	mc.Disconnect(&paho.Disconnect{ReasonCode: 0})
-	stop()
+	th.stop()
 
-	th, _ = startHubIn(t, dir, alertRules)
+	th = startHubIn(t, dir, "", alertRules)
 	c = client.New(th.base, th.token, nil)
 	mc, _, err = dial(t, th.MQTTAddr(), "ws-1", cr.MQTTUsername, cr.MQTTPassword)
 	if err != nil {
