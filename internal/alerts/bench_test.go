@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/alerts"
 	"github.com/devicehub/devicehub/internal/commit"
@@ -66,7 +68,8 @@ func benchReadings(b *testing.B, withRules bool) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	bus := eventlog.NewBus(st, eventlog.BusOptions{}, log, nil)
+	reg := prometheus.NewRegistry()
+	bus := eventlog.NewBus(st, eventlog.BusOptions{}, log, reg)
 	c := commit.New(st, bus, commit.Options{}, log, nil)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -100,7 +103,7 @@ func benchReadings(b *testing.B, withRules bool) {
 			specs[i] = r
 		}
 		svc = alerts.New(alerts.Deps{Store: st, Committer: c, Events: bus, Log: st, Devices: st, Readings: st},
-			alerts.Options{Rules: specs}, log, nil)
+			alerts.Options{Rules: specs}, log, reg)
 		if err := svc.Load(ctx); err != nil {
 			b.Fatal(err)
 		}
@@ -166,4 +169,20 @@ func benchReadings(b *testing.B, withRules bool) {
 	el := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "readings/s")
+	// How often the evaluator fell behind its queue and read the log, and
+	// how many alerts it raised: both should stay near zero.
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "devicehub_eventlog_subscriber_catchups_total":
+				b.ReportMetric(m.GetCounter().GetValue(), "catchups")
+			case "devicehub_alerts_raised_total":
+				b.ReportMetric(m.GetCounter().GetValue(), "raised")
+			}
+		}
+	}
 }

@@ -348,7 +348,9 @@ func (s *Service) Run(ctx context.Context) error {
 	orphans := s.orphans
 	s.orphans = nil
 	s.mu.Unlock()
-	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: ObservedTypes}, From: from},
+	// A queue of several commits' events: the evaluator waits for its own
+	// commits, and should not fall back to reading the log meanwhile.
+	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: ObservedTypes}, From: from, Buffer: 16384},
 		func(e events.Event) { s.observe(ctx, e) })
 	if err != nil {
 		return fmt.Errorf("subscribe alerts: %w", err)
