@@ -293,6 +293,8 @@ func NewArgs(t Type) any {
 		return &TwinReported{}
 	case MonitorStatusChanged:
 		return &MonitorStatus{}
+	case StorageLow, StorageRecovered:
+		return &Storage{}
 	}
 	if a := firmwareArgs(t); a != nil {
 		return a

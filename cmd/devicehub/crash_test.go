@@ -151,6 +151,21 @@ device_types:
 	token := strings.TrimSpace(string(tok))
 
 	const devices = 20
+	passwords := provisionDevices(t, hub, token, devices)
+	acked, total := loadUntilKilled(t, hub, passwords, nil, 3000)
+	t.Logf("acknowledged before SIGKILL: %d messages", total)
+
+	// Restart: the hub must come back on the same data directory.
+	hub = startChild(t, cfgPath)
+	hub.stop(t)
+
+	checkAcked(t, filepath.Join(dir, "devicehub.db"), acked, 0)
+}
+
+// provisionDevices provisions devices d00, d01, ... of type
+// WeatherStation and returns their MQTT passwords.
+func provisionDevices(t *testing.T, hub *child, token string, devices int) []string {
+	t.Helper()
 	passwords := make([]string, devices)
 	for i := range devices {
 		body := fmt.Sprintf(`{"id":"d%02d","type":"WeatherStation"}`, i)
@@ -172,16 +187,24 @@ device_types:
 		}
 		passwords[i] = out.Credentials.MQTTPassword
 	}
+	return passwords
+}
 
+// loadUntilKilled publishes QoS 1 readings (with a msg_id each) from every
+// device until enough were acknowledged, then (after started, if given, is
+// closed) kills the hub with SIGKILL in the middle of the load. It returns
+// the msg_ids acknowledged per device.
+func loadUntilKilled(t *testing.T, hub *child, passwords []string, started <-chan struct{}, enough int) (map[string][]string, int) {
+	t.Helper()
 	var (
 		mu    sync.Mutex
 		acked = map[string][]string{} // device → msg_ids acknowledged
 		total int
 	)
-	enough := make(chan struct{})
+	reached := make(chan struct{})
 	var once sync.Once
 	var wg sync.WaitGroup
-	for i := range devices {
+	for i := range passwords {
 		id := fmt.Sprintf("d%02d", i)
 		conn, err := net.Dial("tcp", hub.mqtt)
 		if err != nil {
@@ -211,30 +234,39 @@ device_types:
 				mu.Lock()
 				acked[id] = append(acked[id], msgID)
 				total++
-				if total >= 3000 {
-					once.Do(func() { close(enough) })
+				if total >= enough {
+					once.Do(func() { close(reached) })
 				}
 				mu.Unlock()
 			}
 		}()
 	}
 	select {
-	case <-enough:
+	case <-reached:
 	case <-time.After(120 * time.Second):
-		t.Fatal("load did not reach 3000 acknowledged messages in 120s")
+		t.Fatalf("load did not reach %d acknowledged messages in 120s", enough)
+	}
+	if started != nil {
+		select {
+		case <-started:
+		case <-time.After(120 * time.Second):
+			t.Fatal("not started after 120s")
+		}
 	}
 	hub.kill9(t) // mid-load: clients are still publishing
 	wg.Wait()
-
 	mu.Lock()
-	t.Logf("acknowledged before SIGKILL: %d messages", total)
-	mu.Unlock()
+	defer mu.Unlock()
+	return acked, total
+}
 
-	// Restart: the hub must come back on the same data directory.
-	hub = startChild(t, cfgPath)
-	hub.stop(t)
-
-	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: filepath.Join(dir, "devicehub.db")})
+// checkAcked opens the store of a stopped hub and checks that every
+// acknowledged msg_id is stored exactly once, with its one reading, and
+// that each device has extra readings more (older ones that were not
+// expired).
+func checkAcked(t *testing.T, path string, acked map[string][]string, extra int64) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +280,7 @@ device_types:
 				t.Fatal(err)
 			}
 			for _, m := range msgs {
-				if m.Accepted {
+				if m.Accepted && m.MsgID != "" {
 					stored[m.MsgID]++
 				}
 			}
@@ -266,8 +298,8 @@ device_types:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n != int64(len(stored)) {
-			t.Errorf("%s: %d readings for %d stored messages", id, n, len(stored))
+		if n != int64(len(stored))+extra {
+			t.Errorf("%s: %d readings for %d stored messages (+%d)", id, n, len(stored), extra)
 		}
 		if n < int64(len(ids)) {
 			t.Errorf("%s: %d readings stored, %d acknowledged", id, n, len(ids))

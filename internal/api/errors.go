@@ -278,6 +278,8 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
 	case errors.Is(err, devicetype.ErrUnknownType):
 		return http.StatusBadRequest, ErrorDetail{Code: "unknown_device_type", Message: err.Error(), Field: "type"}
+	case quotaExceeded(err):
+		return http.StatusInsufficientStorage, ErrorDetail{Code: "storage_full", Message: err.Error()}
 	case errors.Is(err, readings.ErrBadQuery):
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: strings.TrimSuffix(err.Error(), ": "+readings.ErrBadQuery.Error()), Field: badQueryField(err)}
 	case errors.Is(err, readings.ErrBadCursor):
@@ -366,4 +368,11 @@ func configError(err error) (int, ErrorDetail, bool) {
 		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}, true
 	}
 	return 0, ErrorDetail{}, false
+}
+
+// quotaExceeded reports an error that says the hub has no room to store
+// (retention.FullError: the disk is nearly full).
+func quotaExceeded(err error) bool {
+	var q interface{ QuotaExceeded() bool }
+	return errors.As(err, &q) && q.QuotaExceeded()
 }

@@ -355,7 +355,10 @@ type rejection interface{ RejectCode() string }
 //   - any other error: the message was not stored, so it must not be
 //     acknowledged: the client is disconnected and mochi told to write no
 //     ack (packets.ErrRejectPacket; any other error would still ack a
-//     3.1.1 client). The device resends after reconnecting.
+//     3.1.1 client). The device resends after reconnecting. A v5 client
+//     is told why in the DISCONNECT: 0x97 (quota exceeded) with the
+//     error's text when the error has a QuotaExceeded() bool method that
+//     says so (the hub's disk is nearly full), else 0x83.
 func (b *Broker) publishOutcome(cl *mqtt.Client, pk packets.Packet, err error) error {
 	var rj rejection
 	if errors.As(err, &rj) {
@@ -384,11 +387,20 @@ func (b *Broker) publishOutcome(cl *mqtt.Client, pk packets.Packet, err error) e
 	b.log.Warn("device message not stored, disconnecting", "device_id", cl.ID, "topic", pk.TopicName, "err", err)
 	cause := &notStoredError{err: err}
 	if cl.Properties.ProtocolVersion == 5 {
+		code, reason := packets.ErrImplementationSpecificError, "message not stored"
+		// The hub refuses to store (its disk is nearly full): say why.
+		var quota interface{ QuotaExceeded() bool }
+		if errors.As(err, &quota) && quota.QuotaExceeded() {
+			code, reason = packets.ErrQuotaExceeded, err.Error()
+			if len(reason) > 256 {
+				reason = reason[:256]
+			}
+		}
 		_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = cl.WritePacket(packets.Packet{
 			FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
-			ReasonCode:  packets.ErrImplementationSpecificError.Code,
-			Properties:  packets.Properties{ReasonString: "message not stored"},
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: reason},
 		})
 	}
 	cl.Stop(cause)

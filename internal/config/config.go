@@ -54,6 +54,8 @@ type Config struct {
 	// Alerts declares alert rules per device type and the flood caps
 	// (see alerts.go).
 	Alerts AlertsConfig `yaml:"alerts"`
+	// Retention is how long stored data is kept (retention.go).
+	Retention RetentionConfig `yaml:"retention"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -151,6 +153,12 @@ type StorageConfig struct {
 	Driver   string         `yaml:"driver"` // sqlite, postgres
 	SQLite   SQLiteConfig   `yaml:"sqlite"`
 	Postgres PostgresConfig `yaml:"postgres"`
+	// MinFreeBytes is the floor of free disk space on the data
+	// directory's filesystem: below it device messages are refused (and
+	// storage_low is stored) before the disk is full; 0 refuses nothing.
+	MinFreeBytes Size `yaml:"min_free_bytes"`
+	// SpaceCheckInterval is how often the free space is measured.
+	SpaceCheckInterval time.Duration `yaml:"space_check_interval"`
 }
 
 // SQLiteConfig configures the SQLite backend.
@@ -215,7 +223,7 @@ func Default() *Config {
 			WriteQueue:       1024,
 		},
 		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
-		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}},
+		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
 		Ingest: IngestConfig{
 			MaxPayloadBytes:       64 * KiB,
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
@@ -230,6 +238,7 @@ func Default() *Config {
 		Alerts:       defaultAlerts(),
 		DeviceConfig: DeviceConfigConfig{HistoryKeep: 10},
 		Firmware:     defaultFirmware(),
+		Retention:    defaultRetention(),
 	}
 }
 
@@ -378,7 +387,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkTypes, c.checkAlerts} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkTypes, c.checkAlerts, c.checkRetention} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
@@ -560,6 +569,12 @@ func (c *Config) checkMQTT() error {
 
 func (c *Config) checkStorage() error {
 	s := c.Storage
+	if s.MinFreeBytes < 0 {
+		return invalid("storage.min_free_bytes", "must not be negative (0 refuses nothing)")
+	}
+	if s.SpaceCheckInterval < 10*time.Millisecond {
+		return invalid("storage.space_check_interval", "must be at least 10ms")
+	}
 	if err := oneOf("storage.driver", s.Driver, "sqlite", "postgres"); err != nil {
 		return err
 	}

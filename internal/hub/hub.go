@@ -46,6 +46,7 @@ import (
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/retention"
 	"github.com/devicehub/devicehub/internal/store/postgres"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 	"github.com/devicehub/devicehub/internal/twin"
@@ -73,6 +74,9 @@ type Store interface {
 	deviceconfig.Store
 	firmware.Store
 	alerts.Store
+	retention.Store
+	// DiskSize returns the bytes the store takes on disk.
+	DiskSize(ctx context.Context) (int64, error)
 	Close() error
 }
 
@@ -116,6 +120,9 @@ type Hub struct {
 	firmware *firmware.Service
 	// alerts evaluates alert rules and keeps alerts.
 	alerts *alerts.Service
+
+	expirer *retention.Expirer
+	space   *retention.Space
 
 	httpLn      net.Listener
 	authLn      net.Listener
@@ -236,7 +243,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if rateLimit.Rate == 0 {
 		rateLimit.Rate = -1
 	}
+	h.space = retention.NewSpace(retention.SpaceOptions{
+		Dir: spaceDir(cfg), MinFree: uint64(cfg.Storage.MinFreeBytes), Interval: cfg.Storage.SpaceCheckInterval, Size: st.DiskSize,
+	}, h.committer, log.With("component", "space"), h.reg)
+	h.expirer = retention.New(st, retentionOptions(cfg.Retention), log.With("component", "retention"), h.reg)
 	h.ingest = ingest.New(ingest.Deps{
+		Space:     h.space,
 		Committer: h.committer,
 		Types:     h.types,
 		Publisher: brk,
@@ -521,6 +533,8 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.presence.Run(gctx) })
 	g.Go(func() error { return h.commands.Run(gctx) })
 	g.Go(func() error { return h.deviceConfig.Run(gctx) })
+	g.Go(func() error { return h.expirer.Run(gctx) })
+	g.Go(func() error { return h.space.Run(gctx) })
 	g.Go(func() error {
 		return observeConfig(gctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
 	})

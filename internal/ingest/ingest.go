@@ -150,6 +150,15 @@ type Deps struct {
 	// Firmware takes firmware update reports (firmware.go); nil refuses
 	// them with unknown_topic.
 	Firmware FirmwareReports
+	// Space, when set, is asked before every message; while it returns
+	// an error (the disk is nearly full) messages are refused with it,
+	// not stored and not recorded: the device keeps them and resends.
+	Space Space
+}
+
+// Space says whether there is room to store device messages.
+type Space interface {
+	Check() error
 }
 
 // Options are the pipeline's limits. Zero values take the defaults.
@@ -246,7 +255,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 			panic(err) // the patterns above are constants
 		}
 	}
-	p.chain = Chain(p.router, Identity(), p.withType(), p.rateLimit(), payloadSize(), p.reassemble(), p.decompress())
+	p.chain = Chain(p.router, p.space(), Identity(), p.withType(), p.rateLimit(), payloadSize(), p.reassemble(), p.decompress())
 	return p
 }
 

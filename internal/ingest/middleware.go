@@ -54,6 +54,23 @@ type Msg struct {
 	quiet bool          // the rejection is not recorded (a refusal flood)
 }
 
+// space refuses every message while the store has no room (Deps.Space):
+// with an error that is not a Rejection, so that nothing is written and
+// the transport does not acknowledge.
+func (p *Pipeline) space() Middleware {
+	return func(next Handler) Handler {
+		if p.deps.Space == nil {
+			return next
+		}
+		return HandlerFunc(func(ctx context.Context, m *Msg) error {
+			if err := p.deps.Space.Check(); err != nil {
+				return err
+			}
+			return next.Handle(ctx, m)
+		})
+	}
+}
+
 // Identity refuses a message whose topic names another device than the one
 // that sent it (identity_mismatch). Topics outside devices/ go on to the
 // router, which refuses them as unknown.

@@ -27,6 +27,7 @@ import (
 	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/retention"
 	"github.com/devicehub/devicehub/internal/twin"
 )
 
@@ -44,6 +45,7 @@ type Backend interface {
 	eventlog.Store
 	access.Store
 	messagelog.Store
+	retention.Store
 	monitors.Store
 	accounts.Store
 	registry.Counter
@@ -86,6 +88,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Firmware", testFirmware},              // firmware.go
 		{"Alerts", testAlerts},                  // alerts.go
 		{"AlertsOneOpen", testAlertsConcurrent}, // alerts.go
+		{"Retention", testRetention},            // retention.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,26 @@
+package hub
+
+import (
+	"path/filepath"
+
+	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/retention"
+)
+
+// retentionOptions hands the retention settings to the expirer.
+func retentionOptions(c config.RetentionConfig) retention.Options {
+	return retention.Options{
+		Readings: c.Readings, ReadingsByType: c.ReadingsByType,
+		MessagePayloads: c.MessagePayloads, Messages: c.Messages, Events: c.Events,
+		Interval: c.Interval, Batch: c.Batch,
+	}
+}
+
+// spaceDir is the directory whose filesystem fills as the hub stores: the
+// SQLite database's, else the data directory's.
+func spaceDir(cfg *config.Config) string {
+	if cfg.Storage.Driver == "sqlite" && cfg.Storage.SQLite.Path != "" {
+		return filepath.Dir(cfg.Storage.SQLite.Path)
+	}
+	return cfg.DataDir
+}

@@ -1,0 +1,268 @@
+// Package retention expires what the hub stores once its policy no longer
+// keeps it: readings (a window per device type, with a default), the
+// payloads of the message log (the records' metadata stays longer), the
+// message log records, and events.
+//
+// Expiry runs in one loop (Expirer.Run) that deletes in bounded batches,
+// each its own short transaction on the store's writer, so that ingest's
+// commits run between them: a batch holds the writer for about as long as
+// one group commit. Every statement finds its rows through an index in
+// the order they were written (readings by the per-device (device, ts)
+// index, messages by id, events by seq), so the cost of a pass is what it
+// deletes plus one index probe per device, not the size of the history.
+// The newest message, reading and event are never deleted, so that ids
+// and seqs, which restart above the largest stored, never go back.
+//
+// Space (space.go) watches the free disk space of the data directory:
+// below a floor the hub refuses device messages, before the disk is full.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Cutoff is the time before which a device's readings expire.
+type Cutoff struct {
+	DeviceID string
+	Before   time.Time
+}
+
+// Device is a device as expiry sees it.
+type Device struct {
+	ID   string
+	Type string
+}
+
+// Store is what expiry needs of storage. Every method is one transaction
+// that touches at most limit rows and returns how many it changed.
+type Store interface {
+	// RetentionDevices returns up to n devices with an id after after, by id.
+	RetentionDevices(ctx context.Context, after string, n int) ([]Device, error)
+	// ExpireReadings deletes, of each device, up to limit readings (in
+	// all) with a time before its cutoff.
+	ExpireReadings(ctx context.Context, cuts []Cutoff, limit int) (int, error)
+	// StripMessagePayloads drops the payloads of the messages, among the
+	// limit oldest with an id after after, that were received before
+	// before. It returns how many of those limit were received before
+	// before (stripped now or earlier) and the largest id among them
+	// (after when none).
+	StripMessagePayloads(ctx context.Context, before time.Time, after int64, limit int) (expired int, last int64, err error)
+	// ExpireMessages deletes the messages among the limit oldest that
+	// were received before before.
+	ExpireMessages(ctx context.Context, before time.Time, limit int) (int, error)
+	// ExpireEvents deletes the events among the limit oldest that
+	// happened before before.
+	ExpireEvents(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// Options are the retention policy. A zero duration keeps forever.
+type Options struct {
+	// Readings is how long readings are kept, for types without their own.
+	Readings time.Duration
+	// ReadingsByType overrides Readings per device type (0: forever).
+	ReadingsByType map[string]time.Duration
+	// MessagePayloads is how long the message log keeps payloads; after
+	// it, a record keeps its metadata only.
+	MessagePayloads time.Duration
+	// Messages is how long message log records are kept.
+	Messages time.Duration
+	// Events is how long the event log is kept.
+	Events time.Duration
+	// Interval between passes (default 1m); Batch is the most rows one
+	// transaction changes (default 1000).
+	Interval time.Duration
+	Batch    int
+	// Now is the clock (default time.Now); tests set it.
+	Now func() time.Time
+}
+
+// Enabled reports whether anything expires.
+func (o Options) Enabled() bool {
+	if o.Readings > 0 || o.MessagePayloads > 0 || o.Messages > 0 || o.Events > 0 {
+		return true
+	}
+	for _, d := range o.ReadingsByType {
+		if d > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// readingsFor returns the retention of a type's readings.
+func (o Options) readingsFor(typ string) time.Duration {
+	if d, ok := o.ReadingsByType[typ]; ok {
+		return d
+	}
+	return o.Readings
+}
+
+// Expirer runs the retention policy. Create it with New.
+type Expirer struct {
+	st   Store
+	opts Options
+	log  *slog.Logger
+
+	// payloadsAfter is where stripping payloads goes on: the records
+	// before it are stripped already. In memory: after a restart the
+	// first pass walks the stripped records again, once.
+	payloadsAfter int64
+
+	expired *prometheus.CounterVec
+	passes  prometheus.Counter
+	errs    prometheus.Counter
+}
+
+// New returns an expirer. reg may be nil.
+func New(st Store, opts Options, log *slog.Logger, reg prometheus.Registerer) *Expirer {
+	if opts.Interval <= 0 {
+		opts.Interval = time.Minute
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	e := &Expirer{
+		st: st, opts: opts, log: log,
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicehub_retention_expired_total",
+			Help: "Rows expired by the retention policy, by what (readings, message_payloads, messages, events).",
+		}, []string{"what"}),
+		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "devicehub_retention_passes_total", Help: "Completed retention passes."}),
+		errs:   prometheus.NewCounter(prometheus.CounterOpts{Name: "devicehub_retention_errors_total", Help: "Retention passes that failed (retried at the next interval)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(e.expired, e.passes, e.errs)
+	}
+	return e
+}
+
+// Run expires at every interval until ctx ends. A failed pass is logged
+// and retried at the next interval; Run returns only when ctx ends.
+func (e *Expirer) Run(ctx context.Context) error {
+	if !e.opts.Enabled() {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(e.opts.Interval)
+	defer t.Stop()
+	for {
+		if err := e.Pass(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			e.errs.Inc()
+			e.log.Warn("retention pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Pass expires everything due now, batch by batch.
+func (e *Expirer) Pass(ctx context.Context) error {
+	now := e.opts.Now()
+	err := errors.Join(e.readings(ctx, now), e.messages(ctx, now), e.events(ctx, now))
+	if err == nil {
+		e.passes.Inc()
+	}
+	return err
+}
+
+// devicesPerBatch is how many devices one readings batch looks at.
+const devicesPerBatch = 256
+
+func (e *Expirer) readings(ctx context.Context, now time.Time) error {
+	after := ""
+	for {
+		devs, err := e.st.RetentionDevices(ctx, after, devicesPerBatch)
+		if err != nil {
+			return fmt.Errorf("expire readings: %w", err)
+		}
+		if len(devs) == 0 {
+			return nil
+		}
+		cuts := make([]Cutoff, 0, len(devs))
+		for _, d := range devs {
+			if keep := e.opts.readingsFor(d.Type); keep > 0 {
+				cuts = append(cuts, Cutoff{DeviceID: d.ID, Before: now.Add(-keep)})
+			}
+		}
+		// The same devices again while a batch comes back full.
+		for len(cuts) > 0 {
+			n, err := e.st.ExpireReadings(ctx, cuts, e.opts.Batch)
+			if err != nil {
+				return fmt.Errorf("expire readings: %w", err)
+			}
+			e.expired.WithLabelValues("readings").Add(float64(n))
+			if n < e.opts.Batch {
+				break
+			}
+		}
+		after = devs[len(devs)-1].ID
+		if len(devs) < devicesPerBatch {
+			return nil
+		}
+	}
+}
+
+func (e *Expirer) messages(ctx context.Context, now time.Time) error {
+	if keep := e.opts.MessagePayloads; keep > 0 {
+		for {
+			n, last, err := e.st.StripMessagePayloads(ctx, now.Add(-keep), e.payloadsAfter, e.opts.Batch)
+			if err != nil {
+				return fmt.Errorf("strip message payloads: %w", err)
+			}
+			e.expired.WithLabelValues("message_payloads").Add(float64(n))
+			e.payloadsAfter = last
+			if n < e.opts.Batch {
+				break
+			}
+		}
+	}
+	if keep := e.opts.Messages; keep > 0 {
+		if err := e.drain(ctx, "messages", func(ctx context.Context) (int, error) {
+			return e.st.ExpireMessages(ctx, now.Add(-keep), e.opts.Batch)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Expirer) events(ctx context.Context, now time.Time) error {
+	if keep := e.opts.Events; keep > 0 {
+		return e.drain(ctx, "events", func(ctx context.Context) (int, error) {
+			return e.st.ExpireEvents(ctx, now.Add(-keep), e.opts.Batch)
+		})
+	}
+	return nil
+}
+
+// drain runs batch until one comes back not full.
+func (e *Expirer) drain(ctx context.Context, what string, batch func(context.Context) (int, error)) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := batch(ctx)
+		if err != nil {
+			return fmt.Errorf("expire %s: %w", what, err)
+		}
+		e.expired.WithLabelValues(what).Add(float64(n))
+		if n < e.opts.Batch {
+			return nil
+		}
+	}
+}
