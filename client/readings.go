@@ -65,6 +65,8 @@ type AggregateQuery struct {
 	Stream   string
 	From, To time.Time // From inclusive, To exclusive; both required
 	Buckets  int       // 0: the server's default (500)
+	// Resolution is "" or "raw" (the readings), "1m" or "1h" (the rollups).
+	Resolution string
 }
 
 // Bucket sums up the numeric values of one time bucket.
@@ -94,6 +96,7 @@ func (c *Client) AggregateReadings(ctx context.Context, aq AggregateQuery) (*Agg
 	q := url.Values{}
 	set(q, "field", aq.Field)
 	set(q, "stream", aq.Stream)
+	set(q, "resolution", aq.Resolution)
 	if !aq.From.IsZero() {
 		q.Set("from", aq.From.Format(time.RFC3339Nano))
 	}

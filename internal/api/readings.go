@@ -92,6 +92,9 @@ type AggregateInput struct {
 	From    string `query:"from" required:"true" doc:"Start, inclusive: RFC 3339 or Unix milliseconds." example:"2025-03-01T00:00:00Z"`
 	To      string `query:"to" required:"true" doc:"End, exclusive: RFC 3339 or Unix milliseconds." example:"2025-03-08T00:00:00Z"`
 	Buckets int    `query:"buckets" minimum:"1" maximum:"10000" doc:"How many buckets [from, to) is split into; default 500."`
+	// Resolution chooses the data: raw readings, or the 1-minute or
+	// 1-hour rollups (retention.rollups), kept longer.
+	Resolution string `query:"resolution" enum:"raw,1m,1h" doc:"raw (default): the readings; 1m or 1h: the rollups of that length (with retention.rollups), kept longer than readings; a rollup counts in the bucket its start falls in."`
 }
 
 // Bucket sums up one time bucket.
@@ -121,7 +124,8 @@ func (a *API) aggregateReadings(ctx context.Context, in *AggregateInput) (*aggre
 	if a.deps.ReadingQueries == nil {
 		return nil, errNotImplemented
 	}
-	q := readings.AggregateQuery{DeviceID: in.ID, Field: in.Field, Stream: in.Stream, Buckets: in.Buckets}
+	q := readings.AggregateQuery{DeviceID: in.ID, Field: in.Field, Stream: in.Stream, Buckets: in.Buckets,
+		Resolution: map[string]int{"1m": 60, "1h": 3600}[in.Resolution]}
 	var err error
 	if q.From, err = timeParam("from", in.From); err != nil {
 		return nil, err

@@ -48,13 +48,16 @@ func (r *runner) query(ctx context.Context) error {
 			"stored", "generate_rate", "bytes_per_reading", "db_mb",
 			"newest_1000_p50_ms", "newest_1000_p99_ms", "newest_1000_rows",
 			"day_field_p50_ms", "day_field_p99_ms", "day_field_rows",
+			"latest_values_p50_ms", "latest_values_p99_ms", "latest_values_devices",
+			"week_buckets_p50_ms", "week_buckets_p99_ms", "week_buckets_rows",
 			"latest_one_p50_ms", "latest_one_p99_ms", "latest_all_s", "device_list_all_ms",
 		},
 		Notes: []string{
 			fmt.Sprintf("The readings are written before the hub starts, by the bench itself, through the store's commit path (sqlite.Store.Commit, %d changes per commit, synchronous=normal): each reading is the change the hub's MQTT ingest makes of one message (the message's message log record with its payload and msg_id, one reading row, the device's last_seen, a device_data_received event), so the rows and indexes are the hub's own. Time-major order (every device's k-th reading before any device's k+1-th), as live ingest writes them; a reading every %s per device over the last 10 days.", queryBatch, interval.Round(time.Second)),
 			"generate_rate: readings/s of that generation (not the hub's ingest: no MQTT, no validation). bytes_per_reading: growth of the data directory's files (devicehub.db, -wal, -shm) over the provisioned seed, divided by the readings, after the generation (the message log record, the event and the indexes included).",
 			fmt.Sprintf("Then `devicehub serve` runs on the directory and the bench times, one request at a time over one keep-alive HTTP connection, %d queries of each kind per round on devices picked at random: newest_1000: GET /api/v1/devices/{id}/readings?limit=1000 (newest first); day_field: ?field=temperature&from=…&to=… over the newest full day (limit 10000); rows: the median number of readings answered.", r.o.Queries),
-			fmt.Sprintf("The latest values of all %d devices: the API has no endpoint for them (GET /api/v1/devices gives last_seen and the latest heartbeat metrics, not reading values). The closest honest equivalent is timed: latest_one: GET …/readings?limit=1 of one device (p50/p99 over every request of the sweep); latest_all_s: one sweep of all %d devices that way, 4 requests in flight; device_list_all_ms: listing all devices, 1,000 per page (no reading values).", n, n),
+			fmt.Sprintf("latest_values: GET /api/v1/readings/latest, the newest value of every field of all %d devices in one request (%d requests per round; devices: how many it answered). week_buckets: GET /api/v1/devices/{id}/readings/aggregate?field=temperature over the newest 7 days in 500 buckets (count, min, max, avg, last; rows: the median number of non-empty buckets).", n, r.o.Queries),
+			fmt.Sprintf("For comparison with the time before latest_values existed: latest_one: GET …/readings?limit=1 of one device (p50/p99 over every request of the sweep); latest_all_s: one sweep of all %d devices that way, 4 requests in flight; device_list_all_ms: listing all devices, 1,000 per page (no reading values).", n),
 		},
 	}
 	if total < 10_000_000 {
@@ -127,7 +130,7 @@ func (r *runner) query(ctx context.Context) error {
 
 func compactQuery(f map[string]float64) string {
 	var parts []string
-	for _, k := range []string{"newest_1000_p99_ms", "day_field_p99_ms", "latest_one_p99_ms", "latest_all_s"} {
+	for _, k := range []string{"newest_1000_p99_ms", "day_field_p99_ms", "latest_values_p99_ms", "week_buckets_p99_ms", "latest_all_s"} {
 		if v, ok := f[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%s", k, fmtNum(v)))
 		}
@@ -304,20 +307,26 @@ func (q *querier) round(ctx context.Context, run *Measurement, rng *rand.Rand, d
 	f := run.Figures
 	pick := func() string { return url.PathEscape(devs[rng.IntN(len(devs))].ID) }
 	kinds := []struct {
-		name string
-		path func() string
+		name, rows string // figure prefix, the list the answer counts
+		path       func() string
 	}{
-		{"newest_1000", func() string { return "/api/v1/devices/" + pick() + "/readings?limit=1000" }},
-		{"day_field", func() string {
+		{"newest_1000", "_rows", func() string { return "/api/v1/devices/" + pick() + "/readings?limit=1000" }},
+		{"day_field", "_rows", func() string {
 			return fmt.Sprintf("/api/v1/devices/%s/readings?field=temperature&from=%d&to=%d&limit=10000",
 				pick(), end.Add(-24*time.Hour).UnixMilli(), end.UnixMilli())
 		}},
+		{"latest_values", "_devices", func() string { return "/api/v1/readings/latest" }},
+		{"week_buckets", "_rows", func() string {
+			return fmt.Sprintf("/api/v1/devices/%s/readings/aggregate?field=temperature&from=%d&to=%d&buckets=500",
+				pick(), end.Add(-7*24*time.Hour).UnixMilli(), end.UnixMilli())
+		}},
 	}
+	lists := map[string]string{"newest_1000": "readings", "day_field": "readings", "latest_values": "devices", "week_buckets": "buckets"}
 	for _, k := range kinds {
 		var ds []time.Duration
 		var rows []float64
 		for range queries {
-			d, n, _, err := q.get(ctx, k.path(), "readings")
+			d, n, _, err := q.get(ctx, k.path(), lists[k.name])
 			if err != nil {
 				return err
 			}
@@ -325,7 +334,7 @@ func (q *querier) round(ctx context.Context, run *Measurement, rng *rand.Rand, d
 			rows = append(rows, float64(n))
 		}
 		l := LatencyOf(ds)
-		f[k.name+"_p50_ms"], f[k.name+"_p99_ms"], f[k.name+"_rows"] = l.P50, l.P99, Median(rows)
+		f[k.name+"_p50_ms"], f[k.name+"_p99_ms"], f[k.name+k.rows] = l.P50, l.P99, Median(rows)
 	}
 
 	// One sweep of the newest reading of every device, 4 in flight.

@@ -111,6 +111,14 @@ func TestSmoke(t *testing.T) {
 		if got := sum["day_field_rows"].Median; got < 1 || got > 3 {
 			t.Errorf("day_field_rows = %v, want about 2", got)
 		}
+		// Every device in one request; a week holds 14 of a device's
+		// readings, each in its own of the 500 buckets.
+		if got := sum["latest_values_devices"].Median; got != 10 {
+			t.Errorf("latest_values_devices = %v, want 10", got)
+		}
+		if got := sum["week_buckets_rows"].Median; got < 13 || got > 15 {
+			t.Errorf("week_buckets_rows = %v, want about 14", got)
+		}
 	}
 	b, err := os.ReadFile(filepath.Join(out, "results.json"))
 	if err != nil {

@@ -46,7 +46,9 @@ devicehub latest
 devicehub latest --type WeatherStation --field temperature --output json`,
 	"aggregate": `# Min, max, avg, count and last temperature of dev1 over a week, in 500 buckets
 devicehub aggregate dev1 --field temperature --from 168h --buckets 500
-devicehub aggregate dev1 --field temperature --from 2025-03-01T00:00:00Z --to 2025-03-02T00:00:00Z --buckets 24 --output json`,
+devicehub aggregate dev1 --field temperature --from 2025-03-01T00:00:00Z --to 2025-03-02T00:00:00Z --buckets 24 --output json
+# A year from the 1-hour rollups (retention.rollups)
+devicehub aggregate dev1 --field temperature --from 8760h --buckets 365 --resolution 1h`,
 	"events": `devicehub events
 devicehub events --type device_data_received --device-type WeatherStation
 devicehub events --device-id dev1 --from 0`,

@@ -115,6 +115,7 @@ func newAggregateCmd(g *globals) *cobra.Command {
 	f.StringVar(&from, "from", "", "from this time (inclusive; default 24h ago)")
 	f.StringVar(&to, "to", "", "up to this time (exclusive; default now)")
 	f.IntVar(&q.Buckets, "buckets", 0, "how many buckets (default 500, at most 10000)")
+	f.StringVar(&q.Resolution, "resolution", "", "raw (default), or 1m / 1h: the rollups (retention.rollups), kept longer than readings")
 	return cmd
 }
 

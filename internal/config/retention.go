@@ -26,6 +26,13 @@ type RetentionConfig struct {
 	// Events is how long the event log is kept; a monitor or subscriber
 	// further behind than that misses the expired events.
 	Events time.Duration `yaml:"events"`
+	// Rollups sums the numeric fields of readings up per minute and per
+	// hour (count, sum, min, max, last) behind the write path; raw
+	// readings are then expired only once summed up. Rollups1m and
+	// Rollups1h are how long those are kept (0: forever).
+	Rollups   bool          `yaml:"rollups"`
+	Rollups1m time.Duration `yaml:"rollups_1m"`
+	Rollups1h time.Duration `yaml:"rollups_1h"`
 	// Interval between expiry passes; Batch is the most rows one of its
 	// transactions changes.
 	Interval time.Duration `yaml:"interval"`
@@ -41,10 +48,14 @@ func (c *Config) checkRetention() error {
 	for _, kv := range []struct {
 		key string
 		v   time.Duration
-	}{{"retention.readings", r.Readings}, {"retention.message_payloads", r.MessagePayloads}, {"retention.messages", r.Messages}, {"retention.events", r.Events}} {
+	}{{"retention.readings", r.Readings}, {"retention.message_payloads", r.MessagePayloads}, {"retention.messages", r.Messages}, {"retention.events", r.Events},
+		{"retention.rollups_1m", r.Rollups1m}, {"retention.rollups_1h", r.Rollups1h}} {
 		if kv.v < 0 {
 			return invalid(kv.key, "must not be negative (0 keeps forever)")
 		}
+	}
+	if !r.Rollups && (r.Rollups1m > 0 || r.Rollups1h > 0) {
+		return invalid("retention.rollups", "must be true when retention.rollups_1m or rollups_1h is set")
 	}
 	if r.Messages > 0 && r.MessagePayloads > r.Messages {
 		return invalid("retention.message_payloads", "must not exceed retention.messages")

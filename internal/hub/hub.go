@@ -75,6 +75,7 @@ type Store interface {
 	firmware.Store
 	alerts.Store
 	retention.Store
+	retention.RollupStore
 	// DiskSize returns the bytes the store takes on disk.
 	DiskSize(ctx context.Context) (int64, error)
 	Close() error
@@ -122,6 +123,7 @@ type Hub struct {
 	alerts *alerts.Service
 
 	expirer *retention.Expirer
+	roller  *retention.Roller // nil without retention.rollups
 	space   *retention.Space
 
 	httpLn      net.Listener
@@ -247,6 +249,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Dir: spaceDir(cfg), MinFree: uint64(cfg.Storage.MinFreeBytes), Interval: cfg.Storage.SpaceCheckInterval, Size: st.DiskSize,
 	}, h.committer, log.With("component", "space"), h.reg)
 	h.expirer = retention.New(st, retentionOptions(cfg.Retention), log.With("component", "retention"), h.reg)
+	if cfg.Retention.Rollups {
+		h.roller = retention.NewRoller(st, retention.RollupOptions{Batch: cfg.Retention.Batch}, log.With("component", "rollups"), h.reg)
+	}
 	h.ingest = ingest.New(ingest.Deps{
 		Space:     h.space,
 		Committer: h.committer,
@@ -534,6 +539,9 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.commands.Run(gctx) })
 	g.Go(func() error { return h.deviceConfig.Run(gctx) })
 	g.Go(func() error { return h.expirer.Run(gctx) })
+	if h.roller != nil {
+		g.Go(func() error { return h.roller.Run(gctx) })
+	}
 	g.Go(func() error { return h.space.Run(gctx) })
 	g.Go(func() error {
 		return observeConfig(gctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))

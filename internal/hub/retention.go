@@ -12,6 +12,7 @@ func retentionOptions(c config.RetentionConfig) retention.Options {
 	return retention.Options{
 		Readings: c.Readings, ReadingsByType: c.ReadingsByType,
 		MessagePayloads: c.MessagePayloads, Messages: c.Messages, Events: c.Events,
+		Rollups: c.Rollups, Rollups1m: c.Rollups1m, Rollups1h: c.Rollups1h,
 		Interval: c.Interval, Batch: c.Batch,
 	}
 }

@@ -27,6 +27,10 @@ type AggregateQuery struct {
 	From     time.Time // required, inclusive
 	To       time.Time // required, exclusive
 	Buckets  int       // 0: DefaultBuckets; at most MaxBuckets
+	// Resolution 0 sums the raw readings up; 60 or 3600 the 1-minute or
+	// 1-hour rollups (kept longer than raw readings), each counted in the
+	// bucket its start falls in.
+	Resolution int
 }
 
 // Check reports the first parameter of q that cannot be answered.
@@ -42,6 +46,8 @@ func (q AggregateQuery) Check() error {
 		return fmt.Errorf("to: must be after from: %w", ErrBadQuery)
 	case q.Buckets < 0 || q.Buckets > MaxBuckets:
 		return fmt.Errorf("buckets: must be between 1 and %d: %w", MaxBuckets, ErrBadQuery)
+	case q.Resolution != 0 && q.Resolution != 60 && q.Resolution != 3600:
+		return fmt.Errorf("resolution: must be raw, 1m or 1h: %w", ErrBadQuery)
 	}
 	return nil
 }
@@ -119,6 +125,32 @@ func (a *Aggregator) Add(tsMicro int64, v float64) {
 	a.sums[k-1] += v
 	if tsMicro >= a.lastAt[k-1] {
 		b.Last, a.lastAt[k-1] = v, tsMicro
+	}
+}
+
+// AddSummary counts a rollup: count values with that sum, min and max,
+// the last of them taken at lastAt, in the bucket of tsMicro (the
+// rollup's start).
+func (a *Aggregator) AddSummary(tsMicro, count int64, sum, mn, mx, last float64, lastAt int64) {
+	if tsMicro < a.from || tsMicro >= a.to || count <= 0 {
+		return
+	}
+	i := (tsMicro - a.from) / a.step
+	k := a.index[i]
+	if k == 0 {
+		a.out = append(a.out, Bucket{Start: time.UnixMicro(a.from + i*a.step).UTC(), Count: count, Min: mn, Max: mx, Last: last})
+		a.sums = append(a.sums, sum)
+		a.lastAt = append(a.lastAt, lastAt)
+		a.index[i] = int32(len(a.out))
+		return
+	}
+	b := &a.out[k-1]
+	b.Count += count
+	b.Min = min(b.Min, mn)
+	b.Max = max(b.Max, mx)
+	a.sums[k-1] += sum
+	if lastAt >= a.lastAt[k-1] {
+		b.Last, a.lastAt[k-1] = last, lastAt
 	}
 }
 

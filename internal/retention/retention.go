@@ -27,10 +27,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Cutoff is the time before which a device's readings expire.
+// Cutoff is the time before which a device's readings (or rollups)
+// expire; MaxID, when not 0, spares the readings with a larger id (not
+// summed up into rollups yet).
 type Cutoff struct {
 	DeviceID string
 	Before   time.Time
+	MaxID    int64
 }
 
 // Device is a device as expiry sees it.
@@ -59,6 +62,9 @@ type Store interface {
 	// ExpireEvents deletes the events among the limit oldest that
 	// happened before before.
 	ExpireEvents(ctx context.Context, before time.Time, limit int) (int, error)
+	// RollupCursor and ExpireRollups: see RollupStore.
+	RollupCursor(ctx context.Context) (int64, error)
+	ExpireRollups(ctx context.Context, res int, cuts []Cutoff, limit int) (int, error)
 }
 
 // Options are the retention policy. A zero duration keeps forever.
@@ -74,6 +80,11 @@ type Options struct {
 	Messages time.Duration
 	// Events is how long the event log is kept.
 	Events time.Duration
+	// Rollups: readings are summed up into rollups (a Roller runs), so
+	// readings are expired only once summed up; Rollups1m and Rollups1h
+	// are how long the 1-minute and 1-hour rollups are kept.
+	Rollups              bool
+	Rollups1m, Rollups1h time.Duration
 	// Interval between passes (default 1m); Batch is the most rows one
 	// transaction changes (default 1000).
 	Interval time.Duration
@@ -84,7 +95,7 @@ type Options struct {
 
 // Enabled reports whether anything expires.
 func (o Options) Enabled() bool {
-	if o.Readings > 0 || o.MessagePayloads > 0 || o.Messages > 0 || o.Events > 0 {
+	if o.Readings > 0 || o.MessagePayloads > 0 || o.Messages > 0 || o.Events > 0 || o.Rollups1m > 0 || o.Rollups1h > 0 {
 		return true
 	}
 	for _, d := range o.ReadingsByType {
@@ -184,6 +195,17 @@ func (e *Expirer) Pass(ctx context.Context) error {
 const devicesPerBatch = 256
 
 func (e *Expirer) readings(ctx context.Context, now time.Time) error {
+	var maxID int64
+	if e.opts.Rollups {
+		id, err := e.st.RollupCursor(ctx)
+		if err != nil {
+			return fmt.Errorf("expire readings: %w", err)
+		}
+		if id == 0 {
+			return nil // nothing summed up yet: nothing may go
+		}
+		maxID = id
+	}
 	after := ""
 	for {
 		devs, err := e.st.RetentionDevices(ctx, after, devicesPerBatch)
@@ -193,21 +215,31 @@ func (e *Expirer) readings(ctx context.Context, now time.Time) error {
 		if len(devs) == 0 {
 			return nil
 		}
-		cuts := make([]Cutoff, 0, len(devs))
+		var cuts []Cutoff
 		for _, d := range devs {
 			if keep := e.opts.readingsFor(d.Type); keep > 0 {
-				cuts = append(cuts, Cutoff{DeviceID: d.ID, Before: now.Add(-keep)})
+				cuts = append(cuts, Cutoff{DeviceID: d.ID, Before: now.Add(-keep), MaxID: maxID})
 			}
 		}
-		// The same devices again while a batch comes back full.
-		for len(cuts) > 0 {
-			n, err := e.st.ExpireReadings(ctx, cuts, e.opts.Batch)
-			if err != nil {
-				return fmt.Errorf("expire readings: %w", err)
+		if err := e.batches(ctx, "readings", cuts, e.st.ExpireReadings); err != nil {
+			return err
+		}
+		for _, r := range []struct {
+			res  int
+			keep time.Duration
+			what string
+		}{{Minute, e.opts.Rollups1m, "rollups_1m"}, {Hour, e.opts.Rollups1h, "rollups_1h"}} {
+			if r.keep <= 0 {
+				continue
 			}
-			e.expired.WithLabelValues("readings").Add(float64(n))
-			if n < e.opts.Batch {
-				break
+			cuts := make([]Cutoff, len(devs))
+			for i, d := range devs {
+				cuts[i] = Cutoff{DeviceID: d.ID, Before: now.Add(-r.keep)}
+			}
+			if err := e.batches(ctx, r.what, cuts, func(ctx context.Context, cuts []Cutoff, limit int) (int, error) {
+				return e.st.ExpireRollups(ctx, r.res, cuts, limit)
+			}); err != nil {
+				return err
 			}
 		}
 		after = devs[len(devs)-1].ID
@@ -215,6 +247,24 @@ func (e *Expirer) readings(ctx context.Context, now time.Time) error {
 			return nil
 		}
 	}
+}
+
+// batches expires cuts with expire until a batch comes back not full.
+func (e *Expirer) batches(ctx context.Context, what string, cuts []Cutoff, expire func(context.Context, []Cutoff, int) (int, error)) error {
+	for len(cuts) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := expire(ctx, cuts, e.opts.Batch)
+		if err != nil {
+			return fmt.Errorf("expire %s: %w", what, err)
+		}
+		e.expired.WithLabelValues(what).Add(float64(n))
+		if n < e.opts.Batch {
+			return nil
+		}
+	}
+	return nil
 }
 
 func (e *Expirer) messages(ctx context.Context, now time.Time) error {

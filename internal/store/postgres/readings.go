@@ -81,6 +81,9 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	if err := q.Check(); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 	}
+	if q.Resolution > 0 {
+		return s.aggregateRollups(ctx, q)
+	}
 	sqlq := `SELECT ts, (data->>$2)::float8 FROM readings
 		WHERE device_id = $1 AND ts >= $3 AND ts < $4 AND jsonb_typeof(data->$2) = 'number'`
 	args := []any{q.DeviceID, q.Field, q.From, q.To}
@@ -105,6 +108,37 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	}
 	if err := rows.Err(); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
+	}
+	return a.Result(), nil
+}
+
+// aggregateRollups sums up a device's rollups of one resolution: a range
+// of the rollups' primary key (device_id, res, bucket).
+func (s *Store) aggregateRollups(ctx context.Context, q readings.AggregateQuery) (readings.Aggregate, error) {
+	sqlq := `SELECT bucket, n, sum, min, max, last, last_ts FROM rollups
+		WHERE device_id = $1 AND res = $2 AND bucket >= $3 AND bucket < $4 AND field = $5`
+	args := []any{q.DeviceID, q.Resolution, q.From, q.To, q.Field}
+	if q.Stream != "" {
+		sqlq += ` AND stream = $6`
+		args = append(args, q.Stream)
+	}
+	rows, err := s.pool.Query(ctx, sqlq+` ORDER BY bucket`, args...)
+	if err != nil {
+		return readings.Aggregate{}, fmt.Errorf("aggregate rollups: %w", err)
+	}
+	defer rows.Close()
+	a := readings.NewAggregator(q)
+	for rows.Next() {
+		var b, lastAt time.Time
+		var n int64
+		var sum, mn, mx, last float64
+		if err := rows.Scan(&b, &n, &sum, &mn, &mx, &last, &lastAt); err != nil {
+			return readings.Aggregate{}, fmt.Errorf("aggregate rollups: %w", err)
+		}
+		a.AddSummary(b.UnixMicro(), n, sum, mn, mx, last, lastAt.UnixMicro())
+	}
+	if err := rows.Err(); err != nil {
+		return readings.Aggregate{}, fmt.Errorf("aggregate rollups: %w", err)
 	}
 	return a.Result(), nil
 }

@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,7 +43,7 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 			}
 			tag, err := tx.Exec(ctx, `DELETE FROM readings WHERE id IN (
 				SELECT id FROM readings WHERE device_id = $1 AND ts < $2
-				AND id < (SELECT max(id) FROM readings) LIMIT $3)`, c.DeviceID, c.Before, limit-done)
+				AND id < (SELECT max(id) FROM readings) AND id <= $3 LIMIT $4)`, c.DeviceID, c.Before, maxID(c), limit-done)
 			if err != nil {
 				return err
 			}
@@ -108,4 +110,120 @@ func (s *Store) DiskSize(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("disk size: %w", err)
 	}
 	return n, nil
+}
+
+// maxID is the largest reading id a cutoff lets go.
+func maxID(c retention.Cutoff) int64 {
+	if c.MaxID > 0 {
+		return c.MaxID
+	}
+	return math.MaxInt64
+}
+
+var _ retention.RollupStore = (*Store)(nil)
+
+// RollupCursor implements retention.RollupStore.
+func (s *Store) RollupCursor(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `SELECT last_id FROM rollup_cursor WHERE name = 'readings'`).Scan(&id)
+	if errNoRows(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rollup cursor: %w", err)
+	}
+	return id, nil
+}
+
+// ReadingsAfter implements retention.RollupStore: a range of the primary key.
+func (s *Store) ReadingsAfter(ctx context.Context, after int64, limit int) ([]retention.RawReading, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, device_id, stream, ts, data FROM readings WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("readings after %d: %w", after, err)
+	}
+	var out []retention.RawReading
+	var r retention.RawReading
+	if _, err := pgx.ForEachRow(rows, []any{&r.ID, &r.DeviceID, &r.Stream, &r.Time, &r.Values}, func() error {
+		r.Time = r.Time.UTC()
+		out = append(out, r)
+		r.Values = nil
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("readings after %d: %w", after, err)
+	}
+	return out, nil
+}
+
+// ApplyRollups implements retention.RollupStore: the cursor moves only
+// from where this batch started (compare and set), so two nodes never sum
+// the same readings twice.
+func (s *Store) ApplyRollups(ctx context.Context, rows []retention.Rollup, from, to int64) error {
+	n := len(rows)
+	device, stream, field := make([]string, n), make([]string, n), make([]string, n)
+	res := make([]int32, n)
+	bucket, lastAt := make([]time.Time, n), make([]time.Time, n)
+	count := make([]int64, n)
+	sum, mn, mx, last := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for i, r := range rows {
+		device[i], stream[i], field[i], res[i], bucket[i], lastAt[i] = r.DeviceID, r.Stream, r.Field, int32(r.Res), r.Bucket, r.LastAt
+		count[i], sum[i], mn[i], mx[i], last[i] = r.Count, r.Sum, r.Min, r.Max, r.Last
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE rollup_cursor SET last_id = $1 WHERE name = 'readings' AND last_id = $2`, to, from)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			if from != 0 {
+				return retention.ErrCursorMoved
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO rollup_cursor (name, last_id) VALUES ('readings', $1) ON CONFLICT (name) DO NOTHING`, to)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() != 1 {
+				return retention.ErrCursorMoved
+			}
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO rollups AS r (device_id, res, bucket, stream, field, n, sum, min, max, last, last_ts)
+			SELECT * FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::text[], $5::text[], $6::int8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::timestamptz[])
+			ON CONFLICT (device_id, res, bucket, stream, field) DO UPDATE SET
+				n = r.n + excluded.n, sum = r.sum + excluded.sum, min = least(r.min, excluded.min), max = greatest(r.max, excluded.max),
+				last = CASE WHEN excluded.last_ts >= r.last_ts THEN excluded.last ELSE r.last END,
+				last_ts = greatest(r.last_ts, excluded.last_ts)`,
+			device, res, bucket, stream, field, count, sum, mn, mx, last, lastAt)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, retention.ErrCursorMoved) {
+			return err
+		}
+		return fmt.Errorf("apply rollups: %w", err)
+	}
+	return nil
+}
+
+// ExpireRollups implements retention.Store: per device, a range of the
+// primary key.
+func (s *Store) ExpireRollups(ctx context.Context, res int, cuts []retention.Cutoff, limit int) (int, error) {
+	done := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, c := range cuts {
+			if done >= limit {
+				break
+			}
+			tag, err := tx.Exec(ctx, `DELETE FROM rollups WHERE (device_id, res, bucket, stream, field) IN (
+				SELECT device_id, res, bucket, stream, field FROM rollups WHERE device_id = $1 AND res = $2 AND bucket < $3 LIMIT $4)`,
+				c.DeviceID, res, c.Before, limit-done)
+			if err != nil {
+				return err
+			}
+			done += int(tag.RowsAffected())
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire rollups: %w", err)
+	}
+	return done, nil
 }

@@ -77,6 +77,9 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	if err := q.Check(); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 	}
+	if q.Resolution > 0 {
+		return s.aggregateRollups(ctx, q)
+	}
 	path := `$."` + q.Field + `"`
 	sqlq := `SELECT ts, json_extract(data, ?1) FROM readings
 		WHERE dev = (SELECT key FROM devices WHERE id = ?2) AND ts >= ?3 AND ts < ?4
@@ -105,6 +108,36 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	}
 	if err := rows.Err(); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
+	}
+	return a.Result(), nil
+}
+
+// aggregateRollups sums up a device's rollups of one resolution: a range
+// of the rollups' primary key (dev, res, bucket).
+func (s *Store) aggregateRollups(ctx context.Context, q readings.AggregateQuery) (readings.Aggregate, error) {
+	sqlq := `SELECT bucket, n, sum, min, max, last, last_ts FROM rollups
+		WHERE dev = (SELECT key FROM devices WHERE id = ?) AND res = ? AND bucket >= ? AND bucket < ? AND field = ?`
+	args := []any{q.DeviceID, q.Resolution, q.From.UnixMicro(), q.To.UnixMicro(), q.Field}
+	if q.Stream != "" {
+		sqlq += ` AND stream = ?`
+		args = append(args, q.Stream)
+	}
+	rows, err := s.r.QueryContext(ctx, sqlq+` ORDER BY bucket`, args...)
+	if err != nil {
+		return readings.Aggregate{}, fmt.Errorf("aggregate rollups: %w", err)
+	}
+	defer rows.Close()
+	a := readings.NewAggregator(q)
+	for rows.Next() {
+		var b, n, lastAt int64
+		var sum, mn, mx, last float64
+		if err := rows.Scan(&b, &n, &sum, &mn, &mx, &last, &lastAt); err != nil {
+			return readings.Aggregate{}, fmt.Errorf("aggregate rollups: %w", err)
+		}
+		a.AddSummary(b, n, sum, mn, mx, last, lastAt)
+	}
+	if err := rows.Err(); err != nil {
+		return readings.Aggregate{}, fmt.Errorf("aggregate rollups: %w", err)
 	}
 	return a.Result(), nil
 }

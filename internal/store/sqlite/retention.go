@@ -3,7 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/devicehub/devicehub/internal/retention"
@@ -57,7 +59,7 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
 		st, err := tx.PrepareContext(ctx, `DELETE FROM readings WHERE id IN (
 			SELECT id FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?) AND ts < ?
-			AND id < (SELECT max(id) FROM readings) LIMIT ?)`)
+			AND id < (SELECT max(id) FROM readings) AND id <= ? LIMIT ?)`)
 		if err != nil {
 			return 0, err
 		}
@@ -67,7 +69,7 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 			if done >= limit {
 				break
 			}
-			res, err := st.ExecContext(ctx, c.DeviceID, c.Before.UnixMicro(), limit-done)
+			res, err := st.ExecContext(ctx, c.DeviceID, c.Before.UnixMicro(), maxID(c), limit-done)
 			if err != nil {
 				return 0, err
 			}
@@ -140,6 +142,125 @@ func (s *Store) DiskSize(ctx context.Context) (int64, error) {
 	var n int64
 	if err := s.r.QueryRowContext(ctx, `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("disk size: %w", err)
+	}
+	return n, nil
+}
+
+// maxID is the largest reading id a cutoff lets go.
+func maxID(c retention.Cutoff) int64 {
+	if c.MaxID > 0 {
+		return c.MaxID
+	}
+	return math.MaxInt64
+}
+
+var _ retention.RollupStore = (*Store)(nil)
+
+// RollupCursor implements retention.RollupStore.
+func (s *Store) RollupCursor(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.r.QueryRowContext(ctx, `SELECT last_id FROM rollup_cursor WHERE name = 'readings'`).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rollup cursor: %w", err)
+	}
+	return id, nil
+}
+
+// ReadingsAfter implements retention.RollupStore: a range of the primary key.
+func (s *Store) ReadingsAfter(ctx context.Context, after int64, limit int) ([]retention.RawReading, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT r.id, d.id, r.stream, r.ts, r.data FROM readings r JOIN devices d ON d.key = r.dev
+		WHERE r.id > ? ORDER BY r.id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("readings after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var out []retention.RawReading
+	for rows.Next() {
+		var r retention.RawReading
+		var ts int64
+		var data string
+		if err := rows.Scan(&r.ID, &r.DeviceID, &r.Stream, &ts, &data); err != nil {
+			return nil, fmt.Errorf("readings after %d: %w", after, err)
+		}
+		r.Time, r.Values = micros(ts), []byte(data)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ApplyRollups implements retention.RollupStore.
+func (s *Store) ApplyRollups(ctx context.Context, rows []retention.Rollup, from, to int64) error {
+	_, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+		res, err := tx.ExecContext(ctx, `UPDATE rollup_cursor SET last_id = ? WHERE name = 'readings' AND last_id = ?`, to, from)
+		if err != nil {
+			return 0, err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			if from != 0 {
+				return 0, retention.ErrCursorMoved
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO rollup_cursor (name, last_id) VALUES ('readings', ?) ON CONFLICT (name) DO NOTHING`, to)
+			if err != nil {
+				return 0, err
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return 0, retention.ErrCursorMoved
+			}
+		}
+		st, err := tx.PrepareContext(ctx, `INSERT INTO rollups (dev, res, bucket, stream, field, n, sum, min, max, last, last_ts)
+			VALUES ((SELECT key FROM devices WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (dev, res, bucket, stream, field) DO UPDATE SET
+				n = n + excluded.n, sum = sum + excluded.sum, min = min(min, excluded.min), max = max(max, excluded.max),
+				last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
+				last_ts = max(last_ts, excluded.last_ts)`)
+		if err != nil {
+			return 0, err
+		}
+		defer st.Close()
+		for _, r := range rows {
+			if _, err := st.ExecContext(ctx, r.DeviceID, r.Res, r.Bucket.UnixMicro(), r.Stream, r.Field, r.Count, r.Sum, r.Min, r.Max, r.Last, r.LastAt.UnixMicro()); err != nil {
+				return 0, err
+			}
+		}
+		return len(rows), nil
+	})
+	if err != nil {
+		return fmt.Errorf("apply rollups: %w", err)
+	}
+	return nil
+}
+
+// ExpireRollups implements retention.Store: per device, a range of the
+// primary key.
+func (s *Store) ExpireRollups(ctx context.Context, res int, cuts []retention.Cutoff, limit int) (int, error) {
+	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+		// Without rowid: the rows are named by their key.
+		st, err := tx.PrepareContext(ctx, `DELETE FROM rollups WHERE (dev, res, bucket, stream, field) IN (
+			SELECT dev, res, bucket, stream, field FROM rollups
+			WHERE dev = (SELECT key FROM devices WHERE id = ?) AND res = ? AND bucket < ? LIMIT ?)`)
+		if err != nil {
+			return 0, err
+		}
+		defer st.Close()
+		done := 0
+		for _, c := range cuts {
+			if done >= limit {
+				break
+			}
+			r, err := st.ExecContext(ctx, c.DeviceID, res, c.Before.UnixMicro(), limit-done)
+			if err != nil {
+				return 0, err
+			}
+			k, _ := r.RowsAffected()
+			done += int(k)
+		}
+		return done, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire rollups: %w", err)
 	}
 	return n, nil
 }

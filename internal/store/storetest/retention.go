@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -122,5 +123,78 @@ func testRetention(t *testing.T, b Backend) {
 	}
 	if len(msgs) != 1 || msgs[0].Payload != nil {
 		t.Errorf("messages left %+v, want the newest without payload", msgs)
+	}
+}
+
+func testRollups(t *testing.T, b Backend) {
+	ctx := context.Background()
+	provision(t, b, "d1")
+	var batch []*commit.Change
+	for s := 5; s < 180; s += 10 {
+		batch = append(batch, data{device: "d1", stream: "a", times: []int{s}, values: map[string]any{"t": float64(s % 7), "s": "x"}}.change(t))
+	}
+	mustCommit(t, b, batch...)
+	log := slog.New(slog.DiscardHandler)
+	roller := retention.NewRoller(b, retention.RollupOptions{Batch: 7}, log, nil)
+	if err := roller.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	agg := func(res, buckets int, to int) []readings.Bucket {
+		t.Helper()
+		a, err := b.AggregateReadings(ctx, readings.AggregateQuery{DeviceID: "d1", Field: "t", From: at(0), To: at(to), Buckets: buckets, Resolution: res})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Buckets
+	}
+	// Minute buckets of the rollups are the raw readings' minute buckets.
+	equalJSON(t, "1m rollups vs raw", agg(retention.Minute, 3, 180), agg(0, 3, 180))
+	equalJSON(t, "1h rollups vs raw", agg(retention.Hour, 1, 3600), agg(0, 1, 3600))
+	if got := agg(retention.Minute, 3, 180); len(got) != 3 || got[0].Count != 6 {
+		t.Fatalf("1m rollups %+v", got)
+	}
+	// Caught up: nothing more; a stale cursor writes nothing.
+	if err := roller.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := b.RollupCursor(ctx)
+	if err != nil || cur == 0 {
+		t.Fatalf("cursor %d, %v", cur, err)
+	}
+	stale := []retention.Rollup{{Res: retention.Minute, DeviceID: "d1", Stream: "a", Field: "t", Bucket: at(0), Count: 100, Sum: 1, Min: 1, Max: 1, Last: 1, LastAt: at(0)}}
+	if err := b.ApplyRollups(ctx, stale, cur-1, cur+1); !errors.Is(err, retention.ErrCursorMoved) {
+		t.Errorf("stale ApplyRollups: %v, want ErrCursorMoved", err)
+	}
+	equalJSON(t, "1m rollups after a stale apply", agg(retention.Minute, 3, 180), agg(0, 3, 180))
+
+	// A late reading of the first minute is added to its rollup; the
+	// bucket's last stays the newer value.
+	mustCommit(t, b, data{device: "d1", stream: "a", times: []int{20}, values: map[string]any{"t": 100.0}}.change(t))
+	if err := roller.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := agg(retention.Minute, 3, 180)[0]
+	if first.Count != 7 || first.Max != 100 || first.Last != float64(55%7) {
+		t.Errorf("first minute after a late reading %+v", first)
+	}
+	equalJSON(t, "1m rollups vs raw after a late reading", agg(retention.Minute, 3, 180), agg(0, 3, 180))
+
+	// Readings not summed up yet are not expired.
+	mustCommit(t, b, data{device: "d1", stream: "a", times: []int{170}, values: map[string]any{"t": 1.0}}.change(t),
+		data{device: "d1", stream: "a", times: []int{175}, values: map[string]any{"t": 1.0}}.change(t))
+	e := retention.New(b, retention.Options{Readings: time.Microsecond, Rollups: true, Rollups1m: time.Hour, Batch: 4,
+		Now: func() time.Time { return at(3600 + 120) }}, log, nil)
+	if err := e.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := deviceReadingSecs(t, b, "d1"); !slices.Equal(got, []int{175, 170}) {
+		t.Errorf("readings left %v, want the two not summed up", got)
+	}
+	// 1-minute rollups older than an hour went; the hour stays.
+	if got := agg(retention.Minute, 3, 180); len(got) != 1 || !got[0].Start.Equal(at(120)) {
+		t.Errorf("1m rollups left %+v, want the third minute's", got)
+	}
+	if got := agg(retention.Hour, 1, 3600); len(got) != 1 || got[0].Count != 19 {
+		t.Errorf("1h rollups %+v, want 19 values", got)
 	}
 }

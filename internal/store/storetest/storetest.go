@@ -46,6 +46,7 @@ type Backend interface {
 	access.Store
 	messagelog.Store
 	retention.Store
+	retention.RollupStore
 	monitors.Store
 	accounts.Store
 	registry.Counter
@@ -89,6 +90,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Alerts", testAlerts},                  // alerts.go
 		{"AlertsOneOpen", testAlertsConcurrent}, // alerts.go
 		{"Retention", testRetention},            // retention.go
+		{"Rollups", testRollups},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
