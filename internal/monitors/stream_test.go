@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/monitorclient"
@@ -257,5 +258,37 @@ func TestStreamNeverAcks(t *testing.T) {
 	var c collector
 	runStream(t, monitorclient.StreamOptions{Addr: addr, MonitorID: id, Token: res.Token, Callback: c.callback})
 	eventually.True(t, 20*time.Second, "every event replayed", func() bool { return len(c.seqs()) >= len(want) })
+	assertOnceInOrder(t, c.seqs(), want)
+}
+
+// TestStreamBacklogFromTheStore: events in the log that this hub's bus
+// never carried (written to the store by another process, as another hub
+// on the same database does) reach a stream receiver that connects
+// afterwards, once each and in order, before the live ones.
+func TestStreamBacklogFromTheStore(t *testing.T) {
+	h := startHub(t, "", testOptions())
+	addr := h.serveStream(t, nil)
+	res := h.create(monitors.Spec{Topics: []string{"device_*"}, Transport: "tcp", BatchSize: 100, BatchDuration: fptr(0.01), AutoReplayOnConnect: true})
+	ctx := context.Background()
+	ev, err := commit.NewEvent(events.Event{Type: events.DeviceStatusChanged, Time: time.Now().UTC(), DeviceID: "d1", DeviceType: "sensor",
+		Args: &events.StatusChanged{OldStatus: "online", NewStatus: "offline"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]*commit.Change, 3000)
+	for i := range batch {
+		batch[i] = &commit.Change{DeviceID: "d1", Events: []commit.Event{ev}}
+	}
+	if err := h.st.Commit(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	for _, ch := range batch {
+		want = append(want, ch.Events[0].Seq)
+	}
+	var c collector
+	runStream(t, monitorclient.StreamOptions{Addr: addr, MonitorID: res.Monitor.ID, Token: res.Token, Callback: c.callback})
+	want = append(want, h.publish(5, events.DeviceStatusChanged, "d1")...)
+	eventually.True(t, 20*time.Second, "every event", func() bool { return len(c.seqs()) >= len(want) })
 	assertOnceInOrder(t, c.seqs(), want)
 }

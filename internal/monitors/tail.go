@@ -143,10 +143,15 @@ func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *fe
 			}
 		}()
 		pos := from
+		// First from the store, up to its end: the log may hold events this
+		// hub's bus never carried (written by another hub on the same
+		// database while this one was down); then from the tail, or from
+		// the store again whenever the tail has moved past pos.
+		catchingUp := true
 		buf := make([]events.Event, 0, 1024)
 		for ctx.Err() == nil {
 			evs, ok, wake := s.tail.read(pos, cap(buf), buf[:0])
-			if !ok {
+			if catchingUp || !ok {
 				stored, err := s.deps.Events.ReadEvents(ctx, pos, 1024)
 				if err != nil {
 					if ctx.Err() == nil {
@@ -156,8 +161,12 @@ func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *fe
 					continue
 				}
 				if len(stored) == 0 {
-					// The ring's start is not committed yet? Only a
-					// store behind the bus; wait for more.
+					if catchingUp {
+						catchingUp = false
+						continue
+					}
+					// The tail moved past pos but the store has nothing
+					// after it yet: wait for more.
 					select {
 					case <-wake:
 					case <-ctx.Done():
