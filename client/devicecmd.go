@@ -12,23 +12,31 @@ import (
 
 // Command is a command sent to a device.
 type Command struct {
-	ID         string          `json:"id"`
-	DeviceID   string          `json:"device_id"`
-	Command    string          `json:"command"`
-	Payload    json.RawMessage `json:"payload,omitempty"`
-	Status     string          `json:"status"` // pending, sent, succeeded, failed, expired
-	Result     json.RawMessage `json:"result,omitempty"`
-	Sends      int             `json:"sends"`
-	CreatedAt  time.Time       `json:"created_at"`
-	ExpiresAt  time.Time       `json:"expires_at"`
-	SentAt     *time.Time      `json:"sent_at,omitempty"`
-	FinishedAt *time.Time      `json:"finished_at,omitempty"`
-	UpdatedAt  time.Time       `json:"updated_at"`
+	ID          string          `json:"id"`
+	DeviceID    string          `json:"device_id"`
+	Command     string          `json:"command"`
+	Payload     json.RawMessage `json:"payload,omitempty"`
+	Status      string          `json:"status"` // queued, sent, delivered, succeeded, failed, expired, canceled
+	Result      json.RawMessage `json:"result,omitempty"`
+	Sends       int             `json:"sends"`
+	Resends     int             `json:"resends"`
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+	FirstSentAt *time.Time      `json:"first_sent_at,omitempty"`
+	SentAt      *time.Time      `json:"sent_at,omitempty"` // the last hand-over to the broker
+	DeliveredAt *time.Time      `json:"delivered_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+	JobID       string          `json:"job_id,omitempty"`
 }
 
 // Finished reports whether the command has a final status.
 func (c *Command) Finished() bool {
-	return c.Status == "succeeded" || c.Status == "failed" || c.Status == "expired"
+	switch c.Status {
+	case "succeeded", "failed", "expired", "canceled":
+		return true
+	}
+	return false
 }
 
 // SendCommandRequest is a command to send.
@@ -36,6 +44,19 @@ type SendCommandRequest struct {
 	Command   string          `json:"command"`
 	Payload   json.RawMessage `json:"payload,omitempty"`
 	ExpiresIn time.Duration   `json:"-"` // 0: the hub's default
+	// Wait holds the answer until the command finished or Wait passed
+	// (at most MaxWait; ?wait=).
+	Wait time.Duration `json:"-"`
+}
+
+// MaxWait is the longest ?wait= the hub takes in one request.
+const MaxWait = 60 * time.Second
+
+func waitQuery(d time.Duration) url.Values {
+	if d <= 0 {
+		return nil
+	}
+	return url.Values{"wait": {min(d, MaxWait).String()}}
 }
 
 type commandAnswer struct {
@@ -54,7 +75,7 @@ func (c *Client) SendCommand(ctx context.Context, deviceID string, req SendComma
 		body.ExpiresIn = req.ExpiresIn.String()
 	}
 	var out commandAnswer
-	if err := c.do(ctx, http.MethodPost, devicePath(deviceID)+"/commands", nil, body, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, devicePath(deviceID)+"/commands", waitQuery(req.Wait), body, &out); err != nil {
 		return nil, fmt.Errorf("send command to %s: %w", deviceID, err)
 	}
 	return &out.Command, nil
@@ -69,15 +90,18 @@ func (c *Client) GetCommand(ctx context.Context, id string) (*Command, error) {
 	return &out.Command, nil
 }
 
-// WaitCommand polls a command every interval until it has a final status
-// or ctx ends; then it returns the command as last seen (nil if never)
-// with ctx's error.
+// WaitCommand waits until a command has a final status or ctx ends; then
+// it returns the command as last seen (nil if never) with ctx's error. It
+// holds requests on the hub (?wait=) rather than polling; interval is
+// only the shortest wait it asks for.
 func (c *Client) WaitCommand(ctx context.Context, id string, interval time.Duration) (*Command, error) {
-	tk := time.NewTicker(interval)
-	defer tk.Stop()
 	var last *Command
 	for {
-		cmd, err := c.GetCommand(ctx, id)
+		d := MaxWait
+		if dl, ok := ctx.Deadline(); ok {
+			d = max(min(time.Until(dl), MaxWait), interval)
+		}
+		cmd, err := c.AwaitCommand(ctx, id, d)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return last, fmt.Errorf("wait for command %s: %w", id, ctx.Err())
@@ -87,12 +111,37 @@ func (c *Client) WaitCommand(ctx context.Context, id string, interval time.Durat
 			return cmd, nil
 		}
 		last = cmd
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return last, fmt.Errorf("wait for command %s: %w", id, ctx.Err())
-		case <-tk.C:
 		}
 	}
+}
+
+// AwaitCommand waits until a command finished or d passed, with the
+// hub's ?wait= (in requests of at most MaxWait), and returns it as it then
+// is: running out of time is not an error.
+func (c *Client) AwaitCommand(ctx context.Context, id string, d time.Duration) (*Command, error) {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline).Round(time.Millisecond)
+		var out commandAnswer
+		if err := c.do(ctx, http.MethodGet, "/api/v1/commands/"+url.PathEscape(id), waitQuery(max(left, time.Millisecond)), nil, &out); err != nil {
+			return nil, fmt.Errorf("wait for command %s: %w", id, err)
+		}
+		if out.Command.Finished() || time.Until(deadline) <= 0 {
+			return &out.Command, nil
+		}
+	}
+}
+
+// CancelCommand cancels a command that has not finished (POST
+// /api/v1/commands/{id}/cancel).
+func (c *Client) CancelCommand(ctx context.Context, id string) (*Command, error) {
+	var out commandAnswer
+	if err := c.do(ctx, http.MethodPost, "/api/v1/commands/"+url.PathEscape(id)+"/cancel", nil, nil, &out); err != nil {
+		return nil, fmt.Errorf("cancel command %s: %w", id, err)
+	}
+	return &out.Command, nil
 }
 
 // ListCommands lists a device's commands, newest first; status "" lists

@@ -60,6 +60,12 @@ const (
 	DeviceCommandResult Type = "device_command_result"
 	// DeviceCommandExpired: a command expired before the device answered.
 	DeviceCommandExpired Type = "device_command_expired"
+	// DeviceCommandDelivered: the device's MQTT client acknowledged the
+	// command's publish (PUBACK).
+	DeviceCommandDelivered Type = "device_command_delivered"
+	// DeviceCommandCanceled: an operator canceled a command before it
+	// finished.
+	DeviceCommandCanceled Type = "device_command_canceled"
 	// TwinDesiredChanged: an operator set the device's desired properties.
 	TwinDesiredChanged Type = "twin_desired_changed"
 	// TwinReportedChanged: the device reported a patch of its properties.
@@ -235,7 +241,21 @@ type CommandResult struct {
 type CommandExpired struct {
 	CommandID string `json:"command_id"`
 	Command   string `json:"command"`
-	Status    string `json:"status"` // the status it had: pending or sent
+	Status    string `json:"status"` // the status it had: queued, sent or delivered
+}
+
+// CommandDelivered is the argument of DeviceCommandDelivered.
+type CommandDelivered struct {
+	CommandID string `json:"command_id"`
+	Command   string `json:"command"`
+}
+
+// CommandCanceled is the argument of DeviceCommandCanceled.
+type CommandCanceled struct {
+	CommandID string `json:"command_id"`
+	Command   string `json:"command"`
+	Status    string `json:"status"` // the status it had: queued, sent or delivered
+	By        string `json:"by,omitempty"` // who canceled it (the operator's token or user)
 }
 
 // TwinDesired is the argument of TwinDesiredChanged: the new desired
@@ -287,6 +307,10 @@ func NewArgs(t Type) any {
 		return &CommandResult{}
 	case DeviceCommandExpired:
 		return &CommandExpired{}
+	case DeviceCommandDelivered:
+		return &CommandDelivered{}
+	case DeviceCommandCanceled:
+		return &CommandCanceled{}
 	case TwinDesiredChanged:
 		return &TwinDesired{}
 	case TwinReportedChanged:

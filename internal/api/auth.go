@@ -3,7 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -224,8 +227,46 @@ func (a *API) guard(ctx huma.Context, next func(huma.Context)) {
 			return
 		}
 	}
+	if err := unknownQuery(op, r); err != nil {
+		status = a.writeError(w, r, err)
+		return
+	}
 	next(ctx)
 	finished = true
+}
+
+// unknownQuery refuses a query parameter the operation does not declare:
+// a misspelt option (?wiat=10s) must not be silently ignored.
+func unknownQuery(op *huma.Operation, r *http.Request) error {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	for name := range r.URL.Query() {
+		known := false
+		for _, p := range op.Parameters {
+			if p.In == "query" && p.Name == name {
+				known = true
+				break
+			}
+		}
+		if known {
+			continue
+		}
+		var names []string
+		for _, p := range op.Parameters {
+			if p.In == "query" {
+				names = append(names, p.Name)
+			}
+		}
+		takes := "no query parameters"
+		if len(names) > 0 {
+			slices.Sort(names)
+			takes = "only " + strings.Join(names, ", ")
+		}
+		return &Error{Status: http.StatusBadRequest, Code: "unknown_parameter", Field: name,
+			Message: fmt.Sprintf("unknown query parameter %q: %s %s takes %s", name, op.Method, op.Path, takes)}
+	}
+	return nil
 }
 
 // authorize authenticates r's bearer token and checks that its role is at

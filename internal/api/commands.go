@@ -16,16 +16,28 @@ type Commands interface {
 	Send(ctx context.Context, req commands.SendRequest) (*commands.Command, error)
 	Get(ctx context.Context, id string) (*commands.Command, error)
 	List(ctx context.Context, opts commands.ListOptions) ([]commands.Command, error)
+	Wait(ctx context.Context, id string, d time.Duration) (*commands.Command, error)
+	Cancel(ctx context.Context, id, by string) (*commands.Command, error)
 }
+
+// maxWait bounds ?wait= (the HTTP server's write timeout must allow it).
+const maxWait = 60 * time.Second
+
+const waitDoc = "Hold the answer until the command finished (succeeded, failed, expired or canceled) or this long " +
+	"(Go duration, up to 60s) passed, then answer with the command as it then is: running out of time is not an error."
 
 func (a *API) registerCommands() {
 	register(a, permOperator, huma.Operation{
 		OperationID: "sendCommand", Method: http.MethodPost, Path: "/api/v1/devices/{id}/commands", Tags: []string{"commands"},
 		DefaultStatus: http.StatusCreated,
 		Summary:       "Send a command to a device",
-		Description: "Stores the command and publishes it to devices/{id}/commands/{command_id} (QoS 1) if the device is " +
-			"connected; otherwise, and until the device answers, it is published again when the device connects, until it " +
-			"expires. The command must be one the device type declares.",
+		Description: "Stores the command. If the device is connected it is handed to the broker at once (sent), published " +
+			"to devices/{id}/commands/{command_id} at QoS 1; otherwise it is queued and handed over when the device " +
+			"connects, oldest first, and again every 30s until the device acknowledges it (delivered) or it expires. " +
+			"The command must be one the device type declares, its payload must satisfy the command's declared " +
+			"parameters.\n\nWith ?wait= the answer waits for the command to finish: 201 once finished, 202 with the " +
+			"current state when the wait ran out.",
+		Responses: map[string]*huma.Response{"202": {Description: "The wait ran out before the command finished; the command as it is."}},
 	}, a.sendCommand)
 	register(a, permViewer, huma.Operation{
 		OperationID: "listCommands", Method: http.MethodGet, Path: "/api/v1/devices/{id}/commands", Tags: []string{"commands"},
@@ -33,24 +45,36 @@ func (a *API) registerCommands() {
 	}, a.listCommands)
 	register(a, permViewer, huma.Operation{
 		OperationID: "getCommand", Method: http.MethodGet, Path: "/api/v1/commands/{command_id}", Tags: []string{"commands"},
-		Summary: "Get a command", Description: "With its status and, once the device answered, its result.",
+		Summary: "Get a command", Description: "With its status, its times and, once the device answered, its result. " +
+			"With ?wait= the answer waits for the command to finish (200 either way).",
 	}, a.getCommand)
+	register(a, permOperator, huma.Operation{
+		OperationID: "cancelCommand", Method: http.MethodPost, Path: "/api/v1/commands/{command_id}/cancel", Tags: []string{"commands"},
+		Summary: "Cancel a command",
+		Description: "A queued, sent or delivered command becomes canceled (device_command_canceled) and is no longer " +
+			"handed to the device; an answer from the device is then refused (command_finished). A finished command " +
+			"is left as it is: 409 command_finished.",
+	}, a.cancelCommand)
 }
 
 // Command is a command sent to a device.
 type Command struct {
-	ID         string     `json:"id" example:"cmd_3f2a9c01b7d4e5f6a7b8c9d0"`
-	DeviceID   string     `json:"device_id" example:"ws-1"`
-	Command    string     `json:"command" example:"reboot"`
-	Payload    any        `json:"payload,omitempty" doc:"The payload sent with the command, any JSON value."`
-	Status     string     `json:"status" enum:"pending,sent,succeeded,failed,expired" doc:"pending: not published yet (the device is offline); sent: published, no answer yet; succeeded or failed: the device's answer; expired: no answer in time."`
-	Result     any        `json:"result,omitempty" doc:"The device's result, any JSON value."`
-	Sends      int        `json:"sends" doc:"How often it was published."`
-	CreatedAt  time.Time  `json:"created_at"`
-	ExpiresAt  time.Time  `json:"expires_at"`
-	SentAt     *time.Time `json:"sent_at,omitempty" doc:"When it was last published."`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	UpdatedAt  time.Time  `json:"updated_at"`
+	ID          string     `json:"id" example:"cmd_187c2d1e9a4b5c60a1b2c3d4"`
+	DeviceID    string     `json:"device_id" example:"ws-1"`
+	Command     string     `json:"command" example:"reboot"`
+	Payload     any        `json:"payload,omitempty" doc:"The payload sent with the command, any JSON value."`
+	Status      string     `json:"status" enum:"queued,sent,delivered,succeeded,failed,expired,canceled" doc:"queued: not handed to the broker yet (the device is offline); sent: handed to the broker, not acknowledged by the device; delivered: the device's MQTT client acknowledged it (PUBACK); succeeded or failed: the device's answer; expired: no answer in time; canceled: an operator canceled it."`
+	Result      any        `json:"result,omitempty" doc:"The device's result, any JSON value."`
+	Sends       int        `json:"sends" doc:"How often it was handed to the broker."`
+	Resends     int        `json:"resends" doc:"How often it was handed to the broker again (sends - 1)."`
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	FirstSentAt *time.Time `json:"first_sent_at,omitempty" doc:"When it was first handed to the broker."`
+	SentAt      *time.Time `json:"sent_at,omitempty" doc:"When it was last handed to the broker (the last resend)."`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty" doc:"When the device acknowledged it."`
+	FinishedAt  *time.Time `json:"finished_at,omitempty" doc:"When it succeeded, failed, expired or was canceled."`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	JobID       string     `json:"job_id,omitempty" doc:"The fleet job that sent it."`
 }
 
 func rawValue(b []byte) any {
@@ -67,15 +91,16 @@ func rawValue(b []byte) any {
 func commandOut(c *commands.Command) Command {
 	return Command{
 		ID: c.ID, DeviceID: c.DeviceID, Command: c.Command, Payload: rawValue(c.Payload), Status: c.Status,
-		Result: rawValue(c.Result), Sends: c.Sends, CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt,
-		SentAt: c.SentAt, FinishedAt: c.FinishedAt, UpdatedAt: c.UpdatedAt,
+		Result: rawValue(c.Result), Sends: c.Sends, Resends: c.Resends(), CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt,
+		FirstSentAt: c.FirstSentAt, SentAt: c.SentAt, DeliveredAt: c.DeliveredAt, FinishedAt: c.FinishedAt,
+		UpdatedAt: c.UpdatedAt, JobID: c.JobID,
 	}
 }
 
 // SendCommandRequest is the body of POST /api/v1/devices/{id}/commands.
 type SendCommandRequest struct {
 	Command   string `json:"command" minLength:"1" maxLength:"128" doc:"A command the device type declares." example:"reboot"`
-	Payload   any    `json:"payload,omitempty" doc:"Any JSON value, handed to the device as is."`
+	Payload   any    `json:"payload,omitempty" doc:"Any JSON value, handed to the device as is; an object of the declared parameters when the command declares some."`
 	ExpiresIn string `json:"expires_in,omitempty" doc:"How long the device has to answer (Go duration, 1s to 7 days); default 1h." example:"10m"`
 }
 
@@ -86,15 +111,41 @@ type CommandAnswer struct {
 
 type commandOutput struct{ Body CommandAnswer }
 
+type sendCommandOutput struct {
+	Status int
+	Body   CommandAnswer
+}
+
+// WaitInput is the ?wait= parameter of the command operations.
+type WaitInput struct {
+	Wait string `query:"wait" doc:"Hold the answer until the command finished or this long passed (Go duration, up to 60s)." example:"10s"`
+}
+
+func (w WaitInput) duration() (time.Duration, error) {
+	if w.Wait == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(w.Wait)
+	if err != nil || d < 0 || d > maxWait {
+		return 0, invalidArg("wait", "must be a Go duration from 0s to %s such as 10s, got %q", maxWait, w.Wait)
+	}
+	return d, nil
+}
+
 type sendCommandInput struct {
 	DeviceIDInput
+	WaitInput
 	Body SendCommandRequest
 }
 
-func (a *API) sendCommand(ctx context.Context, in *sendCommandInput) (*commandOutput, error) {
+func (a *API) sendCommand(ctx context.Context, in *sendCommandInput) (*sendCommandOutput, error) {
 	setTarget(ctx, in.ID)
 	if a.deps.Commands == nil {
 		return nil, errNotImplemented
+	}
+	wait, err := in.duration()
+	if err != nil {
+		return nil, err
 	}
 	var exp time.Duration
 	if in.Body.ExpiresIn != "" {
@@ -116,7 +167,18 @@ func (a *API) sendCommand(ctx context.Context, in *sendCommandInput) (*commandOu
 	if err != nil {
 		return nil, err
 	}
-	return &commandOutput{Body: CommandAnswer{Command: commandOut(c)}}, nil
+	status := http.StatusCreated
+	if wait > 0 {
+		w, err := a.deps.Commands.Wait(ctx, c.ID, wait)
+		if err != nil {
+			return nil, err
+		}
+		c = w
+		if c.FinishedAt == nil {
+			status = http.StatusAccepted
+		}
+	}
+	return &sendCommandOutput{Status: status, Body: CommandAnswer{Command: commandOut(c)}}, nil
 }
 
 // CommandList is the answer of GET /api/v1/devices/{id}/commands.
@@ -128,7 +190,7 @@ type commandListOutput struct{ Body CommandList }
 
 type listCommandsInput struct {
 	DeviceIDInput
-	Status string `query:"status" enum:"pending,sent,succeeded,failed,expired," doc:"Only commands with this status."`
+	Status string `query:"status" enum:"queued,sent,delivered,succeeded,failed,expired,canceled," doc:"Only commands with this status."`
 	Limit  int    `query:"limit" minimum:"1" maximum:"1000" doc:"At most this many; default 100."`
 }
 
@@ -147,17 +209,48 @@ func (a *API) listCommands(ctx context.Context, in *listCommandsInput) (*command
 	return &commandListOutput{Body: out}, nil
 }
 
+// CommandIDInput is the command id in the path.
+type CommandIDInput struct {
+	CommandID string `path:"command_id" doc:"Command id." example:"cmd_187c2d1e9a4b5c60a1b2c3d4"`
+}
+
 type getCommandInput struct {
-	CommandID string `path:"command_id" doc:"Command id." example:"cmd_3f2a9c01b7d4e5f6a7b8c9d0"`
+	CommandIDInput
+	WaitInput
 }
 
 func (a *API) getCommand(ctx context.Context, in *getCommandInput) (*commandOutput, error) {
 	if a.deps.Commands == nil {
 		return nil, errNotImplemented
 	}
-	c, err := a.deps.Commands.Get(ctx, in.CommandID)
+	wait, err := in.duration()
 	if err != nil {
 		return nil, err
 	}
+	var c *commands.Command
+	if wait > 0 {
+		c, err = a.deps.Commands.Wait(ctx, in.CommandID, wait)
+	} else {
+		c, err = a.deps.Commands.Get(ctx, in.CommandID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &commandOutput{Body: CommandAnswer{Command: commandOut(c)}}, nil
+}
+
+func (a *API) cancelCommand(ctx context.Context, in *CommandIDInput) (*commandOutput, error) {
+	if a.deps.Commands == nil {
+		return nil, errNotImplemented
+	}
+	by := ""
+	if tok := infoFrom(ctx).token; tok != nil {
+		by = tok.ID
+	}
+	c, err := a.deps.Commands.Cancel(ctx, in.CommandID, by)
+	if err != nil {
+		return nil, err
+	}
+	setTarget(ctx, c.DeviceID)
 	return &commandOutput{Body: CommandAnswer{Command: commandOut(c)}}, nil
 }

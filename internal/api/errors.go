@@ -189,6 +189,14 @@ func httpError(err error) (int, ErrorDetail) {
 		}
 		return status, ErrorDetail{Code: rej.RejectCode(), Message: rej.Error(), Field: rej.RejectField()}
 	}
+	var param *commands.ParamError
+	if errors.As(err, &param) {
+		field := "payload"
+		if param.Param != "" {
+			field += "." + param.Param
+		}
+		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: param.Error(), Field: field}
+	}
 	var monField *monitors.FieldError
 	if errors.As(err, &monField) {
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: monField.Error(), Field: monField.Field}
@@ -252,6 +260,8 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusUnprocessableEntity, ErrorDetail{Code: "import_refused", Message: err.Error()}
 	case errors.Is(err, commands.ErrNotFound), errors.Is(err, commands.ErrDeviceNotFound), errors.Is(err, twin.ErrDeviceNotFound):
 		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
+	case errors.Is(err, commands.ErrFinished):
+		return http.StatusConflict, ErrorDetail{Code: "command_finished", Message: err.Error()}
 	case errors.Is(err, commands.ErrUnknownCommand):
 		return http.StatusBadRequest, ErrorDetail{Code: "unknown_command", Message: err.Error(), Field: "command"}
 	case errors.Is(err, commands.ErrInvalid), errors.Is(err, twin.ErrInvalid):

@@ -79,6 +79,11 @@ type Deps struct {
 	// DeviceGone, if set, is called when a device's last connection has
 	// ended (ingest frees what it held for the device).
 	DeviceGone func(deviceID string)
+	// Delivered, if set, is called when a device acknowledged a QoS 1
+	// publish of the hub (its PUBACK), with the publish's topic (see
+	// acks). It runs on the device's read loop and must not block for
+	// long.
+	Delivered func(deviceID, topic string)
 }
 
 // Publish is one message from a device (or its last will).
@@ -321,6 +326,8 @@ type session struct {
 	superseded  atomic.Bool // a newer connection of the device was accepted
 	slotHeld    atomic.Bool // holds its device's slot (see deviceConns)
 	established atomic.Bool // CONNACK sent, session in mochi's client map
+
+	acks acks // the hub's QoS 1 publishes to the device awaiting its PUBACK
 }
 
 // live reports whether the session may still act for its device: neither

@@ -27,7 +27,8 @@ func (h *hook) ID() string { return "devicehub" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketSent,
-		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill:
+		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill,
+		mqtt.OnQosPublish, mqtt.OnQosComplete:
 		return true
 	}
 	return false
@@ -259,6 +260,9 @@ func (b *Broker) reasonFor(s *session, stop, err error) reason {
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type != packets.Connect && cl.ID != "" && !cl.Net.Inline {
 		h.b.deps.Presence.Activity(cl.ID)
+		if s := h.b.sessionOf(cl); s != nil {
+			s.acks.read(&pk)
+		}
 	}
 	return pk, nil
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,7 +21,7 @@ func newCommandCmd(g *globals) *cobra.Command {
 		Use:   "command",
 		Short: "Send commands to devices and list them",
 	}
-	cmd.AddCommand(newCommandSendCmd(g), newCommandListCmd(g), newCommandGetCmd(g))
+	cmd.AddCommand(newCommandSendCmd(g), newCommandListCmd(g), newCommandGetCmd(g), newCommandCancelCmd(g))
 	return cmd
 }
 
@@ -33,9 +32,10 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "send DEVICE_ID COMMAND",
 		Short: "Send a command to a device",
-		Long: "Send a command the device's type declares. The hub publishes it now if the device is\n" +
-			"connected, or when it connects, until it expires. --wait waits for the device's answer\n" +
-			"and exits non-zero unless it succeeded.",
+		Long: "Send a command the device's type declares (its payload must satisfy the command's declared\n" +
+			"parameters). The hub hands it to the device now if it is connected, or when it connects,\n" +
+			"until the device acknowledges it (delivered) or it expires. --wait holds the request on the\n" +
+			"hub (?wait=) until the device's answer, and exits non-zero unless it succeeded.",
 		Args:              exactArgs(2, "DEVICE_ID COMMAND"),
 		ValidArgsFunction: g.completeDeviceIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -50,6 +50,10 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			start := time.Now()
+			if wait {
+				req.Wait = timeout
+			}
 			sent, err := c.SendCommand(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
@@ -57,16 +61,13 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 			if !wait {
 				return writeCommands(g, cmd, *sent)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			done, err := c.WaitCommand(ctx, sent.ID, 250*time.Millisecond)
-			if done == nil {
-				return err
+			done := sent
+			if left := timeout - time.Since(start); !done.Finished() && left > 0 {
+				if done, err = c.AwaitCommand(cmd.Context(), sent.ID, left); err != nil {
+					return err
+				}
 			}
-			if werr := writeCommands(g, cmd, *done); werr != nil {
-				return werr
-			}
-			if err != nil {
+			if err := writeCommands(g, cmd, *done); err != nil {
 				return err
 			}
 			if done.Status != "succeeded" {
@@ -103,7 +104,7 @@ func newCommandListCmd(g *globals) *cobra.Command {
 			return writeCommands(g, cmd, cs...)
 		},
 	}
-	cmd.Flags().StringVar(&status, "status", "", "only this status: pending, sent, succeeded, failed, expired")
+	cmd.Flags().StringVar(&status, "status", "", "only this status: queued, sent, delivered, succeeded, failed, expired, canceled")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many (default 100)")
 	return cmd
 }
@@ -119,6 +120,27 @@ func newCommandGetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			got, err := c.GetCommand(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return writeCommands(g, cmd, *got)
+		},
+	}
+}
+
+func newCommandCancelCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel COMMAND_ID",
+		Short: "Cancel a command that has not finished",
+		Long: "Cancel a queued, sent or delivered command: the hub hands it to the device no more and\n" +
+			"refuses the device's answer. A finished command is left as it is (exit 1).",
+		Args: exactArgs(1, "COMMAND_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd)
+			if err != nil {
+				return err
+			}
+			got, err := c.CancelCommand(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -22,11 +22,13 @@ func TestCommandAndTwinCommands(t *testing.T) {
 		code int
 		want []string // substrings of stdout (stderr for errors)
 	}{
-		{"send", []string{"command", "send", "ws-1", "reboot", "--payload", `{"delay":5}`}, ExitOK, []string{"cmd_new_1", "reboot", "pending"}},
+		{"send", []string{"command", "send", "ws-1", "reboot", "--payload", `{"delay":5}`}, ExitOK, []string{"cmd_new_1", "reboot", "queued"}},
 		{"send bad payload", []string{"command", "send", "ws-1", "reboot", "--payload", `{`}, ExitUsage, []string{"not JSON"}},
 		{"send undeclared", []string{"command", "send", "ws-1", "explode"}, ExitError, []string{"unknown_command"}},
 		{"send unknown device", []string{"command", "send", "nope", "reboot"}, ExitNotFound, nil},
-		{"send and wait (no answer)", []string{"command", "send", "ws-1", "reboot", "--wait", "--timeout", "1s"}, ExitError, []string{"pending"}},
+		{"send and wait (no answer)", []string{"command", "send", "ws-1", "reboot", "--wait", "--timeout", "1s"}, ExitError, []string{"queued"}},
+		{"cancel", []string{"command", "cancel", "cmd_new_1"}, ExitOK, []string{"cmd_new_1", "canceled"}},
+		{"cancel finished", []string{"command", "cancel", "cmd_1"}, ExitError, []string{"command_finished"}},
 		{"list", []string{"command", "list", "ws-1"}, ExitOK, []string{"cmd_1", "succeeded", `{"uptime":0}`}},
 		{"get", []string{"command", "get", "cmd_1", "-o", "json"}, ExitOK, []string{`"status": "succeeded"`}},
 		{"twin set", []string{"twin", "set", "ws-1", `{"interval":30}`}, ExitOK, []string{"version 1", "interval=30"}},

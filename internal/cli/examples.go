@@ -86,11 +86,12 @@ devicehub provisioning tokens create --type WeatherStation --group roof --expire
 	"provisioning tokens revoke": `devicehub provisioning tokens revoke 5b1e9a70`,
 	"command": `devicehub command send dev1 reboot
 devicehub command list dev1`,
-	"command send": `devicehub command send dev1 reboot --wait
+	"command send": `devicehub command send dev1 reboot --wait --timeout 30s
 devicehub command send dev1 set_interval --payload '{"seconds": 30}' --expires-in 10m`,
 	"command list": `devicehub command list dev1
-devicehub command list dev1 --status pending`,
-	"command get": `devicehub command get 42`,
+devicehub command list dev1 --status queued`,
+	"command get": `devicehub command get cmd_187c2d1e9a4b5c60a1b2c3d4`,
+	"command cancel": `devicehub command cancel cmd_187c2d1e9a4b5c60a1b2c3d4`,
 	"twin": `devicehub twin get dev1
 devicehub twin set dev1 '{"interval": 30}'`,
 	"twin get": `devicehub twin get dev1`,

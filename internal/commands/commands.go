@@ -1,24 +1,40 @@
 // Package commands sends operators' commands to devices and records their
 // results.
 //
-// A command is validated against the device type's commands list, stored
-// (status pending) and, if the device is connected, published at QoS 1 to
-// devices/{id}/commands/{command_id} as {"command", "payload",
-// "expires_at"} and marked sent with a device_command_sent event. Devices
-// connect with a clean session, so a command can be lost with its
-// connection: the service keeps the open (pending or sent) commands in
-// memory and publishes them again shortly after the device connects
-// (ConnectDelay, to let it subscribe) and every ResendInterval while it
-// stays unanswered, until it expires (device_command_expired). Devices
-// dedupe by command id. The device answers on
-// devices/{id}/commands/{command_id}/result with {"status":
-// "succeeded"|"failed", "result": ...}; ingest hands the answer to
-// RecordResult, which stores it with a device_command_result event.
+// A command moves through
 //
-// Every write is a commit.Change with a Change op, so events are
-// stored with their change. The in-memory view of open commands is this
-// node's: in a cluster each node resends the commands it knows of, which is
-// harmless (devices dedupe) but not coordinated.
+//	queued → sent → delivered → succeeded | failed | expired | canceled
+//
+// queued: stored, not handed to the broker yet (the device is offline);
+// sent: handed to the broker (published at QoS 1 to
+// devices/{id}/commands/{command_id} as {"command", "payload",
+// "expires_at"}), with a device_command_sent event; delivered: the
+// device's MQTT client acknowledged that publish (PUBACK), with
+// device_command_delivered; then the device's answer on
+// devices/{id}/commands/{command_id}/result ({"status": "succeeded" |
+// "failed", "result": ...}, device_command_result), the expiry
+// (device_command_expired) or an operator's cancel
+// (device_command_canceled). A queued, sent or delivered command can
+// expire or be canceled. Every transition is one conditional update on
+// the state it leaves (Change.From), so an answer that races the expiry
+// either finishes the command or is refused, never both.
+//
+// Devices connect with a clean session, so a command can be lost with its
+// connection: a command that is queued or sent (not delivered) is handed
+// to the broker again shortly after its device connects (ConnectDelay, to
+// let it subscribe) and every ResendInterval while the device stays
+// connected without acknowledging it. A device's commands go out oldest
+// first (creation time, then id), and a new command waits behind older
+// ones still waiting for their hand-over. Devices dedupe by command id.
+//
+// A transition to sent is committed before the hand-over, so that the
+// device's PUBACK always finds the command sent: a hub that stops between
+// the two resends the command when the device next connects.
+//
+// Every write is a commit.Change with a Change op, so events are stored
+// with their change. The in-memory view of unfinished commands is this
+// node's: in a cluster each node resends the commands it knows of, which
+// is harmless (devices dedupe) but not coordinated.
 package commands
 
 import (
@@ -30,8 +46,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devicehub/devicehub/events"
@@ -44,12 +61,20 @@ import (
 
 // Statuses of a command.
 const (
-	StatusPending   = "pending"   // stored, not published yet (the device was offline)
-	StatusSent      = "sent"      // published at least once, no answer yet
+	StatusQueued    = "queued"    // stored, not handed to the broker yet (the device was offline)
+	StatusSent      = "sent"      // handed to the broker, not acknowledged by the device yet
+	StatusDelivered = "delivered" // the device's MQTT client acknowledged the publish (PUBACK)
 	StatusSucceeded = "succeeded" // the device answered succeeded
 	StatusFailed    = "failed"    // the device answered failed
 	StatusExpired   = "expired"   // no answer before it expired
+	StatusCanceled  = "canceled"  // an operator canceled it before it finished
 )
+
+// Statuses lists every status, in the order of the state machine.
+var Statuses = []string{StatusQueued, StatusSent, StatusDelivered, StatusSucceeded, StatusFailed, StatusExpired, StatusCanceled}
+
+// unfinished are the statuses a command can still leave.
+var unfinished = []string{StatusQueued, StatusSent, StatusDelivered}
 
 // Errors of the command service. Those a device's answer can cause carry
 // the rejection code the ingest pipeline refuses the answer with
@@ -62,9 +87,10 @@ var (
 	// ErrUnknownCommand: the device's type does not declare the command.
 	ErrUnknownCommand = errors.New("command not declared by the device type")
 	// ErrInvalid: a bad argument (payload not JSON, expiry out of range,
-	// bad result status).
+	// bad result status, parameters that break the type's rules).
 	ErrInvalid error = &codedError{"invalid command", "validation_failed"}
-	// ErrFinished: the command already has a final status.
+	// ErrFinished: the command already finished (succeeded, failed,
+	// expired or canceled).
 	ErrFinished error = &codedError{"command already finished", "command_finished"}
 )
 
@@ -88,7 +114,8 @@ type Store interface {
 	// GetCommand returns a command or an error wrapping ErrNotFound.
 	GetCommand(ctx context.Context, id string) (*Command, error)
 	ListCommands(ctx context.Context, opts ListOptions) ([]Command, error)
-	// OpenCommands returns every pending or sent command.
+	// OpenCommands returns every unfinished (queued, sent or delivered)
+	// command, oldest first.
 	OpenCommands(ctx context.Context) ([]Command, error)
 }
 
@@ -113,7 +140,7 @@ type Types interface {
 	Get(name string) (*devicetype.Type, error)
 }
 
-// Events lets the service hear of connections.
+// Events lets the service hear of connections and finished commands.
 type Events interface {
 	Subscribe(opts eventlog.SubscribeOptions, fn func(events.Event)) (*eventlog.Subscription, error)
 }
@@ -124,14 +151,18 @@ type Options struct {
 	// (default 1h); MaxExpiry bounds it (default 7 days).
 	DefaultExpiry time.Duration
 	MaxExpiry     time.Duration
-	// ConnectDelay is how long after a device connected its open commands
-	// are published again (default 500ms), so that it has subscribed.
+	// ConnectDelay is how long after a device connected its unfinished
+	// commands are handed over again (default 500ms), so that it has
+	// subscribed.
 	ConnectDelay time.Duration
-	// ResendInterval is how often an unanswered command is published
-	// again while the device is connected (default 30s).
+	// ResendInterval is how often a command the device has not
+	// acknowledged is handed over again while it is connected (default
+	// 30s).
 	ResendInterval time.Duration
 	// MaxPayloadBytes bounds a command's payload (default 64 KiB).
 	MaxPayloadBytes int
+	// MaxWait bounds how long Wait holds a caller (default 5 minutes).
+	MaxWait time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -150,6 +181,9 @@ func (o *Options) setDefaults() {
 	if o.MaxPayloadBytes <= 0 {
 		o.MaxPayloadBytes = 64 << 10
 	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 5 * time.Minute
+	}
 }
 
 // Deps are the service's collaborators.
@@ -162,13 +196,6 @@ type Deps struct {
 	Events    Events
 }
 
-// open is an unanswered command this node sends.
-type open struct {
-	cmd  Command
-	due  time.Time // next publish; zero: only when the device connects
-	sent bool      // published at least once by this node
-}
-
 // Service sends commands and records their results. Create it with New,
 // run it with Run.
 type Service struct {
@@ -177,10 +204,13 @@ type Service struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu        sync.Mutex
-	open      map[string]*open // command id → open command
-	connected map[string]bool  // devices connected (from the event log)
-	wake      chan struct{}
+	mu      sync.Mutex
+	byID    map[string]*open   // unfinished commands by id
+	devs    map[string]*device // devices with unfinished commands, or connected
+	dueQ    dueQueue           // scheduled hand-overs
+	expQ    expiryQueue        // unfinished commands by expiry
+	waiters map[string][]chan struct{}
+	wake    chan struct{}
 }
 
 // New returns a command service.
@@ -188,10 +218,11 @@ func New(d Deps, opts Options, log *slog.Logger) *Service {
 	opts.setDefaults()
 	return &Service{
 		d: d, opts: opts, log: log,
-		now:       func() time.Time { return time.Now().UTC() },
-		open:      map[string]*open{},
-		connected: map[string]bool{},
-		wake:      make(chan struct{}, 1),
+		now:     func() time.Time { return time.Now().UTC() },
+		byID:    map[string]*open{},
+		devs:    map[string]*device{},
+		waiters: map[string][]chan struct{}{},
+		wake:    make(chan struct{}, 1),
 	}
 }
 
@@ -201,6 +232,7 @@ type SendRequest struct {
 	Command   string
 	Payload   json.RawMessage // any JSON value, or empty
 	ExpiresIn time.Duration   // 0: Options.DefaultExpiry
+	JobID     string          // the fleet job sending it, "" for none
 }
 
 // message is what a device receives on devices/{id}/commands/{command_id}.
@@ -210,9 +242,15 @@ type message struct {
 	ExpiresAt time.Time       `json:"expires_at"`
 }
 
-// Send stores a command and publishes it if the device is connected. It
-// returns the command as stored.
-func (s *Service) Send(ctx context.Context, req SendRequest) (*Command, error) {
+// prepared is a validated command, ready to store.
+type prepared struct {
+	cmd Command
+	typ string
+}
+
+// prepare validates a request against the device's type and builds its
+// command.
+func (s *Service) prepare(req SendRequest, now time.Time) (*prepared, error) {
 	typ, ok := s.d.Devices.DeviceType(req.DeviceID)
 	if !ok {
 		return nil, fmt.Errorf("send command to %s: %w", req.DeviceID, ErrDeviceNotFound)
@@ -221,14 +259,14 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (*Command, error) {
 	if err != nil {
 		return nil, fmt.Errorf("send command to %s: %w", req.DeviceID, err)
 	}
-	if !slices.Contains(t.Commands, req.Command) {
-		return nil, fmt.Errorf("%w: %q (type %s declares %v)", ErrUnknownCommand, req.Command, typ, t.Commands)
+	if len(req.Payload) > s.opts.MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: payload larger than %d bytes", ErrInvalid, s.opts.MaxPayloadBytes)
 	}
 	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
 		return nil, fmt.Errorf("%w: payload is not JSON", ErrInvalid)
 	}
-	if len(req.Payload) > s.opts.MaxPayloadBytes {
-		return nil, fmt.Errorf("%w: payload larger than %d bytes", ErrInvalid, s.opts.MaxPayloadBytes)
+	if err := checkCommand(t, req.Command, req.Payload); err != nil {
+		return nil, err
 	}
 	exp := req.ExpiresIn
 	switch {
@@ -237,75 +275,117 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (*Command, error) {
 	case exp < time.Second || exp > s.opts.MaxExpiry:
 		return nil, fmt.Errorf("%w: expires_in must be from 1s to %s", ErrInvalid, s.opts.MaxExpiry)
 	}
-	now := s.now()
-	cmd := Command{
+	return &prepared{typ: typ, cmd: Command{
 		ID: newID(), DeviceID: req.DeviceID, Command: req.Command, Payload: compact(req.Payload),
-		Status: StatusPending, CreatedAt: now, ExpiresAt: now.Add(exp).Truncate(time.Microsecond), UpdatedAt: now,
-	}
-	c := cmd
-	if err := s.d.Committer.Submit(ctx, &commit.Change{DeviceID: req.DeviceID, Ops: []commit.Op{&Change{Create: &c}}}); err != nil {
-		return nil, fmt.Errorf("store command for %s: %w", req.DeviceID, err)
-	}
-	s.mu.Lock()
-	o := &open{cmd: cmd}
-	s.open[cmd.ID] = o
-	connected := s.connected[req.DeviceID]
-	s.mu.Unlock()
-	if connected {
-		if sent, err := s.publish(ctx, o, typ, now); err != nil {
-			s.log.Warn("publish command", "device_id", req.DeviceID, "command_id", cmd.ID, "err", err)
-		} else if sent != nil {
-			cmd = *sent
-		}
-	}
-	s.poke()
-	return &cmd, nil
+		Status: StatusQueued, CreatedAt: now, ExpiresAt: now.Add(exp).Truncate(time.Microsecond), UpdatedAt: now, JobID: req.JobID,
+	}}, nil
 }
 
-// publish sends o to its device and records it sent (with the
-// device_command_sent event); it returns the command as now stored, or
-// nil if it was answered or expired meanwhile.
-func (s *Service) publish(ctx context.Context, o *open, typ string, now time.Time) (*Command, error) {
-	s.mu.Lock()
-	cmd := o.cmd
-	resend := o.sent
-	o.sent = true
-	o.due = now.Add(s.opts.ResendInterval)
-	s.mu.Unlock()
-	b, err := json.Marshal(message{Command: cmd.Command, Payload: cmd.Payload, ExpiresAt: cmd.ExpiresAt})
-	if err != nil {
-		return nil, fmt.Errorf("encode command %s: %w", cmd.ID, err)
+// checkCommand checks that t declares the command; its typed parameters
+// are checked by checkParams.
+func checkCommand(t *devicetype.Type, name string, payload json.RawMessage) error {
+	if !t.HasCommand(name) {
+		return fmt.Errorf("%w: %q (type %s declares %v)", ErrUnknownCommand, name, t.Name, t.CommandNames())
 	}
-	if err := s.d.Publisher.Publish("devices/"+cmd.DeviceID+"/commands/"+cmd.ID, b, false, 1); err != nil {
-		return nil, err
-	}
-	ev, err := commit.NewEvent(events.Event{
-		Type: events.DeviceCommandSent, Time: now, DeviceID: cmd.DeviceID, DeviceType: typ,
-		Args: &events.CommandSent{CommandID: cmd.ID, Command: cmd.Command, Payload: cmd.Payload, ExpiresAt: cmd.ExpiresAt, Resend: resend},
-	})
+	return checkParams(t, name, payload)
+}
+
+// Send stores a command and, if its device is connected and has no older
+// command waiting, hands it to the broker at once. It returns the command
+// as stored.
+func (s *Service) Send(ctx context.Context, req SendRequest) (*Command, error) {
+	now := s.now()
+	p, err := s.prepare(req, now)
 	if err != nil {
 		return nil, err
 	}
-	sentAt := now
-	err = s.d.Committer.Submit(ctx, &commit.Change{
-		DeviceID: cmd.DeviceID,
-		Ops:      []commit.Op{&Change{ID: cmd.ID, Status: StatusSent, From: []string{StatusPending, StatusSent}, SentAt: &sentAt, At: now}},
-		Events:   []commit.Event{ev},
-	})
-	if errors.Is(err, commit.ErrConflict) {
-		return nil, nil // answered or expired meanwhile
-	}
+	t, direct, err := s.enqueue(ctx, p, now)
 	if err != nil {
-		return nil, fmt.Errorf("record command %s sent: %w", cmd.ID, err)
+		return nil, err
 	}
-	cmd.Status, cmd.SentAt, cmd.UpdatedAt = StatusSent, &sentAt, now
-	cmd.Sends++
+	if err := t.Wait(ctx); err != nil {
+		return nil, fmt.Errorf("store command for %s: %w", req.DeviceID, err)
+	}
+	return s.stored(p, direct), nil
+}
+
+// enqueue queues the change that stores a prepared command: as sent, with
+// its device_command_sent event, when its device is connected and has no
+// older command waiting for its hand-over (direct), else as queued.
+func (s *Service) enqueue(ctx context.Context, p *prepared, now time.Time) (*commit.Ticket, bool, error) {
 	s.mu.Lock()
-	if cur, ok := s.open[cmd.ID]; ok {
-		cur.cmd.Status, cur.cmd.SentAt, cur.cmd.Sends = cmd.Status, cmd.SentAt, cur.cmd.Sends+1
+	d := s.devs[p.cmd.DeviceID]
+	direct := d != nil && d.connected
+	if direct {
+		_, waiting := d.flushing()
+		direct = !waiting
 	}
 	s.mu.Unlock()
-	return &cmd, nil
+	c := p.cmd
+	ch := &commit.Change{DeviceID: c.DeviceID, Ops: []commit.Op{&Change{Create: &c}}}
+	if direct {
+		sent := now
+		c.Status, c.Sends, c.FirstSentAt, c.SentAt = StatusSent, 1, &sent, &sent
+		ev, err := sentEvent(&c, p.typ, now, false)
+		if err != nil {
+			return nil, false, err
+		}
+		ch.Events = []commit.Event{ev}
+	}
+	t, err := s.d.Committer.Enqueue(ctx, ch)
+	if err != nil {
+		return nil, false, fmt.Errorf("store command for %s: %w", c.DeviceID, err)
+	}
+	p.cmd = c
+	return t, direct, nil
+}
+
+// stored takes a committed command into the in-memory view and, if it
+// was stored as sent, hands it to the broker. It returns the command.
+func (s *Service) stored(p *prepared, direct bool) *Command {
+	c := p.cmd
+	s.mu.Lock()
+	o := s.track(c)
+	if direct {
+		s.schedule(o, c.SentAt.Add(s.opts.ResendInterval))
+	} else if d := s.devs[c.DeviceID]; d != nil && d.connected {
+		// Queued behind older commands waiting for their hand-over after
+		// a connect: goes out right after them.
+		if due, ok := d.flushing(); ok {
+			o.flush = true
+			s.schedule(o, due)
+		} else {
+			s.schedule(o, s.now())
+		}
+	}
+	s.mu.Unlock()
+	if direct {
+		s.handOver(&c)
+	}
+	s.poke()
+	return &c
+}
+
+// handOver publishes a command to its device.
+func (s *Service) handOver(c *Command) {
+	b, err := json.Marshal(message{Command: c.Command, Payload: c.Payload, ExpiresAt: c.ExpiresAt})
+	if err == nil {
+		err = s.d.Publisher.Publish(topicOf(c.DeviceID, c.ID), b, false, 1)
+	}
+	if err != nil {
+		s.log.Warn("publish command", "device_id", c.DeviceID, "command_id", c.ID, "err", err)
+	}
+}
+
+func topicOf(deviceID, commandID string) string {
+	return "devices/" + deviceID + "/commands/" + commandID
+}
+
+func sentEvent(c *Command, typ string, now time.Time, resend bool) (commit.Event, error) {
+	return commit.NewEvent(events.Event{
+		Type: events.DeviceCommandSent, Time: now, DeviceID: c.DeviceID, DeviceType: typ,
+		Args: &events.CommandSent{CommandID: c.ID, Command: c.Command, Payload: c.Payload, ExpiresAt: c.ExpiresAt, Resend: resend},
+	})
 }
 
 // Get returns a command.
@@ -324,28 +404,171 @@ func (s *Service) List(ctx context.Context, opts ListOptions) ([]Command, error)
 	return s.d.Store.ListCommands(ctx, opts)
 }
 
-// RecordResult queues a device's answer to a command (msg is its audit
-// record) and returns the ticket of its change, or nil and a nil error
-// when the command already has this answer (a resend). It reports
-// ErrNotFound for a command the device was not sent, ErrFinished for one
-// already answered otherwise or expired, and ErrInvalid for a bad status.
-func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, error) {
-	if status != StatusSucceeded && status != StatusFailed {
-		return nil, fmt.Errorf("%w: status must be succeeded or failed", ErrInvalid)
+// Wait returns the command once it finished, or when d (at most
+// Options.MaxWait) has passed, as it then is: running out of time is not
+// an error.
+func (s *Service) Wait(ctx context.Context, id string, d time.Duration) (*Command, error) {
+	d = min(d, s.opts.MaxWait)
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.waiters[id] = append(s.waiters[id], ch)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		ws := s.waiters[id]
+		for i, w := range ws {
+			if w == ch {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(s.waiters, id)
+		} else {
+			s.waiters[id] = ws
+		}
+		s.mu.Unlock()
+	}()
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	for {
+		c, err := s.d.Store.GetCommand(ctx, id)
+		if err != nil || finalStatus(c.Status) {
+			return c, err
+		}
+		select {
+		case <-ch:
+		case <-tm.C:
+			return s.d.Store.GetCommand(ctx, id)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	cmd, err := s.d.Store.GetCommand(ctx, commandID)
+}
+
+// notify wakes the callers waiting for a command. Call with mu held.
+func (s *Service) notify(id string) {
+	for _, w := range s.waiters[id] {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Cancel cancels a command that has not finished (device_command_canceled
+// names by, who asked). A finished command is left as it is: ErrFinished.
+func (s *Service) Cancel(ctx context.Context, id, by string) (*Command, error) {
+	c, err := s.d.Store.GetCommand(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	if finalStatus(c.Status) {
+		return c, fmt.Errorf("cancel command %s (%s): %w", id, c.Status, ErrFinished)
+	}
+	typ, _ := s.d.Devices.DeviceType(c.DeviceID)
+	now := s.now()
+	ev, err := commit.NewEvent(events.Event{
+		Type: events.DeviceCommandCanceled, Time: now, DeviceID: c.DeviceID, DeviceType: typ,
+		Args: &events.CommandCanceled{CommandID: id, Command: c.Command, Status: c.Status, By: by},
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = s.d.Committer.Submit(ctx, &commit.Change{
+		DeviceID: c.DeviceID,
+		Ops:      []commit.Op{&Change{ID: id, Status: StatusCanceled, From: unfinished, At: now}},
+		Events:   []commit.Event{ev},
+	})
+	if errors.Is(err, commit.ErrConflict) {
+		c, gerr := s.d.Store.GetCommand(ctx, id)
+		if gerr != nil {
+			return nil, gerr
+		}
+		return c, fmt.Errorf("cancel command %s (%s): %w", id, c.Status, ErrFinished)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cancel command %s: %w", id, err)
+	}
+	s.mu.Lock()
+	s.forget(id)
+	s.mu.Unlock()
+	return s.d.Store.GetCommand(ctx, id)
+}
+
+// Delivered records that a device's MQTT client acknowledged the publish
+// on topic (the broker calls it for every acknowledged QoS 1 publish to a
+// device; topics other than a command's are ignored). It does not wait
+// for the commit.
+func (s *Service) Delivered(deviceID, topic string) {
+	rest, ok := strings.CutPrefix(topic, "devices/"+deviceID+"/commands/")
+	if !ok || rest == "" || strings.Contains(rest, "/") {
+		return
+	}
+	s.mu.Lock()
+	o := s.byID[rest]
+	if o == nil || o.cmd.DeviceID != deviceID || o.cmd.Status != StatusSent {
+		s.mu.Unlock()
+		return
+	}
+	o.cmd.Status = StatusDelivered
+	s.schedule(o, time.Time{})
+	c := o.cmd
+	s.mu.Unlock()
+	typ, _ := s.d.Devices.DeviceType(deviceID)
+	now := s.now()
+	ev, err := commit.NewEvent(events.Event{
+		Type: events.DeviceCommandDelivered, Time: now, DeviceID: deviceID, DeviceType: typ,
+		Args: &events.CommandDelivered{CommandID: c.ID, Command: c.Command},
+	})
+	if err == nil {
+		_, err = s.d.Committer.Enqueue(context.Background(), &commit.Change{
+			DeviceID: deviceID,
+			Ops:      []commit.Op{&Change{ID: c.ID, Status: StatusDelivered, From: []string{StatusSent}, DeliveredAt: &now, At: now}},
+			Events:   []commit.Event{ev},
+		})
+	}
+	if err != nil {
+		s.log.Warn("record command delivered", "device_id", deviceID, "command_id", c.ID, "err", err)
+	}
+}
+
+// Duplicate is the message log code of a device's answer that repeats
+// the one stored (a resend): acknowledged, nothing changed.
+const Duplicate = "duplicate"
+
+// RecordResult queues a device's answer to a command (msg is its message
+// log record) and returns the ticket of its change. An answer that
+// repeats the stored one is recorded in the message log as a duplicate
+// (code Duplicate) and changes nothing else: dup is true. It reports
+// ErrNotFound for a command the device was not sent, ErrFinished for one
+// that finished otherwise (also through the ticket, when the command
+// finished between this check and the commit), and ErrInvalid for a bad
+// status.
+func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *readings.Message) (t *commit.Ticket, dup bool, err error) {
+	if !answerStatus(status) {
+		return nil, false, fmt.Errorf("%w: status must be succeeded or failed", ErrInvalid)
+	}
+	cmd, err := s.d.Store.GetCommand(ctx, commandID)
+	if err != nil {
+		return nil, false, err
+	}
 	if cmd.DeviceID != deviceID {
-		return nil, fmt.Errorf("command %s: %w", commandID, ErrNotFound)
+		return nil, false, fmt.Errorf("command %s: %w", commandID, ErrNotFound)
 	}
 	switch cmd.Status {
-	case StatusPending, StatusSent:
+	case StatusQueued, StatusSent, StatusDelivered:
 	case status:
-		return nil, nil
+		m := *msg
+		m.Accepted, m.Code = true, Duplicate
+		m.Reason = fmt.Sprintf("command %s already %s: acknowledged, nothing changed", commandID, status)
+		t, err := s.d.Committer.Enqueue(ctx, &commit.Change{DeviceID: deviceID, Ops: []commit.Op{&m}})
+		if err != nil {
+			return nil, false, fmt.Errorf("record duplicate result of %s: %w", commandID, err)
+		}
+		return t, true, nil
 	default:
-		return nil, fmt.Errorf("command %s is %s: %w", commandID, cmd.Status, ErrFinished)
+		return nil, false, fmt.Errorf("command %s is %s: %w", commandID, cmd.Status, ErrFinished)
 	}
 	result = compact(result)
 	ev, err := commit.NewEvent(events.Event{
@@ -353,31 +576,27 @@ func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, comman
 		Args: &events.CommandResult{CommandID: commandID, Command: cmd.Command, Status: status, Result: result, MessageID: msg.ID},
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	seen := msg.ReceivedAt
-	// No From: the change carries the message log record, which a failed
-	// precondition would not take back; the check above decides.
-	t, err := s.d.Committer.Enqueue(ctx, &commit.Change{
+	t, err = s.d.Committer.Enqueue(ctx, &commit.Change{
 		DeviceID: deviceID,
 		Ops: []commit.Op{msg, &registry.DevicePatch{LastSeen: &seen},
-			&Change{ID: commandID, Status: status, Result: result, At: msg.ReceivedAt}},
+			&Change{ID: commandID, Status: status, From: unfinished, Result: result, At: msg.ReceivedAt}},
 		Events: []commit.Event{ev},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("record result of %s: %w", commandID, err)
+		return nil, false, fmt.Errorf("record result of %s: %w", commandID, err)
 	}
-	s.mu.Lock()
-	delete(s.open, commandID)
-	s.mu.Unlock()
-	return t, nil
+	return t, false, nil
 }
 
-// Run loads the open commands, follows connections, and publishes and
-// expires commands until ctx is done.
+// Run loads the unfinished commands, follows connections and finished
+// commands, and hands over and expires commands until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	sub, err := s.d.Events.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{
-		Types: []events.Type{events.DeviceConnected, events.DeviceDisconnected},
+		Types: []events.Type{events.DeviceConnected, events.DeviceDisconnected,
+			events.DeviceCommandResult, events.DeviceCommandExpired, events.DeviceCommandCanceled},
 	}}, s.onEvent)
 	if err != nil {
 		return fmt.Errorf("commands: subscribe: %w", err)
@@ -392,9 +611,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for _, c := range cmds {
-		if _, ok := s.open[c.ID]; !ok {
-			s.open[c.ID] = &open{cmd: c, sent: c.Status == StatusSent}
-		}
+		s.track(c)
 	}
 	s.mu.Unlock()
 
@@ -419,92 +636,191 @@ func (s *Service) poke() {
 	}
 }
 
-// onEvent follows connections: a device that connects has its open
-// commands published again after ConnectDelay.
+// onEvent follows connections (a device that connects has its commands
+// not yet delivered handed over again after ConnectDelay, oldest first)
+// and finished commands (whoever finished them: forgotten, waiters
+// woken).
 func (s *Service) onEvent(e events.Event) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch e.Type {
 	case events.DeviceConnected:
-		s.connected[e.DeviceID] = true
+		d := s.dev(e.DeviceID)
+		d.connected = true
 		due := s.now().Add(s.opts.ConnectDelay)
-		for _, o := range s.open {
-			if o.cmd.DeviceID == e.DeviceID {
-				o.due = due
+		for _, o := range d.cmds {
+			if resendable(o.cmd.Status) {
+				o.flush = true
+				s.schedule(o, due)
 			}
 		}
 	case events.DeviceDisconnected:
-		delete(s.connected, e.DeviceID)
+		if d := s.devs[e.DeviceID]; d != nil {
+			d.connected = false
+			for _, o := range d.cmds {
+				o.flush = false
+				s.schedule(o, time.Time{})
+			}
+			if len(d.cmds) == 0 {
+				delete(s.devs, e.DeviceID)
+			}
+		}
+	default:
+		var id string
+		switch a := e.Args.(type) {
+		case *events.CommandResult:
+			id = a.CommandID
+		case *events.CommandExpired:
+			id = a.CommandID
+		case *events.CommandCanceled:
+			id = a.CommandID
+		}
+		s.forget(id)
+		s.notify(id)
+		return
 	}
-	s.mu.Unlock()
 	s.poke()
 }
 
-// tick expires and publishes what is due and returns how long to wait for
-// the next.
+// handOff is a command to hand over again, with its device's type.
+type handOff struct {
+	cmd    Command
+	typ    string
+	resend bool
+}
+
+// tick expires and hands over what is due and returns how long to wait
+// for the next.
 func (s *Service) tick(ctx context.Context) time.Duration {
 	now := s.now()
-	var expire, send []*open
+	var expire []Command
+	var send []handOff
 	next := now.Add(time.Minute)
 	s.mu.Lock()
-	for id, o := range s.open {
-		switch {
-		case !now.Before(o.cmd.ExpiresAt):
-			expire = append(expire, o)
-			delete(s.open, id)
+	for len(s.expQ) > 0 && !now.Before(s.expQ[0].cmd.ExpiresAt) {
+		expire = append(expire, s.forget(s.expQ[0].cmd.ID).cmd)
+	}
+	for len(s.dueQ) > 0 && !now.Before(s.dueQ[0].due) {
+		o := s.dueQ[0]
+		d := s.devs[o.cmd.DeviceID]
+		if d == nil || !d.connected || !resendable(o.cmd.Status) {
+			o.flush = false
+			s.schedule(o, time.Time{})
 			continue
-		case o.cmd.ExpiresAt.Before(next):
-			next = o.cmd.ExpiresAt
 		}
-		if !s.connected[o.cmd.DeviceID] || o.due.IsZero() {
-			continue
-		}
-		if !now.Before(o.due) {
-			send = append(send, o)
-			o.due = now.Add(s.opts.ResendInterval)
-		}
-		if o.due.Before(next) {
-			next = o.due
-		}
+		typ, _ := s.d.Devices.DeviceType(o.cmd.DeviceID)
+		send = append(send, handOff{cmd: o.cmd, typ: typ, resend: o.cmd.Sends > 0})
+		o.flush = false
+		s.schedule(o, now.Add(s.opts.ResendInterval))
+	}
+	if len(s.expQ) > 0 && s.expQ[0].cmd.ExpiresAt.Before(next) {
+		next = s.expQ[0].cmd.ExpiresAt
+	}
+	if len(s.dueQ) > 0 && s.dueQ[0].due.Before(next) {
+		next = s.dueQ[0].due
 	}
 	s.mu.Unlock()
-	for _, o := range expire {
-		if err := s.expire(ctx, o, now); err != nil && ctx.Err() == nil {
-			s.log.Warn("expire command", "command_id", o.cmd.ID, "err", err)
+	for i := range expire {
+		if err := s.expire(ctx, &expire[i], now); err != nil && ctx.Err() == nil {
+			s.log.Warn("expire command", "command_id", expire[i].ID, "err", err)
 		}
 	}
-	for _, o := range send {
-		typ, _ := s.d.Devices.DeviceType(o.cmd.DeviceID)
-		if _, err := s.publish(ctx, o, typ, now); err != nil && ctx.Err() == nil {
-			s.log.Warn("resend command", "device_id", o.cmd.DeviceID, "command_id", o.cmd.ID, "err", err)
-		}
-	}
+	s.handOverAll(ctx, send, now)
 	return max(next.Sub(s.now()), 10*time.Millisecond)
 }
 
-func (s *Service) expire(ctx context.Context, o *open, now time.Time) error {
-	typ, _ := s.d.Devices.DeviceType(o.cmd.DeviceID)
+// handOverAll records the commands sent (one change each, committed
+// together) and hands each to the broker after its commit, in order.
+func (s *Service) handOverAll(ctx context.Context, send []handOff, now time.Time) {
+	tickets := make([]*commit.Ticket, len(send))
+	for i := range send {
+		c := &send[i].cmd
+		ev, err := sentEvent(c, send[i].typ, now, send[i].resend)
+		if err != nil {
+			s.log.Error("encode command event", "command_id", c.ID, "err", err)
+			continue
+		}
+		sentAt := now
+		tickets[i], err = s.d.Committer.Enqueue(ctx, &commit.Change{
+			DeviceID: c.DeviceID,
+			Ops:      []commit.Op{&Change{ID: c.ID, Status: StatusSent, From: []string{StatusQueued, StatusSent}, SentAt: &sentAt, At: now}},
+			Events:   []commit.Event{ev},
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("record command sent", "command_id", c.ID, "err", err)
+			}
+			tickets[i] = nil
+		}
+	}
+	for i, t := range tickets {
+		if t == nil {
+			continue
+		}
+		c := &send[i].cmd
+		err := t.Wait(ctx)
+		if errors.Is(err, commit.ErrConflict) {
+			continue // delivered, answered, expired or canceled meanwhile
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("record command sent", "command_id", c.ID, "err", err)
+			}
+			continue
+		}
+		s.mu.Lock()
+		if o := s.byID[c.ID]; o != nil {
+			if o.cmd.Status == StatusQueued {
+				o.cmd.FirstSentAt = &now
+			}
+			if o.cmd.Status == StatusQueued || o.cmd.Status == StatusSent {
+				o.cmd.Status = StatusSent
+			}
+			o.cmd.Sends++
+			o.cmd.SentAt = &now
+		}
+		s.mu.Unlock()
+		s.handOver(c)
+	}
+}
+
+func (s *Service) expire(ctx context.Context, c *Command, now time.Time) error {
+	typ, _ := s.d.Devices.DeviceType(c.DeviceID)
 	ev, err := commit.NewEvent(events.Event{
-		Type: events.DeviceCommandExpired, Time: now, DeviceID: o.cmd.DeviceID, DeviceType: typ,
-		Args: &events.CommandExpired{CommandID: o.cmd.ID, Command: o.cmd.Command, Status: o.cmd.Status},
+		Type: events.DeviceCommandExpired, Time: now, DeviceID: c.DeviceID, DeviceType: typ,
+		Args: &events.CommandExpired{CommandID: c.ID, Command: c.Command, Status: c.Status},
 	})
 	if err != nil {
 		return err
 	}
 	err = s.d.Committer.Submit(ctx, &commit.Change{
-		DeviceID: o.cmd.DeviceID,
-		Ops:      []commit.Op{&Change{ID: o.cmd.ID, Status: StatusExpired, From: []string{StatusPending, StatusSent}, At: now}},
+		DeviceID: c.DeviceID,
+		Ops:      []commit.Op{&Change{ID: c.ID, Status: StatusExpired, From: unfinished, At: now}},
 		Events:   []commit.Event{ev},
 	})
 	if errors.Is(err, commit.ErrConflict) {
-		return nil // answered meanwhile
+		return nil // finished meanwhile
 	}
 	return err
 }
 
+// lastID makes ids grow with time within a process (see older).
+var lastID atomic.Int64
+
+// newID returns a command id: "cmd_", 16 hex digits of a clock that never
+// goes back in this process, and 8 random hex digits.
 func newID() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return "cmd_" + hex.EncodeToString(b)
+	var n int64
+	for {
+		last := lastID.Load()
+		n = max(time.Now().UnixNano(), last+1)
+		if lastID.CompareAndSwap(last, n) {
+			break
+		}
+	}
+	r := make([]byte, 4)
+	_, _ = rand.Read(r) // never fails (crypto/rand)
+	return fmt.Sprintf("cmd_%016x%s", n, hex.EncodeToString(r))
 }
 
 // compact returns JSON without insignificant space, nil for none.

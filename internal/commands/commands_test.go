@@ -30,8 +30,9 @@ func TestMain(m *testing.M) {
 }
 
 type publisher struct {
-	mu   sync.Mutex
-	msgs map[string][]byte
+	mu     sync.Mutex
+	msgs   map[string][]byte
+	topics []string // in publish order
 }
 
 func (p *publisher) Publish(topic string, payload []byte, retain bool, qos byte) error {
@@ -41,7 +42,14 @@ func (p *publisher) Publish(topic string, payload []byte, retain bool, qos byte)
 		p.msgs = map[string][]byte{}
 	}
 	p.msgs[topic] = payload
+	p.topics = append(p.topics, topic)
 	return nil
+}
+
+func (p *publisher) order() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.topics...)
 }
 
 func (p *publisher) get(topic string) []byte {
@@ -88,7 +96,10 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	types := devicetype.NewRegistry()
-	if err := types.Register(devicetype.Type{Name: "lamp", Commands: []string{"blink"}}); err != nil {
+	one, day := 1.0, 86400.0
+	if err := types.Register(devicetype.Type{Name: "lamp", Commands: []string{"blink", "set_interval"},
+		CommandParams: map[string]devicetype.CommandSpec{"set_interval": {Params: map[string]devicetype.Field{
+			"seconds": {Type: devicetype.Int, Min: &one, Max: &day, Required: true}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{st: st, pub: &publisher{}}
@@ -161,17 +172,34 @@ func TestSendValidation(t *testing.T) {
 		{"undeclared", commands.SendRequest{DeviceID: "l1", Command: "explode"}, commands.ErrUnknownCommand},
 		{"bad payload", commands.SendRequest{DeviceID: "l1", Command: "blink", Payload: json.RawMessage(`{`)}, commands.ErrInvalid},
 		{"short expiry", commands.SendRequest{DeviceID: "l1", Command: "blink", ExpiresIn: time.Millisecond}, commands.ErrInvalid},
+		{"param missing", commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`{}`)}, commands.ErrInvalid},
+		{"param too small", commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`{"seconds":0}`)}, commands.ErrInvalid},
+		{"param not an int", commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`{"seconds":1.5}`)}, commands.ErrInvalid},
+		{"unknown param", commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`{"seconds":5,"x":1}`)}, commands.ErrInvalid},
+		{"no object", commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`[5]`)}, commands.ErrInvalid},
+		{"good params", commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`{"seconds":86400}`)}, nil},
+		{"names only: any payload", commands.SendRequest{DeviceID: "l1", Command: "blink", Payload: json.RawMessage(`[1,2]`)}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := f.svc.Send(ctx, tt.req); !errors.Is(err, tt.want) {
+			_, err := f.svc.Send(ctx, tt.req)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 				t.Fatalf("err %v, want %v", err, tt.want)
 			}
 		})
 	}
 }
 
-func TestPendingSentOnConnectThenAnswered(t *testing.T) {
+func TestParamErrorNamesFieldAndRule(t *testing.T) {
+	f := start(t)
+	_, err := f.svc.Send(context.Background(), commands.SendRequest{DeviceID: "l1", Command: "set_interval", Payload: json.RawMessage(`{"seconds":0}`)})
+	var pe *commands.ParamError
+	if !errors.As(err, &pe) || pe.Param != "seconds" || pe.Rule != "min" || !strings.Contains(err.Error(), `"seconds"`) {
+		t.Fatalf("err %v (%+v)", err, pe)
+	}
+}
+
+func TestQueuedSentOnConnectThenAnswered(t *testing.T) {
 	f := start(t)
 	ctx := context.Background()
 	cmd, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l1", Command: "blink", Payload: json.RawMessage(`{ "times": 3 }`)})
@@ -179,7 +207,7 @@ func TestPendingSentOnConnectThenAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := "devices/l1/commands/" + cmd.ID
-	if cmd.Status != commands.StatusPending || f.pub.get(topic) != nil {
+	if cmd.Status != commands.StatusQueued || f.pub.get(topic) != nil {
 		t.Fatalf("offline: %+v, published %s", cmd, f.pub.get(topic))
 	}
 	f.connect(t, "l1")
@@ -194,24 +222,28 @@ func TestPendingSentOnConnectThenAnswered(t *testing.T) {
 	}
 	eventually.True(t, 10*time.Second, "device_command_sent", func() bool { return f.saw(events.DeviceCommandSent, cmd.ID) })
 
-	answer := func(dev, st string) (*commit.Ticket, error) {
+	answer := func(dev, st string) (*commit.Ticket, bool, error) {
 		return f.svc.RecordResult(ctx, dev, "lamp", cmd.ID, st, json.RawMessage(`{"ok":true}`),
 			&readings.Message{ID: time.Now().UnixNano(), Topic: topic + "/result", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: time.Now().UTC()})
 	}
-	if _, err := answer("l2", commands.StatusSucceeded); !errors.Is(err, commands.ErrNotFound) {
+	if _, _, err := answer("l2", commands.StatusSucceeded); !errors.Is(err, commands.ErrNotFound) {
 		t.Fatalf("another device's answer: %v", err)
 	}
-	tk, err := answer("l1", commands.StatusSucceeded)
-	if err != nil || tk == nil {
-		t.Fatal(tk, err)
+	tk, dup, err := answer("l1", commands.StatusSucceeded)
+	if err != nil || tk == nil || dup {
+		t.Fatal(tk, dup, err)
 	}
 	if err := tk.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if tk, err := answer("l1", commands.StatusSucceeded); err != nil || tk != nil {
-		t.Errorf("the same answer again: %v %v, want nil nil", tk, err)
+	tk, dup, err = answer("l1", commands.StatusSucceeded)
+	if err != nil || tk == nil || !dup {
+		t.Fatalf("the same answer again: %v %v %v, want a duplicate record", tk, dup, err)
 	}
-	if _, err := answer("l1", commands.StatusFailed); !errors.Is(err, commands.ErrFinished) {
+	if err := tk.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := answer("l1", commands.StatusFailed); !errors.Is(err, commands.ErrFinished) {
 		t.Errorf("another answer: %v", err)
 	}
 	got, err := f.svc.Get(ctx, cmd.ID)
@@ -233,5 +265,93 @@ func TestExpiry(t *testing.T) {
 	list, err := f.svc.List(ctx, commands.ListOptions{DeviceID: "l2", Status: commands.StatusExpired})
 	if err != nil || len(list) != 1 || list[0].FinishedAt == nil {
 		t.Fatalf("%+v %v", list, err)
+	}
+}
+
+// TestOldestFirstAfterConnect queues six commands for an offline device;
+// after it connects they are handed over oldest first, and a seventh sent
+// while they wait for their hand-over goes out after them.
+func TestOldestFirstAfterConnect(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	var want []string
+	for range 6 {
+		c, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l1", Command: "blink"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "devices/l1/commands/"+c.ID)
+	}
+	f.connect(t, "l1")
+	c7, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l1", Command: "blink"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "devices/l1/commands/"+c7.ID)
+	waitFor(t, "seven publishes", func() bool { return len(f.pub.order()) >= 7 })
+	if got := f.pub.order()[:7]; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("order\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestDeliveredCancelAndWait(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	c, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l1", Command: "blink"})
+	if err != nil || c.Status != commands.StatusQueued {
+		t.Fatalf("%+v %v", c, err)
+	}
+	f.svc.Delivered("l1", "devices/l1/commands/"+c.ID) // not sent yet: no delivery
+	f.connect(t, "l1")
+	waitFor(t, "sent", func() bool { return status(t, f, c.ID) == commands.StatusSent })
+	if c, err = f.svc.Get(ctx, c.ID); err != nil || c.FirstSentAt == nil || c.Sends != 1 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	// Once the service knows the device connected, a new command is sent
+	// at once.
+	c2, err := f.svc.Send(ctx, commands.SendRequest{DeviceID: "l1", Command: "blink"})
+	if err != nil || c2.Status != commands.StatusSent || c2.FirstSentAt == nil || c2.Sends != 1 {
+		t.Fatalf("%+v %v", c2, err)
+	}
+	// Another device's acknowledgement, or another topic's, is not this
+	// command's.
+	f.svc.Delivered("l2", "devices/l1/commands/"+c.ID)
+	f.svc.Delivered("l1", "devices/l1/twin/desired")
+	f.svc.Delivered("l1", "devices/l1/commands/"+c.ID)
+	waitFor(t, "delivered", func() bool { return status(t, f, c.ID) == commands.StatusDelivered })
+	got, _ := f.svc.Get(ctx, c.ID)
+	if got.DeliveredAt == nil {
+		t.Fatalf("%+v", got)
+	}
+	waitFor(t, "device_command_delivered", func() bool { return f.saw(events.DeviceCommandDelivered, c.ID) })
+
+	// A wait that runs out answers with the state, not an error.
+	w, err := f.svc.Wait(ctx, c.ID, 20*time.Millisecond)
+	if err != nil || w.Status != commands.StatusDelivered {
+		t.Fatalf("wait: %+v %v", w, err)
+	}
+	// A waiter is woken by the cancel.
+	done := make(chan *commands.Command, 1)
+	go func() {
+		w, err := f.svc.Wait(ctx, c.ID, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- w
+	}()
+	cc, err := f.svc.Cancel(ctx, c.ID, "tok_1")
+	if err != nil || cc.Status != commands.StatusCanceled || cc.FinishedAt == nil {
+		t.Fatalf("cancel: %+v %v", cc, err)
+	}
+	if w := <-done; w == nil || w.Status != commands.StatusCanceled {
+		t.Fatalf("waiter got %+v", w)
+	}
+	if _, err := f.svc.Cancel(ctx, c.ID, "tok_1"); !errors.Is(err, commands.ErrFinished) {
+		t.Fatalf("cancel again: %v", err)
+	}
+	_, _, err = f.svc.RecordResult(ctx, "l1", "lamp", c.ID, commands.StatusSucceeded, nil,
+		&readings.Message{ID: time.Now().UnixNano(), Topic: "devices/l1/commands/" + c.ID + "/result", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: time.Now().UTC()})
+	if !errors.Is(err, commands.ErrFinished) {
+		t.Fatalf("answer after cancel: %v", err)
 	}
 }

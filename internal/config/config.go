@@ -56,6 +56,8 @@ type Config struct {
 	Alerts AlertsConfig `yaml:"alerts"`
 	// Retention is how long stored data is kept (retention.go).
 	Retention RetentionConfig `yaml:"retention"`
+	// Commands configures commands to devices (see commands.go).
+	Commands CommandsConfig `yaml:"commands"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -236,6 +238,7 @@ func Default() *Config {
 		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
 		Monitors:     defaultMonitors(),
 		Alerts:       defaultAlerts(),
+		Commands:     defaultCommands(),
 		DeviceConfig: DeviceConfigConfig{HistoryKeep: 10},
 		Firmware:     defaultFirmware(),
 		Retention:    defaultRetention(),
@@ -323,9 +326,18 @@ func decode(data []byte, cfg *Config) error {
 		return err
 	}
 	if types != nil {
+		params, err := commandParams(types)
+		if err != nil {
+			return err
+		}
 		dts := map[string]devicetype.Type{}
 		if err := decodeNode(types, &dts, "device_types"); err != nil {
 			return err
+		}
+		for name, ps := range params {
+			t := dts[name]
+			t.CommandParams = ps
+			dts[name] = t
 		}
 		cfg.DeviceTypes = cfg.DeviceTypes[:0]
 		names := make([]string, 0, len(dts))
@@ -387,7 +399,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkTypes, c.checkAlerts, c.checkRetention} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}

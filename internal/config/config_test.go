@@ -58,6 +58,10 @@ func TestLoadGood(t *testing.T) {
 		{"weather min", *cfg.DeviceTypes[1].Fields["temperature"].Min, -60.0},
 		{"weather unit", cfg.DeviceTypes[1].Fields["humidity"].Unit, "percent"},
 		{"weather commands", strings.Join(cfg.DeviceTypes[1].Commands, ","), "reboot,set_interval"},
+		{"door commands (mapping form)", strings.Join(cfg.DeviceTypes[0].Commands, ","), "lock,unlock"},
+		{"door command params", *cfg.DeviceTypes[0].CommandParams["unlock"].Params["after"].Max, 3600.0},
+		{"door command without params", len(cfg.DeviceTypes[0].CommandParams), 1},
+		{"commands.resend_interval", cfg.Commands.ResendInterval, 10 * time.Second},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -130,6 +134,9 @@ func TestLoadBad(t *testing.T) {
 		{"bad_burst", "ingest.rate_limit.burst: must be at least 1"},
 		{"section_not_mapping", "mqtt: line 1: must be a mapping, not a value"},
 		{"commands_not_list", "device_types.T.commands: line 3: must be a list"},
+		{"bad_command_param", `device_types.T.commands.set.params.n.type: unknown type "integer"`},
+		{"bad_command_param_key", "device_types.T.commands.set.parameters: line 4: unknown key"},
+		{"short_resend", "commands.resend_interval: must be at least 1s"},
 		{"short_shared_secret", "registration.shared_secret: must be at least 16 characters"},
 		{"unknown_default_type", `registration.default_type: "Missing" is not a declared device type`},
 		{"short_operation_ttl", "provisioning.operation_ttl: must be at least 1m"},

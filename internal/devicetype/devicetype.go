@@ -53,6 +53,10 @@ type Type struct {
 	// declares no fields accepts every field.
 	AllowUnknownFields bool       `yaml:"allow_unknown_fields,omitempty" json:"allow_unknown_fields,omitempty"`
 	Commands           []string   `yaml:"commands,omitempty" json:"commands,omitempty"`
+	// CommandParams declares the parameters of the commands that have
+	// any (the mapping form of commands in the configuration), with the
+	// readings' field rules. A command without an entry takes any payload.
+	CommandParams map[string]CommandSpec `yaml:"-" json:"command_params,omitempty"`
 	RateLimit          *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
 	MaxPayloadBytes    int        `yaml:"max_payload_bytes,omitempty" json:"max_payload_bytes,omitempty"`
 }
@@ -90,25 +94,43 @@ func (t *Type) Check() error {
 		}
 	}
 	for _, name := range sortedKeys(t.Fields) {
-		f := t.Fields[name]
-		switch f.Type {
-		case Float, Int, Bool, String, JSON:
-		case "":
-			return fmt.Errorf("fields.%s.type: missing (float, int, bool, string or json)", name)
-		default:
-			return fmt.Errorf("fields.%s.type: unknown type %q (float, int, bool, string or json)", name, f.Type)
-		}
-		if (f.Min != nil || f.Max != nil) && f.Type != Float && f.Type != Int {
-			return fmt.Errorf("fields.%s: min and max apply only to float and int", name)
-		}
-		if f.Min != nil && f.Max != nil && *f.Min > *f.Max {
-			return fmt.Errorf("fields.%s: min %v is greater than max %v", name, *f.Min, *f.Max)
+		if err := t.Fields[name].checkDecl("fields." + name); err != nil {
+			return err
 		}
 	}
 	for i, c := range t.Commands {
 		if c == "" {
 			return fmt.Errorf("commands[%d]: empty command name", i)
 		}
+	}
+	for _, c := range sortedKeys(t.CommandParams) {
+		if !t.HasCommand(c) {
+			return fmt.Errorf("commands.%s: parameters of a command the type does not declare", c)
+		}
+		ps := t.CommandParams[c].Params
+		for _, name := range sortedKeys(ps) {
+			if err := ps[name].checkDecl("commands." + c + ".params." + name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkDecl checks a field declaration; key names it in errors.
+func (f Field) checkDecl(key string) error {
+	switch f.Type {
+	case Float, Int, Bool, String, JSON:
+	case "":
+		return fmt.Errorf("%s.type: missing (float, int, bool, string or json)", key)
+	default:
+		return fmt.Errorf("%s.type: unknown type %q (float, int, bool, string or json)", key, f.Type)
+	}
+	if (f.Min != nil || f.Max != nil) && f.Type != Float && f.Type != Int {
+		return fmt.Errorf("%s: min and max apply only to float and int", key)
+	}
+	if f.Min != nil && f.Max != nil && *f.Min > *f.Max {
+		return fmt.Errorf("%s: min %v is greater than max %v", key, *f.Min, *f.Max)
 	}
 	return nil
 }
@@ -120,7 +142,12 @@ type FieldError struct {
 	Msg   string
 }
 
-func (e *FieldError) Error() string { return fmt.Sprintf("field %q: %s", e.Field, e.Msg) }
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return fmt.Sprintf("field %q: %s", e.Field, e.Msg)
+}
 
 // Validate checks one reading's values against the type. Numbers must be
 // float64 (as encoding/json decodes them) or json.Number.

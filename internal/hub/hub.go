@@ -213,6 +213,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		PublishHandler: brokerIngest{h},
 		Presence:       h.presence,
 		DeviceGone:     func(id string) { h.ingest.ForgetDevice(id) },
+		Delivered:      func(id, topic string) { h.commands.Delivered(id, topic) },
 	}, log.With("component", "broker"), h.reg)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -229,7 +230,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, err
 	}
 	h.commands = commands.New(commands.Deps{Store: st, Committer: h.committer, Publisher: brk, Devices: h.registry, Types: h.types, Events: h.bus},
-		commands.Options{}, log.With("component", "commands"))
+		commands.Options{ConnectDelay: cfg.Commands.ConnectDelay, ResendInterval: cfg.Commands.ResendInterval}, log.With("component", "commands"))
 	h.twin = twin.New(st, h.committer, brk, h.registry, log.With("component", "twin"))
 	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "deviceconfig")); err != nil {
 		return nil, err

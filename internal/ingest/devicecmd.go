@@ -19,11 +19,12 @@ const (
 
 // CommandResults records devices' answers to commands (internal/commands).
 // RecordResult returns the ticket of the change that stores the answer,
-// or nil for an answer stored before. An error with a RejectCode() string
-// method refuses the message with that code; any other error means
-// nothing was stored.
+// with dup true for an answer that repeats the stored one (its change
+// records the message as a duplicate). An error with a RejectCode()
+// string method, returned or through the ticket, refuses the message with
+// that code; any other error means nothing was stored.
 type CommandResults interface {
-	RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, error)
+	RecordResult(ctx context.Context, deviceID, deviceType, commandID, status string, result json.RawMessage, msg *readings.Message) (t *commit.Ticket, dup bool, err error)
 }
 
 // ReportedProperties records the patches of reported properties devices
@@ -63,16 +64,21 @@ func (p *Pipeline) handleCommandResult(ctx context.Context, m *Msg) error {
 		result = b
 	}
 	msg := p.auditMessage(m)
-	t, err := p.deps.Commands.RecordResult(ctx, r.DeviceID, r.DeviceType, id, status, result, msg)
+	t, dup, err := p.deps.Commands.RecordResult(ctx, r.DeviceID, r.DeviceType, id, status, result, msg)
 	if err != nil {
 		return serviceRejection(err)
 	}
-	if t == nil {
-		m.Result = Result{Duplicate: true}
-		return nil
+	m.Result = Result{MessageID: msg.ID, Duplicate: dup}
+	// The answer is refused if the command finished (expired, canceled)
+	// between the service's check and the commit: wait for the verdict
+	// even at QoS 0, so that the refusal is recorded.
+	if err := t.Wait(ctx); err != nil {
+		if rej := serviceRejection(err); rej != err {
+			return rej
+		}
+		return fmt.Errorf("commit message of %s: %w", r.DeviceID, err)
 	}
-	m.Result = Result{MessageID: msg.ID}
-	return p.wait(ctx, m, t)
+	return nil
 }
 
 // handleReported takes in devices/{id}/twin/reported: a JSON object, the

@@ -30,17 +30,15 @@ type fakeDeviceCmd struct {
 	msgIDs  []string
 }
 
-func (f *fakeDeviceCmd) RecordResult(ctx context.Context, dev, typ, id, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, error) {
+func (f *fakeDeviceCmd) RecordResult(ctx context.Context, dev, typ, id, status string, result json.RawMessage, msg *readings.Message) (*commit.Ticket, bool, error) {
 	if f.err != nil {
-		return nil, f.err
+		return nil, false, f.err
 	}
 	f.mu.Lock()
 	f.results = append(f.results, dev+" "+id+" "+status+" "+string(result))
 	f.mu.Unlock()
-	if f.dup {
-		return nil, nil
-	}
-	return f.c.Enqueue(ctx, &commit.Change{DeviceID: dev, Ops: []commit.Op{msg}})
+	t, err := f.c.Enqueue(ctx, &commit.Change{DeviceID: dev, Ops: []commit.Op{msg}})
+	return t, f.dup, err
 }
 
 func (f *fakeDeviceCmd) RecordReported(ctx context.Context, dev, typ string, patch map[string]any, msg *readings.Message) (*commit.Ticket, error) {
@@ -100,7 +98,7 @@ func TestCommandResultsAndReported(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Duplicate != tt.dup || (!tt.dup && res.MessageID == 0) {
+			if res.Duplicate != tt.dup || res.MessageID == 0 {
 				t.Errorf("result %+v", res)
 			}
 			f.mu.Lock()

@@ -43,6 +43,9 @@ func (c *Commands) Send(ctx context.Context, req commands.SendRequest) (*command
 	if !slices.Contains(t.Commands, req.Command) {
 		return nil, fmt.Errorf("%w: %q", commands.ErrUnknownCommand, req.Command)
 	}
+	if err := t.ValidateParams(req.Command, req.Payload); err != nil {
+		return nil, &commands.ParamError{Command: req.Command, Msg: err.Error(), Rule: "type"}
+	}
 	if req.ExpiresIn == 0 {
 		req.ExpiresIn = time.Hour
 	}
@@ -51,7 +54,7 @@ func (c *Commands) Send(ctx context.Context, req commands.SendRequest) (*command
 	c.n++
 	now := time.Date(2025, 1, 3, 0, 0, c.n, 0, time.UTC)
 	cmd := commands.Command{ID: fmt.Sprintf("cmd_new_%d", c.n), DeviceID: req.DeviceID, Command: req.Command, Payload: req.Payload,
-		Status: commands.StatusPending, CreatedAt: now, ExpiresAt: now.Add(req.ExpiresIn), UpdatedAt: now}
+		Status: commands.StatusQueued, CreatedAt: now, ExpiresAt: now.Add(req.ExpiresIn), UpdatedAt: now}
 	c.cmds = append(c.cmds, cmd)
 	return &cmd, nil
 }
@@ -64,6 +67,31 @@ func (c *Commands) Get(_ context.Context, id string) (*commands.Command, error) 
 		if cmd.ID == id {
 			return &cmd, nil
 		}
+	}
+	return nil, fmt.Errorf("command %s: %w", id, commands.ErrNotFound)
+}
+
+// Wait returns the command as it is: nothing answers in the fake.
+func (c *Commands) Wait(ctx context.Context, id string, _ time.Duration) (*commands.Command, error) {
+	return c.Get(ctx, id)
+}
+
+// Cancel cancels an unfinished command.
+func (c *Commands) Cancel(_ context.Context, id, _ string) (*commands.Command, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.cmds {
+		cmd := &c.cmds[i]
+		if cmd.ID != id {
+			continue
+		}
+		if cmd.FinishedAt != nil {
+			return nil, fmt.Errorf("cancel command %s (%s): %w", id, cmd.Status, commands.ErrFinished)
+		}
+		at := time.Date(2025, 1, 3, 1, 0, 0, 0, time.UTC)
+		cmd.Status, cmd.FinishedAt, cmd.UpdatedAt = commands.StatusCanceled, &at, at
+		out := *cmd
+		return &out, nil
 	}
 	return nil, fmt.Errorf("command %s: %w", id, commands.ErrNotFound)
 }

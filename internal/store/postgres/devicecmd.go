@@ -31,10 +31,15 @@ func (t *txn) InsertCommand(ctx context.Context, deviceID string, n *commands.Co
 	if err != nil {
 		return false, err
 	}
+	var job *string
+	if n.JobID != "" {
+		job = &n.JobID
+	}
 	tag, err := tx.Exec(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
-		created_at, expires_at, sent_at, updated_at) VALUES ($1,$2,$3,$4::jsonb,$5,$6::jsonb,$7,$8,$9,$10,$11) ON CONFLICT (id) DO NOTHING`,
+		created_at, expires_at, first_sent_at, sent_at, updated_at, job_id)
+		VALUES ($1,$2,$3,$4::jsonb,$5,$6::jsonb,$7,$8,$9,$10,$11,$12,$13) ON CONFLICT (id) DO NOTHING`,
 		n.ID, deviceID, n.Command, jsonArg(n.Payload), n.Status, jsonArg(n.Result), n.Sends,
-		n.CreatedAt, n.ExpiresAt, n.SentAt, n.UpdatedAt)
+		n.CreatedAt, n.ExpiresAt, n.FirstSentAt, n.SentAt, n.UpdatedAt, job)
 	if err != nil {
 		return false, err
 	}
@@ -57,16 +62,15 @@ func (t *txn) UpdateCommand(ctx context.Context, deviceID string, c *commands.Ch
 		fin = &at
 	}
 	q := `UPDATE device_commands SET status = $1, result = coalesce($2::jsonb, result), sent_at = coalesce($3, sent_at),
-		sends = sends + $4, finished_at = coalesce($5, finished_at), updated_at = $6 WHERE id = $7 AND device_id = $8`
-	args := []any{c.Status, jsonArg(c.Result), c.SentAt, inc, fin, c.At, c.ID, deviceID}
-	if len(c.From) > 0 {
-		ph := make([]string, len(c.From))
-		for i, f := range c.From {
-			args = append(args, f)
-			ph[i] = "$" + strconv.Itoa(len(args))
-		}
-		q += ` AND status IN (` + strings.Join(ph, ",") + `)`
+		first_sent_at = coalesce(first_sent_at, $3), sends = sends + $4, delivered_at = coalesce($5, delivered_at),
+		finished_at = coalesce($6, finished_at), updated_at = $7 WHERE id = $8 AND device_id = $9`
+	args := []any{c.Status, jsonArg(c.Result), c.SentAt, inc, c.DeliveredAt, fin, c.At, c.ID, deviceID}
+	ph := make([]string, len(c.From))
+	for i, f := range c.From {
+		args = append(args, f)
+		ph[i] = "$" + strconv.Itoa(len(args))
 	}
+	q += ` AND status IN (` + strings.Join(ph, ",") + `)`
 	tag, err := tx.Exec(ctx, q, args...)
 	if err != nil {
 		return false, err
@@ -126,13 +130,14 @@ func (t *txn) SetReported(ctx context.Context, deviceID string, reported []byte,
 	return err
 }
 
-const commandColumns = `id, device_id, command, payload::text, status, result::text, sends, created_at, expires_at, sent_at, finished_at, updated_at`
+const commandColumns = `id, device_id, command, payload::text, status, result::text, sends, created_at, expires_at,
+	first_sent_at, sent_at, delivered_at, finished_at, updated_at, coalesce(job_id, '')`
 
 func scanCommand(sc interface{ Scan(...any) error }) (commands.Command, error) {
 	var c commands.Command
 	var payload, result *string
 	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Command, &payload, &c.Status, &result, &c.Sends,
-		&c.CreatedAt, &c.ExpiresAt, &c.SentAt, &c.FinishedAt, &c.UpdatedAt); err != nil {
+		&c.CreatedAt, &c.ExpiresAt, &c.FirstSentAt, &c.SentAt, &c.DeliveredAt, &c.FinishedAt, &c.UpdatedAt, &c.JobID); err != nil {
 		return c, err
 	}
 	if payload != nil {
@@ -142,7 +147,7 @@ func scanCommand(sc interface{ Scan(...any) error }) (commands.Command, error) {
 		c.Result = []byte(*result)
 	}
 	c.CreatedAt, c.ExpiresAt, c.UpdatedAt = c.CreatedAt.UTC(), c.ExpiresAt.UTC(), c.UpdatedAt.UTC()
-	for _, p := range []*time.Time{c.SentAt, c.FinishedAt} {
+	for _, p := range []*time.Time{c.FirstSentAt, c.SentAt, c.DeliveredAt, c.FinishedAt} {
 		if p != nil {
 			*p = p.UTC()
 		}
@@ -175,9 +180,9 @@ func (s *Store) ListCommands(ctx context.Context, o commands.ListOptions) ([]com
 	return s.queryCommands(ctx, q, args...)
 }
 
-// OpenCommands returns every pending or sent command.
+// OpenCommands returns every unfinished command, oldest first.
 func (s *Store) OpenCommands(ctx context.Context) ([]commands.Command, error) {
-	return s.queryCommands(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE status IN ('pending', 'sent') ORDER BY created_at, id`)
+	return s.queryCommands(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE status IN ('queued', 'sent', 'delivered') ORDER BY created_at, id`)
 }
 
 func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]commands.Command, error) {

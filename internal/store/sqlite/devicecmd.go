@@ -20,14 +20,10 @@ var (
 
 // InsertCommand implements commands.TxStore.
 func (t *txn) InsertCommand(ctx context.Context, deviceID string, n *commands.Command) (bool, error) {
-	var sent any
-	if n.SentAt != nil {
-		sent = n.SentAt.UnixMicro()
-	}
 	res, err := t.tx.ExecContext(ctx, `INSERT INTO device_commands (id, device_id, command, payload, status, result, sends,
-		created_at, expires_at, sent_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING`,
+		created_at, expires_at, first_sent_at, sent_at, updated_at, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING`,
 		n.ID, deviceID, n.Command, jsonText(n.Payload), n.Status, jsonText(n.Result), n.Sends,
-		n.CreatedAt.UnixMicro(), n.ExpiresAt.UnixMicro(), sent, n.UpdatedAt.UnixMicro())
+		n.CreatedAt.UnixMicro(), n.ExpiresAt.UnixMicro(), microsPtr(n.FirstSentAt), microsPtr(n.SentAt), n.UpdatedAt.UnixMicro(), nullString(n.JobID))
 	if err != nil {
 		return false, err
 	}
@@ -35,23 +31,38 @@ func (t *txn) InsertCommand(ctx context.Context, deviceID string, n *commands.Co
 	return k > 0, err
 }
 
+func microsPtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
 // UpdateCommand implements commands.TxStore.
 func (t *txn) UpdateCommand(ctx context.Context, deviceID string, c *commands.Change, finished bool) (bool, error) {
-	var sent, inc, fin any = nil, 0, nil
+	inc := 0
 	if c.SentAt != nil {
-		sent, inc = c.SentAt.UnixMicro(), 1
+		inc = 1
 	}
+	var fin any
 	if finished {
 		fin = c.At.UnixMicro()
 	}
+	sent := microsPtr(c.SentAt)
 	q := `UPDATE device_commands SET status = ?, result = coalesce(?, result), sent_at = coalesce(?, sent_at),
-		sends = sends + ?, finished_at = coalesce(?, finished_at), updated_at = ? WHERE id = ? AND device_id = ?`
-	args := []any{c.Status, jsonText(c.Result), sent, inc, fin, c.At.UnixMicro(), c.ID, deviceID}
-	if len(c.From) > 0 {
-		q += ` AND status IN (?` + strings.Repeat(",?", len(c.From)-1) + `)`
-		for _, f := range c.From {
-			args = append(args, f)
-		}
+		first_sent_at = coalesce(first_sent_at, ?), sends = sends + ?, delivered_at = coalesce(?, delivered_at),
+		finished_at = coalesce(?, finished_at), updated_at = ? WHERE id = ? AND device_id = ?
+		AND status IN (?` + strings.Repeat(",?", len(c.From)-1) + `)`
+	args := []any{c.Status, jsonText(c.Result), sent, sent, inc, microsPtr(c.DeliveredAt), fin, c.At.UnixMicro(), c.ID, deviceID}
+	for _, f := range c.From {
+		args = append(args, f)
 	}
 	res, err := t.tx.ExecContext(ctx, q, args...)
 	if err != nil {
@@ -106,14 +117,16 @@ func (t *txn) SetReported(ctx context.Context, deviceID string, reported []byte,
 	return err
 }
 
-const commandColumns = `id, device_id, command, payload, status, result, sends, created_at, expires_at, sent_at, finished_at, updated_at`
+const commandColumns = `id, device_id, command, payload, status, result, sends, created_at, expires_at,
+	first_sent_at, sent_at, delivered_at, finished_at, updated_at, job_id`
 
 func scanCommand(sc interface{ Scan(...any) error }) (commands.Command, error) {
 	var c commands.Command
-	var payload, result sql.NullString
+	var payload, result, job sql.NullString
 	var created, expires, updated int64
-	var sent, fin sql.NullInt64
-	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Command, &payload, &c.Status, &result, &c.Sends, &created, &expires, &sent, &fin, &updated); err != nil {
+	var first, sent, delivered, fin sql.NullInt64
+	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Command, &payload, &c.Status, &result, &c.Sends, &created, &expires,
+		&first, &sent, &delivered, &fin, &updated, &job); err != nil {
 		return c, err
 	}
 	if payload.Valid {
@@ -122,16 +135,18 @@ func scanCommand(sc interface{ Scan(...any) error }) (commands.Command, error) {
 	if result.Valid {
 		c.Result = []byte(result.String)
 	}
+	c.JobID = job.String
 	c.CreatedAt, c.ExpiresAt, c.UpdatedAt = micros(created), micros(expires), micros(updated)
-	if sent.Valid {
-		t := micros(sent.Int64)
-		c.SentAt = &t
-	}
-	if fin.Valid {
-		t := micros(fin.Int64)
-		c.FinishedAt = &t
-	}
+	c.FirstSentAt, c.SentAt, c.DeliveredAt, c.FinishedAt = nullMicros(first), nullMicros(sent), nullMicros(delivered), nullMicros(fin)
 	return c, nil
+}
+
+func nullMicros(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := micros(v.Int64)
+	return &t
 }
 
 // GetCommand returns a command; see commands.Store.
@@ -159,9 +174,9 @@ func (s *Store) ListCommands(ctx context.Context, o commands.ListOptions) ([]com
 	return s.queryCommands(ctx, q, args...)
 }
 
-// OpenCommands returns every pending or sent command.
+// OpenCommands returns every unfinished command, oldest first.
 func (s *Store) OpenCommands(ctx context.Context) ([]commands.Command, error) {
-	return s.queryCommands(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE status IN ('pending', 'sent') ORDER BY created_at, id`)
+	return s.queryCommands(ctx, `SELECT `+commandColumns+` FROM device_commands WHERE status IN ('queued', 'sent', 'delivered') ORDER BY created_at, id`)
 }
 
 func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]commands.Command, error) {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/twin"
 )
@@ -20,8 +23,8 @@ func testDeviceCommands(t *testing.T, b Backend) {
 
 	newCmd := func(id string, sec int) *commit.Change {
 		return &commit.Change{DeviceID: "d1", Ops: []commit.Op{&commands.Change{Create: &commands.Command{
-			ID: id, Command: "reboot", Payload: []byte(`{"delay":5}`), Status: commands.StatusPending,
-			CreatedAt: at(sec), ExpiresAt: at(sec + 3600), UpdatedAt: at(sec),
+			ID: id, Command: "reboot", Payload: []byte(`{"delay":5}`), Status: commands.StatusQueued,
+			CreatedAt: at(sec), ExpiresAt: at(sec + 3600), UpdatedAt: at(sec), JobID: "job_1",
 		}}}}
 	}
 	c1, c2 := newCmd("c1", 1), newCmd("c2", 2)
@@ -33,37 +36,66 @@ func testDeviceCommands(t *testing.T, b Backend) {
 	mustCommit(t, b, dup)
 	wantErr(t, "create twice", dup.Err, commit.ErrConflict)
 
-	// Sent, with its event; then answered with the device's message.
-	sentAt := at(4)
-	sent := &commit.Change{DeviceID: "d1", Ops: []commit.Op{&commands.Change{ID: "c1", Status: commands.StatusSent,
-		From: []string{commands.StatusPending, commands.StatusSent}, SentAt: &sentAt, At: at(4)}},
-		Events: []commit.Event{mustEvent(t, events.Event{Type: events.DeviceCommandSent, Time: at(4), DeviceID: "d1",
-			Args: &events.CommandSent{CommandID: "c1", Command: "reboot"}})}}
-	wrongDevice := &commit.Change{DeviceID: "d2", Ops: []commit.Op{&commands.Change{ID: "c2", Status: commands.StatusSent, At: at(4)}}}
+	move := func(dev, id, to string, from []string, sec int, set func(*commands.Change)) *commit.Change {
+		c := &commands.Change{ID: id, Status: to, From: from, At: at(sec)}
+		if set != nil {
+			set(c)
+		}
+		return &commit.Change{DeviceID: dev, Ops: []commit.Op{c}}
+	}
+	sentAt := func(sec int) func(*commands.Change) {
+		return func(c *commands.Change) { tm := at(sec); c.SentAt = &tm }
+	}
+	open := []string{commands.StatusQueued, commands.StatusSent, commands.StatusDelivered}
+
+	// Delivered before sent is refused; sent with its event; sent again
+	// (a resend) keeps the first send time; then delivered.
+	early := move("d1", "c1", commands.StatusDelivered, []string{commands.StatusSent}, 3, nil)
+	mustCommit(t, b, early)
+	wantErr(t, "delivered while queued", early.Err, commit.ErrConflict)
+	sent := move("d1", "c1", commands.StatusSent, []string{commands.StatusQueued, commands.StatusSent}, 4, sentAt(4))
+	sent.Events = []commit.Event{mustEvent(t, events.Event{Type: events.DeviceCommandSent, Time: at(4), DeviceID: "d1",
+		Args: &events.CommandSent{CommandID: "c1", Command: "reboot"}})}
+	wrongDevice := move("d2", "c2", commands.StatusSent, []string{commands.StatusQueued}, 4, sentAt(4))
 	mustCommit(t, b, sent, wrongDevice)
 	if sent.Err != nil {
 		t.Fatal(sent.Err)
 	}
 	checkSeqs(t, sent, true)
 	wantErr(t, "update of another device's command", wrongDevice.Err, commit.ErrConflict)
+	resent := move("d1", "c1", commands.StatusSent, []string{commands.StatusQueued, commands.StatusSent}, 5, sentAt(5))
+	delivered := move("d1", "c1", commands.StatusDelivered, []string{commands.StatusSent}, 6, func(c *commands.Change) { tm := at(6); c.DeliveredAt = &tm })
+	mustCommit(t, b, resent, delivered)
+	if resent.Err != nil || delivered.Err != nil {
+		t.Fatal(resent.Err, delivered.Err)
+	}
+	got, err := st.GetCommand(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != commands.StatusDelivered || got.Sends != 2 || got.Resends() != 1 || !timeIs(got.FirstSentAt, at(4)) ||
+		!timeIs(got.SentAt, at(5)) || !timeIs(got.DeliveredAt, at(6)) || got.FinishedAt != nil || got.JobID != "job_1" {
+		t.Errorf("c1 delivered %+v", got)
+	}
 
-	result := &commit.Change{DeviceID: "d1",
-		Ops: []commit.Op{&readings.Message{ID: nextMessageID(), Topic: "devices/d1/commands/c1/result", Transport: "mqtt", QoS: 1,
-			Payload: []byte(`{"status":"succeeded"}`), Accepted: true, ReceivedAt: at(5)}, &commands.Change{ID: "c1", Status: commands.StatusSucceeded, Result: []byte(`{"ok":true}`), At: at(5)}}}
-	expireC1 := &commit.Change{DeviceID: "d1", Ops: []commit.Op{&commands.Change{ID: "c1", Status: commands.StatusExpired,
-		From: []string{commands.StatusPending, commands.StatusSent}, At: at(6)}}}
+	// The device's answer, with its message: from delivered to succeeded.
+	resultMsg := func(id string, sec int) *readings.Message {
+		return &readings.Message{ID: nextMessageID(), Topic: "devices/d1/commands/" + id + "/result", Transport: "mqtt", QoS: 1,
+			Payload: []byte(`{"status":"succeeded"}`), Accepted: true, ReceivedAt: at(sec)}
+	}
+	result := &commit.Change{DeviceID: "d1", Ops: []commit.Op{resultMsg("c1", 7),
+		&commands.Change{ID: "c1", Status: commands.StatusSucceeded, From: open, Result: []byte(`{"ok":true}`), At: at(7)}}}
+	expireC1 := move("d1", "c1", commands.StatusExpired, open, 8, nil)
 	mustCommit(t, b, result, expireC1)
 	if result.Err != nil {
 		t.Fatal(result.Err)
 	}
 	wantErr(t, "expire an answered command", expireC1.Err, commit.ErrConflict)
-
-	got, err := st.GetCommand(ctx, "c1")
+	got, err = st.GetCommand(ctx, "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != commands.StatusSucceeded || got.Sends != 1 || got.SentAt == nil || !got.SentAt.Equal(at(4)) ||
-		got.FinishedAt == nil || !got.FinishedAt.Equal(at(5)) || !got.CreatedAt.Equal(at(1)) || !got.ExpiresAt.Equal(at(3601)) {
+	if got.Status != commands.StatusSucceeded || !timeIs(got.FinishedAt, at(7)) || !got.CreatedAt.Equal(at(1)) || !got.ExpiresAt.Equal(at(3601)) {
 		t.Errorf("c1 %+v", got)
 	}
 	equalJSON(t, "payload", jsonValue(t, got.Payload), map[string]any{"delay": 5.0})
@@ -72,19 +104,72 @@ func testDeviceCommands(t *testing.T, b Backend) {
 		t.Errorf("get unknown: %v", err)
 	}
 
+	// The race of an answer and the expiry, in both orders within one
+	// batch: the first wins, the second changes nothing, and a refused
+	// answer leaves no accepted message behind.
+	for _, answerFirst := range []bool{true, false} {
+		id := fmt.Sprintf("race_%v", answerFirst)
+		mustCommit(t, b, newCmd(id, 10))
+		msg := resultMsg(id, 11)
+		answer := &commit.Change{DeviceID: "d1", Ops: []commit.Op{msg,
+			&commands.Change{ID: id, Status: commands.StatusFailed, From: open, Result: []byte(`"late"`), At: at(11)}}}
+		expire := move("d1", id, commands.StatusExpired, open, 11, nil)
+		batch := []*commit.Change{expire, answer}
+		if answerFirst {
+			batch = []*commit.Change{answer, expire}
+		}
+		mustCommit(t, b, batch...)
+		got, err := st.GetCommand(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := st.ListMessages(ctx, messagelog.Query{DeviceID: "d1", Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := false
+		for _, m := range msgs {
+			stored = stored || m.ID == msg.ID
+		}
+		if answerFirst {
+			if answer.Err != nil || got.Status != commands.StatusFailed || !stored {
+				t.Errorf("answer first: %v, %+v, message stored %v", answer.Err, got, stored)
+			}
+			wantErr(t, "expire after the answer", expire.Err, commit.ErrConflict)
+		} else {
+			if expire.Err != nil || got.Status != commands.StatusExpired || got.Result != nil || stored {
+				t.Errorf("expiry first: %v, %+v, message stored %v", expire.Err, got, stored)
+			}
+			wantErr(t, "answer after the expiry", answer.Err, commands.ErrFinished)
+		}
+	}
+
+	// Canceled from queued; not again.
+	cancel := move("d1", "c2", commands.StatusCanceled, open, 12, nil)
+	again := move("d1", "c2", commands.StatusCanceled, open, 13, nil)
+	mustCommit(t, b, cancel, again)
+	if cancel.Err != nil {
+		t.Fatal(cancel.Err)
+	}
+	wantErr(t, "cancel twice", again.Err, commit.ErrConflict)
+
+	mustCommit(t, b, newCmd("c4", 20), newCmd("c3", 20))
 	list, err := st.ListCommands(ctx, commands.ListOptions{DeviceID: "d1", Limit: 10})
-	if err != nil || len(list) != 2 || list[0].ID != "c2" || list[1].ID != "c1" {
+	if err != nil || len(list) != 6 || list[0].ID != "c4" || list[1].ID != "c3" || list[5].ID != "c1" {
 		t.Errorf("list %+v %v", list, err)
 	}
-	list, err = st.ListCommands(ctx, commands.ListOptions{DeviceID: "d1", Status: commands.StatusPending, Limit: 10})
+	list, err = st.ListCommands(ctx, commands.ListOptions{DeviceID: "d1", Status: commands.StatusCanceled, Limit: 10})
 	if err != nil || len(list) != 1 || list[0].ID != "c2" {
-		t.Errorf("list pending %+v %v", list, err)
+		t.Errorf("list canceled %+v %v", list, err)
 	}
-	open, err := st.OpenCommands(ctx)
-	if err != nil || len(open) != 1 || open[0].ID != "c2" {
-		t.Errorf("open %+v %v", open, err)
+	// Unfinished commands, oldest first (creation time, then id).
+	opened, err := st.OpenCommands(ctx)
+	if err != nil || len(opened) != 2 || opened[0].ID != "c3" || opened[1].ID != "c4" {
+		t.Errorf("open %+v %v", opened, err)
 	}
 }
+
+func timeIs(p *time.Time, want time.Time) bool { return p != nil && p.Equal(want) }
 
 func testDeviceTwin(t *testing.T, b Backend) {
 	st := b

@@ -169,8 +169,12 @@ function onEvent(e) {
       messages.prepend(el('tr', { class: 'rejected' }, el('td', {}, el('time', { datetime: e.time, text: fmtTime(e.time) })), el('td', { text: a.topic }),
         el('td', {}, el('strong', { text: 'rejected' }), `: ${a.code} — ${a.reason}`), el('td')));
       break;
-    case 'device_command_sent': case 'device_command_result': case 'device_command_expired':
-      setCommand(a.command_id, a.command, e.type === 'device_command_sent' ? 'sent' : (a.status === 'pending' || a.status === 'sent') && e.type === 'device_command_expired' ? 'expired' : a.status, a.result, e.time);
+    case 'device_command_sent': case 'device_command_delivered': case 'device_command_result':
+    case 'device_command_expired': case 'device_command_canceled':
+      setCommand(a.command_id, a.command, {
+        device_command_sent: 'sent', device_command_delivered: 'delivered', device_command_expired: 'expired',
+        device_command_canceled: 'canceled',
+      }[e.type] || a.status, a.result, e.time);
       break;
     case 'twin_reported_changed': case 'twin_desired_changed':
       refreshTwin(e.type === 'twin_desired_changed');
@@ -182,7 +186,8 @@ function onEvent(e) {
 live({
   deviceIds: [id],
   types: ['device_data_received', 'device_connected', 'device_disconnected', 'device_status_changed', 'message_rejected',
-    'device_command_sent', 'device_command_result', 'device_command_expired', 'twin_reported_changed', 'twin_desired_changed'],
+    'device_command_sent', 'device_command_delivered', 'device_command_result', 'device_command_expired', 'device_command_canceled',
+    'twin_reported_changed', 'twin_desired_changed'],
   interval: 100,
   onBatch: (batch) => batch.forEach(onEvent),
 });
