@@ -254,7 +254,7 @@ type CommandDelivered struct {
 type CommandCanceled struct {
 	CommandID string `json:"command_id"`
 	Command   string `json:"command"`
-	Status    string `json:"status"` // the status it had: queued, sent or delivered
+	Status    string `json:"status"`       // the status it had: queued, sent or delivered
 	By        string `json:"by,omitempty"` // who canceled it (the operator's token or user)
 }
 

@@ -90,7 +90,7 @@ devicehub command list dev1`,
 devicehub command send dev1 set_interval --payload '{"seconds": 30}' --expires-in 10m`,
 	"command list": `devicehub command list dev1
 devicehub command list dev1 --status queued`,
-	"command get": `devicehub command get cmd_187c2d1e9a4b5c60a1b2c3d4`,
+	"command get":    `devicehub command get cmd_187c2d1e9a4b5c60a1b2c3d4`,
 	"command cancel": `devicehub command cancel cmd_187c2d1e9a4b5c60a1b2c3d4`,
 	"twin": `devicehub twin get dev1
 devicehub twin set dev1 '{"interval": 30}'`,

@@ -288,7 +288,7 @@ func TestOldestFirstAfterConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, "devices/l1/commands/"+c7.ID)
-	waitFor(t, "seven publishes", func() bool { return len(f.pub.order()) >= 7 })
+	eventually.True(t, 10*time.Second, "seven publishes", func() bool { return len(f.pub.order()) >= 7 })
 	if got := f.pub.order()[:7]; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("order\n got %v\nwant %v", got, want)
 	}
@@ -303,7 +303,7 @@ func TestDeliveredCancelAndWait(t *testing.T) {
 	}
 	f.svc.Delivered("l1", "devices/l1/commands/"+c.ID) // not sent yet: no delivery
 	f.connect(t, "l1")
-	waitFor(t, "sent", func() bool { return status(t, f, c.ID) == commands.StatusSent })
+	eventually.True(t, 10*time.Second, "sent", func() bool { return status(t, f, c.ID) == commands.StatusSent })
 	if c, err = f.svc.Get(ctx, c.ID); err != nil || c.FirstSentAt == nil || c.Sends != 1 {
 		t.Fatalf("%+v %v", c, err)
 	}
@@ -318,12 +318,12 @@ func TestDeliveredCancelAndWait(t *testing.T) {
 	f.svc.Delivered("l2", "devices/l1/commands/"+c.ID)
 	f.svc.Delivered("l1", "devices/l1/twin/desired")
 	f.svc.Delivered("l1", "devices/l1/commands/"+c.ID)
-	waitFor(t, "delivered", func() bool { return status(t, f, c.ID) == commands.StatusDelivered })
+	eventually.True(t, 10*time.Second, "delivered", func() bool { return status(t, f, c.ID) == commands.StatusDelivered })
 	got, _ := f.svc.Get(ctx, c.ID)
 	if got.DeliveredAt == nil {
 		t.Fatalf("%+v", got)
 	}
-	waitFor(t, "device_command_delivered", func() bool { return f.saw(events.DeviceCommandDelivered, c.ID) })
+	eventually.True(t, 10*time.Second, "device_command_delivered", func() bool { return f.saw(events.DeviceCommandDelivered, c.ID) })
 
 	// A wait that runs out answers with the state, not an error.
 	w, err := f.svc.Wait(ctx, c.ID, 20*time.Millisecond)

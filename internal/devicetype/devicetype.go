@@ -51,14 +51,14 @@ type Type struct {
 	Fields           map[string]Field `yaml:"fields" json:"fields"`
 	// AllowUnknownFields accepts fields that are not declared. A type that
 	// declares no fields accepts every field.
-	AllowUnknownFields bool       `yaml:"allow_unknown_fields,omitempty" json:"allow_unknown_fields,omitempty"`
-	Commands           []string   `yaml:"commands,omitempty" json:"commands,omitempty"`
+	AllowUnknownFields bool     `yaml:"allow_unknown_fields,omitempty" json:"allow_unknown_fields,omitempty"`
+	Commands           []string `yaml:"commands,omitempty" json:"commands,omitempty"`
 	// CommandParams declares the parameters of the commands that have
 	// any (the mapping form of commands in the configuration), with the
 	// readings' field rules. A command without an entry takes any payload.
-	CommandParams map[string]CommandSpec `yaml:"-" json:"command_params,omitempty"`
-	RateLimit          *RateLimit `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
-	MaxPayloadBytes    int        `yaml:"max_payload_bytes,omitempty" json:"max_payload_bytes,omitempty"`
+	CommandParams   map[string]CommandSpec `yaml:"-" json:"command_params,omitempty"`
+	RateLimit       *RateLimit             `yaml:"rate_limit,omitempty" json:"rate_limit,omitempty"`
+	MaxPayloadBytes int                    `yaml:"max_payload_bytes,omitempty" json:"max_payload_bytes,omitempty"`
 }
 
 // Timeout returns the heartbeat timeout in force for the type, zero for none.

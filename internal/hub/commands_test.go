@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // commandDevice is a real MQTT v5 client (paho) acting as a device that
@@ -134,7 +136,7 @@ func TestE2ECommandsOldestFirst(t *testing.T) {
 	d := dialCommandDevice(t, th, "ws-order", c, false)
 	d.subscribe(t, "devices/ws-order/commands/+")
 	var got []string
-	waitFor(t, 20*time.Second, "six commands", func() bool {
+	eventually.True(t, 20*time.Second, "six commands", func() bool {
 		got = got[:0]
 		seen := map[string]bool{}
 		for _, p := range d.received() {
@@ -150,7 +152,7 @@ func TestE2ECommandsOldestFirst(t *testing.T) {
 	}
 	for _, topic := range want {
 		id := topic[strings.LastIndex(topic, "/")+1:]
-		waitFor(t, 10*time.Second, "delivered "+id, func() bool { return th.command(t, id).Status == "delivered" })
+		eventually.True(t, 10*time.Second, "delivered "+id, func() bool { return th.command(t, id).Status == "delivered" })
 	}
 }
 
@@ -163,9 +165,9 @@ func TestE2EDeliveredOnlyAfterPuback(t *testing.T) {
 	slow := th.provision(t, "ws-slow", "WeatherStation")
 
 	dd := dialCommandDevice(t, th, "ws-deaf", deaf, false)
-	waitFor(t, 10*time.Second, "ws-deaf online", func() bool { return th.device(t, "ws-deaf").Connected })
+	eventually.True(t, 10*time.Second, "ws-deaf online", func() bool { return th.device(t, "ws-deaf").Connected })
 	_, cmd := th.sendCommand(t, "ws-deaf", "", map[string]any{"command": "reboot"})
-	waitFor(t, 20*time.Second, "a resend", func() bool {
+	eventually.True(t, 20*time.Second, "a resend", func() bool {
 		c := th.command(t, cmd.ID)
 		return c.Resends >= 1
 	})
@@ -175,9 +177,9 @@ func TestE2EDeliveredOnlyAfterPuback(t *testing.T) {
 
 	sd := dialCommandDevice(t, th, "ws-slow", slow, true)
 	sd.subscribe(t, "devices/ws-slow/commands/+")
-	waitFor(t, 10*time.Second, "ws-slow online", func() bool { return th.device(t, "ws-slow").Connected })
+	eventually.True(t, 10*time.Second, "ws-slow online", func() bool { return th.device(t, "ws-slow").Connected })
 	_, cmd = th.sendCommand(t, "ws-slow", "", map[string]any{"command": "reboot"})
-	waitFor(t, 10*time.Second, "the publish", func() bool { return len(sd.received()) > 0 })
+	eventually.True(t, 10*time.Second, "the publish", func() bool { return len(sd.received()) > 0 })
 	// The device has the message but has not acknowledged it. The hub
 	// records a delivery only after the PUBACK: the device's own QoS 1
 	// publish (which the hub acknowledges) must not count as one.
@@ -190,7 +192,7 @@ func TestE2EDeliveredOnlyAfterPuback(t *testing.T) {
 	if err := sd.Ack(sd.received()[0]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "delivered", func() bool { return th.command(t, cmd.ID).Status == "delivered" })
+	eventually.True(t, 10*time.Second, "delivered", func() bool { return th.command(t, cmd.ID).Status == "delivered" })
 	c := th.command(t, cmd.ID)
 	if c.DeliveredAt == nil || c.FirstSentAt == nil || c.DeliveredAt.Before(*c.FirstSentAt) {
 		t.Fatalf("delivered %+v", c)
@@ -206,7 +208,7 @@ func TestE2ECommandWait(t *testing.T) {
 	c := th.provision(t, "ws-wait", "WeatherStation")
 	d := dialCommandDevice(t, th, "ws-wait", c, false)
 	d.subscribe(t, "devices/ws-wait/commands/+")
-	waitFor(t, 10*time.Second, "online", func() bool { return th.device(t, "ws-wait").Connected })
+	eventually.True(t, 10*time.Second, "online", func() bool { return th.device(t, "ws-wait").Connected })
 
 	// The device answers reboot with succeeded, set_interval with failed,
 	// and ignores commands with {"ignore": true}.
