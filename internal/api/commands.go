@@ -37,7 +37,6 @@ func (a *API) registerCommands() {
 			"The command must be one the device type declares, its payload must satisfy the command's declared " +
 			"parameters.\n\nWith ?wait= the answer waits for the command to finish: 201 once finished, 202 with the " +
 			"current state when the wait ran out.",
-		Responses: map[string]*huma.Response{"202": {Description: "The wait ran out before the command finished; the command as it is."}},
 	}, a.sendCommand)
 	register(a, permViewer, huma.Operation{
 		OperationID: "listCommands", Method: http.MethodGet, Path: "/api/v1/devices/{id}/commands", Tags: []string{"commands"},

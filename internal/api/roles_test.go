@@ -57,6 +57,7 @@ var roleCalls = []roleCall{
 	{op: "sendCommand", method: "POST", path: "/api/v1/devices/ws-1/commands", body: `{"command":"reboot","payload":{"delay":5},"expires_in":"10m"}`, least: "operator"},
 	{op: "listCommands", method: "GET", path: "/api/v1/devices/ws-1/commands", least: "viewer"},
 	{op: "getCommand", method: "GET", path: "/api/v1/commands/cmd_1", least: "viewer"},
+	{op: "cancelCommand", method: "POST", path: "/api/v1/commands/cmd_2/cancel", least: "operator"},
 	{op: "getTwin", method: "GET", path: "/api/v1/devices/ws-1/twin", least: "viewer"},
 	{op: "setDesiredProperties", method: "PUT", path: "/api/v1/devices/ws-1/twin/desired", body: `{"values":{"interval":30,"mode":"eco"}}`, least: "operator"},
 	{op: "createMonitor", method: "POST", path: "/api/v1/monitors", body: `{"topics":["device_*"],"transport":"tcp"}`, least: "operator"},

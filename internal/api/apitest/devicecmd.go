@@ -12,8 +12,8 @@ import (
 )
 
 // Commands is a fake command service over the fake devices: it stores
-// commands in memory and sends nothing. It holds one answered command,
-// cmd_1 of ws-1.
+// commands in memory and sends nothing. It holds two commands of ws-1:
+// cmd_1, answered, and cmd_2, delivered.
 type Commands struct {
 	Devices *Devices
 
@@ -27,6 +27,9 @@ func newCommands(d *Devices) *Commands {
 	return &Commands{Devices: d, cmds: []commands.Command{{
 		ID: "cmd_1", DeviceID: "ws-1", Command: "reboot", Payload: []byte(`{"delay":5}`), Status: commands.StatusSucceeded,
 		Result: []byte(`{"uptime":0}`), Sends: 1, CreatedAt: at, ExpiresAt: at.Add(time.Hour), SentAt: &at, FinishedAt: &at, UpdatedAt: at,
+	}, {
+		ID: "cmd_2", DeviceID: "ws-1", Command: "reboot", Status: commands.StatusDelivered, Sends: 1,
+		CreatedAt: at, ExpiresAt: at.Add(time.Hour), FirstSentAt: &at, SentAt: &at, DeliveredAt: &at, UpdatedAt: at,
 	}}}
 }
 
