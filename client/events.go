@@ -19,10 +19,12 @@ type EventsOptions struct {
 	Types       []events.Type
 	DeviceTypes []string
 	DeviceIDs   []string
-	// From > 0 first replays the stored events with a sequence number
-	// greater than From, then streams the live ones; 0 streams only new
-	// events.
-	From int64
+	// From is the last event the caller has: with Replay (or From > 0)
+	// the stream first replays the stored events with a greater sequence
+	// number (From 0: every stored event), then the live ones. Without
+	// either it streams only new events.
+	From   int64
+	Replay bool
 }
 
 // Events streams the hub's events and calls fn with each, in order, until
@@ -39,7 +41,7 @@ func (c *Client) Events(ctx context.Context, o EventsOptions, fn func(events.Eve
 	for _, id := range o.DeviceIDs {
 		q.Add("device_id", id)
 	}
-	if o.From > 0 {
+	if o.From > 0 || o.Replay {
 		q.Set("from", strconv.FormatInt(o.From, 10))
 	}
 	req, err := c.newRequest(ctx, http.MethodGet, "/api/v1/events", q, nil)

@@ -109,7 +109,8 @@ type Messages interface {
 }
 
 // SubscribeOptions say which events a subscription receives and from where:
-// From > 0 replays the stored events with Seq > From before the live ones.
+// From > 0 replays the stored events with Seq > From before the live ones,
+// From < 0 every stored event.
 type SubscribeOptions = eventlog.SubscribeOptions
 
 // Subscription is a live event subscription.

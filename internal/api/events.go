@@ -22,9 +22,11 @@ func (a *API) registerEvents() {
 		OperationID: "streamEvents", Method: http.MethodGet, Path: "/api/v1/events", Tags: []string{"events"},
 		Summary: "Stream events (Server-Sent Events)",
 		Description: "Streams committed events as Server-Sent Events: each message has id: <seq>, event: <type> and " +
-			"data: <the event as JSON> (schema Event). A client that reconnects with Last-Event-ID: <seq> (or asks " +
-			"from=<seq>) first gets the stored events after that sequence number, then the live ones; without " +
-			"either it gets only new events. Comment lines are keep-alives. Filters repeat or take comma-separated lists.",
+			"data: <the event as JSON> (schema Event). from=N and Last-Event-ID: N mean the same: the last event the " +
+			"client has; the stream first replays every stored event with a sequence number greater than N, then the " +
+			"live ones. Sequence numbers start at 1, so from=0 replays every stored event from the first, and " +
+			"from=<the latest seq> replays nothing. Without from and Last-Event-ID the stream has only new events. " +
+			"Comment lines are keep-alives. Filters repeat or take comma-separated lists.",
 		Responses: map[string]*huma.Response{"200": {
 			Description: "An endless text/event-stream of events.",
 			Content: map[string]*huma.MediaType{"text/event-stream": {Schema: &huma.Schema{
@@ -43,12 +45,13 @@ const eventSchemaRef = "#/components/schemas/Event"
 // EventsInput selects the events of a stream.
 type EventsInput struct {
 	LastEventID string   `header:"Last-Event-ID" doc:"Resume after this event sequence number."`
-	From        int64    `query:"from" minimum:"0" doc:"Replay the stored events after this sequence number first."`
+	From        int64    `query:"from" minimum:"0" doc:"The last event the client has: replay the stored events with a greater sequence number first (0: every stored event, from the first). Absent: only new events."`
 	Type        []string `query:"type,explode" doc:"Only events of these types."`
 	DeviceType  []string `query:"device_type,explode" doc:"Only events of devices of these types."`
 	DeviceID    []string `query:"device_id,explode" doc:"Only events of these devices."`
 
-	filter events.Filter
+	filter  events.Filter
+	fromSet bool // from was given (from=0 replays everything)
 }
 
 // Resolve reads the filters from the raw query, where each may repeat or
@@ -56,7 +59,20 @@ type EventsInput struct {
 func (in *EventsInput) Resolve(ctx huma.Context) []error {
 	u := ctx.URL()
 	in.filter = eventFilter(u.Query())
+	in.fromSet = u.Query().Has("from")
 	return nil
+}
+
+// replayAfter turns "the last event the client has" into the bus's From:
+// after 0 is every stored event (From < 0); nothing asked is live only.
+func replayAfter(seq int64, asked bool) int64 {
+	switch {
+	case !asked:
+		return 0
+	case seq == 0:
+		return -1
+	}
+	return seq
 }
 
 type eventsOutput struct{ Body func(huma.Context) }
@@ -66,13 +82,13 @@ func (a *API) events(ctx context.Context, in *EventsInput) (*eventsOutput, error
 	if a.deps.Events == nil {
 		return nil, errNotImplemented
 	}
-	opts := SubscribeOptions{Filter: in.filter, From: in.From}
+	opts := SubscribeOptions{Filter: in.filter, From: replayAfter(in.From, in.fromSet)}
 	if s := strings.TrimSpace(in.LastEventID); s != "" {
 		seq, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || seq < 0 {
 			return nil, invalidArg("Last-Event-ID", "must be an event sequence number, got %q", s)
 		}
-		opts.From = seq
+		opts.From = replayAfter(seq, true)
 	}
 	return &eventsOutput{Body: func(hctx huma.Context) {
 		r, w := humago.Unwrap(hctx)

@@ -119,6 +119,9 @@ func TestEventStreamReplay(t *testing.T) {
 		first  string
 	}{
 		{"from", "?from=2", http.Header{}, "3"},
+		{"from 0 replays the first event", "?from=0", http.Header{}, "1"},
+		{"from 1 is after the first", "?from=1", http.Header{}, "2"},
+		{"last event id 0", "", http.Header{"Last-Event-Id": {"0"}}, "1"},
 		{"last event id", "", http.Header{"Last-Event-Id": {"3"}}, "4"},
 		{"last event id wins over from", "?from=1", http.Header{"Last-Event-Id": {"4"}}, "5"},
 		{"device id filter", "?from=1&device_id=d3,d4", http.Header{}, "4"},

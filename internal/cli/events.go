@@ -21,6 +21,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 		Short: "Tail the hub's events until interrupted",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Replay = cmd.Flags().Changed("from")
 			for _, t := range types {
 				o.Types = append(o.Types, events.Type(t))
 			}
@@ -52,7 +53,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 	f.StringSliceVar(&types, "type", nil, "only events of this type (repeatable)")
 	f.StringSliceVar(&o.DeviceTypes, "device-type", nil, "only events of devices of this type (repeatable)")
 	f.StringSliceVar(&o.DeviceIDs, "device-id", nil, "only events of this device (repeatable)")
-	f.Int64Var(&o.From, "from", 0, "first replay the stored events after this sequence number")
+	f.Int64Var(&o.From, "from", 0, "first replay the stored events after this sequence number (0: every stored event)")
 	return cmd
 }
 

@@ -327,3 +327,40 @@ func TestE2ECommandWait(t *testing.T) {
 		t.Fatalf("message log: refused answer %v, duplicate %v: %+v", refused, dup, msgs)
 	}
 }
+
+// TestE2EEventsFrom: from is the last event the client has, over the real
+// event log: from=0 replays the first event, from=1 starts at the second.
+func TestE2EEventsFrom(t *testing.T) {
+	th := startHub(t, "")
+	th.provision(t, "ev-1", "WeatherStation")
+	th.provision(t, "ev-2", "WeatherStation")
+	for _, tt := range []struct{ from, first string }{{"0", "1"}, {"1", "2"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", th.base+"/api/v1/events?from="+tt.from, nil)
+		req.Header.Set("Authorization", "Bearer "+th.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 0, 4096)
+		first := ""
+		for first == "" {
+			b := make([]byte, 1024)
+			n, err := resp.Body.Read(b)
+			buf = append(buf, b[:n]...)
+			for _, line := range strings.Split(string(buf), "\n") {
+				if id, ok := strings.CutPrefix(line, "id: "); ok && first == "" && strings.Contains(string(buf), "id: "+id+"\n") {
+					first = id
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+		cancel()
+		if first != tt.first {
+			t.Errorf("from=%s: first event id %q, want %s", tt.from, first, tt.first)
+		}
+	}
+}

@@ -660,15 +660,16 @@ func (e *Events) Subscribers() int {
 	return len(e.subs)
 }
 
-// Subscribe replays logged events with Seq > opts.From (when From > 0),
-// as eventlog.Bus does, and then delivers new ones.
+// Subscribe replays logged events with Seq > opts.From (when From > 0;
+// every logged event when From < 0), as eventlog.Bus does, and then
+// delivers new ones.
 func (e *Events) Subscribe(opts api.SubscribeOptions, fn func(events.Event)) (api.Subscription, error) {
 	if e.Err != nil {
 		return nil, e.Err
 	}
 	s := &subscription{e: e, filter: opts.Filter, ch: make(chan events.Event, 1024), done: make(chan struct{}), exited: make(chan struct{})}
 	e.mu.Lock()
-	if opts.From > 0 {
+	if opts.From != 0 {
 		for _, ev := range e.log {
 			if ev.Seq > opts.From && s.filter.Match(&ev) {
 				s.ch <- ev
