@@ -165,17 +165,26 @@ func (c *Client) ListCommands(ctx context.Context, deviceID, status string, limi
 
 // TwinProperties are one side of a device twin.
 type TwinProperties struct {
-	Version   int64          `json:"version"`
-	Values    map[string]any `json:"values"`
-	UpdatedAt *time.Time     `json:"updated_at,omitempty"`
+	Version   int64                `json:"version"`
+	Values    map[string]any       `json:"values"`
+	UpdatedAt *time.Time           `json:"updated_at,omitempty"`
+	KeyTimes  map[string]time.Time `json:"key_times,omitempty"` // reported: when each key was last reported
 }
 
-// Twin is a device's twin: desired properties with their version, and
-// reported properties.
+// DeltaEntry is a desired key the reported properties do not match.
+type DeltaEntry struct {
+	Desired       any  `json:"desired"`
+	Reported      any  `json:"reported,omitempty"`
+	NeverReported bool `json:"never_reported,omitempty"`
+}
+
+// Twin is a device's twin: desired properties with their version,
+// reported properties, and the delta between them.
 type Twin struct {
-	DeviceID string         `json:"device_id"`
-	Desired  TwinProperties `json:"desired"`
-	Reported TwinProperties `json:"reported"`
+	DeviceID string                `json:"device_id"`
+	Desired  TwinProperties        `json:"desired"`
+	Reported TwinProperties        `json:"reported"`
+	Delta    map[string]DeltaEntry `json:"delta"`
 }
 
 type twinAnswer struct {
@@ -191,19 +200,55 @@ func (c *Client) GetTwin(ctx context.Context, deviceID string) (*Twin, error) {
 	return &out.Twin, nil
 }
 
-// SetDesired replaces a device's desired properties (PUT
-// /api/v1/devices/{id}/twin/desired) and returns the twin with the new
-// version.
+// SetDesired replaces a device's desired properties with values whatever
+// they are now: it reads the current version and replaces that one (a
+// change made in between is refused, not overwritten: the error's code is
+// version_conflict). See SetDesiredIf.
 func (c *Client) SetDesired(ctx context.Context, deviceID string, values map[string]any) (*Twin, error) {
+	cur, err := c.GetTwin(ctx, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	return c.SetDesiredIf(ctx, deviceID, values, cur.Desired.Version)
+}
+
+// SetDesiredIf replaces a device's desired properties if they are still
+// at version (PUT /api/v1/devices/{id}/twin/desired) and returns the twin
+// with the new version.
+func (c *Client) SetDesiredIf(ctx context.Context, deviceID string, values map[string]any, version int64) (*Twin, error) {
 	if values == nil {
 		values = map[string]any{}
 	}
 	var out twinAnswer
 	body := struct {
-		Values map[string]any `json:"values"`
-	}{values}
+		Values  map[string]any `json:"values"`
+		Version int64          `json:"version"`
+	}{values, version}
 	if err := c.do(ctx, http.MethodPut, devicePath(deviceID)+"/twin/desired", nil, body, &out); err != nil {
 		return nil, fmt.Errorf("set desired of %s: %w", deviceID, err)
+	}
+	return &out.Twin, nil
+}
+
+// PatchDesired applies a JSON merge patch (RFC 7396) to a device's
+// desired properties if they are still at version (PATCH
+// /api/v1/devices/{id}/twin/desired); a negative version reads the
+// current one first.
+func (c *Client) PatchDesired(ctx context.Context, deviceID string, patch map[string]any, version int64) (*Twin, error) {
+	if version < 0 {
+		cur, err := c.GetTwin(ctx, deviceID)
+		if err != nil {
+			return nil, err
+		}
+		version = cur.Desired.Version
+	}
+	var out twinAnswer
+	body := struct {
+		Patch   map[string]any `json:"patch"`
+		Version int64          `json:"version"`
+	}{patch, version}
+	if err := c.do(ctx, http.MethodPatch, devicePath(deviceID)+"/twin/desired", nil, body, &out); err != nil {
+		return nil, fmt.Errorf("patch desired of %s: %w", deviceID, err)
 	}
 	return &out.Twin, nil
 }

@@ -70,6 +70,10 @@ const (
 	TwinDesiredChanged Type = "twin_desired_changed"
 	// TwinReportedChanged: the device reported a patch of its properties.
 	TwinReportedChanged Type = "twin_reported_changed"
+	// TwinDeltaChanged: the set of desired keys the reported properties
+	// do not match (differ, or never reported) changed; InStep when none
+	// is left.
+	TwinDeltaChanged Type = "twin_delta_changed"
 )
 
 // Event is one signal. Args holds a pointer to the argument struct of its
@@ -262,14 +266,23 @@ type CommandCanceled struct {
 // properties, whole, and their version.
 type TwinDesired struct {
 	Version int64          `json:"version"`
+	Patch   map[string]any `json:"patch"` // the change, as a JSON merge patch (RFC 7396)
 	Values  map[string]any `json:"values"`
 }
 
 // TwinReported is the argument of TwinReportedChanged: the patch the device
 // reported (a null value removes a property).
 type TwinReported struct {
+	Version   int64          `json:"version"` // how many patches the reported properties merged, this one included
 	Patch     map[string]any `json:"patch"`
 	MessageID int64          `json:"message_id,omitempty"`
+}
+
+// TwinDelta is the argument of TwinDeltaChanged: the desired keys now out
+// of step with the reported properties, sorted.
+type TwinDelta struct {
+	Keys   []string `json:"keys"`
+	InStep bool     `json:"in_step"`
 }
 
 // NewArgs returns a new zero argument value for t, or nil for an unknown type.
@@ -315,6 +328,8 @@ func NewArgs(t Type) any {
 		return &TwinDesired{}
 	case TwinReportedChanged:
 		return &TwinReported{}
+	case TwinDeltaChanged:
+		return &TwinDelta{}
 	case MonitorStatusChanged:
 		return &MonitorStatus{}
 	case StorageLow, StorageRecovered:

@@ -196,13 +196,13 @@ func TestE2ECommandsAndTwin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// Before the device ever connected: a command (pending) and desired
+	// Before the device ever connected: a command (queued) and desired
 	// properties (retained).
 	early, err := th.api.SendCommand(ctx, "cmd-e2e", client.SendCommandRequest{Command: "set_interval", Payload: json.RawMessage(`{"seconds": 30}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if early.Status != "pending" {
+	if early.Status != "queued" {
 		t.Fatalf("command to an offline device: %+v", early)
 	}
 	tw, err := th.api.SetDesired(ctx, "cmd-e2e", map[string]any{"interval": 10})
@@ -249,7 +249,7 @@ func TestE2ECommandsAndTwin(t *testing.T) {
 	if d := nextDesired(); d.Version != 1 || d.Values["interval"] != 10.0 {
 		t.Fatalf("retained desired = %+v", d)
 	}
-	// The pending command is sent once the device connected.
+	// The queued command is sent once the device connected.
 	if cmd := nextCommand(); cmd.ID != early.ID || cmd.Name != "set_interval" || string(cmd.Payload) != `{"seconds":30}` || cmd.ExpiresAt.IsZero() {
 		t.Fatalf("command = %+v, want %s", cmd, early.ID)
 	}

@@ -83,11 +83,19 @@ type result struct {
 
 func do(t *testing.T, h http.Handler, method, path, token, body string) result {
 	t.Helper()
+	return doHeader(t, h, method, path, token, body, nil)
+}
+
+func doHeader(t *testing.T, h http.Handler, method, path, token, body string, header http.Header) result {
+	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, path, rd)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -63,9 +63,11 @@ type ErrorResponse struct {
 
 // ErrorDetail says what went wrong.
 type ErrorDetail struct {
-	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, csrf_failed, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, version_conflict, private_target, or an ingest rejection code." example:"invalid_argument"`
+	Code    string `json:"code" doc:"Stable machine code: invalid_argument, not_found, unauthorized, forbidden, already_exists, payload_too_large, rate_limited, internal, device_disabled, invalid_token, token_expired, token_revoked, token_exhausted, csrf_failed, operation_expired, operation_rejected, operation_decided, operation_busy, already_delivered, registration_disabled, bad_shared_secret, import_refused, unknown_command, conflict, version_conflict, precondition_required, unknown_parameter, command_finished, private_target, or an ingest rejection code." example:"invalid_argument"`
 	Message string `json:"message" doc:"What went wrong, for people." example:"limit: must be an integer from 1 to 1000"`
 	Field   string `json:"field,omitempty" doc:"The request field at fault (body property, query or path parameter, header), if any." example:"limit"`
+	// CurrentVersion is the version a stale write missed.
+	CurrentVersion *int64 `json:"current_version,omitempty" doc:"With version_conflict: the current version of what the request meant to change; read it again and retry."`
 }
 
 func (e *ErrorResponse) Error() string { return e.Detail.Message }
@@ -267,7 +269,12 @@ func httpError(err error) (int, ErrorDetail) {
 	case errors.Is(err, commands.ErrInvalid), errors.Is(err, twin.ErrInvalid):
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}
 	case errors.Is(err, twin.ErrVersionConflict):
-		return http.StatusConflict, ErrorDetail{Code: "version_conflict", Message: err.Error(), Field: "expected_version"}
+		d := ErrorDetail{Code: "version_conflict", Message: err.Error(), Field: "version"}
+		var ve *twin.VersionError
+		if errors.As(err, &ve) {
+			d.CurrentVersion = &ve.Current
+		}
+		return http.StatusPreconditionFailed, d
 	case errors.Is(err, twin.ErrBusy):
 		return http.StatusConflict, ErrorDetail{Code: "conflict", Message: err.Error()}
 	case errors.Is(err, monitors.ErrNotFound):

@@ -136,10 +136,23 @@ func TestTwinVersionConflict(t *testing.T) {
 		t.Fatalf("first change at version 0: %d %s", r.status, r.raw)
 	}
 	r := put(`{"values":{"a":2},"expected_version":0}`)
-	if code, field := errCode(r); r.status != 409 || code != "version_conflict" || field != "expected_version" {
-		t.Fatalf("stale change: %d %s, want 409 version_conflict", r.status, r.raw)
+	if code, field := errCode(r); r.status != 412 || code != "version_conflict" || field != "version" || !strings.Contains(r.raw, `"current_version":1`) {
+		t.Fatalf("stale change: %d %s, want 412 version_conflict at version 1", r.status, r.raw)
 	}
-	if r := put(`{"values":{"a":3}}`); r.status != 200 {
-		t.Fatalf("unconditional change: %d %s", r.status, r.raw)
+	if r := put(`{"values":{"a":3}}`); r.status != 428 {
+		t.Fatalf("change without a version: %d %s, want 428", r.status, r.raw)
+	}
+	if r := put(`{"values":{"a":3},"version":1}`); r.status != 200 || r.body["twin"] == nil {
+		t.Fatalf("change at the current version: %d %s", r.status, r.raw)
+	}
+	patch := func(body, ifMatch string) result {
+		return doHeader(t, h, "PATCH", "/api/v1/devices/ws-1/twin/desired", apitest.OperatorToken, body, http.Header{"If-Match": {ifMatch}})
+	}
+	if r := patch(`{"patch":{"b":1}}`, `"1"`); r.status != 412 {
+		t.Fatalf("stale patch: %d %s", r.status, r.raw)
+	}
+	r = patch(`{"patch":{"b":1,"a":null}}`, `"2"`)
+	if r.status != 200 || !strings.Contains(r.raw, `"values":{"b":1}`) || !strings.Contains(r.raw, `"version":3`) {
+		t.Fatalf("patch: %d %s", r.status, r.raw)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -168,11 +169,13 @@ func writeCommands(g *globals, cmd *cobra.Command, cs ...client.Command) error {
 func newTwinCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "twin",
-		Short: "Show and set device twins (desired and reported properties)",
+		Short: "Show and change device twins (desired and reported properties, delta)",
 	}
-	get := &cobra.Command{
-		Use:               "get DEVICE_ID",
-		Short:             "Show a device's desired (with version) and reported properties",
+	show := &cobra.Command{
+		Use:               "show DEVICE_ID",
+		Aliases:           []string{"get"},
+		Short:             "Show a device's desired (with version) and reported properties, and the delta",
+		Long:              "Show the desired properties with their version, the reported ones with when each key was\nlast reported, and the delta: the desired keys whose reported value differs or was never\nreported.",
 		Args:              exactArgs(1, "DEVICE_ID"),
 		ValidArgsFunction: g.completeDeviceIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -187,11 +190,14 @@ func newTwinCmd(g *globals) *cobra.Command {
 			return writeTwin(g, cmd, tw)
 		},
 	}
+	var setVersion, patchVersion int64
 	set := &cobra.Command{
 		Use:   "set DEVICE_ID VALUES_JSON",
 		Short: "Replace a device's desired properties",
 		Long: "Replace a device's desired properties with VALUES_JSON, a JSON object; the version grows\n" +
-			"by one and the device receives them (retained) on devices/{id}/twin/desired.",
+			"by one and the device receives them (retained) on devices/{id}/twin/desired. With --version\n" +
+			"the change applies only if the desired properties are still at that version; without, at the\n" +
+			"version read just before. A change made in between is refused (version_conflict), never lost.",
 		Args:              exactArgs(2, "DEVICE_ID VALUES_JSON"),
 		ValidArgsFunction: g.completeDeviceIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -203,14 +209,49 @@ func newTwinCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw, err := c.SetDesired(cmd.Context(), args[0], values)
+			var tw *client.Twin
+			if cmd.Flags().Changed("version") {
+				tw, err = c.SetDesiredIf(cmd.Context(), args[0], values, setVersion)
+			} else {
+				tw, err = c.SetDesired(cmd.Context(), args[0], values)
+			}
 			if err != nil {
 				return err
 			}
 			return writeTwin(g, cmd, tw)
 		},
 	}
-	cmd.AddCommand(get, set)
+	set.Flags().Int64Var(&setVersion, "version", 0, "the desired version the change is based on")
+	patch := &cobra.Command{
+		Use:   "patch DEVICE_ID PATCH_JSON",
+		Short: "Change a device's desired properties with a JSON merge patch",
+		Long: "Apply PATCH_JSON, a JSON merge patch (RFC 7396: objects merge, null removes a key), to a\n" +
+			"device's desired properties. With --version the change applies only if they are still at\n" +
+			"that version; without, at the version read just before.",
+		Args:              exactArgs(2, "DEVICE_ID PATCH_JSON"),
+		ValidArgsFunction: g.completeDeviceIDs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var p map[string]any
+			if err := json.Unmarshal([]byte(args[1]), &p); err != nil || p == nil {
+				return usage(cmd, fmt.Errorf("PATCH_JSON must be a JSON object: %s", args[1]))
+			}
+			c, err := g.client(cmd)
+			if err != nil {
+				return err
+			}
+			v := int64(-1)
+			if cmd.Flags().Changed("version") {
+				v = patchVersion
+			}
+			tw, err := c.PatchDesired(cmd.Context(), args[0], p, v)
+			if err != nil {
+				return err
+			}
+			return writeTwin(g, cmd, tw)
+		},
+	}
+	patch.Flags().Int64Var(&patchVersion, "version", 0, "the desired version the change is based on")
+	cmd.AddCommand(show, set, patch)
 	return cmd
 }
 
@@ -222,5 +263,33 @@ func writeTwin(g *globals, cmd *cobra.Command, tw *client.Twin) error {
 	fmt.Fprintf(w, "device:   %s\n", tw.DeviceID)
 	fmt.Fprintf(w, "desired:  version %d  %s\n", tw.Desired.Version, formatValues(tw.Desired.Values))
 	fmt.Fprintf(w, "reported: %d patches  %s\n", tw.Reported.Version, formatValues(tw.Reported.Values))
+	if len(tw.Reported.KeyTimes) > 0 {
+		keys := make([]string, 0, len(tw.Reported.KeyTimes))
+		for k := range tw.Reported.KeyTimes {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "          %s reported %s\n", k, tw.Reported.KeyTimes[k].Format(time.RFC3339))
+		}
+	}
+	if len(tw.Delta) == 0 {
+		fmt.Fprintln(w, "delta:    none (in step)")
+		return nil
+	}
+	keys := make([]string, 0, len(tw.Delta))
+	for k := range tw.Delta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintln(w, "delta:")
+	for _, k := range keys {
+		d := tw.Delta[k]
+		rep := "never reported"
+		if !d.NeverReported {
+			rep = "reported " + compactJSON(d.Reported)
+		}
+		fmt.Fprintf(w, "          %s: desired %s, %s\n", k, compactJSON(d.Desired), rep)
+	}
 	return nil
 }

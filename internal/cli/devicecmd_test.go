@@ -34,6 +34,10 @@ func TestCommandAndTwinCommands(t *testing.T) {
 		{"twin set", []string{"twin", "set", "ws-1", `{"interval":30}`}, ExitOK, []string{"version 1", "interval=30"}},
 		{"twin set not an object", []string{"twin", "set", "ws-1", `[1]`}, ExitUsage, []string{"JSON object"}},
 		{"twin get", []string{"twin", "get", "ws-1", "-o", "json"}, ExitOK, []string{`"version": 1`, `"interval": 30`}},
+		{"twin patch", []string{"twin", "patch", "ws-1", `{"led":"off"}`}, ExitOK, []string{"version 2", "interval=30", `led="off"`, "never reported"}},
+		{"twin patch stale", []string{"twin", "patch", "ws-1", `{"led":"on"}`, "--version", "1"}, ExitError, []string{"version_conflict"}},
+		{"twin set at version", []string{"twin", "set", "ws-1", `{"a":1}`, "--version", "2"}, ExitOK, []string{"version 3"}},
+		{"twin show", []string{"twin", "show", "ws-1"}, ExitOK, []string{"version 3", "delta:", "a: desired 1, never reported"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -92,10 +92,14 @@ devicehub command send dev1 set_interval --payload '{"seconds": 30}' --expires-i
 devicehub command list dev1 --status queued`,
 	"command get":    `devicehub command get cmd_187c2d1e9a4b5c60a1b2c3d4`,
 	"command cancel": `devicehub command cancel cmd_187c2d1e9a4b5c60a1b2c3d4`,
-	"twin": `devicehub twin get dev1
-devicehub twin set dev1 '{"interval": 30}'`,
-	"twin get": `devicehub twin get dev1`,
-	"twin set": `devicehub twin set dev1 '{"interval": 30, "led": "off"}'`,
+	"twin": `devicehub twin show dev1
+devicehub twin patch dev1 '{"interval": 30}'`,
+	"twin show": `devicehub twin show dev1
+devicehub twin show dev1 --output json`,
+	"twin set": `devicehub twin set dev1 '{"interval": 30, "led": "off"}'
+devicehub twin set dev1 '{"interval": 30}' --version 4`,
+	"twin patch": `devicehub twin patch dev1 '{"interval": 60, "led": null}'
+devicehub twin patch dev1 '{"interval": 60}' --version 5`,
 	"simulate": `# Five devices joining with a provisioning token (approve them with devicehub provisioning approve)
 devicehub simulate --devices 5 --rate 2 --type WeatherStation --mqtt mqtt://127.0.0.1:1884 --provisioning-token "$TOKEN"
 # A hundred devices provisioned through the admin API, with dropped connections, for ten minutes

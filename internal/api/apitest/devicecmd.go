@@ -162,7 +162,17 @@ func (tw *Twins) SetDesiredIf(ctx context.Context, id string, values map[string]
 		return nil, err
 	}
 	if t.DesiredVersion != expected {
-		return nil, fmt.Errorf("set desired of %s: %w", id, twin.ErrVersionConflict)
+		return nil, fmt.Errorf("set desired: %w", &twin.VersionError{DeviceID: id, Current: t.DesiredVersion, Stated: expected})
 	}
 	return tw.SetDesired(ctx, id, values)
+}
+
+// PatchDesired merges patch into the desired properties at version
+// expected.
+func (tw *Twins) PatchDesired(ctx context.Context, id string, patch map[string]any, expected int64) (*twin.Twin, error) {
+	t, err := tw.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return tw.SetDesiredIf(ctx, id, twin.MergePatch(t.Desired, patch), expected)
 }

@@ -102,32 +102,40 @@ func (t *txn) SetDesired(ctx context.Context, deviceID string, desired []byte, v
 	return tag.RowsAffected() > 0, nil
 }
 
-// ReportedForUpdate implements twin.TxStore. FOR UPDATE: another node's
+// TwinForUpdate implements twin.TxStore. FOR UPDATE: another node's
 // transaction must not merge into the same version at the same time.
-func (t *txn) ReportedForUpdate(ctx context.Context, deviceID string) ([]byte, error) {
+func (t *txn) TwinForUpdate(ctx context.Context, deviceID string) (*twin.Row, error) {
 	tx, err := t.db(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var cur []byte
-	err = tx.QueryRow(ctx, `SELECT reported::text FROM device_twins WHERE device_id = $1 FOR UPDATE`, deviceID).Scan(&cur)
+	r := &twin.Row{}
+	var desired, reported, times string
+	err = tx.QueryRow(ctx, `SELECT desired::text, desired_version, reported::text, reported_version, reported_times::text
+		FROM device_twins WHERE device_id = $1 FOR UPDATE`, deviceID).Scan(&desired, &r.DesiredVersion, &reported, &r.ReportedVersion, &times)
 	if errNoRows(err) {
 		return nil, nil
 	}
-	return cur, err
+	if err != nil {
+		return nil, err
+	}
+	r.Desired, r.Reported, r.ReportedTimes = []byte(desired), []byte(reported), []byte(times)
+	return r, nil
 }
 
 // SetReported implements twin.TxStore.
-func (t *txn) SetReported(ctx context.Context, deviceID string, reported []byte, at time.Time) error {
+func (t *txn) SetReported(ctx context.Context, deviceID string, reported, times []byte, at time.Time) (int64, error) {
 	tx, err := t.db(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES ($1, $2::jsonb, 1, $3)
-		ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
-			reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
-		deviceID, string(reported), at)
-	return err
+	var v int64
+	err = tx.QueryRow(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at, reported_times) VALUES ($1, $2::jsonb, 1, $3, $4::jsonb)
+		ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported, reported_times = excluded.reported_times,
+			reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at
+		RETURNING reported_version`,
+		deviceID, string(reported), at, string(times)).Scan(&v)
+	return v, err
 }
 
 const commandColumns = `id, device_id, command, payload::text, status, result::text, sends, created_at, expires_at,
@@ -208,9 +216,9 @@ func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]com
 // GetTwin returns a device's twin, empty if it has none.
 func (s *Store) GetTwin(ctx context.Context, deviceID string) (*twin.Twin, error) {
 	t := &twin.Twin{DeviceID: deviceID, Desired: map[string]any{}, Reported: map[string]any{}}
-	var desired, reported []byte
-	err := s.pool.QueryRow(ctx, `SELECT desired::text, desired_version, desired_at, reported::text, reported_version, reported_at
-		FROM device_twins WHERE device_id = $1`, deviceID).Scan(&desired, &t.DesiredVersion, &t.DesiredAt, &reported, &t.ReportedVersion, &t.ReportedAt)
+	var desired, reported, times []byte
+	err := s.pool.QueryRow(ctx, `SELECT desired::text, desired_version, desired_at, reported::text, reported_version, reported_at, reported_times::text
+		FROM device_twins WHERE device_id = $1`, deviceID).Scan(&desired, &t.DesiredVersion, &t.DesiredAt, &reported, &t.ReportedVersion, &t.ReportedAt, &times)
 	if errNoRows(err) {
 		return t, nil
 	}
@@ -222,6 +230,9 @@ func (s *Store) GetTwin(ctx context.Context, deviceID string) (*twin.Twin, error
 	}
 	if err := json.Unmarshal(reported, &t.Reported); err != nil {
 		return nil, fmt.Errorf("decode reported of %s: %w", deviceID, err)
+	}
+	if err := json.Unmarshal(times, &t.ReportedTimes); err != nil {
+		return nil, fmt.Errorf("decode reported times of %s: %w", deviceID, err)
 	}
 	for _, p := range []*time.Time{t.DesiredAt, t.ReportedAt} {
 		if p != nil {

@@ -91,30 +91,31 @@ func (t *txn) SetDesired(ctx context.Context, deviceID string, desired []byte, v
 	return k > 0, err
 }
 
-// ReportedForUpdate implements twin.TxStore; the single writer is the
-// lock.
-func (t *txn) ReportedForUpdate(ctx context.Context, deviceID string) ([]byte, error) {
-	var cur string
-	err := t.tx.QueryRowContext(ctx, `SELECT reported FROM device_twins WHERE device_id = ?`, deviceID).Scan(&cur)
+// TwinForUpdate implements twin.TxStore; the single writer is the lock.
+func (t *txn) TwinForUpdate(ctx context.Context, deviceID string) (*twin.Row, error) {
+	var desired, reported, times string
+	r := &twin.Row{}
+	err := t.tx.QueryRowContext(ctx, `SELECT desired, desired_version, reported, reported_version, reported_times
+		FROM device_twins WHERE device_id = ?`, deviceID).Scan(&desired, &r.DesiredVersion, &reported, &r.ReportedVersion, &times)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if cur == "" {
-		return nil, nil
-	}
-	return []byte(cur), nil
+	r.Desired, r.Reported, r.ReportedTimes = []byte(desired), []byte(reported), []byte(times)
+	return r, nil
 }
 
 // SetReported implements twin.TxStore.
-func (t *txn) SetReported(ctx context.Context, deviceID string, reported []byte, at time.Time) error {
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at) VALUES (?,?,1,?)
-		ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported,
-			reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at`,
-		deviceID, string(reported), at.UnixMicro())
-	return err
+func (t *txn) SetReported(ctx context.Context, deviceID string, reported, times []byte, at time.Time) (int64, error) {
+	var v int64
+	err := t.tx.QueryRowContext(ctx, `INSERT INTO device_twins (device_id, reported, reported_version, reported_at, reported_times) VALUES (?,?,1,?,?)
+		ON CONFLICT (device_id) DO UPDATE SET reported = excluded.reported, reported_times = excluded.reported_times,
+			reported_version = device_twins.reported_version + 1, reported_at = excluded.reported_at
+		RETURNING reported_version`,
+		deviceID, string(reported), at.UnixMicro(), string(times)).Scan(&v)
+	return v, err
 }
 
 const commandColumns = `id, device_id, command, payload, status, result, sends, created_at, expires_at,
@@ -202,10 +203,10 @@ func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]com
 // GetTwin returns a device's twin, empty if it has none.
 func (s *Store) GetTwin(ctx context.Context, deviceID string) (*twin.Twin, error) {
 	t := &twin.Twin{DeviceID: deviceID, Desired: map[string]any{}, Reported: map[string]any{}}
-	var desired, reported string
+	var desired, reported, times string
 	var dAt, rAt sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `SELECT desired, desired_version, desired_at, reported, reported_version, reported_at
-		FROM device_twins WHERE device_id = ?`, deviceID).Scan(&desired, &t.DesiredVersion, &dAt, &reported, &t.ReportedVersion, &rAt)
+	err := s.r.QueryRowContext(ctx, `SELECT desired, desired_version, desired_at, reported, reported_version, reported_at, reported_times
+		FROM device_twins WHERE device_id = ?`, deviceID).Scan(&desired, &t.DesiredVersion, &dAt, &reported, &t.ReportedVersion, &rAt, &times)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, nil
 	}
@@ -217,6 +218,9 @@ func (s *Store) GetTwin(ctx context.Context, deviceID string) (*twin.Twin, error
 	}
 	if err := json.Unmarshal([]byte(reported), &t.Reported); err != nil {
 		return nil, fmt.Errorf("decode reported of %s: %w", deviceID, err)
+	}
+	if err := json.Unmarshal([]byte(times), &t.ReportedTimes); err != nil {
+		return nil, fmt.Errorf("decode reported times of %s: %w", deviceID, err)
 	}
 	if dAt.Valid {
 		v := micros(dAt.Int64)

@@ -211,6 +211,35 @@ func testDeviceTwin(t *testing.T, b Backend) {
 	}
 	equalJSON(t, "desired", tw.Desired, map[string]any{"interval": 20.0})
 	equalJSON(t, "reported", tw.Reported, map[string]any{"fw": "1.0", "led": true, "net": map[string]any{"rssi": -60.0}})
+	// When each key was last reported.
+	if len(tw.ReportedTimes) != 3 || !tw.ReportedTimes["fw"].Equal(at(1)) || !tw.ReportedTimes["net"].Equal(at(3)) || !tw.ReportedTimes["led"].Equal(at(3)) {
+		t.Errorf("reported times %v", tw.ReportedTimes)
+	}
+	// The merge writes twin_reported_changed with the version it made;
+	// the delta's events follow its key set: r1 (nothing desired), d1
+	// (interval now out of step), d2 (still interval: no event).
+	evTypes := func(ch *commit.Change) (out []string) {
+		for _, e := range ch.Events {
+			out = append(out, string(e.Type)+" "+string(e.Args))
+		}
+		return out
+	}
+	if got := evTypes(r2); len(got) != 1 || got[0] != `twin_reported_changed {"version":2,"patch":{"led":true,"net":{"rssi":-60,"ssid":null}}}` {
+		t.Errorf("r2 events %v", got)
+	}
+	checkSeqs(t, r2, true)
+	if got := evTypes(d1); len(got) != 1 || got[0] != `twin_delta_changed {"keys":["interval"],"in_step":false}` {
+		t.Errorf("d1 events %v", got)
+	}
+	if got := evTypes(d2); len(got) != 0 {
+		t.Errorf("d2 events %v", got)
+	}
+	// Reported catches up: the delta empties.
+	r3 := reported(`{"interval":20}`, 4)
+	mustCommit(t, b, r3)
+	if got := evTypes(r3); len(got) != 2 || got[1] != `twin_delta_changed {"keys":[],"in_step":true}` {
+		t.Errorf("r3 events %v", got)
+	}
 
 	// A first desired version for a device without a twin row.
 	provision(t, b, "t3")

@@ -188,7 +188,10 @@ class Hub(object):
         return self.api("GET", "/api/v1/devices/%s/twin" % device_id)["twin"]
 
     def set_desired(self, device_id, values):
-        return self.api("PUT", "/api/v1/devices/%s/twin/desired" % device_id, {"values": values})["twin"]
+        # A write states the version it is based on (else 428).
+        version = self.twin(device_id)["desired"]["version"]
+        return self.api("PUT", "/api/v1/devices/%s/twin/desired" % device_id,
+                        {"values": values, "version": version})["twin"]
 
     def send_command(self, device_id, command, payload=None):
         body = {"command": command}

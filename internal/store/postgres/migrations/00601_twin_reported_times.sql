@@ -1,0 +1,8 @@
+-- Twin: when each top-level reported key was last reported, a JSON object
+-- of key → RFC 3339 time (internal/twin).
+
+-- +goose Up
+ALTER TABLE device_twins ADD COLUMN reported_times jsonb NOT NULL DEFAULT '{}';
+
+-- +goose Down
+ALTER TABLE device_twins DROP COLUMN reported_times;
