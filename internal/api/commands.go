@@ -18,6 +18,9 @@ type Commands interface {
 	List(ctx context.Context, opts commands.ListOptions) ([]commands.Command, error)
 	Wait(ctx context.Context, id string, d time.Duration) (*commands.Command, error)
 	Cancel(ctx context.Context, id, by string) (*commands.Command, error)
+	StartJob(ctx context.Context, req commands.JobRequest) (*commands.Job, error)
+	GetJob(ctx context.Context, id string) (*commands.Job, commands.JobSummary, error)
+	JobCommands(ctx context.Context, id, status, after string, limit int) ([]commands.Command, error)
 }
 
 // maxWait bounds ?wait= (the HTTP server's write timeout must allow it).
@@ -54,6 +57,25 @@ func (a *API) registerCommands() {
 			"handed to the device; an answer from the device is then refused (command_finished). A finished command " +
 			"is left as it is: 409 command_finished.",
 	}, a.cancelCommand)
+	register(a, permOperator, huma.Operation{
+		OperationID: "sendFleetCommand", Method: http.MethodPost, Path: "/api/v1/fleet/commands", Tags: []string{"commands"},
+		DefaultStatus: http.StatusAccepted,
+		Summary:       "Send a command to many devices",
+		Description: "Starts a fleet job: the command goes to the listed device ids, or to every device the filters " +
+			"select (group, type, tag, online only; all that are given). The answer comes at once with the job id; " +
+			"the job fans out in the background in bounded chunks. Follow it with GET /api/v1/fleet/commands/{job_id}. " +
+			"Devices whose type does not declare the command, or whose parameters refuse the payload, are counted refused.",
+	}, a.sendFleetCommand)
+	register(a, permViewer, huma.Operation{
+		OperationID: "getFleetCommand", Method: http.MethodGet, Path: "/api/v1/fleet/commands/{job_id}", Tags: []string{"commands"},
+		Summary:     "Get a fleet job with its summary",
+		Description: "The job (running while it fans out, then done) and how many of its commands are in each status.",
+	}, a.getFleetCommand)
+	register(a, permViewer, huma.Operation{
+		OperationID: "listFleetCommandDevices", Method: http.MethodGet, Path: "/api/v1/fleet/commands/{job_id}/devices", Tags: []string{"commands"},
+		Summary:     "List a fleet job's commands, by device",
+		Description: "Pages by device id: pass the answer's next as after.",
+	}, a.listFleetCommandDevices)
 }
 
 // Command is a command sent to a device.
@@ -252,4 +274,146 @@ func (a *API) cancelCommand(ctx context.Context, in *CommandIDInput) (*commandOu
 	}
 	setTarget(ctx, c.DeviceID)
 	return &commandOutput{Body: CommandAnswer{Command: commandOut(c)}}, nil
+}
+
+// FleetTarget selects the devices of a fleet command.
+type FleetTarget struct {
+	DeviceIDs  []string `json:"device_ids,omitempty" maxItems:"10000" doc:"These devices (not with filters)."`
+	Group      string   `json:"group,omitempty" doc:"Devices of this group."`
+	Type       string   `json:"type,omitempty" doc:"Devices of this type."`
+	Tag        string   `json:"tag,omitempty" doc:"Devices with this tag."`
+	OnlineOnly bool     `json:"online_only,omitempty" doc:"Only devices connected when the job reaches them."`
+}
+
+// SendFleetCommandRequest is the body of POST /api/v1/fleet/commands.
+type SendFleetCommandRequest struct {
+	Command   string      `json:"command" minLength:"1" maxLength:"128" example:"reboot"`
+	Payload   any         `json:"payload,omitempty" doc:"Any JSON value; an object of the declared parameters when the command declares some."`
+	ExpiresIn string      `json:"expires_in,omitempty" doc:"How long each device has to answer (Go duration, 1s to 7 days); default 1h." example:"10m"`
+	Target    FleetTarget `json:"target"`
+}
+
+// FleetJob is a fleet command.
+type FleetJob struct {
+	ID         string      `json:"id" example:"job_187c2d1e9a4b5c60a1b2c3d4"`
+	Command    string      `json:"command"`
+	Payload    any         `json:"payload,omitempty"`
+	ExpiresIn  string      `json:"expires_in"`
+	Target     FleetTarget `json:"target"`
+	Status     string      `json:"status" enum:"running,done" doc:"running: fanning out; done: every target has its command or was refused."`
+	Targets    int         `json:"targets" doc:"Devices matched so far."`
+	Refused    int         `json:"refused" doc:"Matched devices the command could not go to."`
+	Refusal    string      `json:"refusal,omitempty" doc:"The first refusal's reason."`
+	CreatedAt  time.Time   `json:"created_at"`
+	FinishedAt *time.Time  `json:"finished_at,omitempty" doc:"When the fan-out ended."`
+}
+
+// FleetJobSummary counts a fleet job's commands by status.
+type FleetJobSummary struct {
+	Queued    int `json:"queued"`
+	Sent      int `json:"sent"`
+	Delivered int `json:"delivered"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Expired   int `json:"expired"`
+	Canceled  int `json:"canceled"`
+}
+
+// FleetJobAnswer is the answer of the fleet job operations.
+type FleetJobAnswer struct {
+	Job     FleetJob      `json:"job"`
+	Summary *FleetJobSummary `json:"summary,omitempty"`
+}
+
+func jobOut(j *commands.Job) FleetJob {
+	t := j.Target
+	return FleetJob{ID: j.ID, Command: j.Command, Payload: rawValue(j.Payload), ExpiresIn: j.ExpiresIn.String(),
+		Target: FleetTarget{DeviceIDs: t.DeviceIDs, Group: t.Group, Type: t.Type, Tag: t.Tag, OnlineOnly: t.OnlineOnly},
+		Status: j.Status, Targets: j.Targets, Refused: j.Refused, Refusal: j.Refusal, CreatedAt: j.CreatedAt, FinishedAt: j.FinishedAt}
+}
+
+type fleetJobOutput struct{ Body FleetJobAnswer }
+
+func (a *API) sendFleetCommand(ctx context.Context, in *struct{ Body SendFleetCommandRequest }) (*fleetJobOutput, error) {
+	if a.deps.Commands == nil {
+		return nil, errNotImplemented
+	}
+	var exp time.Duration
+	if in.Body.ExpiresIn != "" {
+		d, err := time.ParseDuration(in.Body.ExpiresIn)
+		if err != nil || d <= 0 {
+			return nil, invalidArg("expires_in", "must be a positive Go duration such as 10m, got %q", in.Body.ExpiresIn)
+		}
+		exp = d
+	}
+	var payload json.RawMessage
+	if in.Body.Payload != nil {
+		b, err := json.Marshal(in.Body.Payload)
+		if err != nil {
+			return nil, invalidArg("payload", "%v", err)
+		}
+		payload = b
+	}
+	t := in.Body.Target
+	j, err := a.deps.Commands.StartJob(ctx, commands.JobRequest{Command: in.Body.Command, Payload: payload, ExpiresIn: exp,
+		Target: commands.Target{DeviceIDs: t.DeviceIDs, Group: t.Group, Type: t.Type, Tag: t.Tag, OnlineOnly: t.OnlineOnly}})
+	if err != nil {
+		return nil, err
+	}
+	setAuditDetail(ctx, "job "+j.ID)
+	return &fleetJobOutput{Body: FleetJobAnswer{Job: jobOut(j)}}, nil
+}
+
+// JobIDInput is the fleet job id in the path.
+type JobIDInput struct {
+	JobID string `path:"job_id" doc:"Fleet job id." example:"job_187c2d1e9a4b5c60a1b2c3d4"`
+}
+
+func (a *API) getFleetCommand(ctx context.Context, in *JobIDInput) (*fleetJobOutput, error) {
+	if a.deps.Commands == nil {
+		return nil, errNotImplemented
+	}
+	j, n, err := a.deps.Commands.GetJob(ctx, in.JobID)
+	if err != nil {
+		return nil, err
+	}
+	return &fleetJobOutput{Body: FleetJobAnswer{Job: jobOut(j), Summary: &FleetJobSummary{Queued: n.Queued, Sent: n.Sent,
+		Delivered: n.Delivered, Succeeded: n.Succeeded, Failed: n.Failed, Expired: n.Expired, Canceled: n.Canceled}}}, nil
+}
+
+// FleetCommandList is a page of a fleet job's commands.
+type FleetCommandList struct {
+	Commands []Command `json:"commands"`
+	Next     string    `json:"next,omitempty" doc:"Pass as after for the next page; absent on the last."`
+}
+
+type fleetCommandListOutput struct{ Body FleetCommandList }
+
+type listFleetCommandDevicesInput struct {
+	JobIDInput
+	Status string `query:"status" enum:"queued,sent,delivered,succeeded,failed,expired,canceled," doc:"Only commands with this status."`
+	After  string `query:"after" doc:"Only devices with an id after this one (the previous page's next)."`
+	Limit  int    `query:"limit" minimum:"1" maximum:"1000" doc:"At most this many; default 100."`
+}
+
+func (a *API) listFleetCommandDevices(ctx context.Context, in *listFleetCommandDevicesInput) (*fleetCommandListOutput, error) {
+	if a.deps.Commands == nil {
+		return nil, errNotImplemented
+	}
+	limit := in.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	cs, err := a.deps.Commands.JobCommands(ctx, in.JobID, in.Status, in.After, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := FleetCommandList{Commands: make([]Command, 0, len(cs))}
+	for i := range cs {
+		out.Commands = append(out.Commands, commandOut(&cs[i]))
+	}
+	if len(cs) == limit {
+		out.Next = cs[len(cs)-1].DeviceID
+	}
+	return &fleetCommandListOutput{Body: out}, nil
 }

@@ -260,7 +260,8 @@ func httpError(err error) (int, ErrorDetail) {
 		return http.StatusConflict, ErrorDetail{Code: "already_exists", Message: err.Error(), Field: "id"}
 	case errors.Is(err, registry.ErrImportRefused):
 		return http.StatusUnprocessableEntity, ErrorDetail{Code: "import_refused", Message: err.Error()}
-	case errors.Is(err, commands.ErrNotFound), errors.Is(err, commands.ErrDeviceNotFound), errors.Is(err, twin.ErrDeviceNotFound):
+	case errors.Is(err, commands.ErrNotFound), errors.Is(err, commands.ErrDeviceNotFound), errors.Is(err, twin.ErrDeviceNotFound),
+		errors.Is(err, commands.ErrJobNotFound):
 		return http.StatusNotFound, ErrorDetail{Code: "not_found", Message: err.Error()}
 	case errors.Is(err, commands.ErrFinished):
 		return http.StatusConflict, ErrorDetail{Code: "command_finished", Message: err.Error()}

@@ -22,7 +22,7 @@ func newCommandCmd(g *globals) *cobra.Command {
 		Use:   "command",
 		Short: "Send commands to devices and list them",
 	}
-	cmd.AddCommand(newCommandSendCmd(g), newCommandListCmd(g), newCommandGetCmd(g), newCommandCancelCmd(g))
+	cmd.AddCommand(newCommandSendCmd(g), newCommandListCmd(g), newCommandGetCmd(g), newCommandCancelCmd(g), newCommandJobCmd(g))
 	return cmd
 }
 
@@ -30,17 +30,26 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 	var payload string
 	var expires, timeout time.Duration
 	var wait bool
+	var fleet client.FleetTarget
 	cmd := &cobra.Command{
-		Use:   "send DEVICE_ID COMMAND",
-		Short: "Send a command to a device",
+		Use:   "send [DEVICE_ID] COMMAND",
+		Short: "Send a command to a device, or to many (--group, --type, --tag, --online, --devices)",
 		Long: "Send a command the device's type declares (its payload must satisfy the command's declared\n" +
 			"parameters). The hub hands it to the device now if it is connected, or when it connects,\n" +
 			"until the device acknowledges it (delivered) or it expires. --wait holds the request on the\n" +
-			"hub (?wait=) until the device's answer, and exits non-zero unless it succeeded.",
-		Args:              exactArgs(2, "DEVICE_ID COMMAND"),
+			"hub (?wait=) until the device's answer, and exits non-zero unless it succeeded.\n\n" +
+			"With --group, --type, --tag, --online or --devices instead of DEVICE_ID, it starts a fleet job:\n" +
+			"the hub answers at once with the job id and fans the command out in the background; follow\n" +
+			"it with devicehub command job JOB_ID.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if fleetFlags(cmd) {
+				return exactArgs(1, "COMMAND")(cmd, args)
+			}
+			return exactArgs(2, "DEVICE_ID COMMAND")(cmd, args)
+		},
 		ValidArgsFunction: g.completeDeviceIDs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := client.SendCommandRequest{Command: args[1], ExpiresIn: expires}
+			req := client.SendCommandRequest{Command: args[len(args)-1], ExpiresIn: expires}
 			if payload != "" {
 				if !json.Valid([]byte(payload)) {
 					return usage(cmd, fmt.Errorf("--payload: not JSON: %s", payload))
@@ -50,6 +59,16 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 			c, err := g.client(cmd)
 			if err != nil {
 				return err
+			}
+			if fleetFlags(cmd) {
+				if wait {
+					return usage(cmd, errors.New("--wait: not with a fleet command (follow it with devicehub command job JOB_ID)"))
+				}
+				job, err := c.SendFleetCommand(cmd.Context(), fleet, req)
+				if err != nil {
+					return err
+				}
+				return writeJob(g, cmd, &client.FleetJobAnswer{Job: *job})
 			}
 			start := time.Now()
 			if wait {
@@ -82,7 +101,86 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 	f.DurationVar(&expires, "expires-in", 0, "how long the device has to answer (default the hub's, 1h)")
 	f.BoolVar(&wait, "wait", false, "wait for the device's answer")
 	f.DurationVar(&timeout, "timeout", time.Minute, "with --wait: how long to wait")
+	f.StringVar(&fleet.Group, "group", "", "fleet: the devices of this group")
+	f.StringVar(&fleet.Type, "type", "", "fleet: the devices of this type")
+	f.StringVar(&fleet.Tag, "tag", "", "fleet: the devices with this tag")
+	f.BoolVar(&fleet.OnlineOnly, "online", false, "fleet: only the devices connected when the job reaches them")
+	f.StringSliceVar(&fleet.DeviceIDs, "devices", nil, "fleet: these devices (comma-separated)")
 	return cmd
+}
+
+// newSendCmd is "devicehub send": the same as "devicehub command send".
+func newSendCmd(g *globals) *cobra.Command {
+	cmd := newCommandSendCmd(g)
+	cmd.Short = "Send a command to a device or a fleet (devicehub command send)"
+	return cmd
+}
+
+// fleetFlags reports whether a fleet target flag was given.
+func fleetFlags(cmd *cobra.Command) bool {
+	for _, n := range []string{"group", "type", "tag", "online", "devices"} {
+		if cmd.Flags().Changed(n) {
+			return true
+		}
+	}
+	return false
+}
+
+func newCommandJobCmd(g *globals) *cobra.Command {
+	var devices bool
+	var status string
+	cmd := &cobra.Command{
+		Use:   "job JOB_ID",
+		Short: "Show a fleet command: its summary, and with --devices each device's command",
+		Args:  exactArgs(1, "JOB_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd)
+			if err != nil {
+				return err
+			}
+			if !devices {
+				j, err := c.GetFleetCommand(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return writeJob(g, cmd, j)
+			}
+			var all []client.Command
+			for after := ""; ; {
+				cs, next, err := c.ListFleetCommandDevices(cmd.Context(), args[0], status, after, 1000)
+				if err != nil {
+					return err
+				}
+				all = append(all, cs...)
+				if next == "" {
+					break
+				}
+				after = next
+			}
+			return writeCommands(g, cmd, all...)
+		},
+	}
+	cmd.Flags().BoolVar(&devices, "devices", false, "list each device's command (all pages)")
+	cmd.Flags().StringVar(&status, "status", "", "with --devices: only this status")
+	return cmd
+}
+
+func writeJob(g *globals, cmd *cobra.Command, j *client.FleetJobAnswer) error {
+	w := cmd.OutOrStdout()
+	if g.json() {
+		return writeJSON(w, j)
+	}
+	fmt.Fprintf(w, "job:      %s (%s)\n", j.Job.ID, j.Job.Status)
+	fmt.Fprintf(w, "command:  %s %s\n", j.Job.Command, dash(string(j.Job.Payload)))
+	fmt.Fprintf(w, "targets:  %d matched, %d refused\n", j.Job.Targets, j.Job.Refused)
+	if j.Job.Refusal != "" {
+		fmt.Fprintf(w, "refusal:  %s\n", j.Job.Refusal)
+	}
+	if n := j.Summary; n != nil {
+		fmt.Fprintf(w, "commands: queued %d, sent %d, delivered %d, succeeded %d, failed %d, expired %d, canceled %d\n",
+			n.Queued, n.Sent, n.Delivered, n.Succeeded, n.Failed, n.Expired, n.Canceled)
+	}
+	return nil
 }
 
 func newCommandListCmd(g *globals) *cobra.Command {

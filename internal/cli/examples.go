@@ -87,11 +87,17 @@ devicehub provisioning tokens create --type WeatherStation --group roof --expire
 	"command": `devicehub command send dev1 reboot
 devicehub command list dev1`,
 	"command send": `devicehub command send dev1 reboot --wait --timeout 30s
+devicehub command send --group north reboot
 devicehub command send dev1 set_interval --payload '{"seconds": 30}' --expires-in 10m`,
 	"command list": `devicehub command list dev1
 devicehub command list dev1 --status queued`,
 	"command get":    `devicehub command get cmd_187c2d1e9a4b5c60a1b2c3d4`,
 	"command cancel": `devicehub command cancel cmd_187c2d1e9a4b5c60a1b2c3d4`,
+	"command job": `devicehub command job job_187c2d1e9a4b5c60a1b2c3d4
+devicehub command job job_187c2d1e9a4b5c60a1b2c3d4 --devices --status failed`,
+	"send": `devicehub send dev1 reboot --wait
+devicehub send --group north reboot
+devicehub send --type WeatherStation --tag roof --online set_interval --payload '{"seconds": 30}'`,
 	"twin": `devicehub twin show dev1
 devicehub twin patch dev1 '{"interval": 30}'`,
 	"twin show": `devicehub twin show dev1

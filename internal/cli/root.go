@@ -188,7 +188,7 @@ func NewRoot(serve ServeFunc) *cobra.Command {
 		newProvisioningCmd(g),
 		newBenchCmd(serve),
 		newSimulateCmd(g),
-		newCommandCmd(g), newTwinCmd(g), // devicecmd.go
+		newCommandCmd(g), newTwinCmd(g), newSendCmd(g), // devicecmd.go
 		newMonitorsCmd(g),                   // monitors.go
 		newTemplatesCmd(g), newConfigCmd(g), // config.go
 		newAlertsCmd(g), // alerts.go

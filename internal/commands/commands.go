@@ -163,6 +163,9 @@ type Options struct {
 	MaxPayloadBytes int
 	// MaxWait bounds how long Wait holds a caller (default 5 minutes).
 	MaxWait time.Duration
+	// FleetChunk is how many commands of a fleet job are stored in one
+	// group commit before they are handed over (default 256).
+	FleetChunk int
 }
 
 func (o *Options) setDefaults() {
@@ -184,6 +187,9 @@ func (o *Options) setDefaults() {
 	if o.MaxWait <= 0 {
 		o.MaxWait = 5 * time.Minute
 	}
+	if o.FleetChunk <= 0 {
+		o.FleetChunk = 256
+	}
 }
 
 // Deps are the service's collaborators.
@@ -194,6 +200,10 @@ type Deps struct {
 	Devices   Devices
 	Types     Types
 	Events    Events
+	// Jobs and Fleet run fleet jobs (see Job); without them StartJob
+	// refuses.
+	Jobs  JobStore
+	Fleet FleetDevices
 }
 
 // Service sends commands and records their results. Create it with New,
@@ -211,6 +221,7 @@ type Service struct {
 	expQ    expiryQueue        // unfinished commands by expiry
 	waiters map[string][]chan struct{}
 	wake    chan struct{}
+	jobs    chan string // a job was started
 }
 
 // New returns a command service.
@@ -223,6 +234,7 @@ func New(d Deps, opts Options, log *slog.Logger) *Service {
 		devs:    map[string]*device{},
 		waiters: map[string][]chan struct{}{},
 		wake:    make(chan struct{}, 1),
+		jobs:    make(chan string, 64),
 	}
 }
 
@@ -614,6 +626,13 @@ func (s *Service) Run(ctx context.Context) error {
 		s.track(c)
 	}
 	s.mu.Unlock()
+
+	jobsDone := make(chan struct{})
+	go func() {
+		defer close(jobsDone)
+		s.runJobs(ctx)
+	}()
+	defer func() { <-jobsDone }()
 
 	tm := time.NewTimer(time.Hour)
 	defer tm.Stop()

@@ -66,6 +66,7 @@ type Store interface {
 	messagelog.Store
 	provisioning.Store
 	commands.Store
+	commands.JobStore
 	twin.Store
 	monitors.Store
 	accounts.Store
@@ -229,8 +230,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if err := h.provisioning.PrepareKeys(ctx, newKeySecret); err != nil {
 		return nil, err
 	}
-	h.commands = commands.New(commands.Deps{Store: st, Committer: h.committer, Publisher: brk, Devices: h.registry, Types: h.types, Events: h.bus},
-		commands.Options{ConnectDelay: cfg.Commands.ConnectDelay, ResendInterval: cfg.Commands.ResendInterval}, log.With("component", "commands"))
+	h.commands = commands.New(commands.Deps{Store: st, Committer: h.committer, Publisher: brk, Devices: h.registry, Types: h.types, Events: h.bus,
+		Jobs: st, Fleet: h.registry},
+		commands.Options{ConnectDelay: cfg.Commands.ConnectDelay, ResendInterval: cfg.Commands.ResendInterval, FleetChunk: cfg.Commands.FleetConcurrency},
+		log.With("component", "commands"))
 	h.twin = twin.New(st, h.committer, brk, h.registry, log.With("component", "twin"))
 	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "deviceconfig")); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ type Commands struct {
 	mu   sync.Mutex
 	cmds []commands.Command
 	n    int
+	jobs []commands.Job
 }
 
 func newCommands(d *Devices) *Commands {
@@ -29,8 +31,9 @@ func newCommands(d *Devices) *Commands {
 		Result: []byte(`{"uptime":0}`), Sends: 1, CreatedAt: at, ExpiresAt: at.Add(time.Hour), SentAt: &at, FinishedAt: &at, UpdatedAt: at,
 	}, {
 		ID: "cmd_2", DeviceID: "ws-1", Command: "reboot", Status: commands.StatusDelivered, Sends: 1,
-		CreatedAt: at, ExpiresAt: at.Add(time.Hour), FirstSentAt: &at, SentAt: &at, DeliveredAt: &at, UpdatedAt: at,
-	}}}
+		CreatedAt: at, ExpiresAt: at.Add(time.Hour), FirstSentAt: &at, SentAt: &at, DeliveredAt: &at, UpdatedAt: at, JobID: "job_1",
+	}}, jobs: []commands.Job{{ID: "job_1", Command: "reboot", ExpiresIn: time.Hour, Target: commands.Target{DeviceIDs: []string{"ws-1"}},
+		Status: commands.JobDone, Targets: 1, CreatedAt: at, FinishedAt: &at}}}
 }
 
 // Send stores a pending command after the service's checks.
@@ -57,7 +60,7 @@ func (c *Commands) Send(ctx context.Context, req commands.SendRequest) (*command
 	c.n++
 	now := time.Date(2025, 1, 3, 0, 0, c.n, 0, time.UTC)
 	cmd := commands.Command{ID: fmt.Sprintf("cmd_new_%d", c.n), DeviceID: req.DeviceID, Command: req.Command, Payload: req.Payload,
-		Status: commands.StatusQueued, CreatedAt: now, ExpiresAt: now.Add(req.ExpiresIn), UpdatedAt: now}
+		Status: commands.StatusQueued, CreatedAt: now, ExpiresAt: now.Add(req.ExpiresIn), UpdatedAt: now, JobID: req.JobID}
 	c.cmds = append(c.cmds, cmd)
 	return &cmd, nil
 }
@@ -77,6 +80,65 @@ func (c *Commands) Get(_ context.Context, id string) (*commands.Command, error) 
 // Wait returns the command as it is: nothing answers in the fake.
 func (c *Commands) Wait(ctx context.Context, id string, _ time.Duration) (*commands.Command, error) {
 	return c.Get(ctx, id)
+}
+
+// StartJob runs a fleet job at once over the listed devices (filters
+// select nothing in the fake); the fake holds job_1 (cmd_2's) already.
+func (c *Commands) StartJob(ctx context.Context, req commands.JobRequest) (*commands.Job, error) {
+	if len(req.Target.DeviceIDs) == 0 && req.Target.Group == "" && req.Target.Type == "" && req.Target.Tag == "" && !req.Target.OnlineOnly {
+		return nil, fmt.Errorf("%w: target: name device_ids or a filter", commands.ErrInvalid)
+	}
+	c.mu.Lock()
+	id := fmt.Sprintf("job_%d", len(c.jobs)+1)
+	c.mu.Unlock()
+	at := time.Date(2025, 1, 3, 2, 0, 0, 0, time.UTC)
+	j := commands.Job{ID: id, Command: req.Command, Payload: req.Payload, ExpiresIn: time.Hour, Target: req.Target,
+		Status: commands.JobDone, CreatedAt: at, FinishedAt: &at}
+	for _, dev := range req.Target.DeviceIDs {
+		j.Targets++
+		if _, err := c.Send(ctx, commands.SendRequest{DeviceID: dev, Command: req.Command, Payload: req.Payload, JobID: id}); err != nil {
+			j.Refused++
+		}
+	}
+	c.mu.Lock()
+	c.jobs = append(c.jobs, j)
+	c.mu.Unlock()
+	return &j, nil
+}
+
+// GetJob returns a fleet job and its summary.
+func (c *Commands) GetJob(_ context.Context, id string) (*commands.Job, commands.JobSummary, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, j := range c.jobs {
+		if j.ID == id {
+			var n commands.JobSummary
+			for _, cmd := range c.cmds {
+				if cmd.JobID == id && cmd.Status == commands.StatusQueued {
+					n.Queued++
+				}
+			}
+			return &j, n, nil
+		}
+	}
+	return nil, commands.JobSummary{}, fmt.Errorf("job %s: %w", id, commands.ErrJobNotFound)
+}
+
+// JobCommands lists a job's commands by device id.
+func (c *Commands) JobCommands(ctx context.Context, id, status, after string, limit int) ([]commands.Command, error) {
+	if _, _, err := c.GetJob(ctx, id); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := []commands.Command{}
+	for _, cmd := range c.cmds {
+		if cmd.JobID == id && cmd.DeviceID > after && (status == "" || cmd.Status == status) && len(out) < limit {
+			out = append(out, cmd)
+		}
+	}
+	slices.SortFunc(out, func(a, b commands.Command) int { return strings.Compare(a.DeviceID, b.DeviceID) })
+	return out, nil
 }
 
 // Cancel cancels an unfinished command.

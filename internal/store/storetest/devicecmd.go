@@ -263,6 +263,58 @@ func testDeviceTwin(t *testing.T, b Backend) {
 func testDeviceCmd(t *testing.T, b Backend) {
 	t.Run("Commands", func(t *testing.T) { testDeviceCommands(t, b) })
 	t.Run("Twin", func(t *testing.T) { testDeviceTwin(t, b) })
+	t.Run("Jobs", func(t *testing.T) { testCommandJobs(t, b) })
+}
+
+func testCommandJobs(t *testing.T, b Backend) {
+	ctx := context.Background()
+	provision(t, b, "j1", "j2", "j3")
+	j := &commands.Job{ID: "job_fleet", Command: "reboot", Payload: []byte(`{"delay":5}`), ExpiresIn: time.Hour,
+		Target: commands.Target{Group: "north", Tag: "roof", OnlineOnly: true}, Status: commands.JobRunning, CreatedAt: at(1)}
+	if err := b.CreateCommandJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetCommandJob(ctx, "nope"); !errors.Is(err, commands.ErrJobNotFound) {
+		t.Fatalf("unknown job: %v", err)
+	}
+	running, err := b.RunningCommandJobs(ctx)
+	if err != nil || len(running) != 1 || running[0].ID != "job_fleet" || running[0].Target.Tag != "roof" || !running[0].Target.OnlineOnly {
+		t.Fatalf("running %+v %v", running, err)
+	}
+	for i, dev := range []string{"j3", "j1", "j2"} {
+		st := []string{commands.StatusQueued, commands.StatusDelivered, commands.StatusDelivered}[i]
+		mustCommit(t, b, &commit.Change{DeviceID: dev, Ops: []commit.Op{&commands.Change{Create: &commands.Command{
+			ID: "jc_" + dev, Command: "reboot", Status: st, CreatedAt: at(2), ExpiresAt: at(3600), UpdatedAt: at(2), JobID: "job_fleet"}}}})
+	}
+	n, err := b.CommandJobCounts(ctx, "job_fleet")
+	if err != nil || n[commands.StatusQueued] != 1 || n[commands.StatusDelivered] != 2 {
+		t.Fatalf("counts %v %v", n, err)
+	}
+	page, err := b.JobCommands(ctx, "job_fleet", "", "", 2)
+	if err != nil || len(page) != 2 || page[0].DeviceID != "j1" || page[1].DeviceID != "j2" {
+		t.Fatalf("first page %+v %v", page, err)
+	}
+	page, err = b.JobCommands(ctx, "job_fleet", "", "j2", 2)
+	if err != nil || len(page) != 1 || page[0].DeviceID != "j3" {
+		t.Fatalf("second page %+v %v", page, err)
+	}
+	page, err = b.JobCommands(ctx, "job_fleet", commands.StatusDelivered, "", 10)
+	if err != nil || len(page) != 2 {
+		t.Fatalf("delivered %+v %v", page, err)
+	}
+	fin := at(5)
+	j.Status, j.Targets, j.Refused, j.Refusal, j.FinishedAt = commands.JobDone, 4, 1, "j4: device not found", &fin
+	if err := b.UpdateCommandJob(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.GetCommandJob(ctx, "job_fleet")
+	if err != nil || got.Status != commands.JobDone || got.Targets != 4 || got.Refused != 1 || got.Refusal != j.Refusal ||
+		!timeIs(got.FinishedAt, at(5)) || got.ExpiresIn != time.Hour || string(got.Payload) != `{"delay": 5}` && string(got.Payload) != `{"delay":5}` {
+		t.Fatalf("job %+v %v", got, err)
+	}
+	if running, _ := b.RunningCommandJobs(ctx); len(running) != 0 {
+		t.Fatalf("running after done: %+v", running)
+	}
 }
 
 func jsonValue(t *testing.T, b []byte) any {

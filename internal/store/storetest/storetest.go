@@ -39,6 +39,7 @@ type Backend interface {
 	registry.Store
 	provisioning.Store
 	commands.Store
+	commands.JobStore
 	twin.Store
 	deviceconfig.Store
 	readings.Store
