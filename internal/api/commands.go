@@ -321,7 +321,7 @@ type FleetJobSummary struct {
 
 // FleetJobAnswer is the answer of the fleet job operations.
 type FleetJobAnswer struct {
-	Job     FleetJob      `json:"job"`
+	Job     FleetJob         `json:"job"`
 	Summary *FleetJobSummary `json:"summary,omitempty"`
 }
 
