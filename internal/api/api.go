@@ -277,6 +277,7 @@ type API struct {
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{}
+	audits       *auditBatcher // when the Audit store writes batches
 }
 
 // New returns an API over deps.
@@ -299,6 +300,9 @@ func New(deps Deps, opts Options, log *slog.Logger) *API {
 	humaSettings()
 	a := &API{deps: deps, opts: opts, log: log, mux: http.NewServeMux(), shutdown: make(chan struct{})}
 	a.secrets = newSecretGuards(opts.Guessing, log, opts.Registerer)
+	if ab, ok := deps.Audit.(auditBatchAppender); ok {
+		a.audits = &auditBatcher{store: ab}
+	}
 	a.huma = humago.New(a.mux, humaConfig())
 	a.huma.UseMiddleware(a.guard)
 	a.routes()

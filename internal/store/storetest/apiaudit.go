@@ -71,3 +71,27 @@ func testAPIAudit(t *testing.T, b Backend) {
 		})
 	}
 }
+
+// testAPIAuditBatch: entries stored together are listed like entries
+// stored one by one.
+func testAPIAuditBatch(t *testing.T, b Backend) {
+	ctx := context.Background()
+	ab, ok := any(b).(interface {
+		AppendAudits(ctx context.Context, es []access.AuditEntry) error
+	})
+	if !ok {
+		t.Fatal("the backend does not store audit entries in batches")
+	}
+	var es []access.AuditEntry
+	for i := range 5 {
+		es = append(es, access.AuditEntry{Time: at(10 + i), TokenID: "tb", TokenName: "batch", Role: access.Operator, Method: "POST",
+			Path: "/api/v1/devices/d/commands", OperationID: "sendCommand", Target: "d", Status: 201})
+	}
+	if err := ab.AppendAudits(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.ListAudit(ctx, access.AuditQuery{TokenID: "tb"})
+	if err != nil || len(got) != 5 || !got[0].Time.Equal(at(14)) || got[0].ID <= got[4].ID {
+		t.Fatalf("batch %+v %v", got, err)
+	}
+}
