@@ -78,7 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Registry", testRegistry},                   // registry.go
 		{"ProvisioningStore", testProvisioningStore}, // registry.go
 		{"APIAudit", testAPIAudit},
-		{"APIAuditBatch", testAPIAuditBatch}, // apiaudit.go
+		{"APIAuditBatch", testAPIAuditBatch},     // apiaudit.go
 		{"DeviceCommandsAndTwin", testDeviceCmd}, // devicecmd.go
 		{"Monitors", testMonitors},               // monitors.go
 		{"Accounts", testAccounts},               // accounts.go
