@@ -28,10 +28,9 @@ func TestMain(m *testing.M) {
 // clock is the tests' time: it moves only when told.
 type clock struct{ ns atomic.Int64 }
 
-func (c *clock) now() time.Time                 { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) add(d time.Duration)            { c.ns.Add(int64(d)) }
-func newClock(t time.Time) *clock               { c := &clock{}; c.ns.Store(t.UnixNano()); return c }
-func (h *harness) at(d time.Duration) time.Time { return h.start.Add(d) }
+func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock(t time.Time) *clock    { c := &clock{}; c.ns.Store(t.UnixNano()); return c }
 
 // harness is a real SQLite store, committer and event bus with the alert
 // service on them; only the clock is the test's.

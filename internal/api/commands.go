@@ -26,9 +26,6 @@ type Commands interface {
 // maxWait bounds ?wait= (the HTTP server's write timeout must allow it).
 const maxWait = 60 * time.Second
 
-const waitDoc = "Hold the answer until the command finished (succeeded, failed, expired or canceled) or this long " +
-	"(Go duration, up to 60s) passed, then answer with the command as it then is: running out of time is not an error."
-
 func (a *API) registerCommands() {
 	register(a, permOperator, huma.Operation{
 		OperationID: "sendCommand", Method: http.MethodPost, Path: "/api/v1/devices/{id}/commands", Tags: []string{"commands"},
