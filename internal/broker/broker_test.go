@@ -516,6 +516,10 @@ func TestDisconnectReasons(t *testing.T) {
 func TestKickSendsAdministrativeAction(t *testing.T) {
 	h := start(t)
 	c := mustDial(t, h, "dev1")
+	// The client may read its CONNACK before the broker's hook has noted it
+	// sent; a kick in that instant closes without a DISCONNECT (the case the
+	// established flag exists for). This test is about an established one.
+	eventually.True(t, 5*time.Second, "session established", func() bool { return h.b.establishedSessions("dev1") == 1 })
 	h.b.Kick("dev1", "test")
 	select {
 	case d := <-c.disconnects:
@@ -676,4 +680,19 @@ func TestMQTT311(t *testing.T) {
 			t.Fatal("connection not closed")
 		}
 	})
+}
+
+// establishedSessions counts the device's sessions whose CONNACK was sent.
+func (b *Broker) establishedSessions(deviceID string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	if d := b.devs[deviceID]; d != nil {
+		for s := range d.sessions {
+			if s.established.Load() {
+				n++
+			}
+		}
+	}
+	return n
 }
