@@ -49,8 +49,9 @@ type SendCommandRequest struct {
 	Wait time.Duration `json:"-"`
 }
 
-// MaxWait is the longest ?wait= the hub takes in one request.
-const MaxWait = 60 * time.Second
+// MaxWait is the longest ?wait= the hub takes in one request (below its
+// HTTP write timeout).
+const MaxWait = 50 * time.Second
 
 func waitQuery(d time.Duration) url.Values {
 	if d <= 0 {

@@ -23,8 +23,10 @@ type Commands interface {
 	JobCommands(ctx context.Context, id, status, after string, limit int) ([]commands.Command, error)
 }
 
-// maxWait bounds ?wait= (the HTTP server's write timeout must allow it).
-const maxWait = 60 * time.Second
+// MaxWait bounds ?wait=. It stays below the HTTP server's write timeout
+// (config refuses an http.write_timeout under config.MinWriteTimeout), so
+// that the answer of a wait that ran out is still written.
+const MaxWait = 50 * time.Second
 
 func (a *API) registerCommands() {
 	register(a, permOperator, huma.Operation{
@@ -35,8 +37,13 @@ func (a *API) registerCommands() {
 			"to devices/{id}/commands/{command_id} at QoS 1; otherwise it is queued and handed over when the device " +
 			"connects, oldest first, and again every 30s until the device acknowledges it (delivered) or it expires. " +
 			"The command must be one the device type declares, its payload must satisfy the command's declared " +
-			"parameters.\n\nWith ?wait= the answer waits for the command to finish: 201 once finished, 202 with the " +
-			"current state when the wait ran out.",
+			"parameters.\n\ndelivered means the device's MQTT client sent the PUBACK of that publish. A device must " +
+			"subscribe to devices/{id}/commands/+ at QoS 1 for that (the SDKs do): MQTT delivers a message at the " +
+			"lower of the publish's and the subscription's QoS, so a device subscribed at QoS 0 receives its " +
+			"commands without acknowledging them; they stay sent (handed to the broker), are handed over again " +
+			"every 30s until its answer finishes them (devices dedupe by command id), and never become delivered." +
+			"\n\nWith ?wait= (at most 50s, below the HTTP write timeout) the answer waits for the command to " +
+			"finish: 201 once finished, 202 with the current state when the wait ran out.",
 	}, a.sendCommand)
 	register(a, permViewer, huma.Operation{
 		OperationID: "listCommands", Method: http.MethodGet, Path: "/api/v1/devices/{id}/commands", Tags: []string{"commands"},
@@ -45,13 +52,15 @@ func (a *API) registerCommands() {
 	register(a, permViewer, huma.Operation{
 		OperationID: "getCommand", Method: http.MethodGet, Path: "/api/v1/commands/{command_id}", Tags: []string{"commands"},
 		Summary: "Get a command", Description: "With its status, its times and, once the device answered, its result. " +
-			"With ?wait= the answer waits for the command to finish (200 either way).",
+			"With ?wait= (at most 50s) the answer waits for the command to finish (200 either way).",
 	}, a.getCommand)
 	register(a, permOperator, huma.Operation{
 		OperationID: "cancelCommand", Method: http.MethodPost, Path: "/api/v1/commands/{command_id}/cancel", Tags: []string{"commands"},
 		Summary: "Cancel a command",
 		Description: "A queued, sent or delivered command becomes canceled (device_command_canceled) and is no longer " +
-			"handed to the device; an answer from the device is then refused (command_finished). A finished command " +
+			"handed to the device; an answer from the device is then refused (command_finished, reported on " +
+			"devices/{id}/errors). The device is not told: a device that already has the command may still " +
+			"carry it out (cancel is the hub's record, and stops resends and the result). A finished command " +
 			"is left as it is: 409 command_finished.",
 	}, a.cancelCommand)
 	register(a, permOperator, huma.Operation{
@@ -136,7 +145,7 @@ type sendCommandOutput struct {
 
 // WaitInput is the ?wait= parameter of the command operations.
 type WaitInput struct {
-	Wait string `query:"wait" doc:"Hold the answer until the command finished or this long passed (Go duration, up to 60s)." example:"10s"`
+	Wait string `query:"wait" doc:"Hold the answer until the command finished or this long passed (Go duration, up to 50s: below the HTTP write timeout)." example:"10s"`
 }
 
 func (w WaitInput) duration() (time.Duration, error) {
@@ -144,8 +153,8 @@ func (w WaitInput) duration() (time.Duration, error) {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(w.Wait)
-	if err != nil || d < 0 || d > maxWait {
-		return 0, invalidArg("wait", "must be a Go duration from 0s to %s such as 10s, got %q", maxWait, w.Wait)
+	if err != nil || d < 0 || d > MaxWait {
+		return 0, invalidArg("wait", "must be a Go duration from 0s to %s such as 10s, got %q", MaxWait, w.Wait)
 	}
 	return d, nil
 }

@@ -100,7 +100,7 @@ func newCommandSendCmd(g *globals) *cobra.Command {
 	f.StringVar(&payload, "payload", "", "the command's payload, JSON")
 	f.DurationVar(&expires, "expires-in", 0, "how long the device has to answer (default the hub's, 1h)")
 	f.BoolVar(&wait, "wait", false, "wait for the device's answer")
-	f.DurationVar(&timeout, "timeout", time.Minute, "with --wait: how long to wait")
+	f.DurationVar(&timeout, "timeout", time.Minute, "with --wait: how long to wait (the hub holds one request at most 50s; longer waits take several)")
 	f.StringVar(&fleet.Group, "group", "", "fleet: the devices of this group")
 	f.StringVar(&fleet.Type, "type", "", "fleet: the devices of this type")
 	f.StringVar(&fleet.Tag, "tag", "", "fleet: the devices with this tag")

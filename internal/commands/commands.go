@@ -19,6 +19,14 @@
 // the state it leaves (Change.From), so an answer that races the expiry
 // either finishes the command or is refused, never both.
 //
+// delivered needs the device to subscribe to its commands at QoS 1 (the
+// SDKs do): MQTT delivers at the lower of the publish's and the
+// subscription's QoS, so a device subscribed at QoS 0 never acknowledges;
+// its commands stay sent, are resent every ResendInterval, and finish by
+// its answer or their expiry. Cancel is the hub's record: the device is
+// not told (a device that has the command may still carry it out); the
+// command is no longer handed over and its answer is refused.
+//
 // Devices connect with a clean session, so a command can be lost with its
 // connection: a command that is queued or sent (not delivered) is handed
 // to the broker again shortly after its device connects (ConnectDelay, to

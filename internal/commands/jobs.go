@@ -231,7 +231,8 @@ func (s *Service) runJob(ctx context.Context, j *Job) error {
 			}
 		}
 	} else {
-		opts := registry.ListOptions{Group: j.Target.Group, Type: j.Target.Type, Limit: 1000}
+		// Every filter, the tag included, is applied by the store's query.
+		opts := registry.ListOptions{Group: j.Target.Group, Type: j.Target.Type, Tag: j.Target.Tag, Limit: 1000}
 		if j.Target.OnlineOnly {
 			on := true
 			opts.Connected = &on
@@ -242,9 +243,6 @@ func (s *Service) runJob(ctx context.Context, j *Job) error {
 				return fmt.Errorf("list targets: %w", err)
 			}
 			for _, d := range devs {
-				if j.Target.Tag != "" && !slices.Contains(d.Tags, j.Target.Tag) {
-					continue
-				}
 				if err := add(d.ID); err != nil {
 					return err
 				}

@@ -134,6 +134,11 @@ type TLSConfig struct {
 	ClientCAFile string `yaml:"client_ca_file"`
 }
 
+// MinWriteTimeout is the shortest http.write_timeout: above the longest
+// ?wait= of the command API (50s, api.MaxWait), so that the answer of a
+// wait that ran out is still written.
+const MinWriteTimeout = time.Minute
+
 // HTTPConfig configures the REST API server.
 type HTTPConfig struct {
 	Addr string `yaml:"addr"`
@@ -144,7 +149,7 @@ type HTTPConfig struct {
 	// ReadTimeout bounds reading a whole request, body included;
 	// WriteTimeout writing a response; IdleTimeout how long a keep-alive
 	// connection may wait for its next request. The event stream sets
-	// its own deadlines.
+	// its own deadlines. WriteTimeout is at least MinWriteTimeout.
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
@@ -507,6 +512,10 @@ func (c *Config) checkTop() error {
 		if d.v < time.Second {
 			return invalid(d.key, "must be at least 1s, got %s", d.v)
 		}
+	}
+	if c.HTTP.WriteTimeout < MinWriteTimeout {
+		return invalid("http.write_timeout", "must be at least %s (a command's ?wait= holds a request up to 50s, and its answer must still be written), got %s",
+			MinWriteTimeout, c.HTTP.WriteTimeout)
 	}
 	if c.BrokerAuth.Enabled {
 		if c.BrokerAuth.Addr == "" {

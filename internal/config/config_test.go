@@ -118,6 +118,7 @@ func TestLoadBad(t *testing.T) {
 		{"tls_without_cert", "mqtt.tls.cert_file: required when mqtt.tls.addr is set"},
 		{"bad_http_addr", `http.addr: must be host:port, got "8080"`},
 		{"short_http_timeout", `http.idle_timeout: must be at least 1s, got 10ms`},
+		{"short_write_timeout", `http.write_timeout: must be at least 1m0s (a command's ?wait= holds a request up to 50s, and its answer must still be written), got 30s`},
 		{"broker_auth_without_addr", `broker_auth.addr: required when broker_auth.enabled (the endpoints are never served on the public http.addr)`},
 		{"negative_connections", `mqtt.max_connections: must not be negative (0: derived from the open-file limit)`},
 		{"not_a_mapping", "line 1: the document must be a mapping"},

@@ -14,6 +14,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/devicehub/devicehub/internal/api"
+	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/eventually"
 )
 
@@ -285,6 +287,21 @@ func TestE2ECommandWait(t *testing.T) {
 	if code := th.do(t, "POST", "/api/v1/devices/ws-wait/commands?wiat=10s", map[string]any{"command": "reboot"}, &e); code != 400 ||
 		e.Error.Code != "unknown_parameter" || e.Error.Field != "wiat" {
 		t.Fatalf("unknown parameter: %d %+v", code, e)
+	}
+	// ?wait= stays below the HTTP write timeout: more is refused, naming
+	// the bound, and nothing is sent.
+	if api.MaxWait >= config.MinWriteTimeout {
+		t.Fatalf("api.MaxWait %s is not below config.MinWriteTimeout %s", api.MaxWait, config.MinWriteTimeout)
+	}
+	for _, q := range []string{"51s", "1m", "-1s", "soon"} {
+		e.Error.Code, e.Error.Field = "", ""
+		if code := th.do(t, "POST", "/api/v1/devices/ws-wait/commands?wait="+q, map[string]any{"command": "reboot"}, &e); code != 400 ||
+			e.Error.Field != "wait" {
+			t.Fatalf("wait=%s: %d %+v", q, code, e)
+		}
+	}
+	if code := th.do(t, "GET", "/api/v1/commands/"+succeeded+"?wait=51s", nil, &e); code != 400 || e.Error.Field != "wait" {
+		t.Fatalf("get wait=51s: %d %+v", code, e)
 	}
 
 	// Cancel a command the device ignores; a second cancel is refused.
