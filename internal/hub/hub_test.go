@@ -27,6 +27,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if creds := os.Getenv(fleetChildEnv); creds != "" {
+		// The device process of the command benchmarks.
+		os.Exit(runFleetChild(creds, os.Getenv(fleetAddrEnv)))
+	}
 	goleak.VerifyTestMain(m,
 		// Only the test client's idle keep-alive connections may remain:
 		// they are the tests' own, and end when their server's do. A
