@@ -120,11 +120,15 @@ func (c *Client) fwCancel(rolloutID string) {
 	c.pokeFirmware()
 }
 
-// reportFirmware stores a status report in the outbox.
-func (c *Client) reportFirmware(rolloutID, status, version, message string, progress int) {
+// reportFirmware stores a status report in the outbox: of the update u
+// (its rollout and attempt, so that the hub tells a late report of an
+// earlier attempt from the current one), or of no update (nil: the
+// versions at boot).
+func (c *Client) reportFirmware(u *Update, status, version, message string, progress int) {
 	r := map[string]any{"status": status}
-	if rolloutID != "" {
-		r["rollout_id"] = rolloutID
+	if u != nil && u.RolloutID != "" {
+		r["rollout_id"] = u.RolloutID
+		r["attempt"] = u.Attempt
 	}
 	if version != "" {
 		r["version"] = version
@@ -166,7 +170,7 @@ func (c *Client) reportFirmware(rolloutID, status, version, message string, prog
 // after a restart into an installed update, its confirmation.
 func (c *Client) firmwareLoop(ctx context.Context, booted bool) {
 	if c.opts.FirmwareVersion != "" || c.opts.HardwareVersion != "" {
-		c.reportFirmware("", "", c.opts.FirmwareVersion, "", 0)
+		c.reportFirmware(nil, "", c.opts.FirmwareVersion, "", 0)
 	}
 	for ctx.Err() == nil {
 		var job fwJob
@@ -213,11 +217,11 @@ func (c *Client) runFirmware(ctx context.Context, job fwJob) bool {
 		return true
 	}
 	fail := func(msg string) bool {
-		c.reportFirmware(u.RolloutID, "failed", "", msg, 0)
+		c.reportFirmware(&u, "failed", "", msg, 0)
 		c.fwFinish(path, "")
 		return true
 	}
-	c.reportFirmware(u.RolloutID, "downloading", "", "", 0)
+	c.reportFirmware(&u, "downloading", "", "", 0)
 	if err := c.download(jctx, u, path); err != nil {
 		if ctx.Err() != nil {
 			return true // closing: the download resumes at the next Start
@@ -242,12 +246,12 @@ func (c *Client) runFirmware(ctx context.Context, job fwJob) bool {
 		return true
 	}
 	c.fwRetry = 0
-	c.reportFirmware(u.RolloutID, "downloaded", "", "", 100)
-	c.reportFirmware(u.RolloutID, "verifying", "", "", 0)
+	c.reportFirmware(&u, "downloaded", "", "", 100)
+	c.reportFirmware(&u, "verifying", "", "", 0)
 	if err := c.verify(u, path); err != nil {
 		return fail(err.Error())
 	}
-	c.reportFirmware(u.RolloutID, "installing", "", "", 0)
+	c.reportFirmware(&u, "installing", "", "", 0)
 	u.Path = path
 	var ierr error
 	if c.opts.OnFirmware == nil {
@@ -264,7 +268,7 @@ func (c *Client) runFirmware(ctx context.Context, job fwJob) bool {
 		c.log.Error("store installed firmware job", "err", err)
 	}
 	os.Remove(path)
-	c.reportFirmware(u.RolloutID, "rebooting", "", "", 0)
+	c.reportFirmware(&u, "rebooting", "", "", 0)
 	return false // wait for the application's restart
 }
 
@@ -273,7 +277,7 @@ func (c *Client) runFirmware(ctx context.Context, job fwJob) bool {
 // reported failed and the application is told to roll back.
 func (c *Client) confirmFirmware(ctx context.Context, job fwJob) {
 	u := job.Update
-	c.reportFirmware(u.RolloutID, "confirming", u.Version, "", 0)
+	c.reportFirmware(&u, "confirming", u.Version, "", 0)
 	var err error
 	if time.Now().After(job.Deadline) {
 		err = fmt.Errorf("not confirmed within the window (deadline %s passed before the restart)", job.Deadline.Format(time.RFC3339))
@@ -293,14 +297,14 @@ func (c *Client) confirmFirmware(ctx context.Context, job fwJob) {
 		cancel()
 	}
 	if err != nil {
-		c.reportFirmware(u.RolloutID, "failed", "", "confirmation: "+err.Error(), 0)
+		c.reportFirmware(&u, "failed", "", "confirmation: "+err.Error(), 0)
 		c.fwFinish("", "")
 		if c.opts.OnFirmwareRollback != nil {
 			c.opts.OnFirmwareRollback(u, err)
 		}
 		return
 	}
-	c.reportFirmware(u.RolloutID, "updated", u.Version, "", 100)
+	c.reportFirmware(&u, "updated", u.Version, "", 100)
 	c.fwFinish("", "")
 }
 

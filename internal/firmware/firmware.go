@@ -248,6 +248,9 @@ type Notice struct {
 	Size       int64  `json:"size,omitempty"`
 	SHA256     string `json:"sha256,omitempty"`
 	Signature  string `json:"signature,omitempty"`
-	Attempt    int    `json:"attempt,omitempty"`
-	Cancel     bool   `json:"cancel,omitempty"`
+	// Attempt counts the device's retries in the rollout, from 0; the
+	// device names it in its reports ("attempt"), so that a late report of
+	// an earlier attempt is told from the current one.
+	Attempt int  `json:"attempt"`
+	Cancel  bool `json:"cancel,omitempty"`
 }

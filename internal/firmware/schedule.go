@@ -8,6 +8,7 @@ import (
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -315,8 +316,14 @@ func (s *Service) updateEvent(a *active, u *DeviceUpdate, old State) commit.Even
 	return ev
 }
 
+// StaleAttempt is the message log code of a report of an earlier attempt
+// than the device's current one: recorded, nothing changed.
+const StaleAttempt = "stale_attempt"
+
 // RecordStatus takes a device's status report; msg (its message log
-// record) is written in the same change. It returns once committed.
+// record) is written in the same change. It returns once committed. A
+// report that names another attempt than the device's current one in the
+// rollout changes nothing but the message log (StaleAttempt).
 func (s *Service) RecordStatus(ctx context.Context, deviceID, deviceType string, rep Report, msg commit.Op) error {
 	var fields *registry.DeviceFields
 	if rep.Version != "" || rep.HardwareVersion != "" {
@@ -351,7 +358,17 @@ func (s *Service) RecordStatus(ctx context.Context, deviceID, deviceType string,
 			a.versions[deviceID] = rep.Version
 		}
 	}
-	if u != nil && u.State.InProgress() && rep.Status != "" {
+	stale := u != nil && rep.Attempt != nil && *rep.Attempt != u.Attempt
+	if stale {
+		// A late report of an earlier attempt (or of one this hub never
+		// sent): kept in the message log, and nothing else.
+		if m, ok := msg.(*readings.Message); ok {
+			m.Code = StaleAttempt
+			m.Reason = fmt.Sprintf("report of attempt %d of rollout %s; the current attempt is %d: recorded, nothing changed", *rep.Attempt, a.r.ID, u.Attempt)
+		}
+		s.log.Info("stale firmware report ignored", "device_id", deviceID, "rollout", a.r.ID, "attempt", *rep.Attempt, "current_attempt", u.Attempt, "status", rep.Status)
+	}
+	if u != nil && !stale && u.State.InProgress() && rep.Status != "" {
 		s.apply(a, u, rep, now, w)
 		s.check(a, now, w)
 	}

@@ -11,15 +11,20 @@ import (
 // Report is what a device says on devices/{id}/firmware/status (or POST
 // /api/v1/device/firmware/status):
 //
-//	{"rollout_id": "...", "status": "downloading", "progress": 40,
+//	{"rollout_id": "...", "attempt": 0, "status": "downloading", "progress": 40,
 //	 "version": "1.4.1", "hardware_version": "rev-b", "message": "..."}
 //
 // Status is one of the states a device reports (downloading, downloaded,
 // verifying, installing, rebooting, confirming, updated, failed); it may be
 // left out when the device only reports its versions (at boot). Version is
-// the firmware the device runs now.
+// the firmware the device runs now. Attempt is the attempt of the notice
+// the device works on (the notice's "attempt"): a report of an earlier
+// attempt of the same rollout (late, after a retry started) is recorded
+// in the message log and changes nothing. A report without it is taken
+// for the current attempt.
 type Report struct {
 	RolloutID       string `json:"rollout_id,omitempty"`
+	Attempt         *int   `json:"attempt,omitempty" minimum:"0" maximum:"1000"`
 	Status          State  `json:"status,omitempty"`
 	Version         string `json:"version,omitempty"`
 	HardwareVersion string `json:"hardware_version,omitempty"`
@@ -33,6 +38,7 @@ const (
 	maxVersionLen   = 64
 	maxReportIDLen  = 64
 	maxMessageBytes = 1024
+	maxAttempt      = 1000
 )
 
 // ReportError says which field of a report is wrong.
@@ -106,6 +112,14 @@ func DecodeReport(b []byte) (Report, error) {
 			return Report{}, &ReportError{"progress", "must be a number from 0 to 100"}
 		}
 		r.Progress = int(f)
+	}
+	if v, ok := raw["attempt"]; ok && string(v) != "null" {
+		var f float64
+		if err := json.Unmarshal(v, &f); err != nil || f != math.Trunc(f) || f < 0 || f > maxAttempt {
+			return Report{}, &ReportError{"attempt", fmt.Sprintf("must be a whole number from 0 to %d", maxAttempt)}
+		}
+		n := int(f)
+		r.Attempt = &n
 	}
 	if status != "" {
 		r.Status = State(status)

@@ -2,8 +2,11 @@ package firmware
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 )
+
+func intp(n int) *int { return &n }
 
 func TestDecodeReport(t *testing.T) {
 	tests := []struct {
@@ -20,6 +23,12 @@ func TestDecodeReport(t *testing.T) {
 		{name: "bad progress", in: `{"status":"downloading","progress":101}`, field: "progress"},
 		{name: "updated needs version", in: `{"status":"updated"}`, field: "version"},
 		{name: "version not string", in: `{"version":1}`, field: "version"},
+		{name: "attempt", in: `{"rollout_id":"r1","attempt":2,"status":"installing"}`, want: Report{RolloutID: "r1", Attempt: intp(2), Status: Installing}},
+		{name: "attempt 0", in: `{"rollout_id":"r1","attempt":0,"status":"failed"}`, want: Report{RolloutID: "r1", Attempt: intp(0), Status: Failed}},
+		{name: "attempt fraction", in: `{"status":"failed","attempt":1.5}`, field: "attempt"},
+		{name: "attempt negative", in: `{"status":"failed","attempt":-1}`, field: "attempt"},
+		{name: "attempt string", in: `{"status":"failed","attempt":"1"}`, field: "attempt"},
+		{name: "attempt too large", in: `{"status":"failed","attempt":1001}`, field: "attempt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -31,7 +40,7 @@ func TestDecodeReport(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
@@ -40,7 +49,8 @@ func TestDecodeReport(t *testing.T) {
 
 func FuzzDecodeReport(f *testing.F) {
 	for _, s := range []string{`{"rollout_id":"r1","status":"downloading","progress":40}`, `{"version":"1.0"}`,
-		`{"status":"failed","message":"x"}`, `{"status":"updated","version":"2"}`, `null`, `{"progress":"x"}`} {
+		`{"status":"failed","message":"x"}`, `{"status":"updated","version":"2"}`, `null`, `{"progress":"x"}`,
+		`{"rollout_id":"r1","attempt":3,"status":"verifying"}`, `{"status":"failed","attempt":1e3}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -54,13 +64,14 @@ func FuzzDecodeReport(f *testing.F) {
 		if r.Status != "" && !deviceStates[r.Status] {
 			t.Fatalf("accepted status %q", r.Status)
 		}
-		if r.Progress < 0 || r.Progress > 100 || len(r.Message) > maxMessageBytes || len(r.Version) > maxVersionLen {
+		if r.Progress < 0 || r.Progress > 100 || len(r.Message) > maxMessageBytes || len(r.Version) > maxVersionLen ||
+			(r.Attempt != nil && (*r.Attempt < 0 || *r.Attempt > maxAttempt)) {
 			t.Fatalf("accepted out-of-bounds report %+v", r)
 		}
 		// What was accepted encodes and decodes to the same report.
 		again, _ := json.Marshal(r)
 		r2, err := DecodeReport(again)
-		if err != nil || r2 != r {
+		if err != nil || !reflect.DeepEqual(r2, r) {
 			t.Fatalf("round trip: %+v, %v; want %+v", r2, err, r)
 		}
 	})
