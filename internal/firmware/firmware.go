@@ -198,6 +198,11 @@ type Rollout struct {
 	// abort rule looks at what finished after it.
 	BaseFinished int `json:"base_finished,omitempty"`
 	BaseFailures int `json:"base_failures,omitempty"`
+	// AliveAt is when a scheduler last worked on the rollout (written
+	// every Options.AliveEvery): at start, the time since then is the
+	// hub's downtime, which the timeouts of the devices in progress do not
+	// count (see Service.Load).
+	AliveAt time.Time `json:"-"`
 }
 
 // Progress is a rollout with its devices counted by state.

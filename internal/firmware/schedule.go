@@ -91,6 +91,7 @@ func (s *Service) pass(now time.Time) *work {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range s.active {
+		s.alive(a, now, w)
 		s.expire(a, now, w)
 		s.resend(a, now, w)
 		s.check(a, now, w)
@@ -98,6 +99,24 @@ func (s *Service) pass(now time.Time) *work {
 		s.check(a, now, w)
 	}
 	return w
+}
+
+// alive notes every AliveEvery that the scheduler works on a, with the
+// updates whose clocks Load shifted past the hub's downtime (mu held).
+func (s *Service) alive(a *active, now time.Time, w *work) {
+	if a.r.Status.Final() || (now.Sub(a.r.AliveAt) < s.opts.AliveEvery && len(a.shifted) == 0) {
+		return
+	}
+	a.r.AliveAt = now
+	r := a.r
+	op := &Op{Rollout: &r}
+	for _, id := range a.shifted {
+		if u := a.byDevice[id]; u != nil {
+			op.Updates = append(op.Updates, *u)
+		}
+	}
+	a.shifted = nil
+	w.changes = append(w.changes, &commit.Change{Ops: []commit.Op{op}})
 }
 
 // expire applies the timeouts and the health gate to a's devices in

@@ -67,6 +67,10 @@ type Options struct {
 	// reports progress. Devices dedupe by rollout id and attempt.
 	ConnectDelay time.Duration
 	NoticeResend time.Duration
+	// AliveEvery is how often the scheduler notes in each active rollout
+	// that it works on it (default 10s), so that the next start knows how
+	// long the hub was down (to within AliveEvery).
+	AliveEvery time.Duration
 	// Defaults of a rollout's timeouts: StepTimeout 10m, TotalTimeout 1h,
 	// HealthWindow 10m, Settle 1m.
 	StepTimeout, TotalTimeout, HealthWindow, Settle time.Duration
@@ -90,6 +94,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.NoticeResend <= 0 {
 		o.NoticeResend = 30 * time.Second
+	}
+	if o.AliveEvery <= 0 {
+		o.AliveEvery = 10 * time.Second
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -128,6 +135,9 @@ type active struct {
 	starts    []time.Time          // devices started in the last minute
 	due       map[string]time.Time // device id → when its notice is published again
 	refreshed time.Time
+	// shifted are the updates whose clocks Load moved past the hub's
+	// downtime, stored by the first pass.
+	shifted []string
 }
 
 // New returns a service.
@@ -155,8 +165,24 @@ func (s *Service) Load(ctx context.Context) error {
 		}
 		a := newActive(r, *art)
 		now := s.now()
+		// The hub was down since the scheduler last worked on the
+		// rollout (or the last change of it or of its devices, if later):
+		// the clocks of the devices in progress move forward by that
+		// time, so that a hub that was down for ten minutes does not time
+		// out every device at start. The first pass stores them.
+		last := r.AliveAt
+		for _, t := range append([]time.Time{r.UpdatedAt}, updateTimes(us)...) {
+			if t.After(last) {
+				last = t
+			}
+		}
+		down := now.Sub(last)
 		for i := range us {
 			u := &us[i]
+			if down > 0 && u.State.InProgress() {
+				shift(u, down)
+				a.shifted = append(a.shifted, u.DeviceID)
+			}
 			a.add(u)
 			// Devices reconnect to a restarted hub; their notices go out
 			// again in case the connect came before this service listened.
@@ -177,8 +203,31 @@ func (s *Service) Load(ctx context.Context) error {
 		s.mu.Lock()
 		s.addActive(a)
 		s.mu.Unlock()
+		if len(a.shifted) > 0 {
+			s.log.Info("firmware timeouts moved past the hub's downtime", "rollout", r.ID, "downtime", down.Round(time.Second), "devices", len(a.shifted))
+		}
 	}
 	return nil
+}
+
+func updateTimes(us []DeviceUpdate) []time.Time {
+	out := make([]time.Time, len(us))
+	for i := range us {
+		out[i] = us[i].UpdatedAt
+	}
+	return out
+}
+
+// shift moves the clocks of an update in progress d later: its step,
+// total timeout, health window and settle time do not count d.
+func shift(u *DeviceUpdate, d time.Duration) {
+	u.StateSince = u.StateSince.Add(d)
+	for _, t := range []**time.Time{&u.StartedAt, &u.RebootAt, &u.ConfirmedAt} {
+		if *t != nil {
+			v := (*t).Add(d)
+			*t = &v
+		}
+	}
 }
 
 func newActive(r Rollout, art Artifact) *active {
@@ -443,7 +492,7 @@ func (s *Service) StartRollout(ctx context.Context, sp Spec) (*Progress, error) 
 		return nil, fmt.Errorf("artifact %s for %s: %w", art.ID, art.Type, ErrNoDevices)
 	}
 	now := s.now()
-	r := Rollout{ID: newID("ro_"), Spec: sp, Status: RolloutRunning, Version: art.Version, DeviceType: art.Type, CreatedAt: now, UpdatedAt: now}
+	r := Rollout{ID: newID("ro_"), Spec: sp, Status: RolloutRunning, Version: art.Version, DeviceType: art.Type, CreatedAt: now, UpdatedAt: now, AliveAt: now}
 	a := newActive(r, *art)
 	a.refreshed = now
 	for i, d := range devs {

@@ -70,18 +70,18 @@ func (t *txn) PutRollout(ctx context.Context, r *firmware.Rollout, create bool) 
 	}
 	if create {
 		res, err := tx.Exec(ctx, `INSERT INTO firmware_rollouts (id, artifact_id, spec, status, reason, version, device_type,
-			base_finished, base_failures, created_at, updated_at)
-			SELECT $1::text,$2::text,$3::jsonb,$4::text,$5::text,$6::text,$7::text,$8::int,$9::int,$10::timestamptz,$11::timestamptz
+			base_finished, base_failures, created_at, updated_at, alive_at)
+			SELECT $1::text,$2::text,$3::jsonb,$4::text,$5::text,$6::text,$7::text,$8::int,$9::int,$10::timestamptz,$11::timestamptz,$13::timestamptz
 			WHERE EXISTS (SELECT 1 FROM firmware_artifacts WHERE id = $12)`,
 			r.ID, r.Spec.ArtifactID, string(spec), string(r.Status), r.Reason, r.Version, r.DeviceType,
-			r.BaseFinished, r.BaseFailures, r.CreatedAt, r.UpdatedAt, r.Spec.ArtifactID)
+			r.BaseFinished, r.BaseFailures, r.CreatedAt, r.UpdatedAt, r.Spec.ArtifactID, aliveTime(r.AliveAt))
 		if err != nil {
 			return false, err
 		}
 		return res.RowsAffected() > 0, nil
 	}
-	res, err := tx.Exec(ctx, `UPDATE firmware_rollouts SET spec = $1::jsonb, status = $2, reason = $3, base_finished = $4, base_failures = $5, updated_at = $6
-		WHERE id = $7`, string(spec), string(r.Status), r.Reason, r.BaseFinished, r.BaseFailures, r.UpdatedAt, r.ID)
+	res, err := tx.Exec(ctx, `UPDATE firmware_rollouts SET spec = $1::jsonb, status = $2, reason = $3, base_finished = $4, base_failures = $5, updated_at = $6,
+		alive_at = $8 WHERE id = $7`, string(spec), string(r.Status), r.Reason, r.BaseFinished, r.BaseFailures, r.UpdatedAt, r.ID, aliveTime(r.AliveAt))
 	if err != nil {
 		return false, err
 	}
@@ -162,14 +162,26 @@ func (s *Store) GetArtifact(ctx context.Context, id string) (*firmware.Artifact,
 	return a, nil
 }
 
-const rolloutCols = `id, spec, status, reason, version, device_type, base_finished, base_failures, created_at, updated_at`
+const rolloutCols = `id, spec, status, reason, version, device_type, base_finished, base_failures, created_at, updated_at, alive_at`
+
+// aliveTime stores a rollout's AliveAt (NULL for none).
+func aliveTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
 
 func scanRollout(sc interface{ Scan(...any) error }) (*firmware.Rollout, error) {
 	var r firmware.Rollout
 	var spec, status string
 	var created, updated time.Time
-	if err := sc.Scan(&r.ID, &spec, &status, &r.Reason, &r.Version, &r.DeviceType, &r.BaseFinished, &r.BaseFailures, &created, &updated); err != nil {
+	var alive *time.Time
+	if err := sc.Scan(&r.ID, &spec, &status, &r.Reason, &r.Version, &r.DeviceType, &r.BaseFinished, &r.BaseFailures, &created, &updated, &alive); err != nil {
 		return nil, err
+	}
+	if alive != nil {
+		r.AliveAt = alive.UTC()
 	}
 	if err := json.Unmarshal([]byte(spec), &r.Spec); err != nil {
 		return nil, fmt.Errorf("rollout %s spec: %w", r.ID, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/devicehub/devicehub/internal/firmware"
 )
@@ -58,18 +59,18 @@ func (t *txn) PutRollout(ctx context.Context, r *firmware.Rollout, create bool) 
 	}
 	if create {
 		res, err := t.tx.ExecContext(ctx, `INSERT INTO firmware_rollouts (id, artifact_id, spec, status, reason, version, device_type,
-			base_finished, base_failures, created_at, updated_at)
-			SELECT ?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM firmware_artifacts WHERE id = ?)`,
+			base_finished, base_failures, created_at, updated_at, alive_at)
+			SELECT ?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM firmware_artifacts WHERE id = ?)`,
 			r.ID, r.Spec.ArtifactID, string(spec), string(r.Status), r.Reason, r.Version, r.DeviceType,
-			r.BaseFinished, r.BaseFailures, r.CreatedAt.UnixMicro(), r.UpdatedAt.UnixMicro(), r.Spec.ArtifactID)
+			r.BaseFinished, r.BaseFailures, r.CreatedAt.UnixMicro(), r.UpdatedAt.UnixMicro(), aliveMicros(r.AliveAt), r.Spec.ArtifactID)
 		if err != nil {
 			return false, err
 		}
 		n, _ := res.RowsAffected()
 		return n > 0, nil
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE firmware_rollouts SET spec = ?, status = ?, reason = ?, base_finished = ?, base_failures = ?, updated_at = ?
-		WHERE id = ?`, string(spec), string(r.Status), r.Reason, r.BaseFinished, r.BaseFailures, r.UpdatedAt.UnixMicro(), r.ID)
+	res, err := t.tx.ExecContext(ctx, `UPDATE firmware_rollouts SET spec = ?, status = ?, reason = ?, base_finished = ?, base_failures = ?, updated_at = ?,
+		alive_at = ? WHERE id = ?`, string(spec), string(r.Status), r.Reason, r.BaseFinished, r.BaseFailures, r.UpdatedAt.UnixMicro(), aliveMicros(r.AliveAt), r.ID)
 	if err != nil {
 		return false, err
 	}
@@ -149,14 +150,25 @@ func (s *Store) GetArtifact(ctx context.Context, id string) (*firmware.Artifact,
 	return a, nil
 }
 
-const rolloutCols = `id, spec, status, reason, version, device_type, base_finished, base_failures, created_at, updated_at`
+const rolloutCols = `id, spec, status, reason, version, device_type, base_finished, base_failures, created_at, updated_at, alive_at`
+
+// aliveMicros stores a rollout's AliveAt (0 for none).
+func aliveMicros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
 
 func scanRollout(sc interface{ Scan(...any) error }) (*firmware.Rollout, error) {
 	var r firmware.Rollout
 	var spec, status string
-	var created, updated int64
-	if err := sc.Scan(&r.ID, &spec, &status, &r.Reason, &r.Version, &r.DeviceType, &r.BaseFinished, &r.BaseFailures, &created, &updated); err != nil {
+	var created, updated, alive int64
+	if err := sc.Scan(&r.ID, &spec, &status, &r.Reason, &r.Version, &r.DeviceType, &r.BaseFinished, &r.BaseFailures, &created, &updated, &alive); err != nil {
 		return nil, err
+	}
+	if alive != 0 {
+		r.AliveAt = micros(alive)
 	}
 	if err := json.Unmarshal([]byte(spec), &r.Spec); err != nil {
 		return nil, fmt.Errorf("rollout %s spec: %w", r.ID, err)

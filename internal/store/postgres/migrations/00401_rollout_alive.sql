@@ -1,0 +1,10 @@
+-- alive_at is when the firmware scheduler last worked on a rollout (it
+-- writes it every few seconds). At start, the time since then is the
+-- hub's downtime, which the timeouts of the devices in progress do not
+-- count.
+
+-- +goose Up
+ALTER TABLE firmware_rollouts ADD COLUMN alive_at timestamptz;
+
+-- +goose Down
+ALTER TABLE firmware_rollouts DROP COLUMN alive_at;
