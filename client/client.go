@@ -122,6 +122,7 @@ type ListOptions struct {
 	Connected *bool
 	Tag       string // only devices with this tag
 	Query     string // text search on id and name
+	Sort      string // "" or "id": by id; "last_seen": most recently seen first, across pages
 	After     string // the Next of the previous page
 	Limit     int    // 0: the server's default (100)
 }
@@ -188,6 +189,7 @@ func (c *Client) ListDevices(ctx context.Context, o ListOptions) (*DeviceList, e
 	set(q, "tag", o.Tag)
 	set(q, "q", o.Query)
 	set(q, "after", o.After)
+	set(q, "sort", o.Sort)
 	if o.Connected != nil {
 		q.Set("connected", strconv.FormatBool(*o.Connected))
 	}

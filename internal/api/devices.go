@@ -101,7 +101,8 @@ type ListDevicesInput struct {
 	Connected string `query:"connected" enum:"true,false" doc:"Only connected (true) or disconnected (false) devices."`
 	Tag       string `query:"tag" doc:"Only devices with this tag."`
 	Q         string `query:"q" maxLength:"128" doc:"Text search: only devices whose id or name contains this, ignoring case."`
-	After     string `query:"after" doc:"Cursor: list devices after this id (the previous page's next)."`
+	Sort      string `query:"sort" enum:"id,last_seen" doc:"Order: by id (the default) or last_seen (most recently seen first, never seen last, ties by id). The order holds across pages: the store sorts, and next is a cursor of that order."`
+	After     string `query:"after" doc:"Cursor: the previous page's next (by id: list devices after this id)."`
 	Limit     int    `query:"limit" minimum:"1" maximum:"1000" doc:"Page size; default 100."`
 }
 
@@ -124,6 +125,14 @@ func (a *API) listDevices(ctx context.Context, in *ListDevicesInput) (*deviceLis
 	// The store applies every filter in its query; one more device than
 	// the page tells whether there is a next one.
 	opts := registry.ListOptions{Type: in.Type, Group: in.Group, Status: in.Status, Tag: in.Tag, Text: in.Q, After: in.After, Limit: limit + 1}
+	if in.Sort == "last_seen" {
+		opts.Order = registry.OrderLastSeen
+		if in.After != "" {
+			if err := registry.ParseSeenCursor(in.After, &opts); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if in.Connected != "" {
 		b := in.Connected == "true"
 		opts.Connected = &b
@@ -136,6 +145,9 @@ func (a *API) listDevices(ctx context.Context, in *ListDevicesInput) (*deviceLis
 	for i := range devs {
 		if i == limit {
 			out.Next = devs[i-1].ID
+			if opts.Order == registry.OrderLastSeen {
+				out.Next = registry.SeenCursor(&devs[i-1])
+			}
 			break
 		}
 		out.Devices = append(out.Devices, deviceOut(&devs[i]))

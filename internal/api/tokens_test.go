@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/api/apitest"
@@ -146,6 +147,23 @@ func TestDeviceFilters(t *testing.T) {
 		{"q and tag", "q=front&tag=entry", "door-1", ""},
 		{"q and group", "q=ws&group=roof", "ws-1,ws-3", ""},
 		{"nothing", "tag=none", "", ""},
+		// By last seen: lamp-1 newest, door-2 before door-1 (never seen).
+		{"by last seen", "tag=ground&sort=last_seen", "lamp-1,door-1", ""},
+		{"by last seen paged", "sort=last_seen&limit=2", "lamp-1,door-2", "1000000000000000_door-2"},
+		{"by last seen next page", "sort=last_seen&limit=2&after=1000000000000000_door-2", "door-1,ws-1", "_ws-1"},
+		{"by last seen among the never seen", "sort=last_seen&limit=2&after=_ws-1", "ws-2,ws-3", ""},
+	}
+	seen := func(sec int64) *time.Time { t := time.Unix(sec, 0).UTC(); return &t }
+	for id, at := range map[string]*time.Time{"lamp-1": seen(2_000_000_000), "door-2": seen(1_000_000_000)} {
+		d, err := f.Devices.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.LastSeen = at
+		f.Devices.Put(*d)
+	}
+	if r := do(t, h, "GET", "/api/v1/devices?sort=last_seen&after=yesterday", apitest.ViewerToken, ""); r.status != 400 || !strings.Contains(r.raw, "LASTSEEN_ID") {
+		t.Errorf("a bad cursor: %d %s, want 400 naming the cursor's form", r.status, r.raw)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,10 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -99,8 +102,9 @@ type Group struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// ListOptions filter and page a device listing. Devices are listed by id.
-// The store applies every filter in its query.
+// ListOptions filter, order and page a device listing. The store applies
+// every filter, the order and the cursor in its query, so that a page of
+// an ordered listing is right across the whole fleet, not within a page.
 type ListOptions struct {
 	Type      string
 	Group     string
@@ -110,8 +114,68 @@ type ListOptions struct {
 	Tag string
 	// Text keeps the devices whose id or name contains it, ignoring case.
 	Text  string
-	After string // cursor: list devices with id greater than this
-	Limit int    // 0: a default of 100
+	Order Order
+	// After is the cursor: the id of the previous page's last device.
+	// With OrderLastSeen, AfterSeen is that device's last seen (nil: it
+	// was never seen).
+	After     string
+	AfterSeen *time.Time
+	Limit     int // 0: a default of 100
+}
+
+// Order is the order of a device listing.
+type Order int
+
+const (
+	// OrderID lists devices by id.
+	OrderID Order = iota
+	// OrderLastSeen lists the most recently seen first, devices never
+	// seen last, and devices seen at the same instant by id.
+	OrderLastSeen
+)
+
+// SeenCursor is the cursor after d in a listing by last seen: its last
+// seen in Unix microseconds (empty if never seen), "_", its id.
+func SeenCursor(d *Device) string {
+	if d.LastSeen == nil {
+		return "_" + d.ID
+	}
+	return strconv.FormatInt(d.LastSeen.UnixMicro(), 10) + "_" + d.ID
+}
+
+// ParseSeenCursor reads a SeenCursor into o's After and AfterSeen.
+func ParseSeenCursor(cursor string, o *ListOptions) error {
+	us, id, ok := strings.Cut(cursor, "_")
+	if !ok || id == "" {
+		return fmt.Errorf("%w: cursor %q: want LASTSEEN_ID, the next of a page listed by last seen", ErrInvalid, cursor)
+	}
+	o.After, o.AfterSeen = id, nil
+	if us == "" {
+		return nil
+	}
+	n, err := strconv.ParseInt(us, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: cursor %q: last seen %q is not Unix microseconds", ErrInvalid, cursor, us)
+	}
+	t := time.UnixMicro(n).UTC()
+	o.AfterSeen = &t
+	return nil
+}
+
+// SeenBefore reports whether a comes before b in OrderLastSeen (for lists
+// kept in memory; the stores order in their queries).
+func SeenBefore(aSeen *time.Time, aID string, bSeen *time.Time, bID string) bool {
+	switch {
+	case aSeen == nil && bSeen == nil:
+		return aID < bID
+	case aSeen == nil:
+		return false
+	case bSeen == nil:
+		return true
+	case !aSeen.Equal(*bSeen):
+		return aSeen.After(*bSeen)
+	}
+	return aID < bID
 }
 
 // Store is what the registry needs of storage. Writes go through the

@@ -1,7 +1,9 @@
 package web
 
 import (
+	"html/template"
 	"net/http"
+	"net/url"
 	"reflect"
 	"sort"
 	"strconv"
@@ -82,6 +84,11 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *session)
 type devicesPage struct {
 	Filter    client.ListOptions
 	Connected string
+	// Query is the filter and order as a query string, for the pager
+	// and the sort link (without after).
+	Query     template.URL
+	SortQuery template.URL // Query with the other order
+	Commands  []string     // every command a type declares, for the bulk form
 	Devices   []deviceRow
 	Next      string
 	Types     []string
@@ -109,6 +116,9 @@ func (d *Dashboard) devices(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	p.Filter = client.ListOptions{Type: q.Get("type"), Group: q.Get("group"), Status: q.Get("status"), Tag: q.Get("tag"),
 		Query: q.Get("q"), After: q.Get("after"), Limit: p.Limit}
+	if q.Get("sort") == "last_seen" {
+		p.Filter.Sort = "last_seen"
+	}
 	switch p.Connected {
 	case "true", "false":
 		b := p.Connected == "true"
@@ -134,7 +144,18 @@ func (d *Dashboard) devices(w http.ResponseWriter, r *http.Request, s *session) 
 		p.Types = append(p.Types, t.Name)
 	}
 	sort.Strings(p.Types)
+	cmds := map[string]bool{}
+	for _, t := range types {
+		for _, c := range t.Commands {
+			cmds[c] = true
+		}
+	}
+	for c := range cmds {
+		p.Commands = append(p.Commands, c)
+	}
+	sort.Strings(p.Commands)
 	p.Groups = groups
+	p.Query, p.SortQuery = listQuery(p.Filter, p.Connected, p.Limit)
 	p.Next = list.Next
 	for _, dev := range list.Devices {
 		p.Devices = append(p.Devices, deviceRow{Device: dev, StaleSec: int64(staleAfter(ti[dev.Type]).Seconds())})
@@ -268,4 +289,26 @@ func twinDelta(t *client.Twin) map[string]any {
 		}
 	}
 	return delta
+}
+
+// listQuery is the devices list's filter and order as a query string
+// (without the cursor), and the same with the other order.
+func listQuery(f client.ListOptions, connected string, limit int) (template.URL, template.URL) {
+	v := url.Values{}
+	for k, x := range map[string]string{"q": f.Query, "type": f.Type, "group": f.Group, "tag": f.Tag, "status": f.Status, "connected": connected} {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	v.Set("limit", strconv.Itoa(limit))
+	other := url.Values{}
+	for k, x := range v {
+		other[k] = x
+	}
+	if f.Sort == "last_seen" {
+		v.Set("sort", "last_seen")
+	} else {
+		other.Set("sort", "last_seen")
+	}
+	return template.URL(v.Encode()), template.URL(other.Encode())
 }

@@ -200,6 +200,13 @@ func (d *Devices) List(_ context.Context, o registry.ListOptions) ([]registry.De
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	byID := o.Order != registry.OrderLastSeen
+	if !byID {
+		sort.Slice(ids, func(i, j int) bool {
+			a, b := d.devices[ids[i]], d.devices[ids[j]]
+			return registry.SeenBefore(a.LastSeen, a.ID, b.LastSeen, b.ID)
+		})
+	}
 	limit := o.Limit
 	if limit == 0 {
 		limit = 100
@@ -208,7 +215,8 @@ func (d *Devices) List(_ context.Context, o registry.ListOptions) ([]registry.De
 	for _, id := range ids {
 		dev := d.devices[id]
 		switch {
-		case id <= o.After && o.After != "",
+		case byID && id <= o.After && o.After != "",
+			!byID && o.After != "" && !registry.SeenBefore(o.AfterSeen, o.After, dev.LastSeen, id),
 			o.Type != "" && dev.Type != o.Type,
 			o.Group != "" && dev.Group != o.Group,
 			o.Status != "" && dev.Status != o.Status,

@@ -69,11 +69,24 @@ func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, err
 
 // ListDevices lists devices by id.
 func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error) {
-	q := `SELECT ` + deviceColumns + ` FROM devices WHERE id > $1`
-	args := []any{opts.After}
+	q := `SELECT ` + deviceColumns + ` FROM devices WHERE true`
+	var args []any
 	add := func(cond string, v any) {
 		args = append(args, v)
 		q += fmt.Sprintf(" AND %s = $%d", cond, len(args))
+	}
+	switch {
+	case opts.Order != registry.OrderLastSeen:
+		args = append(args, opts.After)
+		q += fmt.Sprintf(" AND id > $%d", len(args))
+	case opts.After == "":
+	case opts.AfterSeen == nil:
+		args = append(args, opts.After)
+		q += fmt.Sprintf(` AND last_seen IS NULL AND id COLLATE "C" > $%d`, len(args))
+	default:
+		// Keyset on (last_seen DESC, id); see the SQLite store.
+		args = append(args, opts.AfterSeen.UTC(), opts.After)
+		q += fmt.Sprintf(` AND (last_seen < $%[1]d OR (last_seen = $%[1]d AND id COLLATE "C" > $%[2]d) OR last_seen IS NULL)`, len(args)-1, len(args))
 	}
 	if opts.Type != "" {
 		add("type", opts.Type)
@@ -100,7 +113,11 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 		limit = 100
 	}
 	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY id COLLATE \"C\" LIMIT $%d", len(args))
+	if opts.Order == registry.OrderLastSeen {
+		q += fmt.Sprintf(` ORDER BY last_seen DESC NULLS LAST, id COLLATE "C" LIMIT $%d`, len(args))
+	} else {
+		q += fmt.Sprintf(" ORDER BY id COLLATE \"C\" LIMIT $%d", len(args))
+	}
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)

@@ -73,8 +73,24 @@ func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, err
 
 // ListDevices lists devices by id.
 func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error) {
-	q := `SELECT ` + deviceColumns + ` FROM devices WHERE id > ?`
-	args := []any{opts.After}
+	q := `SELECT ` + deviceColumns + ` FROM devices WHERE 1`
+	var args []any
+	switch {
+	case opts.Order != registry.OrderLastSeen:
+		q += ` AND id > ?`
+		args = append(args, opts.After)
+	case opts.After == "":
+	case opts.AfterSeen == nil:
+		q += ` AND last_seen IS NULL AND id > ?`
+		args = append(args, opts.After)
+	default:
+		// Keyset on (last_seen DESC, id): no index, the store sorts the
+		// filtered rows (an index on last_seen would be rewritten with
+		// every message a device sends).
+		s := opts.AfterSeen.UnixMicro()
+		q += ` AND (last_seen < ? OR (last_seen = ? AND id > ?) OR last_seen IS NULL)`
+		args = append(args, s, s, opts.After)
+	}
 	if opts.Type != "" {
 		q += ` AND type = ?`
 		args = append(args, opts.Type)
@@ -106,7 +122,11 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 	if limit <= 0 {
 		limit = 100
 	}
-	q += ` ORDER BY id LIMIT ?`
+	if opts.Order == registry.OrderLastSeen {
+		q += ` ORDER BY last_seen IS NULL, last_seen DESC, id LIMIT ?`
+	} else {
+		q += ` ORDER BY id LIMIT ?`
+	}
 	args = append(args, limit)
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -174,6 +174,15 @@ func testListDevices(t *testing.T, b Backend) {
 		&commit.Change{DeviceID: "l3", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("online"), Connected: ptr(true)}}},
 		&commit.Change{DeviceID: "l5", Ops: []commit.Op{&registry.DevicePatch{Status: ptr("error")}}},
 	)
+	// Last seen: l4 newest, l2 and l5 at the same instant, l1 oldest, l3 never.
+	mustCommit(t, b,
+		&commit.Change{DeviceID: "l1", Ops: []commit.Op{&registry.DevicePatch{LastSeen: ptr(at(10))}}},
+		&commit.Change{DeviceID: "l2", Ops: []commit.Op{&registry.DevicePatch{LastSeen: ptr(at(20))}}},
+		&commit.Change{DeviceID: "l4", Ops: []commit.Op{&registry.DevicePatch{LastSeen: ptr(at(30))}}},
+		&commit.Change{DeviceID: "l5", Ops: []commit.Op{&registry.DevicePatch{LastSeen: ptr(at(20))}}},
+	)
+	seen := func(sec int) *time.Time { return ptr(at(sec)) }
+	bySeen := registry.OrderLastSeen
 	tests := []struct {
 		name string
 		opts registry.ListOptions
@@ -207,6 +216,15 @@ func testListDevices(t *testing.T, b Backend) {
 		{"text non-ascii", registry.ListOptions{Text: "CAFÉ ün"}, []string{"l2"}},
 		{"text and tag", registry.ListOptions{Text: "boiler", Tag: "ROOF"}, []string{"l5"}},
 		{"text paged", registry.ListOptions{Text: "boiler", After: "l1", Limit: 1}, []string{"l5"}},
+		// By last seen: newest first, ties by id, never seen last; the
+		// cursor is the last device's (last seen, id).
+		{"by last seen", registry.ListOptions{Order: bySeen}, []string{"l4", "l2", "l5", "l1", "l3"}},
+		{"by last seen, first page", registry.ListOptions{Order: bySeen, Limit: 2}, []string{"l4", "l2"}},
+		{"by last seen, after a tie", registry.ListOptions{Order: bySeen, After: "l2", AfterSeen: seen(20), Limit: 2}, []string{"l5", "l1"}},
+		{"by last seen, into the never seen", registry.ListOptions{Order: bySeen, After: "l1", AfterSeen: seen(10)}, []string{"l3"}},
+		{"by last seen, among the never seen", registry.ListOptions{Order: bySeen, After: "l3"}, []string{}},
+		{"by last seen, filtered", registry.ListOptions{Order: bySeen, Type: "meter"}, []string{"l2", "l5"}},
+		{"by last seen, filtered after", registry.ListOptions{Order: bySeen, Type: "sensor", After: "l4", AfterSeen: seen(30)}, []string{"l1", "l3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

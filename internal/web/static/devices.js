@@ -58,21 +58,12 @@ if (rows.size) {
 markStale(rows.values());
 setInterval(() => markStale(rows.values()), 5000);
 
-// Sorting by last seen orders the rows of this page, newest first, then
-// back to the server's order (by id).
-let byId = [...rows.values()];
-let sorted = false;
-document.getElementById('sort-seen')?.addEventListener('click', () => {
-  sorted = !sorted;
-  const order = sorted
-    ? [...rows.values()].sort((a, b) => (Date.parse(b.dataset.seen) || 0) - (Date.parse(a.dataset.seen) || 0))
-    : byId;
-  tbody.append(...order);
-});
-
-// Bulk actions.
+// Bulk actions: a command goes to every selected device in one fleet job
+// (the page follows its progress); group and disable are one call per
+// device, four at a time, each audited under the user's name.
 if (canWrite) {
   const bulk = document.getElementById('bulk');
+  const out = document.getElementById('bulk-job');
   const boxes = () => [...tbody.querySelectorAll('input[type=checkbox]')];
   const selected = () => boxes().filter((b) => b.checked).map((b) => b.value);
   const update = () => {
@@ -85,22 +76,56 @@ if (canWrite) {
     for (const b of boxes()) b.checked = ev.target.checked;
     update();
   });
+  const each = async (ids, fn) => {
+    let ok = 0, next = 0;
+    const worker = async () => {
+      while (next < ids.length) {
+        const id = ids[next++];
+        try { await fn(id); ok++; } catch (e) { toast(`${id}: ${e.message}`, true); }
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    return ok;
+  };
+  const follow = async (job) => {
+    // The job fans out in the background; show its summary until every
+    // command has an answer (or a minute has passed).
+    for (let i = 0; i < 60; i++) {
+      const a = await api('GET', '/api/v1/fleet/commands/' + encodeURIComponent(job));
+      const s = a.summary ?? {};
+      const done = (s.succeeded ?? 0) + (s.failed ?? 0) + (s.expired ?? 0) + (s.canceled ?? 0);
+      out.textContent = `job ${job}: ${a.job.targets} targets, ${s.delivered ?? 0} delivered, ${s.succeeded ?? 0} succeeded, ${s.failed ?? 0} failed` +
+        (a.job.refused ? `, ${a.job.refused} refused (${a.job.refusal})` : '');
+      out.dataset.done = String(done);
+      out.dataset.status = a.job.status;
+      if (a.job.status === 'done' && done + (a.job.refused ?? 0) >= a.job.targets) return;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  };
   bulk.addEventListener('click', (ev) => {
     const action = ev.target.dataset.bulk;
     if (!action) return;
     const ids = selected();
-    const group = bulk.elements.group.value;
+    const f = bulk.elements;
+    if (action === 'command') {
+      let payload;
+      try { payload = f.payload.value.trim() ? JSON.parse(f.payload.value) : undefined; } catch (e) { toast('Payload: ' + e.message, true); return; }
+      confirmThen(`Send ${f.command.value} to ${ids.length} devices?`, async () => {
+        const res = await api('POST', '/api/v1/fleet/commands', { command: f.command.value, payload, target: { device_ids: ids } });
+        toast(`Command ${f.command.value} sent to ${ids.length} devices (job ${res.job.id})`);
+        out.dataset.job = res.job.id;
+        await follow(res.job.id);
+      });
+      return;
+    }
+    const group = f.group.value;
     const msg = action === 'group' ? `Move ${ids.length} devices to group "${group || '(none)'}"?` : `${action} ${ids.length} devices?`;
     confirmThen(msg, async () => {
-      let ok = 0;
-      for (const id of ids) {
+      const ok = await each(ids, (id) => {
         const p = '/api/v1/devices/' + encodeURIComponent(id);
-        try {
-          if (action === 'group') await api('PATCH', p, { group });
-          else await api('POST', `${p}/${action}`, action === 'disable' ? { reason: 'dashboard bulk action' } : undefined);
-          ok++;
-        } catch (e) { toast(`${id}: ${e.message}`, true); }
-      }
+        if (action === 'group') return api('PATCH', p, { group });
+        return api('POST', `${p}/${action}`, action === 'disable' ? { reason: 'dashboard bulk action' } : undefined);
+      });
       toast(`${action}: ${ok} of ${ids.length} done`);
       if (ok) setTimeout(() => location.reload(), 600);
     });

@@ -1,0 +1,123 @@
+package web_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/eventually"
+)
+
+// TestDevicesList drives the devices list in chromium against a real hub
+// and real MQTT devices: the order by last seen holds across pages (a
+// device that would be on the second page by id is first once it is
+// seen), and the bulk actions (command as one fleet job, group, disable)
+// reach the selected devices and are audited under the user's name.
+func TestDevicesList(t *testing.T) {
+	if chromiumPath() == "" {
+		t.Skip("browser tests skipped: no chromium found (apt-get install chromium, or set DEVICEHUB_CHROMIUM)")
+	}
+	h := startHub(t)
+	ctx := context.Background()
+	pw := addUser(t, h, "olga", "operator")
+	// 30 devices: more than the smallest page (25).
+	creds := map[string]client.Credentials{}
+	for i := range 30 {
+		id := fmt.Sprintf("ws-%02d", i)
+		p, err := h.admin.ProvisionDevice(ctx, client.ProvisionRequest{ID: id, Type: "WeatherStation"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds[id] = p.Credentials
+	}
+	if _, err := h.admin.CreateGroup(ctx, "roof", "Roof"); err != nil {
+		t.Fatal(err)
+	}
+	// ws-29 (last by id) and ws-28 connect: both are seen, ws-29 last.
+	connectDevice(t, h.MQTTAddr(), "ws-28", creds["ws-28"].MQTTUsername, creds["ws-28"].MQTTPassword)
+	connectDevice(t, h.MQTTAddr(), "ws-29", creds["ws-29"].MQTTUsername, creds["ws-29"].MQTTPassword)
+	for _, id := range []string{"ws-28", "ws-29"} {
+		eventually.True(t, 20*time.Second, id+" seen and connected", func() bool {
+			d, err := h.admin.GetDevice(ctx, id)
+			return err == nil && d.LastSeen != nil && d.Connected
+		})
+	}
+
+	b := newBrowser(t, h.base)
+	b.signIn("olga", pw)
+	b.open("/devices?limit=25")
+	if n := eval[int](b, "rows", `document.querySelectorAll('#devices tbody tr[data-id]').length`); n != 25 {
+		t.Fatalf("first page by id: %d rows, want 25", n)
+	}
+	if eval[bool](b, "ws-29 on page 1", `!!document.querySelector('tr[data-id="ws-29"]')`) {
+		t.Fatal("ws-29 on the first page by id")
+	}
+	// Sorted by last seen: the seen devices come first, from all pages.
+	b.do("sort by last seen", chromedp.Click(chromedp.ID("sort-seen")), chromedp.WaitReady(chromedp.CSS(`th[aria-sort=descending]`)))
+	first := eval[[]string](b, "order", `[...document.querySelectorAll('#devices tbody tr[data-id]')].slice(0, 3).map(r => r.dataset.id)`)
+	if len(first) < 2 || first[0] != "ws-29" && first[0] != "ws-28" || first[1] != "ws-28" && first[1] != "ws-29" {
+		t.Fatalf("first rows by last seen: %v, want ws-29 and ws-28 first", first)
+	}
+	// The next page goes on in the same order: the 5 never-seen devices
+	// left after the 25 of the first page, by id.
+	b.do("next page", chromedp.Click(chromedp.ID("next")), chromedp.WaitReady(chromedp.CSS(`th[aria-sort=descending]`)))
+	next := eval[[]string](b, "order", `[...document.querySelectorAll('#devices tbody tr[data-id]')].map(r => r.dataset.id)`)
+	if fmt.Sprint(next) != "[ws-23 ws-24 ws-25 ws-26 ws-27]" {
+		t.Fatalf("second page by last seen: %v", next)
+	}
+	b.screenshots("devices-by-last-seen")
+
+	// Bulk command: ws-28 and ws-29 (they answer), one fleet job.
+	b.open("/devices?sort=last_seen&limit=25")
+	b.do("select two",
+		chromedp.Click(chromedp.CSS(`tr[data-id="ws-29"] input[type=checkbox]`)),
+		chromedp.Click(chromedp.CSS(`tr[data-id="ws-28"] input[type=checkbox]`)),
+		chromedp.WaitVisible(chromedp.ID("bulk")),
+		chromedp.SetValue(chromedp.CSS(`#bulk select[name=command]`), "reboot"),
+	)
+	b.screenshots("devices-bulk")
+	b.do("send to both", chromedp.Click(chromedp.CSS(`#bulk button[data-bulk=command]`)))
+	b.waitJS("both answered", `document.getElementById('bulk-job').dataset.done === '2'`)
+	job := eval[string](b, "job id", `document.getElementById('bulk-job').dataset.job`)
+	ans, err := h.admin.GetFleetCommand(ctx, job)
+	if err != nil || ans.Job.Targets != 2 || ans.Summary == nil || ans.Summary.Succeeded != 2 {
+		t.Fatalf("fleet job %s: %+v %+v, %v", job, ans, ans.Summary, err)
+	}
+
+	// Bulk group and disable: one call per device.
+	b.open("/devices?limit=25")
+	b.do("select three",
+		chromedp.Click(chromedp.CSS(`tr[data-id="ws-00"] input[type=checkbox]`)),
+		chromedp.Click(chromedp.CSS(`tr[data-id="ws-01"] input[type=checkbox]`)),
+		chromedp.Click(chromedp.CSS(`tr[data-id="ws-02"] input[type=checkbox]`)),
+		chromedp.SetValue(chromedp.CSS(`#bulk select[name=group]`), "roof"),
+		chromedp.Click(chromedp.CSS(`#bulk button[data-bulk=group]`)),
+	)
+	eventually.True(t, 20*time.Second, "three devices in roof", func() bool {
+		l, err := h.admin.ListDevices(ctx, client.ListOptions{Group: "roof"})
+		return err == nil && len(l.Devices) == 3
+	})
+	b.open("/devices?group=roof")
+	b.do("select one", chromedp.Click(chromedp.CSS(`tr[data-id="ws-01"] input[type=checkbox]`)), chromedp.Click(chromedp.CSS(`#bulk button[data-bulk=disable]`)))
+	b.waitJS("ws-01 disabled in the list", `document.querySelector('tr[data-id="ws-01"]')?.classList.contains('disabled')`)
+	if d, err := h.admin.GetDevice(ctx, "ws-01"); err != nil || !d.Disabled {
+		t.Fatalf("ws-01: %+v, %v", d, err)
+	}
+	page, err := h.admin.Audit(ctx, client.AuditQuery{Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range page.Entries {
+		if e.TokenID == "user:olga" && e.Status < 400 {
+			count[e.OperationID]++
+		}
+	}
+	if count["sendFleetCommand"] != 1 || count["updateDevice"] != 3 || count["disableDevice"] != 1 {
+		t.Fatalf("olga's audited changes: %v", count)
+	}
+}
