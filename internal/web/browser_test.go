@@ -263,9 +263,29 @@ func eval[T any](b *browser, what, expr string) T {
 	return v
 }
 
-// screenshots saves the current page at desktop and phone widths.
+// pageLimit is the issue's bound on a page: its HTML, scripts and styles
+// (not the data its scripts fetch from the API).
+const pageLimit = 200_000
+
+// pageBytes is what the current page loaded: the document and its
+// scripts, styles and images, uncompressed.
+func (b *browser) pageBytes() int {
+	return eval[int](b, "page weight", `(() => {
+		const nav = performance.getEntriesByType('navigation')[0]?.decodedBodySize ?? 0;
+		const res = performance.getEntriesByType('resource').filter(e => ['script', 'link', 'css', 'img'].includes(e.initiatorType));
+		return nav + res.reduce((n, e) => n + e.decodedBodySize, 0);
+	})()`)
+}
+
+// screenshots checks the current page's weight and saves it at desktop
+// and phone widths.
 func (b *browser) screenshots(name string) {
 	b.t.Helper()
+	if n := b.pageBytes(); n > pageLimit {
+		b.t.Errorf("page %s: %d bytes, over the %d of the issue", name, n, pageLimit)
+	} else {
+		b.t.Logf("page %s: %d bytes", name, n)
+	}
 	for _, v := range []struct {
 		suffix string
 		w, h   int64

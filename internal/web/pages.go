@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -42,6 +43,7 @@ type overviewPage struct {
 	Statuses []kv
 	Pending  int
 	Showing  bool // Pending is known (the role may list operations)
+	Fleet    fleetCounts
 }
 
 func (overviewPage) PageTitle() string { return "Overview" }
@@ -78,6 +80,7 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request, s *session)
 			p.Pending, p.Showing = len(ops), true
 		}
 	}
+	p.Fleet = d.fleetCounts(r, s)
 	return "overview", p, nil
 }
 
@@ -174,6 +177,10 @@ type devicePage struct {
 	Commands []client.Command
 	Twin     *client.Twin
 	Delta    map[string]any
+	// The features beside the registry; nil when the hub gave nothing.
+	Config   *client.DeviceConfig
+	Firmware []client.UpdateHistoryEntry
+	Alerts   []client.Alert
 }
 
 func (p devicePage) PageTitle() string { return "Device " + p.Device.ID }
@@ -222,6 +229,21 @@ func (d *Dashboard) device(w http.ResponseWriter, r *http.Request, s *session) (
 		return "", nil, err
 	}
 	p.Delta = twinDelta(p.Twin)
+	// Configuration, firmware and alerts: a device may have none of them
+	// (404), and a hub may answer without one; the page shows what is.
+	if c, err := s.api.DeviceConfig(ctx, id); err == nil {
+		p.Config = c
+	}
+	if h, err := s.api.FirmwareHistory(ctx, id, ""); err == nil {
+		if len(h) > 8 {
+			h = h[len(h)-8:]
+		}
+		slices.Reverse(h)
+		p.Firmware = h
+	}
+	if a, err := s.api.Alerts(ctx, client.AlertQuery{DeviceID: id, Limit: 10}); err == nil {
+		p.Alerts = a
+	}
 	if len(p.Readings) > 50 {
 		p.Readings = p.Readings[:50]
 	}

@@ -23,6 +23,8 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"join":     strings.Join,
 		"value":    fmtValue,
 		"sortKeys": sortedKeys,
+		"list":     func(s ...string) []string { return s },
+		"bytes":    fmtBytes,
 		"pct": func(n, total int64) string {
 			if total == 0 {
 				return "0"
@@ -104,4 +106,17 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// fmtBytes formats a size in bytes, kB, MB or GB (powers of 1000).
+func fmtBytes(n int64) string {
+	switch {
+	case n < 1000:
+		return fmt.Sprintf("%d B", n)
+	case n < 1000_000:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	case n < 1000_000_000:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	}
+	return fmt.Sprintf("%.2f GB", float64(n)/1e9)
 }

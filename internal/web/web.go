@@ -106,6 +106,11 @@ func (d *Dashboard) routes() {
 	m.HandleFunc("GET /types", d.page(d.types))
 	m.HandleFunc("GET /tokens", d.page(d.tokens))
 	m.HandleFunc("GET /audit", d.page(d.audit))
+	m.HandleFunc("GET /alerts", d.page(d.alerts))
+	m.HandleFunc("GET /firmware", d.page(d.firmware))
+	m.HandleFunc("GET /firmware/rollouts/{id}", d.page(d.rollout))
+	m.HandleFunc("GET /config", d.page(d.config))
+	m.HandleFunc("GET /monitors", d.page(d.monitors))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 page not found", http.StatusNotFound)
 	})
