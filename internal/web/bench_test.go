@@ -19,8 +19,10 @@ import (
 // call, the template) and bytes per page, for the first page, a page in
 // the middle (cursor), a type filter, a text search and a tag that match
 // few devices (the store's query filters them), and a tag that matches
-// one device in 50. The API's own JSON listing and search are measured
-// beside it.
+// one device in 50, and the order by last seen (the store sorts every
+// device: none has been seen, the worst case, as no index serves it; the
+// middle page's cursor is in the never-seen tail). The API's own JSON
+// listing and search are measured beside it.
 //
 //	go test ./internal/web -run '^$' -bench DevicesPage -benchtime 20x
 func BenchmarkDevicesPage(b *testing.B) {
@@ -76,7 +78,10 @@ func BenchmarkDevicesPage(b *testing.B) {
 		{"search-few", "/devices?q=station+9999"},
 		{"tag-few", "/devices?tag=rare"},
 		{"tag-one-in-50", "/devices?tag=site-7"},
+		{"by-last-seen-first", "/devices?sort=last_seen"},
+		{"by-last-seen-middle", "/devices?sort=last_seen&after=_" + mid},
 		{"api-json-50", "/api/v1/devices?limit=50&after=" + mid},
+		{"api-by-last-seen-50", "/api/v1/devices?limit=50&sort=last_seen"},
 		{"api-search-few", "/api/v1/devices?q=station+9999"},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -4,15 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/performance"
 	"github.com/chromedp/chromedp"
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/eventually"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // TestChartWeekPerformance measures, in headless chromium, a device page's
@@ -75,4 +81,157 @@ func TestChartWeekPerformance(t *testing.T) {
 func jsonNumber(f float64) string {
 	b, _ := json.Marshal(float64(int(f*100)) / 100)
 	return string(b)
+}
+
+// TestLiveCPU measures, in headless chromium, the browser's CPU while
+// 1,000 real MQTT devices change status every second (each publishes its
+// status, alternating online and maintenance, spread evenly over the
+// second): the renderer's main-thread task time over wall time (Chrome
+// DevTools Protocol Performance.getMetrics), on the devices list (250
+// rows on the page) and the overview, beside the same pages idle. A
+// measurement, not a check of a speed: it runs only with
+// DEVICEHUB_BROWSER_PERF=1 and logs its figures.
+func TestLiveCPU(t *testing.T) {
+	if os.Getenv("DEVICEHUB_BROWSER_PERF") == "" {
+		t.Skip("set DEVICEHUB_BROWSER_PERF=1 to measure the browser's CPU under 1,000 status changes a second")
+	}
+	if chromiumPath() == "" {
+		t.Skip("browser tests skipped: no chromium found (apt-get install chromium, or set DEVICEHUB_CHROMIUM)")
+	}
+	const n = 1000
+	window := 20 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("DEVICEHUB_PERF_WINDOW")); err == nil && v > 0 {
+		window = v
+	}
+	h := startHub(t)
+	ctx := context.Background()
+	devs := make([]*paho.Client, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			id := fmt.Sprintf("ws-%04d", i)
+			cr, err := h.Registry().Provision(ctx, registry.ProvisionRequest{ID: id, Type: "WeatherStation"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conn, err := net.Dial("tcp", h.MQTTAddr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c := paho.NewClient(paho.ClientConfig{Conn: conn})
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if _, err := c.Connect(cctx, &paho.Connect{ClientID: id, KeepAlive: 60, CleanStart: true,
+				Username: cr.MQTTUsername, UsernameFlag: true, Password: []byte(cr.MQTTPassword), PasswordFlag: true}); err != nil {
+				t.Errorf("connect %s: %v", id, err)
+				return
+			}
+			devs[i] = c
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() {
+		for _, c := range devs {
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+	})
+
+	// churn makes every device change its status once a second, until
+	// stop is closed: ten devices every 10 ms.
+	churn := func(stop <-chan struct{}) <-chan int {
+		sent := make(chan int, 1)
+		go func() {
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			count, round := 0, 0
+			for {
+				select {
+				case <-stop:
+					sent <- count
+					return
+				case <-tick.C:
+				}
+				status := "maintenance"
+				if (round/100)%2 == 1 {
+					status = "online"
+				}
+				for j := range 10 {
+					i := (round%100)*10 + j
+					_, _ = devs[i].Publish(ctx, &paho.Publish{Topic: "devices/" + fmt.Sprintf("ws-%04d", i) + "/status", QoS: 0, Payload: []byte(`{"status":"` + status + `"}`)})
+					count++
+				}
+				round++
+			}
+		}()
+		return sent
+	}
+
+	pw := addUser(t, h, "perf", "viewer")
+	br := newBrowser(t, h.base)
+	br.signIn("perf", pw)
+	if _, err := chromedp.Call(br.ctx, performance.Enable, performance.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	metrics := func() map[string]float64 {
+		res, err := chromedp.Call(br.ctx, performance.GetMetrics, cdp.Empty{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]float64{}
+		for _, x := range res.Metrics {
+			m[x.Name] = x.Value
+		}
+		return m
+	}
+	wait := func(d time.Duration) {
+		tm := time.NewTimer(d)
+		defer tm.Stop()
+		<-tm.C // a measurement window, not a synchronisation
+	}
+	measure := func(path string, busy bool) {
+		br.open(path)
+		br.waitJS("the stream", `document.body.dataset.live === 'on'`)
+		var stop chan struct{}
+		var sent <-chan int
+		if busy {
+			stop = make(chan struct{})
+			sent = churn(stop)
+			wait(3 * time.Second) // the stream is full before the window opens
+		}
+		ev0 := eval[int](br, "events", `window.devicehubLive?.events ?? 0`)
+		b0 := eval[int](br, "batches", `window.devicehubLive?.batches ?? 0`)
+		m0 := metrics()
+		wait(window)
+		m1 := metrics()
+		ev1 := eval[int](br, "events", `window.devicehubLive?.events ?? 0`)
+		b1 := eval[int](br, "batches", `window.devicehubLive?.batches ?? 0`)
+		published := 0
+		if busy {
+			close(stop)
+			published = <-sent
+		}
+		wall := m1["Timestamp"] - m0["Timestamp"]
+		pct := func(k string) float64 { return 100 * (m1[k] - m0[k]) / wall }
+		load, _ := os.ReadFile("/proc/loadavg")
+		t.Logf("%-22s busy=%-5v main thread %5.1f%% (script %4.1f%%, layout %4.1f%%, style %4.1f%%); %6.0f events/s in %4.1f DOM batches/s; %d status messages published; heap %.1f MB; load %s",
+			path, busy, pct("TaskDuration"), pct("ScriptDuration"), pct("LayoutDuration"), pct("RecalcStyleDuration"),
+			float64(ev1-ev0)/wall, float64(b1-b0)/wall, published, m1["JSHeapUsedSize"]/1e6, strings.Fields(string(load))[0])
+	}
+	pages := []string{"/devices?limit=250", "/"}
+	if v := os.Getenv("DEVICEHUB_PERF_PAGES"); v != "" {
+		pages = strings.Split(v, ",")
+	}
+	for _, p := range pages {
+		measure(p, false)
+		measure(p, true)
+	}
 }

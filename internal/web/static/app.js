@@ -71,11 +71,14 @@ export function live({ types = [], deviceIds = [], onBatch, interval = 250 }) {
     timer = 0;
     const batch = queue;
     queue = [];
-    requestAnimationFrame(() => onBatch(batch));
+    requestAnimationFrame(() => { stats.batches++; onBatch(batch); });
   };
+  // Counted for the browser tests and measurements.
+  const stats = (window.devicehubLive ??= { events: 0, batches: 0 });
   const onEvent = (m) => {
     let e;
     try { e = JSON.parse(m.data); } catch { return; }
+    stats.events++;
     queue.push(e);
     if (!timer) timer = setTimeout(flush, interval);
   };
