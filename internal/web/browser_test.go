@@ -282,7 +282,8 @@ func (b *browser) pageBytes() int {
 func (b *browser) screenshots(name string) {
 	b.t.Helper()
 	if n := b.pageBytes(); n > pageLimit {
-		b.t.Errorf("page %s: %d bytes, over the %d of the issue", name, n, pageLimit)
+		what := eval[string](b, "page entries", `JSON.stringify(performance.getEntriesByType('resource').map(e => [e.name, e.initiatorType, e.decodedBodySize]))`)
+		b.t.Errorf("page %s: %d bytes, over the %d of the issue: %s", name, n, pageLimit, what)
 	} else {
 		b.t.Logf("page %s: %d bytes", name, n)
 	}

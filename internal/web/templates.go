@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // parseTemplates parses every page template with the layout: one template
@@ -25,6 +26,7 @@ func parseTemplates() (map[string]*template.Template, error) {
 		"sortKeys": sortedKeys,
 		"list":     func(s ...string) []string { return s },
 		"bytes":    fmtBytes,
+		"clip":     clip,
 		"pct": func(n, total int64) string {
 			if total == 0 {
 				return "0"
@@ -119,4 +121,18 @@ func fmtBytes(n int64) string {
 		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 	}
 	return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+}
+
+// clip shortens s to about n bytes (on a rune boundary) and says how long
+// it was: a device page lists 50 messages, and a batch of readings may be
+// 64 KiB each.
+func clip(n int, s string) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "… (" + fmtBytes(int64(len(s))) + ")"
 }

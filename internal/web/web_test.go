@@ -187,3 +187,22 @@ func FuzzSafeNext(f *testing.F) {
 		}
 	})
 }
+
+func TestClip(t *testing.T) {
+	tests := []struct {
+		n        int
+		in, want string
+	}{
+		{5, "short", "short"},
+		{5, "longer text", "longe… (11 B)"},
+		{4, "aéb", "aéb"},
+		{3, "aéb", "aé… (4 B)"},
+		{2, "aébcd", "a… (6 B)"}, // not inside é
+		{0, "x", "… (1 B)"},
+	}
+	for _, tt := range tests {
+		if got := clip(tt.n, tt.in); got != tt.want {
+			t.Errorf("clip(%d, %q) = %q, want %q", tt.n, tt.in, got, tt.want)
+		}
+	}
+}
