@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/eventually"
@@ -63,7 +64,13 @@ func TestFleetPages(t *testing.T) {
 	dev.publish(t, "devices/ws-1/data", `{"temperature": 41}`)
 	b.waitJS("the alert on the page", `!!document.querySelector('#alerts tr[data-state=active]')`)
 	b.screenshots("alerts")
-	b.do("acknowledge", chromedp.Click(chromedp.CSS(`#alerts tr[data-state=active] button[data-alert-action=acknowledge]`)))
+	// By keyboard: Tab from the top reaches the skip link first; the
+	// acknowledge button takes the focus and Enter presses it.
+	b.do("tab", chromedp.KeyEvent(kb.Tab))
+	if got := eval[string](b, "focus", `document.activeElement.textContent`); got != "Skip to content" {
+		t.Errorf("first Tab focuses %q, want the skip link", got)
+	}
+	b.do("acknowledge by keyboard", chromedp.Focus(chromedp.CSS(`#alerts tr[data-state=active] button[data-alert-action=acknowledge]`)), chromedp.KeyEvent(kb.Enter))
 	eventually.True(t, 20*time.Second, "the alert acknowledged by olga", func() bool {
 		as, err := h.admin.Alerts(ctx, client.AlertQuery{DeviceID: "ws-1"})
 		return err == nil && len(as) == 1 && as[0].State == "acknowledged" && as[0].AckBy != ""
