@@ -22,6 +22,7 @@ import (
 	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/config"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/hub"
 )
 
@@ -304,6 +305,30 @@ func (b *browser) screenshots(name string) {
 		}
 	}
 	b.do("restore viewport", chromedp.EmulateViewport(1280, 900))
+}
+
+// reloadAfter runs steps that end in the page reloading itself (the
+// provisioning and bulk actions reload after their API calls answer) and
+// waits for the new document: navigating elsewhere before that reload
+// would race it, and the reload could win.
+func (b *browser) reloadAfter(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	b.do("mark the page before "+what, chromedp.Evaluate[chromedp.Void](`window.devicehubOld = true`))
+	b.do(what, steps...)
+	// The reload interrupts an evaluation in flight: ask again until the
+	// new document answers.
+	eventually.CheckFor(b.t, 20*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		defer cancel()
+		fresh, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.devicehubOld === undefined && document.readyState === 'complete' && !!document.querySelector('main')`))
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			return fmt.Errorf("the page has not reloaded after %s", what)
+		}
+		return nil
+	})
 }
 
 func (b *browser) open(path string) {

@@ -116,7 +116,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("verification code shown %q, want %q", got, op.VerificationCode)
 	}
 	b.screenshots("provisioning")
-	b.do("approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-op=%q] button[data-op-action=approve]`, op.ID))))
+	b.reloadAfter("approve", chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-op=%q] button[data-op-action=approve]`, op.ID))))
 	var creds *client.Credentials
 	apitest.WaitFor(t, 15*time.Second, func() bool {
 		got, err := anon.PollOperation(ctx, op.ID, op.Secret)

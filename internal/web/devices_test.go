@@ -90,7 +90,7 @@ func TestDevicesList(t *testing.T) {
 
 	// Bulk group and disable: one call per device.
 	b.open("/devices?limit=25")
-	b.do("select three",
+	b.reloadAfter("select three and move them",
 		chromedp.Click(chromedp.CSS(`tr[data-id="ws-00"] input[type=checkbox]`)),
 		chromedp.Click(chromedp.CSS(`tr[data-id="ws-01"] input[type=checkbox]`)),
 		chromedp.Click(chromedp.CSS(`tr[data-id="ws-02"] input[type=checkbox]`)),
@@ -102,7 +102,7 @@ func TestDevicesList(t *testing.T) {
 		return err == nil && len(l.Devices) == 3
 	})
 	b.open("/devices?group=roof")
-	b.do("select one", chromedp.Click(chromedp.CSS(`tr[data-id="ws-01"] input[type=checkbox]`)), chromedp.Click(chromedp.CSS(`#bulk button[data-bulk=disable]`)))
+	b.reloadAfter("disable one", chromedp.Click(chromedp.CSS(`tr[data-id="ws-01"] input[type=checkbox]`)), chromedp.Click(chromedp.CSS(`#bulk button[data-bulk=disable]`)))
 	b.waitJS("ws-01 disabled in the list", `document.querySelector('tr[data-id="ws-01"]')?.classList.contains('disabled')`)
 	if d, err := h.admin.GetDevice(ctx, "ws-01"); err != nil || !d.Disabled {
 		t.Fatalf("ws-01: %+v, %v", d, err)
