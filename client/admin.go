@@ -114,11 +114,20 @@ type DeviceType struct {
 	Fields             map[string]TypeField `json:"fields"`
 	AllowUnknownFields bool                 `json:"allow_unknown_fields"`
 	Commands           []string             `json:"commands"`
-	RateLimit          *struct {
+	// CommandParams are the declared parameters of the commands that
+	// have any.
+	CommandParams map[string]CommandSpec `json:"command_params,omitempty"`
+	RateLimit     *struct {
 		Rate  float64 `json:"rate"`
 		Burst int     `json:"burst"`
 	} `json:"rate_limit,omitempty"`
 	MaxPayloadBytes int `json:"max_payload_bytes,omitempty"`
+}
+
+// CommandSpec declares a command's parameters (with the rules of reading
+// fields).
+type CommandSpec struct {
+	Params map[string]TypeField `json:"params,omitempty"`
 }
 
 // TypeField declares one reading field of a device type.

@@ -12,14 +12,15 @@ import (
 // DeviceType is a declared device type as the API shows it, with
 // durations as Go duration strings.
 type DeviceType struct {
-	Name               string                      `json:"name" example:"WeatherStation"`
-	HeartbeatInterval  string                      `json:"heartbeat_interval,omitempty" doc:"How often devices of the type send a heartbeat (Go duration)." example:"1m0s"`
-	HeartbeatTimeout   string                      `json:"heartbeat_timeout,omitempty" doc:"Silence after which a device is set offline (Go duration)." example:"1m30s"`
-	Fields             map[string]devicetype.Field `json:"fields" doc:"The declared reading fields."`
-	AllowUnknownFields bool                        `json:"allow_unknown_fields"`
-	Commands           []string                    `json:"commands"`
-	RateLimit          *devicetype.RateLimit       `json:"rate_limit,omitempty"`
-	MaxPayloadBytes    int                         `json:"max_payload_bytes,omitempty"`
+	Name               string                            `json:"name" example:"WeatherStation"`
+	HeartbeatInterval  string                            `json:"heartbeat_interval,omitempty" doc:"How often devices of the type send a heartbeat (Go duration)." example:"1m0s"`
+	HeartbeatTimeout   string                            `json:"heartbeat_timeout,omitempty" doc:"Silence after which a device is set offline (Go duration)." example:"1m30s"`
+	Fields             map[string]devicetype.Field       `json:"fields" doc:"The declared reading fields."`
+	AllowUnknownFields bool                              `json:"allow_unknown_fields"`
+	Commands           []string                          `json:"commands"`
+	CommandParams      map[string]devicetype.CommandSpec `json:"command_params,omitempty" doc:"The declared parameters of the commands that have any (the rules of the reading fields); a command without an entry takes any payload."`
+	RateLimit          *devicetype.RateLimit             `json:"rate_limit,omitempty"`
+	MaxPayloadBytes    int                               `json:"max_payload_bytes,omitempty"`
 }
 
 // DeviceTypeList is the answer of GET /api/v1/device-types.
@@ -44,7 +45,7 @@ func (a *API) deviceTypes(ctx context.Context, _ *struct{}) (*deviceTypesOutput,
 	out := make([]DeviceType, 0, len(types))
 	for _, t := range types {
 		v := DeviceType{Name: t.Name, Fields: t.Fields, AllowUnknownFields: t.AllowUnknownFields,
-			Commands: t.Commands, RateLimit: t.RateLimit, MaxPayloadBytes: t.MaxPayloadBytes}
+			Commands: t.Commands, CommandParams: t.CommandParams, RateLimit: t.RateLimit, MaxPayloadBytes: t.MaxPayloadBytes}
 		if t.HeartbeatInterval > 0 {
 			v.HeartbeatInterval = t.HeartbeatInterval.String()
 		}

@@ -34,6 +34,12 @@ device_types:
       temperature: {type: float, unit: celsius, min: -60, max: 70}
       humidity:    {type: float, unit: percent, min: 0, max: 100}
     commands: [reboot, set_interval]
+  Door:
+    fields:
+      open: {type: bool}
+    commands:
+      lock: {}
+      unlock: {params: {after: {type: int, min: 0, max: 3600, required: true, unit: s}, note: {type: string}}}
 `
 
 // chromiumPath finds Debian's chromium (or another Chrome) for the browser

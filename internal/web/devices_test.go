@@ -121,3 +121,47 @@ func TestDevicesList(t *testing.T) {
 		t.Fatalf("olga's audited changes: %v", count)
 	}
 }
+
+// TestCommandForm sends a command with declared parameters from the
+// device page: the form has a typed field for each, the browser refuses a
+// value out of bounds, and the device receives the typed payload.
+func TestCommandForm(t *testing.T) {
+	if chromiumPath() == "" {
+		t.Skip("browser tests skipped: no chromium found (apt-get install chromium, or set DEVICEHUB_CHROMIUM)")
+	}
+	h := startHub(t)
+	ctx := context.Background()
+	pw := addUser(t, h, "olga", "operator")
+	p, err := h.admin.ProvisionDevice(ctx, client.ProvisionRequest{ID: "door-1", Type: "Door"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connectDevice(t, h.MQTTAddr(), "door-1", p.Credentials.MQTTUsername, p.Credentials.MQTTPassword)
+	b := newBrowser(t, h.base)
+	b.signIn("olga", pw)
+	b.open("/devices/door-1")
+	b.waitJS("the stream", `document.body.dataset.live === 'on'`)
+	// lock takes any payload; unlock shows its parameters instead.
+	if eval[bool](b, "raw payload for lock", `document.getElementById('payload-raw').hidden`) {
+		t.Fatal("lock: the free payload is hidden")
+	}
+	b.do("choose unlock", chromedp.SetValue(chromedp.CSS(`#command-form select[name=command]`), "unlock"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#command-form select').dispatchEvent(new Event('change'))`))
+	b.waitJS("unlock's fields", `!document.querySelector('fieldset[data-params-for=unlock]').hidden && document.getElementById('payload-raw').hidden`)
+	// Out of bounds: the browser does not submit.
+	b.do("after = 7200", chromedp.SetValue(chromedp.CSS(`input[name="p.after"]`), "7200"))
+	if eval[bool](b, "validity", `document.getElementById('command-form').checkValidity()`) {
+		t.Fatal("after = 7200 (max 3600) passes the form's check")
+	}
+	b.do("after = 5", chromedp.SetValue(chromedp.CSS(`input[name="p.after"]`), "5"), chromedp.SetValue(chromedp.CSS(`input[name="p.note"]`), "courier"))
+	b.screenshots("device-command-params")
+	b.do("send", chromedp.Click(chromedp.CSS(`#command-form button[type=submit]`)))
+	b.waitJS("the result", `[...document.querySelectorAll('#commands [data-f=status]')].some(s => s.textContent === 'succeeded')`)
+	cmds, err := h.admin.ListCommands(ctx, "door-1", "", 10)
+	if err != nil || len(cmds) != 1 {
+		t.Fatalf("commands: %v, %v", cmds, err)
+	}
+	if got := string(cmds[0].Payload); got != `{"after":5,"note":"courier"}` {
+		t.Fatalf("payload %s, want the typed parameters", got)
+	}
+}

@@ -240,13 +240,44 @@ function setCommand(cid, name, st, result, time) {
   if (result !== undefined && result !== null) tr.querySelector('[data-f=result] code').textContent = JSON.stringify(result);
 }
 
-document.getElementById('command-form')?.addEventListener('submit', async (ev) => {
+// A command whose parameters the type declares gets a field for each
+// (typed, with its bounds; the browser checks them before sending); the
+// others take a free JSON payload.
+const cmdForm = document.getElementById('command-form');
+const paramSet = () => cmdForm.querySelector(`fieldset[data-params-for="${CSS.escape(cmdForm.elements.command.value)}"]`);
+function showParams() {
+  const shown = paramSet();
+  for (const fs of cmdForm.querySelectorAll('fieldset.params')) { fs.hidden = fs !== shown; fs.disabled = fs !== shown; }
+  document.getElementById('payload-raw').hidden = !!shown;
+}
+if (cmdForm) { cmdForm.elements.command.addEventListener('change', showParams); showParams(); }
+
+function paramsPayload(fs) {
+  const out = {};
+  for (const input of fs.querySelectorAll('input[data-type]')) {
+    const name = input.name.slice(2);
+    switch (input.dataset.type) {
+      case 'bool': out[name] = input.checked; break;
+      case 'int': case 'float': if (input.value !== '') out[name] = Number(input.value); break;
+      case 'json': if (input.value.trim()) out[name] = JSON.parse(input.value); break;
+      default: if (input.value !== '') out[name] = input.value;
+    }
+  }
+  return out;
+}
+
+cmdForm?.addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const f = ev.target;
   const body = { command: f.elements.command.value, expires_in: f.elements.expires_in.value || undefined };
-  const raw = f.elements.payload.value.trim();
-  if (raw) {
-    try { body.payload = JSON.parse(raw); } catch (e) { toast('Payload: not JSON: ' + e.message, true); return; }
+  const fs = paramSet();
+  if (fs) {
+    try { body.payload = paramsPayload(fs); } catch (e) { toast('Parameter: not JSON: ' + e.message, true); return; }
+  } else {
+    const raw = f.elements.payload.value.trim();
+    if (raw) {
+      try { body.payload = JSON.parse(raw); } catch (e) { toast('Payload: not JSON: ' + e.message, true); return; }
+    }
   }
   try {
     const res = await api('POST', `${base}/commands`, body);
