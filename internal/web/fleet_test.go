@@ -85,6 +85,16 @@ func TestFleetPages(t *testing.T) {
 		}
 	}
 	b.screenshots("overview-fleet")
+	// The tiles follow: the alert cleared elsewhere leaves none open.
+	b.waitJS("the overview's stream", `document.body.dataset.live === 'on'`)
+	as, err := h.admin.Alerts(ctx, client.AlertQuery{DeviceID: "ws-1"})
+	if err != nil || len(as) != 1 {
+		t.Fatalf("alerts: %v, %v", as, err)
+	}
+	if _, err := h.admin.ClearAlert(ctx, as[0].ID, "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS("no open alert on the tile", `document.getElementById('n-alerts').textContent === '0'`)
 
 	// The device page shows its configuration, firmware and alerts.
 	b.open("/devices/ws-1")

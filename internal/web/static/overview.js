@@ -50,7 +50,27 @@ function drawRates() {
   g.fillStyle = '#6a737d'; g.font = '11px system-ui'; g.fillText(`max ${max}/s`, 4, 12);
 }
 
+// The tiles of alerts, configurations and rollouts follow their events
+// too, each counted again at most every 2 s after a change.
+const tiles = {
+  alerts: { el: 'n-alerts', dirty: false, async count() { const r = await api('GET', '/api/v1/alerts?state=open&limit=1000'); return (r.alerts ?? []).length + ((r.alerts ?? []).length >= 1000 ? '+' : ''); } },
+  config: { el: 'n-config', dirty: false, async count() { const r = await api('GET', '/api/v1/configs?not_applied=true&limit=1000'); return (r.configs ?? []).length + (r.next ? '+' : ''); } },
+  rollouts: { el: 'n-rollouts', dirty: false, async count() { const r = await api('GET', '/api/v1/firmware/rollouts'); return (r.rollouts ?? []).filter((x) => x.status === 'running' || x.status === 'paused').length; } },
+};
+const tileOf = (type) => type.startsWith('alert_') ? 'alerts' : type.startsWith('config_') ? 'config' : type === 'rollout_status_changed' ? 'rollouts' : '';
+
+async function refreshTiles() {
+  for (const t of Object.values(tiles)) {
+    if (!t.dirty) continue;
+    t.dirty = false;
+    const node = document.getElementById(t.el);
+    if (!node) continue;
+    try { node.textContent = await t.count(); } catch { /* the next change retries */ }
+  }
+}
+
 async function refresh() {
+  refreshTiles();
   if (!dirty) return;
   dirty = false;
   try {
@@ -76,12 +96,15 @@ function describe(e) {
 
 live({
   types: ['device_data_received', 'message_rejected', 'device_connected', 'device_disconnected',
-    'device_status_changed', 'device_provisioned', 'device_disabled_changed'],
+    'device_status_changed', 'device_provisioned', 'device_disabled_changed',
+    'alert_raised', 'alert_acknowledged', 'alert_cleared', 'config_status_changed', 'config_modified', 'rollout_status_changed'],
   interval: 500,
   onBatch(batch) {
     const shown = [];
     for (const e of batch) {
       if (e.type === 'device_data_received') { count(0); continue; }
+      const tile = tileOf(e.type);
+      if (tile) { tiles[tile].dirty = true; continue; }
       if (e.type === 'message_rejected') count(1);
       if (e.type !== 'message_rejected') dirty = true;
       shown.push(e);
