@@ -67,7 +67,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, err
 	return &d, nil
 }
 
-// ListDevices lists devices by id.
+// ListDevices lists devices by id, or by last seen (opts.Order).
 func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error) {
 	q := `SELECT ` + deviceColumns + ` FROM devices WHERE true`
 	var args []any

@@ -71,7 +71,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (*registry.Device, err
 	return &d, nil
 }
 
-// ListDevices lists devices by id.
+// ListDevices lists devices by id, or by last seen (opts.Order).
 func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]registry.Device, error) {
 	q := `SELECT ` + deviceColumns + ` FROM devices WHERE 1`
 	var args []any
@@ -87,9 +87,9 @@ func (s *Store) ListDevices(ctx context.Context, opts registry.ListOptions) ([]r
 		// Keyset on (last_seen DESC, id): no index, the store sorts the
 		// filtered rows (an index on last_seen would be rewritten with
 		// every message a device sends).
-		s := opts.AfterSeen.UnixMicro()
+		us := opts.AfterSeen.UnixMicro()
 		q += ` AND (last_seen < ? OR (last_seen = ? AND id > ?) OR last_seen IS NULL)`
-		args = append(args, s, s, opts.After)
+		args = append(args, us, us, opts.After)
 	}
 	if opts.Type != "" {
 		q += ` AND type = ?`
