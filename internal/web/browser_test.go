@@ -219,11 +219,11 @@ func newBrowser(t *testing.T, base string) *browser {
 	// Confirmation dialogs are accepted; prompts get their default text.
 	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
 	go func() {
-		for _, err := range dialogs {
+		for ev, err := range dialogs {
 			if err != nil {
 				return
 			}
-			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+			_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true, PromptText: ev.DefaultPrompt})
 		}
 	}()
 	shot := os.Getenv("DEVICEHUB_SCREENSHOTS")

@@ -165,3 +165,61 @@ func TestCommandForm(t *testing.T) {
 		t.Fatalf("payload %s, want the typed parameters", got)
 	}
 }
+
+// TestProvisioningDecisions approves a pending operation under another
+// device id and rejects one with the reason the device reads, from the
+// provisioning page; both are audited under the user's name.
+func TestProvisioningDecisions(t *testing.T) {
+	if chromiumPath() == "" {
+		t.Skip("browser tests skipped: no chromium found (apt-get install chromium, or set DEVICEHUB_CHROMIUM)")
+	}
+	h := startHub(t)
+	ctx := context.Background()
+	pw := addUser(t, h, "olga", "operator")
+	ptok, err := h.admin.CreateProvisioningToken(ctx, client.ProvisioningTokenRequest{Name: "factory", DeviceType: "WeatherStation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon := client.New(h.base, "", nil)
+	asked, err := anon.CreateOperation(ctx, ptok.Secret, "serial-123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := anon.CreateOperation(ctx, ptok.Secret, "intruder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, h.base)
+	b.signIn("olga", pw)
+	b.open("/provisioning")
+	row := func(id string) string { return fmt.Sprintf(`tr[data-op=%q]`, id) }
+	b.reloadAfter("approve as roof-7",
+		chromedp.SendKeys(chromedp.CSS(row(asked.ID)+` input[name=device_id]`), "roof-7"),
+		chromedp.Click(chromedp.CSS(row(asked.ID)+` button[data-op-action=approve-as]`)))
+	b.reloadAfter("reject", chromedp.Click(chromedp.CSS(row(stranger.ID)+` button[data-op-action=reject]`)))
+	got, err := h.admin.GetOperation(ctx, asked.ID)
+	if err != nil || got.DeviceID != "roof-7" || got.Status == "pending" || got.Status == "rejected" {
+		t.Fatalf("approved as roof-7: %+v, %v", got, err)
+	}
+	if _, err := h.admin.GetDevice(ctx, "roof-7"); err != nil {
+		t.Fatalf("roof-7 not provisioned: %v", err)
+	}
+	got, err = h.admin.GetOperation(ctx, stranger.ID)
+	if err != nil || got.Status != "rejected" || got.Reason != "not ours" {
+		t.Fatalf("rejected: %+v, %v", got, err)
+	}
+	b.screenshots("provisioning-decided")
+	page, err := h.admin.Audit(ctx, client.AuditQuery{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]bool{}
+	for _, e := range page.Entries {
+		if e.TokenID == "user:olga" && e.Status < 400 {
+			ops[e.OperationID] = true
+		}
+	}
+	if !ops["approveProvisioningOperation"] || !ops["rejectProvisioningOperation"] {
+		t.Fatalf("olga's audited decisions: %v", ops)
+	}
+}
