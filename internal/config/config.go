@@ -58,6 +58,8 @@ type Config struct {
 	Retention RetentionConfig `yaml:"retention"`
 	// Commands configures commands to devices (see commands.go).
 	Commands CommandsConfig `yaml:"commands"`
+	// Cluster turns on cluster mode (see cluster.go).
+	Cluster ClusterConfig `yaml:"cluster"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -247,6 +249,7 @@ func Default() *Config {
 		DeviceConfig: DeviceConfigConfig{HistoryKeep: 10},
 		Firmware:     defaultFirmware(),
 		Retention:    defaultRetention(),
+		Cluster:      defaultCluster(),
 	}
 }
 
@@ -372,6 +375,7 @@ var envVars = []struct {
 	{"DEVICEHUB_STORAGE_DRIVER", func(c *Config, v string) { c.Storage.Driver = v }},
 	{"DEVICEHUB_SQLITE_PATH", func(c *Config, v string) { c.Storage.SQLite.Path = v }},
 	{"DEVICEHUB_POSTGRES_DSN", func(c *Config, v string) { c.Storage.Postgres.DSN = v }},
+	{"DEVICEHUB_CLUSTER_NODE_ID", func(c *Config, v string) { c.Cluster.NodeID = v }},
 	{"DEVICEHUB_REGISTRATION_SHARED_SECRET", func(c *Config, v string) { c.Registration.SharedSecret = v }},
 }
 
@@ -404,7 +408,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention, c.checkCluster} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}

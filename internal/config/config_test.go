@@ -62,6 +62,10 @@ func TestLoadGood(t *testing.T) {
 		{"door command params", *cfg.DeviceTypes[0].CommandParams["unlock"].Params["after"].Max, 3600.0},
 		{"door command without params", len(cfg.DeviceTypes[0].CommandParams), 1},
 		{"commands.resend_interval", cfg.Commands.ResendInterval, 10 * time.Second},
+		{"cluster.node_id", cfg.Cluster.NodeID, "node-a"},
+		{"cluster.nats", strings.Join(cfg.Cluster.NATS, ","), "nats://10.0.0.1:4222,nats://10.0.0.2:4222"},
+		{"cluster.lease_ttl", cfg.Cluster.LeaseTTL, 6 * time.Second},
+		{"cluster.renew (default)", cfg.Cluster.Renew, 2 * time.Second},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -146,6 +150,9 @@ func TestLoadBad(t *testing.T) {
 		{"alert_rule_bad_when", `alerts.rules.Thermostat[0]: rule "too_hot": when: at column 14: expected a number, found ">"`},
 		{"alert_rule_unknown_type", `alerts.rules.Thermostatt: "Thermostatt" is not a declared device type`},
 		{"alert_rule_unknown_key", `alerts.rules.Thermostat[0].severty: line 8: unknown key`},
+		{"cluster_on_sqlite", "cluster: cluster mode needs storage.driver: postgres (every node shares one database; a SQLite file belongs to one process), got storage.driver: sqlite"},
+		{"cluster_without_nats", "cluster.nats: required in cluster mode"},
+		{"cluster_bad_nats_url", `cluster.nats: entry 0: want a nats:// or tls:// URL with a host, got "127.0.0.1:4222"`},
 		{"alert_rule_twice", `alerts.rules.Thermostat[0].name: rule "hot" is declared twice (also at alerts.rules.Boiler[0])`},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")

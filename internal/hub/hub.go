@@ -40,6 +40,7 @@ import (
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/firmware"
 	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/internal/lease"
 	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/presence"
@@ -123,6 +124,9 @@ type Hub struct {
 	// alerts evaluates alert rules and keeps alerts.
 	alerts *alerts.Service
 
+	// leases runs single-owner work in cluster mode (nil outside it).
+	leases *lease.Manager
+
 	expirer *retention.Expirer
 	roller  *retention.Roller // nil without retention.rollups
 	space   *retention.Space
@@ -176,6 +180,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		}
 	}()
 
+	if err := h.newLeases(); err != nil {
+		return nil, err
+	}
 	h.bus = eventlog.NewBus(st, eventlog.BusOptions{Buffer: cfg.Events.SubscriberBuffer}, log.With("component", "eventlog"), h.reg)
 	h.committer = commit.New(st, h.bus, commit.Options{
 		MaxBatch:  cfg.Commit.MaxBatch,
@@ -539,6 +546,9 @@ func (h *Hub) serve(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error { return h.broker.Run(gctx) })
+	if h.leases != nil {
+		g.Go(func() error { return h.runNodeLease(gctx) })
+	}
 	g.Go(func() error { return h.presence.Run(gctx) })
 	g.Go(func() error { return h.commands.Run(gctx) })
 	g.Go(func() error { return h.deviceConfig.Run(gctx) })
