@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/devicehub/devicehub/internal/lease"
@@ -36,34 +35,4 @@ func (h *Hub) runNodeLease(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	})
-}
-
-// errLeaseLost stops a node whose single-owner part lost its lease: the
-// part cannot be sure its state is current after another node ran it, so
-// the node stops (and its supervisor starts it again), crash-only.
-var errLeaseLost = errors.New("lease lost")
-
-// single runs part under lease name: only while this node holds it, and
-// on one node of the cluster at a time. Outside cluster mode it runs part
-// at once. prepare, when set, runs after the lease is taken and before
-// part (to reload state another node may have changed). A part stopped
-// because the lease was lost stops the node.
-func (h *Hub) single(name string, prepare func(context.Context) error, part func(context.Context) error) func(context.Context) error {
-	if h.leases == nil {
-		return part
-	}
-	return func(ctx context.Context) error {
-		return h.leases.Run(ctx, "job/"+name, func(lctx context.Context, _ int64) error {
-			if prepare != nil {
-				if err := prepare(lctx); err != nil {
-					return err
-				}
-			}
-			err := part(lctx)
-			if ctx.Err() == nil && lctx.Err() != nil {
-				return fmt.Errorf("%s: %w; stopping the node", name, errLeaseLost)
-			}
-			return err
-		})
-	}
 }
