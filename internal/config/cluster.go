@@ -20,14 +20,23 @@ type ClusterConfig struct {
 	// lasts without renewal; Renew how often its holder renews it.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	Renew    time.Duration `yaml:"renew"`
+	// Name names the cluster on NATS: the event stream is
+	// DEVICEHUB_<name>_EVENTS on subject devicehub.<name>.events, so
+	// several clusters can share NATS servers.
+	Name string `yaml:"name"`
+	// StreamReplicas of the event stream: 3 on a 3-server NATS cluster
+	// (the stream then survives a server's loss), 1 on one server.
+	StreamReplicas int `yaml:"stream_replicas"`
 }
 
 // Enabled reports whether the configuration asks for cluster mode.
 func (c ClusterConfig) Enabled() bool { return c.NodeID != "" || len(c.NATS) > 0 }
 
 func defaultCluster() ClusterConfig {
-	return ClusterConfig{LeaseTTL: 8 * time.Second, Renew: 2 * time.Second}
+	return ClusterConfig{LeaseTTL: 8 * time.Second, Renew: 2 * time.Second, Name: "devicehub", StreamReplicas: 1}
 }
+
+var clusterNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
@@ -53,6 +62,12 @@ func (c *Config) checkCluster() error {
 		if err != nil || p.Host == "" || (p.Scheme != "nats" && p.Scheme != "tls") {
 			return invalid("cluster.nats", "entry %d: want a nats:// or tls:// URL with a host, got %q", i, u)
 		}
+	}
+	if !clusterNameRe.MatchString(cl.Name) {
+		return invalid("cluster.name", "must be 1-32 letters, digits, '_' or '-', got %q", cl.Name)
+	}
+	if cl.StreamReplicas < 1 || cl.StreamReplicas > 5 {
+		return invalid("cluster.stream_replicas", "must be 1 to 5, got %d", cl.StreamReplicas)
 	}
 	if cl.Renew < 100*time.Millisecond {
 		return invalid("cluster.renew", "must be at least 100ms, got %s", cl.Renew)

@@ -32,6 +32,7 @@ import (
 	"github.com/devicehub/devicehub/internal/api"
 	"github.com/devicehub/devicehub/internal/broker"
 	"github.com/devicehub/devicehub/internal/brokerauth"
+	"github.com/devicehub/devicehub/internal/cluster"
 	"github.com/devicehub/devicehub/internal/commands"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/config"
@@ -124,8 +125,11 @@ type Hub struct {
 	// alerts evaluates alert rules and keeps alerts.
 	alerts *alerts.Service
 
-	// leases runs single-owner work in cluster mode (nil outside it).
+	// leases runs single-owner work in cluster mode (nil outside it);
+	// fanout relays committed events between the nodes: the committer
+	// publishes to it, and it to the bus.
 	leases *lease.Manager
+	fanout *cluster.Fanout
 
 	expirer *retention.Expirer
 	roller  *retention.Roller // nil without retention.rollups
@@ -176,6 +180,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	ok := false
 	defer func() {
 		if !ok {
+			if h.fanout != nil {
+				h.fanout.Close()
+			}
 			h.closeStore()
 		}
 	}()
@@ -184,7 +191,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, err
 	}
 	h.bus = eventlog.NewBus(st, eventlog.BusOptions{Buffer: cfg.Events.SubscriberBuffer}, log.With("component", "eventlog"), h.reg)
-	h.committer = commit.New(st, h.bus, commit.Options{
+	var pub commit.Publisher = h.bus
+	if h.leases != nil {
+		if err := h.newFanout(ctx); err != nil {
+			return nil, err
+		}
+		pub = h.fanout
+	}
+	h.committer = commit.New(st, pub, commit.Options{
 		MaxBatch:  cfg.Commit.MaxBatch,
 		Linger:    cfg.Commit.Linger,
 		QueueSize: cfg.Commit.QueueSize,
@@ -456,10 +470,24 @@ func (h *Hub) Run(ctx context.Context) error {
 		defer stopCommit()
 		return h.runFront(gctx)
 	})
+	// In cluster mode the committer publishes to the fan-out, which
+	// publishes to the bus: each stops the next.
+	fanCtx, stopFan := context.WithCancel(keep)
+	defer stopFan()
 	g.Go(func() error {
-		defer stopBus()
+		if h.fanout == nil {
+			defer stopBus()
+		} else {
+			defer stopFan()
+		}
 		return h.committer.Run(commitCtx)
 	})
+	if h.fanout != nil {
+		g.Go(func() error {
+			defer stopBus()
+			return h.fanout.Run(fanCtx)
+		})
+	}
 	g.Go(func() error {
 		defer stopStore()
 		return h.bus.Run(busCtx)
@@ -475,15 +503,25 @@ func (h *Hub) Run(ctx context.Context) error {
 
 // Close releases what New acquired (the store) for a hub that is not run;
 // after Run it does nothing. It is safe to call more than once.
-func (h *Hub) Close() error { return h.closeStore() }
+func (h *Hub) Close() error {
+	if h.fanout != nil {
+		h.fanout.Close()
+	}
+	return h.closeStore()
+}
 
 func (h *Hub) runFront(ctx context.Context) error {
 	return explainAddrInUse(h.serve(ctx), h.cfg)
 }
 
 func (h *Hub) serve(ctx context.Context) error {
-	if _, err := h.presence.ResetAfterStart(ctx, h.store); err != nil {
-		return err
+	// In cluster mode the devices marked connected may be on other nodes:
+	// those of a dead node are reset by the survivor holding the reaper
+	// lease (see cluster.go), never by a starting node.
+	if h.leases == nil {
+		if _, err := h.presence.ResetAfterStart(ctx, h.store); err != nil {
+			return err
+		}
 	}
 	budget := connBudgets(h.cfg).HTTP
 	if h.cfg.BrokerAuth.Enabled {
@@ -548,6 +586,7 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.broker.Run(gctx) })
 	if h.leases != nil {
 		g.Go(func() error { return h.runNodeLease(gctx) })
+		g.Go(func() error { return h.followCluster(gctx) })
 	}
 	g.Go(func() error { return h.presence.Run(gctx) })
 	g.Go(func() error { return h.commands.Run(gctx) })

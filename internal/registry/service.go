@@ -133,20 +133,57 @@ func (s *Service) Load(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range creds {
-		e := &entry{typ: c.DeviceType, username: c.MQTTUsername, disabled: c.Disabled, revoked: c.Revoked || len(c.PasswordHash) == 0}
-		copy(e.pw[:], c.PasswordHash)
-		copy(e.key[:], c.APIKeyHash)
-		if c.PrevUntil != nil && c.PrevUntil.After(now) && len(c.PrevPasswordHash) > 0 {
-			e.prevUntil = *c.PrevUntil
-			copy(e.prevPW[:], c.PrevPasswordHash)
-			copy(e.prevKey[:], c.PrevAPIKeyHash)
-			s.endOverlapAt(c.DeviceID, e.prevUntil)
-		}
-		if len(c.CertFingerprint) == sha256.Size {
-			e.hasCert = true
-			copy(e.cert[:], c.CertFingerprint)
-		}
-		s.setLocked(c.DeviceID, e)
+		s.setLocked(c.DeviceID, s.entryOf(c, now))
+	}
+	return nil
+}
+
+// entryOf is the view's entry of stored credentials c.
+func (s *Service) entryOf(c Credentials, now time.Time) *entry {
+	e := &entry{typ: c.DeviceType, username: c.MQTTUsername, disabled: c.Disabled, revoked: c.Revoked || len(c.PasswordHash) == 0}
+	copy(e.pw[:], c.PasswordHash)
+	copy(e.key[:], c.APIKeyHash)
+	if c.PrevUntil != nil && c.PrevUntil.After(now) && len(c.PrevPasswordHash) > 0 {
+		e.prevUntil = *c.PrevUntil
+		copy(e.prevPW[:], c.PrevPasswordHash)
+		copy(e.prevKey[:], c.PrevAPIKeyHash)
+		s.endOverlapAt(c.DeviceID, e.prevUntil)
+	}
+	if len(c.CertFingerprint) == sha256.Size {
+		e.hasCert = true
+		copy(e.cert[:], c.CertFingerprint)
+	}
+	return e
+}
+
+// CredentialReader reads one device's stored credentials (ok false: none).
+type CredentialReader interface {
+	DeviceCredentials(ctx context.Context, id string) (c Credentials, ok bool, err error)
+}
+
+// Reload refreshes the view's entry of device id from r: in a cluster,
+// another node provisioned, rotated, revoked, disabled or enabled it. A
+// device now revoked or disabled is disconnected from this node.
+func (s *Service) Reload(ctx context.Context, r CredentialReader, id string) error {
+	c, ok, err := r.DeviceCredentials(ctx, id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	var e *entry
+	if ok {
+		e = s.entryOf(c, s.now())
+		s.setLocked(id, e)
+	} else if old, had := s.byID[id]; had {
+		s.dropKeysLocked(id, old)
+		delete(s.byID, id)
+	}
+	s.mu.Unlock()
+	switch {
+	case !ok || e.revoked:
+		s.kickDevice(id, "credentials revoked")
+	case e.disabled:
+		s.kickDevice(id, "device disabled")
 	}
 	return nil
 }

@@ -160,6 +160,27 @@ func (s *Store) AllCredentials(ctx context.Context) ([]registry.Credentials, err
 	return out, nil
 }
 
+// DeviceCredentials returns one device's credentials (ok false: no such
+// device, or none): a cluster node refreshes its credential view with it
+// when another node changed them.
+func (s *Store) DeviceCredentials(ctx context.Context, id string) (registry.Credentials, bool, error) {
+	var c registry.Credentials
+	err := s.pool.QueryRow(ctx, `SELECT d.id, d.type, c.mqtt_username, c.password_hash, c.api_key_hash, d.disabled`+credentialColumns+`
+		FROM devices d JOIN credentials c ON c.device_id = d.id WHERE d.id = $1`, id).
+		Scan(append([]any{&c.DeviceID, &c.DeviceType, &c.MQTTUsername, &c.PasswordHash, &c.APIKeyHash, &c.Disabled}, credentialDest(&c)...)...)
+	if errNoRows(err) {
+		return registry.Credentials{}, false, nil
+	}
+	if err != nil {
+		return registry.Credentials{}, false, fmt.Errorf("credentials of %s: %w", id, err)
+	}
+	if c.PrevUntil != nil {
+		t := c.PrevUntil.UTC()
+		c.PrevUntil = &t
+	}
+	return c, true, nil
+}
+
 // QueryReadings returns a page of one device's readings, newest first.
 func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
 	limit := q.PageSize()
