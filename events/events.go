@@ -66,6 +66,10 @@ const (
 	// DeviceCommandCanceled: an operator canceled a command before it
 	// finished.
 	DeviceCommandCanceled Type = "device_command_canceled"
+	// DeviceCommandQueued: a command was stored for a device whose
+	// connection, if any, is on another node (cluster mode only): the
+	// node holding the connection hands it over.
+	DeviceCommandQueued Type = "device_command_queued"
 	// TwinDesiredChanged: an operator set the device's desired properties.
 	TwinDesiredChanged Type = "twin_desired_changed"
 	// TwinReportedChanged: the device reported a patch of its properties.
@@ -116,6 +120,8 @@ type Connected struct {
 	Generation uint64 `json:"generation"`
 	Transport  string `json:"transport"`
 	RemoteAddr string `json:"remote_addr,omitempty"`
+	// Node is the cluster node holding the connection (cluster mode).
+	Node string `json:"node,omitempty"`
 }
 
 // Disconnect reasons.
@@ -127,6 +133,7 @@ const (
 	ReasonKicked           = "kicked"            // the hub closed the connection (disabled, revoked)
 	ReasonShutdown         = "shutdown"          // the hub is stopping
 	ReasonStatusMessage    = "status_message"    // the device published status offline
+	ReasonNodeLost         = "node_lost"         // the cluster node holding the connection died (cluster mode)
 )
 
 // Disconnected is the argument of DeviceDisconnected.
@@ -254,6 +261,12 @@ type CommandDelivered struct {
 	Command   string `json:"command"`
 }
 
+// CommandQueued is the argument of DeviceCommandQueued.
+type CommandQueued struct {
+	CommandID string `json:"command_id"`
+	Command   string `json:"command"`
+}
+
 // CommandCanceled is the argument of DeviceCommandCanceled.
 type CommandCanceled struct {
 	CommandID string `json:"command_id"`
@@ -322,6 +335,8 @@ func NewArgs(t Type) any {
 		return &CommandExpired{}
 	case DeviceCommandDelivered:
 		return &CommandDelivered{}
+	case DeviceCommandQueued:
+		return &CommandQueued{}
 	case DeviceCommandCanceled:
 		return &CommandCanceled{}
 	case TwinDesiredChanged:

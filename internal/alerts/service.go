@@ -338,6 +338,18 @@ func (d *devState) index(rule string) int {
 	return -1
 }
 
+// Reload forgets the evaluator's state and loads it again from the store:
+// in a cluster, the node that takes the alerts lease resumes from what the
+// previous owner stored (rules, open alerts, its cursor).
+func (s *Service) Reload(ctx context.Context) error {
+	s.mu.Lock()
+	s.rules, s.byType, s.devs = map[string]*Rule{}, map[string]*ruleSet{}, map[string]*devState{}
+	s.silences, s.timers, s.orphans = nil, nil, nil
+	s.cursor, s.saved = 0, 0
+	s.mu.Unlock()
+	return s.Load(ctx)
+}
+
 // Run evaluates events and timers until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()

@@ -104,6 +104,9 @@ type Publish struct {
 // defaults are unbounded or sized for a few clients, not a fleet. Zero
 // values take the defaults documented on each field.
 type Options struct {
+	// Generation, if set, numbers sessions instead of the broker's own
+	// counter (cluster mode: a sequence shared by every node).
+	Generation func(ctx context.Context) (uint64, error)
 	// Addr is the plain TCP listener address (":1883"); empty for none.
 	Addr string
 	// TLSAddr, CertFile and KeyFile configure an optional TLS listener.
@@ -430,6 +433,27 @@ func (b *Broker) Kick(deviceID, reason string) {
 	b.log.Info("kicking device", "device_id", deviceID, "reason", reason, "sessions", len(ss))
 	for _, s := range ss {
 		b.stopSession(s, packets.ErrAdministrativeAction)
+	}
+}
+
+// Supersede closes the device's sessions older than gen: the device has a
+// newer session on another cluster node. Their disconnects are stale for
+// presence (see presence.Tracker.Superseded).
+func (b *Broker) Supersede(deviceID string, gen uint64) {
+	b.mu.Lock()
+	var ss []*session
+	if d := b.devs[deviceID]; d != nil {
+		for s := range d.sessions {
+			if s.gen < gen {
+				s.kicked.Store(true)
+				ss = append(ss, s)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range ss {
+		b.log.Info("session taken over on another node", "device_id", deviceID, "generation", s.gen, "newer", gen)
+		b.stopSession(s, packets.ErrSessionTakenOver)
 	}
 }
 

@@ -67,7 +67,18 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 
 	s.deviceID, s.deviceType, s.remote = cl.ID, typ, cl.Net.Remote
 	s.client.Store(cl)
-	s.gen = b.gens.Add(1)
+	if next := b.opts.Generation; next != nil {
+		gctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
+		g, err := next(gctx)
+		cancel()
+		if err != nil {
+			b.log.Warn("session generation", "device_id", cl.ID, "err", err)
+			return b.refuse(cl, "unavailable", packets.ErrServerUnavailable, packets.Err3ServerUnavailable)
+		}
+		s.gen = g
+	} else {
+		s.gen = b.gens.Add(1)
+	}
 	// One connection of a device at a time from here until its session is
 	// in mochi's client map (OnSessionEstablished): mochi's takeover then
 	// always finds the previous session, and exactly one stays.

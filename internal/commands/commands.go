@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,6 +164,11 @@ type Options struct {
 	// commands are handed over again (default 500ms), so that it has
 	// subscribed.
 	ConnectDelay time.Duration
+	// Node is the cluster node id (cluster mode, "" otherwise): only the
+	// node holding a device's connection hands its commands over; a
+	// command queued through another node is announced with
+	// device_command_queued.
+	Node string
 	// ResendInterval is how often a command the device has not
 	// acknowledged is handed over again while it is connected (default
 	// 30s).
@@ -343,6 +349,14 @@ func (s *Service) enqueue(ctx context.Context, p *prepared, now time.Time) (*com
 	s.mu.Unlock()
 	c := p.cmd
 	ch := &commit.Change{DeviceID: c.DeviceID, Ops: []commit.Op{&Change{Create: &c}}}
+	if !direct && s.opts.Node != "" {
+		ev, err := commit.NewEvent(events.Event{Type: events.DeviceCommandQueued, Time: now, DeviceID: c.DeviceID, DeviceType: p.typ,
+			Args: &events.CommandQueued{CommandID: c.ID, Command: c.Command}})
+		if err != nil {
+			return nil, false, err
+		}
+		ch.Events = []commit.Event{ev}
+	}
 	if direct {
 		sent := now
 		c.Status, c.Sends, c.FirstSentAt, c.SentAt = StatusSent, 1, &sent, &sent
@@ -615,9 +629,9 @@ func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, comman
 // commands, and hands over and expires commands until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	sub, err := s.d.Events.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{
-		Types: []events.Type{events.DeviceConnected, events.DeviceDisconnected,
+		Types: []events.Type{events.DeviceConnected, events.DeviceDisconnected, events.DeviceCommandQueued,
 			events.DeviceCommandResult, events.DeviceCommandExpired, events.DeviceCommandCanceled},
-	}}, s.onEvent)
+	}}, func(e events.Event) { s.onEvent(ctx, e) })
 	if err != nil {
 		return fmt.Errorf("commands: subscribe: %w", err)
 	}
@@ -635,12 +649,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	jobsDone := make(chan struct{})
-	go func() {
-		defer close(jobsDone)
-		s.runJobs(ctx)
-	}()
-	defer func() { <-jobsDone }()
+	if s.opts.Node == "" {
+		jobsDone := make(chan struct{})
+		go func() {
+			defer close(jobsDone)
+			s.runJobs(ctx)
+		}()
+		defer func() { <-jobsDone }()
+	}
 
 	tm := time.NewTimer(time.Hour)
 	defer tm.Stop()
@@ -667,7 +683,10 @@ func (s *Service) poke() {
 // not yet delivered handed over again after ConnectDelay, oldest first)
 // and finished commands (whoever finished them: forgotten, waiters
 // woken).
-func (s *Service) onEvent(e events.Event) {
+func (s *Service) onEvent(ctx context.Context, e events.Event) {
+	if s.opts.Node != "" && s.clusterEvent(ctx, e) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch e.Type {
@@ -860,4 +879,81 @@ func compact(b json.RawMessage) json.RawMessage {
 		return b
 	}
 	return buf.Bytes()
+}
+
+// clusterEvent handles what differs in cluster mode; it reports whether e
+// is done with. A connection on another node means the device is not
+// here; a connection here loads the device's open commands (some may
+// have been queued through other nodes); a command queued through
+// another node for a device connected here is loaded and handed over.
+func (s *Service) clusterEvent(ctx context.Context, e events.Event) bool {
+	switch e.Type {
+	case events.DeviceConnected:
+		c, ok := e.Args.(*events.Connected)
+		if !ok || c.Transport != "mqtt" || c.Node == s.opts.Node {
+			if ok && c.Node == s.opts.Node {
+				s.load(ctx, e.DeviceID, "")
+			}
+			return false
+		}
+		// On another node: as if disconnected from this one.
+		e.Type = events.DeviceDisconnected
+		s.onEvent(ctx, e)
+		return true
+	case events.DeviceCommandQueued:
+		s.mu.Lock()
+		d := s.devs[e.DeviceID]
+		here := d != nil && d.connected
+		s.mu.Unlock()
+		if here {
+			if q, ok := e.Args.(*events.CommandQueued); ok {
+				s.load(ctx, e.DeviceID, q.CommandID)
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// load tracks the open commands of a device connected here that this node
+// does not track yet (one command, or all of them when id is ""), and
+// schedules their hand-over.
+func (s *Service) load(ctx context.Context, deviceID, id string) {
+	var cmds []Command
+	if id != "" {
+		c, err := s.d.Store.GetCommand(ctx, id)
+		if err != nil {
+			s.log.Warn("load a command queued through another node", "command_id", id, "err", err)
+			return
+		}
+		cmds = []Command{*c}
+	} else {
+		for _, st := range []string{StatusQueued, StatusSent, StatusDelivered} {
+			cs, err := s.d.Store.ListCommands(ctx, ListOptions{DeviceID: deviceID, Status: st, Limit: 1000})
+			if err != nil {
+				s.log.Warn("load the open commands of a device", "device_id", deviceID, "err", err)
+				return
+			}
+			cmds = append(cmds, cs...)
+		}
+		slices.SortFunc(cmds, func(a, b Command) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	}
+	s.mu.Lock()
+	d := s.devs[deviceID]
+	due := s.now()
+	if id == "" {
+		due = due.Add(s.opts.ConnectDelay)
+	}
+	for _, c := range cmds {
+		if s.byID[c.ID] != nil || !resendable(c.Status) {
+			continue
+		}
+		o := s.track(c)
+		if d != nil && d.connected {
+			o.flush = true
+			s.schedule(o, due)
+		}
+	}
+	s.mu.Unlock()
+	s.poke()
 }

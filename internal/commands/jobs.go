@@ -171,6 +171,14 @@ func (s *Service) runJobs(ctx context.Context) {
 	if s.d.Jobs == nil || s.d.Fleet == nil {
 		return
 	}
+	// In a cluster the jobs run on the node holding their lease (RunJobs);
+	// a job started through another node is found at the next look.
+	var poll <-chan time.Time
+	if s.opts.Node != "" {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		js, err := s.d.Jobs.RunningCommandJobs(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -185,8 +193,16 @@ func (s *Service) runJobs(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.jobs:
+		case <-poll:
 		}
 	}
+}
+
+// RunJobs runs the fleet job loop until ctx is done: in cluster mode
+// (Options.Node set) Run leaves it to the node that holds the jobs' lease.
+func (s *Service) RunJobs(ctx context.Context) error {
+	s.runJobs(ctx)
+	return nil
 }
 
 // runJob fans one job out. A job a previous start began skips the devices

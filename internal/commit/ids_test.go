@@ -65,3 +65,33 @@ func TestIDsSeed(t *testing.T) {
 		})
 	}
 }
+
+// TestIDsSlots: nodes with different slots never hand out the same id,
+// even seeded with the same stored maximum, and each node's ids increase.
+func TestIDsSlots(t *testing.T) {
+	const nodes, each = 3, 3000
+	gens := make([]*commit.IDs, nodes)
+	for i := range gens {
+		gens[i] = &commit.IDs{}
+		gens[i].Slots(int64(i), 16)
+		gens[i].Seed(time.Now().Add(time.Hour).UnixMicro() * 16) // ahead of the clock: ids come from the counter
+	}
+	seen := map[int64]int{}
+	for n, g := range gens {
+		var last int64
+		for range each {
+			id := g.Next()
+			if id <= last {
+				t.Fatalf("node %d: id %d after %d", n, id, last)
+			}
+			if id%16 != int64(n) {
+				t.Fatalf("node %d: id %d not in its slot", n, id)
+			}
+			if other, ok := seen[id]; ok {
+				t.Fatalf("id %d handed out by nodes %d and %d", id, other, n)
+			}
+			seen[id] = n
+			last = id
+		}
+	}
+}

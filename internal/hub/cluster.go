@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/devicehub/devicehub/events"
 
 	"github.com/devicehub/devicehub/internal/cluster"
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/lease"
+	"github.com/devicehub/devicehub/internal/presence"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -25,12 +29,43 @@ func (h *Hub) newLeases() error {
 	if !cl.Enabled() {
 		return nil
 	}
-	ls, ok := h.store.(lease.Store)
+	ls, ok := h.store.(clusterStore)
 	if !ok {
 		return fmt.Errorf("cluster mode needs storage.driver: postgres, got %s", h.cfg.Storage.Driver)
 	}
 	h.leases = lease.New(ls, lease.Options{Holder: cl.NodeID, TTL: cl.LeaseTTL, Renew: cl.Renew}, h.log.With("component", "lease"), h.reg)
 	return nil
+}
+
+// maxNodes bounds the nodes of a cluster: message ids carry the node's
+// slot in their low bits (commit.IDs.Slots).
+const maxNodes = 16
+
+// takeSlot takes the first free message id slot (a lease slot/<k>, kept
+// with the node's) so that no two live nodes hand out the same message id.
+func (h *Hub) takeSlot(ctx context.Context, ids *commit.IDs) error {
+	ls := h.clusterStore()
+	for k := range maxNodes {
+		_, ok, err := ls.AcquireLease(ctx, fmt.Sprintf("slot/%d", k), h.cfg.Cluster.NodeID, h.cfg.Cluster.LeaseTTL)
+		if err != nil {
+			return fmt.Errorf("cluster: message id slot: %w", err)
+		}
+		if ok {
+			h.slot = k
+			ids.Slots(int64(k), maxNodes)
+			h.log.Info("cluster node", "node_id", h.cfg.Cluster.NodeID, "message_id_slot", k)
+			return nil
+		}
+	}
+	return fmt.Errorf("cluster: all %d message id slots are held by live nodes (at most %d nodes)", maxNodes, maxNodes)
+}
+
+// runSlotLease keeps the node's message id slot.
+func (h *Hub) runSlotLease(ctx context.Context) error {
+	return h.leases.Run(ctx, fmt.Sprintf("slot/%d", h.slot), func(ctx context.Context, _ int64) error {
+		<-ctx.Done()
+		return nil
+	})
 }
 
 // runNodeLease holds the node's own lease while the node serves: a
@@ -60,14 +95,94 @@ func (h *Hub) newFanout(ctx context.Context) error {
 // credentials: another node may have changed them.
 var credentialTypes = []events.Type{events.DeviceProvisioned, events.DeviceRegistered, events.DeviceCredentialsRevoked, events.DeviceDisabledChanged}
 
+// clusterStore is what cluster mode needs of the store beyond Store (the
+// PostgreSQL store has it; New checked).
+type clusterStore interface {
+	lease.Store
+	registry.CredentialReader
+	NextSessionGeneration(ctx context.Context) (uint64, error)
+	DevicesOnNode(ctx context.Context, node string) ([]presence.LostDevice, error)
+}
+
+func (h *Hub) clusterStore() clusterStore { return h.store.(clusterStore) }
+
+// resetOwnDevices sets offline (hub_restart) the devices the database
+// shows connected through this node: its previous life stopped without
+// recording their disconnects. Devices on other nodes are theirs.
+func (h *Hub) resetOwnDevices(ctx context.Context) error {
+	devs, err := h.clusterStore().DevicesOnNode(ctx, h.cfg.Cluster.NodeID)
+	if err != nil {
+		return err
+	}
+	if len(devs) == 0 {
+		return nil
+	}
+	h.log.Info("devices left connected to this node by an unclean stop are set offline", "devices", len(devs))
+	return h.presence.Lost(ctx, devs, presence.ReasonHubRestart)
+}
+
+// reap runs on the node holding the reaper lease: every cluster.renew it
+// sets offline, with reason node_lost, the devices still shown connected
+// through a node whose lease expired (unless they reconnected elsewhere:
+// their stored session is newer, and the change does not apply).
+func (h *Hub) reap(ctx context.Context) error {
+	t := time.NewTicker(h.cfg.Cluster.Renew)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		nodes, err := h.leases.Leases(ctx, nodeLeasePrefix)
+		if err != nil {
+			h.log.Warn("reaper: list node leases", "err", err)
+			continue
+		}
+		for _, n := range nodes {
+			if n.Live {
+				continue
+			}
+			node := strings.TrimPrefix(n.Name, nodeLeasePrefix)
+			devs, err := h.clusterStore().DevicesOnNode(ctx, node)
+			if err != nil {
+				h.log.Warn("reaper: devices of a dead node", "node", node, "err", err)
+				continue
+			}
+			if len(devs) == 0 {
+				continue
+			}
+			h.log.Warn("node lost: its devices are set offline", "node", node, "devices", len(devs))
+			if err := h.presence.Lost(ctx, devs, events.ReasonNodeLost); err != nil && ctx.Err() == nil {
+				h.log.Warn("reaper: set devices offline", "node", node, "err", err)
+			}
+		}
+	}
+}
+
 // followCluster keeps this node's in-memory views in step with what the
 // other nodes commit (every node runs it): the credential view.
 func (h *Hub) followCluster(ctx context.Context) error {
-	creds, ok := h.store.(registry.CredentialReader)
-	if !ok {
-		return errors.New("cluster: the store cannot read one device's credentials")
-	}
-	sub, err := h.bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: credentialTypes}}, func(e events.Event) {
+	creds := h.clusterStore()
+	types := append([]events.Type{events.DeviceConnected, events.TwinDesiredChanged}, credentialTypes...)
+	sub, err := h.bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: types}}, func(e events.Event) {
+		if e.Type == events.TwinDesiredChanged {
+			// Retained on every node's broker: the device gets them on
+			// whichever node it is, or will be, connected to.
+			if d, ok := e.Args.(*events.TwinDesired); ok {
+				h.twin.Republish(e.DeviceID, d.Version, d.Values)
+			}
+			return
+		}
+		if e.Type == events.DeviceConnected {
+			// A newer session anywhere closes the older ones here, and
+			// makes their disconnects stale.
+			if c, ok := e.Args.(*events.Connected); ok && c.Generation != 0 {
+				h.presence.Superseded(e.DeviceID, c.Generation)
+				h.broker.Supersede(e.DeviceID, c.Generation)
+			}
+			return
+		}
 		if err := h.registry.Reload(ctx, creds, e.DeviceID); err != nil && ctx.Err() == nil {
 			h.log.Warn("cluster: reload credentials", "device_id", e.DeviceID, "err", err)
 		}
@@ -78,4 +193,34 @@ func (h *Hub) followCluster(ctx context.Context) error {
 	<-ctx.Done()
 	sub.Close()
 	return nil
+}
+
+// errLeaseLost stops a node whose single-owner part lost its lease: the
+// part cannot be sure its state is current after another node ran it, so
+// the node stops (and its supervisor starts it again), crash-only.
+var errLeaseLost = errors.New("lease lost")
+
+// single runs part under lease name: only while this node holds it, and
+// on one node of the cluster at a time. Outside cluster mode it runs part
+// at once. prepare, when set, runs after the lease is taken and before
+// part (to reload state another node may have changed). A part stopped
+// because the lease was lost stops the node.
+func (h *Hub) single(name string, prepare func(context.Context) error, part func(context.Context) error) func(context.Context) error {
+	if h.leases == nil {
+		return part
+	}
+	return func(ctx context.Context) error {
+		return h.leases.Run(ctx, "job/"+name, func(lctx context.Context, _ int64) error {
+			if prepare != nil {
+				if err := prepare(lctx); err != nil {
+					return err
+				}
+			}
+			err := part(lctx)
+			if ctx.Err() == nil && lctx.Err() != nil {
+				return fmt.Errorf("%s: %w; stopping the node", name, errLeaseLost)
+			}
+			return err
+		})
+	}
 }

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/cluster/natstest"
@@ -113,4 +116,93 @@ func TestClusterNodesSeeEveryEvent(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("node b kept the revoked device's session")
 	}
+}
+
+// TestClusterTakeoverAcrossNodes: a device that reconnects to another
+// node takes over; the old node closes its session and no stale
+// disconnect is reported anywhere; the database shows it connected.
+func TestClusterTakeoverAcrossNodes(t *testing.T) {
+	hubs := startCluster(t, 2, "")
+	a, b := hubs[0], hubs[1]
+	rec := &eventRecorder{}
+	sub, err := b.Subscribe(events.Filter{DeviceIDs: []string{"dev1"}}, 0, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	cr := a.provision(t, "dev1", "WeatherStation")
+	c1, _, err := dial(t, a.MQTTAddr(), "dev1", cr.MQTTUsername, cr.MQTTPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 20*time.Second, "node b saw the connection to node a", func() bool {
+		return len(rec.of(events.DeviceConnected, "dev1")) == 1
+	})
+	var c2 *mqttClient
+	eventually.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		c2, _, err = dial(t, b.MQTTAddr(), "dev1", cr.MQTTUsername, cr.MQTTPassword)
+		return err
+	})
+	select {
+	case <-c1.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("node a kept the taken-over session")
+	}
+	// A reading through the new session, committed after the takeover,
+	// then a reading through node a's bus: every node has seen the
+	// takeover's events by then.
+	if _, err := publish(t, c2, "devices/dev1/data", `{"temperature": 20}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 20*time.Second, "data event", func() bool { return len(rec.of(events.DeviceDataReceived, "dev1")) == 1 })
+	if n := len(rec.of(events.DeviceDisconnected, "dev1")); n != 0 {
+		t.Fatalf("device_disconnected fired %d times after a takeover: %+v", n, rec.all())
+	}
+	for _, h := range hubs {
+		if dev := h.device(t, "dev1"); dev.Status != "online" || !dev.Connected {
+			t.Fatalf("device = %+v, want online and connected", dev)
+		}
+	}
+}
+
+// TestClusterCommandAcrossNodes: a command sent through node a to a device
+// connected to node b is delivered, and its result is visible on node c.
+func TestClusterCommandAcrossNodes(t *testing.T) {
+	hubs := startCluster(t, 3, fastResend)
+	a, b, c := hubs[0], hubs[1], hubs[2]
+	cr := a.provision(t, "ws-x", "WeatherStation")
+	var dev *commandDevice
+	eventually.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if _, ok := b.Registry().DeviceType("ws-x"); !ok {
+			return fmt.Errorf("node b does not know ws-x yet")
+		}
+		return nil
+	})
+	dev = dialCommandDevice(t, b, "ws-x", cr, false)
+	dev.subscribe(t, "devices/ws-x/commands/+")
+	eventually.True(t, 20*time.Second, "node a saw the connection", func() bool { return a.device(t, "ws-x").Connected })
+	code, cmd := a.sendCommand(t, "ws-x", "", map[string]any{"command": "reboot"})
+	if code != 201 && code != 200 && code != 202 {
+		t.Fatalf("send through node a: %d", code)
+	}
+	eventually.True(t, 20*time.Second, "the device got the command through node b", func() bool { return len(dev.received()) == 1 })
+	if !dev.answer(t, cmd.ID, "succeeded") {
+		t.Fatal("the result was not acknowledged")
+	}
+	eventually.True(t, 20*time.Second, "node c shows the result", func() bool { return c.command(t, cmd.ID).Status == "succeeded" })
+	// Queued while the device is away, delivered when it connects to c.
+	dev.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	eventually.True(t, 20*time.Second, "node a saw the disconnect", func() bool { return !a.device(t, "ws-x").Connected })
+	_, cmd2 := a.sendCommand(t, "ws-x", "", map[string]any{"command": "reboot"})
+	dev2 := dialCommandDevice(t, c, "ws-x", cr, false)
+	dev2.subscribe(t, "devices/ws-x/commands/+")
+	eventually.True(t, 20*time.Second, "the queued command reached the device on node c", func() bool {
+		for _, p := range dev2.received() {
+			if strings.HasSuffix(p.Topic, "/"+cmd2.ID) {
+				return true
+			}
+		}
+		return false
+	})
 }

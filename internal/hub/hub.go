@@ -125,6 +125,8 @@ type Hub struct {
 	// alerts evaluates alert rules and keeps alerts.
 	alerts *alerts.Service
 
+	// slot is this node's message id slot (cluster mode).
+	slot int
 	// leases runs single-owner work in cluster mode (nil outside it);
 	// fanout relays committed events between the nodes: the committer
 	// publishes to it, and it to the bus.
@@ -210,12 +212,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, fmt.Errorf("read max message id: %w", err)
 	}
 	ids.Seed(maxID)
+	if h.leases != nil {
+		if err := h.takeSlot(ctx, ids); err != nil {
+			return nil, err
+		}
+	}
 
 	h.registry = registry.NewService(st, h.committer, h.types, sessionKicker{h}, log.With("component", "registry"))
 	if err := h.registry.Load(ctx); err != nil {
 		return nil, err
 	}
-	h.presence = presence.New(h.committer, h.types, sessionKicker{h}, presence.Options{DeviceType: h.registry.DeviceType}, log.With("component", "presence"), h.reg)
+	h.presence = presence.New(h.committer, h.types, sessionKicker{h}, presence.Options{DeviceType: h.registry.DeviceType, Node: cfg.Cluster.NodeID}, log.With("component", "presence"), h.reg)
+	var generation func(context.Context) (uint64, error)
+	if h.leases != nil {
+		generation = h.clusterStore().NextSessionGeneration
+	}
 
 	brk, err := broker.New(broker.Options{
 		Addr:             cfg.MQTT.Addr,
@@ -230,6 +241,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		ReceiveMaximum:   cfg.MQTT.ReceiveMaximum,
 		MaxSessionExpiry: cfg.MQTT.MaxSessionExpiry,
 		WriteQueue:       cfg.MQTT.WriteQueue,
+		Generation:       generation,
 	}, broker.Deps{
 		Authenticator:  h.registry,
 		PublishHandler: brokerIngest{h},
@@ -253,7 +265,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}
 	h.commands = commands.New(commands.Deps{Store: st, Committer: h.committer, Publisher: brk, Devices: h.registry, Types: h.types, Events: h.bus,
 		Jobs: st, Fleet: h.registry},
-		commands.Options{ConnectDelay: cfg.Commands.ConnectDelay, ResendInterval: cfg.Commands.ResendInterval, FleetChunk: cfg.Commands.FleetConcurrency},
+		commands.Options{ConnectDelay: cfg.Commands.ConnectDelay, ResendInterval: cfg.Commands.ResendInterval, FleetChunk: cfg.Commands.FleetConcurrency, Node: cfg.Cluster.NodeID},
 		log.With("component", "commands"))
 	h.twin = twin.New(st, h.committer, brk, h.registry, log.With("component", "twin"))
 	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "deviceconfig")); err != nil {
@@ -522,6 +534,8 @@ func (h *Hub) serve(ctx context.Context) error {
 		if _, err := h.presence.ResetAfterStart(ctx, h.store); err != nil {
 			return err
 		}
+	} else if err := h.resetOwnDevices(ctx); err != nil {
+		return err
 	}
 	budget := connBudgets(h.cfg).HTTP
 	if h.cfg.BrokerAuth.Enabled {
@@ -564,7 +578,7 @@ func (h *Hub) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	// The monitors stop with the other producers, before the committer, so
 	// that their last status changes are committed.
-	g.Go(func() error { return h.monitors.Run(gctx) })
+	g.Go(func() error { return h.single("monitors", h.monitors.Load, h.monitors.Run)(gctx) })
 	if h.monLn != nil {
 		g.Go(func() error { return h.monitors.ServeStream(gctx, h.monLn) })
 	}
@@ -586,22 +600,29 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.broker.Run(gctx) })
 	if h.leases != nil {
 		g.Go(func() error { return h.runNodeLease(gctx) })
+		g.Go(func() error { return h.runSlotLease(gctx) })
 		g.Go(func() error { return h.followCluster(gctx) })
+		g.Go(func() error { return h.single("reaper", nil, h.reap)(gctx) })
 	}
 	g.Go(func() error { return h.presence.Run(gctx) })
 	g.Go(func() error { return h.commands.Run(gctx) })
 	g.Go(func() error { return h.deviceConfig.Run(gctx) })
-	g.Go(func() error { return h.expirer.Run(gctx) })
+	g.Go(func() error { return h.single("retention", nil, h.expirer.Run)(gctx) })
 	if h.roller != nil {
-		g.Go(func() error { return h.roller.Run(gctx) })
+		g.Go(func() error { return h.single("rollups", nil, h.roller.Run)(gctx) })
 	}
 	g.Go(func() error { return h.space.Run(gctx) })
 	g.Go(func() error {
-		return observeConfig(gctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
+		return h.single("config-observer", nil, func(ctx context.Context) error {
+			return observeConfig(ctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
+		})(gctx)
 	})
-	g.Go(func() error { return h.firmware.Run(gctx) })
+	g.Go(func() error { return h.single("firmware", nil, h.firmware.Run)(gctx) })
 	g.Go(func() error { return observeFirmware(gctx, h.bus, h.firmware) })
-	g.Go(func() error { return h.alerts.Run(gctx) })
+	g.Go(func() error { return h.single("alerts", h.alerts.Reload, h.alerts.Run)(gctx) })
+	if h.leases != nil {
+		g.Go(func() error { return h.single("command-jobs", nil, h.commands.RunJobs)(gctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)

@@ -84,6 +84,10 @@ type Options struct {
 	// HTTP device online the first time it is heard from. Without it only
 	// HTTPActivity can.
 	DeviceType func(deviceID string) (string, bool)
+	// Node is the cluster node id (cluster mode, "" otherwise): the
+	// device patches of presence then carry the session generation (from
+	// the cluster-wide sequence) and the node holding a new session.
+	Node string
 }
 
 // Tracker is the presence state machine. Create it with New and run its
@@ -94,6 +98,7 @@ type Tracker struct {
 	typeOf func(deviceID string) (string, bool)
 	kick   Kicker // nil: timed-out devices are not kicked
 	now    func() time.Time
+	node   string // cluster node id, "" outside cluster mode
 	log    *slog.Logger
 	m      *metrics
 
@@ -142,6 +147,7 @@ func New(c Committer, types Types, kick Kicker, opts Options, log *slog.Logger, 
 		types:   types,
 		now:     opts.Now,
 		typeOf:  opts.DeviceType,
+		node:    opts.Node,
 		log:     log,
 		devices: map[string]*device{},
 		wake:    make(chan struct{}, 1),
@@ -254,7 +260,7 @@ func (t *Tracker) Connected(ctx context.Context, deviceID, deviceType string, ge
 	d.lastSeen.Store(t.now().UnixNano())
 	next := state{connected: true, status: StatusOnline, transport: TransportMQTT, gen: gen}
 	// A takeover is a new connection: device_connected fires again.
-	tk, err := t.apply(ctx, d, next, &events.Connected{Generation: gen, Transport: TransportMQTT, RemoteAddr: remoteAddr}, nil, nil)
+	tk, err := t.apply(ctx, d, next, &events.Connected{Generation: gen, Transport: TransportMQTT, RemoteAddr: remoteAddr, Node: t.node}, nil, nil)
 	if err == nil {
 		t.arm(d, timeout)
 	}
@@ -405,6 +411,15 @@ func (t *Tracker) apply(ctx context.Context, d *device, next state, conn *events
 	}
 	if len(ch.Events) > 0 || prev.connected != next.connected {
 		p := &registry.DevicePatch{LastSeen: &now}
+		if t.node != "" {
+			p.Session = next.gen
+			if p.Session == 0 {
+				p.Session = prev.gen
+			}
+			if conn != nil && next.gen != 0 {
+				p.Node = &t.node
+			}
+		}
 		if prev.status != next.status {
 			p.Status = &next.status
 		}
@@ -587,4 +602,71 @@ func (t *Tracker) timedOut(d *device, now time.Time) {
 			k.Kick(d.id, events.ReasonHeartbeatTimeout)
 		}
 	}
+}
+
+// Superseded records that device id has a newer MQTT session, gen, on
+// another cluster node: a disconnect of its older session here is then
+// stale and changes nothing. The tracker writes nothing (the other node
+// wrote the connection).
+func (t *Tracker) Superseded(deviceID string, gen uint64) {
+	d := t.lookup(deviceID)
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if gen <= d.st.gen {
+		return
+	}
+	if d.st.connected {
+		t.m.online.Dec()
+	}
+	d.st = state{status: StatusOffline, gen: gen}
+	d.live.Store(false)
+	d.revivable.Store(false)
+}
+
+// LostDevice is a device whose MQTT session, Gen, was on a node that died.
+type LostDevice struct {
+	ID, Type string
+	Gen      uint64
+}
+
+// Lost sets offline, with reason, devices whose session was on a node
+// that stopped without recording it: a dead node (reason node_lost, by
+// the survivor holding the reaper lease), or this node's previous life
+// (hub_restart). A device connected here since, or with a newer session
+// known here, is left alone; the store applies the change only if the
+// device's stored session is still Gen.
+func (t *Tracker) Lost(ctx context.Context, devs []LostDevice, reason string) error {
+	var tickets []*commit.Ticket
+	var errs []error
+	for _, ld := range devs {
+		d := t.device(ld.ID, ld.Type)
+		d.mu.Lock()
+		if d.st.connected || d.st.gen > ld.Gen {
+			d.mu.Unlock()
+			continue
+		}
+		d.st = state{connected: true, status: StatusOnline, gen: ld.Gen}
+		t.m.online.Inc()
+		tk, err := t.apply(ctx, d, state{status: StatusOffline}, nil, &events.Disconnected{Generation: ld.Gen, Reason: reason}, nil)
+		if err != nil {
+			d.st = state{status: StatusOffline}
+			t.m.online.Dec()
+			errs = append(errs, err)
+		} else {
+			tickets = append(tickets, tk)
+		}
+		d.mu.Unlock()
+	}
+	for _, tk := range tickets {
+		if err := tk.Wait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return errors.Join(errors.New("set lost devices offline"), err)
+	}
+	return nil
 }

@@ -255,6 +255,12 @@ type DevicePatch struct {
 	Status    *string
 	Connected *bool
 	Metrics   []byte // JSON object of the latest heartbeat metrics
+	// Session is the generation of the MQTT session the change is about
+	// (cluster mode, 0 otherwise): a store that keeps it applies the patch
+	// only if it is not older than the device's stored session. Node is
+	// the node that holds a new session. SQLite (one node) ignores both.
+	Session uint64
+	Node    *string
 }
 
 func (*DevicePatch) Domain() *commit.Domain { return stateDomain }
@@ -275,6 +281,12 @@ func (acc *DevicePatch) merge(p *DevicePatch) {
 	}
 	if p.Metrics != nil {
 		acc.Metrics = p.Metrics
+	}
+	if p.Session != 0 {
+		acc.Session = p.Session
+	}
+	if p.Node != nil {
+		acc.Node = p.Node
 	}
 }
 

@@ -328,6 +328,13 @@ func (s *Service) publish(deviceID string, version int64, values map[string]any)
 	}
 }
 
+// Republish publishes a device's desired properties, retained, on this
+// node's broker: in a cluster, after another node changed them, so that
+// the device gets them on whichever node it is or will be connected to.
+func (s *Service) Republish(deviceID string, version int64, values map[string]any) {
+	s.publish(deviceID, version, values)
+}
+
 // Restore publishes every device's desired properties again, retained: the
 // broker keeps retained messages in memory only, so the hub calls it once
 // its broker serves after a start.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/internal/lease"
+	"github.com/devicehub/devicehub/internal/presence"
 )
 
 var _ lease.Store = (*Store)(nil)
@@ -77,6 +78,27 @@ func (s *Store) Leases(ctx context.Context, prefix string) ([]lease.Info, error)
 			return nil, fmt.Errorf("list leases: %w", err)
 		}
 		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// DevicesOnNode lists the devices the database shows connected through
+// node (cluster mode), with their session generation.
+func (s *Store) DevicesOnNode(ctx context.Context, node string) ([]presence.LostDevice, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, type, coalesce(session_gen, 0) FROM devices WHERE connected AND node = $1 ORDER BY id`, node)
+	if err != nil {
+		return nil, fmt.Errorf("devices on node %s: %w", node, err)
+	}
+	defer rows.Close()
+	var out []presence.LostDevice
+	for rows.Next() {
+		var d presence.LostDevice
+		var g int64
+		if err := rows.Scan(&d.ID, &d.Type, &g); err != nil {
+			return nil, fmt.Errorf("devices on node %s: %w", node, err)
+		}
+		d.Gen = uint64(g)
+		out = append(out, d)
 	}
 	return out, rows.Err()
 }

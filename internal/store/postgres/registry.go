@@ -331,12 +331,18 @@ func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry
 	st := make([]*string, len(ids))
 	cn := make([]*bool, len(ids))
 	mt := make([]*string, len(ids))
+	sg := make([]*int64, len(ids))
+	nd := make([]*string, len(ids))
 	for i, j := range ord {
 		p := &patches[j]
-		sorted[i], ls[i], st[i], cn[i] = ids[j], p.LastSeen, p.Status, p.Connected
+		sorted[i], ls[i], st[i], cn[i], nd[i] = ids[j], p.LastSeen, p.Status, p.Connected, p.Node
 		if p.Metrics != nil {
 			m := string(p.Metrics)
 			mt[i] = &m
+		}
+		if p.Session != 0 {
+			g := int64(p.Session)
+			sg[i] = &g
 		}
 	}
 	t.queued.Queue(`UPDATE devices d SET
@@ -344,9 +350,11 @@ func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry
 			status = coalesce(u.st, d.status),
 			connected = coalesce(u.cn, d.connected),
 			metrics = coalesce(u.mt::jsonb, d.metrics),
+			session_gen = coalesce(u.sg, d.session_gen),
+			node = coalesce(u.nd, d.node),
 			updated_at = now()
-		FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bool[], $5::text[]) AS u(id, ls, st, cn, mt)
-		WHERE d.id = u.id`, sorted, ls, st, cn, mt)
+		FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bool[], $5::text[], $6::bigint[], $7::text[]) AS u(id, ls, st, cn, mt, sg, nd)
+		WHERE d.id = u.id AND (u.sg IS NULL OR d.session_gen IS NULL OR u.sg >= d.session_gen)`, sorted, ls, st, cn, mt, sg, nd)
 	return nil
 }
 

@@ -15,7 +15,15 @@ CREATE TABLE leases (
     expires_at timestamptz NOT NULL
 );
 CREATE SEQUENCE session_generation;
+-- The generation and node of each device's newest MQTT session: a change
+-- of presence carrying an older generation than the stored one (a
+-- taken-over session's disconnect, reported late by another node) does
+-- not apply; the reaper finds a dead node's devices by node.
+ALTER TABLE devices ADD COLUMN session_gen bigint, ADD COLUMN node text;
+CREATE INDEX devices_node ON devices (node) WHERE connected;
 
 -- +goose Down
+DROP INDEX devices_node;
+ALTER TABLE devices DROP COLUMN session_gen, DROP COLUMN node;
 DROP SEQUENCE session_generation;
 DROP TABLE leases;

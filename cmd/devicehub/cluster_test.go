@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/devicehub/devicehub/internal/cluster/natstest"
+	"github.com/devicehub/devicehub/internal/eventually"
+	"github.com/devicehub/devicehub/sdk"
+)
+
+// clusterNode is one `devicehub serve` process of the cluster test, with
+// fixed ports so that it comes back on them after a kill.
+type clusterNode struct {
+	id, cfg, mqtt, http string
+	proc                *child
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestClusterKill9 runs three `devicehub serve` processes (this test
+// binary acting as devicehub, as the crash test does) on one PostgreSQL
+// schema and an embedded 3-server NATS JetStream cluster, with HAProxy in
+// front of their MQTT listeners, and SDK devices streaming QoS 1 readings
+// with msg_ids through HAProxy. Five times it kills a node with SIGKILL in
+// the middle of the stream and starts it again. Then: every reading the
+// devices enqueued (and so, once their outboxes are empty, every one
+// acknowledged) is in PostgreSQL exactly once; every device is online and
+// connected; a command sent through one node to a device on another is
+// delivered and its result visible on the third.
+func TestClusterKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: skipped with -short")
+	}
+	dsn := os.Getenv("DEVICEHUB_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("DEVICEHUB_TEST_POSTGRES_DSN is not set: skipping the cluster test (it needs PostgreSQL)")
+	}
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/haproxy"); serr != nil {
+			t.Skip("haproxy is not installed (Debian package haproxy): skipping the cluster test")
+		}
+		haproxy = "/usr/sbin/haproxy"
+	}
+	ctx := context.Background()
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "cluster_e2e_" + hex.EncodeToString(b)
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		db.Close(context.Background())
+	})
+	nc := natstest.Start(t, 3)
+	natsURLs, _ := json.Marshal(nc.URLs())
+
+	var nodes []*clusterNode
+	var firstDir string
+	for i := range 3 {
+		dir := t.TempDir()
+		n := &clusterNode{id: fmt.Sprintf("node-%d", i), cfg: filepath.Join(dir, "devicehub.yaml"), mqtt: freeAddr(t), http: freeAddr(t)}
+		cfg := fmt.Sprintf(`data_dir: %s
+mqtt: {addr: %q}
+http: {addr: %q}
+storage:
+  driver: postgres
+  postgres: {dsn: %q, schema: %s}
+cluster:
+  node_id: %s
+  nats: %s
+  name: %s
+  stream_replicas: 3
+  lease_ttl: 3s
+  renew: 500ms
+ingest: {rate_limit: {rate: 0, burst: 0}}
+commands: {connect_delay: 200ms, resend_interval: 2s}
+device_types:
+  WeatherStation:
+    fields:
+      temperature: {type: float}
+    commands: [reboot]
+`, dir, n.mqtt, n.http, dsn, schema, n.id, natsURLs, schema)
+		if err := os.WriteFile(n.cfg, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			firstDir = dir
+			n.proc = startChild(t, n.cfg)
+		} else {
+			// The nodes share the first node's secrets (admin token, key secrets).
+			for _, f := range []string{"admin.token", "registration.secret"} {
+				if b, err := os.ReadFile(filepath.Join(firstDir, f)); err == nil {
+					os.WriteFile(filepath.Join(dir, f), b, 0o600)
+				}
+			}
+			n.proc = startChild(t, n.cfg)
+		}
+		nodes = append(nodes, n)
+	}
+	tok, err := os.ReadFile(filepath.Join(firstDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(tok))
+
+	// HAProxy in front of the three MQTT listeners.
+	lb := freeAddr(t)
+	hcfg := fmt.Sprintf(`global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+frontend mqtt
+    bind %s
+    default_backend nodes
+backend nodes
+    balance roundrobin
+`, lb)
+	for i, n := range nodes {
+		hcfg += fmt.Sprintf("    server n%d %s check inter 300ms fall 2 rise 1 on-marked-down shutdown-sessions\n", i, n.mqtt)
+	}
+	hpath := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(hpath, []byte(hcfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hp := exec.Command(haproxy, "-db", "-f", hpath)
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hpDone := make(chan struct{})
+	go func() { hp.Wait(); close(hpDone) }()
+	t.Cleanup(func() { hp.Process.Kill(); <-hpDone })
+	eventually.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		c, err := net.Dial("tcp", lb)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+
+	// SDK devices through HAProxy, provisioned through node 0.
+	const devices = 6
+	type dev struct {
+		id     string
+		client *sdk.Client
+		mu     sync.Mutex
+		msgIDs []string
+	}
+	var devs []*dev
+	for i := range devices {
+		id := fmt.Sprintf("cd%02d", i)
+		code, body := apiCall(t, "POST", "http://"+nodes[0].http+"/api/v1/devices", token, fmt.Sprintf(`{"id":%q,"type":"WeatherStation"}`, id))
+		if code != 201 {
+			t.Fatalf("provision %s: %d %v", id, code, body)
+		}
+		cr := body["credentials"].(map[string]any)
+		c, err := sdk.Start(ctx, sdk.Options{
+			DeviceID:   id,
+			DB:         filepath.Join(t.TempDir(), id+".db"),
+			Server:     "http://" + nodes[0].http,
+			MQTTServer: "mqtt://" + lb,
+			Credentials: &sdk.Credentials{DeviceID: id, MQTTUsername: cr["mqtt_username"].(string),
+				MQTTPassword: cr["mqtt_password"].(string), APIKey: cr["api_key"].(string)},
+			OnCommand: func(cmd sdk.Command) sdk.Result {
+				return sdk.Result{Status: "succeeded", Result: map[string]string{"by": id}}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		devs = append(devs, &dev{id: id, client: c})
+	}
+
+	// The stream: every device enqueues a reading every 40ms.
+	streamCtx, stopStream := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := d.client.StreamSender("")
+			tk := time.NewTicker(40 * time.Millisecond)
+			defer tk.Stop()
+			for n := 0; ; n++ {
+				select {
+				case <-streamCtx.Done():
+					return
+				case <-tk.C:
+				}
+				id, err := s.Enqueue([]byte(fmt.Sprintf(`{"temperature": %d.5}`, n%40)))
+				if err != nil {
+					t.Errorf("%s: enqueue: %v", d.id, err)
+					return
+				}
+				d.mu.Lock()
+				d.msgIDs = append(d.msgIDs, id)
+				d.mu.Unlock()
+			}
+		}()
+	}
+	stored := func(since time.Time) int {
+		var n int
+		if err := db.QueryRow(ctx, `SELECT count(DISTINCT device_id) FROM `+schema+`.messages WHERE accepted AND received_at > $1`, since).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	eventually.True(t, 60*time.Second, "every device streams", func() bool { return stored(time.Now().Add(-time.Second)) == devices })
+
+	// Five kills, one node at a time, each started again afterwards.
+	var failovers []time.Duration
+	for k := range 5 {
+		n := nodes[k%3]
+		var onNode int
+		db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.devices WHERE connected AND node = $1`, n.id).Scan(&onNode)
+		killed := time.Now()
+		n.proc.kill9(t)
+		// Readings flow again: every device stored a reading after the kill.
+		eventually.True(t, 60*time.Second, fmt.Sprintf("kill %d (%s, %d devices on it): readings flow again from every device", k+1, n.id, onNode),
+			func() bool { return stored(killed) == devices })
+		failovers = append(failovers, time.Since(killed))
+		t.Logf("kill %d: %s held %d devices; readings from every device again after %v", k+1, n.id, onNode, failovers[k].Round(time.Millisecond))
+		n.proc = startChild(t, n.cfg)
+	}
+	stopStream()
+	wg.Wait()
+	slices.Sort(failovers)
+	t.Logf("failover (kill to readings from every device): p50 %v, max (p99 of 5) %v", failovers[2].Round(time.Millisecond), failovers[4].Round(time.Millisecond))
+
+	// Every enqueued reading acknowledged (the outboxes empty), and stored once.
+	for _, d := range devs {
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		if err := d.client.WaitSent(wctx); err != nil {
+			t.Fatalf("%s: outbox not emptied: %v (pending %d)", d.id, err, d.client.PendingMessages())
+		}
+		cancel()
+	}
+	total := 0
+	for _, d := range devs {
+		rows, err := db.Query(ctx, `SELECT msg_id, count(*) FROM `+schema+`.messages WHERE device_id = $1 AND accepted GROUP BY msg_id`, d.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for rows.Next() {
+			var m string
+			var c int
+			rows.Scan(&m, &c)
+			got[m] = c
+		}
+		rows.Close()
+		for _, m := range d.msgIDs {
+			if got[m] != 1 {
+				t.Errorf("%s: acknowledged reading %s stored %d times", d.id, m, got[m])
+			}
+		}
+		var readings int
+		db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.readings WHERE device_id = $1`, d.id).Scan(&readings)
+		if readings != len(d.msgIDs) {
+			t.Errorf("%s: %d readings stored, %d enqueued and acknowledged", d.id, readings, len(d.msgIDs))
+		}
+		total += len(d.msgIDs)
+	}
+	t.Logf("%d readings acknowledged and stored exactly once through 5 kills", total)
+
+	// Every device is back online, and stays so (no stale offline).
+	online := func() int {
+		var n int
+		db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.devices WHERE connected AND status = 'online'`).Scan(&n)
+		return n
+	}
+	eventually.True(t, 30*time.Second, "every device online and connected", func() bool { return online() == devices })
+	var stale int
+	db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.devices WHERE NOT connected OR status <> 'online'`).Scan(&stale)
+	if stale != 0 {
+		t.Fatalf("%d devices offline after the kills", stale)
+	}
+
+	// A command through node A to a device on node B, its result read on node C.
+	var holder string
+	if err := db.QueryRow(ctx, `SELECT node FROM `+schema+`.devices WHERE id = 'cd00'`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	var a, c *clusterNode
+	for _, n := range nodes {
+		if n.id != holder {
+			if a == nil {
+				a = n
+			} else {
+				c = n
+			}
+		}
+	}
+	code, body := apiCall(t, "POST", "http://"+a.http+"/api/v1/devices/cd00/commands", token, `{"command":"reboot"}`)
+	if code >= 300 {
+		t.Fatalf("send through %s: %d %v", a.id, code, body)
+	}
+	cmdID := body["command"].(map[string]any)["id"].(string)
+	eventually.True(t, 30*time.Second, fmt.Sprintf("the command sent through %s to the device on %s succeeded, seen on %s", a.id, holder, c.id), func() bool {
+		_, body := apiCall(t, "GET", "http://"+c.http+"/api/v1/commands/"+cmdID, token, "")
+		cmd, _ := body["command"].(map[string]any)
+		return cmd != nil && cmd["status"] == "succeeded"
+	})
+}
