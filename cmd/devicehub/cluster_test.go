@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -305,6 +308,29 @@ backend nodes
 	db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.devices WHERE NOT connected OR status <> 'online'`).Scan(&stale)
 	if stale != 0 {
 		t.Fatalf("%d devices offline after the kills", stale)
+	}
+
+	// The fan-out lag (commit on another node to publication on this
+	// node's bus), as each node measured it: logged, not asserted.
+	for _, n := range nodes {
+		resp, err := http.Get("http://" + n.http + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var sum, count float64
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "devicehub_cluster_fanout_lag_seconds_sum "); ok {
+				sum, _ = strconv.ParseFloat(v, 64)
+			}
+			if v, ok := strings.CutPrefix(line, "devicehub_cluster_fanout_lag_seconds_count "); ok {
+				count, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if count > 0 {
+			t.Logf("%s: fan-out lag over %.0f events from other nodes since its last start: mean %.2f ms", n.id, count, sum/count*1000)
+		}
 	}
 
 	// A command through node A to a device on node B, its result read on node C.

@@ -3,18 +3,23 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/devicehub/devicehub/client"
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/cluster/natstest"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/lease"
+	"github.com/devicehub/devicehub/monitorclient"
 )
 
 // startCluster starts n hub nodes in this process on one PostgreSQL
@@ -205,4 +210,95 @@ func TestClusterCommandAcrossNodes(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestClusterMonitorFailover: a push monitor runs on the node holding the
+// monitors lease; when that node stops, a survivor takes the lease and
+// resumes from the stored cursor: every event delivered once, none lost,
+// none repeated.
+func TestClusterMonitorFailover(t *testing.T) {
+	hubs := startCluster(t, 2, "monitors:\n  allow_private_targets: true\n  min_backoff: 10ms\n  max_backoff: 50ms\n")
+	a, b := hubs[0], hubs[1]
+	ls := b.Store().(lease.Store)
+	holder := func() string {
+		infos, err := ls.Leases(context.Background(), "job/monitors")
+		if err != nil || len(infos) != 1 || !infos[0].Live {
+			return ""
+		}
+		return infos[0].Holder
+	}
+	eventually.True(t, 20*time.Second, "node 0 holds the monitors lease", func() bool { return holder() == "node-0" })
+
+	var mu sync.Mutex
+	got := map[int64]int{}
+	var secret string
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		s := secret
+		mu.Unlock()
+		monitorclient.NewHandler(monitorclient.HandlerOptions{Secrets: []string{s}}, func(_ context.Context, bt *monitorclient.Batch) error {
+			mu.Lock()
+			for _, e := range bt.Events {
+				got[e.Seq]++
+			}
+			mu.Unlock()
+			return nil
+		}).ServeHTTP(w, r)
+	}))
+	defer rcv.Close()
+	d := 0.01
+	hm, err := client.New(a.base, a.token, nil).CreateHTTPMonitor(context.Background(), []string{"device_data_received"}, rcv.URL, client.MonitorSpec{Method: "POST", BatchDuration: &d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	secret = hm.Secret
+	mu.Unlock()
+
+	cr := a.provision(t, "mon-1", "WeatherStation")
+	var mc *mqttClient
+	eventually.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		mc, _, err = dial(t, b.MQTTAddr(), "mon-1", cr.MQTTUsername, cr.MQTTPassword)
+		return err
+	})
+	send := func(n int) {
+		for i := range n {
+			if _, err := publish(t, mc, "devices/mon-1/data", fmt.Sprintf(`{"temperature": %d}`, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	delivered := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	send(10)
+	eventually.True(t, 20*time.Second, "node 0 delivered the first 10 events", func() bool { return delivered() == 10 })
+
+	a.stop()
+	eventually.True(t, 20*time.Second, "node 1 took the monitors lease", func() bool { return holder() == "node-1" })
+	send(10)
+	eventually.True(t, 30*time.Second, "node 1 delivered the next 10 events", func() bool { return delivered() == 20 })
+
+	stored, err := b.Store().ReadEvents(context.Background(), 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	n := 0
+	for _, e := range stored {
+		if e.Type != events.DeviceDataReceived {
+			continue
+		}
+		n++
+		if got[e.Seq] != 1 {
+			t.Errorf("event %d delivered %d times", e.Seq, got[e.Seq])
+		}
+	}
+	if n != 20 {
+		t.Fatalf("%d data events stored, want 20", n)
+	}
 }
