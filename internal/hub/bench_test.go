@@ -71,7 +71,21 @@ func BenchmarkIngestMsgIDQoS1(b *testing.B) {
 }
 
 func benchIngest(b *testing.B, clients int, msgID bool, monitors int) {
-	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\nmonitors: {allow_private_targets: true}\n"+os.Getenv("DEVICEHUB_BENCH_EXTRA"))
+	extra := os.Getenv("DEVICEHUB_BENCH_EXTRA")
+	// DEVICEHUB_BENCH_STORAGE=postgres: a fresh PostgreSQL schema per run;
+	// =cluster: the same, in cluster mode on DEVICEHUB_TEST_NATS_URL (one
+	// node: the cost of clustering on the node that commits).
+	switch os.Getenv("DEVICEHUB_BENCH_STORAGE") {
+	case "postgres":
+		extra += postgresStorage(b)
+	case "cluster":
+		nats := os.Getenv("DEVICEHUB_TEST_NATS_URL")
+		if nats == "" {
+			b.Skip("DEVICEHUB_TEST_NATS_URL is not set")
+		}
+		extra += postgresStorage(b) + fmt.Sprintf("cluster: {node_id: bench, nats: [%q], name: bench%d}\n", nats, time.Now().UnixNano()%1e9)
+	}
+	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\nmonitors: {allow_private_targets: true}\n"+extra)
 	ctx := context.Background()
 	delivered := monitorReceivers(b, th, monitors)
 	conns := make([]*mqttClient, clients)

@@ -14,7 +14,7 @@ import (
 // postgresStorage returns the storage section of a hub configuration that
 // uses PostgreSQL in a fresh schema (dropped when the test ends), or skips
 // the test when DEVICEHUB_TEST_POSTGRES_DSN is not set.
-func postgresStorage(t *testing.T) string {
+func postgresStorage(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("DEVICEHUB_TEST_POSTGRES_DSN")
 	if dsn == "" {
