@@ -151,15 +151,38 @@ func EncodeEvent(e *events.Event, format string) ([]byte, error) {
 // EncodeEncoded writes a delivery of events encoded by EncodeEvent in
 // format: the same bytes Encode writes for the batch of those events.
 func EncodeEncoded(monitorID, deliveryID string, evs [][]byte, format, compression string) ([]byte, error) {
+	var en Encoder
+	return en.EncodeEncoded(monitorID, deliveryID, evs, format, compression)
+}
+
+// Encoder is EncodeEncoded for a sender of many deliveries: it keeps its
+// deflate state between them (setting up a zlib writer allocates most of
+// a megabyte, more than a batch of a thousand events). The zero Encoder
+// is ready; it is not safe for concurrent use. Each delivery it returns is
+// a new slice, which the caller may keep.
+type Encoder struct {
+	zw *zlib.Writer
+}
+
+// EncodeEncoded: see the package function.
+func (en *Encoder) EncodeEncoded(monitorID, deliveryID string, evs [][]byte, format, compression string) ([]byte, error) {
 	if (format == FormatJSON || format == "") && (compression == CompressionNone || compression == "") {
 		return jsonDelivery(monitorID, deliveryID, evs), nil // the common case, without a copy
 	}
 	var buf bytes.Buffer
 	var w io.Writer = &buf
-	var zw *zlib.Writer
 	if compression == CompressionZlib {
-		zw = zlib.NewWriter(&buf)
-		w = zw
+		size := 0
+		for _, e := range evs {
+			size += len(e)
+		}
+		buf.Grow(size/4 + 256)
+		if en.zw == nil {
+			en.zw = zlib.NewWriter(&buf)
+		} else {
+			en.zw.Reset(&buf)
+		}
+		w = en.zw
 	} else if compression != CompressionNone && compression != "" {
 		return nil, fmt.Errorf("encode: unknown compression %q", compression)
 	}
@@ -175,10 +198,11 @@ func EncodeEncoded(monitorID, deliveryID string, evs [][]byte, format, compressi
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", format, err)
 	}
-	if zw != nil {
-		if err := zw.Close(); err != nil {
+	if compression == CompressionZlib {
+		if err := en.zw.Close(); err != nil {
 			return nil, fmt.Errorf("encode: deflate: %w", err)
 		}
+		en.zw.Reset(io.Discard) // hold no reference to the returned bytes
 	}
 	return buf.Bytes(), nil
 }

@@ -61,6 +61,8 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 func TestEncodeEncoded(t *testing.T) {
 	b := sampleBatch()
 	b.MonitorID, b.DeliveryID = "mon_<&\"x\">", "dlv_\u2028é"
+	var en Encoder // one, reused by every round: its deflate state carries nothing over
+	var earlier [][]byte
 	for _, format := range []string{FormatJSON, FormatXML} {
 		for _, comp := range []string{CompressionNone, CompressionZlib} {
 			want, err := Encode(b, format, comp)
@@ -82,6 +84,23 @@ func TestEncodeEncoded(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%s/%s:\n got %q\nwant %q", format, comp, got, want)
 			}
+			for round := range 2 {
+				again, err := en.EncodeEncoded(b.MonitorID, b.DeliveryID, frags, format, comp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(again, want) {
+					t.Fatalf("%s/%s, reused encoder, round %d:\n got %q\nwant %q", format, comp, round, again, want)
+				}
+				earlier = append(earlier, again)
+			}
+		}
+	}
+	// What an Encoder returned stays as it was.
+	for i, e := range earlier[:len(earlier)-1] {
+		w := earlier[i+1]
+		if i%2 == 0 && !bytes.Equal(e, w) {
+			t.Fatalf("delivery %d changed after later encodings", i)
 		}
 	}
 }
@@ -191,4 +210,36 @@ func FuzzFrames(f *testing.F) {
 			_, _ = ParseAck(p)
 		}
 	})
+}
+
+// TestSigner: a reused Signer signs as Sign does, and what it signs
+// verifies.
+func TestSigner(t *testing.T) {
+	secret := NewSecret()
+	s, err := NewSigner(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Unix(1767225600, 0)
+	for i, body := range [][]byte{[]byte(`{"a":1}`), nil, bytes.Repeat([]byte("x"), 5000)} {
+		id := "dlv_" + strconv.Itoa(i)
+		want, err := Sign(secret, id, ts, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.Sign(id, ts, body)
+		if got != want {
+			t.Fatalf("body %d: %q, Sign gives %q", i, got, want)
+		}
+		h := http.Header{}
+		h.Set(HeaderID, id)
+		h.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+		h.Set(HeaderSignature, got)
+		if err := Verify([]string{secret}, h, body, time.Minute, ts); err != nil {
+			t.Fatalf("body %d: %v", i, err)
+		}
+	}
+	if _, err := NewSigner("nope"); !errors.Is(err, ErrBadSecret) {
+		t.Fatalf("bad secret: %v", err)
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/hub"
+	"github.com/devicehub/devicehub/internal/monitors/monitorstest"
 )
 
 func TestMain(m *testing.M) {
@@ -31,6 +32,7 @@ func TestMain(m *testing.M) {
 		// The device process of the command benchmarks.
 		os.Exit(runFleetChild(creds, os.Getenv(fleetAddrEnv)))
 	}
+	monitorstest.ReceiverMain() // when run as a benchmark's receiver process
 	goleak.VerifyTestMain(m,
 		// Only the test client's idle keep-alive connections may remain:
 		// they are the tests' own, and end when their server's do. A

@@ -70,14 +70,15 @@ func (sl *encSlot) pick(format string) []byte {
 
 // encodeBatch encodes a monitor's delivery from the cached encodings of
 // its events.
-func (sd *sender) encodeBatch(b *monitorclient.Batch) ([]byte, error) {
-	frags := make([][]byte, len(b.Events))
-	for i := range b.Events {
-		f, err := sd.svc.enc.get(&b.Events[i], sd.spec.Format)
+func (sd *sender) encodeBatch(deliveryID string, evs []*events.Event) ([]byte, error) {
+	frags := sd.frags[:0]
+	defer func() { clear(frags); sd.frags = frags[:0] }()
+	for _, e := range evs {
+		f, err := sd.svc.enc.get(e, sd.spec.Format)
 		if err != nil {
 			return nil, err
 		}
-		frags[i] = f
+		frags = append(frags, f)
 	}
-	return monitorclient.EncodeEncoded(b.MonitorID, b.DeliveryID, frags, sd.spec.Format, sd.spec.Compression)
+	return sd.encoder.EncodeEncoded(sd.id, deliveryID, frags, sd.spec.Format, sd.spec.Compression)
 }

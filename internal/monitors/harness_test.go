@@ -20,11 +20,13 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/monitors"
+	"github.com/devicehub/devicehub/internal/monitors/monitorstest"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 	"github.com/devicehub/devicehub/monitorclient"
 )
 
 func TestMain(m *testing.M) {
+	monitorstest.ReceiverMain() // when run as a benchmark's receiver process
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
 }
 

@@ -35,7 +35,13 @@ type sender struct {
 	running bool
 	done    chan struct{}
 
-	http *httpTarget // http only
+	http  *httpTarget // http only
+	timer *time.Timer // the send loop's, reused
+
+	// Reused by the send loop (one goroutine) from batch to batch.
+	batchBuf []*events.Event
+	frags    [][]byte
+	encoder  monitorclient.Encoder
 }
 
 // newSender builds e's send loop. Called with e.mu held or before e is
@@ -100,10 +106,10 @@ func (sd *sender) run(ctx context.Context) {
 // queued.
 func (sd *sender) subscribe(from int64) (*queue, Subscription, error) {
 	s := sd.svc
-	q := newQueue(s.opts.QueueSize, from)
+	q := newQueue(s.opts.QueueSize, sd.spec.BatchSize, from)
 	sd.qp.Store(q)
-	f := s.feed(from, q, func(e events.Event) bool {
-		return q.push(e, sd.match.match(&e, s.group), s.opts.Now)
+	f := s.feed(from, q, func(e *events.Event) bool {
+		return q.push(e, sd.match.match(e, s.group), s.opts.Now)
 	})
 	return q, f, nil
 }
@@ -164,8 +170,44 @@ func (s *Service) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (sd *sender) newBatch(evs []events.Event) *monitorclient.Batch {
-	return &monitorclient.Batch{MonitorID: sd.id, DeliveryID: newID("dlv_", 12), Events: evs}
+// delivery is what a batch's headers say about it.
+type delivery struct {
+	id          string // the delivery id, the same on every retry
+	monitor     string
+	first, last int64 // the Seqs of its first and last events
+	n           int
+}
+
+func (sd *sender) newDelivery(evs []*events.Event) delivery {
+	return delivery{id: newID("dlv_", 12), monitor: sd.id, first: evs[0].Seq, last: evs[len(evs)-1].Seq, n: len(evs)}
+}
+
+// poll takes the batch due now from q into the loop's reused buffer (see
+// queue.poll).
+func (sd *sender) poll(q *queue, now time.Time) ([]*events.Event, int64, time.Duration) {
+	batch, upto, due := q.poll(sd.batchBuf, sd.spec.Duration(), now)
+	if batch != nil {
+		sd.batchBuf = batch
+	}
+	return batch, upto, due
+}
+
+// release drops the loop's references to a batch's events once it is
+// sent.
+func (sd *sender) release() {
+	clear(sd.batchBuf)
+	sd.batchBuf = sd.batchBuf[:0]
+}
+
+// sleepTimer returns the loop's one timer, set to fire after d (a timer
+// per wait was an allocation per batch and monitor).
+func (sd *sender) sleepTimer(d time.Duration) *time.Timer {
+	if sd.timer == nil {
+		sd.timer = time.NewTimer(d)
+	} else {
+		sd.timer.Reset(d)
+	}
+	return sd.timer
 }
 
 // runHTTP delivers batches to the monitor's URL until ctx is done or the
@@ -182,9 +224,11 @@ func (sd *sender) runHTTP(ctx context.Context) {
 	lastSave := s.opts.Now()
 	for {
 		now := s.opts.Now()
-		batch, upto, due := q.poll(sd.spec.BatchSize, sd.spec.Duration(), now)
+		batch, upto, due := sd.poll(q, now)
 		if batch != nil {
-			if !sd.deliverHTTP(ctx, q, batch, upto) {
+			ok := sd.deliverHTTP(ctx, q, batch, upto)
+			sd.release()
+			if !ok {
 				return
 			}
 			continue
@@ -197,7 +241,7 @@ func (sd *sender) runHTTP(ctx context.Context) {
 		if due == 0 {
 			due = idle
 		}
-		t := time.NewTimer(due)
+		t := sd.sleepTimer(due)
 		select {
 		case <-q.wake:
 		case <-t.C:
@@ -211,13 +255,13 @@ func (sd *sender) runHTTP(ctx context.Context) {
 
 // deliverHTTP sends one batch until it is acknowledged (or, without
 // replay, dropped). It reports false when the loop must end.
-func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []events.Event, upto int64) bool {
+func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []*events.Event, upto int64) bool {
 	s := sd.svc
-	b := sd.newBatch(batch)
-	body, err := sd.encodeBatch(b)
+	b := sd.newDelivery(batch)
+	body, err := sd.encodeBatch(b.id, batch)
 	if err != nil {
 		// Cannot happen for events the hub wrote; skip rather than stall.
-		s.log.Error("monitor: encode batch", "monitor", sd.id, "first_seq", b.FirstSeq(), "err", err)
+		s.log.Error("monitor: encode batch", "monitor", sd.id, "first_seq", b.first, "err", err)
 		sd.ack(ctx, upto, 0)
 		return true
 	}
@@ -227,7 +271,7 @@ func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []events.Even
 		// A delivery in progress finishes (within its timeouts) when the
 		// loop is stopped, so that a clean stop does not leave a batch the
 		// receiver took unacknowledged, to be sent again.
-		res := sd.http.post(context.WithoutCancel(ctx), b, body, sd.e.signingSecrets(s.opts.Now()), s.opts.Now())
+		res := sd.http.post(context.WithoutCancel(ctx), &b, body, sd.e.signingSecrets(s.opts.Now()), s.opts.Now())
 		if res.err == nil {
 			sd.ack(ctx, upto, len(batch))
 			now := s.opts.Now().UTC()
@@ -244,7 +288,7 @@ func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []events.Even
 			return false
 		}
 		sd.mm.failures.Inc()
-		s.log.Debug("monitor delivery failed", "monitor", sd.id, "delivery", b.DeliveryID, "attempt", attempt+1, "err", res.err)
+		s.log.Debug("monitor delivery failed", "monitor", sd.id, "delivery", b.id, "attempt", attempt+1, "err", res.err)
 		now := s.opts.Now().UTC()
 		if res.status == 410 {
 			s.update(ctx, sd.e, func(m *Monitor) string {

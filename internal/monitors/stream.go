@@ -289,19 +289,21 @@ func (sd *sender) serveSession(ctx context.Context, ss *session) (*session, stri
 		canSend := !explicit || len(pending) < s.opts.MaxInFlight
 		var wake chan struct{}
 		if canSend {
-			batch, upto, due := q.poll(sd.spec.BatchSize, sd.spec.Duration(), now)
+			batch, upto, due := sd.poll(q, now)
 			if batch != nil {
 				block++
-				b := sd.newBatch(batch)
-				body, err := sd.encodeBatch(b)
+				b := sd.newDelivery(batch)
+				first := batch[0].Time
+				body, err := sd.encodeBatch(b.id, batch)
+				sd.release()
 				if err != nil {
 					s.log.Error("monitor: encode batch", "monitor", sd.id, "err", err)
 					sd.ack(ctx, upto, 0)
 					continue
 				}
 				payload, err := monitorclient.PublishPayload(monitorclient.PublishHeader{
-					Block: block, DeliveryID: b.DeliveryID, MonitorID: sd.id, FirstSeq: b.FirstSeq(), LastSeq: b.LastSeq(),
-					Count: len(batch), Format: sd.spec.Format, Compression: sd.spec.Compression,
+					Block: block, DeliveryID: b.id, MonitorID: sd.id, FirstSeq: b.first, LastSeq: b.last,
+					Count: b.n, Format: sd.spec.Format, Compression: sd.spec.Compression,
 				}, body)
 				if err != nil {
 					return nil, err.Error()
@@ -311,9 +313,9 @@ func (sd *sender) serveSession(ctx context.Context, ss *session) (*session, stri
 					return nil, "write to the receiver failed"
 				}
 				if explicit {
-					pending = append(pending, inflight{block: block, upto: upto, n: len(batch), sentAt: s.opts.Now(), first: batch[0].Time})
+					pending = append(pending, inflight{block: block, upto: upto, n: b.n, sentAt: s.opts.Now(), first: first})
 				} else {
-					sd.ack(ctx, upto, len(batch))
+					sd.ack(ctx, upto, b.n)
 					sd.markSent()
 				}
 				continue
@@ -333,7 +335,7 @@ func (sd *sender) serveSession(ctx context.Context, ss *session) (*session, stri
 		if timeout == 0 {
 			timeout = s.opts.IdleCursorSave
 		}
-		t := time.NewTimer(timeout)
+		t := sd.sleepTimer(timeout)
 		select {
 		case <-wake:
 		case <-t.C:

@@ -20,19 +20,24 @@ import (
 // monitor that falls behind by less than the ring (a slow receiver, a
 // burst of commits) reads nothing back from the store, where decoding
 // every event again, once per monitor, cost more CPU than ingest itself.
+//
+// The ring holds pointers: every monitor shares the one copy of an event
+// (its feeder, queue and batches pass the pointer on; nobody modifies an
+// event once it is in the tail), and an empty slot costs 8 bytes.
 type tail struct {
 	mu      sync.Mutex
-	ring    []events.Event // the events, in Seq order, from ring[start] (a circular buffer)
+	ring    []*events.Event // the events, in Seq order, from ring[start] (a circular buffer)
 	start   int
 	n       int
 	covered int64         // every event with a Seq above this is in the ring (or not committed yet)
-	wake    chan struct{} // closed and replaced when events are appended
+	wake    chan struct{} // closed and replaced when events are appended while a reader waits
+	armed   bool          // a reader found nothing new and waits on wake
 	closed  bool
 }
 
 func newTail(size int) *tail {
 	// Nothing is covered until run knows where the log ends.
-	return &tail{ring: make([]events.Event, size), wake: make(chan struct{}), covered: math.MaxInt64}
+	return &tail{ring: make([]*events.Event, size), wake: make(chan struct{}), covered: math.MaxInt64}
 }
 
 // run subscribes to the bus from the end of the log and appends every
@@ -63,7 +68,7 @@ func (t *tail) run(ctx context.Context, evs Events, prepare func(*events.Event),
 	}
 	sub, err := evs.Subscribe(eventlog.SubscribeOptions{From: from, Buffer: 1 << 16}, func(e events.Event) {
 		prepare(&e)
-		t.append(e)
+		t.append(&e)
 	})
 	if err != nil {
 		return err // the bus stopped: so does the hub
@@ -78,35 +83,48 @@ func (t *tail) run(ctx context.Context, evs Events, prepare func(*events.Event),
 	return nil
 }
 
-func (t *tail) append(e events.Event) {
+// append adds e (which nobody modifies afterwards). Only a reader that
+// found nothing to read is woken, and once per wait: a busy feeder reads
+// what a whole commit appended in one pass instead of being signalled per
+// event (a channel closed and made per event, and every feeder woken, cost
+// more than the rest of the tail).
+func (t *tail) append(e *events.Event) {
 	t.mu.Lock()
 	if t.n == len(t.ring) {
 		t.covered = t.ring[t.start].Seq
-		t.ring[t.start] = events.Event{}
+		t.ring[t.start] = nil
 		t.start = (t.start + 1) % len(t.ring)
 		t.n--
 	}
 	t.ring[(t.start+t.n)%len(t.ring)] = e
 	t.n++
-	close(t.wake)
-	t.wake = make(chan struct{})
+	if t.armed {
+		t.armed = false
+		close(t.wake)
+		t.wake = make(chan struct{})
+	}
 	t.mu.Unlock()
 }
 
 // read appends to buf up to max events with a Seq above after and returns
 // it. ok is false when the ring no longer holds every event after after
 // (read those from the store first). wake is closed when more events are
-// appended (or the tail stops).
-func (t *tail) read(after int64, max int, buf []events.Event) (out []events.Event, ok bool, wake <-chan struct{}) {
+// appended (or the tail stops); a reader that found nothing waits on it.
+func (t *tail) read(after int64, max int, buf []*events.Event) (out []*events.Event, ok bool, wake <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if after < t.covered {
+		t.armed = true // the reader may wait for the store to catch up
 		return buf, false, t.wake
 	}
-	at := func(i int) *events.Event { return &t.ring[(t.start+i)%len(t.ring)] }
+	at := func(i int) *events.Event { return t.ring[(t.start+i)%len(t.ring)] }
 	i := sort.Search(t.n, func(i int) bool { return at(i).Seq > after })
+	n := len(buf)
 	for ; i < t.n && len(buf) < max; i++ {
-		buf = append(buf, *at(i))
+		buf = append(buf, at(i))
+	}
+	if len(buf) == n {
+		t.armed = true // the reader waits: the next append wakes it
 	}
 	return buf, true, t.wake
 }
@@ -128,7 +146,7 @@ func (f *feeder) Close() {
 
 // feed starts the feeder of q from position from, handing each event to
 // handle (which queues it, waiting for room) until it returns false.
-func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *feeder {
+func (s *Service) feed(from int64, q *queue, handle func(*events.Event) bool) *feeder {
 	f := &feeder{done: make(chan struct{}), stop: make(chan struct{})}
 	go func() {
 		defer close(f.done)
@@ -148,7 +166,7 @@ func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *fe
 		// database while this one was down); then from the tail, or from
 		// the store again whenever the tail has moved past pos.
 		catchingUp := true
-		buf := make([]events.Event, 0, 1024)
+		buf := make([]*events.Event, 0, 1024)
 		for ctx.Err() == nil {
 			evs, ok, wake := s.tail.read(pos, cap(buf), buf[:0])
 			if catchingUp || !ok {
@@ -173,7 +191,10 @@ func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *fe
 					}
 					continue
 				}
-				evs = stored
+				evs = buf[:0]
+				for i := range stored {
+					evs = append(evs, &stored[i])
+				}
 			} else if len(evs) == 0 {
 				select {
 				case <-wake:
@@ -190,7 +211,7 @@ func (s *Service) feed(from int64, q *queue, handle func(events.Event) bool) *fe
 				}
 				pos = e.Seq
 			}
-			clear(buf[:cap(buf)])
+			clear(buf[:cap(buf)]) // hold no event longer than needed
 		}
 	}()
 	return f
