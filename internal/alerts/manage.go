@@ -66,6 +66,7 @@ func (s *Service) Clear(ctx context.Context, id, by, note string) (*Alert, error
 func (s *Service) operate(ctx context.Context, id string, fn func(a *Alert, now time.Time) (events.Type, error)) (*Alert, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settled(ctx) // the evaluator's changes in flight are in the store
 	stored, err := s.deps.Store.GetAlert(ctx, id)
 	if err != nil {
 		return nil, err
@@ -202,6 +203,7 @@ func (s *Service) DeleteRule(ctx context.Context, name string) error {
 	delete(s.rules, name)
 	s.rebuild()
 	s.submit(ctx, out)
+	s.settled(ctx) // the caller sees the alerts cleared
 	return nil
 }
 
@@ -394,9 +396,12 @@ func (s *Service) TestRule(ctx context.Context, name string, spec *RuleSpec, dev
 	return res, nil
 }
 
-// Cursor returns the Seq of the last event the evaluator handled.
+// Cursor returns the Seq of the last event the evaluator handled, once
+// the changes it decided so far are committed (so that the store shows
+// what the evaluator did up to that event).
 func (s *Service) Cursor() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settled(context.Background())
 	return s.cursor
 }

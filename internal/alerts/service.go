@@ -14,10 +14,20 @@
 // Timers (offline for a duration, no data, the end of a count window) run
 // from Run's ticker on the same state, under the same lock.
 //
-// Lock order: Service.mu, then the committer's queue (a change is enqueued
-// and waited for with mu held, so that the next event sees the state the
-// store has). Nothing calls into the service while holding a lock of its
-// own.
+// Writes do not stop evaluation: the evaluator enqueues its changes
+// (the committer applies them in that order, in group commits with ingest)
+// and goes on with the next event; the reaper, a goroutine of Run, waits
+// for each in order, moves the stored cursor it carried into saved, and
+// adopts the store's open alert when an insert was refused (another node
+// raised it). The in-memory state is the truth for the next event, as it
+// was when each write was waited for: the store only lags by the changes
+// in flight, and an operator's action waits for them first.
+//
+// Lock order: Service.mu, then the committer's queue (a change is
+// enqueued with mu held, so that changes are committed in the order they
+// were decided), then wmu. The reaper waits for commits without a lock
+// and takes mu only to adopt an alert or move saved. Nothing calls into
+// the service while holding a lock of its own.
 package alerts
 
 import (
@@ -134,6 +144,19 @@ type Service struct {
 	floodDone []events.AlertFloodSummary
 	orphans   []Alert   // open alerts of rules that no longer exist
 	started   time.Time // when Load ran
+	queued    int64     // the highest cursor enqueued in a change not settled yet
+	last      *commit.Ticket
+
+	wmu    sync.Mutex
+	writes []pendingWrite // enqueued, for the reaper
+	wsig   chan struct{}  // one slot: writes were added
+}
+
+// pendingWrite is a change the evaluator enqueued and the reaper has not
+// settled yet.
+type pendingWrite struct {
+	t      *commit.Ticket
+	cursor int64 // the cursor it stores, 0 for none
 }
 
 // New returns a service; Load it before Run.
@@ -154,7 +177,8 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		opts.Now = time.Now
 	}
 	return &Service{deps: deps, opts: opts, log: log, m: newMetrics(reg),
-		rules: map[string]*Rule{}, byType: map[string]*ruleSet{}, devs: map[string]*devState{}}
+		rules: map[string]*Rule{}, byType: map[string]*ruleSet{}, devs: map[string]*devState{},
+		wsig: make(chan struct{}, 1)}
 }
 
 // Load reads the rules, silences, open alerts and cursor, and arms the
@@ -360,8 +384,18 @@ func (s *Service) Run(ctx context.Context) error {
 	orphans := s.orphans
 	s.orphans = nil
 	s.mu.Unlock()
-	// A queue of several commits' events: the evaluator waits for its own
-	// commits, and should not fall back to reading the log meanwhile.
+	stopReaper := make(chan struct{})
+	reaped := make(chan struct{})
+	go func() {
+		defer close(reaped)
+		s.reap(context.WithoutCancel(ctx), stopReaper)
+	}()
+	defer func() {
+		close(stopReaper)
+		<-reaped
+	}()
+	// A queue of several commits' events, so that a burst does not fall
+	// back to reading the log.
 	sub, err := s.deps.Events.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: ObservedTypes}, From: from, Buffer: 16384},
 		func(e events.Event) { s.observe(ctx, e) })
 	if err != nil {
@@ -380,7 +414,8 @@ func (s *Service) Run(ctx context.Context) error {
 			if s.opts.crash {
 				return nil
 			}
-			// The committer outlives the producers: store where we are.
+			// The committer outlives the producers: store where we are
+			// (the reaper settles it with the rest before Run returns).
 			s.mu.Lock()
 			s.saveCursor(context.WithoutCancel(ctx), true)
 			s.mu.Unlock()
@@ -388,6 +423,66 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-t.C:
 			s.tick(ctx)
 		}
+	}
+}
+
+// reap settles the enqueued changes in order until stop is closed and
+// none is left.
+func (s *Service) reap(ctx context.Context, stop <-chan struct{}) {
+	for {
+		s.wmu.Lock()
+		ws := s.writes
+		s.writes = nil
+		s.wmu.Unlock()
+		if len(ws) == 0 {
+			select {
+			case <-s.wsig:
+				continue
+			case <-stop:
+				s.wmu.Lock()
+				n := len(s.writes)
+				s.wmu.Unlock()
+				if n == 0 {
+					return
+				}
+				continue
+			}
+		}
+		for _, w := range ws {
+			s.settle(ctx, w)
+		}
+	}
+}
+
+// settle waits for one enqueued change: a stored cursor moves saved; a
+// refused insert adopts the store's alert; a failure is counted and
+// logged, and its cursor is saved again with the next change.
+func (s *Service) settle(ctx context.Context, w pendingWrite) {
+	err := w.t.Wait(ctx)
+	if err == nil && w.cursor == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.saved = max(s.saved, w.cursor)
+	case errors.Is(err, commit.ErrConflict):
+		s.adopt(ctx, w.t.Change)
+	default:
+		s.m.errors.Inc()
+		s.log.Error("alert change failed", "device", w.t.Change.DeviceID, "err", err)
+	}
+	if err != nil && w.cursor != 0 && s.queued <= w.cursor {
+		s.queued = s.saved // not stored: the next change carries it again
+	}
+}
+
+// settled waits until the changes enqueued so far are committed (or
+// failed). Called with mu held: the committer never waits for mu.
+func (s *Service) settled(ctx context.Context) {
+	if s.last != nil {
+		_ = s.last.Wait(ctx)
 	}
 }
 
@@ -556,9 +651,10 @@ func (s *Service) tick(ctx context.Context) {
 	}
 }
 
-// saveCursor stores the cursor if it moved.
+// saveCursor stores the cursor if it moved (and is not on its way to the
+// store already).
 func (s *Service) saveCursor(ctx context.Context, final bool) {
-	if s.cursor <= s.saved {
+	if s.cursor <= max(s.saved, s.queued) {
 		return
 	}
 	s.submit(ctx, []*commit.Change{{Ops: []commit.Op{}}})
@@ -675,45 +771,45 @@ func (s *Service) decide(ctx context.Context, d *devState, i int, tr transition,
 	return nil
 }
 
-// submit writes changes in order (the cursor with the last) and waits for
-// them. A change refused because the (rule, device) has an open alert
-// already (another node raised it) adopts that alert.
+// submit enqueues changes in order (the cursor with the last, unless it
+// is on its way to the store already) without waiting for them: the
+// reaper settles them (see reap).
 func (s *Service) submit(ctx context.Context, out []*commit.Change) {
 	if len(out) == 0 {
 		return
 	}
 	cursor := s.cursor
-	if cursor > s.saved {
+	withCursor := cursor > max(s.saved, s.queued)
+	if withCursor {
 		last := out[len(out)-1]
 		last.Ops = append(last.Ops, &CursorOp{Seq: cursor})
 	}
-	tickets := make([]*commit.Ticket, 0, len(out))
-	for _, ch := range out {
+	ws := make([]pendingWrite, 0, len(out))
+	for i, ch := range out {
 		t, err := s.deps.Committer.Enqueue(ctx, ch)
 		if err != nil {
 			s.m.errors.Inc()
 			s.log.Error("alert change not written", "device", ch.DeviceID, "err", err)
 			break
 		}
-		tickets = append(tickets, t)
-	}
-	wctx := context.WithoutCancel(ctx)
-	ok := len(tickets) == len(out)
-	for _, t := range tickets {
-		err := t.Wait(wctx)
-		switch {
-		case err == nil:
-		case errors.Is(err, commit.ErrConflict):
-			s.adopt(wctx, t.Change)
-		default:
-			ok = false
-			s.m.errors.Inc()
-			s.log.Error("alert change failed", "device", t.Change.DeviceID, "err", err)
+		w := pendingWrite{t: t}
+		if withCursor && i == len(out)-1 {
+			w.cursor = cursor
+			s.queued = cursor
+			s.lastSave = s.opts.Now()
 		}
+		ws = append(ws, w)
+		s.last = t
 	}
-	if ok && cursor > s.saved {
-		s.saved = cursor
-		s.lastSave = s.opts.Now()
+	if len(ws) == 0 {
+		return
+	}
+	s.wmu.Lock()
+	s.writes = append(s.writes, ws...)
+	s.wmu.Unlock()
+	select {
+	case s.wsig <- struct{}{}:
+	default:
 	}
 }
 
