@@ -370,6 +370,7 @@ func (s *Service) Reload(ctx context.Context) error {
 	s.rules, s.byType, s.devs = map[string]*Rule{}, map[string]*ruleSet{}, map[string]*devState{}
 	s.silences, s.timers, s.orphans = nil, nil, nil
 	s.cursor, s.saved = 0, 0
+	s.queued, s.last = 0, nil // the previous Run's reaper settled them
 	s.mu.Unlock()
 	return s.Load(ctx)
 }
