@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -75,7 +76,7 @@ func TestRateIncrease(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	s := New(Deps{}, Options{}, nil)
+	s := New(Deps{}, Options{}, slog.New(slog.DiscardHandler))
 	tests := []struct {
 		name string
 		sp   Spec
@@ -107,5 +108,71 @@ func TestValidate(t *testing.T) {
 	sp := Spec{Target: Target{Group: "g"}, Phases: []int{10, 50}, Retries: 2}
 	if err := s.validate(&sp); err != nil || len(sp.Phases) != 3 || sp.Phases[2] != 100 || !sp.RetryFailed || !sp.RetryTimedOut {
 		t.Fatalf("validate filled %+v, %v", sp, err)
+	}
+}
+
+func TestDeadline(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
+	sp := Spec{StepTimeout: 10 * time.Minute, TotalTimeout: time.Hour, HealthWindow: 5 * time.Minute, Settle: time.Minute}
+	tests := []struct {
+		name string
+		u    DeviceUpdate
+		want time.Duration // after t0; -1: none
+	}{
+		{"queued", DeviceUpdate{State: Queued, StateSince: t0}, -1},
+		{"finished", DeviceUpdate{State: Updated, StateSince: t0, StartedAt: at(0)}, -1},
+		{"step", DeviceUpdate{State: Downloading, StateSince: t0.Add(20 * time.Minute), StartedAt: at(0)}, 30 * time.Minute},
+		{"total first", DeviceUpdate{State: Installing, StateSince: t0.Add(55 * time.Minute), StartedAt: at(0)}, time.Hour},
+		{"health window", DeviceUpdate{State: Rebooting, StateSince: t0, StartedAt: at(0), RebootAt: at(2 * time.Minute)}, 7 * time.Minute},
+		{"settle", DeviceUpdate{State: Confirming, StateSince: t0, StartedAt: at(0), RebootAt: at(2 * time.Minute), ConfirmedAt: at(3 * time.Minute)}, 4 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := deadline(&tt.u, sp)
+			if tt.want < 0 {
+				if ok {
+					t.Fatalf("deadline %s, want none", got)
+				}
+				return
+			}
+			if !ok || !got.Equal(t0.Add(tt.want)) {
+				t.Fatalf("deadline %s %v, want %s", got, ok, t0.Add(tt.want))
+			}
+		})
+	}
+}
+
+// The counts the pass uses follow every state change, including retries.
+func TestCountsFollowMoves(t *testing.T) {
+	s := New(Deps{}, Options{}, slog.New(slog.DiscardHandler))
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := newActive(Rollout{ID: "r", Status: RolloutRunning, Spec: Spec{Retries: 1, RetryFailed: true, StepTimeout: time.Minute, TotalTimeout: time.Hour}}, Artifact{Version: "2"})
+	for i, id := range []string{"a", "b", "c"} {
+		a.add(&DeviceUpdate{DeviceID: id, Order: i, Phase: phaseOf([]int{33, 100}, i, 3), State: Queued, StateSince: now})
+	}
+	w := &work{}
+	s.start(a, now, w)
+	if p := a.currentPhase(); p != 0 || a.count[Notified] != 1 || a.count[Queued] != 2 {
+		t.Fatalf("phase %d counts %v", p, a.count)
+	}
+	s.move(a, a.byDevice["a"], Failed, "x", 0, now, w) // retried: queued again
+	if a.count[Queued] != 3 || a.count[Failed] != 0 || a.phase0Failed != 0 || a.open[0] != 1 {
+		t.Fatalf("after a retried failure: %v, phase 0 failed %d, open %v", a.count, a.phase0Failed, a.open)
+	}
+	s.start(a, now, w)
+	s.move(a, a.byDevice["a"], Failed, "x", 0, now, w) // no retry left
+	if f, fails, open := a.finishedCounts(); f != 1 || fails != 1 || open != 2 || a.phase0Failed != 1 || a.currentPhase() != 1 {
+		t.Fatalf("finished %d failures %d open %d phase0 %d phase %d", f, fails, open, a.phase0Failed, a.currentPhase())
+	}
+	// A step timeout comes due at the pass after it passed, not before.
+	s.start(a, now, w)
+	s.expire(a, now.Add(30*time.Second), w)
+	if a.count[Notified] != 2 {
+		t.Fatalf("timed out early: %v", a.count)
+	}
+	s.expire(a, now.Add(61*time.Second), w)
+	if a.count[TimedOut] != 2 {
+		t.Fatalf("not timed out: %v", a.count)
 	}
 }

@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"math"
@@ -120,39 +121,53 @@ func (s *Service) alive(a *active, now time.Time, w *work) {
 }
 
 // expire applies the timeouts and the health gate to a's devices in
-// progress.
+// progress whose next deadline passed.
 func (s *Service) expire(a *active, now time.Time, w *work) {
+	for len(a.deadlines) > 0 && !now.Before(a.deadlines[0].at) {
+		e := heap.Pop(&a.deadlines).(dlEntry)
+		u := a.byDevice[e.id]
+		if u == nil || e.gen != a.gen[e.id] || !u.State.InProgress() {
+			continue // the update moved on since
+		}
+		s.expireOne(a, u, now, w)
+		if e.gen == a.gen[e.id] {
+			// Not past it by the rule's own comparison (equal times):
+			// looked at again at the next pass.
+			heap.Push(&a.deadlines, dlEntry{now.Add(time.Nanosecond), e.id, e.gen})
+		}
+	}
+}
+
+// expireOne applies the timeouts and the health gate to u.
+func (s *Service) expireOne(a *active, u *DeviceUpdate, now time.Time, w *work) {
 	sp := a.r.Spec
-	for _, u := range a.updates {
-		if !u.State.InProgress() {
-			continue
-		}
+	switch {
+	case u.StartedAt != nil && now.Sub(*u.StartedAt) > sp.TotalTimeout:
+		s.move(a, u, TimedOut, fmt.Sprintf("no update within the total timeout of %s", sp.TotalTimeout), 0, now, w)
+	case u.State == Rebooting || u.State == Confirming:
 		switch {
-		case u.StartedAt != nil && now.Sub(*u.StartedAt) > sp.TotalTimeout:
-			s.move(a, u, TimedOut, fmt.Sprintf("no update within the total timeout of %s", sp.TotalTimeout), 0, now, w)
-		case u.State == Rebooting || u.State == Confirming:
-			switch {
-			case u.ConfirmedAt != nil && now.Sub(*u.ConfirmedAt) >= sp.Settle:
-				s.move(a, u, Updated, fmt.Sprintf("version %s confirmed and running for %s", a.art.Version, sp.Settle), 100, now, w)
-			case u.ConfirmedAt == nil && u.RebootAt != nil && now.Sub(*u.RebootAt) > sp.HealthWindow:
-				s.move(a, u, Failed, fmt.Sprintf("health gate: version %s not confirmed within %s of the reboot", a.art.Version, sp.HealthWindow), 0, now, w)
-			}
-		case now.Sub(u.StateSince) > sp.StepTimeout:
-			s.move(a, u, TimedOut, fmt.Sprintf("no progress from %s within the step timeout of %s", u.State, sp.StepTimeout), 0, now, w)
+		case u.ConfirmedAt != nil && now.Sub(*u.ConfirmedAt) >= sp.Settle:
+			s.move(a, u, Updated, fmt.Sprintf("version %s confirmed and running for %s", a.art.Version, sp.Settle), 100, now, w)
+		case u.ConfirmedAt == nil && u.RebootAt != nil && now.Sub(*u.RebootAt) > sp.HealthWindow:
+			s.move(a, u, Failed, fmt.Sprintf("health gate: version %s not confirmed within %s of the reboot", a.art.Version, sp.HealthWindow), 0, now, w)
 		}
+	case now.Sub(u.StateSince) > sp.StepTimeout:
+		s.move(a, u, TimedOut, fmt.Sprintf("no progress from %s within the step timeout of %s", u.State, sp.StepTimeout), 0, now, w)
 	}
 }
 
 // resend publishes the notices that are due again.
 func (s *Service) resend(a *active, now time.Time, w *work) {
-	for id, t := range a.due {
-		if t.After(now) {
-			continue
+	for len(a.dueQ) > 0 && !a.dueQ[0].at.After(now) {
+		e := heap.Pop(&a.dueQ).(dlEntry)
+		id := e.id
+		if t, ok := a.due[id]; !ok || !t.Equal(e.at) {
+			continue // rescheduled or dropped since
 		}
 		u := a.byDevice[id]
 		switch u.State {
 		case Notified:
-			a.due[id] = now.Add(s.opts.NoticeResend)
+			a.setDue(id, now.Add(s.opts.NoticeResend))
 		case Downloading, Downloaded, Verifying, Installing:
 			delete(a.due, id)
 		default:
@@ -171,12 +186,7 @@ func (a *active) rate() int {
 	}
 	r := float64(sp.MaxPerMinute)
 	if ri := sp.RateIncrease; ri != nil {
-		n := 0
-		for _, u := range a.updates {
-			if u.State == Updated {
-				n++
-			}
-		}
+		n := a.count[Updated]
 		r *= math.Pow(ri.Factor, float64(n/ri.AfterSuccesses))
 		if ri.MaxPerMinute > 0 {
 			r = min(r, float64(ri.MaxPerMinute))
@@ -193,12 +203,7 @@ func (s *Service) start(a *active, now time.Time, w *work) {
 		return
 	}
 	// The current phase is the lowest one with a device not finished.
-	phase := -1
-	for _, u := range a.updates {
-		if !u.State.Terminal() && (phase < 0 || u.Phase < phase) {
-			phase = u.Phase
-		}
-	}
+	phase := a.currentPhase()
 	if phase < 0 {
 		return
 	}
@@ -212,15 +217,17 @@ func (s *Service) start(a *active, now time.Time, w *work) {
 		a.starts = a.starts[i:]
 		budget = r - len(a.starts)
 	}
-	for _, u := range a.updates {
-		if budget <= 0 {
-			return
-		}
-		if u.State != Queued || u.Phase != phase {
-			continue
+	q := &a.queued[phase]
+	var held []qEntry
+	for budget > 0 && q.Len() > 0 {
+		e := heap.Pop(q).(qEntry)
+		u := a.byDevice[e.id]
+		if u == nil || u.State != Queued || u.Phase != phase {
+			continue // started or finished since it was queued
 		}
 		if other, busy := s.inProgress[u.DeviceID]; busy && other != a {
-			continue // updated by another rollout now; its turn comes after
+			held = append(held, e) // updated by another rollout now; its turn comes after
+			continue
 		}
 		if v := a.versions[u.DeviceID]; v != "" && v == a.art.Version {
 			s.move(a, u, Skipped, "already on version "+v, 0, now, w)
@@ -228,9 +235,12 @@ func (s *Service) start(a *active, now time.Time, w *work) {
 		}
 		s.move(a, u, Notified, "", 0, now, w)
 		w.notices = append(w.notices, outMsg{noticeTopic(u.DeviceID), s.notice(a, u)})
-		a.due[u.DeviceID] = now.Add(s.opts.NoticeResend)
+		a.setDue(u.DeviceID, now.Add(s.opts.NoticeResend))
 		a.starts = append(a.starts, now)
 		budget--
+	}
+	for _, e := range held {
+		heap.Push(q, e)
 	}
 }
 
@@ -239,22 +249,8 @@ func (s *Service) check(a *active, now time.Time, w *work) {
 	if a.r.Status.Final() {
 		return
 	}
-	finished, failures, open := 0, 0, 0
-	firstPhaseFailed := false
-	for _, u := range a.updates {
-		switch {
-		case u.State.failure():
-			failures++
-			finished++
-			if u.Phase == 0 {
-				firstPhaseFailed = true
-			}
-		case u.State == Updated:
-			finished++
-		case !u.State.Terminal():
-			open++
-		}
-	}
+	finished, failures, open := a.finishedCounts()
+	firstPhaseFailed := a.phase0Failed > 0
 	sp := a.r.Spec
 	if a.r.Status == RolloutRunning {
 		f, n := failures-a.r.BaseFailures, finished-a.r.BaseFinished
@@ -294,7 +290,8 @@ func (s *Service) setStatus(a *active, st RolloutStatus, reason string, now time
 // rollout allows one.
 func (s *Service) move(a *active, u *DeviceUpdate, st State, msg string, progress int, now time.Time, w *work) {
 	old := u.State
-	u.State, u.Message, u.StateSince, u.UpdatedAt = st, msg, now, now
+	a.setState(u, st)
+	u.Message, u.StateSince, u.UpdatedAt = msg, now, now
 	if progress > 0 || st == Queued || st == Notified {
 		u.Progress = progress
 	}
@@ -313,10 +310,12 @@ func (s *Service) move(a *active, u *DeviceUpdate, st State, msg string, progres
 	sp := a.r.Spec
 	if ((st == Failed && sp.RetryFailed) || (st == TimedOut && sp.RetryTimedOut)) && u.Attempt < sp.Retries && a.r.Status != RolloutCanceled {
 		u.Attempt++
-		u.State, u.Message, u.Progress, u.StartedAt, u.RebootAt, u.ConfirmedAt = Queued, fmt.Sprintf("retry %d of %d after %s", u.Attempt, sp.Retries, st), 0, nil, nil, nil
+		a.setState(u, Queued)
+		u.Message, u.Progress, u.StartedAt, u.RebootAt, u.ConfirmedAt = fmt.Sprintf("retry %d of %d after %s", u.Attempt, sp.Retries, st), 0, nil, nil, nil
 		hist = append(hist, HistoryEntry{RolloutID: a.r.ID, DeviceID: u.DeviceID, State: Queued, Attempt: u.Attempt, Message: u.Message, At: now})
 		evs = append(evs, s.updateEvent(a, u, st))
 	}
+	a.track(u)
 	if u.State.InProgress() {
 		s.inProgress[u.DeviceID] = a
 	} else if s.inProgress[u.DeviceID] == a {
@@ -438,6 +437,7 @@ func (s *Service) RecordStatus(ctx context.Context, deviceID, deviceType string,
 
 // apply moves u by a device's report (mu held).
 func (s *Service) apply(a *active, u *DeviceUpdate, rep Report, now time.Time, w *work) {
+	defer a.track(u) // its times may have changed without a move
 	switch rep.Status {
 	case Failed:
 		msg := rep.Message
@@ -499,7 +499,7 @@ func (s *Service) Observe(ctx context.Context, e events.Event) {
 	case events.DeviceConnected:
 		switch u.State {
 		case Notified, Downloading, Downloaded, Verifying, Installing:
-			a.due[u.DeviceID] = now.Add(s.opts.ConnectDelay)
+			a.setDue(u.DeviceID, now.Add(s.opts.ConnectDelay))
 		}
 	case events.DeviceDisconnected:
 		if u.State == Confirming && u.ConfirmedAt != nil {

@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -138,6 +139,15 @@ type active struct {
 	// shifted are the updates whose clocks Load moved past the hub's
 	// downtime, stored by the first pass.
 	shifted []string
+
+	// The indexes of the pass (index.go).
+	count        map[State]int  // updates by state
+	open         []int          // per phase: updates not finished
+	phase0Failed int            // failed or timed out updates of phase 0
+	queued       []qHeap        // per phase: queued updates by order
+	deadlines    dlHeap         // updates in progress by next deadline
+	gen          map[string]int // device id → generation of its update
+	dueQ         dlHeap         // notices to publish again, by time
 }
 
 // New returns a service.
@@ -188,7 +198,7 @@ func (s *Service) Load(ctx context.Context) error {
 			// again in case the connect came before this service listened.
 			switch u.State {
 			case Notified, Downloading, Downloaded, Verifying, Installing:
-				a.due[u.DeviceID] = now.Add(s.opts.ConnectDelay)
+				a.setDue(u.DeviceID, now.Add(s.opts.ConnectDelay))
 			}
 		}
 		// The devices' versions, for the skipped rule.
@@ -231,12 +241,18 @@ func shift(u *DeviceUpdate, d time.Duration) {
 }
 
 func newActive(r Rollout, art Artifact) *active {
-	return &active{r: r, art: art, byDevice: map[string]*DeviceUpdate{}, versions: map[string]string{}, due: map[string]time.Time{}}
+	return &active{r: r, art: art, byDevice: map[string]*DeviceUpdate{}, versions: map[string]string{}, due: map[string]time.Time{},
+		count: map[State]int{}, gen: map[string]int{}}
 }
 
 func (a *active) add(u *DeviceUpdate) {
 	a.updates = append(a.updates, u)
 	a.byDevice[u.DeviceID] = u
+	a.tally(u, 1)
+	if u.State == Queued {
+		heap.Push(&a.queued[u.Phase], qEntry{u.Order, u.DeviceID})
+	}
+	a.track(u)
 }
 
 // addActive registers a with the service (mu held).
@@ -534,8 +550,10 @@ func (s *Service) poke() {
 // progress counts a's devices by state (mu held).
 func (a *active) progress() *Progress {
 	p := &Progress{Rollout: a.r, Counts: map[State]int{}, Total: len(a.updates)}
-	for _, u := range a.updates {
-		p.Counts[u.State]++
+	for st, n := range a.count {
+		if n > 0 {
+			p.Counts[st] = n
+		}
 	}
 	return p
 }

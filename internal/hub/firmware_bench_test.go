@@ -129,14 +129,19 @@ func BenchmarkFirmwareDownload(b *testing.B) {
 // store holds all 10,000 notified states (committed with their events and
 // history; the notices are published after each commit); idle-cpu-ms/s the process's CPU per second afterwards,
 // while the 10,000 updates are in progress and the scheduler checks their
-// timeouts at every tick (firmware.tick, default 1s).
+// timeouts at every tick (firmware.tick, default 1s; DEVICEHUB_BENCH_TICK
+// sets another, to magnify the cost of a pass).
 //
 //	go test ./internal/hub -run '^$' -bench RolloutScheduling10k -benchtime 1x -count 3
 func BenchmarkRolloutScheduling10k(b *testing.B) {
 	const devices = 10000
+	extra := ""
+	if tick := os.Getenv("DEVICEHUB_BENCH_TICK"); tick != "" {
+		extra = "firmware: {tick: " + tick + "}\n"
+	}
 	for range b.N {
 		b.StopTimer()
-		th := startHub(b, "")
+		th := startHub(b, extra)
 		ctx := context.Background()
 		f := registry.ImportFile{}
 		for i := range devices {
