@@ -157,7 +157,7 @@ func newCommandJobCmd(g *globals) *cobra.Command {
 				}
 				after = next
 			}
-			return writeCommands(g, cmd, all...)
+			return writeCommandList(g, cmd, all)
 		},
 	}
 	cmd.Flags().BoolVar(&devices, "devices", false, "list each device's command (all pages)")
@@ -200,7 +200,7 @@ func newCommandListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeCommands(g, cmd, cs...)
+			return writeCommandList(g, cmd, cs)
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only this status: queued, sent, delivered, succeeded, failed, expired, canceled")
@@ -246,6 +246,18 @@ func newCommandCancelCmd(g *globals) *cobra.Command {
 			return writeCommands(g, cmd, *got)
 		},
 	}
+}
+
+// writeCommandList writes a listing: with --output json always an array,
+// whatever its length.
+func writeCommandList(g *globals, cmd *cobra.Command, cs []client.Command) error {
+	if g.json() {
+		if cs == nil {
+			cs = []client.Command{}
+		}
+		return writeJSON(cmd.OutOrStdout(), cs)
+	}
+	return writeCommands(g, cmd, cs...)
 }
 
 func writeCommands(g *globals, cmd *cobra.Command, cs ...client.Command) error {
