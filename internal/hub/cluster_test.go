@@ -302,3 +302,29 @@ func TestClusterMonitorFailover(t *testing.T) {
 		t.Fatalf("%d data events stored, want 20", n)
 	}
 }
+
+// TestClusterConnectRightAfterProvisioning: a device provisioned through
+// one node connects to another at once, before the provisioning event has
+// necessarily reached it: the node reads the device's credentials from
+// the database instead of refusing them (the kill test's SDK devices, sent
+// through HAProxy, were refused this way and stopped for good).
+func TestClusterConnectRightAfterProvisioning(t *testing.T) {
+	hubs := startCluster(t, 2, "")
+	a, b := hubs[0], hubs[1]
+	for i := range 5 {
+		id := fmt.Sprintf("quick%d", i)
+		cr := a.provision(t, id, "WeatherStation")
+		c, _, err := dial(t, b.MQTTAddr(), id, cr.MQTTUsername, cr.MQTTPassword)
+		if err != nil {
+			t.Fatalf("%s: connect to the other node right after provisioning: %v", id, err)
+		}
+		if _, err := publish(t, c, "devices/"+id+"/data", `{"temperature": 21}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A wrong password is still refused.
+	cr := a.provision(t, "quick-wrong", "WeatherStation")
+	if _, _, err := dial(t, b.MQTTAddr(), "quick-wrong", cr.MQTTUsername, "not-the-password"); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+}

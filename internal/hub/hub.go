@@ -222,6 +222,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if err := h.registry.Load(ctx); err != nil {
 		return nil, err
 	}
+	if h.leases != nil {
+		h.registry.ReadMisses(h.clusterStore())
+	}
 	h.presence = presence.New(h.committer, h.types, sessionKicker{h}, presence.Options{DeviceType: h.registry.DeviceType, Node: cfg.Cluster.NodeID}, log.With("component", "presence"), h.reg)
 	var generation func(context.Context) (uint64, error)
 	if h.leases != nil {

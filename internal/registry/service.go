@@ -63,6 +63,12 @@ type Service struct {
 	now    func() time.Time
 	kicker Kicker // set once by NewService
 
+	// missReader, when set (cluster mode), is asked for a device's
+	// credentials when a CONNECT fails against the view: another node may
+	// have provisioned, enabled or rotated the device a moment ago, before
+	// its event reached this node.
+	missReader CredentialReader
+
 	wmu sync.Mutex
 
 	mu       sync.RWMutex
@@ -381,6 +387,27 @@ func storeErr(err error) error {
 // during a rotation's overlap, to the previous one). It returns the
 // device's type. The first use of the new credentials ends the overlap.
 func (s *Service) Authenticate(clientID, username string, password []byte) (string, error) {
+	typ, err := s.authenticate(clientID, username, password)
+	if err == nil || s.missReader == nil || errors.Is(err, ErrDisabled) {
+		return typ, err
+	}
+	// In a cluster the view may lag another node's change by the event
+	// fan-out's delay: read the device's row once and try again.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if rerr := s.Reload(ctx, s.missReader, clientID); rerr != nil {
+		s.log.Warn("reload credentials after a failed connect", "device_id", clientID, "err", rerr)
+		return typ, err
+	}
+	return s.authenticate(clientID, username, password)
+}
+
+// ReadMisses makes Authenticate read a device's credentials from r when
+// they do not match the view (cluster mode: other nodes change them).
+// Set before the broker starts.
+func (s *Service) ReadMisses(r CredentialReader) { s.missReader = r }
+
+func (s *Service) authenticate(clientID, username string, password []byte) (string, error) {
 	// Hashed first, so that an unknown device takes as long as a wrong
 	// password.
 	sum := sha256.Sum256(password)
