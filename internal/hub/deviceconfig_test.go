@@ -419,7 +419,7 @@ func TestConfigDefaultsAfterRestart(t *testing.T) {
 	th.provision(t, "before", "WeatherStation")
 	// The configuration appears once the observer has seen the device:
 	// a 404 before that is no failure.
-	eventually.True(t, 10*time.Second, "before configured", func() bool {
+	eventually.True(t, 60*time.Second, "before configured", func() bool {
 		var out configAnswer
 		return th.do(t, "GET", "/api/v1/devices/before/config", nil, &out) == 200 && out.Config.Status == "modified"
 	})
@@ -446,7 +446,7 @@ func TestConfigDefaultsAfterRestart(t *testing.T) {
 	}
 
 	th = startHubIn(t, dir, "", "")
-	eventually.True(t, 10*time.Second, "during configured", func() bool {
+	eventually.True(t, 60*time.Second, "during configured", func() bool {
 		var out configAnswer
 		return th.do(t, "GET", "/api/v1/devices/during/config", nil, &out) == 200 && strings.Contains(out.Config.Rendered, `"during"`)
 	})
