@@ -2,16 +2,13 @@ package cluster_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
@@ -22,40 +19,13 @@ import (
 	"github.com/devicehub/devicehub/internal/eventlog"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/store/postgres"
+	"github.com/devicehub/devicehub/internal/store/postgres/pgtest"
 )
 
 // openStores opens n stores on one fresh schema: n nodes' connections.
 func openStores(t *testing.T, n int) []*postgres.Store {
 	t.Helper()
-	dsn := os.Getenv("DEVICEHUB_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("DEVICEHUB_TEST_POSTGRES_DSN is not set: skipping the fan-out tests (they need PostgreSQL)")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "fanout_test_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	var out []*postgres.Store
-	t.Cleanup(func() {
-		for _, s := range out {
-			s.Close()
-		}
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-	})
-	for range n {
-		s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Schema: schema})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
+	return pgtest.OpenStores(t, "fanout_test", "the fan-out tests", n)
 }
 
 // node is the write and event path of one hub node: a committer that

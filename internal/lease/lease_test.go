@@ -2,54 +2,22 @@ package lease_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/lease"
 	"github.com/devicehub/devicehub/internal/store/postgres"
+	"github.com/devicehub/devicehub/internal/store/postgres/pgtest"
 )
 
 // openStores opens n stores on one fresh schema (n nodes' connections).
 func openStores(t *testing.T, n int) []*postgres.Store {
 	t.Helper()
-	dsn := os.Getenv("DEVICEHUB_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("DEVICEHUB_TEST_POSTGRES_DSN is not set: skipping the lease tests (they need PostgreSQL)")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "lease_test_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	var out []*postgres.Store
-	t.Cleanup(func() {
-		for _, s := range out {
-			s.Close()
-		}
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-	})
-	for range n {
-		s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Schema: schema})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	return out
+	return pgtest.OpenStores(t, "lease_test", "the lease tests", n)
 }
 
 // stallable is a real store whose lease calls can be made to hang, as
