@@ -55,6 +55,19 @@ type LatestValue struct {
 type DeviceLatest struct {
 	DeviceID string        `json:"device_id"`
 	Values   []LatestValue `json:"values"`
+	// raw is Values as the store keeps them, ready to write (see
+	// readings.DeviceLatest.Raw); the fleet's answer is written without
+	// decoding them.
+	raw json.RawMessage
+}
+
+// MarshalJSON writes raw as the values when the store gave them so.
+func (d DeviceLatest) MarshalJSON() ([]byte, error) {
+	if d.raw == nil {
+		type plain DeviceLatest
+		return json.Marshal(plain(d))
+	}
+	return readings.DeviceLatest{DeviceID: d.DeviceID, Raw: d.raw}.MarshalJSON()
 }
 
 // LatestPage is the answer of GET /api/v1/readings/latest.
@@ -75,6 +88,10 @@ func (a *API) latestValues(ctx context.Context, in *LatestInput) (*latestOutput,
 	}
 	out := LatestPage{Devices: make([]DeviceLatest, len(page.Devices)), Next: page.Next}
 	for i, d := range page.Devices {
+		if d.Raw != nil {
+			out.Devices[i] = DeviceLatest{DeviceID: d.DeviceID, raw: d.Raw}
+			continue
+		}
 		vs := make([]LatestValue, len(d.Values))
 		for j, v := range d.Values {
 			vs[j] = LatestValue(v)

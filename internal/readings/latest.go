@@ -1,7 +1,9 @@
 package readings
 
 import (
+	"cmp"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -44,6 +46,40 @@ type LatestValue struct {
 type DeviceLatest struct {
 	DeviceID string        `json:"device_id"`
 	Values   []LatestValue `json:"values"`
+	// Raw, when not nil, holds Values as the JSON array of LatestValue
+	// that a store keeps ready to answer (Values is then nil): written to
+	// an answer as it is, without decoding; Decoded gives the values.
+	Raw json.RawMessage `json:"-"`
+}
+
+// Decoded returns the device's values, decoding Raw if it is set.
+func (d *DeviceLatest) Decoded() ([]LatestValue, error) {
+	if d.Raw == nil {
+		return d.Values, nil
+	}
+	var vs []LatestValue
+	if err := json.Unmarshal(d.Raw, &vs); err != nil {
+		return nil, fmt.Errorf("latest values of %s: %w", d.DeviceID, err)
+	}
+	return vs, nil
+}
+
+// MarshalJSON writes Raw as the values when it is set.
+func (d DeviceLatest) MarshalJSON() ([]byte, error) {
+	if d.Raw == nil {
+		type plain DeviceLatest
+		return json.Marshal(plain(d))
+	}
+	id, err := json.Marshal(d.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, len(id)+len(d.Raw)+26)
+	b = append(b, `{"device_id":`...)
+	b = append(b, id...)
+	b = append(b, `,"values":`...)
+	b = append(b, d.Raw...)
+	return append(b, '}'), nil
 }
 
 // LatestPage is one page of LatestValues; Next is "" on the last page.
@@ -90,6 +126,55 @@ func (p *LatestPager) Add(device string, v LatestValue) bool {
 	d := &p.page.Devices[n-1]
 	d.Values = append(d.Values, v)
 	return true
+}
+
+// AddRaw adds a device whose values are the JSON array raw (see
+// DeviceLatest.Raw); false means the page is full and the device starts
+// the next page.
+func (p *LatestPager) AddRaw(device string, raw json.RawMessage) bool {
+	if n := len(p.page.Devices); n == p.limit {
+		p.page.Next = p.page.Devices[n-1].DeviceID
+		return false
+	}
+	p.page.Devices = append(p.page.Devices, DeviceLatest{DeviceID: device, Raw: raw})
+	return true
+}
+
+// MergeLatest merges rows of one device (sorted by stream and field) into
+// its kept values vs (sorted so too): a row replaces the value of its
+// stream and field unless that has a later time. The result is sorted.
+func MergeLatest(vs []LatestValue, rows []LatestRow) []LatestValue {
+	out := make([]LatestValue, 0, len(vs)+len(rows))
+	i, j := 0, 0
+	for i < len(vs) || j < len(rows) {
+		switch {
+		case j == len(rows):
+			out = append(out, vs[i])
+			i++
+		case i == len(vs):
+			r := rows[j]
+			out = append(out, LatestValue{Stream: r.Stream, Field: r.Field, Time: r.Time, Value: r.Value})
+			j++
+		default:
+			v, r := vs[i], rows[j]
+			switch c := cmp.Or(cmp.Compare(v.Stream, r.Stream), cmp.Compare(v.Field, r.Field)); {
+			case c < 0:
+				out = append(out, v)
+				i++
+			case c > 0:
+				out = append(out, LatestValue{Stream: r.Stream, Field: r.Field, Time: r.Time, Value: r.Value})
+				j++
+			default:
+				if !r.Time.Before(v.Time) {
+					v = LatestValue{Stream: r.Stream, Field: r.Field, Time: r.Time, Value: r.Value}
+				}
+				out = append(out, v)
+				i++
+				j++
+			}
+		}
+	}
+	return out
 }
 
 // Page returns the page.

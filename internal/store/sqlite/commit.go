@@ -50,12 +50,12 @@ func (s *Store) initStatements(ctx context.Context) error {
 		"readings": newBulk(s.w,
 			`INSERT INTO readings (dev, stream, ts, received_at, message_id, data) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
-		// Of a value already kept with a later time, the upsert
-		// keeps the stored one.
-		"latest_values": newBulk(s.w,
-			`INSERT INTO latest_values (dev, stream, field, ts, value) VALUES `,
-			`(?,?,?,?,?)`,
-			` ON CONFLICT (dev, stream, field) DO UPDATE SET ts = excluded.ts, value = excluded.value WHERE excluded.ts >= latest_values.ts`),
+		// The devices' latest values, merged by UpsertLatest.
+		"latest_fields": newBulk(s.w,
+			`INSERT INTO latest_fields (dev, vals) VALUES `,
+			`(?,?)`,
+			` ON CONFLICT (dev) DO UPDATE SET vals = excluded.vals`),
+		"latest_lookup": newBulk(s.w, `SELECT dev, vals FROM latest_fields WHERE dev IN (`, `?`, `)`),
 		"events": newBulk(s.w,
 			`INSERT INTO events (seq, type, time, device_id, device_type, args) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
@@ -72,7 +72,7 @@ func (s *Store) initStatements(ctx context.Context) error {
 			updated_at = v.up
 		FROM v WHERE devices.key = v.k`)
 	s.lookup = newBulk(s.w, `SELECT id, key FROM devices WHERE id IN (`, `?`, `)`)
-	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_values"], s.inserts["events"], s.patch, s.lookup} {
+	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["latest_lookup"], s.inserts["events"], s.patch, s.lookup} {
 		if err := b.prepare(ctx); err != nil {
 			return fmt.Errorf("sqlite statements: %w", err)
 		}

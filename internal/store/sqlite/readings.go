@@ -9,58 +9,103 @@ import (
 	"github.com/devicehub/devicehub/internal/readings"
 )
 
-// latestCols are the columns of a row of the latest_values upsert.
-const latestCols = 5
-
-// UpsertLatest implements readings.TxStore: one multi-row upsert that
-// keeps a stored value with a later time.
+// UpsertLatest implements readings.TxStore: it reads the kept values of
+// the rows' devices, merges the rows in (readings.MergeLatest) and writes
+// each device's row back, ready to answer.
 func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error {
-	args := make([]any, 0, len(rows)*latestCols)
+	keys := make([]any, 0, 16)
 	for i := range rows {
-		r := &rows[i]
-		k, ok := t.key(r.DeviceID)
+		k, ok := t.key(rows[i].DeviceID)
 		if !ok {
-			return fmt.Errorf("device %s of a reading is not known", r.DeviceID)
+			return fmt.Errorf("device %s of a reading is not known", rows[i].DeviceID)
 		}
-		args = append(args, k, r.Stream, r.Field, r.Time.UnixMicro(), string(r.Value))
+		if i == 0 || rows[i].DeviceID != rows[i-1].DeviceID {
+			keys = append(keys, k)
+		}
 	}
-	return t.s.inserts["latest_values"].exec(ctx, t.tx, args)
+	kept := make(map[int64][]readings.LatestValue, len(keys))
+	err := t.s.inserts["latest_lookup"].query(ctx, t.tx, keys, func(r *sql.Rows) error {
+		var k int64
+		var vals []byte
+		if err := r.Scan(&k, &vals); err != nil {
+			return err
+		}
+		var vs []readings.LatestValue
+		if err := json.Unmarshal(vals, &vs); err != nil {
+			return fmt.Errorf("latest values of device key %d: %w", k, err)
+		}
+		kept[k] = vs
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read latest values: %w", err)
+	}
+	args := make([]any, 0, 2*len(keys))
+	for i, d := 0, 0; i < len(rows); d++ {
+		j := i + 1
+		for j < len(rows) && rows[j].DeviceID == rows[i].DeviceID {
+			j++
+		}
+		dev := rows[i:j:j]
+		for n := range dev {
+			dev[n].Time = micros(dev[n].Time.UnixMicro())
+		}
+		k := keys[d].(int64)
+		vals, err := json.Marshal(readings.MergeLatest(kept[k], dev))
+		if err != nil {
+			return fmt.Errorf("latest values of %s: %w", rows[i].DeviceID, err)
+		}
+		args = append(args, k, string(vals))
+		i = j
+	}
+	return t.s.inserts["latest_fields"].exec(ctx, t.tx, args)
 }
 
 // LatestValues returns the latest values of every device by device id: an
-// index walk of devices.id and, for each device, its rows of
-// latest_values (its primary key's prefix).
+// index walk of devices.id and, for each device, its row of latest_fields,
+// answered as stored unless a stream or field is asked for.
 func (s *Store) LatestValues(ctx context.Context, q readings.LatestQuery) (readings.LatestPage, error) {
-	sqlq := `SELECT d.id, l.stream, l.field, l.ts, l.value FROM devices d JOIN latest_values l ON l.dev = d.key WHERE d.id > ?`
+	sqlq := `SELECT d.id, l.vals FROM devices d JOIN latest_fields l ON l.dev = d.key WHERE d.id > ?`
 	args := []any{q.After}
 	if q.Type != "" {
 		sqlq += ` AND d.type = ?`
 		args = append(args, q.Type)
 	}
-	if q.Stream != "" {
-		sqlq += ` AND l.stream = ?`
-		args = append(args, q.Stream)
-	}
-	if q.Field != "" {
-		sqlq += ` AND l.field = ?`
-		args = append(args, q.Field)
-	}
-	sqlq += ` ORDER BY d.id, l.stream, l.field`
+	sqlq += ` ORDER BY d.id`
 	rows, err := s.r.QueryContext(ctx, sqlq, args...)
 	if err != nil {
 		return readings.LatestPage{}, fmt.Errorf("latest values: %w", err)
 	}
 	defer rows.Close()
 	p := readings.NewLatestPager(q)
+	filter := q.Stream != "" || q.Field != ""
 	for rows.Next() {
-		var id, value string
-		var v readings.LatestValue
-		var ts int64
-		if err := rows.Scan(&id, &v.Stream, &v.Field, &ts, &value); err != nil {
+		var id string
+		var vals []byte
+		if err := rows.Scan(&id, &vals); err != nil {
 			return readings.LatestPage{}, fmt.Errorf("latest values: %w", err)
 		}
-		v.Time, v.Value = micros(ts), json.RawMessage(value)
-		if !p.Add(id, v) {
+		if !filter {
+			if !p.AddRaw(id, vals) {
+				break
+			}
+			continue
+		}
+		d := readings.DeviceLatest{DeviceID: id, Raw: vals}
+		vs, err := d.Decoded()
+		if err != nil {
+			return readings.LatestPage{}, err
+		}
+		full := false
+		for _, v := range vs {
+			if (q.Stream == "" || v.Stream == q.Stream) && (q.Field == "" || v.Field == q.Field) {
+				if !p.Add(id, v) {
+					full = true
+					break
+				}
+			}
+		}
+		if full {
 			break
 		}
 	}

@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/devicehub/devicehub/internal/store/storetest"
@@ -13,12 +15,21 @@ func TestLatestBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stmt := storetest.MigrationUp(t, string(mig), "-- The readings stored before this migration.")
+	create, _, _ := strings.Cut(storetest.MigrationUp(t, string(mig), ""), "-- The readings stored before this migration.")
+	fill := storetest.MigrationUp(t, string(mig), "-- The readings stored before this migration.")
+	perDevice, err := migrations.ReadFile("migrations/00702_latest_per_device.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	convert := storetest.MigrationUp(t, string(perDevice), "-- From latest_values.")
+	// The readings of the fixture go through 00700's backfill into
+	// latest_values and 00702's conversion into latest_fields.
 	storetest.LatestBackfill(t, s, func(ctx context.Context) error {
-		if _, err := s.w.ExecContext(ctx, `DELETE FROM latest_values`); err != nil {
-			return err
+		for _, stmt := range []string{`DELETE FROM latest_fields`, create, fill, convert} {
+			if _, err := s.w.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%.60s: %w", stmt, err)
+			}
 		}
-		_, err := s.w.ExecContext(ctx, stmt)
-		return err
+		return nil
 	})
 }

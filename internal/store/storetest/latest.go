@@ -29,7 +29,11 @@ func latestStrings(t *testing.T, p readings.LatestPage) []string {
 	t.Helper()
 	out := []string{}
 	for _, d := range p.Devices {
-		for _, v := range d.Values {
+		vs, err := d.Decoded()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vs {
 			var x any
 			if err := json.Unmarshal(v.Value, &x); err != nil {
 				t.Fatalf("value %q of %s: %v", v.Value, d.DeviceID, err)
@@ -157,8 +161,8 @@ func testAggregateReadings(t *testing.T, b Backend) {
 	}
 }
 
-// LatestBackfill checks a backend's migration that fills latest_values
-// from the readings stored before it: rebuild must empty the table and
+// LatestBackfill checks a backend's migration that fills its latest
+// values from the readings stored before it: rebuild must empty the table and
 // run the migration's statement; the latest values must come out as the
 // commits kept them.
 func LatestBackfill(t *testing.T, b Backend, rebuild func(ctx context.Context) error) {
