@@ -1,8 +1,9 @@
 // Package broker is devicehub's embedded MQTT broker: mochi-mqtt with one
 // hook that authenticates devices, confines each device to its own topic
-// prefix, hands every device message to the ingest path synchronously (a
-// QoS 1 PUBACK means the message is stored) and tells presence about
-// connections, disconnections and activity.
+// prefix, hands every device message to the ingest path (a QoS 1 PUBACK
+// means the message is stored; PUBACKs go out in order, several messages
+// of a device may be on their way to the store at once, see pubacks.go)
+// and tells presence about connections, disconnections and activity.
 //
 // Connection generations: every accepted connection gets a generation, a
 // process-wide increasing number, assigned in OnConnect right after the
@@ -135,9 +136,11 @@ type Options struct {
 	// refused with server busy (v5) / server unavailable (3.1.1).
 	MaxClients int
 	// ReceiveMaximum is the number of unacknowledged QoS > 0 messages a
-	// device may send at once (default 64, at most 65535). Messages are
-	// stored one by one per connection anyway, so a larger window buys
-	// nothing.
+	// device may send at once (default 64, at most 65535). With a
+	// PublishStarter, that many QoS 1 messages of one connection may be
+	// on their way to the store at once; a client that sends more (3.1.1
+	// clients know no receive maximum) is not read from until the oldest
+	// is acknowledged.
 	ReceiveMaximum int
 	// MaxInflight bounds the QoS > 0 messages held for one device,
 	// including those queued while it is offline (default 256, at most
@@ -330,7 +333,8 @@ type session struct {
 	slotHeld    atomic.Bool // holds its device's slot (see deviceConns)
 	established atomic.Bool // CONNACK sent, session in mochi's client map
 
-	acks acks // the hub's QoS 1 publishes to the device awaiting its PUBACK
+	acks    acks    // the hub's QoS 1 publishes to the device awaiting its PUBACK
+	pubacks pubacks // the device's QoS 1 publishes awaiting their commit
 }
 
 // live reports whether the session may still act for its device: neither

@@ -155,14 +155,23 @@ func (g *goneCounter) count(id string) int {
 
 func start(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{handler: &fakeHandler{errs: map[string]error{}}, presence: &fakePresence{}}
+	fh := &fakeHandler{errs: map[string]error{}}
+	h := startWith(t, fh)
+	h.handler = fh
+	return h
+}
+
+// startWith runs a broker whose PublishHandler is ph.
+func startWith(t *testing.T, ph PublishHandler) *harness {
+	t.Helper()
+	h := &harness{presence: &fakePresence{}}
 	auth := fakeAuth{
 		"dev1": {password: "pw1", typ: "sensor"},
 		"dev2": {password: "pw2", typ: "sensor"},
 		"off1": {password: "pw", typ: "sensor", disabled: true},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := New(Options{Addr: "127.0.0.1:0"}, Deps{Authenticator: auth, PublishHandler: h.handler, Presence: h.presence, DeviceGone: h.gone.add}, log, prometheus.NewRegistry())
+	b, err := New(Options{Addr: "127.0.0.1:0"}, Deps{Authenticator: auth, PublishHandler: ph, Presence: h.presence, DeviceGone: h.gone.add}, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

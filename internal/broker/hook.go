@@ -316,9 +316,12 @@ func (b *Broker) reportError(deviceID, topic, code, why string) {
 	}
 }
 
-// OnPublish hands a device's message to the PublishHandler and waits for
-// its verdict; mochi writes the PUBACK only after this returns. Messages
-// of the hub's inline client pass untouched.
+// OnPublish hands a device's message to the PublishHandler. A QoS 1
+// message goes to its PublishStarter if it has one, and is acknowledged
+// in order once stored without holding the read loop (pubacks.go);
+// otherwise OnPublish waits for the verdict and mochi writes the
+// acknowledgement after it returns. Messages of the hub's inline client
+// pass untouched.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
@@ -343,6 +346,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		ContentType:       pk.Properties.ContentType,
 		PayloadFormatUTF8: pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1,
 		Received:          time.Now(),
+	}
+	if st, ok := b.deps.PublishHandler.(PublishStarter); ok && pk.FixedHeader.Qos == 1 {
+		// Acknowledged in order once stored, while the read loop goes
+		// on (pubacks.go). mochi writes nothing for it, and does not
+		// forward it: device messages are for the hub, and a device may
+		// subscribe only under its own prefix.
+		b.startPublish(cl, s, &pk, p, st)
+		return pk, packets.ErrRejectPacket
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HandlerTimeout)
 	err := b.deps.PublishHandler.HandlePublish(ctx, p)
@@ -377,29 +388,48 @@ type rejection interface{ RejectCode() string }
 func (b *Broker) publishOutcome(cl *mqtt.Client, pk packets.Packet, err error) error {
 	var rj rejection
 	if errors.As(err, &rj) {
-		b.m.rejected.WithLabelValues(rj.RejectCode()).Inc()
-		if cl.Properties.ProtocolVersion != 5 || pk.FixedHeader.Qos == 0 {
+		ack, ok := b.rejectionAck(cl, pk.PacketID, pk.FixedHeader.Qos, err, rj)
+		if !ok {
 			return packets.CodeSuccessIgnore
 		}
-		code := rejectReasonCode(rj.RejectCode())
-		ackType := packets.Puback
-		if pk.FixedHeader.Qos == 2 {
-			ackType = packets.Pubrec // mochi would answer QoS 2 with a PUBACK
-		}
-		reasonString := err.Error()
-		if len(reasonString) > 256 {
-			reasonString = reasonString[:256]
-		}
-		_ = cl.WritePacket(packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: ackType},
-			PacketID:    pk.PacketID,
-			ReasonCode:  code.Code,
-			Properties:  packets.Properties{ReasonString: reasonString},
-		})
+		_ = cl.WritePacket(ack)
 		return packets.ErrRejectPacket
 	}
+	b.notStored(cl, pk.TopicName, err)
+	return packets.ErrRejectPacket
+}
+
+// rejectionAck counts a rejection and returns the acknowledgement that
+// carries its reason code: a PUBACK (a PUBREC for QoS 2). ok is false
+// when the client takes no reason code (3.1.1, or QoS 0): it is then
+// acknowledged as usual.
+func (b *Broker) rejectionAck(cl *mqtt.Client, id uint16, qos byte, err error, rj rejection) (packets.Packet, bool) {
+	b.m.rejected.WithLabelValues(rj.RejectCode()).Inc()
+	if cl.Properties.ProtocolVersion != 5 || qos == 0 {
+		return packets.Packet{}, false
+	}
+	code := rejectReasonCode(rj.RejectCode())
+	ackType := packets.Puback
+	if qos == 2 {
+		ackType = packets.Pubrec // mochi would answer QoS 2 with a PUBACK
+	}
+	reasonString := err.Error()
+	if len(reasonString) > 256 {
+		reasonString = reasonString[:256]
+	}
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: ackType},
+		PacketID:    id,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: reasonString},
+	}, true
+}
+
+// notStored disconnects a client whose message could not be stored (see
+// publishOutcome).
+func (b *Broker) notStored(cl *mqtt.Client, topic string, err error) {
 	b.m.storeFailures.Inc()
-	b.log.Warn("device message not stored, disconnecting", "device_id", cl.ID, "topic", pk.TopicName, "err", err)
+	b.log.Warn("device message not stored, disconnecting", "device_id", cl.ID, "topic", topic, "err", err)
 	cause := &notStoredError{err: err}
 	if cl.Properties.ProtocolVersion == 5 {
 		code, reason := packets.ErrImplementationSpecificError, "message not stored"
@@ -419,7 +449,6 @@ func (b *Broker) publishOutcome(cl *mqtt.Client, pk packets.Packet, err error) e
 		})
 	}
 	cl.Stop(cause)
-	return packets.ErrRejectPacket
 }
 
 // notStoredError is the stop cause of a client disconnected because its

@@ -39,6 +39,28 @@ func (b brokerIngest) HandlePublish(ctx context.Context, p *broker.Publish) erro
 	return err
 }
 
+// StartPublish hands a QoS 1 publish to the pipeline without waiting for
+// its commit (broker.PublishStarter).
+func (b brokerIngest) StartPublish(ctx context.Context, p *broker.Publish) (func(context.Context) error, error) {
+	pd, err := b.h.ingest.Start(ctx, &ingest.Request{
+		DeviceID:    p.DeviceID,
+		DeviceType:  p.DeviceType,
+		Topic:       p.Topic,
+		Payload:     p.Payload,
+		QoS:         p.QoS,
+		Transport:   "mqtt",
+		ContentType: p.ContentType,
+		Will:        p.Will,
+		Received:    p.Received,
+	})
+	if pd == nil {
+		return nil, err
+	}
+	return pd.Wait, nil
+}
+
+var _ broker.PublishStarter = brokerIngest{}
+
 // httpIngest hands readings posted over HTTP to the ingest pipeline.
 type httpIngest struct{ h *Hub }
 

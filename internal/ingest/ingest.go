@@ -287,6 +287,68 @@ func (p *Pipeline) Handle(ctx context.Context, r *Request) (Result, error) {
 	return res, err
 }
 
+// Pending is a message Start accepted and queued whose commit decides its
+// outcome.
+type Pending struct {
+	p        *Pipeline
+	t        *commit.Ticket
+	deviceID string
+	start    time.Time
+}
+
+// Start is Handle for a transport that acknowledges in order but need not
+// hold a device's next message until the previous one is stored (MQTT QoS
+// 1 with several messages in flight): it checks the message and queues its
+// change for the commit, in the caller's goroutine, so that a device's
+// changes are committed in the order the transport received them, and
+// returns before the commit. When the outcome is already known (a
+// rejection, which is recorded before Start returns; QoS 0; any handler
+// that waits itself) pending is nil and err is the outcome; otherwise
+// pending.Wait gives it.
+func (p *Pipeline) Start(ctx context.Context, r *Request) (pending *Pending, err error) {
+	start := time.Now()
+	p.deps.Presence.Activity(r.DeviceID)
+	m := p.msgs.Get().(*Msg)
+	*m = Msg{Req: r, Now: r.Received.UTC(), deferWait: true}
+	if r.Received.IsZero() {
+		m.Now = start.UTC()
+	}
+	err = p.chain.Handle(ctx, m)
+	switch {
+	case err != nil:
+		_, err = p.failed(ctx, m, err)
+		p.m.latency.Observe(time.Since(start).Seconds())
+	case m.later != nil:
+		pending = &Pending{p: p, t: m.later, deviceID: r.DeviceID, start: start}
+	default:
+		if m.Result.Duplicate {
+			p.m.duplicate.Inc()
+		} else {
+			p.m.accepted.Inc()
+		}
+		p.m.latency.Observe(time.Since(start).Seconds())
+	}
+	*m = Msg{}
+	p.msgs.Put(m)
+	return pending, err
+}
+
+// Wait waits for the commit of the message: nil once it is stored (or was
+// a duplicate), an error if it could not be stored.
+func (pd *Pending) Wait(ctx context.Context) error {
+	p := pd.p
+	defer func() { p.m.latency.Observe(time.Since(pd.start).Seconds()) }()
+	if err := pd.t.Wait(ctx); err != nil {
+		return fmt.Errorf("commit message of %s: %w", pd.deviceID, err)
+	}
+	if pd.t.Change != nil && pd.t.Change.Duplicate {
+		p.m.duplicate.Inc()
+	} else {
+		p.m.accepted.Inc()
+	}
+	return nil
+}
+
 // failed records a rejection; other errors are returned as they are.
 func (p *Pipeline) failed(ctx context.Context, m *Msg, err error) (Result, error) {
 	var rej *Rejection
@@ -380,9 +442,13 @@ func (p *Pipeline) publishError(m *Msg, rej *Rejection) {
 }
 
 // wait waits for the commit when the transport acknowledges only stored
-// messages (QoS 1 and 2, HTTP).
+// messages (QoS 1 and 2, HTTP), or leaves the ticket to Start's caller.
 func (p *Pipeline) wait(ctx context.Context, m *Msg, t *commit.Ticket) error {
 	if t == nil || (m.Req.QoS == 0 && m.Req.Transport != "http") {
+		return nil
+	}
+	if m.deferWait {
+		m.later = t
 		return nil
 	}
 	if err := t.Wait(ctx); err != nil {

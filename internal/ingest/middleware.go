@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 )
 
@@ -52,6 +53,12 @@ type Msg struct {
 	lim   *limiterEntry // the device's limiter, once the rate limit ran
 	msgID string        // the device's msg_id, once known, for the errors topic
 	quiet bool          // the rejection is not recorded (a refusal flood)
+
+	// deferWait makes the handler return without waiting for the commit
+	// of an accepted message; the ticket to wait for is left in later
+	// (see Pipeline.Start).
+	deferWait bool
+	later     *commit.Ticket
 }
 
 // space refuses every message while the store has no room (Deps.Space):
