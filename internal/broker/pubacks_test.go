@@ -52,21 +52,6 @@ func (g *gatedHandler) StartPublish(_ context.Context, p *Publish) (func(context
 	}, nil
 }
 
-// waitStarted returns the topics of the next n publishes the handler took.
-func (g *gatedHandler) waitStarted(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for len(out) < n {
-		select {
-		case topic := <-g.started:
-			out = append(out, topic)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("the broker took %d publishes (%v), want %d before any of them was stored", len(out), out, n)
-		}
-	}
-	return out
-}
-
 // commit lets topic's publish finish with err (nil: stored).
 func (g *gatedHandler) commit(t *testing.T, topic string, err error) {
 	t.Helper()
