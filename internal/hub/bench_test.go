@@ -38,6 +38,22 @@ func BenchmarkIngestQoS1(b *testing.B) {
 	}
 }
 
+// BenchmarkIngestInflightQoS1 is BenchmarkIngestQoS1 with several QoS 1
+// messages in flight per client (each from its own goroutine, within the
+// receive maximum): the broker takes a client's next message while the
+// previous ones wait for their commit and acknowledges them in order, so
+// 10 clients with 10 in flight can fill a group commit as 100 clients with
+// one each do.
+//
+//	go test ./internal/hub -run '^$' -bench IngestInflightQoS1 -benchtime 40000x -count 3
+func BenchmarkIngestInflightQoS1(b *testing.B) {
+	for _, c := range []struct{ clients, inflight int }{{100, 1}, {10, 10}, {100, 10}} {
+		b.Run(fmt.Sprintf("clients=%d/inflight=%d", c.clients, c.inflight), func(b *testing.B) {
+			benchIngestInflight(b, c.clients, c.inflight)
+		})
+	}
+}
+
 // BenchmarkIngestMonitors is BenchmarkIngestQoS1 with 100 clients and no
 // push monitor, then with 10 HTTP monitors of device_data_received, each
 // delivering (batch size 100, batch_duration 0.05 s) to a real HTTP
@@ -72,6 +88,12 @@ func BenchmarkIngestMsgIDQoS1(b *testing.B) {
 }
 
 func benchIngest(b *testing.B, clients int, msgID bool, monitors int) {
+	benchIngestN(b, clients, 1, msgID, monitors)
+}
+
+func benchIngestInflight(b *testing.B, clients, inflight int) { benchIngestN(b, clients, inflight, false, 0) }
+
+func benchIngestN(b *testing.B, clients, inflight int, msgID bool, monitors int) {
 	extra := os.Getenv("DEVICEHUB_BENCH_EXTRA")
 	// DEVICEHUB_BENCH_STORAGE=postgres: a fresh PostgreSQL schema per run;
 	// =cluster: the same, in cluster mode on DEVICEHUB_TEST_NATS_URL (one
@@ -102,7 +124,7 @@ func benchIngest(b *testing.B, clients int, msgID bool, monitors int) {
 		}
 		conns[i] = c
 	}
-	lat := make([][]time.Duration, clients)
+	lat := make([][]time.Duration, clients*inflight)
 	b.ReportAllocs()
 	b.ResetTimer()
 	m0 := commitMetrics(b, th)
@@ -111,9 +133,11 @@ func benchIngest(b *testing.B, clients int, msgID bool, monitors int) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	var failed sync.Once
-	for i, c := range conns {
-		n := b.N / clients
-		if i < b.N%clients {
+	for j := range clients * inflight {
+		i := j % clients
+		c := conns[i]
+		n := b.N / (clients * inflight)
+		if j < b.N%(clients*inflight) {
 			n++
 		}
 		topic := fmt.Sprintf("devices/bench-%04d/data", i)
@@ -137,7 +161,7 @@ func benchIngest(b *testing.B, clients int, msgID bool, monitors int) {
 				}
 				ls = append(ls, time.Since(t0))
 			}
-			lat[i] = ls
+			lat[j] = ls
 		}()
 	}
 	wg.Wait()
