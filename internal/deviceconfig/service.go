@@ -58,6 +58,10 @@ type Options struct {
 	// JobChunk is how many devices a re-render job renders and commits at
 	// a time (default 500).
 	JobChunk int
+	// Notified, when set, is called with a device's id after its changed
+	// notice was published here (cluster mode: the other nodes are told
+	// to Refresh it). RestoreNotices does not call it.
+	Notified func(deviceID string)
 }
 
 // Service is configuration management. Create it with New, fill it with
@@ -447,10 +451,49 @@ func (s *Service) notify(c *DeviceConfig) {
 	if s.d.Publisher == nil {
 		return
 	}
+	s.publishNotice(c)
+	if s.opts.Notified != nil {
+		s.opts.Notified(c.DeviceID)
+	}
+}
+
+// publishNotice publishes c's notice, retained, on this node's broker.
+func (s *Service) publishNotice(c *DeviceConfig) {
+	if s.d.Publisher == nil {
+		return
+	}
 	b, _ := json.Marshal(Notice{Checksum: c.Checksum, URL: s.opts.URL, Backend: c.Backend})
 	if err := s.d.Publisher.Publish("devices/"+c.DeviceID+"/config", b, true, 1); err != nil {
 		s.log.Warn("publish config notice", "device_id", c.DeviceID, "err", err)
 	}
+}
+
+// Refresh reads a device's configuration from the store into the view
+// and publishes its notice again, retained, on this node's broker (not
+// calling Notified): in cluster mode another node changed it, or the
+// device connected to this node and must find what is pending for it. A
+// device without a configuration, or with a deactivated one, gets no
+// notice.
+func (s *Service) Refresh(ctx context.Context, deviceID string) error {
+	// Under wmu: a change committed here meanwhile is not overwritten in
+	// the view by the older row read before it.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	c, err := s.current(ctx, deviceID)
+	if err != nil {
+		return fmt.Errorf("refresh config of %s: %w", deviceID, err)
+	}
+	if c == nil {
+		s.mu.Lock()
+		delete(s.view, deviceID)
+		s.mu.Unlock()
+		return nil
+	}
+	s.committed(c)
+	if c.Status != StatusDeactivated {
+		s.publishNotice(c)
+	}
+	return nil
 }
 
 // RestoreNotices publishes every configured device's notice again: the
@@ -470,7 +513,7 @@ func (s *Service) RestoreNotices(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.notify(c)
+		s.publishNotice(c)
 	}
 	return nil
 }

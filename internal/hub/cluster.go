@@ -224,3 +224,82 @@ func (h *Hub) single(name string, prepare func(context.Context) error, part func
 		})
 	}
 }
+
+// relayPublisher publishes a message to a device on this node's broker
+// and relays it to the other nodes, which publish it on theirs: the
+// device gets it on whichever node holds its connection (firmware
+// notices).
+type relayPublisher struct{ h *Hub }
+
+func (p relayPublisher) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	err := p.h.broker.Publish(topic, payload, retain, qos)
+	if rerr := p.h.fanout.Relay(cluster.Outbound{Topic: topic, Payload: payload, Retain: retain, QoS: qos}); rerr != nil {
+		p.h.log.Warn("cluster: relay to the other nodes", "topic", topic, "err", rerr)
+	}
+	return err
+}
+
+// relayConfigNotice tells the other nodes that a device's configuration
+// notice changed: each reads it from the store (so that two changes made
+// through two nodes end with the newer one everywhere) and keeps it
+// retained on its broker.
+func (h *Hub) relayConfigNotice(deviceID string) {
+	if err := h.fanout.Relay(cluster.Outbound{Topic: configNoticeTopic(deviceID), Retain: true, QoS: 1}); err != nil {
+		h.log.Warn("cluster: relay config notice", "device_id", deviceID, "err", err)
+	}
+}
+
+func configNoticeTopic(deviceID string) string { return "devices/" + deviceID + "/config" }
+
+// configNoticeDevice returns the device of a config notice topic.
+func configNoticeDevice(topic string) (string, bool) {
+	rest, ok := strings.CutPrefix(topic, "devices/")
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, "/config")
+	return id, ok && id != "" && !strings.Contains(id, "/")
+}
+
+// followOutbound publishes on this node's broker what the other nodes
+// relay for devices (every node runs it), and gives a device that connects
+// here what is pending for it in the store: its configuration notice
+// (firmware notices are sent again by the scheduler's node when it sees
+// the device_connected event).
+func (h *Hub) followOutbound(ctx context.Context) error {
+	select {
+	case <-h.broker.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	refresh := func(id string) {
+		if err := h.deviceConfig.Refresh(ctx, id); err != nil && ctx.Err() == nil {
+			h.log.Warn("cluster: refresh config notice", "device_id", id, "err", err)
+		}
+	}
+	stop, err := h.fanout.OnRelay(func(m cluster.Outbound) {
+		if id, ok := configNoticeDevice(m.Topic); ok && m.Retain && m.Payload == nil {
+			refresh(id)
+			return
+		}
+		if err := h.broker.Publish(m.Topic, m.Payload, m.Retain, m.QoS); err != nil {
+			h.log.Warn("cluster: publish relayed message", "topic", m.Topic, "err", err)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer stop()
+	node := h.cfg.Cluster.NodeID
+	sub, err := h.bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: []events.Type{events.DeviceConnected}}}, func(e events.Event) {
+		if c, ok := e.Args.(*events.Connected); ok && c.Node == node {
+			refresh(e.DeviceID)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: follow connects: %w", err)
+	}
+	<-ctx.Done()
+	sub.Close()
+	return nil
+}

@@ -271,10 +271,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		commands.Options{ConnectDelay: cfg.Commands.ConnectDelay, ResendInterval: cfg.Commands.ResendInterval, FleetChunk: cfg.Commands.FleetConcurrency, Node: cfg.Cluster.NodeID},
 		log.With("component", "commands"))
 	h.twin = twin.New(st, h.committer, brk, h.registry, log.With("component", "twin"))
-	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "deviceconfig")); err != nil {
+	// In cluster mode notices reach the device on whichever node holds its
+	// connection (see cluster.go).
+	var configNotified func(string)
+	var fwPub firmware.Publisher = brk
+	if h.fanout != nil {
+		configNotified, fwPub = h.relayConfigNotice, relayPublisher{h}
+	}
+	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, configNotified, log.With("component", "deviceconfig")); err != nil {
 		return nil, err
 	}
-	if h.firmware, err = newFirmware(ctx, cfg, st, h.committer, brk, h.registry, log.With("component", "firmware")); err != nil {
+	if h.firmware, err = newFirmware(ctx, cfg, st, h.committer, fwPub, h.registry, log.With("component", "firmware")); err != nil {
 		return nil, err
 	}
 	h.brokerAuth = brokerauth.New(h.registry, h.presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
@@ -605,6 +612,7 @@ func (h *Hub) serve(ctx context.Context) error {
 		g.Go(func() error { return h.runNodeLease(gctx) })
 		g.Go(func() error { return h.runSlotLease(gctx) })
 		g.Go(func() error { return h.followCluster(gctx) })
+		g.Go(func() error { return h.followOutbound(gctx) })
 		g.Go(func() error { return h.single("reaper", nil, h.reap)(gctx) })
 	}
 	g.Go(func() error { return h.presence.Run(gctx) })
@@ -620,8 +628,16 @@ func (h *Hub) serve(ctx context.Context) error {
 			return observeConfig(ctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
 		})(gctx)
 	})
-	g.Go(func() error { return h.single("firmware", nil, h.firmware.Run)(gctx) })
-	g.Go(func() error { return observeFirmware(gctx, h.bus, h.firmware) })
+	// The scheduler and what it observes of devices (a disconnect can fail
+	// a health gate: a write) run on one node.
+	g.Go(func() error {
+		return h.single("firmware", nil, func(ctx context.Context) error {
+			fg, fctx := errgroup.WithContext(ctx)
+			fg.Go(func() error { return h.firmware.Run(fctx) })
+			fg.Go(func() error { return observeFirmware(fctx, h.bus, h.firmware) })
+			return fg.Wait()
+		})(gctx)
+	})
 	g.Go(func() error { return h.single("alerts", h.alerts.Reload, h.alerts.Run)(gctx) })
 	if h.leases != nil {
 		g.Go(func() error { return h.single("command-jobs", nil, h.commands.RunJobs)(gctx) })
