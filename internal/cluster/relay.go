@@ -10,12 +10,19 @@ import (
 // Outbound is a message a node publishes to a device (a configuration or
 // firmware notice) that must reach the device on whichever node holds its
 // connection. Retained messages are kept by every node's broker.
+//
+// Kind KindMonitors is not for a device: it tells the nodes that an
+// operator changed push monitors (Topic names the monitor).
 type Outbound struct {
+	Kind    string `json:"kind,omitempty"`
 	Topic   string `json:"topic"`
 	Payload []byte `json:"payload"`
 	Retain  bool   `json:"retain,omitempty"`
 	QoS     byte   `json:"qos"`
 }
+
+// KindMonitors: see Outbound.
+const KindMonitors = "monitors"
 
 // relaySubject carries Outbound messages between the nodes (core NATS:
 // at most once, in order per sending node). What must survive a lost

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/devicehub/devicehub/events"
 
 	"github.com/devicehub/devicehub/internal/cluster"
@@ -278,6 +280,15 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 		}
 	}
 	stop, err := h.fanout.OnRelay(func(m cluster.Outbound) {
+		if m.Kind == cluster.KindMonitors {
+			if err := h.monitors.Sync(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("cluster: sync monitors changed through another node", "monitor", m.Topic, "err", err)
+			}
+			return
+		}
+		if m.Kind != "" {
+			return
+		}
 		if id, ok := configNoticeDevice(m.Topic); ok && m.Retain && m.Payload == nil {
 			refresh(id)
 			return
@@ -302,4 +313,57 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 	<-ctx.Done()
 	sub.Close()
 	return nil
+}
+
+// relayMonitorChanged tells the other nodes that an operator changed a
+// push monitor through this one: the node running the monitors (and every
+// other, for its API's view) syncs them from the store at once.
+func (h *Hub) relayMonitorChanged(id string) {
+	if err := h.fanout.Relay(cluster.Outbound{Kind: cluster.KindMonitors, Topic: id}); err != nil {
+		h.log.Warn("cluster: relay monitor change", "monitor", id, "err", err)
+	}
+}
+
+// monitorSyncEvery is how often the node running the monitors syncs them
+// from the store in cluster mode, in case a relayed change was lost.
+const monitorSyncEvery = 5 * time.Second
+
+// runMonitors runs the push monitors' send loops (on the node holding
+// job/monitors in cluster mode, where it also syncs them from the store
+// every monitorSyncEvery).
+func (h *Hub) runMonitors(ctx context.Context) error {
+	if h.leases == nil {
+		return h.monitors.Run(ctx)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.monitors.Run(gctx) })
+	g.Go(func() error {
+		t := time.NewTicker(monitorSyncEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if err := h.monitors.Sync(gctx); err != nil && gctx.Err() == nil {
+					h.log.Warn("sync monitors", "err", err)
+				}
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// monitorsElsewhere is what a stream receiver connecting to a node that
+// does not run the monitors is told: the node that does.
+func (h *Hub) monitorsElsewhere() string {
+	me := h.cfg.Cluster.NodeID
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	infos, err := h.leases.Leases(ctx, "job/monitors")
+	if err == nil && len(infos) == 1 && infos[0].Live && infos[0].Holder != me {
+		return fmt.Sprintf("cluster: the monitors run on node %s, not on this node (%s): connect to the monitor port of %s",
+			infos[0].Holder, me, infos[0].Holder)
+	}
+	return fmt.Sprintf("cluster: the monitors do not run on this node (%s) now (no node holds them, or this one is taking them over): try again", me)
 }

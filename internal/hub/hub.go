@@ -322,6 +322,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	h.accounts = accounts.New(st, accounts.Options{}, log.With("component", "accounts"))
 
 	mc := cfg.Monitors
+	var monChanged func(string)
+	var monElsewhere func() string
+	if h.fanout != nil {
+		monChanged, monElsewhere = h.relayMonitorChanged, h.monitorsElsewhere
+	}
 	h.monitors = monitors.New(monitors.Deps{
 		Store:     st,
 		Events:    monitorEvents{bus: h.bus, st: st},
@@ -336,6 +341,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		MaxInFlight:         mc.MaxInFlight,
 		AckTimeout:          mc.AckTimeout,
 		SecretOverlap:       mc.SecretOverlap,
+		Changed:             monChanged,
+		RunsElsewhere:       monElsewhere,
 	}, log.With("component", "monitors"), h.reg)
 	if err := h.monitors.Load(ctx); err != nil {
 		return nil, err
@@ -588,7 +595,7 @@ func (h *Hub) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	// The monitors stop with the other producers, before the committer, so
 	// that their last status changes are committed.
-	g.Go(func() error { return h.single("monitors", h.monitors.Load, h.monitors.Run)(gctx) })
+	g.Go(func() error { return h.single("monitors", h.monitors.Load, h.runMonitors)(gctx) })
 	if h.monLn != nil {
 		g.Go(func() error { return h.monitors.ServeStream(gctx, h.monLn) })
 	}

@@ -138,6 +138,16 @@ type Options struct {
 	Resolver Resolver
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// Changed, when set, is called with a monitor's id after an operator's
+	// change of it was stored (create, update, enable, delete, secret or
+	// token rotation): in cluster mode the node running the monitors is
+	// told to Sync.
+	Changed func(id string)
+	// RunsElsewhere, when set, names where the monitors run when this
+	// service's Run is not running (cluster mode: the node holding the
+	// monitors lease); a stream receiver connecting here is refused with
+	// it instead of waiting for a send loop that is not running.
+	RunsElsewhere func() string
 }
 
 func (o *Options) defaults() {
@@ -367,6 +377,142 @@ func (s *Service) launch(sd *sender) {
 	}
 }
 
+// changed calls Options.Changed.
+func (s *Service) changed(id string) {
+	if s.opts.Changed != nil {
+		s.opts.Changed(id)
+	}
+}
+
+// Running reports whether Run runs the send loops in this process.
+func (s *Service) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state == svcRunning
+}
+
+// Sync brings the monitors in memory in line with the store after other
+// processes changed them (cluster mode: operators' changes made through
+// another node): a monitor created there is added and started, one
+// deleted there is stopped and dropped, one whose definition (spec,
+// secrets, token) changed there takes it (a spec change restarts its send
+// loop from its cursor), and a DISABLED one enabled there (stored more
+// recently than this process's record) starts again from the stored
+// cursor. The state the send loops keep (status, cursor, times) is this
+// process's own and is not read back.
+func (s *Service) Sync(ctx context.Context) error {
+	ms, err := s.deps.Store.ListMonitors(ctx)
+	if err != nil {
+		return fmt.Errorf("sync monitors: %w", err)
+	}
+	stored := make(map[string]Monitor, len(ms))
+	for _, m := range ms {
+		stored[m.ID] = m
+	}
+	s.mu.Lock()
+	var gone []*entry
+	var goneIDs []string
+	for id, e := range s.mons {
+		if _, ok := stored[id]; !ok {
+			gone = append(gone, e)
+			goneIDs = append(goneIDs, id)
+			delete(s.mons, id)
+		}
+	}
+	var added []*sender
+	current := make(map[string]*entry, len(s.mons))
+	for _, m := range ms {
+		e, ok := s.mons[m.ID]
+		if !ok {
+			e = &entry{mon: m}
+			if m.Status != Disabled {
+				e.sender = s.newSender(e)
+				added = append(added, e.sender)
+			}
+			s.mons[m.ID] = e
+			s.log.Info("monitor created through another node", "monitor", m.ID)
+			continue
+		}
+		current[m.ID] = e
+	}
+	s.mu.Unlock()
+	for i, e := range gone {
+		e.mu.Lock()
+		sd := e.sender
+		e.sender = nil
+		e.mu.Unlock()
+		if sd != nil {
+			sd.stop()
+		}
+		s.metrics.forget(goneIDs[i])
+		s.log.Info("monitor deleted through another node", "monitor", goneIDs[i])
+	}
+	for _, sd := range added {
+		s.launch(sd)
+	}
+	for id, e := range current {
+		s.syncOne(e, stored[id])
+	}
+	return nil
+}
+
+// syncOne applies to e the definition stored in m (see Sync).
+func (s *Service) syncOne(e *entry, m Monitor) {
+	e.mu.Lock()
+	cur := e.mon
+	specChanged := !sameSpec(&cur.Spec, &m.Spec)
+	enabled := cur.Status == Disabled && m.Status != Disabled && m.UpdatedAt.After(cur.UpdatedAt)
+	secrets := cur.Secret != m.Secret || cur.PrevSecret != m.PrevSecret || !slices.Equal(cur.TokenHash, m.TokenHash) ||
+		!sameTime(cur.PrevSecretUntil, m.PrevSecretUntil)
+	if !specChanged && !enabled {
+		if secrets {
+			e.mon.Secret, e.mon.PrevSecret, e.mon.PrevSecretUntil, e.mon.TokenHash = m.Secret, m.PrevSecret, m.PrevSecretUntil, m.TokenHash
+		}
+		e.mu.Unlock()
+		return
+	}
+	old := e.sender
+	e.sender = nil
+	e.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	e.mu.Lock()
+	next := e.mon
+	next.Spec = m.Spec
+	next.Secret, next.PrevSecret, next.PrevSecretUntil, next.TokenHash = m.Secret, m.PrevSecret, m.PrevSecretUntil, m.TokenHash
+	next.Status, next.StatusReason, next.UpdatedAt = m.Status, m.StatusReason, m.UpdatedAt
+	if enabled {
+		next.Cursor, next.FailingSince = m.Cursor, nil
+	} else {
+		next.Cursor = max(next.Cursor, m.Cursor)
+	}
+	e.mon = next
+	var sd *sender
+	if next.Status != Disabled {
+		e.sender = s.newSender(e)
+		sd = e.sender
+	}
+	e.mu.Unlock()
+	s.log.Info("monitor changed through another node", "monitor", m.ID, "spec_changed", specChanged, "enabled", enabled)
+	if sd != nil {
+		s.launch(sd)
+	}
+}
+
+func sameSpec(a, b *Spec) bool {
+	ea, err1 := EncodeSpec(a)
+	eb, err2 := EncodeSpec(b)
+	return err1 == nil && err2 == nil && string(ea) == string(eb)
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
+}
+
 // CreateResult is a new monitor with the secrets shown only once.
 type CreateResult struct {
 	Monitor Monitor
@@ -424,6 +570,7 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*CreateResult, error) 
 	s.mons[m.ID] = e
 	s.mu.Unlock()
 	s.launch(e.sender)
+	s.changed(m.ID)
 	res.Monitor = m
 	s.log.Info("monitor created", "monitor", m.ID, "transport", m.Transport, "topics", m.Topics)
 	return res, nil
@@ -601,6 +748,7 @@ func (s *Service) restart(ctx context.Context, e *entry, change func(m *Monitor)
 		s.commitStatus(ctx, &m, prevStatus)
 	}
 	s.launch(sd)
+	s.changed(m.ID)
 	return &m, nil
 }
 
@@ -624,6 +772,7 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		sd.stop()
 	}
 	s.metrics.forget(id)
+	s.changed(id)
 	s.log.Info("monitor deleted", "monitor", id)
 	return nil
 }
@@ -657,6 +806,7 @@ func (s *Service) RotateSecret(ctx context.Context, id string, overlap time.Dura
 		return "", err
 	}
 	e.mon = m
+	s.changed(m.ID)
 	return m.Secret, nil
 }
 
@@ -680,6 +830,7 @@ func (s *Service) RotateToken(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	e.mon = m
+	s.changed(m.ID)
 	return tok, nil
 }
 
@@ -739,7 +890,10 @@ func (s *Service) update(ctx context.Context, e *entry, fn func(m *Monitor) stri
 		s.commitStatus(ctx, &m, old.Status)
 		return
 	}
-	if err := s.deps.Store.UpdateMonitor(ctx, &m); err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+	// The state columns only: a definition changed meanwhile through
+	// another cluster node is not overwritten with this one's.
+	if err := s.deps.Committer.Submit(context.WithoutCancel(ctx), &commit.Change{Ops: []commit.Op{&StateChange{Monitor: m}}}); err != nil &&
+		!errors.Is(err, ErrNotFound) && ctx.Err() == nil {
 		s.log.Warn("store monitor state", "monitor", m.ID, "err", err)
 	}
 }

@@ -164,6 +164,14 @@ func (s *Service) handleConn(ctx context.Context, c conn) {
 		refuse(fmt.Sprintf("protocol %d not supported (want %d)", req.Protocol, monitorclient.Protocol))
 		return
 	}
+	if s.opts.RunsElsewhere != nil && !s.Running() {
+		// Cluster mode: the send loops run on another node; waiting here
+		// would deliver nothing.
+		msg := s.opts.RunsElsewhere()
+		s.log.Info("monitor stream refused: the monitors run elsewhere", "monitor", req.MonitorID, "remote", c.remote(), "where", msg)
+		refuse(msg)
+		return
+	}
 	sd, err := s.authenticate(req.MonitorID, req.Token)
 	if err != nil {
 		s.log.Info("monitor stream refused", "monitor", req.MonitorID, "remote", c.remote(), "err", err)
