@@ -48,10 +48,13 @@ type Change struct {
 	DeviceID string
 	Ops      []Op
 	Events   []Event
+	// Fence, if set, makes the change conditional on a lease (see Fence);
+	// Enqueue sets it from the context (WithFence) when it is nil.
+	Fence *Fence
 
 	// Set by the store.
 	Duplicate bool  // the change was stored before; its events are not written
-	Err       error // this change alone failed (ErrDeviceExists, ErrDeviceNotFound, ErrConflict)
+	Err       error // this change alone failed (ErrDeviceExists, ErrDeviceNotFound, ErrConflict, ErrFenced)
 }
 
 // Live reports whether nothing failed the change so far.

@@ -103,6 +103,11 @@ type Ticket struct {
 // Enqueue queues ch for the next batch and returns at once unless the queue
 // is full. Changes enqueued one after the other are committed in that order.
 func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
+	if ch.Fence == nil {
+		if f, ok := FenceOf(ctx); ok {
+			ch.Fence = &f
+		}
+	}
 	t := &Ticket{Change: ch, done: make(chan struct{}), c: c}
 	select {
 	case <-c.stopping:

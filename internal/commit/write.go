@@ -10,6 +10,8 @@ import (
 // Write applies a batch inside tx; every backend's Commit calls it between
 // beginning and committing its transaction. In order:
 //
+//  0. checkFences: a fenced change whose lease passed on fails with
+//     ErrFenced (see Fence).
 //  1. lookupDevices: one round trip learns which of the batch's devices
 //     exist (those of changes with a DeviceCreator or a DeviceNeeder).
 //  2. createAndCheckDevices, change by change in batch order: the
@@ -19,6 +21,9 @@ import (
 //     changes still live.
 //  4. writeEvents: the events of the changes still live, in batch order.
 func Write(ctx context.Context, tx Tx, batch []*Change) error {
+	if err := checkFences(ctx, tx, batch); err != nil {
+		return err
+	}
 	if err := lookupDevices(ctx, tx, batch); err != nil {
 		return err
 	}

@@ -206,13 +206,18 @@ var errLeaseLost = errors.New("lease lost")
 // on one node of the cluster at a time. Outside cluster mode it runs part
 // at once. prepare, when set, runs after the lease is taken and before
 // part (to reload state another node may have changed). A part stopped
-// because the lease was lost stops the node.
+// because the lease was lost stops the node. The part's context carries
+// the lease's fence (commit.WithFence): its changes and its stores'
+// fenced writes are refused once the token is no longer current.
 func (h *Hub) single(name string, prepare func(context.Context) error, part func(context.Context) error) func(context.Context) error {
 	if h.leases == nil {
 		return part
 	}
 	return func(ctx context.Context) error {
-		return h.leases.Run(ctx, "job/"+name, func(lctx context.Context, _ int64) error {
+		return h.leases.Run(ctx, "job/"+name, func(lctx context.Context, token int64) error {
+			// The part's writes are fenced: refused once another node
+			// holds the lease (checked in each write's transaction).
+			lctx = commit.WithFence(lctx, commit.Fence{Lease: "job/" + name, Token: token})
 			if prepare != nil {
 				if err := prepare(lctx); err != nil {
 					return err

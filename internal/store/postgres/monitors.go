@@ -108,7 +108,7 @@ func (s *Store) ListMonitors(ctx context.Context) ([]monitors.Monitor, error) {
 
 // SaveCursor moves a monitor's cursor.
 func (s *Store) SaveCursor(ctx context.Context, id string, seq int64) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE monitor_cursors SET seq = $1, updated_at = $2 WHERE monitor_id = $3`,
+	if _, err := s.exec(ctx, `UPDATE monitor_cursors SET seq = $1, updated_at = $2 WHERE monitor_id = $3`,
 		seq, time.Now(), id); err != nil {
 		return fmt.Errorf("save monitor %s cursor: %w", id, err)
 	}
@@ -125,6 +125,9 @@ func (s *Store) SaveCursors(ctx context.Context, cursors map[string]int64) error
 		return fmt.Errorf("save monitor cursors: %w", err)
 	}
 	defer tx.Rollback(ctx)
+	if err := checkFence(ctx, tx); err != nil {
+		return fmt.Errorf("save monitor cursors: %w", err)
+	}
 	now := time.Now()
 	for id, seq := range cursors {
 		if _, err := tx.Exec(ctx, `UPDATE monitor_cursors SET seq = $1, updated_at = $2 WHERE monitor_id = $3`, seq, now, id); err != nil {

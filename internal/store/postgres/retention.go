@@ -36,7 +36,7 @@ func (s *Store) RetentionDevices(ctx context.Context, after string, n int) ([]re
 // the table stays, like on SQLite.
 func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, limit int) (int, error) {
 	done := 0
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		for _, c := range cuts {
 			if done >= limit {
 				break
@@ -62,7 +62,7 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, after int64, limit int) (int, int64, error) {
 	var expired int
 	last := after
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `SELECT count(*), coalesce(max(id), $1) FROM (SELECT id, received_at FROM messages WHERE id > $1 ORDER BY id LIMIT $2) m WHERE received_at < $3`,
 			after, limit, before).Scan(&expired, &last)
 		if err != nil || expired == 0 {
@@ -80,7 +80,7 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 // ExpireMessages implements retention.Store: the oldest records by id;
 // the newest stays, so that message ids never go back after a restart.
 func (s *Store) ExpireMessages(ctx context.Context, before time.Time, limit int) (int, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM messages WHERE id IN (
+	tag, err := s.exec(ctx, `DELETE FROM messages WHERE id IN (
 		SELECT id FROM (SELECT id, received_at FROM messages ORDER BY id LIMIT $1) m WHERE received_at < $2)
 		AND id < (SELECT max(id) FROM messages)`, limit, before)
 	if err != nil {
@@ -91,7 +91,7 @@ func (s *Store) ExpireMessages(ctx context.Context, before time.Time, limit int)
 
 // ExpireEvents implements retention.Store: the oldest events by seq.
 func (s *Store) ExpireEvents(ctx context.Context, before time.Time, limit int) (int, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM events WHERE seq IN (
+	tag, err := s.exec(ctx, `DELETE FROM events WHERE seq IN (
 		SELECT seq FROM (SELECT seq, time FROM events ORDER BY seq LIMIT $1) e WHERE time < $2)
 		AND seq < (SELECT max(seq) FROM events)`, limit, before)
 	if err != nil {
@@ -168,7 +168,7 @@ func (s *Store) ApplyRollups(ctx context.Context, rows []retention.Rollup, from,
 		device[i], stream[i], field[i], res[i], bucket[i], lastAt[i] = r.DeviceID, r.Stream, r.Field, int32(r.Res), r.Bucket, r.LastAt
 		count[i], sum[i], mn[i], mx[i], last[i] = r.Count, r.Sum, r.Min, r.Max, r.Last
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE rollup_cursor SET last_id = $1 WHERE name = 'readings' AND last_id = $2`, to, from)
 		if err != nil {
 			return err
@@ -207,7 +207,7 @@ func (s *Store) ApplyRollups(ctx context.Context, rows []retention.Rollup, from,
 // primary key.
 func (s *Store) ExpireRollups(ctx context.Context, res int, cuts []retention.Cutoff, limit int) (int, error) {
 	done := 0
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		for _, c := range cuts {
 			if done >= limit {
 				break
