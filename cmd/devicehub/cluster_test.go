@@ -103,6 +103,7 @@ cluster:
   renew: 500ms
 ingest: {rate_limit: {rate: 0, burst: 0}}
 commands: {connect_delay: 200ms, resend_interval: 2s}
+monitors: {allow_private_targets: true, min_backoff: 20ms, max_backoff: 200ms}
 device_types:
   WeatherStation:
     fields:
@@ -241,18 +242,66 @@ backend nodes
 	}
 	eventually.True(t, 60*time.Second, "every device streams", func() bool { return stored(time.Now().Add(-time.Second)) == devices })
 
-	// Five kills, one node at a time, each started again afterwards.
-	var failovers []time.Duration
+	// A push monitor of the readings, created through node 2, delivering
+	// to a real webhook receiver here (see killReceiver).
+	rcv := newKillReceiver(t, dsn, schema)
+	code, body := apiCall(t, "POST", "http://"+nodes[2].http+"/api/v1/monitors", token,
+		fmt.Sprintf(`{"transport":"http","topics":["device_data_received"],"url":%q,"method":"POST","batch_duration":0.05}`, rcv.URL))
+	if code != 201 {
+		t.Fatalf("create the monitor: %d %v", code, body)
+	}
+	rcv.mu.Lock()
+	rcv.secret, _ = body["secret"].(string)
+	rcv.monitorID = body["monitor"].(map[string]any)["id"].(string)
+	rcv.mu.Unlock()
+	monStart, _ := body["monitor"].(map[string]any)["cursor"].(float64) // it delivers the events after
+	eventually.True(t, 60*time.Second, "the monitor delivers", func() bool { return rcv.lastAck() > 0 })
+	monitorOwner := func() string {
+		var holder string
+		db.QueryRow(ctx, `SELECT holder FROM `+schema+`.leases WHERE name = 'job/monitors' AND expires_at > now()`).Scan(&holder)
+		return holder
+	}
+
+	// Five kills, one node at a time, each started again afterwards. The
+	// node killed is the one running the monitor, in the middle of a
+	// delivery (held unanswered by the receiver).
+	var failovers, monFailovers []time.Duration
 	for k := range 5 {
-		n := nodes[k%3]
+		held, answer := rcv.hold()
+		select {
+		case <-held:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("kill %d: no delivery of the monitor to hold", k+1)
+		}
+		var n *clusterNode
+		for _, c := range nodes {
+			if c.id == monitorOwner() {
+				n = c
+			}
+		}
+		if n == nil {
+			t.Fatalf("kill %d: no node holds job/monitors while it delivers", k+1)
+		}
 		var onNode int
 		db.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.devices WHERE connected AND node = $1`, n.id).Scan(&onNode)
 		killed := time.Now()
 		n.proc.kill9(t)
+		answer()
 		// Readings flow again: every device stored a reading after the kill.
 		eventually.True(t, 60*time.Second, fmt.Sprintf("kill %d (%s, %d devices on it): readings flow again from every device", k+1, n.id, onNode),
 			func() bool { return stored(killed) == devices })
-		failovers = append(failovers, time.Since(killed))
+		// From the kill to the first reading after it of the last device.
+		var flowing time.Time
+		if err := db.QueryRow(ctx, `SELECT max(first) FROM (SELECT min(received_at) AS first FROM `+schema+`.messages
+			WHERE accepted AND received_at > $1 GROUP BY device_id) f`, killed).Scan(&flowing); err != nil {
+			t.Fatal(err)
+		}
+		failovers = append(failovers, flowing.Sub(killed))
+		eventually.True(t, 60*time.Second, fmt.Sprintf("kill %d (%s): the monitor delivers again from a survivor", k+1, n.id), func() bool {
+			return !rcv.firstAckAfter(killed).IsZero()
+		})
+		monFailovers = append(monFailovers, rcv.firstAckAfter(killed).Sub(killed))
+		t.Logf("kill %d: the monitor delivered again %v after the kill of %s", k+1, monFailovers[k].Round(time.Millisecond), n.id)
 		t.Logf("kill %d: %s held %d devices; readings from every device again after %v", k+1, n.id, onNode, failovers[k].Round(time.Millisecond))
 		n.proc = startChild(t, n.cfg)
 	}
@@ -260,6 +309,8 @@ backend nodes
 	wg.Wait()
 	slices.Sort(failovers)
 	t.Logf("failover (kill to readings from every device): p50 %v, max (p99 of 5) %v", failovers[2].Round(time.Millisecond), failovers[4].Round(time.Millisecond))
+	slices.Sort(monFailovers)
+	t.Logf("monitor failover (kill of its node to the next delivery acknowledged): p50 %v, max %v", monFailovers[2].Round(time.Millisecond), monFailovers[4].Round(time.Millisecond))
 
 	// Every enqueued reading acknowledged (the outboxes empty), and stored once.
 	for _, d := range devs {
@@ -296,6 +347,28 @@ backend nodes
 		total += len(d.msgIDs)
 	}
 	t.Logf("%d readings acknowledged and stored exactly once through 5 kills", total)
+
+	// The monitor: every data event stored was acknowledged by the
+	// receiver exactly once, none acknowledged came again, and deliveries
+	// never overlapped (one node at a time).
+	var dataSeqs []int64
+	rows, err := db.Query(ctx, `SELECT seq FROM `+schema+`.events WHERE type = 'device_data_received' ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var seq int64
+		rows.Scan(&seq)
+		if seq > int64(monStart) {
+			dataSeqs = append(dataSeqs, seq)
+		}
+	}
+	rows.Close()
+	eventually.True(t, 60*time.Second, "the monitor delivered every data event", func() bool {
+		return len(dataSeqs) > 0 && rcv.lastAck() >= dataSeqs[len(dataSeqs)-1]
+	})
+	rcv.check(t, dataSeqs)
+	t.Logf("monitor: %d data events each acknowledged once through 5 kills of the node running it", len(dataSeqs))
 
 	// Every device is back online, and stays so (no stale offline).
 	online := func() int {
@@ -348,7 +421,7 @@ backend nodes
 			}
 		}
 	}
-	code, body := apiCall(t, "POST", "http://"+a.http+"/api/v1/devices/cd00/commands", token, `{"command":"reboot"}`)
+	code, body = apiCall(t, "POST", "http://"+a.http+"/api/v1/devices/cd00/commands", token, `{"command":"reboot"}`)
 	if code >= 300 {
 		t.Fatalf("send through %s: %d %v", a.id, code, body)
 	}

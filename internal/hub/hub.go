@@ -341,6 +341,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		MaxInFlight:         mc.MaxInFlight,
 		AckTimeout:          mc.AckTimeout,
 		SecretOverlap:       mc.SecretOverlap,
+		CursorAtAck:         h.fanout != nil,
 		Changed:             monChanged,
 		RunsElsewhere:       monElsewhere,
 	}, log.With("component", "monitors"), h.reg)

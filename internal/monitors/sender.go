@@ -132,11 +132,18 @@ func (s *Service) prepare(e *events.Event) {
 
 // ack moves the cursor to upto after n events were delivered. The cursor
 // is stored by the service's next cursor save (Options.CursorSave), with
-// the other monitors' in one transaction, and when the service stops.
-func (sd *sender) ack(_ context.Context, upto int64, n int) {
+// the other monitors' in one transaction, and when the service stops; with
+// Options.CursorAtAck the cursor of a delivery (n > 0) is stored before
+// ack returns, so before the next delivery (skipped events wait for the
+// next save: sending them again after a crash acknowledges nothing twice).
+func (sd *sender) ack(ctx context.Context, upto int64, n int) {
 	if upto > sd.cursor.Load() {
 		sd.cursor.Store(upto)
-		sd.svc.markCursor(sd.id, upto)
+		if sd.svc.opts.CursorAtAck && n > 0 {
+			sd.svc.storeCursor(ctx, sd.id, upto)
+		} else {
+			sd.svc.markCursor(sd.id, upto)
+		}
 		sd.e.mu.Lock()
 		sd.e.mon.Cursor = upto
 		sd.e.mu.Unlock()

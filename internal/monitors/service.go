@@ -130,6 +130,12 @@ type Options struct {
 	// sent again (delivery is at least once; receivers deduplicate by
 	// sequence number).
 	CursorSave time.Duration
+	// CursorAtAck stores a monitor's cursor at each acknowledgement,
+	// before its next delivery, instead of every CursorSave (cluster mode:
+	// a node killed right after an acknowledgement leaves nothing
+	// acknowledged for the node taking over to send again, at the price
+	// of one write per acknowledged delivery).
+	CursorAtAck bool
 	// IdleCursorSave is how often a monitor whose topics select nothing
 	// moves its cursor over the events it skipped (default 5s).
 	IdleCursorSave time.Duration
@@ -214,7 +220,7 @@ type Service struct {
 
 	cmu   sync.Mutex       // guards dirty
 	dirty map[string]int64 // cursors acknowledged and not stored yet
-	fmu   sync.Mutex       // serialises cursor saves, so a cursor stored never moves back
+	fmu   sync.RWMutex     // serialises cursor saves (storeCursor shares it), so a cursor stored never moves back
 }
 
 const (
@@ -339,6 +345,41 @@ func (s *Service) markCursor(id string, seq int64) {
 		s.dirty[id] = seq
 	}
 	s.cmu.Unlock()
+}
+
+// storeCursor stores monitor id's cursor now (Options.CursorAtAck),
+// trying again until it is stored or ctx is done; then it is left to the
+// save when Run stops. A refused write (commit.ErrFenced: another node
+// runs the monitors now) is not retried.
+func (s *Service) storeCursor(ctx context.Context, id string, seq int64) {
+	for attempt := 0; ; attempt++ {
+		// A delivery acknowledged while the loop stops is stored too.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		s.fmu.RLock()
+		err := s.deps.Store.SaveCursor(sctx, id, seq)
+		if err == nil {
+			// A skip marked before is stored by this write.
+			s.cmu.Lock()
+			if d, ok := s.dirty[id]; ok && d <= seq {
+				delete(s.dirty, id)
+			}
+			s.cmu.Unlock()
+		}
+		s.fmu.RUnlock()
+		cancel()
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, commit.ErrFenced):
+			s.log.Warn("monitor cursor refused: another node runs the monitors now", "monitor", id, "seq", seq)
+			return
+		}
+		s.log.Warn("store monitor cursor", "monitor", id, "seq", seq, "attempt", attempt+1, "err", err)
+		if ctx.Err() != nil || !wait(ctx, s.backoff(attempt)) {
+			s.markCursor(id, seq)
+			return
+		}
+	}
 }
 
 // saveCursors stores the cursors that moved since the last save, in one
