@@ -328,3 +328,23 @@ func TestClusterConnectRightAfterProvisioning(t *testing.T) {
 		t.Fatal("a wrong password was accepted")
 	}
 }
+
+// TestClusterAPIKeyRightAfterProvisioning: a device provisioned through
+// one node posts data over HTTP to another at once, before the
+// provisioning event has necessarily reached it: the node finds the API
+// key in the database instead of refusing it; a wrong key is still
+// refused.
+func TestClusterAPIKeyRightAfterProvisioning(t *testing.T) {
+	hubs := startCluster(t, 2, "")
+	a, b := hubs[0], hubs[1]
+	for i := range 5 {
+		id := fmt.Sprintf("quickkey%d", i)
+		cr := a.provision(t, id, "WeatherStation")
+		if code, body := devicePost(t, b.base, cr.APIKey, "/api/v1/device/data", `{"temperature": 21}`); code >= 300 {
+			t.Fatalf("%s: post data to the other node right after provisioning: %d %s", id, code, body)
+		}
+	}
+	if code, _ := devicePost(t, b.base, "not-a-key", "/api/v1/device/data", `{"temperature": 21}`); code != 401 {
+		t.Fatalf("a wrong key: %d, want 401", code)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
@@ -68,6 +70,10 @@ type Service struct {
 	// have provisioned, enabled or rotated the device a moment ago, before
 	// its event reached this node.
 	missReader CredentialReader
+	// keyReader (cluster mode) finds an API key the view does not know;
+	// keyMisses bounds how often.
+	keyReader KeyReader
+	keyMisses *rate.Limiter
 
 	wmu sync.Mutex
 
@@ -405,7 +411,14 @@ func (s *Service) Authenticate(clientID, username string, password []byte) (stri
 // ReadMisses makes Authenticate read a device's credentials from r when
 // they do not match the view (cluster mode: other nodes change them).
 // Set before the broker starts.
-func (s *Service) ReadMisses(r CredentialReader) { s.missReader = r }
+// A reader that is also a KeyReader serves AuthenticateAPIKey's misses.
+func (s *Service) ReadMisses(r CredentialReader) {
+	s.missReader = r
+	if kr, ok := r.(KeyReader); ok {
+		s.keyReader = kr
+		s.keyMisses = rate.NewLimiter(keyMissRate, keyMissRate)
+	}
+}
 
 func (s *Service) authenticate(clientID, username string, password []byte) (string, error) {
 	// Hashed first, so that an unknown device takes as long as a wrong
@@ -444,8 +457,45 @@ func (s *Service) authenticate(clientID, username string, password []byte) (stri
 	return typ, nil
 }
 
+// KeyReader finds in the store the device an API key belongs to (the
+// PostgreSQL store; cluster mode).
+type KeyReader interface {
+	DeviceByAPIKey(ctx context.Context, hash []byte) (id string, ok bool, err error)
+}
+
+// keyMissRate bounds the store reads of unknown API keys per second and
+// node (cluster mode): an unknown key is most often a wrong one, and a
+// flood of them must not become a flood of queries.
+const keyMissRate = 20
+
 // AuthenticateAPIKey returns the device and type an API key belongs to.
+// In cluster mode (ReadMisses with a KeyReader) a key the view does not
+// know is looked up in the store (at most keyMissRate a second): another
+// node may have provisioned or rotated it a moment ago.
 func (s *Service) AuthenticateAPIKey(key string) (id, typ string, err error) {
+	id, typ, err = s.authenticateAPIKey(key)
+	if err == nil || s.keyReader == nil || errors.Is(err, ErrDisabled) || !s.keyMisses.Allow() {
+		return id, typ, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sum := sha256.Sum256([]byte(key))
+	found, ok, rerr := s.keyReader.DeviceByAPIKey(ctx, sum[:])
+	if rerr != nil {
+		s.log.Warn("look up an unknown api key", "err", rerr)
+		return id, typ, err
+	}
+	if !ok {
+		return id, typ, err
+	}
+	if rerr := s.Reload(ctx, s.missReader, found); rerr != nil {
+		s.log.Warn("reload credentials after an unknown api key", "device_id", found, "err", rerr)
+		return id, typ, err
+	}
+	return s.authenticateAPIKey(key)
+}
+
+func (s *Service) authenticateAPIKey(key string) (id, typ string, err error) {
 	sum := sha256.Sum256([]byte(key))
 	s.mu.RLock()
 	id, ok := s.byAPIKey[sum]

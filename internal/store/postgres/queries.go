@@ -181,6 +181,20 @@ func (s *Store) DeviceCredentials(ctx context.Context, id string) (registry.Cred
 	return c, true, nil
 }
 
+// DeviceByAPIKey implements registry.KeyReader: the device whose current
+// or previous API key hashes to hash.
+func (s *Store) DeviceByAPIKey(ctx context.Context, hash []byte) (string, bool, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT device_id FROM credentials WHERE api_key_hash = $1 OR prev_api_key_hash = $1 LIMIT 1`, hash).Scan(&id)
+	if errNoRows(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("device by api key: %w", err)
+	}
+	return id, true, nil
+}
+
 // QueryReadings returns a page of one device's readings, newest first.
 func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
 	limit := q.PageSize()
