@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -166,11 +167,19 @@ type Encoder struct {
 
 // EncodeEncoded: see the package function.
 func (en *Encoder) EncodeEncoded(monitorID, deliveryID string, evs [][]byte, format, compression string) ([]byte, error) {
+	return en.AppendEncoded(nil, monitorID, deliveryID, evs, format, compression)
+}
+
+// AppendEncoded is EncodeEncoded writing the delivery into dst[:0] when it
+// has room (it allocates otherwise): a sender that keeps one buffer for
+// its deliveries makes no garbage of ~40 KB per batch of 100 events. The
+// returned slice shares dst's memory.
+func (en *Encoder) AppendEncoded(dst []byte, monitorID, deliveryID string, evs [][]byte, format, compression string) ([]byte, error) {
 	if (format == FormatJSON || format == "") && (compression == CompressionNone || compression == "") {
-		return jsonDelivery(monitorID, deliveryID, evs), nil // the common case, without a copy
+		return appendJSONDelivery(dst[:0], monitorID, deliveryID, evs), nil // the common case, without a copy
 	}
-	var buf bytes.Buffer
-	var w io.Writer = &buf
+	buf := bytes.NewBuffer(dst[:0])
+	var w io.Writer = buf
 	if compression == CompressionZlib {
 		size := 0
 		for _, e := range evs {
@@ -178,9 +187,9 @@ func (en *Encoder) EncodeEncoded(monitorID, deliveryID string, evs [][]byte, for
 		}
 		buf.Grow(size/4 + 256)
 		if en.zw == nil {
-			en.zw = zlib.NewWriter(&buf)
+			en.zw = zlib.NewWriter(buf)
 		} else {
-			en.zw.Reset(&buf)
+			en.zw.Reset(buf)
 		}
 		w = en.zw
 	} else if compression != CompressionNone && compression != "" {
@@ -221,11 +230,16 @@ func writeJSONDelivery(w io.Writer, monitorID, deliveryID string, evs [][]byte) 
 }
 
 func jsonDelivery(monitorID, deliveryID string, evs [][]byte) []byte {
+	return appendJSONDelivery(nil, monitorID, deliveryID, evs)
+}
+
+// appendJSONDelivery appends a JSON delivery to b, growing it once.
+func appendJSONDelivery(b []byte, monitorID, deliveryID string, evs [][]byte) []byte {
 	size := 64 + len(monitorID) + len(deliveryID)
 	for _, e := range evs {
 		size += len(e) + 1
 	}
-	b := make([]byte, 0, size)
+	b = slices.Grow(b, size)
 	b = append(b, `{"monitor_id":`...)
 	b = append(b, jsonString(monitorID)...)
 	b = append(b, `,"delivery_id":`...)

@@ -94,6 +94,22 @@ func TestEncodeEncoded(t *testing.T) {
 				}
 				earlier = append(earlier, again)
 			}
+			// Into a reused buffer: the same bytes, in the buffer's
+			// memory once it is large enough.
+			var dst []byte
+			for round := range 3 {
+				got, err := en.AppendEncoded(dst, b.MonitorID, b.DeliveryID, frags, format, comp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s/%s, appended, round %d:\n got %q\nwant %q", format, comp, round, got, want)
+				}
+				if round == 2 && &got[0] != &dst[0] {
+					t.Fatalf("%s/%s: AppendEncoded did not reuse a buffer of capacity %d for %d bytes", format, comp, cap(dst), len(got))
+				}
+				dst = got
+			}
 		}
 	}
 	// What an Encoder returned stays as it was.

@@ -70,7 +70,7 @@ func (sl *encSlot) pick(format string) []byte {
 
 // encodeBatch encodes a monitor's delivery from the cached encodings of
 // its events.
-func (sd *sender) encodeBatch(deliveryID string, evs []*events.Event) ([]byte, error) {
+func (sd *sender) encodeBatch(dst []byte, deliveryID string, evs []*events.Event) ([]byte, error) {
 	frags := sd.frags[:0]
 	defer func() { clear(frags); sd.frags = frags[:0] }()
 	for _, e := range evs {
@@ -80,5 +80,5 @@ func (sd *sender) encodeBatch(deliveryID string, evs []*events.Event) ([]byte, e
 		}
 		frags = append(frags, f)
 	}
-	return sd.encoder.EncodeEncoded(sd.id, deliveryID, frags, sd.spec.Format, sd.spec.Compression)
+	return sd.encoder.AppendEncoded(dst, sd.id, deliveryID, frags, sd.spec.Format, sd.spec.Compression)
 }

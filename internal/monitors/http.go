@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/devicehub/devicehub/monitorclient"
@@ -69,9 +70,55 @@ type postResult struct {
 	retryAfter time.Duration // from a Retry-After header
 }
 
+// bodyBuf is an HTTP send loop's delivery buffer, reused from batch to
+// batch. The transport may close a request's body after RoundTrip has
+// returned (net/http says so), so the buffer is reused only once every
+// body that reads it was closed.
+type bodyBuf struct {
+	buf     []byte
+	readers atomic.Int32 // bodies over buf the transport has not closed
+}
+
+// take returns the buffer to encode the next delivery into: nil (a new
+// one) while a request may still read the last one.
+func (b *bodyBuf) take() []byte {
+	if b.readers.Load() != 0 {
+		b.buf = nil
+	}
+	return b.buf
+}
+
+// reader is the body of the attempts of a delivery encoded in b.
+func (b *bodyBuf) reader(data []byte) requestBody { return requestBody{data: data, n: &b.readers} }
+
+// requestBody is a delivery's bytes with the count of open readers.
+type requestBody struct {
+	data []byte
+	n    *atomic.Int32
+}
+
+func (rb requestBody) open() io.ReadCloser {
+	rb.n.Add(1)
+	return &bodyReader{Reader: bytes.NewReader(rb.data), n: rb.n}
+}
+
+type bodyReader struct {
+	*bytes.Reader
+	n      *atomic.Int32
+	closed atomic.Bool
+}
+
+func (r *bodyReader) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.n.Add(-1)
+	}
+	return nil
+}
+
 // post sends one attempt of a delivery, signed with secrets.
-func (t *httpTarget) post(ctx context.Context, b *delivery, body []byte, secrets []string, now time.Time) postResult {
-	req, err := http.NewRequestWithContext(ctx, t.spec.Method, t.spec.URL, bytes.NewReader(body))
+func (t *httpTarget) post(ctx context.Context, b *delivery, rb requestBody, secrets []string, now time.Time) postResult {
+	body := rb.data
+	req, err := http.NewRequestWithContext(ctx, t.spec.Method, t.spec.URL, nil)
 	if err != nil {
 		return postResult{err: err, reason: "bad request: " + err.Error()}
 	}
@@ -96,6 +143,10 @@ func (t *httpTarget) post(ctx context.Context, b *delivery, body []byte, secrets
 	if u, p, ok := strings.Cut(t.spec.BasicAuth, ":"); ok {
 		req.SetBasicAuth(u, p)
 	}
+	// The body is opened last: from here the transport closes it.
+	req.ContentLength = int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return rb.open(), nil }
+	req.Body = rb.open()
 	resp, err := t.client.Do(req)
 	if err != nil {
 		reason := "cannot reach the receiver"

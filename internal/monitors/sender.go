@@ -42,6 +42,7 @@ type sender struct {
 	batchBuf []*events.Event
 	frags    [][]byte
 	encoder  monitorclient.Encoder
+	body     bodyBuf // http only
 }
 
 // newSender builds e's send loop. Called with e.mu held or before e is
@@ -265,7 +266,8 @@ func (sd *sender) runHTTP(ctx context.Context) {
 func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []*events.Event, upto int64) bool {
 	s := sd.svc
 	b := sd.newDelivery(batch)
-	body, err := sd.encodeBatch(b.id, batch)
+	body, err := sd.encodeBatch(sd.body.take(), b.id, batch)
+	sd.body.buf = body
 	if err != nil {
 		// Cannot happen for events the hub wrote; skip rather than stall.
 		s.log.Error("monitor: encode batch", "monitor", sd.id, "first_seq", b.first, "err", err)
@@ -278,7 +280,7 @@ func (sd *sender) deliverHTTP(ctx context.Context, q *queue, batch []*events.Eve
 		// A delivery in progress finishes (within its timeouts) when the
 		// loop is stopped, so that a clean stop does not leave a batch the
 		// receiver took unacknowledged, to be sent again.
-		res := sd.http.post(context.WithoutCancel(ctx), &b, body, sd.e.signingSecrets(s.opts.Now()), s.opts.Now())
+		res := sd.http.post(context.WithoutCancel(ctx), &b, sd.body.reader(body), sd.e.signingSecrets(s.opts.Now()), s.opts.Now())
 		if res.err == nil {
 			sd.ack(ctx, upto, len(batch))
 			now := s.opts.Now().UTC()

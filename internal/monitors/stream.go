@@ -302,7 +302,7 @@ func (sd *sender) serveSession(ctx context.Context, ss *session) (*session, stri
 				block++
 				b := sd.newDelivery(batch)
 				first := batch[0].Time
-				body, err := sd.encodeBatch(b.id, batch)
+				body, err := sd.encodeBatch(nil, b.id, batch)
 				sd.release()
 				if err != nil {
 					s.log.Error("monitor: encode batch", "monitor", sd.id, "err", err)
