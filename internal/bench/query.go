@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/retention"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
@@ -46,6 +48,7 @@ func (r *runner) query(ctx context.Context) error {
 		Title: fmt.Sprintf("Query: %s stored readings over %d devices", fmtNum(float64(total)), n),
 		Figures: []string{
 			"stored", "generate_rate", "bytes_per_reading", "db_mb",
+			"compact_rate", "readings_bytes_per_value_rows", "readings_bytes_per_value", "used_bytes_per_reading_compacted",
 			"newest_1000_p50_ms", "newest_1000_p99_ms", "newest_1000_rows",
 			"day_field_p50_ms", "day_field_p99_ms", "day_field_rows",
 			"latest_values_p50_ms", "latest_values_p99_ms", "latest_values_devices",
@@ -55,6 +58,7 @@ func (r *runner) query(ctx context.Context) error {
 		Notes: []string{
 			fmt.Sprintf("The readings are written before the hub starts, by the bench itself, through the store's commit path (sqlite.Store.Commit, %d changes per commit, synchronous=normal): each reading is the change the hub's MQTT ingest makes of one message (the message's message log record with its payload and msg_id, one reading row, the device's last_seen, a device_data_received event), so the rows and indexes are the hub's own. Time-major order (every device's k-th reading before any device's k+1-th), as live ingest writes them; a reading every %s per device over the last 10 days.", queryBatch, interval.Round(time.Second)),
 			"generate_rate: readings/s of that generation (not the hub's ingest: no MQTT, no validation). bytes_per_reading: growth of the data directory's files (devicehub.db, -wal, -shm) over the provisioned seed, divided by the readings, after the generation (the message log record, the event and the indexes included).",
+			"Then the bench compacts, as the hub's compactor does (retention.Compactor, readings older than an hour before the newest into compressed blocks, one transaction per device and 2,048 readings): compact_rate: readings/s moved. readings_bytes_per_value_rows and readings_bytes_per_value: the pages of the readings (rows, blocks and their indexes, from SQLite's dbstat) per numeric field value (4 a reading) before and after; used_bytes_per_reading_compacted: the database's pages in use (the file less its free pages, which later writes reuse) per reading after compaction, with the message log records and events, whose retention is their own.",
 			fmt.Sprintf("Then `devicehub serve` runs on the directory and the bench times, one request at a time over one keep-alive HTTP connection, %d queries of each kind per round on devices picked at random: newest_1000: GET /api/v1/devices/{id}/readings?limit=1000 (newest first); day_field: ?field=temperature&from=…&to=… over the newest full day (limit 10000); rows: the median number of readings answered.", r.o.Queries),
 			fmt.Sprintf("latest_values: GET /api/v1/readings/latest, the newest value of every field of all %d devices in one request (%d requests per round; devices: how many it answered). week_buckets: GET /api/v1/devices/{id}/readings/aggregate?field=temperature over the newest 7 days in 500 buckets (count, min, max, avg, last; rows: the median number of non-empty buckets).", n, r.o.Queries),
 			fmt.Sprintf("For comparison with the time before latest_values existed: latest_one: GET …/readings?limit=1 of one device (p50/p99 over every request of the sweep); latest_all_s: one sweep of all %d devices that way, 4 requests in flight; device_list_all_ms: listing all devices, 1,000 per page (no reading values).", n),
@@ -92,6 +96,14 @@ func (r *runner) query(ctx context.Context) error {
 	gen.Figures["bytes_per_reading"] = float64(size-seedBytes) / float64(total)
 	gen.Figures["db_mb"] = float64(size) / (1 << 20)
 	r.logf("%s: stored at %s readings/s, %s bytes per reading", sc.Name, fmtNum(rate), fmtNum(gen.Figures["bytes_per_reading"]))
+	if err := compactReadings(ctx, filepath.Join(dir, "devicehub.db"), end, total, gen.Figures); err != nil {
+		gen.Error = err.Error()
+		sc.Runs = append(sc.Runs, gen)
+		sc.Finish()
+		return err
+	}
+	r.logf("%s: compacted at %s readings/s: %s bytes per value in rows, %s in blocks", sc.Name, fmtNum(gen.Figures["compact_rate"]),
+		fmtNum(gen.Figures["readings_bytes_per_value_rows"]), fmtNum(gen.Figures["readings_bytes_per_value"]))
 
 	if _, err := writeDevicehubConfig(dir, time.Minute); err != nil {
 		return err
@@ -261,6 +273,37 @@ func generateReadings(ctx context.Context, path string, devs []Device, per int, 
 		return 0, fmt.Errorf("close store: %w", err)
 	}
 	return rate, nil
+}
+
+// compactReadings runs a compaction pass over the generated readings (what
+// the hub's compactor does an hour after they arrive) and records its
+// rate and the readings' bytes before and after.
+func compactReadings(ctx context.Context, path string, end time.Time, total int, fig map[string]float64) error {
+	st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: "normal"})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	values := float64(total) * 4 // the bench payload's numeric fields
+	_, rows, err := st.ReadingsSpace(ctx)
+	if err != nil {
+		return err
+	}
+	fig["readings_bytes_per_value_rows"] = float64(rows) / values
+	c := retention.NewCompactor(st, retention.CompactOptions{Now: func() time.Time { return end }}, slog.New(slog.DiscardHandler), nil)
+	t0 := time.Now()
+	n, err := c.Pass(ctx)
+	if err != nil {
+		return err
+	}
+	fig["compact_rate"] = float64(n) / time.Since(t0).Seconds()
+	used, blocks, err := st.ReadingsSpace(ctx)
+	if err != nil {
+		return err
+	}
+	fig["readings_bytes_per_value"] = float64(blocks) / values
+	fig["used_bytes_per_reading_compacted"] = float64(used) / float64(total)
+	return st.Close()
 }
 
 // querier times the read queries of the REST API.

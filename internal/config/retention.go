@@ -37,10 +37,15 @@ type RetentionConfig struct {
 	// transactions changes.
 	Interval time.Duration `yaml:"interval"`
 	Batch    int           `yaml:"batch"`
+	// CompactAfter is the age at which readings move from rows into
+	// compressed blocks (stores that keep blocks: SQLite), checked every
+	// CompactInterval.
+	CompactAfter    time.Duration `yaml:"compact_after"`
+	CompactInterval time.Duration `yaml:"compact_interval"`
 }
 
 func defaultRetention() RetentionConfig {
-	return RetentionConfig{Interval: time.Minute, Batch: 1000}
+	return RetentionConfig{Interval: time.Minute, Batch: 1000, CompactAfter: time.Hour, CompactInterval: 10 * time.Minute}
 }
 
 func (c *Config) checkRetention() error {
@@ -49,7 +54,8 @@ func (c *Config) checkRetention() error {
 		key string
 		v   time.Duration
 	}{{"retention.readings", r.Readings}, {"retention.message_payloads", r.MessagePayloads}, {"retention.messages", r.Messages}, {"retention.events", r.Events},
-		{"retention.rollups_1m", r.Rollups1m}, {"retention.rollups_1h", r.Rollups1h}} {
+		{"retention.rollups_1m", r.Rollups1m}, {"retention.rollups_1h", r.Rollups1h},
+		{"retention.compact_after", r.CompactAfter}, {"retention.compact_interval", r.CompactInterval}} {
 		if kv.v < 0 {
 			return invalid(kv.key, "must not be negative (0 keeps forever)")
 		}

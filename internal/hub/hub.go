@@ -135,7 +135,9 @@ type Hub struct {
 
 	expirer *retention.Expirer
 	roller  *retention.Roller // nil without retention.rollups
-	space   *retention.Space
+	// compactor is nil for a store without blocks.
+	compactor *retention.Compactor
+	space     *retention.Space
 
 	httpLn      net.Listener
 	authLn      net.Listener
@@ -298,6 +300,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	h.expirer = retention.New(st, retentionOptions(cfg.Retention), log.With("component", "retention"), h.reg)
 	if cfg.Retention.Rollups {
 		h.roller = retention.NewRoller(st, retention.RollupOptions{Batch: cfg.Retention.Batch}, log.With("component", "rollups"), h.reg)
+	}
+	if cs, ok := st.(retention.CompactStore); ok {
+		h.compactor = retention.NewCompactor(cs, retention.CompactOptions{
+			After: cfg.Retention.CompactAfter, Interval: cfg.Retention.CompactInterval, Rollups: cfg.Retention.Rollups,
+		}, log.With("component", "compaction"), h.reg)
 	}
 	h.ingest = ingest.New(ingest.Deps{
 		Space:     h.space,
@@ -629,6 +636,9 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.single("retention", nil, h.expirer.Run)(gctx) })
 	if h.roller != nil {
 		g.Go(func() error { return h.single("rollups", nil, h.roller.Run)(gctx) })
+	}
+	if h.compactor != nil {
+		g.Go(func() error { return h.single("compaction", nil, h.compactor.Run)(gctx) })
 	}
 	g.Go(func() error { return h.space.Run(gctx) })
 	g.Go(func() error {

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
+	"github.com/devicehub/devicehub/internal/blocks"
 	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
@@ -210,14 +212,8 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 		return readings.Page{}, fmt.Errorf("query readings: %w", err)
 	}
 	defer rows.Close()
-	page := readings.Page{Readings: []readings.Record{}}
-	var lastTS int64
+	var raw []readings.Record
 	for rows.Next() {
-		if len(page.Readings) == limit {
-			last := page.Readings[len(page.Readings)-1]
-			page.Next = readings.EncodeCursor(lastTS, last.ID)
-			break
-		}
 		var r readings.Record
 		var ts, recv int64
 		var data string
@@ -231,12 +227,47 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 			r.Values = map[string]any{q.Field: r.Values[q.Field]}
 		}
 		r.DeviceID, r.Time, r.ReceivedAt = q.DeviceID, micros(ts), micros(recv)
-		lastTS = ts
-		page.Readings = append(page.Readings, r)
+		raw = append(raw, r)
 	}
 	if err := rows.Err(); err != nil {
 		return readings.Page{}, fmt.Errorf("query readings: %w", err)
 	}
+	// The compacted readings: the blocks' newest limit+1 that match.
+	b := &blockScan{deviceID: q.DeviceID, stream: q.Stream, from: math.MinInt64, need: limit + 1}
+	if !q.From.IsZero() {
+		b.from = q.From.UnixMicro()
+	}
+	if !q.To.IsZero() {
+		b.to = q.To.UnixMicro()
+	}
+	if q.Cursor != "" {
+		b.afterTS, b.afterID, _ = readings.DecodeCursor(q.Cursor)
+		b.cursor = true
+	}
+	if q.Field != "" {
+		b.keep = func(r *blocks.Reading) bool {
+			v, ok := r.Values[q.Field]
+			if ok {
+				r.Values = map[string]any{q.Field: v}
+			}
+			return ok
+		}
+	}
+	if err := s.scanBlocks(ctx, b); err != nil {
+		return readings.Page{}, fmt.Errorf("query readings: %w", err)
+	}
+	all := raw
+	if len(b.collected) > 0 {
+		all = append(raw, b.collected...)
+		sortNewest(all)
+	}
+	page := readings.Page{Readings: []readings.Record{}}
+	if len(all) > limit {
+		last := all[limit-1]
+		page.Next = readings.EncodeCursor(last.Time.UnixMicro(), last.ID)
+		all = all[:limit]
+	}
+	page.Readings = append(page.Readings, all...)
 	return page, nil
 }
 
@@ -245,9 +276,10 @@ func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, erro
 	var n int64
 	var err error
 	if deviceID == "" {
-		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings`).Scan(&n)
+		err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM readings) + (SELECT coalesce(sum(n), 0) FROM reading_blocks)`).Scan(&n)
 	} else {
-		err = s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?)`, deviceID).Scan(&n)
+		err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?1))
+			+ (SELECT coalesce(sum(n), 0) FROM reading_blocks WHERE dev = (SELECT key FROM devices WHERE id = ?1))`, deviceID).Scan(&n)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("count readings: %w", err)

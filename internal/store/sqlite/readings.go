@@ -1,11 +1,14 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 
+	"github.com/devicehub/devicehub/internal/blocks"
 	"github.com/devicehub/devicehub/internal/readings"
 )
 
@@ -126,7 +129,7 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 		return s.aggregateRollups(ctx, q)
 	}
 	path := `$."` + q.Field + `"`
-	sqlq := `SELECT ts, json_extract(data, ?1) FROM readings
+	sqlq := `SELECT ts, id, json_extract(data, ?1) FROM readings
 		WHERE dev = (SELECT key FROM devices WHERE id = ?2) AND ts >= ?3 AND ts < ?4
 		AND json_type(data, ?1) IN ('integer', 'real')`
 	args := []any{path, q.DeviceID, q.From.UnixMicro(), q.To.UnixMicro()}
@@ -140,19 +143,45 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 	}
 	defer rows.Close()
-	a := readings.NewAggregator(q)
+	// The values go to the aggregator in (time, id) order, rows and
+	// blocks merged, so that sums and the last of equal times come out
+	// as they would from rows alone.
+	type point struct {
+		ts, id int64
+		v      float64
+	}
+	var pts []point
 	for rows.Next() {
-		var ts int64
+		var p point
 		var v sql.NullFloat64
-		if err := rows.Scan(&ts, &v); err != nil {
+		if err := rows.Scan(&p.ts, &p.id, &v); err != nil {
 			return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 		}
 		if v.Valid {
-			a.Add(ts, v.Float64)
+			p.v = v.Float64
+			pts = append(pts, p)
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
+	}
+	raw := len(pts)
+	b := &blockScan{deviceID: q.DeviceID, stream: q.Stream, from: q.From.UnixMicro(), to: q.To.UnixMicro(),
+		keep: func(r *blocks.Reading) bool {
+			if v, ok := r.Values[q.Field].(float64); ok {
+				pts = append(pts, point{r.Time, r.ID, v})
+			}
+			return false
+		}}
+	if err := s.scanBlocks(ctx, b); err != nil {
+		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
+	}
+	if len(pts) > raw {
+		slices.SortFunc(pts, func(a, b point) int { return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.id, b.id)) })
+	}
+	a := readings.NewAggregator(q)
+	for _, p := range pts {
+		a.Add(p.ts, p.v)
 	}
 	return a.Result(), nil
 }

@@ -64,6 +64,15 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 			return 0, err
 		}
 		defer st.Close()
+		// Whole blocks that end before the cutoff (a block that spans it
+		// stays until it is all expired); counted by readings, found by
+		// blocks.
+		bst, err := tx.PrepareContext(ctx, `DELETE FROM reading_blocks WHERE id IN (
+			SELECT id FROM reading_blocks WHERE dev = (SELECT key FROM devices WHERE id = ?) AND t1 < ? LIMIT ?) RETURNING n`)
+		if err != nil {
+			return 0, err
+		}
+		defer bst.Close()
 		done := 0
 		for _, c := range cuts {
 			if done >= limit {
@@ -75,6 +84,24 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 			}
 			k, _ := res.RowsAffected()
 			done += int(k)
+			if done >= limit {
+				break
+			}
+			rows, err := bst.QueryContext(ctx, c.DeviceID, c.Before.UnixMicro(), max(1, (limit-done)/blockSize))
+			if err != nil {
+				return 0, err
+			}
+			for rows.Next() {
+				var n int
+				if err := rows.Scan(&n); err != nil {
+					rows.Close()
+					return 0, err
+				}
+				done += n
+			}
+			if err := rows.Close(); err != nil {
+				return 0, err
+			}
 		}
 		return done, nil
 	})

@@ -58,6 +58,10 @@ type Options struct {
 
 // Store is the SQLite store. Create it with Open and release it with Close.
 type Store struct {
+	// compactHook, when set (tests), runs at the end of a compaction's
+	// transaction; an error fails it.
+	compactHook func() error
+
 	w   *sql.DB // the one writer connection
 	r   *sql.DB // readers
 	ck  *sql.DB // the checkpointer's connection

@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"DevicePatch", testDevicePatch},
 		{"EventSeq", testEventSeq},
 		{"QueryReadings", testQueryReadings},
+		{"Compaction", testCompaction}, // compact.go
 		{"ReadingsPaging", testReadingsPaging},
 		{"ListDevices", testListDevices},
 		{"Tokens", testTokens},

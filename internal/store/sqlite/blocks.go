@@ -1,0 +1,254 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/blocks"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/retention"
+)
+
+var _ retention.CompactStore = (*Store)(nil)
+
+// blockSize is the most readings a block holds: a block is decoded whole,
+// so it bounds the work of a query that needs one reading of it (about
+// 1 µs a reading), while a few hundred readings spread a block's field
+// names and column headers thin.
+const blockSize = 512
+
+// CompactReadings implements retention.CompactStore. In one transaction it
+// reads up to limit of the device's readings taken before before (never
+// the table's newest row, so that rowids are not reused, and with an id
+// of at most maxID when maxID > 0), merges them per stream into the
+// stream's newest block while that holds fewer than blockSize readings,
+// writes the rest as new blocks, and deletes the rows. A failure
+// anywhere rolls all of it back: a reading is a row or in a block, never
+// both, never neither.
+func (s *Store) CompactReadings(ctx context.Context, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
+	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+		var key int64
+		if err := tx.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = ?`, deviceID).Scan(&key); err != nil {
+			if err == sql.ErrNoRows {
+				return 0, nil
+			}
+			return 0, err
+		}
+		if maxID <= 0 {
+			maxID = 1<<63 - 1
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, stream, ts, received_at, message_id, data FROM readings
+			WHERE dev = ? AND ts < ? AND id < (SELECT max(id) FROM readings) AND id <= ? ORDER BY ts, id LIMIT ?`,
+			key, before.UnixMicro(), maxID, limit)
+		if err != nil {
+			return 0, err
+		}
+		byStream := map[string][]blocks.Reading{}
+		var ids []any
+		for rows.Next() {
+			var r blocks.Reading
+			var stream, data string
+			if err := rows.Scan(&r.ID, &stream, &r.Time, &r.ReceivedAt, &r.MessageID, &data); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			if err := json.Unmarshal([]byte(data), &r.Values); err != nil {
+				rows.Close()
+				return 0, fmt.Errorf("reading %d: %w", r.ID, err)
+			}
+			byStream[stream] = append(byStream[stream], r)
+			ids = append(ids, r.ID)
+		}
+		if err := rows.Close(); err != nil {
+			return 0, err
+		}
+		if len(ids) == 0 {
+			return 0, nil
+		}
+		streams := make([]string, 0, len(byStream))
+		for st := range byStream {
+			streams = append(streams, st)
+		}
+		slices.Sort(streams)
+		for _, st := range streams {
+			if err := s.writeBlocks(ctx, tx, key, st, byStream[st]); err != nil {
+				return 0, fmt.Errorf("stream %q: %w", st, err)
+			}
+		}
+		for len(ids) > 0 {
+			k := min(len(ids), 500)
+			q := `DELETE FROM readings WHERE id IN (?` + strings.Repeat(",?", k-1) + `)`
+			res, err := tx.ExecContext(ctx, q, ids[:k]...)
+			if err != nil {
+				return 0, err
+			}
+			if d, _ := res.RowsAffected(); d != int64(k) {
+				return 0, fmt.Errorf("deleted %d of %d compacted readings", d, k)
+			}
+			ids = ids[k:]
+		}
+		if s.compactHook != nil {
+			if err := s.compactHook(); err != nil {
+				return 0, err
+			}
+		}
+		n := 0
+		for _, rs := range byStream {
+			n += len(rs)
+		}
+		return n, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("compact readings of %s: %w", deviceID, err)
+	}
+	return n, nil
+}
+
+// writeBlocks merges rs into the stream's newest block if it is not full
+// and writes the rest as new blocks of at most blockSize readings.
+func (s *Store) writeBlocks(ctx context.Context, tx *sql.Tx, key int64, stream string, rs []blocks.Reading) error {
+	var last int64
+	var n int
+	var data []byte
+	err := tx.QueryRowContext(ctx, `SELECT id, n, data FROM reading_blocks WHERE dev = ? AND stream = ? ORDER BY t1 DESC LIMIT 1`,
+		key, stream).Scan(&last, &n, &data)
+	switch {
+	case err == sql.ErrNoRows:
+	case err != nil:
+		return err
+	case n < blockSize:
+		old, err := blocks.Decode(data)
+		if err != nil {
+			return fmt.Errorf("block %d: %w", last, err)
+		}
+		rs = append(old, rs...)
+	default:
+		last = 0
+	}
+	blocks.Sort(rs)
+	// Even chunks: 513 readings make blocks of 257 and 256, not 512 and 1.
+	chunks := (len(rs) + blockSize - 1) / blockSize
+	for c := range chunks {
+		part := rs[c*len(rs)/chunks : (c+1)*len(rs)/chunks]
+		b, err := blocks.Encode(part)
+		if err != nil {
+			return err
+		}
+		t0, t1 := part[0].Time, part[len(part)-1].Time
+		if c == 0 && last != 0 {
+			_, err = tx.ExecContext(ctx, `UPDATE reading_blocks SET t0 = ?, t1 = ?, n = ?, data = ? WHERE id = ?`, t0, t1, len(part), b, last)
+		} else {
+			_, err = tx.ExecContext(ctx, `INSERT INTO reading_blocks (dev, stream, t0, t1, n, data) VALUES (?,?,?,?,?,?)`, key, stream, t0, t1, len(part), b)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blockScan reads a device's blocks that may hold readings of a query,
+// newest end first, and collects the matching readings until need of
+// them are certain to be the newest (a block whose end is before the
+// need-th newest collected cannot hold a newer one). It returns them
+// newest first (by time, then id).
+type blockScan struct {
+	stream     string
+	from, to   int64 // [from, to); to 0: no bound
+	afterTS    int64 // with afterID: only readings before (afterTS, afterID) in the newest-first order
+	afterID    int64
+	cursor     bool
+	need       int // 0: every reading
+	keep       func(r *blocks.Reading) bool
+	deviceID   string
+	collected  []readings.Record
+	blocksRead int
+}
+
+func (s *Store) scanBlocks(ctx context.Context, b *blockScan) error {
+	q := `SELECT stream, t0, t1, data FROM reading_blocks WHERE dev = (SELECT key FROM devices WHERE id = ?) AND t1 >= ?`
+	args := []any{b.deviceID, b.from}
+	if b.to != 0 {
+		q += ` AND t0 < ?`
+		args = append(args, b.to)
+	}
+	if b.cursor {
+		q += ` AND t0 <= ?`
+		args = append(args, b.afterTS)
+	}
+	if b.stream != "" {
+		q += ` AND stream = ?`
+		args = append(args, b.stream)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY t1 DESC`, args...)
+	if err != nil {
+		return fmt.Errorf("read blocks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var stream string
+		var t0, t1 int64
+		var data []byte
+		if err := rows.Scan(&stream, &t0, &t1, &data); err != nil {
+			return fmt.Errorf("read blocks: %w", err)
+		}
+		if b.need > 0 && len(b.collected) >= b.need && t1 < b.collected[b.need-1].Time.UnixMicro() {
+			break
+		}
+		rs, err := blocks.Decode(data)
+		if err != nil {
+			return fmt.Errorf("block of %s at %d: %w", b.deviceID, t1, err)
+		}
+		b.blocksRead++
+		for i := range rs {
+			r := &rs[i]
+			if r.Time < b.from || (b.to != 0 && r.Time >= b.to) {
+				continue
+			}
+			if b.cursor && (r.Time > b.afterTS || (r.Time == b.afterTS && r.ID >= b.afterID)) {
+				continue
+			}
+			if b.keep != nil && !b.keep(r) {
+				continue
+			}
+			b.collected = append(b.collected, readings.Record{ID: r.ID, DeviceID: b.deviceID, Stream: stream,
+				Time: micros(r.Time), ReceivedAt: micros(r.ReceivedAt), MessageID: r.MessageID, Values: r.Values})
+		}
+		sortNewest(b.collected)
+		if b.need > 0 && len(b.collected) > b.need {
+			b.collected = b.collected[:b.need]
+		}
+	}
+	return rows.Err()
+}
+
+// sortNewest sorts records newest first: by time, then id, descending.
+func sortNewest(rs []readings.Record) {
+	slices.SortFunc(rs, func(a, b readings.Record) int {
+		return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(b.ID, a.ID))
+	})
+}
+
+// ReadingsSpace returns the bytes of the database's pages in use (the
+// file less its free pages) and, of those, the pages of the readings:
+// their rows, blocks and indexes (from the dbstat table).
+func (s *Store) ReadingsSpace(ctx context.Context) (used, readingsBytes int64, err error) {
+	var pages, free, size int64
+	for q, v := range map[string]*int64{`PRAGMA page_count`: &pages, `PRAGMA freelist_count`: &free, `PRAGMA page_size`: &size} {
+		if err := s.r.QueryRowContext(ctx, q).Scan(v); err != nil {
+			return 0, 0, fmt.Errorf("readings space: %w", err)
+		}
+	}
+	err = s.r.QueryRowContext(ctx, `SELECT coalesce(sum(pgsize), 0) FROM dbstat
+		WHERE name IN ('readings', 'readings_dev_ts', 'reading_blocks', 'reading_blocks_dev_t1')`).Scan(&readingsBytes)
+	if err != nil {
+		return 0, 0, fmt.Errorf("readings space: %w", err)
+	}
+	return (pages - free) * size, readingsBytes, nil
+}
