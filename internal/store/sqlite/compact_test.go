@@ -130,4 +130,15 @@ func TestCompactorPass(t *testing.T) {
 			}
 		})
 	}
+	// Expiry drops whole blocks: p1's one block ends before the cutoff,
+	// p2's ends after it and stays.
+	n, err := s.ExpireReadings(ctx, []retention.Cutoff{{DeviceID: "p1", Before: now}, {DeviceID: "p2", Before: base.Add(50 * time.Minute)}}, 1000)
+	if err != nil || n != 100 {
+		t.Fatalf("expired %d (%v), want p1's 100", n, err)
+	}
+	for id, want := range map[string]int64{"p1": 0, "p2": 100, "p3": 100} {
+		if got, err := s.CountReadings(ctx, id); err != nil || got != want {
+			t.Errorf("%s: %d readings (%v), want %d", id, got, err, want)
+		}
+	}
 }
