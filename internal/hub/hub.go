@@ -303,7 +303,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}
 	if cs, ok := st.(retention.CompactStore); ok {
 		h.compactor = retention.NewCompactor(cs, retention.CompactOptions{
-			After: cfg.Retention.CompactAfter, Interval: cfg.Retention.CompactInterval, Rollups: cfg.Retention.Rollups,
+			After: cfg.Retention.CompactAfter, Interval: cfg.Retention.CompactInterval, Rollups: cfg.Retention.Rollups, Batch: cfg.Retention.Batch,
 		}, log.With("component", "compaction"), h.reg)
 	}
 	h.ingest = ingest.New(ingest.Deps{
