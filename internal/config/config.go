@@ -123,6 +123,9 @@ type MQTTConfig struct {
 	ReceiveMaximum   int           `yaml:"receive_maximum"`
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	WriteQueue       int           `yaml:"write_queue"`
+	// External, when its url is set, replaces the embedded broker
+	// (external.go).
+	External ExternalBrokerConfig `yaml:"external"`
 }
 
 // TLSConfig configures the MQTT TLS listener; Addr "" disables it.
@@ -376,6 +379,7 @@ var envVars = []struct {
 	{"DEVICEHUB_SQLITE_PATH", func(c *Config, v string) { c.Storage.SQLite.Path = v }},
 	{"DEVICEHUB_POSTGRES_DSN", func(c *Config, v string) { c.Storage.Postgres.DSN = v }},
 	{"DEVICEHUB_CLUSTER_NODE_ID", func(c *Config, v string) { c.Cluster.NodeID = v }},
+	{"DEVICEHUB_MQTT_EXTERNAL_PASSWORD", func(c *Config, v string) { c.MQTT.External.Password = v }},
 	{"DEVICEHUB_REGISTRATION_SHARED_SECRET", func(c *Config, v string) { c.Registration.SharedSecret = v }},
 }
 
@@ -408,7 +412,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention, c.checkCluster} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention, c.checkCluster, c.checkExternalBroker} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
@@ -571,7 +575,7 @@ func (c *Config) checkMQTT() error {
 	} else if m.TLS.ClientCAFile != "" {
 		return invalid("mqtt.tls.client_ca_file", "needs mqtt.tls.addr")
 	}
-	if m.Addr == "" && m.TLS.Addr == "" && m.WSAddr == "" {
+	if m.Addr == "" && m.TLS.Addr == "" && m.WSAddr == "" && !m.External.Enabled() {
 		return invalid("mqtt.addr", "no MQTT listener: set mqtt.addr, mqtt.tls.addr or mqtt.ws_addr")
 	}
 	if err := atLeast("mqtt.max_packet_size", int64(m.MaxPacketSize), 1024); err != nil {

@@ -39,6 +39,7 @@ import (
 	"github.com/devicehub/devicehub/internal/deviceconfig"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/extbroker"
 	"github.com/devicehub/devicehub/internal/firmware"
 	"github.com/devicehub/devicehub/internal/ingest"
 	"github.com/devicehub/devicehub/internal/lease"
@@ -109,6 +110,8 @@ type Hub struct {
 	provisioning *provisioning.Service
 	// brokerAuth answers an external broker's authentication requests.
 	brokerAuth *brokerauth.Handler
+	// ext replaces the broker with an external one (mqtt.external).
+	ext *extbroker.Client
 	// commands sends commands to devices; twin keeps their twins.
 	commands *commands.Service
 	twin     *twin.Service
@@ -233,8 +236,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		generation = h.clusterStore().NextSessionGeneration
 	}
 
-	brk, err := broker.New(broker.Options{
-		Addr:             cfg.MQTT.Addr,
+	emb, err := broker.New(broker.Options{
+		Addr:             embeddedAddr(cfg),
 		TLSAddr:          cfg.MQTT.TLS.Addr,
 		CertFile:         cfg.MQTT.TLS.CertFile,
 		KeyFile:          cfg.MQTT.TLS.KeyFile,
@@ -257,7 +260,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	h.broker = brk
+	h.broker = emb
+	brk, err := h.outbound(emb)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt.external: %w", err)
+	}
 
 	h.provisioning = provisioning.New(st, h.registry, h.types, provisioning.Options{
 		OperationTTL:     cfg.Provisioning.OperationTTL,
@@ -622,7 +629,7 @@ func (h *Hub) serve(ctx context.Context) error {
 			return authSrv.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { return h.broker.Run(gctx) })
+	g.Go(func() error { return h.runDevices(gctx) })
 	if h.leases != nil {
 		g.Go(func() error { return h.runNodeLease(gctx) })
 		g.Go(func() error { return h.runSlotLease(gctx) })
@@ -675,7 +682,7 @@ func (h *Hub) serve(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		select {
-		case <-h.broker.Ready():
+		case <-h.devicesReady():
 		case <-gctx.Done():
 			return nil
 		}
