@@ -14,6 +14,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/extbroker/mosquittotest"
@@ -107,6 +108,13 @@ func TestExternalBrokerDeviceProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	rec := &eventRecorder{}
+	sub, err := th.Subscribe(events.Filter{}, 0, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
 	// Readings: stored once each, through the shared subscription.
 	for i := range 5 {
 		if _, err := dev.Publish(ctx, &paho.Publish{Topic: "devices/ext-1/data", QoS: 1,
@@ -118,9 +126,14 @@ func TestExternalBrokerDeviceProtocol(t *testing.T) {
 		n, err := th.Store().CountReadings(context.Background(), "ext-1")
 		return err == nil && n == 5
 	})
-	// The device came online through its messages.
+	// The device came online through its messages, on a transport that
+	// says the hub does not hold its connection.
 	if st := th.device(t, "ext-1"); st.Status != "online" {
 		t.Errorf("device status %q, want online", st.Status)
+	}
+	eventually.True(t, 10*time.Second, "device_connected", func() bool { return len(rec.of(events.DeviceConnected, "ext-1")) > 0 })
+	if c, ok := rec.of(events.DeviceConnected, "ext-1")[0].Args.(*events.Connected); !ok || c.Transport != "mqtt_external" {
+		t.Errorf("device_connected args %+v, want transport mqtt_external", rec.of(events.DeviceConnected, "ext-1")[0].Args)
 	}
 
 	// A command through the API reaches the device on Mosquitto; its

@@ -9,6 +9,7 @@ import (
 	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/extbroker"
 	"github.com/devicehub/devicehub/internal/ingest"
+	"github.com/devicehub/devicehub/internal/presence"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -96,6 +97,16 @@ func embeddedAddr(cfg *config.Config) string {
 		return "127.0.0.1:0"
 	}
 	return cfg.MQTT.Addr
+}
+
+// activityTransport is the transport presence gives a device it brings
+// online by its messages: with an external broker the hub never sees a
+// device's connection.
+func activityTransport(cfg *config.Config) string {
+	if cfg.MQTT.External.Enabled() {
+		return presence.TransportExternal
+	}
+	return presence.TransportHTTP
 }
 
 // runDevices runs the device side: the embedded broker, or the external

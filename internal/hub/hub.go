@@ -230,7 +230,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if h.leases != nil {
 		h.registry.ReadMisses(h.clusterStore())
 	}
-	h.presence = presence.New(h.committer, h.types, sessionKicker{h}, presence.Options{DeviceType: h.registry.DeviceType, Node: cfg.Cluster.NodeID}, log.With("component", "presence"), h.reg)
+	h.presence = presence.New(h.committer, h.types, sessionKicker{h}, presence.Options{DeviceType: h.registry.DeviceType, Node: cfg.Cluster.NodeID, ActivityTransport: activityTransport(cfg)}, log.With("component", "presence"), h.reg)
 	var generation func(context.Context) (uint64, error)
 	if h.leases != nil {
 		generation = h.clusterStore().NextSessionGeneration

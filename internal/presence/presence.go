@@ -23,6 +23,7 @@
 package presence
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -65,6 +66,10 @@ const (
 const (
 	TransportMQTT = "mqtt"
 	TransportHTTP = "http"
+	// TransportExternal: a device on an external MQTT broker
+	// (mqtt.external), whose connection the hub does not see: it comes
+	// online with its messages.
+	TransportExternal = "mqtt_external"
 )
 
 // ReasonHubRestart is the disconnect reason of devices that were still
@@ -88,6 +93,11 @@ type Options struct {
 	// device patches of presence then carry the session generation (from
 	// the cluster-wide sequence) and the node holding a new session.
 	Node string
+	// ActivityTransport is the transport of device_connected for a device
+	// brought online by its activity without a connection the tracker
+	// knows of (default TransportHTTP; TransportExternal with an external
+	// broker).
+	ActivityTransport string
 }
 
 // Tracker is the presence state machine. Create it with New and run its
@@ -109,6 +119,8 @@ type Tracker struct {
 	heap deadlines
 	wake chan struct{} // one slot: the earliest deadline moved
 	pops atomic.Int64  // heap entries popped, for tests
+
+	activityTransport string // Options.ActivityTransport
 }
 
 // device is one device's presence state.
@@ -153,6 +165,7 @@ func New(c Committer, types Types, kick Kicker, opts Options, log *slog.Logger, 
 		wake:    make(chan struct{}, 1),
 	}
 	t.kick = kick
+	t.activityTransport = cmp.Or(opts.ActivityTransport, TransportHTTP)
 	t.m = newMetrics(reg)
 	return t
 }
@@ -239,9 +252,9 @@ func (t *Tracker) revive(d *device, typ string) {
 		return
 	}
 	next := d.st
-	next.connected, next.status, next.transport = true, StatusOnline, TransportHTTP
+	next.connected, next.status, next.transport = true, StatusOnline, t.activityTransport
 	timeout := t.typeTimeout(d.typ)
-	_, err := t.apply(ctx, d, next, &events.Connected{Transport: TransportHTTP}, nil, nil)
+	_, err := t.apply(ctx, d, next, &events.Connected{Transport: t.activityTransport}, nil, nil)
 	if err == nil {
 		t.arm(d, timeout)
 	}
