@@ -275,7 +275,7 @@ func configNoticeDevice(topic string) (string, bool) {
 // the device_connected event).
 func (h *Hub) followOutbound(ctx context.Context) error {
 	select {
-	case <-h.broker.Ready():
+	case <-h.devicesReady():
 	case <-ctx.Done():
 		return nil
 	}

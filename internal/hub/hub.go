@@ -284,7 +284,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	// connection (see cluster.go).
 	var configNotified func(string)
 	var fwPub firmware.Publisher = brk
-	if h.fanout != nil {
+	// With an external broker every node reaches every device there:
+	// nothing to relay.
+	if h.fanout != nil && h.ext == nil {
 		configNotified, fwPub = h.relayConfigNotice, relayPublisher{h}
 	}
 	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, configNotified, log.With("component", "deviceconfig")); err != nil {
