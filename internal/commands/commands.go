@@ -616,7 +616,10 @@ func (s *Service) RecordResult(ctx context.Context, deviceID, deviceType, comman
 	t, err = s.d.Committer.Enqueue(ctx, &commit.Change{
 		DeviceID: deviceID,
 		Ops: []commit.Op{msg, &registry.DevicePatch{LastSeen: &seen},
-			&Change{ID: commandID, Status: status, From: unfinished, Result: result, At: msg.ReceivedAt}},
+			// A result proves delivery: the device's PUBACK of the command
+			// may reach the hub after its result (the client acknowledges
+			// once its handler returned), and delivered_at keeps the first.
+			&Change{ID: commandID, Status: status, From: unfinished, Result: result, DeliveredAt: &seen, At: msg.ReceivedAt}},
 		Events: []commit.Event{ev},
 	})
 	if err != nil {

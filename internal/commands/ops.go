@@ -26,8 +26,9 @@ type TxStore interface {
 	// UpdateCommand applies u to the command u.ID of deviceID if its
 	// status is one of u.From (never empty): the status, the result
 	// unless nil, the send times and count when SentAt is set (the first
-	// send time only if none), delivered_at when DeliveredAt is set, and
-	// finished_at when finished. False if no command matched.
+	// send time only if none), delivered_at when DeliveredAt is set and
+	// none is stored yet (the first delivery), and finished_at when
+	// finished. False if no command matched.
 	UpdateCommand(ctx context.Context, deviceID string, u *Change, finished bool) (bool, error)
 }
 

@@ -62,7 +62,7 @@ func (t *txn) UpdateCommand(ctx context.Context, deviceID string, c *commands.Ch
 		fin = &at
 	}
 	q := `UPDATE device_commands SET status = $1, result = coalesce($2::jsonb, result), sent_at = coalesce($3, sent_at),
-		first_sent_at = coalesce(first_sent_at, $3), sends = sends + $4, delivered_at = coalesce($5, delivered_at),
+		first_sent_at = coalesce(first_sent_at, $3), sends = sends + $4, delivered_at = coalesce(delivered_at, $5),
 		finished_at = coalesce($6, finished_at), updated_at = $7 WHERE id = $8 AND device_id = $9`
 	args := []any{c.Status, jsonArg(c.Result), c.SentAt, inc, c.DeliveredAt, fin, c.At, c.ID, deviceID}
 	ph := make([]string, len(c.From))

@@ -57,7 +57,7 @@ func (t *txn) UpdateCommand(ctx context.Context, deviceID string, c *commands.Ch
 	}
 	sent := microsPtr(c.SentAt)
 	q := `UPDATE device_commands SET status = ?, result = coalesce(?, result), sent_at = coalesce(?, sent_at),
-		first_sent_at = coalesce(first_sent_at, ?), sends = sends + ?, delivered_at = coalesce(?, delivered_at),
+		first_sent_at = coalesce(first_sent_at, ?), sends = sends + ?, delivered_at = coalesce(delivered_at, ?),
 		finished_at = coalesce(?, finished_at), updated_at = ? WHERE id = ? AND device_id = ?
 		AND status IN (?` + strings.Repeat(",?", len(c.From)-1) + `)`
 	args := []any{c.Status, jsonText(c.Result), sent, sent, inc, microsPtr(c.DeliveredAt), fin, c.At.UnixMicro(), c.ID, deviceID}

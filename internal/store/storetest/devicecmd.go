@@ -84,7 +84,7 @@ func testDeviceCommands(t *testing.T, b Backend) {
 			Payload: []byte(`{"status":"succeeded"}`), Accepted: true, ReceivedAt: at(sec)}
 	}
 	result := &commit.Change{DeviceID: "d1", Ops: []commit.Op{resultMsg("c1", 7),
-		&commands.Change{ID: "c1", Status: commands.StatusSucceeded, From: open, Result: []byte(`{"ok":true}`), At: at(7)}}}
+		&commands.Change{ID: "c1", Status: commands.StatusSucceeded, From: open, Result: []byte(`{"ok":true}`), DeliveredAt: ptrTime(at(7)), At: at(7)}}}
 	expireC1 := move("d1", "c1", commands.StatusExpired, open, 8, nil)
 	mustCommit(t, b, result, expireC1)
 	if result.Err != nil {
@@ -95,7 +95,10 @@ func testDeviceCommands(t *testing.T, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != commands.StatusSucceeded || !timeIs(got.FinishedAt, at(7)) || !got.CreatedAt.Equal(at(1)) || !got.ExpiresAt.Equal(at(3601)) {
+	// A result carries a delivery time too (it proves delivery); the
+	// first one stored is kept.
+	if got.Status != commands.StatusSucceeded || !timeIs(got.FinishedAt, at(7)) || !timeIs(got.DeliveredAt, at(6)) ||
+		!got.CreatedAt.Equal(at(1)) || !got.ExpiresAt.Equal(at(3601)) {
 		t.Errorf("c1 %+v", got)
 	}
 	equalJSON(t, "payload", jsonValue(t, got.Payload), map[string]any{"delay": 5.0})
@@ -325,3 +328,5 @@ func jsonValue(t *testing.T, b []byte) any {
 	}
 	return v
 }
+
+func ptrTime(t time.Time) *time.Time { return &t }
