@@ -46,8 +46,14 @@ type LoadSpec struct {
 	Duration    time.Duration `json:"duration"`
 	MaxMessages int           `json:"max_messages"`
 	// Rate is the total offered rate in messages/s (open loop); 0 is a
-	// closed loop (each device publishes as soon as the last was acked).
+	// closed loop (each device publishes as soon as one was acked).
 	Rate float64 `json:"rate"`
+	// Inflight is how many QoS 1 publishes each device keeps outstanding
+	// in ingest mode (0 or 1: one at a time). In a closed loop a device
+	// sends its next message whenever one of its PUBACKs arrives; in an
+	// open loop a device whose window is full falls behind its schedule,
+	// which its latencies then show.
+	Inflight int `json:"inflight"`
 	// Subscribe adds a wildcard QoS 1 subscriber on devices/# (the
 	// consumer of a plain broker) and waits for it to receive every
 	// acknowledged message.
@@ -293,63 +299,77 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 	if g.spec.Rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(len(conns)) / g.spec.Rate)
 	}
+	inflight := max(g.spec.Inflight, 1)
 	start := time.Now()
 	deadline := start.Add(g.spec.Duration)
-	lats := make([][]time.Duration, len(conns))
+	lats := make([][]time.Duration, len(conns)*inflight)
 	var published, acked, failed atomic.Int64
 	var lastAck atomic.Int64
 	var first sync.Once
 	var wg sync.WaitGroup
 	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			topic := "devices/" + c.dev.ID + "/data"
-			var buf []byte
-			ls := make([]time.Duration, 0, 1024)
-			offset := time.Duration(0)
-			if interval > 0 {
-				offset = interval * time.Duration(i) / time.Duration(len(conns))
-			}
-			for k := range perDevice {
-				t0 := time.Now()
-				if interval > 0 {
-					// Open loop: latency counts from the scheduled time, so
-					// that a slow ack delays the measure, not the schedule.
-					t0 = start.Add(offset + time.Duration(k)*interval)
-					if d := time.Until(t0); d > 0 {
-						time.Sleep(d) // pacing the offered load
+		// inflight workers share the device's client and its message
+		// sequence: each takes the next k, publishes it and waits for
+		// its PUBACK, so the device has up to inflight messages
+		// outstanding and sends a new one as soon as one is acked.
+		var next atomic.Int64
+		var stop atomic.Bool
+		topic := "devices/" + c.dev.ID + "/data"
+		offset := time.Duration(0)
+		if interval > 0 {
+			offset = interval * time.Duration(i) / time.Duration(len(conns))
+		}
+		for w := range inflight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var buf []byte
+				ls := make([]time.Duration, 0, 1024)
+				defer func() { lats[i*inflight+w] = ls }()
+				for !stop.Load() {
+					k := int(next.Add(1) - 1)
+					if k >= perDevice {
+						return
 					}
+					t0 := time.Now()
+					if interval > 0 {
+						// Open loop: latency counts from the scheduled time, so
+						// that a slow ack delays the measure, not the schedule.
+						t0 = start.Add(offset + time.Duration(k)*interval)
+						if d := time.Until(t0); d > 0 {
+							time.Sleep(d) // pacing the offered load
+						}
+					}
+					if !time.Now().Before(deadline) || ctx.Err() != nil {
+						return
+					}
+					msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
+					buf = payload(buf, k, msgID)
+					if g.sent != nil {
+						g.mu.Lock()
+						g.sent[msgID] = t0
+						g.mu.Unlock()
+					}
+					published.Add(1)
+					pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+					resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
+					pcancel()
+					if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
+						err = fmt.Errorf("reason code %#x", resp.ReasonCode)
+					}
+					if err != nil {
+						failed.Add(1)
+						first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
+						stop.Store(true)
+						return
+					}
+					now := time.Now()
+					ls = append(ls, now.Sub(t0))
+					acked.Add(1)
+					lastAck.Store(now.UnixNano())
 				}
-				if !time.Now().Before(deadline) || ctx.Err() != nil {
-					break
-				}
-				msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
-				buf = payload(buf, k, msgID)
-				if g.sent != nil {
-					g.mu.Lock()
-					g.sent[msgID] = t0
-					g.mu.Unlock()
-				}
-				published.Add(1)
-				pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-				resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
-				pcancel()
-				if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
-					err = fmt.Errorf("reason code %#x", resp.ReasonCode)
-				}
-				if err != nil {
-					failed.Add(1)
-					first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
-					break
-				}
-				now := time.Now()
-				ls = append(ls, now.Sub(t0))
-				acked.Add(1)
-				lastAck.Store(now.UnixNano())
-			}
-			lats[i] = ls
-		}()
+			}()
+		}
 	}
 	wg.Wait()
 	g.res.Published, g.res.Acked, g.res.Errors = int(published.Load()), int(acked.Load()), int(failed.Load())

@@ -46,6 +46,7 @@ func TestSmoke(t *testing.T) {
 		Rounds:      1,
 		Duration:    300 * time.Millisecond,
 		Devices:     []int{3},
+		Inflight:    2, // the windowed path; every scenario below must still lose nothing
 		OpenLoop:    []float64{0.5},
 		Connections: []int{10},
 		Hold:        200 * time.Millisecond,
@@ -134,13 +135,24 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# devicehub bench", "## Goals", "## Ratios", "ingest_closed_3"} {
+	for _, want := range []string{"# devicehub bench", "## Goals", "## Ratios", "ingest_closed_3", "up to 2 messages in flight", "< 20 ms", "≤ 16 KiB"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(out, bench.ChartFile)); err != nil {
 		t.Errorf("no chart: %v", err)
+	}
+}
+
+// TestInflightRange: a window the brokers would not grant is refused
+// before anything runs, naming the setting.
+func TestInflightRange(t *testing.T) {
+	for _, n := range []int{-1, bench.MaxInflight + 1} {
+		_, err := bench.Run(t.Context(), bench.Options{Scenarios: []string{"ingest"}, OutDir: t.TempDir(), Exe: os.Args[0], Inflight: n})
+		if err == nil || !strings.Contains(err.Error(), "inflight") {
+			t.Errorf("inflight %d: err = %v, want an inflight range error", n, err)
+		}
 	}
 }
 

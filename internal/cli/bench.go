@@ -32,6 +32,9 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 			if o.OutDir == "" {
 				return usage(cmd, errors.New("--out is required"))
 			}
+			if o.Inflight < 1 || o.Inflight > bench.MaxInflight {
+				return usage(cmd, fmt.Errorf("--inflight %d: must be between 1 and %d (the receive maximum devicehub and mochi announce)", o.Inflight, bench.MaxInflight))
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("bench: find the devicehub binary: %w", err)
@@ -61,6 +64,8 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", 0, "publishing time of one ingest run (default 5s)")
 	f.IntVar(&o.MaxMessages, "max-messages", 0, "bound on the messages of one ingest run (default 2,000,000)")
 	f.IntSliceVar(&o.Devices, "devices", nil, "ingest device counts (default 100)")
+	f.IntVar(&o.Inflight, "inflight", 1, fmt.Sprintf("QoS 1 publishes each ingest device keeps outstanding, for every system (1-%d; a new one whenever a PUBACK arrives).\n"+
+		"Default 1: what a device that waits for each PUBACK does, as the Go SDK does today; >1 shows devicehub's pipelined PUBACKs", bench.MaxInflight))
 	f.Float64SliceVar(&o.OpenLoop, "open-loop", nil, "open-loop loads as fractions of devicehub's peak (default 0.25,0.5,0.75,1)")
 	f.IntSliceVar(&o.Connections, "connections", nil, "connection counts (default 10000; 0: as many as the open-file limit allows, the hard limit less 500)")
 	f.DurationVar(&o.Hold, "hold", 0, "idle hold of the connections scenario (default 15s)")
