@@ -382,7 +382,7 @@ func (r *runner) ingest(ctx context.Context) error {
 				OfferedPct:  frac * 100,
 				Notes: []string{
 					"Latency counts from the time each message was scheduled, so a slow acknowledgement is not hidden by the schedule (no coordinated omission).",
-					fmt.Sprintf("Each device keeps at most %s; a device whose window is full falls behind its schedule.", inflightText(r.o.Inflight)),
+					fmt.Sprintf("Each device has %s at most; a device whose window is full falls behind its schedule.", inflightText(r.o.Inflight)),
 					"signal: devicehub only, publish → the device_data_received event read from the hub's SSE stream /api/v1/events in the load generator, matched by msg_id; it includes the SSE encoding and delivery.",
 				},
 			}
