@@ -91,7 +91,9 @@ func benchIngest(b *testing.B, clients int, msgID bool, monitors int) {
 	benchIngestN(b, clients, 1, msgID, monitors)
 }
 
-func benchIngestInflight(b *testing.B, clients, inflight int) { benchIngestN(b, clients, inflight, false, 0) }
+func benchIngestInflight(b *testing.B, clients, inflight int) {
+	benchIngestN(b, clients, inflight, false, 0)
+}
 
 func benchIngestN(b *testing.B, clients, inflight int, msgID bool, monitors int) {
 	extra := os.Getenv("DEVICEHUB_BENCH_EXTRA")
