@@ -12,7 +12,8 @@ import (
 // connection. Retained messages are kept by every node's broker.
 //
 // Kind KindMonitors is not for a device: it tells the nodes that an
-// operator changed push monitors (Topic names the monitor).
+// operator changed push monitors (Topic names the monitor); KindTemplates
+// that configuration templates or group configurations changed.
 type Outbound struct {
 	Kind    string `json:"kind,omitempty"`
 	Topic   string `json:"topic"`
@@ -21,8 +22,11 @@ type Outbound struct {
 	QoS     byte   `json:"qos"`
 }
 
-// KindMonitors: see Outbound.
-const KindMonitors = "monitors"
+// Kinds of Outbound messages that are not for a device: see Outbound.
+const (
+	KindMonitors  = "monitors"
+	KindTemplates = "templates" // configuration templates or group configurations changed
+)
 
 // relaySubject carries Outbound messages between the nodes (core NATS:
 // at most once, in order per sending node). What must survive a lost

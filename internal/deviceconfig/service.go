@@ -62,6 +62,10 @@ type Options struct {
 	// notice was published here (cluster mode: the other nodes are told
 	// to Refresh it). RestoreNotices does not call it.
 	Notified func(deviceID string)
+	// TemplatesChanged, when set, is called after a template or a group
+	// configuration was stored through this service (cluster mode: the
+	// other nodes are told to ReloadTemplates).
+	TemplatesChanged func()
 }
 
 // Service is configuration management. Create it with New, fill it with
@@ -113,16 +117,54 @@ func New(d Deps, opts Options, log *slog.Logger) *Service {
 		jobs: newJobs()}
 }
 
-// Load reads templates, group configurations and every device's checksum
-// into memory.
-func (s *Service) Load(ctx context.Context) error {
+func (s *Service) templatesChanged() {
+	if s.opts.TemplatesChanged != nil {
+		s.opts.TemplatesChanged()
+	}
+}
+
+// ReloadTemplates reads the templates and group configurations from the
+// store again, replacing what is in memory: in cluster mode another node
+// changed them. Devices' configurations are not rendered again here (the
+// node that made the change re-renders them and relays their notices).
+func (s *Service) ReloadTemplates(ctx context.Context) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	ts, gs, err := s.loadTemplates(ctx)
+	if err != nil {
+		return err
+	}
+	templates, groups := make(map[string]*Template, len(ts)), make(map[string]*GroupConfig, len(gs))
+	for i := range ts {
+		templates[ts[i].ID] = &ts[i]
+	}
+	for i := range gs {
+		groups[gs[i].GroupID] = &gs[i]
+	}
+	s.mu.Lock()
+	s.templates, s.groups = templates, groups
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Service) loadTemplates(ctx context.Context) ([]Template, []GroupConfig, error) {
 	ts, err := s.d.Store.ListTemplates(ctx)
 	if err != nil {
-		return fmt.Errorf("load templates: %w", err)
+		return nil, nil, fmt.Errorf("load templates: %w", err)
 	}
 	gs, err := s.d.Store.ListGroupConfigs(ctx)
 	if err != nil {
-		return fmt.Errorf("load group configs: %w", err)
+		return nil, nil, fmt.Errorf("load group configs: %w", err)
+	}
+	return ts, gs, nil
+}
+
+// Load reads templates, group configurations and every device's checksum
+// into memory.
+func (s *Service) Load(ctx context.Context) error {
+	ts, gs, err := s.loadTemplates(ctx)
+	if err != nil {
+		return err
 	}
 	view := map[string]viewEntry{}
 	q := ListQuery{Limit: 1000}

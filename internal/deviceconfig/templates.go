@@ -68,6 +68,7 @@ func (s *Service) CreateTemplate(ctx context.Context, in TemplateInput) (*Templa
 	s.mu.Lock()
 	s.templates[t.ID] = t
 	s.mu.Unlock()
+	s.templatesChanged()
 	return t, nil
 }
 
@@ -233,6 +234,7 @@ func (s *Service) UpdateTemplate(ctx context.Context, in TemplateInput) (*Templa
 	s.mu.Lock()
 	s.templates[t.ID] = t
 	s.mu.Unlock()
+	s.templatesChanged()
 	j := s.jobs.start("template "+t.ID, events.ActionRelatedTemplateChanged, ids(rows))
 	return t, j, nil
 }
@@ -359,6 +361,7 @@ func (s *Service) DeleteTemplate(ctx context.Context, id string) error {
 	s.mu.Lock()
 	delete(s.templates, id)
 	s.mu.Unlock()
+	s.templatesChanged()
 	return nil
 }
 
@@ -461,6 +464,7 @@ func (s *Service) SetGroup(ctx context.Context, id string, u GroupUpdate) (*Grou
 	s.mu.Lock()
 	s.groups[id] = next
 	s.mu.Unlock()
+	s.templatesChanged()
 	if err := s.createConfigs(ctx, fresh); err != nil {
 		return nil, nil, err
 	}

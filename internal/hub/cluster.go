@@ -285,6 +285,12 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 		}
 	}
 	stop, err := h.fanout.OnRelay(func(m cluster.Outbound) {
+		if m.Kind == cluster.KindTemplates {
+			if err := h.deviceConfig.ReloadTemplates(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("cluster: reload configuration templates changed through another node", "err", err)
+			}
+			return
+		}
 		if m.Kind == cluster.KindMonitors {
 			if err := h.monitors.Sync(ctx); err != nil && ctx.Err() == nil {
 				h.log.Warn("cluster: sync monitors changed through another node", "monitor", m.Topic, "err", err)
@@ -306,6 +312,10 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 		return err
 	}
 	defer stop()
+	// What changed between this node's start (Load) and its subscription.
+	if err := h.deviceConfig.ReloadTemplates(ctx); err != nil && ctx.Err() == nil {
+		h.log.Warn("cluster: reload configuration templates", "err", err)
+	}
 	node := h.cfg.Cluster.NodeID
 	sub, err := h.bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: []events.Type{events.DeviceConnected}}}, func(e events.Event) {
 		if c, ok := e.Args.(*events.Connected); ok && c.Node == node {
@@ -318,6 +328,15 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 	<-ctx.Done()
 	sub.Close()
 	return nil
+}
+
+// relayTemplatesChanged tells the other nodes that configuration
+// templates or group configurations changed through this one: each reads
+// them from the store again.
+func (h *Hub) relayTemplatesChanged() {
+	if err := h.fanout.Relay(cluster.Outbound{Kind: cluster.KindTemplates}); err != nil {
+		h.log.Warn("cluster: relay template change", "err", err)
+	}
 }
 
 // relayMonitorChanged tells the other nodes that an operator changed a
