@@ -3,22 +3,15 @@ package hub_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/events"
-	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/extbroker/mosquittotest"
-	"github.com/devicehub/devicehub/internal/hub"
 )
 
 // startExternalHub runs a hub in external-broker mode against mq (the
@@ -28,51 +21,11 @@ func startExternalHub(t testing.TB, mq *mosquittotest.Broker, extra string) *tes
 	dir := t.TempDir()
 	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: \"\"\n  external: {url: %q, username: %s, password: %s}\nhttp:\n  addr: 127.0.0.1:0\n%s%s",
 		dir, mq.URL, mosquittotest.HubUser, mosquittotest.HubPassword, testTypes, extra)
-	path := filepath.Join(dir, "devicehub.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
+	th := startHubYAML(t, dir, yaml)
+	if th.MQTTAddr() != "" {
+		t.Errorf("embedded broker listens on %s in external-broker mode", th.MQTTAddr())
 	}
-	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := hub.New(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("hub run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	select {
-	case <-h.Ready():
-	case err := <-done:
-		t.Fatalf("hub stopped before ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("hub not ready after 20s")
-	}
-	if h.MQTTAddr() != "" {
-		t.Errorf("embedded broker listens on %s in external-broker mode", h.MQTTAddr())
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testHub{Hub: h, token: strings.TrimSpace(string(tok)), base: "http://" + h.HTTPAddr(), stop: stop}
+	return th
 }
 
 // dialExternal connects a device to the external broker, waiting until

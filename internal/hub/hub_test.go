@@ -80,7 +80,13 @@ func startHubHTTP(t testing.TB, httpKeys, extra string) *testHub {
 // again on it finds what the last one stored).
 func startHubIn(t testing.TB, dir, httpKeys, extra string) *testHub {
 	t.Helper()
-	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s%s", dir, httpKeys, testTypes, extra)
+	return startHubYAML(t, dir, fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s%s%s", dir, httpKeys, testTypes, extra))
+}
+
+// startHubYAML runs a hub on the data directory dir with the configuration
+// yaml until the test ends, and returns it once it is ready.
+func startHubYAML(t testing.TB, dir, yaml string) *testHub {
+	t.Helper()
 	path := filepath.Join(dir, "devicehub.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
