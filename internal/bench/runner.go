@@ -465,6 +465,9 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 		return run
 	}
 	lr := res[0]
+	if system == SysMochi {
+		mochi.Received = r.mochiSettled(ctx, s, mochi.Received, lr.Acked)
+	}
 	stopped = true
 	stored, err := r.stop(ctx, s)
 	if err != nil {
@@ -576,4 +579,26 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// mochiSettled returns how many messages mochi's inline subscriber got,
+// read again (for a few seconds at most) until every acknowledged one is
+// in: mochi writes a PUBACK before it hands the message to its
+// subscribers, so the last acknowledged messages can reach the subscriber
+// after the stats were first read.
+func (r *runner) mochiSettled(ctx context.Context, s *sut, received int64, acked int) int64 {
+	for deadline := time.Now().Add(5 * time.Second); received < int64(acked) && time.Now().Before(deadline); {
+		st, err := s.mochiStats(ctx)
+		if err != nil {
+			return received
+		}
+		if received = st.Received; received < int64(acked) {
+			select {
+			case <-ctx.Done():
+				return received
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return received
 }
