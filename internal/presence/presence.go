@@ -347,35 +347,11 @@ func (t *Tracker) RecordStatus(ctx context.Context, deviceID, deviceType, status
 // stopped without recording it). deviceTypes gives their types. Call it
 // before devices can connect.
 func (t *Tracker) Restore(ctx context.Context, connected []string, deviceTypes map[string]string) error {
-	var tickets []*commit.Ticket
-	var errs []error
-	for _, id := range connected {
-		d := t.device(id, deviceTypes[id])
-		d.mu.Lock()
-		if d.st.gen != 0 || d.st.connected { // connected since start: nothing to repair
-			d.mu.Unlock()
-			continue
-		}
-		// What the store says, as far as the tracker is told (counted as
-		// online so that the transition's gauge update balances).
-		d.st = state{connected: true, status: StatusOnline}
-		t.m.online.Inc()
-		tk, err := t.apply(ctx, d, state{status: StatusOffline}, nil, &events.Disconnected{Reason: ReasonHubRestart}, nil)
-		if err != nil {
-			d.st = state{status: StatusOffline}
-			t.m.online.Dec()
-			errs = append(errs, err)
-		} else {
-			tickets = append(tickets, tk)
-		}
-		d.mu.Unlock()
+	devs := make([]LostDevice, len(connected))
+	for i, id := range connected {
+		devs[i] = LostDevice{ID: id, Type: deviceTypes[id]}
 	}
-	for _, tk := range tickets {
-		if err := tk.Wait(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := t.setLost(ctx, devs, ReasonHubRestart); err != nil {
 		return errors.Join(errors.New("restore presence"), err)
 	}
 	return nil
@@ -652,6 +628,15 @@ type LostDevice struct {
 // known here, is left alone; the store applies the change only if the
 // device's stored session is still Gen.
 func (t *Tracker) Lost(ctx context.Context, devs []LostDevice, reason string) error {
+	if err := t.setLost(ctx, devs, reason); err != nil {
+		return errors.Join(errors.New("set lost devices offline"), err)
+	}
+	return nil
+}
+
+// setLost is Lost and Restore: a session of generation 0 is one the
+// store knew of before this process started.
+func (t *Tracker) setLost(ctx context.Context, devs []LostDevice, reason string) error {
 	var tickets []*commit.Ticket
 	var errs []error
 	for _, ld := range devs {
@@ -678,8 +663,5 @@ func (t *Tracker) Lost(ctx context.Context, devs []LostDevice, reason string) er
 			errs = append(errs, err)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return errors.Join(errors.New("set lost devices offline"), err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
