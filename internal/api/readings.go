@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"reflect"
+	"slices"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -25,7 +28,14 @@ func (a *API) registerReadingQueries() {
 		Description: "The newest value of every field (per stream) of every device that sent a reading, by device id, " +
 			"in one request: kept up to date as readings are stored, so the cost follows the size of the fleet, not of the history. " +
 			"Pages hold up to limit devices; pass a page's next as after for the next page.",
+		// The body is written by appendLatestPage, not by huma's encoder;
+		// its schema is LatestPage's.
+		Responses: map[string]*huma.Response{
+			"200":     {Description: "OK", Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{Ref: "#/components/schemas/LatestPage"}}}},
+			"default": {Description: "Error", Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{Ref: "#/components/schemas/ErrorResponse"}}}},
+		},
 	}, a.latestValues)
+	a.huma.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[LatestPage](), true, "LatestPage")
 	register(a, permViewer, huma.Operation{
 		OperationID: "aggregateReadings", Method: http.MethodGet, Path: "/api/v1/devices/{id}/readings/aggregate", Tags: []string{"devices"},
 		Summary: "A field of a device's readings in time buckets",
@@ -55,19 +65,6 @@ type LatestValue struct {
 type DeviceLatest struct {
 	DeviceID string        `json:"device_id"`
 	Values   []LatestValue `json:"values"`
-	// raw is Values as the store keeps them, ready to write (see
-	// readings.DeviceLatest.Raw); the fleet's answer is written without
-	// decoding them.
-	raw json.RawMessage
-}
-
-// MarshalJSON writes raw as the values when the store gave them so.
-func (d DeviceLatest) MarshalJSON() ([]byte, error) {
-	if d.raw == nil {
-		type plain DeviceLatest
-		return json.Marshal(plain(d))
-	}
-	return readings.DeviceLatest{DeviceID: d.DeviceID, Raw: d.raw}.MarshalJSON()
 }
 
 // LatestPage is the answer of GET /api/v1/readings/latest.
@@ -76,7 +73,11 @@ type LatestPage struct {
 	Next    string         `json:"next,omitempty" doc:"Pass as after for the next page; absent on the last page."`
 }
 
-type latestOutput struct{ Body LatestPage }
+// latestOutput is a LatestPage written by appendLatestPage.
+type latestOutput struct {
+	ContentType string `header:"Content-Type"`
+	Body        []byte
+}
 
 func (a *API) latestValues(ctx context.Context, in *LatestInput) (*latestOutput, error) {
 	if a.deps.ReadingQueries == nil {
@@ -86,19 +87,67 @@ func (a *API) latestValues(ctx context.Context, in *LatestInput) (*latestOutput,
 	if err != nil {
 		return nil, err
 	}
-	out := LatestPage{Devices: make([]DeviceLatest, len(page.Devices)), Next: page.Next}
-	for i, d := range page.Devices {
-		if d.Raw != nil {
-			out.Devices[i] = DeviceLatest{DeviceID: d.DeviceID, raw: d.Raw}
-			continue
-		}
-		vs := make([]LatestValue, len(d.Values))
-		for j, v := range d.Values {
-			vs[j] = LatestValue(v)
-		}
-		out.Devices[i] = DeviceLatest{DeviceID: d.DeviceID, Values: vs}
+	body, err := appendLatestPage(nil, page)
+	if err != nil {
+		return nil, fmt.Errorf("latest values: %w", err)
 	}
-	return &latestOutput{Body: out}, nil
+	return &latestOutput{ContentType: "application/json", Body: body}, nil
+}
+
+// appendLatestPage appends page as a LatestPage in JSON. The values a
+// store keeps ready to write (readings.DeviceLatest.Raw, a JSON array the
+// store encoded itself) are copied as they are: encoding/json would scan
+// and compact every byte of them again, which was two thirds of the time
+// of this answer for 10,000 devices (BenchmarkLatestValuesHTTP).
+func appendLatestPage(b []byte, page readings.LatestPage) ([]byte, error) {
+	size := 32 + len(page.Next)
+	for _, d := range page.Devices {
+		size += len(d.DeviceID) + len(d.Raw) + 32
+	}
+	b = slices.Grow(b, size)
+	b = append(b, `{"devices":[`...)
+	for i, d := range page.Devices {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"device_id":`...)
+		b = appendJSONString(b, d.DeviceID)
+		b = append(b, `,"values":`...)
+		if d.Raw != nil {
+			b = append(b, d.Raw...)
+		} else {
+			vs := make([]LatestValue, len(d.Values))
+			for j, v := range d.Values {
+				vs[j] = LatestValue(v)
+			}
+			enc, err := json.Marshal(vs)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, enc...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, ']')
+	if page.Next != "" {
+		b = append(b, `,"next":`...)
+		b = appendJSONString(b, page.Next)
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONString appends s as a JSON string: as it is when it needs no
+// escaping (device ids never do), through encoding/json otherwise.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			enc, _ := json.Marshal(s) // a string always encodes
+			return append(b, enc...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // AggregateInput selects GET /api/v1/devices/{id}/readings/aggregate.
