@@ -40,8 +40,9 @@ func NewEvent(e events.Event) (Event, error) {
 // Change is one unit of the write path, about one device: its operations
 // and its events, written in one transaction with the rest of its batch.
 //
-// An operation may fail its change alone (Err) or find it a duplicate of
-// one stored before (Duplicate); then the operations of later domains are
+// An operation may fail its change alone (Err), find it a duplicate of
+// one stored before (Duplicate) or find it superseded by a newer state
+// stored before (Superseded); then the operations of later domains are
 // not applied to it and its events are not written. What earlier domains
 // wrote for it stays (a rejected message is still audited, for example).
 type Change struct {
@@ -55,10 +56,17 @@ type Change struct {
 	// Set by the store.
 	Duplicate bool  // the change was stored before; its events are not written
 	Err       error // this change alone failed (ErrDeviceExists, ErrDeviceNotFound, ErrConflict, ErrFenced)
+	// Superseded: the change is about a device's MQTT session older than
+	// the one stored (a disconnect reported by a node that had not heard
+	// of the device's takeover by another node, see registry.DevicePatch).
+	// Its state and its events are not written. Not an error: the stored
+	// state is the newer one.
+	Superseded bool
 }
 
-// Live reports whether nothing failed the change so far.
-func (ch *Change) Live() bool { return ch.Err == nil && !ch.Duplicate }
+// Live reports whether nothing failed, duplicated or superseded the
+// change so far.
+func (ch *Change) Live() bool { return ch.Err == nil && !ch.Duplicate && !ch.Superseded }
 
 // Errors an operation reports for a single change without failing its
 // batch.

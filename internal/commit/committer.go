@@ -255,7 +255,7 @@ func (c *Committer) commit(ctx context.Context, batch []*Ticket) {
 	}
 	var evs []events.Event
 	for _, ch := range changes {
-		if ch.Err != nil || ch.Duplicate {
+		if !ch.Live() {
 			continue
 		}
 		for _, e := range ch.Events {

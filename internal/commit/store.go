@@ -9,7 +9,7 @@ import (
 // one transaction (with Write) and returns an error only if the
 // transaction failed as a whole (then nothing of the batch is stored, and
 // ResetOutcomes cleared what Write had set). Per-change outcomes are set on
-// the changes (Duplicate, Err, and the Seq of each written event).
+// the changes (Duplicate, Superseded, Err, and the Seq of each written event).
 type Store interface {
 	Commit(ctx context.Context, batch []*Change) error
 }
@@ -89,7 +89,7 @@ func StoreOf[S any](tx Tx) (S, error) {
 // calls it before Write and after a failed transaction.
 func ResetOutcomes(batch []*Change) {
 	for _, ch := range batch {
-		ch.Err, ch.Duplicate = nil, false
+		ch.Err, ch.Duplicate, ch.Superseded = nil, false, false
 		for i := range ch.Events {
 			ch.Events[i].Seq = 0
 		}

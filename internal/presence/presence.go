@@ -7,6 +7,12 @@
 //   - MQTT connections carry a generation (see package broker). A
 //     Disconnected whose generation is not the device's current one comes
 //     from a taken-over session and changes nothing.
+//   - In cluster mode the generation is cluster-wide and every change
+//     about a session carries it (registry.DevicePatch.Session): the store
+//     writes nothing of a change about a session older than the stored
+//     one (its commit.Change is Superseded), so a node that has not yet
+//     heard of a device's takeover by another node reports no stale
+//     disconnect.
 //   - The first of last will, status "offline", disconnect and heartbeat
 //     timeout sets the device offline; the later ones find it offline and
 //     fire nothing.
@@ -444,7 +450,20 @@ func (t *Tracker) wait(ctx context.Context, d *device, what string, tk *commit.T
 	}
 	if err != nil {
 		t.log.Error("record presence", "device_id", d.id, "transition", what, "err", err)
+		return
 	}
+	t.noteStale(tk, what)
+}
+
+// noteStale counts and logs a committed transition the store found
+// superseded: the device has a newer session (on another node) than the
+// one the transition is about, so nothing of it was written.
+func (t *Tracker) noteStale(tk *commit.Ticket, what string) {
+	if tk == nil || !tk.Change.Superseded {
+		return
+	}
+	t.m.stale.Inc()
+	t.log.Info("stale presence change not written: the device has a newer session", "device_id", tk.Change.DeviceID, "transition", what)
 }
 
 // --- heartbeat timeouts ---
@@ -661,7 +680,9 @@ func (t *Tracker) setLost(ctx context.Context, devs []LostDevice, reason string)
 	for _, tk := range tickets {
 		if err := tk.Wait(ctx); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		t.noteStale(tk, reason)
 	}
 	return errors.Join(errs...)
 }

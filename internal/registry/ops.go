@@ -45,6 +45,12 @@ type TxStore interface {
 	// PatchDevices updates the state columns of existing devices, one
 	// merged patch per device.
 	PatchDevices(ctx context.Context, ids []string, patches []DevicePatch) error
+	// DeviceSessions returns the stored session generation of each of
+	// ids (0 for none), which exist, and keeps them from changing until
+	// the transaction ends (PostgreSQL locks the rows, in id order, as
+	// PatchDevices does). It is asked only for batches with a patch that
+	// carries a Session, with every device the batch patches.
+	DeviceSessions(ctx context.Context, ids []string) ([]uint64, error)
 }
 
 // NewDevice creates (or, with Replace, re-provisions) a device with its
@@ -256,9 +262,13 @@ type DevicePatch struct {
 	Connected *bool
 	Metrics   []byte // JSON object of the latest heartbeat metrics
 	// Session is the generation of the MQTT session the change is about
-	// (cluster mode, 0 otherwise): a store that keeps it applies the patch
-	// only if it is not older than the device's stored session. Node is
-	// the node that holds a new session. SQLite (one node) ignores both.
+	// (cluster mode, 0 otherwise). A patch with a Session older than the
+	// device's stored one (or than a newer one earlier in the batch) is
+	// not applied, and its change is Superseded: its events are not
+	// written either, so a node that had not yet heard of a device's
+	// takeover by another node cannot report a stale disconnect. A
+	// patch that applies stores its Session as the device's. Node is the
+	// node that holds a new session (kept by PostgreSQL only).
 	Session uint64
 	Node    *string
 }
@@ -291,23 +301,27 @@ func (acc *DevicePatch) merge(p *DevicePatch) {
 }
 
 // writeStates merges the batch's patches per device, in the order each
-// device first appears, and writes them.
+// device first appears, and writes them. If a patch carries a Session,
+// the stored sessions of the batch's devices are read first (and held to
+// the commit), and the changes whose Session is older are Superseded:
+// left out of the merge, so neither their patch nor, since the events
+// are written after every domain, their events are written. Batches
+// without such a patch (readings, heartbeats) pay nothing for it.
 func writeStates(ctx context.Context, tx commit.Tx, ops []commit.Pending) error {
 	ids := make([]string, 0, len(ops))
-	patches := make([]DevicePatch, 0, len(ops))
 	at := make(map[string]int, len(ops))
+	guarded := false
 	for _, p := range ops {
 		if !p.Change.Live() {
 			continue
 		}
-		i, ok := at[p.Change.DeviceID]
-		if !ok {
-			i = len(ids)
-			at[p.Change.DeviceID] = i
+		if _, ok := at[p.Change.DeviceID]; !ok {
+			at[p.Change.DeviceID] = len(ids)
 			ids = append(ids, p.Change.DeviceID)
-			patches = append(patches, DevicePatch{})
 		}
-		patches[i].merge(p.Op.(*DevicePatch))
+		if p.Op.(*DevicePatch).Session != 0 {
+			guarded = true
+		}
 	}
 	if len(ids) == 0 {
 		return nil
@@ -315,6 +329,45 @@ func writeStates(ctx context.Context, tx commit.Tx, ops []commit.Pending) error 
 	s, err := commit.StoreOf[TxStore](tx)
 	if err != nil {
 		return err
+	}
+	var sessions []uint64 // the newest session of each device so far
+	if guarded {
+		if sessions, err = s.DeviceSessions(ctx, ids); err != nil {
+			return fmt.Errorf("read device sessions: %w", err)
+		}
+	}
+	patches := make([]DevicePatch, len(ids))
+	var kept []bool // with guarded patches: the devices with a patch left
+	if guarded {
+		kept = make([]bool, len(ids))
+	}
+	for _, p := range ops {
+		if !p.Change.Live() {
+			continue
+		}
+		i := at[p.Change.DeviceID]
+		dp := p.Op.(*DevicePatch)
+		if guarded {
+			if dp.Session != 0 && dp.Session < sessions[i] {
+				p.Change.Superseded = true
+				continue
+			}
+			sessions[i] = max(sessions[i], dp.Session)
+			kept[i] = true
+		}
+		patches[i].merge(dp)
+	}
+	if guarded {
+		n := 0
+		for i := range ids {
+			if kept[i] {
+				ids[n], patches[n] = ids[i], patches[i]
+				n++
+			}
+		}
+		if ids, patches = ids[:n], patches[:n]; n == 0 {
+			return nil
+		}
 	}
 	if err := s.PatchDevices(ctx, ids, patches); err != nil {
 		return fmt.Errorf("update devices: %w", err)

@@ -358,6 +358,37 @@ func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry
 	return nil
 }
 
+// DeviceSessions implements registry.TxStore. It locks the rows as the
+// patch's UPDATE would (FOR NO KEY UPDATE, which leaves inserts that
+// reference the device free) and in the same id order, only earlier, so
+// that a newer session committed by another node waits until this
+// batch's verdict on its older one is committed.
+func (t *txn) DeviceSessions(ctx context.Context, ids []string) ([]uint64, error) {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return nil, err
+	}
+	at := make(map[string]int, len(ids))
+	for i, id := range ids {
+		at[id] = i
+	}
+	gens := make([]uint64, len(ids))
+	rows, err := tx.Query(ctx, `SELECT id, coalesce(session_gen, 0) FROM devices WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE`, ids)
+	if err != nil {
+		return nil, err
+	}
+	var id string
+	var g int64
+	_, err = pgx.ForEachRow(rows, []any{&id, &g}, func() error {
+		gens[at[id]] = uint64(g)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return gens, nil
+}
+
 // updateFields sets the fields of f that are not nil.
 func updateFields(ctx context.Context, tx pgx.Tx, id string, f *registry.DeviceFields, now time.Time) error {
 	var set []string

@@ -293,7 +293,39 @@ func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry
 		}
 		args = append(args, k, ls, st, cn, mt, t.now)
 	}
-	return t.s.patch.exec(ctx, t.tx, args)
+	if err := t.s.patch.exec(ctx, t.tx, args); err != nil {
+		return err
+	}
+	// The sessions: only presence changes in cluster mode carry one (and
+	// writeStates left out those older than the stored one), so the
+	// readings' statement above stays as it was.
+	for i, id := range ids {
+		if g := patches[i].Session; g != 0 {
+			k, _ := t.key(id)
+			if _, err := t.tx.ExecContext(ctx, `UPDATE devices SET session_gen = ? WHERE key = ? AND (session_gen IS NULL OR session_gen <= ?)`, int64(g), k, int64(g)); err != nil {
+				return fmt.Errorf("store session of %s: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// DeviceSessions implements registry.TxStore. The one writer connection
+// keeps them from changing.
+func (t *txn) DeviceSessions(ctx context.Context, ids []string) ([]uint64, error) {
+	gens := make([]uint64, len(ids))
+	for i, id := range ids {
+		k, ok := t.key(id)
+		if !ok {
+			return nil, fmt.Errorf("device %s to patch is not known", id)
+		}
+		var g sql.NullInt64
+		if err := t.tx.QueryRowContext(ctx, `SELECT session_gen FROM devices WHERE key = ?`, k).Scan(&g); err != nil {
+			return nil, fmt.Errorf("session of %s: %w", id, err)
+		}
+		gens[i] = uint64(g.Int64)
+	}
+	return gens, nil
 }
 
 // UpdateDevice implements registry.TxStore.

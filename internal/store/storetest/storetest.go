@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Idempotence", testIdempotence},
 		{"RejectedMessage", testRejectedMessage},
 		{"DevicePatch", testDevicePatch},
+		{"StaleSession", testStaleSession}, // session.go
 		{"EventSeq", testEventSeq},
 		{"QueryReadings", testQueryReadings},
 		{"Compaction", testCompaction}, // compact.go
