@@ -27,13 +27,16 @@ type ClusterConfig struct {
 	// StreamReplicas of the event stream: 3 on a 3-server NATS cluster
 	// (the stream then survives a server's loss), 1 on one server.
 	StreamReplicas int `yaml:"stream_replicas"`
+	// LogPoll is how often a node reads the event log for events NATS did
+	// not bring (a NATS outage): events reach every node within it.
+	LogPoll time.Duration `yaml:"log_poll"`
 }
 
 // Enabled reports whether the configuration asks for cluster mode.
 func (c ClusterConfig) Enabled() bool { return c.NodeID != "" || len(c.NATS) > 0 }
 
 func defaultCluster() ClusterConfig {
-	return ClusterConfig{LeaseTTL: 8 * time.Second, Renew: 2 * time.Second, Name: "devicehub", StreamReplicas: 1}
+	return ClusterConfig{LeaseTTL: 8 * time.Second, Renew: 2 * time.Second, Name: "devicehub", StreamReplicas: 1, LogPoll: time.Second}
 }
 
 var clusterNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
@@ -68,6 +71,9 @@ func (c *Config) checkCluster() error {
 	}
 	if cl.StreamReplicas < 1 || cl.StreamReplicas > 5 {
 		return invalid("cluster.stream_replicas", "must be 1 to 5, got %d", cl.StreamReplicas)
+	}
+	if cl.LogPoll < 10*time.Millisecond {
+		return invalid("cluster.log_poll", "must be at least 10ms, got %s", cl.LogPoll)
 	}
 	if cl.Renew < 100*time.Millisecond {
 		return invalid("cluster.renew", "must be at least 100ms, got %s", cl.Renew)

@@ -66,6 +66,7 @@ func TestLoadGood(t *testing.T) {
 		{"cluster.nats", strings.Join(cfg.Cluster.NATS, ","), "nats://10.0.0.1:4222,nats://10.0.0.2:4222"},
 		{"cluster.lease_ttl", cfg.Cluster.LeaseTTL, 6 * time.Second},
 		{"cluster.renew (default)", cfg.Cluster.Renew, 2 * time.Second},
+		{"cluster.log_poll (default)", cfg.Cluster.LogPoll, time.Second},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -153,6 +154,7 @@ func TestLoadBad(t *testing.T) {
 		{"cluster_on_sqlite", "cluster: cluster mode needs storage.driver: postgres (every node shares one database; a SQLite file belongs to one process), got storage.driver: sqlite"},
 		{"cluster_without_nats", "cluster.nats: required in cluster mode"},
 		{"cluster_bad_nats_url", `cluster.nats: entry 0: want a nats:// or tls:// URL with a host, got "127.0.0.1:4222"`},
+		{"cluster_short_log_poll", "cluster.log_poll: must be at least 10ms, got 1ms"},
 		{"alert_rule_twice", `alerts.rules.Thermostat[0].name: rule "hot" is declared twice (also at alerts.rules.Boiler[0])`},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")

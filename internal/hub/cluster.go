@@ -88,7 +88,7 @@ func (h *Hub) newFanout(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	h.fanout, err = cluster.New(ctx, cluster.Options{URLs: cl.NATS, Node: cl.NodeID, Name: cl.Name, Replicas: cl.StreamReplicas},
+	h.fanout, err = cluster.New(ctx, cluster.Options{URLs: cl.NATS, Node: cl.NodeID, Name: cl.Name, Replicas: cl.StreamReplicas, Poll: cl.LogPoll},
 		h.bus, h.store, last, h.log.With("component", "fanout"), h.reg)
 	return err
 }
