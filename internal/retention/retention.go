@@ -67,6 +67,19 @@ type Store interface {
 	ExpireRollups(ctx context.Context, res int, cuts []Cutoff, limit int) (int, error)
 }
 
+// PartitionStore is a Store whose readings are partitioned by time
+// (PostgreSQL, one partition per day): expiry removes the readings that
+// every device's window lets go by dropping whole partitions, and deletes
+// rows only for the devices whose window is shorter than the longest.
+// A reading may so outlive its window by up to a partition's span.
+type PartitionStore interface {
+	// DropReadings removes the readings with a time before before, by
+	// whole partitions (a partition that also holds later readings stays
+	// whole), sparing those with an id above maxID (when not 0) and the
+	// newest reading. It returns how many went (an estimate).
+	DropReadings(ctx context.Context, before time.Time, maxID int64) (int, error)
+}
+
 // Options are the retention policy. A zero duration keeps forever.
 type Options struct {
 	// Readings is how long readings are kept, for types without their own.
@@ -104,6 +117,22 @@ func (o Options) Enabled() bool {
 		}
 	}
 	return false
+}
+
+// longestReadings returns the longest readings window of all device
+// types, 0 if the readings of some type are kept forever.
+func (o Options) longestReadings() time.Duration {
+	if o.Readings <= 0 {
+		return 0
+	}
+	longest := o.Readings
+	for _, d := range o.ReadingsByType {
+		if d <= 0 {
+			return 0
+		}
+		longest = max(longest, d)
+	}
+	return longest
 }
 
 // readingsFor returns the retention of a type's readings.
@@ -206,6 +235,18 @@ func (e *Expirer) readings(ctx context.Context, now time.Time) error {
 		}
 		maxID = id
 	}
+	// With a partitioned store, the longest window goes by whole
+	// partitions, and rows are deleted only for shorter windows.
+	var byPartition time.Duration
+	if ps, ok := e.st.(PartitionStore); ok {
+		if byPartition = e.opts.longestReadings(); byPartition > 0 {
+			n, err := ps.DropReadings(ctx, now.Add(-byPartition), maxID)
+			e.expired.WithLabelValues("readings").Add(float64(n))
+			if err != nil {
+				return fmt.Errorf("expire readings: %w", err)
+			}
+		}
+	}
 	after := ""
 	for {
 		devs, err := e.st.RetentionDevices(ctx, after, devicesPerBatch)
@@ -217,7 +258,7 @@ func (e *Expirer) readings(ctx context.Context, now time.Time) error {
 		}
 		var cuts []Cutoff
 		for _, d := range devs {
-			if keep := e.opts.readingsFor(d.Type); keep > 0 {
+			if keep := e.opts.readingsFor(d.Type); keep > 0 && keep != byPartition {
 				cuts = append(cuts, Cutoff{DeviceID: d.ID, Before: now.Add(-keep), MaxID: maxID})
 			}
 		}

@@ -32,8 +32,10 @@ func (s *Store) RetentionDevices(ctx context.Context, after string, n int) ([]re
 }
 
 // ExpireReadings implements retention.Store: per device, a range of the
-// (device_id, ts, id) index, in one transaction. The newest reading of
-// the table stays, like on SQLite.
+// (device_id, ts, id) key, in one transaction. The newest reading of the
+// table stays, like on SQLite. Expiry calls it only for the devices whose
+// window is shorter than the longest; the rest go with whole partitions
+// (DropReadings).
 func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, limit int) (int, error) {
 	done := 0
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
@@ -41,8 +43,10 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 			if done >= limit {
 				break
 			}
-			tag, err := tx.Exec(ctx, `DELETE FROM readings WHERE id IN (
-				SELECT id FROM readings WHERE device_id = $1 AND ts < $2
+			// The outer conditions repeat the key's device and time, so
+			// that only the partitions before the cutoff are probed.
+			tag, err := tx.Exec(ctx, `DELETE FROM readings WHERE device_id = $1 AND ts < $2 AND (ts, id) IN (
+				SELECT ts, id FROM readings WHERE device_id = $1 AND ts < $2
 				AND id < (SELECT max(id) FROM readings) AND id <= $3 LIMIT $4)`, c.DeviceID, c.Before, maxID(c), limit-done)
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -77,7 +78,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect postgres: %w", err)
 	}
-	return &Store{pool: pool, log: log}, nil
+	s := &Store{pool: pool, log: log}
+	// Readings of days without a partition go to the default one, so a
+	// failure here only logs: Run tries again.
+	now := time.Now()
+	if err := s.EnsurePartitions(ctx, now, now.AddDate(0, 0, partitionsAhead)); err != nil {
+		log.Warn("create readings partitions", "err", err)
+	}
+	return s, nil
 }
 
 func createSchema(ctx context.Context, cc *pgx.ConnConfig, schema string) error {
