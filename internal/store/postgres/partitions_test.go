@@ -355,3 +355,36 @@ func TestReadingsPartitionMigration(t *testing.T) {
 		t.Errorf("after down: %d readings, %v; want 5", n, err)
 	}
 }
+
+// TestReadingWindows reads readings around now, spread over every window
+// QueryReadings reads one after the other (and beyond, and in the
+// future): pages and ranges come out whole and newest first.
+func TestReadingWindows(t *testing.T) {
+	s := openTest(t)
+	provisionDevices(t, s, "sensor", "w1")
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	var times []time.Time
+	for _, d := range []time.Duration{400 * 24, 1, 0, -2, -23, -25, -3 * 24, -8*24 - 1, -30 * 24, -64*24 - 1, -100 * 24, -400 * 24} {
+		times = append(times, now.Add(d*time.Hour))
+	}
+	var ids commit.IDs
+	commitReadings(t, s, &ids, "w1", times...)
+	for _, tc := range []struct {
+		name string
+		q    readings.Query
+		want []time.Time
+	}{
+		{"all", readings.Query{DeviceID: "w1"}, times},
+		{"pages of 1", readings.Query{DeviceID: "w1", Limit: 1}, times},
+		{"pages of 5", readings.Query{DeviceID: "w1", Limit: 5}, times},
+		{"from", readings.Query{DeviceID: "w1", Limit: 2, From: now.Add(-50 * 24 * time.Hour)}, times[:9]},
+		{"to", readings.Query{DeviceID: "w1", Limit: 3, To: now}, times[3:]},
+		{"range", readings.Query{DeviceID: "w1", Limit: 3, From: now.Add(-65 * 24 * time.Hour), To: now.Add(-time.Hour)}, times[3:10]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := allTimes(t, s, tc.q); !slices.EqualFunc(got, tc.want, time.Time.Equal) {
+				t.Errorf("got  %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+}
