@@ -496,7 +496,7 @@ func (h *Hub) Subscribe(f events.Filter, from int64, fn func(events.Event)) (*ev
 }
 
 // storeRunner is a store with a long-running part of its own (SQLite's
-// checkpointer).
+// checkpointer, PostgreSQL's maker of readings partitions).
 type storeRunner interface {
 	Run(ctx context.Context) error
 }

@@ -11,7 +11,9 @@
 // index, messages by id, events by seq), so the cost of a pass is what it
 // deletes plus one index probe per device, not the size of the history.
 // The newest message, reading and event are never deleted, so that ids
-// and seqs, which restart above the largest stored, never go back.
+// and seqs, which restart above the largest stored, never go back. A
+// store whose readings are partitioned by time (PartitionStore) drops
+// whole partitions instead of deleting rows where every window allows.
 //
 // Space (space.go) watches the free disk space of the data directory:
 // below a floor the hub refuses device messages, before the disk is full.

@@ -196,14 +196,29 @@ func (s *Store) DeviceByAPIKey(ctx context.Context, hash []byte) (string, bool, 
 	return id, true, nil
 }
 
-// readingWindows are the spans, back from the newest time a page can
-// hold, that QueryReadings reads one after the other until its page is
+// A page of readings is read in time windows, newest first, until it is
 // full, the rest of the history last. readings is partitioned by day: a
 // query without a time range plans and starts a scan of every partition
-// (with a year of days, ~40-150 ms of planning alone), one with a range
-// only of the days in it; a device that reports every few minutes fills
-// a page from the first window.
-var readingWindows = []time.Duration{24 * time.Hour, 8 * 24 * time.Hour, 64 * 24 * time.Hour}
+// (with a year of days, 40-150 ms of planning alone), one with a range
+// only the days in it. The first window is a day; the next is sized from
+// the rate the windows so far found (a quarter more than the page still
+// needs at that rate, at least a day; eight times the span so far when
+// they found none), so a device that reports steadily fills its page in
+// one or two queries. A window that would reach further back than
+// readingWindowMax is the rest.
+const (
+	readingWindowFirst = 24 * time.Hour
+	readingWindowMax   = 400 * 24 * time.Hour
+)
+
+// nextReadingWindow is the span of the next window after covered, in
+// which found readings were found, when need more are needed.
+func nextReadingWindow(covered time.Duration, found, need int) time.Duration {
+	if found == 0 {
+		return 8 * covered
+	}
+	return max(time.Duration(float64(covered)/float64(found)*float64(need)*1.25), readingWindowFirst)
+}
 
 // QueryReadings returns a page of one device's readings, newest first.
 func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.Page, error) {
@@ -240,11 +255,10 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 	}
 	var out []readings.Record
 	var upper time.Time // the previous window's start; zero: none
-	for i := 0; len(out) <= limit; i++ {
-		lower, last := time.Time{}, i == len(readingWindows)
-		if !last {
-			lower = anchor.Add(-readingWindows[i])
-		}
+	var covered time.Duration
+	for span := readingWindowFirst; len(out) <= limit; span = nextReadingWindow(covered, len(out), limit+1-len(out)) {
+		covered += span
+		lower, last := anchor.Add(-covered), covered > readingWindowMax
 		if last || !q.From.IsZero() && !lower.After(q.From) {
 			lower, last = q.From, true
 		}
