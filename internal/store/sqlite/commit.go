@@ -25,6 +25,9 @@ type txn struct {
 	known map[string]int64 // devices found or created in this batch
 	seq   int64
 	now   int64 // Unix microseconds, for updated_at columns
+	// latest holds the latest values of the devices UpsertLatest read or
+	// wrote, by devices.key; the store caches them once committed.
+	latest map[int64][]readings.LatestValue
 }
 
 var (
@@ -88,12 +91,16 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	t := &txn{s: s, known: map[string]int64{}, seq: s.seq, now: time.Now().UnixMicro()}
 	if err := t.run(ctx, batch); err != nil {
 		commit.ResetOutcomes(batch)
+		// Whether a failed COMMIT left anything behind is not known
+		// here: the cached latest values are read again.
+		s.latest = nil
 		return fmt.Errorf("sqlite commit: %w", err)
 	}
 	s.seq = t.seq
 	for id, k := range t.known {
 		s.keys[id] = k
 	}
+	s.cacheLatest(t.latest)
 	s.committed(len(batch))
 	return nil
 }

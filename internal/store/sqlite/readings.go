@@ -12,11 +12,18 @@ import (
 	"github.com/devicehub/devicehub/internal/readings"
 )
 
-// UpsertLatest implements readings.TxStore: it reads the kept values of
-// the rows' devices, merges the rows in (readings.MergeLatest) and writes
-// each device's row back, ready to answer.
+// maxLatestCached bounds the devices whose latest values Commit keeps
+// decoded in memory (Store.latest): about half a KiB each for 4 fields.
+const maxLatestCached = 1 << 16
+
+// UpsertLatest implements readings.TxStore: it merges the rows into the
+// kept values of their devices (readings.MergeLatest) and writes each
+// device's row back, ready to answer. The kept values come from the
+// store's cache of what earlier commits wrote, and from latest_fields for
+// devices not in it.
 func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error {
-	keys := make([]any, 0, 16)
+	keys := make([]int64, 0, 16)
+	var missing []any
 	for i := range rows {
 		k, ok := t.key(rows[i].DeviceID)
 		if !ok {
@@ -24,10 +31,15 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		}
 		if i == 0 || rows[i].DeviceID != rows[i-1].DeviceID {
 			keys = append(keys, k)
+			if _, ok := t.keptLatest(k); !ok {
+				missing = append(missing, k)
+			}
 		}
 	}
-	kept := make(map[int64][]readings.LatestValue, len(keys))
-	err := t.s.inserts["latest_lookup"].query(ctx, t.tx, keys, func(r *sql.Rows) error {
+	if t.latest == nil {
+		t.latest = make(map[int64][]readings.LatestValue, len(keys))
+	}
+	err := t.s.inserts["latest_lookup"].query(ctx, t.tx, missing, func(r *sql.Rows) error {
 		var k int64
 		var vals []byte
 		if err := r.Scan(&k, &vals); err != nil {
@@ -37,7 +49,7 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		if err := json.Unmarshal(vals, &vs); err != nil {
 			return fmt.Errorf("latest values of device key %d: %w", k, err)
 		}
-		kept[k] = vs
+		t.latest[k] = vs
 		return nil
 	})
 	if err != nil {
@@ -53,15 +65,47 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		for n := range dev {
 			dev[n].Time = micros(dev[n].Time.UnixMicro())
 		}
-		k := keys[d].(int64)
-		vals, err := json.Marshal(readings.MergeLatest(kept[k], dev))
+		k := keys[d]
+		kept, _ := t.keptLatest(k)
+		merged := readings.MergeLatest(kept, dev)
+		vals, err := readings.AppendLatest(make([]byte, 0, 64*len(merged)), merged)
 		if err != nil {
 			return fmt.Errorf("latest values of %s: %w", rows[i].DeviceID, err)
 		}
+		t.latest[k] = merged
 		args = append(args, k, string(vals))
 		i = j
 	}
 	return t.s.inserts["latest_fields"].exec(ctx, t.tx, args)
+}
+
+// keptLatest returns the latest values of device key k before the rows
+// being merged: what this transaction wrote or read, else the store's
+// cache of committed values. ok is false when neither has the device.
+func (t *txn) keptLatest(k int64) (vs []readings.LatestValue, ok bool) {
+	if vs, ok = t.latest[k]; ok {
+		return vs, true
+	}
+	vs, ok = t.s.latest[k]
+	return vs, ok
+}
+
+// cacheLatest keeps the latest values this transaction wrote or read, once
+// it committed; the caller holds wmu. MergeLatest never changes the slices
+// it is given, so a cached slice is never written after it is kept.
+func (s *Store) cacheLatest(written map[int64][]readings.LatestValue) {
+	if s.latest == nil {
+		s.latest = make(map[int64][]readings.LatestValue, len(written))
+	}
+	for k, vs := range written {
+		if _, ok := s.latest[k]; !ok && len(s.latest) >= maxLatestCached {
+			for old := range s.latest { // map order: an arbitrary device goes
+				delete(s.latest, old)
+				break
+			}
+		}
+		s.latest[k] = vs
+	}
 }
 
 // LatestValues returns the latest values of every device by device id: an

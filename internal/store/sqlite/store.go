@@ -70,9 +70,12 @@ type Store struct {
 	ckKick chan struct{} // wakes the checkpointer (Run)
 
 	// wmu serialises Commit; it guards everything below.
-	wmu     sync.Mutex
-	seq     int64            // the last event seq written
-	keys    map[string]int64 // device id → devices.key, for every device known to exist
+	wmu  sync.Mutex
+	seq  int64            // the last event seq written
+	keys map[string]int64 // device id → devices.key, for every device known to exist
+	// latest caches the rows of latest_fields that Commit wrote or read,
+	// decoded (see UpsertLatest); only Commit writes latest_fields.
+	latest  map[int64][]readings.LatestValue
 	inserts map[string]*bulk // multi-row insert statements by table
 	patch   *bulk
 	lookup  *bulk

@@ -102,6 +102,37 @@ func testLatestValuesFailedChange(t *testing.T, b Backend) {
 	}
 }
 
+// failingDomain writes after readings and fails its batch: what was
+// merged into the latest values before it must not be kept.
+var failingDomain = &commit.Domain{Name: "storetest-failing", Rank: 99, Write: func(context.Context, commit.Tx, []commit.Pending) error {
+	return errors.New("failing domain")
+}}
+
+type failingOp struct{}
+
+func (failingOp) Domain() *commit.Domain { return failingDomain }
+
+// testLatestValuesFailedBatch: a batch that fails after its readings were
+// merged into the latest values leaves them as they were, for the next
+// batches too (a store that keeps them in memory must drop the batch's).
+func testLatestValuesFailedBatch(t *testing.T, b Backend) {
+	provision(t, b, "d1")
+	mustCommit(t, b, data{device: "d1", times: []int{1}, values: map[string]any{"t": 1.0}}.change(t))
+	failed := data{device: "d1", times: []int{2}, values: map[string]any{"t": 2.0, "h": 5.0}}.change(t)
+	failed.Ops = append(failed.Ops, failingOp{})
+	if err := b.Commit(context.Background(), []*commit.Change{failed}); err == nil {
+		t.Fatal("a batch with a failing op committed")
+	}
+	mustCommit(t, b, data{device: "d1", times: []int{3}, values: map[string]any{"u": 3.0}}.change(t))
+	p, err := b.LatestValues(context.Background(), readings.LatestQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := latestStrings(t, p), []string{"d1//t=1@1", "d1//u=3@3"}; !slices.Equal(got, want) {
+		t.Errorf("values %q, want %q", got, want)
+	}
+}
+
 func testAggregateReadings(t *testing.T, b Backend) {
 	latestFixture(t, b)
 	ctx := context.Background()

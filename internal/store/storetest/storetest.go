@@ -89,6 +89,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"DeviceConfig", testDeviceConfig},       // deviceconfig.go
 		{"LatestValues", testLatestValues},       // latest.go
 		{"LatestValuesFailedChange", testLatestValuesFailedChange},
+		{"LatestValuesFailedBatch", testLatestValuesFailedBatch},
 		{"AggregateReadings", testAggregateReadings},
 		{"Firmware", testFirmware},              // firmware.go
 		{"Alerts", testAlerts},                  // alerts.go
