@@ -176,10 +176,24 @@ func latestRows(rows []ReadingRow) ([]LatestRow, error) {
 	type key struct{ device, stream, field string }
 	newest := make(map[key]int, len(rows)*2)
 	out := make([]LatestRow, 0, len(rows)*2)
+	add := func(r *ReadingRow, f string, v json.RawMessage) {
+		k := key{r.DeviceID, r.Stream, f}
+		if j, ok := newest[k]; ok {
+			if !r.Time.Before(out[j].Time) {
+				out[j].Time, out[j].Value = r.Time, v
+			}
+			return
+		}
+		newest[k] = len(out)
+		out = append(out, LatestRow{DeviceID: r.DeviceID, Stream: r.Stream, Field: f, Time: r.Time, Value: v})
+	}
 	var fields map[string]json.RawMessage
 	for i := range rows {
 		r := &rows[i]
 		if len(r.Values) == 0 {
+			continue
+		}
+		if eachField(r.Values, func(f string, v json.RawMessage) { add(r, f, v) }) {
 			continue
 		}
 		clear(fields)
@@ -187,15 +201,7 @@ func latestRows(rows []ReadingRow) ([]LatestRow, error) {
 			return nil, fmt.Errorf("values of a reading of %s: %w", r.DeviceID, err)
 		}
 		for f, v := range fields {
-			k := key{r.DeviceID, r.Stream, f}
-			if j, ok := newest[k]; ok {
-				if !r.Time.Before(out[j].Time) {
-					out[j].Time, out[j].Value = r.Time, v
-				}
-				continue
-			}
-			newest[k] = len(out)
-			out = append(out, LatestRow{DeviceID: r.DeviceID, Stream: r.Stream, Field: f, Time: r.Time, Value: v})
+			add(r, f, v)
 		}
 	}
 	slices.SortFunc(out, func(a, b LatestRow) int {
