@@ -13,8 +13,11 @@ import (
 )
 
 // maxLatestCached bounds the devices whose latest values Commit keeps
-// decoded in memory (Store.latest): about half a KiB each for 4 fields.
-const maxLatestCached = 1 << 16
+// decoded in memory (Store.latest): up to about 1 KiB each for 4 fields
+// (the values are slices of the message's encoded event arguments), so
+// at most ~16 MiB. A device beyond it is read from latest_fields, as
+// every device was before the cache.
+const maxLatestCached = 1 << 14
 
 // UpsertLatest implements readings.TxStore: it merges the rows into the
 // kept values of their devices (readings.MergeLatest) and writes each
