@@ -388,3 +388,85 @@ func TestReadingWindows(t *testing.T) {
 		})
 	}
 }
+
+// TestDropReadingsUnderLoad drops expired partitions while a transaction
+// holds readings open (ingest in progress): the drop waits at most its
+// lock timeout at a time, so other commits go on; a drop whose connection
+// is killed while it waits changes nothing; once the transaction ends the
+// drop goes through and the newer readings are intact.
+func TestDropReadingsUnderLoad(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	provisionDevices(t, s, "sensor", "u1")
+	if err := s.EnsurePartitions(ctx, day0, day0.AddDate(0, 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	var ids commit.IDs
+	commitReadings(t, s, &ids, "u1", day0.Add(time.Hour), day0.AddDate(0, 0, 1).Add(time.Hour), day0.AddDate(0, 0, 2).Add(time.Hour))
+
+	// An open transaction that wrote a reading: ingest in progress.
+	open, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx)
+	if _, err := open.Exec(ctx, `INSERT INTO readings (device_id, ts, received_at, message_id, data) VALUES ('u1', $1, $1, 0, '{}')`, day0.AddDate(0, 0, 2).Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A drop that waits for its lock is killed, as in a crash.
+	dropped := make(chan error, 1)
+	go func() {
+		_, err := s.DropReadings(ctx, day0.AddDate(0, 0, 1), 0)
+		dropped <- err
+	}()
+	var pid int
+	deadline := time.Now().Add(10 * time.Second)
+	for pid == 0 {
+		err := s.pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query = $1`, `DROP TABLE "`+partitionName(day0)+`"`).Scan(&pid)
+		if err != nil && !errNoRows(err) {
+			t.Fatal(err)
+		}
+		if pid != 0 {
+			break // kill it within its lock timeout
+		}
+		// Meanwhile commits go on: each waits at most a lock timeout
+		// behind the drop's request.
+		start := time.Now()
+		commitReadings(t, s, &ids, "u1", day0.AddDate(0, 0, 2).Add(time.Duration(time.Now().UnixNano()%3600e9)))
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("a commit took %v during the drop", d)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the drop never waited for its lock")
+		}
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	// The drop fails (killed, or when the kill came between two tries,
+	// out of tries) and changed nothing.
+	if err := <-dropped; err == nil {
+		t.Fatal("DropReadings of a killed connection succeeded")
+	} else {
+		t.Logf("killed drop: %v", err)
+	}
+	if got := partitionRows(t, s); got[partitionName(day0)] != 1 {
+		t.Errorf("after the killed drop: rows per partition %v", got)
+	}
+
+	if err := open.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DropReadings(ctx, day0.AddDate(0, 0, 1), 0)
+	if err != nil || n != 1 {
+		t.Fatalf("DropReadings = %d, %v; want 1", n, err)
+	}
+	got := partitionRows(t, s)
+	if _, ok := got[partitionName(day0)]; ok {
+		t.Errorf("partition of day 0 still there: %v", got)
+	}
+	if got[partitionName(day0.AddDate(0, 0, 1))] != 1 {
+		t.Errorf("day 1 lost readings: %v", got)
+	}
+}
