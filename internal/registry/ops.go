@@ -302,26 +302,28 @@ func (acc *DevicePatch) merge(p *DevicePatch) {
 
 // writeStates merges the batch's patches per device, in the order each
 // device first appears, and writes them. If a patch carries a Session,
-// the stored sessions of the batch's devices are read first (and held to
-// the commit), and the changes whose Session is older are Superseded:
-// left out of the merge, so neither their patch nor, since the events
-// are written after every domain, their events are written. Batches
-// without such a patch (readings, heartbeats) pay nothing for it.
+// the batch goes through supersede first. A batch without one (readings,
+// heartbeats, presence outside cluster mode) does what it did before
+// sessions were checked, plus one test per patch.
 func writeStates(ctx context.Context, tx commit.Tx, ops []commit.Pending) error {
 	ids := make([]string, 0, len(ops))
+	patches := make([]DevicePatch, 0, len(ops))
 	at := make(map[string]int, len(ops))
 	guarded := false
 	for _, p := range ops {
 		if !p.Change.Live() {
 			continue
 		}
-		if _, ok := at[p.Change.DeviceID]; !ok {
-			at[p.Change.DeviceID] = len(ids)
+		i, ok := at[p.Change.DeviceID]
+		if !ok {
+			i = len(ids)
+			at[p.Change.DeviceID] = i
 			ids = append(ids, p.Change.DeviceID)
+			patches = append(patches, DevicePatch{})
 		}
-		if p.Op.(*DevicePatch).Session != 0 {
-			guarded = true
-		}
+		dp := p.Op.(*DevicePatch)
+		guarded = guarded || dp.Session != 0
+		patches[i].merge(dp)
 	}
 	if len(ids) == 0 {
 		return nil
@@ -330,47 +332,51 @@ func writeStates(ctx context.Context, tx commit.Tx, ops []commit.Pending) error 
 	if err != nil {
 		return err
 	}
-	var sessions []uint64 // the newest session of each device so far
 	if guarded {
-		if sessions, err = s.DeviceSessions(ctx, ids); err != nil {
-			return fmt.Errorf("read device sessions: %w", err)
-		}
-	}
-	patches := make([]DevicePatch, len(ids))
-	var kept []bool // with guarded patches: the devices with a patch left
-	if guarded {
-		kept = make([]bool, len(ids))
-	}
-	for _, p := range ops {
-		if !p.Change.Live() {
-			continue
-		}
-		i := at[p.Change.DeviceID]
-		dp := p.Op.(*DevicePatch)
-		if guarded {
-			if dp.Session != 0 && dp.Session < sessions[i] {
-				p.Change.Superseded = true
-				continue
-			}
-			sessions[i] = max(sessions[i], dp.Session)
-			kept[i] = true
-		}
-		patches[i].merge(dp)
-	}
-	if guarded {
-		n := 0
-		for i := range ids {
-			if kept[i] {
-				ids[n], patches[n] = ids[i], patches[i]
-				n++
-			}
-		}
-		if ids, patches = ids[:n], patches[:n]; n == 0 {
-			return nil
+		if ids, patches, err = supersede(ctx, s, ops, ids, at); err != nil || len(ids) == 0 {
+			return err
 		}
 	}
 	if err := s.PatchDevices(ctx, ids, patches); err != nil {
 		return fmt.Errorf("update devices: %w", err)
 	}
 	return nil
+}
+
+// supersede merges the patches again, leaving out those whose Session is
+// older than the device's stored one, or than a newer one earlier in the
+// batch: their changes are Superseded, so that, the events being written
+// after every domain, neither their patch nor their events are written.
+// The stored sessions are read (and held to the commit) for every device
+// of ids, which at maps to its index. It returns the devices with a patch
+// left, and their patches.
+func supersede(ctx context.Context, s TxStore, ops []commit.Pending, ids []string, at map[string]int) ([]string, []DevicePatch, error) {
+	sessions, err := s.DeviceSessions(ctx, ids) // the newest session of each device so far
+	if err != nil {
+		return nil, nil, fmt.Errorf("read device sessions: %w", err)
+	}
+	patches := make([]DevicePatch, len(ids))
+	kept := make([]bool, len(ids))
+	for _, p := range ops {
+		if !p.Change.Live() {
+			continue
+		}
+		i := at[p.Change.DeviceID]
+		dp := p.Op.(*DevicePatch)
+		if dp.Session != 0 && dp.Session < sessions[i] {
+			p.Change.Superseded = true
+			continue
+		}
+		sessions[i] = max(sessions[i], dp.Session)
+		kept[i] = true
+		patches[i].merge(dp)
+	}
+	n := 0
+	for i := range ids {
+		if kept[i] {
+			ids[n], patches[n] = ids[i], patches[i]
+			n++
+		}
+	}
+	return ids[:n], patches[:n], nil
 }
