@@ -58,6 +58,8 @@ func firmwareError(err error) (int, ErrorDetail, bool) {
 		return http.StatusUnprocessableEntity, ErrorDetail{Code: "no_devices", Message: err.Error()}, true
 	case errors.Is(err, firmware.ErrInvalid):
 		return http.StatusBadRequest, ErrorDetail{Code: "invalid_argument", Message: err.Error()}, true
+	case errors.Is(err, firmware.ErrUnavailable):
+		return http.StatusServiceUnavailable, ErrorDetail{Code: "unavailable", Message: err.Error()}, true
 	}
 	var re *firmware.ReportError
 	if errors.As(err, &re) {

@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -72,4 +74,42 @@ func (f *Fanout) OnRelay(fn func(Outbound)) (stop func(), err error) {
 	// as a slow consumer's.
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// ErrNoServer: no node serves a request's kind now (Request).
+var ErrNoServer = errors.New("cluster: no node serves the request now")
+
+// requestSubject carries the requests of a kind to the node that serves
+// them (core NATS request and reply: the caller gets the answer, or an
+// error, never silence).
+func (f *Fanout) requestSubject(kind string) string {
+	return "devicehub." + f.opts.Name + ".request." + kind
+}
+
+// Serve answers the requests of kind with fn, one at a time, until the
+// returned stop is called (or the NATS connection closes with Run). One
+// node serves a kind: the holder of the lease of the work it is about.
+func (f *Fanout) Serve(kind string, fn func(req []byte) []byte) (stop func(), err error) {
+	sub, err := f.nc.Subscribe(f.requestSubject(kind), func(msg *nats.Msg) {
+		if err := msg.Respond(fn(msg.Data)); err != nil {
+			f.logger.Warn("cluster: answer not sent", "kind", kind, "err", err)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: serve %s: %w", kind, err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// Request sends req to the node serving kind and returns its answer
+// (ErrNoServer when none serves it now) within ctx.
+func (f *Fanout) Request(ctx context.Context, kind string, req []byte) ([]byte, error) {
+	msg, err := f.nc.RequestWithContext(ctx, f.requestSubject(kind), req)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, ErrNoServer
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: request %s: %w", kind, err)
+	}
+	return msg.Data, nil
 }

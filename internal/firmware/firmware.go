@@ -12,7 +12,9 @@
 // change, with its firmware_update_status_changed or rollout_status_changed
 // event, goes through the commit path (ops.go). The service keeps the
 // active rollouts in memory and reloads them from the store at start, so a
-// hub restart continues where it was.
+// hub restart continues where it was. In cluster mode only the node
+// running the scheduler holds them, and the other nodes hand it their
+// rollouts, controls and device reports (cluster.go).
 //
 // Lock order: Service.mu → committer queue (channel send). Nothing waits for
 // a commit while holding mu.

@@ -36,6 +36,9 @@ type Op struct {
 	CreateRollout  bool
 	Updates        []DeviceUpdate
 	History        []HistoryEntry
+	// Cursor > 0 stores how far the owner followed the event log
+	// (cluster mode; the backend's transaction implements CursorTxStore).
+	Cursor int64
 }
 
 // Domain implements commit.Op.
@@ -88,6 +91,15 @@ func writeOps(ctx context.Context, tx commit.Tx, ops []commit.Pending) error {
 		if len(o.History) > 0 {
 			if err := s.AddUpdateHistory(ctx, o.History); err != nil {
 				return fmt.Errorf("add update history: %w", err)
+			}
+		}
+		if o.Cursor > 0 {
+			cs, err := commit.StoreOf[CursorTxStore](tx)
+			if err != nil {
+				return err
+			}
+			if err := cs.SetFirmwareCursor(ctx, o.Cursor); err != nil {
+				return fmt.Errorf("set firmware cursor: %w", err)
 			}
 		}
 	}

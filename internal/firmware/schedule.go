@@ -362,21 +362,14 @@ func (s *Service) RecordStatus(ctx context.Context, deviceID, deviceType string,
 			fields = f
 		}
 	}
+	if s.clustered() {
+		// The owner applies it from the event log (cluster.go).
+		return s.reportElsewhere(ctx, deviceID, deviceType, rep, msg, fields)
+	}
 	now := s.now()
 	w := &work{}
 	s.mu.Lock()
-	a := s.inProgress[deviceID]
-	if rep.RolloutID != "" {
-		a = s.active[rep.RolloutID]
-	}
-	var u *DeviceUpdate
-	if a != nil {
-		u = a.byDevice[deviceID]
-		if rep.Version != "" {
-			a.versions[deviceID] = rep.Version
-		}
-	}
-	stale := u != nil && rep.Attempt != nil && *rep.Attempt != u.Attempt
+	a, u, stale := s.updateOf(deviceID, rep)
 	if stale {
 		// A late report of an earlier attempt (or of one this hub never
 		// sent): kept in the message log, and nothing else.
@@ -517,7 +510,7 @@ var ObservedTypes = []events.Type{events.DeviceConnected, events.DeviceDisconnec
 
 // Pause stops starting devices of a running rollout.
 func (s *Service) Pause(ctx context.Context, id string) (*Progress, error) {
-	return s.control(ctx, id, func(a *active, now time.Time, w *work) error {
+	return s.control(ctx, ControlPause, id, func(a *active, now time.Time, w *work) error {
 		if a.r.Status != RolloutRunning {
 			return fmt.Errorf("rollout %s is %s: %w", id, a.r.Status, ErrConflict)
 		}
@@ -529,7 +522,7 @@ func (s *Service) Pause(ctx context.Context, id string) (*Progress, error) {
 // Resume runs a paused or aborted rollout again; the abort rule counts
 // from here.
 func (s *Service) Resume(ctx context.Context, id string) (*Progress, error) {
-	return s.control(ctx, id, func(a *active, now time.Time, w *work) error {
+	return s.control(ctx, ControlResume, id, func(a *active, now time.Time, w *work) error {
 		if a.r.Status != RolloutPaused && a.r.Status != RolloutAborted {
 			return fmt.Errorf("rollout %s is %s: %w", id, a.r.Status, ErrConflict)
 		}
@@ -551,7 +544,7 @@ func (s *Service) Resume(ctx context.Context, id string) (*Progress, error) {
 // Cancel ends a rollout: devices not finished are canceled, and those in
 // progress told so.
 func (s *Service) Cancel(ctx context.Context, id string) (*Progress, error) {
-	return s.control(ctx, id, func(a *active, now time.Time, w *work) error {
+	return s.control(ctx, ControlCancel, id, func(a *active, now time.Time, w *work) error {
 		s.setStatus(a, RolloutCanceled, "canceled by an operator", now, w)
 		for _, u := range a.updates {
 			if u.State.Terminal() {
@@ -567,7 +560,11 @@ func (s *Service) Cancel(ctx context.Context, id string) (*Progress, error) {
 	})
 }
 
-func (s *Service) control(ctx context.Context, id string, fn func(a *active, now time.Time, w *work) error) (*Progress, error) {
+func (s *Service) control(ctx context.Context, op ControlOp, id string, fn func(a *active, now time.Time, w *work) error) (*Progress, error) {
+	if !s.local() {
+		// The owner decides (cluster mode): it alone writes rollouts.
+		return s.d.Remote.Control(ctx, op, id)
+	}
 	w := &work{}
 	s.mu.Lock()
 	a, ok := s.active[id]

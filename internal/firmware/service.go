@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devicehub/devicehub/events"
@@ -46,6 +47,9 @@ type Deps struct {
 	Publisher Publisher
 	Devices   Devices
 	Files     *Files
+	// Remote, set in cluster mode, reaches the node running the
+	// scheduler (see cluster.go); nil when this process is the only one.
+	Remote Remote
 }
 
 // Options tune the service. Zero values take the defaults.
@@ -119,6 +123,8 @@ type Service struct {
 	now  func() time.Time
 
 	wake chan struct{} // one slot: look at the rollouts now
+	// owner is set while this node runs the scheduler (cluster mode).
+	owner atomic.Bool
 
 	mu         sync.Mutex
 	active     map[string]*active  // rollout id → state, for rollouts not completed or canceled
@@ -158,64 +164,79 @@ func New(d Deps, opts Options, log *slog.Logger) *Service {
 }
 
 // Load reads the rollouts that are not finished from the store, so that
-// the scheduler continues them after a restart.
+// the scheduler continues them after a restart (or, in cluster mode, on
+// the node that takes the scheduler over). It replaces what was held.
 func (s *Service) Load(ctx context.Context) error {
 	rs, err := s.d.Store.ListRollouts(ctx, true)
 	if err != nil {
 		return fmt.Errorf("load rollouts: %w", err)
 	}
+	s.mu.Lock()
+	s.active, s.inProgress, s.artifacts = map[string]*active{}, map[string]*active{}, map[string]Artifact{}
+	s.mu.Unlock()
 	for _, r := range rs {
-		art, err := s.d.Store.GetArtifact(ctx, r.Spec.ArtifactID)
-		if err != nil {
-			return fmt.Errorf("load rollout %s: %w", r.ID, err)
+		if err := s.loadRollout(ctx, r); err != nil {
+			return err
 		}
-		us, err := s.d.Store.ListDeviceUpdates(ctx, r.ID)
-		if err != nil {
-			return fmt.Errorf("load rollout %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// loadRollout reads a rollout's updates and adds it to the active ones,
+// unless it is held already.
+func (s *Service) loadRollout(ctx context.Context, r Rollout) error {
+	art, err := s.d.Store.GetArtifact(ctx, r.Spec.ArtifactID)
+	if err != nil {
+		return fmt.Errorf("load rollout %s: %w", r.ID, err)
+	}
+	us, err := s.d.Store.ListDeviceUpdates(ctx, r.ID)
+	if err != nil {
+		return fmt.Errorf("load rollout %s: %w", r.ID, err)
+	}
+	a := newActive(r, *art)
+	now := s.now()
+	// The hub was down since the scheduler last worked on the
+	// rollout (or the last change of it or of its devices, if later):
+	// the clocks of the devices in progress move forward by that
+	// time, so that a hub that was down for ten minutes does not time
+	// out every device at start. The first pass stores them.
+	last := r.AliveAt
+	for _, t := range append([]time.Time{r.UpdatedAt}, updateTimes(us)...) {
+		if t.After(last) {
+			last = t
 		}
-		a := newActive(r, *art)
-		now := s.now()
-		// The hub was down since the scheduler last worked on the
-		// rollout (or the last change of it or of its devices, if later):
-		// the clocks of the devices in progress move forward by that
-		// time, so that a hub that was down for ten minutes does not time
-		// out every device at start. The first pass stores them.
-		last := r.AliveAt
-		for _, t := range append([]time.Time{r.UpdatedAt}, updateTimes(us)...) {
-			if t.After(last) {
-				last = t
-			}
+	}
+	down := now.Sub(last)
+	for i := range us {
+		u := &us[i]
+		if down > 0 && u.State.InProgress() {
+			shift(u, down)
+			a.shifted = append(a.shifted, u.DeviceID)
 		}
-		down := now.Sub(last)
-		for i := range us {
-			u := &us[i]
-			if down > 0 && u.State.InProgress() {
-				shift(u, down)
-				a.shifted = append(a.shifted, u.DeviceID)
-			}
-			a.add(u)
-			// Devices reconnect to a restarted hub; their notices go out
-			// again in case the connect came before this service listened.
-			switch u.State {
-			case Notified, Downloading, Downloaded, Verifying, Installing:
-				a.setDue(u.DeviceID, now.Add(s.opts.ConnectDelay))
-			}
+		a.add(u)
+		// Devices reconnect to a restarted hub; their notices go out
+		// again in case the connect came before this service listened.
+		switch u.State {
+		case Notified, Downloading, Downloaded, Verifying, Installing:
+			a.setDue(u.DeviceID, now.Add(s.opts.ConnectDelay))
 		}
-		// The devices' versions, for the skipped rule.
-		devs, err := s.resolve(ctx, r.Spec, *art)
-		if err != nil {
-			return fmt.Errorf("load rollout %s: %w", r.ID, err)
-		}
-		for _, d := range devs {
-			a.versions[d.ID] = d.FirmwareVersion
-		}
-		a.refreshed = s.now()
-		s.mu.Lock()
+	}
+	// The devices' versions, for the skipped rule.
+	devs, err := s.resolve(ctx, r.Spec, *art)
+	if err != nil {
+		return fmt.Errorf("load rollout %s: %w", r.ID, err)
+	}
+	for _, d := range devs {
+		a.versions[d.ID] = d.FirmwareVersion
+	}
+	a.refreshed = s.now()
+	s.mu.Lock()
+	if _, known := s.active[r.ID]; !known {
 		s.addActive(a)
-		s.mu.Unlock()
-		if len(a.shifted) > 0 {
-			s.log.Info("firmware timeouts moved past the hub's downtime", "rollout", r.ID, "downtime", down.Round(time.Second), "devices", len(a.shifted))
-		}
+	}
+	s.mu.Unlock()
+	if len(a.shifted) > 0 {
+		s.log.Info("firmware timeouts moved past the hub's downtime", "rollout", r.ID, "downtime", down.Round(time.Second), "devices", len(a.shifted))
 	}
 	return nil
 }
@@ -531,8 +552,12 @@ func (s *Service) StartRollout(ctx context.Context, sp Spec) (*Progress, error) 
 	if ch.Err != nil {
 		return nil, ch.Err
 	}
+	// In cluster mode a node that does not run the scheduler does not hold
+	// the rollout: the owner loads it when its event comes (Follow).
 	s.mu.Lock()
-	s.addActive(a)
+	if _, known := s.active[r.ID]; s.local() && !known {
+		s.addActive(a)
+	}
 	p := a.progress()
 	s.mu.Unlock()
 	s.poke()

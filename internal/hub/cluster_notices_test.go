@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -91,29 +93,44 @@ func TestClusterConfigNoticesAcrossNodes(t *testing.T) {
 	})
 }
 
-// TestClusterFirmwareNoticesAcrossNodes: the rollout scheduler runs on
-// the node holding job/firmware; its notice reaches at once a device
-// connected to the other node, and a device of the rollout that connects
-// to the other node later gets its pending notice (the resend interval is
-// an hour: only the connect can bring it).
-func TestClusterFirmwareNoticesAcrossNodes(t *testing.T) {
-	hubs := startCluster(t, 2, "firmware: {tick: 20ms, connect_delay: 50ms, notice_resend: 1h}\n")
-	var owner, other *testHub
+// TestClusterFirmwareAcrossNodes: three nodes, one of them (the owner)
+// holding job/firmware, the rollout scheduler. On one node set:
+//   - the owner's notice reaches at once a device connected to another
+//     node, and a device of the rollout that connects to another node
+//     later gets its pending notice (the resend interval is an hour: only
+//     the connect can bring it);
+//   - a rollout started through a node that is not the owner progresses
+//     at once (the owner loads it from the store on its event; no lease
+//     changes hands);
+//   - devices connected to a third node report failures, and the rollout
+//     aborts itself by its rule, each report counted once;
+//   - a pause, resume and cancel through a node that is not the owner
+//     are applied by the owner before the answer comes back;
+//   - the owner stops: a survivor takes the scheduler over and applies
+//     the report committed meanwhile (none lost), not the one applied
+//     before (none twice).
+func TestClusterFirmwareAcrossNodes(t *testing.T) {
+	hubs := startCluster(t, 3, "firmware: {tick: 20ms, connect_delay: 50ms, notice_resend: 1h}\n")
+	var owner *testHub
+	var others []*testHub
 	eventually.True(t, 20*time.Second, "a node holds job/firmware", func() bool {
-		switch leaseHolder(t, hubs[0], "job/firmware") {
-		case "node-0":
-			owner, other = hubs[0], hubs[1]
-		case "node-1":
-			owner, other = hubs[1], hubs[0]
-		default:
-			return false
+		holder := leaseHolder(t, hubs[0], "job/firmware")
+		owner, others = nil, nil
+		for i, h := range hubs {
+			if holder == fmt.Sprintf("node-%d", i) {
+				owner = h
+			} else {
+				others = append(others, h)
+			}
 		}
-		return true
+		return owner != nil
 	})
-	crOn := owner.provision(t, "fw-on", "WeatherStation")
-	crLate := owner.provision(t, "fw-late", "WeatherStation")
-	on := dialOn(t, other, "fw-on", crOn, "devices/fw-on/firmware")
-	_, r := fwSetup(t, owner, client.RolloutRequest{DeviceIDs: []string{"fw-on", "fw-late"}, StepTimeout: "10m"})
+	a, c := others[0], others[1] // a takes the operator's requests, c holds the devices
+	ids := []string{"fw-on", "fw-late", "fw-new", "fw-f1", "fw-f2", "fw-f3", "fw-f4", "fw-p1", "fw-p2", "fw-m1", "fw-m2"}
+	crs := map[string]creds{}
+	for _, id := range ids {
+		crs[id] = a.provision(t, id, "WeatherStation")
+	}
 	firmwareNotices := func(mc *mqttClient, id string) []string {
 		var out []string
 		for _, p := range mc.received() {
@@ -123,13 +140,168 @@ func TestClusterFirmwareNoticesAcrossNodes(t *testing.T) {
 		}
 		return out
 	}
-	eventually.True(t, 20*time.Second, "the device on the other node got the notice", func() bool {
-		ns := firmwareNotices(on, "fw-on")
-		return len(ns) > 0 && strings.Contains(ns[0], r.ID)
+	noticed := func(mc *mqttClient, id, rollout string) func() bool {
+		return func() bool {
+			for _, n := range firmwareNotices(mc, id) {
+				if strings.Contains(n, rollout) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	ctx := context.Background()
+
+	t.Run("notices from the owner", func(t *testing.T) {
+		on := dialOn(t, c, "fw-on", crs["fw-on"], "devices/fw-on/firmware")
+		_, r := fwSetup(t, owner, client.RolloutRequest{DeviceIDs: []string{"fw-on", "fw-late"}, StepTimeout: "10m"})
+		eventually.True(t, 20*time.Second, "the device on another node got the notice", noticed(on, "fw-on", r.ID))
+		late := dialOn(t, c, "fw-late", crs["fw-late"], "devices/fw-late/firmware")
+		eventually.True(t, 20*time.Second, "the device that connected to another node later got its pending notice", noticed(late, "fw-late", r.ID))
 	})
-	late := dialOn(t, other, "fw-late", crLate, "devices/fw-late/firmware")
-	eventually.True(t, 20*time.Second, "the device that connected to the other node later got its pending notice", func() bool {
-		ns := firmwareNotices(late, "fw-late")
-		return len(ns) > 0 && strings.Contains(ns[0], r.ID)
+
+	t.Run("started through another node", func(t *testing.T) {
+		dev := dialOn(t, c, "fw-new", crs["fw-new"], "devices/fw-new/firmware")
+		_, r := fwSetup(t, a, client.RolloutRequest{DeviceIDs: []string{"fw-new"}, StepTimeout: "10m"})
+		eventually.True(t, 20*time.Second, "the rollout started through a node that does not run the scheduler notified its device", noticed(dev, "fw-new", r.ID))
+	})
+
+	t.Run("reports through a third node abort the rollout", func(t *testing.T) {
+		fs := []string{"fw-f1", "fw-f2", "fw-f3", "fw-f4"}
+		devs := map[string]*mqttClient{}
+		for _, id := range fs {
+			devs[id] = dialOn(t, c, id, crs[id], "devices/"+id+"/firmware")
+		}
+		api, r := fwSetup(t, a, client.RolloutRequest{DeviceIDs: fs, StepTimeout: "10m", AbortFailurePercent: 50, AbortMinDevices: 2})
+		for _, id := range fs {
+			eventually.True(t, 20*time.Second, id+" notified", noticed(devs[id], id, r.ID))
+		}
+		// Two devices fail (each after progress reports); two keep
+		// downloading. 2 of 2 finished failed: at 50% after 2, it aborts.
+		for _, id := range fs {
+			report := func(payload string) {
+				t.Helper()
+				if _, err := publish(t, devs[id], "devices/"+id+"/firmware/status", payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+			report(`{"rollout_id":"` + r.ID + `","attempt":0,"status":"downloading","progress":10}`)
+			if id == "fw-f1" || id == "fw-f2" {
+				report(`{"rollout_id":"` + r.ID + `","attempt":0,"status":"failed","message":"flash full"}`)
+			}
+		}
+		eventually.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			got, err := api.GetRollout(ctx, r.ID)
+			if err != nil {
+				return err
+			}
+			if got.Status != "aborted" || got.Counts["failed"] != 2 || got.Counts["downloading"] != 2 {
+				return fmt.Errorf("rollout %s (%s), counts %v; want aborted with 2 failed, 2 downloading", got.Status, got.Reason, got.Counts)
+			}
+			if !strings.Contains(got.Reason, "2 of 2 finished devices failed") {
+				return fmt.Errorf("reason %q", got.Reason)
+			}
+			return nil
+		})
+		// Each report made one state change, whatever node read the
+		// rollout: notified, downloading, failed.
+		h, err := client.New(owner.base, owner.token, nil).FirmwareHistory(ctx, "fw-f1", r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var states []string
+		for _, e := range h {
+			states = append(states, e.State)
+		}
+		if got := strings.Join(states, ","); got != "queued,notified,downloading,failed" && got != "notified,downloading,failed" {
+			t.Fatalf("history of fw-f1: %s", got)
+		}
+	})
+
+	t.Run("pause resume cancel through another node", func(t *testing.T) {
+		p1 := dialOn(t, c, "fw-p1", crs["fw-p1"], "devices/fw-p1/firmware")
+		// One device a minute: fw-p1 at once, fw-p2 a minute later.
+		api, r := fwSetup(t, a, client.RolloutRequest{DeviceIDs: []string{"fw-p1", "fw-p2"}, StepTimeout: "10m", MaxPerMinute: 1})
+		eventually.True(t, 20*time.Second, "fw-p1 notified", noticed(p1, "fw-p1", r.ID))
+		ownerAPI := client.New(owner.base, owner.token, nil)
+		for _, step := range []struct{ action, want string }{{"pause", "paused"}, {"resume", "running"}, {"cancel", "canceled"}} {
+			got, err := api.RolloutAction(ctx, r.ID, step.action)
+			if err != nil {
+				t.Fatalf("%s through a node that does not run the scheduler: %v", step.action, err)
+			}
+			if got.Status != step.want {
+				t.Fatalf("%s answered status %s, want %s", step.action, got.Status, step.want)
+			}
+			// Applied by the owner before the answer: its scheduler sees it.
+			if now, err := ownerAPI.GetRollout(ctx, r.ID); err != nil || now.Status != step.want {
+				t.Fatalf("after %s the owner has the rollout %v (%v), want %s", step.action, now, err, step.want)
+			}
+		}
+		eventually.True(t, 20*time.Second, "fw-p1 told of the cancel", func() bool {
+			for _, n := range firmwareNotices(p1, "fw-p1") {
+				if strings.Contains(n, `"cancel":true`) {
+					return true
+				}
+			}
+			return false
+		})
+		// The owner's refusal comes back as it is.
+		_, err := api.RolloutAction(ctx, r.ID, "pause")
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != 409 {
+			t.Fatalf("pause of a canceled rollout through another node: %v, want 409", err)
+		}
+	})
+
+	t.Run("owner stops between two reports", func(t *testing.T) {
+		ms := []string{"fw-m1", "fw-m2"}
+		devs := map[string]*mqttClient{}
+		for _, id := range ms {
+			devs[id] = dialOn(t, c, id, crs[id], "devices/"+id+"/firmware")
+		}
+		api, r := fwSetup(t, a, client.RolloutRequest{DeviceIDs: ms, StepTimeout: "10m", AbortFailurePercent: 100, AbortMinDevices: 2})
+		for _, id := range ms {
+			eventually.True(t, 20*time.Second, id+" notified", noticed(devs[id], id, r.ID))
+		}
+		fail := func(id string) {
+			t.Helper()
+			if _, err := publish(t, devs[id], "devices/"+id+"/firmware/status", `{"rollout_id":"`+r.ID+`","status":"failed"}`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fail("fw-m1")
+		eventually.True(t, 20*time.Second, "the owner applied fw-m1's failure", func() bool {
+			return updateOf(t, api, r.ID, "fw-m1").State == "failed"
+		})
+		owner.stop()
+		fail("fw-m2") // committed by c, whoever runs the scheduler now
+		eventually.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			got, err := api.GetRollout(ctx, r.ID)
+			if err != nil {
+				return err
+			}
+			if got.Status != "aborted" || got.Counts["failed"] != 2 || !strings.Contains(got.Reason, "2 of 2 finished devices failed") {
+				return fmt.Errorf("rollout %s (%s), counts %v; want aborted, 2 of 2 failed", got.Status, got.Reason, got.Counts)
+			}
+			return nil
+		})
+		if h := leaseHolder(t, a, "job/firmware"); h == "" {
+			t.Fatal("no survivor holds job/firmware")
+		}
+		for _, id := range ms {
+			h, err := api.FirmwareHistory(ctx, id, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, e := range h {
+				if e.State == "failed" {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%s failed %d times in its history %v, want once", id, n, h)
+			}
+		}
 	})
 }

@@ -298,7 +298,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, configNotified, templatesChanged, log.With("component", "deviceconfig")); err != nil {
 		return nil, err
 	}
-	if h.firmware, err = newFirmware(ctx, cfg, st, h.committer, fwPub, h.registry, log.With("component", "firmware")); err != nil {
+	var fwRemote firmware.Remote
+	if h.fanout != nil {
+		fwRemote = firmwareRemote{h}
+	}
+	if h.firmware, err = newFirmware(ctx, cfg, st, h.committer, fwPub, h.registry, fwRemote, log.With("component", "firmware")); err != nil {
 		return nil, err
 	}
 	h.brokerAuth = brokerauth.New(h.registry, h.presence, brokerauth.Options{}, log.With("component", "brokerauth"), h.reg)
@@ -662,15 +666,9 @@ func (h *Hub) serve(ctx context.Context) error {
 		})(gctx)
 	})
 	// The scheduler and what it observes of devices (a disconnect can fail
-	// a health gate: a write) run on one node.
-	g.Go(func() error {
-		return h.single("firmware", nil, func(ctx context.Context) error {
-			fg, fctx := errgroup.WithContext(ctx)
-			fg.Go(func() error { return h.firmware.Run(fctx) })
-			fg.Go(func() error { return observeFirmware(fctx, h.bus, h.firmware) })
-			return fg.Wait()
-		})(gctx)
-	})
+	// a health gate: a write) run on one node, which loads the rollouts
+	// when it takes them over (in cluster mode).
+	g.Go(func() error { return h.single("firmware", h.firmware.Load, h.runFirmware)(gctx) })
 	g.Go(func() error { return h.single("alerts", h.alerts.Reload, h.alerts.Run)(gctx) })
 	if h.leases != nil {
 		g.Go(func() error { return h.single("command-jobs", nil, h.commands.RunJobs)(gctx) })

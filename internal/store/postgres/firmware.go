@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,9 +13,35 @@ import (
 )
 
 var (
-	_ firmware.Store   = (*Store)(nil)
-	_ firmware.TxStore = (*txn)(nil)
+	_ firmware.Store         = (*Store)(nil)
+	_ firmware.TxStore       = (*txn)(nil)
+	_ firmware.CursorTxStore = (*txn)(nil)
 )
+
+// SetFirmwareCursor implements firmware.CursorTxStore (cluster mode).
+func (t *txn) SetFirmwareCursor(ctx context.Context, seq int64) error {
+	tx, err := t.db(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO firmware_cursor (id, seq) VALUES (1, $1)
+		ON CONFLICT (id) DO UPDATE SET seq = GREATEST(firmware_cursor.seq, excluded.seq)`, seq)
+	return err
+}
+
+// FirmwareCursor returns how far the rollout scheduler's node followed the
+// event log (false: never stored).
+func (s *Store) FirmwareCursor(ctx context.Context) (int64, bool, error) {
+	var seq int64
+	err := s.pool.QueryRow(ctx, `SELECT seq FROM firmware_cursor WHERE id = 1`).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("firmware cursor: %w", err)
+	}
+	return seq, true, nil
+}
 
 const artifactCols = `id, version, type, hardware, size, sha256, signature, public_key, signed_by, filename, created_at`
 
