@@ -27,6 +27,11 @@ const (
 	ConfigDeactivating Type = "config_deactivating"
 	// ConfigDeactivated: the device applied the empty configuration.
 	ConfigDeactivated Type = "config_deactivated"
+	// ConfigTemplatesChanged: a configuration template was created,
+	// changed or deleted, or a group's configuration (its templates or
+	// variables) was set. It names no device. Every node of a cluster
+	// reads the templates and group configurations again when it sees it.
+	ConfigTemplatesChanged Type = "config_templates_changed"
 )
 
 // Actions of config_modified.
@@ -91,6 +96,14 @@ type ConfigDeactivationArgs struct {
 	Checksum string `json:"checksum"`
 }
 
+// TemplatesChangedArgs is the argument of ConfigTemplatesChanged: the
+// template or the group whose configuration changed.
+type TemplatesChangedArgs struct {
+	Template string `json:"template,omitempty"`
+	Group    string `json:"group,omitempty"`
+	Deleted  bool   `json:"deleted,omitempty"`
+}
+
 func configArgs(t Type) any {
 	switch t {
 	case ConfigModified:
@@ -107,6 +120,8 @@ func configArgs(t Type) any {
 		return &GroupTemplatesArgs{}
 	case ConfigDeactivating, ConfigDeactivated:
 		return &ConfigDeactivationArgs{}
+	case ConfigTemplatesChanged:
+		return &TemplatesChangedArgs{}
 	}
 	return nil
 }

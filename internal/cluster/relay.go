@@ -14,8 +14,7 @@ import (
 // connection. Retained messages are kept by every node's broker.
 //
 // Kind KindMonitors is not for a device: it tells the nodes that an
-// operator changed push monitors (Topic names the monitor); KindTemplates
-// that configuration templates or group configurations changed.
+// operator changed push monitors (Topic names the monitor).
 type Outbound struct {
 	Kind    string `json:"kind,omitempty"`
 	Topic   string `json:"topic"`
@@ -26,8 +25,7 @@ type Outbound struct {
 
 // Kinds of Outbound messages that are not for a device: see Outbound.
 const (
-	KindMonitors  = "monitors"
-	KindTemplates = "templates" // configuration templates or group configurations changed
+	KindMonitors = "monitors"
 )
 
 // relaySubject carries Outbound messages between the nodes (core NATS:

@@ -62,10 +62,6 @@ type Options struct {
 	// notice was published here (cluster mode: the other nodes are told
 	// to Refresh it). RestoreNotices does not call it.
 	Notified func(deviceID string)
-	// TemplatesChanged, when set, is called after a template or a group
-	// configuration was stored through this service (cluster mode: the
-	// other nodes are told to ReloadTemplates).
-	TemplatesChanged func()
 }
 
 // Service is configuration management. Create it with New, fill it with
@@ -115,12 +111,6 @@ func New(d Deps, opts Options, log *slog.Logger) *Service {
 	return &Service{d: d, opts: opts, log: log, now: func() time.Time { return time.Now().UTC() },
 		templates: map[string]*Template{}, groups: map[string]*GroupConfig{}, view: map[string]viewEntry{},
 		jobs: newJobs()}
-}
-
-func (s *Service) templatesChanged() {
-	if s.opts.TemplatesChanged != nil {
-		s.opts.TemplatesChanged()
-	}
 }
 
 // ReloadTemplates reads the templates and group configurations from the

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
@@ -62,13 +63,13 @@ func (s *Service) CreateTemplate(ctx context.Context, in TemplateInput) (*Templa
 	}
 	now := s.now()
 	t.Version, t.CreatedAt, t.UpdatedAt = 1, now, now
-	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{Template: t}}}); err != nil {
+	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{Template: t}},
+		Events: templatesEvent(now, &events.TemplatesChangedArgs{Template: t.ID})}); err != nil {
 		return nil, fmt.Errorf("store template %s: %w", t.ID, err)
 	}
 	s.mu.Lock()
 	s.templates[t.ID] = t
 	s.mu.Unlock()
-	s.templatesChanged()
 	return t, nil
 }
 
@@ -228,13 +229,13 @@ func (s *Service) UpdateTemplate(ctx context.Context, in TemplateInput) (*Templa
 	}
 	now := s.now()
 	t.Version, t.CreatedAt, t.UpdatedAt = old.Version+1, old.CreatedAt, now
-	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{Template: t}}}); err != nil {
+	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{Template: t}},
+		Events: templatesEvent(now, &events.TemplatesChangedArgs{Template: t.ID})}); err != nil {
 		return nil, nil, fmt.Errorf("store template %s: %w", t.ID, err)
 	}
 	s.mu.Lock()
 	s.templates[t.ID] = t
 	s.mu.Unlock()
-	s.templatesChanged()
 	j := s.jobs.start("template "+t.ID, events.ActionRelatedTemplateChanged, ids(rows))
 	return t, j, nil
 }
@@ -355,13 +356,13 @@ func (s *Service) DeleteTemplate(ctx context.Context, id string) error {
 		slices.Sort(users)
 		return fmt.Errorf("%w: template %s is used by %s", ErrInUse, id, strings.Join(users, ", "))
 	}
-	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{DeleteTemplate: id}}}); err != nil {
+	if err := s.d.Committer.Submit(ctx, &commit.Change{Ops: []commit.Op{&Op{DeleteTemplate: id}},
+		Events: templatesEvent(s.now(), &events.TemplatesChangedArgs{Template: id, Deleted: true})}); err != nil {
 		return fmt.Errorf("delete template %s: %w", id, err)
 	}
 	s.mu.Lock()
 	delete(s.templates, id)
 	s.mu.Unlock()
-	s.templatesChanged()
 	return nil
 }
 
@@ -450,7 +451,7 @@ func (s *Service) SetGroup(ctx context.Context, id string, u GroupUpdate) (*Grou
 	}
 	now := s.now()
 	next.UpdatedAt = now
-	ch := &commit.Change{Ops: []commit.Op{&Op{Group: next}}}
+	ch := &commit.Change{Ops: []commit.Op{&Op{Group: next}}, Events: templatesEvent(now, &events.TemplatesChangedArgs{Group: id})}
 	if args, fire := GroupTemplatesSignal(false, id, cur.Templates, next.Templates); fire {
 		ev, err := commit.NewEvent(events.Event{Type: events.GroupTemplatesChanged, Time: now, Args: args})
 		if err != nil {
@@ -464,7 +465,6 @@ func (s *Service) SetGroup(ctx context.Context, id string, u GroupUpdate) (*Grou
 	s.mu.Lock()
 	s.groups[id] = next
 	s.mu.Unlock()
-	s.templatesChanged()
 	if err := s.createConfigs(ctx, fresh); err != nil {
 		return nil, nil, err
 	}
@@ -474,4 +474,15 @@ func (s *Service) SetGroup(ctx context.Context, id string, u GroupUpdate) (*Grou
 	}
 	j := s.jobs.start("group "+id, action, ids(rows))
 	return next, j, nil
+}
+
+// templatesEvent is the config_templates_changed event of a change of
+// templates or group configurations: every node of a cluster reads them
+// again when it sees it (docs/CLUSTER.md).
+func templatesEvent(now time.Time, args *events.TemplatesChangedArgs) []commit.Event {
+	ev, err := commit.NewEvent(events.Event{Type: events.ConfigTemplatesChanged, Time: now, Args: args})
+	if err != nil {
+		return nil // plain strings: cannot happen
+	}
+	return []commit.Event{ev}
 }

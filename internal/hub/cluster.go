@@ -163,11 +163,22 @@ func (h *Hub) reap(ctx context.Context) error {
 }
 
 // followCluster keeps this node's in-memory views in step with what the
-// other nodes commit (every node runs it): the credential view.
+// other nodes commit (every node runs it): the credential view, sessions
+// taken over, desired properties, configuration templates and group
+// configurations.
 func (h *Hub) followCluster(ctx context.Context) error {
 	creds := h.clusterStore()
-	types := append([]events.Type{events.DeviceConnected, events.TwinDesiredChanged}, credentialTypes...)
+	types := append([]events.Type{events.DeviceConnected, events.TwinDesiredChanged, events.ConfigTemplatesChanged}, credentialTypes...)
 	sub, err := h.bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: types}}, func(e events.Event) {
+		if e.Type == events.ConfigTemplatesChanged {
+			// Held in memory by every node: read again, whatever node
+			// changed them (this one too: harmless, and the event may
+			// carry a change another node made meanwhile).
+			if err := h.deviceConfig.ReloadTemplates(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("cluster: reload configuration templates", "err", err)
+			}
+			return
+		}
 		if e.Type == events.TwinDesiredChanged {
 			// Retained on every node's broker: the device gets them on
 			// whichever node it is, or will be, connected to.
@@ -191,6 +202,10 @@ func (h *Hub) followCluster(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: follow events: %w", err)
+	}
+	// What changed between this node's start (Load) and its subscription.
+	if err := h.deviceConfig.ReloadTemplates(ctx); err != nil && ctx.Err() == nil {
+		h.log.Warn("cluster: reload configuration templates", "err", err)
 	}
 	<-ctx.Done()
 	sub.Close()
@@ -285,12 +300,6 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 		}
 	}
 	stop, err := h.fanout.OnRelay(func(m cluster.Outbound) {
-		if m.Kind == cluster.KindTemplates {
-			if err := h.deviceConfig.ReloadTemplates(ctx); err != nil && ctx.Err() == nil {
-				h.log.Warn("cluster: reload configuration templates changed through another node", "err", err)
-			}
-			return
-		}
 		if m.Kind == cluster.KindMonitors {
 			if err := h.monitors.Sync(ctx); err != nil && ctx.Err() == nil {
 				h.log.Warn("cluster: sync monitors changed through another node", "monitor", m.Topic, "err", err)
@@ -312,10 +321,6 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 		return err
 	}
 	defer stop()
-	// What changed between this node's start (Load) and its subscription.
-	if err := h.deviceConfig.ReloadTemplates(ctx); err != nil && ctx.Err() == nil {
-		h.log.Warn("cluster: reload configuration templates", "err", err)
-	}
 	node := h.cfg.Cluster.NodeID
 	sub, err := h.bus.Subscribe(eventlog.SubscribeOptions{Filter: events.Filter{Types: []events.Type{events.DeviceConnected}}}, func(e events.Event) {
 		if c, ok := e.Args.(*events.Connected); ok && c.Node == node {
@@ -328,15 +333,6 @@ func (h *Hub) followOutbound(ctx context.Context) error {
 	<-ctx.Done()
 	sub.Close()
 	return nil
-}
-
-// relayTemplatesChanged tells the other nodes that configuration
-// templates or group configurations changed through this one: each reads
-// them from the store again.
-func (h *Hub) relayTemplatesChanged() {
-	if err := h.fanout.Relay(cluster.Outbound{Kind: cluster.KindTemplates}); err != nil {
-		h.log.Warn("cluster: relay template change", "err", err)
-	}
 }
 
 // relayMonitorChanged tells the other nodes that an operator changed a

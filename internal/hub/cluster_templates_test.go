@@ -12,9 +12,11 @@ import (
 // TestClusterTemplatesAcrossNodes: configuration templates are held in
 // memory by every node; one created, then edited, through node a is
 // known to node b's API at once and renders there with its new content,
-// and one deleted through a is gone from b.
+// and one deleted through a is gone from b. Then NATS stops: a template
+// created through a still reaches b (its config_templates_changed event
+// comes from the event log; a core NATS note would be lost).
 func TestClusterTemplatesAcrossNodes(t *testing.T) {
-	hubs := startCluster(t, 2, "")
+	hubs, nc := startClusterNATS(t, 2, "")
 	a, b := hubs[0], hubs[1]
 	b.provision(t, "tpl-dev", "WeatherStation")
 	if code := a.do(t, "POST", "/api/v1/templates", map[string]any{"id": "ntp",
@@ -50,5 +52,14 @@ func TestClusterTemplatesAcrossNodes(t *testing.T) {
 	}
 	eventually.True(t, 20*time.Second, "node b forgot the template deleted through node a", func() bool {
 		return b.do(t, "GET", "/api/v1/templates/ntp", nil, nil) == 404
+	})
+
+	nc.Servers[0].Shutdown()
+	if code := a.do(t, "POST", "/api/v1/templates", map[string]any{"id": "syslog",
+		"config": map[string]any{"syslog": "{{ device_id }}"}}, nil); code != 201 {
+		t.Fatalf("create template through node a with NATS down: %d", code)
+	}
+	eventually.True(t, 20*time.Second, "node b knows the template created through node a while NATS was down", func() bool {
+		return b.do(t, "GET", "/api/v1/templates/syslog", nil, nil) == 200
 	})
 }

@@ -28,6 +28,14 @@ import (
 // them.
 func startCluster(t *testing.T, n int, extra string) []*testHub {
 	t.Helper()
+	hubs, _ := startClusterNATS(t, n, extra)
+	return hubs
+}
+
+// startClusterNATS is startCluster that also returns the NATS servers
+// (a test may shut them down).
+func startClusterNATS(t *testing.T, n int, extra string) ([]*testHub, *natstest.Cluster) {
+	t.Helper()
 	storage := postgresStorage(t)
 	nc := natstest.Start(t, 1)
 	name := fmt.Sprintf("hub%d", time.Now().UnixNano()%1e9)
@@ -43,7 +51,7 @@ func startCluster(t *testing.T, n int, extra string) []*testHub {
 		cl := fmt.Sprintf("cluster:\n  node_id: node-%d\n  nats: [%q]\n  name: %s\n  lease_ttl: 3s\n  renew: 500ms\n", i, nc.URLs()[0], name)
 		hubs = append(hubs, startHubIn(t, dir, "", storage+cl+extra))
 	}
-	return hubs
+	return hubs, nc
 }
 
 func copyDir(t *testing.T, from, to string) {

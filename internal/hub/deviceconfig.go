@@ -49,7 +49,7 @@ var _ deviceconfig.GroupMembers = groupLookup{}
 // newDeviceConfig builds configuration management with its backends and
 // loads its state.
 func newDeviceConfig(ctx context.Context, cfg *config.Config, st deviceconfig.Store, c deviceconfig.Committer,
-	pub deviceconfig.Publisher, reg *registry.Service, notified func(string), templatesChanged func(), log *slog.Logger) (*deviceconfig.Service, error) {
+	pub deviceconfig.Publisher, reg *registry.Service, notified func(string), log *slog.Logger) (*deviceconfig.Service, error) {
 	var extra []deviceconfig.Backend
 	for i, p := range cfg.DeviceConfig.BackendTemplates {
 		b, err := deviceconfig.LoadTextTemplate(p)
@@ -63,8 +63,7 @@ func newDeviceConfig(ctx context.Context, cfg *config.Config, st deviceconfig.St
 		return nil, fmt.Errorf("config: device_config.backend_templates: %w", err)
 	}
 	svc := deviceconfig.New(deviceconfig.Deps{Store: st, Committer: c, Publisher: pub, Groups: groupLookup{reg}, Backends: be},
-		deviceconfig.Options{HistoryKeep: cfg.DeviceConfig.HistoryKeep, URL: cfg.DeviceConfig.NoticeURL, Notified: notified,
-			TemplatesChanged: templatesChanged}, log)
+		deviceconfig.Options{HistoryKeep: cfg.DeviceConfig.HistoryKeep, URL: cfg.DeviceConfig.NoticeURL, Notified: notified}, log)
 	if err := svc.Load(ctx); err != nil {
 		return nil, err
 	}

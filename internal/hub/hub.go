@@ -289,13 +289,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	if h.fanout != nil && h.ext == nil {
 		configNotified, fwPub = h.relayConfigNotice, relayPublisher{h}
 	}
-	// Templates and group configurations are held in memory by every node,
-	// whatever the broker: a change through one is relayed to the others.
-	var templatesChanged func()
-	if h.fanout != nil {
-		templatesChanged = h.relayTemplatesChanged
-	}
-	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, configNotified, templatesChanged, log.With("component", "deviceconfig")); err != nil {
+	if h.deviceConfig, err = newDeviceConfig(ctx, cfg, st, h.committer, brk, h.registry, configNotified, log.With("component", "deviceconfig")); err != nil {
 		return nil, err
 	}
 	var fwRemote firmware.Remote
