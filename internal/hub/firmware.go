@@ -68,18 +68,31 @@ func observeFirmware(ctx context.Context, bus *eventlog.Bus, svc *firmware.Servi
 // committed through any node, from the event log (followFirmware), and
 // answers the controls passed on by the other nodes.
 func (h *Hub) runFirmware(ctx context.Context) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return h.firmware.Run(gctx) })
 	if h.leases == nil {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return h.firmware.Run(gctx) })
 		g.Go(func() error { return observeFirmware(gctx, h.bus, h.firmware) })
 		return g.Wait()
 	}
-	g.Go(func() error { return h.followFirmware(gctx) })
+	// The cursor is read before the rollouts are loaded: what is committed
+	// between the two is followed again (loading a rollout held already,
+	// or applying a report to one loaded with it, changes nothing twice:
+	// a stored cursor covers every report whose effects are stored).
+	from, err := h.firmwareCursor(ctx)
+	if err != nil {
+		return stoppedOr(ctx, err)
+	}
+	if err := h.firmware.Load(ctx); err != nil {
+		return stoppedOr(ctx, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
 	stop, err := h.fanout.Serve(firmwareControlKind, func(req []byte) []byte { return h.answerControl(gctx, req) })
 	if err != nil {
 		return err
 	}
 	defer stop()
+	g.Go(func() error { return h.firmware.Run(gctx) })
+	g.Go(func() error { return h.followFirmware(gctx, from) })
 	g.Go(func() error {
 		h.firmware.Lead(gctx)
 		return nil
@@ -97,22 +110,25 @@ type firmwareCursorStore interface {
 // report moved it (so that a new owner does not go through a long tail).
 const firmwareCursorEvery = 5 * time.Second
 
-// followFirmware feeds the scheduler, from its stored cursor on, the
-// events it follows in cluster mode (firmware.FollowedTypes): every
-// report and rollout committed through any node, once, in order, across
-// a change of owner.
-func (h *Hub) followFirmware(ctx context.Context) error {
+// firmwareCursor returns where the scheduler's node follows the event
+// log from: its stored cursor, or for the first owner ever the end of
+// the log (the rollouts and updates so far are in the store).
+func (h *Hub) firmwareCursor(ctx context.Context) (int64, error) {
 	from, ok, err := h.store.(firmwareCursorStore).FirmwareCursor(ctx)
-	if err != nil {
-		return stoppedOr(ctx, err)
+	if err != nil || ok {
+		return from, err
 	}
-	if !ok {
-		// The first owner ever: from the end of the log. The rollouts and
-		// their updates so far are in the store (Load).
-		if from, err = h.store.LastSeq(ctx); err != nil {
-			return stoppedOr(ctx, fmt.Errorf("firmware cursor: %w", err))
-		}
+	if from, err = h.store.LastSeq(ctx); err != nil {
+		return 0, fmt.Errorf("firmware cursor: %w", err)
 	}
+	return from, nil
+}
+
+// followFirmware feeds the scheduler, from the cursor on, the events it
+// follows in cluster mode (firmware.FollowedTypes): every report and
+// rollout committed through any node, once, in order, across a change of
+// owner.
+func (h *Hub) followFirmware(ctx context.Context, from int64) error {
 	opts := eventlog.SubscribeOptions{From: from, Buffer: 16384, Filter: events.Filter{Types: firmware.FollowedTypes}}
 	if from == 0 {
 		opts.From = -1 // the whole (empty) log

@@ -661,8 +661,8 @@ func (h *Hub) serve(ctx context.Context) error {
 	})
 	// The scheduler and what it observes of devices (a disconnect can fail
 	// a health gate: a write) run on one node, which loads the rollouts
-	// when it takes them over (in cluster mode).
-	g.Go(func() error { return h.single("firmware", h.firmware.Load, h.runFirmware)(gctx) })
+	// when it takes them over (in cluster mode; runFirmware).
+	g.Go(func() error { return h.single("firmware", nil, h.runFirmware)(gctx) })
 	g.Go(func() error { return h.single("alerts", h.alerts.Reload, h.alerts.Run)(gctx) })
 	if h.leases != nil {
 		g.Go(func() error { return h.single("command-jobs", nil, h.commands.RunJobs)(gctx) })
