@@ -19,17 +19,36 @@ import (
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
-// recorder keeps the committed events and the published notices.
+// recorder keeps the committed events and the published notices. The
+// config_templates_changed events (the cluster's, not the seed's signals)
+// are kept apart, in templates.
 type recorder struct {
-	mu      sync.Mutex
-	evs     []events.Event
-	notices map[string][]deviceconfig.Notice
+	mu        sync.Mutex
+	evs       []events.Event
+	templates []events.TemplatesChangedArgs
+	notices   map[string][]deviceconfig.Notice
 }
 
 func (r *recorder) Publish(evs []events.Event) {
 	r.mu.Lock()
-	r.evs = append(r.evs, evs...)
+	for _, e := range evs {
+		if e.Type == events.ConfigTemplatesChanged {
+			r.templates = append(r.templates, *e.Args.(*events.TemplatesChangedArgs))
+			continue
+		}
+		r.evs = append(r.evs, e)
+	}
 	r.mu.Unlock()
+}
+
+// takeTemplates returns the config_templates_changed arguments recorded
+// since the last call.
+func (r *recorder) takeTemplates() []events.TemplatesChangedArgs {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.templates
+	r.templates = nil
+	return t
 }
 
 // take returns the events recorded since the last take.
@@ -405,5 +424,36 @@ func waitJob(t *testing.T, s *deviceconfig.Service, j *deviceconfig.Job) {
 	done, err := s.WaitJob(ctx, j.ID)
 	if err != nil || done.Status != deviceconfig.JobDone {
 		t.Fatalf("job %+v: %v", done, err)
+	}
+}
+
+// TestTemplatesChangedEvents: every stored change of templates or group
+// configurations commits one config_templates_changed (every node of a
+// cluster reads them again on it); a refused one commits none.
+func TestTemplatesChangedEvents(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	s := f.svc
+	if _, err := s.CreateTemplate(ctx, deviceconfig.TemplateInput{ID: "log", Config: doc(`{"log":{"level":"info"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.UpdateTemplate(ctx, deviceconfig.TemplateInput{ID: "log", Config: doc(`{"log":{"level":"debug"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.SetGroup(ctx, "g1", deviceconfig.GroupUpdate{Templates: &[]string{"log"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTemplate(ctx, "log"); !errors.Is(err, deviceconfig.ErrInUse) {
+		t.Fatalf("delete of a template in use: %v", err)
+	}
+	if _, _, err := s.SetGroup(ctx, "g1", deviceconfig.GroupUpdate{Templates: &[]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTemplate(ctx, "log"); err != nil {
+		t.Fatal(err)
+	}
+	want := []events.TemplatesChangedArgs{{Template: "log"}, {Template: "log"}, {Group: "g1"}, {Group: "g1"}, {Template: "log", Deleted: true}}
+	if got := f.rec.takeTemplates(); !slices.Equal(got, want) {
+		t.Fatalf("config_templates_changed %+v, want %+v", got, want)
 	}
 }
