@@ -1,14 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -60,29 +57,9 @@ func TestKill9DuringCompaction(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: skipped with -short")
 	}
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "devicehub.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
-mqtt: {addr: "127.0.0.1:0"}
-http: {addr: "127.0.0.1:0"}
-ingest: {rate_limit: {rate: 0, burst: 0}}
-retention: {compact_after: 1h, compact_interval: 1s, batch: 20}
-device_types:
-  WeatherStation:
-    fields:
-      temperature: {type: float}
-      humidity: {type: float}
-`, dir)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hub := startChild(t, cfgPath)
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, dir, cfgPath, token := startCrashHub(t, "retention: {compact_after: 1h, compact_interval: 1s, batch: 20}\n")
 	const devices, prefilled = 20, 2000
-	passwords := provisionDevices(t, hub, strings.TrimSpace(string(tok)), devices)
+	passwords := provisionDevices(t, hub, token, devices)
 	prefillOld(t, hub, passwords, prefilled)
 
 	started := make(chan struct{})

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -106,29 +105,9 @@ func TestKill9DuringRetention(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: skipped with -short")
 	}
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "devicehub.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
-mqtt: {addr: "127.0.0.1:0"}
-http: {addr: "127.0.0.1:0"}
-ingest: {rate_limit: {rate: 0, burst: 0}}
-retention: {readings: 1h, interval: 1s, batch: 50}
-device_types:
-  WeatherStation:
-    fields:
-      temperature: {type: float}
-      humidity: {type: float}
-`, dir)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hub := startChild(t, cfgPath)
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, dir, cfgPath, token := startCrashHub(t, "retention: {readings: 1h, interval: 1s, batch: 50}\n")
 	const devices = 20
-	passwords := provisionDevices(t, hub, strings.TrimSpace(string(tok)), devices)
+	passwords := provisionDevices(t, hub, token, devices)
 	prefillOld(t, hub, passwords, 2000)
 
 	// Kill once retention has deleted some of the 40,000 expired readings.
@@ -153,7 +132,7 @@ device_types:
 		for i := range devices {
 			q := url.Values{"to": {cutoff.Format(time.RFC3339Nano)}, "limit": {"1"}}
 			req, _ := http.NewRequest("GET", "http://"+hub.http+"/api/v1/devices/"+fmt.Sprintf("d%02d", i)+"/readings?"+q.Encode(), nil)
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+			req.Header.Set("Authorization", "Bearer "+token)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				return false

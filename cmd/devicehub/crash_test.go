@@ -120,6 +120,35 @@ func (c *child) stop(t *testing.T) {
 	}
 }
 
+// startCrashHub starts a hub for the kill -9 tests on a fresh data
+// directory: random ports, no ingest rate limit, the WeatherStation type
+// and extra, more YAML (a retention line). It returns the hub, its data
+// directory and config file (to start it again), and the admin token.
+func startCrashHub(t *testing.T, extra string) (hub *child, dir, cfgPath, token string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfgPath = filepath.Join(dir, "devicehub.yaml")
+	cfg := fmt.Sprintf(`data_dir: %s
+mqtt: {addr: "127.0.0.1:0"}
+http: {addr: "127.0.0.1:0"}
+ingest: {rate_limit: {rate: 0, burst: 0}}
+%sdevice_types:
+  WeatherStation:
+    fields:
+      temperature: {type: float}
+      humidity: {type: float}
+`, dir, extra)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hub = startChild(t, cfgPath)
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hub, dir, cfgPath, strings.TrimSpace(string(tok))
+}
+
 // TestKill9LosesNoAcknowledgedReading publishes QoS 1 readings from many
 // clients, kills the hub with SIGKILL in the middle of the load, restarts
 // it, and checks that every reading whose PUBACK a client received is in
@@ -128,27 +157,7 @@ func TestKill9LosesNoAcknowledgedReading(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: skipped with -short")
 	}
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "devicehub.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
-mqtt: {addr: "127.0.0.1:0"}
-http: {addr: "127.0.0.1:0"}
-ingest: {rate_limit: {rate: 0, burst: 0}}
-device_types:
-  WeatherStation:
-    fields:
-      temperature: {type: float}
-      humidity: {type: float}
-`, dir)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hub := startChild(t, cfgPath)
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(tok))
+	hub, dir, cfgPath, token := startCrashHub(t, "")
 
 	const devices = 20
 	passwords := provisionDevices(t, hub, token, devices)
