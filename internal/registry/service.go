@@ -182,19 +182,22 @@ func (s *Service) Reload(ctx context.Context, r CredentialReader, id string) err
 		return err
 	}
 	s.mu.Lock()
-	var e *entry
+	// The entry's flags are read under the lock: a revoke through this
+	// node changes them in place.
+	revoked, disabled := !ok, false
 	if ok {
-		e = s.entryOf(c, s.now())
+		e := s.entryOf(c, s.now())
 		s.setLocked(id, e)
+		revoked, disabled = e.revoked, e.disabled
 	} else if old, had := s.byID[id]; had {
 		s.dropKeysLocked(id, old)
 		delete(s.byID, id)
 	}
 	s.mu.Unlock()
 	switch {
-	case !ok || e.revoked:
+	case revoked:
 		s.kickDevice(id, "credentials revoked")
-	case e.disabled:
+	case disabled:
 		s.kickDevice(id, "device disabled")
 	}
 	return nil
