@@ -3,14 +3,18 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -36,10 +40,6 @@ const queryBatch = 2000
 // queries over the REST API.
 func (r *runner) query(ctx context.Context) error {
 	n, total := r.o.QueryDevices, r.o.QueryReadings
-	sd, err := r.seedDevicehub(ctx, n)
-	if err != nil {
-		return err
-	}
 	per := max(1, total/n)
 	total = per * n
 	interval := querySpan / time.Duration(per)
@@ -74,36 +74,33 @@ func (r *runner) query(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := copySeed(sd.dir, dir); err != nil {
-		return err
-	}
-	seedBytes := dirBytes(dir)
 	gen := Measurement{System: SysDevicehub, Round: 1, Started: time.Now(), Figures: map[string]float64{}}
-	end := time.Now().Truncate(time.Second)
-	r.logf("%s: storing %d readings", sc.Name, total)
-	rate, err := generateReadings(ctx, filepath.Join(dir, "devicehub.db"), sd.devs, per, end, interval, func(done int) {
-		r.logf("%s: stored %d of %d readings", sc.Name, done, total)
-	})
+	kept, err := reuseQueryData(r.o.QueryKeep, dir, n, total)
 	if err != nil {
-		gen.Error = err.Error()
-		sc.Runs = append(sc.Runs, gen)
-		sc.Finish()
 		return err
 	}
-	gen.Figures["stored"] = float64(total)
-	gen.Figures["generate_rate"] = rate
-	size := dirBytes(dir)
-	gen.Figures["bytes_per_reading"] = float64(size-seedBytes) / float64(total)
-	gen.Figures["db_mb"] = float64(size) / (1 << 20)
-	r.logf("%s: stored at %s readings/s, %s bytes per reading", sc.Name, fmtNum(rate), fmtNum(gen.Figures["bytes_per_reading"]))
-	if err := compactReadings(ctx, filepath.Join(dir, "devicehub.db"), end, total, gen.Figures); err != nil {
-		gen.Error = err.Error()
-		sc.Runs = append(sc.Runs, gen)
-		sc.Finish()
-		return err
+	var devs []Device
+	var end time.Time
+	if kept != nil {
+		devs, end = kept.Devices, kept.End
+		maps.Copy(gen.Figures, kept.Figures)
+		sc.Notes = append(sc.Notes, fmt.Sprintf("This run reused the data directory kept in %s (--query-keep), generated and compacted at %s by %s; the generation and compaction figures are that run's.",
+			r.o.QueryKeep, kept.Generated.UTC().Format(time.RFC3339), kept.Version))
+		r.logf("%s: reusing the readings kept in %s", sc.Name, r.o.QueryKeep)
+	} else {
+		if devs, end, err = r.generateQueryData(ctx, sc, dir, n, per, interval, gen.Figures); err != nil {
+			gen.Error = err.Error()
+			sc.Runs = append(sc.Runs, gen)
+			sc.Finish()
+			return err
+		}
+		if r.o.QueryKeep != "" {
+			if err := keepQueryData(r.o.QueryKeep, dir, &queryKept{Devices: devs, End: end, Generated: time.Now(), Version: buildRevision(), Figures: gen.Figures}); err != nil {
+				return err
+			}
+			r.logf("%s: kept the data directory in %s", sc.Name, r.o.QueryKeep)
+		}
 	}
-	r.logf("%s: compacted at %s readings/s: %s bytes per value in rows, %s in blocks", sc.Name, fmtNum(gen.Figures["compact_rate"]),
-		fmtNum(gen.Figures["readings_bytes_per_value_rows"]), fmtNum(gen.Figures["readings_bytes_per_value"]))
 
 	if _, err := writeDevicehubConfig(dir, time.Minute); err != nil {
 		return err
@@ -124,7 +121,7 @@ func (r *runner) query(ctx context.Context) error {
 		if round == 1 {
 			run = gen
 		}
-		err := q.round(ctx, &run, rng, sd.devs, end, r.o.Queries)
+		err := q.round(ctx, &run, rng, devs, end, r.o.Queries)
 		run.Seconds = time.Since(run.Started).Seconds()
 		if err != nil {
 			run.Error = err.Error()
@@ -140,6 +137,157 @@ func (r *runner) query(ctx context.Context) error {
 	return nil
 }
 
+// generateQueryData provisions n devices, stores per readings of each in
+// dir through the store's commit path and compacts them, recording the
+// figures of both; it returns the devices and the newest reading's time.
+func (r *runner) generateQueryData(ctx context.Context, sc *Scenario, dir string, n, per int, interval time.Duration, fig map[string]float64) ([]Device, time.Time, error) {
+	sd, err := r.seedDevicehub(ctx, n)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if err := copySeed(sd.dir, dir); err != nil {
+		return nil, time.Time{}, err
+	}
+	total := per * n
+	seedBytes := dirBytes(dir)
+	end := time.Now().Truncate(time.Second)
+	r.logf("%s: storing %d readings", sc.Name, total)
+	rate, err := generateReadings(ctx, filepath.Join(dir, "devicehub.db"), sd.devs, per, end, interval, func(done int) {
+		r.logf("%s: stored %d of %d readings", sc.Name, done, total)
+	})
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	fig["stored"] = float64(total)
+	fig["generate_rate"] = rate
+	size := dirBytes(dir)
+	fig["bytes_per_reading"] = float64(size-seedBytes) / float64(total)
+	fig["db_mb"] = float64(size) / (1 << 20)
+	r.logf("%s: stored at %s readings/s, %s bytes per reading", sc.Name, fmtNum(rate), fmtNum(fig["bytes_per_reading"]))
+	if err := compactReadings(ctx, filepath.Join(dir, "devicehub.db"), end, total, fig); err != nil {
+		return nil, time.Time{}, err
+	}
+	r.logf("%s: compacted at %s readings/s: %s bytes per value in rows, %s in blocks", sc.Name, fmtNum(fig["compact_rate"]),
+		fmtNum(fig["readings_bytes_per_value_rows"]), fmtNum(fig["readings_bytes_per_value"]))
+	return sd.devs, end, nil
+}
+
+// queryKept describes a generated and compacted query data directory kept
+// by --query-keep, in its file queryKeptFile.
+type queryKept struct {
+	Devices   []Device           `json:"devices"`
+	End       time.Time          `json:"end"`       // the newest reading's time
+	Generated time.Time          `json:"generated"` // when it was kept
+	Version   string             `json:"version"`   // the devicehub that generated it
+	Figures   map[string]float64 `json:"figures"`   // generation and compaction
+}
+
+// queryKeptFile is written last when a data directory is kept, so that a
+// directory whose copy did not finish is not reused.
+const queryKeptFile = "query-kept.json"
+
+// queryDataFiles are the files of a data directory that are kept.
+var queryDataFiles = []string{"devicehub.db", "devicehub.db-wal", "admin.token"}
+
+// reuseQueryData copies the data directory kept in keep into dir if keep
+// holds one of n devices and total readings; it returns nil if there is
+// none to reuse.
+func reuseQueryData(keep, dir string, n, total int) (*queryKept, error) {
+	if keep == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(filepath.Join(keep, queryKeptFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("query keep: %w", err)
+	}
+	var k queryKept
+	if err := json.Unmarshal(b, &k); err != nil {
+		return nil, fmt.Errorf("query keep %s: %w", keep, err)
+	}
+	if len(k.Devices) != n || int(k.Figures["stored"]) != total {
+		return nil, fmt.Errorf("query keep %s: holds %d readings of %d devices, not %d of %d (remove it or choose another directory)",
+			keep, int(k.Figures["stored"]), len(k.Devices), total, n)
+	}
+	if err := copyFiles(keep, dir, queryDataFiles); err != nil {
+		return nil, fmt.Errorf("query keep: %w", err)
+	}
+	return &k, nil
+}
+
+// keepQueryData copies the data directory dir into keep with its
+// description k.
+func keepQueryData(keep, dir string, k *queryKept) error {
+	if err := os.MkdirAll(keep, 0o700); err != nil {
+		return fmt.Errorf("query keep: %w", err)
+	}
+	_ = os.Remove(filepath.Join(keep, queryKeptFile))
+	if err := copyFiles(dir, keep, queryDataFiles); err != nil {
+		return fmt.Errorf("query keep: %w", err)
+	}
+	b, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(keep, queryKeptFile), b, 0o600); err != nil {
+		return fmt.Errorf("query keep: %w", err)
+	}
+	return nil
+}
+
+// copyFiles copies the named files that exist in from into to, streaming
+// (a kept database is gigabytes), and removes those that do not exist.
+func copyFiles(from, to string, names []string) error {
+	for _, name := range names {
+		if err := copyFile(filepath.Join(from, name), filepath.Join(to, name)); errors.Is(err, fs.ErrNotExist) {
+			_ = os.Remove(filepath.Join(to, name))
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildRevision names the commit this binary was built from.
+func buildRevision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "unknown", ""
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = " (modified)"
+		}
+	}
+	return rev + dirty
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", from, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s: %w", from, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("copy %s: %w", from, err)
+	}
+	return nil
+}
+
 func compactQuery(f map[string]float64) string {
 	var parts []string
 	for _, k := range []string{"newest_1000_p99_ms", "day_field_p99_ms", "latest_values_p99_ms", "week_buckets_p99_ms", "latest_all_s"} {
@@ -152,17 +300,8 @@ func compactQuery(f map[string]float64) string {
 
 // copySeed copies a provisioned data directory's database and token.
 func copySeed(from, to string) error {
-	for _, f := range []string{"devicehub.db", "devicehub.db-wal", "admin.token"} {
-		b, err := os.ReadFile(filepath.Join(from, f))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("copy seed: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(to, f), b, 0o600); err != nil {
-			return fmt.Errorf("copy seed: %w", err)
-		}
+	if err := copyFiles(from, to, queryDataFiles); err != nil {
+		return fmt.Errorf("copy seed: %w", err)
 	}
 	return nil
 }

@@ -86,11 +86,15 @@ type Options struct {
 	QueryReadings int
 	QueryDevices  int
 	Queries       int
-	Profile       bool // one extra profiled devicehub ingest run
-	Short         bool // tiny sizes for smoke tests
-	CommandLine   []string
-	Log           io.Writer // progress (default os.Stderr)
-	WorkDir       string    // temporary files (default a new directory in os.TempDir)
+	// QueryKeep, if set, is a directory where the query scenario keeps
+	// its generated and compacted data directory, and from which later
+	// runs of the same size reuse it instead of generating again.
+	QueryKeep   string
+	Profile     bool // one extra profiled devicehub ingest run
+	Short       bool // tiny sizes for smoke tests
+	CommandLine []string
+	Log         io.Writer // progress (default os.Stderr)
+	WorkDir     string    // temporary files (default a new directory in os.TempDir)
 }
 
 func (o *Options) defaults() {
@@ -197,7 +201,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"rounds": o.Rounds, "duration": o.Duration.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop,
 			"connections": o.Connections, "hold": o.Hold.String(), "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
-			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries,
+			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep,
 		},
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
