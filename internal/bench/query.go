@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -105,7 +106,12 @@ func (r *runner) query(ctx context.Context) error {
 	if _, err := writeDevicehubConfig(dir, time.Minute); err != nil {
 		return err
 	}
-	s, err := r.startDevicehub(ctx, dir, "")
+	prof := ""
+	if r.o.QueryProfile {
+		prof = filepath.Join(r.o.OutDir, "devicehub-query.cpu.pprof")
+		sc.Notes = append(sc.Notes, "The hub ran under a CPU profile over the query rounds (--query-profile): devicehub-query.cpu.pprof.")
+	}
+	s, err := r.startDevicehub(ctx, dir, prof)
 	if err != nil {
 		gen.Error = err.Error()
 		sc.Runs = append(sc.Runs, gen)
@@ -114,7 +120,13 @@ func (r *runner) query(ctx context.Context) error {
 	}
 	s.dir = "" // removed with dir
 	defer func() { _ = s.p.stop(60 * time.Second) }()
-	q := &querier{base: "http://" + s.http, token: s.token, client: &http.Client{Timeout: time.Minute}}
+	q := &querier{base: "http://" + s.http, token: s.token, client: &http.Client{Timeout: time.Minute}, start: time.Now()}
+	if f, err := os.Create(filepath.Join(r.o.OutDir, "devicehub-query.timings.tsv")); err == nil {
+		defer f.Close()
+		q.timings = bufio.NewWriter(f)
+		defer q.timings.Flush()
+		fmt.Fprintf(q.timings, "round\tkind\tn\tat_s\tms\trows\n")
+	}
 	rng := rand.New(rand.NewPCG(1, uint64(total)))
 	for round := 1; round <= r.o.Rounds; round++ {
 		run := Measurement{System: SysDevicehub, Round: round, Started: time.Now(), Figures: map[string]float64{}}
@@ -449,6 +461,8 @@ func compactReadings(ctx context.Context, path string, end time.Time, total int,
 type querier struct {
 	base, token string
 	client      *http.Client
+	start       time.Time     // the hub's start
+	timings     *bufio.Writer // every timed query, if not nil
 }
 
 // get fetches path and returns its duration and the number of readings
@@ -507,10 +521,13 @@ func (q *querier) round(ctx context.Context, run *Measurement, rng *rand.Rand, d
 	for _, k := range kinds {
 		var ds []time.Duration
 		var rows []float64
-		for range queries {
+		for i := range queries {
 			d, n, _, err := q.get(ctx, k.path(), lists[k.name])
 			if err != nil {
 				return err
+			}
+			if q.timings != nil {
+				fmt.Fprintf(q.timings, "%d\t%s\t%d\t%.3f\t%.3f\t%d\n", run.Round, k.name, i, time.Since(q.start).Seconds(), float64(d.Microseconds())/1000, n)
 			}
 			ds = append(ds, d)
 			rows = append(rows, float64(n))

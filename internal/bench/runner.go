@@ -89,12 +89,15 @@ type Options struct {
 	// QueryKeep, if set, is a directory where the query scenario keeps
 	// its generated and compacted data directory, and from which later
 	// runs of the same size reuse it instead of generating again.
-	QueryKeep   string
-	Profile     bool // one extra profiled devicehub ingest run
-	Short       bool // tiny sizes for smoke tests
-	CommandLine []string
-	Log         io.Writer // progress (default os.Stderr)
-	WorkDir     string    // temporary files (default a new directory in os.TempDir)
+	QueryKeep string
+	// QueryProfile runs the hub of the query scenario under a CPU
+	// profile (devicehub-query.cpu.pprof in OutDir).
+	QueryProfile bool
+	Profile      bool // one extra profiled devicehub ingest run
+	Short        bool // tiny sizes for smoke tests
+	CommandLine  []string
+	Log          io.Writer // progress (default os.Stderr)
+	WorkDir      string    // temporary files (default a new directory in os.TempDir)
 }
 
 func (o *Options) defaults() {

@@ -75,6 +75,7 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.IntVar(&o.QueryDevices, "query-devices", 0, "devices of the query scenario (default 10000)")
 	f.StringVar(&o.QueryKeep, "query-keep", "", "keep the query scenario's generated and compacted data directory in DIR, or reuse the one kept there if it is of the same size\n"+
 		"(the queries then run on a copy; the generation figures are those of the run that kept it)")
+	f.BoolVar(&o.QueryProfile, "query-profile", false, "run the query scenario's hub under a CPU profile (devicehub-query.cpu.pprof in the output directory)")
 	f.IntVar(&o.Queries, "queries", 0, "queries of each kind per round in the query scenario (default 100)")
 	f.IntVar(&o.SQLiteBatch, "sqlite-batch", 0, "rows per transaction of the raw SQLite append (default devicehub's mean commit batch)")
 	f.StringVar(&o.Mosquitto, "mosquitto", "", "the mosquitto binary (default: from PATH; - to leave Mosquitto out)")
