@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -84,7 +86,14 @@ func (a *API) registerDevices() {
 		OperationID: "listReadings", Method: http.MethodGet, Path: "/api/v1/devices/{id}/readings", Tags: []string{"devices"},
 		Summary:     "List a device's readings",
 		Description: "Readings newest first, one page at a time: pass a page's next as cursor for the next page.",
+		// The body is written by appendReadingsPage, not by huma's
+		// encoder; its schema is ReadingsPage's.
+		Responses: map[string]*huma.Response{
+			"200":     {Description: "OK", Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{Ref: "#/components/schemas/ReadingsPage"}}}},
+			"default": {Description: "Error", Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{Ref: "#/components/schemas/ErrorResponse"}}}},
+		},
 	}, a.readings)
+	a.huma.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[ReadingsPage](), true, "ReadingsPage")
 	register(a, permViewer, huma.Operation{
 		OperationID: "listMessages", Method: http.MethodGet, Path: "/api/v1/devices/{id}/messages", Tags: []string{"devices"},
 		Summary:     "List a device's message log",
@@ -265,7 +274,11 @@ type ReadingsPage struct {
 	Next     string    `json:"next,omitempty" doc:"The cursor of the next page; absent on the last page."`
 }
 
-type readingsOutput struct{ Body ReadingsPage }
+// readingsOutput is a ReadingsPage written by appendReadingsPage.
+type readingsOutput struct {
+	ContentType string `header:"Content-Type"`
+	Body        []byte
+}
 
 func (a *API) readings(ctx context.Context, in *ReadingsInput) (*readingsOutput, error) {
 	if a.deps.Readings == nil {
@@ -295,15 +308,11 @@ func (a *API) readings(ctx context.Context, in *ReadingsInput) (*readingsOutput,
 	if err != nil {
 		return nil, err
 	}
-	out := ReadingsPage{Readings: make([]Reading, 0, len(page.Readings)), Next: page.Next}
-	for _, r := range page.Readings {
-		v := Reading{ID: r.ID, DeviceID: r.DeviceID, Stream: r.Stream, Time: r.Time, ReceivedAt: r.ReceivedAt, MessageID: r.MessageID, Values: r.Values}
-		if v.Values == nil {
-			v.Values = map[string]any{}
-		}
-		out.Readings = append(out.Readings, v)
+	body, err := appendReadingsPage(nil, page)
+	if err != nil {
+		return nil, fmt.Errorf("readings of %s: %w", query.DeviceID, err)
 	}
-	return &readingsOutput{Body: out}, nil
+	return &readingsOutput{ContentType: "application/json", Body: body}, nil
 }
 
 // MessagesInput selects messages of GET /api/v1/devices/{id}/messages.
