@@ -538,34 +538,37 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 
 // meanBatch reads devicehub's mean commit batch size from /metrics.
 func meanBatch(ctx context.Context, addr string) float64 {
+	m := metrics(ctx, addr)
+	if m["devicehub_commit_batch_size_count"] == 0 {
+		return 0
+	}
+	return m["devicehub_commit_batch_size_sum"] / m["devicehub_commit_batch_size_count"]
+}
+
+// metrics reads devicehub's /metrics: the value of every series without
+// labels, by name (none if it cannot be read).
+func metrics(ctx context.Context, addr string) map[string]float64 {
+	m := map[string]float64{}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
-		return 0
+		return m
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return m
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	var sum, count float64
 	for _, l := range strings.Split(string(b), "\n") {
 		name, v, ok := strings.Cut(l, " ")
-		if !ok {
+		if !ok || strings.HasPrefix(name, "#") {
 			continue
 		}
-		x, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		switch name {
-		case "devicehub_commit_batch_size_sum":
-			sum = x
-		case "devicehub_commit_batch_size_count":
-			count = x
+		if x, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			m[name] = x
 		}
 	}
-	if count == 0 {
-		return 0
-	}
-	return sum / count
+	return m
 }
 
 // compact formats a few headline figures for the progress log.
