@@ -243,6 +243,25 @@ func appendXOR(b []byte, vs []float64) []byte {
 
 // Decode decodes a block.
 func Decode(b []byte) ([]Reading, error) {
+	return DecodeSelect(b, Select{From: math.MinInt64})
+}
+
+// Select is the part of a block DecodeSelect decodes: the readings with a
+// time in [From, To) (To 0: no end), and of their values only Field's
+// ("": every field's).
+type Select struct {
+	From, To int64
+	Field    string
+}
+
+// DecodeSelect decodes the readings of a block that sel selects, in block
+// order, with only the values it selects; a reading without the selected
+// field has no values. The other readings and values are read past, not
+// decoded: a query of one field or a short range does not pay for a map
+// of every reading and value of the block. What it returns is what Decode
+// returns of the same readings and fields (FuzzDecode); the JSON of values
+// it does not decode is not checked.
+func DecodeSelect(b []byte, sel Select) ([]Reading, error) {
 	r := reader{b: b}
 	if v := r.byte(); v != version {
 		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
@@ -274,8 +293,26 @@ func Decode(b []byte) ([]Reading, error) {
 	if r.err != nil || nf > maxFields {
 		return nil, fmt.Errorf("%w: %d fields", ErrCorrupt, nf)
 	}
-	for i := range rs {
-		rs[i].Values = make(map[string]any, nf)
+	// The selected readings: a range of the block's time order. A block
+	// Decode did not write may be out of order; then every reading is
+	// looked at.
+	lo, hi := 0, len(rs)
+	if sorted := slices.IsSortedFunc(rs, func(a, b Reading) int { return cmp.Compare(a.Time, b.Time) }); sorted {
+		lo, _ = slices.BinarySearchFunc(rs, sel.From, func(x Reading, t int64) int { return cmp.Compare(x.Time, t) })
+		if sel.To != 0 {
+			hi, _ = slices.BinarySearchFunc(rs, sel.To, func(x Reading, t int64) int { return cmp.Compare(x.Time, t) })
+			hi = max(hi, lo)
+		}
+	}
+	r.sel, r.lo, r.hi = sel, lo, hi
+	per := int(nf)
+	if sel.Field != "" {
+		per = 1
+	}
+	for i := lo; i < hi; i++ {
+		if r.selected(&rs[i]) {
+			rs[i].Values = make(map[string]any, per)
+		}
 	}
 	for range nf {
 		if err := r.field(rs); err != nil {
@@ -288,7 +325,18 @@ func Decode(b []byte) ([]Reading, error) {
 	if r.off != len(b) {
 		return nil, fmt.Errorf("%w: %d bytes after the last field", ErrCorrupt, len(b)-r.off)
 	}
-	return rs, nil
+	out := rs[:0]
+	for i := lo; i < hi; i++ {
+		if r.selected(&rs[i]) {
+			out = append(out, rs[i])
+		}
+	}
+	return out, nil
+}
+
+// selected reports whether sel selects the reading by its time.
+func (r *reader) selected(x *Reading) bool {
+	return x.Time >= r.sel.From && (r.sel.To == 0 || x.Time < r.sel.To)
 }
 
 // reader reads a block; the first error sticks.
@@ -297,6 +345,11 @@ type reader struct {
 	off   int
 	err   error
 	names map[string]bool
+
+	// sel selects what is decoded; the selected readings are among
+	// [lo, hi), and a reading is selected if its Values is not nil.
+	sel    Select
+	lo, hi int
 }
 
 func (r *reader) fail(format string, args ...any) {
@@ -401,6 +454,9 @@ func (r *reader) field(rs []Reading) error {
 		r.names = map[string]bool{}
 	}
 	r.names[name] = true
+	// want: the values of this field are decoded for the selected
+	// readings (those with a Values map).
+	want := r.sel.Field == "" || r.sel.Field == name
 	switch k := r.byte(); k {
 	case kindDecimal:
 		e := int(r.byte())
@@ -411,7 +467,9 @@ func (r *reader) field(rs []Reading) error {
 		var n int64
 		for _, i := range rows {
 			n += r.varint()
-			rs[i].Values[name] = float64(n) / pow10[e]
+			if want && rs[i].Values != nil {
+				rs[i].Values[name] = float64(n) / pow10[e]
+			}
 		}
 	case kindXOR:
 		br := bitReader{b: r.b[r.off:]}
@@ -422,13 +480,18 @@ func (r *reader) field(rs []Reading) error {
 		}
 		r.off += br.used()
 		for j, i := range rows {
-			rs[i].Values[name] = vs[j]
+			if want && rs[i].Values != nil {
+				rs[i].Values[name] = vs[j]
+			}
 		}
 	case kindJSON:
 		for _, i := range rows {
 			j := r.take(r.uvarint())
 			if r.err != nil {
 				return r.err
+			}
+			if !want || rs[i].Values == nil {
+				continue
 			}
 			var v any
 			if err := json.Unmarshal(j, &v); err != nil {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -164,7 +165,8 @@ type blockScan struct {
 	afterTS    int64 // with afterID: only readings before (afterTS, afterID) in the newest-first order
 	afterID    int64
 	cursor     bool
-	need       int // 0: every reading
+	need       int    // 0: every reading
+	field      string // only this field's values are decoded ("": every field's)
 	keep       func(r *blocks.Reading) bool
 	deviceID   string
 	collected  []readings.Record
@@ -201,7 +203,13 @@ func (s *Store) scanBlocks(ctx context.Context, b *blockScan) error {
 		if b.need > 0 && len(b.collected) >= b.need && t1 < b.collected[b.need-1].Time.UnixMicro() {
 			break
 		}
-		rs, err := blocks.Decode(data)
+		// Only the readings of the range (and before the cursor) and the
+		// field asked for are decoded.
+		sel := blocks.Select{From: b.from, To: b.to, Field: b.field}
+		if b.cursor && b.afterTS < math.MaxInt64 && (sel.To == 0 || b.afterTS+1 < sel.To) {
+			sel.To = b.afterTS + 1
+		}
+		rs, err := blocks.DecodeSelect(data, sel)
 		if err != nil {
 			return fmt.Errorf("block of %s at %d: %w", b.deviceID, t1, err)
 		}

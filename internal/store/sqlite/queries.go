@@ -245,11 +245,10 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 		b.cursor = true
 	}
 	if q.Field != "" {
+		// The blocks decode the field's values only.
+		b.field = q.Field
 		b.keep = func(r *blocks.Reading) bool {
-			v, ok := r.Values[q.Field]
-			if ok {
-				r.Values = map[string]any{q.Field: v}
-			}
+			_, ok := r.Values[q.Field]
 			return ok
 		}
 	}

@@ -213,7 +213,7 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 	}
 	raw := len(pts)
-	b := &blockScan{deviceID: q.DeviceID, stream: q.Stream, from: q.From.UnixMicro(), to: q.To.UnixMicro(),
+	b := &blockScan{deviceID: q.DeviceID, stream: q.Stream, from: q.From.UnixMicro(), to: q.To.UnixMicro(), field: q.Field,
 		keep: func(r *blocks.Reading) bool {
 			if v, ok := r.Values[q.Field].(float64); ok {
 				pts = append(pts, point{r.Time, r.ID, v})
