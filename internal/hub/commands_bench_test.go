@@ -40,6 +40,7 @@ func benchDevices() int {
 const (
 	fleetChildEnv = "DEVICEHUB_BENCH_FLEET_CHILD" // the credentials file
 	fleetAddrEnv  = "DEVICEHUB_BENCH_FLEET_ADDR"  // the hub's MQTT address
+	fleetIdleEnv  = "DEVICEHUB_BENCH_FLEET_IDLE"  // set: connect only, 10 s keepalive, no subscription
 )
 
 // benchFleet is a hub with connected paho devices (in a child process)
@@ -77,11 +78,23 @@ func newBenchFleet(b *testing.B, devices int) *benchFleet {
 	}
 	b.Cleanup(sub.Close)
 
+	f.ids = startFleet(b, th, "cb-", devices, false, nil)
+	return f
+}
+
+// startFleet provisions devices WeatherStations named prefix00000... and
+// connects them from a child process (see runFleetChild; idle: see
+// childDevice); it returns their ids once all are connected, and the
+// child disconnects them when the benchmark ends. beforeConnect, if set,
+// runs once the devices are provisioned, before the first connects.
+func startFleet(b *testing.B, th *testHub, prefix string, devices int, idle bool, beforeConnect func()) []string {
+	b.Helper()
 	ctx := context.Background()
+	var ids []string
 	var lines strings.Builder
 	for i := range devices {
-		id := fmt.Sprintf("cb-%05d", i)
-		f.ids = append(f.ids, id)
+		id := fmt.Sprintf("%s%05d", prefix, i)
+		ids = append(ids, id)
 		cr, err := th.Registry().Provision(ctx, registry.ProvisionRequest{ID: id, Type: "WeatherStation", Group: "bench"})
 		if err != nil {
 			b.Fatal(err)
@@ -92,8 +105,14 @@ func newBenchFleet(b *testing.B, devices int) *benchFleet {
 	if err := os.WriteFile(credsFile, []byte(lines.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	if beforeConnect != nil {
+		beforeConnect()
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), fleetChildEnv+"="+credsFile, fleetAddrEnv+"="+th.MQTTAddr())
+	if idle {
+		cmd.Env = append(cmd.Env, fleetIdleEnv+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -116,7 +135,7 @@ func newBenchFleet(b *testing.B, devices int) *benchFleet {
 	if err != nil || line != fmt.Sprintf("ready %d\n", devices) {
 		b.Fatalf("device process: %q %v", line, err)
 	}
-	return f
+	return ids
 }
 
 // runFleetChild is the device process: it connects every device of the
@@ -145,7 +164,7 @@ func runFleetChild(credsFile, addr string) int {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			cl, err := childDevice(addr, fs[0], fs[1], fs[2])
+			cl, err := childDevice(addr, fs[0], fs[1], fs[2], os.Getenv(fleetIdleEnv) != "")
 			if err != nil {
 				failed.Store(err)
 				return
@@ -168,7 +187,10 @@ func runFleetChild(credsFile, addr string) int {
 	return 0
 }
 
-func childDevice(addr, id, user, pass string) (*paho.Client, error) {
+// childDevice connects one device. An idle device is the bench's
+// connections scenario's: a 10 s keepalive and no subscription; the
+// others keep 300 s and subscribe to their commands at QoS 1.
+func childDevice(addr, id, user, pass string, idle bool) (*paho.Client, error) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -177,9 +199,16 @@ func childDevice(addr, id, user, pass string) (*paho.Client, error) {
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(paho.PublishReceived) (bool, error) { return true, nil }}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := cl.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 300, CleanStart: true,
+	keepAlive := uint16(300)
+	if idle {
+		keepAlive = 10
+	}
+	if _, err := cl.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: keepAlive, CleanStart: true,
 		Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true}); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", id, err)
+	}
+	if idle {
+		return cl, nil
 	}
 	if _, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/" + id + "/commands/+", QoS: 1}}}); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", id, err)

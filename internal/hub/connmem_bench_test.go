@@ -1,0 +1,74 @@
+package hub_test
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkConnectionMemory measures what an idle connected device costs
+// the hub (issue 14, goal 6): devices connect from another process as the
+// bench's connections scenario's do (MQTT 5, 10 s keepalive, no
+// subscription), then the hub's own process is measured. Per connection:
+// goroutine stacks in use (runtime.MemStats.StackInuse) and heap in use
+// (HeapInuse), both after two forced collections (the second shrinks
+// stacks the first found oversized); the resident set's growth (VmRSS,
+// before any forced collection: what the bench reports); goroutines; and
+// the hub's CPU while the devices are held idle for holdFor (keepalives,
+// timers), in % of one core. b.N is not used: run it with -benchtime 1x.
+//
+//	go test ./internal/hub -run '^$' -bench ConnectionMemory -benchtime 1x -count 3
+//
+// DEVICEHUB_BENCH_DEVICES sets the devices (default 10,000; a process
+// may hold 20,000 open files here). With -memprofile the heap profile at
+// the end shows who holds the heap (inuse_space).
+func BenchmarkConnectionMemory(b *testing.B) {
+	const holdFor = 5 * time.Second
+	devices := benchDevices()
+	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\nmqtt:\n  max_connections: "+strconv.Itoa(devices+100)+"\n")
+	var m0, m1 runtime.MemStats
+	var rss0, g0 int64
+	startFleet(b, th, "cm-", devices, true, func() {
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		rss0 = vmRSS(b)
+		g0 = int64(runtime.NumGoroutine())
+	})
+	rss1 := vmRSS(b)
+	cpu0, t0 := cpuTime(b), time.Now()
+	time.Sleep(holdFor) // the idle hold being measured, not synchronisation
+	cpu, held := cpuTime(b)-cpu0, time.Since(t0)
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	g1 := int64(runtime.NumGoroutine())
+	n := float64(devices)
+	b.ReportMetric(float64(int64(m1.StackInuse)-int64(m0.StackInuse))/n, "stack-B/conn")
+	b.ReportMetric(float64(int64(m1.HeapInuse)-int64(m0.HeapInuse))/n, "heap-B/conn")
+	b.ReportMetric(float64(rss1-rss0)/n/1024, "rss-KiB/conn")
+	b.ReportMetric(float64(g1-g0)/n, "goroutines/conn")
+	b.ReportMetric(100*cpu.Seconds()/held.Seconds(), "idle-cpu-%")
+}
+
+// vmRSS is the process's resident set in bytes (/proc/self/status).
+func vmRSS(b *testing.B) int64 {
+	s, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skip("no /proc/self/status:", err)
+	}
+	for line := range strings.Lines(string(s)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
