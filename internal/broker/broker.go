@@ -148,10 +148,15 @@ type Options struct {
 	// mochi). The hub keeps its own record of commands, so this is a
 	// buffer, not a store.
 	MaxInflight int
-	// WriteQueue bounds the outbound queue of one client (default 256);
-	// when it is full, messages to the client are dropped. mochi allocates
-	// it per client up front (8192 entries by default: 64 KiB per client),
-	// so it is kept small.
+	// WriteQueue bounds the outbound queue of one client (default
+	// MaxInflight + 64); when it is full, messages to the client are
+	// dropped. mochi allocates it per client up front, 8 bytes an entry
+	// (8192 entries by default: 64 KiB per client), so it is kept small.
+	// The default is the smallest that drops nothing the inflight cap
+	// lets through: every QoS > 0 message beyond MaxInflight is dropped
+	// before it reaches the queue, so a burst handed over at once (a
+	// device's queued commands when it connects) fits, with room for
+	// QoS 0 messages beside it.
 	WriteQueue int
 	// MaxSessionExpiry caps how long a persistent session outlives its
 	// connection (default 1h).
@@ -174,6 +179,9 @@ type Options struct {
 	ReadBufferSize  int
 	WriteBufferSize int
 }
+
+// writeQueueRoom is what the default WriteQueue holds beyond MaxInflight.
+const writeQueueRoom = 64
 
 // maxMQTTPacket is the largest packet MQTT can encode.
 const maxMQTTPacket = 268435455
@@ -213,7 +221,7 @@ func (o *Options) setDefaults() {
 		o.MaxInflight = 256
 	}
 	if o.WriteQueue <= 0 {
-		o.WriteQueue = 256
+		o.WriteQueue = o.MaxInflight + writeQueueRoom
 	}
 	if o.MaxSessionExpiry <= 0 {
 		o.MaxSessionExpiry = time.Hour

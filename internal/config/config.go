@@ -122,7 +122,10 @@ type MQTTConfig struct {
 	MaxConnections   int           `yaml:"max_connections"`
 	ReceiveMaximum   int           `yaml:"receive_maximum"`
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
-	WriteQueue       int           `yaml:"write_queue"`
+	// WriteQueue bounds one client's outbound queue (default 320: the
+	// broker's inflight cap of 256 plus room for QoS 0 messages, see
+	// broker.Options.WriteQueue; it is allocated per connection).
+	WriteQueue int `yaml:"write_queue"`
 	// External, when its url is set, replaces the embedded broker
 	// (external.go).
 	External ExternalBrokerConfig `yaml:"external"`
@@ -232,7 +235,7 @@ func Default() *Config {
 			MaxClients:       100000,
 			ReceiveMaximum:   64,
 			MaxSessionExpiry: time.Hour,
-			WriteQueue:       1024,
+			WriteQueue:       320,
 		},
 		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
