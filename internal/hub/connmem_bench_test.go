@@ -3,6 +3,7 @@ package hub_test
 import (
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,7 +25,9 @@ import (
 //
 // DEVICEHUB_BENCH_DEVICES sets the devices (default 10,000; a process
 // may hold 20,000 open files here). With -memprofile the heap profile at
-// the end shows who holds the heap (inuse_space).
+// the end shows who holds the heap (inuse_space);
+// DEVICEHUB_BENCH_IDLE_CPUPROFILE=FILE writes a CPU profile of the idle
+// hold.
 func BenchmarkConnectionMemory(b *testing.B) {
 	const holdFor = 5 * time.Second
 	devices := benchDevices()
@@ -39,9 +42,21 @@ func BenchmarkConnectionMemory(b *testing.B) {
 		g0 = int64(runtime.NumGoroutine())
 	})
 	rss1 := vmRSS(b)
+	if path := os.Getenv("DEVICEHUB_BENCH_IDLE_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0, t0 := cpuTime(b), time.Now()
 	time.Sleep(holdFor) // the idle hold being measured, not synchronisation
 	cpu, held := cpuTime(b)-cpu0, time.Since(t0)
+	pprof.StopCPUProfile()
 	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
