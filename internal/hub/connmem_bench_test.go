@@ -25,10 +25,9 @@ import (
 //
 // DEVICEHUB_BENCH_DEVICES sets the devices (default 10,000; at most the
 // hub's MQTT connection cap, 13,125 with the 20,000 open files a process
-// may hold here). With -memprofile the heap profile at
-// the end shows who holds the heap (inuse_space);
-// DEVICEHUB_BENCH_IDLE_CPUPROFILE=FILE writes a CPU profile of the idle
-// hold.
+// may hold here). DEVICEHUB_BENCH_IDLE_CPUPROFILE=FILE writes a CPU
+// profile of the idle hold. (go test's -memprofile does not show the
+// connections: it is written after the devices disconnected.)
 func BenchmarkConnectionMemory(b *testing.B) {
 	const holdFor = 5 * time.Second
 	devices := benchDevices()
