@@ -13,7 +13,9 @@
 // The newest message, reading and event are never deleted, so that ids
 // and seqs, which restart above the largest stored, never go back. A
 // store whose readings are partitioned by time (PartitionStore) drops
-// whole partitions instead of deleting rows where every window allows.
+// whole partitions instead of deleting rows where every window allows,
+// and one whose message and event logs are (LogPartitionStore) expires
+// them by whole partitions only.
 //
 // Space (space.go) watches the free disk space of the data directory:
 // below a floor the hub refuses device messages, before the disk is full.
@@ -80,6 +82,22 @@ type PartitionStore interface {
 	// whole), sparing those with an id above maxID (when not 0) and the
 	// newest reading. It returns how many went (an estimate).
 	DropReadings(ctx context.Context, before time.Time, maxID int64) (int, error)
+}
+
+// LogPartitionStore is a Store whose message log and event log are
+// partitioned (PostgreSQL: messages by day, events by range of seq):
+// expiry removes them by dropping whole partitions instead of deleting
+// rows, so a record or an event may outlive its window by up to a
+// partition's span. Both spare the newest record or event, like the row
+// deletes.
+type LogPartitionStore interface {
+	// DropMessages removes the message log records received before
+	// before, by whole partitions, and returns how many went (an
+	// estimate).
+	DropMessages(ctx context.Context, before time.Time) (int, error)
+	// DropEvents removes the events that happened before before, by
+	// whole partitions, and returns how many went (an estimate).
+	DropEvents(ctx context.Context, before time.Time) (int, error)
 }
 
 // Options are the retention policy. A zero duration keeps forever.
@@ -325,6 +343,14 @@ func (e *Expirer) messages(ctx context.Context, now time.Time) error {
 		}
 	}
 	if keep := e.opts.Messages; keep > 0 {
+		if lp, ok := e.st.(LogPartitionStore); ok {
+			n, err := lp.DropMessages(ctx, now.Add(-keep))
+			e.expired.WithLabelValues("messages").Add(float64(n))
+			if err != nil {
+				return fmt.Errorf("expire messages: %w", err)
+			}
+			return nil
+		}
 		if err := e.drain(ctx, "messages", func(ctx context.Context) (int, error) {
 			return e.st.ExpireMessages(ctx, now.Add(-keep), e.opts.Batch)
 		}); err != nil {
@@ -336,6 +362,14 @@ func (e *Expirer) messages(ctx context.Context, now time.Time) error {
 
 func (e *Expirer) events(ctx context.Context, now time.Time) error {
 	if keep := e.opts.Events; keep > 0 {
+		if lp, ok := e.st.(LogPartitionStore); ok {
+			n, err := lp.DropEvents(ctx, now.Add(-keep))
+			e.expired.WithLabelValues("events").Add(float64(n))
+			if err != nil {
+				return fmt.Errorf("expire events: %w", err)
+			}
+			return nil
+		}
 		return e.drain(ctx, "events", func(ctx context.Context) (int, error) {
 			return e.st.ExpireEvents(ctx, now.Add(-keep), e.opts.Batch)
 		})

@@ -19,7 +19,7 @@ func (s *Store) MaxMessageID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// InsertMessages implements readings.TxStore: one insert from column
+// InsertMessages implements readings.TxStore: one statement from column
 // arrays, which returns the ids of the messages that were new.
 func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) error {
 	n := len(msgs)
@@ -48,9 +48,20 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 	if err != nil {
 		return err
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::bytea[], $7::text[], $8::bool[], $9::text[], $10::text[], $11::timestamptz[])
-		ON CONFLICT (device_id, msg_id) WHERE msg_id IS NOT NULL DO NOTHING
+	// A message with a msg_id is new when its message_ids row is: the
+	// dedupe of a partitioned messages table (migration 00720), in the
+	// same statement, so in the same transaction and round trip.
+	rows, err := tx.Query(ctx, `WITH m AS (
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::bytea[], $7::text[], $8::bool[], $9::text[], $10::text[], $11::timestamptz[])
+				AS u(id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at)
+		), fresh AS (
+			INSERT INTO message_ids (device_id, msg_id, id, received_at)
+			SELECT device_id, msg_id, id, received_at FROM m WHERE msg_id IS NOT NULL
+			ON CONFLICT (device_id, msg_id) DO NOTHING
+			RETURNING id
+		)
+		INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at)
+		SELECT * FROM m WHERE msg_id IS NULL OR id IN (SELECT id FROM fresh)
 		RETURNING id`,
 		id, device, topic, transport, qos, payload, msgID, accepted, code, reason, received)
 	if err != nil {

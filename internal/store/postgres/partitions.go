@@ -50,20 +50,10 @@ func partitionName(d time.Time) string {
 	return readingsPartitionPrefix + d.Format("20060102")
 }
 
-// partitionDay parses a partition's name; ok is false for other tables.
-func partitionDay(name string) (time.Time, bool) {
-	s, ok := strings.CutPrefix(name, readingsPartitionPrefix)
-	if !ok || len(s) != 8 {
-		return time.Time{}, false
-	}
-	d, err := time.Parse("20060102", s)
-	return d, err == nil
-}
-
-// Run creates the readings partitions of the coming days every hour until
-// ctx ends: a node that cannot create them now (a lock it could not get)
-// logs it and tries again at the next check; meanwhile their readings go
-// to the default partition, from which creating the partition moves them.
+// Run creates the readings and messages partitions of the coming days and
+// the coming event ranges every hour until ctx ends: a node that cannot create them now (a lock it could not get)
+// logs it and tries again at the next check; meanwhile their rows go to
+// the default partition, from which creating the partition moves them.
 func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(partitionInterval)
 	defer t.Stop()
@@ -73,81 +63,130 @@ func (s *Store) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		now := time.Now()
-		if err := s.EnsurePartitions(ctx, now, now.AddDate(0, 0, partitionsAhead)); err != nil && ctx.Err() == nil {
-			s.log.Warn("create readings partitions", "err", err)
-		}
+		s.ensureAhead(ctx)
 	}
 }
 
-// EnsurePartitions creates the readings partitions of the UTC days from
-// from to to (both included) that do not exist yet.
-func (s *Store) EnsurePartitions(ctx context.Context, from, to time.Time) error {
-	have, err := s.readingsPartitions(ctx)
-	if err != nil {
-		return err
+// ensureAhead makes the partitions of the coming days (readings and
+// messages) and the coming event ranges; a failure only logs, as their
+// rows go to the default partitions meanwhile.
+func (s *Store) ensureAhead(ctx context.Context) {
+	now := time.Now()
+	if err := s.EnsurePartitions(ctx, now, now.AddDate(0, 0, partitionsAhead)); err != nil && ctx.Err() == nil {
+		s.log.Warn("create readings and messages partitions", "err", err)
 	}
-	for d := day(from); !d.After(day(to)); d = d.AddDate(0, 0, 1) {
-		if slices.Contains(have, d) {
-			continue
+	if err := s.EnsureEventRanges(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("create event ranges", "err", err)
+	}
+}
+
+// dayTable is a table partitioned by UTC day of a time column.
+type dayTable struct {
+	parent, prefix, column string
+}
+
+var (
+	readingsDays = dayTable{parent: "readings", prefix: readingsPartitionPrefix, column: "ts"}
+	messagesDays = dayTable{parent: "messages", prefix: "messages_p", column: "received_at"}
+)
+
+// name is the name of the partition of day d.
+func (t dayTable) name(d time.Time) string {
+	return t.prefix + d.Format("20060102")
+}
+
+// day parses a partition's name; ok is false for other tables.
+func (t dayTable) day(name string) (time.Time, bool) {
+	s, ok := strings.CutPrefix(name, t.prefix)
+	if !ok || len(s) != 8 {
+		return time.Time{}, false
+	}
+	d, err := time.Parse("20060102", s)
+	return d, err == nil
+}
+
+// EnsurePartitions creates the readings and messages partitions of the
+// UTC days from from to to (both included) that do not exist yet.
+func (s *Store) EnsurePartitions(ctx context.Context, from, to time.Time) error {
+	for _, t := range []dayTable{readingsDays, messagesDays} {
+		have, err := s.dayPartitions(ctx, t)
+		if err != nil {
+			return err
 		}
-		if err := s.retryLocked(ctx, func(tx pgx.Tx) error { return createPartition(ctx, tx, d) }); err != nil {
-			return fmt.Errorf("create readings partition %s: %w", partitionName(d), err)
+		for d := day(from); !d.After(day(to)); d = d.AddDate(0, 0, 1) {
+			if slices.Contains(have, d) {
+				continue
+			}
+			if err := s.retryLocked(ctx, func(tx pgx.Tx) error { return createPartition(ctx, tx, t, d) }); err != nil {
+				return fmt.Errorf("create %s partition %s: %w", t.parent, t.name(d), err)
+			}
 		}
 	}
 	return nil
 }
 
-// readingsPartitions returns the days that have a partition, oldest first.
+// readingsPartitions returns the days that have a readings partition,
+// oldest first.
 func (s *Store) readingsPartitions(ctx context.Context) ([]time.Time, error) {
+	return s.dayPartitions(ctx, readingsDays)
+}
+
+// dayPartitions returns the days of t that have a partition, oldest first.
+func (s *Store) dayPartitions(ctx context.Context, t dayTable) ([]time.Time, error) {
 	rows, err := s.pool.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = 'readings'::regclass`)
+		WHERE i.inhparent = $1::regclass`, t.parent)
 	if err != nil {
-		return nil, fmt.Errorf("readings partitions: %w", err)
+		return nil, fmt.Errorf("%s partitions: %w", t.parent, err)
 	}
 	var out []time.Time
 	var name string
 	if _, err := pgx.ForEachRow(rows, []any{&name}, func() error {
-		if d, ok := partitionDay(name); ok {
+		if d, ok := t.day(name); ok {
 			out = append(out, d)
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("readings partitions: %w", err)
+		return nil, fmt.Errorf("%s partitions: %w", t.parent, err)
 	}
 	slices.SortFunc(out, time.Time.Compare)
 	return out, nil
 }
 
-// createPartition creates day d's partition unless another node did: a
-// table of its own first, filled with the day's rows from the default
+// createPartition creates day d's partition of t unless another node did:
+// a table of its own first, filled with the day's rows from the default
 // partition, then attached. Inserts wait for the transaction (a SHARE
-// lock on readings: a row routed to the default partition by an insert
+// lock on the parent: a row routed to the default partition by an insert
 // that overlapped the attach would fail the insert); queries do not,
 // except those that read the default partition, which the attach scans
 // for rows of the new day under an ACCESS EXCLUSIVE lock (CREATE TABLE
 // ... PARTITION OF would lock out queries of every partition). Made days
 // ahead, the new partition is empty and the default nearly so: the
 // transaction takes milliseconds, once a day.
-func createPartition(ctx context.Context, tx pgx.Tx, d time.Time) error {
-	name := partitionName(d)
+func createPartition(ctx context.Context, tx pgx.Tx, t dayTable, d time.Time) error {
+	return attachPartition(ctx, tx, t.parent, t.name(d), t.column, pgLiteral(d), pgLiteral(d.AddDate(0, 0, 1)))
+}
+
+// attachPartition creates the partition name of parent for the values of
+// column from from to to (SQL literals), moving its rows out of the
+// default partition, unless it exists; see createPartition.
+func attachPartition(ctx context.Context, tx pgx.Tx, parent, name, column, from, to string) error {
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil || exists {
 		return err
 	}
-	ident := pgx.Identifier{name}.Sanitize()
-	from, to := pgLiteral(d), pgLiteral(d.AddDate(0, 0, 1))
+	ident, par, col := pgx.Identifier{name}.Sanitize(), pgx.Identifier{parent}.Sanitize(), pgx.Identifier{column}.Sanitize()
 	for _, q := range []string{
 		// Writers wait from the move to the attach: an insert that routed
-		// a row of the new day to the default partition before the attach
-		// would fail after it (the default's constraint changed under it).
-		`LOCK TABLE readings IN SHARE MODE`,
-		`CREATE TABLE ` + ident + ` (LIKE readings INCLUDING DEFAULTS)`,
+		// a row of the new range to the default partition before the
+		// attach would fail after it (the default's constraint changed
+		// under it).
+		`LOCK TABLE ` + par + ` IN SHARE MODE`,
+		`CREATE TABLE ` + ident + ` (LIKE ` + par + ` INCLUDING DEFAULTS)`,
 		// Lets ATTACH skip its scan of the new table.
-		`ALTER TABLE ` + ident + ` ADD CONSTRAINT ` + pgx.Identifier{name + "_day"}.Sanitize() + ` CHECK (ts >= ` + from + ` AND ts < ` + to + `)`,
-		`WITH moved AS (DELETE FROM readings_default WHERE ts >= ` + from + ` AND ts < ` + to + ` RETURNING *)
+		`ALTER TABLE ` + ident + ` ADD CONSTRAINT ` + pgx.Identifier{name + "_range"}.Sanitize() + ` CHECK (` + col + ` >= ` + from + ` AND ` + col + ` < ` + to + `)`,
+		`WITH moved AS (DELETE FROM ` + pgx.Identifier{parent + "_default"}.Sanitize() + ` WHERE ` + col + ` >= ` + from + ` AND ` + col + ` < ` + to + ` RETURNING *)
 			INSERT INTO ` + ident + ` SELECT * FROM moved`,
-		`ALTER TABLE readings ATTACH PARTITION ` + ident + ` FOR VALUES FROM (` + from + `) TO (` + to + `)`,
+		`ALTER TABLE ` + par + ` ATTACH PARTITION ` + ident + ` FOR VALUES FROM (` + from + `) TO (` + to + `)`,
 	} {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			return err

@@ -81,19 +81,29 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 	return expired, last, nil
 }
 
-// ExpireMessages implements retention.Store: the oldest records by id;
-// the newest stays, so that message ids never go back after a restart.
+// ExpireMessages implements retention.Store: the oldest records by id,
+// with their message_ids entries; the newest stays, so that message ids
+// never go back after a restart. Expiry drops partitions instead
+// (DropMessages); this is the row delete of the retention.Store contract.
 func (s *Store) ExpireMessages(ctx context.Context, before time.Time, limit int) (int, error) {
-	tag, err := s.exec(ctx, `DELETE FROM messages WHERE id IN (
-		SELECT id FROM (SELECT id, received_at FROM messages ORDER BY id LIMIT $1) m WHERE received_at < $2)
-		AND id < (SELECT max(id) FROM messages)`, limit, before)
+	var n int
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `WITH gone AS (DELETE FROM messages WHERE id IN (
+				SELECT id FROM (SELECT id, received_at FROM messages ORDER BY id LIMIT $1) m WHERE received_at < $2)
+				AND id < (SELECT max(id) FROM messages)
+				RETURNING id, device_id, msg_id),
+			ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id)
+			SELECT count(*) FROM gone`, limit, before).Scan(&n)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("expire messages: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return n, nil
 }
 
 // ExpireEvents implements retention.Store: the oldest events by seq.
+// Expiry drops ranges instead (DropEvents); this is the row delete of the
+// retention.Store contract.
 func (s *Store) ExpireEvents(ctx context.Context, before time.Time, limit int) (int, error) {
 	tag, err := s.exec(ctx, `DELETE FROM events WHERE seq IN (
 		SELECT seq FROM (SELECT seq, time FROM events ORDER BY seq LIMIT $1) e WHERE time < $2)

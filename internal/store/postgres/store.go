@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -46,6 +45,10 @@ type Options struct {
 	Schema string
 	// Logger receives migration messages (default: discard).
 	Logger *slog.Logger
+	// EventRangeMin is the fewest seqs a new event range spans (default
+	// 65,536; a range is sized to about a day of events above that).
+	// Tests set a few.
+	EventRangeMin int64
 }
 
 // Store is the PostgreSQL store. Create it with Open and release it with
@@ -53,6 +56,8 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
+	// eventRangeMin: Options.EventRangeMin.
+	eventRangeMin int64
 }
 
 // Open connects to the database and brings its schema up to date.
@@ -78,13 +83,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect postgres: %w", err)
 	}
-	s := &Store{pool: pool, log: log}
-	// Readings of days without a partition go to the default one, so a
-	// failure here only logs: Run tries again.
-	now := time.Now()
-	if err := s.EnsurePartitions(ctx, now, now.AddDate(0, 0, partitionsAhead)); err != nil {
-		log.Warn("create readings partitions", "err", err)
+	s := &Store{pool: pool, log: log, eventRangeMin: opts.EventRangeMin}
+	if s.eventRangeMin <= 0 {
+		s.eventRangeMin = defaultEventRangeMin
 	}
+	// Rows without a partition go to the default one, so a failure here
+	// only logs: Run tries again.
+	s.ensureAhead(ctx)
 	return s, nil
 }
 
