@@ -14,8 +14,12 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
@@ -77,4 +81,137 @@ func BenchmarkCommit(b *testing.B) {
 // withReadings returns the ops of a message with its readings, then more.
 func withReadings(m *readings.Message, rows []readings.Reading, more ...commit.Op) []commit.Op {
 	return append([]commit.Op{m, &readings.Readings{Message: m, Rows: rows}}, more...)
+}
+
+// BenchmarkLogRetention expires a day of the message log and the event
+// log (dayRows of each, written straight into their tables) while
+// ingest commits batches of 100 changes: by row deletes in batches of
+// 1,000 (ExpireMessages and ExpireEvents, what retention ran before the
+// logs were partitioned) or by dropping the day's partition and range
+// (DropMessages, DropEvents); "none" is ingest alone. Reported: the
+// expiry's duration (ns/op), and the commit latency of the commits that
+// ran during it (median, max; for "none", of every commit).
+//
+//	DEVICEHUB_TEST_POSTGRES_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable \
+//	  go test -run XXX -bench LogRetention -benchtime 1x ./internal/store/postgres/
+func BenchmarkLogRetention(b *testing.B) {
+	const dayRows = 50000
+	for _, mode := range []string{"none", "rows", "drop"} {
+		b.Run("expiry="+mode, func(b *testing.B) {
+			ctx := context.Background()
+			var during []time.Duration
+			var expiry time.Duration
+			for range b.N {
+				b.StopTimer()
+				s := openWithRanges(b, dayRows)
+				if err := s.EnsurePartitions(ctx, day0, day0); err != nil {
+					b.Fatal(err)
+				}
+				for _, q := range []string{
+					`INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, received_at)
+						SELECT g, 'dev-' || (g % 100), 'devices/x/data', 'mqtt', 1, '\x7b2274223a32312e357d'::bytea, 'm' || g, true,
+						$1::timestamptz + g * interval '1 millisecond' FROM generate_series(1, $2::int) g`,
+					`INSERT INTO message_ids (device_id, msg_id, id, received_at) SELECT device_id, msg_id, id, received_at FROM messages`,
+					`INSERT INTO events (type, time, device_id, device_type, args)
+						SELECT 'test_event', $1::timestamptz + g * interval '1 millisecond', 'dev-' || (g % 100), 'sensor', '{"message_id":1}'::json
+						FROM generate_series(1, $2::int) g`,
+					`ANALYZE`,
+				} {
+					args := []any{day0, dayRows}
+					if q == `ANALYZE` || strings.HasPrefix(q, `INSERT INTO message_ids`) {
+						args = nil
+					}
+					if _, err := s.pool.Exec(ctx, q, args...); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var prov []*commit.Change
+				for d := range 100 {
+					prov = append(prov, &commit.Change{DeviceID: fmt.Sprintf("live-%02d", d), Ops: []commit.Op{&registry.NewDevice{
+						Type: "sensor", MQTTUsername: "u", PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now(),
+					}}})
+				}
+				if err := s.Commit(ctx, prov); err != nil {
+					b.Fatal(err)
+				}
+
+				// Ingest: from its tenth commit on, expiry runs; ingest
+				// goes on until expiry is done and 100 commits are.
+				started, expired := make(chan struct{}), make(chan struct{})
+				type timed struct {
+					start time.Time
+					took  time.Duration
+				}
+				var commits []timed
+				var g errgroup.Group
+				g.Go(func() error {
+					ids := commit.IDs{}
+					ids.Seed(1 << 40)
+					for n := 0; ; n++ {
+						if n == 10 {
+							close(started)
+						}
+						if n >= 100 {
+							select {
+							case <-expired:
+								return nil
+							default:
+							}
+						}
+						now := time.Now()
+						var batch []*commit.Change
+						for i := range 100 {
+							batch = append(batch, logMsg{device: fmt.Sprintf("live-%02d", i), msgID: fmt.Sprintf("l%d-%d", n, i), at: now}.change(b, &ids))
+						}
+						if err := s.Commit(ctx, batch); err != nil {
+							return err
+						}
+						commits = append(commits, timed{now, time.Since(now)})
+					}
+				})
+				<-started
+				b.StartTimer()
+				start := time.Now()
+				var err error
+				switch mode {
+				case "rows":
+					for _, expire := range []func(context.Context, time.Time, int) (int, error){s.ExpireMessages, s.ExpireEvents} {
+						for n := 1000; n == 1000 && err == nil; {
+							n, err = expire(ctx, day0.AddDate(0, 0, 1), 1000)
+						}
+					}
+				case "drop":
+					if _, err = s.DropMessages(ctx, day0.AddDate(0, 0, 1)); err == nil {
+						_, err = s.DropEvents(ctx, day0.AddDate(0, 0, 1))
+					}
+				}
+				took := time.Since(start)
+				b.StopTimer()
+				close(expired)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := g.Wait(); err != nil {
+					b.Fatal(err)
+				}
+				expiry += took
+				for _, c := range commits {
+					if mode == "none" || (c.start.Add(c.took).After(start) && c.start.Before(start.Add(took))) {
+						during = append(during, c.took)
+					}
+				}
+				var left int
+				if err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages WHERE received_at < $1) + (SELECT count(*) FROM events WHERE time < $1)`, day0.AddDate(0, 0, 1)).Scan(&left); err != nil || (mode != "none" && left != 0) {
+					b.Fatalf("%d rows of the day left, %v", left, err)
+				}
+			}
+			slices.Sort(during)
+			if len(during) > 0 {
+				b.ReportMetric(float64(during[len(during)/2].Microseconds())/1000, "p50-commit-ms")
+				b.ReportMetric(float64(during[len(during)-1].Microseconds())/1000, "max-commit-ms")
+			}
+			b.ReportMetric(float64(len(during))/float64(b.N), "commits-during")
+			b.ReportMetric(float64(expiry.Milliseconds())/float64(b.N), "expiry-ms")
+		})
+	}
 }

@@ -197,7 +197,7 @@ func TestDedupeAfterPartitionDropped(t *testing.T) {
 }
 
 // openWithRanges opens a store whose event ranges span few seqs.
-func openWithRanges(t *testing.T, size int64) *Store {
+func openWithRanges(t testing.TB, size int64) *Store {
 	t.Helper()
 	first := openTest(t)
 	s, err := Open(context.Background(), Options{DSN: os.Getenv(dsnEnv), Schema: first.pool.Config().ConnConfig.RuntimeParams["search_path"], EventRangeMin: size})
