@@ -19,6 +19,7 @@ import (
 // profiled hub).
 func newBenchCmd(serve ServeFunc) *cobra.Command {
 	o := bench.Options{}
+	signal := true
 	cmd := &cobra.Command{
 		Use:   "bench [scenario...] --out DIR",
 		Short: "Benchmark devicehub against Mosquitto, mochi alone and the machine's limits",
@@ -40,6 +41,7 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 				return fmt.Errorf("bench: find the devicehub binary: %w", err)
 			}
 			o.Exe = exe
+			o.NoSignal = !signal
 			o.Scenarios = args
 			o.CommandLine = append([]string{"devicehub"}, os.Args[1:]...)
 			o.Log = cmd.ErrOrStderr()
@@ -67,6 +69,8 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.IntVar(&o.Inflight, "inflight", 1, fmt.Sprintf("QoS 1 publishes each ingest device keeps outstanding, for every system (1-%d; a new one whenever a PUBACK arrives).\n"+
 		"Default 1: what a device that waits for each PUBACK does, as the Go SDK does today; >1 shows devicehub's pipelined PUBACKs", bench.MaxInflight))
 	f.Float64SliceVar(&o.OpenLoop, "open-loop", nil, "open-loop loads as fractions of devicehub's peak (default 0.25,0.5,0.75,1)")
+	f.BoolVar(&signal, "signal", true, "in the open-loop runs, also read devicehub's SSE event stream in the load generator and report publish → event latency\n"+
+		"(false: PUBACK latency without that stream's CPU on the same machine)")
 	f.IntSliceVar(&o.Connections, "connections", nil, "connection counts (default 10000; 0: as many as the open-file limit allows, the hard limit less 500)")
 	f.DurationVar(&o.Hold, "hold", 0, "idle hold of the connections scenario (default 15s)")
 	f.IntVar(&o.Presence, "presence-devices", 0, "devices of the presence scenario (default 10000)")
