@@ -42,7 +42,7 @@ func BenchmarkCommitIngest(b *testing.B) {
 
 func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full"})
+	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full", PageSize: benchPageSize(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -108,6 +108,8 @@ func TestOpenOptions(t *testing.T) {
 	}{
 		{"no path", Options{}},
 		{"bad synchronous", Options{Path: filepath.Join(t.TempDir(), "x.db"), Synchronous: "off"}},
+		{"page size not a power of two", Options{Path: filepath.Join(t.TempDir(), "x.db"), PageSize: 3000}},
+		{"page size too large", Options{Path: filepath.Join(t.TempDir(), "x.db"), PageSize: 131072}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,6 +118,36 @@ func TestOpenOptions(t *testing.T) {
 				t.Error("Open succeeded")
 			}
 		})
+	}
+}
+
+// TestPageSize: a new database gets the page size asked for, in WAL mode;
+// an existing one keeps its own whatever is asked.
+func TestPageSize(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	pageSize := func(opts Options) (size int, mode string) {
+		t.Helper()
+		opts.Path = path
+		s, err := Open(ctx, opts)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer s.Close()
+		if err := s.r.QueryRowContext(ctx, `SELECT page_size, journal_mode FROM pragma_page_size(), pragma_journal_mode()`).Scan(&size, &mode); err != nil {
+			t.Fatal(err)
+		}
+		return size, mode
+	}
+	if size, mode := pageSize(Options{PageSize: 2048}); size != 2048 || mode != "wal" {
+		t.Fatalf("new database: page size %d, journal mode %s; want 2048, wal", size, mode)
+	}
+	if size, mode := pageSize(Options{PageSize: 8192}); size != 2048 || mode != "wal" {
+		t.Fatalf("reopened: page size %d, journal mode %s; want 2048 (kept), wal", size, mode)
+	}
+	path = filepath.Join(t.TempDir(), "default.db")
+	if size, _ := pageSize(Options{}); size != DefaultPageSize {
+		t.Fatalf("default page size %d, want %d", size, DefaultPageSize)
 	}
 }
 

@@ -52,6 +52,11 @@ type Options struct {
 	Synchronous string
 	// ReadConns is the size of the reader pool (default 4).
 	ReadConns int
+	// PageSize is the page size of a new database, in bytes (a power of
+	// two from 512 to 65536; default DefaultPageSize). An existing
+	// database keeps the page size it was created with: a WAL database
+	// changes it only by VACUUM after leaving WAL mode.
+	PageSize int
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
 }
@@ -109,6 +114,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if opts.PageSize == 0 {
+		opts.PageSize = DefaultPageSize
+	}
+	if opts.PageSize < 512 || opts.PageSize > 65536 || opts.PageSize&(opts.PageSize-1) != 0 {
+		return nil, fmt.Errorf("sqlite: page size must be a power of two from 512 to 65536, not %d", opts.PageSize)
+	}
+
 	changed, err := restrictFiles(opts.Path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -121,6 +133,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	base := "file:" + (&url.URL{Path: opts.Path}).EscapedPath()
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMS)
+	if err := createDatabase(ctx, base+"?"+common, opts.PageSize); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
 	w, err := sql.Open("sqlite", base+"?"+common+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
 		"&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_txlock=immediate"+
@@ -170,6 +185,36 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("read last event seq: %w", err)
 	}
 	return s, nil
+}
+
+// DefaultPageSize is the page size of a new database (see Options).
+const DefaultPageSize = 4096
+
+// createDatabase gives a database that has no page yet its page size and
+// WAL mode. The page size must be set before the first page is written,
+// and the driver runs journal_mode(WAL), which writes the first page,
+// before any other pragma of the writer's DSN.
+func createDatabase(ctx context.Context, dsn string, pageSize int) error {
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1) // the page size is pending on one connection
+	var pages int
+	if err := db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
+		return fmt.Errorf("read page count: %w", err)
+	}
+	if pages > 0 {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(`PRAGMA page_size = %d`, pageSize)); err != nil {
+		return fmt.Errorf("set page size: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `PRAGMA journal_mode = WAL`); err != nil {
+		return fmt.Errorf("set WAL mode: %w", err)
+	}
+	return nil
 }
 
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
