@@ -71,6 +71,7 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 func (s *Store) checkpoint(ctx context.Context) error {
+	defer s.ckDone.Add(1)
 	start := time.Now()
 	var bg walState
 	for range maxBackgroundRounds {
@@ -83,7 +84,15 @@ func (s *Store) checkpoint(ctx context.Context) error {
 		}
 	}
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	held := time.Now()
+	defer func() {
+		d := time.Since(held)
+		s.wmu.Unlock()
+		s.ckHeld.Add(int64(d))
+		if d > time.Duration(s.ckMaxHeld.Load()) {
+			s.ckMaxHeld.Store(int64(d))
+		}
+	}()
 	s.uncheckpointed = 0
 	last, err := s.walCheckpoint(ctx)
 	if err != nil {
@@ -91,6 +100,12 @@ func (s *Store) checkpoint(ctx context.Context) error {
 	}
 	s.log.Debug("checkpoint", "pages", bg.log, "catch_up_pages", last.log-bg.log, "duration", time.Since(start))
 	return nil
+}
+
+// checkpointHold is the time the checkpointer held the writer, in all and
+// at most at once.
+func (s *Store) checkpointHold() (total, longest time.Duration) {
+	return time.Duration(s.ckHeld.Load()), time.Duration(s.ckMaxHeld.Load())
 }
 
 // walState is what PRAGMA wal_checkpoint reports: WAL pages, and how

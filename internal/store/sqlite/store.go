@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
@@ -73,6 +74,10 @@ type Store struct {
 	log *slog.Logger
 
 	ckKick chan struct{} // wakes the checkpointer (Run)
+	// ckHeld and ckMaxHeld are the time the checkpointer held wmu (see
+	// checkpointHold), in nanoseconds; only Run writes them.
+	ckHeld, ckMaxHeld atomic.Int64
+	ckDone            atomic.Int64 // checkpoints finished (tests)
 
 	// wmu serialises Commit; it guards everything below.
 	wmu  sync.Mutex
