@@ -78,7 +78,12 @@ func newDeviceConfig(ctx context.Context, cfg *config.Config, st deviceconfig.St
 // idempotent, so handling one twice changes nothing. It takes every event
 // (skipping the others costs little) so that its cursor moves with the
 // log, not only with the events it handles.
-func observeConfig(ctx context.Context, bus *eventlog.Bus, st eventlog.Store, svc *deviceconfig.Service, log *slog.Logger) error {
+//
+// With no cursor stored (the first start of this version) it follows from
+// logStart, the end of the log when the hub was built, not from the end
+// when this goroutine gets to run: the hub serves requests before then,
+// and a device provisioned in between must get its default templates.
+func observeConfig(ctx context.Context, bus *eventlog.Bus, logStart int64, svc *deviceconfig.Service, log *slog.Logger) error {
 	// A hub stopped while this starts is no failure of the hub.
 	stopped := func(err error) error {
 		if ctx.Err() != nil {
@@ -91,16 +96,18 @@ func observeConfig(ctx context.Context, bus *eventlog.Bus, st eventlog.Store, sv
 		return stopped(err)
 	}
 	if !ok {
-		// The first start of this version: follow from the end of the log,
-		// and store that position at once.
-		if from, err = st.LastSeq(ctx); err != nil {
-			return stopped(fmt.Errorf("config observer: %w", err))
-		}
+		from = logStart
 		if from > 0 {
 			if err := svc.SaveObserverCursor(ctx, from); err != nil {
 				return stopped(err)
 			}
 		}
+	}
+	// From 0 would mean "only what is published from now on"; -1 replays
+	// the log from its start (empty when the hub was built, so only the
+	// events committed since).
+	if from == 0 {
+		from = -1
 	}
 	observed := map[events.Type]bool{}
 	for _, t := range deviceconfig.ObservedTypes {
@@ -115,7 +122,7 @@ func observeConfig(ctx context.Context, bus *eventlog.Bus, st eventlog.Store, sv
 	if err != nil {
 		return fmt.Errorf("subscribe deviceconfig: %w", err)
 	}
-	saved := from
+	saved := max(from, 0)
 	save := func(ctx context.Context, level slog.Level) {
 		if seq := sub.LastSeq(); seq > saved {
 			if err := svc.SaveObserverCursor(ctx, seq); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventually"
+	"github.com/devicehub/devicehub/internal/hub"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
@@ -449,5 +451,28 @@ func TestConfigDefaultsAfterRestart(t *testing.T) {
 	eventually.True(t, 60*time.Second, "during configured", func() bool {
 		var out configAnswer
 		return th.do(t, "GET", "/api/v1/devices/during/config", nil, &out) == 200 && strings.Contains(out.Config.Rendered, `"during"`)
+	})
+}
+
+// TestConfigDefaultsObserverLate: a device provisioned right after a
+// default template is created gets its default templates even when the
+// configuration observer starts after both. The hub serves requests before
+// its observer has subscribed, and on a first start there is no stored
+// cursor to cover what came in between (the observer used to start from
+// the end of the log as it found it, so it skipped that device).
+func TestConfigDefaultsObserverLate(t *testing.T) {
+	dir := t.TempDir()
+	hold := make(chan struct{})
+	th := startHubBefore(t, dir, fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s", dir, testTypes),
+		func(h *hub.Hub) { hub.HoldConfigObserver(h, hold) })
+	if code := th.do(t, "POST", "/api/v1/templates", map[string]any{"id": "base", "default": true, "types": []string{"WeatherStation"},
+		"config": map[string]any{"id": "{{ device_id }}"}}, nil); code != 201 {
+		t.Fatalf("create template: %d", code)
+	}
+	th.provision(t, "early", "WeatherStation")
+	close(hold)
+	eventually.True(t, 30*time.Second, "early configured", func() bool {
+		var out configAnswer
+		return th.do(t, "GET", "/api/v1/devices/early/config", nil, &out) == 200 && strings.Contains(out.Config.Rendered, `"early"`)
 	})
 }

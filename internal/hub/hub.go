@@ -123,6 +123,12 @@ type Hub struct {
 	web      *web.Dashboard
 	// deviceConfig is device configuration management.
 	deviceConfig *deviceconfig.Service
+	// logStart is the Seq of the last event stored when New ran (0: none).
+	logStart int64
+	// observerHold, if not nil, holds the configuration observer back
+	// until it is closed (tests: the observer starting after the first
+	// requests were served).
+	observerHold <-chan struct{}
 	// firmware runs firmware artifacts and rollouts.
 	firmware *firmware.Service
 	// alerts evaluates alert rules and keeps alerts.
@@ -198,6 +204,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		return nil, err
 	}
 	h.bus = eventlog.NewBus(st, eventlog.BusOptions{Buffer: cfg.Events.SubscriberBuffer}, log.With("component", "eventlog"), h.reg)
+	// Taken before anything can commit an event: where the configuration
+	// observer starts when it has no cursor yet (see observeConfig).
+	logStart, err := st.LastSeq(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the end of the event log: %w", err)
+	}
+	h.logStart = logStart
 	var pub commit.Publisher = h.bus
 	if h.leases != nil {
 		if err := h.newFanout(ctx); err != nil {
@@ -656,7 +669,14 @@ func (h *Hub) serve(ctx context.Context) error {
 	g.Go(func() error { return h.space.Run(gctx) })
 	g.Go(func() error {
 		return h.single("config-observer", nil, func(ctx context.Context) error {
-			return observeConfig(ctx, h.bus, h.store, h.deviceConfig, h.log.With("component", "deviceconfig"))
+			if h.observerHold != nil {
+				select {
+				case <-h.observerHold:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			return observeConfig(ctx, h.bus, h.logStart, h.deviceConfig, h.log.With("component", "deviceconfig"))
 		})(gctx)
 	})
 	// The scheduler and what it observes of devices (a disconnect can fail

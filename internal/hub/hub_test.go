@@ -87,6 +87,13 @@ func startHubIn(t testing.TB, dir, httpKeys, extra string) *testHub {
 // yaml until the test ends, and returns it once it is ready.
 func startHubYAML(t testing.TB, dir, yaml string) *testHub {
 	t.Helper()
+	return startHubBefore(t, dir, yaml, nil)
+}
+
+// startHubBefore is startHubYAML that calls before (if not nil) on the
+// hub before it runs.
+func startHubBefore(t testing.TB, dir, yaml string, before func(*hub.Hub)) *testHub {
+	t.Helper()
 	path := filepath.Join(dir, "devicehub.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -104,6 +111,9 @@ func startHubYAML(t testing.TB, dir, yaml string) *testHub {
 	if err != nil {
 		cancel()
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(h)
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
