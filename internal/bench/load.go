@@ -177,7 +177,11 @@ func (g *loadGen) dial(ctx context.Context, d Device, keepAlive uint16, onPub fu
 }
 
 // connectAll connects every device, 64 at a time; failures are counted.
-func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16) []*conn {
+//
+// onConnect, when set, runs in the connecting goroutine right after device
+// i connected, so that a device can start its work while others are still
+// connecting.
+func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16, onConnect func(i int, c *conn)) []*conn {
 	conns := make([]*conn, len(g.spec.Devices))
 	start := time.Now()
 	var errs atomic.Int64
@@ -193,6 +197,9 @@ func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16) []*conn {
 				return nil
 			}
 			conns[i] = c
+			if onConnect != nil {
+				onConnect(i, c)
+			}
 			return nil
 		})
 	}
@@ -248,7 +255,7 @@ func payload(buf []byte, k int, msgID string) []byte {
 }
 
 func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
-	conns := g.connectAll(ctx, 60)
+	conns := g.connectAll(ctx, 60, nil)
 	defer disconnectAll(conns)
 	if len(conns) == 0 {
 		return g.res, fmt.Errorf("no device connected: %s", g.res.FirstError)
@@ -467,7 +474,7 @@ func (g *loadGen) connect(ctx context.Context) (*LoadResult, error) {
 	if ka == 0 {
 		ka = 10
 	}
-	conns := g.connectAll(ctx, ka)
+	conns := g.connectAll(ctx, ka, nil)
 	defer disconnectAll(conns)
 	g.step("connected")
 	hold := g.spec.Hold
@@ -520,30 +527,36 @@ func (g *loadGen) presence(ctx context.Context) (*LoadResult, error) {
 			return g.res, fmt.Errorf("events: %w", err)
 		}
 	}
-	conns := g.connectAll(ctx, ka)
-	defer disconnectAll(conns)
-	g.step("connected")
 	hb := g.spec.Heartbeat
 	if hb <= 0 {
 		hb = 10 * time.Second
 	}
-	start := time.Now()
-	// Silent devices send their heartbeats for one period, then stop; the
-	// others keep sending for the whole run.
-	stopSilent := start.Add(hb)
-	end := start.Add(g.spec.Duration)
+	// Every device starts its heartbeats as soon as it is connected, as a
+	// real device does: the hub's deadline runs from the connect, and a
+	// connect phase longer than the timeout (10,000 devices on a loaded
+	// machine) must not time out devices that never had their turn. The
+	// first heartbeat comes within one period of the connect (spread over
+	// the period by device), then one every period. Silent devices send
+	// that first one only; the others go on until Duration after the last
+	// device connected.
+	var end atomic.Int64 // unix nanoseconds; 0 until every device connected
 	var published, failed atomic.Int64
 	var wg sync.WaitGroup
-	for i, c := range conns {
+	n := len(g.spec.Devices)
+	beat := func(i int, c *conn) {
 		silent := i < g.spec.Silent
+		connected := time.Now()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			offset := hb * time.Duration(i) / time.Duration(len(conns))
+			offset := hb * time.Duration(i) / time.Duration(n)
 			topic := "devices/" + c.dev.ID + "/heartbeat"
 			for k := 0; ; k++ {
-				at := start.Add(offset + time.Duration(k)*hb)
-				if silent && !at.Before(stopSilent) || !at.Before(end) {
+				at := connected.Add(offset + time.Duration(k)*hb)
+				if silent && k > 0 {
+					return
+				}
+				if e := end.Load(); e != 0 && at.UnixNano() >= e {
 					return
 				}
 				select {
@@ -551,6 +564,7 @@ func (g *loadGen) presence(ctx context.Context) (*LoadResult, error) {
 				case <-ctx.Done():
 					return
 				}
+				sent := time.Now()
 				pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 				_, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(`{"battery":80}`)})
 				pcancel()
@@ -561,12 +575,16 @@ func (g *loadGen) presence(ctx context.Context) (*LoadResult, error) {
 				published.Add(1)
 				if silent {
 					mu.Lock()
-					deadlines[c.dev.ID] = time.Now().Add(g.spec.Timeout)
+					deadlines[c.dev.ID] = sent.Add(g.spec.Timeout)
 					mu.Unlock()
 				}
 			}
 		}()
 	}
+	conns := g.connectAll(ctx, ka, beat)
+	defer disconnectAll(conns)
+	end.Store(time.Now().Add(g.spec.Duration).UnixNano())
+	g.step("connected")
 	wg.Wait()
 	// Wait (bounded) for the last silent device's deadline and its event.
 	until := time.Now().Add(g.spec.Timeout + 5*time.Second)

@@ -34,8 +34,17 @@ type proc struct {
 
 const maxKeptLines = 20000
 
-// startProc starts exe with args and env added to the environment.
-func startProc(name, exe string, args, env []string) (*proc, error) {
+// startProc starts exe with args and env added to the environment. With
+// logPath set, every stderr line is also written to that file (kept after
+// the run, for a failed round's post-mortem).
+func startProc(name, exe string, args, env []string, logPath string) (*proc, error) {
+	var logf *os.File
+	if logPath != "" {
+		var err error
+		if logf, err = os.Create(logPath); err != nil {
+			return nil, fmt.Errorf("%s: log: %w", name, err)
+		}
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), notify: make(chan struct{})}
@@ -51,9 +60,19 @@ func startProc(name, exe string, args, env []string) (*proc, error) {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	go func() {
+		var lw *bufio.Writer
+		if logf != nil {
+			defer logf.Close()
+			lw = bufio.NewWriter(logf)
+			defer lw.Flush()
+		}
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
+			if lw != nil {
+				_, _ = lw.Write(sc.Bytes())
+				_ = lw.WriteByte('\n')
+			}
 			p.mu.Lock()
 			if len(p.lines) >= maxKeptLines {
 				p.lines = append(p.lines[:100:100], p.lines[len(p.lines)-maxKeptLines/2:]...)

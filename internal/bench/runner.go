@@ -161,6 +161,19 @@ type runner struct {
 	res       *Results
 	peak      map[int]float64 // devicehub's closed-loop readings/s by devices
 	batch     float64         // devicehub's mean commit batch in the ingest scenario
+	procs     int             // hub processes started, for their log files' names
+}
+
+// procLog returns the path of the next hub process's log file in
+// OutDir/logs (devicehub-N.log; N counts the hub processes of the run),
+// or "" when that directory cannot be made.
+func (r *runner) procLog(name string) string {
+	dir := filepath.Join(r.o.OutDir, "logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return ""
+	}
+	r.procs++
+	return filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, r.procs))
 }
 
 func (r *runner) logf(format string, args ...any) {

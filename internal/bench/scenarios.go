@@ -380,10 +380,10 @@ func (r *runner) presence(ctx context.Context) error {
 		Title:   fmt.Sprintf("Presence: %d devices, heartbeat every %s, %d go silent", n, hb, silent),
 		Figures: []string{"offline_delay_p50_ms", "offline_delay_p99_ms", "offline_delay_max_ms", "offline", "missed", "cpu_pct", "timeout_cpu_pct", "timeout_share_pct"},
 		Notes: []string{
-			fmt.Sprintf("Devices publish a heartbeat every %s (QoS 1) and keep their connection (keepalive 600 s); %d of them stop after their first heartbeat. The deadline is the PUBACK of a silent device's last heartbeat plus the type's heartbeat timeout (%s); the delay runs from there to the arrival of its device_disconnected event on the SSE stream /api/v1/events (so it includes the event's commit and delivery).", hb, silent, timeout),
+			fmt.Sprintf("Devices publish a heartbeat every %s (QoS 1) and keep their connection (keepalive 600 s); %d of them stop after their first heartbeat. Every device starts its heartbeats when it is connected (the hub's deadline runs from the connect), the first within one period. The deadline is the time the load generator sent a silent device's last heartbeat plus the type's heartbeat timeout (%s); the delay runs from there to the arrival of its device_disconnected event on the SSE stream /api/v1/events (so it includes the event's commit and delivery).", hb, silent, timeout),
 			"cpu_pct: devicehub's CPU over the whole run (heartbeats of every device and the timeout checking together), in % of one core (the CPU profile's overhead included).",
 			"timeout_cpu_pct: the CPU of the timeout checking alone, from a CPU profile of the hub over the run (`devicehub-presence.cpu.pprof`, the last round's): the cumulative samples of presence.(*Tracker).Run (the deadline heap's timer loop, its expiry and setting timed-out devices offline, up to handing the change to the committer) and presence.(*Tracker).arm (pushing deadlines on activity), in % of one core over the profile's duration; timeout_share_pct: the same as a share of all the hub's samples.",
-			"The load generator only knows the PUBACK of the last heartbeat, which comes after the hub stamped the device's last_seen (where the hub's own deadline starts): a delay may be slightly negative.",
+			"The hub's own deadline starts when it stamps the device's last_seen, after the heartbeat was sent and before its PUBACK (which waits for the commit): measured from the send, a delay is an upper bound of the hub's lateness (it includes the heartbeat's way to the hub), never an undercount.",
 			"devicehub only: Mosquitto and mochi have no heartbeat deadline to compare with.",
 		},
 	}
@@ -544,19 +544,47 @@ func (r *runner) goals() {
 				g.Name = fmt.Sprintf("memory per connected device (%d devices)", c)
 				g.Measured, g.Met = fmtSpread(sp)+" KiB", met(sp.Median <= 16)
 			}
+			failedRounds(&g, s)
 		}
 	}
 	r.res.Goals = append(r.res.Goals, g)
 
 	r.queryGoals(notMeasured, met)
 
-	g = notMeasured("offline deadline met, p99", "< 1 s after the deadline")
+	g = notMeasured("offline deadline met, p99", "< 1 s after the deadline, every silent device")
 	if s := r.res.Scenario(fmt.Sprintf("presence_%d", r.o.Presence)); s != nil {
 		if sp, ok := s.Summary[SysDevicehub]["offline_delay_p99_ms"]; ok && sp.N > 0 {
 			g.Measured, g.Met = fmtSpread(sp)+" ms", met(sp.Median < 1000)
 		}
+		failedRounds(&g, s)
 	}
 	r.res.Goals = append(r.res.Goals, g)
+}
+
+// failedRounds marks goal g not met when a devicehub round of s failed
+// (a round that missed silent devices or lost connections has no figure
+// of what it missed, and its other figures must not pass for a success).
+func failedRounds(g *Goal, s *Scenario) {
+	failed, rounds := 0, 0
+	for _, r := range s.Runs {
+		if r.System != SysDevicehub {
+			continue
+		}
+		rounds++
+		if r.Error != "" {
+			failed++
+		}
+	}
+	if failed == 0 {
+		return
+	}
+	if g.Measured == "–" {
+		g.Measured = ""
+	} else {
+		g.Measured += "; "
+	}
+	g.Measured += fmt.Sprintf("%d of %d rounds failed", failed, rounds)
+	g.Met = "no"
 }
 
 // queryGoals adds goals 3 and 4 of issue 14 from the query scenario:
@@ -595,6 +623,7 @@ func (r *runner) queryGoals(notMeasured func(name, target string) Goal, met func
 				}
 				g.Measured, g.Met = fmtSpread(sp)+q.unit, met(ok)
 			}
+			failedRounds(&g, sc)
 		}
 		r.res.Goals = append(r.res.Goals, g)
 	}

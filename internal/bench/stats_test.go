@@ -290,3 +290,40 @@ Showing nodes accounting for 1.82s, 68.68% of 2.65s total
 		})
 	}
 }
+
+// TestGoalsFailedRounds: a goal whose scenario had a failed devicehub
+// round is not met, whatever the figures of the other rounds say.
+func TestGoalsFailedRounds(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		errs         []string
+		wantMet      string
+		wantMeasured string
+	}{
+		{"all rounds passed", []string{"", "", ""}, "yes", "5.00 [4.00–6.00] ms"},
+		{"one round failed", []string{"", "8 of 10 silent devices not reported offline", ""}, "no", "5.00 [4.00–6.00] ms; 1 of 3 rounds failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := &Scenario{Name: "presence_10"}
+			for i, e := range tc.errs {
+				sc.Runs = append(sc.Runs, Measurement{System: SysDevicehub, Round: i + 1, Error: e,
+					Figures: map[string]float64{"offline_delay_p99_ms": float64(4 + i)}})
+			}
+			sc.Finish()
+			r := &runner{o: Options{Presence: 10}, res: &Results{Scenarios: []*Scenario{sc}}}
+			r.goals()
+			var got *Goal
+			for i := range r.res.Goals {
+				if strings.HasPrefix(r.res.Goals[i].Name, "offline deadline") {
+					got = &r.res.Goals[i]
+				}
+			}
+			if got == nil {
+				t.Fatalf("no offline goal in %+v", r.res.Goals)
+			}
+			if got.Met != tc.wantMet || got.Measured != tc.wantMeasured {
+				t.Errorf("goal = %q met %q, want %q met %q", got.Measured, got.Met, tc.wantMeasured, tc.wantMet)
+			}
+		})
+	}
+}

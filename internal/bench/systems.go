@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
@@ -85,7 +86,7 @@ func (r *runner) startDevicehub(ctx context.Context, dir, profile string) (*sut,
 	if profile != "" {
 		args = []string{"bench", ProfiledServeCmd, "--cpuprofile", profile, "--config", filepath.Join(dir, "devicehub.yaml")}
 	}
-	p, err := startProc("devicehub", r.o.Exe, args, r.o.Env)
+	p, err := startProc("devicehub", r.o.Exe, args, r.o.Env, r.procLog("devicehub"))
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +208,7 @@ func (r *runner) freshDevicehub(ctx context.Context, sd *seed, heartbeat time.Du
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []string{"devicehub.db", "devicehub.db-wal", "admin.token"} {
+	for _, f := range []string{"devicehub.db", "devicehub.db-wal", "admin.token", provisioning.KeySecretFile} {
 		b, err := os.ReadFile(filepath.Join(sd.dir, f))
 		if os.IsNotExist(err) {
 			continue
@@ -268,7 +269,7 @@ func (r *runner) startMosquitto(ctx context.Context) (*sut, error) {
 	if err := os.WriteFile(conf, []byte(mosquittoConfig(port)), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc("mosquitto", r.mosquitto, []string{"-c", conf}, nil)
+	p, err := startProc("mosquitto", r.mosquitto, []string{"-c", conf}, nil, "")
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +297,7 @@ func (r *runner) startMosquitto(ctx context.Context) (*sut, error) {
 
 // startMochi runs the mochi-alone reference as a child process.
 func (r *runner) startMochi(ctx context.Context) (*sut, error) {
-	p, err := startProc("mochi", r.o.Exe, []string{"bench", MochiCmd, "--addr", "127.0.0.1:0"}, r.o.Env)
+	p, err := startProc("mochi", r.o.Exe, []string{"bench", MochiCmd, "--addr", "127.0.0.1:0"}, r.o.Env, "")
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +346,7 @@ func (r *runner) startLoad(specs []LoadSpec) (*loadProcs, error) {
 		if err := f.Close(); werr != nil || err != nil {
 			return nil, fmt.Errorf("write load spec: %v %v", werr, err)
 		}
-		p, err := startProc(fmt.Sprintf("load-generator-%d", i), r.o.Exe, []string{"bench", LoadCmd, "--spec", f.Name()}, r.o.Env)
+		p, err := startProc(fmt.Sprintf("load-generator-%d", i), r.o.Exe, []string{"bench", LoadCmd, "--spec", f.Name()}, r.o.Env, "")
 		if err != nil {
 			lp.kill()
 			return nil, err
