@@ -32,13 +32,14 @@ const (
 	checkpointChanges = 3000
 	// autoCheckpointPages is the writer's own automatic checkpoint.
 	autoCheckpointPages = 40000
-	// catchUpPages: background rounds go on until fewer pages than this
-	// are left for the round that blocks commits.
-	catchUpPages = 1000
 	// maxBackgroundRounds bounds the rounds under a write load that
 	// outruns the checkpointer.
 	maxBackgroundRounds = 4
 )
+
+// catchUpPages: background rounds go on until fewer pages than this are
+// left for the round that blocks commits. A variable for the benchmarks.
+var catchUpPages int64 = 1000
 
 // committed counts changes toward the next checkpoint. The caller holds
 // wmu.
@@ -81,6 +82,17 @@ func (s *Store) checkpoint(ctx context.Context) error {
 		}
 		if bg.log-bg.done < catchUpPages {
 			break
+		}
+	}
+	if s.syncFirst {
+		// A PASSIVE round that does not reach the end of the WAL copies
+		// pages into the database file but does not fsync it; the round
+		// that does (the blocking one below) would flush every page the
+		// background rounds copied while the writer waits. Flushed here,
+		// beside the writer, that round is left with the pages it copies
+		// itself.
+		if err := s.dbFile.Sync(); err != nil {
+			return fmt.Errorf("sync database file: %w", err)
 		}
 	}
 	s.wmu.Lock()

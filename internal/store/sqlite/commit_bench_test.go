@@ -46,6 +46,7 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchCheckpointer(b, s)
 	runUntilCleanup(b, s)
 	ids := make([]string, devices)
 	topics := make([]string, devices)

@@ -63,6 +63,7 @@ func benchCommitOpenLoop(b *testing.B, devices, rate int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchCheckpointer(b, st)
 	runUntilCleanup(b, st)
 	s := &timedStore{Store: st}
 	c := commit.New(s, nopPublisher{}, commit.Options{}, slog.New(slog.DiscardHandler), nil)

@@ -29,6 +29,23 @@ func benchPageSize(b *testing.B) int {
 	return n
 }
 
+// benchCheckpointer sets the checkpointer of s from the environment, for
+// A/B runs in one binary: DEVICEHUB_BENCH_CKPT_SYNC=0 leaves out the
+// fsync before the blocking round, DEVICEHUB_BENCH_CATCHUP_PAGES sets
+// catchUpPages. Call it before s runs.
+func benchCheckpointer(b *testing.B, s *Store) {
+	if os.Getenv("DEVICEHUB_BENCH_CKPT_SYNC") == "0" {
+		s.syncFirst = false
+	}
+	if v := os.Getenv("DEVICEHUB_BENCH_CATCHUP_PAGES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			b.Fatalf("DEVICEHUB_BENCH_CATCHUP_PAGES: %v", err)
+		}
+		catchUpPages = n
+	}
+}
+
 // BenchmarkPageSizeQueries measures what the page size of a database
 // costs the read side: 200 devices × 1,000 readings committed as ingest
 // writes them (each batch from distinct devices, so a device's rows are

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,10 +69,18 @@ type Store struct {
 	// transaction; an error fails it.
 	compactHook func() error
 
-	w   *sql.DB // the one writer connection
-	r   *sql.DB // readers
-	ck  *sql.DB // the checkpointer's connection
-	log *slog.Logger
+	w  *sql.DB // the one writer connection
+	r  *sql.DB // readers
+	ck *sql.DB // the checkpointer's connection
+	// dbFile is the database file, for the checkpointer's fsync (see
+	// checkpoint). It stays open until the connections are closed:
+	// closing a descriptor of the file would release the POSIX locks
+	// SQLite holds on it in this process.
+	dbFile *os.File
+	// syncFirst: the checkpointer fsyncs the database file before the
+	// round that blocks commits (see checkpoint).
+	syncFirst bool
+	log       *slog.Logger
 
 	ckKick chan struct{} // wakes the checkpointer (Run)
 	// ckHeld and ckMaxHeld are the time the checkpointer held wmu (see
@@ -160,9 +169,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
+	dbFile, err := os.Open(opts.Path)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite database file for sync: %w", err)
+	}
 	r, err := sql.Open("sqlite", base+"?"+common+"&_pragma=query_only(1)&_pragma=cache_size(-16384)")
 	if err != nil {
 		w.Close()
+		dbFile.Close()
 		return nil, fmt.Errorf("open sqlite readers: %w", err)
 	}
 	r.SetMaxOpenConns(opts.ReadConns)
@@ -172,6 +187,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		r.Close()
 		w.Close()
+		dbFile.Close()
 		return nil, fmt.Errorf("open sqlite checkpointer: %w", err)
 	}
 	ck.SetMaxOpenConns(1)
@@ -180,7 +196,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	ck.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
-		ckKick: make(chan struct{}, 1)}
+		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1)}
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
@@ -260,5 +276,6 @@ func (s *Store) closeDB() error {
 	}
 	s.patch.close()
 	s.lookup.close()
-	return errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
+	err := errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
+	return errors.Join(err, s.dbFile.Close())
 }
