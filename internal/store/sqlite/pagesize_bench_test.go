@@ -32,7 +32,8 @@ func benchPageSize(b *testing.B) int {
 // benchCheckpointer sets the checkpointer of s from the environment, for
 // A/B runs in one binary: DEVICEHUB_BENCH_CKPT_SYNC=0 leaves out the
 // fsync before the blocking round, DEVICEHUB_BENCH_CATCHUP_PAGES sets
-// catchUpPages. Call it before s runs.
+// catchUpPages, DEVICEHUB_BENCH_CKPT_CHANGES checkpointChanges. Call
+// it before s runs.
 func benchCheckpointer(b *testing.B, s *Store) {
 	if os.Getenv("DEVICEHUB_BENCH_CKPT_SYNC") == "0" {
 		s.syncFirst = false
@@ -43,6 +44,13 @@ func benchCheckpointer(b *testing.B, s *Store) {
 			b.Fatalf("DEVICEHUB_BENCH_CATCHUP_PAGES: %v", err)
 		}
 		catchUpPages = n
+	}
+	if v := os.Getenv("DEVICEHUB_BENCH_CKPT_CHANGES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("DEVICEHUB_BENCH_CKPT_CHANGES: %v", err)
+		}
+		checkpointChanges = n
 	}
 }
 
