@@ -19,6 +19,11 @@ type CompactStore interface {
 	// device's readings taken before before (with an id of at most maxID
 	// when maxID > 0) into its blocks, and returns how many it moved.
 	CompactReadings(ctx context.Context, deviceID string, before time.Time, maxID int64, limit int) (int, error)
+	// CompactDevices does the same for several devices in one
+	// transaction, in the order given, up to limit readings in all. It
+	// returns how many readings it moved and how many of the leading
+	// devices have none left to move; the rest are for the next call.
+	CompactDevices(ctx context.Context, deviceIDs []string, before time.Time, maxID int64, limit int) (moved, done int, err error)
 	// RollupCursor: see RollupStore.
 	RollupCursor(ctx context.Context) (int64, error)
 }
@@ -38,13 +43,21 @@ type CompactOptions struct {
 	Rollups bool
 	// Batch is the most readings one transaction moves (default 2048).
 	Batch int
+	// Devices is the most devices one transaction compacts (default 16):
+	// consecutive devices' readings share the pages of the readings
+	// table, so one transaction over several of them writes those pages
+	// once (and commits once), where one a device wrote them once per
+	// device. Batch bounds the transaction's work either way.
+	Devices int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
 }
 
 // Compactor moves readings older than CompactOptions.After from rows into
-// compressed blocks, device by device, one short transaction at a time
-// (a transaction holds the writer for about as long as a group commit).
+// compressed blocks, a run of consecutive devices (by id) at a time, one
+// short transaction each (at most CompactOptions.Batch readings and
+// CompactOptions.Devices devices: a transaction holds the writer for
+// about as long as a group commit).
 // One hub of a cluster runs it (the hub's single-owner lease).
 type Compactor struct {
 	st   CompactStore
@@ -66,6 +79,9 @@ func NewCompactor(st CompactStore, opts CompactOptions, log *slog.Logger, reg pr
 	}
 	if opts.Batch <= 0 {
 		opts.Batch = 2048
+	}
+	if opts.Devices <= 0 {
+		opts.Devices = 16
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -124,21 +140,24 @@ func (c *Compactor) Pass(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, fmt.Errorf("compact: %w", err)
 		}
-		for _, d := range devs {
-			for {
-				if err := ctx.Err(); err != nil {
-					return total, err
-				}
-				n, err := c.st.CompactReadings(ctx, d.ID, before, maxID, c.opts.Batch)
-				if err != nil {
-					return total, fmt.Errorf("compact: %w", err)
-				}
-				total += n
-				c.moved.Add(float64(n))
-				if n < c.opts.Batch {
-					break
-				}
+		ids := make([]string, len(devs))
+		for i, d := range devs {
+			ids[i] = d.ID
+		}
+		for len(ids) > 0 {
+			if err := ctx.Err(); err != nil {
+				return total, err
 			}
+			n, done, err := c.st.CompactDevices(ctx, ids[:min(len(ids), c.opts.Devices)], before, maxID, c.opts.Batch)
+			if err != nil {
+				return total, fmt.Errorf("compact: %w", err)
+			}
+			if n == 0 && done == 0 {
+				return total, fmt.Errorf("compact: no progress at device %s", ids[0])
+			}
+			total += n
+			c.moved.Add(float64(n))
+			ids = ids[done:]
 		}
 		if len(devs) < devicesPerBatch {
 			c.passes.Inc()

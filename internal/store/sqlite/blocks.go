@@ -24,89 +24,122 @@ var _ retention.CompactStore = (*Store)(nil)
 // names and column headers thin.
 const blockSize = 512
 
-// CompactReadings implements retention.CompactStore. In one transaction it
-// reads up to limit of the device's readings taken before before (never
-// the table's newest row, so that rowids are not reused, and with an id
-// of at most maxID when maxID > 0), merges them per stream into the
-// stream's newest block while that holds fewer than blockSize readings,
-// writes the rest as new blocks, and deletes the rows. A failure
-// anywhere rolls all of it back: a reading is a row or in a block, never
-// both, never neither.
+// CompactReadings implements retention.CompactStore: CompactDevices of
+// one device.
 func (s *Store) CompactReadings(ctx context.Context, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
-	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
-		var key int64
-		if err := tx.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = ?`, deviceID).Scan(&key); err != nil {
-			if err == sql.ErrNoRows {
-				return 0, nil
-			}
-			return 0, err
-		}
-		if maxID <= 0 {
-			maxID = 1<<63 - 1
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, stream, ts, received_at, message_id, data FROM readings
-			WHERE dev = ? AND ts < ? AND id < (SELECT max(id) FROM readings) AND id <= ? ORDER BY ts, id LIMIT ?`,
-			key, before.UnixMicro(), maxID, limit)
-		if err != nil {
-			return 0, err
-		}
-		byStream := map[string][]blocks.Reading{}
-		var ids []any
-		for rows.Next() {
-			var r blocks.Reading
-			var stream, data string
-			if err := rows.Scan(&r.ID, &stream, &r.Time, &r.ReceivedAt, &r.MessageID, &data); err != nil {
-				rows.Close()
-				return 0, err
-			}
-			if err := json.Unmarshal([]byte(data), &r.Values); err != nil {
-				rows.Close()
-				return 0, fmt.Errorf("reading %d: %w", r.ID, err)
-			}
-			byStream[stream] = append(byStream[stream], r)
-			ids = append(ids, r.ID)
-		}
-		if err := rows.Close(); err != nil {
-			return 0, err
-		}
-		if len(ids) == 0 {
-			return 0, nil
-		}
-		streams := make([]string, 0, len(byStream))
-		for st := range byStream {
-			streams = append(streams, st)
-		}
-		slices.Sort(streams)
-		for _, st := range streams {
-			if err := s.writeBlocks(ctx, tx, key, st, byStream[st]); err != nil {
-				return 0, fmt.Errorf("stream %q: %w", st, err)
-			}
-		}
-		for len(ids) > 0 {
-			k := min(len(ids), 500)
-			q := `DELETE FROM readings WHERE id IN (?` + strings.Repeat(",?", k-1) + `)`
-			res, err := tx.ExecContext(ctx, q, ids[:k]...)
+	n, _, err := s.CompactDevices(ctx, []string{deviceID}, before, maxID, limit)
+	return n, err
+}
+
+// CompactDevices implements retention.CompactStore. In one transaction,
+// device after device in the order given, it reads up to what is left of
+// limit of the device's readings taken before before (never the table's
+// newest row, so that rowids are not reused, and with an id of at most
+// maxID when maxID > 0), merges them per stream into the stream's newest
+// block while that holds fewer than blockSize readings, writes the rest
+// as new blocks, and deletes the rows. It returns how many readings it
+// moved and how many of the leading devices have none left to move (it
+// stops at the device that used up limit). A failure anywhere rolls all
+// of it back: a reading is a row or in a block, never both, never
+// neither.
+//
+// Several devices in one transaction write each page of the readings
+// table once where one transaction a device would write it once per
+// device on it (rows are stored in arrival order, many devices a page),
+// and commit (fsync) once.
+func (s *Store) CompactDevices(ctx context.Context, deviceIDs []string, before time.Time, maxID int64, limit int) (moved, done int, err error) {
+	if limit <= 0 {
+		return 0, 0, fmt.Errorf("compact readings: limit %d", limit)
+	}
+	if maxID <= 0 {
+		maxID = 1<<63 - 1
+	}
+	_, err = s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+		moved, done = 0, 0
+		for _, id := range deviceIDs {
+			n, err := s.compactDevice(ctx, tx, id, before, maxID, limit-moved)
 			if err != nil {
-				return 0, err
+				return 0, fmt.Errorf("compact readings of %s: %w", id, err)
 			}
-			if d, _ := res.RowsAffected(); d != int64(k) {
-				return 0, fmt.Errorf("deleted %d of %d compacted readings", d, k)
+			moved += n
+			if moved >= limit {
+				break
 			}
-			ids = ids[k:]
+			done++
 		}
 		if s.compactHook != nil {
 			if err := s.compactHook(); err != nil {
 				return 0, err
 			}
 		}
-		n := 0
-		for _, rs := range byStream {
-			n += len(rs)
-		}
-		return n, nil
+		return moved, nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("compact readings of %s: %w", deviceID, err)
+		return 0, 0, fmt.Errorf("compact readings: %w", err)
+	}
+	return moved, done, nil
+}
+
+// compactDevice moves up to limit of one device's due readings into its
+// blocks within tx.
+func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
+	var key int64
+	if err := tx.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = ?`, deviceID).Scan(&key); err != nil {
+		if err == sql.ErrNoRows {
+			return 0, nil
+		}
+		return 0, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, stream, ts, received_at, message_id, data FROM readings
+		WHERE dev = ? AND ts < ? AND id < (SELECT max(id) FROM readings) AND id <= ? ORDER BY ts, id LIMIT ?`,
+		key, before.UnixMicro(), maxID, limit)
+	if err != nil {
+		return 0, err
+	}
+	byStream := map[string][]blocks.Reading{}
+	var ids []any
+	for rows.Next() {
+		var r blocks.Reading
+		var stream, data string
+		if err := rows.Scan(&r.ID, &stream, &r.Time, &r.ReceivedAt, &r.MessageID, &data); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if err := json.Unmarshal([]byte(data), &r.Values); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("reading %d: %w", r.ID, err)
+		}
+		byStream[stream] = append(byStream[stream], r)
+		ids = append(ids, r.ID)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	n := len(ids)
+	if n == 0 {
+		return 0, nil
+	}
+	streams := make([]string, 0, len(byStream))
+	for st := range byStream {
+		streams = append(streams, st)
+	}
+	slices.Sort(streams)
+	for _, st := range streams {
+		if err := s.writeBlocks(ctx, tx, key, st, byStream[st]); err != nil {
+			return 0, fmt.Errorf("stream %q: %w", st, err)
+		}
+	}
+	for len(ids) > 0 {
+		k := min(len(ids), 500)
+		q := `DELETE FROM readings WHERE id IN (?` + strings.Repeat(",?", k-1) + `)`
+		res, err := tx.ExecContext(ctx, q, ids[:k]...)
+		if err != nil {
+			return 0, err
+		}
+		if d, _ := res.RowsAffected(); d != int64(k) {
+			return 0, fmt.Errorf("deleted %d of %d compacted readings", d, k)
+		}
+		ids = ids[k:]
 	}
 	return n, nil
 }

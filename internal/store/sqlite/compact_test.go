@@ -17,8 +17,9 @@ import (
 )
 
 // TestCompactionFailure: a compaction that fails at its last step (the
-// blocks written, the rows deleted, before the commit) leaves every
-// reading where it was, once; the next one moves them.
+// blocks written, the rows deleted, before the commit), of one device or
+// of a run of devices in one transaction, leaves every reading where it
+// was, once; the next one moves them.
 func TestCompactionFailure(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
@@ -44,8 +45,22 @@ func TestCompactionFailure(t *testing.T) {
 	before := storetest.ReadingsView(t, s, "c1", "c2")
 	injected := errors.New("injected")
 	s.compactHook = func() error { return injected }
-	if _, err := s.CompactReadings(ctx, "c1", base.Add(24*time.Hour), 0, 1000); !errors.Is(err, injected) {
-		t.Fatalf("err = %v, want the injected failure", err)
+	for _, tt := range []struct {
+		name    string
+		compact func() error
+	}{
+		{"one device", func() error {
+			_, err := s.CompactReadings(ctx, "c1", base.Add(24*time.Hour), 0, 1000)
+			return err
+		}},
+		{"a run of devices", func() error {
+			_, _, err := s.CompactDevices(ctx, []string{"c1", "c2"}, base.Add(24*time.Hour), 0, 1000)
+			return err
+		}},
+	} {
+		if err := tt.compact(); !errors.Is(err, injected) {
+			t.Fatalf("%s: err = %v, want the injected failure", tt.name, err)
+		}
 	}
 	var blocks int
 	if err := s.r.QueryRow(`SELECT count(*) FROM reading_blocks`).Scan(&blocks); err != nil || blocks != 0 {

@@ -132,6 +132,63 @@ func testCompaction(t *testing.T, b Backend) {
 	}
 }
 
+// testCompactionRuns: compacting several devices in one transaction
+// (CompactDevices, as the Compactor does) answers every read query the
+// same before and after, whether limit ends a run within a device or
+// between devices, skips an unknown device, and reports which devices
+// are done.
+func testCompactionRuns(t *testing.T, b Backend) {
+	c, ok := b.(retention.CompactStore)
+	if !ok {
+		t.Skip("this backend keeps no blocks (no retention.CompactStore)")
+	}
+	ctx := context.Background()
+	readingsFixture(t, b)
+	mustCommit(t, b, data{device: "q2", times: []int{31}, values: map[string]any{"t": 1.0}}.change(t))
+	devs := []string{"q1", "q2"}
+	// pass compacts the run as the Compactor does and returns the
+	// readings moved and the calls made.
+	pass := func(ids []string, limit int) (total, calls int) {
+		t.Helper()
+		for len(ids) > 0 {
+			n, done, err := c.CompactDevices(ctx, ids, at(1_000_000), 0, limit)
+			if err != nil {
+				t.Fatalf("CompactDevices(%v, %d): %v", ids, limit, err)
+			}
+			if n > limit || done > len(ids) || (n == 0 && done == 0) {
+				t.Fatalf("CompactDevices(%v, %d) = %d moved, %d done", ids, limit, n, done)
+			}
+			total += n
+			calls++
+			ids = ids[done:]
+		}
+		return total, calls
+	}
+	before := ReadingsView(t, b, devs...)
+	// Every reading but the table's newest (q2's at 31) is due: q1 has
+	// 17, q2 3.
+	if n, calls := pass([]string{"q1", "unknown", "q2"}, 4); n != 20 || calls < 5 {
+		t.Fatalf("moved %d in %d calls, want 20 in 5 or more", n, calls)
+	}
+	if after := ReadingsView(t, b, devs...); !slices.Equal(after, before) {
+		t.Fatalf("after compaction in runs:\n%s", diffLines(before, after))
+	}
+	mustCommit(t, b,
+		data{device: "q1", stream: "a", times: []int{0, 4}, values: map[string]any{"t": -1.0, "h": 2.0}}.change(t),
+		data{device: "q2", times: []int{32}, values: map[string]any{"t": 2.0}}.change(t))
+	before = ReadingsView(t, b, devs...)
+	// q1's two late readings and q2's at 31 (32 is now the newest).
+	if n, calls := pass([]string{"q1", "q2"}, 1000); n != 3 || calls != 1 {
+		t.Fatalf("moved %d in %d calls, want 3 in 1", n, calls)
+	}
+	if after := ReadingsView(t, b, devs...); !slices.Equal(after, before) {
+		t.Fatalf("after the second compaction in runs:\n%s", diffLines(before, after))
+	}
+	if n, done, err := c.CompactDevices(ctx, devs, at(1_000_000), 0, 1000); n != 0 || done != 2 || err != nil {
+		t.Fatalf("nothing left: moved %d, %d done, %v; want 0, 2", n, done, err)
+	}
+}
+
 // diffLines lists the lines of a and b that differ.
 func diffLines(a, b []string) string {
 	var out string

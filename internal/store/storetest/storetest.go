@@ -71,7 +71,8 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"StaleSession", testStaleSession}, // session.go
 		{"EventSeq", testEventSeq},
 		{"QueryReadings", testQueryReadings},
-		{"Compaction", testCompaction}, // compact.go
+		{"Compaction", testCompaction},         // compact.go
+		{"CompactionRuns", testCompactionRuns}, // compact.go
 		{"ReadingsPaging", testReadingsPaging},
 		{"ListDevices", testListDevices},
 		{"Tokens", testTokens},
