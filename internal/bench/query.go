@@ -35,8 +35,26 @@ import (
 // so that "one day" is a tenth of a device's readings at any size.
 const querySpan = 10 * 24 * time.Hour
 
-// queryBatch is the number of changes per commit while generating.
+// queryBatch is the number of changes per commit while generating (the
+// hub's commit.max_batch).
 const queryBatch = 2000
+
+// The bench's compaction of the generated readings: runs of
+// benchCompactDevices consecutive devices, up to benchCompactBatch
+// readings, a transaction. It runs alone (the hub's compactor keeps its
+// transactions as short as a group commit, beside ingest).
+const (
+	benchCompactDevices = 64
+	benchCompactBatch   = 65536
+)
+
+// burstNote describes the generation's order.
+func burstNote(burst int) string {
+	if burst <= 1 {
+		return "time-major order (every device's k-th reading before any device's k+1-th), as devices reporting live one reading at a time write them (--query-burst 1)"
+	}
+	return fmt.Sprintf("stored in bursts (--query-burst %d): each device's next %d readings one after another, device after device, %d devices a commit, then the next burst, as devices that upload what they buffered write them; the same readings (times, values, msg_ids) as in time-major order, only their ids (the message log's and the event log's order) follow the bursts. Time-major order (--query-burst 1, as devices reporting live one reading at a time) writes each reading into its own leaf of each per-device index once those outgrow a commit, about 4 pages a reading", burst, burst, max(1, queryBatch/burst))
+}
 
 // query stores many readings in a fresh data directory through the
 // store's commit path, starts `devicehub serve` on it and times the read
@@ -57,15 +75,17 @@ func (r *runner) query(ctx context.Context) error {
 			"latest_values_p50_ms", "latest_values_p99_ms", "latest_values_devices",
 			"week_buckets_p50_ms", "week_buckets_p99_ms", "week_buckets_rows",
 			"latest_one_p50_ms", "latest_one_p99_ms", "latest_all_s", "device_list_all_ms", "start_compaction_s",
+			"provision_s", "generate_s", "compact_s", "hub_start_s", "rounds_s", "scenario_s",
 		},
 		Notes: []string{
-			fmt.Sprintf("The readings are written before the hub starts, by the bench itself, through the store's commit path (sqlite.Store.Commit, %d changes per commit, synchronous=normal): each reading is the change the hub's MQTT ingest makes of one message (the message's message log record with its payload and msg_id, one reading row, the device's last_seen, a device_data_received event), so the rows and indexes are the hub's own. Time-major order (every device's k-th reading before any device's k+1-th), as live ingest writes them; a reading every %s per device over the last 10 days.", queryBatch, interval.Round(time.Second)),
+			fmt.Sprintf("The readings are written before the hub starts, by the bench itself, through the store's commit path (sqlite.Store.Commit, %d changes per commit, synchronous=normal): each reading is the change the hub's MQTT ingest makes of one message (the message's message log record with its payload and msg_id, one reading row, the device's last_seen, a device_data_received event), so the rows and indexes are the hub's own. A reading every %s per device over the last 10 days; %s.", queryBatch, interval.Round(time.Second), burstNote(r.o.QueryBurst)),
 			"generate_rate: readings/s of that generation (not the hub's ingest: no MQTT, no validation). bytes_per_reading: growth of the data directory's files (devicehub.db, -wal, -shm) over the provisioned seed, divided by the readings, after the generation (the message log record, the event and the indexes included).",
-			"Then the bench compacts, as the hub's compactor does (retention.Compactor, readings older than an hour before the newest into compressed blocks, one transaction per device and 2,048 readings): compact_rate: readings/s moved. readings_bytes_per_value_rows and readings_bytes_per_value: the pages of the readings (rows, blocks and their indexes, from SQLite's dbstat) per numeric field value (4 a reading) before and after; used_bytes_per_reading_compacted: the database's pages in use (the file less its free pages, which later writes reuse) per reading after compaction, with the message log records and events, whose retention is their own.",
+			fmt.Sprintf("Then the bench compacts, as the hub's compactor does (retention.Compactor, readings older than an hour before the newest into compressed blocks), in transactions of up to %d consecutive devices and %s readings (the hub's: 16 devices and retention.batch readings): compact_rate: readings/s moved. readings_bytes_per_value_rows and readings_bytes_per_value: the pages of the readings (rows, blocks and their indexes, from SQLite's dbstat) per numeric field value (4 a reading) before and after; used_bytes_per_reading_compacted: the database's pages in use (the file less its free pages, which later writes reuse) per reading after compaction, with the message log records and events, whose retention is their own.", benchCompactDevices, fmtNum(benchCompactBatch)),
 			"Before the hub starts, the bench moves the cursors of the hub's durable event observers (alert evaluation, configuration) to the end of the event log through the commit path, as they stand in a hub that stored the readings live (they follow every event as it is committed); otherwise the hub's start reads every generated event back while the queries are timed.",
 			"Then `devicehub serve` runs on the directory. Its compactor starts with a pass over every device (merging the readings that came due since, as time went on, into their newest blocks); start_compaction_s: how long after the hub was serving that pass ended (the bench waits for it, reading the hub's metrics, so that the queries are not timed beside it).",
 			fmt.Sprintf("Then the bench times, one request at a time over one keep-alive HTTP connection, %d queries of each kind per round on devices picked at random: newest_1000: GET /api/v1/devices/{id}/readings?limit=1000 (newest first); day_field: ?field=temperature&from=…&to=… over the newest full day (limit 10000); rows: the median number of readings answered.", r.o.Queries),
 			fmt.Sprintf("latest_values: GET /api/v1/readings/latest, the newest value of every field of all %d devices in one request (%d requests per round; devices: how many it answered). week_buckets: GET /api/v1/devices/{id}/readings/aggregate?field=temperature over the newest 7 days in 500 buckets (count, min, max, avg, last; rows: the median number of non-empty buckets).", n, r.o.Queries),
+			"Phases, in seconds of wall time: provision_s (provisioning the devices through a hub, then stopped), generate_s, compact_s (the bench's compaction), hub_start_s (from starting `devicehub serve` on the directory until it serves HTTP, then its first compaction pass: start_compaction_s), rounds_s (every query round), scenario_s (the whole scenario, from before provisioning to the last round; with --query-keep reusing a directory, the generation's phases are those of the run that kept it and scenario_s this run's).",
 			fmt.Sprintf("For comparison with the time before latest_values existed: latest_one: GET …/readings?limit=1 of one device (p50/p99 over every request of the sweep); latest_all_s: one sweep of all %d devices that way, 4 requests in flight; device_list_all_ms: listing all devices, 1,000 per page (no reading values).", n),
 		},
 	}
@@ -79,6 +99,7 @@ func (r *runner) query(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	scStart := time.Now()
 	gen := Measurement{System: SysDevicehub, Round: 1, Started: time.Now(), Figures: map[string]float64{}}
 	kept, err := reuseQueryData(r.o.QueryKeep, dir, n, total)
 	if err != nil {
@@ -89,8 +110,8 @@ func (r *runner) query(ctx context.Context) error {
 	if kept != nil {
 		devs, end = kept.Devices, kept.End
 		maps.Copy(gen.Figures, kept.Figures)
-		sc.Notes = append(sc.Notes, fmt.Sprintf("This run reused the data directory kept in %s (--query-keep), generated and compacted at %s by %s; the generation and compaction figures are that run's.",
-			r.o.QueryKeep, kept.Generated.UTC().Format(time.RFC3339), kept.Version))
+		sc.Notes = append(sc.Notes, fmt.Sprintf("This run reused the data directory kept in %s (--query-keep), generated and compacted at %s by %s with --query-burst %d; the generation and compaction figures are that run's.",
+			r.o.QueryKeep, kept.Generated.UTC().Format(time.RFC3339), kept.Version, max(1, kept.Burst)))
 		r.logf("%s: reusing the readings kept in %s", sc.Name, r.o.QueryKeep)
 	} else {
 		if devs, end, err = r.generateQueryData(ctx, sc, dir, n, per, interval, gen.Figures); err != nil {
@@ -100,7 +121,7 @@ func (r *runner) query(ctx context.Context) error {
 			return err
 		}
 		if r.o.QueryKeep != "" {
-			if err := keepQueryData(r.o.QueryKeep, dir, &queryKept{Devices: devs, End: end, Generated: time.Now(), Version: buildRevision(), Figures: gen.Figures}); err != nil {
+			if err := keepQueryData(r.o.QueryKeep, dir, &queryKept{Devices: devs, End: end, Generated: time.Now(), Version: buildRevision(), Figures: gen.Figures, Burst: r.o.QueryBurst}); err != nil {
 				return err
 			}
 			r.logf("%s: kept the data directory in %s", sc.Name, r.o.QueryKeep)
@@ -118,6 +139,7 @@ func (r *runner) query(ctx context.Context) error {
 		prof = filepath.Join(r.o.OutDir, "devicehub-query.cpu.pprof")
 		sc.Notes = append(sc.Notes, "The hub ran under a CPU profile over the query rounds (--query-profile): devicehub-query.cpu.pprof.")
 	}
+	tStart := time.Now()
 	s, err := r.startDevicehub(ctx, dir, prof)
 	if err != nil {
 		gen.Error = err.Error()
@@ -125,6 +147,8 @@ func (r *runner) query(ctx context.Context) error {
 		sc.Finish()
 		return err
 	}
+	gen.Figures["hub_start_s"] = time.Since(tStart).Seconds()
+	r.logf("%s: the hub serves after %.1fs", sc.Name, gen.Figures["hub_start_s"])
 	s.dir = "" // removed with dir
 	defer func() { _ = s.p.stop(60 * time.Second) }()
 	// The hub's compactor starts with a pass over every device; the
@@ -149,6 +173,7 @@ func (r *runner) query(ctx context.Context) error {
 		fmt.Fprintf(q.timings, "round\tkind\tn\tat_s\tms\trows\n")
 	}
 	rng := rand.New(rand.NewPCG(1, uint64(total)))
+	tRounds := time.Now()
 	for round := 1; round <= r.o.Rounds; round++ {
 		run := Measurement{System: SysDevicehub, Round: round, Started: time.Now(), Figures: map[string]float64{}}
 		if round == 1 {
@@ -158,6 +183,13 @@ func (r *runner) query(ctx context.Context) error {
 		run.Seconds = time.Since(run.Started).Seconds()
 		if err != nil {
 			run.Error = err.Error()
+		}
+		if round == r.o.Rounds || err != nil {
+			// Round 1's figures hold the phases (rounds share the map
+			// only with themselves).
+			gen.Figures["rounds_s"] = time.Since(tRounds).Seconds()
+			gen.Figures["scenario_s"] = time.Since(scStart).Seconds()
+			r.logf("%s: %d rounds took %.1fs; the scenario %.1fs", sc.Name, round, gen.Figures["rounds_s"], gen.Figures["scenario_s"])
 		}
 		sc.Runs = append(sc.Runs, run)
 		r.logf("%s round %d: %s %s", sc.Name, round, compactQuery(run.Figures), run.Error)
@@ -226,10 +258,12 @@ func waitCompactionPass(ctx context.Context, addr string, timeout time.Duration)
 // dir through the store's commit path and compacts them, recording the
 // figures of both; it returns the devices and the newest reading's time.
 func (r *runner) generateQueryData(ctx context.Context, sc *Scenario, dir string, n, per int, interval time.Duration, fig map[string]float64) ([]Device, time.Time, error) {
+	t0 := time.Now()
 	sd, err := r.seedDevicehub(ctx, n)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	fig["provision_s"] = time.Since(t0).Seconds()
 	if err := copySeed(sd.dir, dir); err != nil {
 		return nil, time.Time{}, err
 	}
@@ -237,21 +271,25 @@ func (r *runner) generateQueryData(ctx context.Context, sc *Scenario, dir string
 	seedBytes := dirBytes(dir)
 	end := time.Now().Truncate(time.Second)
 	r.logf("%s: storing %d readings", sc.Name, total)
-	rate, err := generateReadings(ctx, filepath.Join(dir, "devicehub.db"), sd.devs, per, end, interval, func(done int) {
+	t0 = time.Now()
+	rate, err := generateReadings(ctx, filepath.Join(dir, "devicehub.db"), sd.devs, per, r.o.QueryBurst, end, interval, func(done int) {
 		r.logf("%s: stored %d of %d readings", sc.Name, done, total)
 	})
 	if err != nil {
 		return nil, time.Time{}, err
 	}
+	fig["generate_s"] = time.Since(t0).Seconds()
 	fig["stored"] = float64(total)
 	fig["generate_rate"] = rate
 	size := dirBytes(dir)
 	fig["bytes_per_reading"] = float64(size-seedBytes) / float64(total)
 	fig["db_mb"] = float64(size) / (1 << 20)
 	r.logf("%s: stored at %s readings/s, %s bytes per reading", sc.Name, fmtNum(rate), fmtNum(fig["bytes_per_reading"]))
+	t0 = time.Now()
 	if err := compactReadings(ctx, filepath.Join(dir, "devicehub.db"), end, total, fig); err != nil {
 		return nil, time.Time{}, err
 	}
+	fig["compact_s"] = time.Since(t0).Seconds()
 	r.logf("%s: compacted at %s readings/s: %s bytes per value in rows, %s in blocks", sc.Name, fmtNum(fig["compact_rate"]),
 		fmtNum(fig["readings_bytes_per_value_rows"]), fmtNum(fig["readings_bytes_per_value"]))
 	return sd.devs, end, nil
@@ -261,10 +299,11 @@ func (r *runner) generateQueryData(ctx context.Context, sc *Scenario, dir string
 // by --query-keep, in its file queryKeptFile.
 type queryKept struct {
 	Devices   []Device           `json:"devices"`
-	End       time.Time          `json:"end"`       // the newest reading's time
-	Generated time.Time          `json:"generated"` // when it was kept
-	Version   string             `json:"version"`   // the devicehub that generated it
-	Figures   map[string]float64 `json:"figures"`   // generation and compaction
+	End       time.Time          `json:"end"`             // the newest reading's time
+	Generated time.Time          `json:"generated"`       // when it was kept
+	Version   string             `json:"version"`         // the devicehub that generated it
+	Figures   map[string]float64 `json:"figures"`         // generation and compaction
+	Burst     int                `json:"burst,omitempty"` // --query-burst of the generation (0: before the option, time-major)
 }
 
 // queryKeptFile is written last when a data directory is kept, so that a
@@ -407,8 +446,10 @@ func dirBytes(dir string) int64 {
 }
 
 // generateReadings writes per readings for every device through the
-// store's commit path, time-major, ending at end, and returns readings/s.
-func generateReadings(ctx context.Context, path string, devs []Device, per int, end time.Time, interval time.Duration, progress func(done int)) (float64, error) {
+// store's commit path, ending at end, in bursts of burst consecutive
+// readings of a device (1: time-major), and returns readings/s.
+func generateReadings(ctx context.Context, path string, devs []Device, per, burst int, end time.Time, interval time.Duration, progress func(done int)) (float64, error) {
+	burst = max(1, burst)
 	st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: "normal"})
 	if err != nil {
 		return 0, fmt.Errorf("open store: %w", err)
@@ -442,55 +483,76 @@ func generateReadings(ctx context.Context, path string, devs []Device, per int, 
 	t0 := time.Now()
 	nextLog := t0.Add(30 * time.Second)
 	var buf []byte
-	for i := 0; i < total; {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		batch = batch[:0]
-		for j := 0; j < queryBatch && i < total; j, i = j+1, i+1 {
-			k, d := i/len(devs), i%len(devs)
-			dev := devs[d].ID
-			ts := start.Add(time.Duration(k)*interval + interval*time.Duration(d)/time.Duration(len(devs))).UTC()
-			recv := ts.Add(50 * time.Millisecond)
-			id++
-			msgID := fmt.Sprintf("%s-%d", dev, k)
-			buf = payload(buf, k, msgID)
-			pl := append([]byte(nil), buf...)
-			values := pl[:strings.LastIndex(string(pl), `,"msg_id"`)]
-			values = append(values[:len(values):len(values)], '}')
-			topic := "devices/" + dev + "/data"
-			var vm map[string]any
-			if err := json.Unmarshal(values, &vm); err != nil {
-				return 0, fmt.Errorf("values: %w", err)
-			}
-			args, err := json.Marshal(events.DataReceived{MessageID: id, MsgID: msgID, Topic: topic, Transport: "mqtt",
-				Readings: []events.Reading{{Time: ts, Values: vm}}})
-			if err != nil {
-				return 0, err
-			}
-			s := &slots[j]
-			s.msg = readings.Message{ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: recv}
-			s.rd[0] = readings.Reading{Time: ts, Values: values}
-			s.seen = recv
-			s.dp = registry.DevicePatch{LastSeen: &s.seen}
-			s.ev[0] = commit.Event{Event: events.Event{Type: events.DeviceDataReceived, Time: recv, DeviceID: dev, DeviceType: "BenchSensor"}, Args: args}
-			s.rds = readings.Readings{Message: &s.msg, Rows: s.rd[:]}
-			s.ops = [3]commit.Op{&s.msg, &s.rds, &s.dp}
-			s.ch = commit.Change{DeviceID: dev, Ops: s.ops[:], Events: s.ev[:]}
-			batch = append(batch, &s.ch)
+	done := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
 		}
 		if err := st.Commit(ctx, batch); err != nil {
-			return 0, err
+			return err
 		}
 		for _, ch := range batch {
 			if ch.Err != nil || ch.Duplicate {
-				return 0, fmt.Errorf("store %s: duplicate %v: %v", ch.DeviceID, ch.Duplicate, ch.Err)
+				return fmt.Errorf("store %s: duplicate %v: %v", ch.DeviceID, ch.Duplicate, ch.Err)
 			}
 		}
+		done += len(batch)
+		batch = batch[:0]
 		if progress != nil && time.Now().After(nextLog) {
-			progress(i)
+			progress(done)
 			nextLog = time.Now().Add(30 * time.Second)
 		}
+		return ctx.Err()
+	}
+	// add stores device d's k-th reading as the next change of the batch.
+	add := func(k, d int) error {
+		dev := devs[d].ID
+		ts := start.Add(time.Duration(k)*interval + interval*time.Duration(d)/time.Duration(len(devs))).UTC()
+		recv := ts.Add(50 * time.Millisecond)
+		id++
+		msgID := fmt.Sprintf("%s-%d", dev, k)
+		buf = payload(buf, k, msgID)
+		pl := append([]byte(nil), buf...)
+		values := pl[:strings.LastIndex(string(pl), `,"msg_id"`)]
+		values = append(values[:len(values):len(values)], '}')
+		topic := "devices/" + dev + "/data"
+		var vm map[string]any
+		if err := json.Unmarshal(values, &vm); err != nil {
+			return fmt.Errorf("values: %w", err)
+		}
+		args, err := json.Marshal(events.DataReceived{MessageID: id, MsgID: msgID, Topic: topic, Transport: "mqtt",
+			Readings: []events.Reading{{Time: ts, Values: vm}}})
+		if err != nil {
+			return err
+		}
+		s := &slots[len(batch)]
+		s.msg = readings.Message{ID: id, Topic: topic, Transport: "mqtt", QoS: 1, Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: recv}
+		s.rd[0] = readings.Reading{Time: ts, Values: values}
+		s.seen = recv
+		s.dp = registry.DevicePatch{LastSeen: &s.seen}
+		s.ev[0] = commit.Event{Event: events.Event{Type: events.DeviceDataReceived, Time: recv, DeviceID: dev, DeviceType: "BenchSensor"}, Args: args}
+		s.rds = readings.Readings{Message: &s.msg, Rows: s.rd[:]}
+		s.ops = [3]commit.Op{&s.msg, &s.rds, &s.dp}
+		s.ch = commit.Change{DeviceID: dev, Ops: s.ops[:], Events: s.ev[:]}
+		batch = append(batch, &s.ch)
+		if len(batch) == queryBatch {
+			return flush()
+		}
+		return nil
+	}
+	// Bursts: each device's readings k0..k0+burst-1 one after another,
+	// device after device, then the next burst.
+	for k0 := 0; k0 < per; k0 += burst {
+		for d := range devs {
+			for k := k0; k < min(k0+burst, per); k++ {
+				if err := add(k, d); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
 	}
 	rate := float64(total) / time.Since(t0).Seconds()
 	if err := st.Close(); err != nil {
@@ -514,7 +576,8 @@ func compactReadings(ctx context.Context, path string, end time.Time, total int,
 		return err
 	}
 	fig["readings_bytes_per_value_rows"] = float64(rows) / values
-	c := retention.NewCompactor(st, retention.CompactOptions{Now: func() time.Time { return end }}, slog.New(slog.DiscardHandler), nil)
+	c := retention.NewCompactor(st, retention.CompactOptions{Now: func() time.Time { return end }, Devices: benchCompactDevices, Batch: benchCompactBatch},
+		slog.New(slog.DiscardHandler), nil)
 	t0 := time.Now()
 	n, err := c.Pass(ctx)
 	if err != nil {

@@ -95,6 +95,11 @@ type Options struct {
 	// its generated and compacted data directory, and from which later
 	// runs of the same size reuse it instead of generating again.
 	QueryKeep string
+	// QueryBurst is how many consecutive readings of a device the query
+	// scenario's generation stores one after another (default 100; 1:
+	// time-major, every device's k-th reading before any device's
+	// k+1-th).
+	QueryBurst int
 	// QueryProfile runs the hub of the query scenario under a CPU
 	// profile (devicehub-query.cpu.pprof in OutDir).
 	QueryProfile bool
@@ -144,6 +149,9 @@ func (o *Options) defaults() {
 	}
 	if o.QueryDevices <= 0 {
 		o.QueryDevices = 10000
+	}
+	if o.QueryBurst <= 0 {
+		o.QueryBurst = 100
 	}
 	if o.Queries <= 0 {
 		o.Queries = 100
@@ -222,7 +230,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"rounds": o.Rounds, "duration": o.Duration.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "signal": !o.NoSignal,
 			"connections": o.Connections, "hold": o.Hold.String(), "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
-			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep,
+			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep, "query_burst": o.QueryBurst,
 		},
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {

@@ -79,6 +79,8 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.IntVar(&o.QueryDevices, "query-devices", 0, "devices of the query scenario (default 10000)")
 	f.StringVar(&o.QueryKeep, "query-keep", "", "keep the query scenario's generated and compacted data directory in DIR, or reuse the one kept there if it is of the same size\n"+
 		"(the queries then run on a copy; the generation figures are those of the run that kept it)")
+	f.IntVar(&o.QueryBurst, "query-burst", 0, "the query scenario's generation stores each device's readings in bursts of N consecutive readings, 2,000 readings a commit (default 100;\n"+
+		"1: time-major, every device's k-th reading before any device's k+1-th, as devices reporting live one at a time; slower: see docs/BENCHMARKS.md)")
 	f.BoolVar(&o.QueryProfile, "query-profile", false, "run the query scenario's hub under a CPU profile (devicehub-query.cpu.pprof in the output directory)")
 	f.IntVar(&o.Queries, "queries", 0, "queries of each kind per round in the query scenario (default 100)")
 	f.IntVar(&o.SQLiteBatch, "sqlite-batch", 0, "rows per transaction of the raw SQLite append (default devicehub's mean commit batch)")
