@@ -75,7 +75,7 @@ func (r *runner) query(ctx context.Context) error {
 			"latest_values_p50_ms", "latest_values_p99_ms", "latest_values_devices",
 			"week_buckets_p50_ms", "week_buckets_p99_ms", "week_buckets_rows",
 			"latest_one_p50_ms", "latest_one_p99_ms", "latest_all_s", "device_list_all_ms", "start_compaction_s",
-			"provision_s", "generate_s", "compact_s", "hub_start_s", "rounds_s", "scenario_s",
+			"provision_s", "generate_s", "compact_s", "keep_s", "hub_start_s", "rounds_s", "scenario_s",
 		},
 		Notes: []string{
 			fmt.Sprintf("The readings are written before the hub starts, by the bench itself, through the store's commit path (sqlite.Store.Commit, %d changes per commit, synchronous=normal): each reading is the change the hub's MQTT ingest makes of one message (the message's message log record with its payload and msg_id, one reading row, the device's last_seen, a device_data_received event), so the rows and indexes are the hub's own. A reading every %s per device over the last 10 days; %s.", queryBatch, interval.Round(time.Second), burstNote(r.o.QueryBurst)),
@@ -85,7 +85,7 @@ func (r *runner) query(ctx context.Context) error {
 			"Then `devicehub serve` runs on the directory. Its compactor starts with a pass over every device (merging the readings that came due since, as time went on, into their newest blocks); start_compaction_s: how long after the hub was serving that pass ended (the bench waits for it, reading the hub's metrics, so that the queries are not timed beside it).",
 			fmt.Sprintf("Then the bench times, one request at a time over one keep-alive HTTP connection, %d queries of each kind per round on devices picked at random: newest_1000: GET /api/v1/devices/{id}/readings?limit=1000 (newest first); day_field: ?field=temperature&from=…&to=… over the newest full day (limit 10000); rows: the median number of readings answered.", r.o.Queries),
 			fmt.Sprintf("latest_values: GET /api/v1/readings/latest, the newest value of every field of all %d devices in one request (%d requests per round; devices: how many it answered). week_buckets: GET /api/v1/devices/{id}/readings/aggregate?field=temperature over the newest 7 days in 500 buckets (count, min, max, avg, last; rows: the median number of non-empty buckets).", n, r.o.Queries),
-			"Phases, in seconds of wall time: provision_s (provisioning the devices through a hub, then stopped), generate_s, compact_s (the bench's compaction), hub_start_s (from starting `devicehub serve` on the directory until it serves HTTP, then its first compaction pass: start_compaction_s), rounds_s (every query round), scenario_s (the whole scenario, from before provisioning to the last round; with --query-keep reusing a directory, the generation's phases are those of the run that kept it and scenario_s this run's).",
+			"Phases, in seconds of wall time: provision_s (provisioning the devices through a hub, then stopped), generate_s, compact_s (the bench's compaction), hub_start_s (from starting `devicehub serve` on the directory until it serves HTTP, then its first compaction pass: start_compaction_s), rounds_s (every query round), scenario_s (the whole scenario, from before provisioning to the last round, keep_s included: copying a generated directory into --query-keep's; with --query-keep reusing a directory, the generation's phases are those of the run that kept it and scenario_s this run's).",
 			fmt.Sprintf("For comparison with the time before latest_values existed: latest_one: GET …/readings?limit=1 of one device (p50/p99 over every request of the sweep); latest_all_s: one sweep of all %d devices that way, 4 requests in flight; device_list_all_ms: listing all devices, 1,000 per page (no reading values).", n),
 		},
 	}
@@ -121,10 +121,12 @@ func (r *runner) query(ctx context.Context) error {
 			return err
 		}
 		if r.o.QueryKeep != "" {
+			tKeep := time.Now()
 			if err := keepQueryData(r.o.QueryKeep, dir, &queryKept{Devices: devs, End: end, Generated: time.Now(), Version: buildRevision(), Figures: gen.Figures, Burst: r.o.QueryBurst}); err != nil {
 				return err
 			}
-			r.logf("%s: kept the data directory in %s", sc.Name, r.o.QueryKeep)
+			gen.Figures["keep_s"] = time.Since(tKeep).Seconds()
+			r.logf("%s: kept the data directory in %s in %.1fs", sc.Name, r.o.QueryKeep, gen.Figures["keep_s"])
 		}
 	}
 
