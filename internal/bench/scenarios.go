@@ -261,9 +261,10 @@ func (r *runner) connections(ctx context.Context) error {
 			Name:     fmt.Sprintf("connections_%d", n),
 			Title:    fmt.Sprintf("Connections: %d idle devices", n),
 			Headline: "rss_per_conn_kb",
-			Figures:  []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_mb", "idle_cpu_pct"},
+			Figures:  []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_at_last_connack_per_conn_kb", "heap_inuse_per_conn_kb", "stack_inuse_per_conn_kb", "goroutines_per_conn", "settle_s", "rss_mb", "idle_cpu_pct"},
 			Notes: []string{
-				"rss_per_conn_kb: growth of the resident set (VmRSS) from before the first connection to all connected, divided by the connections (KiB). devicehub's devices authenticate with their own credentials; Mosquitto and mochi alone accept anonymous clients.",
+				"rss_per_conn_kb: growth of the resident set (VmRSS) from before the first connection to all connected, divided by the connections (KiB); for devicehub measured once the connect burst's work is done (presence counts every client online, no event follower lags, no commit for a second: settle_s after the last CONNACK), rss_at_last_connack_per_conn_kb at the last CONNACK. devicehub's devices authenticate with their own credentials; Mosquitto and mochi alone accept anonymous clients.",
+				"heap_inuse_per_conn_kb, stack_inuse_per_conn_kb, goroutines_per_conn: devicehub only, from its /metrics (Go runtime, no forced collection) before the first connection and once settled.",
 				fmt.Sprintf("idle_cpu_pct: CPU of the system under test while the connections are held idle for %s with a 10 s keepalive (PINGREQ traffic and timers), in %% of one core.", r.o.Hold),
 				"connect_rate: connections per second, 64 concurrent connects per load generator process, several processes with distinct source addresses in 127.0.0.0/8 above 5,000 connections.",
 			},
@@ -312,10 +313,24 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		run.Error = err.Error()
 		return run
 	}
-	var rss1 int64
+	var rss1, rssBurst int64
 	var cpu0, cpu1 time.Duration
 	var t0, t1 time.Time
+	var settled time.Duration
+	var m0, m1 map[string]float64
+	if system == SysDevicehub {
+		m0 = metrics(ctx, s.http)
+	}
 	err = lp.step(ctx, "connected", 5*time.Minute, func() {
+		// The last CONNACK is not the end of the connect burst's work:
+		// presence commits a device_connected event per device and the
+		// event followers take them in after. Measure once that is done.
+		rssBurst, _, _ = memory(s.p.pid())
+		if system == SysDevicehub {
+			t := time.Now()
+			m1 = settle(ctx, s.http)
+			settled = time.Since(t)
+		}
 		rss1, _, _ = memory(s.p.pid())
 		cpu0, _ = cpuTime(s.p.pid())
 		t0 = time.Now()
@@ -354,6 +369,14 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 	}
 	if connected > 0 {
 		f["rss_per_conn_kb"] = float64(rss1-rss0) / float64(connected)
+		f["rss_at_last_connack_per_conn_kb"] = float64(rssBurst-rss0) / float64(connected)
+		if m0 != nil && m1 != nil {
+			per := func(k string) float64 { return (m1[k] - m0[k]) / float64(connected) / 1024 }
+			f["heap_inuse_per_conn_kb"] = per("go_memstats_heap_inuse_bytes")
+			f["stack_inuse_per_conn_kb"] = per("go_memstats_stack_inuse_bytes")
+			f["goroutines_per_conn"] = (m1["go_goroutines"] - m0["go_goroutines"]) / float64(connected)
+			f["settle_s"] = settled.Seconds()
+		}
 	}
 	f["rss_mb"] = float64(rss1) / 1024
 	if d := t1.Sub(t0); d > 0 {
@@ -363,6 +386,30 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		run.Error = fmt.Sprintf("%d of %d connections failed: %s", failed, n, first)
 	}
 	return run
+}
+
+// settle waits (at most two minutes) until devicehub has done the work of
+// a connect burst: presence counts every connected client online, no
+// event subscriber lags, and no commit ran for a second. It returns the
+// hub's metrics at that moment.
+func settle(ctx context.Context, addr string) map[string]float64 {
+	const poll = time.Second
+	deadline := time.Now().Add(2 * time.Minute)
+	prev := metrics(ctx, addr)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(poll): // polling an outside process's metrics
+		}
+		m := metrics(ctx, addr)
+		if m["devicehub_devices_online"] >= m["devicehub_mqtt_clients_connected"] &&
+			m["devicehub_eventlog_subscriber_max_lag"] == 0 &&
+			m["devicehub_commit_batch_size_count"] == prev["devicehub_commit_batch_size_count"] {
+			return m
+		}
+		prev = m
+	}
+	return prev
 }
 
 // presence measures how late devicehub sets silent devices offline.
