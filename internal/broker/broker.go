@@ -281,6 +281,10 @@ type Broker struct {
 	deps   Deps
 	log    *slog.Logger
 	server *mqtt.Server
+	hook   *hook        // the only hook: serveClient calls it as mochi would
+	// willClient publishes the wills of devices (an inline client: no
+	// ACL), as mochi's sendLWT does with its own.
+	willClient *mqtt.Client
 	tlsCfg *tls.Config
 	m      *metrics
 
@@ -340,6 +344,7 @@ type session struct {
 	superseded  atomic.Bool // a newer connection of the device was accepted
 	slotHeld    atomic.Bool // holds its device's slot (see deviceConns)
 	established atomic.Bool // CONNACK sent, session in mochi's client map
+	takenOver   atomic.Bool // a newer connection took over its mochi session (inheritSession)
 
 	acks    acks    // the hub's QoS 1 publishes to the device awaiting its PUBACK
 	pubacks pubacks // the device's QoS 1 publishes awaiting their commit
@@ -393,7 +398,9 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		SysTopicResendInterval: 60,
 		InlineClient:           true,
 	})
-	if err := b.server.AddHook(&hook{b: b}, nil); err != nil {
+	b.hook = &hook{b: b}
+	b.willClient = b.server.NewClient(nil, "local", "devicehub-wills", true)
+	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
 	b.m = newMetrics(b, reg)
@@ -716,13 +723,35 @@ func (b *Broker) track(c net.Conn) (*session, bool) {
 	return s, true
 }
 
-// serveConn runs mochi's establish function for one tracked connection and
-// makes sure presence hears of its end even on the paths where mochi calls
-// no OnDisconnect (a failed CONNACK write or inflight resend).
-func (b *Broker) serveConn(listenerID string, s *session, establish listeners.EstablishFn) error {
-	defer b.wg.Done()
+// serveConn serves one tracked connection in place of mochi's
+// EstablishConnection (see serve.go): it establishes the session on the
+// caller's goroutine, then serves the connection on a goroutine of its own
+// (detach) or on the caller's, and ends it with connEnded.
+func (b *Broker) serveConn(listenerID string, s *session, detach bool) {
 	_ = s.conn.SetDeadline(time.Now().Add(b.opts.ConnectTimeout))
-	err := establish(listenerID, s.conn)
+	c, err := b.startClient(listenerID, s)
+	if err != nil {
+		b.connEnded(c, err)
+		return
+	}
+	if detach {
+		go c.serve()
+		return
+	}
+	c.serve()
+}
+
+// connEnded is the end of a connection: mochi's own (the client stopped,
+// its counts) and the broker's, making sure presence hears of it even on
+// the paths where no OnDisconnect is called (a failed CONNACK write or
+// inflight resend).
+func (b *Broker) connEnded(c *clientConn, err error) {
+	s := c.s
+	if c.counted {
+		atomic.AddInt64(&b.server.Info.ClientsConnected, -1)
+	}
+	c.cl.Stop(nil)
+	b.server.Listeners.ClientsWg.Done()
 	b.disconnected(s, b.reasonFor(s, nil, err))
 	b.conns.Delete(s.conn)
 	_ = s.conn.Close()
@@ -730,14 +759,21 @@ func (b *Broker) serveConn(listenerID string, s *session, establish listeners.Es
 	if s.authed.Load() {
 		b.leaveDevice(s)
 	}
-	return err
+	if err != nil {
+		b.log.Debug("mqtt connection ended", "listener", c.listener, "remote", s.conn.RemoteAddr().String(), "err", err)
+	}
+	b.wg.Done()
 }
 
 func (b *Broker) sessionOf(cl *mqtt.Client) *session {
-	if cl.Net.Conn == nil {
+	c := cl.Net.Conn
+	if c == nil {
 		return nil
 	}
-	v, ok := b.conns.Load(cl.Net.Conn)
+	if pc, ok := c.(*peekConn); ok {
+		c = pc.Conn
+	}
+	v, ok := b.conns.Load(c)
 	if !ok {
 		return nil
 	}

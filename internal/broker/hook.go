@@ -490,7 +490,7 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	// isCurrent covers the usual takeover (the new connection's generation
 	// was recorded in its OnConnect); IsTakenOver covers two connections
 	// racing, where the one that authenticated first takes over last.
-	if !b.isCurrent(s.deviceID, s.gen) || cl.IsTakenOver() {
+	if !b.isCurrent(s.deviceID, s.gen) || takenOver(cl) {
 		b.log.Debug("dropping will of a taken-over session", "device_id", s.deviceID, "gen", s.gen)
 		return will, nil
 	}

@@ -56,7 +56,9 @@ const (
 // accept error (out of descriptors, an aborted handshake) is waited out
 // with a backoff, as net/http does, and counted; any other error stops
 // the listener and fails the broker's Run: a listener never dies silently.
-func (l *netListener) Serve(establish listeners.EstablishFn) {
+// mochi's establish function is not used: the broker serves the
+// connection itself (serveConn).
+func (l *netListener) Serve(listeners.EstablishFn) {
 	defer close(l.done)
 	var delay time.Duration
 	for {
@@ -86,11 +88,7 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 			_ = c.Close()
 			continue
 		}
-		go func() {
-			if err := l.b.serveConn(l.id, s, establish); err != nil {
-				l.b.log.Debug("mqtt connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "err", err)
-			}
-		}()
+		go l.b.serveConn(l.id, s, true)
 	}
 }
 
@@ -125,7 +123,7 @@ func (l *netListener) stop() {
 func (l *netListener) Close(listeners.CloseFn) { l.stop() }
 
 // wsListener is mochi's WebSocket listener with the broker's connection
-// tracking around its establish function.
+// tracking, serving its connections itself (serveConn).
 type wsListener struct {
 	listeners.Listener
 	b      *Broker
@@ -143,7 +141,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 
 var _ stoppable = (*wsListener)(nil)
 
-func (l *wsListener) Serve(establish listeners.EstablishFn) {
+func (l *wsListener) Serve(listeners.EstablishFn) {
 	defer close(l.done)
 	l.Listener.Serve(func(id string, c net.Conn) error {
 		s, ok := l.b.track(c)
@@ -151,7 +149,10 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 			_ = c.Close()
 			return nil
 		}
-		return l.b.serveConn(id, s, establish)
+		// mochi's handler closes the connection when this returns:
+		// serve it on this goroutine.
+		l.b.serveConn(id, s, false)
+		return nil
 	})
 }
 

@@ -1,0 +1,434 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// The connection loop (issue 14, goal 6: memory per connected device).
+//
+// mochi's EstablishConnection runs a client's whole life on the goroutine
+// that accepted it: the CONNECT, then Client.Read, which reads and
+// processes every packet inline. mochi passes its 800-byte packets.Packet
+// by value down that chain, so the goroutine's stack grows to 16 KiB with
+// the first packet after the CONNECT, and, parked in Client.Read under
+// attachClient (~5.3 KB of frames), it uses more than a quarter of 16 KiB:
+// the garbage collector never shrinks it. 16 KiB per connected device
+// before any heap.
+//
+// serveClient drives the same client through mochi's exported API instead,
+// so that the goroutine that lives as long as the connection waits in a
+// small frame: it waits until the connection has a byte to read (peekConn
+// keeps that byte for mochi's reader), then hands the packets that arrived
+// to a short-lived goroutine ("deep") that reads and processes them with
+// mochi's own functions (Client.ReadFixedHeader, Client.ReadPacket,
+// Server.InjectPacket, which runs mochi's per-packet protocol) and ends.
+// One client's packets are still read and processed one after the other,
+// in order, as before; the deep goroutine's stack goes back to the
+// runtime's cache when it ends.
+//
+// What mochi's attachClient does around Client.Read is done here with
+// mochi's exported pieces, in its order: CONNECT checks (validateConnect),
+// the takeover of an older session of the same client id
+// (inheritClientSession), the CONNACK, the resend of inflight messages,
+// and at the end the will and the clean-up of an expired session. Two
+// things differ: the taken-over flag is the broker's own
+// (session.takenOver; mochi's is unexported), and a will is published
+// through a broker-owned inline client (mochi's sendLWT is unexported;
+// devicehub never delays nor retains a will, see OnConnect).
+
+// errWait ends a deep read: every byte handed to mochi's reader was
+// processed, the connection loop waits for more.
+var errWait = errors.New("wait for more input")
+
+// peekConn is the net.Conn mochi's client reads through. wait blocks
+// until the connection has input, on the caller's stack, and keeps the
+// byte it read for the next Read. It counts the bytes it handed to mochi's
+// buffered reader and the bytes of the packets read (consumed), so that
+// the loop knows when that reader is empty. Not safe for concurrent
+// reads: the connection loop and its deep goroutine never run at once.
+type peekConn struct {
+	net.Conn
+	s         *session
+	one       [1]byte
+	have      bool  // one holds a byte read by wait, not yet handed on
+	delivered int64 // bytes handed to mochi's reader
+	consumed  int64 // bytes of the packets read, headers included
+}
+
+func (c *peekConn) Read(p []byte) (int, error) {
+	if c.have && len(p) > 0 {
+		p[0] = c.one[0]
+		c.have = false
+		c.delivered++
+		return 1, nil
+	}
+	n, err := c.Conn.Read(p)
+	c.delivered += int64(n)
+	return n, err
+}
+
+// wait blocks until the connection has a byte to read (or fails).
+func (c *peekConn) wait() error {
+	for range 100 { // as bufio: a reader that returns nothing 100 times is broken
+		n, err := c.Conn.Read(c.one[:])
+		if n == 1 {
+			c.have = true
+			return nil // an error with the byte comes again with the next Read
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
+
+// buffered reports whether input was handed to mochi's reader (or kept by
+// wait) and not read as a packet yet. A length encoded in more bytes than
+// needed makes consumed fall short: the loop then keeps reading on the
+// deep goroutine, which is mochi's own behaviour, never waits with input
+// left unread.
+func (c *peekConn) buffered() bool { return c.have || c.consumed < c.delivered }
+
+// packetBytes is the size of a packet on the wire: the fixed header (type
+// byte and the remaining length, in its shortest encoding) and the rest.
+func packetBytes(remaining int) int64 {
+	n := 2
+	for r := remaining; r >= 128; r >>= 7 {
+		n++
+	}
+	return int64(n + remaining)
+}
+
+// deep runs f on a goroutine of its own and waits for it: f's stack
+// grows and goes away with that goroutine, the caller's stays small.
+func deep(f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return <-done
+}
+
+// clientConn is a connection being served: its session, mochi's client
+// and the reader under it.
+type clientConn struct {
+	b        *Broker
+	s        *session
+	cl       *mqtt.Client
+	pc       *peekConn
+	listener string
+	counted  bool // counted in mochi's ClientsConnected
+}
+
+// startClient makes mochi's client for a tracked connection, starts its
+// write loop and establishes its session (mochi's attachClient up to
+// Client.Read), on the caller's goroutine. On error the connection is to
+// be ended (connEnded) as is: as with mochi, without will nor
+// OnDisconnect.
+func (b *Broker) startClient(listener string, s *session) (*clientConn, error) {
+	srv := b.server
+	srv.Listeners.ClientsWg.Add(1)
+	pc := &peekConn{Conn: s.conn, s: s}
+	c := &clientConn{b: b, s: s, pc: pc, listener: listener}
+	c.cl = srv.NewClient(pc, listener, "", false)
+	go c.cl.WriteLoop()
+	var err error
+	c.counted, err = b.establish(c.cl, pc, listener)
+	return c, err
+}
+
+// serve reads the client until its connection ends, then ends it on
+// another goroutine (endClient: the will, OnDisconnect, the session's
+// clean-up; then connEnded). It is the one goroutine per connection that
+// lives as long as the connection: it waits for input in a small frame
+// (peekConn.wait) and reads and processes what arrived on a deep
+// goroutine, so that its stack stays at the runtime's smallest.
+func (c *clientConn) serve() {
+	var err error
+	for {
+		if c.cl.Closed() {
+			break
+		}
+		refreshDeadline(c.cl)
+		// What came with the CONNECT is in mochi's reader already.
+		if !c.pc.buffered() {
+			if err = c.pc.wait(); err != nil {
+				break
+			}
+		}
+		if err = deep(c.readPackets); err != errWait {
+			break
+		}
+	}
+	go c.end(err)
+}
+
+// end is the end of a client whose read loop returned err.
+func (c *clientConn) end(err error) {
+	err = c.b.endClient(c.cl, c.listener, err)
+	c.b.connEnded(c, err)
+}
+
+func (c *clientConn) readPackets() error { return c.b.readPackets(c.cl, c.pc) }
+
+// readPackets reads and processes packets while mochi's reader holds
+// input (the body of mochi's Client.Read with Server.receivePacket).
+func (b *Broker) readPackets(cl *mqtt.Client, pc *peekConn) error {
+	for {
+		fh := new(packets.FixedHeader)
+		if err := cl.ReadFixedHeader(fh); err != nil {
+			return err
+		}
+		pk, err := cl.ReadPacket(fh)
+		if err != nil {
+			return err
+		}
+		pc.consumed += packetBytes(fh.Remaining)
+		if err := b.receivePacket(cl, pk); err != nil {
+			return err
+		}
+		if cl.Closed() {
+			return nil
+		}
+		if !pc.buffered() {
+			return errWait
+		}
+		refreshDeadline(cl)
+	}
+}
+
+// receivePacket processes a packet the client sent (mochi's receivePacket:
+// a v5 client gets a DISCONNECT with the code of a protocol error).
+func (b *Broker) receivePacket(cl *mqtt.Client, pk packets.Packet) error {
+	err := b.inject(cl, pk)
+	if err != nil {
+		var code packets.Code
+		if errors.As(err, &code) && cl.Properties.ProtocolVersion == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
+			_ = b.server.DisconnectClient(cl, code)
+		}
+		b.server.Log.Warn("error processing packet", "error", err, "client", cl.ID, "listener", cl.Net.Listener, "pk", pk)
+		return err
+	}
+	return nil
+}
+
+// inject runs mochi's processing of one packet of cl. InjectPacket counts
+// the packet as received, which ReadPacket already did (and a will is not
+// counted by mochi): the count is taken back.
+func (b *Broker) inject(cl *mqtt.Client, pk packets.Packet) error {
+	if err := b.server.InjectPacket(cl, pk); err != nil {
+		return err
+	}
+	atomic.AddInt64(&b.server.Info.PacketsReceived, -1)
+	if pk.FixedHeader.Type == packets.Publish {
+		atomic.AddInt64(&b.server.Info.MessagesReceived, -1)
+	}
+	return nil
+}
+
+// refreshDeadline is mochi's: a connection that sends nothing for one and
+// a half keepalives is closed.
+func refreshDeadline(cl *mqtt.Client) {
+	var expiry time.Time
+	if ka := cl.State.Keepalive; ka > 0 {
+		expiry = time.Now().Add(time.Duration(ka+ka/2) * time.Second)
+	}
+	_ = cl.Net.Conn.SetDeadline(expiry)
+}
+
+// establish reads the CONNECT and establishes the session (mochi's
+// attachClient up to Client.Read). counted reports that the client was
+// counted in ClientsConnected (the caller takes it back at the end).
+func (b *Broker) establish(cl *mqtt.Client, pc *peekConn, listener string) (counted bool, err error) {
+	srv := b.server
+	caps := srv.Options.Capabilities
+	fh := new(packets.FixedHeader)
+	if err := cl.ReadFixedHeader(fh); err != nil {
+		return false, fmt.Errorf("read connection: %w", err)
+	}
+	if fh.Type != packets.Connect {
+		return false, fmt.Errorf("read connection: %w", packets.ErrProtocolViolationRequireFirstConnect) // [MQTT-3.1.0-1]
+	}
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return false, fmt.Errorf("read connection: %w", err)
+	}
+	pc.consumed += packetBytes(fh.Remaining)
+
+	cl.ParseConnect(listener, pk)
+	if atomic.LoadInt64(&srv.Info.ClientsConnected) >= caps.MaximumClients {
+		if cl.Properties.ProtocolVersion < 5 {
+			_ = srv.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
+		} else {
+			_ = srv.SendConnack(cl, packets.ErrServerBusy, false, nil)
+		}
+		return false, packets.ErrServerBusy
+	}
+	if code := validateConnect(caps, cl, pk); code != packets.CodeSuccess {
+		if err := srv.SendConnack(cl, code, false, nil); err != nil {
+			return false, fmt.Errorf("invalid connection send ack: %w", err)
+		}
+		return false, code
+	}
+	if err := b.hook.OnConnect(cl, pk); err != nil {
+		return false, err
+	}
+	refreshDeadline(cl)
+	if !b.hook.OnConnectAuthenticate(cl, pk) { // not reached: OnConnect refuses first
+		if err := srv.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil); err != nil {
+			return false, fmt.Errorf("invalid connection send ack: %w", err)
+		}
+		return false, packets.ErrBadUsernameOrPassword
+	}
+
+	atomic.AddInt64(&srv.Info.ClientsConnected, 1)
+	b.hook.OnSessionEstablish(cl, pk)
+	present := b.inheritSession(pk, cl)
+	srv.Clients.Add(cl) // [MQTT-4.1.0-1]
+	if err := srv.SendConnack(cl, packets.CodeSuccess, present, nil); err != nil {
+		return true, fmt.Errorf("ack connection packet: %w", err)
+	}
+	// mochi deletes a delayed will of the client id here; devicehub
+	// never delays a will (OnConnect), so there is none.
+	if present {
+		if err := cl.ResendInflightMessages(true); err != nil {
+			return true, fmt.Errorf("resend inflight: %w", err)
+		}
+	}
+	b.hook.OnSessionEstablished(cl, pk)
+	return true, nil
+}
+
+// validateConnect is mochi's check of a CONNECT against the capabilities.
+func validateConnect(caps *mqtt.Capabilities, cl *mqtt.Client, pk packets.Packet) packets.Code {
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess { // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
+		return code
+	}
+	switch {
+	case cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "":
+		return packets.ErrUnspecifiedError
+	case cl.Properties.ProtocolVersion < caps.MinimumProtocolVersion:
+		return packets.ErrUnsupportedProtocolVersion // [MQTT-3.1.2-2]
+	case cl.Properties.Will.Qos > caps.MaximumQos:
+		return packets.ErrQosNotSupported // [MQTT-3.2.2-12]
+	case cl.Properties.Will.Retain && caps.RetainAvailable == 0:
+		return packets.ErrRetainNotSupported // [MQTT-3.2.2-13]
+	}
+	return packets.CodeSuccess
+}
+
+// inheritSession takes over an older client with the same id (mochi's
+// inheritClientSession): it is disconnected, and unless the new session is
+// clean (or the old one was a clean 3.1.1 session) its inflight messages
+// and subscriptions carry over. It reports whether a session was present.
+func (b *Broker) inheritSession(pk packets.Packet, cl *mqtt.Client) bool {
+	srv := b.server
+	existing, ok := srv.Clients.Get(cl.ID)
+	if !ok {
+		if atomic.LoadInt64(&srv.Info.ClientsConnected) > atomic.LoadInt64(&srv.Info.ClientsMaximum) {
+			atomic.AddInt64(&srv.Info.ClientsMaximum, 1)
+		}
+		return false // [MQTT-3.2.2-2]
+	}
+	// Marked before it is disconnected, so that its end leaves the id's
+	// subscriptions and client map entry to the new client.
+	if old := sessionOfConn(existing); old != nil {
+		old.takenOver.Store(true)
+	}
+	_ = srv.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+		srv.UnsubscribeClient(existing)
+		existing.ClearInflights()
+		return false // [MQTT-3.2.2-3]
+	}
+	if existing.State.Inflight.Len() > 0 {
+		cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
+		// the clone has no quotas: set them as ParseConnect did
+		if rm := srv.Options.Capabilities.ReceiveMaximum; rm != 0 {
+			cl.State.Inflight.ResetReceiveQuota(int32(rm))
+			cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))
+		}
+	}
+	for _, sub := range existing.State.Subscriptions.GetAll() {
+		if srv.Topics.Subscribe(cl.ID, sub) { // [MQTT-3.8.4-3]
+			atomic.AddInt64(&srv.Info.Subscriptions, 1)
+		}
+		cl.State.Subscriptions.Add(sub.Filter, sub)
+	}
+	// The old client forgets its subscriptions; the topic index keeps
+	// them, now the new client's (mochi's UnsubscribeClient of a
+	// taken-over client).
+	for filter := range existing.State.Subscriptions.GetAll() {
+		existing.State.Subscriptions.Delete(filter)
+	}
+	existing.ClearInflights()
+	b.server.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
+	return true // [MQTT-3.2.2-3]
+}
+
+// endClient is what mochi's attachClient does after Client.Read: the will
+// of a connection that did not end with a DISCONNECT, OnDisconnect, and
+// the removal of a session that expires with its connection, unless a
+// newer connection took it over.
+func (b *Broker) endClient(cl *mqtt.Client, listener string, err error) error {
+	if err != nil {
+		b.sendWill(cl)
+		cl.Stop(err)
+	} else {
+		cl.Properties.Will = mqtt.Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
+	}
+	b.server.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+		(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	b.hook.OnDisconnect(cl, err, expire)
+	if expire && !takenOver(cl) {
+		cl.ClearInflights()
+		b.server.UnsubscribeClient(cl)
+		b.server.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+	}
+	return err
+}
+
+// sendWill publishes the client's will, if it has one (mochi's sendLWT,
+// without delay: OnConnect cleared it).
+func (b *Broker) sendWill(cl *mqtt.Client) {
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 {
+		return
+	}
+	will, _ := b.hook.OnWill(cl, cl.Properties.Will)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: will.Retain, Qos: will.Qos}, // [MQTT-3.1.2-14] [MQTT-3.1.2-15]
+		TopicName:   will.TopicName,
+		Payload:     will.Payload,
+		Properties:  packets.Properties{User: will.User},
+		PacketID:    uint16(will.Qos), // an inline publish's QoS is not processed; its id only passes validation
+	}
+	if err := b.inject(b.willClient, pk); err != nil { // [MQTT-3.1.2-8]
+		b.log.Warn("publish will", "device_id", cl.ID, "topic", will.TopicName, "err", err)
+	}
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0) // [MQTT-3.1.2-10]
+}
+
+// sessionOfConn is the session whose connection cl reads, also after the
+// connection ended.
+func sessionOfConn(cl *mqtt.Client) *session {
+	if pc, ok := cl.Net.Conn.(*peekConn); ok {
+		return pc.s
+	}
+	return nil
+}
+
+// takenOver reports whether a newer connection took over cl's session.
+func takenOver(cl *mqtt.Client) bool {
+	if cl.IsTakenOver() {
+		return true
+	}
+	s := sessionOfConn(cl)
+	return s != nil && s.takenOver.Load()
+}
