@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,12 +282,12 @@ type Broker struct {
 	deps   Deps
 	log    *slog.Logger
 	server *mqtt.Server
-	hook   *hook        // the only hook: serveClient calls it as mochi would
+	hook   *hook // the only hook: serve.go calls it where mochi's attachClient would
 	// willClient publishes the wills of devices (an inline client: no
 	// ACL), as mochi's sendLWT does with its own.
 	willClient *mqtt.Client
-	tlsCfg *tls.Config
-	m      *metrics
+	tlsCfg     *tls.Config
+	m          *metrics
 
 	ready   chan struct{}
 	running atomic.Bool
@@ -322,9 +323,9 @@ type Broker struct {
 // disable, kick) finds every one of them, not only the one in the map.
 // Guarded by Broker.mu, except slot.
 type deviceConns struct {
-	slot     chan struct{}         // 1-buffered: held by the connection being established
-	sessions map[*session]struct{} // accepted sessions that have not ended
-	waiters  int                   // connections holding or waiting for slot
+	slot     chan struct{} // 1-buffered: held by the connection being established
+	sessions []*session    // accepted sessions that have not ended (one, but for an instant; a slice is smaller than a map)
+	waiters  int           // connections holding or waiting for slot
 }
 
 // session is what the broker knows of one network connection. Fields set
@@ -440,7 +441,7 @@ func (b *Broker) Kick(deviceID, reason string) {
 	b.mu.Lock()
 	var ss []*session
 	if d := b.devs[deviceID]; d != nil {
-		for s := range d.sessions {
+		for _, s := range d.sessions {
 			s.kicked.Store(true)
 			ss = append(ss, s)
 		}
@@ -462,7 +463,7 @@ func (b *Broker) Supersede(deviceID string, gen uint64) {
 	b.mu.Lock()
 	var ss []*session
 	if d := b.devs[deviceID]; d != nil {
-		for s := range d.sessions {
+		for _, s := range d.sessions {
 			if s.gen < gen {
 				s.kicked.Store(true)
 				ss = append(ss, s)
@@ -501,7 +502,7 @@ func (b *Broker) enterDevice(s *session) bool {
 	b.mu.Lock()
 	d := b.devs[s.deviceID]
 	if d == nil {
-		d = &deviceConns{slot: make(chan struct{}, 1), sessions: map[*session]struct{}{}}
+		d = &deviceConns{slot: make(chan struct{}, 1)}
 		b.devs[s.deviceID] = d
 	}
 	d.waiters++
@@ -519,13 +520,13 @@ func (b *Broker) enterDevice(s *session) bool {
 	}
 	s.slotHeld.Store(true)
 	b.mu.Lock()
-	for o := range d.sessions {
+	for _, o := range d.sessions {
 		o.superseded.Store(true)
 		// mochi's takeover writes a DISCONNECT to the old session while
 		// this one holds the slot: bound that write.
 		_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	}
-	d.sessions[s] = struct{}{}
+	d.sessions = append(d.sessions, s)
 	b.current[s.deviceID] = s.gen
 	b.mu.Unlock()
 	return true
@@ -553,8 +554,8 @@ func (b *Broker) leaveDevice(s *session) {
 	}
 	last := false
 	if d := b.devs[s.deviceID]; d != nil {
-		if _, ok := d.sessions[s]; ok {
-			delete(d.sessions, s)
+		if i := slices.Index(d.sessions, s); i >= 0 {
+			d.sessions = slices.Delete(d.sessions, i, i+1)
 			b.dropDeviceLocked(s.deviceID, d)
 			last = b.devs[s.deviceID] == nil
 		}

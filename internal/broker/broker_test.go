@@ -697,7 +697,7 @@ func (b *Broker) establishedSessions(deviceID string) int {
 	defer b.mu.Unlock()
 	n := 0
 	if d := b.devs[deviceID]; d != nil {
-		for s := range d.sessions {
+		for _, s := range d.sessions {
 			if s.established.Load() {
 				n++
 			}

@@ -23,16 +23,20 @@ import (
 // the garbage collector never shrinks it. 16 KiB per connected device
 // before any heap.
 //
-// serveClient drives the same client through mochi's exported API instead,
-// so that the goroutine that lives as long as the connection waits in a
-// small frame: it waits until the connection has a byte to read (peekConn
-// keeps that byte for mochi's reader), then hands the packets that arrived
-// to a short-lived goroutine ("deep") that reads and processes them with
-// mochi's own functions (Client.ReadFixedHeader, Client.ReadPacket,
-// Server.InjectPacket, which runs mochi's per-packet protocol) and ends.
-// One client's packets are still read and processed one after the other,
-// in order, as before; the deep goroutine's stack goes back to the
-// runtime's cache when it ends.
+// The broker drives the same client through mochi's exported API instead
+// (serveConn, startClient, clientConn.serve), so that the one goroutine
+// that lives as long as the connection waits in a small frame: the CONNECT
+// is read and the session established on the accepting goroutine, which
+// then starts the connection's goroutine and ends; that goroutine waits
+// until the connection has a byte to read (peekConn keeps the byte for
+// mochi's reader), then hands what arrived to a short-lived goroutine
+// ("deep") that reads and processes the packets with mochi's own functions
+// (Client.ReadFixedHeader, Client.ReadPacket, Server.InjectPacket, which
+// runs mochi's per-packet protocol) and ends. One client's packets are
+// still read and processed one after the other, in order, as before; a
+// deep goroutine's stack goes back to the runtime when it ends. The
+// connection's goroutine parks with a 2 KiB stack, mochi's write loop
+// (unchanged: its queue is unexported) with 4 KiB.
 //
 // What mochi's attachClient does around Client.Read is done here with
 // mochi's exported pieces, in its order: CONNECT checks (validateConnect),
@@ -341,7 +345,7 @@ func (b *Broker) inheritSession(pk packets.Packet, cl *mqtt.Client) bool {
 	if old := sessionOfConn(existing); old != nil {
 		old.takenOver.Store(true)
 	}
-	_ = srv.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	_ = srv.DisconnectClient(existing, packets.ErrSessionTakenOver)                                 // [MQTT-3.1.4-3]
 	if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 		srv.UnsubscribeClient(existing)
 		existing.ClearInflights()

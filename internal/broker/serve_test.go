@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// TestInputWithConnect sends packets in the same write as the CONNECT:
+// they are in mochi's reader once the session is established, not on the
+// socket, and must be processed without waiting for more input.
+func TestInputWithConnect(t *testing.T) {
+	h := start(t)
+	pingreq := []byte{0xC0, 0}
+	pingresp := []byte{0xD0, 0}
+	tests := []struct {
+		name  string
+		after []byte // sent with the CONNECT
+		want  []byte // read after the CONNACK
+	}{
+		{"one PINGREQ", pingreq, pingresp},
+		{"two PINGREQs", append(append([]byte{}, pingreq...), pingreq...), append(append([]byte{}, pingresp...), pingresp...)},
+		{"a QoS 1 publish", publish311("devices/dev1/data", `{"t":1}`, 9), []byte{0x40, 2, 0, 9}},
+		{"half a PINGREQ, then the rest", pingreq[:1], pingresp},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", h.b.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second)) // a failure, not a synchronisation
+			if _, err := conn.Write(append(connect311("dev1", "dev1", "pw1"), tt.after...)); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 4+len(tt.want))
+			if _, err := io.ReadFull(conn, got[:4]); err != nil {
+				t.Fatalf("read CONNACK: %v", err)
+			}
+			if got[0] != 0x20 || got[3] != 0 {
+				t.Fatalf("CONNACK = %x", got[:4])
+			}
+			if len(tt.after) == 1 { // the rest of the PINGREQ
+				if _, err := conn.Write(pingreq[1:]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := io.ReadFull(conn, got[4:]); err != nil {
+				t.Fatalf("read after CONNACK: %v", err)
+			}
+			if !bytes.Equal(got[4:], tt.want) {
+				t.Fatalf("after CONNACK got %x, want %x", got[4:], tt.want)
+			}
+		})
+	}
+}
+
+// TestSessionTakeoverCarriesOver: a connection that takes over a
+// persistent session of its device (clean start false) finds it present,
+// with its subscriptions; a clean start does not.
+func TestSessionTakeoverCarriesOver(t *testing.T) {
+	expiry := uint32(60)
+	persistent := func(c *paho.Connect) {
+		c.CleanStart = false
+		c.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	tests := []struct {
+		name        string
+		second      []connectOpt
+		wantPresent bool
+	}{
+		{"persistent", []connectOpt{persistent}, true},
+		{"clean start", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := start(t)
+			first := mustDial(t, h, "dev1", persistent)
+			if _, err := first.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/+", QoS: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			second, ca, err := dial(t, h.b.Addr(), "dev1", "dev1", "pw1", tt.second...)
+			if err != nil {
+				t.Fatalf("second connect: %v", err)
+			}
+			if ca.SessionPresent != tt.wantPresent {
+				t.Fatalf("session present = %v, want %v", ca.SessionPresent, tt.wantPresent)
+			}
+			select {
+			case d := <-first.disconnects:
+				if d.ReasonCode != 0x8E {
+					t.Fatalf("first session DISCONNECT = %#x, want 0x8E", d.ReasonCode)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("first session not disconnected")
+			}
+			if !tt.wantPresent {
+				if _, err := second.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/+", QoS: 1}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.b.Publish("devices/dev1/commands/7", []byte(`{"command":"x"}`), false, 1); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case m := <-second.received:
+				if m.Topic != "devices/dev1/commands/7" {
+					t.Fatalf("got %s", m.Topic)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the new connection did not get the publish")
+			}
+		})
+	}
+}
