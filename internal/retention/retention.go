@@ -95,6 +95,10 @@ type LogPartitionStore interface {
 	// before, by whole partitions, and returns how many went (an
 	// estimate).
 	DropMessages(ctx context.Context, before time.Time) (int, error)
+	// DropMessagePayloads removes the payloads of the message log
+	// records received before before, by whole partitions (the records
+	// keep their metadata), and returns how many went (an estimate).
+	DropMessagePayloads(ctx context.Context, before time.Time) (int, error)
 	// DropEvents removes the events that happened before before, by
 	// whole partitions, and returns how many went (an estimate).
 	DropEvents(ctx context.Context, before time.Time) (int, error)
@@ -330,15 +334,23 @@ func (e *Expirer) batches(ctx context.Context, what string, cuts []Cutoff, expir
 
 func (e *Expirer) messages(ctx context.Context, now time.Time) error {
 	if keep := e.opts.MessagePayloads; keep > 0 {
-		for {
-			n, last, err := e.st.StripMessagePayloads(ctx, now.Add(-keep), e.payloadsAfter, e.opts.Batch)
+		if lp, ok := e.st.(LogPartitionStore); ok {
+			n, err := lp.DropMessagePayloads(ctx, now.Add(-keep))
+			e.expired.WithLabelValues("message_payloads").Add(float64(n))
 			if err != nil {
 				return fmt.Errorf("strip message payloads: %w", err)
 			}
-			e.expired.WithLabelValues("message_payloads").Add(float64(n))
-			e.payloadsAfter = last
-			if n < e.opts.Batch {
-				break
+		} else {
+			for {
+				n, last, err := e.st.StripMessagePayloads(ctx, now.Add(-keep), e.payloadsAfter, e.opts.Batch)
+				if err != nil {
+					return fmt.Errorf("strip message payloads: %w", err)
+				}
+				e.expired.WithLabelValues("message_payloads").Add(float64(n))
+				e.payloadsAfter = last
+				if n < e.opts.Batch {
+					break
+				}
 			}
 		}
 	}

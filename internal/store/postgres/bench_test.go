@@ -88,7 +88,11 @@ func withReadings(m *readings.Message, rows []readings.Reading, more ...commit.O
 // ingest commits batches of 100 changes: by row deletes in batches of
 // 1,000 (ExpireMessages and ExpireEvents, what retention ran before the
 // logs were partitioned) or by dropping the day's partition and range
-// (DropMessages, DropEvents); "none" is ingest alone. Reported: the
+// (DropMessages, DropEvents); "payloads-rows" and "payloads-drop" expire
+// the day's payloads only (the payload window), by row deletes in batches
+// of 1,000 (StripMessagePayloads) or by dropping the day's partition of
+// message_payloads (DropMessagePayloads); "none" is ingest alone.
+// Reported: the
 // expiry's duration (ns/op), and the commit latency of the commits that
 // ran during it (median, max; for "none", of every commit).
 //
@@ -96,7 +100,7 @@ func withReadings(m *readings.Message, rows []readings.Reading, more ...commit.O
 //	  go test -run XXX -bench LogRetention -benchtime 1x ./internal/store/postgres/
 func BenchmarkLogRetention(b *testing.B) {
 	const dayRows = 50000
-	for _, mode := range []string{"none", "rows", "drop"} {
+	for _, mode := range []string{"none", "rows", "drop", "payloads-rows", "payloads-drop"} {
 		b.Run("expiry="+mode, func(b *testing.B) {
 			ctx := context.Background()
 			var during []time.Duration
@@ -108,9 +112,10 @@ func BenchmarkLogRetention(b *testing.B) {
 					b.Fatal(err)
 				}
 				for _, q := range []string{
-					`INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, received_at)
-						SELECT g, 'dev-' || (g % 100), 'devices/x/data', 'mqtt', 1, '\x7b2274223a32312e357d'::bytea, 'm' || g, true,
+					`INSERT INTO messages (id, device_id, topic, transport, qos, msg_id, accepted, received_at)
+						SELECT g, 'dev-' || (g % 100), 'devices/x/data', 'mqtt', 1, 'm' || g, true,
 						$1::timestamptz + g * interval '1 millisecond' FROM generate_series(1, $2::int) g`,
+					`INSERT INTO message_payloads (id, received_at, payload) SELECT id, received_at, '\x7b2274223a32312e357d'::bytea FROM messages`,
 					`INSERT INTO message_ids (device_id, msg_id, id, received_at) SELECT device_id, msg_id, id, received_at FROM messages`,
 					`INSERT INTO events (type, time, device_id, device_type, args)
 						SELECT 'test_event', $1::timestamptz + g * interval '1 millisecond', 'dev-' || (g % 100), 'sensor', '{"message_id":1}'::json
@@ -118,7 +123,7 @@ func BenchmarkLogRetention(b *testing.B) {
 					`ANALYZE`,
 				} {
 					args := []any{day0, dayRows}
-					if q == `ANALYZE` || strings.HasPrefix(q, `INSERT INTO message_ids`) {
+					if q == `ANALYZE` || strings.HasPrefix(q, `INSERT INTO message_ids`) || strings.HasPrefix(q, `INSERT INTO message_payloads`) {
 						args = nil
 					}
 					if _, err := s.pool.Exec(ctx, q, args...); err != nil {
@@ -184,6 +189,13 @@ func BenchmarkLogRetention(b *testing.B) {
 					if _, err = s.DropMessages(ctx, day0.AddDate(0, 0, 1)); err == nil {
 						_, err = s.DropEvents(ctx, day0.AddDate(0, 0, 1))
 					}
+				case "payloads-rows":
+					var last int64
+					for n := 1000; n == 1000 && err == nil; {
+						n, last, err = s.StripMessagePayloads(ctx, day0.AddDate(0, 0, 1), last, 1000)
+					}
+				case "payloads-drop":
+					_, err = s.DropMessagePayloads(ctx, day0.AddDate(0, 0, 1))
 				}
 				took := time.Since(start)
 				b.StopTimer()
@@ -201,7 +213,11 @@ func BenchmarkLogRetention(b *testing.B) {
 					}
 				}
 				var left int
-				if err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM messages WHERE received_at < $1) + (SELECT count(*) FROM events WHERE time < $1)`, day0.AddDate(0, 0, 1)).Scan(&left); err != nil || (mode != "none" && left != 0) {
+				q := `SELECT (SELECT count(*) FROM messages WHERE received_at < $1) + (SELECT count(*) FROM events WHERE time < $1)`
+				if strings.HasPrefix(mode, "payloads-") {
+					q = `SELECT count(*) FROM message_payloads WHERE received_at < $1`
+				}
+				if err := s.pool.QueryRow(ctx, q, day0.AddDate(0, 0, 1)).Scan(&left); err != nil || (mode != "none" && left != 0) {
 					b.Fatalf("%d rows of the day left, %v", left, err)
 				}
 			}

@@ -21,7 +21,10 @@ import (
 //   - messages by UTC day of received_at, like readings (messagesDays:
 //     made ahead by EnsurePartitions, dropped by DropMessages); the msg_id
 //     dedupe is the unpartitioned message_ids, whose entries go once
-//     their record's day is dropped.
+//     their record's day is dropped. Their payloads are in
+//     message_payloads (00740), by day too (payloadsDays), dropped by
+//     DropMessagePayloads once past the payload window, or with their
+//     records' day.
 //   - events by range of seq, the cursor every reader of the log walks:
 //     events_sNNN holds the seqs from NNN (19 digits) to the next range's
 //     first. Ranges are made ahead of the sequence by EnsureEventRanges,
@@ -304,7 +307,7 @@ func (s *Store) DropMessages(ctx context.Context, before time.Time) (int, error)
 		stop := false
 		err := s.retryLocked(ctx, func(tx pgx.Tx) error {
 			n, stop = 0, false
-			return dropMessagesPartition(ctx, tx, messagesDays.name(d), &n, &stop)
+			return dropMessagesPartition(ctx, tx, d, &n, &stop)
 		})
 		if err != nil {
 			return done, fmt.Errorf("drop messages partition %s: %w", messagesDays.name(d), err)
@@ -319,8 +322,9 @@ func (s *Store) DropMessages(ctx context.Context, before time.Time) (int, error)
 	// message_ids entries.
 	n, err := s.deleteBatches(ctx, `WITH gone AS (DELETE FROM messages_default WHERE ctid = ANY(ARRAY(
 			SELECT ctid FROM messages_default WHERE received_at < $1 AND id < (SELECT max(id) FROM messages) LIMIT $2))
-			RETURNING id, device_id, msg_id),
-		ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id)
+			RETURNING id, device_id, msg_id, received_at),
+		ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id),
+		pl AS (DELETE FROM message_payloads p USING gone WHERE p.id = gone.id AND p.received_at = gone.received_at)
 		SELECT count(*) FROM gone`, before)
 	done += n
 	if err != nil {
@@ -333,9 +337,11 @@ func (s *Store) DropMessages(ctx context.Context, before time.Time) (int, error)
 	return done, nil
 }
 
-// dropMessagesPartition drops the messages partition name, or when it
-// holds the newest message deletes its other records and sets stop.
-func dropMessagesPartition(ctx context.Context, tx pgx.Tx, name string, n *int, stop *bool) error {
+// dropMessagesPartition drops the messages partition of day d and its
+// payloads' partition, or when it holds the newest message deletes its
+// other records (and their payloads) and sets stop.
+func dropMessagesPartition(ctx context.Context, tx pgx.Tx, d time.Time, n *int, stop *bool) error {
+	name := messagesDays.name(d)
 	ident := pgx.Identifier{name}.Sanitize()
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil || !exists {
@@ -350,8 +356,9 @@ func dropMessagesPartition(ctx context.Context, tx pgx.Tx, name string, n *int, 
 	if top != nil && newest != nil && *top == *newest {
 		*stop = true
 		var k int
-		err := tx.QueryRow(ctx, `WITH gone AS (DELETE FROM `+ident+` WHERE id < $1 RETURNING id, device_id, msg_id),
-			ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id)
+		err := tx.QueryRow(ctx, `WITH gone AS (DELETE FROM `+ident+` WHERE id < $1 RETURNING id, device_id, msg_id, received_at),
+			ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id),
+			pl AS (DELETE FROM message_payloads p USING gone WHERE p.id = gone.id AND p.received_at = gone.received_at)
 			SELECT count(*) FROM gone`, *top).Scan(&k)
 		*n = k
 		return err
@@ -364,8 +371,62 @@ func dropMessagesPartition(ctx context.Context, tx pgx.Tx, name string, n *int, 
 	if _, err := tx.Exec(ctx, `DROP TABLE `+ident); err != nil {
 		return err
 	}
+	if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{payloadsDays.name(d)}.Sanitize()); err != nil {
+		return err
+	}
 	*n = int(estimate)
 	return nil
+}
+
+// DropMessagePayloads implements retention.LogPartitionStore: it drops,
+// oldest first, the message_payloads partitions whose whole day is before
+// before, and deletes the payloads received before before from the
+// default partition. The records stay (their metadata is kept for the
+// messages window); a payload so outlives its window by up to a day. It
+// returns the payloads removed, counted from the planner's estimate for a
+// dropped partition.
+func (s *Store) DropMessagePayloads(ctx context.Context, before time.Time) (int, error) {
+	days, err := s.dayPartitions(ctx, payloadsDays)
+	if err != nil {
+		return 0, fmt.Errorf("drop message payloads: %w", err)
+	}
+	done := 0
+	for _, d := range days {
+		if d.AddDate(0, 0, 1).After(before) {
+			break
+		}
+		name := payloadsDays.name(d)
+		var n int
+		err := s.retryLocked(ctx, func(tx pgx.Tx) error {
+			n = 0
+			var estimate *float64
+			if err := tx.QueryRow(ctx, `SELECT (SELECT reltuples FROM pg_class WHERE oid = to_regclass($1))`, name).Scan(&estimate); err != nil || estimate == nil {
+				return err // dropped by another node meanwhile
+			}
+			ident := pgx.Identifier{name}.Sanitize()
+			if *estimate < 0 { // never analysed: count
+				if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+ident).Scan(estimate); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, `DROP TABLE `+ident); err != nil {
+				return err
+			}
+			n = int(*estimate)
+			return nil
+		})
+		if err != nil {
+			return done, fmt.Errorf("drop message payloads partition %s: %w", name, err)
+		}
+		done += n
+	}
+	n, err := s.deleteBatches(ctx, `DELETE FROM message_payloads_default WHERE ctid = ANY(ARRAY(
+		SELECT ctid FROM message_payloads_default WHERE received_at < $1 LIMIT $2))`, before)
+	done += n
+	if err != nil {
+		return done, fmt.Errorf("drop message payloads: default partition: %w", err)
+	}
+	return done, nil
 }
 
 // deleteBatches runs a delete of at most defaultDeleteBatch rows (its $2;

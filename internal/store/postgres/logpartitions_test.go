@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"testing"
@@ -466,6 +467,21 @@ func TestLogPartitionMigration(t *testing.T) {
 	if got := listed(t, s2, messagelog.Query{Rejected: true, Limit: 2}); !slices.Equal(got, []string{"g1"}) {
 		t.Errorf("rejected listing %v", got)
 	}
+	// 00740: the payloads moved to message_payloads, by day like their
+	// records.
+	if got, want := countBy(t, s2, `SELECT tableoid::regclass::text, count(*) FROM message_payloads GROUP BY 1`),
+		map[string]int{"message_payloads_default": 1, payloadsDays.name(today.AddDate(0, 0, -1)): 1, payloadsDays.name(today): 1}; !maps.Equal(got, want) {
+		t.Errorf("payloads per partition %v, want %v", got, want)
+	}
+	if page, err := s2.ListMessages(ctx, messagelog.Query{DeviceID: "g1", Limit: 10}); err != nil || len(page) != 3 {
+		t.Errorf("listing %d messages, %v", len(page), err)
+	} else {
+		for _, m := range page {
+			if string(m.Payload) != "{}" {
+				t.Errorf("message %s payload %q after the migration, want {}", m.MsgID, m.Payload)
+			}
+		}
+	}
 	ids := commit.IDs{}
 	ids.Seed(10)
 	provisionDevices(t, s2, "sensor", "g1")
@@ -491,6 +507,10 @@ func TestLogPartitionMigration(t *testing.T) {
 	if err := db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM events)`).Scan(&nm, &ne); err != nil || nm != 4 || ne != nEvents {
 		t.Errorf("after down: %d messages, %d events, %v; want 4, %d", nm, ne, err, nEvents)
 	}
+	var np int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE payload IS NOT NULL`).Scan(&np); err != nil || np != 4 {
+		t.Errorf("after down: %d messages with their payload, %v; want 4", np, err)
+	}
 	var next int64
 	if err := db.QueryRowContext(ctx, `INSERT INTO events (type, time) VALUES ('test_event', now()) RETURNING seq`).Scan(&next); err != nil || next != got[len(got)-1]+1 {
 		t.Errorf("first seq after down %d, %v; want %d", next, err, got[len(got)-1]+1)
@@ -501,5 +521,61 @@ func TestLogPartitionMigration(t *testing.T) {
 	}
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM messages`).Scan(&nm); err != nil || nm != 4 {
 		t.Errorf("after down a duplicate was stored: %d messages, %v", nm, err)
+	}
+}
+
+// TestMessagePayloadsWindow: payloads live in message_payloads by day;
+// DropMessagePayloads drops the days wholly before the cut (and the
+// default partition's rows before it) and keeps every record with its
+// metadata; DropMessages takes a day's payloads with its records.
+func TestMessagePayloadsWindow(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	provisionDevices(t, s, "sensor", "m1")
+	if err := s.EnsurePartitions(ctx, day0, day0.AddDate(0, 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	var ids commit.IDs
+	// Day -1 has no partition: its rows go to the default partitions.
+	commitLog(t, s, &ids, logMsg{"m1", "early", day0.AddDate(0, 0, -1).Add(time.Hour), false},
+		logMsg{"m1", "a", day0.Add(time.Hour), false}, logMsg{"m1", "b", day0.AddDate(0, 0, 1).Add(time.Hour), true},
+		logMsg{"m1", "c", day0.AddDate(0, 0, 2).Add(time.Hour), false})
+	payloads := func() map[string]bool {
+		t.Helper()
+		page, err := s.ListMessages(ctx, messagelog.Query{DeviceID: "m1", Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, m := range page {
+			out[m.MsgID] = m.Payload != nil
+		}
+		return out
+	}
+	for _, step := range []struct {
+		name string
+		drop func() (int, error)
+		want map[string]bool // msg_id: payload kept; absent: record gone
+		rows map[string]int  // payloads per partition
+	}{
+		{"the default partition's rows before day 0", func() (int, error) { return s.DropMessagePayloads(ctx, day0) },
+			map[string]bool{"early": false, "a": true, "b": true, "c": true},
+			map[string]int{payloadsDays.name(day0): 1, payloadsDays.name(day0.AddDate(0, 0, 1)): 1, payloadsDays.name(day0.AddDate(0, 0, 2)): 1}},
+		{"day 0 and the default's older rows", func() (int, error) { return s.DropMessagePayloads(ctx, day0.AddDate(0, 0, 1).Add(12*time.Hour)) },
+			map[string]bool{"early": false, "a": false, "b": true, "c": true},
+			map[string]int{payloadsDays.name(day0.AddDate(0, 0, 1)): 1, payloadsDays.name(day0.AddDate(0, 0, 2)): 1}},
+		{"records of day 1 with their payloads", func() (int, error) { return s.DropMessages(ctx, day0.AddDate(0, 0, 2)) },
+			map[string]bool{"c": true},
+			map[string]int{payloadsDays.name(day0.AddDate(0, 0, 2)): 1}},
+	} {
+		if _, err := step.drop(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if got := payloads(); !maps.Equal(got, step.want) {
+			t.Errorf("%s: payloads kept %v, want %v", step.name, got, step.want)
+		}
+		if got := countBy(t, s, `SELECT tableoid::regclass::text, count(*) FROM message_payloads GROUP BY 1`); !maps.Equal(got, step.rows) {
+			t.Errorf("%s: payloads per partition %v, want %v", step.name, got, step.rows)
+		}
 	}
 }

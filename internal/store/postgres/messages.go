@@ -50,7 +50,9 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 	}
 	// A message with a msg_id is new when its message_ids row is: the
 	// dedupe of a partitioned messages table (migration 00720), in the
-	// same statement, so in the same transaction and round trip.
+	// same statement, so in the same transaction and round trip. A new
+	// message's payload goes to message_payloads (00740), in the same
+	// statement too.
 	rows, err := tx.Query(ctx, `WITH m AS (
 			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::bytea[], $7::text[], $8::bool[], $9::text[], $10::text[], $11::timestamptz[])
 				AS u(id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at)
@@ -59,10 +61,16 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 			SELECT device_id, msg_id, id, received_at FROM m WHERE msg_id IS NOT NULL
 			ON CONFLICT (device_id, msg_id) DO NOTHING
 			RETURNING id
+		), ins AS (
+			INSERT INTO messages (id, device_id, topic, transport, qos, msg_id, accepted, code, reason, received_at)
+			SELECT id, device_id, topic, transport, qos, msg_id, accepted, code, reason, received_at FROM m
+			WHERE msg_id IS NULL OR id IN (SELECT id FROM fresh)
+			RETURNING id
+		), pl AS (
+			INSERT INTO message_payloads (id, received_at, payload)
+			SELECT m.id, m.received_at, m.payload FROM m JOIN ins ON ins.id = m.id WHERE m.payload IS NOT NULL
 		)
-		INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at)
-		SELECT * FROM m WHERE msg_id IS NULL OR id IN (SELECT id FROM fresh)
-		RETURNING id`,
+		SELECT id FROM ins`,
 		id, device, topic, transport, qos, payload, msgID, accepted, code, reason, received)
 	if err != nil {
 		return err

@@ -88,6 +88,7 @@ type dayTable struct {
 var (
 	readingsDays = dayTable{parent: "readings", prefix: readingsPartitionPrefix, column: "ts"}
 	messagesDays = dayTable{parent: "messages", prefix: "messages_p", column: "received_at"}
+	payloadsDays = dayTable{parent: "message_payloads", prefix: "message_payloads_p", column: "received_at"}
 )
 
 // name is the name of the partition of day d.
@@ -105,10 +106,11 @@ func (t dayTable) day(name string) (time.Time, bool) {
 	return d, err == nil
 }
 
-// EnsurePartitions creates the readings and messages partitions of the
-// UTC days from from to to (both included) that do not exist yet.
+// EnsurePartitions creates the readings, messages and message payloads
+// partitions of the UTC days from from to to (both included) that do not
+// exist yet.
 func (s *Store) EnsurePartitions(ctx context.Context, from, to time.Time) error {
-	for _, t := range []dayTable{readingsDays, messagesDays} {
+	for _, t := range []dayTable{readingsDays, messagesDays, payloadsDays} {
 		have, err := s.dayPartitions(ctx, t)
 		if err != nil {
 			return err

@@ -452,26 +452,29 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 
 // ListMessages lists the message log newest first.
 func (s *Store) ListMessages(ctx context.Context, q messagelog.Query) ([]messagelog.Message, error) {
-	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE true`
+	// A payload is in message_payloads (migration 00740) until its day
+	// passes the payload window.
+	sqlq := `SELECT m.id, m.device_id, m.topic, m.transport, m.qos, p.payload, m.msg_id, m.accepted, m.code, m.reason, m.received_at
+		FROM messages m LEFT JOIN message_payloads p ON p.id = m.id AND p.received_at = m.received_at WHERE true`
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
 	if q.DeviceID != "" {
-		sqlq += ` AND device_id = ` + arg(q.DeviceID)
+		sqlq += ` AND m.device_id = ` + arg(q.DeviceID)
 	}
 	if q.Rejected {
-		sqlq += ` AND NOT accepted`
+		sqlq += ` AND NOT m.accepted`
 	}
 	if q.Before > 0 {
-		sqlq += ` AND id < ` + arg(q.Before)
+		sqlq += ` AND m.id < ` + arg(q.Before)
 	}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
 	}
-	sqlq += ` ORDER BY id DESC LIMIT ` + arg(limit)
+	sqlq += ` ORDER BY m.id DESC LIMIT ` + arg(limit)
 	rows, err := s.pool.Query(ctx, sqlq, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list messages: %w", err)

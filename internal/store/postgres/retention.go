@@ -62,7 +62,9 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 }
 
 // StripMessagePayloads implements retention.Store: a range of the
-// primary key.
+// primary key, whose payloads are deleted from message_payloads. The
+// expirer drops whole days instead (DropMessagePayloads); this is the row
+// delete of the retention.Store contract.
 func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, after int64, limit int) (int, int64, error) {
 	var expired int
 	last := after
@@ -72,7 +74,7 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 		if err != nil || expired == 0 {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE messages SET payload = NULL WHERE id > $1 AND id <= $2 AND received_at < $3 AND payload IS NOT NULL`, after, last, before)
+		_, err = tx.Exec(ctx, `DELETE FROM message_payloads WHERE id > $1 AND id <= $2 AND received_at < $3`, after, last, before)
 		return err
 	})
 	if err != nil {
@@ -91,8 +93,9 @@ func (s *Store) ExpireMessages(ctx context.Context, before time.Time, limit int)
 		return tx.QueryRow(ctx, `WITH gone AS (DELETE FROM messages WHERE id IN (
 				SELECT id FROM (SELECT id, received_at FROM messages ORDER BY id LIMIT $1) m WHERE received_at < $2)
 				AND id < (SELECT max(id) FROM messages)
-				RETURNING id, device_id, msg_id),
-			ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id)
+				RETURNING id, device_id, msg_id, received_at),
+			ids AS (DELETE FROM message_ids m USING gone WHERE m.device_id = gone.device_id AND m.msg_id = gone.msg_id AND m.id = gone.id),
+			pl AS (DELETE FROM message_payloads p USING gone WHERE p.id = gone.id AND p.received_at = gone.received_at)
 			SELECT count(*) FROM gone`, limit, before).Scan(&n)
 	})
 	if err != nil {
