@@ -28,6 +28,11 @@ type txn struct {
 	// latest holds the latest values of the devices UpsertLatest read or
 	// wrote, by devices.key; the store caches them once committed.
 	latest map[int64][]readings.LatestValue
+	// snapUpd holds the latest values this transaction wrote, by device
+	// id, and types the types ReplaceDevice set: what the snapshot takes
+	// once committed (latest.go). Both stay nil without a snapshot.
+	snapUpd map[string]latestEntry
+	types   map[string]string
 }
 
 var (
@@ -59,6 +64,7 @@ func (s *Store) initStatements(ctx context.Context) error {
 			`(?,?)`,
 			` ON CONFLICT (dev) DO UPDATE SET vals = excluded.vals`),
 		"latest_lookup": newBulk(s.w, `SELECT dev, vals FROM latest_fields WHERE dev IN (`, `?`, `)`),
+		"device_types":  newBulk(s.w, `SELECT key, type FROM devices WHERE key IN (`, `?`, `)`),
 		"events": newBulk(s.w,
 			`INSERT INTO events (seq, type, time, device_id, device_type, args) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
@@ -75,7 +81,7 @@ func (s *Store) initStatements(ctx context.Context) error {
 			updated_at = v.up
 		FROM v WHERE devices.key = v.k`)
 	s.lookup = newBulk(s.w, `SELECT id, key FROM devices WHERE id IN (`, `?`, `)`)
-	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["latest_lookup"], s.inserts["events"], s.patch, s.lookup} {
+	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["latest_lookup"], s.inserts["device_types"], s.inserts["events"], s.patch, s.lookup} {
 		if err := b.prepare(ctx); err != nil {
 			return fmt.Errorf("sqlite statements: %w", err)
 		}
@@ -88,12 +94,20 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	commit.ResetOutcomes(batch)
+	if s.snapStale && !s.snapOff {
+		if err := s.loadLatest(ctx, s.w); err != nil {
+			s.log.Warn("latest values answered from the database until the next commit", "err", err)
+		}
+	}
 	t := &txn{s: s, known: map[string]int64{}, seq: s.seq, now: time.Now().UnixMicro()}
 	if err := t.run(ctx, batch); err != nil {
 		commit.ResetOutcomes(batch)
 		// Whether a failed COMMIT left anything behind is not known
 		// here: the cached latest values are read again.
 		s.latest = nil
+		if s.snap.Swap(nil) != nil {
+			s.snapStale = true
+		}
 		return fmt.Errorf("sqlite commit: %w", err)
 	}
 	s.seq = t.seq
@@ -101,6 +115,7 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 		s.keys[id] = k
 	}
 	s.cacheLatest(t.latest)
+	s.publishLatest(t)
 	s.committed(len(batch))
 	return nil
 }

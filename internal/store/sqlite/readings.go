@@ -25,8 +25,9 @@ const maxLatestCached = 1 << 14
 // store's cache of what earlier commits wrote, and from latest_fields for
 // devices not in it.
 func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error {
+	snap := t.s.snap.Load() // only Commit publishes, under wmu: stable here
 	keys := make([]int64, 0, 16)
-	var missing []any
+	var missing, untyped []any
 	for i := range rows {
 		k, ok := t.key(rows[i].DeviceID)
 		if !ok {
@@ -34,9 +35,36 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		}
 		if i == 0 || rows[i].DeviceID != rows[i-1].DeviceID {
 			keys = append(keys, k)
-			if _, ok := t.keptLatest(k); !ok {
-				missing = append(missing, k)
+			if _, ok := t.keptLatest(k); ok {
+				continue
 			}
+			if snap == nil {
+				missing = append(missing, k)
+				continue
+			}
+			// The snapshot holds every device with latest values: one
+			// that is not in it has none, and its type is read.
+			id := rows[i].DeviceID
+			e, ok := snap.get(id)
+			if !ok {
+				if t.latest == nil {
+					t.latest = map[int64][]readings.LatestValue{}
+				}
+				t.latest[k] = nil
+				if _, ok := t.snapUpd[id]; !ok {
+					untyped = append(untyped, k)
+				}
+				continue
+			}
+			d := readings.DeviceLatest{DeviceID: id, Raw: e.raw}
+			vs, err := d.Decoded()
+			if err != nil {
+				return err
+			}
+			if t.latest == nil {
+				t.latest = map[int64][]readings.LatestValue{}
+			}
+			t.latest[k] = vs
 		}
 	}
 	if t.latest == nil {
@@ -58,6 +86,22 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 	if err != nil {
 		return fmt.Errorf("read latest values: %w", err)
 	}
+	var types map[int64]string
+	if len(untyped) > 0 {
+		types = make(map[int64]string, len(untyped))
+		err := t.s.inserts["device_types"].query(ctx, t.tx, untyped, func(r *sql.Rows) error {
+			var k int64
+			var typ string
+			if err := r.Scan(&k, &typ); err != nil {
+				return err
+			}
+			types[k] = typ
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read device types: %w", err)
+		}
+	}
 	args := make([]any, 0, 2*len(keys))
 	for i, d := 0, 0; i < len(rows); d++ {
 		j := i + 1
@@ -76,10 +120,28 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 			return fmt.Errorf("latest values of %s: %w", rows[i].DeviceID, err)
 		}
 		t.latest[k] = merged
+		if snap != nil {
+			t.snapshotLatest(snap, rows[i].DeviceID, types[k], vals)
+		}
 		args = append(args, k, string(vals))
 		i = j
 	}
 	return t.s.inserts["latest_fields"].exec(ctx, t.tx, args)
+}
+
+// snapshotLatest records the latest values vals of device id for the
+// snapshot published once t committed. typ is the device's type when it
+// was read because the device is new to the snapshot.
+func (t *txn) snapshotLatest(snap *latestSnap, id, typ string, vals []byte) {
+	if t.snapUpd == nil {
+		t.snapUpd = map[string]latestEntry{}
+	}
+	if e, ok := t.snapUpd[id]; ok {
+		typ = e.typ
+	} else if e, ok := snap.get(id); ok {
+		typ = e.typ
+	}
+	t.snapUpd[id] = latestEntry{id: id, typ: typ, raw: vals}
 }
 
 // keptLatest returns the latest values of device key k before the rows
@@ -111,10 +173,20 @@ func (s *Store) cacheLatest(written map[int64][]readings.LatestValue) {
 	}
 }
 
-// LatestValues returns the latest values of every device by device id: an
-// index walk of devices.id and, for each device, its row of latest_fields,
-// answered as stored unless a stream or field is asked for.
+// LatestValues returns the latest values of every device by device id,
+// from the snapshot in memory (latest.go), or from the tables when the
+// store keeps none.
 func (s *Store) LatestValues(ctx context.Context, q readings.LatestQuery) (readings.LatestPage, error) {
+	if snap := s.snap.Load(); snap != nil {
+		return latestFromSnapshot(snap, q)
+	}
+	return s.latestFromTables(ctx, q)
+}
+
+// latestFromTables returns the latest values of every device by device
+// id: an index walk of devices.id and, for each device, its row of
+// latest_fields, answered as stored unless a stream or field is asked for.
+func (s *Store) latestFromTables(ctx context.Context, q readings.LatestQuery) (readings.LatestPage, error) {
 	sqlq := `SELECT d.id, l.vals FROM devices d JOIN latest_fields l ON l.dev = d.key WHERE d.id > ?`
 	args := []any{q.After}
 	if q.Type != "" {
@@ -141,19 +213,9 @@ func (s *Store) LatestValues(ctx context.Context, q readings.LatestQuery) (readi
 			}
 			continue
 		}
-		d := readings.DeviceLatest{DeviceID: id, Raw: vals}
-		vs, err := d.Decoded()
+		full, err := addFiltered(p, q, id, vals)
 		if err != nil {
 			return readings.LatestPage{}, err
-		}
-		full := false
-		for _, v := range vs {
-			if (q.Stream == "" || v.Stream == q.Stream) && (q.Field == "" || v.Field == q.Field) {
-				if !p.Add(id, v) {
-					full = true
-					break
-				}
-			}
 		}
 		if full {
 			break

@@ -153,6 +153,12 @@ func (t *txn) ReplaceDevice(ctx context.Context, id string, nd *registry.NewDevi
 		nd.Type, nd.Name, nd.Group, tags, jsonText(nd.Metadata), nd.CreatedAt.UnixMicro(), k); err != nil {
 		return false, fmt.Errorf("replace device %s: %w", id, err)
 	}
+	if t.s.snap.Load() != nil {
+		if t.types == nil {
+			t.types = map[string]string{}
+		}
+		t.types[id] = nd.Type
+	}
 	if err := t.storeCredentials(ctx, id, nd); err != nil {
 		return false, err
 	}

@@ -88,6 +88,11 @@ type Store struct {
 	ckHeld, ckMaxHeld atomic.Int64
 	ckDone            atomic.Int64 // checkpoints finished (tests)
 
+	// snap is the latest values of every device in memory (latest.go),
+	// nil when the store answers them from its tables; readers load it,
+	// Commit publishes it under wmu.
+	snap atomic.Pointer[latestSnap]
+
 	// wmu serialises Commit; it guards everything below.
 	wmu  sync.Mutex
 	seq  int64            // the last event seq written
@@ -95,7 +100,12 @@ type Store struct {
 	// latest caches the rows of latest_fields that Commit wrote or read,
 	// decoded (see UpsertLatest); only Commit writes latest_fields.
 	latest  map[int64][]readings.LatestValue
-	inserts map[string]*bulk // multi-row insert statements by table
+	// snapStale means the snapshot was dropped by a failed Commit and
+	// is built again by the next; snapOff, that it passed its bound and
+	// is not kept (latest.go). types interns the snapshot's device types.
+	snapStale, snapOff bool
+	types              map[string]string
+	inserts            map[string]*bulk // multi-row insert statements by table
 	patch   *bulk
 	lookup  *bulk
 	// uncheckpointed counts the changes committed since the last
@@ -204,6 +214,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := w.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&s.seq); err != nil {
 		s.closeDB()
 		return nil, fmt.Errorf("read last event seq: %w", err)
+	}
+	if err := s.loadLatest(ctx, w); err != nil {
+		s.closeDB()
+		return nil, err
 	}
 	return s, nil
 }
