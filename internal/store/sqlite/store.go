@@ -99,15 +99,15 @@ type Store struct {
 	keys map[string]int64 // device id → devices.key, for every device known to exist
 	// latest caches the rows of latest_fields that Commit wrote or read,
 	// decoded (see UpsertLatest); only Commit writes latest_fields.
-	latest  map[int64][]readings.LatestValue
+	latest map[int64][]readings.LatestValue
 	// snapStale means the snapshot was dropped by a failed Commit and
 	// is built again by the next; snapOff, that it passed its bound and
 	// is not kept (latest.go). types interns the snapshot's device types.
 	snapStale, snapOff bool
 	types              map[string]string
 	inserts            map[string]*bulk // multi-row insert statements by table
-	patch   *bulk
-	lookup  *bulk
+	patch              *bulk
+	lookup             *bulk
 	// uncheckpointed counts the changes committed since the last
 	// checkpoint (see checkpoint.go).
 	uncheckpointed int
