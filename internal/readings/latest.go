@@ -49,6 +49,7 @@ type DeviceLatest struct {
 	// Raw, when not nil, holds Values as the JSON array of LatestValue
 	// that a store keeps ready to answer (Values is then nil): written to
 	// an answer as it is, without decoding; Decoded gives the values.
+	// It may be the store's own copy, shared by every answer: read only.
 	Raw json.RawMessage `json:"-"`
 }
 

@@ -13,9 +13,12 @@ import (
 )
 
 // BenchmarkLatestValues: the latest values of 10,000 devices of 4 fields
-// each, read from the store (store) and also encoded as JSON (json).
+// each, read from the tables (tables: the join of devices and
+// latest_fields) and from the snapshot in memory (snapshot: what
+// LatestValues answers), the snapshot's copy on a commit of 1,000
+// devices (publish-1000), and the page encoded by encoding/json (json).
 //
-//	go test ./internal/store/sqlite -run '^$' -bench LatestValues -benchtime 20x
+//	go test ./internal/store/sqlite -run '^$' -bench LatestValues -benchtime 20x -count 5
 func BenchmarkLatestValues(b *testing.B) {
 	ctx := context.Background()
 	s := openTest(b)
@@ -43,19 +46,49 @@ func BenchmarkLatestValues(b *testing.B) {
 			flush()
 		}
 	}
-	for _, enc := range []bool{false, true} {
-		b.Run(map[bool]string{false: "store", true: "json"}[enc], func(b *testing.B) {
+	// tables is the join LatestValues answered with before the snapshot
+	// (and still does without one); snapshot is what it answers now.
+	for _, m := range []struct {
+		name string
+		get  func(readings.LatestQuery) (readings.LatestPage, error)
+	}{
+		{"tables", func(q readings.LatestQuery) (readings.LatestPage, error) { return s.latestFromTables(ctx, q) }},
+		{"snapshot", func(q readings.LatestQuery) (readings.LatestPage, error) { return s.LatestValues(ctx, q) }},
+	} {
+		b.Run(m.name, func(b *testing.B) {
 			for b.Loop() {
-				p, err := s.LatestValues(ctx, readings.LatestQuery{})
+				p, err := m.get(readings.LatestQuery{})
 				if err != nil || len(p.Devices) != devices {
 					b.Fatalf("%d devices, %v", len(p.Devices), err)
-				}
-				if enc {
-					if _, err := json.Marshal(p); err != nil {
-						b.Fatal(err)
-					}
 				}
 			}
 		})
 	}
+	snap := s.snap.Load()
+	b.ReportMetric(float64(snap.bytes)/devices, "snapshot-bytes/device")
+	// publish: the copy a commit of 1,000 devices' new values makes of
+	// the snapshot of 10,000 devices (what the snapshot adds to Commit).
+	b.Run("publish-1000", func(b *testing.B) {
+		upd := make([]latestEntry, 0, 1000)
+		for d := 0; d < devices; d += devices / 1000 {
+			e, _ := snap.get(fmt.Sprintf("dev-%05d", d))
+			upd = append(upd, *e)
+		}
+		for b.Loop() {
+			if next := snap.with(upd); next.n != devices {
+				b.Fatal(next.n)
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		for b.Loop() {
+			p, err := s.LatestValues(ctx, readings.LatestQuery{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := json.Marshal(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

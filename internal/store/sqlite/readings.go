@@ -121,7 +121,8 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		}
 		t.latest[k] = merged
 		if snap != nil {
-			t.snapshotLatest(snap, rows[i].DeviceID, types[k], vals)
+			// Of its own, exact size: vals grew by appending.
+			t.snapshotLatest(snap, rows[i].DeviceID, types[k], append([]byte(nil), vals...))
 		}
 		args = append(args, k, string(vals))
 		i = j
