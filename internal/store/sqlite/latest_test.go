@@ -148,6 +148,44 @@ func TestLatestSnapshot(t *testing.T) {
 				t.Errorf("type of %s: %+v", ids[3], e)
 			}
 		}},
+		{"readers during commits", func(t *testing.T) {
+			// For the race detector: readers walk snapshots while
+			// commits publish new ones.
+			stop := make(chan struct{})
+			done := make(chan error, 2)
+			for range 2 {
+				go func() {
+					for {
+						select {
+						case <-stop:
+							done <- nil
+							return
+						default:
+						}
+						p, err := s.LatestValues(ctx, readings.LatestQuery{Field: "t"})
+						if err == nil {
+							for _, d := range p.Devices {
+								_ = string(d.Values[0].Value)
+							}
+							_, err = s.LatestValues(ctx, readings.LatestQuery{})
+						}
+						if err != nil {
+							done <- err
+							return
+						}
+					}
+				}()
+			}
+			for range 20 {
+				commitAll(t, s, []*commit.Change{reading(rng.IntN(devices), 25), reading(rng.IntN(devices), 25)})
+			}
+			close(stop)
+			for range 2 {
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}
+		}},
 		{"a failed batch", func(t *testing.T) {
 			failed := reading(7, 40)
 			failed.Ops = append(failed.Ops, failingOp{})
