@@ -118,3 +118,63 @@ func TestSessionTakeoverCarriesOver(t *testing.T) {
 		})
 	}
 }
+
+// FuzzConnectionInput sends arbitrary bytes after a valid CONNECT, split
+// in two writes at an arbitrary point, through a real connection to the
+// broker's own connection loop (serve.go): whatever they are, the broker
+// must not panic, must end the connection once the device closes its
+// side (no loop left waiting with input it already buffered), and must
+// still serve the next device.
+func FuzzConnectionInput(f *testing.F) {
+	pingreq := []byte{0xC0, 0}
+	f.Add(pingreq, 1)
+	f.Add(append(append([]byte{}, pingreq...), pingreq...), 3)
+	f.Add(publish311("devices/dev1/data", `{"t":1}`, 9), 5)
+	f.Add([]byte{0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}, 2) // a length of more than 4 bytes
+	f.Add([]byte{0xC0, 0x80, 0x00}, 1)                   // a length in more bytes than needed
+	f.Add([]byte{0xE0, 0}, 0)                            // DISCONNECT
+	f.Add([]byte{0x10, 0x02, 0x00, 0x00}, 2)             // a second CONNECT
+	f.Fuzz(func(t *testing.T, input []byte, split int) {
+		if len(input) > 4096 {
+			return
+		}
+		h := start(t)
+		conn, err := net.Dial("tcp", h.b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // a failure, not a synchronisation
+		if split < 0 {
+			split = -split
+		}
+		split %= len(input) + 1
+		if _, err := conn.Write(append(connect311("dev1", "dev1", "pw1"), input[:split]...)); err != nil {
+			t.Fatal(err)
+		}
+		// The broker may have closed the connection already: a failed
+		// write of the rest is an answer too.
+		_, _ = conn.Write(input[split:])
+		_ = conn.(*net.TCPConn).CloseWrite()
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			t.Fatalf("the connection did not end after the device closed its side: %v", err)
+		}
+		// The broker still serves a device.
+		next, err := net.Dial("tcp", h.b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer next.Close()
+		_ = next.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := next.Write(append(connect311("dev2", "dev2", "pw2"), pingreq...)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 6)
+		if _, err := io.ReadFull(next, got); err != nil {
+			t.Fatalf("next device: %v", err)
+		}
+		if got[0] != 0x20 || got[3] != 0 || got[4] != 0xD0 {
+			t.Fatalf("next device got %x, want a CONNACK and a PINGRESP", got)
+		}
+	})
+}
