@@ -24,6 +24,7 @@ import (
 	"github.com/devicehub/devicehub/internal/alerts"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/deviceconfig"
+	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/retention"
@@ -312,8 +313,10 @@ type queryKept struct {
 // directory whose copy did not finish is not reused.
 const queryKeptFile = "query-kept.json"
 
-// queryDataFiles are the files of a data directory that are kept.
-var queryDataFiles = []string{"devicehub.db", "devicehub.db-wal", "admin.token"}
+// dataFiles are the files of a hub's data directory that a run copies
+// from a seed or keeps: without the registration secret the hub would
+// say its stored registration keys are lost.
+var dataFiles = []string{"devicehub.db", "devicehub.db-wal", "admin.token", provisioning.KeySecretFile}
 
 // reuseQueryData copies the data directory kept in keep into dir if keep
 // holds one of n devices and total readings; it returns nil if there is
@@ -337,7 +340,7 @@ func reuseQueryData(keep, dir string, n, total int) (*queryKept, error) {
 		return nil, fmt.Errorf("query keep %s: holds %d readings of %d devices, not %d of %d (remove it or choose another directory)",
 			keep, int(k.Figures["stored"]), len(k.Devices), total, n)
 	}
-	if err := copyFiles(keep, dir, queryDataFiles); err != nil {
+	if err := copyFiles(keep, dir, dataFiles); err != nil {
 		return nil, fmt.Errorf("query keep: %w", err)
 	}
 	return &k, nil
@@ -350,7 +353,7 @@ func keepQueryData(keep, dir string, k *queryKept) error {
 		return fmt.Errorf("query keep: %w", err)
 	}
 	_ = os.Remove(filepath.Join(keep, queryKeptFile))
-	if err := copyFiles(dir, keep, queryDataFiles); err != nil {
+	if err := copyFiles(dir, keep, dataFiles); err != nil {
 		return fmt.Errorf("query keep: %w", err)
 	}
 	b, err := json.Marshal(k)
@@ -426,7 +429,7 @@ func compactQuery(f map[string]float64) string {
 
 // copySeed copies a provisioned data directory's database and token.
 func copySeed(from, to string) error {
-	if err := copyFiles(from, to, queryDataFiles); err != nil {
+	if err := copyFiles(from, to, dataFiles); err != nil {
 		return fmt.Errorf("copy seed: %w", err)
 	}
 	return nil

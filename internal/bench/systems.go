@@ -18,7 +18,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/devicehub/devicehub/internal/provisioning"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
 
@@ -208,17 +207,8 @@ func (r *runner) freshDevicehub(ctx context.Context, sd *seed, heartbeat time.Du
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []string{"devicehub.db", "devicehub.db-wal", "admin.token", provisioning.KeySecretFile} {
-		b, err := os.ReadFile(filepath.Join(sd.dir, f))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
-			return nil, err
-		}
+	if err := copyFiles(sd.dir, dir, dataFiles); err != nil {
+		return nil, fmt.Errorf("copy seed: %w", err)
 	}
 	if _, err := writeDevicehubConfig(dir, heartbeat); err != nil {
 		return nil, err

@@ -126,7 +126,11 @@ func observeConfig(ctx context.Context, bus *eventlog.Bus, logStart int64, svc *
 	save := func(ctx context.Context, level slog.Level) {
 		if seq := sub.LastSeq(); seq > saved {
 			if err := svc.SaveObserverCursor(ctx, seq); err != nil {
-				log.Log(ctx, level, "save config observer cursor", "err", err)
+				// A periodic save cut short by the hub's stop is no
+				// trouble: the save at the end follows.
+				if ctx.Err() == nil {
+					log.Log(ctx, level, "save config observer cursor", "err", err)
+				}
 				return
 			}
 			saved = seq
