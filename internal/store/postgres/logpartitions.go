@@ -268,16 +268,9 @@ func dropEventRange(ctx context.Context, tx pgx.Tx, r seqRange, before time.Time
 		return nil
 	}
 	// Done with, and empty (its events rolled back) or expired.
-	if estimate < 0 { // never analysed: count
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+ident).Scan(&estimate); err != nil {
-			return err
-		}
-	}
-	if _, err := tx.Exec(ctx, `DROP TABLE `+ident); err != nil {
-		return err
-	}
-	*n = int(estimate)
-	return nil
+	var err error
+	*n, err = dropTable(ctx, tx, ident, estimate)
+	return err
 }
 
 // DropMessages implements retention.LogPartitionStore: it drops, oldest
@@ -363,18 +356,14 @@ func dropMessagesPartition(ctx context.Context, tx pgx.Tx, d time.Time, n *int, 
 		*n = k
 		return err
 	}
-	if estimate < 0 { // never analysed: count
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+ident).Scan(&estimate); err != nil {
-			return err
-		}
-	}
-	if _, err := tx.Exec(ctx, `DROP TABLE `+ident); err != nil {
+	k, err := dropTable(ctx, tx, ident, estimate)
+	if err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{payloadsDays.name(d)}.Sanitize()); err != nil {
 		return err
 	}
-	*n = int(estimate)
+	*n = k
 	return nil
 }
 
@@ -403,17 +392,9 @@ func (s *Store) DropMessagePayloads(ctx context.Context, before time.Time) (int,
 			if err := tx.QueryRow(ctx, `SELECT (SELECT reltuples FROM pg_class WHERE oid = to_regclass($1))`, name).Scan(&estimate); err != nil || estimate == nil {
 				return err // dropped by another node meanwhile
 			}
-			ident := pgx.Identifier{name}.Sanitize()
-			if *estimate < 0 { // never analysed: count
-				if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+ident).Scan(estimate); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.Exec(ctx, `DROP TABLE `+ident); err != nil {
-				return err
-			}
-			n = int(*estimate)
-			return nil
+			var err error
+			n, err = dropTable(ctx, tx, pgx.Identifier{name}.Sanitize(), *estimate)
+			return err
 		})
 		if err != nil {
 			return done, fmt.Errorf("drop message payloads partition %s: %w", name, err)

@@ -316,14 +316,23 @@ func dropPartition(ctx context.Context, tx pgx.Tx, name string, maxID int64, n *
 		*n = int(tag.RowsAffected())
 		return err
 	}
-	if estimate < 0 { // never analysed: count
+	var err error
+	*n, err = dropTable(ctx, tx, ident, estimate)
+	return err
+}
+
+// dropTable drops the partition ident (quoted) and returns how many rows
+// it held: estimate, the planner's reltuples, or a count when the table
+// was never analysed (estimate < 0). Every partition drop of retention
+// (readings, events, messages, payloads) ends here.
+func dropTable(ctx context.Context, tx pgx.Tx, ident string, estimate float64) (int, error) {
+	if estimate < 0 {
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+ident).Scan(&estimate); err != nil {
-			return err
+			return 0, fmt.Errorf("count %s: %w", ident, err)
 		}
 	}
 	if _, err := tx.Exec(ctx, `DROP TABLE `+ident); err != nil {
-		return err
+		return 0, fmt.Errorf("drop %s: %w", ident, err)
 	}
-	*n = int(estimate)
-	return nil
+	return int(estimate), nil
 }
