@@ -3,14 +3,12 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
-	"time"
 	"unicode/utf8"
 
+	"github.com/devicehub/devicehub/internal/jsonenc"
 	"github.com/devicehub/devicehub/internal/readings"
 )
 
@@ -38,11 +36,11 @@ func appendReadingsPage(b []byte, page readings.Page) ([]byte, error) {
 			b = appendJSONText(b, r.Stream)
 		}
 		b = append(b, `,"ts":`...)
-		if b, err = appendJSONTime(b, r.Time); err != nil {
+		if b, err = jsonenc.AppendTime(b, r.Time); err != nil {
 			return nil, err
 		}
 		b = append(b, `,"received_at":`...)
-		if b, err = appendJSONTime(b, r.ReceivedAt); err != nil {
+		if b, err = jsonenc.AppendTime(b, r.ReceivedAt); err != nil {
 			return nil, err
 		}
 		b = append(b, `,"message_id":`...)
@@ -80,24 +78,13 @@ func deviceIDOf(page readings.Page) string {
 	return page.Readings[0].DeviceID
 }
 
-// appendJSONTime appends t as time.Time's MarshalJSON does (RFC 3339 with
-// nanoseconds, quoted).
-func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
-	if y := t.Year(); y < 0 || y > 9999 {
-		return nil, fmt.Errorf("time %v: year outside of [0,9999]", t)
-	}
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"'), nil
-}
-
 // appendJSONValue appends a value as encoding/json decodes readings into
 // (float64, string, bool, nil; anything else, such as objects and arrays,
 // through encoding/json).
 func appendJSONValue(b []byte, v any) ([]byte, error) {
 	switch v := v.(type) {
 	case float64:
-		return appendJSONFloat(b, v)
+		return jsonenc.AppendFloat(b, v)
 	case string:
 		return appendJSONText(b, v), nil
 	case bool:
@@ -106,27 +93,6 @@ func appendJSONValue(b []byte, v any) ([]byte, error) {
 		return append(b, "null"...), nil
 	}
 	return appendJSONMarshal(b, v)
-}
-
-// appendJSONFloat appends f as encoding/json does: the shortest decimal
-// that reads back as f, in exponent form below 1e-6 and from 1e21 on.
-func appendJSONFloat(b []byte, f float64) ([]byte, error) {
-	if math.IsInf(f, 0) || math.IsNaN(f) {
-		return nil, errors.New("unsupported value: " + strconv.FormatFloat(f, 'g', -1, 64))
-	}
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		// e-09 to e-9, as encoding/json writes it.
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b, nil
 }
 
 // appendJSONText appends s as a JSON string as encoding/json does without

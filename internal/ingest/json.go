@@ -2,14 +2,14 @@ package ingest
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/devicehub/devicehub/internal/jsonenc"
 )
 
 // This file holds the JSON parser and encoder of the hot path. They do what
@@ -408,7 +408,7 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 	case bool:
 		return strconv.AppendBool(b, x), nil
 	case float64:
-		return appendFloat(b, x)
+		return jsonenc.AppendFloat(b, x)
 	case string:
 		return appendString(b, x), nil
 	case map[string]any:
@@ -453,29 +453,6 @@ func appendObject(b []byte, m map[string]any) ([]byte, error) {
 		}
 	}
 	return append(b, '}'), nil
-}
-
-var errBadNumber = errors.New("NaN or infinite number")
-
-// appendFloat formats f as encoding/json does (ES6 number formatting).
-func appendFloat(b []byte, f float64) ([]byte, error) {
-	if math.IsInf(f, 0) || math.IsNaN(f) {
-		return b, errBadNumber
-	}
-	abs := math.Abs(f)
-	format := byte('f')
-	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		// e-09 → e-9
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b, nil
 }
 
 const hexDigits = "0123456789abcdef"

@@ -2,8 +2,9 @@ package readings
 
 import (
 	"encoding/json"
-	"time"
 	"unicode/utf8"
+
+	"github.com/devicehub/devicehub/internal/jsonenc"
 )
 
 // AppendLatest appends vs as encoding/json encodes it (json.Marshal of
@@ -37,7 +38,7 @@ func AppendLatest(b []byte, vs []LatestValue) ([]byte, error) {
 		b = append(b, v.Field...)
 		b = append(b, `","ts":`...)
 		var err error
-		if b, err = appendTime(b, v.Time); err != nil {
+		if b, err = jsonenc.AppendTime(b, v.Time); err != nil {
 			return b, err
 		}
 		b = append(b, `,"value":`...)
@@ -45,17 +46,6 @@ func AppendLatest(b []byte, vs []LatestValue) ([]byte, error) {
 		b = append(b, '}')
 	}
 	return append(b, ']'), nil
-}
-
-// appendTime is time.Time's MarshalJSON, appended.
-func appendTime(b []byte, t time.Time) ([]byte, error) {
-	if y := t.Year(); y < 0 || y > 9999 {
-		e, err := t.MarshalJSON() // fails as encoding/json would
-		return append(b, e...), err
-	}
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"'), nil
 }
 
 // plainString reports whether encoding/json writes s between quotes as it
