@@ -117,7 +117,7 @@ func (r *runner) query(ctx context.Context) error {
 	} else {
 		if devs, end, err = r.generateQueryData(ctx, sc, dir, n, per, interval, gen.Figures); err != nil {
 			gen.Error = err.Error()
-			sc.Runs = append(sc.Runs, gen)
+			r.record(sc, gen)
 			sc.Finish()
 			return err
 		}
@@ -146,7 +146,7 @@ func (r *runner) query(ctx context.Context) error {
 	s, err := r.startDevicehub(ctx, dir, prof)
 	if err != nil {
 		gen.Error = err.Error()
-		sc.Runs = append(sc.Runs, gen)
+		r.record(sc, gen)
 		sc.Finish()
 		return err
 	}
@@ -162,7 +162,7 @@ func (r *runner) query(ctx context.Context) error {
 	t0 := time.Now()
 	if err := waitCompactionPass(ctx, s.http, 15*time.Minute); err != nil {
 		gen.Error = err.Error()
-		sc.Runs = append(sc.Runs, gen)
+		r.record(sc, gen)
 		sc.Finish()
 		return err
 	}
@@ -194,7 +194,7 @@ func (r *runner) query(ctx context.Context) error {
 			gen.Figures["scenario_s"] = time.Since(scStart).Seconds()
 			r.logf("%s: %d rounds took %.1fs; the scenario %.1fs", sc.Name, round, gen.Figures["rounds_s"], gen.Figures["scenario_s"])
 		}
-		sc.Runs = append(sc.Runs, run)
+		r.record(sc, run)
 		r.logf("%s round %d: %s %s", sc.Name, round, compactQuery(run.Figures), run.Error)
 		if ctx.Err() != nil {
 			sc.Finish()

@@ -114,7 +114,17 @@ func (r *Results) Markdown(w io.Writer, charts ...string) error {
 		var errs []string
 		for _, run := range s.Runs {
 			if run.Error != "" {
-				errs = append(errs, fmt.Sprintf("%s round %d: %s", run.System, run.Round, firstLine(run.Error)))
+				e := fmt.Sprintf("%s round %d: %s", run.System, run.Round, firstLine(run.Error))
+				if run.Log != "" {
+					e += fmt.Sprintf(" (hub log `%s`)", run.Log)
+					if len(run.LogTail) > 0 {
+						e += "; its last warnings and errors:"
+						for _, l := range run.LogTail {
+							e += "\n  - `" + strings.ReplaceAll(l, "`", "'") + "`"
+						}
+					}
+				}
+				errs = append(errs, e)
 			}
 		}
 		for _, n := range append(s.Notes, errs...) {

@@ -89,6 +89,10 @@ type Measurement struct {
 	Seconds float64            `json:"seconds"`
 	Figures map[string]float64 `json:"figures"`
 	Error   string             `json:"error,omitempty"`
+	// Log and LogTail: a failed devicehub run's hub log (relative to the
+	// output directory) and its last warnings and errors.
+	Log     string   `json:"log,omitempty"`
+	LogTail []string `json:"log_tail,omitempty"`
 }
 
 // higherIsBetter tells the direction of a figure by its name.

@@ -170,6 +170,7 @@ type runner struct {
 	peak      map[int]float64 // devicehub's closed-loop readings/s by devices
 	batch     float64         // devicehub's mean commit batch in the ingest scenario
 	procs     int             // hub processes started, for their log files' names
+	lastLog   string          // the log file of the hub started last, until a run is recorded
 }
 
 // procLog returns the path of the next hub process's log file in
@@ -181,7 +182,47 @@ func (r *runner) procLog(name string) string {
 		return ""
 	}
 	r.procs++
-	return filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, r.procs))
+	r.lastLog = filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, r.procs))
+	return r.lastLog
+}
+
+// logTailLines is how many of a failed run's hub log lines (warnings and
+// errors) its measurement keeps.
+const logTailLines = 5
+
+// record appends run to sc. A devicehub run that failed keeps the name of
+// the log of the hub started for it (relative to OutDir) and that log's
+// last warnings and errors, which the report prints with the error: a
+// failed round is then diagnosed from the report alone.
+func (r *runner) record(sc *Scenario, run Measurement) {
+	if run.System == SysDevicehub && run.Error != "" && r.lastLog != "" {
+		if rel, err := filepath.Rel(r.o.OutDir, r.lastLog); err == nil {
+			run.Log = rel
+		}
+		run.LogTail = logTail(r.lastLog, logTailLines)
+	}
+	r.lastLog = ""
+	sc.Runs = append(sc.Runs, run)
+}
+
+// logTail returns the last n lines of the log file path at level WARN or
+// ERROR (slog's text or JSON form), or nil when it cannot be read.
+func logTail(path string, n int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var tail []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") ||
+			strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			tail = append(tail, line)
+			if len(tail) > n {
+				tail = tail[1:]
+			}
+		}
+	}
+	return tail
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -396,7 +437,7 @@ func (r *runner) ingest(ctx context.Context) error {
 			for _, sys := range r.systems() {
 				run := r.ingestRun(ctx, sys, sd, n, 0, false, "")
 				run.Round = round
-				sc.Runs = append(sc.Runs, run)
+				r.record(sc, run)
 				r.logf("%s %s round %d: %v %s", sc.Name, sys, round, compact(run.Figures), run.Error)
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -432,7 +473,7 @@ func (r *runner) ingest(ctx context.Context) error {
 				for _, sys := range r.systems() {
 					run := r.ingestRun(ctx, sys, sd, n, rate, sys == SysDevicehub && !r.o.NoSignal, "")
 					run.Round = round
-					osc.Runs = append(osc.Runs, run)
+					r.record(osc, run)
 					r.logf("%s %s round %d: %v %s", osc.Name, sys, round, compact(run.Figures), run.Error)
 					if ctx.Err() != nil {
 						return ctx.Err()

@@ -274,7 +274,7 @@ func (r *runner) connections(ctx context.Context) error {
 			for _, sys := range r.systems() {
 				run := r.connectionsRun(ctx, sys, sd, n)
 				run.Round = round
-				sc.Runs = append(sc.Runs, run)
+				r.record(sc, run)
 				r.logf("%s %s round %d: %s %s", sc.Name, sys, round, compact(run.Figures), run.Error)
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -439,7 +439,7 @@ func (r *runner) presence(ctx context.Context) error {
 		run := Measurement{System: SysDevicehub, Round: round, Started: time.Now(), Figures: map[string]float64{}}
 		r.presenceRun(ctx, &run, sd, hb, timeout, silent)
 		run.Seconds = time.Since(run.Started).Seconds()
-		sc.Runs = append(sc.Runs, run)
+		r.record(sc, run)
 		r.logf("%s round %d: %s %s", sc.Name, round, compact(run.Figures), run.Error)
 		if ctx.Err() != nil {
 			return ctx.Err()
