@@ -48,6 +48,7 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	}
 	benchCheckpointer(b, s)
 	runUntilCleanup(b, s)
+	benchDropIndexes(b, s)
 	ids := make([]string, devices)
 	topics := make([]string, devices)
 	var prov []*commit.Change
@@ -109,6 +110,23 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-commit-ms")
 	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-commit-ms")
+}
+
+// benchDropIndexes drops the indexes named in DEVICEHUB_BENCH_DROP_INDEXES
+// (comma-separated), to measure what their upkeep costs per change: an
+// upper bound of what maintaining a per-device index in batches (a
+// staging table merged later) could save. Not the dedupe index: the
+// msg_id insert's ON CONFLICT needs it.
+func benchDropIndexes(b *testing.B, s *Store) {
+	v := os.Getenv("DEVICEHUB_BENCH_DROP_INDEXES")
+	if v == "" {
+		return
+	}
+	for name := range strings.SplitSeq(v, ",") {
+		if _, err := s.w.Exec(`DROP INDEX ` + name); err != nil {
+			b.Fatalf("drop index %s: %v", name, err)
+		}
+	}
 }
 
 // writtenBytes is the bytes the process passed to write system calls so
