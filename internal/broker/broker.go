@@ -350,6 +350,7 @@ type session struct {
 	slotHeld    atomic.Bool // holds its device's slot (see deviceConns)
 	established atomic.Bool // CONNACK sent, session in mochi's client map
 	takenOver   atomic.Bool // a newer connection took over its mochi session (inheritSession)
+	writing     atomic.Bool // mochi's write loop started (startWriteLoop)
 
 	acks    acks    // the hub's QoS 1 publishes to the device awaiting its PUBACK
 	pubacks pubacks // the device's QoS 1 publishes awaiting their commit

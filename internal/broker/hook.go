@@ -28,7 +28,7 @@ func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketSent,
 		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill,
-		mqtt.OnQosPublish, mqtt.OnQosComplete:
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -113,6 +113,16 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if s := h.b.sessionOf(cl); s != nil && s.authed.Load() {
 		h.b.releaseSlot(s)
 	}
+}
+
+// OnClientExpired removes the subscriptions of a session that outlived
+// its connection and expired from the topic index, as mochi does when a
+// session ends with its connection (its expiry removes only the client).
+// Left there, a new connection with the same client id would be sent
+// what the expired session subscribed to, through a write loop it may
+// not have (startWriteLoop).
+func (h *hook) OnClientExpired(cl *mqtt.Client) {
+	h.b.server.UnsubscribeClient(cl)
 }
 
 // OnPacketSent notes the successful CONNACK: from then on the hub closes

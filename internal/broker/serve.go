@@ -35,8 +35,9 @@ import (
 // runs mochi's per-packet protocol) and ends. One client's packets are
 // still read and processed one after the other, in order, as before; a
 // deep goroutine's stack goes back to the runtime when it ends. The
-// connection's goroutine parks with a 2 KiB stack, mochi's write loop
-// (unchanged: its queue is unexported) with 4 KiB.
+// connection's goroutine parks with a 2 KiB stack. mochi's write loop
+// (unchanged: its queue is unexported) runs only for a client that
+// subscribed (startWriteLoop).
 //
 // What mochi's attachClient does around Client.Read is done here with
 // mochi's exported pieces, in its order: CONNECT checks (validateConnect),
@@ -111,6 +112,27 @@ func packetBytes(remaining int) int64 {
 	return int64(n + remaining)
 }
 
+// startWriteLoop starts mochi's write loop of cl, the session's client,
+// once: the goroutine that writes what mochi queues for the client
+// (cl.State.outbound, unexported). mochi queues a packet for a client in
+// one place only, publishToClient, which reaches a client through a
+// subscription of its id in the topic index: a publish to its
+// subscribers, or a retained message when it subscribes. So the loop is
+// started when the client has a subscription, before mochi can find it
+// through one: when it sends a SUBSCRIBE (readPackets) and when its
+// session carried subscriptions over (establish, before the client is in
+// mochi's client map); the index keeps no subscription of an id whose
+// client does not hold it (OnClientExpired). A device that never
+// subscribes never has a write loop: one goroutine and its stack (4 KiB)
+// less per idle connection (issue 14, goal 6). Everything else mochi
+// writes to the client (CONNACK, PUBACK, SUBACK, PINGRESP, resent
+// inflight messages) it writes on the caller's goroutine, as before.
+func (s *session) startWriteLoop(cl *mqtt.Client) {
+	if s.writing.CompareAndSwap(false, true) {
+		go cl.WriteLoop()
+	}
+}
+
 // deep runs f on a goroutine of its own and waits for it: f's stack
 // grows and goes away with that goroutine, the caller's stays small.
 func deep(f func() error) error {
@@ -130,8 +152,8 @@ type clientConn struct {
 	counted  bool // counted in mochi's ClientsConnected
 }
 
-// startClient makes mochi's client for a tracked connection, starts its
-// write loop and establishes its session (mochi's attachClient up to
+// startClient makes mochi's client for a tracked connection and
+// establishes its session (mochi's attachClient up to
 // Client.Read), on the caller's goroutine. On error the connection is to
 // be ended (connEnded) as is: as with mochi, without will nor
 // OnDisconnect.
@@ -141,7 +163,6 @@ func (b *Broker) startClient(listener string, s *session) (*clientConn, error) {
 	pc := &peekConn{Conn: s.conn, s: s}
 	c := &clientConn{b: b, s: s, pc: pc, listener: listener}
 	c.cl = srv.NewClient(pc, listener, "", false)
-	go c.cl.WriteLoop()
 	var err error
 	c.counted, err = b.establish(c.cl, pc, listener)
 	return c, err
@@ -194,6 +215,9 @@ func (b *Broker) readPackets(cl *mqtt.Client, pc *peekConn) error {
 			return err
 		}
 		pc.consumed += packetBytes(fh.Remaining)
+		if pk.FixedHeader.Type == packets.Subscribe {
+			pc.s.startWriteLoop(cl) // before mochi sends it a retained message
+		}
 		if err := b.receivePacket(cl, pk); err != nil {
 			return err
 		}
@@ -294,6 +318,9 @@ func (b *Broker) establish(cl *mqtt.Client, pc *peekConn, listener string) (coun
 	atomic.AddInt64(&srv.Info.ClientsConnected, 1)
 	b.hook.OnSessionEstablish(cl, pk)
 	present := b.inheritSession(pk, cl)
+	if cl.State.Subscriptions.Len() > 0 { // carried over: a publish may find it once it is in the map
+		pc.s.startWriteLoop(cl)
+	}
 	srv.Clients.Add(cl) // [MQTT-4.1.0-1]
 	if err := srv.SendConnack(cl, packets.CodeSuccess, present, nil); err != nil {
 		return true, fmt.Errorf("ack connection packet: %w", err)

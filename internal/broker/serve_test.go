@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // TestInputWithConnect sends packets in the same write as the CONNECT:
@@ -183,4 +185,91 @@ func FuzzConnectionInput(f *testing.F) {
 			t.Fatalf("next device got %x, want a CONNACK and a PINGRESP", got)
 		}
 	})
+}
+
+// sessionOfDevice is the broker's one tracked session of deviceID.
+func sessionOfDevice(t *testing.T, b *Broker, deviceID string) *session {
+	t.Helper()
+	var s *session
+	b.conns.Range(func(_, v any) bool {
+		if x := v.(*session); x.deviceID == deviceID && x.live() {
+			s = x
+		}
+		return true
+	})
+	if s == nil {
+		t.Fatalf("no session of %s", deviceID)
+	}
+	return s
+}
+
+// TestWriteLoopWithSubscription: mochi's write loop of a connection is
+// started with its first SUBSCRIBE, not before (startWriteLoop), and the
+// device then gets what is published to it.
+func TestWriteLoopWithSubscription(t *testing.T) {
+	h := start(t)
+	c := mustDial(t, h, "dev1")
+	s := sessionOfDevice(t, h.b, "dev1")
+	if _, err := c.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{}`)}); err != nil {
+		t.Fatalf("publish without a write loop: %v", err)
+	}
+	if s.writing.Load() {
+		t.Fatal("write loop started before any subscription")
+	}
+	if _, err := c.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/+", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.writing.Load() {
+		t.Fatal("no write loop after a subscription")
+	}
+	for i := range 3 {
+		if err := h.b.Publish("devices/dev1/commands/7", []byte(`{"command":"x"}`), false, byte(i%2)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-c.received:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("publish %d not received", i)
+		}
+	}
+}
+
+// TestExpiredSessionLeavesNoSubscription: once a persistent session
+// expired, its subscriptions are gone from mochi's topic index (mochi's
+// expiry removes only the client), so a new connection with the same
+// client id is not sent what the old session subscribed to, through a
+// write loop it does not have.
+func TestExpiredSessionLeavesNoSubscription(t *testing.T) {
+	h := start(t)
+	expiry := uint32(1)
+	first := mustDial(t, h, "dev1", func(c *paho.Connect) {
+		c.CleanStart = false
+		c.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	})
+	const topic = "devices/dev1/commands/7"
+	if _, err := first.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/+", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 10*time.Second, "session expired", func() bool {
+		_, ok := h.b.server.Clients.Get("dev1")
+		return !ok
+	})
+	if n := len(h.b.server.Topics.Subscribers(topic).Subscriptions); n != 0 {
+		t.Fatalf("%d subscriptions left in the topic index after the session expired", n)
+	}
+	second := mustDial(t, h, "dev1")
+	if err := h.b.Publish(topic, []byte(`{"command":"x"}`), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{}`)}); err != nil {
+		t.Fatalf("publish of the new connection: %v", err)
+	}
+	select {
+	case m := <-second.received:
+		t.Fatalf("the new connection got %s, subscribed to by the expired session", m.Topic)
+	default:
+	}
 }
