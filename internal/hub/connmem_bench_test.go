@@ -3,6 +3,7 @@ package hub_test
 import (
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -19,14 +20,17 @@ import (
 // stacks the first found oversized); the resident set's growth (VmRSS,
 // before any forced collection: what the bench reports); goroutines; and
 // the hub's CPU while the devices are held idle for holdFor (keepalives,
-// timers), in % of one core. b.N is not used: run it with -benchtime 1x.
+// timers), in % of one core; and the runtime's starting stack size at
+// the end (start-stack-B). b.N is not used: run it with -benchtime 1x.
 //
 //	go test ./internal/hub -run '^$' -bench ConnectionMemory -benchtime 1x -count 3
 //
 // DEVICEHUB_BENCH_DEVICES sets the devices (default 10,000; at most the
 // hub's MQTT connection cap, 13,125 with the 20,000 open files a process
 // may hold here). DEVICEHUB_BENCH_IDLE_CPUPROFILE=FILE writes a CPU
-// profile of the idle hold. (go test's -memprofile does not show the
+// profile of the idle hold, DEVICEHUB_BENCH_HEAPPROFILE=FILE a heap
+// profile with the devices connected (after a collection: set
+// GODEBUG=memprofilerate=1 to see every allocation). (go test's -memprofile does not show the
 // connections: it is written after the devices disconnected.)
 func BenchmarkConnectionMemory(b *testing.B) {
 	const holdFor = 5 * time.Second
@@ -42,6 +46,9 @@ func BenchmarkConnectionMemory(b *testing.B) {
 		g0 = int64(runtime.NumGoroutine())
 	})
 	rss1 := vmRSS(b)
+	if path := os.Getenv("DEVICEHUB_BENCH_HEAPPROFILE"); path != "" {
+		writeHeapProfile(b, path)
+	}
 	if path := os.Getenv("DEVICEHUB_BENCH_IDLE_CPUPROFILE"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
@@ -67,6 +74,34 @@ func BenchmarkConnectionMemory(b *testing.B) {
 	b.ReportMetric(float64(rss1-rss0)/n/1024, "rss-KiB/conn")
 	b.ReportMetric(float64(g1-g0)/n, "goroutines/conn")
 	b.ReportMetric(100*cpu.Seconds()/held.Seconds(), "idle-cpu-%")
+	b.ReportMetric(float64(startingStack()), "start-stack-B")
+}
+
+// startingStack is the stack the runtime gives a new goroutine: Go sizes
+// it from the average stack the last collection scanned (adaptive
+// starting stacks), and a goroutine started larger than 2 KiB keeps it
+// while it uses more than a quarter of it.
+func startingStack() uint64 {
+	s := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// writeHeapProfile writes a heap profile of the held connections to
+// path, after a collection (DEVICEHUB_BENCH_HEAPPROFILE).
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // vmRSS is the process's resident set in bytes (/proc/self/status).
