@@ -32,19 +32,46 @@ import (
 // profile with the devices connected (after a collection: set
 // GODEBUG=memprofilerate=1 to see every allocation). (go test's -memprofile does not show the
 // connections: it is written after the devices disconnected.)
+//
+// Three fleets, one sub-benchmark each: idle (the bench's devices: no
+// subscription), subscribed (each subscribes to its commands at QoS 1, as
+// the SDK's devices do, and keeps a 300 s keepalive) and messaged
+// (subscribed, and each was sent one QoS 0 message on its commands topic
+// once all were connected: mochi's write loop of the connection has run).
 func BenchmarkConnectionMemory(b *testing.B) {
+	for _, bm := range []struct {
+		name       string
+		subscribed bool
+		messaged   bool
+	}{
+		{"idle", false, false},
+		{"subscribed", true, false},
+		{"messaged", true, true},
+	} {
+		b.Run(bm.name, func(b *testing.B) { connectionMemory(b, bm.subscribed, bm.messaged) })
+	}
+}
+
+func connectionMemory(b *testing.B, subscribed, messaged bool) {
 	const holdFor = 5 * time.Second
 	devices := benchDevices()
 	th := startHub(b, "ingest: {rate_limit: {rate: 0, burst: 0}}\n")
 	var m0, m1 runtime.MemStats
 	var rss0, g0 int64
-	startFleet(b, th, "cm-", devices, true, func() {
+	ids := startFleet(b, th, "cm-", devices, !subscribed, func() {
 		runtime.GC()
 		runtime.GC()
 		runtime.ReadMemStats(&m0)
 		rss0 = vmRSS(b)
 		g0 = int64(runtime.NumGoroutine())
 	})
+	if messaged {
+		for _, id := range ids {
+			if err := th.Broker().Publish("devices/"+id+"/commands/bench", []byte(`{}`), false, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	rss1 := vmRSS(b)
 	if path := os.Getenv("DEVICEHUB_BENCH_HEAPPROFILE"); path != "" {
 		writeHeapProfile(b, path)
