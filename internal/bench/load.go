@@ -67,6 +67,12 @@ type LoadSpec struct {
 	KeepAlive uint16 `json:"keepalive"`
 	// Hold is how long connect mode holds the connections idle.
 	Hold time.Duration `json:"hold"`
+	// SubscribeOwn: in connect mode each device, once connected,
+	// subscribes at QoS 1 to its commands and desired properties
+	// (devices/{id}/commands/+ and devices/{id}/twin/desired), as a device
+	// of the Go SDK does; a failed subscription counts as a failed
+	// connection.
+	SubscribeOwn bool `json:"subscribe_own"`
 	// Presence mode: heartbeat period, how many devices go silent (the
 	// first Silent devices) and the type's heartbeat timeout.
 	Heartbeat time.Duration `json:"heartbeat"`
@@ -474,8 +480,27 @@ func (g *loadGen) connect(ctx context.Context) (*LoadResult, error) {
 	if ka == 0 {
 		ka = 10
 	}
-	conns := g.connectAll(ctx, ka, nil)
+	var onConnect func(int, *conn)
+	var subErrs atomic.Int64
+	var firstSub sync.Once
+	if g.spec.SubscribeOwn {
+		onConnect = func(_ int, c *conn) {
+			if err := subscribeOwn(ctx, c); err != nil {
+				subErrs.Add(1)
+				firstSub.Do(func() {
+					if g.res.FirstError == "" {
+						g.res.FirstError = err.Error()
+					}
+				})
+			}
+		}
+	}
+	conns := g.connectAll(ctx, ka, onConnect)
 	defer disconnectAll(conns)
+	if n := int(subErrs.Load()); n > 0 {
+		g.res.ConnectErrors += n
+		g.res.Connected -= n
+	}
 	g.step("connected")
 	hold := g.spec.Hold
 	if hold <= 0 {
@@ -487,6 +512,27 @@ func (g *loadGen) connect(ctx context.Context) (*LoadResult, error) {
 	}
 	g.step("held")
 	return g.res, nil
+}
+
+// subscribeOwn subscribes c's device to its own command and desired
+// properties topics, as the Go SDK does after every connect.
+func subscribeOwn(ctx context.Context, c *conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	prefix := "devices/" + c.dev.ID + "/"
+	sa, err := c.cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: prefix + "commands/+", QoS: 1},
+		{Topic: prefix + "twin/desired", QoS: 1},
+	}})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", c.dev.ID, err)
+	}
+	for i, rc := range sa.Reasons {
+		if rc >= 0x80 {
+			return fmt.Errorf("subscribe %s: filter %d refused with reason code %#x", c.dev.ID, i, rc)
+		}
+	}
+	return nil
 }
 
 func (g *loadGen) presence(ctx context.Context) (*LoadResult, error) {

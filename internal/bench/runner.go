@@ -81,9 +81,13 @@ type Options struct {
 	NoSignal    bool
 	Connections []int         // connection counts (default 10,000; 0: the open-file limit, see fileLimitConns)
 	Hold        time.Duration // idle hold of the connections scenario (default 15s)
-	Presence    int           // devices of the presence scenario (default 10,000)
-	Heartbeat   time.Duration // heartbeat interval of the presence scenario (default 10s)
-	SQLiteBatch int           // raw SQLite batch size (default: devicehub's mean batch, else 100)
+	// ConnectionsIdle: the connections scenario's devices subscribe to
+	// nothing (default: to their commands and desired properties, as the
+	// Go SDK's devices do).
+	ConnectionsIdle bool
+	Presence        int           // devices of the presence scenario (default 10,000)
+	Heartbeat       time.Duration // heartbeat interval of the presence scenario (default 10s)
+	SQLiteBatch     int           // raw SQLite batch size (default: devicehub's mean batch, else 100)
 	// QueryReadings and QueryDevices size the query scenario (default
 	// 1,000,000 readings over 10,000 devices; the full size is
 	// 10,000,000); Queries is the number of queries of each kind per
@@ -269,7 +273,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		Versions: map[string]string{},
 		Settings: map[string]any{
 			"rounds": o.Rounds, "duration": o.Duration.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "signal": !o.NoSignal,
-			"connections": o.Connections, "hold": o.Hold.String(), "presence_devices": o.Presence,
+			"connections": o.Connections, "hold": o.Hold.String(), "connections_idle": o.ConnectionsIdle, "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
 			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep, "query_burst": o.QueryBurst,
 		},

@@ -267,6 +267,7 @@ func (r *runner) connections(ctx context.Context) error {
 				"heap_inuse_per_conn_kb, stack_inuse_per_conn_kb, goroutines_per_conn: devicehub only, from its /metrics (Go runtime, no forced collection) before the first connection and once settled.",
 				fmt.Sprintf("idle_cpu_pct: CPU of the system under test while the connections are held idle for %s with a 10 s keepalive (PINGREQ traffic and timers), in %% of one core.", r.o.Hold),
 				"connect_rate: connections per second, 64 concurrent connects per load generator process, several processes with distinct source addresses in 127.0.0.0/8 above 5,000 connections.",
+				subscribeNote(r.o.ConnectionsIdle),
 			},
 		}
 		r.res.Scenarios = append(r.res.Scenarios, sc)
@@ -286,6 +287,15 @@ func (r *runner) connections(ctx context.Context) error {
 	return nil
 }
 
+// subscribeNote says what the connections scenario's devices do once
+// connected.
+func subscribeNote(idle bool) string {
+	if idle {
+		return "Each device connects and subscribes to nothing (--connections-idle): a device that only publishes; a device of the Go SDK also subscribes to its commands and desired properties."
+	}
+	return "Each device connects and subscribes at QoS 1 to its commands and desired properties (devices/{id}/commands/+, devices/{id}/twin/desired), as a device of the Go SDK does (--connections-idle: no subscription); the same for every system."
+}
+
 func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n int) Measurement {
 	run := Measurement{System: system, Started: time.Now(), Figures: map[string]float64{}}
 	defer func() { run.Seconds = time.Since(run.Started).Seconds() }()
@@ -303,7 +313,7 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 	var specs []LoadSpec
 	for i := 0; i*perProc < n; i++ {
 		specs = append(specs, LoadSpec{
-			Mode: ModeConnect, Addr: s.mqtt, KeepAlive: 10, Hold: r.o.Hold,
+			Mode: ModeConnect, Addr: s.mqtt, KeepAlive: 10, Hold: r.o.Hold, SubscribeOwn: !r.o.ConnectionsIdle,
 			Devices: devs[i*perProc : min(n, (i+1)*perProc)], SourceIP: fmt.Sprintf("127.0.%d.%d", i/250, 2+i%250),
 		})
 	}

@@ -73,6 +73,7 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 		"(false: PUBACK latency without that stream's CPU on the same machine)")
 	f.IntSliceVar(&o.Connections, "connections", nil, "connection counts (default 10000; 0: as many as the open-file limit allows, the hard limit less 500)")
 	f.DurationVar(&o.Hold, "hold", 0, "idle hold of the connections scenario (default 15s)")
+	f.BoolVar(&o.ConnectionsIdle, "connections-idle", false, "the connections scenario's devices subscribe to nothing (default: each subscribes to its commands and desired properties, as the Go SDK does)")
 	f.IntVar(&o.Presence, "presence-devices", 0, "devices of the presence scenario (default 10000)")
 	f.DurationVar(&o.Heartbeat, "heartbeat", 0, "heartbeat interval of the presence scenario (default 10s)")
 	f.IntVar(&o.QueryReadings, "query-readings", 0, "stored readings of the query scenario (default 1,000,000; the issue's full size is 10,000,000)")
