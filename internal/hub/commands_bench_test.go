@@ -207,6 +207,15 @@ func childDevice(addr, id, user, pass string, idle bool) (*paho.Client, error) {
 		Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true}); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", id, err)
 	}
+	if idle && os.Getenv("DEVICEHUB_BENCH_SUBSCRIBE") != "" {
+		// as the Go SDK's devices subscribe after every connect
+		if _, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+			{Topic: "devices/" + id + "/commands/+", QoS: 1},
+			{Topic: "devices/" + id + "/twin/desired", QoS: 1},
+		}}); err != nil {
+			return nil, fmt.Errorf("subscribe %s: %w", id, err)
+		}
+	}
 	if idle {
 		return cl, nil
 	}

@@ -27,7 +27,9 @@ import (
 //
 // DEVICEHUB_BENCH_DEVICES sets the devices (default 10,000; at most the
 // hub's MQTT connection cap, 13,125 with the 20,000 open files a process
-// may hold here). DEVICEHUB_BENCH_IDLE_CPUPROFILE=FILE writes a CPU
+// may hold here). DEVICEHUB_BENCH_SUBSCRIBE=1: each device subscribes at
+// QoS 1 to its commands and desired properties once connected, as the Go
+// SDK's devices do. DEVICEHUB_BENCH_IDLE_CPUPROFILE=FILE writes a CPU
 // profile of the idle hold, DEVICEHUB_BENCH_HEAPPROFILE=FILE a heap
 // profile with the devices connected (after a collection: set
 // GODEBUG=memprofilerate=1 to see every allocation). (go test's -memprofile does not show the
