@@ -598,7 +598,10 @@ func (r *runner) goals() {
 	for _, c := range r.o.Connections {
 		if s := r.res.Scenario(fmt.Sprintf("connections_%d", c)); s != nil {
 			if sp, ok := s.Summary[SysDevicehub]["rss_per_conn_kb"]; ok && sp.N > 0 {
-				g.Name = fmt.Sprintf("memory per connected device (%d devices)", c)
+				g.Name = fmt.Sprintf("memory per connected device (%d devices, each subscribed to its commands and desired properties as the Go SDK's devices are)", c)
+				if r.o.ConnectionsIdle {
+					g.Name = fmt.Sprintf("memory per connected device (%d devices, no subscription: --connections-idle)", c)
+				}
 				g.Measured, g.Met = fmtSpread(sp)+" KiB", met(sp.Median <= 16)
 			}
 			failedRounds(&g, s)
