@@ -103,6 +103,20 @@ type LoadResult struct {
 
 	OfflineDelay Latency `json:"offline_delay"` // presence: deadline → device_disconnected
 	Offline      int     `json:"offline"`
+
+	// Where slow acknowledgements came from (tails.go), over the
+	// publishing phase of ingest mode. Late: how late paced (open-loop)
+	// publishes woke against their schedule when they were not waiting
+	// for a PUBACK, i.e. the generator's own delay. Sched: the
+	// generator's Go scheduler latency (p99 and largest, bucket upper
+	// bounds); GCCycles its GCs. Slow: messages over slowThreshold by
+	// slowBin of their scheduled time from the start.
+	Late     Latency `json:"late"`
+	SchedP99 float64 `json:"sched_p99_ms"`
+	SchedMax float64 `json:"sched_max_ms"`
+	GCCycles uint64  `json:"gc_cycles"`
+	Slow     []int   `json:"slow,omitempty"`
+	Start    int64   `json:"start_unix_ms"` // the publishing phase's start
 }
 
 // RunLoad runs the load generator described by spec, reading step
@@ -314,8 +328,12 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 	}
 	inflight := max(g.spec.Inflight, 1)
 	start := time.Now()
+	g.res.Start = start.UnixMilli()
 	deadline := start.Add(g.spec.Duration)
 	lats := make([][]time.Duration, len(conns)*inflight)
+	lates := make([][]time.Duration, len(conns)*inflight)
+	slows := make([][]time.Duration, len(conns)*inflight) // scheduled time since start
+	sched0 := readSched()
 	var published, acked, failed atomic.Int64
 	var lastAck atomic.Int64
 	var first sync.Once
@@ -338,7 +356,8 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 				defer wg.Done()
 				var buf []byte
 				ls := make([]time.Duration, 0, 1024)
-				defer func() { lats[i*inflight+w] = ls }()
+				var late, slow []time.Duration
+				defer func() { lats[i*inflight+w], lates[i*inflight+w], slows[i*inflight+w] = ls, late, slow }()
 				for !stop.Load() {
 					k := int(next.Add(1) - 1)
 					if k >= perDevice {
@@ -351,6 +370,7 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 						t0 = start.Add(offset + time.Duration(k)*interval)
 						if d := time.Until(t0); d > 0 {
 							time.Sleep(d) // pacing the offered load
+							late = append(late, time.Since(t0))
 						}
 					}
 					if !time.Now().Before(deadline) || ctx.Err() != nil {
@@ -378,6 +398,9 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 					}
 					now := time.Now()
 					ls = append(ls, now.Sub(t0))
+					if now.Sub(t0) > slowThreshold {
+						slow = append(slow, t0.Sub(start))
+					}
 					acked.Add(1)
 					lastAck.Store(now.UnixNano())
 				}
@@ -385,6 +408,21 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 		}
 	}
 	wg.Wait()
+	g.res.SchedP99, g.res.SchedMax, g.res.GCCycles = schedSince(sched0, readSched())
+	var allLate []time.Duration
+	for _, l := range lates {
+		allLate = append(allLate, l...)
+	}
+	g.res.Late = LatencyOf(allLate)
+	for _, l := range slows {
+		for _, at := range l {
+			b := max(int(at/slowBin), 0)
+			for len(g.res.Slow) <= b {
+				g.res.Slow = append(g.res.Slow, 0)
+			}
+			g.res.Slow[b]++
+		}
+	}
 	g.res.Published, g.res.Acked, g.res.Errors = int(published.Load()), int(acked.Load()), int(failed.Load())
 	if la := lastAck.Load(); la > 0 {
 		g.res.Seconds = time.Unix(0, la).Sub(start).Seconds()

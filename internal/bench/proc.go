@@ -241,3 +241,29 @@ func fileLimitConns() int {
 	n := int(min(lim.Max, 1<<20)) - fileHeadroom
 	return max(n, 100)
 }
+
+// machineBusy returns the CPU time the whole machine spent busy (every
+// core, every process and the kernel: /proc/stat less idle and iowait).
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, errors.New("read /proc/stat: malformed")
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, errors.New("read /proc/stat: malformed")
+		}
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is counted in user already
+			continue
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks, nil
+}

@@ -527,16 +527,33 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 	var hwm int64
 	var mochi MochiStats
 	var batch float64
-	err = lp.step(ctx, "connected", 3*time.Minute, func() { cpu0, _ = cpuTime(s.p.pid()) })
+	var scrape0, scrape1 map[string]float64
+	// The machine's CPU and the generator's over the load, for the
+	// contention figures (tails.go).
+	var busy0, busy1, gen0, gen1 time.Duration
+	var wall0, wall1 time.Time
+	err = lp.step(ctx, "connected", 3*time.Minute, func() {
+		wall0 = time.Now()
+		busy0, _ = machineBusy()
+		gen0, _ = cpuTime(lp.ps[0].pid())
+		cpu0, _ = cpuTime(s.p.pid())
+		if system == SysDevicehub {
+			scrape0 = metrics(ctx, s.http)
+		}
+	})
 	if err == nil {
 		err = lp.step(ctx, "loaded", r.o.Duration+2*time.Minute, func() {
 			cpu1, _ = cpuTime(s.p.pid())
+			gen1, _ = cpuTime(lp.ps[0].pid())
+			busy1, _ = machineBusy()
+			wall1 = time.Now()
 			_, hwm, _ = memory(s.p.pid())
 			if system == SysMochi {
 				mochi, _ = s.mochiStats(ctx)
 			}
 			if system == SysDevicehub {
-				batch = meanBatch(ctx, s.http)
+				scrape1 = metrics(ctx, s.http)
+				batch = meanBatch(scrape1)
 			}
 		})
 	}
@@ -587,6 +604,21 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 	if lr.Signal.N > 0 {
 		f["signal_p50_ms"], f["signal_p99_ms"] = lr.Signal.P50, lr.Signal.P99
 	}
+	if scrape1 != nil {
+		hubTails(f, scrape0, scrape1)
+	}
+	if lr.Late.N > 0 {
+		f["loadgen_late_p99_ms"] = lr.Late.P99
+	}
+	f["loadgen_sched_p99_ms"], f["loadgen_sched_max_ms"], f["loadgen_gc_cycles"] = lr.SchedP99, lr.SchedMax, float64(lr.GCCycles)
+	if wall := wall1.Sub(wall0).Seconds(); wall > 0 && busy1 > 0 && busy0 > 0 {
+		f["loadgen_cores"] = (gen1 - gen0).Seconds() / wall
+		f["sut_cores"] = (cpu1 - cpu0).Seconds() / wall
+		f["other_cores"] = max((busy1-busy0-(gen1-gen0)-(cpu1-cpu0)).Seconds()/wall, 0)
+	}
+	if len(lr.Slow) > 0 {
+		r.logf("%s %d devices rate %.0f (load from %.1f): messages over %v by %v of their schedule: %v", system, n, rate, float64(lr.Start)/1000, slowThreshold, slowBin, lr.Slow)
+	}
 	if hwm > 0 {
 		f["peak_rss_mb"] = float64(hwm) / 1024
 	}
@@ -616,16 +648,16 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 }
 
 // meanBatch reads devicehub's mean commit batch size from /metrics.
-func meanBatch(ctx context.Context, addr string) float64 {
-	m := metrics(ctx, addr)
+func meanBatch(m map[string]float64) float64 {
 	if m["devicehub_commit_batch_size_count"] == 0 {
 		return 0
 	}
 	return m["devicehub_commit_batch_size_sum"] / m["devicehub_commit_batch_size_count"]
 }
 
-// metrics reads devicehub's /metrics: the value of every series without
-// labels, by name (none if it cannot be read).
+// metrics reads devicehub's /metrics: the value of every series by its
+// name, labels included as printed (`x_bucket{le="0.1"}`); none if it
+// cannot be read.
 func metrics(ctx context.Context, addr string) map[string]float64 {
 	m := map[string]float64{}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
@@ -653,7 +685,8 @@ func metrics(ctx context.Context, addr string) map[string]float64 {
 // compact formats a few headline figures for the progress log.
 func compact(f map[string]float64) string {
 	var parts []string
-	for _, k := range []string{"rate", "achieved_rate", "puback_p99_ms", "connected", "connect_rate", "rss_per_conn_kb", "offline_delay_p99_ms", "rows_per_s", "publish_rate"} {
+	for _, k := range []string{"rate", "achieved_rate", "puback_p99_ms", "connected", "connect_rate", "rss_per_conn_kb", "offline_delay_p99_ms", "rows_per_s", "publish_rate",
+		"hub_handle_p99_ms", "hub_commit_p99_ms", "hub_sched_p99_ms", "hub_gc_cycles", "loadgen_late_p99_ms", "loadgen_sched_p99_ms", "loadgen_sched_max_ms", "sut_cores", "loadgen_cores", "other_cores"} {
 		if v, ok := f[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%s", k, fmtNum(v)))
 		}

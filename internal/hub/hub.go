@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"time"
 
@@ -168,7 +169,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		Name: "devicehub_http_connections_refused_total",
 		Help: "HTTP connections answered 503 and closed because the listener's connection cap was reached.",
 	}, []string{"listener"})
-	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), h.httpRefused)
+	// The scheduler's latencies and the GC's stop-the-world pauses tell a
+	// slow acknowledgement that waited for a CPU or for the GC apart from
+	// one that waited for the store (docs/BENCHMARKS.md).
+	goc := collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/(latencies|pauses/total/gc):seconds$`)}))
+	h.reg.MustRegister(goc, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), h.httpRefused)
 
 	h.types = devicetype.NewRegistry()
 	for _, t := range cfg.DeviceTypes {
