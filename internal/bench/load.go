@@ -54,6 +54,9 @@ type LoadSpec struct {
 	// open loop a device whose window is full falls behind its schedule,
 	// which its latencies then show.
 	Inflight int `json:"inflight"`
+	// Warmup runs the same schedule for this long before the measured
+	// phase (before the "connected" step), its latencies reported apart.
+	Warmup time.Duration `json:"warmup"`
 	// Subscribe adds a wildcard QoS 1 subscriber on devices/# (the
 	// consumer of a plain broker) and waits for it to receive every
 	// acknowledged message.
@@ -117,6 +120,11 @@ type LoadResult struct {
 	GCCycles uint64  `json:"gc_cycles"`
 	Slow     []int   `json:"slow,omitempty"`
 	Start    int64   `json:"start_unix_ms"` // the publishing phase's start
+
+	// Warmup: the PUBACK latency of the warm-up (LoadSpec.Warmup) and
+	// the messages it had acknowledged, not in Acked.
+	Warmup      Latency `json:"warmup"`
+	WarmupAcked int     `json:"warmup_acked"`
 }
 
 // RunLoad runs the load generator described by spec, reading step
@@ -316,8 +324,6 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 			return g.res, fmt.Errorf("events: %w", err)
 		}
 	}
-	g.step("connected")
-
 	perDevice := g.spec.MaxMessages / len(conns)
 	if perDevice <= 0 {
 		perDevice = 1 << 30
@@ -327,87 +333,122 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 		interval = time.Duration(float64(time.Second) * float64(len(conns)) / g.spec.Rate)
 	}
 	inflight := max(g.spec.Inflight, 1)
-	start := time.Now()
-	g.res.Start = start.UnixMilli()
-	deadline := start.Add(g.spec.Duration)
-	lats := make([][]time.Duration, len(conns)*inflight)
-	lates := make([][]time.Duration, len(conns)*inflight)
-	slows := make([][]time.Duration, len(conns)*inflight) // scheduled time since start
-	sched0 := readSched()
+	// Each device's message sequence and stop flag, over both phases.
+	next := make([]atomic.Int64, len(conns))
+	stops := make([]atomic.Bool, len(conns))
 	var published, acked, failed atomic.Int64
-	var lastAck atomic.Int64
 	var first sync.Once
-	var wg sync.WaitGroup
-	for i, c := range conns {
-		// inflight workers share the device's client and its message
-		// sequence: each takes the next k, publishes it and waits for
-		// its PUBACK, so the device has up to inflight messages
-		// outstanding and sends a new one as soon as one is acked.
-		var next atomic.Int64
-		var stop atomic.Bool
-		topic := "devices/" + c.dev.ID + "/data"
-		offset := time.Duration(0)
-		if interval > 0 {
-			offset = interval * time.Duration(i) / time.Duration(len(conns))
+	// phase publishes for dur from now (open or closed loop) and returns
+	// every acknowledged message's latency, the paced publishes'
+	// lateness, the scheduled times of the slow ones (since start), and
+	// the start and the last PUBACK.
+	phase := func(dur time.Duration) (lats, lates, slows [][]time.Duration, start time.Time, lastAck int64) {
+		start = time.Now()
+		deadline := start.Add(dur)
+		lats = make([][]time.Duration, len(conns)*inflight)
+		lates = make([][]time.Duration, len(conns)*inflight)
+		slows = make([][]time.Duration, len(conns)*inflight)
+		k0 := make([]int64, len(conns)) // each device's first k of the phase
+		for i := range conns {
+			k0[i] = next[i].Load()
 		}
-		for w := range inflight {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var buf []byte
-				ls := make([]time.Duration, 0, 1024)
-				var late, slow []time.Duration
-				defer func() { lats[i*inflight+w], lates[i*inflight+w], slows[i*inflight+w] = ls, late, slow }()
-				for !stop.Load() {
-					k := int(next.Add(1) - 1)
-					if k >= perDevice {
-						return
-					}
-					t0 := time.Now()
-					if interval > 0 {
-						// Open loop: latency counts from the scheduled time, so
-						// that a slow ack delays the measure, not the schedule.
-						t0 = start.Add(offset + time.Duration(k)*interval)
-						if d := time.Until(t0); d > 0 {
-							time.Sleep(d) // pacing the offered load
-							late = append(late, time.Since(t0))
+		var last atomic.Int64
+		var wg sync.WaitGroup
+		for i, c := range conns {
+			// inflight workers share the device's client and its message
+			// sequence: each takes the next k, publishes it and waits for
+			// its PUBACK, so the device has up to inflight messages
+			// outstanding and sends a new one as soon as one is acked.
+			topic := "devices/" + c.dev.ID + "/data"
+			offset := time.Duration(0)
+			if interval > 0 {
+				offset = interval * time.Duration(i) / time.Duration(len(conns))
+			}
+			for w := range inflight {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var buf []byte
+					ls := make([]time.Duration, 0, 1024)
+					var late, slow []time.Duration
+					defer func() { lats[i*inflight+w], lates[i*inflight+w], slows[i*inflight+w] = ls, late, slow }()
+					for !stops[i].Load() {
+						k := int(next[i].Add(1) - 1)
+						if k >= perDevice {
+							return
 						}
+						t0 := time.Now()
+						if interval > 0 {
+							// Open loop: latency counts from the scheduled time, so
+							// that a slow ack delays the measure, not the schedule.
+							t0 = start.Add(offset + time.Duration(int64(k)-k0[i])*interval)
+							if d := time.Until(t0); d > 0 {
+								time.Sleep(d) // pacing the offered load
+								late = append(late, time.Since(t0))
+							}
+						}
+						if !time.Now().Before(deadline) || ctx.Err() != nil {
+							return // k is skipped: msg_ids stay unique
+						}
+						msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
+						buf = payload(buf, k, msgID)
+						if g.sent != nil {
+							g.mu.Lock()
+							g.sent[msgID] = t0
+							g.mu.Unlock()
+						}
+						published.Add(1)
+						pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+						resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
+						pcancel()
+						if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
+							err = fmt.Errorf("reason code %#x", resp.ReasonCode)
+						}
+						if err != nil {
+							failed.Add(1)
+							first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
+							stops[i].Store(true)
+							return
+						}
+						now := time.Now()
+						ls = append(ls, now.Sub(t0))
+						if now.Sub(t0) > slowThreshold {
+							slow = append(slow, t0.Sub(start))
+						}
+						acked.Add(1)
+						last.Store(now.UnixNano())
 					}
-					if !time.Now().Before(deadline) || ctx.Err() != nil {
-						return
-					}
-					msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
-					buf = payload(buf, k, msgID)
-					if g.sent != nil {
-						g.mu.Lock()
-						g.sent[msgID] = t0
-						g.mu.Unlock()
-					}
-					published.Add(1)
-					pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-					resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
-					pcancel()
-					if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
-						err = fmt.Errorf("reason code %#x", resp.ReasonCode)
-					}
-					if err != nil {
-						failed.Add(1)
-						first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
-						stop.Store(true)
-						return
-					}
-					now := time.Now()
-					ls = append(ls, now.Sub(t0))
-					if now.Sub(t0) > slowThreshold {
-						slow = append(slow, t0.Sub(start))
-					}
-					acked.Add(1)
-					lastAck.Store(now.UnixNano())
-				}
-			}()
+				}()
+			}
+		}
+		wg.Wait()
+		return lats, lates, slows, start, last.Load()
+	}
+	if g.spec.Warmup > 0 {
+		// The same schedule for a while before the measured phase: the
+		// first messages of a thousand fresh connections (goroutine
+		// stacks, buffers, caches on both sides) are a start-up cost,
+		// reported apart (Warmup) and not in the steady state's figures.
+		lats, _, _, _, _ := phase(g.spec.Warmup)
+		var all []time.Duration
+		for _, l := range lats {
+			all = append(all, l...)
+		}
+		g.res.Warmup = LatencyOf(all)
+		g.res.WarmupAcked = int(acked.Load())
+		published.Store(0)
+		acked.Store(0)
+		if g.sent != nil {
+			g.mu.Lock()
+			clear(g.sent) // a warm-up event arriving late is not matched
+			g.signals = g.signals[:0]
+			g.mu.Unlock()
 		}
 	}
-	wg.Wait()
+	g.step("connected")
+	sched0 := readSched()
+	lats, lates, slows, start, lastAck := phase(g.spec.Duration)
+	g.res.Start = start.UnixMilli()
 	g.res.SchedP99, g.res.SchedMax, g.res.GCCycles = schedSince(sched0, readSched())
 	var allLate []time.Duration
 	for _, l := range lates {
@@ -424,8 +465,8 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 		}
 	}
 	g.res.Published, g.res.Acked, g.res.Errors = int(published.Load()), int(acked.Load()), int(failed.Load())
-	if la := lastAck.Load(); la > 0 {
-		g.res.Seconds = time.Unix(0, la).Sub(start).Seconds()
+	if lastAck > 0 {
+		g.res.Seconds = time.Unix(0, lastAck).Sub(start).Seconds()
 	}
 	var all []time.Duration
 	for _, l := range lats {
@@ -435,7 +476,7 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 	if sub != nil {
 		// Drain: the consumer must get every acknowledged message.
 		until := time.Now().Add(10 * time.Second)
-		for g.received.Load() < acked.Load() && time.Now().Before(until) {
+		for g.received.Load() < acked.Load()+int64(g.res.WarmupAcked) && time.Now().Before(until) {
 			time.Sleep(5 * time.Millisecond) // polling the consumer's count
 		}
 		g.res.Received = int(g.received.Load())

@@ -74,6 +74,10 @@ type Options struct {
 	// MaxInflight, the receive maximum devicehub and mochi announce).
 	Inflight int
 	OpenLoop []float64 // open-loop fractions of the peak (default .25 .5 .75 1)
+	// Warmup: in the open-loop runs, every system gets the same schedule
+	// for this long before the measured phase; its PUBACK latency is
+	// reported apart (warmup_p99_ms). Zero: none.
+	Warmup time.Duration
 	// NoSignal leaves the signal measurement out of the open-loop runs:
 	// by default the load generator also reads the hub's SSE stream of
 	// every data event (publish → event latency), which costs both
@@ -272,7 +276,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		Machine:  machine(),
 		Versions: map[string]string{},
 		Settings: map[string]any{
-			"rounds": o.Rounds, "duration": o.Duration.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "signal": !o.NoSignal,
+			"rounds": o.Rounds, "duration": o.Duration.String(), "warmup": o.Warmup.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "signal": !o.NoSignal,
 			"connections": o.Connections, "hold": o.Hold.String(), "connections_idle": o.ConnectionsIdle, "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
 			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep, "query_burst": o.QueryBurst,
@@ -506,6 +510,9 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 		}
 	}()
 	spec := LoadSpec{Mode: ModeIngest, Addr: s.mqtt, QoS: 1, Duration: r.o.Duration, MaxMessages: r.o.MaxMessages, Rate: rate, Inflight: r.o.Inflight}
+	if rate > 0 {
+		spec.Warmup = r.o.Warmup
+	}
 	switch system {
 	case SysDevicehub:
 		spec.Devices = sd.devs
@@ -569,7 +576,7 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 	}
 	lr := res[0]
 	if system == SysMochi {
-		mochi.Received = r.mochiSettled(ctx, s, mochi.Received, lr.Acked)
+		mochi.Received = r.mochiSettled(ctx, s, mochi.Received, lr.Acked+lr.WarmupAcked)
 	}
 	stopped = true
 	stored, err := r.stop(ctx, s)
@@ -624,6 +631,11 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 	}
 	if count > 0 {
 		f["cpu_s_per_10k"] = (cpu1 - cpu0).Seconds() / count * 10000
+	}
+	if lr.WarmupAcked > 0 {
+		// The store and the consumers also got the warm-up's messages.
+		count -= float64(lr.WarmupAcked)
+		f["warmup_p99_ms"] = lr.Warmup.P99
 	}
 	lost := float64(lr.Acked) - count
 	f["lost"] = max(lost, 0)

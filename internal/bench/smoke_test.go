@@ -48,6 +48,7 @@ func TestSmoke(t *testing.T) {
 		Devices:     []int{3},
 		Inflight:    2, // the windowed path; every scenario below must still lose nothing
 		OpenLoop:    []float64{0.5},
+		Warmup:      200 * time.Millisecond, // counted apart: the open-loop runs must still lose nothing
 		Connections: []int{10},
 		Hold:        200 * time.Millisecond,
 		Presence:    4,
@@ -96,6 +97,13 @@ func TestSmoke(t *testing.T) {
 		}
 		if s.Ratios.VsMochi == nil {
 			t.Error("no devicehub/mochi ratio")
+		}
+	}
+	if s := res.Scenario("ingest_open_3_50"); s != nil {
+		for _, r := range s.Runs {
+			if r.Figures["warmup_p99_ms"] <= 0 {
+				t.Errorf("ingest_open_3_50 %s: no warm-up latency: %v", r.System, r.Figures)
+			}
 		}
 	}
 	if s := res.Scenario("query_200"); s != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -69,6 +70,8 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.IntVar(&o.Inflight, "inflight", 1, fmt.Sprintf("QoS 1 publishes each ingest device keeps outstanding, for every system (1-%d; a new one whenever a PUBACK arrives).\n"+
 		"Default 1: what a device that waits for each PUBACK does, as the Go SDK does today; >1 shows devicehub's pipelined PUBACKs", bench.MaxInflight))
 	f.Float64SliceVar(&o.OpenLoop, "open-loop", nil, "open-loop loads as fractions of devicehub's peak (default 0.25,0.5,0.75,1)")
+	f.DurationVar(&o.Warmup, "warmup", time.Second, "in the open-loop runs, publish on the same schedule for this long before the measured phase, for every system;\n"+
+		"its PUBACK latency is reported apart as warmup_p99_ms (the first messages of fresh connections are a start-up cost; 0: none)")
 	f.BoolVar(&signal, "signal", true, "in the open-loop runs, also read devicehub's SSE event stream in the load generator and report publish → event latency\n"+
 		"(false: PUBACK latency without that stream's CPU on the same machine)")
 	f.IntSliceVar(&o.Connections, "connections", nil, "connection counts (default 10000; 0: as many as the open-file limit allows, the hard limit less 500)")
