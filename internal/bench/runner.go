@@ -458,6 +458,13 @@ func (r *runner) ingest(ctx context.Context) error {
 		if peak <= 0 {
 			return errors.New("devicehub measured no peak rate")
 		}
+		// The open-loop rates are fractions of this peak: one measured
+		// while other processes took a core sets them far too low.
+		var peakNote string
+		if other := sc.Summary[SysDevicehub]["other_cores"].Median; other > maxOtherCores {
+			peakNote = fmt.Sprintf("The peak these loads are fractions of was measured while other processes of the machine used %.2f cores (median of its rounds): it is low, and so are these loads.", other)
+			r.logf("%s: other processes used %.2f cores during devicehub's peak rounds: the open-loop loads are too low", sc.Name, other)
+		}
 		if r.o.Profile && r.o.Exe != "" && n == r.o.Devices[0] {
 			r.profile(ctx, sd, n)
 		}
@@ -475,6 +482,9 @@ func (r *runner) ingest(ctx context.Context) error {
 					fmt.Sprintf("Each device has %s at most; a device whose window is full falls behind its schedule.", inflightText(r.o.Inflight)),
 					signalNote(r.o.NoSignal),
 				},
+			}
+			if peakNote != "" {
+				osc.Notes = append(osc.Notes, peakNote)
 			}
 			r.res.Scenarios = append(r.res.Scenarios, osc)
 			for round := 1; round <= r.o.Rounds; round++ {

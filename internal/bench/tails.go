@@ -145,6 +145,10 @@ func schedSince(a, b schedSample) (p99, maxMS float64, cycles uint64) {
 	return p99, maxMS, b.cycles - a.cycles
 }
 
+// maxOtherCores is the CPU other processes of the machine may use during
+// a run (other_cores) before its figures are said not to be the system's.
+const maxOtherCores = 0.2
+
 // slowBin is the width of the bins of LoadResult.Slow.
 const slowBin = 250 * time.Millisecond
 
