@@ -116,7 +116,7 @@ func (s *Store) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Debug("checkpoint", "pages", bg.log, "catch_up_pages", last.log-bg.log, "duration", time.Since(start))
+	s.log.Debug("checkpoint", "pages", bg.log, "catch_up_pages", last.log-bg.done, "duration", time.Since(start), "held", time.Since(held))
 	return nil
 }
 
