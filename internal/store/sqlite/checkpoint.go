@@ -101,6 +101,14 @@ func (s *Store) checkpoint(ctx context.Context) error {
 			return fmt.Errorf("sync database file: %w", err)
 		}
 	}
+	if s.full {
+		// The committer's batches since its last Sync are not fsynced
+		// yet (wal.go): the blocking round would fsync the WAL for
+		// them while commits wait.
+		if err := s.wal.sync(); err != nil {
+			return err
+		}
+	}
 	s.wmu.Lock()
 	held := time.Now()
 	defer func() {
@@ -112,6 +120,15 @@ func (s *Store) checkpoint(ctx context.Context) error {
 		}
 	}()
 	s.uncheckpointed = 0
+	// The commits during the background rounds asked for a checkpoint
+	// again (the count was still past checkpointChanges): that request
+	// is this checkpoint's. Left queued, it started a second checkpoint
+	// at once, whose blocking round stalled the commits again for a
+	// WAL that had just started over.
+	select {
+	case <-s.ckKick:
+	default:
+	}
 	last, err := s.walCheckpoint(ctx)
 	if err != nil {
 		return err
