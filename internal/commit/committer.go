@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -49,31 +48,11 @@ type Committer struct {
 	stopping chan struct{}
 	finished chan struct{}
 
-	// syncer is the store when it can take the disk flush off the
-	// commit path (see Syncer and syncLoop); unsynced carries its
-	// committed batches to syncLoop, in commit order.
-	syncer   Syncer
-	unsynced chan *unsynced
-
-	batchSize    prometheus.Histogram
-	commitTime   prometheus.Histogram
-	syncTime     prometheus.Histogram
-	failures     prometheus.Counter
-	syncFailures prometheus.Counter
-	lastSeq      atomic.Int64
+	batchSize  prometheus.Histogram
+	commitTime prometheus.Histogram
+	failures   prometheus.Counter
+	lastSeq    atomic.Int64
 }
-
-// unsynced is a batch that CommitUnsynced returned (err is its error),
-// waiting for a Sync.
-type unsynced struct {
-	tickets []*Ticket
-	changes []*Change
-	err     error
-}
-
-// syncQueue bounds the committed batches waiting for a Sync: the
-// committer runs at most that far ahead of the disk.
-const syncQueue = 8
 
 // New returns a committer writing to store and publishing to pub. reg may
 // be nil.
@@ -102,26 +81,13 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 			Help:    "Time to write and commit one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 		}),
-		syncTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "devicehub_commit_sync_duration_seconds",
-			Help:    "Time to flush the batches committed since the last flush to disk (stores that flush beside the commits).",
-			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
-		}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "devicehub_commit_failures_total",
 			Help: "Batches whose transaction failed.",
 		}),
-		syncFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "devicehub_commit_sync_failures_total",
-			Help: "Flushes of committed batches to disk that failed (their changes were not acknowledged).",
-		}),
-	}
-	if sy, ok := store.(Syncer); ok {
-		c.syncer = sy
-		c.unsynced = make(chan *unsynced, syncQueue)
 	}
 	if reg != nil {
-		reg.MustRegister(c.batchSize, c.commitTime, c.syncTime, c.failures, c.syncFailures)
+		reg.MustRegister(c.batchSize, c.commitTime, c.failures)
 	}
 	return c
 }
@@ -176,10 +142,6 @@ func (t *Ticket) Wait(ctx context.Context) error {
 	}
 }
 
-// Done is closed once the change is committed or failed; Wait then
-// returns at once.
-func (t *Ticket) Done() <-chan struct{} { return t.done }
-
 func (t *Ticket) result() error {
 	if t.err != nil {
 		return t.err
@@ -203,30 +165,13 @@ func (c *Committer) LastSeq() int64 { return c.lastSeq.Load() }
 // Run commits batches until ctx is done, then commits what is still queued
 // and returns. Stop the producers (the broker, the API) before ctx ends so
 // that nothing is left waiting.
-//
-// With a store that is a Syncer, Run commits with CommitUnsynced and a
-// second goroutine (syncLoop) flushes, then acks, the committed batches
-// in commit order while the next batch is written.
 func (c *Committer) Run(ctx context.Context) error {
 	defer close(c.finished)
-	if c.syncer != nil {
-		synced := make(chan struct{})
-		go func() {
-			defer close(synced)
-			c.syncLoop()
-		}()
-		defer func() {
-			close(c.unsynced)
-			<-synced
-		}()
-	}
-	var batch []*Ticket
+	batch := make([]*Ticket, 0, c.opts.MaxBatch)
 	for {
 		select {
 		case t := <-c.q:
-			// A new slice each time: syncLoop may still hold the
-			// previous batch.
-			batch = append(make([]*Ticket, 0, c.opts.MaxBatch), t)
+			batch = append(batch[:0], t)
 		case <-ctx.Done():
 			close(c.stopping)
 			return c.drain(batch)
@@ -270,7 +215,7 @@ func (c *Committer) drain(batch []*Ticket) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		batch = nil
+		batch = batch[:0]
 		for len(batch) < c.opts.MaxBatch {
 			select {
 			case t := <-c.q:
@@ -295,77 +240,13 @@ func (c *Committer) commit(ctx context.Context, batch []*Ticket) {
 	start := time.Now()
 	// A batch that was handed to the store is finished even if ctx ends
 	// now: the client is waiting for its ack.
-	var err error
-	if c.syncer != nil {
-		err = c.syncer.CommitUnsynced(context.WithoutCancel(ctx), changes)
-	} else {
-		err = c.store.Commit(context.WithoutCancel(ctx), changes)
-	}
+	err := c.store.Commit(context.WithoutCancel(ctx), changes)
 	c.commitTime.Observe(time.Since(start).Seconds())
 	c.batchSize.Observe(float64(len(batch)))
 	if err != nil {
 		c.failures.Inc()
 		c.log.Error("group commit failed", "changes", len(batch), "err", err)
 		err = fmt.Errorf("commit batch: %w", err)
-	}
-	if c.syncer != nil {
-		// Even a failed batch goes through syncLoop: its tickets then
-		// complete in commit order too.
-		c.unsynced <- &unsynced{tickets: batch, changes: changes, err: err}
-		return
-	}
-	c.finish(batch, changes, err)
-}
-
-// syncLoop flushes the batches the committer committed, each flush for all
-// batches committed so far, then acks them in commit order: it publishes
-// their events and completes their tickets. A batch is acked only after a
-// Sync that started after its commit succeeded; a failed Sync fails the
-// tickets of the batches it covered, and the batches after them wait for
-// a Sync of their own (a Syncer whose flush failed keeps failing: see
-// Syncer). It returns once unsynced is closed and drained.
-func (c *Committer) syncLoop() {
-	ctx := context.Background()
-	var group []*unsynced
-	for u := range c.unsynced {
-		group = append(group[:0], u)
-	more:
-		for {
-			select {
-			case u, ok := <-c.unsynced:
-				if !ok {
-					break more
-				}
-				group = append(group, u)
-			default:
-				break more
-			}
-		}
-		var err error
-		if slices.ContainsFunc(group, func(u *unsynced) bool { return u.err == nil }) {
-			start := time.Now()
-			err = c.syncer.Sync(ctx)
-			c.syncTime.Observe(time.Since(start).Seconds())
-			if err != nil {
-				c.syncFailures.Inc()
-				c.log.Error("flushing committed batches to disk failed: their changes are not acknowledged", "batches", len(group), "err", err)
-				err = fmt.Errorf("sync committed batch: %w", err)
-			}
-		}
-		for _, u := range group {
-			if u.err != nil {
-				c.finish(u.tickets, u.changes, u.err)
-			} else {
-				c.finish(u.tickets, u.changes, err)
-			}
-		}
-	}
-}
-
-// finish acks a batch: with err nil it publishes the events of its live
-// changes and completes its tickets, otherwise it fails them with err.
-func (c *Committer) finish(batch []*Ticket, changes []*Change, err error) {
-	if err != nil {
 		for _, t := range batch {
 			t.err = err
 			close(t.done)

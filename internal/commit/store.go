@@ -14,22 +14,6 @@ type Store interface {
 	Commit(ctx context.Context, batch []*Change) error
 }
 
-// A Syncer is a store that can take the disk flush off the commit path:
-// CommitUnsynced writes and commits a batch like Commit (the batch is
-// visible to readers and to the next transaction) but does not wait for
-// it to reach stable storage; Sync does, for every batch whose
-// CommitUnsynced returned before Sync was called. The committer pipelines
-// them: it commits the next batch while Sync flushes the previous ones,
-// and acks a batch (publishes its events, completes its tickets) only
-// after a Sync that covers it succeeded. Commit stays synchronous for the
-// other callers. A Sync error means the batches it covers may be lost on
-// a power failure; a store should keep failing Sync unless it can prove
-// otherwise (see internal/store/sqlite).
-type Syncer interface {
-	CommitUnsynced(ctx context.Context, batch []*Change) error
-	Sync(ctx context.Context) error
-}
-
 // Op is one domain's operation inside a Change. The committer does not look
 // inside an op: it hands the ops of a batch to their Domain.
 type Op interface {

@@ -91,17 +91,6 @@ func (s *Store) initStatements(ctx context.Context) error {
 
 // Commit writes batch in one transaction; see commit.Store.
 func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
-	return s.commit(ctx, batch, false)
-}
-
-// CommitUnsynced implements commit.Syncer: it writes batch like Commit but
-// commits at synchronous=NORMAL, without the fsync of the WAL; Sync does
-// that for every batch committed before it (wal.go).
-func (s *Store) CommitUnsynced(ctx context.Context, batch []*commit.Change) error {
-	return s.commit(ctx, batch, s.full)
-}
-
-func (s *Store) commit(ctx context.Context, batch []*commit.Change, unsynced bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	commit.ResetOutcomes(batch)
@@ -111,7 +100,7 @@ func (s *Store) commit(ctx context.Context, batch []*commit.Change, unsynced boo
 		}
 	}
 	t := &txn{s: s, known: map[string]int64{}, seq: s.seq, now: time.Now().UnixMicro()}
-	if err := t.run(ctx, batch, unsynced); err != nil {
+	if err := t.run(ctx, batch); err != nil {
 		commit.ResetOutcomes(batch)
 		// Whether a failed COMMIT left anything behind is not known
 		// here: the cached latest values are read again.
@@ -131,24 +120,9 @@ func (s *Store) commit(ctx context.Context, batch []*commit.Change, unsynced boo
 	return nil
 }
 
-// run begins the transaction, writes the batch and commits. unsynced
-// commits at synchronous=NORMAL: run holds the writer connection for the
-// pragma, the transaction and the pragma that restores FULL, so that no
-// other write on the connection runs at NORMAL.
-func (t *txn) run(ctx context.Context, batch []*commit.Change, unsynced bool) (err error) {
-	if unsynced {
-		conn, err := t.s.w.Conn(ctx)
-		if err != nil {
-			return fmt.Errorf("writer connection: %w", err)
-		}
-		defer t.s.restoreFull(conn) // after the Rollback below
-		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-			return fmt.Errorf("synchronous=normal: %w", err)
-		}
-		t.tx, err = conn.BeginTx(ctx, nil)
-	} else {
-		t.tx, err = t.s.w.BeginTx(ctx, nil)
-	}
+// run begins the transaction, writes the batch and commits.
+func (t *txn) run(ctx context.Context, batch []*commit.Change) (err error) {
+	t.tx, err = t.s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

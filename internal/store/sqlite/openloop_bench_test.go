@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -23,18 +22,6 @@ type timedStore struct {
 	mu      sync.Mutex
 	commits []time.Duration
 	sizes   []int
-	syncs   []time.Duration
-}
-
-// Sync is timed too.
-func (t *timedStore) Sync(ctx context.Context) error {
-	t0 := time.Now()
-	err := t.Store.Sync(ctx)
-	d := time.Since(t0)
-	t.mu.Lock()
-	t.syncs = append(t.syncs, d)
-	t.mu.Unlock()
-	return err
 }
 
 func (t *timedStore) Commit(ctx context.Context, batch []*commit.Change) error {
@@ -46,28 +33,6 @@ func (t *timedStore) Commit(ctx context.Context, batch []*commit.Change) error {
 	t.sizes = append(t.sizes, len(batch))
 	t.mu.Unlock()
 	return err
-}
-
-// CommitUnsynced is timed like Commit: the committer calls it instead
-// when the store is a commit.Syncer.
-func (t *timedStore) CommitUnsynced(ctx context.Context, batch []*commit.Change) error {
-	t0 := time.Now()
-	err := t.Store.CommitUnsynced(ctx, batch)
-	d := time.Since(t0)
-	t.mu.Lock()
-	t.commits = append(t.commits, d)
-	t.sizes = append(t.sizes, len(batch))
-	t.mu.Unlock()
-	return err
-}
-
-// syncCommits hides the store's commit.Syncer: the committer then fsyncs
-// in every Commit, as before the flush was pipelined
-// (DEVICEHUB_BENCH_PIPELINE=0).
-type syncCommits struct{ s *timedStore }
-
-func (c syncCommits) Commit(ctx context.Context, batch []*commit.Change) error {
-	return c.s.Commit(ctx, batch)
 }
 
 type nopPublisher struct{}
@@ -101,11 +66,7 @@ func benchCommitOpenLoop(b *testing.B, devices, rate int) {
 	benchCheckpointer(b, st)
 	runUntilCleanup(b, st)
 	s := &timedStore{Store: st}
-	var cs commit.Store = s
-	if os.Getenv("DEVICEHUB_BENCH_PIPELINE") == "0" {
-		cs = syncCommits{s}
-	}
-	c := commit.New(cs, nopPublisher{}, commit.Options{}, slog.New(slog.DiscardHandler), nil)
+	c := commit.New(s, nopPublisher{}, commit.Options{}, slog.New(slog.DiscardHandler), nil)
 	ran := make(chan error, 1)
 	go func() { ran <- c.Run(ctx) }()
 	defer func() { cancel(); <-ran }()
@@ -173,7 +134,6 @@ func benchCommitOpenLoop(b *testing.B, devices, rate int) {
 	b.ReportMetric(q(all, 1), "max-ms")
 	s.mu.Lock()
 	commits := slices.Clone(s.commits)
-	syncs := slices.Clone(s.syncs)
 	total := 0
 	for _, n := range s.sizes {
 		total += n
@@ -184,12 +144,6 @@ func benchCommitOpenLoop(b *testing.B, devices, rate int) {
 	b.ReportMetric(q(commits, 0.99), "p99-commit-ms")
 	b.ReportMetric(q(commits, 1), "max-commit-ms")
 	b.ReportMetric(float64(total)/float64(len(commits)), "changes/commit")
-	if len(syncs) > 0 {
-		slices.Sort(syncs)
-		b.ReportMetric(q(syncs, 0.5), "p50-sync-ms")
-		b.ReportMetric(q(syncs, 0.99), "p99-sync-ms")
-		b.ReportMetric(float64(total)/float64(len(syncs)), "changes/sync")
-	}
 	held, maxHeld := st.checkpointHold()
 	b.ReportMetric(float64(held.Microseconds())/1000, "ckpt-hold-ms")
 	b.ReportMetric(float64(maxHeld.Microseconds())/1000, "ckpt-max-hold-ms")

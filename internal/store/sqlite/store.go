@@ -38,7 +38,6 @@ var migrations embed.FS
 
 var (
 	_ commit.Store     = (*Store)(nil)
-	_ commit.Syncer    = (*Store)(nil)
 	_ registry.Store   = (*Store)(nil)
 	_ readings.Store   = (*Store)(nil)
 	_ eventlog.Store   = (*Store)(nil)
@@ -81,11 +80,7 @@ type Store struct {
 	// syncFirst: the checkpointer fsyncs the database file before the
 	// round that blocks commits (see checkpoint).
 	syncFirst bool
-	// full: synchronous=FULL, the writer's setting; CommitUnsynced then
-	// leaves the WAL's fsync to Sync (wal.go).
-	full bool
-	wal  walSync
-	log  *slog.Logger
+	log       *slog.Logger
 
 	ckKick chan struct{} // wakes the checkpointer (Run)
 	// ckHeld and ckMaxHeld are the time the checkpointer held wmu (see
@@ -211,8 +206,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	ck.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
-		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1),
-		full: sync == "FULL", wal: walSync{path: opts.Path + "-wal"}}
+		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1)}
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
@@ -297,5 +291,5 @@ func (s *Store) closeDB() error {
 	s.patch.close()
 	s.lookup.close()
 	err := errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
-	return errors.Join(err, s.dbFile.Close(), s.wal.close())
+	return errors.Join(err, s.dbFile.Close())
 }
