@@ -65,3 +65,30 @@ func TestCheckpointer(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckpointConsumesItsRequest: commits during a checkpoint's
+// background rounds ask for a checkpoint again (the count is still past
+// checkpointChanges); the blocking round takes that request, so that a
+// second checkpoint does not stall the commits again at once.
+func TestCheckpointConsumesItsRequest(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "ck.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.wmu.Lock()
+	s.committed(checkpointChanges) // a request, as from commits beside the background rounds
+	s.wmu.Unlock()
+	if err := s.checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.ckKick:
+		t.Error("the checkpoint left the request of its own commits queued: a second checkpoint would follow at once")
+	default:
+	}
+	if s.uncheckpointed != 0 {
+		t.Errorf("%d changes counted after the checkpoint, want 0", s.uncheckpointed)
+	}
+}
