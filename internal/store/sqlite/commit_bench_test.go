@@ -28,6 +28,13 @@ import (
 // The msgid=1 rows carry a msg_id as the SDK sends it (the real case: the
 // dedupe index is touched by every message).
 //
+// Knobs, each bounding from below what one layout change of the commit
+// could save (benchmark only; the product is unchanged):
+// DEVICEHUB_BENCH_DROP_INDEXES (benchDropIndexes),
+// DEVICEHUB_BENCH_READINGS_LAYOUT (benchReadingsLayout),
+// DEVICEHUB_BENCH_OMIT (benchOmit) and DEVICEHUB_BENCH_DEDUP
+// (benchDedupClause).
+//
 //	go test ./internal/store/sqlite -run '^$' -bench CommitIngest -benchtime 2000x
 func BenchmarkCommitIngest(b *testing.B) {
 	for _, tc := range []struct {
@@ -49,6 +56,9 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	benchCheckpointer(b, s)
 	runUntilCleanup(b, s)
 	benchDropIndexes(b, s)
+	benchReadingsLayout(ctx, b, s)
+	benchDedupClause(ctx, b, s)
+	omit := benchOmit(b)
 	ids := make([]string, devices)
 	topics := make([]string, devices)
 	var prov []*commit.Change
@@ -84,12 +94,24 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 				msgID = fmt.Sprintf("%08x-%d", uint32(d)*2654435761, next/devices+1)
 				pl = fmt.Appendf(nil, `{"msg_id":%q,"temperature":21.25,"humidity":40}`, msgID)
 			}
-			args := fmt.Appendf(nil, `{"message_id":%d,"topic":%q,"transport":"mqtt","readings":[{"ts":%q,"values":%s}]}`,
-				id, topics[d], now.Format(time.RFC3339Nano), values)
+			var args []byte
+			if omit.eventArgs {
+				args = fmt.Appendf(nil, `{"message_id":%d}`, id)
+			} else {
+				args = fmt.Appendf(nil, `{"message_id":%d,"topic":%q,"transport":"mqtt","readings":[{"ts":%q,"values":%s}]}`,
+					id, topics[d], now.Format(time.RFC3339Nano), values)
+			}
+			if omit.payload {
+				pl = nil
+			}
+			var more []commit.Op
+			if !omit.patch {
+				more = append(more, &registry.DevicePatch{LastSeen: &now})
+			}
 			batch[i] = &commit.Change{
 				DeviceID: ids[d],
 				Ops: withReadings(&readings.Message{ID: id, Topic: topics[d], Transport: "mqtt", QoS: 1,
-					Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: now}, []readings.Reading{{Time: now, Values: values}}, &registry.DevicePatch{LastSeen: &now}),
+					Payload: pl, MsgID: msgID, Accepted: true, ReceivedAt: now}, []readings.Reading{{Time: now, Values: values}}, more...),
 				Events: []commit.Event{{Event: events.Event{Type: events.DeviceDataReceived, Time: now, DeviceID: ids[d], DeviceType: "WeatherStation"},
 					Args: args}},
 			}
@@ -104,6 +126,11 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 		written += writtenBytes() - w0
 	}
 	b.StopTimer()
+	// Every variant must still store every reading.
+	var n int
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM readings`).Scan(&n); err != nil || n != b.N*size {
+		b.Fatalf("readings stored: %d, %v; want %d", n, err, b.N*size)
+	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*size), "µs/change")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*size), "cpu-µs/change")
 	b.ReportMetric(float64(written)/1024/float64(b.N*size), "write-KB/change")
@@ -127,6 +154,107 @@ func benchDropIndexes(b *testing.B, s *Store) {
 			b.Fatalf("drop index %s: %v", name, err)
 		}
 	}
+}
+
+// benchReadingsLayout replaces the readings table (empty at this point)
+// with the layout named in DEVICEHUB_BENCH_READINGS_LAYOUT, to measure
+// what a clustered table costs the commit instead of the rowid table and
+// its readings_dev_ts index:
+//
+//   - clustered: WITHOUT ROWID, keyed by (dev, ts, id). The id is written
+//     by the insert (the writer would assign it; here the message id,
+//     unique with one reading per message), through a SELECT over the
+//     same multi-row VALUES the product's insert binds.
+//   - clustered-noid: WITHOUT ROWID, keyed by (dev, ts), no id column: the
+//     smallest clustered row; the product's insert runs unchanged (the
+//     bench never gives a device two readings of one ts).
+//
+// Only the commit's insert is kept working; the queries of readings by id
+// are not.
+func benchReadingsLayout(ctx context.Context, b *testing.B, s *Store) {
+	var ddl string
+	ins := newBulk(s.w, `INSERT INTO readings (dev, stream, ts, received_at, message_id, data) VALUES `, `(?,?,?,?,?,?)`, ``)
+	switch v := os.Getenv("DEVICEHUB_BENCH_READINGS_LAYOUT"); v {
+	case "":
+		return
+	case "clustered":
+		ddl = `CREATE TABLE readings (dev INTEGER NOT NULL, ts INTEGER NOT NULL, id INTEGER NOT NULL,
+			stream TEXT NOT NULL DEFAULT '', received_at INTEGER NOT NULL, message_id INTEGER NOT NULL, data TEXT NOT NULL,
+			PRIMARY KEY (dev, ts, id)) WITHOUT ROWID`
+		ins = newBulk(s.w, `INSERT INTO readings (dev, stream, ts, received_at, message_id, data, id)
+			SELECT column1, column2, column3, column4, column5, column6, column5 FROM (VALUES `, `(?,?,?,?,?,?)`, `)`)
+	case "clustered-noid":
+		ddl = `CREATE TABLE readings (dev INTEGER NOT NULL, ts INTEGER NOT NULL,
+			stream TEXT NOT NULL DEFAULT '', received_at INTEGER NOT NULL, message_id INTEGER NOT NULL, data TEXT NOT NULL,
+			PRIMARY KEY (dev, ts)) WITHOUT ROWID`
+	default:
+		b.Fatalf("DEVICEHUB_BENCH_READINGS_LAYOUT=%q: want clustered or clustered-noid", v)
+	}
+	for _, q := range []string{`DROP TABLE readings`, ddl} {
+		if _, err := s.w.ExecContext(ctx, q); err != nil {
+			b.Fatalf("readings layout: %v", err)
+		}
+	}
+	if err := ins.prepare(ctx); err != nil {
+		b.Fatalf("readings layout: %v", err)
+	}
+	s.inserts["readings"] = ins
+}
+
+// benchOmission is what DEVICEHUB_BENCH_OMIT leaves out of each change.
+type benchOmission struct {
+	// patch: the device's last_seen update (registry.DevicePatch).
+	patch bool
+	// eventArgs: the device_data_received event's values; its args keep
+	// only the message id, a pointer to the message.
+	eventArgs bool
+	// payload: the raw payload of the message audit record (NULL).
+	payload bool
+}
+
+// benchOmit reads DEVICEHUB_BENCH_OMIT, a comma list of patch,
+// eventargs and payload: parts of an ingest change the benchmark leaves
+// out, to bound what not writing them per reading could save.
+func benchOmit(b *testing.B) benchOmission {
+	var o benchOmission
+	v := os.Getenv("DEVICEHUB_BENCH_OMIT")
+	if v == "" {
+		return o
+	}
+	for name := range strings.SplitSeq(v, ",") {
+		switch name {
+		case "patch":
+			o.patch = true
+		case "eventargs":
+			o.eventArgs = true
+		case "payload":
+			o.payload = true
+		default:
+			b.Fatalf("DEVICEHUB_BENCH_OMIT: unknown %q (want patch, eventargs, payload)", name)
+		}
+	}
+	return o
+}
+
+// benchDedupClause replaces the conflict clause of the msg_id insert
+// when DEVICEHUB_BENCH_DEDUP=orfail: INSERT OR FAIL instead of ON
+// CONFLICT DO NOTHING, to see whether the upsert clause costs anything
+// (a duplicate would then fail the statement; the bench sends none).
+func benchDedupClause(ctx context.Context, b *testing.B, s *Store) {
+	switch v := os.Getenv("DEVICEHUB_BENCH_DEDUP"); v {
+	case "":
+		return
+	case "orfail":
+	default:
+		b.Fatalf("DEVICEHUB_BENCH_DEDUP=%q: want orfail", v)
+	}
+	ins := newBulk(s.w,
+		`INSERT OR FAIL INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
+		`(?,?,?,?,?,?,?,?,?,?,?)`, ` RETURNING id`)
+	if err := ins.prepare(ctx); err != nil {
+		b.Fatalf("dedup clause: %v", err)
+	}
+	s.inserts["messages_dedup"] = ins
 }
 
 // writtenBytes is the bytes the process passed to write system calls so
