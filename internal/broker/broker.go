@@ -183,6 +183,14 @@ type Options struct {
 	// nothing is allocated for an idle connection).
 	ReadBufferSize  int
 	WriteBufferSize int
+	// WriterIdle is how long a client's writer goroutine waits for more
+	// outbound data before it ends (default 2s); the next message to
+	// the client starts a new one (writer.go).
+	WriterIdle time.Duration
+
+	// mochiWriteLoop (tests) runs mochi's write loop per subscribed
+	// client, as when its outbound queue cannot be reached (writer.go).
+	mochiWriteLoop bool
 }
 
 // writeQueueRoom is what the default WriteQueue holds beyond MaxInflight.
@@ -249,6 +257,9 @@ func (o *Options) setDefaults() {
 	if o.WriteBufferSize <= 0 {
 		o.WriteBufferSize = 2 << 10
 	}
+	if o.WriterIdle <= 0 {
+		o.WriterIdle = 2 * time.Second
+	}
 }
 
 // capabilities turns the options into mochi's capabilities, each value
@@ -292,6 +303,13 @@ type Broker struct {
 	willClient *mqtt.Client
 	tlsCfg     *tls.Config
 	m          *metrics
+
+	// outq reaches mochi's outbound queue of a client; nil: mochi's
+	// write loop runs per subscribed client instead (writer.go).
+	outq        *outboundAccess
+	writers     atomic.Int64   // running writers (or mochi write loops)
+	writersWg   sync.WaitGroup // writers and mochi write loops
+	writersQuit chan struct{}  // closed once every connection ended (shutdown)
 
 	ready   chan struct{}
 	running atomic.Bool
@@ -350,7 +368,8 @@ type session struct {
 	slotHeld    atomic.Bool // holds its device's slot (see deviceConns)
 	established atomic.Bool // CONNACK sent, session in mochi's client map
 	takenOver   atomic.Bool // a newer connection took over its mochi session (inheritSession)
-	writing     atomic.Bool // mochi's write loop started (startWriteLoop)
+
+	w outWriter // the client's writer (writer.go)
 
 	acks    acks    // the hub's QoS 1 publishes to the device awaiting its PUBACK
 	pubacks pubacks // the device's QoS 1 publishes awaiting their commit
@@ -374,13 +393,14 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 	}
 	opts.setDefaults()
 	b := &Broker{
-		opts:    opts,
-		deps:    deps,
-		log:     log,
-		ready:   make(chan struct{}),
-		failc:   make(chan error, 1),
-		current: map[string]uint64{},
-		devs:    map[string]*deviceConns{},
+		opts:        opts,
+		deps:        deps,
+		log:         log,
+		ready:       make(chan struct{}),
+		failc:       make(chan error, 1),
+		current:     map[string]uint64{},
+		devs:        map[string]*deviceConns{},
+		writersQuit: make(chan struct{}),
 	}
 	if opts.TLSAddr != "" {
 		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
@@ -409,6 +429,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
+	b.setupWriters(opts.mochiWriteLoop)
 	b.m = newMetrics(b, reg)
 	return b, nil
 }
@@ -668,6 +689,8 @@ func (b *Broker) shutdown() {
 		return true
 	})
 	b.wg.Wait()
+	close(b.writersQuit)
+	b.writersWg.Wait()
 	if b.served.Load() {
 		_ = b.server.Close()
 	}
@@ -757,6 +780,7 @@ func (b *Broker) connEnded(c *clientConn, err error) {
 		atomic.AddInt64(&b.server.Info.ClientsConnected, -1)
 	}
 	c.cl.Stop(nil)
+	s.w.end()
 	b.server.Listeners.ClientsWg.Done()
 	b.disconnected(s, b.reasonFor(s, nil, err))
 	b.conns.Delete(s.conn)

@@ -130,6 +130,8 @@ type harness struct {
 	handler  *fakeHandler
 	presence *fakePresence
 	gone     goneCounter // Deps.DeviceGone calls by device
+	reg      *prometheus.Registry
+	stop     func() // stops the broker and waits for Run (also at the end of the test)
 }
 
 // goneCounter counts the DeviceGone calls of each device.
@@ -164,6 +166,14 @@ func start(t *testing.T) *harness {
 // startWith runs a broker whose PublishHandler is ph.
 func startWith(t *testing.T, ph PublishHandler) *harness {
 	t.Helper()
+	return startOpts(t, Options{}, ph)
+}
+
+// startOpts runs a broker with opts (its Addr set here) whose
+// PublishHandler is ph.
+func startOpts(t *testing.T, opts Options, ph PublishHandler) *harness {
+	t.Helper()
+	opts.Addr = "127.0.0.1:0"
 	h := &harness{presence: &fakePresence{}}
 	auth := fakeAuth{
 		"dev1": {password: "pw1", typ: "sensor"},
@@ -171,7 +181,8 @@ func startWith(t *testing.T, ph PublishHandler) *harness {
 		"off1": {password: "pw", typ: "sensor", disabled: true},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := New(Options{Addr: "127.0.0.1:0"}, Deps{Authenticator: auth, PublishHandler: ph, Presence: h.presence, DeviceGone: h.gone.add}, log, prometheus.NewRegistry())
+	h.reg = prometheus.NewRegistry()
+	b, err := New(opts, Deps{Authenticator: auth, PublishHandler: ph, Presence: h.presence, DeviceGone: h.gone.add}, log, h.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +197,16 @@ func startWith(t *testing.T, ph PublishHandler) *harness {
 	case <-time.After(5 * time.Second):
 		t.Fatal("broker not ready")
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
+	var stop sync.Once
+	h.stop = func() {
+		stop.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(h.stop)
 	return h
 }
 
@@ -217,7 +232,7 @@ func dial(t *testing.T, addr, clientID, user, pass string, opts ...connectOpt) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &client{disconnects: make(chan *paho.Disconnect, 1), received: make(chan *paho.Publish, 16)}
+	c := &client{disconnects: make(chan *paho.Disconnect, 1), received: make(chan *paho.Publish, 256)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn:               conn,
 		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- d },

@@ -28,7 +28,7 @@ func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketSent,
 		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill,
-		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnClientExpired:
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnClientExpired, mqtt.OnPublished, mqtt.OnRetainPublished:
 		return true
 	}
 	return false
@@ -124,6 +124,14 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 func (h *hook) OnClientExpired(cl *mqtt.Client) {
 	h.b.server.UnsubscribeClient(cl)
 }
+
+// OnPublished wakes the writers of the clients mochi just queued the
+// publish for (writer.go).
+func (h *hook) OnPublished(_ *mqtt.Client, pk packets.Packet) { h.b.wakeTopic(pk.TopicName) }
+
+// OnRetainPublished wakes the writer of the client mochi just queued a
+// retained message for (writer.go).
+func (h *hook) OnRetainPublished(cl *mqtt.Client, _ packets.Packet) { h.b.wake(cl) }
 
 // OnPacketSent notes the successful CONNACK: from then on the hub closes
 // the session with a DISCONNECT (v5), never before.

@@ -112,27 +112,6 @@ func packetBytes(remaining int) int64 {
 	return int64(n + remaining)
 }
 
-// startWriteLoop starts mochi's write loop of cl, the session's client,
-// once: the goroutine that writes what mochi queues for the client
-// (cl.State.outbound, unexported). mochi queues a packet for a client in
-// one place only, publishToClient, which reaches a client through a
-// subscription of its id in the topic index: a publish to its
-// subscribers, or a retained message when it subscribes. So the loop is
-// started when the client has a subscription, before mochi can find it
-// through one: when it sends a SUBSCRIBE (readPackets) and when its
-// session carried subscriptions over (establish, before the client is in
-// mochi's client map); the index keeps no subscription of an id whose
-// client does not hold it (OnClientExpired). A device that never
-// subscribes never has a write loop: one goroutine and its stack (4 KiB)
-// less per idle connection (issue 14, goal 6). Everything else mochi
-// writes to the client (CONNACK, PUBACK, SUBACK, PINGRESP, resent
-// inflight messages) it writes on the caller's goroutine, as before.
-func (s *session) startWriteLoop(cl *mqtt.Client) {
-	if s.writing.CompareAndSwap(false, true) {
-		go cl.WriteLoop()
-	}
-}
-
 // deep runs f on a goroutine of its own and waits for it: f's stack
 // grows and goes away with that goroutine, the caller's stays small.
 func deep(f func() error) error {
@@ -216,7 +195,7 @@ func (b *Broker) readPackets(cl *mqtt.Client, pc *peekConn) error {
 		}
 		pc.consumed += packetBytes(fh.Remaining)
 		if pk.FixedHeader.Type == packets.Subscribe {
-			pc.s.startWriteLoop(cl) // before mochi sends it a retained message
+			b.startWriteLoop(pc.s, cl) // before mochi sends it a retained message
 		}
 		if err := b.receivePacket(cl, pk); err != nil {
 			return err
@@ -319,7 +298,7 @@ func (b *Broker) establish(cl *mqtt.Client, pc *peekConn, listener string) (coun
 	b.hook.OnSessionEstablish(cl, pk)
 	present := b.inheritSession(pk, cl)
 	if cl.State.Subscriptions.Len() > 0 { // carried over: a publish may find it once it is in the map
-		pc.s.startWriteLoop(cl)
+		b.startWriteLoop(pc.s, cl)
 	}
 	srv.Clients.Add(cl) // [MQTT-4.1.0-1]
 	if err := srv.SendConnack(cl, packets.CodeSuccess, present, nil); err != nil {

@@ -203,34 +203,55 @@ func sessionOfDevice(t *testing.T, b *Broker, deviceID string) *session {
 	return s
 }
 
-// TestWriteLoopWithSubscription: mochi's write loop of a connection is
-// started with its first SUBSCRIBE, not before (startWriteLoop), and the
-// device then gets what is published to it.
+// TestWriteLoopWithSubscription: with mochi's write loop (the fallback
+// of writer.go) a connection's loop is started with its first SUBSCRIBE,
+// not before (startWriteLoop), ends with the connection, and the device
+// gets what is published to it. With the on-demand writer no goroutine
+// writes for it until a message is queued.
 func TestWriteLoopWithSubscription(t *testing.T) {
-	h := start(t)
-	c := mustDial(t, h, "dev1")
-	s := sessionOfDevice(t, h.b, "dev1")
-	if _, err := c.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{}`)}); err != nil {
-		t.Fatalf("publish without a write loop: %v", err)
-	}
-	if s.writing.Load() {
-		t.Fatal("write loop started before any subscription")
-	}
-	if _, err := c.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/+", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
-	if !s.writing.Load() {
-		t.Fatal("no write loop after a subscription")
-	}
-	for i := range 3 {
-		if err := h.b.Publish("devices/dev1/commands/7", []byte(`{"command":"x"}`), false, byte(i%2)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-c.received:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("publish %d not received", i)
-		}
+	for _, tt := range []struct {
+		name      string
+		mochiLoop bool
+	}{
+		{"on-demand writer", false},
+		{"mochi write loop", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startOpts(t, Options{mochiWriteLoop: tt.mochiLoop}, &fakeHandler{errs: map[string]error{}})
+			if got := h.b.outq == nil; got != tt.mochiLoop {
+				t.Fatalf("mochi write loop = %v, want %v", got, tt.mochiLoop)
+			}
+			c := mustDial(t, h, "dev1")
+			if _, err := c.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{}`)}); err != nil {
+				t.Fatalf("publish without a write loop: %v", err)
+			}
+			if n := h.b.writers.Load(); n != 0 {
+				t.Fatalf("%d writers before any subscription", n)
+			}
+			if _, err := c.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/+", QoS: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			if n, want := h.b.writers.Load(), map[bool]int64{false: 0, true: 1}[tt.mochiLoop]; n != want {
+				t.Fatalf("%d writers after a subscription, want %d", n, want)
+			}
+			for i := range 3 {
+				if err := h.b.Publish("devices/dev1/commands/7", []byte(`{"command":"x"}`), false, byte(i%2)); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-c.received:
+				case <-time.After(5 * time.Second):
+					t.Fatalf("publish %d not received", i)
+				}
+			}
+			if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.mochiLoop {
+				return // the writer ends after WriterIdle (TestWriterIdlesAndRestarts)
+			}
+			eventually.True(t, 5*time.Second, "mochi's write loop ended with its connection", func() bool { return h.b.writers.Load() == 0 })
+		})
 	}
 }
 
