@@ -10,6 +10,7 @@ type metrics struct {
 	storeFailures prometheus.Counter
 	refused       *prometheus.CounterVec
 	acceptErrors  *prometheus.CounterVec
+	writers       prometheus.GaugeFunc
 }
 
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
@@ -47,12 +48,12 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 		Name: "devicehub_mqtt_clients_connected",
 		Help: "Devices connected to the embedded MQTT broker.",
 	}, func() float64 { return float64(b.connected.Load()) })
-	writers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	m.writers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "devicehub_mqtt_writers",
 		Help: "Goroutines writing queued messages to devices: running on-demand writers (or mochi write loops, if the broker fell back to them).",
 	}, func() float64 { return float64(b.writers.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, m.refused, m.acceptErrors, gauge, writers)
+		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, m.refused, m.acceptErrors, gauge, m.writers)
 	}
 	return m
 }

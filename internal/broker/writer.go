@@ -55,8 +55,9 @@ import (
 //
 // The hand-off. A writer's state is one word: a running bit, an ended bit
 // (the connection ended: no new writer) and a count of wakes above them.
-// wake adds one to the count after the packet was queued and starts a
-// writer if the running bit is clear. A writer that has been idle for
+// wake, called after the packet was queued, returns if the queue is
+// empty (a writer took the packet already), else adds one to the count
+// and starts a writer if the running bit is clear. A writer that has been idle for
 // WriterIdle loads the state, then checks that the queue is empty, then
 // clears the running bit with a compare-and-swap against the word it
 // loaded. A packet queued before a wake whose count the writer loaded is
@@ -108,18 +109,22 @@ var (
 // findOutbound finds the fields in mochi's ClientState and checks their
 // types, or says why it cannot.
 func findOutbound() (*outboundAccess, error) {
-	t := reflect.TypeFor[mqtt.ClientState]()
+	return findOutboundIn(reflect.TypeFor[mqtt.ClientState]())
+}
+
+// findOutboundIn finds the fields in t, a struct type.
+func findOutboundIn(t reflect.Type) (*outboundAccess, error) {
 	field := func(name string, want reflect.Type) (uintptr, error) {
 		f, ok := t.FieldByName(name)
 		switch {
 		case !ok:
-			return 0, fmt.Errorf("mochi's %s has no field %s", t, name)
+			return 0, fmt.Errorf("%s has no field %s", t, name)
 		case len(f.Index) != 1:
-			return 0, fmt.Errorf("mochi's %s.%s is promoted from an embedded field", t, name)
+			return 0, fmt.Errorf("%s.%s is promoted from an embedded field", t, name)
 		case f.Type != want:
-			return 0, fmt.Errorf("mochi's %s.%s is a %s, want %s", t, name, f.Type, want)
+			return 0, fmt.Errorf("%s.%s is a %s, want %s", t, name, f.Type, want)
 		case f.Offset+want.Size() > t.Size() || f.Offset%uintptr(want.Align()) != 0:
-			return 0, fmt.Errorf("mochi's %s.%s has offset %d", t, name, f.Offset)
+			return 0, fmt.Errorf("%s.%s has offset %d", t, name, f.Offset)
 		}
 		return f.Offset, nil
 	}
@@ -199,10 +204,16 @@ func deviceOfTopic(topic string) (string, bool) {
 		return "", false
 	}
 	id, _, ok := strings.Cut(rest, "/")
-	return id, ok && id != ""
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
 }
 
-// wake makes sure a writer runs for cl, whose queue mochi just added to.
+// wake makes sure a writer runs for cl if mochi queued a packet for it
+// (the publish that called it may have been queued for other clients
+// only: a device's publish to its own prefix, which it did not subscribe
+// to, starts no writer).
 func (b *Broker) wake(cl *mqtt.Client) {
 	if b.outq == nil {
 		return
@@ -210,6 +221,9 @@ func (b *Broker) wake(cl *mqtt.Client) {
 	s := sessionOfConn(cl)
 	if s == nil { // inline: mochi queues nothing for it
 		return
+	}
+	if len(b.outq.queue(cl)) == 0 {
+		return // nothing queued for cl, or a writer already took it
 	}
 	w := &s.w
 	if w.state.Add(writerWake)&(writerRunning|writerEnded) != 0 {
