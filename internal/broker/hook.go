@@ -119,8 +119,8 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // its connection and expired from the topic index, as mochi does when a
 // session ends with its connection (its expiry removes only the client).
 // Left there, a new connection with the same client id would be sent
-// what the expired session subscribed to, through a write loop it may
-// not have (startWriteLoop).
+// what the expired session subscribed to (and, when the broker runs
+// mochi's write loop, through a loop it may not have: startWriteLoop).
 func (h *hook) OnClientExpired(cl *mqtt.Client) {
 	h.b.server.UnsubscribeClient(cl)
 }

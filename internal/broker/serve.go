@@ -35,9 +35,10 @@ import (
 // runs mochi's per-packet protocol) and ends. One client's packets are
 // still read and processed one after the other, in order, as before; a
 // deep goroutine's stack goes back to the runtime when it ends. The
-// connection's goroutine parks with a 2 KiB stack. mochi's write loop
-// (unchanged: its queue is unexported) runs only for a client that
-// subscribed (startWriteLoop).
+// connection's goroutine parks with a 2 KiB stack. What mochi queues for
+// a subscribed client is written by a writer goroutine that runs only
+// while there is something to write (writer.go), in place of mochi's
+// write loop, which would live as long as the connection.
 //
 // What mochi's attachClient does around Client.Read is done here with
 // mochi's exported pieces, in its order: CONNECT checks (validateConnect),
