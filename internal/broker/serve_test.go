@@ -187,22 +187,6 @@ func FuzzConnectionInput(f *testing.F) {
 	})
 }
 
-// sessionOfDevice is the broker's one tracked session of deviceID.
-func sessionOfDevice(t *testing.T, b *Broker, deviceID string) *session {
-	t.Helper()
-	var s *session
-	b.conns.Range(func(_, v any) bool {
-		if x := v.(*session); x.deviceID == deviceID && x.live() {
-			s = x
-		}
-		return true
-	})
-	if s == nil {
-		t.Fatalf("no session of %s", deviceID)
-	}
-	return s
-}
-
 // TestWriteLoopWithSubscription: with mochi's write loop (the fallback
 // of writer.go) a connection's loop is started with its first SUBSCRIBE,
 // not before (startWriteLoop), ends with the connection, and the device

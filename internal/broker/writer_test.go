@@ -44,6 +44,7 @@ func TestDeviceOfTopic(t *testing.T) {
 // version; a struct whose fields differ is refused; and the check refuses
 // a queue that is not the one mochi made.
 func TestOutboundAccess(t *testing.T) {
+	//lint:ignore U1000 its fields are read through reflect only
 	type inner struct {
 		outbound    chan *packets.Packet
 		outboundQty int32
