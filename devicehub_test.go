@@ -3,6 +3,7 @@ package devicehub_test
 import (
 	"context"
 	"net"
+	rtmetrics "runtime/metrics"
 	"testing"
 	"time"
 
@@ -20,6 +21,8 @@ func TestEmbed(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.MQTT.Addr = "127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Runtime.GCPercent, cfg.Runtime.MemoryLimitMB = 123, 456 // the binary's settings: not the host's
+	gcBefore := gcSettings()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hub, err := devicehub.New(ctx, cfg, nil)
@@ -53,6 +56,9 @@ func TestEmbed(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("hub stopped: %v", err)
 	}
+	if got := gcSettings(); got != gcBefore {
+		t.Errorf("the embedded hub changed the host's GC settings (GOGC, memory limit) from %v to %v", gcBefore, got)
+	}
 
 	cr, err := hub.Provision(ctx, "t1", "Thermometer")
 	if err != nil {
@@ -80,4 +86,11 @@ func TestEmbed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no device_data_received within 10s")
 	}
+}
+
+// gcSettings returns the process's GC percent and memory limit.
+func gcSettings() [2]uint64 {
+	s := []rtmetrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	rtmetrics.Read(s)
+	return [2]uint64{s[0].Value.Uint64(), s[1].Value.Uint64()}
 }

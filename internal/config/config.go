@@ -60,6 +60,9 @@ type Config struct {
 	Commands CommandsConfig `yaml:"commands"`
 	// Cluster turns on cluster mode (see cluster.go).
 	Cluster ClusterConfig `yaml:"cluster"`
+	// Runtime sets the Go garbage collector of the devicehub binary (see
+	// runtime.go).
+	Runtime RuntimeConfig `yaml:"runtime"`
 	// DeviceTypes are the declared device types, sorted by name. In the
 	// file they are a map from name to declaration; the key becomes Name.
 	DeviceTypes []devicetype.Type `yaml:"-"`
@@ -256,6 +259,7 @@ func Default() *Config {
 		Firmware:     defaultFirmware(),
 		Retention:    defaultRetention(),
 		Cluster:      defaultCluster(),
+		Runtime:      defaultRuntime(),
 	}
 }
 
@@ -415,7 +419,7 @@ func (c *Config) fill() {
 
 // Validate reports the first problem with the configuration, naming its key.
 func (c *Config) Validate() error {
-	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention, c.checkCluster, c.checkExternalBroker} {
+	for _, check := range []func() error{c.checkTop, c.checkMQTT, c.checkStorage, c.checkIngest, c.checkProvisioning, c.checkMonitors, c.checkDeviceConfig, c.checkFirmware, c.checkCommands, c.checkTypes, c.checkAlerts, c.checkRetention, c.checkCluster, c.checkExternalBroker, c.checkRuntime} {
 		if err := check(); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}

@@ -67,6 +67,8 @@ func TestLoadGood(t *testing.T) {
 		{"cluster.lease_ttl", cfg.Cluster.LeaseTTL, 6 * time.Second},
 		{"cluster.renew (default)", cfg.Cluster.Renew, 2 * time.Second},
 		{"cluster.log_poll (default)", cfg.Cluster.LogPoll, time.Second},
+		{"runtime.gc_percent", cfg.Runtime.GCPercent, 200},
+		{"runtime.memory_limit_mb", cfg.Runtime.MemoryLimitMB, 2048},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -84,7 +86,7 @@ func TestLoadDefaults(t *testing.T) {
 		want := Default()
 		want.fill()
 		if cfg.MQTT != want.MQTT || cfg.Storage != want.Storage || cfg.Ingest != want.Ingest ||
-			cfg.Commit != want.Commit || cfg.DataDir != want.DataDir || cfg.HTTP != want.HTTP {
+			cfg.Commit != want.Commit || cfg.DataDir != want.DataDir || cfg.HTTP != want.HTTP || cfg.Runtime != want.Runtime {
 			t.Errorf("%q: got %+v, want the defaults %+v", path, cfg, want)
 		}
 		if got, want := cfg.Storage.SQLite.Path, filepath.Join("devicehub-data", "devicehub.db"); got != want {
@@ -156,6 +158,10 @@ func TestLoadBad(t *testing.T) {
 		{"cluster_bad_nats_url", `cluster.nats: entry 0: want a nats:// or tls:// URL with a host, got "127.0.0.1:4222"`},
 		{"cluster_short_log_poll", "cluster.log_poll: must be at least 10ms, got 1ms"},
 		{"alert_rule_twice", `alerts.rules.Thermostat[0].name: rule "hot" is declared twice (also at alerts.rules.Boiler[0])`},
+		{"runtime_gc_percent_zero", "runtime.gc_percent: must be from 1 to 100000, or -1 to collect only at runtime.memory_limit_mb, got 0"},
+		{"runtime_gc_off_without_limit", "runtime.gc_percent: -1 (collect only at the memory limit) needs runtime.memory_limit_mb"},
+		{"runtime_small_memory_limit", "runtime.memory_limit_mb: must be 0 (no limit) or from 32 to 1073741824, got 8"},
+		{"runtime_bad_gc_percent", `runtime.gc_percent: line 1: cannot use "lots" as an integer`},
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")
 	if len(files) != len(tests) {
@@ -174,6 +180,44 @@ func TestLoadBad(t *testing.T) {
 			msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "config: "), path+": ")
 			if !strings.HasPrefix(msg, tt.want) {
 				t.Errorf("error\n  %s\nwant it to start with\n  %s", msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestRuntime(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    RuntimeConfig
+		wantErr string
+	}{
+		{"defaults", "", RuntimeConfig{GCPercent: 400, MemoryLimitMB: 1024}, ""},
+		{"go's own default", "runtime: {gc_percent: 100}", RuntimeConfig{GCPercent: 100, MemoryLimitMB: 1024}, ""},
+		{"no memory limit", "runtime: {memory_limit_mb: 0}", RuntimeConfig{GCPercent: 400, MemoryLimitMB: 0}, ""},
+		{"collect only at the limit", "runtime: {gc_percent: -1, memory_limit_mb: 512}", RuntimeConfig{GCPercent: -1, MemoryLimitMB: 512}, ""},
+		{"smallest", "runtime: {gc_percent: 1, memory_limit_mb: 32}", RuntimeConfig{GCPercent: 1, MemoryLimitMB: 32}, ""},
+		{"off without a limit", "runtime: {gc_percent: -1, memory_limit_mb: 0}", RuntimeConfig{}, "runtime.gc_percent: -1 (collect only at the memory limit) needs runtime.memory_limit_mb"},
+		{"below -1", "runtime: {gc_percent: -2}", RuntimeConfig{}, "runtime.gc_percent: must be from 1 to 100000"},
+		{"too large", "runtime: {gc_percent: 100001}", RuntimeConfig{}, "runtime.gc_percent: must be from 1 to 100000"},
+		{"negative limit", "runtime: {memory_limit_mb: -1}", RuntimeConfig{}, "runtime.memory_limit_mb: must be 0 (no limit) or from 32"},
+		{"limit too small", "runtime: {memory_limit_mb: 31}", RuntimeConfig{}, "runtime.memory_limit_mb: must be 0 (no limit) or from 32"},
+		{"unknown key", "runtime: {gogc: 100}", RuntimeConfig{}, "runtime.gogc: line 1: unknown key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), tt.wantErr) {
+					t.Fatalf("err = %v, want one starting with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Runtime != tt.want {
+				t.Errorf("runtime = %+v, want %+v", cfg.Runtime, tt.want)
 			}
 		})
 	}

@@ -22,6 +22,7 @@ func Serve(ctx context.Context, configPath string, o config.Overrides) error {
 		return err
 	}
 	log := NewLogger(cfg.Log.Level, cfg.Log.Format)
+	applyGC(planGC(cfg.Runtime, os.LookupEnv), log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
