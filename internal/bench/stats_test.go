@@ -327,3 +327,27 @@ func TestGoalsFailedRounds(t *testing.T) {
 		})
 	}
 }
+
+func TestHubTailsGCSettings(t *testing.T) {
+	tests := []struct {
+		name             string
+		after            map[string]float64
+		percent, limit   float64
+		hasPct, hasLimit bool
+	}{
+		{"configured", map[string]float64{"go_gc_gogc_percent": 400, "go_gc_gomemlimit_bytes": 1 << 30}, 400, 1024, true, true},
+		{"no limit", map[string]float64{"go_gc_gogc_percent": 100, "go_gc_gomemlimit_bytes": math.MaxInt64}, 100, 0, true, false},
+		{"an older hub without the gauges", map[string]float64{"go_gc_duration_seconds_count": 3}, 0, 0, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := map[string]float64{}
+			hubTails(f, map[string]float64{}, tt.after)
+			p, okP := f["hub_gc_percent"]
+			l, okL := f["hub_memory_limit_mb"]
+			if okP != tt.hasPct || p != tt.percent || okL != tt.hasLimit || l != tt.limit {
+				t.Errorf("hub_gc_percent %v (%v), hub_memory_limit_mb %v (%v); want %v (%v), %v (%v)", p, okP, l, okL, tt.percent, tt.hasPct, tt.limit, tt.hasLimit)
+			}
+		})
+	}
+}

@@ -86,6 +86,14 @@ func hubTails(f map[string]float64, before, after map[string]float64) {
 	if n := after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]; n >= 0 && len(after) > 0 {
 		f["hub_gc_cycles"] = n
 	}
+	// The GC settings in force (runtime.gc_percent, or GOGC when set): an
+	// A/B of two builds is only one if they match or differ on purpose.
+	if v, ok := after["go_gc_gogc_percent"]; ok {
+		f["hub_gc_percent"] = v
+	}
+	if v, ok := after["go_gc_gomemlimit_bytes"]; ok && v < math.MaxInt64 {
+		f["hub_memory_limit_mb"] = v / (1 << 20)
+	}
 }
 
 // schedSample is the load generator's own scheduler latency histogram and
