@@ -151,7 +151,44 @@ func (e *FieldError) Error() string {
 
 // Validate checks one reading's values against the type. Numbers must be
 // float64 (as encoding/json decodes them) or json.Number.
+//
+// It is on every message's path: a valid reading is told without sorting
+// or allocating; only an invalid one is checked again in the order of the
+// field names, so that the error reported is always the same one.
 func (t *Type) Validate(values map[string]any) error {
+	if t.valid(values) {
+		return nil
+	}
+	return t.firstError(values)
+}
+
+// valid reports whether values pass every rule, in map order.
+func (t *Type) valid(values map[string]any) bool {
+	for name, f := range t.Fields {
+		v, ok := values[name]
+		if !ok || v == nil {
+			if f.Required {
+				return false
+			}
+			continue
+		}
+		if f.check(name, v) != nil {
+			return false
+		}
+	}
+	if len(t.Fields) > 0 && !t.AllowUnknownFields {
+		for name := range values {
+			if _, ok := t.Fields[name]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// firstError is the first rule values break, in the order of the field
+// names (declared fields first, then unknown ones).
+func (t *Type) firstError(values map[string]any) error {
 	for _, name := range sortedKeys(t.Fields) {
 		f := t.Fields[name]
 		v, ok := values[name]

@@ -47,6 +47,12 @@ func TestValidate(t *testing.T) {
 		{"number for bool", map[string]any{"serial": "a", "ok": 1.0}, "ok", "type"},
 		{"bool for string", map[string]any{"serial": "a", "label": true}, "label", "type"},
 		{"unknown field", map[string]any{"serial": "a", "pressure": 1000.0}, "pressure", "unknown"},
+		// With several faults the first declared field in name order is
+		// told, then the first unknown one: always the same error.
+		{"two faults, first by name", map[string]any{"serial": "a", "temperature": 99.0, "humidity": -1.0, "count": 0.5}, "count", "type"},
+		{"declared fault before unknown", map[string]any{"serial": "a", "aaa": 1.0, "temperature": 99.0}, "temperature", "max"},
+		{"unknown fields by name", map[string]any{"serial": "a", "zz": 1.0, "bb": 1.0, "mm": 1.0}, "bb", "unknown"},
+		{"required before unknown", map[string]any{"aa": 1.0}, "serial", "required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +74,29 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("message %q does not name the field", fe.Error())
 			}
 		})
+	}
+}
+
+func TestValidateStableError(t *testing.T) {
+	typ := weather()
+	values := map[string]any{"serial": "a", "temperature": 99.0, "humidity": -1.0, "ok": "yes", "pressure": 1.0, "wind": 2.0}
+	want := typ.Validate(values).Error()
+	for range 50 { // map order differs from call to call
+		if got := typ.Validate(values).Error(); got != want {
+			t.Fatalf("Validate = %q, earlier %q", got, want)
+		}
+	}
+}
+
+func TestValidateDoesNotAllocate(t *testing.T) {
+	typ := weather()
+	values := map[string]any{"serial": "a", "temperature": 21.5, "humidity": 40.0, "count": 3.0, "ok": true}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := typ.Validate(values); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Validate of a valid reading allocates %v times, want 0 (it is on every message's path)", n)
 	}
 }
 
