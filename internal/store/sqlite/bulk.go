@@ -107,3 +107,40 @@ func (b *bulk) close() {
 		}
 	}
 }
+
+// maxArgSlab bounds the values the argument slab keeps between commits
+// (16 bytes each: 4 MiB); a larger commit allocates the rest.
+const maxArgSlab = 1 << 18
+
+// argSlab lends the argument slices of one commit's multi-row statements
+// from one slice kept across commits, so that a commit of 400 messages
+// does not allocate its 10,000-odd argument slots anew (garbage the GC
+// pays for under load). Only Commit uses it, under wmu; a statement keeps
+// no reference to its arguments once it returns.
+type argSlab struct {
+	buf        []any
+	used, want int
+}
+
+// take returns an empty slice with room for n values: from the slab
+// while it lasts, allocated past its end (the next commit's slab is then
+// large enough).
+func (a *argSlab) take(n int) []any {
+	a.want += n
+	if a.used+n > len(a.buf) {
+		return make([]any, 0, n)
+	}
+	b := a.buf[a.used : a.used : a.used+n]
+	a.used += n
+	return b
+}
+
+// reset ends a commit: it drops the references its arguments held
+// (payloads, values) and grows the slab to what the commit asked for.
+func (a *argSlab) reset() {
+	clear(a.buf[:a.used])
+	if a.want > len(a.buf) {
+		a.buf = make([]any, min(a.want, maxArgSlab))
+	}
+	a.used, a.want = 0, 0
+}

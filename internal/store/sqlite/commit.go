@@ -100,6 +100,7 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 		}
 	}
 	t := &txn{s: s, known: map[string]int64{}, seq: s.seq, now: time.Now().UnixMicro()}
+	defer s.args.reset()
 	if err := t.run(ctx, batch); err != nil {
 		commit.ResetOutcomes(batch)
 		// Whether a failed COMMIT left anything behind is not known
@@ -152,7 +153,7 @@ func (t *txn) key(id string) (int64, bool) {
 // LookupDevices implements commit.Tx: it finds the keys of the devices
 // that are not cached yet.
 func (t *txn) LookupDevices(ctx context.Context, ids []string) error {
-	args := make([]any, 0, len(ids))
+	args := t.s.args.take(len(ids))
 	for _, id := range ids {
 		if _, ok := t.key(id); !ok {
 			args = append(args, id)
@@ -191,7 +192,7 @@ const eventCols = 6
 
 // WriteEvents implements commit.Tx: seqs are counted here, under wmu.
 func (t *txn) WriteEvents(ctx context.Context, evs []*commit.Event) error {
-	args := make([]any, 0, len(evs)*eventCols)
+	args := t.s.args.take(len(evs) * eventCols)
 	for _, e := range evs {
 		t.seq++
 		e.Seq = t.seq

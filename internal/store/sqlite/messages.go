@@ -25,9 +25,18 @@ func (s *Store) MaxMessageID(ctx context.Context) (int64, error) {
 // in one multi-row insert, those with one in another that returns which
 // were new.
 func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) error {
-	plain := make([]any, 0, len(msgs)*messageCols)
-	var dedup []any
+	withID := 0
+	for i := range msgs {
+		if msgs[i].Message.MsgID != "" {
+			withID++
+		}
+	}
+	plain := t.s.args.take((len(msgs) - withID) * messageCols)
+	dedup := t.s.args.take(withID * messageCols)
 	var dedupRows []int
+	if withID > 0 {
+		dedupRows = make([]int, 0, withID)
+	}
 	for i := range msgs {
 		r := &msgs[i]
 		m := r.Message
@@ -87,7 +96,7 @@ func (t *txn) InsertReadings(ctx context.Context, rows []readings.ReadingRow) er
 	// Rows of one device next to each other touch each leaf of the
 	// (dev, ts) index once per batch instead of once per row.
 	slices.SortStableFunc(rds, func(a, b keyed) int { return int(a.dev - b.dev) })
-	args := make([]any, 0, len(rds)*6)
+	args := t.s.args.take(len(rds) * 6)
 	for _, r := range rds {
 		args = append(args, r.dev, r.r.Stream, r.r.Time.UnixMicro(), r.r.ReceivedAt.UnixMicro(), r.r.MessageID, jsonObject(r.r.Values))
 	}

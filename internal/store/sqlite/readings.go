@@ -102,7 +102,7 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 			return fmt.Errorf("read device types: %w", err)
 		}
 	}
-	args := make([]any, 0, 2*len(keys))
+	args := t.s.args.take(2 * len(keys))
 	for i, d := 0, 0; i < len(rows); d++ {
 		j := i + 1
 		for j < len(rows) && rows[j].DeviceID == rows[i].DeviceID {

@@ -277,7 +277,7 @@ func (t *txn) PinCertificate(ctx context.Context, id string, fp []byte) error {
 
 // PatchDevices implements registry.TxStore, in one statement.
 func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry.DevicePatch) error {
-	args := make([]any, 0, len(ids)*6)
+	args := t.s.args.take(len(ids) * 6)
 	for i, id := range ids {
 		k, ok := t.key(id)
 		if !ok {

@@ -108,6 +108,7 @@ type Store struct {
 	inserts            map[string]*bulk // multi-row insert statements by table
 	patch              *bulk
 	lookup             *bulk
+	args               argSlab // the argument slices of a commit's statements
 	// uncheckpointed counts the changes committed since the last
 	// checkpoint (see checkpoint.go).
 	uncheckpointed int
