@@ -143,7 +143,13 @@ func writeDomains(ctx context.Context, tx Tx, batch []*Change) error {
 }
 
 func writeEvents(ctx context.Context, tx Tx, batch []*Change) error {
-	evs := make([]*Event, 0, len(batch))
+	n := 0
+	for _, ch := range batch {
+		if ch.Live() {
+			n += len(ch.Events)
+		}
+	}
+	evs := make([]*Event, 0, n)
 	for _, ch := range batch {
 		if !ch.Live() {
 			continue
