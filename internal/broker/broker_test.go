@@ -164,7 +164,7 @@ func start(t *testing.T) *harness {
 }
 
 // startWith runs a broker whose PublishHandler is ph.
-func startWith(t *testing.T, ph PublishHandler) *harness {
+func startWith(t testing.TB, ph PublishHandler) *harness {
 	t.Helper()
 	return startOpts(t, Options{}, ph)
 }
@@ -226,7 +226,7 @@ func withWill(topic, payload string) connectOpt {
 
 // dial connects an MQTT v5 client; the returned client is closed at the
 // end of the test.
-func dial(t *testing.T, addr, clientID, user, pass string, opts ...connectOpt) (*client, *paho.Connack, error) {
+func dial(t testing.TB, addr, clientID, user, pass string, opts ...connectOpt) (*client, *paho.Connack, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -264,7 +264,7 @@ func dial(t *testing.T, addr, clientID, user, pass string, opts ...connectOpt) (
 	return c, ca, err
 }
 
-func mustDial(t *testing.T, h *harness, id string, opts ...connectOpt) *client {
+func mustDial(t testing.TB, h *harness, id string, opts ...connectOpt) *client {
 	t.Helper()
 	pw := map[string]string{"dev1": "pw1", "dev2": "pw2"}[id]
 	c, _, err := dial(t, h.b.Addr(), id, id, pw, opts...)
