@@ -171,7 +171,7 @@ func startWith(t testing.TB, ph PublishHandler) *harness {
 
 // startOpts runs a broker with opts (its Addr set here) whose
 // PublishHandler is ph.
-func startOpts(t *testing.T, opts Options, ph PublishHandler) *harness {
+func startOpts(t testing.TB, opts Options, ph PublishHandler) *harness {
 	t.Helper()
 	opts.Addr = "127.0.0.1:0"
 	h := &harness{presence: &fakePresence{}}

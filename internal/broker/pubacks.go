@@ -40,7 +40,17 @@ type pubacks struct {
 	q       []*pendingAck // in the order the publishes were read
 	writing bool          // a goroutine is writing PUBACKs from the head
 	failed  bool          // a publish was not stored: acknowledge no more
+	// spare is an acknowledged entry kept for the next publish: a device
+	// with one message in flight (the SDK's way) then allocates no entry
+	// per message, and holds one, not a pool, while idle.
+	spare *pendingAck
 }
+
+// keptQueue is the largest backing array of q kept once the queue is
+// empty: enough for the devices that keep a few messages in flight, small
+// against the memory of an idle connection (issue 14, goal 6); a burst's
+// larger array goes with the burst.
+const keptQueue = 4
 
 // pendingAck is one queued publish.
 type pendingAck struct {
@@ -59,8 +69,13 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 		q.window = make(chan struct{}, b.opts.ReceiveMaximum)
 	}
 	q.window <- struct{}{}
-	e := &pendingAck{id: pk.PacketID, topic: pk.TopicName}
 	q.mu.Lock()
+	e := q.spare
+	q.spare = nil
+	if e == nil {
+		e = &pendingAck{}
+	}
+	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName}
 	q.q = append(q.q, e)
 	q.mu.Unlock()
 
@@ -94,8 +109,12 @@ func (b *Broker) settle(cl *mqtt.Client, q *pubacks, e *pendingAck, err error) {
 	q.writing = true
 	for len(q.q) > 0 && q.q[0].settled {
 		h := q.q[0]
-		q.q[0] = nil
-		q.q = q.q[1:]
+		// Shifted, not resliced, so that the backing array keeps its
+		// start and can be kept (the queue holds at most the receive
+		// maximum).
+		n := copy(q.q, q.q[1:])
+		q.q[n] = nil
+		q.q = q.q[:n]
 		failed := q.failed
 		q.mu.Unlock()
 		if !failed && !b.ack(cl, h) {
@@ -104,9 +123,13 @@ func (b *Broker) settle(cl *mqtt.Client, q *pubacks, e *pendingAck, err error) {
 		<-q.window
 		q.mu.Lock()
 		q.failed = q.failed || failed
+		// Its publisher's goroutine is done with it: settle was its last
+		// use, and the entry left the queue.
+		*h = pendingAck{}
+		q.spare = h
 	}
-	if len(q.q) == 0 {
-		q.q = q.q[:0:0] // let the backing array go with the burst
+	if len(q.q) == 0 && cap(q.q) > keptQueue {
+		q.q = nil // let the backing array go with the burst
 	}
 	q.writing = false
 	q.mu.Unlock()

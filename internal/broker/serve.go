@@ -113,13 +113,19 @@ func packetBytes(remaining int) int64 {
 	return int64(n + remaining)
 }
 
-// deep runs f on a goroutine of its own and waits for it: f's stack
-// grows and goes away with that goroutine, the caller's stays small.
-func deep(f func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	return <-done
+// deep reads and processes packets (readPackets) on a goroutine of its
+// own and waits for it: that stack grows and goes away with the
+// goroutine, the caller's stays small. The channel it answers on is the
+// connection's, made once, not once per wake-up.
+func (c *clientConn) deep() error {
+	if c.done == nil {
+		c.done = make(chan error, 1)
+	}
+	go c.deepRead()
+	return <-c.done
 }
+
+func (c *clientConn) deepRead() { c.done <- c.readPackets() }
 
 // clientConn is a connection being served: its session, mochi's client
 // and the reader under it.
@@ -129,7 +135,8 @@ type clientConn struct {
 	cl       *mqtt.Client
 	pc       *peekConn
 	listener string
-	counted  bool // counted in mochi's ClientsConnected
+	counted  bool       // counted in mochi's ClientsConnected
+	done     chan error // deep's answer
 }
 
 // startClient makes mochi's client for a tracked connection and
@@ -167,7 +174,7 @@ func (c *clientConn) serve() {
 				break
 			}
 		}
-		if err = deep(c.readPackets); err != errWait {
+		if err = c.deep(); err != errWait {
 			break
 		}
 	}
