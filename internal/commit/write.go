@@ -143,13 +143,7 @@ func writeDomains(ctx context.Context, tx Tx, batch []*Change) error {
 }
 
 func writeEvents(ctx context.Context, tx Tx, batch []*Change) error {
-	n := 0
-	for _, ch := range batch {
-		if ch.Live() {
-			n += len(ch.Events)
-		}
-	}
-	evs := make([]*Event, 0, n)
+	evs := make([]*Event, 0, len(batch))
 	for _, ch := range batch {
 		if !ch.Live() {
 			continue
