@@ -64,7 +64,11 @@ func TestDevicesList(t *testing.T) {
 	}
 	// The next page goes on in the same order: the 5 never-seen devices
 	// left after the 25 of the first page, by id.
-	b.do("next page", chromedp.Click(chromedp.ID("next")), chromedp.WaitReady(chromedp.CSS(`th[aria-sort=descending]`)))
+	// The link loads a new document: follow it with Navigate, which waits
+	// for that document's load (a click followed by a wait for an element
+	// the first page has too raced with the navigation and read no rows).
+	href := eval[string](b, "next page link", `document.getElementById('next').href`)
+	b.do("next page", chromedp.Navigate(href), chromedp.WaitReady(chromedp.CSS(`th[aria-sort=descending]`)))
 	next := eval[[]string](b, "order", `[...document.querySelectorAll('#devices tbody tr[data-id]')].map(r => r.dataset.id)`)
 	if fmt.Sprint(next) != "[ws-23 ws-24 ws-25 ws-26 ws-27]" {
 		t.Fatalf("second page by last seen: %v", next)
