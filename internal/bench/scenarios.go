@@ -589,6 +589,7 @@ func (r *runner) goals() {
 		if s := r.res.Scenario(fmt.Sprintf("ingest_open_%d_50", n)); s != nil {
 			if sp, ok := s.Summary[SysDevicehub]["puback_p99_ms"]; ok && sp.N > 0 {
 				g.Measured, g.Met = fmtSpread(sp)+" ms", met(sp.Median < 20)
+				roundsOver(&g, s, "puback_p99_ms", 20, "ms")
 			}
 		}
 		r.res.Goals = append(r.res.Goals, g)
@@ -645,6 +646,33 @@ func failedRounds(g *Goal, s *Scenario) {
 	}
 	g.Measured += fmt.Sprintf("%d of %d rounds failed", failed, rounds)
 	g.Met = "no"
+}
+
+// roundsOver qualifies a goal met by its median when some of
+// devicehub's rounds of s were at or above the target (figure ≥ limit):
+// the goal asks for it in every round, and a median must not hide a
+// round that missed it.
+func roundsOver(g *Goal, s *Scenario, figure string, limit float64, unit string) {
+	if g.Met != "yes" {
+		return
+	}
+	over, rounds := 0, 0
+	for _, r := range s.Runs {
+		if r.System != SysDevicehub || r.Error != "" {
+			continue
+		}
+		v, ok := r.Figures[figure]
+		if !ok {
+			continue
+		}
+		rounds++
+		if v >= limit {
+			over++
+		}
+	}
+	if over > 0 {
+		g.Met = fmt.Sprintf("by the median only: %d of %d rounds ≥ %g %s", over, rounds, limit, unit)
+	}
 }
 
 // queryGoals adds goals 3 and 4 of issue 14 from the query scenario:
