@@ -3,7 +3,6 @@ package broker
 import (
 	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,7 +181,7 @@ func (b *Broker) wakeTopic(topic string) {
 	if b.outq == nil {
 		return
 	}
-	if id, ok := deviceOfTopic(topic); ok {
+	if id, ok := registry.DeviceIDFromTopic(topic); ok {
 		if cl, ok := b.server.Clients.Get(id); ok {
 			b.wake(cl)
 		}
@@ -193,21 +192,6 @@ func (b *Broker) wakeTopic(topic string) {
 			b.wake(cl)
 		}
 	}
-}
-
-// deviceOfTopic is the device whose prefix topic is under
-// (devices/{id}/...): the only client a publish to it can reach, since a
-// device subscribes only under its own prefix, written out.
-func deviceOfTopic(topic string) (string, bool) {
-	rest, ok := strings.CutPrefix(topic, registry.TopicPrefix)
-	if !ok {
-		return "", false
-	}
-	id, _, ok := strings.Cut(rest, "/")
-	if !ok || id == "" {
-		return "", false
-	}
-	return id, true
 }
 
 // wake makes sure a writer runs for cl if mochi queued a packet for it

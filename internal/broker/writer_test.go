@@ -16,30 +16,6 @@ import (
 	"github.com/devicehub/devicehub/internal/eventually"
 )
 
-func TestDeviceOfTopic(t *testing.T) {
-	for _, tt := range []struct {
-		topic, id string
-		ok        bool
-	}{
-		{"devices/dev1/commands/7", "dev1", true},
-		{"devices/dev1/errors", "dev1", true},
-		{"devices/dev1/", "dev1", true},
-		{"devices/dev1", "", false},
-		{"devices//commands", "", false},
-		{"devices/", "", false},
-		{"$SYS/broker/uptime", "", false},
-		{"other/dev1/x", "", false},
-		{"", "", false},
-	} {
-		t.Run(tt.topic, func(t *testing.T) {
-			id, ok := deviceOfTopic(tt.topic)
-			if id != tt.id || ok != tt.ok {
-				t.Fatalf("deviceOfTopic(%q) = %q, %v; want %q, %v", tt.topic, id, ok, tt.id, tt.ok)
-			}
-		})
-	}
-}
-
 // TestOutboundAccess: the broker reaches the outbound queue of this mochi
 // version; a struct whose fields differ is refused; and the check refuses
 // a queue that is not the one mochi made.

@@ -7,7 +7,7 @@ package config
 // and ignores this section.
 type RuntimeConfig struct {
 	// GCPercent is the heap growth, in percent of the live heap, that
-	// triggers a collection (GOGC). The default of 400 collects a fifth
+	// triggers a collection (GOGC). The default of 400 collects about a quarter
 	// as often as Go's 100 under ingest load, for a larger heap; -1 turns
 	// the proportional trigger off and leaves MemoryLimitMB as the only
 	// bound (it must then be set).

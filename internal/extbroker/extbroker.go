@@ -45,6 +45,8 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // ErrQueueFull is returned by Publish when the outbound queue is full.
@@ -408,7 +410,7 @@ func (c *Client) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) 
 // its device's worker queue, waiting while that queue is full.
 func (c *Client) received(ctx context.Context, pr paho.PublishReceived) {
 	p := pr.Packet
-	id, ok := deviceOf(p.Topic)
+	id, ok := registry.DeviceIDFromTopic(p.Topic)
 	if !ok {
 		// Not a device topic the filters allow: cannot happen with the
 		// filters above; acknowledge so that it does not block the rest.
@@ -427,19 +429,6 @@ func (c *Client) received(ctx context.Context, pr paho.PublishReceived) {
 	case <-ctx.Done():
 		// Stopping: not acknowledged, the broker keeps it for the session.
 	}
-}
-
-// deviceOf returns the device id of devices/{id}/...
-func deviceOf(topic string) (string, bool) {
-	rest, ok := strings.CutPrefix(topic, "devices/")
-	if !ok {
-		return "", false
-	}
-	id, _, ok := strings.Cut(rest, "/")
-	if !ok || id == "" {
-		return "", false
-	}
-	return id, true
 }
 
 // worker handles its queue's messages one at a time, in order, until ctx
@@ -493,7 +482,7 @@ func (c *Client) handle(ctx context.Context, j *job) bool {
 // commands that were not acknowledged and republishes retained state at
 // its start.
 func (c *Client) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	id, _ := deviceOf(topic)
+	id, _ := registry.DeviceIDFromTopic(topic)
 	o := outMsg{deviceID: id, topic: topic, payload: payload, retain: retain, qos: min(qos, 1)}
 	select {
 	case c.out[maphash.String(c.seed, id)%publishers] <- o:

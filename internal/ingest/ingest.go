@@ -49,6 +49,7 @@ import (
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
 	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // ErrBadPattern is returned by Router.Route for a malformed topic pattern.
@@ -436,7 +437,7 @@ func (p *Pipeline) publishError(m *Msg, rej *Rejection) {
 		p.log.Error("encode error report", "device", m.Req.DeviceID, "err", err)
 		return
 	}
-	if err := p.deps.Publisher.Publish(topicPrefix+m.Req.DeviceID+"/errors", b, false, 1); err != nil {
+	if err := p.deps.Publisher.Publish(registry.TopicPrefix+m.Req.DeviceID+"/errors", b, false, 1); err != nil {
 		p.log.Warn("publish error report", "device", m.Req.DeviceID, "code", rej.Code, "err", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/devicetype"
+	"github.com/devicehub/devicehub/internal/registry"
 )
 
 // Handler handles one message. It returns nil when the message was
@@ -84,7 +85,7 @@ func (p *Pipeline) space() Middleware {
 func Identity() Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, m *Msg) error {
-			if id, ok := DeviceIDFromTopic(m.Req.Topic); ok && id != m.Req.DeviceID {
+			if id, ok := registry.DeviceIDFromTopic(m.Req.Topic); ok && id != m.Req.DeviceID {
 				return &Rejection{Code: CodeIdentityMismatch, Reason: fmt.Sprintf("topic of device %q published by device %q", id, m.Req.DeviceID)}
 			}
 			return next.Handle(ctx, m)

@@ -192,20 +192,3 @@ func (r *Router) Handle(ctx context.Context, m *Msg) error {
 	}
 	return h.Handle(ctx, m)
 }
-
-// topicPrefix is the level every device topic starts with.
-const topicPrefix = "devices/"
-
-// DeviceIDFromTopic returns the device id of a topic under devices/{id}/,
-// and false for any other topic.
-func DeviceIDFromTopic(topic string) (string, bool) {
-	rest, ok := strings.CutPrefix(topic, topicPrefix)
-	if !ok {
-		return "", false
-	}
-	i := strings.IndexByte(rest, '/')
-	if i <= 0 {
-		return "", false
-	}
-	return rest[:i], true
-}

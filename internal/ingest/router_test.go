@@ -139,27 +139,6 @@ func TestRouteMiddleware(t *testing.T) {
 	}
 }
 
-func TestDeviceIDFromTopic(t *testing.T) {
-	tests := []struct {
-		topic string
-		id    string
-		ok    bool
-	}{
-		{"devices/dev1/data", "dev1", true},
-		{"devices/dev1/", "dev1", true},
-		{"devices/dev1", "", false},
-		{"devices//data", "", false},
-		{"other/dev1/data", "", false},
-		{"", "", false},
-	}
-	for _, tt := range tests {
-		id, ok := DeviceIDFromTopic(tt.topic)
-		if id != tt.id || ok != tt.ok {
-			t.Errorf("DeviceIDFromTopic(%q) = %q, %v; want %q, %v", tt.topic, id, ok, tt.id, tt.ok)
-		}
-	}
-}
-
 // naiveMatch is the obvious, allocating implementation of a pattern match.
 func naiveMatch(pattern, topic string) (map[string]string, bool) {
 	ps, ts := strings.Split(pattern, "/"), strings.Split(topic, "/")

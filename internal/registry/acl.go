@@ -34,6 +34,20 @@ func TopicAllowed(deviceID, topic string, write bool) bool {
 	return true
 }
 
+// DeviceIDFromTopic returns the device id of a topic under devices/{id}/
+// (the second level, never empty), and false for any other topic.
+func DeviceIDFromTopic(topic string) (string, bool) {
+	rest, ok := strings.CutPrefix(topic, TopicPrefix)
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, "/")
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
+}
+
 // ConnectIdentityOK reports whether an MQTT client's identity has the shape
 // the hub requires before it looks at the password: the client id is the
 // device id, and the username is the same.
