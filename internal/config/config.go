@@ -129,6 +129,15 @@ type MQTTConfig struct {
 	// broker's inflight cap of 256 plus room for QoS 0 messages, see
 	// broker.Options.WriteQueue; it is allocated per connection).
 	WriteQueue int `yaml:"write_queue"`
+	// WriterIdle is how long a client's writer goroutine waits for more
+	// outbound data before it ends (default 2s, broker.Options.WriterIdle):
+	// longer keeps a goroutine per chatty subscriber, shorter starts one
+	// more often.
+	WriterIdle time.Duration `yaml:"writer_idle"`
+	// ReadBufferBytes sizes the read buffer allocated for every
+	// connection (default 1 KiB, broker.Options.ReadBufferSize): a larger
+	// packet is read past it, a larger buffer costs every idle device.
+	ReadBufferBytes Size `yaml:"read_buffer_bytes"`
 	// External, when its url is set, replaces the embedded broker
 	// (external.go).
 	External ExternalBrokerConfig `yaml:"external"`
@@ -239,6 +248,8 @@ func Default() *Config {
 			ReceiveMaximum:   64,
 			MaxSessionExpiry: time.Hour,
 			WriteQueue:       320,
+			WriterIdle:       2 * time.Second,
+			ReadBufferBytes:  KiB,
 		},
 		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
@@ -600,8 +611,27 @@ func (c *Config) checkMQTT() error {
 	if m.MaxSessionExpiry < 0 {
 		return invalid("mqtt.max_session_expiry", "must not be negative")
 	}
-	return atLeast("mqtt.write_queue", int64(m.WriteQueue), 1)
+	if err := atLeast("mqtt.write_queue", int64(m.WriteQueue), 1); err != nil {
+		return err
+	}
+	if m.WriterIdle <= 0 || m.WriterIdle > maxWriterIdle {
+		return invalid("mqtt.writer_idle", "must be more than 0 and at most %s, got %s", maxWriterIdle, m.WriterIdle)
+	}
+	if m.ReadBufferBytes < minReadBuffer || m.ReadBufferBytes > maxReadBuffer {
+		return invalid("mqtt.read_buffer_bytes", "must be from %d to %d bytes (256B to 1MiB), got %d", minReadBuffer, maxReadBuffer, m.ReadBufferBytes)
+	}
+	return nil
 }
+
+// Bounds of the per-connection broker settings. A writer that idles for
+// more than an hour is a goroutine per subscriber kept for nothing; a read
+// buffer outside 256 B..1 MiB is either a read per few bytes or a
+// megabyte per idle device.
+const (
+	maxWriterIdle      = time.Hour
+	minReadBuffer Size = 256
+	maxReadBuffer      = MiB
+)
 
 func (c *Config) checkStorage() error {
 	s := c.Storage

@@ -28,6 +28,9 @@ func TestLoadGood(t *testing.T) {
 		{"mqtt.max_session_expiry", cfg.MQTT.MaxSessionExpiry, 30 * time.Minute},
 		{"storage.driver", cfg.Storage.Driver, "postgres"},
 		{"mqtt.max_connections", cfg.MQTT.MaxConnections, 6000},
+		{"mqtt.write_queue", cfg.MQTT.WriteQueue, 2048},
+		{"mqtt.writer_idle", cfg.MQTT.WriterIdle, 500 * time.Millisecond},
+		{"mqtt.read_buffer_bytes", cfg.MQTT.ReadBufferBytes, 4 * KiB},
 		{"http.max_connections", cfg.HTTP.MaxConnections, 500},
 		{"http.read_timeout", cfg.HTTP.ReadTimeout, 20 * time.Second},
 		{"http.idle_timeout", cfg.HTTP.IdleTimeout, 15 * time.Second},
@@ -218,6 +221,55 @@ func TestRuntime(t *testing.T) {
 			}
 			if cfg.Runtime != tt.want {
 				t.Errorf("runtime = %+v, want %+v", cfg.Runtime, tt.want)
+			}
+		})
+	}
+}
+
+// TestMQTTConnectionTuning: the broker's per-connection knobs, their
+// defaults and their bounds, each error naming its key.
+func TestMQTTConnectionTuning(t *testing.T) {
+	type tuning struct {
+		writeQueue int
+		writerIdle time.Duration
+		readBuffer Size
+	}
+	tests := []struct {
+		name    string
+		yaml    string
+		want    tuning
+		wantErr string
+	}{
+		{"defaults", "", tuning{320, 2 * time.Second, KiB}, ""},
+		{"all set", "mqtt: {write_queue: 64, writer_idle: 250ms, read_buffer_bytes: 2KiB}", tuning{64, 250 * time.Millisecond, 2 * KiB}, ""},
+		{"read buffer as an integer", "mqtt: {read_buffer_bytes: 512}", tuning{320, 2 * time.Second, 512}, ""},
+		{"smallest", "mqtt: {writer_idle: 1ns, read_buffer_bytes: 256B}", tuning{320, time.Nanosecond, 256}, ""},
+		{"largest", "mqtt: {writer_idle: 1h, read_buffer_bytes: 1MiB}", tuning{320, time.Hour, MiB}, ""},
+		{"zero write queue", "mqtt: {write_queue: 0}", tuning{}, "mqtt.write_queue: must be at least 1"},
+		{"zero writer idle", "mqtt: {writer_idle: 0s}", tuning{}, "mqtt.writer_idle: must be more than 0 and at most 1h0m0s, got 0s"},
+		{"negative writer idle", "mqtt: {writer_idle: -1s}", tuning{}, "mqtt.writer_idle: must be more than 0 and at most 1h0m0s, got -1s"},
+		{"writer idle above an hour", "mqtt: {writer_idle: 61m}", tuning{}, "mqtt.writer_idle: must be more than 0 and at most 1h0m0s, got 1h1m0s"},
+		{"writer idle without a unit", "mqtt: {writer_idle: 2}", tuning{}, `mqtt.writer_idle: line 1: cannot parse "2" as a duration`},
+		{"read buffer too small", "mqtt: {read_buffer_bytes: 255}", tuning{}, "mqtt.read_buffer_bytes: must be from 256 to 1048576 bytes (256B to 1MiB), got 255"},
+		{"read buffer zero", "mqtt: {read_buffer_bytes: 0}", tuning{}, "mqtt.read_buffer_bytes: must be from 256 to 1048576 bytes (256B to 1MiB), got 0"},
+		{"read buffer too large", "mqtt: {read_buffer_bytes: 2MiB}", tuning{}, "mqtt.read_buffer_bytes: must be from 256 to 1048576 bytes (256B to 1MiB), got 2097152"},
+		{"read buffer not a size", "mqtt: {read_buffer_bytes: lots}", tuning{}, `mqtt.read_buffer_bytes: line 1: cannot parse "lots" as a size`},
+		{"misspelt key", "mqtt: {read_buffer_size: 2KiB}", tuning{}, "mqtt.read_buffer_size: line 1: unknown key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), tt.wantErr) {
+					t.Fatalf("err = %v, want one starting with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := (tuning{cfg.MQTT.WriteQueue, cfg.MQTT.WriterIdle, cfg.MQTT.ReadBufferBytes}); got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
 	}

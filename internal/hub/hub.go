@@ -255,21 +255,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		generation = h.clusterStore().NextSessionGeneration
 	}
 
-	emb, err := broker.New(broker.Options{
-		Addr:             embeddedAddr(cfg),
-		TLSAddr:          cfg.MQTT.TLS.Addr,
-		CertFile:         cfg.MQTT.TLS.CertFile,
-		KeyFile:          cfg.MQTT.TLS.KeyFile,
-		ClientCAFile:     cfg.MQTT.TLS.ClientCAFile,
-		WSAddr:           cfg.MQTT.WSAddr,
-		MaxPacketSize:    int(cfg.MQTT.MaxPacketSize),
-		MaxClients:       cfg.MQTT.MaxClients,
-		MaxConnections:   connBudgets(cfg).MQTT,
-		ReceiveMaximum:   cfg.MQTT.ReceiveMaximum,
-		MaxSessionExpiry: cfg.MQTT.MaxSessionExpiry,
-		WriteQueue:       cfg.MQTT.WriteQueue,
-		Generation:       generation,
-	}, broker.Deps{
+	emb, err := broker.New(brokerOptions(cfg, generation), broker.Deps{
 		Authenticator:  h.registry,
 		PublishHandler: brokerIngest{h},
 		Presence:       h.presence,
@@ -431,6 +417,29 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 	}
 	ok = true
 	return h, nil
+}
+
+// brokerOptions are the embedded broker's options from the mqtt section;
+// generation numbers sessions in cluster mode (nil: the broker's own
+// counter).
+func brokerOptions(cfg *config.Config, generation func(context.Context) (uint64, error)) broker.Options {
+	return broker.Options{
+		Addr:             embeddedAddr(cfg),
+		TLSAddr:          cfg.MQTT.TLS.Addr,
+		CertFile:         cfg.MQTT.TLS.CertFile,
+		KeyFile:          cfg.MQTT.TLS.KeyFile,
+		ClientCAFile:     cfg.MQTT.TLS.ClientCAFile,
+		WSAddr:           cfg.MQTT.WSAddr,
+		MaxPacketSize:    int(cfg.MQTT.MaxPacketSize),
+		MaxClients:       cfg.MQTT.MaxClients,
+		MaxConnections:   connBudgets(cfg).MQTT,
+		ReceiveMaximum:   cfg.MQTT.ReceiveMaximum,
+		MaxSessionExpiry: cfg.MQTT.MaxSessionExpiry,
+		WriteQueue:       cfg.MQTT.WriteQueue,
+		WriterIdle:       cfg.MQTT.WriterIdle,
+		ReadBufferSize:   int(cfg.MQTT.ReadBufferBytes),
+		Generation:       generation,
+	}
 }
 
 func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store, error) {
