@@ -10,6 +10,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -176,32 +178,55 @@ func abs(x int) int {
 	return x
 }
 
+// chartDevices returns the device counts of the ingest scenarios in the
+// order they ran (that of --devices), read from their names
+// (ingest_closed_N): the results alone say which charts a run drew.
+func (r *Results) chartDevices() []int {
+	var ns []int
+	for _, s := range r.Scenarios {
+		if rest, ok := strings.CutPrefix(s.Name, "ingest_closed_"); ok {
+			if n, err := strconv.Atoi(rest); err == nil {
+				ns = append(ns, n)
+			}
+		}
+	}
+	return ns
+}
+
 // chartFile is the chart of the ingest scenarios of n devices: ChartFile
 // for the first device count, bench-ingest-<n>.png for the others.
-func (r *runner) chartFile(n int) string {
-	if n == r.o.Devices[0] {
+func chartFile(n, first int) string {
+	if n == first {
 		return ChartFile
 	}
 	return fmt.Sprintf("bench-ingest-%d.png", n)
 }
 
+// chartSystems are the systems a chart can show, in the order of their
+// colours; a system without data has no line.
+var chartSystems = []string{SysDevicehub, SysMosquitto, SysMochi}
+
 // chartPanels builds the throughput and latency panels from the open-loop
-// ingest scenarios of n devices.
-func (r *runner) chartPanels(n int) []Panel {
+// ingest scenarios of n devices (ingest_open_N_P, in the order they ran:
+// that of --open-loop), at x = their offered load in % of the peak.
+func (r *Results) chartPanels(n int) []Panel {
 	tp := Panel{Title: fmt.Sprintf("Ingest throughput, %d devices, QoS 1", n), XLabel: "offered load (% of devicehub's peak)", YLabel: "acked msgs/s"}
 	lat := Panel{Title: fmt.Sprintf("p99 publish -> PUBACK, %d devices", n), XLabel: "offered load (% of devicehub's peak)", YLabel: "ms"}
-	for _, sys := range r.systems() {
+	prefix := fmt.Sprintf("ingest_open_%d_", n)
+	var open []*Scenario
+	for _, s := range r.Scenarios {
+		if strings.HasPrefix(s.Name, prefix) {
+			open = append(open, s)
+		}
+	}
+	for _, sys := range chartSystems {
 		var a, l []Point
-		for _, frac := range r.o.OpenLoop {
-			s := r.res.Scenario(fmt.Sprintf("ingest_open_%d_%d", n, int(math.Round(frac*100))))
-			if s == nil {
-				continue
-			}
+		for _, s := range open {
 			if sp, ok := s.Summary[sys]["achieved_rate"]; ok && sp.N > 0 {
-				a = append(a, Point{frac * 100, sp.Median})
+				a = append(a, Point{s.OfferedPct, sp.Median})
 			}
 			if sp, ok := s.Summary[sys]["puback_p99_ms"]; ok && sp.N > 0 {
-				l = append(l, Point{frac * 100, sp.Median})
+				l = append(l, Point{s.OfferedPct, sp.Median})
 			}
 		}
 		if len(a) > 0 {
@@ -223,17 +248,18 @@ func hasSeries(panels []Panel) bool {
 	return false
 }
 
-// writeCharts writes a PNG chart into the output directory for every
-// device count with open-loop data, and returns their file names.
-func (r *runner) writeCharts() ([]string, error) {
+// writeCharts writes a PNG chart into dir for every device count with
+// open-loop data, and returns their file names.
+func (r *Results) writeCharts(dir string) ([]string, error) {
 	var files []string
-	for _, n := range r.o.Devices {
+	ns := r.chartDevices()
+	for _, n := range ns {
 		panels := r.chartPanels(n)
 		if !hasSeries(panels) {
 			continue
 		}
-		name := r.chartFile(n)
-		f, err := os.Create(filepath.Join(r.o.OutDir, name))
+		name := chartFile(n, ns[0])
+		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
 			return files, fmt.Errorf("chart: %w", err)
 		}

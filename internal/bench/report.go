@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,19 +12,6 @@ import (
 
 // ChartFile is the name of the PNG chart in the output directory.
 const ChartFile = "bench-ingest.png"
-
-// WriteReport writes report.md (and nothing else) into dir.
-func (r *Results) WriteReport(dir string) error {
-	f, err := os.Create(filepath.Join(dir, "report.md"))
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if err := r.Markdown(f, ChartFile); err != nil {
-		f.Close()
-		return fmt.Errorf("write report: %w", err)
-	}
-	return f.Close()
-}
 
 // Markdown writes the report: the goals, a table of medians and spreads
 // per scenario, the ratios, the CPU profile and the charts (paths of the

@@ -14,16 +14,20 @@ import (
 // Results is DIR/results.json: every run's raw figures and what they were
 // measured on.
 type Results struct {
-	Started   time.Time         `json:"started"`
-	Finished  time.Time         `json:"finished"`
-	Command   []string          `json:"command"`
-	Machine   Machine           `json:"machine"`
-	Versions  map[string]string `json:"versions"`
-	Settings  map[string]any    `json:"settings"`
-	Scenarios []*Scenario       `json:"scenarios"`
-	Goals     []Goal            `json:"goals"`
-	Profile   *Profile          `json:"cpu_profile,omitempty"`
-	Notes     []string          `json:"notes,omitempty"`
+	// FormatVersion is the layout of the file (ResultsFormat; absent in
+	// the files written before it was added, which have the layout of
+	// version 1).
+	FormatVersion int               `json:"format_version,omitempty"`
+	Started       time.Time         `json:"started"`
+	Finished      time.Time         `json:"finished"`
+	Command       []string          `json:"command"`
+	Machine       Machine           `json:"machine"`
+	Versions      map[string]string `json:"versions"`
+	Settings      map[string]any    `json:"settings"`
+	Scenarios     []*Scenario       `json:"scenarios"`
+	Goals         []Goal            `json:"goals"`
+	Profile       *Profile          `json:"cpu_profile,omitempty"`
+	Notes         []string          `json:"notes,omitempty"`
 }
 
 // Machine describes where the bench ran.
@@ -194,13 +198,13 @@ func (r *Results) Scenario(name string) *Scenario {
 	return nil
 }
 
-// WriteJSON writes results.json into dir.
+// WriteJSON writes ResultsFile into dir.
 func (r *Results) WriteJSON(dir string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode results: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ResultsFile), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return nil

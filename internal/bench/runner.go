@@ -237,9 +237,10 @@ func (r *runner) logf(format string, args ...any) {
 	fmt.Fprintf(r.o.Log, "bench: "+format+"\n", args...)
 }
 
-// Run runs the scenarios and writes results.json, report.md and the chart
-// into o.OutDir. It returns the results even when a scenario failed (the
-// failure is recorded in its runs).
+// Run runs the scenarios and writes results.json into o.OutDir, then
+// renders report.md and the charts from that file (Render). It returns
+// the results even when a scenario failed (the failure is recorded in its
+// runs).
 func Run(ctx context.Context, o Options) (*Results, error) {
 	o.defaults()
 	for _, s := range o.Scenarios {
@@ -271,10 +272,11 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	r := &runner{o: o, work: work, seeds: map[int]*seed{}, peak: map[int]float64{}}
 	r.res = &Results{
-		Started:  time.Now(),
-		Command:  o.CommandLine,
-		Machine:  machine(),
-		Versions: map[string]string{},
+		FormatVersion: ResultsFormat,
+		Started:       time.Now(),
+		Command:       o.CommandLine,
+		Machine:       machine(),
+		Versions:      map[string]string{},
 		Settings: map[string]any{
 			"rounds": o.Rounds, "duration": o.Duration.String(), "warmup": o.Warmup.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "signal": !o.NoSignal,
 			"connections": o.Connections, "hold": o.Hold.String(), "connections_idle": o.ConnectionsIdle, "presence_devices": o.Presence,
@@ -338,23 +340,8 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	r.goals()
 	r.res.Finished = time.Now()
 	r.res.Machine.LoadAfter = loadavg()
-	charts, err := r.writeCharts()
-	if err != nil {
-		r.res.Notes = append(r.res.Notes, err.Error())
-	}
-	if err := r.res.WriteJSON(o.OutDir); err != nil {
-		return r.res, err
-	}
-	f, err := os.Create(filepath.Join(o.OutDir, "report.md"))
-	if err != nil {
-		return r.res, fmt.Errorf("write report: %w", err)
-	}
-	werr := r.res.Markdown(f, charts...)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return r.res, fmt.Errorf("write report: %w", werr)
+	if err := writeAndRender(r.res, o.OutDir); err != nil {
+		return r.res, errors.Join(firstErr, err)
 	}
 	return r.res, firstErr
 }

@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -151,6 +152,27 @@ func TestSmoke(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, bench.ChartFile)); err != nil {
 		t.Errorf("no chart: %v", err)
+	}
+
+	// `devicehub bench report` renders this run's results.json into
+	// another directory: the run's report and chart, byte for byte.
+	again := t.TempDir()
+	var stdout, stderr strings.Builder
+	if code := cli.Run(t.Context(), hub.Serve, []string{"bench", "report", "--from", filepath.Join(out, bench.ResultsFile), "--out", again}, &stdout, &stderr); code != 0 {
+		t.Fatalf("bench report: exit %d: %s", code, stderr.String())
+	}
+	for _, f := range []string{bench.ReportFile, bench.ChartFile} {
+		run, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(again, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, run) {
+			t.Errorf("%s rendered again from results.json differs from the run's", f)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -29,7 +30,9 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 			"reference systems, in alternating rounds, and write DIR/results.json, DIR/report.md and\n" +
 			"DIR/" + bench.ChartFile + " (bench-ingest-N.png for the other --devices counts). Ratios above 1\n" +
 			"mean devicehub did better. The query scenario stores --query-readings readings first (1,000,000\n" +
-			"by default, ~1 min; the issue's 10,000,000 take ~15 min on 2 cores).",
+			"by default, ~1 min; the issue's 10,000,000 take ~15 min on 2 cores).\n\n" +
+			"The report and the charts are rendered from DIR/results.json once it is written: `devicehub bench\n" +
+			"report --from DIR/results.json` renders them again, byte for byte, without running anything.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.OutDir == "" {
 				return usage(cmd, errors.New("--out is required"))
@@ -53,7 +56,7 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 			defer stop()
 			res, err := bench.Run(ctx, o)
 			if res != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s/results.json and %s/report.md\n", o.OutDir, o.OutDir)
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s and %s\n", filepath.Join(o.OutDir, bench.ResultsFile), filepath.Join(o.OutDir, bench.ReportFile))
 			}
 			if errors.Is(err, bench.ErrUnknownScenario) {
 				return usage(cmd, err)
@@ -92,7 +95,50 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.BoolVar(&o.Profile, "profile", true, "profile devicehub in one extra ingest run and report its top functions")
 	f.BoolVar(&o.Short, "short", false, "tiny sizes: a smoke run of every scenario")
 
-	cmd.AddCommand(newBenchLoadCmd(), newBenchMochiCmd(), newProfiledServeCmd(serve))
+	cmd.AddCommand(newBenchReportCmd(), newBenchLoadCmd(), newBenchMochiCmd(), newProfiledServeCmd(serve))
+	return cmd
+}
+
+// newBenchReportCmd is `devicehub bench report`: a run's report.md and
+// charts rendered again from its results.json, by the code the run
+// rendered them with (bench.Render).
+func newBenchReportCmd() *cobra.Command {
+	var from, out string
+	cmd := &cobra.Command{
+		Use:   "report --from DIR/" + bench.ResultsFile + " [--out DIR2]",
+		Short: "Render a bench run's report.md and charts again from its " + bench.ResultsFile,
+		Long: "Read the " + bench.ResultsFile + " of a `devicehub bench` run and write " + bench.ReportFile + " and the PNG charts\n" +
+			"into --out (default: the directory of --from, replacing the run's), exactly as the run wrote them:\n" +
+			"the run itself renders its report from the " + bench.ResultsFile + " it has just written. Nothing is\n" +
+			"measured. The hub logs and the CPU profile the report names stay in the run's directory.\n" +
+			"A file of another format_version (or not a results file at all) is refused, naming the file.",
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" {
+				return usage(cmd, errors.New("--from is required"))
+			}
+			if fi, err := os.Stat(from); err == nil && fi.IsDir() {
+				from = filepath.Join(from, bench.ResultsFile)
+			}
+			if out == "" {
+				out = filepath.Dir(from)
+			}
+			res, err := bench.ReadResults(from)
+			if err != nil {
+				return fmt.Errorf("bench report: %w", err)
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return fmt.Errorf("bench report: out dir: %w", err)
+			}
+			if err := bench.Render(res, out); err != nil {
+				return fmt.Errorf("bench report: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", filepath.Join(out, bench.ReportFile))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "the run's "+bench.ResultsFile+" (or the directory holding it; required)")
+	cmd.Flags().StringVar(&out, "out", "", "output directory (default: the directory of --from)")
 	return cmd
 }
 

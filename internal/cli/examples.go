@@ -113,7 +113,12 @@ devicehub simulate --devices 100 --rate 1 --type WeatherStation --drop-every 1m 
 # Fifty devices that take firmware updates (verified with the hub's key), 10% of installs failing
 devicehub simulate --devices 50 --rate 0.2 --type WeatherStation --firmware-failures 10%`,
 	"bench": `devicehub bench ingest --out bench-results
-devicehub bench ingest limits connections presence query --out bench-results --rounds 5`,
+devicehub bench ingest limits connections presence query --out bench-results --rounds 5
+# The report and charts again from a run's results, without running anything
+devicehub bench report --from bench-results/results.json`,
+	"bench report": `devicehub bench report --from bench-results/results.json
+# Into another directory, leaving the run's report as it is
+devicehub bench report --from bench-results/results.json --out bench-rerendered`,
 	"monitors": `devicehub monitors create --topic 'device_*' --transport http --url https://example.com/hook
 devicehub monitors list`,
 	"monitors create": `devicehub monitors create --topic 'device_*' --transport http --url https://example.com/hook

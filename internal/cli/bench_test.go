@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/bench"
+)
+
+// benchResults writes the results.json of a small run into a new
+// directory and returns the directory.
+func benchResults(t *testing.T) string {
+	t.Helper()
+	start := time.Date(2026, 12, 4, 13, 11, 0, 0, time.UTC)
+	res := &bench.Results{FormatVersion: bench.ResultsFormat, Started: start, Finished: start.Add(time.Minute), Command: []string{"devicehub", "bench", "ingest"}}
+	closed := &bench.Scenario{Name: "ingest_closed_5", Title: "closed", Headline: "rate", Figures: []string{"rate"}}
+	open := &bench.Scenario{Name: "ingest_open_5_50", Title: "open", Headline: "puback_p99_ms", Figures: []string{"achieved_rate", "puback_p99_ms"}, OfferedPct: 50}
+	for _, sys := range []string{bench.SysDevicehub, bench.SysMochi} {
+		closed.Runs = append(closed.Runs, bench.Measurement{System: sys, Round: 1, Figures: map[string]float64{"rate": 1000}})
+		open.Runs = append(open.Runs, bench.Measurement{System: sys, Round: 1, Figures: map[string]float64{"achieved_rate": 500, "puback_p99_ms": 3}})
+	}
+	closed.Finish()
+	open.Finish()
+	res.Scenarios = []*bench.Scenario{closed, open}
+	dir := t.TempDir()
+	if err := res.WriteJSON(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestBenchReport(t *testing.T) {
+	run := benchResults(t)
+	want := t.TempDir()
+	res, err := bench.ReadResults(filepath.Join(run, bench.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bench.Render(res, want); err != nil {
+		t.Fatal(err)
+	}
+	same := func(t *testing.T, dir string) {
+		t.Helper()
+		for _, f := range []string{bench.ReportFile, bench.ChartFile} {
+			got, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, _ := os.ReadFile(filepath.Join(want, f))
+			if !bytes.Equal(got, w) {
+				t.Errorf("%s differs from what bench.Render writes", f)
+			}
+		}
+	}
+
+	t.Run("into another directory", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "new")
+		r := runCLI(t, context.Background(), noServe, "bench", "report", "--from", filepath.Join(run, bench.ResultsFile), "--out", out)
+		if r.code != 0 || r.out != "wrote "+filepath.Join(out, bench.ReportFile)+"\n" {
+			t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.out, r.err)
+		}
+		same(t, out)
+		if _, err := os.Stat(filepath.Join(run, bench.ReportFile)); err == nil {
+			t.Error("the run's directory got a report")
+		}
+	})
+	t.Run("beside the results, from the directory", func(t *testing.T) {
+		r := runCLI(t, context.Background(), noServe, "bench", "report", "--from", run)
+		if r.code != 0 {
+			t.Fatalf("exit %d, stderr %q", r.code, r.err)
+		}
+		same(t, run)
+	})
+
+	bad := filepath.Join(t.TempDir(), bench.ResultsFile)
+	if err := os.WriteFile(bad, []byte(`{"format_version": 7}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains []string
+	}{
+		{"no --from", []string{"bench", "report"}, ExitUsage, []string{"--from is required", "devicehub bench report --help"}},
+		{"an argument", []string{"bench", "report", "x", "--from", run}, ExitUsage, []string{`unexpected argument "x"`}},
+		{"missing file", []string{"bench", "report", "--from", filepath.Join(run, "nope.json")}, ExitError, []string{filepath.Join(run, "nope.json"), "no such file"}},
+		{"another format", []string{"bench", "report", "--from", bad}, ExitError, []string{bad, "format_version 7: this devicehub reads format 1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, context.Background(), noServe, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", r.code, tt.code, r.err)
+			}
+			for _, s := range tt.contains {
+				if !strings.Contains(r.err, s) {
+					t.Errorf("stderr %q lacks %q", r.err, s)
+				}
+			}
+		})
+	}
+}
