@@ -99,6 +99,9 @@ func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
+	if h.b.mochi != nil {
+		h.b.releaseWaiting(&s.out, cl) // the PUBACK returned send quota
+	}
 	topic := s.acks.completed(&pk)
 	if topic == "" {
 		return

@@ -188,8 +188,9 @@ type Options struct {
 	// the client starts a new one (writer.go).
 	WriterIdle time.Duration
 
-	// mochiWriteLoop (tests) runs mochi's write loop per subscribed
-	// client, as when its outbound queue cannot be reached (writer.go).
+	// mochiWriteLoop (tests) leaves the subscriptions to mochi and runs
+	// its write loop per subscribed client, as when mochi's fields
+	// cannot be reached (writer.go).
 	mochiWriteLoop bool
 }
 
@@ -304,9 +305,10 @@ type Broker struct {
 	tlsCfg     *tls.Config
 	m          *metrics
 
-	// outq reaches mochi's outbound queue of a client; nil: mochi's
-	// write loop runs per subscribed client instead (writer.go).
-	outq        *outboundAccess
+	// mochi reaches the fields of mochi the broker needs to hold the
+	// devices' subscriptions and write to them itself; nil: mochi holds
+	// them and runs its write loop per subscribed client (writer.go).
+	mochi       *mochiAccess
 	writers     atomic.Int64   // running writers (or mochi write loops)
 	writersWg   sync.WaitGroup // writers and mochi write loops
 	writersQuit chan struct{}  // closed once every connection ended (shutdown)
@@ -369,7 +371,7 @@ type session struct {
 	established atomic.Bool // CONNACK sent, session in mochi's client map
 	takenOver   atomic.Bool // a newer connection took over its mochi session (inheritSession)
 
-	w outWriter // the client's writer (writer.go)
+	out outbox // the device's subscriptions, what is queued for it and its writer (writer.go, own.go)
 
 	acks    acks    // the hub's QoS 1 publishes to the device awaiting its PUBACK
 	pubacks pubacks // the device's QoS 1 publishes awaiting their commit
@@ -429,7 +431,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
-	b.setupWriters(opts.mochiWriteLoop)
+	b.setupDelivery(opts.mochiWriteLoop)
 	b.m = newMetrics(b, reg)
 	return b, nil
 }
@@ -780,7 +782,7 @@ func (b *Broker) connEnded(c *clientConn, err error) {
 		atomic.AddInt64(&b.server.Info.ClientsConnected, -1)
 	}
 	c.cl.Stop(nil)
-	s.w.end()
+	s.out.end()
 	b.server.Listeners.ClientsWg.Done()
 	b.disconnected(s, b.reasonFor(s, nil, err))
 	b.conns.Delete(s.conn)

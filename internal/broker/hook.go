@@ -28,7 +28,7 @@ func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnPacketSent,
 		mqtt.OnDisconnect, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnWill,
-		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnClientExpired, mqtt.OnPublished, mqtt.OnRetainPublished:
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnClientExpired, mqtt.OnPublished:
 		return true
 	}
 	return false
@@ -125,13 +125,9 @@ func (h *hook) OnClientExpired(cl *mqtt.Client) {
 	h.b.server.UnsubscribeClient(cl)
 }
 
-// OnPublished wakes the writers of the clients mochi just queued the
-// publish for (writer.go).
-func (h *hook) OnPublished(_ *mqtt.Client, pk packets.Packet) { h.b.wakeTopic(pk.TopicName) }
-
-// OnRetainPublished wakes the writer of the client mochi just queued a
-// retained message for (writer.go).
-func (h *hook) OnRetainPublished(cl *mqtt.Client, _ packets.Packet) { h.b.wake(cl) }
+// OnPublished delivers the publish to the device it is for, if the
+// device subscribed to it (own.go).
+func (h *hook) OnPublished(_ *mqtt.Client, pk packets.Packet) { h.b.deliverPublished(pk) }
 
 // OnPacketSent notes the successful CONNACK: from then on the hub closes
 // the session with a DISCONNECT (v5), never before.

@@ -150,6 +150,9 @@ func (b *Broker) startClient(listener string, s *session) (*clientConn, error) {
 	pc := &peekConn{Conn: s.conn, s: s}
 	c := &clientConn{b: b, s: s, pc: pc, listener: listener}
 	c.cl = srv.NewClient(pc, listener, "", false)
+	if b.mochi != nil {
+		b.mochi.dropQueue(c.cl) // never used (writer.go)
+	}
 	var err error
 	c.counted, err = b.establish(c.cl, pc, listener)
 	return c, err
@@ -205,7 +208,7 @@ func (b *Broker) readPackets(cl *mqtt.Client, pc *peekConn) error {
 		if pk.FixedHeader.Type == packets.Subscribe {
 			b.startWriteLoop(pc.s, cl) // before mochi sends it a retained message
 		}
-		if err := b.receivePacket(cl, pk); err != nil {
+		if err := b.receivePacket(cl, pc.s, pk); err != nil {
 			return err
 		}
 		if cl.Closed() {
@@ -218,10 +221,20 @@ func (b *Broker) readPackets(cl *mqtt.Client, pc *peekConn) error {
 	}
 }
 
-// receivePacket processes a packet the client sent (mochi's receivePacket:
-// a v5 client gets a DISCONNECT with the code of a protocol error).
-func (b *Broker) receivePacket(cl *mqtt.Client, pk packets.Packet) error {
-	err := b.inject(cl, pk)
+// receivePacket processes a packet the client of session s sent
+// (mochi's receivePacket: a v5 client gets a DISCONNECT with the code of
+// a protocol error). The broker answers SUBSCRIBE and UNSUBSCRIBE itself
+// when it holds the subscriptions (own.go).
+func (b *Broker) receivePacket(cl *mqtt.Client, s *session, pk packets.Packet) error {
+	var err error
+	switch t := pk.FixedHeader.Type; {
+	case b.mochi != nil && t == packets.Subscribe:
+		err = b.subscribe(cl, s, pk)
+	case b.mochi != nil && t == packets.Unsubscribe:
+		err = b.unsubscribe(cl, s, pk)
+	default:
+		err = b.inject(cl, pk)
+	}
 	if err != nil {
 		var code packets.Code
 		if errors.As(err, &code) && cl.Properties.ProtocolVersion == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
@@ -371,6 +384,14 @@ func (b *Broker) inheritSession(pk packets.Packet, cl *mqtt.Client) bool {
 		if rm := srv.Options.Capabilities.ReceiveMaximum; rm != 0 {
 			cl.State.Inflight.ResetReceiveQuota(int32(rm))
 			cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))
+		}
+	}
+	if old := sessionOfConn(existing); old != nil && b.mochi != nil {
+		if s := sessionOfConn(cl); s != nil {
+			subs := old.out.takeSubs()
+			s.out.mu.Lock()
+			s.out.subs = subs
+			s.out.mu.Unlock()
 		}
 	}
 	for _, sub := range existing.State.Subscriptions.GetAll() {

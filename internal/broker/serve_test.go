@@ -190,19 +190,19 @@ func FuzzConnectionInput(f *testing.F) {
 // TestWriteLoopWithSubscription: with mochi's write loop (the fallback
 // of writer.go) a connection's loop is started with its first SUBSCRIBE,
 // not before (startWriteLoop), ends with the connection, and the device
-// gets what is published to it. With the on-demand writer no goroutine
-// writes for it until a message is queued.
+// gets what is published to it. When the broker holds the subscriptions
+// no goroutine writes for it until a message is queued.
 func TestWriteLoopWithSubscription(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		mochiLoop bool
 	}{
-		{"on-demand writer", false},
+		{"broker holds the subscriptions", false},
 		{"mochi write loop", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := startOpts(t, Options{mochiWriteLoop: tt.mochiLoop}, &fakeHandler{errs: map[string]error{}})
-			if got := h.b.outq == nil; got != tt.mochiLoop {
+			if got := h.b.mochi == nil; got != tt.mochiLoop {
 				t.Fatalf("mochi write loop = %v, want %v", got, tt.mochiLoop)
 			}
 			c := mustDial(t, h, "dev1")

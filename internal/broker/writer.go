@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,110 +11,205 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-
-	"github.com/devicehub/devicehub/internal/registry"
 )
 
-// The on-demand writer (issue 14, goal 6: memory per connected device).
+// The outbox: what the broker sends a device, and the writer that sends
+// it (issue 14, goal 6: memory per connected device).
 //
-// mochi queues what it sends a subscribed client (a publish to one of its
-// subscriptions, a retained message when it subscribes) on the client's
-// outbound queue (ClientState.outbound, a buffered channel), which mochi's
-// write loop (Client.WriteLoop) drains. That loop lives as long as the
-// connection and parks, after its first write, with a stack grown to
-// 8 KiB that the garbage collector does not shrink while a quarter of it
-// is in use: a goroutine and its stack for every subscribed device, most
-// of which are sent a message a day.
+// The broker holds a device's subscriptions itself (own.go) and delivers
+// the publishes that match them: it queues the packet on the session's
+// outbox, and a writer goroutine writes the outbox to the connection. The
+// writer runs only while the outbox has packets and ends once it has been
+// idle for Options.WriterIdle; the next packet starts a new one. At most
+// one writer runs per session, so packets are written in the order they
+// were queued. The outbox, its subscriptions and the writer's state are
+// guarded by one mutex, taken for a few instructions per packet.
 //
-// The broker drains the queue itself instead: a client's writer goroutine
-// runs only while the client has outbound data and ends once it has been
-// idle for Options.WriterIdle; the next packet queued starts a new one.
-// One writer at most runs per client, so packets are written in the order
-// mochi queued them, as with its loop. The queue is unexported: the
-// writer reaches it through its offset in mochi's ClientState, found with
-// reflect when the broker is made and checked there (the field's name,
-// type and offset, and on a client mochi made: the queue's capacity). If
-// any check fails (a mochi upgrade changed the struct) the broker logs it
-// once and runs mochi's own write loop per subscribed client, as before
+// mochi would hold these subscriptions in its topic index (five trie
+// nodes of four maps each for a device's commands and desired
+// properties, and a map in the client: ~4.7 KB a device) and queue what
+// it sends a client on a channel it makes for every client at
+// MaximumClientWritesPending (2.5 KiB a device, used or not) and drains
+// with a write loop per client (a goroutine and its stack). None of that
+// is used for a device's connection here: mochi never finds a device in
+// its index, so it never queues for one, and the broker drops the
+// channel mochi made (mochiAccess.dropQueue) before the client is
+// published.
+//
+// Two of mochi's fields are unexported and reached by their offsets,
+// found with reflect when the broker is made and checked there on
+// objects mochi made: the client's outbound channel (only to drop it) and
+// the inflight store's send quota (MQTT 5 flow control: a device's
+// Receive Maximum; a QoS > 0 publish waits in the outbox while the quota
+// is used up, and is queued for the writer once a PUBACK returned some:
+// push, release). If a check fails (a mochi upgrade
+// changed them) the broker logs it once and lets mochi hold the
+// subscriptions and run its write loop per subscribed client
 // (startWriteLoop): an upgrade costs memory, never correctness.
-//
-// What starts a writer. mochi queues a packet in one place only,
-// publishToClient, called by publishToSubscribers and
-// publishRetainedToClient, and calls a hook after each: OnPublished once
-// the publish was queued for every subscriber (every path of
-// processPublish, the hub's inline publishes and the wills the broker
-// publishes included; mochi's other callers of publishToSubscribers are
-// its $SYS topics, which no device may subscribe to, and its own will
-// paths, which the broker does not use), OnRetainPublished for each
-// retained message queued for a client. Both wake the writer of the
-// client the packet was queued for (wake), after it was queued. A device
-// may subscribe only under its own prefix devices/{id}/ with the prefix
-// written out (registry.TopicAllowed), so a publish to devices/{id}/...
-// can be queued only for the client {id}; a publish to any other topic
-// looks its subscribers up in mochi's index.
-//
-// The hand-off. A writer's state is one word: a running bit, an ended bit
-// (the connection ended: no new writer) and a count of wakes above them.
-// wake, called after the packet was queued, returns if the queue is
-// empty (a writer took the packet already), else adds one to the count
-// and starts a writer if the running bit is clear. A writer that has been idle for
-// WriterIdle loads the state, then checks that the queue is empty, then
-// clears the running bit with a compare-and-swap against the word it
-// loaded. A packet queued before a wake whose count the writer loaded is
-// seen by the check (the wake's add is ordered after the queueing, the
-// load after the add); a wake that came after the load fails the swap
-// (the count changed), and the writer keeps running; a wake after the
-// swap sees the bit clear and starts a writer. So nothing queued is left
-// without a writer, and a writer that ends never holds a packet.
 
-// Bits of outWriter.state.
-const (
-	writerRunning = 1 << 0 // a writer goroutine drains the queue
-	writerEnded   = 1 << 1 // the connection ended: no writer starts again
-	writerWake    = 1 << 2 // one wake (the count above the bits)
-)
-
-// outWriter is the writer state of a session's client (see above).
-type outWriter struct {
-	state atomic.Uint64
-	// mu orders a writer's start (and its count in Broker.writersWg)
-	// against the end of the session's connection (end), so that no
-	// writer starts once its connection is gone, and Broker.shutdown
-	// waits for every writer that did.
-	mu sync.Mutex
+// outbox is a session's subscriptions and the packets queued for its
+// connection (see above).
+type outbox struct {
+	mu      sync.Mutex
+	subs    []ownSub          // the device's subscriptions (own.go)
+	pks     []*packets.Packet // queued for the writer, in order
+	waiting []*packets.Packet // QoS > 0 publishes waiting for send quota, in order
+	running bool              // a writer runs (or mochi's write loop, in the fallback)
+	ended   bool              // the connection ended: no writer starts again
+	kick    chan struct{}     // wakes the running writer; made with it
 }
 
 // end marks the connection ended: no writer starts for it any more. A
-// running writer ends once the queue is idle (its writes fail at once on
-// the closed connection).
-func (w *outWriter) end() {
-	w.mu.Lock()
-	w.state.Or(writerEnded)
-	w.mu.Unlock()
+// running writer ends once the outbox is idle (its writes fail at once on
+// the closed connection). What is still queued is dropped: a QoS > 0
+// publish among it stays in the session's inflight store, and mochi sends
+// it again if a connection takes the session over.
+func (o *outbox) end() {
+	o.mu.Lock()
+	o.ended = true
+	o.pks, o.waiting = nil, nil
+	o.mu.Unlock()
 }
 
-// outboundAccess reaches mochi's unexported outbound queue of a client
-// and its counter (ClientState.outbound, ClientState.outboundQty) by
-// their offsets in ClientState.
-type outboundAccess struct {
-	queueOff, qtyOff uintptr
+// push queues pk for cl and makes sure a writer runs; a QoS > 0 publish
+// (counted in cl's inflight store) waits for send quota first (release).
+// It reports false if the outbox is full (Options.WriteQueue). Once the
+// connection ended it queues nothing (see end).
+func (b *Broker) push(o *outbox, cl *mqtt.Client, pk *packets.Packet) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return b.pushLocked(o, cl, pk)
 }
 
-// Types of the fields reached through outboundAccess.
+// pushLocked is push with o.mu held.
+func (b *Broker) pushLocked(o *outbox, cl *mqtt.Client, pk *packets.Packet) bool {
+	switch {
+	case o.ended:
+		return true
+	case len(o.pks)+len(o.waiting) >= b.opts.WriteQueue:
+		return false
+	case pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0:
+		o.waiting = append(o.waiting, pk)
+		b.release(o, cl)
+	default:
+		o.pks = append(o.pks, pk)
+		b.startWriter(o, cl)
+	}
+	return true
+}
+
+// releaseWaiting queues the publishes waiting for send quota that the
+// quota now allows (a PUBACK of the device returned some: OnQosComplete).
+func (b *Broker) releaseWaiting(o *outbox, cl *mqtt.Client) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.ended {
+		b.release(o, cl)
+	}
+}
+
+// release moves waiting publishes to the writer's queue, in order, while
+// cl's send quota allows: the device's Receive Maximum (MQTT 5) bounds
+// the QoS > 0 publishes sent to it and not yet acknowledged; each takes a
+// unit of quota, and mochi returns it when the PUBACK comes. o.mu is held.
+func (b *Broker) release(o *outbox, cl *mqtt.Client) {
+	n := 0
+	for ; n < len(o.waiting); n++ {
+		if quota, maximum := b.mochi.sendQuota(cl.State.Inflight); maximum > 0 && quota <= 0 {
+			break
+		}
+		cl.State.Inflight.DecreaseSendQuota()
+	}
+	if n == 0 {
+		return
+	}
+	o.pks = append(o.pks, o.waiting[:n]...)
+	o.waiting = slices.Delete(o.waiting, 0, n)
+	if len(o.waiting) == 0 {
+		o.waiting = nil
+	}
+	b.startWriter(o, cl)
+}
+
+// startWriter makes sure a writer runs for the queued packets. o.mu is
+// held.
+func (b *Broker) startWriter(o *outbox, cl *mqtt.Client) {
+	if o.running {
+		select {
+		case o.kick <- struct{}{}:
+		default: // already kicked
+		}
+		return
+	}
+	o.running = true
+	o.kick = make(chan struct{}, 1)
+	b.writersWg.Add(1)
+	b.writers.Add(1)
+	go b.write(o, cl, o.kick)
+}
+
+// write is a session's writer: it writes what is queued for cl until the
+// outbox has been idle for WriterIdle (or the broker stops).
+func (b *Broker) write(o *outbox, cl *mqtt.Client, kick <-chan struct{}) {
+	defer b.writersWg.Done()
+	defer b.writers.Add(-1)
+	idle := time.NewTimer(b.opts.WriterIdle)
+	defer idle.Stop()
+	for {
+		o.mu.Lock()
+		pks := o.pks
+		o.pks = nil
+		o.mu.Unlock()
+		if len(pks) > 0 {
+			for _, pk := range pks {
+				if err := cl.WritePacket(*pk); err != nil {
+					b.server.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+				}
+			}
+			idle.Reset(b.opts.WriterIdle)
+			continue
+		}
+		select {
+		case <-kick:
+		case <-idle.C:
+			o.mu.Lock()
+			if len(o.pks) == 0 {
+				o.running = false
+				o.kick = nil
+				o.mu.Unlock()
+				return
+			}
+			o.mu.Unlock()
+			idle.Reset(b.opts.WriterIdle)
+		case <-b.writersQuit:
+			return // every connection has ended (shutdown)
+		}
+	}
+}
+
+// mochiAccess reaches the unexported fields of mochi the broker needs
+// (see above) by their offsets: the client's outbound channel
+// (ClientState.outbound) and the inflight store's send quota and its
+// maximum (Inflight.sendQuota, Inflight.maximumSendQuota).
+type mochiAccess struct {
+	queueOff, quotaOff, maxQuotaOff uintptr
+}
+
+// Types of the fields reached through mochiAccess.
 var (
 	outboundQueueType = reflect.TypeFor[chan *packets.Packet]()
-	outboundQtyType   = reflect.TypeFor[int32]()
+	quotaType         = reflect.TypeFor[int32]()
 )
 
-// findOutbound finds the fields in mochi's ClientState and checks their
-// types, or says why it cannot.
-func findOutbound() (*outboundAccess, error) {
-	return findOutboundIn(reflect.TypeFor[mqtt.ClientState]())
+// findMochi finds the fields in this mochi's types, or says why it
+// cannot.
+func findMochi() (*mochiAccess, error) {
+	return findMochiIn(reflect.TypeFor[mqtt.ClientState](), reflect.TypeFor[mqtt.Inflight]())
 }
 
-// findOutboundIn finds the fields in t, a struct type.
-func findOutboundIn(t reflect.Type) (*outboundAccess, error) {
-	field := func(name string, want reflect.Type) (uintptr, error) {
+// findMochiIn finds the fields in state and inflight, struct types.
+func findMochiIn(state, inflight reflect.Type) (*mochiAccess, error) {
+	field := func(t reflect.Type, name string, want reflect.Type) (uintptr, error) {
 		f, ok := t.FieldByName(name)
 		switch {
 		case !ok:
@@ -127,148 +223,91 @@ func findOutboundIn(t reflect.Type) (*outboundAccess, error) {
 		}
 		return f.Offset, nil
 	}
-	q, err := field("outbound", outboundQueueType)
-	if err != nil {
+	var a mochiAccess
+	var err error
+	if a.queueOff, err = field(state, "outbound", outboundQueueType); err != nil {
 		return nil, err
 	}
-	n, err := field("outboundQty", outboundQtyType)
-	if err != nil {
+	if a.quotaOff, err = field(inflight, "sendQuota", quotaType); err != nil {
 		return nil, err
 	}
-	return &outboundAccess{queueOff: q, qtyOff: n}, nil
+	if a.maxQuotaOff, err = field(inflight, "maximumSendQuota", quotaType); err != nil {
+		return nil, err
+	}
+	return &a, nil
 }
 
-// queue is cl's outbound queue (set once by mochi's newClient).
-func (a *outboundAccess) queue(cl *mqtt.Client) chan *packets.Packet {
-	return *(*chan *packets.Packet)(unsafe.Add(unsafe.Pointer(&cl.State), a.queueOff))
+// queue is where cl's outbound channel is (set by mochi's newClient).
+func (a *mochiAccess) queue(cl *mqtt.Client) *chan *packets.Packet {
+	return (*chan *packets.Packet)(unsafe.Add(unsafe.Pointer(&cl.State), a.queueOff))
 }
 
-// qty is cl's count of queued packets (mochi adds to it when it queues).
-func (a *outboundAccess) qty(cl *mqtt.Client) *int32 {
-	return (*int32)(unsafe.Add(unsafe.Pointer(&cl.State), a.qtyOff))
+// dropQueue drops cl's outbound channel, which mochi never uses for a
+// client the broker holds the subscriptions of: with no channel, mochi
+// would count a packet queued there as dropped, never block on it. Only
+// before cl is published to other goroutines.
+func (a *mochiAccess) dropQueue(cl *mqtt.Client) { *a.queue(cl) = nil }
+
+// sendQuota is the remaining send quota of in and its maximum (0: no
+// flow control).
+func (a *mochiAccess) sendQuota(in *mqtt.Inflight) (quota, maximum int32) {
+	p := unsafe.Pointer(in)
+	return atomic.LoadInt32((*int32)(unsafe.Add(p, a.quotaOff))), atomic.LoadInt32((*int32)(unsafe.Add(p, a.maxQuotaOff)))
 }
 
-// check tries the access on a client mochi made (idle, never connected):
-// its queue must be the one mochi sized from the capabilities, empty.
-func (a *outboundAccess) check(cl *mqtt.Client, capacity int) error {
-	q := a.queue(cl)
-	if q == nil || cap(q) != capacity || len(q) != 0 || atomic.LoadInt32(a.qty(cl)) != 0 {
+// check tries the access on objects mochi made: a client's channel must
+// be the one mochi sized from the capabilities, empty; an inflight
+// store's quotas must follow its methods.
+func (a *mochiAccess) check(cl *mqtt.Client, capacity int) error {
+	if q := *a.queue(cl); q == nil || cap(q) != capacity || len(q) != 0 {
 		return fmt.Errorf("mochi's outbound queue not where it was looked for (capacity %d, want %d)", cap(q), capacity)
+	}
+	in := mqtt.NewInflights()
+	in.ResetSendQuota(7)
+	in.DecreaseSendQuota()
+	if q, m := a.sendQuota(in); q != 6 || m != 7 {
+		return fmt.Errorf("mochi's send quota not where it was looked for (read %d of %d, want 6 of 7)", q, m)
 	}
 	return nil
 }
 
-// setupWriters decides between the on-demand writer and mochi's write
-// loop, once per broker, and logs a fallback.
-func (b *Broker) setupWriters(forceLoop bool) {
-	a, err := findOutbound()
+// setupDelivery decides, once per broker, whether the broker holds the
+// devices' subscriptions and writes to them itself (b.mochi set), or
+// leaves both to mochi, and logs the fallback.
+func (b *Broker) setupDelivery(forceMochi bool) {
+	a, err := findMochi()
 	if err == nil {
 		err = a.check(b.willClient, b.opts.WriteQueue)
 	}
-	if err == nil && forceLoop {
+	if err == nil && forceMochi {
 		err = fmt.Errorf("forced by the broker's options")
 	}
 	if err != nil {
-		b.log.Warn("mqtt: running mochi's write loop per subscribed client (more memory per device)", "err", err)
+		b.log.Warn("mqtt: mochi holds the subscriptions and runs a write loop per subscribed client (more memory per device)", "err", err)
 		return
 	}
-	b.outq = a
-}
-
-// wakeTopic wakes the writers of the clients a publish to topic was
-// queued for (OnPublished: mochi queued it for every subscriber).
-func (b *Broker) wakeTopic(topic string) {
-	if b.outq == nil {
-		return
-	}
-	if id, ok := registry.DeviceIDFromTopic(topic); ok {
-		if cl, ok := b.server.Clients.Get(id); ok {
-			b.wake(cl)
-		}
-		return
-	}
-	for id := range b.server.Topics.Subscribers(topic).Subscriptions {
-		if cl, ok := b.server.Clients.Get(id); ok {
-			b.wake(cl)
-		}
-	}
-}
-
-// wake makes sure a writer runs for cl if mochi queued a packet for it
-// (the publish that called it may have been queued for other clients
-// only: a device's publish to its own prefix, which it did not subscribe
-// to, starts no writer).
-func (b *Broker) wake(cl *mqtt.Client) {
-	if b.outq == nil {
-		return
-	}
-	s := sessionOfConn(cl)
-	if s == nil { // inline: mochi queues nothing for it
-		return
-	}
-	if len(b.outq.queue(cl)) == 0 {
-		return // nothing queued for cl, or a writer already took it
-	}
-	w := &s.w
-	if w.state.Add(writerWake)&(writerRunning|writerEnded) != 0 {
-		return // the running writer sees the packet (see the hand-off)
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for {
-		v := w.state.Load()
-		if v&(writerRunning|writerEnded) != 0 {
-			return
-		}
-		if w.state.CompareAndSwap(v, v|writerRunning) {
-			break
-		}
-	}
-	b.writersWg.Add(1)
-	b.writers.Add(1)
-	go b.write(w, cl)
-}
-
-// write is a client's writer: it writes what mochi queues for cl, as
-// mochi's write loop does, until the queue has been idle for WriterIdle
-// (or the broker stops).
-func (b *Broker) write(w *outWriter, cl *mqtt.Client) {
-	defer b.writersWg.Done()
-	defer b.writers.Add(-1)
-	q, qty := b.outq.queue(cl), b.outq.qty(cl)
-	idle := time.NewTimer(b.opts.WriterIdle)
-	defer idle.Stop()
-	for {
-		select {
-		case pk := <-q:
-			if err := cl.WritePacket(*pk); err != nil {
-				b.server.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			atomic.AddInt32(qty, -1)
-			idle.Reset(b.opts.WriterIdle)
-		case <-idle.C:
-			v := w.state.Load()
-			if len(q) == 0 && w.state.CompareAndSwap(v, v&^writerRunning) {
-				return
-			}
-			idle.Reset(b.opts.WriterIdle)
-		case <-b.writersQuit:
-			return // every connection has ended (shutdown)
-		}
-	}
+	b.mochi = a
 }
 
 // startWriteLoop starts mochi's write loop of cl, the session's client,
-// once, when the broker cannot reach the outbound queue (setupWriters).
-// mochi queues a packet for a client only through a subscription of its
-// id in the topic index, so the loop is started when the client has a
+// once, when mochi holds the subscriptions (setupDelivery). mochi queues
+// a packet for a client only through a subscription of its id in the
+// topic index, so the loop is started when the client has a
 // subscription, before mochi can find it through one: when it sends a
 // SUBSCRIBE (readPackets) and when its session carried subscriptions over
 // (establish, before the client is in mochi's client map); the index
 // keeps no subscription of an id whose client does not hold it
 // (OnClientExpired). The loop ends when the client is stopped.
 func (b *Broker) startWriteLoop(s *session, cl *mqtt.Client) {
-	if b.outq != nil || !s.w.state.CompareAndSwap(0, writerRunning) {
+	if b.mochi != nil {
+		return
+	}
+	o := &s.out
+	o.mu.Lock()
+	start := !o.running && !o.ended
+	o.running = true
+	o.mu.Unlock()
+	if !start {
 		return
 	}
 	b.writersWg.Add(1)

@@ -16,56 +16,58 @@ import (
 	"github.com/devicehub/devicehub/internal/eventually"
 )
 
-// TestOutboundAccess: the broker reaches the outbound queue of this mochi
-// version; a struct whose fields differ is refused; and the check refuses
-// a queue that is not the one mochi made.
-func TestOutboundAccess(t *testing.T) {
+// TestMochiAccess: the broker reaches the fields of this mochi version
+// it needs; a struct whose fields differ is refused; and the check
+// refuses a queue that is not the one mochi made.
+func TestMochiAccess(t *testing.T) {
 	//lint:ignore U1000 its fields are read through reflect only
-	type inner struct {
-		outbound    chan *packets.Packet
-		outboundQty int32
+	type innerState struct{ outbound chan *packets.Packet }
+	//lint:ignore U1000 its fields are read through reflect only
+	type inflight struct {
+		a                int64
+		sendQuota        int32
+		b                bool
+		maximumSendQuota int32
 	}
+	inflightType := reflect.TypeFor[inflight]()
 	for _, tt := range []struct {
-		name string
-		typ  reflect.Type
-		err  string // "" for found
+		name            string
+		state, inflight reflect.Type
+		err             string // "" for found
 	}{
-		{"mochi's ClientState", reflect.TypeFor[mqtt.ClientState](), ""},
+		{"mochi's types", reflect.TypeFor[mqtt.ClientState](), reflect.TypeFor[mqtt.Inflight](), ""},
 		{"fields found", reflect.TypeFor[struct {
-			a           int
-			outbound    chan *packets.Packet
-			b           bool
-			outboundQty int32
-		}](), ""},
-		{"no queue", reflect.TypeFor[struct{ outboundQty int32 }](), "no field outbound"},
-		{"no counter", reflect.TypeFor[struct{ outbound chan *packets.Packet }](), "no field outboundQty"},
-		{"queue of values", reflect.TypeFor[struct {
-			outbound    chan packets.Packet
-			outboundQty int32
-		}](), "outbound is a chan packets.Packet"},
-		{"wider counter", reflect.TypeFor[struct {
-			outbound    chan *packets.Packet
-			outboundQty int64
-		}](), "outboundQty is a int64"},
-		{"promoted", reflect.TypeFor[struct{ inner }](), "promoted"},
+			a        int
+			outbound chan *packets.Packet
+		}](), inflightType, ""},
+		{"no queue", reflect.TypeFor[struct{ a int32 }](), inflightType, "no field outbound"},
+		{"queue of values", reflect.TypeFor[struct{ outbound chan packets.Packet }](), inflightType, "outbound is a chan packets.Packet"},
+		{"promoted", reflect.TypeFor[struct{ innerState }](), inflightType, "promoted"},
+		{"no quota", reflect.TypeFor[innerState](), reflect.TypeFor[struct{ maximumSendQuota int32 }](), "no field sendQuota"},
+		{"no maximum", reflect.TypeFor[innerState](), reflect.TypeFor[struct{ sendQuota int32 }](), "no field maximumSendQuota"},
+		{"wider quota", reflect.TypeFor[innerState](), reflect.TypeFor[struct {
+			sendQuota        int64
+			maximumSendQuota int32
+		}](), "sendQuota is a int64"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			a, err := findOutboundIn(tt.typ)
+			a, err := findMochiIn(tt.state, tt.inflight)
 			switch {
 			case tt.err == "" && err != nil:
 				t.Fatal(err)
 			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
 				t.Fatalf("error %v, want one with %q", err, tt.err)
 			case tt.err == "":
-				q, _ := tt.typ.FieldByName("outbound")
-				n, _ := tt.typ.FieldByName("outboundQty")
-				if a.queueOff != q.Offset || a.qtyOff != n.Offset {
-					t.Fatalf("offsets %d, %d; want %d, %d", a.queueOff, a.qtyOff, q.Offset, n.Offset)
+				q, _ := tt.state.FieldByName("outbound")
+				sq, _ := tt.inflight.FieldByName("sendQuota")
+				mq, _ := tt.inflight.FieldByName("maximumSendQuota")
+				if a.queueOff != q.Offset || a.quotaOff != sq.Offset || a.maxQuotaOff != mq.Offset {
+					t.Fatalf("offsets %d, %d, %d; want %d, %d, %d", a.queueOff, a.quotaOff, a.maxQuotaOff, q.Offset, sq.Offset, mq.Offset)
 				}
 			}
 		})
 	}
-	a, err := findOutbound()
+	a, err := findMochi()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +82,15 @@ func TestOutboundAccess(t *testing.T) {
 	}
 	if err := a.check(cl, 78); err == nil {
 		t.Fatal("check accepted a queue of another capacity")
+	}
+	a.dropQueue(cl)
+	if err := a.check(cl, 77); err == nil {
+		t.Fatal("check accepted a dropped queue")
+	}
+	bad := *a
+	bad.quotaOff = bad.maxQuotaOff
+	if err := bad.check(srv.NewClient(nil, "local", "probe2", true), 77); err == nil || !strings.Contains(err.Error(), "send quota") {
+		t.Fatalf("check of a wrong quota offset: %v", err)
 	}
 }
 
@@ -242,8 +253,11 @@ func TestWriterStopsWithBroker(t *testing.T) {
 		t.Fatalf("%d writers after the broker stopped", n)
 	}
 	s := &session{}
-	s.w.end()
-	h.b.wake(&mqtt.Client{Net: mqtt.ClientConnection{Conn: &peekConn{s: s}}})
+	s.out.end()
+	if !h.b.push(&s.out, &mqtt.Client{}, &packets.Packet{}) {
+		t.Fatal("push to an ended connection reported a full outbox")
+	}
+	h.b.startWriteLoop(s, &mqtt.Client{})
 	if n := h.b.writers.Load(); n != 0 {
 		t.Fatalf("a writer started for an ended connection")
 	}
