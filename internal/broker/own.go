@@ -187,8 +187,8 @@ func (b *Broker) subscribe(cl *mqtt.Client, s *session, pk packets.Packet) error
 				noLocal:        sub.NoLocal,
 				rap:            sub.RetainAsPublished,
 			}
-			existed := o.set(own)                      // [MQTT-3.8.4-3]
-			reasons[i] = min(sub.Qos, caps.MaximumQos) // [MQTT-3.2.2-9] [MQTT-3.9.3-1] [MQTT-3.8.4-7]
+			existed := o.set(own)                                               // [MQTT-3.8.4-3]
+			reasons[i] = min(sub.Qos, caps.MaximumQos)                          // [MQTT-3.2.2-9] [MQTT-3.9.3-1] [MQTT-3.8.4-7]
 			if own.retainHandling == 0 || own.retainHandling == 1 && !existed { // [MQTT-3.3.1-10] [MQTT-3.3.1-11]
 				sendRetained = append(sendRetained, retained{sub.Filter, own})
 			}
