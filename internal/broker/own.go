@@ -41,6 +41,13 @@ import (
 // subscriptions on (inheritSession); a session that ends with its
 // connection, or expires, takes them with it.
 
+// maxSubscriptions bounds the subscriptions of one device: a new one
+// beyond it is refused with "quota exceeded" (0x97; 0x80 for 3.1.1), so
+// that a device cannot grow its session, and the scan of its
+// subscriptions on every publish to it, without bound. The SDKs subscribe
+// to two or three filters.
+const maxSubscriptions = 64
+
 // ownSub is a subscription of a device: a filter under devices/{id}/, by
 // the part after the prefix, and its options.
 type ownSub struct {
@@ -53,16 +60,20 @@ type ownSub struct {
 }
 
 // set adds or replaces the subscription to s.rest and reports whether
-// it existed. o.mu is held.
-func (o *outbox) set(s ownSub) (existed bool) {
+// it existed; full: it did not, and the device holds maxSubscriptions
+// already (nothing changed). o.mu is held.
+func (o *outbox) set(s ownSub) (existed, full bool) {
 	for i := range o.subs {
 		if o.subs[i].rest == s.rest {
 			o.subs[i] = s
-			return true
+			return true, false
 		}
 	}
+	if len(o.subs) >= maxSubscriptions {
+		return false, true
+	}
 	o.subs = append(o.subs, s)
-	return false
+	return false, false
 }
 
 // unset removes the subscription to rest and reports whether it existed.
@@ -187,7 +198,11 @@ func (b *Broker) subscribe(cl *mqtt.Client, s *session, pk packets.Packet) error
 				noLocal:        sub.NoLocal,
 				rap:            sub.RetainAsPublished,
 			}
-			existed := o.set(own)                                               // [MQTT-3.8.4-3]
+			existed, full := o.set(own) // [MQTT-3.8.4-3]
+			if full {
+				reasons[i] = packets.ErrQuotaExceeded.Code
+				break
+			}
 			reasons[i] = min(sub.Qos, caps.MaximumQos)                          // [MQTT-3.2.2-9] [MQTT-3.9.3-1] [MQTT-3.8.4-7]
 			if own.retainHandling == 0 || own.retainHandling == 1 && !existed { // [MQTT-3.3.1-10] [MQTT-3.3.1-11]
 				sendRetained = append(sendRetained, retained{sub.Filter, own})

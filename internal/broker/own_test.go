@@ -293,3 +293,43 @@ func TestReceiveMaximum(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriptionCap: a device holds at most maxSubscriptions; one more
+// is refused with "quota exceeded", a filter it holds can still be
+// subscribed to again (its options replaced), and one can be added once
+// another was unsubscribed.
+func TestSubscriptionCap(t *testing.T) {
+	h := start(t)
+	c := mustDial(t, h, "dev1")
+	sub := func(filter string) byte {
+		t.Helper()
+		sa, err := c.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+		if sa == nil {
+			t.Fatalf("subscribe %s: %v", filter, err)
+		}
+		return sa.Reasons[0]
+	}
+	for i := range maxSubscriptions {
+		if rc := sub(fmt.Sprintf("devices/dev1/s/%d", i)); rc != 1 {
+			t.Fatalf("subscription %d refused: %#x", i, rc)
+		}
+	}
+	if rc := sub("devices/dev1/one/more"); rc != packets.ErrQuotaExceeded.Code {
+		t.Fatalf("subscription beyond the cap: %#x, want %#x", rc, packets.ErrQuotaExceeded.Code)
+	}
+	if rc := sub("devices/dev1/s/0"); rc != 1 {
+		t.Fatalf("a held filter again: %#x", rc)
+	}
+	if _, err := c.Unsubscribe(ctx5(t), &paho.Unsubscribe{Topics: []string{"devices/dev1/s/0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if rc := sub("devices/dev1/one/more"); rc != 1 {
+		t.Fatalf("subscription after an unsubscribe: %#x", rc)
+	}
+	if err := h.b.Publish("devices/dev1/one/more", []byte("x"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, c, "the publish"); m.Topic != "devices/dev1/one/more" {
+		t.Fatalf("got %s", m.Topic)
+	}
+}
