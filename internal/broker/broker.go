@@ -312,6 +312,7 @@ type Broker struct {
 	writers     atomic.Int64   // running writers (or mochi write loops)
 	writersWg   sync.WaitGroup // writers and mochi write loops
 	writersQuit chan struct{}  // closed once every connection ended (shutdown)
+	deepReaders *deepReaders   // run connections' deep reads (serve.go); end with writersQuit
 
 	ready   chan struct{}
 	running atomic.Bool
@@ -404,6 +405,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		devs:        map[string]*deviceConns{},
 		writersQuit: make(chan struct{}),
 	}
+	b.deepReaders = newDeepReaders(b.writersQuit)
 	if opts.TLSAddr != "" {
 		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
 		if err != nil {
@@ -693,6 +695,7 @@ func (b *Broker) shutdown() {
 	b.wg.Wait()
 	close(b.writersQuit)
 	b.writersWg.Wait()
+	b.deepReaders.wait()
 	if b.served.Load() {
 		_ = b.server.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -113,19 +114,83 @@ func packetBytes(remaining int) int64 {
 	return int64(n + remaining)
 }
 
-// deep reads and processes packets (readPackets) on a goroutine of its
-// own and waits for it: that stack grows and goes away with the
-// goroutine, the caller's stays small. The channel it answers on is the
+// deep reads and processes packets (readPackets) on another goroutine
+// and waits for it, so that the caller's stack stays small. That
+// goroutine is one of the broker's deep readers (deepReaders): an idle one
+// if there is one, else a new one. The channel it answers on is the
 // connection's, made once, not once per wake-up.
 func (c *clientConn) deep() error {
 	if c.done == nil {
 		c.done = make(chan error, 1)
 	}
-	go c.deepRead()
+	c.b.deepReaders.run(c)
 	return <-c.done
 }
 
-func (c *clientConn) deepRead() { c.done <- c.readPackets() }
+// deepReaders are the goroutines that run deep reads, any connection's,
+// one at a time each.
+//
+// A goroutine started per wake-up (one per message for a device that
+// waits for each PUBACK) began with the runtime's smallest stack and
+// grew it, copied three or four times, to the 16 KiB mochi's processing
+// of a publish needs: 10 % of the hub's CPU under ingest (issue 14, goal
+// 1; docs/BENCHMARKS.md, "Deep reads on kept goroutines"). A reader
+// that finished waits for the next deep read with its stack as it grew,
+// so a busy broker starts no goroutine and grows no stack per message.
+// At most maxIdleDeepReaders wait: a burst's extra readers end with it,
+// and what the waiting ones keep (their stacks, which the garbage
+// collector shrinks while they wait in a small frame) does not grow with
+// the connections (issue 14, goal 6).
+type deepReaders struct {
+	work chan *clientConn // unbuffered: a send succeeds when a reader waits
+	idle atomic.Int32     // readers waiting, or about to, on work
+	quit chan struct{}    // closed once every connection ended (shutdown)
+	wg   sync.WaitGroup
+}
+
+// maxIdleDeepReaders bounds the deep readers that wait for work.
+const maxIdleDeepReaders = 16
+
+func newDeepReaders(quit chan struct{}) *deepReaders {
+	return &deepReaders{work: make(chan *clientConn), quit: quit}
+}
+
+// run hands c's deep read to a waiting reader, or starts one. It is
+// called by connection goroutines, counted in Broker.wg, so no reader
+// starts once shutdown waited for them (quit is closed after that wait).
+func (d *deepReaders) run(c *clientConn) {
+	select {
+	case d.work <- c:
+	default:
+		d.wg.Add(1)
+		go d.reader(c)
+	}
+}
+
+// reader runs c's deep read and then the deep reads handed to it, until
+// it is one waiting reader too many or the broker shuts down.
+func (d *deepReaders) reader(c *clientConn) {
+	defer d.wg.Done()
+	for {
+		// c is not touched after its answer: its connection goroutine
+		// goes on with it.
+		c.done <- c.readPackets()
+		if d.idle.Add(1) > maxIdleDeepReaders {
+			d.idle.Add(-1)
+			return
+		}
+		select {
+		case c = <-d.work:
+			d.idle.Add(-1)
+		case <-d.quit:
+			d.idle.Add(-1)
+			return
+		}
+	}
+}
+
+// wait waits for the readers to end; quit must be closed.
+func (d *deepReaders) wait() { d.wg.Wait() }
 
 // clientConn is a connection being served: its session, mochi's client
 // and the reader under it.
