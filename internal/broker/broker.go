@@ -405,7 +405,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		devs:        map[string]*deviceConns{},
 		writersQuit: make(chan struct{}),
 	}
-	b.deepReaders = newDeepReaders(b.writersQuit)
+	b.deepReaders = newDeepReaders(b.writersQuit, (*clientConn).readPackets)
 	if opts.TLSAddr != "" {
 		cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
 		if err != nil {

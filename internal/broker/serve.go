@@ -142,46 +142,66 @@ func (c *clientConn) deep() error {
 // collector shrinks while they wait in a small frame) does not grow with
 // the connections (issue 14, goal 6).
 type deepReaders struct {
-	work chan *clientConn // unbuffered: a send succeeds when a reader waits
-	idle atomic.Int32     // readers waiting, or about to, on work
-	quit chan struct{}    // closed once every connection ended (shutdown)
+	read func(*clientConn) error // the deep read: clientConn.readPackets
+	work chan *clientConn        // unbuffered: a send succeeds when a reader waits
+	quit chan struct{}           // closed once every connection ended (shutdown)
 	wg   sync.WaitGroup
+
+	idle    atomic.Int32 // readers waiting, or about to, on work, not claimed by a run
+	running atomic.Int32 // readers that have not ended
+	started atomic.Int64 // readers ever started (tests)
 }
 
 // maxIdleDeepReaders bounds the deep readers that wait for work.
 const maxIdleDeepReaders = 16
 
-func newDeepReaders(quit chan struct{}) *deepReaders {
-	return &deepReaders{work: make(chan *clientConn), quit: quit}
+func newDeepReaders(quit chan struct{}, read func(*clientConn) error) *deepReaders {
+	return &deepReaders{read: read, work: make(chan *clientConn), quit: quit}
 }
 
-// run hands c's deep read to a waiting reader, or starts one. It is
-// called by connection goroutines, counted in Broker.wg, so no reader
-// starts once shutdown waited for them (quit is closed after that wait).
+// run hands c's deep read to a waiting reader, or starts one; the answer
+// comes on c.done. A reader counted idle is claimed by counting it down
+// here, so the hand-off cannot miss it while it is on its way to wait.
+// run is called by connection goroutines, counted in Broker.wg, so no
+// reader starts, and none is claimed, once shutdown waited for them (quit
+// is closed after that wait).
 func (d *deepReaders) run(c *clientConn) {
-	select {
-	case d.work <- c:
-	default:
-		d.wg.Add(1)
-		go d.reader(c)
+	for {
+		n := d.idle.Load()
+		if n == 0 {
+			break
+		}
+		if d.idle.CompareAndSwap(n, n-1) {
+			d.work <- c
+			return
+		}
 	}
+	d.wg.Add(1)
+	d.running.Add(1)
+	d.started.Add(1)
+	go d.reader(c)
 }
 
 // reader runs c's deep read and then the deep reads handed to it, until
-// it is one waiting reader too many or the broker shuts down.
+// it would be one waiting reader too many or the broker shuts down.
 func (d *deepReaders) reader(c *clientConn) {
 	defer d.wg.Done()
+	defer d.running.Add(-1)
 	for {
 		// c is not touched after its answer: its connection goroutine
 		// goes on with it.
-		c.done <- c.readPackets()
-		if d.idle.Add(1) > maxIdleDeepReaders {
-			d.idle.Add(-1)
-			return
+		c.done <- d.read(c)
+		for {
+			n := d.idle.Load()
+			if n >= maxIdleDeepReaders {
+				return
+			}
+			if d.idle.CompareAndSwap(n, n+1) {
+				break
+			}
 		}
 		select {
-		case c = <-d.work:
-			d.idle.Add(-1)
+		case c = <-d.work: // counted down by the run that claimed it
 		case <-d.quit:
 			d.idle.Add(-1)
 			return
