@@ -212,15 +212,7 @@ func (b *Broker) subscribe(cl *mqtt.Client, s *session, pk packets.Packet) error
 			reasons[i] = packets.ErrUnspecifiedError.Code
 		}
 	}
-	ack := &packets.Packet{ // [MQTT-3.8.4-1] [MQTT-3.8.4-5]
-		FixedHeader: packets.FixedHeader{Type: packets.Suback},
-		PacketID:    pk.PacketID, // [MQTT-2.2.1-6] [MQTT-3.8.4-2]
-		ReasonCodes: reasons,     // [MQTT-3.8.4-6]
-		Properties:  packets.Properties{User: pk.Properties.User},
-	}
-	if code.Code >= packets.ErrUnspecifiedError.Code {
-		ack.Properties.ReasonString = code.Reason
-	}
+	ack := ackOf(packets.Suback, &pk, reasons, code) // [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-5] [MQTT-3.8.4-6]
 	var outs []*packets.Packet
 	for _, r := range sendRetained { // [MQTT-3.3.1-9] [MQTT-3.8.4-4]
 		var ids []int
@@ -241,6 +233,9 @@ func (b *Broker) subscribe(cl *mqtt.Client, s *session, pk packets.Packet) error
 	}
 	defer o.mu.Unlock()
 	if !b.pushLocked(o, cl, ack) {
+		for _, out := range outs {
+			b.dropped(cl, out)
+		}
 		return packets.ErrPendingClientWritesExceeded // it reads nothing we send
 	}
 	for _, out := range outs {
@@ -283,16 +278,23 @@ func (b *Broker) unsubscribe(cl *mqtt.Client, s *session, pk packets.Packet) err
 			reasons[i] = packets.CodeNoSubscriptionExisted.Code
 		}
 	}
-	ack := packets.Packet{ // [MQTT-3.10.4-4]
-		FixedHeader: packets.FixedHeader{Type: packets.Unsuback},
-		PacketID:    pk.PacketID, // [MQTT-2.2.1-6] [MQTT-3.10.4-5]
-		ReasonCodes: reasons,     // [MQTT-3.11.3-2]
+	return cl.WritePacket(*ackOf(packets.Unsuback, &pk, reasons, code)) // [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.11.3-2]
+}
+
+// ackOf is the SUBACK or UNSUBACK (typ) of pk, as mochi makes them: the
+// packet id, a reason code per filter, the user properties of pk, and
+// the reason string of code when it refused the whole packet.
+func ackOf(typ byte, pk *packets.Packet, reasons []byte, code packets.Code) *packets.Packet {
+	ack := &packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: typ},
+		PacketID:    pk.PacketID, // [MQTT-2.2.1-6]
+		ReasonCodes: reasons,
 		Properties:  packets.Properties{User: pk.Properties.User},
 	}
 	if code.Code >= packets.ErrUnspecifiedError.Code {
 		ack.Properties.ReasonString = code.Reason
 	}
-	return cl.WritePacket(ack)
+	return ack
 }
 
 // deliverPublished delivers a publish mochi processed (OnPublished) to
