@@ -151,9 +151,10 @@ type Options struct {
 	MaxInflight int
 	// WriteQueue bounds the outbound queue of one client (default
 	// MaxInflight + 64); when it is full, messages to the client are
-	// dropped. mochi allocates it per client up front, 8 bytes an entry
-	// (8192 entries by default: 64 KiB per client), so it is kept small.
-	// The default is the smallest that drops nothing the inflight cap
+	// dropped. The broker's outbox (writer.go) grows as packets are
+	// queued; in the fallback to mochi's write loop mochi allocates it per
+	// client up front, 8 bytes an entry. The default is the smallest that
+	// drops nothing the inflight cap
 	// lets through: every QoS > 0 message beyond MaxInflight is dropped
 	// before it reaches the queue, so a burst handed over at once (a
 	// device's queued commands when it connects) fits, with room for

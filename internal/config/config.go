@@ -127,7 +127,7 @@ type MQTTConfig struct {
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	// WriteQueue bounds one client's outbound queue (default 320: the
 	// broker's inflight cap of 256 plus room for QoS 0 messages, see
-	// broker.Options.WriteQueue; it is allocated per connection).
+	// broker.Options.WriteQueue; the queue grows as packets are queued).
 	WriteQueue int `yaml:"write_queue"`
 	// WriterIdle is how long a client's writer goroutine waits for more
 	// outbound data before it ends (default 2s, broker.Options.WriterIdle):
