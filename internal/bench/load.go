@@ -95,6 +95,16 @@ type LoadResult struct {
 	ConnectErrors  int     `json:"connect_errors"`
 	ConnectSeconds float64 `json:"connect_seconds"`
 	FirstError     string  `json:"first_error,omitempty"`
+	// DialFailures: failed TCP dials by the kernel's state of the socket
+	// when the dial gave up (dialprobe.go): SYN_SENT means the system
+	// under test never answered the SYN nor its retransmissions;
+	// ESTABLISHED means the handshake was done in the kernel and the
+	// generator did not see it in time. They are among ConnectErrors.
+	DialFailures map[string]int `json:"dial_failures,omitempty"`
+	// ConnectSchedP99 and ConnectSchedMax: the generator's own scheduler
+	// latency (ms, bucket upper bounds) over the connect phase.
+	ConnectSchedP99 float64 `json:"connect_sched_p99_ms"`
+	ConnectSchedMax float64 `json:"connect_sched_max_ms"`
 
 	Published int     `json:"published"`
 	Acked     int     `json:"acked"`
@@ -174,11 +184,11 @@ type conn struct {
 }
 
 func (g *loadGen) dial(ctx context.Context, d Device, keepAlive uint16, onPub func(paho.PublishReceived) (bool, error)) (*conn, error) {
-	dialer := net.Dialer{Timeout: 10 * time.Second}
+	dialer := &net.Dialer{Timeout: dialTimeout}
 	if g.spec.SourceIP != "" {
 		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(g.spec.SourceIP)}
 	}
-	nc, err := dialer.DialContext(ctx, "tcp", g.spec.Addr)
+	nc, err := dialProbed(ctx, dialer, g.spec.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", g.spec.Addr, err)
 	}
@@ -214,8 +224,10 @@ func (g *loadGen) dial(ctx context.Context, d Device, keepAlive uint16, onPub fu
 func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16, onConnect func(i int, c *conn)) []*conn {
 	conns := make([]*conn, len(g.spec.Devices))
 	start := time.Now()
+	sched0 := readSched()
 	var errs atomic.Int64
 	var first sync.Once
+	var dmu sync.Mutex
 	var eg errgroup.Group
 	eg.SetLimit(64)
 	for i, d := range g.spec.Devices {
@@ -224,6 +236,15 @@ func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16, onConnect fu
 			if err != nil {
 				errs.Add(1)
 				first.Do(func() { g.res.FirstError = err.Error() })
+				if de := (*dialError)(nil); errors.As(err, &de) {
+					dmu.Lock()
+					if g.res.DialFailures == nil {
+						g.res.DialFailures = map[string]int{}
+					}
+					g.res.DialFailures[de.f.state]++
+					dmu.Unlock()
+					fmt.Fprintf(g.log, "bench: %s: %v\n", d.ID, err)
+				}
 				return nil
 			}
 			conns[i] = c
@@ -235,6 +256,7 @@ func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16, onConnect fu
 	}
 	_ = eg.Wait()
 	g.res.ConnectSeconds = time.Since(start).Seconds()
+	g.res.ConnectSchedP99, g.res.ConnectSchedMax, _ = schedSince(sched0, readSched())
 	g.res.ConnectErrors = int(errs.Load())
 	var out []*conn
 	for _, c := range conns {
@@ -281,6 +303,9 @@ func (g *loadGen) run(ctx context.Context) (*LoadResult, error) {
 // loadHeapLimit is the heap at which the load generator collects garbage
 // while it publishes (its GC is otherwise off then).
 const loadHeapLimit = 2 << 30
+
+// dialTimeout bounds one TCP dial of the load generator.
+const dialTimeout = 10 * time.Second
 
 // payload is a reading of about 100 bytes fitting the bench device type.
 func payload(buf []byte, k int, msgID string) []byte {

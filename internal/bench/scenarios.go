@@ -362,18 +362,27 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		return run
 	}
 	var connected, failed int
-	var secs float64
+	var secs, schedMax float64
 	var first string
+	dials := map[string]int{}
 	for _, lr := range res {
 		connected += lr.Connected
 		failed += lr.ConnectErrors
 		secs = max(secs, lr.ConnectSeconds)
+		schedMax = max(schedMax, lr.ConnectSchedMax)
 		if first == "" {
 			first = lr.FirstError
+		}
+		for st, k := range lr.DialFailures {
+			dials[st] += k
 		}
 	}
 	f := run.Figures
 	f["connected"] = float64(connected)
+	f["connect_failed"] = float64(failed)
+	f["dial_unanswered"] = float64(dials["SYN_SENT"])
+	f["dial_answered_late"] = float64(dials["ESTABLISHED"])
+	f["loadgen_sched_max_ms"] = schedMax
 	if secs > 0 {
 		f["connect_rate"] = float64(connected) / secs
 	}
