@@ -64,7 +64,11 @@ func (p *dialProbe) failure(start time.Time) dialFailure {
 		f.toConnect = p.at.Sub(start)
 	}
 	if p.fd >= 0 {
-		f.state, f.retransmits = tcpState(p.fd)
+		var lastAck time.Duration
+		f.state, f.retransmits, lastAck = tcpState(p.fd)
+		if lastAck >= 0 && !p.at.IsZero() {
+			f.answered = time.Since(p.at) - lastAck
+		}
 		if sa, err := syscall.Getsockname(p.fd); err == nil {
 			if in4, ok := sa.(*syscall.SockaddrInet4); ok {
 				f.lport = in4.Port
@@ -96,6 +100,17 @@ type dialFailure struct {
 	retransmits int           // its unrecovered retransmission timeouts (SYNs resent in SYN-SENT)
 	toConnect   time.Duration // from the dial's start to its connect
 	lport       int           // the local port, -1 if not known
+	// answered: from the connect to the SYN-ACK (ESTABLISHED only; the
+	// kernel keeps milliseconds).
+	answered time.Duration
+}
+
+// late reports whether the dial failed only because the generator was
+// late: the kernel had the connection established, from the first SYN
+// (no retransmission), within the dial's time. The system under test did
+// its part; a new dial of the same device is fair to every system.
+func (f dialFailure) late(timeout time.Duration) bool {
+	return f.state == "ESTABLISHED" && f.retransmits == 0 && f.answered < timeout
 }
 
 // dialError is a failed TCP dial with what its probe saw.
@@ -105,8 +120,12 @@ type dialError struct {
 }
 
 func (e *dialError) Error() string {
-	return fmt.Sprintf("%v (tcp state %s, %d syn retransmits, local port %d, connect %.1fs after the dial's start)",
+	s := fmt.Sprintf("%v (tcp state %s, %d syn retransmits, local port %d, connect %.3fs after the dial's start",
 		e.err, e.f.state, e.f.retransmits, e.f.lport, e.f.toConnect.Seconds())
+	if e.f.state == "ESTABLISHED" {
+		s += fmt.Sprintf(", syn-ack %.3fs after the connect", e.f.answered.Seconds())
+	}
+	return s + ")"
 }
 
 func (e *dialError) Unwrap() error { return e.err }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,14 +11,20 @@ func dupCloexec(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_
 
 func closeFD(fd int) { _ = unix.Close(fd) }
 
-// tcpState returns the kernel's TCP state of the socket fd and its count
-// of unrecovered retransmission timeouts (TCP_INFO).
-func tcpState(fd int) (string, int) {
+// tcpState returns the kernel's view of the socket fd (TCP_INFO): its
+// state, the SYNs it sent again (all its retransmissions: a dialing
+// socket sends nothing else), and how long ago it last received an ACK
+// (for a socket that only did the handshake, the SYN-ACK).
+func tcpState(fd int) (state string, retrans int, lastAck time.Duration) {
 	ti, err := unix.GetsockoptTCPInfo(fd, syscall.IPPROTO_TCP, unix.TCP_INFO)
 	if err != nil {
-		return "unknown", 0
+		return "unknown", 0, -1
 	}
-	return tcpStateName(ti.State), int(ti.Retransmits)
+	lastAck = -1
+	if ti.State == 1 { // ESTABLISHED
+		lastAck = time.Duration(ti.Last_ack_recv) * time.Millisecond
+	}
+	return tcpStateName(ti.State), int(ti.Total_retrans), lastAck
 }
 
 // tcpStateName names the states of include/net/tcp_states.h.

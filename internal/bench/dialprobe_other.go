@@ -2,10 +2,13 @@
 
 package bench
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 func dupCloexec(int) (int, error) { return -1, errors.New("no dial probe on this system") }
 
 func closeFD(int) {}
 
-func tcpState(int) (string, int) { return "unknown", 0 }
+func tcpState(int) (string, int, time.Duration) { return "unknown", 0, -1 }

@@ -362,6 +362,7 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		return run
 	}
 	var connected, failed int
+	var retried int
 	var secs, schedMax float64
 	var first string
 	dials := map[string]int{}
@@ -370,6 +371,7 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		failed += lr.ConnectErrors
 		secs = max(secs, lr.ConnectSeconds)
 		schedMax = max(schedMax, lr.ConnectSchedMax)
+		retried += lr.DialRetries
 		if first == "" {
 			first = lr.FirstError
 		}
@@ -382,6 +384,7 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 	f["connect_failed"] = float64(failed)
 	f["dial_unanswered"] = float64(dials["SYN_SENT"])
 	f["dial_answered_late"] = float64(dials["ESTABLISHED"])
+	f["dial_retried"] = float64(retried)
 	f["loadgen_sched_max_ms"] = schedMax
 	if secs > 0 {
 		f["connect_rate"] = float64(connected) / secs
@@ -395,6 +398,15 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 			f["stack_inuse_per_conn_kb"] = per("go_memstats_stack_inuse_bytes")
 			f["goroutines_per_conn"] = (m1["go_goroutines"] - m0["go_goroutines"]) / float64(connected)
 			f["settle_s"] = settled.Seconds()
+			// Connections the hub closed before their CONNACK, other than
+			// by a refusal (which the load generator sees as a reason
+			// code): no CONNECT read within its connect timeout, or closed
+			// first. Counted against the hub as well as in connect_failed.
+			f["hub_connect_timeouts"] = m1[`devicehub_mqtt_connects_total{result="connect_timeout"}`] - m0[`devicehub_mqtt_connects_total{result="connect_timeout"}`]
+			f["hub_closed_before_connack"] = m1[`devicehub_mqtt_connects_total{result="closed_before_connack"}`] - m0[`devicehub_mqtt_connects_total{result="closed_before_connack"}`]
+			if v, ok := histQuantile(m0, m1, "go_sched_latencies_seconds", 1); ok {
+				f["hub_sched_max_ms"] = v
+			}
 		}
 	}
 	f["rss_mb"] = float64(rss1) / 1024

@@ -330,7 +330,7 @@ type Broker struct {
 
 	// Sampled logging of refused connections and accept errors: one line
 	// per logEvery, with the count since the last line.
-	refusedLog, acceptLog sampler
+	refusedLog, acceptLog, unansweredLog sampler
 	listeners             []stoppable
 
 	mu      sync.Mutex
@@ -763,9 +763,11 @@ func (b *Broker) track(c net.Conn) (*session, bool) {
 // caller's goroutine, then serves the connection on a goroutine of its own
 // (detach) or on the caller's, and ends it with connEnded.
 func (b *Broker) serveConn(listenerID string, s *session, detach bool) {
-	_ = s.conn.SetDeadline(time.Now().Add(b.opts.ConnectTimeout))
+	start := time.Now()
+	_ = s.conn.SetDeadline(start.Add(b.opts.ConnectTimeout))
 	c, err := b.startClient(listenerID, s)
 	if err != nil {
+		b.unanswered(listenerID, s, err, time.Since(start))
 		b.connEnded(c, err)
 		return
 	}
@@ -774,6 +776,31 @@ func (b *Broker) serveConn(listenerID string, s *session, detach bool) {
 		return
 	}
 	c.serve()
+}
+
+// unanswered counts a connection that ended before its CONNECT was
+// answered, other than by a refusal (which has its CONNACK, its count and
+// its log line in refuse): the client sent no CONNECT within
+// ConnectTimeout, or the hub did not read it in time (connect_timeout,
+// logged: a device that gets no CONNACK sees only a closed connection),
+// or the connection closed or failed first (closed_before_connack: health
+// checks that only open a TCP connection end so, logged at debug level).
+func (b *Broker) unanswered(listenerID string, s *session, err error, waited time.Duration) {
+	var code packets.Code
+	if errors.As(err, &code) {
+		return
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		b.m.connects.WithLabelValues("closed_before_connack").Inc()
+		return
+	}
+	b.m.connects.WithLabelValues("connect_timeout").Inc()
+	if n, ok := b.unansweredLog.tick(); ok {
+		b.log.Warn("mqtt connection closed: no CONNECT answered within the connect timeout", "listener", listenerID,
+			"remote", s.conn.RemoteAddr().String(), "waited", waited.Round(time.Millisecond), "connect_timeout", b.opts.ConnectTimeout,
+			"err", err, "closed_since_last_log", n)
+	}
 }
 
 // connEnded is the end of a connection: mochi's own (the client stopped,

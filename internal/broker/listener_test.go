@@ -237,12 +237,15 @@ func TestTemporaryAcceptError(t *testing.T) {
 	}
 }
 
-// A connection that sends no CONNECT is closed after ConnectTimeout.
+// A connection that sends no CONNECT is closed after ConnectTimeout,
+// counted and logged (a device that gets no CONNACK sees only a closed
+// connection); one that closes before its CONNECT is counted apart.
 func TestConnectDeadline(t *testing.T) {
 	reg := prometheus.NewRegistry()
+	var logs syncBuffer
 	b, err := New(Options{Addr: "127.0.0.1:0", ConnectTimeout: 200 * time.Millisecond},
 		Deps{Authenticator: fakeAuth{}, PublishHandler: &fakeHandler{errs: map[string]error{}}, Presence: &fakePresence{}},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+		slog.New(slog.NewTextHandler(&logs, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +264,61 @@ func TestConnectDeadline(t *testing.T) {
 		t.Fatalf("silent connection: read %v, want closed by the broker", err)
 	}
 	eventually.True(t, 5*time.Second, "connection untracked", func() bool { return b.open.Load() == 0 })
+	if n := connectsCounted(t, reg, "connect_timeout"); n != 1 {
+		t.Errorf("connect_timeout counted %v times, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "no CONNECT answered within the connect timeout") {
+		t.Errorf("no log line for the connection closed at its connect timeout:\n%s", logs.String())
+	}
+
+	c2, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	eventually.True(t, 5*time.Second, "closed_before_connack counted", func() bool {
+		return connectsCounted(t, reg, "closed_before_connack") == 1
+	})
+}
+
+// connectsCounted is devicehub_mqtt_connects_total{result=result} in reg.
+func connectsCounted(t *testing.T, reg *prometheus.Registry, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "devicehub_mqtt_connects_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// syncBuffer is a log destination safe for the broker's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // connects reports whether a device gets a successful CONNACK from addr
