@@ -331,7 +331,7 @@ type Broker struct {
 	// Sampled logging of refused connections and accept errors: one line
 	// per logEvery, with the count since the last line.
 	refusedLog, acceptLog, unansweredLog sampler
-	listeners             []stoppable
+	listeners                            []stoppable
 
 	mu      sync.Mutex
 	closed  bool                    // no new connections are tracked
