@@ -261,13 +261,22 @@ func (r *runner) connections(ctx context.Context) error {
 			Name:     fmt.Sprintf("connections_%d", n),
 			Title:    fmt.Sprintf("Connections: %d idle devices", n),
 			Headline: "rss_per_conn_kb",
-			Figures:  []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_at_last_connack_per_conn_kb", "heap_inuse_per_conn_kb", "stack_inuse_per_conn_kb", "goroutines_per_conn", "settle_s", "rss_mb", "idle_cpu_pct"},
+			Figures:  []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_at_last_connack_per_conn_kb", "heap_inuse_per_conn_kb", "stack_inuse_per_conn_kb", "goroutines_per_conn", "settle_s", "rss_mb", "idle_cpu_pct",
+				"connect_failed", "dial_retried", "dial_unanswered", "dial_answered_late", "hub_connect_timeouts", "hub_closed_before_connack",
+				"kernel_listen_overflows", "kernel_syn_retrans", "loadgen_sched_max_ms", "hub_sched_max_ms"},
 			Notes: []string{
 				"rss_per_conn_kb: growth of the resident set (VmRSS) from before the first connection to all connected, divided by the connections (KiB); for devicehub measured once the connect burst's work is done (presence counts every client online, no event follower lags, no commit for a second: settle_s after the last CONNACK), rss_at_last_connack_per_conn_kb at the last CONNACK. devicehub's devices authenticate with their own credentials; Mosquitto and mochi alone accept anonymous clients.",
 				"heap_inuse_per_conn_kb, stack_inuse_per_conn_kb, goroutines_per_conn: devicehub only, from its /metrics (Go runtime, no forced collection) before the first connection and once settled.",
 				fmt.Sprintf("idle_cpu_pct: CPU of the system under test while the connections are held idle for %s with a 10 s keepalive (PINGREQ traffic and timers), in %% of one core.", r.o.Hold),
 				"connect_rate: connections per second, 64 concurrent connects per load generator process, several processes with distinct source addresses in 127.0.0.0/8 above 5,000 connections.",
 				subscribeNote(r.o.ConnectionsIdle),
+				fmt.Sprintf("connect_failed: devices that did not end up connected and subscribed (any failure: dial, CONNACK, SUBACK); a round with one has no memory figure. "+
+					"Dials are paced the same for every system (64 at a time per load generator process). A TCP dial that ran out of its %s is looked at in the kernel (TCP_INFO of the socket): "+
+					"dial_unanswered: still SYN-SENT, the system under test never answered it (a failure, never retried); dial_answered_late: ESTABLISHED from the first SYN within the dial's time, "+
+					"the load generator itself was late, and the dial is made again (dial_retried, at most %d times per device; only a dial that fails again counts in connect_failed). "+
+					"hub_connect_timeouts, hub_closed_before_connack: connections devicehub closed before their CONNACK without refusing them (its devicehub_mqtt_connects_total). "+
+					"kernel_listen_overflows, kernel_syn_retrans: the machine's TcpExt ListenOverflows and TCPSynRetrans over the connect phase (SYNs a full accept queue dropped, and those the kernel sent again: retried dials below the processes). "+
+					"loadgen_sched_max_ms, hub_sched_max_ms: the largest Go scheduler latency of the load generators and of devicehub over the connect phase.", dialTimeout, maxDialRetries),
 			},
 		}
 		r.res.Scenarios = append(r.res.Scenarios, sc)
@@ -318,6 +327,7 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		})
 	}
 	rss0, _, _ := memory(s.p.pid())
+	k0 := tcpCounters()
 	lp, err := r.startLoad(specs)
 	if err != nil {
 		run.Error = err.Error()
@@ -336,6 +346,7 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		// presence commits a device_connected event per device and the
 		// event followers take them in after. Measure once that is done.
 		rssBurst, _, _ = memory(s.p.pid())
+		kernelFigures(run.Figures, k0, tcpCounters())
 		if system == SysDevicehub {
 			t := time.Now()
 			m1 = settle(ctx, s.http)
