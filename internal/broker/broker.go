@@ -763,8 +763,13 @@ func (b *Broker) track(c net.Conn) (*session, bool) {
 // caller's goroutine, then serves the connection on a goroutine of its own
 // (detach) or on the caller's, and ends it with connEnded.
 func (b *Broker) serveConn(listenerID string, s *session, detach bool) {
+	b.serveConnBy(listenerID, s, detach, time.Now().Add(b.opts.ConnectTimeout))
+}
+
+// serveConnBy is serveConn with the connection's CONNECT due by deadline.
+func (b *Broker) serveConnBy(listenerID string, s *session, detach bool, deadline time.Time) {
 	start := time.Now()
-	_ = s.conn.SetDeadline(start.Add(b.opts.ConnectTimeout))
+	_ = s.conn.SetDeadline(deadline)
 	c, err := b.startClient(listenerID, s)
 	if err != nil {
 		b.unanswered(listenerID, s, err, time.Since(start))

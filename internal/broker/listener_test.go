@@ -341,3 +341,65 @@ func connects(addr string) bool {
 	<-c.Done()
 	return ca.ReasonCode == 0
 }
+
+// A CONNECT that arrived in time is answered even if the hub reads it
+// only after its connect deadline (a CPU-starved hub: the runtime fires
+// the deadline before it polls the socket). The deadline is set in the
+// past here, with the CONNECT already waiting in the socket; without the
+// peek the broker would close the connection and the device would read
+// EOF.
+func TestConnectReadLate(t *testing.T) {
+	h := start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ca  *paho.Connack
+		err error
+	}
+	res := make(chan result, 1)
+	pc := paho.NewClient(paho.ClientConfig{Conn: cc, OnClientError: func(error) {}})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ca, err := pc.Connect(ctx, &paho.Connect{ClientID: "dev1", Username: "dev1", UsernameFlag: true,
+			Password: []byte("pw1"), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+		res <- result{ca, err}
+	}()
+	eventually.True(t, 5*time.Second, "CONNECT waiting in the socket", func() bool { return connectArrived(sc) })
+	s, ok := h.b.track(sc)
+	if !ok {
+		t.Fatal("not tracked")
+	}
+	go h.b.serveConnBy("tcp", s, true, time.Now().Add(-time.Second))
+	r := <-res
+	if r.err != nil || r.ca.ReasonCode != 0 {
+		t.Fatalf("connect: %v %+v, want a successful CONNACK", r.err, r.ca)
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var late float64
+	for _, mf := range mfs {
+		if mf.GetName() == "devicehub_mqtt_connect_read_late_total" {
+			late = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if late != 1 {
+		t.Errorf("devicehub_mqtt_connect_read_late_total = %v, want 1", late)
+	}
+	_ = pc.Disconnect(&paho.Disconnect{})
+	<-pc.Done()
+}

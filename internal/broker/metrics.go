@@ -10,6 +10,7 @@ type metrics struct {
 	storeFailures prometheus.Counter
 	refused       *prometheus.CounterVec
 	acceptErrors  *prometheus.CounterVec
+	readLate      prometheus.Counter
 	writers       prometheus.GaugeFunc
 }
 
@@ -43,6 +44,10 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 			Name: "devicehub_mqtt_accept_errors_total",
 			Help: "Temporary accept errors (out of descriptors, aborted connections), retried with backoff, by listener.",
 		}, []string{"listener"}),
+		readLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "devicehub_mqtt_connect_read_late_total",
+			Help: "CONNECTs that arrived within the connect timeout but were read after it, because the hub ran late (CPU-starved); they are answered.",
+		}),
 	}
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "devicehub_mqtt_clients_connected",
@@ -53,7 +58,7 @@ func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
 		Help: "Goroutines writing queued messages to devices: running on-demand writers (or mochi write loops, if the broker fell back to them).",
 	}, func() float64 { return float64(b.writers.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, m.refused, m.acceptErrors, gauge, m.writers)
+		reg.MustRegister(m.connects, m.disconnects, m.aclDenied, m.rejected, m.storeFailures, m.refused, m.acceptErrors, m.readLate, gauge, m.writers)
 	}
 	return m
 }

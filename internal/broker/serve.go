@@ -363,7 +363,19 @@ func (b *Broker) establish(cl *mqtt.Client, pc *peekConn, listener string) (coun
 	caps := srv.Options.Capabilities
 	fh := new(packets.FixedHeader)
 	if err := cl.ReadFixedHeader(fh); err != nil {
-		return false, fmt.Errorf("read connection: %w", err)
+		// The connect timeout is the device's to keep, not the hub's: if
+		// the CONNECT is waiting in the socket, the hub ran late (see
+		// connectArrived). Nothing was read yet, so mochi's reader can
+		// start again; it gets one more ConnectTimeout.
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || pc.delivered != 0 || !connectArrived(pc.Conn) {
+			return false, fmt.Errorf("read connection: %w", err)
+		}
+		b.m.readLate.Inc()
+		_ = pc.SetDeadline(time.Now().Add(b.opts.ConnectTimeout))
+		if err := cl.ReadFixedHeader(fh); err != nil {
+			return false, fmt.Errorf("read connection: %w", err)
+		}
 	}
 	if fh.Type != packets.Connect {
 		return false, fmt.Errorf("read connection: %w", packets.ErrProtocolViolationRequireFirstConnect) // [MQTT-3.1.0-1]

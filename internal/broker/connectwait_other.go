@@ -1,0 +1,7 @@
+//go:build !unix
+
+package broker
+
+import "net"
+
+func connectArrived(net.Conn) bool { return false }
