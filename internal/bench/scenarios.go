@@ -261,7 +261,7 @@ func (r *runner) connections(ctx context.Context) error {
 			Name:     fmt.Sprintf("connections_%d", n),
 			Title:    fmt.Sprintf("Connections: %d idle devices", n),
 			Headline: "rss_per_conn_kb",
-			Figures:  []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_at_last_connack_per_conn_kb", "heap_inuse_per_conn_kb", "stack_inuse_per_conn_kb", "goroutines_per_conn", "settle_s", "rss_mb", "idle_cpu_pct",
+			Figures: []string{"connected", "connect_rate", "rss_per_conn_kb", "rss_at_last_connack_per_conn_kb", "heap_inuse_per_conn_kb", "stack_inuse_per_conn_kb", "goroutines_per_conn", "settle_s", "rss_mb", "idle_cpu_pct",
 				"connect_failed", "dial_retried", "dial_unanswered", "dial_answered_late", "hub_connect_timeouts", "hub_closed_before_connack",
 				"kernel_listen_overflows", "kernel_syn_retrans", "loadgen_sched_max_ms", "hub_sched_max_ms"},
 			Notes: []string{
