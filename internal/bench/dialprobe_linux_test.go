@@ -71,7 +71,7 @@ func TestDialProbeTellsWhoseFault(t *testing.T) {
 	if de.f.state != "SYN_SENT" {
 		t.Errorf("second dial: state %s, want SYN_SENT (%v)", de.f.state, err)
 	}
-	if de.f.late(time.Minute) {
+	if de.f.late() {
 		t.Errorf("second dial: an unanswered SYN reads as the generator's delay")
 	}
 	if de.f.lport <= 0 {
@@ -87,7 +87,7 @@ func TestDialProbeTellsWhoseFault(t *testing.T) {
 	if err := p.control(ctx, "tcp", addr, raw); err != nil {
 		t.Fatal(err)
 	}
-	if f := p.failure(time.Now()); f.state != "ESTABLISHED" || !f.late(time.Minute) {
-		t.Errorf("established connection: state %s, late %v, want ESTABLISHED and late", f.state, f.late(time.Minute))
+	if f := p.failure(time.Now()); f.state != "ESTABLISHED" || !f.late() {
+		t.Errorf("established connection: state %s, late %v, want ESTABLISHED and late", f.state, f.late())
 	}
 }

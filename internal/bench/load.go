@@ -95,12 +95,15 @@ type LoadResult struct {
 	ConnectErrors  int     `json:"connect_errors"`
 	ConnectSeconds float64 `json:"connect_seconds"`
 	FirstError     string  `json:"first_error,omitempty"`
-	// DialFailures: failed TCP dials by the kernel's state of the socket
-	// when the dial gave up (dialprobe.go): SYN_SENT means the system
-	// under test never answered the SYN nor its retransmissions;
-	// ESTABLISHED means the handshake was done in the kernel and the
-	// generator did not see it in time. They are among ConnectErrors.
-	DialFailures map[string]int `json:"dial_failures,omitempty"`
+	// DialFailures: failed TCP dials, those made again included, by the
+	// kernel's state of the socket when the dial gave up (dialprobe.go):
+	// SYN_SENT means the system under test never answered the SYN nor
+	// its retransmissions; ESTABLISHED or CLOSE_WAIT with no SYN sent
+	// again means the handshake was done in the kernel and the generator
+	// did not see it in time (dialFailure.late). FirstDialFailure is the
+	// first one's error with what the probe saw.
+	DialFailures     map[string]int `json:"dial_failures,omitempty"`
+	FirstDialFailure string         `json:"first_dial_failure,omitempty"`
 	// ConnectSchedP99 and ConnectSchedMax: the generator's own scheduler
 	// latency (ms, bucket upper bounds) over the connect phase.
 	// DialRetries: dials made again because the first failed only by
@@ -236,24 +239,32 @@ func (g *loadGen) connectAll(ctx context.Context, keepAlive uint16, onConnect fu
 	eg.SetLimit(64)
 	for i, d := range g.spec.Devices {
 		eg.Go(func() error {
-			c, err := g.dial(ctx, d, keepAlive, nil)
-			for try := 0; err != nil && try < maxDialRetries && lateDial(err); try++ {
-				retries.Add(1)
-				fmt.Fprintf(g.log, "bench: %s: dial again: %v\n", d.ID, err)
-				c, err = g.dial(ctx, d, keepAlive, nil)
-			}
-			if err != nil {
-				errs.Add(1)
-				first.Do(func() { g.res.FirstError = err.Error() })
+			// Every failed dial is counted by the kernel's state of its
+			// socket, the ones made again included.
+			countDial := func(err error) {
 				if de := (*dialError)(nil); errors.As(err, &de) {
 					dmu.Lock()
 					if g.res.DialFailures == nil {
 						g.res.DialFailures = map[string]int{}
 					}
 					g.res.DialFailures[de.f.state]++
+					if g.res.FirstDialFailure == "" {
+						g.res.FirstDialFailure = err.Error()
+					}
 					dmu.Unlock()
 					fmt.Fprintf(g.log, "bench: %s: %v\n", d.ID, err)
 				}
+			}
+			c, err := g.dial(ctx, d, keepAlive, nil)
+			for try := 0; err != nil && try < maxDialRetries && lateDial(err); try++ {
+				countDial(err)
+				retries.Add(1)
+				c, err = g.dial(ctx, d, keepAlive, nil)
+			}
+			if err != nil {
+				countDial(err)
+				errs.Add(1)
+				first.Do(func() { g.res.FirstError = err.Error() })
 				return nil
 			}
 			conns[i] = c
@@ -326,7 +337,7 @@ const (
 // generator's own delay (dialFailure.late).
 func lateDial(err error) bool {
 	var de *dialError
-	return errors.As(err, &de) && isTimeout(err) && de.f.late(dialTimeout)
+	return errors.As(err, &de) && isTimeout(err) && de.f.late()
 }
 
 // payload is a reading of about 100 bytes fitting the bench device type.

@@ -93,6 +93,10 @@ type Measurement struct {
 	Seconds float64            `json:"seconds"`
 	Figures map[string]float64 `json:"figures"`
 	Error   string             `json:"error,omitempty"`
+	// FirstDialFailure: the connections scenario's first failed TCP dial
+	// with what the kernel said of its socket, kept even when the dial
+	// was made again and the round has no error.
+	FirstDialFailure string `json:"first_dial_failure,omitempty"`
 	// Log and LogTail: a failed devicehub run's hub log (relative to the
 	// output directory) and its last warnings and errors.
 	Log     string   `json:"log,omitempty"`

@@ -272,8 +272,9 @@ func (r *runner) connections(ctx context.Context) error {
 				subscribeNote(r.o.ConnectionsIdle),
 				fmt.Sprintf("connect_failed: devices that did not end up connected and subscribed (any failure: dial, CONNACK, SUBACK); a round with one has no memory figure. "+
 					"Dials are paced the same for every system (64 at a time per load generator process). A TCP dial that ran out of its %s is looked at in the kernel (TCP_INFO of the socket): "+
-					"dial_unanswered: still SYN-SENT, the system under test never answered it (a failure, never retried); dial_answered_late: ESTABLISHED from the first SYN within the dial's time, "+
-					"the load generator itself was late, and the dial is made again (dial_retried, at most %d times per device; only a dial that fails again counts in connect_failed). "+
+					"dial_unanswered: still SYN-SENT, the system under test never answered it (a failure, never retried); dial_answered_late: ESTABLISHED (or CLOSE_WAIT: the system under test gave up on the silent connection since) "+
+					"from the first SYN, no SYN sent again: the handshake was done within a second and the load generator did not see it; such a dial is made again (dial_retried, at most %d times per device; only a device whose last dial fails counts in connect_failed). "+
+					"Both count every failed dial, those made again included. "+
 					"hub_connect_timeouts, hub_closed_before_connack: connections devicehub closed before their CONNACK without refusing them (its devicehub_mqtt_connects_total). "+
 					"kernel_listen_overflows, kernel_syn_retrans: the machine's TcpExt ListenOverflows and TCPSynRetrans over the connect phase (SYNs a full accept queue dropped, and those the kernel sent again: retried dials below the processes). "+
 					"loadgen_sched_max_ms, hub_sched_max_ms: the largest Go scheduler latency of the load generators and of devicehub over the connect phase.", dialTimeout, maxDialRetries),
@@ -389,12 +390,15 @@ func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n 
 		for st, k := range lr.DialFailures {
 			dials[st] += k
 		}
+		if run.FirstDialFailure == "" {
+			run.FirstDialFailure = lr.FirstDialFailure
+		}
 	}
 	f := run.Figures
 	f["connected"] = float64(connected)
 	f["connect_failed"] = float64(failed)
 	f["dial_unanswered"] = float64(dials["SYN_SENT"])
-	f["dial_answered_late"] = float64(dials["ESTABLISHED"])
+	f["dial_answered_late"] = float64(dials["ESTABLISHED"] + dials["CLOSE_WAIT"])
 	f["dial_retried"] = float64(retried)
 	f["loadgen_sched_max_ms"] = schedMax
 	if secs > 0 {
