@@ -97,7 +97,7 @@ func dialProbed(ctx context.Context, d *net.Dialer, addr string) (net.Conn, erro
 // dialFailure is what a dialProbe learnt of a failed dial.
 type dialFailure struct {
 	state       string        // the kernel's TCP state of the socket after the failure
-	retransmits int           // its unrecovered retransmission timeouts (SYNs resent in SYN-SENT)
+	retransmits int           // the segments it sent again (a dialing socket sends only SYNs)
 	toConnect   time.Duration // from the dial's start to its connect
 	lport       int           // the local port, -1 if not known
 	// answered: from the connect to the SYN-ACK (ESTABLISHED only; the

@@ -104,12 +104,13 @@ type LoadResult struct {
 	// first one's error with what the probe saw.
 	DialFailures     map[string]int `json:"dial_failures,omitempty"`
 	FirstDialFailure string         `json:"first_dial_failure,omitempty"`
+	// DialRetries: dials made again because the one before failed only
+	// by the generator's own delay (dialFailure.late); the same rule for
+	// every system. A device is among ConnectErrors only if its last
+	// dial failed.
+	DialRetries int `json:"dial_retries"`
 	// ConnectSchedP99 and ConnectSchedMax: the generator's own scheduler
 	// latency (ms, bucket upper bounds) over the connect phase.
-	// DialRetries: dials made again because the first failed only by
-	// the generator's own delay (dialFailure.late); the same rule for
-	// every system. Not among ConnectErrors unless the retries failed.
-	DialRetries     int     `json:"dial_retries"`
 	ConnectSchedP99 float64 `json:"connect_sched_p99_ms"`
 	ConnectSchedMax float64 `json:"connect_sched_max_ms"`
 
