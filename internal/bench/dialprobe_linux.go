@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"fmt"
+	"net"
 	"syscall"
 	"time"
 
@@ -34,4 +36,35 @@ func tcpStateName(s uint8) string {
 		return names[s]
 	}
 	return "unknown"
+}
+
+// socketNote says what the kernel holds for a connected socket when an
+// MQTT exchange on it timed out: bytes that arrived and wait unread (the
+// answer came and the generator did not read it: its own delay), how long
+// ago data last arrived, and what is not yet sent or not yet acknowledged
+// (the request did not leave, or was not taken in by the peer).
+func socketNote(c net.Conn) string {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return ""
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var note string
+	_ = rc.Control(func(fd uintptr) {
+		buf := make([]byte, 64<<10)
+		n, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != nil {
+			n = 0
+		}
+		ti, err := unix.GetsockoptTCPInfo(int(fd), syscall.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return
+		}
+		note = fmt.Sprintf("socket %s: %d bytes arrived unread, data last arrived %.1fs ago, %d bytes not sent, %d segments unacknowledged",
+			tcpStateName(ti.State), n, float64(ti.Last_data_recv)/1000, ti.Notsent_bytes, ti.Unacked)
+	})
+	return note
 }

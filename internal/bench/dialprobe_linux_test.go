@@ -5,9 +5,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/devicehub/devicehub/internal/eventually"
 )
 
 // listenNoAccept listens on a loopback port with the smallest accept
@@ -90,4 +93,30 @@ func TestDialProbeTellsWhoseFault(t *testing.T) {
 	if f := p.failure(time.Now()); f.state != "ESTABLISHED" || !f.late() {
 		t.Errorf("established connection: state %s, late %v, want ESTABLISHED and late", f.state, f.late())
 	}
+}
+
+// An answer that arrived and waits unread shows in socketNote: the
+// generator, not the peer, was late.
+func TestSocketNoteUnread(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write([]byte("suback")); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 5*time.Second, "six bytes unread", func() bool {
+		return strings.Contains(socketNote(c), "ESTABLISHED: 6 bytes arrived unread")
+	})
 }

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"errors"
+	"net"
 	"time"
 )
 
@@ -12,3 +13,5 @@ func dupCloexec(int) (int, error) { return -1, errors.New("no dial probe on this
 func closeFD(int) {}
 
 func tcpState(int) (string, int, time.Duration) { return "unknown", 0, -1 }
+
+func socketNote(net.Conn) string { return "" }

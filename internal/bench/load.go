@@ -214,8 +214,9 @@ func (g *loadGen) dial(ctx context.Context, d Device, keepAlive uint16, onPub fu
 	defer cancel()
 	ca, err := cl.Connect(cctx, cp)
 	if err != nil {
+		note := socketNote(nc)
 		nc.Close()
-		return nil, fmt.Errorf("connect %s: %w", d.ID, err)
+		return nil, fmt.Errorf("connect %s: %w (%s)", d.ID, err, note)
 	}
 	if ca.ReasonCode != 0 {
 		nc.Close()
@@ -676,7 +677,7 @@ func subscribeOwn(ctx context.Context, c *conn) error {
 		{Topic: prefix + "twin/desired", QoS: 1},
 	}})
 	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", c.dev.ID, err)
+		return fmt.Errorf("subscribe %s: %w (%s)", c.dev.ID, err, socketNote(c.nc))
 	}
 	for i, rc := range sa.Reasons {
 		if rc >= 0x80 {
