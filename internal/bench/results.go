@@ -103,6 +103,14 @@ type Measurement struct {
 	LogTail []string `json:"log_tail,omitempty"`
 }
 
+// noRatio lists figures that are counts of failures and retries, or the
+// load generator's own: a ratio of them between systems means nothing
+// (and a round without any reports 0, which ratios leave out).
+var noRatio = map[string]bool{
+	"connect_failed": true, "dial_retried": true, "dial_unanswered": true, "dial_answered_late": true,
+	"kernel_listen_overflows": true, "kernel_syn_retrans": true, "kernel_tcp_timeouts": true, "loadgen_sched_max_ms": true,
+}
+
 // higherIsBetter tells the direction of a figure by its name.
 func higherIsBetter(fig string) bool {
 	for _, s := range []string{"_ms", "_kb", "_mb", "_pct", "_per_10k", "per_reading", "lost", "errors"} {
@@ -160,7 +168,7 @@ func (s *Scenario) Finish() {
 		s.Ratios.VsMochi = ratio(s.Headline, SysMochi)
 	}
 	for _, f := range s.Figures {
-		if f == s.Headline {
+		if f == s.Headline || noRatio[f] {
 			continue
 		}
 		r := Ratios{VsMosquitto: ratio(f, SysMosquitto), VsMochi: ratio(f, SysMochi)}
