@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,12 @@ type Committer struct {
 	q        chan *Ticket
 	stopping chan struct{}
 	finished chan struct{}
+	// enqueuing is held shared by every Enqueue while it puts a ticket
+	// on q, and once exclusively by Run after it closed stopping: after
+	// that no ticket can reach q, so the drain completes every ticket
+	// ever enqueued (a callback left uncalled would leave its caller
+	// waiting for ever).
+	enqueuing sync.RWMutex
 
 	batchSize  prometheus.Histogram
 	commitTime prometheus.Histogram
@@ -98,7 +105,19 @@ type Ticket struct {
 	done   chan struct{}
 	err    error
 	c      *Committer
+	// state orders OnDone against the completion: ticketPending, then
+	// ticketCallback once fn is set, and ticketDone once completed;
+	// whichever of the two comes second calls fn.
+	state atomic.Uint32
+	fn    func(error)
 }
+
+// Ticket states (Ticket.state).
+const (
+	ticketPending uint32 = iota
+	ticketCallback
+	ticketDone
+)
 
 // Enqueue queues ch for the next batch and returns at once unless the queue
 // is full. Changes enqueued one after the other are committed in that order.
@@ -109,6 +128,8 @@ func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 		}
 	}
 	t := &Ticket{Change: ch, done: make(chan struct{}), c: c}
+	c.enqueuing.RLock()
+	defer c.enqueuing.RUnlock()
 	select {
 	case <-c.stopping:
 		return nil, ErrClosed
@@ -121,6 +142,30 @@ func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 		return nil, ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// OnDone has fn called once with the ticket's outcome (what Wait would
+// return) when its batch committed or failed, or when the committer
+// stopped without committing it. fn runs in the committer's goroutine,
+// between batches, so it must be quick and never block (hand anything
+// slow to a goroutine of its own); if the ticket is already complete, fn
+// runs at once in the caller's goroutine. OnDone is called at most once
+// per ticket. It spares a caller that only needs to act on the outcome a
+// goroutine that waits for it.
+func (t *Ticket) OnDone(fn func(error)) {
+	t.fn = fn
+	if !t.state.CompareAndSwap(ticketPending, ticketCallback) {
+		fn(t.result()) // already complete
+	}
+}
+
+// complete records the outcome, wakes Wait and calls the OnDone callback.
+func (t *Ticket) complete(err error) {
+	t.err = err
+	close(t.done)
+	if t.state.Swap(ticketDone) == ticketCallback {
+		t.fn(t.result())
 	}
 }
 
@@ -163,8 +208,9 @@ func (c *Committer) Submit(ctx context.Context, ch *Change) error {
 func (c *Committer) LastSeq() int64 { return c.lastSeq.Load() }
 
 // Run commits batches until ctx is done, then commits what is still queued
-// and returns. Stop the producers (the broker, the API) before ctx ends so
-// that nothing is left waiting.
+// and returns: every ticket enqueued is completed (Wait returns, OnDone
+// callbacks are called), with the commit's outcome. Stop the producers (the
+// broker, the API) before ctx ends so that nothing is left waiting.
 func (c *Committer) Run(ctx context.Context) error {
 	defer close(c.finished)
 	batch := make([]*Ticket, 0, c.opts.MaxBatch)
@@ -174,6 +220,10 @@ func (c *Committer) Run(ctx context.Context) error {
 			batch = append(batch[:0], t)
 		case <-ctx.Done():
 			close(c.stopping)
+			// Wait out the Enqueues under way: each has put its
+			// ticket on q or returned ErrClosed.
+			c.enqueuing.Lock()
+			c.enqueuing.Unlock()
 			return c.drain(batch)
 		}
 		batch = c.fill(ctx, batch)
@@ -248,8 +298,7 @@ func (c *Committer) commit(ctx context.Context, batch []*Ticket) {
 		c.log.Error("group commit failed", "changes", len(batch), "err", err)
 		err = fmt.Errorf("commit batch: %w", err)
 		for _, t := range batch {
-			t.err = err
-			close(t.done)
+			t.complete(err)
 		}
 		return
 	}
@@ -278,6 +327,6 @@ func (c *Committer) commit(ctx context.Context, batch []*Ticket) {
 		c.pub.Publish(evs)
 	}
 	for _, t := range batch {
-		close(t.done)
+		t.complete(nil)
 	}
 }
