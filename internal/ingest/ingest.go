@@ -295,6 +295,7 @@ type Pending struct {
 	t        *commit.Ticket
 	deviceID string
 	start    time.Time
+	fn       func(error) // OnDone's
 }
 
 // Start is Handle for a transport that acknowledges in order but need not
@@ -337,9 +338,29 @@ func (p *Pipeline) Start(ctx context.Context, r *Request) (pending *Pending, err
 // Wait waits for the commit of the message: nil once it is stored (or was
 // a duplicate), an error if it could not be stored.
 func (pd *Pending) Wait(ctx context.Context) error {
+	return pd.settled(pd.t.Wait(ctx))
+}
+
+// OnDone has fn called once with what Wait would return, when the commit
+// of the message succeeded or failed (or the commit path stopped without
+// it), with no goroutine waiting for it. fn runs in the commit path's
+// goroutine (commit.Ticket.OnDone), after the pipeline counted the
+// outcome: it must be quick and never block. If the outcome is already
+// known, fn runs at once in the caller's goroutine. OnDone bounds no
+// time: a transport that must give up on a message not stored in time
+// watches the time itself.
+func (pd *Pending) OnDone(fn func(error)) {
+	pd.fn = fn
+	pd.t.OnDone(pd.done)
+}
+
+func (pd *Pending) done(err error) { pd.fn(pd.settled(err)) }
+
+// settled counts the outcome err of the commit and returns the message's.
+func (pd *Pending) settled(err error) error {
 	p := pd.p
-	defer func() { p.m.latency.Observe(time.Since(pd.start).Seconds()) }()
-	if err := pd.t.Wait(ctx); err != nil {
+	p.m.latency.Observe(time.Since(pd.start).Seconds())
+	if err != nil {
 		return fmt.Errorf("commit message of %s: %w", pd.deviceID, err)
 	}
 	if pd.t.Change != nil && pd.t.Change.Duplicate {
