@@ -9,13 +9,38 @@ import (
 
 // storedHandler is a PublishStarter whose every message is stored at
 // once: the broker's own path of a QoS 1 publish (read, queue, settle,
-// PUBACK) without a store.
-type storedHandler struct{}
+// PUBACK) without a store. Like the committer, one goroutine of its own
+// calls the done callbacks (run).
+type storedHandler struct{ done chan func(error) }
+
+func newStoredHandler() storedHandler { return storedHandler{done: make(chan func(error), 64)} }
 
 func (storedHandler) HandlePublish(context.Context, *Publish) error { return nil }
 
-func (storedHandler) StartPublish(context.Context, *Publish) (func(context.Context) error, error) {
-	return func(context.Context) error { return nil }, nil
+func (h storedHandler) StartPublish(_ context.Context, _ *Publish, done func(error)) (bool, error) {
+	h.done <- done
+	return true, nil
+}
+
+// run is the "committer": it settles every publish until stopped.
+func (h storedHandler) run(tb testing.TB) {
+	quit := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for {
+			select {
+			case fn := <-h.done:
+				fn(nil)
+			case <-quit:
+				return
+			}
+		}
+	}()
+	tb.Cleanup(func() {
+		close(quit)
+		<-ended
+	})
 }
 
 // BenchmarkPublishQoS1 measures one device's QoS 1 publish to its PUBACK
@@ -24,7 +49,9 @@ func (storedHandler) StartPublish(context.Context, *Publish) (func(context.Conte
 //
 //	go test ./internal/broker -run '^$' -bench PublishQoS1 -benchmem
 func BenchmarkPublishQoS1(b *testing.B) {
-	h := startWith(b, storedHandler{})
+	st := newStoredHandler()
+	st.run(b) // registered first: its cleanup runs after the broker's
+	h := startWith(b, st)
 	c := mustDial(b, h, "dev1")
 	ctx := context.Background()
 	p := &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"temperature":21.25,"humidity":40}`)}

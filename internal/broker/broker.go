@@ -637,6 +637,11 @@ func (b *Broker) Run(ctx context.Context) error {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
 	b.served.Store(true)
+	b.writersWg.Add(1)
+	go func() {
+		defer b.writersWg.Done()
+		b.watchPubacks(b.writersQuit)
+	}()
 	close(b.ready)
 	b.log.Info("mqtt broker listening", "addr", b.Addr(), "tls_addr", b.opts.TLSAddr, "ws_addr", b.opts.WSAddr,
 		"max_connections", b.opts.MaxConnections)
@@ -753,6 +758,7 @@ func (b *Broker) track(c net.Conn) (*session, bool) {
 	}
 	b.open.Add(1)
 	s := &session{conn: c}
+	s.out.acks = &s.pubacks
 	b.conns.Store(c, s)
 	b.wg.Add(1)
 	return s, true
@@ -819,6 +825,7 @@ func (b *Broker) connEnded(c *clientConn, err error) {
 	}
 	c.cl.Stop(nil)
 	s.out.end()
+	s.pubacks.end()
 	b.server.Listeners.ClientsWg.Done()
 	b.disconnected(s, b.reasonFor(s, nil, err))
 	b.conns.Delete(s.conn)

@@ -87,7 +87,9 @@ func TestDeepReaders(t *testing.T) {
 // after the other (each after its PUBACK) is served by kept deep readers,
 // not by a goroutine per message.
 func TestDeepReadsReuseReaders(t *testing.T) {
-	h := startWith(t, storedHandler{})
+	st := newStoredHandler()
+	st.run(t)
+	h := startWith(t, st)
 	c := mustDial(t, h, "dev1")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

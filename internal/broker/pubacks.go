@@ -3,7 +3,10 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -13,21 +16,31 @@ import (
 // a QoS 1 message without holding the device's read loop until it is
 // stored. StartPublish checks the message and queues it for storing in the
 // caller's goroutine (so a device's messages are stored in the order they
-// were read) and returns before the commit. If wait is nil, err is the
-// outcome, as HandlePublish would return it; otherwise wait waits for the
-// commit and returns the outcome.
+// were read) and returns before the commit. If started is false, err is
+// the outcome, as HandlePublish would return it, and done is never called;
+// otherwise done is called exactly once with the outcome, from any
+// goroutine (the commit path's, once the message's batch is committed or
+// failed), and must not block. ctx ends when the broker gives up on the
+// connection; it bounds nothing once StartPublish returned.
 type PublishStarter interface {
-	StartPublish(ctx context.Context, p *Publish) (wait func(context.Context) error, err error)
+	StartPublish(ctx context.Context, p *Publish, done func(error)) (started bool, err error)
 }
 
 // pubacks is one connection's queue of QoS 1 publishes whose PUBACK is due
 // once the hub has stored them. MQTT wants PUBACKs in the order the
 // publishes arrived, not one publish at a time: the read loop queues each
-// publish here and goes on reading, a goroutine per publish waits for its
-// commit, and whichever settles the head of the queue writes the PUBACKs
-// of every settled publish from there, in order. A publish that was not
-// stored is never acknowledged, nor is any publish after it: the
+// publish here and goes on reading; the commit path settles each (the
+// PublishStarter's done callback, in the committer's goroutine) and wakes
+// the session's writer (writer.go), which writes the PUBACKs of every
+// settled publish from the head, in order. No goroutine waits for a
+// commit, and no device's socket holds the committer. A publish that was
+// not stored is never acknowledged, nor is any publish after it: the
 // connection is closed and the device sends them again.
+//
+// A publish not settled within Options.HandlerTimeout counts as not
+// stored: one watchdog of the broker looks at the head of every queue
+// (watchPubacks), with no timer per message, and has the writer close the
+// connection.
 //
 // The window bounds the publishes in the queue by the receive maximum the
 // broker announced: a v5 client that keeps to it never waits, and a 3.1.1
@@ -35,11 +48,21 @@ type PublishStarter interface {
 // memory a connection holds stays bounded either way.
 type pubacks struct {
 	window chan struct{} // a token per queued publish; made at the first one
+	// ctx is the connection's for StartPublish, made with window; cancel
+	// ends it when a publish timed out or the connection ended, so that a
+	// read loop waiting for the commit path (a full queue) gives up. It is
+	// the connection's lifetime, not a request's: kept here as net/http
+	// keeps a connection's context.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// head is the time (Unix ns) the publish at the head of q was
+	// received, 0 while q is empty: what the watchdog reads.
+	head atomic.Int64
 
-	mu      sync.Mutex
-	q       []*pendingAck // in the order the publishes were read
-	writing bool          // a goroutine is writing PUBACKs from the head
-	failed  bool          // a publish was not stored: acknowledge no more
+	mu       sync.Mutex
+	q        []*pendingAck // in the order the publishes were read
+	failed   bool          // a publish was not stored: acknowledge no more
+	timedOut bool          // the head was not settled in time (watchPubacks)
 	// spare is an acknowledged entry kept for the next publish: a device
 	// with one message in flight (the SDK's way) then allocates no entry
 	// per message, and holds one, not a pool, while idle.
@@ -54,59 +77,87 @@ const keptQueue = 4
 
 // pendingAck is one queued publish.
 type pendingAck struct {
-	id      uint16 // packet id
-	topic   string
-	settled bool
-	err     error // the PublishHandler's outcome
+	id       uint16 // packet id
+	topic    string
+	received int64 // Unix ns
+	settled  bool
+	err      error // the PublishHandler's outcome
 }
+
+// errNotInTime is the outcome of a publish not stored within the
+// HandlerTimeout.
+var errNotInTime = errors.New("not stored in time")
 
 // startPublish queues a device's QoS 1 publish and hands it to the
 // PublishStarter; its PUBACK is written once it and every publish read
-// before it are settled.
+// before it are settled. Only the connection's read loop calls it.
 func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p *Publish, st PublishStarter) {
 	q := &s.pubacks
-	if q.window == nil { // only the read loop makes it
+	if q.window == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		q.mu.Lock()
 		q.window = make(chan struct{}, b.opts.ReceiveMaximum)
+		q.ctx, q.cancel = ctx, cancel
+		q.mu.Unlock()
 	}
-	q.window <- struct{}{}
+	select {
+	case <-q.ctx.Done():
+		return // the connection is being closed: nothing more is taken in
+	default:
+	}
+	select {
+	case q.window <- struct{}{}:
+	case <-q.ctx.Done():
+		return
+	}
+	received := p.Received.UnixNano()
 	q.mu.Lock()
 	e := q.spare
 	q.spare = nil
 	if e == nil {
 		e = &pendingAck{}
 	}
-	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName}
+	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName, received: received}
+	if len(q.q) == 0 {
+		q.head.Store(received)
+	}
 	q.q = append(q.q, e)
 	q.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HandlerTimeout)
-	wait, err := st.StartPublish(ctx, p)
-	if wait == nil {
-		cancel()
-		b.settle(cl, q, e, err)
-		return
-	}
-	// The read loop's goroutine is counted in b.wg until it returns, so
-	// this Add never races with shutdown's Wait.
+	// Counted until settled, so that shutdown waits for the outcome of
+	// every publish taken in. The read loop's goroutine is counted in
+	// b.wg until it returns, so this Add never races with shutdown's Wait.
 	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		err := wait(ctx)
-		cancel()
-		b.settle(cl, q, e, err)
-	}()
+	started, err := st.StartPublish(q.ctx, p, func(err error) { b.settle(cl, s, e, err) })
+	if !started {
+		b.settle(cl, s, e, err)
+	}
 }
 
-// settle records the outcome of e and, unless another goroutine is at it,
-// writes the PUBACKs of the settled publishes at the head of the queue.
-func (b *Broker) settle(cl *mqtt.Client, q *pubacks, e *pendingAck, err error) {
+// settle records the outcome of e and, if the head of the queue is
+// settled, has the session's writer write the PUBACKs. It never waits for
+// the connection: the committer calls it.
+func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
+	q := &s.pubacks
 	q.mu.Lock()
 	e.settled, e.err = true, err
-	if q.writing {
-		q.mu.Unlock()
-		return // the writer sees e when it gets there
+	// e is in q until the writer takes it, and the writer takes only
+	// settled entries: q is not empty.
+	due := q.q[0].settled
+	q.mu.Unlock()
+	if due {
+		b.acksSettled(&s.out, cl)
 	}
-	q.writing = true
+	// After the writer was started: shutdown waits for the writers only
+	// once b.wg is done.
+	b.wg.Done()
+}
+
+// writeAcks writes the PUBACKs of the settled publishes at the head of
+// the queue, in order, and closes the connection for a publish that was
+// not stored, or not in time. Only the session's writer calls it.
+func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
+	q.mu.Lock()
 	for len(q.q) > 0 && q.q[0].settled {
 		h := q.q[0]
 		// Shifted, not resliced, so that the backing array keeps its
@@ -115,6 +166,11 @@ func (b *Broker) settle(cl *mqtt.Client, q *pubacks, e *pendingAck, err error) {
 		n := copy(q.q, q.q[1:])
 		q.q[n] = nil
 		q.q = q.q[:n]
+		if n > 0 {
+			q.head.Store(q.q[0].received)
+		} else {
+			q.head.Store(0)
+		}
 		failed := q.failed
 		q.mu.Unlock()
 		if !failed && !b.ack(cl, h) {
@@ -123,16 +179,80 @@ func (b *Broker) settle(cl *mqtt.Client, q *pubacks, e *pendingAck, err error) {
 		<-q.window
 		q.mu.Lock()
 		q.failed = q.failed || failed
-		// Its publisher's goroutine is done with it: settle was its last
-		// use, and the entry left the queue.
+		// Its publisher is done with it: settle was its last use, and
+		// the entry left the queue.
 		*h = pendingAck{}
 		q.spare = h
 	}
 	if len(q.q) == 0 && cap(q.q) > keptQueue {
 		q.q = nil // let the backing array go with the burst
 	}
-	q.writing = false
+	var late string
+	if q.timedOut && !q.failed && len(q.q) > 0 {
+		q.failed = true
+		late = q.q[0].topic
+	}
 	q.mu.Unlock()
+	if late != "" {
+		b.notStored(cl, late, fmt.Errorf("%w (%s)", errNotInTime, b.opts.HandlerTimeout))
+	}
+}
+
+// end ends the connection's context: the connection ended.
+func (q *pubacks) end() {
+	q.mu.Lock()
+	if q.cancel != nil {
+		q.cancel()
+	}
+	q.mu.Unlock()
+}
+
+// watchPubacks is the broker's one watchdog of the publishes awaiting
+// their commit: a few times per HandlerTimeout it looks at the head of
+// every connection's queue, and a publish not settled within the
+// HandlerTimeout has its connection closed (timedOut). It returns when
+// quit is closed.
+func (b *Broker) watchPubacks(quit <-chan struct{}) {
+	period := min(max(b.opts.HandlerTimeout/8, 10*time.Millisecond), time.Second)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case now := <-tick.C:
+			limit := now.Add(-b.opts.HandlerTimeout).UnixNano()
+			b.conns.Range(func(_, v any) bool {
+				s := v.(*session)
+				if h := s.pubacks.head.Load(); h != 0 && h < limit {
+					b.timedOut(s)
+				}
+				return true
+			})
+		}
+	}
+}
+
+// timedOut gives up on the head of s's queue if it is still not settled:
+// the connection's context ends (a read loop waiting for the commit path
+// returns), and the writer closes the connection, acknowledging nothing
+// more. The publishes' outcomes, when they come, only release the window
+// and the broker's count.
+func (b *Broker) timedOut(s *session) {
+	q := &s.pubacks
+	q.mu.Lock()
+	late := len(q.q) > 0 && !q.q[0].settled && !q.timedOut
+	if late {
+		q.timedOut = true
+		q.cancel()
+	}
+	q.mu.Unlock()
+	if !late {
+		return
+	}
+	if cl := s.client.Load(); cl != nil {
+		b.acksSettled(&s.out, cl)
+	}
 }
 
 // ack answers one settled publish: a PUBACK, with a reason code for a

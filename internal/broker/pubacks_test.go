@@ -39,17 +39,18 @@ func (g *gatedHandler) gate(topic string) chan error {
 
 func (g *gatedHandler) HandlePublish(context.Context, *Publish) error { return nil }
 
-func (g *gatedHandler) StartPublish(_ context.Context, p *Publish) (func(context.Context) error, error) {
+func (g *gatedHandler) StartPublish(ctx context.Context, p *Publish, done func(error)) (bool, error) {
 	gate := g.gate(p.Topic)
 	g.started <- p.Topic
-	return func(ctx context.Context) error {
+	go func() {
 		select {
 		case err := <-gate:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
+			done(err)
+		case <-ctx.Done(): // the connection ended
+			done(ctx.Err())
 		}
-	}, nil
+	}()
+	return true, nil
 }
 
 // commit lets topic's publish finish with err (nil: stored).

@@ -36,6 +36,15 @@ import (
 // channel mochi made (mochiAccess.dropQueue) before the client is
 // published.
 //
+// The writer also writes the PUBACKs of the device's QoS 1 publishes once
+// they are stored (pubacks.go): the committer only marks them settled and
+// wakes the writer, so that no device's socket ever holds the committer
+// or another device's acknowledgements. A device that publishes more
+// often than every WriterIdle keeps its writer, instead of starting a
+// goroutine per publish. In the fallback below the broker's writer runs
+// beside mochi's write loop for these PUBACKs alone (mochi's WritePacket
+// serialises the two).
+//
 // Two of mochi's fields are unexported and reached by their offsets,
 // found with reflect when the broker is made and checked there on
 // objects mochi made: the client's outbound channel (only to drop it) and
@@ -50,13 +59,19 @@ import (
 // outbox is a session's subscriptions and the packets queued for its
 // connection (see above).
 type outbox struct {
-	mu      sync.Mutex
-	subs    []ownSub          // the device's subscriptions (own.go)
-	pks     []*packets.Packet // queued for the writer, in order
-	waiting []*packets.Packet // QoS > 0 publishes waiting for send quota, in order
-	running bool              // a writer runs (or mochi's write loop, in the fallback)
-	ended   bool              // the connection ended: no writer starts again
-	kick    chan struct{}     // wakes the running writer; made with it
+	mu        sync.Mutex
+	subs      []ownSub          // the device's subscriptions (own.go)
+	pks       []*packets.Packet // queued for the writer, in order
+	waiting   []*packets.Packet // QoS > 0 publishes waiting for send quota, in order
+	running   bool              // a writer runs
+	mochiLoop bool              // mochi's write loop runs (the fallback: startWriteLoop)
+	ended     bool              // the connection ended: no writer starts again
+	kick      chan struct{}     // wakes the running writer; made with it
+	// acks are the session's publishes awaiting their PUBACK
+	// (pubacks.go); acksDue says that some at its head are settled and
+	// the writer should write their PUBACKs.
+	acks    *pubacks
+	acksDue bool
 }
 
 // end marks the connection ended: no writer starts for it any more. A
@@ -148,8 +163,23 @@ func (b *Broker) startWriter(o *outbox, cl *mqtt.Client) {
 	go b.write(o, cl, o.kick)
 }
 
-// write is a session's writer: it writes what is queued for cl until the
-// outbox has been idle for WriterIdle (or the broker stops).
+// acksSettled has the writer write the PUBACKs of the settled publishes at
+// the head of the session's pubacks, starting it if need be. It never
+// waits for the connection, so the committer calls it (through the
+// publishes' OnDone callbacks). Once the connection ended it does nothing.
+func (b *Broker) acksSettled(o *outbox, cl *mqtt.Client) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ended {
+		return
+	}
+	o.acksDue = true
+	b.startWriter(o, cl)
+}
+
+// write is a session's writer: it writes what is queued for cl, and the
+// PUBACKs of its publishes as they are settled, until the outbox has been
+// idle for WriterIdle (or the broker stops).
 func (b *Broker) write(o *outbox, cl *mqtt.Client, kick <-chan struct{}) {
 	defer b.writersWg.Done()
 	defer b.writers.Add(-1)
@@ -159,13 +189,20 @@ func (b *Broker) write(o *outbox, cl *mqtt.Client, kick <-chan struct{}) {
 		o.mu.Lock()
 		pks := o.pks
 		o.pks = nil
+		acksDue := o.acksDue
+		o.acksDue = false
 		o.mu.Unlock()
+		if acksDue {
+			b.writeAcks(o.acks, cl)
+		}
 		if len(pks) > 0 {
 			for _, pk := range pks {
 				if err := cl.WritePacket(*pk); err != nil {
 					b.server.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 				}
 			}
+		}
+		if len(pks) > 0 || acksDue {
 			idle.Reset(b.opts.WriterIdle)
 			continue
 		}
@@ -173,7 +210,7 @@ func (b *Broker) write(o *outbox, cl *mqtt.Client, kick <-chan struct{}) {
 		case <-kick:
 		case <-idle.C:
 			o.mu.Lock()
-			if len(o.pks) == 0 {
+			if len(o.pks) == 0 && !o.acksDue {
 				o.running = false
 				o.kick = nil
 				o.mu.Unlock()
@@ -304,8 +341,8 @@ func (b *Broker) startWriteLoop(s *session, cl *mqtt.Client) {
 	}
 	o := &s.out
 	o.mu.Lock()
-	start := !o.running && !o.ended
-	o.running = true
+	start := !o.mochiLoop && !o.ended
+	o.mochiLoop = true
 	o.mu.Unlock()
 	if !start {
 		return

@@ -40,8 +40,8 @@ func (b brokerIngest) HandlePublish(ctx context.Context, p *broker.Publish) erro
 }
 
 // StartPublish hands a QoS 1 publish to the pipeline without waiting for
-// its commit (broker.PublishStarter).
-func (b brokerIngest) StartPublish(ctx context.Context, p *broker.Publish) (func(context.Context) error, error) {
+// its commit (broker.PublishStarter): done is called by the committer.
+func (b brokerIngest) StartPublish(ctx context.Context, p *broker.Publish, done func(error)) (bool, error) {
 	pd, err := b.h.ingest.Start(ctx, &ingest.Request{
 		DeviceID:    p.DeviceID,
 		DeviceType:  p.DeviceType,
@@ -54,9 +54,10 @@ func (b brokerIngest) StartPublish(ctx context.Context, p *broker.Publish) (func
 		Received:    p.Received,
 	})
 	if pd == nil {
-		return nil, err
+		return false, err
 	}
-	return pd.Wait, nil
+	pd.OnDone(done)
+	return true, nil
 }
 
 var _ broker.PublishStarter = brokerIngest{}
