@@ -158,6 +158,11 @@ func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 // not stored, or not in time. Only the session's writer calls it.
 func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
 	q.mu.Lock()
+	var late string // the topic of the publish not stored in time
+	if q.timedOut && !q.failed && len(q.q) > 0 {
+		q.failed = true
+		late = q.q[0].topic
+	}
 	for len(q.q) > 0 && q.q[0].settled {
 		h := q.q[0]
 		// Shifted, not resliced, so that the backing array keeps its
@@ -186,11 +191,6 @@ func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
 	}
 	if len(q.q) == 0 && cap(q.q) > keptQueue {
 		q.q = nil // let the backing array go with the burst
-	}
-	var late string
-	if q.timedOut && !q.failed && len(q.q) > 0 {
-		q.failed = true
-		late = q.q[0].topic
 	}
 	q.mu.Unlock()
 	if late != "" {

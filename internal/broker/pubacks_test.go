@@ -321,3 +321,132 @@ func TestPubackNeverForUnstored(t *testing.T) {
 		t.Fatalf("broker sent %v, want %v", got, want)
 	}
 }
+
+// sessionOfDevice returns the broker's session of the connected device id.
+func sessionOfDevice(t *testing.T, b *Broker, id string) *session {
+	t.Helper()
+	var found *session
+	b.conns.Range(func(_, v any) bool {
+		if s := v.(*session); s.deviceID == id && s.client.Load() != nil {
+			found = s
+			return false
+		}
+		return true
+	})
+	if found == nil {
+		t.Fatalf("no session of %s", id)
+	}
+	return found
+}
+
+// checkFor polls fn until it is true, failing the test after wait.
+func checkFor(t *testing.T, wait time.Duration, what string, fn func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !fn() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", wait, what)
+		}
+		time.Sleep(time.Millisecond) // polling, not synchronising
+	}
+}
+
+// TestBlockedDeviceHoldsNoOtherPuback: a device whose socket does not take
+// its PUBACK (its writer blocked in the write, here by holding the lock
+// mochi holds across a write) holds neither the commit path, which
+// settles every device's publishes in one goroutine, nor another device's
+// acknowledgements. Once its socket drains it gets its PUBACK.
+func TestBlockedDeviceHoldsNoOtherPuback(t *testing.T) {
+	st := newStoredHandler()
+	st.run(t)
+	h := startWith(t, st)
+	slow := mustDial(t, h, "dev1")
+	fast := mustDial(t, h, "dev2")
+	cl := sessionOfDevice(t, h.b, "dev1").client.Load()
+
+	cl.Lock() // dev1's socket takes nothing from now on
+	unlocked := false
+	unlock := func() {
+		if !unlocked {
+			unlocked = true
+			cl.Unlock()
+		}
+	}
+	defer unlock()
+	slowDone := make(chan error, 1)
+	go func() {
+		_, err := slow.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"t":1}`)})
+		slowDone <- err
+	}()
+	// Its publish is stored and settled: its PUBACK waits for the socket
+	// (the writer took it from the queue, and gives its window token back
+	// once written).
+	q := &sessionOfDevice(t, h.b, "dev1").pubacks
+	checkFor(t, 5*time.Second, "dev1's publish not settled", func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.window != nil && len(q.window) == 1 && (len(q.q) == 0 || q.q[0].settled)
+	})
+	for i := range 20 {
+		if _, err := fast.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev2/data", QoS: 1, Payload: []byte(`{"t":1}`)}); err != nil {
+			t.Fatalf("dev2's publish %d while dev1's socket is blocked: %v", i, err)
+		}
+	}
+	select {
+	case err := <-slowDone:
+		t.Fatalf("dev1 got its PUBACK (%v) through a blocked socket", err)
+	default:
+	}
+	unlock()
+	if err := <-slowDone; err != nil {
+		t.Fatalf("dev1's publish once its socket drained: %v", err)
+	}
+}
+
+// TestPublishNotStoredInTime: a publish whose commit does not come within
+// the HandlerTimeout is not acknowledged and its connection is closed
+// (0x83), by the broker's watchdog; no goroutine or timer per message
+// waits for it.
+func TestPublishNotStoredInTime(t *testing.T) {
+	g := newGatedHandler()
+	h := startOpts(t, Options{HandlerTimeout: 200 * time.Millisecond}, g)
+	c, tap, disconnects := dialTapped(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := publishAll(ctx, t, c, g, []string{"devices/dev1/data/a", "devices/dev1/data/b"})
+	select {
+	case d := <-disconnects:
+		if d.ReasonCode != 0x83 {
+			t.Fatalf("DISCONNECT reason %#x, want 0x83", d.ReasonCode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client not disconnected when its publish was not stored in time")
+	}
+	cancel() // paho keeps the unacknowledged publishes for a resend
+	for range 2 {
+		if r := <-res; r.err == nil {
+			t.Fatalf("publish %s acknowledged: %+v", r.topic, r.pr)
+		}
+	}
+	if got := tap.received(t); fmt.Sprint(got) != "[disconnect 0x83]" {
+		t.Fatalf("broker sent %v, want only the DISCONNECT", got)
+	}
+}
+
+// TestPubacksBesideMochiWriteLoop: when mochi runs its own write loop for
+// a subscribed client (the fallback of writer.go), the broker's writer
+// still writes the PUBACKs of its publishes.
+func TestPubacksBesideMochiWriteLoop(t *testing.T) {
+	st := newStoredHandler()
+	st.run(t)
+	h := startOpts(t, Options{mochiWriteLoop: true}, st)
+	c := mustDial(t, h, "dev1")
+	if _, err := c.Subscribe(ctx5(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/dev1/commands/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := c.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"t":1}`)}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
