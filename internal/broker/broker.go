@@ -172,8 +172,11 @@ type Options struct {
 	// ConnectTimeout is how long a new connection may take to send its
 	// CONNECT (default 10s); mochi itself sets no deadline before CONNECT.
 	ConnectTimeout time.Duration
-	// HandlerTimeout bounds one PublishHandler call (default 30s); a
-	// timeout counts as "not stored" and disconnects the device.
+	// HandlerTimeout bounds one PublishHandler call (default 30s), and
+	// the time from a QoS 1 publish's arrival to its outcome when a
+	// PublishStarter took it in (checked by one watchdog a few times per
+	// timeout, pubacks.go); a timeout counts as "not stored" and
+	// disconnects the device.
 	HandlerTimeout time.Duration
 	// ReadBufferSize sizes the per-client read buffer, allocated for
 	// every connection (default 1 KiB: device messages are small, a

@@ -385,7 +385,7 @@ func TestBlockedDeviceHoldsNoOtherPuback(t *testing.T) {
 	checkFor(t, 5*time.Second, "dev1's publish not settled", func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		return q.window != nil && len(q.window) == 1 && (len(q.q) == 0 || q.q[0].settled)
+		return len(q.window) == 1 && (len(q.q) == 0 || q.q[0].settled)
 	})
 	for i := range 20 {
 		if _, err := fast.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev2/data", QoS: 1, Payload: []byte(`{"t":1}`)}); err != nil {
