@@ -277,7 +277,7 @@ func (r *runner) connections(ctx context.Context) error {
 					"Both count every failed dial, those made again included. "+
 					"hub_connect_timeouts, hub_closed_before_connack: connections devicehub closed before their CONNACK without refusing them (its devicehub_mqtt_connects_total). "+
 					"kernel_listen_overflows, kernel_syn_retrans: the machine's TcpExt ListenOverflows and TCPSynRetrans over the connect phase (SYNs a full accept queue dropped, and those the kernel sent again: retried dials below the processes). "+
-					"loadgen_sched_max_ms, hub_sched_max_ms: the largest Go scheduler latency of the load generators and of devicehub over the connect phase.", dialTimeout, maxDialRetries),
+					"loadgen_sched_max_ms: the largest Go scheduler latency of the load generators over the connect phase; hub_sched_max_ms: devicehub's, read from its /metrics histogram go_sched_latencies_seconds, so the upper bound of the highest bucket reached (the buckets are coarse: many rounds read the same bound), not a measured maximum.", dialTimeout, maxDialRetries),
 			},
 		}
 		r.res.Scenarios = append(r.res.Scenarios, sc)
