@@ -33,7 +33,8 @@ import (
 // DEVICEHUB_BENCH_DROP_INDEXES (benchDropIndexes),
 // DEVICEHUB_BENCH_READINGS_LAYOUT (benchReadingsLayout),
 // DEVICEHUB_BENCH_OMIT (benchOmit) and DEVICEHUB_BENCH_DEDUP
-// (benchDedupClause).
+// (benchDedupClause); DEVICEHUB_BENCH_PLAIN_WAL=1 writes the WAL one
+// frame header and page at a time, as SQLite's unix VFS does (walvfs.go).
 //
 //	go test ./internal/store/sqlite -run '^$' -bench CommitIngest -benchtime 2000x
 func BenchmarkCommitIngest(b *testing.B) {
@@ -49,7 +50,8 @@ func BenchmarkCommitIngest(b *testing.B) {
 
 func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full", PageSize: benchPageSize(b)})
+	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full", PageSize: benchPageSize(b),
+		plainWAL: os.Getenv("DEVICEHUB_BENCH_PLAIN_WAL") == "1"})
 	if err != nil {
 		b.Fatal(err)
 	}

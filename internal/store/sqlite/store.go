@@ -61,6 +61,10 @@ type Options struct {
 	PageSize int
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
+
+	// plainWAL makes the writer write the WAL through the unix VFS, one
+	// write per frame header and page, as before walvfs.go (benchmarks).
+	plainWAL bool
 }
 
 // Store is the SQLite store. Create it with Open and release it with Close.
@@ -161,7 +165,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := createDatabase(ctx, base+"?"+common, opts.PageSize); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	w, err := sql.Open("sqlite", base+"?"+common+
+	// The writer gathers each commit's WAL frames into one write
+	// (walvfs.go); only with synchronous=full, where a commit's frames are
+	// synced before other connections can see them.
+	writerVFS := ""
+	if sync == "FULL" && !opts.plainWAL {
+		if err := registerWALVFS(); err != nil {
+			return nil, fmt.Errorf("sqlite: register %s VFS: %w", walVFSName, err)
+		}
+		writerVFS = "&vfs=" + walVFSName
+	}
+	w, err := sql.Open("sqlite", base+"?"+common+writerVFS+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
 		"&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_txlock=immediate"+
 		fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", autoCheckpointPages))

@@ -1,0 +1,271 @@
+package sqlite
+
+// walvfs.go: a SQLite VFS that writes a commit's WAL frames with one
+// system call instead of two per page.
+//
+// SQLite appends a commit to the WAL as frames, each a 24-byte header and
+// a page, and writes each with its own write(2): a commit that dirties
+// 400 pages makes 800 system calls, and under ingest they were a fifth
+// of the hub's CPU (docs/BENCHMARKS.md). The VFS registered here is
+// SQLite's own "unix" VFS with one change: the writes SQLite makes to a
+// WAL file are gathered in memory while they are contiguous, and written
+// with one pwrite(2) before any other operation on that file (sync,
+// read, size, truncate, file control, close), or when they stop being
+// contiguous, or when the buffer reaches walBufMax.
+//
+// Why that is safe: with synchronous=FULL SQLite syncs the WAL at every
+// commit before it publishes the commit in the WAL index (walFrames, then
+// walIndexWriteHdr), so every frame a reader can see has been written and
+// synced first; the buffer changes when the bytes reach the kernel, not
+// the order of anything another connection can observe. A write error
+// comes back from the sync of the commit that wrote the frames, and SQLite
+// rolls the transaction back as for a failed write. With synchronous=NORMAL
+// a commit is published without a sync, and a reader in another connection
+// could look for frames still in the buffer, so Open uses this VFS only
+// for the writer connection of a store opened with synchronous=full.
+//
+// Every other file (the database, its shared memory, journals of
+// temporary tables) is opened by the unix VFS exactly as before: the file
+// object is the unix VFS's own, with its own methods. A WAL file gets the
+// methods of walMethods, which call the unix methods on the same object.
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"modernc.org/libc"
+	"modernc.org/libc/sys/types"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// walVFSName is the name the VFS is registered under; the writer's DSN
+// selects it with vfs=.
+const walVFSName = "devicehub-walbuf"
+
+// walBufMax bounds the bytes gathered before they are written: a commit of
+// 1,000 devices' messages is about 1 MiB of frames.
+const walBufMax = 4 << 20
+
+var (
+	walVFSOnce sync.Once
+	walVFSErr  error
+
+	// walVFS is the registered VFS: a copy of the unix VFS with its own
+	// name and xOpen. It must stay at one address for the life of the
+	// process, as SQLite keeps a pointer to it: a package variable does.
+	walVFS sqlite3.Tsqlite3_vfs
+	// unixVFS is the address of the unix VFS, unixOpen its xOpen.
+	unixVFS  uintptr
+	unixOpen uintptr
+
+	// walMethods are the methods of a WAL file opened through walVFS;
+	// unixWAL are the unix VFS's methods of that file, which they call.
+	// Both are set by the first WAL file's open (walMu).
+	walMethods sqlite3.Tsqlite3_io_methods
+	unixWAL    sqlite3.Tsqlite3_io_methods
+
+	walMu    sync.Mutex
+	walFiles = map[uintptr]*walBuf{} // open WAL files by their sqlite3_file
+
+	// walWrites counts the writes SQLite asked of WAL files opened here,
+	// walSyscalls the writes that went to the unix VFS (tests).
+	walWrites, walSyscalls atomic.Int64
+)
+
+// walBuf is the pending writes of one WAL file: n bytes for offset off.
+type walBuf struct {
+	b   []byte
+	off int64
+}
+
+// registerWALVFS registers walVFSName once per process.
+func registerWALVFS() error {
+	walVFSOnce.Do(func() {
+		tls := libc.NewTLS()
+		defer tls.Close()
+		unixVFS = sqlite3.Xsqlite3_vfs_find(tls, 0)
+		if unixVFS == 0 {
+			walVFSErr = fmt.Errorf("no default VFS")
+			return
+		}
+		libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&walVFS)), unixVFS, types.Size_t(unsafe.Sizeof(walVFS)))
+		name, err := libc.CString(walVFSName)
+		if err != nil {
+			walVFSErr = err
+			return
+		}
+		unixOpen = walVFS.FxOpen
+		walVFS.FzName = name
+		walVFS.FpNext = 0
+		walVFS.FxOpen = fnPtr(walVFSOpen)
+		if rc := sqlite3.Xsqlite3_vfs_register(tls, uintptr(unsafe.Pointer(&walVFS)), 0); rc != sqlite3.SQLITE_OK {
+			walVFSErr = fmt.Errorf("sqlite3_vfs_register: code %d", rc)
+		}
+	})
+	return walVFSErr
+}
+
+// fnPtr is the C function pointer of a Go function, as the transpiled
+// SQLite calls it.
+func fnPtr[F any](f F) uintptr {
+	return *(*uintptr)(unsafe.Pointer(&struct{ f F }{f}))
+}
+
+// fnOf is the Go function a C function pointer calls.
+func fnOf[F any](p uintptr) F {
+	return *(*F)(unsafe.Pointer(&struct{ p uintptr }{p}))
+}
+
+// walVFSOpen is xOpen: the unix VFS opens the file; a WAL file then gets
+// walMethods.
+func walVFSOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags int32, pOutFlags uintptr) int32 {
+	rc := fnOf[func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32](unixOpen)(tls, unixVFS, zName, pFile, flags, pOutFlags)
+	if rc != sqlite3.SQLITE_OK || flags&sqlite3.SQLITE_OPEN_WAL == 0 {
+		return rc
+	}
+	var methods uintptr
+	libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&methods)), pFile, types.Size_t(unsafe.Sizeof(methods)))
+	if methods == 0 {
+		return rc
+	}
+	walMu.Lock()
+	defer walMu.Unlock()
+	if walMethods.FxWrite == 0 {
+		libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&unixWAL)), methods, types.Size_t(unsafe.Sizeof(unixWAL)))
+		walMethods = unixWAL
+		walMethods.FxClose = fnPtr(walClose)
+		walMethods.FxRead = fnPtr(walRead)
+		walMethods.FxWrite = fnPtr(walWrite)
+		walMethods.FxTruncate = fnPtr(walTruncate)
+		walMethods.FxSync = fnPtr(walSync)
+		walMethods.FxFileSize = fnPtr(walFileSize)
+		walMethods.FxFileControl = fnPtr(walFileControl)
+		if unixWAL.FiVersion >= 3 {
+			walMethods.FxFetch = fnPtr(walFetch)
+		}
+	}
+	var cur sqlite3.Tsqlite3_io_methods
+	libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&cur)), methods, types.Size_t(unsafe.Sizeof(cur)))
+	if cur != unixWAL {
+		// Not the methods the wrappers call: leave the file as opened.
+		return rc
+	}
+	walFiles[pFile] = &walBuf{}
+	ours := uintptr(unsafe.Pointer(&walMethods))
+	libc.Xmemcpy(tls, pFile, uintptr(unsafe.Pointer(&ours)), types.Size_t(unsafe.Sizeof(ours)))
+	return rc
+}
+
+// walFile is the buffer of an open WAL file.
+func walFile(pFile uintptr) *walBuf {
+	walMu.Lock()
+	defer walMu.Unlock()
+	return walFiles[pFile]
+}
+
+// walWriteMax is the most the unix VFS's xWrite writes in one call: it
+// masks the length to 17 bits (seekAndWriteFd), made for one page.
+const walWriteMax = 0x1f000
+
+// flush writes the pending bytes of pFile, if any, with the unix VFS's
+// xWrite (which loops over short writes), walWriteMax bytes at a time.
+func (w *walBuf) flush(tls *libc.TLS, pFile uintptr) int32 {
+	if w == nil || len(w.b) == 0 {
+		return sqlite3.SQLITE_OK
+	}
+	write := fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)
+	rc := int32(sqlite3.SQLITE_OK)
+	for i := 0; i < len(w.b) && rc == sqlite3.SQLITE_OK; i += walWriteMax {
+		n := min(len(w.b)-i, walWriteMax)
+		rc = write(tls, pFile, uintptr(unsafe.Pointer(&w.b[i])), int32(n), w.off+int64(i))
+		walSyscalls.Add(1)
+	}
+	w.b = w.b[:0]
+	return rc
+}
+
+// walWrite is xWrite: a write that continues the pending bytes joins
+// them; any other write first flushes them.
+func walWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+	w := walFile(pFile)
+	walWrites.Add(1)
+	if w == nil {
+		walSyscalls.Add(1)
+		return fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)(tls, pFile, zBuf, iAmt, iOfst)
+	}
+	if len(w.b) > 0 && (iOfst != w.off+int64(len(w.b)) || len(w.b)+int(iAmt) > walBufMax) {
+		if rc := w.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+			return rc
+		}
+	}
+	if int(iAmt) >= walWriteMax {
+		walSyscalls.Add(1)
+		return fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)(tls, pFile, zBuf, iAmt, iOfst)
+	}
+	if len(w.b) == 0 {
+		w.off = iOfst
+	}
+	n := len(w.b)
+	w.b = append(w.b, make([]byte, iAmt)...)
+	libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&w.b[n])), zBuf, types.Size_t(iAmt))
+	return sqlite3.SQLITE_OK
+}
+
+// walSync is xSync: the pending bytes are written, then synced.
+func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return fnOf[func(*libc.TLS, uintptr, int32) int32](unixWAL.FxSync)(tls, pFile, flags)
+}
+
+func walRead(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxRead)(tls, pFile, zBuf, iAmt, iOfst)
+}
+
+func walTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return fnOf[func(*libc.TLS, uintptr, int64) int32](unixWAL.FxTruncate)(tls, pFile, size)
+}
+
+func walFileSize(tls *libc.TLS, pFile uintptr, pSize uintptr) int32 {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return fnOf[func(*libc.TLS, uintptr, uintptr) int32](unixWAL.FxFileSize)(tls, pFile, pSize)
+}
+
+func walFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return fnOf[func(*libc.TLS, uintptr, int32, uintptr) int32](unixWAL.FxFileControl)(tls, pFile, op, pArg)
+}
+
+func walFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr) int32 {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return fnOf[func(*libc.TLS, uintptr, int64, int32, uintptr) int32](unixWAL.FxFetch)(tls, pFile, iOfst, iAmt, pp)
+}
+
+// walClose is xClose: the pending bytes are written (SQLite syncs before
+// it closes a WAL it keeps), the buffer forgotten, the file closed.
+func walClose(tls *libc.TLS, pFile uintptr) int32 {
+	walMu.Lock()
+	w := walFiles[pFile]
+	delete(walFiles, pFile)
+	walMu.Unlock()
+	rc := w.flush(tls, pFile)
+	if crc := fnOf[func(*libc.TLS, uintptr) int32](unixWAL.FxClose)(tls, pFile); rc == sqlite3.SQLITE_OK {
+		rc = crc
+	}
+	return rc
+}
