@@ -53,18 +53,19 @@ var (
 	walVFSErr  error
 
 	// walVFS is the registered VFS: a copy of the unix VFS with its own
-	// name and xOpen. It must stay at one address for the life of the
-	// process, as SQLite keeps a pointer to it: a package variable does.
-	walVFS sqlite3.Tsqlite3_vfs
+	// name and xOpen, in C memory (SQLite keeps a pointer to it, and
+	// memory passed to the transpiled C as an address must not be Go's).
+	walVFS *sqlite3.Tsqlite3_vfs
 	// unixVFS is the address of the unix VFS, unixOpen its xOpen.
 	unixVFS  uintptr
 	unixOpen uintptr
 
-	// walMethods are the methods of a WAL file opened through walVFS;
-	// unixWAL are the unix VFS's methods of that file, which they call.
-	// Both are set by the first WAL file's open (walMu).
-	walMethods sqlite3.Tsqlite3_io_methods
-	unixWAL    sqlite3.Tsqlite3_io_methods
+	// walMethods (C memory) are the methods of a WAL file opened through
+	// walVFS; unixWAL are the unix VFS's methods of that file, which they
+	// call. Both are set by the first WAL file's open (walMu).
+	walMethods    *sqlite3.Tsqlite3_io_methods
+	walMethodsPtr uintptr
+	unixWAL       sqlite3.Tsqlite3_io_methods
 
 	walMu    sync.Mutex
 	walFiles = map[uintptr]*walBuf{} // open WAL files by their sqlite3_file
@@ -74,10 +75,18 @@ var (
 	walWrites, walSyscalls atomic.Int64
 )
 
-// walBuf is the pending writes of one WAL file: n bytes for offset off.
+// walBuf is the pending writes of one WAL file: n bytes for offset off,
+// in a buffer of C memory of size size.
 type walBuf struct {
-	b   []byte
-	off int64
+	buf     uintptr
+	n, size int
+	off     int64
+}
+
+// cptr is p, an address in C memory, as a Go pointer (the transpiled
+// SQLite's way to read and write its structs).
+func cptr[T any](p uintptr) *T {
+	return *(**T)(unsafe.Pointer(&p))
 }
 
 // registerWALVFS registers walVFSName once per process.
@@ -90,17 +99,25 @@ func registerWALVFS() error {
 			walVFSErr = fmt.Errorf("no default VFS")
 			return
 		}
-		libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&walVFS)), unixVFS, types.Size_t(unsafe.Sizeof(walVFS)))
 		name, err := libc.CString(walVFSName)
 		if err != nil {
 			walVFSErr = err
 			return
 		}
+		p := libc.Xmalloc(tls, types.Size_t(unsafe.Sizeof(sqlite3.Tsqlite3_vfs{})))
+		m := libc.Xmalloc(tls, types.Size_t(unsafe.Sizeof(sqlite3.Tsqlite3_io_methods{})))
+		if p == 0 || m == 0 {
+			walVFSErr = fmt.Errorf("out of memory")
+			return
+		}
+		walVFS, walMethods, walMethodsPtr = cptr[sqlite3.Tsqlite3_vfs](p), cptr[sqlite3.Tsqlite3_io_methods](m), m
+		*walMethods = sqlite3.Tsqlite3_io_methods{}
+		*walVFS = *cptr[sqlite3.Tsqlite3_vfs](unixVFS)
 		unixOpen = walVFS.FxOpen
 		walVFS.FzName = name
 		walVFS.FpNext = 0
 		walVFS.FxOpen = fnPtr(walVFSOpen)
-		if rc := sqlite3.Xsqlite3_vfs_register(tls, uintptr(unsafe.Pointer(&walVFS)), 0); rc != sqlite3.SQLITE_OK {
+		if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 0); rc != sqlite3.SQLITE_OK {
 			walVFSErr = fmt.Errorf("sqlite3_vfs_register: code %d", rc)
 		}
 	})
@@ -125,36 +142,34 @@ func walVFSOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags in
 	if rc != sqlite3.SQLITE_OK || flags&sqlite3.SQLITE_OPEN_WAL == 0 {
 		return rc
 	}
-	var methods uintptr
-	libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&methods)), pFile, types.Size_t(unsafe.Sizeof(methods)))
-	if methods == 0 {
+	file := cptr[sqlite3.Tsqlite3_file](pFile)
+	if file.FpMethods == 0 {
 		return rc
 	}
+	cur := *cptr[sqlite3.Tsqlite3_io_methods](file.FpMethods)
 	walMu.Lock()
 	defer walMu.Unlock()
 	if walMethods.FxWrite == 0 {
-		libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&unixWAL)), methods, types.Size_t(unsafe.Sizeof(unixWAL)))
-		walMethods = unixWAL
-		walMethods.FxClose = fnPtr(walClose)
-		walMethods.FxRead = fnPtr(walRead)
-		walMethods.FxWrite = fnPtr(walWrite)
-		walMethods.FxTruncate = fnPtr(walTruncate)
-		walMethods.FxSync = fnPtr(walSync)
-		walMethods.FxFileSize = fnPtr(walFileSize)
-		walMethods.FxFileControl = fnPtr(walFileControl)
+		unixWAL = cur
+		m := unixWAL
+		m.FxClose = fnPtr(walClose)
+		m.FxRead = fnPtr(walRead)
+		m.FxWrite = fnPtr(walWrite)
+		m.FxTruncate = fnPtr(walTruncate)
+		m.FxSync = fnPtr(walSync)
+		m.FxFileSize = fnPtr(walFileSize)
+		m.FxFileControl = fnPtr(walFileControl)
 		if unixWAL.FiVersion >= 3 {
-			walMethods.FxFetch = fnPtr(walFetch)
+			m.FxFetch = fnPtr(walFetch)
 		}
+		*walMethods = m
 	}
-	var cur sqlite3.Tsqlite3_io_methods
-	libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&cur)), methods, types.Size_t(unsafe.Sizeof(cur)))
 	if cur != unixWAL {
 		// Not the methods the wrappers call: leave the file as opened.
 		return rc
 	}
 	walFiles[pFile] = &walBuf{}
-	ours := uintptr(unsafe.Pointer(&walMethods))
-	libc.Xmemcpy(tls, pFile, uintptr(unsafe.Pointer(&ours)), types.Size_t(unsafe.Sizeof(ours)))
+	file.FpMethods = walMethodsPtr
 	return rc
 }
 
@@ -172,17 +187,17 @@ const walWriteMax = 0x1f000
 // flush writes the pending bytes of pFile, if any, with the unix VFS's
 // xWrite (which loops over short writes), walWriteMax bytes at a time.
 func (w *walBuf) flush(tls *libc.TLS, pFile uintptr) int32 {
-	if w == nil || len(w.b) == 0 {
+	if w == nil || w.n == 0 {
 		return sqlite3.SQLITE_OK
 	}
 	write := fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)
 	rc := int32(sqlite3.SQLITE_OK)
-	for i := 0; i < len(w.b) && rc == sqlite3.SQLITE_OK; i += walWriteMax {
-		n := min(len(w.b)-i, walWriteMax)
-		rc = write(tls, pFile, uintptr(unsafe.Pointer(&w.b[i])), int32(n), w.off+int64(i))
+	for i := 0; i < w.n && rc == sqlite3.SQLITE_OK; i += walWriteMax {
+		n := min(w.n-i, walWriteMax)
+		rc = write(tls, pFile, w.buf+uintptr(i), int32(n), w.off+int64(i))
 		walSyscalls.Add(1)
 	}
-	w.b = w.b[:0]
+	w.n = 0
 	return rc
 }
 
@@ -195,7 +210,7 @@ func walWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 		walSyscalls.Add(1)
 		return fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)(tls, pFile, zBuf, iAmt, iOfst)
 	}
-	if len(w.b) > 0 && (iOfst != w.off+int64(len(w.b)) || len(w.b)+int(iAmt) > walBufMax) {
+	if w.n > 0 && (iOfst != w.off+int64(w.n) || w.n+int(iAmt) > walBufMax) {
 		if rc := w.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 			return rc
 		}
@@ -204,12 +219,26 @@ func walWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 		walSyscalls.Add(1)
 		return fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)(tls, pFile, zBuf, iAmt, iOfst)
 	}
-	if len(w.b) == 0 {
+	if w.n+int(iAmt) > w.size {
+		size := max(2*w.size, 64<<10)
+		for size < w.n+int(iAmt) {
+			size *= 2
+		}
+		buf := libc.Xrealloc(tls, w.buf, types.Size_t(size))
+		if buf == 0 {
+			if rc := w.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+				return rc
+			}
+			walSyscalls.Add(1)
+			return fnOf[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](unixWAL.FxWrite)(tls, pFile, zBuf, iAmt, iOfst)
+		}
+		w.buf, w.size = buf, size
+	}
+	if w.n == 0 {
 		w.off = iOfst
 	}
-	n := len(w.b)
-	w.b = append(w.b, make([]byte, iAmt)...)
-	libc.Xmemcpy(tls, uintptr(unsafe.Pointer(&w.b[n])), zBuf, types.Size_t(iAmt))
+	libc.Xmemcpy(tls, w.buf+uintptr(w.n), zBuf, types.Size_t(iAmt))
+	w.n += int(iAmt)
 	return sqlite3.SQLITE_OK
 }
 
@@ -257,13 +286,16 @@ func walFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr)
 }
 
 // walClose is xClose: the pending bytes are written (SQLite syncs before
-// it closes a WAL it keeps), the buffer forgotten, the file closed.
+// it closes a WAL it keeps), the buffer freed, the file closed.
 func walClose(tls *libc.TLS, pFile uintptr) int32 {
 	walMu.Lock()
 	w := walFiles[pFile]
 	delete(walFiles, pFile)
 	walMu.Unlock()
 	rc := w.flush(tls, pFile)
+	if w != nil && w.buf != 0 {
+		libc.Xfree(tls, w.buf)
+	}
 	if crc := fnOf[func(*libc.TLS, uintptr) int32](unixWAL.FxClose)(tls, pFile); rc == sqlite3.SQLITE_OK {
 		rc = crc
 	}
