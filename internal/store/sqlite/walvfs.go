@@ -1,17 +1,18 @@
 package sqlite
 
-// walvfs.go: a SQLite VFS that writes a commit's WAL frames with one
-// system call instead of two per page.
+// walvfs.go: a SQLite VFS that writes a commit's WAL frames in a few
+// system calls instead of two per page.
 //
 // SQLite appends a commit to the WAL as frames, each a 24-byte header and
-// a page, and writes each with its own write(2): a commit that dirties
-// 400 pages makes 800 system calls, and under ingest they were a fifth
-// of the hub's CPU (docs/BENCHMARKS.md). The VFS registered here is
-// SQLite's own "unix" VFS with one change: the writes SQLite makes to a
-// WAL file are gathered in memory while they are contiguous, and written
-// with one pwrite(2) before any other operation on that file (sync,
-// read, size, truncate, file control, close), or when they stop being
-// contiguous, or when the buffer reaches walBufMax.
+// a page, and writes both with a write(2) of their own: a commit that
+// dirties 400 pages makes 800 system calls, and under ingest the WAL's
+// writes were a fifth of the hub's CPU (docs/BENCHMARKS.md). The VFS
+// registered here is SQLite's own "unix" VFS with one change: the writes
+// SQLite makes to a WAL file are gathered in memory while they are
+// contiguous, and written in pwrite(2)s of up to walWriteMax bytes before
+// any other operation on that file (sync, read, size, truncate, file
+// control, close), or when they stop being contiguous, or when the
+// buffer reaches walBufMax.
 //
 // Why that is safe: with synchronous=FULL SQLite syncs the WAL at every
 // commit before it publishes the commit in the WAL index (walFrames, then
