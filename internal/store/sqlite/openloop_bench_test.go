@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -59,7 +60,7 @@ func BenchmarkCommitOpenLoop(b *testing.B) {
 func benchCommitOpenLoop(b *testing.B, devices, rate int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "ol.db"), PageSize: benchPageSize(b)})
+	st, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "ol.db"), PageSize: benchPageSize(b), plainWAL: os.Getenv("DEVICEHUB_BENCH_PLAIN_WAL") == "1"})
 	if err != nil {
 		b.Fatal(err)
 	}
