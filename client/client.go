@@ -80,7 +80,7 @@ type Device struct {
 	ManagementIP    string         `json:"management_ip,omitempty"`
 	Status          string         `json:"status"`
 	Connected       bool           `json:"connected"`
-	LastSeen        *time.Time     `json:"last_seen,omitempty"`
+	LastSeen        *time.Time     `json:"last_seen,omitempty"` // to a resolution of one second
 	Metrics         map[string]any `json:"metrics,omitempty"`
 	Disabled        bool           `json:"disabled"`
 	CreatedAt       time.Time      `json:"created_at"`

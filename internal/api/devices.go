@@ -39,7 +39,7 @@ type Device struct {
 	ManagementIP    string         `json:"management_ip,omitempty" doc:"The device's management IP address."`
 	Status          string         `json:"status" doc:"Last reported status: online, offline, error, maintenance, unknown, ..." example:"online"`
 	Connected       bool           `json:"connected" doc:"Whether the device has a live connection."`
-	LastSeen        *time.Time     `json:"last_seen,omitempty" doc:"When the hub last heard from the device."`
+	LastSeen        *time.Time     `json:"last_seen,omitempty" doc:"When the hub last heard from the device, to a resolution of one second: a message that comes less than a second after the time stored does not move it, so it may lag the device's last message by up to a second (a status, connection or heartbeat change always stores the time of its message)."`
 	Metrics         map[string]any `json:"metrics,omitempty" doc:"The latest heartbeat metrics."`
 	Disabled        bool           `json:"disabled" doc:"A disabled device may not connect or post data."`
 	CreatedAt       time.Time      `json:"created_at"`

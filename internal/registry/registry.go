@@ -57,8 +57,10 @@ type Device struct {
 	HardwareVersion string `json:"hardware_version,omitempty"`
 	ManagementIP    string `json:"management_ip,omitempty"`
 
-	Status    string         `json:"status"`
-	Connected bool           `json:"connected"`
+	Status    string `json:"status"`
+	Connected bool   `json:"connected"`
+	// LastSeen is when the hub last heard from the device, to
+	// SeenResolution: it may lag the device's last message by up to that.
 	LastSeen  *time.Time     `json:"last_seen,omitempty"`
 	Metrics   map[string]any `json:"metrics,omitempty"` // the latest heartbeat metrics
 	Disabled  bool           `json:"disabled"`

@@ -34,6 +34,10 @@ type txn struct {
 	exists map[string]bool // devices looked up or created in this batch
 	now    time.Time
 	queued pgx.Batch
+	// seen is the store's cache of written last_seen values, and written
+	// what PatchDevices wrote, remembered once committed.
+	seen    *registry.SeenCache
+	written []registry.SeenWrite
 }
 
 var (
@@ -48,14 +52,16 @@ var (
 // Commit writes batch in one transaction; see commit.Store.
 func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	commit.ResetOutcomes(batch)
+	var t *txn
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		t := &txn{tx: tx, exists: map[string]bool{}, now: time.Now().UTC()}
+		t = &txn{tx: tx, exists: map[string]bool{}, now: time.Now().UTC(), seen: s.seen}
 		return commit.Write(ctx, t, batch)
 	})
 	if err != nil {
 		commit.ResetOutcomes(batch)
 		return fmt.Errorf("postgres commit: %w", err)
 	}
+	s.seen.Committed(t.written)
 	return nil
 }
 

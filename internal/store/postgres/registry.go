@@ -319,8 +319,15 @@ func (t *txn) PinCertificate(ctx context.Context, id string, fp []byte) error {
 
 // PatchDevices implements registry.TxStore. The update is queued and sent
 // with the events. Devices are updated in id order so that concurrent
-// nodes lock rows in the same order and cannot deadlock.
+// nodes lock rows in the same order and cannot deadlock. A patch that
+// only moves last_seen by less than registry.SeenResolution past the
+// value this node last wrote for its device is left out
+// (registry.SeenCache).
 func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry.DevicePatch) error {
+	ids, patches, t.written = t.seen.Filter(ids, patches, t.written)
+	if len(ids) == 0 {
+		return nil
+	}
 	ord := make([]int, len(ids))
 	for i := range ord {
 		ord[i] = i

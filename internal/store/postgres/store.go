@@ -58,6 +58,9 @@ type Store struct {
 	log  *slog.Logger
 	// eventRangeMin: Options.EventRangeMin.
 	eventRangeMin int64
+	// seen is the last_seen this node wrote per device: a patch that only
+	// moves it by less than registry.SeenResolution is not written.
+	seen *registry.SeenCache
 }
 
 // Open connects to the database and brings its schema up to date.
@@ -83,7 +86,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect postgres: %w", err)
 	}
-	s := &Store{pool: pool, log: log, eventRangeMin: opts.EventRangeMin}
+	s := &Store{pool: pool, log: log, eventRangeMin: opts.EventRangeMin, seen: registry.NewSeenCache(registry.SeenResolution)}
 	if s.eventRangeMin <= 0 {
 		s.eventRangeMin = defaultEventRangeMin
 	}

@@ -33,6 +33,9 @@ type txn struct {
 	// once committed (latest.go). Both stay nil without a snapshot.
 	snapUpd map[string]latestEntry
 	types   map[string]string
+	// seen is the last_seen values PatchDevices wrote, remembered by
+	// s.seen once committed.
+	seen []registry.SeenWrite
 }
 
 var (
@@ -69,7 +72,9 @@ func (s *Store) initStatements(ctx context.Context) error {
 			`INSERT INTO events (seq, type, time, device_id, device_type, args) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
 	}
-	// One UPDATE for all devices patched in a batch.
+	// One UPDATE for all devices patched in a batch, but for those
+	// whose patch only moves last_seen within its resolution (PatchDevices).
+	s.seen = registry.NewSeenCache(registry.SeenResolution)
 	s.patch = newBulk(s.w,
 		`WITH v(k, ls, st, cn, mt, up) AS (VALUES `,
 		`(?,?,?,?,?,?)`,
@@ -112,6 +117,7 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 		return fmt.Errorf("sqlite commit: %w", err)
 	}
 	s.seq = t.seq
+	s.seen.Committed(t.seen)
 	for id, k := range t.known {
 		s.keys[id] = k
 	}

@@ -275,8 +275,14 @@ func (t *txn) PinCertificate(ctx context.Context, id string, fp []byte) error {
 	return nil
 }
 
-// PatchDevices implements registry.TxStore, in one statement.
+// PatchDevices implements registry.TxStore, in one statement. A patch
+// that only moves last_seen by less than registry.SeenResolution past the
+// value last written for its device is left out (registry.SeenCache).
 func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry.DevicePatch) error {
+	ids, patches, t.seen = t.s.seen.Filter(ids, patches, t.seen)
+	if len(ids) == 0 {
+		return nil
+	}
 	args := t.s.args.take(len(ids) * 6)
 	for i, id := range ids {
 		k, ok := t.key(id)

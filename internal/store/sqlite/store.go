@@ -116,6 +116,9 @@ type Store struct {
 	// uncheckpointed counts the changes committed since the last
 	// checkpoint (see checkpoint.go).
 	uncheckpointed int
+	// seen is the last_seen written per device: a patch that only moves
+	// it by less than registry.SeenResolution is not written.
+	seen *registry.SeenCache
 }
 
 // busyTimeoutMS is how long a connection waits for a lock before failing.

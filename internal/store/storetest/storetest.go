@@ -68,7 +68,8 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"Idempotence", testIdempotence},
 		{"RejectedMessage", testRejectedMessage},
 		{"DevicePatch", testDevicePatch},
-		{"StaleSession", testStaleSession}, // session.go
+		{"SeenResolution", testSeenResolution}, // seen.go
+		{"StaleSession", testStaleSession},     // session.go
 		{"EventSeq", testEventSeq},
 		{"QueryReadings", testQueryReadings},
 		{"Compaction", testCompaction},         // compact.go
