@@ -26,7 +26,9 @@ import (
 // written per change (WAL frames and checkpoints, /proc/self/io wchar),
 // and the p99 and max time of one Commit.
 // The msgid=1 rows carry a msg_id as the SDK sends it (the real case: the
-// dedupe index is touched by every message).
+// dedupe index is touched by every message). Each device sends many
+// changes a second, so the store writes its last-seen patch about once a
+// second only (registry.SeenResolution), as for such a device in the hub.
 //
 // Knobs, each bounding from below what one layout change of the commit
 // could save (benchmark only; the product is unchanged):
@@ -205,7 +207,8 @@ func benchReadingsLayout(ctx context.Context, b *testing.B, s *Store) {
 
 // benchOmission is what DEVICEHUB_BENCH_OMIT leaves out of each change.
 type benchOmission struct {
-	// patch: the device's last_seen update (registry.DevicePatch).
+	// patch: the device's last_seen update (registry.DevicePatch; the
+	// store writes it about once a second per device anyway).
 	patch bool
 	// eventArgs: the device_data_received event's values; its args keep
 	// only the message id, a pointer to the message.
