@@ -72,9 +72,10 @@ func (s *Store) initStatements(ctx context.Context) error {
 			`INSERT INTO events (seq, type, time, device_id, device_type, args) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
 	}
-	// One UPDATE for all devices patched in a batch, but for those
-	// whose patch only moves last_seen within its resolution (PatchDevices).
+	// The last_seen the patches wrote, so that PatchDevices leaves out a
+	// patch that only moves it within its resolution.
 	s.seen = registry.NewSeenCache(registry.SeenResolution)
+	// One UPDATE for all devices patched in a batch.
 	s.patch = newBulk(s.w,
 		`WITH v(k, ls, st, cn, mt, up) AS (VALUES `,
 		`(?,?,?,?,?,?)`,
