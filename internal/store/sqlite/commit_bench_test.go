@@ -36,7 +36,8 @@ import (
 // DEVICEHUB_BENCH_READINGS_LAYOUT (benchReadingsLayout),
 // DEVICEHUB_BENCH_OMIT (benchOmit) and DEVICEHUB_BENCH_DEDUP
 // (benchDedupClause); DEVICEHUB_BENCH_PLAIN_WAL=1 writes the WAL one
-// frame header and page at a time, as SQLite's unix VFS does (walvfs.go).
+// frame header and page at a time, as SQLite's unix VFS does (walvfs.go);
+// DEVICEHUB_BENCH_WAL_FSYNC=1 syncs it with fsync, not fdatasync.
 //
 //	go test ./internal/store/sqlite -run '^$' -bench CommitIngest -benchtime 2000x
 func BenchmarkCommitIngest(b *testing.B) {
@@ -52,6 +53,7 @@ func BenchmarkCommitIngest(b *testing.B) {
 
 func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	ctx := context.Background()
+	walFsync.Store(os.Getenv("DEVICEHUB_BENCH_WAL_FSYNC") == "1")
 	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full", PageSize: benchPageSize(b),
 		plainWAL: os.Getenv("DEVICEHUB_BENCH_PLAIN_WAL") == "1"})
 	if err != nil {

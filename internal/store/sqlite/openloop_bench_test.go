@@ -58,6 +58,7 @@ func BenchmarkCommitOpenLoop(b *testing.B) {
 }
 
 func benchCommitOpenLoop(b *testing.B, devices, rate int) {
+	walFsync.Store(os.Getenv("DEVICEHUB_BENCH_WAL_FSYNC") == "1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "ol.db"), PageSize: benchPageSize(b), plainWAL: os.Getenv("DEVICEHUB_BENCH_PLAIN_WAL") == "1"})

@@ -72,8 +72,11 @@ var (
 	walFiles = map[uintptr]*walBuf{} // open WAL files by their sqlite3_file
 
 	// walWrites counts the writes SQLite asked of WAL files opened here,
-	// walSyscalls the writes that went to the unix VFS (tests).
-	walWrites, walSyscalls atomic.Int64
+	// walSyscalls the writes that went to the unix VFS; walSyncs the
+	// syncs, walDataSyncs those done with fdatasync (tests).
+	walWrites, walSyscalls, walSyncs, walDataSyncs atomic.Int64
+	// walFsync makes every sync the unix VFS's fsync (benchmarks).
+	walFsync atomic.Bool
 )
 
 // walBuf is the pending writes of one WAL file: n bytes for offset off,
@@ -243,9 +246,18 @@ func walWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 	return sqlite3.SQLITE_OK
 }
 
-// walSync is xSync: the pending bytes are written, then synced.
+// walSync is xSync: the pending bytes are written, then synced (on
+// Linux with fdatasync, walvfs_linux.go).
 func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
 	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	walSyncs.Add(1)
+	if walFsync.Load() {
+		return fnOf[func(*libc.TLS, uintptr, int32) int32](unixWAL.FxSync)(tls, pFile, flags)
+	}
+	if rc, ok := walDataSync(tls, pFile); ok {
+		walDataSyncs.Add(1)
 		return rc
 	}
 	return fnOf[func(*libc.TLS, uintptr, int32) int32](unixWAL.FxSync)(tls, pFile, flags)

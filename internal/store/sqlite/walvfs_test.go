@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,7 +48,7 @@ func walTestDevices(t *testing.T, s *Store, devices int) {
 // devices' messages, which SQLite writes as two writes per dirty page,
 // reaches the file in a few writes of up to walWriteMax bytes; with
 // synchronous=normal (and plainWAL) the WAL is written as SQLite writes
-// it. Readers see every commit at once either way.
+// it. On Linux the commits' syncs are fdatasyncs. Readers see every commit at once either way.
 func TestWALWritesGathered(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
@@ -70,9 +71,15 @@ func TestWALWritesGathered(t *testing.T) {
 			walTestDevices(t, s, devices)
 			var id int64
 			for round := 1; round <= 3; round++ {
-				w0, c0 := walWrites.Load(), walSyscalls.Load()
+				w0, c0, d0 := walWrites.Load(), walSyscalls.Load(), walDataSyncs.Load()
 				commitAll(t, s, walTestBatch(devices, &id))
-				writes, calls := walWrites.Load()-w0, walSyscalls.Load()-c0
+				writes, calls, datasyncs := walWrites.Load()-w0, walSyscalls.Load()-c0, walDataSyncs.Load()-d0
+				// On Linux the commit's sync is an fdatasync (the
+				// first sync of the new WAL, with its directory's, is
+				// the unix VFS's: before these rounds).
+				if want := tt.gathered && runtime.GOOS == "linux"; (datasyncs > 0) != want {
+					t.Fatalf("round %d: %d fdatasyncs, want them: %v", round, datasyncs, want)
+				}
 				if tt.gathered {
 					// Tens of pages (messages, readings, their
 					// indexes, the devices' rows), two writes each.
