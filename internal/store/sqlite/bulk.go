@@ -78,6 +78,22 @@ func (b *bulk) exec(ctx context.Context, tx *sql.Tx, args []any) error {
 	})
 }
 
+// execCount runs the statement over all rows of args and returns the
+// rows it changed.
+func (b *bulk) execCount(ctx context.Context, tx *sql.Tx, args []any) (int64, error) {
+	var n int64
+	err := b.each(ctx, tx, args, func(st *sql.Stmt, a []any) error {
+		res, err := st.ExecContext(ctx, a...)
+		if err != nil {
+			return err
+		}
+		c, err := res.RowsAffected()
+		n += c
+		return err
+	})
+	return n, err
+}
+
 // query runs the statement over all rows of args and calls scan for every
 // row it returns.
 func (b *bulk) query(ctx context.Context, tx *sql.Tx, args []any, scan func(*sql.Rows) error) error {

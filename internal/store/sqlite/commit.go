@@ -52,12 +52,14 @@ func (s *Store) initStatements(ctx context.Context) error {
 		"messages": newBulk(s.w,
 			`INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
 			`(?,?,?,?,?,?,?,?,?,?,?)`, ``),
-		// Messages with a device msg_id learn which rows were new from
-		// RETURNING; a row not returned was a duplicate.
+		// Messages with a device msg_id: a row that conflicts is a
+		// duplicate and is not written. The rows affected say whether
+		// there was one; only then message_ids finds which (InsertMessages).
 		"messages_dedup": newBulk(s.w,
 			`INSERT INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
 			`(?,?,?,?,?,?,?,?,?,?,?)`,
-			` ON CONFLICT (device_id, msg_id) DO NOTHING RETURNING id`),
+			` ON CONFLICT (device_id, msg_id) DO NOTHING`),
+		"message_ids": newBulk(s.w, `SELECT id FROM messages WHERE id IN (`, `?`, `)`),
 		"readings": newBulk(s.w,
 			`INSERT INTO readings (dev, stream, ts, received_at, message_id, data) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
@@ -87,7 +89,7 @@ func (s *Store) initStatements(ctx context.Context) error {
 			updated_at = v.up
 		FROM v WHERE devices.key = v.k`)
 	s.lookup = newBulk(s.w, `SELECT id, key FROM devices WHERE id IN (`, `?`, `)`)
-	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["latest_lookup"], s.inserts["device_types"], s.inserts["events"], s.patch, s.lookup} {
+	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["message_ids"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["latest_lookup"], s.inserts["device_types"], s.inserts["events"], s.patch, s.lookup} {
 		if err := b.prepare(ctx); err != nil {
 			return fmt.Errorf("sqlite statements: %w", err)
 		}

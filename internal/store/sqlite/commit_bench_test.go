@@ -257,7 +257,7 @@ func benchDedupClause(ctx context.Context, b *testing.B, s *Store) {
 	}
 	ins := newBulk(s.w,
 		`INSERT OR FAIL INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
-		`(?,?,?,?,?,?,?,?,?,?,?)`, ` RETURNING id`)
+		`(?,?,?,?,?,?,?,?,?,?,?)`, ``)
 	if err := ins.prepare(ctx); err != nil {
 		b.Fatalf("dedup clause: %v", err)
 	}

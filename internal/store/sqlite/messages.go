@@ -22,8 +22,8 @@ func (s *Store) MaxMessageID(ctx context.Context) (int64, error) {
 }
 
 // InsertMessages implements readings.TxStore: messages without a msg_id
-// in one multi-row insert, those with one in another that returns which
-// were new.
+// in one multi-row insert, those with one in another that skips the
+// duplicates; only when it skipped some are the new ones looked up.
 func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) error {
 	withID := 0
 	for i := range msgs {
@@ -59,8 +59,21 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 	if len(dedup) == 0 {
 		return nil
 	}
-	inserted := make(map[int64]struct{}, len(dedupRows))
-	err := t.s.inserts["messages_dedup"].query(ctx, t.tx, dedup, func(r *sql.Rows) error {
+	n, err := t.s.inserts["messages_dedup"].execCount(ctx, t.tx, dedup)
+	if err != nil {
+		return err
+	}
+	if n == int64(len(dedupRows)) {
+		return nil // no duplicate: the common case costs no read
+	}
+	// Some were duplicates: the rows written are those whose (new) id
+	// is now stored.
+	ids := t.s.args.take(len(dedupRows))
+	for _, i := range dedupRows {
+		ids = append(ids, msgs[i].Message.ID)
+	}
+	inserted := make(map[int64]struct{}, n)
+	err = t.s.inserts["message_ids"].query(ctx, t.tx, ids, func(r *sql.Rows) error {
 		var id int64
 		if err := r.Scan(&id); err != nil {
 			return err
