@@ -17,6 +17,10 @@ import (
 // ErrClosed is returned for changes submitted after the committer stopped.
 var ErrClosed = errors.New("committer closed")
 
+// ErrStoreStuck is returned by Run when it stopped although a Commit of
+// the store had not returned (see Options.StopTimeout).
+var ErrStoreStuck = errors.New("the store's commit did not return")
+
 // Publisher receives the events of each committed batch, in commit order.
 // It must not block: the bus queues them per subscriber.
 type Publisher interface {
@@ -36,6 +40,25 @@ type Options struct {
 	// a full queue makes submitters wait, which is the back-pressure that
 	// keeps devices from outrunning the store.
 	QueueSize int
+	// StopTimeout bounds Run's stop with a store that stopped answering
+	// (a stuck disk, a database that no longer replies). Once Run's ctx
+	// ended, the commit under way and the drain of the queue run with a
+	// context of their own for StopTimeout; then that context is
+	// cancelled, which a store that honours it (database/sql and pgx roll
+	// back a transaction whose context ends before COMMIT) answers with a
+	// failure: every ticket of the batch, and of the rest of the queue,
+	// fails, so no change is acknowledged unless it was stored. If the
+	// store's Commit still has not returned StopTimeout later, Run gives
+	// up on it and returns ErrStoreStuck, leaving the commit's goroutine
+	// behind: its tickets complete if and when the Commit returns, and
+	// their callers stopped waiting for them (the broker closed every
+	// connection first, so none is acknowledged).
+	//
+	// Default 5s: a healthy store commits a batch in milliseconds, and
+	// the hub's whole stop (the broker's ShutdownGrace, then this twice)
+	// stays within the 30 s an orchestrator gives a process before it
+	// kills it (Kubernetes' default grace period).
+	StopTimeout time.Duration
 }
 
 // Committer writes changes in group commits. Create it with New and run it
@@ -54,6 +77,12 @@ type Committer struct {
 	// ever enqueued (a callback left uncalled would leave its caller
 	// waiting for ever).
 	enqueuing sync.RWMutex
+	// committing is the size of the batch whose Commit is under way (0:
+	// none), for the log of a stop that gives up on it.
+	committing atomic.Int64
+	// hooks, nil but in tests, are called at the points of the stop that
+	// a test orders against Enqueue (export_test.go).
+	hooks *hooks
 
 	batchSize  prometheus.Histogram
 	commitTime prometheus.Histogram
@@ -69,6 +98,9 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 20000
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 5 * time.Second
 	}
 	c := &Committer{
 		store:    store,
@@ -97,6 +129,14 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 		reg.MustRegister(c.batchSize, c.commitTime, c.failures)
 	}
 	return c
+}
+
+// hooks are the points where a test holds an Enqueue or the stop, to
+// order them (export_test.go). Each is set.
+type hooks struct {
+	enqueue  func() // Enqueue found the committer running and is about to queue
+	stopping func() // Run closed stopping
+	draining func() // Run is about to drain the queue
 }
 
 // Ticket tracks one submitted change until it is committed.
@@ -134,6 +174,9 @@ func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 	case <-c.stopping:
 		return nil, ErrClosed
 	default:
+	}
+	if c.hooks != nil {
+		c.hooks.enqueue()
 	}
 	select {
 	case c.q <- t:
@@ -211,7 +254,51 @@ func (c *Committer) LastSeq() int64 { return c.lastSeq.Load() }
 // and returns: every ticket enqueued is completed (Wait returns, OnDone
 // callbacks are called), with the commit's outcome. Stop the producers (the
 // broker, the API) before ctx ends so that nothing is left waiting.
+//
+// A store that does not answer bounds the stop (Options.StopTimeout): the
+// commits' context is cancelled StopTimeout after ctx ended, and Run
+// returns ErrStoreStuck StopTimeout later if the store's Commit still has
+// not returned.
 func (c *Committer) Run(ctx context.Context) error {
+	// The commits' context: not ctx, whose end must not fail a batch that
+	// was handed to the store (its devices wait for their acks), but one
+	// that the stop cancels once the store had StopTimeout to finish.
+	cctx, cancelCommits := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCommits()
+	// The loop runs on a goroutine of its own, one per Run, so that Run
+	// can return while a Commit does not; the commit path itself is not
+	// changed by it.
+	done := make(chan error, 1)
+	go func() { done <- c.run(ctx, cctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	timer := time.NewTimer(c.opts.StopTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+	}
+	c.log.Warn("store commit not done at stop: cancelling it, the changes not stored fail (not acknowledged)",
+		"store", fmt.Sprintf("%T", c.store), "committing", c.committing.Load(), "queued", len(c.q), "stop_timeout", c.opts.StopTimeout)
+	cancelCommits()
+	timer.Reset(c.opts.StopTimeout)
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+	}
+	n := c.committing.Load() + int64(len(c.q))
+	c.log.Warn("store commit still not returned: the committer stops without it, its changes not stored nor acknowledged",
+		"store", fmt.Sprintf("%T", c.store), "changes", n, "waited", 2*c.opts.StopTimeout)
+	return fmt.Errorf("%w within %s of the stop (%T): %d changes neither stored nor acknowledged", ErrStoreStuck, 2*c.opts.StopTimeout, c.store, n)
+}
+
+// run is Run's loop; cctx is the commits' context.
+func (c *Committer) run(ctx, cctx context.Context) error {
 	defer close(c.finished)
 	batch := make([]*Ticket, 0, c.opts.MaxBatch)
 	for {
@@ -220,14 +307,20 @@ func (c *Committer) Run(ctx context.Context) error {
 			batch = append(batch[:0], t)
 		case <-ctx.Done():
 			close(c.stopping)
+			if c.hooks != nil {
+				c.hooks.stopping()
+			}
 			// Wait out the Enqueues under way: each has put its
 			// ticket on q or returned ErrClosed.
 			c.enqueuing.Lock()
 			c.enqueuing.Unlock()
-			return c.drain(batch)
+			if c.hooks != nil {
+				c.hooks.draining()
+			}
+			return c.drain(cctx, batch)
 		}
 		batch = c.fill(ctx, batch)
-		c.commit(ctx, batch)
+		c.commit(cctx, batch)
 	}
 }
 
@@ -261,9 +354,9 @@ func (c *Committer) fill(ctx context.Context, batch []*Ticket) []*Ticket {
 	return batch
 }
 
-func (c *Committer) drain(batch []*Ticket) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// drain commits what is queued, with the commits' context cctx (which
+// Run cancels if the store takes too long).
+func (c *Committer) drain(cctx context.Context, batch []*Ticket) error {
 	for {
 		batch = batch[:0]
 		for len(batch) < c.opts.MaxBatch {
@@ -278,19 +371,23 @@ func (c *Committer) drain(batch []*Ticket) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		c.commit(ctx, batch)
+		c.commit(cctx, batch)
 	}
 }
 
-func (c *Committer) commit(ctx context.Context, batch []*Ticket) {
+// commit commits batch with the commits' context cctx: it is not
+// cancelled when Run's ctx ends (a batch handed to the store is finished,
+// its devices wait for their acks), only when the store did not finish
+// within the StopTimeout (Run).
+func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 	changes := make([]*Change, len(batch))
 	for i, t := range batch {
 		changes[i] = t.Change
 	}
 	start := time.Now()
-	// A batch that was handed to the store is finished even if ctx ends
-	// now: the client is waiting for its ack.
-	err := c.store.Commit(context.WithoutCancel(ctx), changes)
+	c.committing.Store(int64(len(batch)))
+	err := c.store.Commit(cctx, changes)
+	c.committing.Store(0)
 	c.commitTime.Observe(time.Since(start).Seconds())
 	c.batchSize.Observe(float64(len(batch)))
 	if err != nil {

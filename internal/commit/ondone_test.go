@@ -3,6 +3,8 @@ package commit_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -124,57 +126,187 @@ func TestOnDone(t *testing.T) {
 	}
 }
 
-// TestOnDoneEnqueueRacingStop: tickets enqueued while the committer stops
-// are either refused (ErrClosed) or completed: no callback is left
-// uncalled, so nobody waits for ever.
+// TestOnDoneEnqueueRacingStop: an Enqueue that found the committer
+// running when its stop began either puts its ticket where the drain finds
+// it or returns ErrClosed: no ticket is left whose OnDone is never called.
+//
+// The interleaving is forced, with no sleeps: a few Enqueues are held
+// after they found the committer running and before they queue (the stop
+// hooks of export_test.go); the stop begins; they go on only once Run
+// waits for them (EnqueuesHeldOff). A Run that did not wait for them
+// would drain the queue while they are held, and a ticket one of them
+// queued after that would never be completed: the test fails when the
+// drain begins first.
 func TestOnDoneEnqueueRacingStop(t *testing.T) {
-	for round := range 20 {
-		// Room for every commit's report: the queue holds 100 changes.
-		st := &fakeStore{entered: make(chan int, 1<<16)}
-		c := newCommitter(st, &fakePub{}, commit.Options{MaxBatch: 3, QueueSize: 100})
-		stop := run(t, c)
-		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			pending []*calls
-		)
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ; i++ {
-					tk, err := c.Enqueue(context.Background(), change("d"))
-					if errors.Is(err, commit.ErrClosed) {
-						return
-					}
-					if err != nil {
-						t.Errorf("enqueue %d/%d: %v", g, i, err)
-						return
-					}
-					cl := newCalls()
-					tk.OnDone(cl.fn)
-					mu.Lock()
-					pending = append(pending, cl)
-					mu.Unlock()
-				}
-			}()
+	const racing = 8
+	st := newFakeStore()
+	c := newCommitter(st, &fakePub{}, commit.Options{QueueSize: 100})
+	arrived := make(chan struct{}, racing)
+	hold := make(chan struct{})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(hold) }) }
+	t.Cleanup(release) // a failed test lets the held Enqueues go (goleak)
+	stopping, draining := make(chan struct{}), make(chan struct{})
+	commit.SetStopHooks(c,
+		func() { arrived <- struct{}{}; <-hold },
+		func() { close(stopping) },
+		func() { close(draining) })
+	stop := run(t, c)
+
+	type result struct {
+		cl  *calls // the ticket's callback, nil if Enqueue failed
+		err error
+	}
+	results := make(chan result, racing)
+	for range racing {
+		go func() {
+			tk, err := c.Enqueue(context.Background(), change("d"))
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			cl := newCalls()
+			tk.OnDone(cl.fn)
+			results <- result{cl: cl}
+		}()
+	}
+	for i := range racing {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d Enqueues reached the hook after 10s", i, racing)
 		}
-		// Stop once some commits went by, with enqueues under way.
-		entered(t, st)
-		entered(t, st)
-		if err := stop(); err != nil {
-			t.Fatalf("round %d: run: %v", round, err)
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	<-stopping
+	for !commit.EnqueuesHeldOff(c) {
+		select {
+		case <-draining:
+			t.Fatal("Run drained the queue while Enqueues that found the committer running were under way: a ticket queued after the drain would never be completed")
+		default:
+			runtime.Gosched()
 		}
-		wg.Wait()
-		for i, cl := range pending {
+	}
+	release()
+	if err := <-stopped; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	// Run returned: every ticket queued was completed by the drain.
+	for range racing {
+		r := <-results
+		switch {
+		case r.cl == nil && !errors.Is(r.err, commit.ErrClosed):
+			t.Errorf("enqueue: %v, want a ticket or ErrClosed", r.err)
+		case r.cl == nil:
+		default:
 			select {
-			case <-cl.done:
+			case <-r.cl.done:
 			default:
-				t.Fatalf("round %d: ticket %d of %d enqueued was never completed", round, i, len(pending))
+				t.Fatal("a ticket enqueued was not completed when Run returned")
 			}
-			if n := cl.n.Load(); n != 1 || cl.err != nil {
-				t.Fatalf("round %d: ticket %d: %d calls, outcome %v; want one call, nil", round, i, n, cl.err)
+			if n := r.cl.n.Load(); n != 1 || r.cl.err != nil {
+				t.Errorf("ticket: %d calls, outcome %v; want one call, nil", n, r.cl.err)
 			}
 		}
+	}
+}
+
+// hungStore's Commit waits for release; if honourCtx, it gives up when its
+// context ends, as database/sql and pgx do before COMMIT; if not, it waits
+// whatever the context says (a disk stuck in an fsync).
+type hungStore struct {
+	honourCtx bool
+	entered   chan struct{}
+	release   chan struct{}
+}
+
+func (s *hungStore) Commit(ctx context.Context, _ []*commit.Change) error {
+	s.entered <- struct{}{}
+	if !s.honourCtx {
+		<-s.release
+		return nil
+	}
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestStopWithHungStore: a store whose Commit does not return bounds the
+// committer's stop by its StopTimeout. A store that honours the commit's
+// context is cancelled: every ticket, the one under way and the queued
+// ones, fails (so none is acknowledged) and Run returns. A store that
+// does not is left behind: Run returns ErrStoreStuck with the tickets not
+// completed, and they complete once, if the Commit ever returns.
+func TestStopWithHungStore(t *testing.T) {
+	for _, honour := range []bool{true, false} {
+		t.Run(fmt.Sprintf("honours its context %v", honour), func(t *testing.T) {
+			st := &hungStore{honourCtx: honour, entered: make(chan struct{}, 16), release: make(chan struct{})}
+			c := newCommitter(st, &fakePub{}, commit.Options{MaxBatch: 1, StopTimeout: 20 * time.Millisecond})
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan error, 1)
+			go func() { stopped <- c.Run(ctx) }()
+			ts := enqueue(t, c, "a")
+			<-st.entered // a's commit hangs
+			ts = append(ts, enqueue(t, c, "b", "c")...)
+			cs := make([]*calls, len(ts))
+			for i, tk := range ts {
+				cs[i] = newCalls()
+				tk.OnDone(cs[i].fn)
+			}
+			cancel()
+			var err error
+			select {
+			case err = <-stopped:
+			case <-time.After(10 * time.Second):
+				close(st.release)
+				t.Fatal("Run did not return within 10s of its stop with the store's Commit hung")
+			}
+			if honour {
+				if err != nil {
+					t.Fatalf("run: %v", err)
+				}
+				for i := range ts {
+					select {
+					case <-cs[i].done:
+					default:
+						t.Fatalf("ticket %d not completed when Run returned", i)
+					}
+					if !errors.Is(cs[i].err, context.Canceled) {
+						t.Errorf("ticket %d: outcome %v, want the cancelled commit's failure", i, cs[i].err)
+					}
+				}
+				close(st.release)
+				return
+			}
+			if !errors.Is(err, commit.ErrStoreStuck) {
+				t.Fatalf("run: %v, want ErrStoreStuck", err)
+			}
+			for i := range ts {
+				if cs[i].n.Load() != 0 {
+					t.Fatalf("ticket %d completed although its commit has not returned", i)
+				}
+			}
+			// The Commit returns after all: the abandoned loop completes
+			// every ticket once, and ends (goleak).
+			close(st.release)
+			for i := range ts {
+				if err := cs[i].wait(t); err != nil {
+					t.Errorf("ticket %d: outcome %v", i, err)
+				}
+			}
+			if _, err := c.Enqueue(context.Background(), change("late")); !errors.Is(err, commit.ErrClosed) {
+				t.Errorf("enqueue after the stop: %v, want ErrClosed", err)
+			}
+			for i := range ts {
+				if n := cs[i].n.Load(); n != 1 {
+					t.Errorf("ticket %d: %d calls, want 1", i, n)
+				}
+			}
+		})
 	}
 }
