@@ -178,6 +178,24 @@ type Options struct {
 	// timeout, pubacks.go); a timeout counts as "not stored" and
 	// disconnects the device.
 	HandlerTimeout time.Duration
+	// ShutdownGrace bounds the broker's stop (default 5s). Run's stop
+	// closes every connection at once (no PUBACK is written after it
+	// began), and then waits up to ShutdownGrace, counted from the
+	// stop's start, for what the connections were waiting for: the
+	// presence records of their disconnects and the outcomes of the QoS 1
+	// publishes taken in and handed to the commit path. What is not done
+	// by then is abandoned, logged (how many publishes) and not
+	// acknowledged: the devices send those messages again, so a PUBACK
+	// still means stored. A late outcome finds its connection ended and
+	// only updates the broker's count.
+	//
+	// Not HandlerTimeout: that is how long a running hub lets a slow
+	// store (a checkpoint, a failover) take before it disconnects a
+	// device, and 30 s of it, before the committer's own stop, would
+	// overrun the time an orchestrator gives a stopping process. A
+	// healthy store commits in milliseconds, so 5 s abandons only what a
+	// stuck store holds.
+	ShutdownGrace time.Duration
 	// ReadBufferSize sizes the per-client read buffer, allocated for
 	// every connection (default 1 KiB: device messages are small, a
 	// larger packet is read past the buffer, and a burst of pipelined
@@ -256,6 +274,9 @@ func (o *Options) setDefaults() {
 	if o.HandlerTimeout <= 0 {
 		o.HandlerTimeout = 30 * time.Second
 	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 5 * time.Second
+	}
 	if o.ReadBufferSize <= 0 {
 		o.ReadBufferSize = 1 << 10
 	}
@@ -320,9 +341,17 @@ type Broker struct {
 
 	ready   chan struct{}
 	running atomic.Bool
-	served  atomic.Bool // mochi's Serve started the listeners
-	closing atomic.Bool // set when shutdown starts: disconnects are "shutdown"
-	addr    atomic.Value
+	served  atomic.Bool  // mochi's Serve started the listeners
+	closing atomic.Bool  // set when shutdown starts: disconnects are "shutdown"
+	stopBy  atomic.Int64 // Unix ns: the end of the shutdown grace, set before closing
+
+	// unsettled counts the QoS 1 publishes handed to the PublishStarter
+	// whose outcome has not come (pubacks.go); once closing, the outcome
+	// that brings it to zero sends a token on allSettled (1-buffered), on
+	// which shutdown waits, up to the ShutdownGrace.
+	unsettled  atomic.Int64
+	allSettled chan struct{}
+	addr       atomic.Value
 
 	gens      atomic.Uint64 // last generation handed out
 	connected atomic.Int64  // sessions for which Connected was called and Disconnected not yet
@@ -408,6 +437,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		current:     map[string]uint64{},
 		devs:        map[string]*deviceConns{},
 		writersQuit: make(chan struct{}),
+		allSettled:  make(chan struct{}, 1),
 	}
 	b.deepReaders = newDeepReaders(b.writersQuit, (*clientConn).readPackets)
 	if opts.TLSAddr != "" {
@@ -676,10 +706,12 @@ func (b *Broker) acceptFailed(listener string, err error, wait time.Duration) {
 }
 
 // shutdown stops the listeners, closes every connection and waits for
-// their goroutines, and only then closes mochi's server: mochi's Close
+// their goroutines, then for the outcomes of the publishes taken in, up to
+// the ShutdownGrace, and only then closes mochi's server: mochi's Close
 // waits on a WaitGroup that each connection goroutine adds to itself, so
 // it must not run while a connection can still start.
 func (b *Broker) shutdown() {
+	b.stopBy.Store(time.Now().Add(b.opts.ShutdownGrace).UnixNano())
 	b.closing.Store(true)
 	b.mu.Lock()
 	b.closed = true
@@ -689,6 +721,9 @@ func (b *Broker) shutdown() {
 	}
 	b.conns.Range(func(_, v any) bool {
 		s := v.(*session)
+		// A read loop waiting for the commit path (a full queue) gives
+		// up, so that its connection can end.
+		s.pubacks.end()
 		cl := s.client.Load()
 		switch {
 		case cl == nil:
@@ -702,11 +737,36 @@ func (b *Broker) shutdown() {
 		return true
 	})
 	b.wg.Wait()
+	if n := b.waitSettled(); n > 0 {
+		b.log.Warn("mqtt shutdown: QoS 1 publishes whose commit did not end within the shutdown grace abandoned, not acknowledged (the devices send them again)",
+			"publishes", n, "shutdown_grace", b.opts.ShutdownGrace)
+	}
 	close(b.writersQuit)
 	b.writersWg.Wait()
 	b.deepReaders.wait()
 	if b.served.Load() {
 		_ = b.server.Close()
+	}
+}
+
+// waitSettled waits until every publish taken in has its outcome, or the
+// shutdown grace ended, and returns how many have none. Every connection
+// has ended: the count only goes down.
+func (b *Broker) waitSettled() int64 {
+	if b.unsettled.Load() == 0 {
+		return 0
+	}
+	timer := time.NewTimer(time.Until(time.Unix(0, b.stopBy.Load())))
+	defer timer.Stop()
+	for {
+		if n := b.unsettled.Load(); n == 0 {
+			return 0
+		}
+		select {
+		case <-b.allSettled:
+		case <-timer.C:
+			return b.unsettled.Load()
+		}
 	}
 }
 
@@ -881,7 +941,13 @@ func (b *Broker) disconnected(s *session, r reason) {
 	}
 	b.connected.Add(-1)
 	b.m.disconnects.WithLabelValues(r.name).Inc()
-	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
+	deadline := time.Now().Add(presenceTimeout)
+	if b.closing.Load() {
+		// Within the shutdown grace: a store that stopped answering
+		// must not hold every connection's end for presenceTimeout.
+		deadline = time.Unix(0, b.stopBy.Load())
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	b.deps.Presence.Disconnected(ctx, s.deviceID, s.gen, r.name, r.cause)
 }

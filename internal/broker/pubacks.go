@@ -125,9 +125,10 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 	q.mu.Unlock()
 
 	// Counted until settled, so that shutdown waits for the outcome of
-	// every publish taken in. The read loop's goroutine is counted in
-	// b.wg until it returns, so this Add never races with shutdown's Wait.
-	b.wg.Add(1)
+	// every publish taken in (up to the ShutdownGrace). The read loop's
+	// goroutine is counted in b.wg until it returns, and shutdown waits
+	// for b.wg before it reads this count: it only goes down then.
+	b.unsettled.Add(1)
 	started, err := st.StartPublish(q.ctx, p, func(err error) { b.settle(cl, s, e, err) })
 	if !started {
 		b.settle(cl, s, e, err)
@@ -149,8 +150,14 @@ func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 		b.acksSettled(&s.out, cl)
 	}
 	// After the writer was started: shutdown waits for the writers only
-	// once b.wg is done.
-	b.wg.Done()
+	// once this count is zero (or the grace ended: then every connection
+	// has ended, and acksSettled starts no writer).
+	if b.unsettled.Add(-1) == 0 && b.closing.Load() {
+		select {
+		case b.allSettled <- struct{}{}:
+		default: // a token is there already
+		}
+	}
 }
 
 // writeAcks writes the PUBACKs of the settled publishes at the head of

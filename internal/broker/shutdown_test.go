@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,8 +65,10 @@ func TestShutdownWithStuckStore(t *testing.T) {
 	// Whatever happens, the store returns at the end, so that nothing
 	// is left running (goleak).
 	t.Cleanup(func() { close(st.release) })
-	c := commit.New(st, discardEvents{}, commit.Options{}, log, nil)
-	b, err := New(Options{Addr: "127.0.0.1:0"},
+	// Short bounds, so that the test is quick; the deadlines below are
+	// far beyond them.
+	c := commit.New(st, discardEvents{}, commit.Options{StopTimeout: 100 * time.Millisecond}, log, nil)
+	b, err := New(Options{Addr: "127.0.0.1:0", ShutdownGrace: 200 * time.Millisecond},
 		Deps{Authenticator: fakeAuth{"dev1": {password: "pw1", typ: "t"}}, PublishHandler: committerIngest{c}, Presence: &fakePresence{}},
 		log, nil)
 	if err != nil {
@@ -84,14 +88,12 @@ func TestShutdownWithStuckStore(t *testing.T) {
 	}()
 	<-b.Ready()
 
-	cl, _, err := dial(t, b.Addr(), "dev1", "dev1", "pw1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	published := make(chan error, 1)
+	cl, tap, _ := dialTapped(t, &harness{b: b})
+	pctx, cancelPublish := context.WithCancel(context.Background())
+	defer cancelPublish()
 	go func() {
-		_, err := cl.Publish(context.Background(), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"t":1}`)})
-		published <- err
+		// No PUBACK comes: it returns when the test ends.
+		_, _ = cl.Publish(pctx, &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"t":1}`)})
 	}()
 	select {
 	case <-st.entered:
@@ -110,16 +112,20 @@ func TestShutdownWithStuckStore(t *testing.T) {
 		t.Fatal("the broker's shutdown did not return within 20s with the store's Commit hung")
 	}
 	select {
-	case err := <-published:
-		if err == nil {
-			t.Fatal("the publish was acknowledged although it was never stored")
-		}
+	case <-cl.Done():
 	case <-deadline:
 		t.Fatal("the device's connection was not closed")
 	}
+	// The wire says it: the shutdown's DISCONNECT (0x8b, server shutting
+	// down), and no PUBACK.
+	if got := tap.received(t); !slices.Equal(got, []string{"disconnect 0x8b"}) {
+		t.Fatalf("the broker sent %q, want only the shutdown's DISCONNECT", got)
+	}
 	select {
 	case err := <-commitDone:
-		t.Logf("committer run: %v", err)
+		if !errors.Is(err, commit.ErrStoreStuck) {
+			t.Fatalf("committer run: %v, want ErrStoreStuck", err)
+		}
 	case <-deadline:
 		t.Fatal("the committer's stop did not return within 20s with the store's Commit hung")
 	}
