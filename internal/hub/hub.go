@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,9 @@ type Hub struct {
 	// closeStore closes the store once, whether Run or Close gets there
 	// first.
 	closeStore func() error
+	// storeStuck: Run stopped with a commit of the store that never
+	// returned (commit.ErrStoreStuck); the store is left open.
+	storeStuck atomic.Bool
 
 	types     *devicetype.Registry
 	committer *commit.Committer
@@ -451,10 +455,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store
 		}
 		return st, nil
 	default:
-		path := cfg.Storage.SQLite.Path
-		if path == "" {
-			path = filepath.Join(cfg.DataDir, "devicehub.db")
-		}
+		path := sqlitePath(cfg)
 		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, Logger: log.With("component", "store")})
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -536,8 +537,20 @@ type storeRunner interface {
 // disconnects and batch; then the event bus, which delivers their events;
 // then the store's own work. Each stage's part stops the next one when it
 // returns.
+//
+// A store that stopped answering bounds the stop instead of hanging it
+// (docs/ARCHITECTURE.md, "Shutdown"): the broker gives up on the publishes
+// awaiting their commit after its shutdown grace, unacknowledged, and the
+// committer on the stuck commit after twice its StopTimeout; then Run
+// returns an error that names the store and wraps commit.ErrStoreStuck,
+// and leaves the store open, with the commit's goroutine, since closing it
+// would wait for that commit.
 func (h *Hub) Run(ctx context.Context) error {
-	defer h.closeStore()
+	defer func() {
+		if !h.storeStuck.Load() {
+			h.closeStore()
+		}
+	}()
 	g, gctx := errgroup.WithContext(ctx)
 	keep := context.WithoutCancel(ctx)
 	commitCtx, stopCommit := context.WithCancel(keep)
@@ -558,7 +571,13 @@ func (h *Hub) Run(ctx context.Context) error {
 		} else {
 			defer stopFan()
 		}
-		return h.committer.Run(commitCtx)
+		err := h.committer.Run(commitCtx)
+		if errors.Is(err, commit.ErrStoreStuck) {
+			h.storeStuck.Store(true)
+			h.log.Warn("stopping with the store's commit stuck: the store is left open", "store", h.storeName())
+			return fmt.Errorf("storage %s: %w (left open)", h.storeName(), err)
+		}
+		return err
 	})
 	if h.fanout != nil {
 		g.Go(func() error {
@@ -580,12 +599,34 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 // Close releases what New acquired (the store) for a hub that is not run;
-// after Run it does nothing. It is safe to call more than once.
+// after Run it does nothing (after a Run that left a stuck store open
+// neither: closing it would wait for the stuck commit). It is safe to call
+// more than once.
 func (h *Hub) Close() error {
 	if h.fanout != nil {
 		h.fanout.Close()
 	}
+	if h.storeStuck.Load() {
+		return nil
+	}
 	return h.closeStore()
+}
+
+// storeName names the store for the logs and errors of a stuck one: its
+// driver and, for SQLite, its file (a PostgreSQL DSN may hold a password).
+func (h *Hub) storeName() string {
+	if h.cfg.Storage.Driver == "postgres" {
+		return "postgres"
+	}
+	return "sqlite " + sqlitePath(h.cfg)
+}
+
+// sqlitePath is the SQLite database's file.
+func sqlitePath(cfg *config.Config) string {
+	if cfg.Storage.SQLite.Path != "" {
+		return cfg.Storage.SQLite.Path
+	}
+	return filepath.Join(cfg.DataDir, "devicehub.db")
 }
 
 func (h *Hub) runFront(ctx context.Context) error {
