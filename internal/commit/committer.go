@@ -50,9 +50,10 @@ type Options struct {
 	// fails, so no change is acknowledged unless it was stored. If the
 	// store's Commit still has not returned StopTimeout later, Run gives
 	// up on it and returns ErrStoreStuck, leaving the commit's goroutine
-	// behind: its tickets complete if and when the Commit returns, and
-	// their callers stopped waiting for them (the broker closed every
-	// connection first, so none is acknowledged).
+	// behind: Wait returns ErrStoreStuck for the tickets not completed,
+	// and their OnDone callbacks are called if and when the Commit
+	// returns (the broker, their one user, closed every connection
+	// before, so none is acknowledged).
 	//
 	// Default 5s: a healthy store commits a batch in milliseconds, and
 	// the hub's whole stop (the broker's ShutdownGrace, then this twice)
@@ -71,6 +72,9 @@ type Committer struct {
 	q        chan *Ticket
 	stopping chan struct{}
 	finished chan struct{}
+	// gaveUp is closed when Run returns ErrStoreStuck: Wait stops waiting
+	// for the tickets the stuck commit and the queue still hold.
+	gaveUp chan struct{}
 	// enqueuing is held shared by every Enqueue while it puts a ticket
 	// on q, and once exclusively by Run after it closed stopping: after
 	// that no ticket can reach q, so the drain completes every ticket
@@ -110,6 +114,7 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 		q:        make(chan *Ticket, opts.QueueSize),
 		stopping: make(chan struct{}),
 		finished: make(chan struct{}),
+		gaveUp:   make(chan struct{}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "devicehub_commit_batch_size",
 			Help:    "Changes per group commit.",
@@ -213,7 +218,10 @@ func (t *Ticket) complete(err error) {
 }
 
 // Wait blocks until the change is committed (nil, or the change's own
-// error such as ErrDeviceExists) or failed.
+// error such as ErrDeviceExists) or failed, or the committer gave up on a
+// stuck store (ErrStoreStuck: the change may still be stored, if the
+// store's Commit returns after all, but it was not in time to be
+// acknowledged).
 func (t *Ticket) Wait(ctx context.Context) error {
 	select {
 	case <-t.done:
@@ -226,6 +234,13 @@ func (t *Ticket) Wait(ctx context.Context) error {
 			return t.result()
 		default:
 			return ErrClosed
+		}
+	case <-t.c.gaveUp:
+		select {
+		case <-t.done:
+			return t.result()
+		default:
+			return ErrStoreStuck
 		}
 	}
 }
@@ -292,10 +307,16 @@ func (c *Committer) Run(ctx context.Context) error {
 	case <-timer.C:
 	}
 	n := c.committing.Load() + int64(len(c.q))
+	close(c.gaveUp)
 	c.log.Warn("store commit still not returned: the committer stops without it, its changes not stored nor acknowledged",
 		"store", fmt.Sprintf("%T", c.store), "changes", n, "waited", 2*c.opts.StopTimeout)
 	return fmt.Errorf("%w within %s of the stop (%T): %d changes neither stored nor acknowledged", ErrStoreStuck, 2*c.opts.StopTimeout, c.store, n)
 }
+
+// Done is closed once Run's loop has ended: when Run returned, unless it
+// returned ErrStoreStuck; then once the stuck Commit returned and the
+// loop drained the queue (what is left of the store can be closed then).
+func (c *Committer) Done() <-chan struct{} { return c.finished }
 
 // run is Run's loop; cctx is the commits' context.
 func (c *Committer) run(ctx, cctx context.Context) error {

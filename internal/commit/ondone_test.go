@@ -286,9 +286,13 @@ func TestStopWithHungStore(t *testing.T) {
 			if !errors.Is(err, commit.ErrStoreStuck) {
 				t.Fatalf("run: %v, want ErrStoreStuck", err)
 			}
-			for i := range ts {
+			for i, tk := range ts {
 				if cs[i].n.Load() != 0 {
 					t.Fatalf("ticket %d completed although its commit has not returned", i)
+				}
+				// Who waits for it stops waiting: not stored in time.
+				if err := tk.Wait(context.Background()); !errors.Is(err, commit.ErrStoreStuck) {
+					t.Fatalf("ticket %d: Wait returned %v, want ErrStoreStuck", i, err)
 				}
 			}
 			// The Commit returns after all: the abandoned loop completes

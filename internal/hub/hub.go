@@ -101,6 +101,9 @@ type Hub struct {
 	// storeStuck: Run stopped with a commit of the store that never
 	// returned (commit.ErrStoreStuck); the store is left open.
 	storeStuck atomic.Bool
+	// frontStop is how long Run's stop waits for the producers before it
+	// stops the committer anyway (defaultFrontStop).
+	frontStop time.Duration
 
 	types     *devicetype.Registry
 	committer *commit.Committer
@@ -168,7 +171,33 @@ type Hub struct {
 // New builds a hub: opens the store (running its migrations), loads the
 // credential view, and creates every component. Nothing is served until Run.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error) {
-	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
+	return newHub(ctx, cfg, log, testOptions{})
+}
+
+// testOptions are what tests change of a hub that the configuration does
+// not hold (export_test.go); zero for every real hub.
+type testOptions struct {
+	// wrapCommits wraps the store the committer writes to.
+	wrapCommits func(commit.Store) commit.Store
+	// shutdownGrace, commitStop and frontStop replace the broker's
+	// ShutdownGrace, the committer's StopTimeout and defaultFrontStop
+	// when set.
+	shutdownGrace, commitStop, frontStop time.Duration
+}
+
+// defaultFrontStop is how long the stop waits for the producers before it
+// stops the committer anyway: the HTTP server's own shutdown bound, and
+// twice the broker's default ShutdownGrace. A healthy hub's producers stop
+// well within it; past it only a producer waiting for a store that
+// stopped answering is left, and the committer's stop is what ends that
+// wait.
+const defaultFrontStop = 10 * time.Second
+
+func newHub(ctx context.Context, cfg *config.Config, log *slog.Logger, to testOptions) (*Hub, error) {
+	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{}), frontStop: defaultFrontStop}
+	if to.frontStop > 0 {
+		h.frontStop = to.frontStop
+	}
 	h.httpRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "devicehub_http_connections_refused_total",
 		Help: "HTTP connections answered 503 and closed because the listener's connection cap was reached.",
@@ -228,10 +257,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		}
 		pub = h.fanout
 	}
-	h.committer = commit.New(st, pub, commit.Options{
-		MaxBatch:  cfg.Commit.MaxBatch,
-		Linger:    cfg.Commit.Linger,
-		QueueSize: cfg.Commit.QueueSize,
+	var commits commit.Store = st
+	if to.wrapCommits != nil {
+		commits = to.wrapCommits(st)
+	}
+	h.committer = commit.New(commits, pub, commit.Options{
+		MaxBatch:    cfg.Commit.MaxBatch,
+		Linger:      cfg.Commit.Linger,
+		QueueSize:   cfg.Commit.QueueSize,
+		StopTimeout: to.commitStop,
 	}, log.With("component", "commit"), h.reg)
 
 	ids := &commit.IDs{}
@@ -259,7 +293,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Hub, error
 		generation = h.clusterStore().NextSessionGeneration
 	}
 
-	emb, err := broker.New(brokerOptions(cfg, generation), broker.Deps{
+	bopts := brokerOptions(cfg, generation)
+	bopts.ShutdownGrace = to.shutdownGrace
+	emb, err := broker.New(bopts, broker.Deps{
 		Authenticator:  h.registry,
 		PublishHandler: brokerIngest{h},
 		Presence:       h.presence,
@@ -543,8 +579,8 @@ type storeRunner interface {
 // awaiting their commit after its shutdown grace, unacknowledged, and the
 // committer on the stuck commit after twice its StopTimeout; then Run
 // returns an error that names the store and wraps commit.ErrStoreStuck,
-// and leaves the store open, with the commit's goroutine, since closing it
-// would wait for that commit.
+// and leaves the commit's goroutine behind, and the store open until that
+// commit returns, since closing it would wait for the commit.
 func (h *Hub) Run(ctx context.Context) error {
 	defer func() {
 		if !h.storeStuck.Load() {
@@ -561,6 +597,23 @@ func (h *Hub) Run(ctx context.Context) error {
 		defer stopCommit()
 		return h.runFront(gctx)
 	})
+	// A producer that waits for a commit as it stops (the alert
+	// evaluator stores where it got to) would wait for ever on a store
+	// that stopped answering: the committer's stop, which bounds that
+	// wait (commit.Options.StopTimeout), begins frontStop after the
+	// front was told to stop even if it has not.
+	g.Go(func() error {
+		<-gctx.Done()
+		t := time.NewTimer(h.frontStop)
+		defer t.Stop()
+		select {
+		case <-commitCtx.Done(): // the front stopped
+		case <-t.C:
+			h.log.Warn("producers not stopped in time (waiting for the store?): stopping the committer anyway", "waited", h.frontStop)
+			stopCommit()
+		}
+		return nil
+	})
 	// In cluster mode the committer publishes to the fan-out, which
 	// publishes to the bus: each stops the next.
 	fanCtx, stopFan := context.WithCancel(keep)
@@ -574,8 +627,15 @@ func (h *Hub) Run(ctx context.Context) error {
 		err := h.committer.Run(commitCtx)
 		if errors.Is(err, commit.ErrStoreStuck) {
 			h.storeStuck.Store(true)
-			h.log.Warn("stopping with the store's commit stuck: the store is left open", "store", h.storeName())
-			return fmt.Errorf("storage %s: %w (left open)", h.storeName(), err)
+			h.log.Warn("stopping with the store's commit stuck: the store is closed only if that commit returns", "store", h.storeName())
+			// Closing it now would wait for the stuck commit (it holds
+			// the writer); the one goroutine left behind besides the
+			// committer's closes it if the commit ever returns.
+			go func() {
+				<-h.committer.Done()
+				h.closeStore()
+			}()
+			return fmt.Errorf("storage %s: %w", h.storeName(), err)
 		}
 		return err
 	})
@@ -600,8 +660,8 @@ func (h *Hub) Run(ctx context.Context) error {
 
 // Close releases what New acquired (the store) for a hub that is not run;
 // after Run it does nothing (after a Run that left a stuck store open
-// neither: closing it would wait for the stuck commit). It is safe to call
-// more than once.
+// neither: it is closed if its commit returns). It is safe to call more
+// than once.
 func (h *Hub) Close() error {
 	if h.fanout != nil {
 		h.fanout.Close()
