@@ -56,9 +56,10 @@ type Options struct {
 	// before, so none is acknowledged).
 	//
 	// Default 5s: a healthy store commits a batch in milliseconds, and
-	// the hub's whole stop (the broker's ShutdownGrace, then this twice)
-	// stays within the 30 s an orchestrator gives a process before it
-	// kills it (Kubernetes' default grace period).
+	// the hub's whole stop with a stuck store (at most 10 s for the
+	// producers, then this twice) stays within the 30 s an orchestrator
+	// gives a process before it kills it (Kubernetes' default grace
+	// period).
 	StopTimeout time.Duration
 }
 
