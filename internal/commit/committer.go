@@ -42,9 +42,11 @@ type Options struct {
 	QueueSize int
 	// StopTimeout bounds Run's stop with a store that stopped answering
 	// (a stuck disk, a database that no longer replies). Once Run's ctx
-	// ended, the commit under way and the drain of the queue run with a
-	// context of their own for StopTimeout; then that context is
-	// cancelled, which a store that honours it (database/sql and pgx roll
+	// ended, the drain of the queue commits with a context of its own for
+	// StopTimeout; then that context is cancelled (a commit already under
+	// way when the stop began is not: commits before the stop get a
+	// context that never ends, which costs the SQLite driver nothing per
+	// statement), which a store that honours it (database/sql and pgx roll
 	// back a transaction whose context ends before COMMIT) answers with a
 	// failure: every ticket of the batch, and of the rest of the queue,
 	// fails, so no change is acknowledged unless it was stored. If the
@@ -342,7 +344,15 @@ func (c *Committer) run(ctx, cctx context.Context) error {
 			return c.drain(cctx, batch)
 		}
 		batch = c.fill(ctx, batch)
-		c.commit(cctx, batch)
+		// Before the stop not cctx: a context that can end makes the
+		// SQLite driver watch it for every statement (a goroutine and
+		// a progress handler each). A commit that begins once the stop
+		// began can be cancelled, as the drain's.
+		cx := cctx
+		if ctx.Err() == nil {
+			cx = context.WithoutCancel(ctx)
+		}
+		c.commit(cx, batch)
 	}
 }
 
@@ -397,10 +407,10 @@ func (c *Committer) drain(cctx context.Context, batch []*Ticket) error {
 	}
 }
 
-// commit commits batch with the commits' context cctx: it is not
-// cancelled when Run's ctx ends (a batch handed to the store is finished,
-// its devices wait for their acks), only when the store did not finish
-// within the StopTimeout (Run).
+// commit commits batch with cctx: before the stop a context that never
+// ends (a batch handed to the store is finished, its devices wait for
+// their acks); in the drain one that Run cancels when the store did not
+// finish within the StopTimeout.
 func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 	changes := make([]*Change, len(batch))
 	for i, t := range batch {
