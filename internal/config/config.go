@@ -138,6 +138,11 @@ type MQTTConfig struct {
 	// connection (default 1 KiB, broker.Options.ReadBufferSize): a larger
 	// packet is read past it, a larger buffer costs every idle device.
 	ReadBufferBytes Size `yaml:"read_buffer_bytes"`
+	// ShutdownGrace is how long a stopping broker waits for the outcome
+	// of the publishes awaiting their commit (default 5s,
+	// broker.Options.ShutdownGrace); those without one get no PUBACK and
+	// are sent again by their devices.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	// External, when its url is set, replaces the embedded broker
 	// (external.go).
 	External ExternalBrokerConfig `yaml:"external"`
@@ -221,6 +226,11 @@ type CommitConfig struct {
 	MaxBatch  int           `yaml:"max_batch"`
 	Linger    time.Duration `yaml:"linger"`
 	QueueSize int           `yaml:"queue_size"`
+	// StopTimeout bounds the committer's stop with a store that stopped
+	// answering (default 5s, commit.Options.StopTimeout): the commits
+	// begun after the stop are cancelled after it, and the committer gives
+	// up on a commit that still has not returned after it once more.
+	StopTimeout time.Duration `yaml:"stop_timeout"`
 }
 
 // EventsConfig configures the in-process event fan-out.
@@ -250,6 +260,7 @@ func Default() *Config {
 			WriteQueue:       320,
 			WriterIdle:       2 * time.Second,
 			ReadBufferBytes:  KiB,
+			ShutdownGrace:    5 * time.Second,
 		},
 		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
@@ -260,7 +271,7 @@ func Default() *Config {
 			ChunkMemory:           64 * MiB,
 			ChunkTimeout:          5 * time.Minute,
 		},
-		Commit:       CommitConfig{MaxBatch: 2000, QueueSize: 20000},
+		Commit:       CommitConfig{MaxBatch: 2000, QueueSize: 20000, StopTimeout: 5 * time.Second},
 		Events:       EventsConfig{SubscriberBuffer: 4096},
 		Provisioning: ProvisioningConfig{OperationTTL: 15 * time.Minute, RotationOverlap: 24 * time.Hour},
 		Monitors:     defaultMonitors(),
@@ -566,6 +577,9 @@ func (c *Config) checkTop() error {
 	if err := atLeast("commit.queue_size", int64(c.Commit.QueueSize), 1); err != nil {
 		return err
 	}
+	if c.Commit.StopTimeout <= 0 || c.Commit.StopTimeout > maxStopWait {
+		return invalid("commit.stop_timeout", "must be more than 0 and at most %s, got %s", maxStopWait, c.Commit.StopTimeout)
+	}
 	return atLeast("events.subscriber_buffer", int64(c.Events.SubscriberBuffer), 1)
 }
 
@@ -620,6 +634,9 @@ func (c *Config) checkMQTT() error {
 	if m.ReadBufferBytes < minReadBuffer || m.ReadBufferBytes > maxReadBuffer {
 		return invalid("mqtt.read_buffer_bytes", "must be from %d to %d bytes (256B to 1MiB), got %d", minReadBuffer, maxReadBuffer, m.ReadBufferBytes)
 	}
+	if m.ShutdownGrace <= 0 || m.ShutdownGrace > maxStopWait {
+		return invalid("mqtt.shutdown_grace", "must be more than 0 and at most %s, got %s", maxStopWait, m.ShutdownGrace)
+	}
 	return nil
 }
 
@@ -628,7 +645,10 @@ func (c *Config) checkMQTT() error {
 // buffer outside 256 B..1 MiB is either a read per few bytes or a
 // megabyte per idle device.
 const (
-	maxWriterIdle      = time.Hour
+	maxWriterIdle = time.Hour
+	// maxStopWait bounds the waits of a stop (mqtt.shutdown_grace,
+	// commit.stop_timeout): a stop that takes longer is a hang.
+	maxStopWait        = 10 * time.Minute
 	minReadBuffer Size = 256
 	maxReadBuffer      = MiB
 )

@@ -410,3 +410,40 @@ func TestAliasExpansionBounded(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestStopWaits: mqtt.shutdown_grace and commit.stop_timeout, the bounds
+// of a stop with a store that stopped answering (docs/ARCHITECTURE.md,
+// "Shutdown").
+func TestStopWaits(t *testing.T) {
+	tests := []struct {
+		name          string
+		yaml          string
+		grace, commit time.Duration
+		wantErr       string
+	}{
+		{"defaults", "", 5 * time.Second, 5 * time.Second, ""},
+		{"both set", "mqtt: {shutdown_grace: 2s}\ncommit: {stop_timeout: 30s}", 2 * time.Second, 30 * time.Second, ""},
+		{"largest", "mqtt: {shutdown_grace: 10m}\ncommit: {stop_timeout: 10m}", 10 * time.Minute, 10 * time.Minute, ""},
+		{"zero grace", "mqtt: {shutdown_grace: 0s}", 0, 0, "mqtt.shutdown_grace: must be more than 0 and at most 10m0s, got 0s"},
+		{"grace too long", "mqtt: {shutdown_grace: 11m}", 0, 0, "mqtt.shutdown_grace: must be more than 0 and at most 10m0s, got 11m0s"},
+		{"negative stop timeout", "commit: {stop_timeout: -1s}", 0, 0, "commit.stop_timeout: must be more than 0 and at most 10m0s, got -1s"},
+		{"stop timeout without a unit", "commit: {stop_timeout: 5}", 0, 0, `commit.stop_timeout: line 1: cannot parse "5" as a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), tt.wantErr) {
+					t.Fatalf("err = %v, want one starting with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MQTT.ShutdownGrace != tt.grace || cfg.Commit.StopTimeout != tt.commit {
+				t.Fatalf("shutdown_grace %s, stop_timeout %s; want %s, %s", cfg.MQTT.ShutdownGrace, cfg.Commit.StopTimeout, tt.grace, tt.commit)
+			}
+		})
+	}
+}

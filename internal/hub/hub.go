@@ -9,6 +9,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -265,7 +266,7 @@ func newHub(ctx context.Context, cfg *config.Config, log *slog.Logger, to testOp
 		MaxBatch:    cfg.Commit.MaxBatch,
 		Linger:      cfg.Commit.Linger,
 		QueueSize:   cfg.Commit.QueueSize,
-		StopTimeout: to.commitStop,
+		StopTimeout: cmp.Or(to.commitStop, cfg.Commit.StopTimeout),
 	}, log.With("component", "commit"), h.reg)
 
 	ids := &commit.IDs{}
@@ -294,7 +295,7 @@ func newHub(ctx context.Context, cfg *config.Config, log *slog.Logger, to testOp
 	}
 
 	bopts := brokerOptions(cfg, generation)
-	bopts.ShutdownGrace = to.shutdownGrace
+	bopts.ShutdownGrace = cmp.Or(to.shutdownGrace, cfg.MQTT.ShutdownGrace)
 	emb, err := broker.New(bopts, broker.Deps{
 		Authenticator:  h.registry,
 		PublishHandler: brokerIngest{h},
