@@ -22,8 +22,11 @@ const SeenResolution = time.Second
 // with what Filter returned once the transaction committed; after a
 // failed commit it calls nothing, so a value that was not stored is never
 // remembered and no later patch is skipped because of it. A value
-// remembered is one the store wrote, so the stored last_seen is never
-// more than the resolution behind the newest patch it was given.
+// remembered is one the store wrote, so with one writer at a time
+// (SQLite) the stored last_seen is never more than the resolution behind
+// the newest patch it was given; with concurrent transactions
+// (PostgreSQL) the value remembered last can be one a concurrent commit
+// overwrote, and the lag up to about twice the resolution.
 //
 // Patches that carry anything but LastSeen (status, connected, metrics,
 // a session or node) are always written, with their LastSeen.

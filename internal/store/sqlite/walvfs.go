@@ -72,9 +72,9 @@ var (
 	walFiles = map[uintptr]*walBuf{} // open WAL files by their sqlite3_file
 
 	// walWrites counts the writes SQLite asked of WAL files opened here,
-	// walSyscalls the writes that went to the unix VFS; walSyncs the
-	// syncs, walDataSyncs those done with fdatasync (tests).
-	walWrites, walSyscalls, walSyncs, walDataSyncs atomic.Int64
+	// walSyscalls the writes that went to the unix VFS, walDataSyncs the
+	// syncs done with fdatasync (tests).
+	walWrites, walSyscalls, walDataSyncs atomic.Int64
 	// walFsync makes every sync the unix VFS's fsync (benchmarks).
 	walFsync atomic.Bool
 )
@@ -252,7 +252,6 @@ func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
 	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	walSyncs.Add(1)
 	if walFsync.Load() {
 		return fnOf[func(*libc.TLS, uintptr, int32) int32](unixWAL.FxSync)(tls, pFile, flags)
 	}
