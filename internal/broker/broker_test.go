@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	paholog "github.com/eclipse/paho.golang/paho/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -224,16 +225,43 @@ func withWill(topic, payload string) connectOpt {
 	}
 }
 
+// clientOpt changes the paho client's configuration before it connects.
+type clientOpt func(*paho.ClientConfig)
+
+// withoutPings gives the client a pinger that never sends a PINGREQ
+// (paho's own may send one as soon as it connects, whatever the keep
+// alive, and the hub clamps a keep alive of 0 to its maximum).
+func withoutPings(cc *paho.ClientConfig) { cc.PingHandler = silentPinger{} }
+
+// silentPinger is a paho.Pinger that sends nothing.
+type silentPinger struct{}
+
+func (silentPinger) Run(ctx context.Context, _ net.Conn, _ uint16) error {
+	<-ctx.Done()
+	return nil
+}
+func (silentPinger) PacketSent()             {}
+func (silentPinger) PacketReceived()         {}
+func (silentPinger) PingResp()               {}
+func (silentPinger) SetDebug(paholog.Logger) {}
+
 // dial connects an MQTT v5 client; the returned client is closed at the
 // end of the test.
 func dial(t testing.TB, addr, clientID, user, pass string, opts ...connectOpt) (*client, *paho.Connack, error) {
+	t.Helper()
+	return dialWith(t, addr, clientID, user, pass, nil, opts...)
+}
+
+// dialWith is dial with the client's configuration changed by cc (if not
+// nil).
+func dialWith(t testing.TB, addr, clientID, user, pass string, cc clientOpt, opts ...connectOpt) (*client, *paho.Connack, error) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &client{disconnects: make(chan *paho.Disconnect, 1), received: make(chan *paho.Publish, 256)}
-	c.Client = paho.NewClient(paho.ClientConfig{
+	cfg := paho.ClientConfig{
 		Conn:               conn,
 		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- d },
 		OnClientError:      func(error) {},
@@ -244,7 +272,11 @@ func dial(t testing.TB, addr, clientID, user, pass string, opts ...connectOpt) (
 			}
 			return true, nil
 		}},
-	})
+	}
+	if cc != nil {
+		cc(&cfg)
+	}
+	c.Client = paho.NewClient(cfg)
 	cp := &paho.Connect{
 		ClientID: clientID, Username: user, UsernameFlag: true,
 		Password: []byte(pass), PasswordFlag: true, KeepAlive: 30, CleanStart: true,
@@ -266,8 +298,14 @@ func dial(t testing.TB, addr, clientID, user, pass string, opts ...connectOpt) (
 
 func mustDial(t testing.TB, h *harness, id string, opts ...connectOpt) *client {
 	t.Helper()
+	return mustDialWith(t, h, id, nil, opts...)
+}
+
+// mustDialWith is mustDial with the client's configuration changed by cc.
+func mustDialWith(t testing.TB, h *harness, id string, cc clientOpt, opts ...connectOpt) *client {
+	t.Helper()
 	pw := map[string]string{"dev1": "pw1", "dev2": "pw2"}[id]
-	c, _, err := dial(t, h.b.Addr(), id, id, pw, opts...)
+	c, _, err := dialWith(t, h.b.Addr(), id, id, pw, cc, opts...)
 	if err != nil {
 		t.Fatalf("connect %s: %v", id, err)
 	}
