@@ -695,7 +695,7 @@ func metrics(ctx context.Context, addr string) map[string]float64 {
 func compact(f map[string]float64) string {
 	var parts []string
 	for _, k := range []string{"rate", "achieved_rate", "puback_p99_ms", "connected", "connect_failed", "dial_unanswered", "dial_answered_late", "dial_retried", "hub_connect_timeouts", "hub_closed_before_connack", "hub_sched_max_ms", "kernel_listen_overflows", "kernel_syn_retrans", "connect_rate", "rss_per_conn_kb", "offline_delay_p99_ms", "rows_per_s", "publish_rate",
-		"hub_handle_p99_ms", "hub_commit_p99_ms", "hub_sched_p99_ms", "hub_gc_cycles", "hub_gc_percent", "loadgen_late_p99_ms", "loadgen_sched_p99_ms", "loadgen_sched_max_ms", "sut_cores", "loadgen_cores", "other_cores"} {
+		"hub_handle_p99_ms", "hub_wait_p99_ms", "hub_commit_p99_ms", "hub_commit_max_ms", "hub_sched_p99_ms", "hub_gc_cycles", "hub_gc_percent", "loadgen_late_p99_ms", "loadgen_sched_p99_ms", "loadgen_sched_max_ms", "sut_cores", "loadgen_cores", "other_cores"} {
 		if v, ok := f[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%s", k, fmtNum(v)))
 		}

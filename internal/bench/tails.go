@@ -72,6 +72,8 @@ func hubTails(f map[string]float64, before, after map[string]float64) {
 	for fig, name := range map[string]string{
 		"hub_handle_p99_ms":   "devicehub_ingest_handle_duration_seconds",
 		"hub_commit_p99_ms":   "devicehub_commit_duration_seconds",
+		"hub_commit_max_ms":   "devicehub_commit_duration_seconds",
+		"hub_wait_p99_ms":     "devicehub_commit_wait_seconds",
 		"hub_sched_p99_ms":    "go_sched_latencies_seconds",
 		"hub_gc_pause_max_ms": "go_sched_pauses_total_gc_seconds",
 	} {

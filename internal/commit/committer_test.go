@@ -409,12 +409,23 @@ func TestLinger(t *testing.T) {
 	}
 }
 
+// TestMetrics: the batch histograms are observed once per batch, the
+// wait once per change (a slow batch of many changes must weigh by its
+// changes there).
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	c := commit.New(newFakeStore(), &fakePub{}, commit.Options{}, slog.New(slog.DiscardHandler), reg)
+	st := newFakeStore()
+	st.gate = make(chan struct{})
+	c := commit.New(st, &fakePub{}, commit.Options{}, slog.New(slog.DiscardHandler), reg)
 	run(t, c)
-	if err := c.Submit(context.Background(), change("a")); err != nil {
-		t.Fatal(err)
+	first := enqueue(t, c, "a")
+	entered(t, st)
+	rest := enqueue(t, c, "b", "c", "d") // the second batch
+	close(st.gate)
+	for i, err := range waitAll(t, append(first, rest...)) {
+		if err != nil {
+			t.Fatalf("ticket %d: %v", i, err)
+		}
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -428,9 +439,13 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"devicehub_commit_batch_size", "devicehub_commit_duration_seconds"} {
-		if got[name] != 1 {
-			t.Errorf("%s has %d samples, want 1", name, got[name])
+	for name, want := range map[string]uint64{
+		"devicehub_commit_batch_size":       2,
+		"devicehub_commit_duration_seconds": 2,
+		"devicehub_commit_wait_seconds":     4,
+	} {
+		if got[name] != want {
+			t.Errorf("%s has %d samples, want %d", name, got[name], want)
 		}
 	}
 }

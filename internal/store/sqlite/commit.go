@@ -36,7 +36,15 @@ type txn struct {
 	// seen is the last_seen values PatchDevices wrote, remembered by
 	// s.seen once committed.
 	seen []registry.SeenWrite
+	// written and committed are when the batch's statements were done
+	// and when COMMIT returned (slowCommit).
+	written, committed time.Time
 }
+
+// slowCommit: a Commit that took this long is logged with its phases (the
+// wait for the writer, which a checkpoint's blocking round or a
+// retention transaction holds; the statements; COMMIT, with its fsync).
+const slowCommit = 100 * time.Millisecond
 
 var (
 	_ commit.Tx            = (*txn)(nil)
@@ -99,8 +107,10 @@ func (s *Store) initStatements(ctx context.Context) error {
 
 // Commit writes batch in one transaction; see commit.Store.
 func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
+	start := time.Now()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	locked := time.Now()
 	commit.ResetOutcomes(batch)
 	if s.snapStale && !s.snapOff {
 		if err := s.loadLatest(ctx, s.w); err != nil {
@@ -109,6 +119,12 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	}
 	t := &txn{s: s, known: map[string]int64{}, seq: s.seq, now: time.Now().UnixMicro()}
 	defer s.args.reset()
+	defer func() {
+		if d := time.Since(start); d >= slowCommit && !t.committed.IsZero() {
+			s.log.Info("slow commit", "duration", d, "writer_wait", locked.Sub(start),
+				"statements", t.written.Sub(locked), "commit", t.committed.Sub(t.written), "changes", len(batch))
+		}
+	}()
 	if err := t.run(ctx, batch); err != nil {
 		commit.ResetOutcomes(batch)
 		// Whether a failed COMMIT left anything behind is not known
@@ -144,9 +160,11 @@ func (t *txn) run(ctx context.Context, batch []*commit.Change) (err error) {
 	if err := commit.Write(ctx, t, batch); err != nil {
 		return err
 	}
+	t.written = time.Now()
 	if err := t.tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	t.committed = time.Now()
 	return nil
 }
 
