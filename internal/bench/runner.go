@@ -61,6 +61,11 @@ type Options struct {
 	// and mochi alone); Env is added to the children's environment.
 	Exe string
 	Env []string
+	// HubEnv is added to the environment of devicehub alone, after Env:
+	// a runtime setting of the hub under test (GODEBUG=gctrace=1 to line
+	// its GC cycles up with the slow messages, GOGC=off) that must not
+	// reach the load generator or mochi.
+	HubEnv []string
 	// Mosquitto is the mosquitto binary ("" looks it up in PATH; "-"
 	// disables Mosquitto).
 	Mosquitto string
@@ -282,6 +287,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"connections": o.Connections, "hold": o.Hold.String(), "connections_idle": o.ConnectionsIdle, "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
 			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep, "query_burst": o.QueryBurst,
+			"hub_env": o.HubEnv,
 		},
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {

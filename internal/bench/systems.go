@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -85,7 +86,7 @@ func (r *runner) startDevicehub(ctx context.Context, dir, profile string) (*sut,
 	if profile != "" {
 		args = []string{"bench", ProfiledServeCmd, "--cpuprofile", profile, "--config", filepath.Join(dir, "devicehub.yaml")}
 	}
-	p, err := startProc("devicehub", r.o.Exe, args, r.o.Env, r.procLog("devicehub"))
+	p, err := startProc("devicehub", r.o.Exe, args, append(slices.Clip(r.o.Env), r.o.HubEnv...), r.procLog("devicehub"))
 	if err != nil {
 		return nil, err
 	}

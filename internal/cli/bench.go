@@ -40,6 +40,11 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 			if o.Inflight < 1 || o.Inflight > bench.MaxInflight {
 				return usage(cmd, fmt.Errorf("--inflight %d: must be between 1 and %d (the receive maximum devicehub and mochi announce)", o.Inflight, bench.MaxInflight))
 			}
+			for _, kv := range o.HubEnv {
+				if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+					return usage(cmd, fmt.Errorf("--hub-env %q: must be KEY=VALUE", kv))
+				}
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("bench: find the devicehub binary: %w", err)
@@ -91,6 +96,8 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.BoolVar(&o.QueryProfile, "query-profile", false, "run the query scenario's hub under a CPU profile (devicehub-query.cpu.pprof in the output directory)")
 	f.IntVar(&o.Queries, "queries", 0, "queries of each kind per round in the query scenario (default 100)")
 	f.IntVar(&o.SQLiteBatch, "sqlite-batch", 0, "rows per transaction of the raw SQLite append (default devicehub's mean commit batch)")
+	f.StringArrayVar(&o.HubEnv, "hub-env", nil, "KEY=VALUE added to devicehub's environment alone, not the load generator's nor mochi's (repeatable;\n"+
+		"e.g. GODEBUG=gctrace=1 to have its GC cycles in its log, OUT/logs)")
 	f.StringVar(&o.Mosquitto, "mosquitto", "", "the mosquitto binary (default: from PATH; - to leave Mosquitto out)")
 	f.BoolVar(&o.Profile, "profile", true, "profile devicehub in one extra ingest run and report its top functions")
 	f.BoolVar(&o.Short, "short", false, "tiny sizes: a smoke run of every scenario")

@@ -106,3 +106,29 @@ func TestBenchReport(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchFlagsRefused: bad flags fail before anything runs, naming the
+// flag.
+func TestBenchFlagsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no out", []string{}, "--out is required"},
+		{"inflight zero", []string{"--out", "x", "--inflight", "0"}, "--inflight 0"},
+		{"hub env without =", []string{"--out", "x", "--hub-env", "GOGC"}, `--hub-env "GOGC": must be KEY=VALUE`},
+		{"hub env without key", []string{"--out", "x", "--hub-env", "=off"}, `--hub-env "=off": must be KEY=VALUE`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := newBenchCmd(nil)
+			cmd.SetArgs(tc.args)
+			cmd.SetOut(&bytes.Buffer{})
+			cmd.SetErr(&bytes.Buffer{})
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one that says %q", err, tc.want)
+			}
+		})
+	}
+}
