@@ -538,15 +538,27 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 	var mochi MochiStats
 	var batch float64
 	var scrape0, scrape1 map[string]float64
+	var cpuSamples []cpuSample
 	// The machine's CPU and the generator's over the load, for the
 	// contention figures (tails.go).
 	var busy0, busy1, gen0, gen1 time.Duration
 	var wall0, wall1 time.Time
+	// The same every quarter second, for other processes' bursts.
+	stopSampling := make(chan struct{})
+	var samples chan []cpuSample
+	defer func() {
+		if samples != nil {
+			close(stopSampling)
+			<-samples
+		}
+	}()
 	err = lp.step(ctx, "connected", 3*time.Minute, func() {
 		wall0 = time.Now()
 		busy0, _ = machineBusy()
 		gen0, _ = cpuTime(lp.ps[0].pid())
 		cpu0, _ = cpuTime(s.p.pid())
+		samples = make(chan []cpuSample, 1)
+		go sampleCPU(stopSampling, s.p.pid(), lp.ps[0].pid(), samples)
 		if system == SysDevicehub {
 			scrape0 = metrics(ctx, s.http)
 		}
@@ -557,6 +569,11 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 			gen1, _ = cpuTime(lp.ps[0].pid())
 			busy1, _ = machineBusy()
 			wall1 = time.Now()
+			if samples != nil {
+				close(stopSampling)
+				cpuSamples = <-samples
+				samples = nil
+			}
 			_, hwm, _ = memory(s.p.pid())
 			if system == SysMochi {
 				mochi, _ = s.mochiStats(ctx)
@@ -626,8 +643,16 @@ func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, 
 		f["sut_cores"] = (cpu1 - cpu0).Seconds() / wall
 		f["other_cores"] = max((busy1-busy0-(gen1-gen0)-(cpu1-cpu0)).Seconds()/wall, 0)
 	}
+	var otherBins []float64
+	if bins := int(r.o.Duration / slowBin); bins > 0 && len(cpuSamples) > 1 && lr.Start > 0 {
+		otherBins = otherByBin(cpuSamples, time.UnixMilli(lr.Start), slowBin, bins)
+		f["other_cores_max"] = slices.Max(otherBins)
+	}
 	if len(lr.Slow) > 0 {
 		r.logf("%s %d devices rate %.0f (load from %.1f): messages over %v by %v of their schedule: %v", system, n, rate, float64(lr.Start)/1000, slowThreshold, slowBin, lr.Slow)
+		if otherBins != nil {
+			r.logf("%s %d devices rate %.0f: cores other processes used by %v of the schedule: %s", system, n, rate, slowBin, fmtBins(otherBins))
+		}
 	}
 	if hwm > 0 {
 		f["peak_rss_mb"] = float64(hwm) / 1024
@@ -701,7 +726,7 @@ func metrics(ctx context.Context, addr string) map[string]float64 {
 func compact(f map[string]float64) string {
 	var parts []string
 	for _, k := range []string{"rate", "achieved_rate", "puback_p99_ms", "connected", "connect_failed", "dial_unanswered", "dial_answered_late", "dial_retried", "hub_connect_timeouts", "hub_closed_before_connack", "hub_sched_max_ms", "kernel_listen_overflows", "kernel_syn_retrans", "connect_rate", "rss_per_conn_kb", "offline_delay_p99_ms", "rows_per_s", "publish_rate",
-		"hub_handle_p99_ms", "hub_wait_p99_ms", "hub_commit_p99_ms", "hub_commit_max_ms", "hub_sched_p99_ms", "hub_gc_cycles", "hub_gc_percent", "loadgen_late_p99_ms", "loadgen_sched_p99_ms", "loadgen_sched_max_ms", "sut_cores", "loadgen_cores", "other_cores"} {
+		"hub_handle_p99_ms", "hub_wait_p99_ms", "hub_commit_p99_ms", "hub_commit_max_ms", "hub_sched_p99_ms", "hub_gc_cycles", "hub_gc_percent", "loadgen_late_p99_ms", "loadgen_sched_p99_ms", "loadgen_sched_max_ms", "sut_cores", "loadgen_cores", "other_cores", "other_cores_max"} {
 		if v, ok := f[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%s", k, fmtNum(v)))
 		}

@@ -335,14 +335,17 @@ func TestGoalsRoundsOver(t *testing.T) {
 		name    string
 		p99s    []float64
 		other   []float64 // other_cores of each round; none when nil
+		burst   []float64 // other_cores_max of each round; none when nil
 		wantMet string
 	}{
-		{"every round under", []float64{12, 15, 19.9}, nil, "yes"},
-		{"one round over", []float64{17.2, 17.9, 23.8}, nil, "by the median only: 1 of 3 rounds ≥ 20 ms"},
-		{"one round over, the machine quiet", []float64{17.2, 17.9, 23.8}, []float64{0.9, 0.05, 0.2}, "by the median only: 1 of 3 rounds ≥ 20 ms"},
-		{"one round over, beside other processes", []float64{17.2, 48, 13.8}, []float64{0.05, 0.9, 0.1},
-			"by the median only: 1 of 3 rounds ≥ 20 ms (1 of them while other processes used more than 0.2 cores)"},
-		{"median over", []float64{21, 25, 12}, []float64{0.9, 0.9, 0.9}, "no"},
+		{"every round under", []float64{12, 15, 19.9}, nil, nil, "yes"},
+		{"one round over", []float64{17.2, 17.9, 23.8}, nil, nil, "by the median only: 1 of 3 rounds ≥ 20 ms"},
+		{"one round over, the machine quiet", []float64{17.2, 17.9, 23.8}, []float64{0.9, 0.05, 0.2}, []float64{1.5, 0.2, 0.5}, "by the median only: 1 of 3 rounds ≥ 20 ms"},
+		{"one round over, beside other processes", []float64{17.2, 48, 13.8}, []float64{0.05, 0.9, 0.1}, nil,
+			"by the median only: 1 of 3 rounds ≥ 20 ms (1 of them while other processes used more than 0.2 cores, or 0.5 in a quarter second)"},
+		{"one round over, beside a burst of another process", []float64{17.2, 48, 13.8}, []float64{0.05, 0.09, 0.1}, []float64{0.2, 0.9, 0.3},
+			"by the median only: 1 of 3 rounds ≥ 20 ms (1 of them while other processes used more than 0.2 cores, or 0.5 in a quarter second)"},
+		{"median over", []float64{21, 25, 12}, []float64{0.9, 0.9, 0.9}, nil, "no"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := &Scenario{Name: "ingest_open_100_50"}
@@ -350,6 +353,9 @@ func TestGoalsRoundsOver(t *testing.T) {
 				f := map[string]float64{"puback_p99_ms": v}
 				if tc.other != nil {
 					f["other_cores"] = tc.other[i]
+				}
+				if tc.burst != nil {
+					f["other_cores_max"] = tc.burst[i]
 				}
 				sc.Runs = append(sc.Runs, Measurement{System: SysDevicehub, Round: i + 1, Figures: f})
 			}

@@ -159,9 +159,92 @@ func schedSince(a, b schedSample) (p99, maxMS float64, cycles uint64) {
 // a run (other_cores) before its figures are said not to be the system's.
 const maxOtherCores = 0.2
 
+// maxOtherBurst is the same for a quarter second of the load (the
+// largest of otherByBin, other_cores_max): a burst of another process
+// that the round's average hides.
+const maxOtherBurst = 0.5
+
 // slowBin is the width of the bins of LoadResult.Slow.
 const slowBin = 250 * time.Millisecond
 
 // slowThreshold is the latency from which a message counts as slow in
 // LoadResult.Slow: goal 2's bound.
 const slowThreshold = 20 * time.Millisecond
+
+// cpuSample is the machine's busy CPU time and that of the system under
+// test and of the load generator at one instant.
+type cpuSample struct {
+	at             time.Time
+	busy, sut, gen time.Duration
+}
+
+// cpuSampleEvery is how often sampleCPU reads them: a fifth of a slow
+// bin, so that each bin's figure is made of several samples.
+const cpuSampleEvery = slowBin / 5
+
+// sampleCPU reads the CPU times every cpuSampleEvery until stop is
+// closed, then sends what it read on out. The round's other_cores is an
+// average over the load: a burst of another process of a few hundred
+// milliseconds (a build's link step) hardly moves it, but it is as long
+// as the burst of slow messages it causes; sampled, it can be put beside
+// them (otherByBin).
+func sampleCPU(stop <-chan struct{}, sutPID, genPID int, out chan<- []cpuSample) {
+	var ss []cpuSample
+	tick := time.NewTicker(cpuSampleEvery)
+	defer tick.Stop()
+	for {
+		s := cpuSample{at: time.Now()}
+		var err1, err2, err3 error
+		s.busy, err1 = machineBusy()
+		s.sut, err2 = cpuTime(sutPID)
+		s.gen, err3 = cpuTime(genPID)
+		if err1 == nil && err2 == nil && err3 == nil {
+			ss = append(ss, s)
+		}
+		select {
+		case <-stop:
+			out <- ss
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// otherByBin returns the cores other processes used (the machine's busy
+// CPU less the system's and the generator's) in each of n bins of width
+// bin from start, from consecutive samples: each interval between two
+// samples counts toward the bin of its middle. A bin no interval fell in
+// is 0.
+func otherByBin(ss []cpuSample, start time.Time, bin time.Duration, n int) []float64 {
+	other := make([]time.Duration, n)
+	wall := make([]time.Duration, n)
+	for i := 1; i < len(ss); i++ {
+		a, b := ss[i-1], ss[i]
+		mid := a.at.Add(b.at.Sub(a.at) / 2)
+		if mid.Before(start) {
+			continue
+		}
+		k := int(mid.Sub(start) / bin)
+		if k >= n {
+			continue
+		}
+		other[k] += (b.busy - a.busy) - (b.sut - a.sut) - (b.gen - a.gen)
+		wall[k] += b.at.Sub(a.at)
+	}
+	out := make([]float64, n)
+	for k := range out {
+		if wall[k] > 0 {
+			out[k] = max(other[k].Seconds()/wall[k].Seconds(), 0)
+		}
+	}
+	return out
+}
+
+// fmtBins formats otherByBin's figures for the progress log.
+func fmtBins(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
