@@ -32,8 +32,9 @@ func runResults() *Results {
 		Versions:      map[string]string{"devicehub": "(devel)", "mosquitto": "2.0.11"},
 		Settings:      map[string]any{"rounds": 3, "devices": []int{100, 1000}, "open_loop": []float64{0.25, 0.5}, "duration": "3s"},
 		Goals:         []Goal{{Name: "p99 at half of peak", Target: "< 20 ms", Measured: "12.6 [11.7–17.4] ms", Met: "yes"}},
-		Profile:       &Profile{Devices: 100, Path: "/tmp/out/devicehub.cpu.pprof", Top: []string{"flat  flat%", "1.2s 10% syscall"}},
-		Notes:         []string{"a run note"},
+		Profile: &Profile{Devices: 100, Path: "/tmp/out/devicehub.cpu.pprof", Top: []string{"flat  flat%", "1.2s 10% syscall"},
+			AllocsPath: "/tmp/out/devicehub.allocs.pprof", AllocsTop: []string{"flat  flat%", "19MB 17% argon2.initBlocks"}},
+		Notes: []string{"a run note"},
 	}
 	for _, n := range []int{100, 1000} {
 		systems := []string{SysDevicehub, SysMosquitto, SysMochi}
@@ -116,7 +117,8 @@ func TestRenderAgain(t *testing.T) {
 	}
 	md := string(want[ReportFile])
 	for _, s := range []string{"![throughput and latency by offered load](" + ChartFile + ")", "(bench-ingest-1000.png)",
-		"took 19m45s", "- a run note", "hub log `logs/devicehub-9.log`", "`devicehub.cpu.pprof`"} {
+		"took 19m45s", "- a run note", "hub log `logs/devicehub-9.log`", "`devicehub.cpu.pprof`",
+		"`devicehub.allocs.pprof`", "19MB 17% argon2.initBlocks"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q", s)
 		}

@@ -125,6 +125,10 @@ func (r *Results) Markdown(w io.Writer, charts ...string) error {
 		p.f("## CPU profile of devicehub under ingest\n\n")
 		p.f("One extra closed-loop ingest run of devicehub with %d devices with a CPU profile (`%s`); top functions by flat and by cumulative time:\n\n```\n%s\n```\n\n",
 			r.Profile.Devices, filepath.Base(r.Profile.Path), strings.Join(r.Profile.Top, "\n"))
+		if len(r.Profile.AllocsTop) > 0 {
+			p.f("The same run's allocations (`%s`: every allocation of the hub process from its start to its stop, sampled, so the provisioning of the devices' credentials and the start-up are in it); top functions by bytes allocated, flat and cumulative:\n\n```\n%s\n```\n\n",
+				filepath.Base(r.Profile.AllocsPath), strings.Join(r.Profile.AllocsTop, "\n"))
+		}
 	}
 	if slices.ContainsFunc(charts, func(c string) bool { return c != "" }) {
 		p.f("## Throughput and latency by offered load\n\n")

@@ -56,6 +56,10 @@ type Profile struct {
 	Devices int      `json:"devices"` // of the closed-loop ingest run profiled
 	Path    string   `json:"path"`
 	Top     []string `json:"top"`
+	// AllocsPath is the same run's allocation profile, AllocsTop its top
+	// functions by bytes allocated (empty in results of earlier versions).
+	AllocsPath string   `json:"allocs_path,omitempty"`
+	AllocsTop  []string `json:"allocs_top,omitempty"`
 }
 
 // Scenario is one measured scenario: its runs (every system, every

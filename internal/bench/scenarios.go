@@ -567,7 +567,7 @@ func (r *runner) profile(ctx context.Context, sd *seed, n int) {
 	if run.Error != "" {
 		r.res.Notes = append(r.res.Notes, "profiled run: "+firstLine(run.Error))
 	}
-	p := &Profile{Devices: n, Path: path}
+	p := &Profile{Devices: n, Path: path, AllocsPath: allocsPath(path)}
 	r.res.Profile = p
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -576,15 +576,28 @@ func (r *runner) profile(ctx context.Context, sd *seed, n int) {
 	}
 	// The cumulative list starts with the goroutines' entry frames, so it
 	// shows more nodes to reach the work below them.
-	for _, mode := range []string{"-top -nodecount=20", "-top -cum -nodecount=40"} {
+	p.Top = pprofTop(ctx, goBin, r.o.Exe, path, "-top -nodecount=20", "-top -cum -nodecount=40")
+	if _, err := os.Stat(p.AllocsPath); err != nil {
+		p.AllocsTop = []string{"(no allocation profile: " + err.Error() + ")"}
+		return
+	}
+	p.AllocsTop = pprofTop(ctx, goBin, r.o.Exe, p.AllocsPath, "-sample_index=alloc_space -top -nodecount=20", "-sample_index=alloc_space -top -cum -nodecount=30")
+}
+
+// pprofTop is the output of go tool pprof in each of modes on a profile
+// of exe, each after the command that printed it.
+func pprofTop(ctx context.Context, goBin, exe, path string, modes ...string) []string {
+	var top []string
+	for _, mode := range modes {
 		args := append([]string{"tool", "pprof"}, strings.Fields(mode)...)
-		out, err := exec.CommandContext(ctx, goBin, append(args, r.o.Exe, path)...).Output()
+		out, err := exec.CommandContext(ctx, goBin, append(args, exe, path)...).Output()
 		if err != nil {
-			p.Top = append(p.Top, "go tool pprof "+mode+" failed: "+err.Error())
+			top = append(top, "go tool pprof "+mode+" failed: "+err.Error())
 			continue
 		}
-		p.Top = append(p.Top, "$ go tool pprof "+mode, strings.TrimSpace(string(out)), "")
+		top = append(top, "$ go tool pprof "+mode, strings.TrimSpace(string(out)), "")
 	}
+	return top
 }
 
 // goals checks the targets against the medians.

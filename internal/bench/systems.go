@@ -78,13 +78,20 @@ ingest: {rate_limit: {rate: 0, burst: 0}}
 	return path, nil
 }
 
+// allocsPath is where a hub run with the CPU profile cpu writes its
+// allocation profile: beside it, .allocs.pprof for .cpu.pprof.
+func allocsPath(cpu string) string {
+	return strings.TrimSuffix(cpu, ".cpu.pprof") + ".allocs.pprof"
+}
+
 // startDevicehub runs `devicehub serve` on dir (which holds a config made
 // by writeDevicehubConfig). With profile set, the hub writes a CPU profile
-// there until it stops.
+// there until it stops, and its allocation profile beside it
+// (allocsPath) when it stops.
 func (r *runner) startDevicehub(ctx context.Context, dir, profile string) (*sut, error) {
 	args := []string{"serve", "--config", filepath.Join(dir, "devicehub.yaml")}
 	if profile != "" {
-		args = []string{"bench", ProfiledServeCmd, "--cpuprofile", profile, "--config", filepath.Join(dir, "devicehub.yaml")}
+		args = []string{"bench", ProfiledServeCmd, "--cpuprofile", profile, "--allocprofile", allocsPath(profile), "--config", filepath.Join(dir, "devicehub.yaml")}
 	}
 	p, err := startProc("devicehub", r.o.Exe, args, append(slices.Clip(r.o.Env), r.o.HubEnv...), r.procLog("devicehub"))
 	if err != nil {

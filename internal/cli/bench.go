@@ -205,9 +205,9 @@ func newBenchMochiCmd() *cobra.Command {
 }
 
 func newProfiledServeCmd(serve ServeFunc) *cobra.Command {
-	var configPath, profile string
+	var configPath, profile, allocs string
 	cmd := &cobra.Command{
-		Use:    bench.ProfiledServeCmd + " --cpuprofile FILE --config FILE",
+		Use:    bench.ProfiledServeCmd + " --cpuprofile FILE [--allocprofile FILE] --config FILE",
 		Short:  "devicehub serve with a CPU profile (started by devicehub bench)",
 		Hidden: true,
 		Args:   exactArgs(0, ""),
@@ -227,10 +227,32 @@ func newProfiledServeCmd(serve ServeFunc) *cobra.Command {
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
+			if allocs != "" {
+				if aerr := writeAllocsProfile(allocs); err == nil {
+					err = aerr
+				}
+			}
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "CPU profile output file")
+	cmd.Flags().StringVar(&allocs, "allocprofile", "", "allocation profile written when the hub stops (every allocation since it started, sampled)")
 	return cmd
+}
+
+// writeAllocsProfile writes the process's allocation profile to path.
+func writeAllocsProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("allocation profile: %w", err)
+	}
+	return nil
 }
