@@ -1,0 +1,80 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// TestFailedInsertRollsBackAll: the commit's inserts are INSERT OR
+// ROLLBACK, so a statement that fails ends the transaction in SQLite
+// itself. Each table's insert is made to fail in turn (a row that takes
+// the key its next insert writes): the commit fails, nothing of its batch
+// is stored (the statements before the failing one included), and once the
+// row is gone the same store commits the batch again.
+func TestFailedInsertRollsBackAll(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name         string
+		block, clear string // statements that make the insert fail, then let it pass
+	}{
+		{"messages (the first insert)", `INSERT INTO messages (id, device_id, topic, transport, qos, accepted, received_at) VALUES (%[1]d, 'x', 't', 'mqtt', 1, 1, 0)`, `DELETE FROM messages WHERE id = %[1]d`},
+		{"events (the last insert)", `INSERT INTO events (seq, type, time) VALUES (%[2]d, 'x', 0)`, `DELETE FROM events WHERE seq = %[2]d`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			now := time.Now()
+			if err := s.Commit(ctx, []*commit.Change{{DeviceID: "d1", Ops: []commit.Op{&registry.NewDevice{
+				Type: "T", MQTTUsername: "d1", PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: now,
+			}}}}); err != nil {
+				t.Fatal(err)
+			}
+			batch := func() []*commit.Change {
+				var out []*commit.Change
+				for i := range 3 {
+					m := &readings.Message{ID: int64(100 + i), Topic: "devices/d1/data", Transport: "mqtt", QoS: 1,
+						Payload: []byte(`{"t":1}`), MsgID: fmt.Sprint("m", i), Accepted: true, ReceivedAt: now}
+					out = append(out, &commit.Change{DeviceID: "d1",
+						Ops:    withReadings(m, []readings.Reading{{Time: now.Add(time.Duration(i) * time.Second), Values: []byte(`{"t":1}`)}}),
+						Events: []commit.Event{{Event: events.Event{Type: events.DeviceDataReceived, Time: now, DeviceID: "d1"}, Args: []byte(`{}`)}}})
+				}
+				return out
+			}
+			block, clear := fmt.Sprintf(tc.block, 101, s.seq+2), fmt.Sprintf(tc.clear, 101, s.seq+2)
+			if _, err := s.w.ExecContext(ctx, block); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(ctx, batch()); err == nil {
+				t.Fatal("Commit with a conflicting row: no error")
+			}
+			count := func() (n int) {
+				t.Helper()
+				q := `SELECT (SELECT count(*) FROM messages WHERE id BETWEEN 100 AND 102 AND device_id = 'd1') +
+					(SELECT count(*) FROM readings) + (SELECT count(*) FROM latest_fields) +
+					(SELECT count(*) FROM events WHERE type = 'device_data_received')`
+				if err := s.w.QueryRowContext(ctx, q).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if n := count(); n != 0 {
+				t.Fatalf("after the failed commit: %d rows of its batch stored, want 0", n)
+			}
+			if _, err := s.w.ExecContext(ctx, clear); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(ctx, batch()); err != nil {
+				t.Fatalf("Commit once the row is gone: %v", err)
+			}
+			if n := count(); n != 3+3+1+3 {
+				t.Fatalf("after the commit: %d rows stored, want 10", n)
+			}
+		})
+	}
+}
