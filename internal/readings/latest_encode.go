@@ -15,6 +15,7 @@ import (
 // before.
 func AppendLatest(b []byte, vs []LatestValue) ([]byte, error) {
 	b = append(b, '[')
+	var ts [2]int // where the previous value's time is encoded in b
 	for i := range vs {
 		if i > 0 {
 			b = append(b, ',')
@@ -26,6 +27,7 @@ func AppendLatest(b []byte, vs []LatestValue) ([]byte, error) {
 				return b, err
 			}
 			b = append(b, e...)
+			ts = [2]int{}
 			continue
 		}
 		b = append(b, '{')
@@ -37,9 +39,18 @@ func AppendLatest(b []byte, vs []LatestValue) ([]byte, error) {
 		b = append(b, `"field":"`...)
 		b = append(b, v.Field...)
 		b = append(b, `","ts":`...)
-		var err error
-		if b, err = jsonenc.AppendTime(b, v.Time); err != nil {
-			return b, err
+		if ts[1] > 0 && v.Time == vs[i-1].Time {
+			// The fields of one reading share its time: its encoding
+			// is copied, not formatted again (the same Time value, so
+			// the same bytes).
+			b = append(b, b[ts[0]:ts[1]]...)
+		} else {
+			start := len(b)
+			var err error
+			if b, err = jsonenc.AppendTime(b, v.Time); err != nil {
+				return b, err
+			}
+			ts = [2]int{start, len(b)}
 		}
 		b = append(b, `,"value":`...)
 		b = append(b, v.Value...)

@@ -24,6 +24,11 @@ func TestAppendLatest(t *testing.T) {
 		{"field to escape", []LatestValue{{Field: "t<é>", Time: ts, Value: json.RawMessage(`1`)}}},
 		{"local time", []LatestValue{{Field: "t", Time: ts.In(time.FixedZone("x", 3600)), Value: json.RawMessage(`1`)}}},
 		{"bad number", []LatestValue{{Field: "t", Time: ts, Value: json.RawMessage(`01`)}}},
+		{"times shared and not", []LatestValue{{Field: "a", Time: ts, Value: json.RawMessage(`1`)}, {Field: "b", Time: ts, Value: json.RawMessage(`2`)},
+			{Field: "c", Time: ts.Add(time.Second), Value: json.RawMessage(`3`)}, {Field: "d", Time: ts.Add(time.Second), Value: json.RawMessage(`4`)},
+			{Field: "e", Time: ts.In(time.FixedZone("x", 3600)), Value: json.RawMessage(`5`)}, {Field: "f", Time: ts, Value: json.RawMessage(`6`)}}},
+		{"a shared time after a value encoding/json wrote", []LatestValue{{Field: "a", Time: ts, Value: json.RawMessage(`1`)},
+			{Field: "b", Time: ts.Add(time.Second), Value: json.RawMessage(`{"x": 1}`)}, {Field: "c", Time: ts.Add(time.Second), Value: json.RawMessage(`3`)}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +51,9 @@ func FuzzAppendLatest(f *testing.F) {
 		f.Add(s[0], s[1], int64(1764763200123456))
 	}
 	f.Fuzz(func(t *testing.T, name, value string, us int64) {
-		vs := []LatestValue{{Stream: name, Field: name, Time: time.UnixMicro(us).UTC(), Value: json.RawMessage(value)}}
+		at := time.UnixMicro(us).UTC()
+		vs := []LatestValue{{Stream: name, Field: name, Time: at, Value: json.RawMessage(value)},
+			{Stream: name, Field: name + "2", Time: at, Value: json.RawMessage(`1`)}}
 		want, werr := json.Marshal(vs)
 		got, err := AppendLatest(nil, vs)
 		if (err != nil) != (werr != nil) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/devicehub/devicehub/internal/commit"
@@ -172,40 +173,77 @@ func writeReadings(ctx context.Context, tx commit.Tx, ops []commit.Pending) erro
 
 // latestRows returns the newest value of each (device, stream, field) of
 // rows, sorted; of equal times, the later row wins.
+//
+// The rows are ordered by device and stream (a sort of their indexes,
+// which move nothing but ints), then the fields of each device's stream,
+// usually those of one row, are ordered by name and row order and each
+// name kept once. Neither a map of every key nor a sort of the whole
+// output, which was most of the work (the values of a batch of 39
+// changes made 78 rows of 88 bytes to sort with three string compares
+// each).
 func latestRows(rows []ReadingRow) ([]LatestRow, error) {
-	type key struct{ device, stream, field string }
-	newest := make(map[key]int, len(rows)*2)
-	out := make([]LatestRow, 0, len(rows)*2)
-	add := func(r *ReadingRow, f string, v json.RawMessage) {
-		k := key{r.DeviceID, r.Stream, f}
-		if j, ok := newest[k]; ok {
-			if !r.Time.Before(out[j].Time) {
-				out[j].Time, out[j].Value = r.Time, v
-			}
-			return
-		}
-		newest[k] = len(out)
-		out = append(out, LatestRow{DeviceID: r.DeviceID, Stream: r.Stream, Field: f, Time: r.Time, Value: v})
-	}
-	var fields map[string]json.RawMessage
+	order := make([]int, 0, len(rows))
 	for i := range rows {
-		r := &rows[i]
-		if len(r.Values) == 0 {
-			continue
-		}
-		if eachField(r.Values, func(f string, v json.RawMessage) { add(r, f, v) }) {
-			continue
-		}
-		clear(fields)
-		if err := json.Unmarshal(r.Values, &fields); err != nil {
-			return nil, fmt.Errorf("values of a reading of %s: %w", r.DeviceID, err)
-		}
-		for f, v := range fields {
-			add(r, f, v)
+		if len(rows[i].Values) > 0 {
+			order = append(order, i)
 		}
 	}
-	slices.SortFunc(out, func(a, b LatestRow) int {
-		return cmp.Or(cmp.Compare(a.DeviceID, b.DeviceID), cmp.Compare(a.Stream, b.Stream), cmp.Compare(a.Field, b.Field))
+	slices.SortFunc(order, func(a, b int) int {
+		ra, rb := &rows[a], &rows[b]
+		if c := strings.Compare(ra.DeviceID, rb.DeviceID); c != 0 {
+			return c
+		}
+		if c := strings.Compare(ra.Stream, rb.Stream); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
 	})
+	out := make([]LatestRow, 0, len(rows)*2)
+	var fields map[string]json.RawMessage
+	for g := 0; g < len(order); {
+		first := &rows[order[g]]
+		start := len(out) // the fields of this device's stream, in row order
+		for ; g < len(order); g++ {
+			r := &rows[order[g]]
+			if r.DeviceID != first.DeviceID || r.Stream != first.Stream {
+				break
+			}
+			add := func(f string, v json.RawMessage) {
+				out = append(out, LatestRow{DeviceID: r.DeviceID, Stream: r.Stream, Field: f, Time: r.Time, Value: v})
+			}
+			if eachField(r.Values, add) {
+				continue
+			}
+			clear(fields)
+			if err := json.Unmarshal(r.Values, &fields); err != nil {
+				return nil, fmt.Errorf("values of a reading of %s: %w", r.DeviceID, err)
+			}
+			for f, v := range fields {
+				add(f, v)
+			}
+		}
+		out = append(out[:start], newestFields(out[start:])...)
+	}
 	return out, nil
+}
+
+// newestFields orders the values of one device's stream, given in row
+// order, by field and keeps the newest of each field (of equal times the
+// later); it works in place and returns the part of fs kept. The sort is
+// stable, so that equal fields stay in row order (an insertion sort for
+// one row's few fields).
+func newestFields(fs []LatestRow) []LatestRow {
+	slices.SortStableFunc(fs, func(a, b LatestRow) int { return strings.Compare(a.Field, b.Field) })
+	n := 0
+	for i := range fs {
+		if n > 0 && fs[n-1].Field == fs[i].Field {
+			if !fs[i].Time.Before(fs[n-1].Time) {
+				fs[n-1].Time, fs[n-1].Value = fs[i].Time, fs[i].Value
+			}
+			continue
+		}
+		fs[n] = fs[i]
+		n++
+	}
+	return fs[:n]
 }

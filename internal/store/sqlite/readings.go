@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -115,17 +116,25 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		k := keys[d]
 		kept, _ := t.keptLatest(k)
 		merged := readings.MergeLatest(kept, dev)
-		vals, err := readings.AppendLatest(make([]byte, 0, 64*len(merged)), merged)
+		// Encoded into a buffer kept across devices and commits (under
+		// wmu); the snapshot and the statement each take a copy.
+		vals, err := readings.AppendLatest(t.s.latestBuf[:0], merged)
+		t.s.latestBuf = vals
 		if err != nil {
 			return fmt.Errorf("latest values of %s: %w", rows[i].DeviceID, err)
 		}
 		t.latest[k] = merged
 		if snap != nil {
-			// Of its own, exact size: vals grew by appending.
-			t.snapshotLatest(snap, rows[i].DeviceID, types[k], append([]byte(nil), vals...))
+			if t.snapUpd == nil {
+				t.snapUpd = make(map[string]latestEntry, len(keys))
+			}
+			t.snapshotLatest(snap, rows[i].DeviceID, types[k], bytes.Clone(vals))
 		}
 		args = append(args, k, string(vals))
 		i = j
+	}
+	if cap(t.s.latestBuf) > 1<<16 {
+		t.s.latestBuf = nil // one device's many values: not kept
 	}
 	return t.s.inserts["latest_fields"].exec(ctx, t.tx, args)
 }

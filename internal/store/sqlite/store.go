@@ -113,6 +113,7 @@ type Store struct {
 	patch              *bulk
 	lookup             *bulk
 	args               argSlab // the argument slices of a commit's statements
+	latestBuf          []byte  // UpsertLatest's encoding buffer, under wmu
 	// uncheckpointed counts the changes committed since the last
 	// checkpoint (see checkpoint.go).
 	uncheckpointed int
