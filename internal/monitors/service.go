@@ -7,7 +7,8 @@
 //
 // Data flow: the durable event log (internal/eventlog) → one bus
 // subscription, the tail (the latest Options.TailSize events in memory,
-// shared) → each running monitor's feeder → the monitor's bounded queue →
+// shared; only while a monitor's send loop runs) → each running
+// monitor's feeder → the monitor's bounded queue →
 // its send loop → the receiver. Each monitor has its own send loop (one
 // goroutine, owned by Service.Run), in the manner of Prometheus's
 // notifier: a slow or dead receiver fills only its own queue, and its
@@ -55,6 +56,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -217,6 +219,11 @@ type Service struct {
 
 	enc  *encodeCache
 	tail *tail
+	// running counts the send loops running; the tail follows the bus
+	// only while there is one (tailKick is signalled when the count
+	// leaves or reaches 0).
+	running  atomic.Int64
+	tailKick chan struct{}
 
 	cmu   sync.Mutex       // guards dirty
 	dirty map[string]int64 // cursors acknowledged and not stored yet
@@ -241,13 +248,14 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 	opts.defaults()
 	s := &Service{
 		deps: deps, opts: opts, log: log,
-		mons:    map[string]*entry{},
-		startC:  make(chan *sender),
-		stopped: make(chan struct{}),
-		groups:  map[string]string{},
-		enc:     newEncodeCache(),
-		tail:    newTail(opts.TailSize),
-		dirty:   map[string]int64{},
+		mons:     map[string]*entry{},
+		startC:   make(chan *sender),
+		stopped:  make(chan struct{}),
+		groups:   map[string]string{},
+		enc:      newEncodeCache(),
+		tail:     newTail(opts.TailSize),
+		tailKick: make(chan struct{}, 1),
+		dirty:    map[string]int64{},
 	}
 	s.metrics = newMetrics(s)
 	if reg != nil {
@@ -293,7 +301,10 @@ func (s *Service) Run(ctx context.Context) error {
 
 	tailCtx, stopTail := context.WithCancel(context.WithoutCancel(ctx))
 	tailDone := make(chan error, 1)
-	go func() { tailDone <- s.tail.run(tailCtx, s.deps.Events, s.prepare, s.opts.MinBackoff) }()
+	go func() {
+		tailDone <- s.tail.run(tailCtx, s.deps.Events, s.prepare, s.opts.MinBackoff,
+			func() bool { return s.running.Load() > 0 }, s.tailKick, s.forgetGroups)
+	}()
 	defer func() {
 		stopTail()
 		if err := <-tailDone; err != nil {
@@ -306,8 +317,10 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Add(1)
 		sctx, cancel := context.WithCancel(ctx)
 		sd.start(cancel)
+		s.senderRunning(1)
 		go func() {
 			defer wg.Done()
+			defer s.senderRunning(-1)
 			defer cancel()
 			sd.run(sctx)
 		}()
@@ -991,6 +1004,26 @@ func (s *Service) group(id string) string {
 	s.groups[id] = g
 	s.gmu.Unlock()
 	return g
+}
+
+// senderRunning counts a send loop that starts (1) or ends (-1), and
+// tells the tail when the count leaves or reaches 0.
+func (s *Service) senderRunning(d int64) {
+	if n := s.running.Add(d); (d > 0 && n == 1) || (d < 0 && n == 0) {
+		select {
+		case s.tailKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// forgetGroups empties the cache of the devices' groups: the tail, which
+// drops a device's entry when an event says its group may have changed,
+// starts following the bus again after a time it did not.
+func (s *Service) forgetGroups() {
+	s.gmu.Lock()
+	clear(s.groups)
+	s.gmu.Unlock()
 }
 
 func (s *Service) forgetGroup(e *events.Event) {

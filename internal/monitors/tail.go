@@ -35,15 +35,53 @@ type tail struct {
 	closed  bool
 }
 
+// noneCovered is the tail's covered while it does not follow the bus.
+const noneCovered = math.MaxInt64
+
 func newTail(size int) *tail {
 	// Nothing is covered until run knows where the log ends.
-	return &tail{ring: make([]*events.Event, size), wake: make(chan struct{}), covered: math.MaxInt64}
+	return &tail{ring: make([]*events.Event, size), wake: make(chan struct{}), covered: noneCovered}
 }
 
-// run subscribes to the bus from the end of the log and appends every
-// event, until ctx is done. It retries (every retry) while the log cannot
-// be read: the monitors wait meanwhile.
-func (t *tail) run(ctx context.Context, evs Events, prepare func(*events.Event), retry time.Duration) error {
+// run fills the ring while monitors run, until ctx is done: while want
+// reports true it follows the bus from the end of the log (follow); when
+// want turns false (the last monitor stopped) it lets the subscription
+// go and empties the ring, so that a hub with no monitor running keeps no
+// events in memory and spends nothing on them; and it waits for want to
+// turn true again. kick is signalled whenever want may have changed;
+// started is called each time the tail starts following (what was
+// learnt from events while it did not, such as the devices' groups,
+// must be forgotten then).
+func (t *tail) run(ctx context.Context, evs Events, prepare func(*events.Event), retry time.Duration,
+	want func() bool, kick <-chan struct{}, started func()) error {
+	defer func() {
+		t.mu.Lock()
+		t.closed = true
+		close(t.wake)
+		t.wake = make(chan struct{})
+		t.mu.Unlock()
+	}()
+	for {
+		for !want() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-kick:
+			}
+		}
+		started()
+		if err := t.follow(ctx, evs, prepare, retry, want, kick); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// follow subscribes to the bus from the end of the log and appends every
+// event, until ctx is done or want reports false; then it empties the
+// ring. It retries (every retry) while the log cannot be read: the
+// monitors wait meanwhile.
+func (t *tail) follow(ctx context.Context, evs Events, prepare func(*events.Event), retry time.Duration,
+	want func() bool, kick <-chan struct{}) error {
 	var head int64
 	for {
 		var err error
@@ -73,14 +111,30 @@ func (t *tail) run(ctx context.Context, evs Events, prepare func(*events.Event),
 	if err != nil {
 		return err // the bus stopped: so does the hub
 	}
-	<-ctx.Done()
-	sub.Close()
+	for want() {
+		select {
+		case <-ctx.Done():
+			sub.Close()
+			return nil
+		case <-kick:
+		}
+	}
+	sub.Close() // no append after it returns
+	t.empty()
+	return nil
+}
+
+// empty drops every event of the ring: nothing is covered until the tail
+// follows the bus again. A reader waiting is woken (to read the store).
+func (t *tail) empty() {
 	t.mu.Lock()
-	t.closed = true
+	defer t.mu.Unlock()
+	clear(t.ring)
+	t.start, t.n = 0, 0
+	t.covered = noneCovered
 	close(t.wake)
 	t.wake = make(chan struct{})
-	t.mu.Unlock()
-	return nil
+	t.armed = false
 }
 
 // append adds e (which nobody modifies afterwards). Only a reader that
