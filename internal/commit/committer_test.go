@@ -282,6 +282,26 @@ func TestBatchFailure(t *testing.T) {
 	}
 }
 
+// TestNilLogger: a committer made without a logger logs nothing, and
+// neither a slow batch (every batch, here) nor a failed one makes it fail.
+func TestNilLogger(t *testing.T) {
+	st := newFakeStore()
+	pub := &fakePub{}
+	c := commit.New(st, pub, commit.Options{}, nil, nil)
+	commit.SetSlowBatch(c, 0)
+	run(t, c)
+	if err := waitAll(t, enqueue(t, c, "a", "b"))[0]; err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	boom := errors.New("disk on fire")
+	st.mu.Lock()
+	st.fail = boom
+	st.mu.Unlock()
+	if err := waitAll(t, enqueue(t, c, "c"))[0]; !errors.Is(err, boom) {
+		t.Fatalf("failed commit: %v, want %v", err, boom)
+	}
+}
+
 func TestClosed(t *testing.T) {
 	st := newFakeStore()
 	c := newCommitter(st, &fakePub{}, commit.Options{})

@@ -1,5 +1,7 @@
 package commit
 
+import "time"
+
 // SetStopHooks has c call enqueue in every Enqueue once it found c running
 // and before it queues its ticket, stopping once Run closed its stopping
 // channel, and draining just before Run drains the queue. Call it before
@@ -18,3 +20,6 @@ func EnqueuesHeldOff(c *Committer) bool {
 	}
 	return true
 }
+
+// SetSlowBatch sets the wait from which c logs a batch as slow.
+func SetSlowBatch(c *Committer, d time.Duration) { c.slowBatch = d }
