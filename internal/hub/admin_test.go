@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/client"
-	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/hub"
 )
 
@@ -23,15 +22,7 @@ import (
 // that serves is stopped when the test ends.
 func runUntilReady(t *testing.T, dir, yaml string) (*hub.Hub, error) {
 	t.Helper()
-	yaml = fmt.Sprintf("data_dir: %s\n%s", dir, yaml)
-	path := filepath.Join(dir, "devicehub.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadTestConfig(t, dir, fmt.Sprintf("data_dir: %s\n%s", dir, yaml))
 	ctx, cancel := context.WithCancel(context.Background())
 	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -94,14 +94,7 @@ func startHubYAML(t testing.TB, dir, yaml string) *testHub {
 // hub before it runs.
 func startHubBefore(t testing.TB, dir, yaml string, before func(*hub.Hub)) *testHub {
 	t.Helper()
-	path := filepath.Join(dir, "devicehub.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadTestConfig(t, dir, yaml)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -127,6 +120,28 @@ func startHubBefore(t testing.TB, dir, yaml string, before func(*hub.Hub)) *test
 		})
 	}
 	t.Cleanup(stop)
+	return readyHub(t, h, dir, done, stop)
+}
+
+// loadTestConfig writes yaml as dir's configuration file and loads it,
+// with no environment.
+func loadTestConfig(t testing.TB, dir, yaml string) *config.Config {
+	t.Helper()
+	path := filepath.Join(dir, "devicehub.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// readyHub waits until h, whose Run reports on done, serves, and returns
+// it with the admin token of its data directory dir; stop stops it.
+func readyHub(t testing.TB, h *hub.Hub, dir string, done <-chan error, stop func()) *testHub {
+	t.Helper()
 	select {
 	case <-h.Ready():
 	case err := <-done:

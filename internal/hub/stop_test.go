@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/internal/commit"
-	"github.com/devicehub/devicehub/internal/config"
 	"github.com/devicehub/devicehub/internal/hub"
 )
 
@@ -52,15 +50,7 @@ func (s *hangingCommits) Commit(ctx context.Context, batch []*commit.Change) err
 // committer's goroutine ends and the store is closed (goleak, TestMain).
 func TestStopWithHungStore(t *testing.T) {
 	dir := t.TempDir()
-	yaml := fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s", dir, testTypes)
-	path := filepath.Join(dir, "devicehub.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path, func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadTestConfig(t, dir, fmt.Sprintf("data_dir: %s\nmqtt:\n  addr: 127.0.0.1:0\nhttp:\n  addr: 127.0.0.1:0\n%s", dir, testTypes))
 	st := &hangingCommits{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(st.release) }) }
@@ -76,18 +66,7 @@ func TestStopWithHungStore(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	select {
-	case <-h.Ready():
-	case err := <-done:
-		t.Fatalf("hub stopped before ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("hub not ready after 20s")
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	th := &testHub{Hub: h, token: strings.TrimSpace(string(tok)), base: "http://" + h.HTTPAddr()}
+	th := readyHub(t, h, dir, done, cancel)
 	cr := th.provision(t, "ws-1", "WeatherStation")
 	c, _, err := dial(t, h.MQTTAddr(), cr.DeviceID, cr.MQTTUsername, cr.MQTTPassword)
 	if err != nil {
