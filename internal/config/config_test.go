@@ -209,15 +209,9 @@ func TestRuntime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(tt.yaml))
-			if tt.wantErr != "" {
-				if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), tt.wantErr) {
-					t.Fatalf("err = %v, want one starting with %q", err, tt.wantErr)
-				}
+			cfg := parseCase(t, tt.yaml, tt.wantErr)
+			if cfg == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.Runtime != tt.want {
 				t.Errorf("runtime = %+v, want %+v", cfg.Runtime, tt.want)
@@ -258,15 +252,9 @@ func TestMQTTConnectionTuning(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(tt.yaml))
-			if tt.wantErr != "" {
-				if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), tt.wantErr) {
-					t.Fatalf("err = %v, want one starting with %q", err, tt.wantErr)
-				}
+			cfg := parseCase(t, tt.yaml, tt.wantErr)
+			if cfg == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got := (tuning{cfg.MQTT.WriteQueue, cfg.MQTT.WriterIdle, cfg.MQTT.ReadBufferBytes}); got != tt.want {
 				t.Errorf("got %+v, want %+v", got, tt.want)
@@ -431,19 +419,31 @@ func TestStopWaits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(tt.yaml))
-			if tt.wantErr != "" {
-				if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), tt.wantErr) {
-					t.Fatalf("err = %v, want one starting with %q", err, tt.wantErr)
-				}
+			cfg := parseCase(t, tt.yaml, tt.wantErr)
+			if cfg == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.MQTT.ShutdownGrace != tt.grace || cfg.Commit.StopTimeout != tt.commit {
 				t.Fatalf("shutdown_grace %s, stop_timeout %s; want %s, %s", cfg.MQTT.ShutdownGrace, cfg.Commit.StopTimeout, tt.grace, tt.commit)
 			}
 		})
 	}
+}
+
+// parseCase parses yaml; with wantErr set it checks that the error is
+// ErrInvalid and starts with wantErr (after "config: ") and returns nil,
+// else it fails on any error and returns the configuration.
+func parseCase(t *testing.T, yaml, wantErr string) *Config {
+	t.Helper()
+	cfg, err := Parse([]byte(yaml))
+	if wantErr != "" {
+		if err == nil || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "config: "), wantErr) {
+			t.Fatalf("err = %v, want one starting with %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
