@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/throttle"
 )
 
 // ErrClosed is returned for changes submitted after the committer stopped.
@@ -72,6 +73,12 @@ type Options struct {
 // lower it).
 const slowBatch = 100 * time.Millisecond
 
+// slowLogEvery: under sustained overload every batch is slow (ten lines a
+// second, which bury the rest of the log); the line is logged at most once
+// per slowLogEvery, with how many slow batches were not logged since the
+// last one (suppressed).
+const slowLogEvery = 10 * time.Second
+
 // Committer writes changes in group commits. Create it with New and run it
 // with Run.
 type Committer struct {
@@ -108,6 +115,10 @@ type Committer struct {
 	lastSeq  atomic.Int64
 	// slowBatch is the wait from which a batch is logged (slowBatch).
 	slowBatch time.Duration
+	// slowLogs bounds the slow-batch lines (slowLogEvery); clock is the
+	// time it is given (time.Now; tests set their own).
+	slowLogs throttle.Sampler
+	clock    func() time.Time
 }
 
 // New returns a committer writing to store and publishing to pub. log and
@@ -135,6 +146,8 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 		finished:  make(chan struct{}),
 		gaveUp:    make(chan struct{}),
 		slowBatch: slowBatch,
+		slowLogs:  throttle.Sampler{Every: slowLogEvery},
+		clock:     time.Now,
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "devicehub_commit_batch_size",
 			Help:    "Changes per group commit.",
@@ -452,10 +465,13 @@ func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 		c.waitTime.Observe(end.Sub(t.queued).Seconds())
 	}
 	if w := end.Sub(batch[0].queued); w >= c.slowBatch {
-		defer func() {
-			c.log.Info("slow group commit", "oldest_wait", w, "queue_wait", start.Sub(batch[0].queued),
-				"commit", end.Sub(start), "after_commit", time.Since(end), "changes", len(batch), "queued_behind", queued)
-		}()
+		if n, ok := c.slowLogs.Tick(c.clock()); ok {
+			defer func() {
+				c.log.Info("slow group commit", "oldest_wait", w, "queue_wait", start.Sub(batch[0].queued),
+					"commit", end.Sub(start), "after_commit", time.Since(end), "changes", len(batch), "queued_behind", queued,
+					"suppressed", n-1)
+			}()
+		}
 	}
 	if err != nil {
 		c.failures.Inc()

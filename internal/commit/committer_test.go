@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -467,5 +468,88 @@ func TestMetrics(t *testing.T) {
 		if got[name] != want {
 			t.Errorf("%s has %d samples, want %d", name, got[name], want)
 		}
+	}
+}
+
+// records is a slog handler keeping the records it is given.
+type records struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recs = append(r.recs, rec.Clone())
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+// suppressed returns the suppressed attribute of each record msg.
+func (r *records) suppressed(msg string) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int64
+	for _, rec := range r.recs {
+		if rec.Message != msg {
+			continue
+		}
+		n := int64(-1)
+		rec.Attrs(func(a slog.Attr) bool {
+			if a.Key == "suppressed" {
+				n = a.Value.Int64()
+			}
+			return true
+		})
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestSlowBatchLogLimited: under sustained overload (every batch slow,
+// here) the "slow group commit" line is logged at most once per 10 s of
+// the committer's clock, and each line counts the slow batches not logged
+// since the last one.
+func TestSlowBatchLogLimited(t *testing.T) {
+	tests := []struct {
+		name    string
+		batches []time.Duration // the clock at each batch, after the first
+		want    []int64         // the suppressed count of each line logged
+	}{
+		{"one", []time.Duration{0}, []int64{0}},
+		{"ten a second for 25s", func() []time.Duration {
+			var at []time.Duration
+			for i := range 250 {
+				at = append(at, time.Duration(i)*100*time.Millisecond)
+			}
+			return at
+		}(), []int64{0, 99, 99}},
+		{"a burst, then quiet, then one", []time.Duration{0, time.Second, 2 * time.Second, time.Hour}, []int64{0, 2}},
+		{"just before 10s", []time.Duration{0, 10*time.Second - 1, 10 * time.Second}, []int64{0, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+			var now atomic.Int64
+			rec := &records{}
+			c := commit.New(newFakeStore(), &fakePub{}, commit.Options{}, slog.New(rec), nil)
+			commit.SetSlowBatch(c, 0)
+			commit.SetClock(c, func() time.Time { return t0.Add(time.Duration(now.Load())) })
+			stop := run(t, c)
+			for i, at := range tt.batches {
+				now.Store(int64(at))
+				if err := waitAll(t, enqueue(t, c, fmt.Sprint("d", i)))[0]; err != nil {
+					t.Fatalf("batch %d: %v", i, err)
+				}
+			}
+			if err := stop(); err != nil { // the last line is logged before Run returns
+				t.Fatal(err)
+			}
+			if got := rec.suppressed("slow group commit"); !slices.Equal(got, tt.want) {
+				t.Fatalf("lines with suppressed counts %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

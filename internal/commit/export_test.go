@@ -23,3 +23,6 @@ func EnqueuesHeldOff(c *Committer) bool {
 
 // SetSlowBatch sets the wait from which c logs a batch as slow.
 func SetSlowBatch(c *Committer, d time.Duration) { c.slowBatch = d }
+
+// SetClock sets the time c's slow-batch log limiter is given.
+func SetClock(c *Committer, now func() time.Time) { c.clock = now }

@@ -188,24 +188,34 @@ func Host(remote string) string {
 	return remote
 }
 
-// Sampler bounds a repeated log line to one a second: Tick counts an
-// occurrence and says whether to log it now, and how many occurrences the
-// line stands for (itself and those not logged since the last one).
+// Sampler bounds a repeated log line to one per Every (one a second when
+// Every is 0): Tick counts an occurrence and says whether to log it now,
+// and how many occurrences the line stands for (itself and those not
+// logged since the last one). The zero Sampler is ready to use; the time
+// is the caller's, so a test drives it with its own clock.
 type Sampler struct {
+	// Every is how often a line is logged at most (default SampleEvery).
+	// Set it before the first Tick.
+	Every time.Duration
+
 	mu    sync.Mutex
 	last  time.Time
 	count int
 }
 
-// SampleEvery is how often a sampled line is logged at most.
+// SampleEvery is how often a sampled line is logged at most by default.
 const SampleEvery = time.Second
 
 // Tick counts an occurrence at now.
 func (s *Sampler) Tick(now time.Time) (n int, ok bool) {
+	every := s.Every
+	if every <= 0 {
+		every = SampleEvery
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.count++
-	if now.Sub(s.last) >= SampleEvery {
+	if s.last.IsZero() || now.Sub(s.last) >= every {
 		s.last, n, s.count = now, s.count, 0
 		return n, true
 	}

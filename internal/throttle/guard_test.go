@@ -77,3 +77,51 @@ func TestSampler(t *testing.T) {
 		t.Fatalf("next second: %d %v, want 6 true", n, ok)
 	}
 }
+
+// TestSamplerEvery: with Every set, a sustained stream of occurrences is
+// logged once per Every, each line counting those not logged since the
+// last (the slow-commit lines: one per 10 s under sustained overload).
+func TestSamplerEvery(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type tick struct {
+		at     time.Duration // after t0
+		n      int           // lines it stands for when logged
+		logged bool
+	}
+	tests := []struct {
+		name  string
+		every time.Duration
+		ticks []tick
+	}{
+		{"first is logged", 10 * time.Second, []tick{{0, 1, true}}},
+		{"ten a second for 25s", 10 * time.Second, func() []tick {
+			var ts []tick
+			for i := 0; i < 250; i++ {
+				at := time.Duration(i) * 100 * time.Millisecond
+				switch i {
+				case 0:
+					ts = append(ts, tick{at, 1, true})
+				case 100, 200: // 10s and 20s after the last line
+					ts = append(ts, tick{at, 100, true})
+				default:
+					ts = append(ts, tick{at, 0, false})
+				}
+			}
+			return ts
+		}()},
+		{"just before the interval", 10 * time.Second, []tick{{0, 1, true}, {10*time.Second - 1, 0, false}, {10 * time.Second, 2, true}}},
+		{"quiet then one", 10 * time.Second, []tick{{0, 1, true}, {time.Hour, 1, true}}},
+		{"zero is a second", 0, []tick{{0, 1, true}, {500 * time.Millisecond, 0, false}, {time.Second, 2, true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Sampler{Every: tt.every}
+			for i, tk := range tt.ticks {
+				n, ok := s.Tick(t0.Add(tk.at))
+				if ok != tk.logged || n != tk.n {
+					t.Fatalf("tick %d at %s: (%d, %v), want (%d, %v)", i, tk.at, n, ok, tk.n, tk.logged)
+				}
+			}
+		})
+	}
+}

@@ -46,6 +46,11 @@ type txn struct {
 // retention transaction holds; the statements; COMMIT, with its fsync).
 const slowCommit = 100 * time.Millisecond
 
+// slowLogEvery: under sustained overload every Commit is slow (ten lines
+// a second); the line is logged at most once per slowLogEvery, with how
+// many slow Commits were not logged since the last one (suppressed).
+const slowLogEvery = 10 * time.Second
+
 var (
 	_ commit.Tx            = (*txn)(nil)
 	_ registry.TxStore     = (*txn)(nil)
@@ -127,9 +132,12 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	t := &txn{s: s, known: map[string]int64{}, seq: s.seq, now: time.Now().UnixMicro()}
 	defer s.args.reset()
 	defer func() {
-		if d := time.Since(start); d >= slowCommit && !t.committed.IsZero() {
-			s.log.Info("slow commit", "duration", d, "writer_wait", locked.Sub(start),
-				"statements", t.written.Sub(locked), "commit", t.committed.Sub(t.written), "changes", len(batch))
+		if d := time.Since(start); d >= s.slowCommit && !t.committed.IsZero() {
+			if n, ok := s.slowLogs.Tick(s.clock()); ok {
+				s.log.Info("slow commit", "duration", d, "writer_wait", locked.Sub(start),
+					"statements", t.written.Sub(locked), "commit", t.committed.Sub(t.written), "changes", len(batch),
+					"suppressed", n-1)
+			}
 		}
 	}()
 	if err := t.run(ctx, batch); err != nil {

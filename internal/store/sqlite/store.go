@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
@@ -31,6 +32,7 @@ import (
 	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/throttle"
 )
 
 //go:embed migrations/*.sql
@@ -69,6 +71,14 @@ type Options struct {
 
 // Store is the SQLite store. Create it with Open and release it with Close.
 type Store struct {
+	// slowCommit is the duration from which a Commit is logged
+	// (slowCommit; tests lower it), slowLogs bounds those lines
+	// (slowLogEvery) and clock is the time it is given (time.Now; tests
+	// set their own).
+	slowCommit time.Duration
+	slowLogs   throttle.Sampler
+	clock      func() time.Time
+
 	// compactHook, when set (tests), runs at the end of a compaction's
 	// transaction; an error fails it.
 	compactHook func() error
@@ -225,7 +235,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	ck.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
-		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1)}
+		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1),
+		slowCommit: slowCommit, slowLogs: throttle.Sampler{Every: slowLogEvery}, clock: time.Now}
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
