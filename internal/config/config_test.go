@@ -447,3 +447,35 @@ func parseCase(t *testing.T, yaml, wantErr string) *Config {
 	}
 	return cfg
 }
+
+// TestMonitorsTailBytes: monitors.tail_bytes, the memory bound of the
+// monitors' shared tail: its default, sizes with units, its minimum.
+func TestMonitorsTailBytes(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    Size
+		wantErr string
+	}{
+		{"default", "", 64 * MiB, ""},
+		{"with a unit", "monitors: {tail_bytes: 256MiB}", 256 * MiB, ""},
+		{"decimal unit", "monitors: {tail_bytes: 10MB}", 10_000_000, ""},
+		{"an integer", "monitors: {tail_bytes: 2097152}", 2 * MiB, ""},
+		{"smallest", "monitors: {tail_bytes: 1MiB}", MiB, ""},
+		{"below 1MiB", "monitors: {tail_bytes: 1000KiB}", 0, "monitors.tail_bytes: must be at least 1MiB, got 1024000"},
+		{"zero", "monitors: {tail_bytes: 0}", 0, "monitors.tail_bytes: must be at least 1MiB, got 0"},
+		{"negative", "monitors: {tail_bytes: -1}", 0, `monitors.tail_bytes: line 1: cannot parse "-1" as a size`},
+		{"not a size", "monitors: {tail_bytes: lots}", 0, `monitors.tail_bytes: line 1: cannot parse "lots" as a size`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := parseCase(t, tt.yaml, tt.wantErr)
+			if cfg == nil {
+				return
+			}
+			if cfg.Monitors.TailBytes != tt.want {
+				t.Errorf("monitors.tail_bytes = %d, want %d", cfg.Monitors.TailBytes, tt.want)
+			}
+		})
+	}
+}

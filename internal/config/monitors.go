@@ -32,12 +32,18 @@ type MonitorsConfig struct {
 	// MinBackoff and MaxBackoff bound the wait between failed deliveries.
 	MinBackoff time.Duration `yaml:"min_backoff"`
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// TailBytes bounds the memory of the recent events kept for all
+	// running monitors (the tail, besides its count of 131072 events), by
+	// an estimate of each event's size in memory; a monitor further
+	// behind reads the event log.
+	TailBytes Size `yaml:"tail_bytes"`
 }
 
 func defaultMonitors() MonitorsConfig {
 	return MonitorsConfig{
 		DisableAfter: 24 * time.Hour, QueueSize: 10000, MaxInFlight: 8, AckTimeout: 30 * time.Second,
 		SecretOverlap: 24 * time.Hour, MinBackoff: time.Second, MaxBackoff: 5 * time.Minute,
+		TailBytes: 64 * MiB,
 	}
 }
 
@@ -72,6 +78,9 @@ func (c *Config) checkMonitors() error {
 	}
 	if m.MaxBackoff < m.MinBackoff {
 		return invalid("monitors.max_backoff", "must be at least monitors.min_backoff")
+	}
+	if m.TailBytes < MiB {
+		return invalid("monitors.tail_bytes", "must be at least 1MiB, got %d", m.TailBytes)
 	}
 	return nil
 }

@@ -407,6 +407,7 @@ func newHub(ctx context.Context, cfg *config.Config, log *slog.Logger, to testOp
 		MaxInFlight:         mc.MaxInFlight,
 		AckTimeout:          mc.AckTimeout,
 		SecretOverlap:       mc.SecretOverlap,
+		TailBytes:           int64(mc.TailBytes),
 		CursorAtAck:         h.fanout != nil,
 		Changed:             monChanged,
 		RunsElsewhere:       monElsewhere,

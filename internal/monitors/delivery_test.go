@@ -155,11 +155,16 @@ func TestZlibXMLStandardParsers(t *testing.T) {
 
 // TestReceiverDownReplayOn: every event arrives once, in order, after the
 // receiver came back; also with a queue and a tail so small that the
-// monitor falls behind the tail and reads the durable log.
+// monitor falls behind the tail and reads the durable log, the tail
+// bounded by its count or by its bytes (1 KiB: four or five of these
+// events, while the monitor is 30 behind).
 func TestReceiverDownReplayOn(t *testing.T) {
 	small := testOptions()
 	small.QueueSize, small.TailSize = 3, 4
-	for name, opts := range map[string]monitors.Options{"default": testOptions(), "behind the tail": small} {
+	fewBytes := testOptions()
+	fewBytes.QueueSize, fewBytes.TailBytes = 3, 1024
+	for name, opts := range map[string]monitors.Options{"default": testOptions(), "behind the tail": small,
+		"behind the byte-bounded tail": fewBytes} {
 		t.Run(name, func(t *testing.T) { testReceiverDownReplayOn(t, opts) })
 	}
 }
@@ -174,6 +179,14 @@ func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
 	res := h.create(spec)
 	secret = res.Secret
 	want := h.publish(30, events.DeviceStatusChanged, "d1")
+	if opts.TailBytes > 0 {
+		// The tail is filled by its own goroutine: wait until it dropped
+		// events the monitor has not delivered, within its budget.
+		eventually.True(t, 10*time.Second, "the tail moved past the monitor", func() bool {
+			n, bytes, covered := monitors.TailStats(h.svc)
+			return covered >= want[len(want)/2] && covered < want[len(want)-1] && bytes <= opts.TailBytes && n > 0
+		})
+	}
 	eventually.True(t, 10*time.Second, "SUSPENDED", func() bool { return h.status(res.Monitor.ID) == monitors.Suspended })
 	hits := rcv.hitCount()
 	eventually.True(t, 10*time.Second, "retries", func() bool { return rcv.hitCount() > hits+2 })

@@ -20,6 +20,8 @@ type metrics struct {
 	lag        *prometheus.Desc
 	queued     *prometheus.Desc
 	status     *prometheus.Desc
+	tailEvents *prometheus.Desc
+	tailBytes  *prometheus.Desc
 	head       atomic.Int64 // the highest Seq any monitor's subscription saw
 }
 
@@ -46,6 +48,10 @@ func newMetrics(s *Service) *metrics {
 			"Events in the monitor's in-memory queue.", []string{"monitor"}, nil),
 		status: prometheus.NewDesc("devicehub_monitor_status",
 			"1 for the monitor's current status.", []string{"monitor", "transport", "status"}, nil),
+		tailEvents: prometheus.NewDesc("devicehub_monitor_tail_events",
+			"Events in the monitors' shared in-memory tail (0 while no monitor runs).", nil, nil),
+		tailBytes: prometheus.NewDesc("devicehub_monitor_tail_bytes",
+			"Estimated memory of the events in the monitors' shared tail, bounded by monitors.tail_bytes.", nil, nil),
 	}
 }
 
@@ -83,6 +89,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.lag
 	ch <- m.queued
 	ch <- m.status
+	ch <- m.tailEvents
+	ch <- m.tailBytes
 }
 
 // Collect implements prometheus.Collector.
@@ -91,6 +99,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		v.Collect(ch)
 	}
 	s := m.svc
+	n, bytes := s.tail.stats()
+	ch <- prometheus.MustNewConstMetric(m.tailEvents, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(m.tailBytes, prometheus.GaugeValue, float64(bytes))
 	s.mu.Lock()
 	es := make([]*entry, 0, len(s.mons))
 	for _, e := range s.mons {

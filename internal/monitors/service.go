@@ -7,7 +7,8 @@
 //
 // Data flow: the durable event log (internal/eventlog) → one bus
 // subscription, the tail (the latest Options.TailSize events in memory,
-// shared; only while a monitor's send loop runs) → each running
+// and no more than Options.TailBytes of them, shared; only while a
+// monitor's send loop runs) → each running
 // monitor's feeder → the monitor's bounded queue →
 // its send loop → the receiver. Each monitor has its own send loop (one
 // goroutine, owned by Service.Run), in the manner of Prometheus's
@@ -126,6 +127,10 @@ type Options struct {
 	// every monitor to read (default 131072); a monitor further behind
 	// reads the durable log.
 	TailSize int
+	// TailBytes bounds the memory of those events too (default 64 MiB):
+	// the tail holds the latest events whose estimated sizes add up to at
+	// most TailBytes (see retainedSize), and at least the newest.
+	TailBytes int64
 	// CursorSave is how often the cursors that moved are stored, all in
 	// one transaction (default 1s); they are stored too when the service
 	// stops. After a crash, deliveries acknowledged since the last save are
@@ -185,6 +190,9 @@ func (o *Options) defaults() {
 	}
 	if o.TailSize <= 0 {
 		o.TailSize = 1 << 17
+	}
+	if o.TailBytes <= 0 {
+		o.TailBytes = 64 << 20
 	}
 	if o.CursorSave <= 0 {
 		o.CursorSave = time.Second
@@ -253,7 +261,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		stopped:  make(chan struct{}),
 		groups:   map[string]string{},
 		enc:      newEncodeCache(),
-		tail:     newTail(opts.TailSize),
+		tail:     newTail(opts.TailSize, opts.TailBytes),
 		tailKick: make(chan struct{}, 1),
 		dirty:    map[string]int64{},
 	}

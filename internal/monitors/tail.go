@@ -13,7 +13,10 @@ import (
 
 // tail is the recent end of the event log, in memory, shared by every
 // monitor: one event bus subscription (whose callback only appends, so it
-// keeps up) fills a ring of the last Options.TailSize events. Each
+// keeps up) fills a ring of the last Options.TailSize events, and of fewer
+// when their estimated size (retainedSize) would exceed
+// Options.TailBytes: the oldest are dropped until the newest fits (the
+// newest is always kept, however large). Each
 // monitor's feeder reads the events after its position from the ring, and
 // from the durable log only when it is further behind than the ring
 // reaches. So the events are held once, not once per monitor, and a
@@ -27,8 +30,11 @@ import (
 type tail struct {
 	mu      sync.Mutex
 	ring    []*events.Event // the events, in Seq order, from ring[start] (a circular buffer)
+	sizes   []uint32        // retainedSize of ring[i], at i
 	start   int
 	n       int
+	bytes   int64         // the sum of sizes of the events held
+	budget  int64         // the bound of bytes
 	covered int64         // every event with a Seq above this is in the ring (or not committed yet)
 	wake    chan struct{} // closed and replaced when events are appended while a reader waits
 	armed   bool          // a reader found nothing new and waits on wake
@@ -38,9 +44,20 @@ type tail struct {
 // noneCovered is the tail's covered while it does not follow the bus.
 const noneCovered = math.MaxInt64
 
-func newTail(size int) *tail {
+// newTail returns a tail of at most size events and budget bytes (of
+// their retainedSize).
+func newTail(size int, budget int64) *tail {
 	// Nothing is covered until run knows where the log ends.
-	return &tail{ring: make([]*events.Event, size), wake: make(chan struct{}), covered: noneCovered}
+	return &tail{ring: make([]*events.Event, size), sizes: make([]uint32, size), budget: budget,
+		wake: make(chan struct{}), covered: noneCovered}
+}
+
+// stats returns the events and the bytes (of their retainedSize) the
+// tail holds.
+func (t *tail) stats() (n int, bytes int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n, t.bytes
 }
 
 // run fills the ring while monitors run, until ctx is done: while want
@@ -130,7 +147,7 @@ func (t *tail) empty() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	clear(t.ring)
-	t.start, t.n = 0, 0
+	t.start, t.n, t.bytes = 0, 0, 0
 	t.covered = noneCovered
 	close(t.wake)
 	t.wake = make(chan struct{})
@@ -142,16 +159,23 @@ func (t *tail) empty() {
 // what a whole commit appended in one pass instead of being signalled per
 // event (a channel closed and made per event, and every feeder woken, cost
 // more than the rest of the tail).
+//
+// The size is estimated before the lock is taken: the walk of a reading's
+// values is the only part of append that grows with the payload.
 func (t *tail) append(e *events.Event) {
+	size := uint32(min(retainedSize(e), math.MaxUint32))
 	t.mu.Lock()
-	if t.n == len(t.ring) {
+	for t.n == len(t.ring) || (t.n > 0 && t.bytes+int64(size) > t.budget) {
 		t.covered = t.ring[t.start].Seq
 		t.ring[t.start] = nil
+		t.bytes -= int64(t.sizes[t.start])
 		t.start = (t.start + 1) % len(t.ring)
 		t.n--
 	}
-	t.ring[(t.start+t.n)%len(t.ring)] = e
+	i := (t.start + t.n) % len(t.ring)
+	t.ring[i], t.sizes[i] = e, size
 	t.n++
+	t.bytes += int64(size)
 	if t.armed {
 		t.armed = false
 		close(t.wake)

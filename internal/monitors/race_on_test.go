@@ -1,0 +1,6 @@
+//go:build race
+
+package monitors
+
+// raceEnabled: the race detector changes what allocations weigh.
+const raceEnabled = true
