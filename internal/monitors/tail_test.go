@@ -240,7 +240,7 @@ func TestRetainedSize(t *testing.T) {
 			runtime.GC()
 			runtime.ReadMemStats(&ms)
 			measured := float64(ms.HeapAlloc-before)/n - 8 // less keep's own slot
-			est := float64(retainedSize(keep[n/2])) - 12  // less the tail's slot
+			est := float64(retainedSize(keep[n/2])) - 12   // less the tail's slot
 			runtime.KeepAlive(keep)
 			t.Logf("estimate %.0f bytes an event, measured %.0f (%.2f)", est, measured, est/measured)
 			if est < 0.9*measured || est > 1.6*measured {

@@ -13,8 +13,9 @@ import (
 	"github.com/devicehub/devicehub/events"
 )
 
-// BenchmarkTailMemory fills a tail with 200,000 device_data_received
-// events (more than its count bound of 131,072), built as ingest builds
+// BenchmarkTailMemory fills a tail with 1,000,000 device_data_received
+// events (many times its count bound of 131,072: the collector runs as
+// under sustained ingest, so the peak RSS is its steady state), built as ingest builds
 // them (interned field names, a fresh map of values per reading), and
 // reports the heap it keeps (retained-MiB: HeapAlloc after a collection,
 // less before), the events it holds and the process's peak RSS
@@ -68,7 +69,7 @@ func BenchmarkTailMemory(b *testing.B) {
 					before := ms.HeapAlloc
 					tl := newTail(1<<17, bd.budget)
 					tl.covered = 0
-					for i := int64(1); i <= 200_000; i++ {
+					for i := int64(1); i <= 1_000_000; i++ {
 						tl.append(event(i))
 					}
 					runtime.GC()
@@ -100,4 +101,24 @@ func peakRSS() float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkRetainedSize: the cost of the estimate, paid once per event as
+// the tail appends it.
+func BenchmarkRetainedSize(b *testing.B) {
+	for _, fields := range []int{4, 16} {
+		e := dataEvent(1, fields, 0)
+		b.Run(strconv.Itoa(fields)+"-numbers", func(b *testing.B) {
+			for range b.N {
+				retainedSize(e)
+			}
+		})
+	}
+	st := &events.Event{Seq: 1, Type: events.DeviceStatusChanged, DeviceID: "dev-1", DeviceType: "sensor",
+		Args: &events.StatusChanged{OldStatus: "online", NewStatus: "offline"}}
+	b.Run("status-changed", func(b *testing.B) {
+		for range b.N {
+			retainedSize(st)
+		}
+	})
 }
