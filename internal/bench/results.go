@@ -60,6 +60,9 @@ type Profile struct {
 	// functions by bytes allocated (empty in results of earlier versions).
 	AllocsPath string   `json:"allocs_path,omitempty"`
 	AllocsTop  []string `json:"allocs_top,omitempty"`
+	// Figures are the profiled run's own (acked: the readings the
+	// profiles' bytes and CPU are divided by).
+	Figures map[string]float64 `json:"figures,omitempty"`
 }
 
 // Scenario is one measured scenario: its runs (every system, every

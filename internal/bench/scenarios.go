@@ -567,7 +567,7 @@ func (r *runner) profile(ctx context.Context, sd *seed, n int) {
 	if run.Error != "" {
 		r.res.Notes = append(r.res.Notes, "profiled run: "+firstLine(run.Error))
 	}
-	p := &Profile{Devices: n, Path: path, AllocsPath: allocsPath(path)}
+	p := &Profile{Devices: n, Path: path, AllocsPath: allocsPath(path), Figures: run.Figures}
 	r.res.Profile = p
 	goBin, err := exec.LookPath("go")
 	if err != nil {
