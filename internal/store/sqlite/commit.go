@@ -75,15 +75,15 @@ var (
 func (s *Store) initStatements(ctx context.Context) error {
 	s.inserts = map[string]*bulk{
 		"messages": newBulk(s.w,
-			`INSERT OR ROLLBACK INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at, dev, mkey) VALUES `,
-			`(?,?,?,?,?,?,?,?,?,?,?,?,?)`, ``),
+			`INSERT OR ROLLBACK INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
+			`(?,?,?,?,?,?,?,?,?,?,?)`, ``),
 		// Messages with a device msg_id: a row that conflicts is a
 		// duplicate and is not written. The rows affected say whether
 		// there was one; only then message_ids finds which (InsertMessages).
 		"messages_dedup": newBulk(s.w,
-			`INSERT OR ROLLBACK INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at, dev, mkey) VALUES `,
-			`(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-			` ON CONFLICT (dev, mkey) DO NOTHING`),
+			`INSERT OR ROLLBACK INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
+			`(?,?,?,?,?,?,?,?,?,?,?)`,
+			` ON CONFLICT (device_id, msg_id) DO NOTHING`),
 		"message_ids": newBulk(s.w, `SELECT id FROM messages WHERE id IN (`, `?`, `)`),
 		"readings": newBulk(s.w,
 			`INSERT OR ROLLBACK INTO readings (dev, stream, ts, received_at, message_id, data) VALUES `,

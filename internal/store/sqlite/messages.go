@@ -10,7 +10,7 @@ import (
 )
 
 // messageCols are the columns of a row of the messages insert.
-const messageCols = 13
+const messageCols = 11
 
 // MaxMessageID returns the largest message id stored, 0 for none.
 func (s *Store) MaxMessageID(ctx context.Context) (int64, error) {
@@ -40,16 +40,12 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 	for i := range msgs {
 		r := &msgs[i]
 		m := r.Message
-		var msgID, dev, mkey any
-		if k, ok := t.key(r.DeviceID); ok {
-			dev = k
-		}
+		var msgID any
 		if m.MsgID != "" {
 			msgID = m.MsgID
-			mkey = msgKey(m.MsgID)
 		}
 		row := []any{m.ID, r.DeviceID, m.Topic, m.Transport, int64(m.QoS), m.Payload, msgID,
-			m.Accepted, m.Code, m.Reason, m.ReceivedAt.UnixMicro(), dev, mkey}
+			m.Accepted, m.Code, m.Reason, m.ReceivedAt.UnixMicro()}
 		if msgID == nil {
 			plain = append(plain, row...)
 		} else {
@@ -118,13 +114,4 @@ func (t *txn) InsertReadings(ctx context.Context, rows []readings.ReadingRow) er
 		args = append(args, r.dev, r.r.Stream, r.r.Time.UnixMicro(), r.r.ReceivedAt.UnixMicro(), r.r.MessageID, jsonObject(r.r.Values))
 	}
 	return t.s.inserts["readings"].exec(ctx, t, args)
-}
-
-func msgKey(id string) int64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(id); i++ {
-		h ^= uint64(id[i])
-		h *= 1099511628211
-	}
-	return int64(h)
 }
