@@ -29,13 +29,7 @@ func TestFailedInsertRollsBackAll(t *testing.T) {
 		{"events (the last insert)", `INSERT INTO events (seq, type, time) VALUES (%[2]d, 'x', 0)`, `DELETE FROM events WHERE seq = %[2]d`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := openTest(t)
-			now := time.Now()
-			if err := s.Commit(ctx, []*commit.Change{{DeviceID: "d1", Ops: []commit.Op{&registry.NewDevice{
-				Type: "T", MQTTUsername: "d1", PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: now,
-			}}}}); err != nil {
-				t.Fatal(err)
-			}
+			s, now := openWithDevice(t, "d1")
 			batch := func() []*commit.Change {
 				var out []*commit.Change
 				for i := range 3 {
@@ -123,13 +117,7 @@ func TestCommitAfterFailure(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := openTest(t)
-			now := time.Now()
-			if err := s.Commit(ctx, []*commit.Change{{DeviceID: "d1", Ops: []commit.Op{&registry.NewDevice{
-				Type: "T", MQTTUsername: "d1", PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: now,
-			}}}}); err != nil {
-				t.Fatal(err)
-			}
+			s, now := openWithDevice(t, "d1")
 			batch := func(more ...commit.Op) []*commit.Change {
 				var out []*commit.Change
 				for i := range 300 { // more rows than the largest statement
@@ -172,4 +160,18 @@ func TestCommitAfterFailure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openWithDevice opens a test store holding one device, id, and returns
+// the time it was created at.
+func openWithDevice(t *testing.T, id string) (*Store, time.Time) {
+	t.Helper()
+	s := openTest(t)
+	now := time.Now()
+	if err := s.Commit(context.Background(), []*commit.Change{{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{
+		Type: "T", MQTTUsername: id, PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: now,
+	}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return s, now
 }
