@@ -209,8 +209,7 @@ const (
 func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 	if ch.Fence == nil {
 		if f, ok := FenceOf(ctx); ok {
-			held := f // only a fence found is moved to the heap
-			ch.Fence = &held
+			ch.Fence = &f
 		}
 	}
 	t := &Ticket{Change: ch, done: make(chan struct{}), c: c, queued: time.Now()}
