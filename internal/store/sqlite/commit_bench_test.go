@@ -203,10 +203,7 @@ func benchReadingsLayout(ctx context.Context, b *testing.B, s *Store) {
 			b.Fatalf("readings layout: %v", err)
 		}
 	}
-	if err := s.onWriter(ctx, func(dc any) error {
-		s.inserts["readings"].closeRaw(dc)
-		return ins.prepareRaw(ctx, dc)
-	}); err != nil {
+	if err := ins.prepare(ctx); err != nil {
 		b.Fatalf("readings layout: %v", err)
 	}
 	s.inserts["readings"] = ins
@@ -263,10 +260,7 @@ func benchDedupClause(ctx context.Context, b *testing.B, s *Store) {
 	ins := newBulk(s.w,
 		`INSERT OR FAIL INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
 		`(?,?,?,?,?,?,?,?,?,?,?)`, ``)
-	if err := s.onWriter(ctx, func(dc any) error {
-		s.inserts["messages_dedup"].closeRaw(dc)
-		return ins.prepareRaw(ctx, dc)
-	}); err != nil {
+	if err := ins.prepare(ctx); err != nil {
 		b.Fatalf("dedup clause: %v", err)
 	}
 	s.inserts["messages_dedup"] = ins
