@@ -448,6 +448,42 @@ func parseCase(t *testing.T, yaml, wantErr string) *Config {
 	return cfg
 }
 
+// TestMonitorsQueueAndCacheBytes: monitors.queue_bytes, the memory bound
+// of each monitor's queue, and monitors.encode_cache_bytes, that of the
+// shared encodings: their defaults, sizes with units, their minimums.
+func TestMonitorsQueueAndCacheBytes(t *testing.T) {
+	tests := []struct {
+		name             string
+		yaml             string
+		queue, encodings Size
+		wantErr          string
+	}{
+		{"defaults", "", 8 * MiB, 32 * MiB, ""},
+		{"queue with a unit", "monitors: {queue_bytes: 1GiB}", GiB, 32 * MiB, ""},
+		{"queue smallest", "monitors: {queue_bytes: 64KiB}", 64 * KiB, 32 * MiB, ""},
+		{"queue decimal", "monitors: {queue_bytes: 100kB}", 100_000, 32 * MiB, ""},
+		{"queue below 64KiB", "monitors: {queue_bytes: 65535}", 0, 0, "monitors.queue_bytes: must be at least 64KiB, got 65535"},
+		{"queue zero", "monitors: {queue_bytes: 0}", 0, 0, "monitors.queue_bytes: must be at least 64KiB, got 0"},
+		{"queue negative", "monitors: {queue_bytes: -1}", 0, 0, `monitors.queue_bytes: line 1: cannot parse "-1" as a size`},
+		{"queue not a size", "monitors: {queue_bytes: big}", 0, 0, `monitors.queue_bytes: line 1: cannot parse "big" as a size`},
+		{"cache with a unit", "monitors: {encode_cache_bytes: 256MiB}", 8 * MiB, 256 * MiB, ""},
+		{"cache smallest", "monitors: {encode_cache_bytes: 1MiB}", 8 * MiB, MiB, ""},
+		{"cache below 1MiB", "monitors: {encode_cache_bytes: 512KiB}", 0, 0, "monitors.encode_cache_bytes: must be at least 1MiB, got 524288"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := parseCase(t, tt.yaml, tt.wantErr)
+			if cfg == nil {
+				return
+			}
+			if cfg.Monitors.QueueBytes != tt.queue || cfg.Monitors.EncodeCacheBytes != tt.encodings {
+				t.Errorf("monitors.queue_bytes = %d, encode_cache_bytes = %d, want %d and %d",
+					cfg.Monitors.QueueBytes, cfg.Monitors.EncodeCacheBytes, tt.queue, tt.encodings)
+			}
+		})
+	}
+}
+
 // TestMonitorsTailBytes: monitors.tail_bytes, the memory bound of the
 // monitors' shared tail: its default, sizes with units, its minimum.
 func TestMonitorsTailBytes(t *testing.T) {

@@ -21,6 +21,14 @@ type MonitorsConfig struct {
 	} `yaml:"tls"`
 	// QueueSize bounds each monitor's in-memory queue of events.
 	QueueSize int `yaml:"queue_size"`
+	// QueueBytes bounds the memory of each monitor's queue too, by an
+	// estimate of each event's size in memory; a monitor whose queue is
+	// full (by count or by bytes) reads the event log once it is further
+	// behind than the tail, losing nothing.
+	QueueBytes Size `yaml:"queue_bytes"`
+	// EncodeCacheBytes bounds the memory of the events' encodings the
+	// monitors share (each event is encoded once per format).
+	EncodeCacheBytes Size `yaml:"encode_cache_bytes"`
 	// MaxInFlight bounds a stream's batches not acknowledged yet.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// AckTimeout drops a stream receiver that leaves a batch unacknowledged
@@ -43,7 +51,7 @@ func defaultMonitors() MonitorsConfig {
 	return MonitorsConfig{
 		DisableAfter: 24 * time.Hour, QueueSize: 10000, MaxInFlight: 8, AckTimeout: 30 * time.Second,
 		SecretOverlap: 24 * time.Hour, MinBackoff: time.Second, MaxBackoff: 5 * time.Minute,
-		TailBytes: 64 * MiB,
+		TailBytes: 64 * MiB, QueueBytes: 8 * MiB, EncodeCacheBytes: 32 * MiB,
 	}
 }
 
@@ -81,6 +89,12 @@ func (c *Config) checkMonitors() error {
 	}
 	if m.TailBytes < MiB {
 		return invalid("monitors.tail_bytes", "must be at least 1MiB, got %d", m.TailBytes)
+	}
+	if m.QueueBytes < 64*KiB {
+		return invalid("monitors.queue_bytes", "must be at least 64KiB, got %d", m.QueueBytes)
+	}
+	if m.EncodeCacheBytes < MiB {
+		return invalid("monitors.encode_cache_bytes", "must be at least 1MiB, got %d", m.EncodeCacheBytes)
 	}
 	return nil
 }

@@ -404,6 +404,8 @@ func newHub(ctx context.Context, cfg *config.Config, log *slog.Logger, to testOp
 		MinBackoff:          mc.MinBackoff,
 		MaxBackoff:          mc.MaxBackoff,
 		QueueSize:           mc.QueueSize,
+		QueueBytes:          int64(mc.QueueBytes),
+		EncodeCacheBytes:    int64(mc.EncodeCacheBytes),
 		MaxInFlight:         mc.MaxInFlight,
 		AckTimeout:          mc.AckTimeout,
 		SecretOverlap:       mc.SecretOverlap,

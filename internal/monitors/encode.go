@@ -1,6 +1,7 @@
 package monitors
 
 import (
+	"math"
 	"sync"
 
 	"github.com/devicehub/devicehub/events"
@@ -14,9 +15,27 @@ import (
 // is a ring indexed by Seq: an event's slot is overwritten by the event
 // cacheSlots later, by which time the monitors that keep up have sent it
 // (a monitor far behind encodes again, which is only slower).
+//
+// Its memory is bounded by bytes too (budget): the encodings are counted
+// in the order they were cached (a ring of 2×cacheSlots entries, one per
+// encoding) and the oldest are dropped from their slots until the bytes
+// counted fit the budget again (the newest is kept, however large). With
+// small events the ring's count is the bound; with large payloads (a
+// 64 KiB reading, 32768 slots, two formats: 4 GiB) the budget is. An
+// encoding replaced in its slot before it leaves the ring is still
+// counted until then, so the bytes counted are never fewer than those
+// held.
 type encodeCache struct {
 	locks [cacheLocks]sync.Mutex
 	slots []encSlot
+
+	// Taken after no slot lock; eviction takes a slot's lock under it.
+	fmu    sync.Mutex
+	order  []cachedEnc // the encodings counted, oldest first from order[start] (circular)
+	start  int
+	n      int
+	bytes  int64
+	budget int64
 }
 
 const (
@@ -29,7 +48,16 @@ type encSlot struct {
 	json, xml []byte
 }
 
-func newEncodeCache() *encodeCache { return &encodeCache{slots: make([]encSlot, cacheSlots)} }
+// cachedEnc is an encoding counted by the cache's byte bound.
+type cachedEnc struct {
+	seq  int64
+	size uint32
+	xml  bool
+}
+
+func newEncodeCache(budget int64) *encodeCache {
+	return &encodeCache{slots: make([]encSlot, cacheSlots), order: make([]cachedEnc, 2*cacheSlots), budget: budget}
+}
 
 // get returns e encoded in format, from the cache or encoded now.
 func (c *encodeCache) get(e *events.Event, format string) ([]byte, error) {
@@ -48,17 +76,62 @@ func (c *encodeCache) get(e *events.Event, format string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	xml := format == monitorclient.FormatXML
 	mu.Lock()
 	if sl.seq != e.Seq {
 		*sl = encSlot{seq: e.Seq}
 	}
-	if format == monitorclient.FormatXML {
+	if xml {
 		sl.xml = b
 	} else {
 		sl.json = b
 	}
 	mu.Unlock()
+	c.count(cachedEnc{seq: e.Seq, size: uint32(min(len(b), math.MaxUint32)), xml: xml})
 	return b, nil
+}
+
+// count adds a cached encoding to the byte bound and drops the oldest
+// encodings until the bound holds.
+func (c *encodeCache) count(ce cachedEnc) {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	if c.n == len(c.order) {
+		c.evict()
+	}
+	c.order[(c.start+c.n)%len(c.order)] = ce
+	c.n++
+	c.bytes += int64(ce.size)
+	for c.n > 1 && c.bytes > c.budget {
+		c.evict()
+	}
+}
+
+// evict drops the oldest encoding counted from its slot (if the slot
+// still holds that event). Called with fmu held.
+func (c *encodeCache) evict() {
+	old := c.order[c.start]
+	c.start = (c.start + 1) % len(c.order)
+	c.n--
+	c.bytes -= int64(old.size)
+	i := int(old.seq & (cacheSlots - 1))
+	mu := &c.locks[i%cacheLocks]
+	mu.Lock()
+	if sl := &c.slots[i]; sl.seq == old.seq {
+		if old.xml {
+			sl.xml = nil
+		} else {
+			sl.json = nil
+		}
+	}
+	mu.Unlock()
+}
+
+// stats returns the encodings counted and their bytes.
+func (c *encodeCache) stats() (int, int64) {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	return c.n, c.bytes
 }
 
 func (sl *encSlot) pick(format string) []byte {

@@ -19,9 +19,11 @@ type metrics struct {
 	backlog    *prometheus.Desc
 	lag        *prometheus.Desc
 	queued     *prometheus.Desc
+	queuedB    *prometheus.Desc
 	status     *prometheus.Desc
 	tailEvents *prometheus.Desc
 	tailBytes  *prometheus.Desc
+	encBytes   *prometheus.Desc
 	head       atomic.Int64 // the highest Seq any monitor's subscription saw
 }
 
@@ -46,12 +48,16 @@ func newMetrics(s *Service) *metrics {
 			"Age of the oldest event the monitor holds and has not had acknowledged (0 if none).", []string{"monitor"}, nil),
 		queued: prometheus.NewDesc("devicehub_monitor_queued_events",
 			"Events in the monitor's in-memory queue.", []string{"monitor"}, nil),
+		queuedB: prometheus.NewDesc("devicehub_monitor_queued_bytes",
+			"Estimated memory of the events in the monitor's in-memory queue, bounded by monitors.queue_bytes.", []string{"monitor"}, nil),
 		status: prometheus.NewDesc("devicehub_monitor_status",
 			"1 for the monitor's current status.", []string{"monitor", "transport", "status"}, nil),
 		tailEvents: prometheus.NewDesc("devicehub_monitor_tail_events",
 			"Events in the monitors' shared in-memory tail (0 while no monitor runs).", nil, nil),
 		tailBytes: prometheus.NewDesc("devicehub_monitor_tail_bytes",
 			"Estimated memory of the events in the monitors' shared tail, bounded by monitors.tail_bytes.", nil, nil),
+		encBytes: prometheus.NewDesc("devicehub_monitor_encode_cache_bytes",
+			"Bytes of the events' encodings the monitors share, bounded by monitors.encode_cache_bytes.", nil, nil),
 	}
 }
 
@@ -88,9 +94,11 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.backlog
 	ch <- m.lag
 	ch <- m.queued
+	ch <- m.queuedB
 	ch <- m.status
 	ch <- m.tailEvents
 	ch <- m.tailBytes
+	ch <- m.encBytes
 }
 
 // Collect implements prometheus.Collector.
@@ -102,6 +110,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	n, bytes := s.tail.stats()
 	ch <- prometheus.MustNewConstMetric(m.tailEvents, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(m.tailBytes, prometheus.GaugeValue, float64(bytes))
+	_, encBytes := s.enc.stats()
+	ch <- prometheus.MustNewConstMetric(m.encBytes, prometheus.GaugeValue, float64(encBytes))
 	s.mu.Lock()
 	es := make([]*entry, 0, len(s.mons))
 	for _, e := range s.mons {
@@ -115,12 +125,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		id, transport, status, cursor, sd := e.mon.ID, e.mon.Transport, e.mon.Status, e.mon.Cursor, e.sender
 		e.mu.Unlock()
 		var lag float64
-		queued := 0
+		queued, queuedBytes := 0, int64(0)
 		if sd != nil {
 			cursor = max(cursor, sd.cursor.Load())
 			oldest := sd.oldestUnacked.Load()
 			if q := sd.qp.Load(); q != nil {
-				queued = q.len()
+				queued, queuedBytes = q.stats()
 				if oldest == 0 {
 					if t := q.oldest(); !t.IsZero() {
 						oldest = t.UnixNano()
@@ -134,6 +144,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.backlog, prometheus.GaugeValue, float64(max(0, head-cursor)), id)
 		ch <- prometheus.MustNewConstMetric(m.lag, prometheus.GaugeValue, lag, id)
 		ch <- prometheus.MustNewConstMetric(m.queued, prometheus.GaugeValue, float64(queued), id)
+		ch <- prometheus.MustNewConstMetric(m.queuedB, prometheus.GaugeValue, float64(queuedBytes), id)
 		ch <- prometheus.MustNewConstMetric(m.status, prometheus.GaugeValue, 1, id, transport, string(status))
 	}
 }

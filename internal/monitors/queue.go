@@ -7,37 +7,54 @@ import (
 	"github.com/devicehub/devicehub/events"
 )
 
-// queue is a monitor's bounded in-memory queue between its event
-// subscription and its send loop. The subscription's callback pushes every
-// event it is handed, selected or not: a selected event is queued
-// (waiting while the queue is full, which holds back only this
-// subscription: the event bus then drops its own queue and later reads
-// the events again from the durable log), an unselected one only moves
-// seen. So seen tells how far the log was looked at, and once the queue is
-// empty and nothing is in flight the monitor's cursor may move there.
+// queue is a monitor's bounded in-memory queue between its feeder (see
+// tail) and its send loop. The feeder pushes every event after the
+// monitor's position, selected or not: a selected event is queued, an
+// unselected one only moves seen. So seen tells how far the log was looked
+// at, and once the queue is empty and nothing is in flight the monitor's
+// cursor may move there.
+//
+// The queue is bounded by its count of events (Options.QueueSize) and by
+// their estimated memory (Options.QueueBytes, of retainedSize): a push
+// that would exceed either waits for room, and so does the monitor's
+// feeder, which holds back only this monitor; once the tail has moved past
+// it, it reads the durable log from where it stopped, so a monitor whose
+// queue is full, by count or by bytes, neither loses nor repeats an event.
+// An event larger than the byte bound is queued alone, into an empty
+// queue, so that it is still delivered.
 //
 // The send loop is woken only when it has something new to do: the first
-// event of an empty queue (it starts the batch's time bound) and a full
-// batch (batch events queued); a wake per event cost a goroutine switch
-// and a timer per event and monitor.
+// event of an empty queue (it starts the batch's time bound), a full batch
+// (batch events queued), and a full queue (a push waits: the batch is due
+// at once, since no event can join it before it is taken); a wake per
+// event cost a goroutine switch and a timer per event and monitor.
 type queue struct {
 	mu      sync.Mutex
-	items   []*events.Event
-	arr     []*events.Event // the array items started in, reused when the queue empties
-	firstAt time.Time       // when items[0] was queued
-	seen    int64           // Seq of the last event pushed, selected or not
+	items   []queued
+	arr     []queued  // the array items started in, reused when the queue empties
+	bytes   int64     // the sum of the items' sizes
+	firstAt time.Time // when items[0] was queued
+	seen    int64     // Seq of the last event pushed, selected or not
 	cap     int
-	batch   int // the send loop's batch size
+	budget  int64 // the bound of bytes
+	batch   int   // the send loop's batch size
+	blocked bool  // a push waits for room
 	closed  bool
 
-	wake   chan struct{} // one slot: the first event, or a full batch, was queued
+	wake   chan struct{} // one slot: the first event, a full batch, or a full queue
 	space  chan struct{} // one slot: items were taken
 	closeC chan struct{} // closed by close
 }
 
-func newQueue(capacity, batch int, seen int64) *queue {
+// queued is an event in a queue and its retainedSize.
+type queued struct {
+	e    *events.Event
+	size int64
+}
+
+func newQueue(capacity int, budget int64, batch int, seen int64) *queue {
 	return &queue{
-		cap: capacity, batch: max(1, batch), seen: seen,
+		cap: capacity, budget: budget, batch: max(1, batch), seen: seen,
 		wake: make(chan struct{}, 1), space: make(chan struct{}, 1), closeC: make(chan struct{}),
 	}
 }
@@ -49,12 +66,22 @@ func signal(c chan struct{}) {
 	}
 }
 
-// push queues e if selected, waiting for room; it returns false once the
-// queue is closed.
-func (q *queue) push(e *events.Event, selected bool, now func() time.Time) bool {
+// full reports whether an event of size bytes must wait for room.
+func (q *queue) full(size int64) bool {
+	return len(q.items) >= q.cap || (len(q.items) > 0 && q.bytes+size > q.budget)
+}
+
+// push queues e, of size bytes (its retainedSize), if selected, waiting for
+// room; it returns false once the queue is closed.
+func (q *queue) push(e *events.Event, size int64, selected bool, now func() time.Time) bool {
 	q.mu.Lock()
-	for selected && len(q.items) >= q.cap && !q.closed {
+	for selected && q.full(size) && !q.closed {
+		first := !q.blocked
+		q.blocked = true
 		q.mu.Unlock()
+		if first {
+			signal(q.wake) // the batch is due: nothing joins it until it is taken
+		}
 		select {
 		case <-q.space:
 		case <-q.closeC:
@@ -66,22 +93,21 @@ func (q *queue) push(e *events.Event, selected bool, now func() time.Time) bool 
 		return false
 	}
 	if e.Seq <= q.seen {
-		q.mu.Unlock() // a repeat (the bus never sends one; cheap to be sure)
+		q.mu.Unlock() // a repeat (the feeder never sends one; cheap to be sure)
 		return true
 	}
 	wake := false
 	if selected {
 		if len(q.items) == 0 {
 			q.firstAt = now()
-		}
-		if len(q.items) == 0 {
 			q.items = q.arr[:0]
 		}
 		c := cap(q.items)
-		q.items = append(q.items, e)
+		q.items = append(q.items, queued{e, size})
 		if cap(q.items) != c {
 			q.arr = q.items[:0] // append moved the items to a new array
 		}
+		q.bytes += size
 		wake = len(q.items) == 1 || len(q.items) == q.batch
 	}
 	q.seen = e.Seq
@@ -93,23 +119,28 @@ func (q *queue) push(e *events.Event, selected bool, now func() time.Time) bool 
 }
 
 // poll returns the batch due now, appended to buf[:0]: up to the batch
-// size once that many are queued or the first has waited wait. upto is
-// the Seq the cursor may move to once the batch is acknowledged: its last
-// event's, or seen if the batch empties the queue. With no batch due, due
-// says when one will be (0: the queue is empty, and upto is seen).
+// size once that many are queued, the first has waited wait, or a push
+// waits for room. upto is the Seq the cursor may move to once the batch is
+// acknowledged: its last event's, or seen if the batch empties the queue.
+// With no batch due, due says when one will be (0: the queue is empty, and
+// upto is seen).
 func (q *queue) poll(buf []*events.Event, wait time.Duration, now time.Time) (batch []*events.Event, upto int64, due time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
 		return nil, q.seen, 0
 	}
-	if len(q.items) < q.batch {
+	if len(q.items) < q.batch && !q.blocked {
 		if d := q.firstAt.Add(wait).Sub(now); d > 0 {
 			return nil, 0, d
 		}
 	}
 	n := min(q.batch, len(q.items))
-	batch = append(buf[:0], q.items[:n]...)
+	batch = buf[:0]
+	for _, it := range q.items[:n] {
+		batch = append(batch, it.e)
+		q.bytes -= it.size
+	}
 	// Taken from the front without moving the rest (append reallocates
 	// the live part when the array runs out).
 	clear(q.items[:n])
@@ -118,11 +149,13 @@ func (q *queue) poll(buf []*events.Event, wait time.Duration, now time.Time) (ba
 	upto = batch[n-1].Seq
 	if rest == 0 {
 		upto = q.seen
+		q.bytes = 0
 	} else {
 		// The rest waited as long as the batch's events; no better time is
 		// known without a time per event.
 		q.firstAt = now
 	}
+	q.blocked = false // the push that waits sets it again if still short of room
 	signal(q.space)
 	return batch, upto, 0
 }
@@ -135,6 +168,8 @@ func (q *queue) drop() (int, int64) {
 	n := len(q.items)
 	clear(q.items)
 	q.items = q.items[:0]
+	q.bytes = 0
+	q.blocked = false
 	signal(q.space)
 	return n, q.seen
 }
@@ -146,13 +181,14 @@ func (q *queue) oldest() time.Time {
 	if len(q.items) == 0 {
 		return time.Time{}
 	}
-	return q.items[0].Time
+	return q.items[0].e.Time
 }
 
-func (q *queue) len() int {
+// stats returns the events queued and their estimated bytes.
+func (q *queue) stats() (int, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.items)
+	return len(q.items), q.bytes
 }
 
 // close makes pushes return at once (so that closing the subscription,

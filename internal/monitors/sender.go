@@ -107,10 +107,10 @@ func (sd *sender) run(ctx context.Context) {
 // queued.
 func (sd *sender) subscribe(from int64) (*queue, Subscription, error) {
 	s := sd.svc
-	q := newQueue(s.opts.QueueSize, sd.spec.BatchSize, from)
+	q := newQueue(s.opts.QueueSize, s.opts.QueueBytes, sd.spec.BatchSize, from)
 	sd.qp.Store(q)
-	f := s.feed(from, q, func(e *events.Event) bool {
-		return q.push(e, sd.match.match(e, s.group), s.opts.Now)
+	f := s.feed(from, q, func(e *events.Event, size int64) bool {
+		return q.push(e, size, sd.match.match(e, s.group), s.opts.Now)
 	})
 	return q, f, nil
 }

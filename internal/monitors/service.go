@@ -9,8 +9,9 @@
 // subscription, the tail (the latest Options.TailSize events in memory,
 // and no more than Options.TailBytes of them, shared; only while a
 // monitor's send loop runs) → each running
-// monitor's feeder → the monitor's bounded queue →
-// its send loop → the receiver. Each monitor has its own send loop (one
+// monitor's feeder → the monitor's queue (bounded by
+// Options.QueueSize events and Options.QueueBytes of their estimated
+// memory) → its send loop → the receiver. Each monitor has its own send loop (one
 // goroutine, owned by Service.Run), in the manner of Prometheus's
 // notifier: a slow or dead receiver fills only its own queue, and its
 // feeder waits; once it is further behind than the tail it reads the
@@ -27,7 +28,8 @@
 // CursorSave.
 //
 // Each event is held once in memory (the tail) and encoded once per format
-// (encodeCache) for every monitor that delivers it.
+// (encodeCache, bounded by Options.EncodeCacheBytes) for every monitor
+// that delivers it.
 //
 // Status machine (seed 002): CONNECTING (an HTTP monitor before its first
 // delivery) → ACTIVE (delivering); a failing HTTP monitor or a stream
@@ -41,8 +43,9 @@
 // Plaintext credentials of device_provisioned never leave the process: the
 // wire format is the events' JSON encoding, in which they do not exist.
 //
-// Lock order: Service.mu, then entry.mu. The send loops never hold a lock
-// while they deliver.
+// Lock order: Service.mu, then entry.mu; encodeCache.fmu, then a slot
+// lock of the cache (never the other way). The send loops never hold a
+// lock while they deliver.
 package monitors
 
 import (
@@ -113,6 +116,15 @@ type Options struct {
 	MinBackoff, MaxBackoff, MaxRetryAfter time.Duration
 	// QueueSize bounds each monitor's in-memory queue (default 10000).
 	QueueSize int
+	// QueueBytes bounds the memory of each monitor's queue too (default
+	// 8 MiB), by the events' estimated sizes (retainedSize): a monitor
+	// whose queue is full, by count or by bytes, waits and then reads the
+	// durable log from where it stopped, as one behind the tail does. An
+	// event larger than QueueBytes is queued alone.
+	QueueBytes int64
+	// EncodeCacheBytes bounds the memory of the events' encodings kept
+	// for the monitors to share (default 32 MiB; see encodeCache).
+	EncodeCacheBytes int64
 	// MaxInFlight bounds a stream's batches sent and not acknowledged
 	// (default 8).
 	MaxInFlight int
@@ -178,6 +190,12 @@ func (o *Options) defaults() {
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 10000
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 8 << 20
+	}
+	if o.EncodeCacheBytes <= 0 {
+		o.EncodeCacheBytes = 32 << 20
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 8
@@ -260,7 +278,7 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 		startC:   make(chan *sender),
 		stopped:  make(chan struct{}),
 		groups:   map[string]string{},
-		enc:      newEncodeCache(),
+		enc:      newEncodeCache(opts.EncodeCacheBytes),
 		tail:     newTail(opts.TailSize, opts.TailBytes),
 		tailKick: make(chan struct{}, 1),
 		dirty:    map[string]int64{},

@@ -184,27 +184,29 @@ func (t *tail) append(e *events.Event) {
 	t.mu.Unlock()
 }
 
-// read appends to buf up to max events with a Seq above after and returns
-// it. ok is false when the ring no longer holds every event after after
-// (read those from the store first). wake is closed when more events are
-// appended (or the tail stops); a reader that found nothing waits on it.
-func (t *tail) read(after int64, max int, buf []*events.Event) (out []*events.Event, ok bool, wake <-chan struct{}) {
+// read appends to buf up to max events with a Seq above after, and their
+// retainedSize to sizes, and returns them. ok is false when the ring no
+// longer holds every event after after (read those from the store first).
+// wake is closed when more events are appended (or the tail stops); a
+// reader that found nothing waits on it.
+func (t *tail) read(after int64, max int, buf []*events.Event, sizes []uint32) (out []*events.Event, outSizes []uint32, ok bool, wake <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if after < t.covered {
 		t.armed = true // the reader may wait for the store to catch up
-		return buf, false, t.wake
+		return buf, sizes, false, t.wake
 	}
-	at := func(i int) *events.Event { return t.ring[(t.start+i)%len(t.ring)] }
-	i := sort.Search(t.n, func(i int) bool { return at(i).Seq > after })
+	at := func(i int) int { return (t.start + i) % len(t.ring) }
+	i := sort.Search(t.n, func(i int) bool { return t.ring[at(i)].Seq > after })
 	n := len(buf)
 	for ; i < t.n && len(buf) < max; i++ {
-		buf = append(buf, at(i))
+		buf = append(buf, t.ring[at(i)])
+		sizes = append(sizes, t.sizes[at(i)])
 	}
 	if len(buf) == n {
 		t.armed = true // the reader waits: the next append wakes it
 	}
-	return buf, true, t.wake
+	return buf, sizes, true, t.wake
 }
 
 // feeder moves the events after a sender's position into its queue: from
@@ -222,9 +224,18 @@ func (f *feeder) Close() {
 	<-f.done
 }
 
-// feed starts the feeder of q from position from, handing each event to
-// handle (which queues it, waiting for room) until it returns false.
-func (s *Service) feed(from int64, q *queue, handle func(*events.Event) bool) *feeder {
+// feed starts the feeder of q from position from, handing each event and
+// its retainedSize to handle (which queues it, waiting for room) until it
+// returns false.
+//
+// What the feeder holds besides the queue (the events read and not handed
+// yet, while it waits for room) is kept within the queue's byte bound too:
+// it reads at most as many events as the last ones read, at their average
+// size, would fit in it (and at most 1024). The events read from the store
+// are each moved to their own allocation: a queued event pointing into the
+// array of a read would keep the whole read, and every payload in it,
+// alive.
+func (s *Service) feed(from int64, q *queue, handle func(e *events.Event, size int64) bool) *feeder {
 	f := &feeder{done: make(chan struct{}), stop: make(chan struct{})}
 	go func() {
 		defer close(f.done)
@@ -244,11 +255,14 @@ func (s *Service) feed(from int64, q *queue, handle func(*events.Event) bool) *f
 		// database while this one was down); then from the tail, or from
 		// the store again whenever the tail has moved past pos.
 		catchingUp := true
-		buf := make([]*events.Event, 0, 1024)
+		const most = 1024
+		limit := most
+		buf := make([]*events.Event, 0, most)
+		sizes := make([]uint32, 0, most)
 		for ctx.Err() == nil {
-			evs, ok, wake := s.tail.read(pos, cap(buf), buf[:0])
+			evs, szs, ok, wake := s.tail.read(pos, limit, buf[:0], sizes[:0])
 			if catchingUp || !ok {
-				stored, err := s.deps.Events.ReadEvents(ctx, pos, 1024)
+				stored, err := s.deps.Events.ReadEvents(ctx, pos, limit)
 				if err != nil {
 					if ctx.Err() == nil {
 						s.log.Warn("monitor: read the event log", "after", pos, "err", err)
@@ -269,10 +283,14 @@ func (s *Service) feed(from int64, q *queue, handle func(*events.Event) bool) *f
 					}
 					continue
 				}
-				evs = buf[:0]
+				evs, szs = buf[:0], sizes[:0]
 				for i := range stored {
-					evs = append(evs, &stored[i])
+					e := new(events.Event)
+					*e = stored[i]
+					evs = append(evs, e)
+					szs = append(szs, uint32(min(retainedSize(e), math.MaxUint32)))
 				}
+				clear(stored)
 			} else if len(evs) == 0 {
 				select {
 				case <-wake:
@@ -280,17 +298,29 @@ func (s *Service) feed(from int64, q *queue, handle func(*events.Event) bool) *f
 				}
 				continue
 			}
-			for _, e := range evs {
+			var total int64
+			for i, e := range evs {
+				total += int64(szs[i])
+				evs[i] = nil // hold no event longer than needed
 				if e.Seq <= pos {
 					continue
 				}
-				if !handle(e) {
+				if !handle(e, int64(szs[i])) {
 					return
 				}
 				pos = e.Seq
 			}
-			clear(buf[:cap(buf)]) // hold no event longer than needed
+			limit = readLimit(q.budget, total/int64(len(evs)), most)
 		}
 	}()
 	return f
+}
+
+// readLimit is how many events of avg bytes a feeder reads at once: as
+// many as fit in budget, at least 1 and at most most.
+func readLimit(budget, avg int64, most int) int {
+	if avg <= 0 {
+		return most
+	}
+	return int(max(1, min(int64(most), budget/avg)))
 }

@@ -77,7 +77,7 @@ func TestTailFollowsOnlyWhileWanted(t *testing.T) {
 	for i := int64(11); i <= 13; i++ {
 		s1.fn(events.Event{Seq: i})
 	}
-	got, ok, _ := tl.read(10, 100, nil)
+	got, _, ok, _ := tl.read(10, 100, nil, nil)
 	if !ok || len(got) != 3 || got[0].Seq != 11 || got[2].Seq != 13 {
 		t.Fatalf("read after 10: ok %v, %d events", ok, len(got))
 	}
@@ -95,7 +95,7 @@ func TestTailFollowsOnlyWhileWanted(t *testing.T) {
 		}
 		<-w // closed by the emptying
 	}
-	if _, ok, _ := tl.read(13, 100, nil); ok {
+	if _, _, ok, _ := tl.read(13, 100, nil, nil); ok {
 		t.Fatal("the tail still covers events with no monitor running")
 	}
 	tl.mu.Lock()
@@ -112,7 +112,7 @@ func TestTailFollowsOnlyWhileWanted(t *testing.T) {
 		t.Fatalf("subscribed again from %d, want the new end of the log (20)", s2.from)
 	}
 	s2.fn(events.Event{Seq: 21})
-	if got, ok, _ := tl.read(20, 100, nil); !ok || len(got) != 1 || got[0].Seq != 21 {
+	if got, _, ok, _ := tl.read(20, 100, nil, nil); !ok || len(got) != 1 || got[0].Seq != 21 {
 		t.Fatalf("read after 20: ok %v, %d events", ok, len(got))
 	}
 	if n := starts.Load(); n != 2 {
@@ -186,10 +186,10 @@ func TestTailByteBound(t *testing.T) {
 				t.Fatalf("bytes %d over the budget %d with %d events", bytes, tt.budget, n)
 			}
 			first := int64(len(evs) - n + 1) // the oldest held
-			if _, ok, _ := tl.read(first-2, 100, nil); ok && first > 1 {
+			if _, _, ok, _ := tl.read(first-2, 100, nil, nil); ok && first > 1 {
 				t.Fatalf("read after %d: covered, though event %d was dropped", first-2, first-1)
 			}
-			got, ok, _ := tl.read(first-1, 100, nil)
+			got, _, ok, _ := tl.read(first-1, 100, nil, nil)
 			if !ok || len(got) != n {
 				t.Fatalf("read after %d: ok %v, %d events, want %d", first-1, ok, len(got), n)
 			}
