@@ -178,6 +178,7 @@ func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
 	spec.AutoReplayOnConnect = true
 	res := h.create(spec)
 	secret = res.Secret
+	h.tailFollows() // else it may start after the events below, holding none of them
 	want := h.publish(30, events.DeviceStatusChanged, "d1")
 	if opts.TailBytes > 0 {
 		// The tail is filled by its own goroutine: wait until it dropped
@@ -201,6 +202,74 @@ func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
 	}
 	if strings.Join(path, " ") != "CONNECTING>SUSPENDED SUSPENDED>ACTIVE" {
 		t.Fatalf("monitor_status_changed events: %v", path)
+	}
+}
+
+// TestReceiverDownByteBoundedQueue: a monitor whose queue is full by its
+// bytes while its receiver is down gets every event once and in order
+// when the receiver is back, as one full by its count does (its feeder
+// waits, and reads the durable log once the tail has moved past it);
+// within the tail, behind the tail bounded by count, and behind the tail
+// bounded by bytes. Batches (of up to 7) carry no more events than the
+// queue's bytes hold; an event larger than the whole bound still goes,
+// alone.
+func TestReceiverDownByteBoundedQueue(t *testing.T) {
+	// The events published below are all of one estimated size.
+	one := monitors.RetainedSize(&events.Event{Type: events.DeviceStatusChanged, DeviceID: "d1", DeviceType: "sensor",
+		Args: &events.StatusChanged{OldStatus: "online", NewStatus: "s10"}})
+	tests := []struct {
+		name       string
+		queueBytes int64 // of the queue
+		tailBytes  int64 // 0: the default
+		tailSize   int   // 0: the default
+		fit        int   // the events the queue holds
+	}{
+		{"full by bytes, within the tail", 4*one + one/2, 0, 0, 4},
+		{"full by bytes, behind the tail", 4*one + one/2, 0, 4, 4},
+		{"full by bytes, behind the byte-bounded tail", 4*one + one/2, 4*one + one/2, 0, 4},
+		{"every event larger than the bound", one / 2, 0, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := testOptions()
+			opts.QueueBytes, opts.TailBytes, opts.TailSize = tt.queueBytes, tt.tailBytes, tt.tailSize
+			h := startHub(t, "", opts)
+			var secret string
+			rcv := newReceiver(t, func() []string { return []string{secret} })
+			rcv.setStatus(http.StatusServiceUnavailable)
+			spec := httpSpec(rcv.srv.URL, 7, 0.01)
+			spec.AutoReplayOnConnect = true
+			res := h.create(spec)
+			secret = res.Secret
+			h.tailFollows()
+			want := h.publish(30, events.DeviceStatusChanged, "d1")
+			// One batch is retried while the queue fills up again to its
+			// bound, and the feeder waits.
+			eventually.True(t, 10*time.Second, "the queue full by bytes", func() bool {
+				n, bytes := monitors.QueueStats(h.svc, res.Monitor.ID)
+				return n == tt.fit && (bytes <= tt.queueBytes || n == 1)
+			})
+			if tt.tailBytes > 0 || tt.tailSize > 0 {
+				eventually.True(t, 10*time.Second, "the tail moved past the monitor", func() bool {
+					_, _, covered := monitors.TailStats(h.svc)
+					return covered >= want[len(want)/2]
+				})
+			}
+			hits := rcv.hitCount()
+			eventually.True(t, 10*time.Second, "retries", func() bool { return rcv.hitCount() > hits+2 })
+			rcv.setStatus(0)
+			want = append(want, h.publish(10, events.DeviceStatusChanged, "d1")...)
+			eventually.True(t, 10*time.Second, "every event", func() bool { return len(rcv.seqs()) >= len(want) })
+			assertOnceInOrder(t, rcv.seqs(), want)
+			for _, n := range rcv.sizes() {
+				if n > tt.fit {
+					t.Fatalf("a batch of %d events, more than the %d the queue's bytes hold: %v", n, tt.fit, rcv.sizes())
+				}
+			}
+			if n, bytes := monitors.QueueStats(h.svc, res.Monitor.ID); n != 0 || bytes != 0 {
+				t.Fatalf("the queue holds %d events, %d bytes, after every event was delivered", n, bytes)
+			}
+		})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/eventlog"
+	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/internal/monitors"
 	"github.com/devicehub/devicehub/internal/monitors/monitorstest"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
@@ -163,6 +165,17 @@ func (h *hub) create(spec monitors.Spec) *monitors.CreateResult {
 		h.t.Fatalf("Create: %v", err)
 	}
 	return res
+}
+
+// tailFollows waits until the monitors' tail follows the bus (it starts
+// when a send loop starts, in its own goroutine): a test that counts on
+// the tail holding the events it publishes next waits for it first.
+func (h *hub) tailFollows() {
+	h.t.Helper()
+	eventually.True(h.t, 10*time.Second, "the tail follows the bus", func() bool {
+		_, _, covered := monitors.TailStats(h.svc)
+		return covered != math.MaxInt64
+	})
 }
 
 func (h *hub) status(id string) monitors.Status {
