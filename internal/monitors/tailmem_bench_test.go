@@ -122,3 +122,126 @@ func BenchmarkRetainedSize(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkQueueMemory fills the queues of 4 monitors whose receiver is
+// slow (it takes a batch of 100 only when the queue is full, so each queue
+// stays full: the steady state of a receiver that cannot keep up) with
+// 30,000 device_data_received events each, every monitor its own copies
+// (as a monitor behind the tail reads them from the event log), and
+// reports the heap kept (retained-MiB), the events queued in all and their
+// estimated bytes, and the process's peak RSS (peak-RSS-MiB: one
+// sub-benchmark per process, with GOGC=400 GOMEMLIMIT=1024MiB). "count" is
+// each queue bounded by its 10,000 events alone, as before
+// monitors.queue_bytes; "bytes" adds the default 8 MiB
+// (docs/BENCHMARKS.md).
+func BenchmarkQueueMemory(b *testing.B) {
+	const monitors, perMonitor = 4, 30_000
+	shapes := []struct {
+		name string
+		pad  int
+	}{
+		{"4-numbers", 0},
+		{"4-numbers-1KiB-text", 1024},
+		{"4-numbers-8KiB-text", 8192},
+	}
+	bounds := []struct {
+		name   string
+		budget int64
+	}{{"count", math.MaxInt64}, {"bytes", 8 << 20}}
+	for _, sh := range shapes {
+		keys := []string{"field0", "field1", "field2", "field3"}
+		text := strings.Repeat("x", sh.pad)
+		event := func(seq int64) *events.Event {
+			vals := make(map[string]any, len(keys)+1)
+			for i, k := range keys {
+				vals[k] = float64(seq) + float64(i)/10
+			}
+			if sh.pad > 0 {
+				vals["note"] = strings.Clone(text)
+			}
+			now := time.Unix(0, seq*int64(time.Millisecond)).UTC()
+			dev := "dev-" + strconv.Itoa(100000+int(seq%1000))
+			return &events.Event{Seq: seq, Type: events.DeviceDataReceived, Time: now, DeviceID: dev, DeviceType: "sensor",
+				Args: &events.DataReceived{MessageID: seq, Topic: "devices/" + dev + "/data", Transport: "mqtt",
+					Readings: []events.Reading{{Time: now, Values: vals}}}}
+		}
+		for _, bd := range bounds {
+			b.Run(sh.name+"/"+bd.name, func(b *testing.B) {
+				for range b.N {
+					var ms runtime.MemStats
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					before := ms.HeapAlloc
+					qs := make([]*queue, monitors)
+					var buf []*events.Event
+					for m := range qs {
+						q := newQueue(10000, bd.budget, 100, 0)
+						qs[m] = q
+						for seq := int64(1); seq <= perMonitor; seq++ {
+							e := event(seq)
+							size := retainedSize(e)
+							for q.full(size) {
+								// The slow receiver takes a batch and
+								// lets it go.
+								buf, _, _ = q.poll(buf, 0, time.Now())
+								clear(buf)
+							}
+							q.push(e, size, true, time.Now)
+						}
+					}
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					var n int
+					var est int64
+					for _, q := range qs {
+						qn, qb := q.stats()
+						n += qn
+						est += qb
+					}
+					b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MiB")
+					b.ReportMetric(float64(n), "queued-events")
+					b.ReportMetric(float64(est)/(1<<20), "estimated-MiB")
+					runtime.KeepAlive(qs)
+				}
+				b.ReportMetric(peakRSS()/(1<<20), "peak-RSS-MiB")
+			})
+		}
+	}
+}
+
+// BenchmarkEncodeCacheMemory encodes 100,000 device_data_received events
+// through the monitors' encode cache (JSON, as every monitor of that
+// format shares it) and reports the heap it keeps and the bytes it
+// counts: "count" is the cache bounded by its 32,768 slots alone, as
+// before monitors.encode_cache_bytes; "bytes" adds the default 32 MiB.
+func BenchmarkEncodeCacheMemory(b *testing.B) {
+	for _, pad := range []int{0, 1024, 8192} {
+		for _, bd := range []struct {
+			name   string
+			budget int64
+		}{{"count", math.MaxInt64}, {"bytes", 32 << 20}} {
+			b.Run(strconv.Itoa(pad)+"-text/"+bd.name, func(b *testing.B) {
+				for range b.N {
+					var ms runtime.MemStats
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					before := ms.HeapAlloc
+					c := newEncodeCache(bd.budget)
+					for seq := int64(1); seq <= 100_000; seq++ {
+						if _, err := c.get(dataEvent(seq, 4, pad), "json"); err != nil {
+							b.Fatal(err)
+						}
+					}
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					n, est := c.stats()
+					b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MiB")
+					b.ReportMetric(float64(n), "encodings")
+					b.ReportMetric(float64(est)/(1<<20), "counted-MiB")
+					runtime.KeepAlive(c)
+				}
+				b.ReportMetric(peakRSS()/(1<<20), "peak-RSS-MiB")
+			})
+		}
+	}
+}
