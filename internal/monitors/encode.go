@@ -16,8 +16,9 @@ import (
 // cacheSlots later, by which time the monitors that keep up have sent it
 // (a monitor far behind encodes again, which is only slower).
 //
-// Its memory is bounded by bytes too (budget): the encodings are counted
-// in the order they were cached (a ring of 2×cacheSlots entries, one per
+// Its memory is bounded by bytes too (budget): the encodings (their
+// capacity: an encoder's buffer may have grown past its length) are
+// counted in the order they were cached (a ring of 2×cacheSlots entries, one per
 // encoding) and the oldest are dropped from their slots until the bytes
 // counted fit the budget again (the newest is kept, however large). With
 // small events the ring's count is the bound; with large payloads (a
@@ -87,7 +88,7 @@ func (c *encodeCache) get(e *events.Event, format string) ([]byte, error) {
 		sl.json = b
 	}
 	mu.Unlock()
-	c.count(cachedEnc{seq: e.Seq, size: uint32(min(len(b), math.MaxUint32)), xml: xml})
+	c.count(cachedEnc{seq: e.Seq, size: uint32(min(cap(b), math.MaxUint32)), xml: xml})
 	return b, nil
 }
 

@@ -122,7 +122,7 @@ func TestEncodeCacheByteBound(t *testing.T) {
 		}
 	}
 	n, bytes := c.stats()
-	if n == 0 || n >= 200 || bytes < budget-2*int64(len(first)) {
+	if n == 0 || n >= 200 || bytes < budget-2*int64(cap(first)) {
 		t.Fatalf("the cache holds %d encodings, %d bytes: want most of %d bytes, fewer than 200", n, bytes, budget)
 	}
 	if c.slots[1].json != nil {
@@ -142,7 +142,7 @@ func TestEncodeCacheByteBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, bytes := c.stats(); n != 1 || bytes != int64(len(big)) || c.slots[201].xml == nil {
-		t.Fatalf("after an encoding larger than the bound: %d encodings, %d bytes; want it alone, %d bytes", n, bytes, len(big))
+	if n, bytes := c.stats(); n != 1 || bytes != int64(cap(big)) || c.slots[201].xml == nil {
+		t.Fatalf("after an encoding larger than the bound: %d encodings, %d bytes; want it alone, %d bytes", n, bytes, cap(big))
 	}
 }
