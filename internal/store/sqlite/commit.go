@@ -64,9 +64,14 @@ var (
 // ends the whole transaction, which Commit rolls back on any error anyway,
 // so SQLite needs no statement journal to undo that statement alone (a
 // copy of every page a multi-row INSERT changes, 3–4 % of the hub's CPU
-// under ingest). The messages inserts keep one all the same: SQLite
-// journals an insert that gives the INTEGER PRIMARY KEY of a table with a
-// unique index, whatever its conflict clause.
+// under ingest). Some keep one all the same (measured in the fourteenth
+// session, docs/BENCHMARKS.md, "The messages insert without SQLite's
+// statement journal"): a multi-row insert that gives the INTEGER PRIMARY
+// KEY (messages, events), since SQLite checks each given key is an
+// integer and that check may abort half way, whatever the conflict
+// clause; the latest_fields upsert; and the devices patch. One-row
+// messages inserts journal nothing, but cost more in per-statement
+// overhead than they saved, end to end.
 func (s *Store) initStatements(ctx context.Context) error {
 	s.inserts = map[string]*bulk{
 		"messages": newBulk(s.w,
