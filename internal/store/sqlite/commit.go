@@ -20,7 +20,11 @@ import (
 // every domain; the SQL of each domain is in the file of that domain
 // (registry.go, messages.go, provisioning.go, devicecmd.go).
 type txn struct {
-	s     *Store
+	s *Store
+	// conn is the writer's connection, held for the whole Commit; tx is
+	// the transaction begun on it. The multi-row writes run as driver
+	// statements on conn (bulk.execCount), every other statement in tx.
+	conn  *sql.Conn
 	tx    *sql.Tx
 	known map[string]int64 // devices found or created in this batch
 	seq   int64
@@ -114,12 +118,46 @@ func (s *Store) initStatements(ctx context.Context) error {
 			updated_at = v.up
 		FROM v WHERE devices.key = v.k`)
 	s.lookup = newBulk(s.w, `SELECT id, key FROM devices WHERE id IN (`, `?`, `)`)
-	for _, b := range []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["message_ids"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["latest_lookup"], s.inserts["device_types"], s.inserts["events"], s.patch, s.lookup} {
+	for _, b := range s.queryBulks() {
 		if err := b.prepare(ctx); err != nil {
 			return fmt.Errorf("sqlite statements: %w", err)
 		}
 	}
+	// The writes are prepared on the writer's connection now, not by the
+	// first commit.
+	err := s.onWriter(ctx, func(dc any) error {
+		for _, b := range s.writeBulks() {
+			if err := b.prepareRaw(ctx, dc); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite statements: %w", err)
+	}
 	return nil
+}
+
+// queryBulks are the multi-row statements that read (bulk.query),
+// writeBulks those that write (bulk.exec).
+func (s *Store) queryBulks() []*bulk {
+	return []*bulk{s.inserts["message_ids"], s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup}
+}
+
+func (s *Store) writeBulks() []*bulk {
+	return []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["events"], s.patch}
+}
+
+// onWriter calls fn with the writer's driver connection, outside any
+// transaction.
+func (s *Store) onWriter(ctx context.Context, fn func(dc any) error) error {
+	c, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("writer connection: %w", err)
+	}
+	defer c.Close()
+	return c.Raw(fn)
 }
 
 // Commit writes batch in one transaction; see commit.Store.
@@ -168,7 +206,12 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 
 // run begins the transaction, writes the batch and commits.
 func (t *txn) run(ctx context.Context, batch []*commit.Change) (err error) {
-	t.tx, err = t.s.w.BeginTx(ctx, nil)
+	t.conn, err = t.s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("writer connection: %w", err)
+	}
+	defer t.conn.Close()
+	t.tx, err = t.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -245,7 +288,7 @@ func (t *txn) WriteEvents(ctx context.Context, evs []*commit.Event) error {
 		e.Seq = t.seq
 		args = append(args, e.Seq, string(e.Type), e.Time.UnixMicro(), e.DeviceID, e.DeviceType, jsonText(e.Args))
 	}
-	return t.s.inserts["events"].exec(ctx, t.tx, args)
+	return t.s.inserts["events"].exec(ctx, t, args)
 }
 
 // jsonText binds pre-encoded JSON as text (SQLite's json functions read a

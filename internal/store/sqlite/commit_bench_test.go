@@ -203,7 +203,10 @@ func benchReadingsLayout(ctx context.Context, b *testing.B, s *Store) {
 			b.Fatalf("readings layout: %v", err)
 		}
 	}
-	if err := ins.prepare(ctx); err != nil {
+	if err := s.onWriter(ctx, func(dc any) error {
+		s.inserts["readings"].closeRaw(dc)
+		return ins.prepareRaw(ctx, dc)
+	}); err != nil {
 		b.Fatalf("readings layout: %v", err)
 	}
 	s.inserts["readings"] = ins
@@ -260,7 +263,10 @@ func benchDedupClause(ctx context.Context, b *testing.B, s *Store) {
 	ins := newBulk(s.w,
 		`INSERT OR FAIL INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
 		`(?,?,?,?,?,?,?,?,?,?,?)`, ``)
-	if err := ins.prepare(ctx); err != nil {
+	if err := s.onWriter(ctx, func(dc any) error {
+		s.inserts["messages_dedup"].closeRaw(dc)
+		return ins.prepareRaw(ctx, dc)
+	}); err != nil {
 		b.Fatalf("dedup clause: %v", err)
 	}
 	s.inserts["messages_dedup"] = ins

@@ -53,13 +53,13 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 			dedupRows = append(dedupRows, i)
 		}
 	}
-	if err := t.s.inserts["messages"].exec(ctx, t.tx, plain); err != nil {
+	if err := t.s.inserts["messages"].exec(ctx, t, plain); err != nil {
 		return err
 	}
 	if len(dedup) == 0 {
 		return nil
 	}
-	n, err := t.s.inserts["messages_dedup"].execCount(ctx, t.tx, dedup)
+	n, err := t.s.inserts["messages_dedup"].execCount(ctx, t, dedup)
 	if err != nil {
 		return err
 	}
@@ -113,5 +113,5 @@ func (t *txn) InsertReadings(ctx context.Context, rows []readings.ReadingRow) er
 	for _, r := range rds {
 		args = append(args, r.dev, r.r.Stream, r.r.Time.UnixMicro(), r.r.ReceivedAt.UnixMicro(), r.r.MessageID, jsonObject(r.r.Values))
 	}
-	return t.s.inserts["readings"].exec(ctx, t.tx, args)
+	return t.s.inserts["readings"].exec(ctx, t, args)
 }

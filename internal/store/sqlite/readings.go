@@ -136,7 +136,7 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 	if cap(t.s.latestBuf) > 1<<16 {
 		t.s.latestBuf = nil // one device's many values: not kept
 	}
-	return t.s.inserts["latest_fields"].exec(ctx, t.tx, args)
+	return t.s.inserts["latest_fields"].exec(ctx, t, args)
 }
 
 // snapshotLatest records the latest values vals of device id for the

@@ -305,7 +305,7 @@ func (t *txn) PatchDevices(ctx context.Context, ids []string, patches []registry
 		}
 		args = append(args, k, ls, st, cn, mt, t.now)
 	}
-	if err := t.s.patch.exec(ctx, t.tx, args); err != nil {
+	if err := t.s.patch.exec(ctx, t, args); err != nil {
 		return err
 	}
 	// The sessions: only presence changes in cluster mode carry one (and

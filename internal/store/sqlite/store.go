@@ -123,6 +123,7 @@ type Store struct {
 	patch              *bulk
 	lookup             *bulk
 	args               argSlab // the argument slices of a commit's statements
+	rawArgs            rawArgs // their values as the driver takes them (bulk.execCount)
 	latestBuf          []byte  // UpsertLatest's encoding buffer, under wmu
 	// uncheckpointed counts the changes committed since the last
 	// checkpoint (see checkpoint.go).
@@ -305,6 +306,10 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	return nil
 }
 
+// closeWait bounds how long Close waits for the writer's connection to
+// close the statements prepared on it.
+const closeWait = 5 * time.Second
+
 // Close closes the statements and the connection pools. Run must have
 // returned.
 func (s *Store) Close() error {
@@ -315,6 +320,21 @@ func (s *Store) Close() error {
 func (s *Store) closeDB() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if s.inserts != nil {
+		// The writes' driver statements, on the connection they were
+		// prepared on; a writer still busy after closeWait keeps them
+		// (see bulk.rawStmt).
+		ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+		defer cancel()
+		if err := s.onWriter(ctx, func(dc any) error {
+			for _, b := range s.writeBulks() {
+				b.closeRaw(dc)
+			}
+			return nil
+		}); err != nil {
+			s.log.Warn("close the writer's statements", "err", err)
+		}
+	}
 	for _, b := range s.inserts {
 		b.close()
 	}
