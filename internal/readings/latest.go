@@ -178,5 +178,36 @@ func MergeLatest(vs []LatestValue, rows []LatestRow) []LatestValue {
 	return out
 }
 
+// MergeLatestInPlace is MergeLatest writing into vs, which it returns,
+// when every row's stream and field has a value in vs already (a device
+// that sends the same fields each time); otherwise it returns
+// MergeLatest's new slice and leaves vs as it was. The caller must own
+// vs: nothing else may read it meanwhile.
+func MergeLatestInPlace(vs []LatestValue, rows []LatestRow) []LatestValue {
+	// Both are sorted: one walk finds each row's value, or that one is
+	// missing, before anything is written.
+	i := 0
+	for j := range rows {
+		r := &rows[j]
+		for i < len(vs) && cmp.Or(cmp.Compare(vs[i].Stream, r.Stream), cmp.Compare(vs[i].Field, r.Field)) < 0 {
+			i++
+		}
+		if i == len(vs) || vs[i].Stream != r.Stream || vs[i].Field != r.Field {
+			return MergeLatest(vs, rows)
+		}
+	}
+	i = 0
+	for j := range rows {
+		r := &rows[j]
+		for vs[i].Stream != r.Stream || vs[i].Field != r.Field {
+			i++
+		}
+		if !r.Time.Before(vs[i].Time) {
+			vs[i] = LatestValue{Stream: r.Stream, Field: r.Field, Time: r.Time, Value: r.Value}
+		}
+	}
+	return vs
+}
+
 // Page returns the page.
 func (p *LatestPager) Page() LatestPage { return p.page }

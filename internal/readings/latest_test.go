@@ -32,6 +32,10 @@ func TestMergeLatest(t *testing.T) {
 		{"newer replaces", kept, []LatestRow{{Field: "t", Time: at(11), Value: json.RawMessage(`9`)}}, []string{"/h=1@10", "/t=9@11", "b/t=3@5"}},
 		{"same time replaces", kept, []LatestRow{{Field: "t", Time: at(10), Value: json.RawMessage(`9`)}}, []string{"/h=1@10", "/t=9@10", "b/t=3@5"}},
 		{"older kept", kept, []LatestRow{{Field: "t", Time: at(9), Value: json.RawMessage(`9`)}}, []string{"/h=1@10", "/t=2@10", "b/t=3@5"}},
+		{"several replaced, one older", kept, []LatestRow{{Field: "h", Time: at(9), Value: json.RawMessage(`8`)}, {Field: "t", Time: at(12), Value: json.RawMessage(`9`)}, {Stream: "b", Field: "t", Time: at(6), Value: json.RawMessage(`7`)}},
+			[]string{"/h=1@10", "/t=9@12", "b/t=7@6"}},
+		{"one new field among known ones", kept, []LatestRow{{Field: "t", Time: at(12), Value: json.RawMessage(`9`)}, {Field: "u", Time: at(1), Value: json.RawMessage(`8`)}},
+			[]string{"/h=1@10", "/t=9@12", "/u=8@1", "b/t=3@5"}},
 		{"new fields in order", kept, []LatestRow{{Field: "a", Time: at(1), Value: json.RawMessage(`7`)}, {Field: "i", Time: at(1), Value: json.RawMessage(`8`)}, {Stream: "c", Field: "a", Time: at(1), Value: json.RawMessage(`9`)}},
 			[]string{"/a=7@1", "/h=1@10", "/i=8@1", "/t=2@10", "b/t=3@5", "c/a=9@1"}},
 	}
@@ -39,6 +43,20 @@ func TestMergeLatest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := render(MergeLatest(tt.kept, tt.rows)); !slices.Equal(got, tt.want) {
 				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			// In place: the same result; the kept values are written
+			// only when every row has one (else they stay as they were).
+			own := slices.Clone(tt.kept)
+			got := MergeLatestInPlace(own, tt.rows)
+			if r := render(got); !slices.Equal(r, tt.want) {
+				t.Errorf("in place: got %q, want %q", r, tt.want)
+			}
+			inPlace := len(own) > 0 && &got[0] == &own[0]
+			if wantInPlace := len(tt.kept) == len(tt.want); inPlace != wantInPlace {
+				t.Errorf("in place: wrote into the kept values %v, want %v", inPlace, wantInPlace)
+			}
+			if !inPlace && !slices.Equal(render(own), render(tt.kept)) {
+				t.Errorf("in place: kept values changed to %q", render(own))
 			}
 		})
 	}

@@ -115,9 +115,12 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 		}
 		k := keys[d]
 		kept, _ := t.keptLatest(k)
-		merged := readings.MergeLatest(kept, dev)
+		// The kept values are the writer's own (s.latest and t.latest
+		// are read and written under wmu only, and a failed Commit drops
+		// s.latest): merged into in place when no field is new.
+		merged := readings.MergeLatestInPlace(kept, dev)
 		// Encoded into a buffer kept across devices and commits (under
-		// wmu); the snapshot and the statement each take a copy.
+		// wmu); the snapshot takes a copy, which the statement binds too.
 		vals, err := readings.AppendLatest(t.s.latestBuf[:0], merged)
 		t.s.latestBuf = vals
 		if err != nil {
@@ -128,9 +131,12 @@ func (t *txn) UpsertLatest(ctx context.Context, rows []readings.LatestRow) error
 			if t.snapUpd == nil {
 				t.snapUpd = make(map[string]latestEntry, len(keys))
 			}
-			t.snapshotLatest(snap, rows[i].DeviceID, types[k], bytes.Clone(vals))
+			own := bytes.Clone(vals)
+			t.snapshotLatest(snap, rows[i].DeviceID, types[k], own)
+			args = append(args, k, sharedText(own))
+		} else {
+			args = append(args, k, string(vals))
 		}
-		args = append(args, k, string(vals))
 		i = j
 	}
 	if cap(t.s.latestBuf) > 1<<16 {
@@ -166,8 +172,9 @@ func (t *txn) keptLatest(k int64) (vs []readings.LatestValue, ok bool) {
 }
 
 // cacheLatest keeps the latest values this transaction wrote or read, once
-// it committed; the caller holds wmu. MergeLatest never changes the slices
-// it is given, so a cached slice is never written after it is kept.
+// it committed; the caller holds wmu. A cached slice is written later by
+// UpsertLatest (MergeLatestInPlace) under wmu only, and a failed Commit
+// drops them all (s.latest = nil), so none is seen half merged.
 func (s *Store) cacheLatest(written map[int64][]readings.LatestValue) {
 	if s.latest == nil {
 		s.latest = make(map[int64][]readings.LatestValue, len(written))
