@@ -209,7 +209,8 @@ const (
 func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 	if ch.Fence == nil {
 		if f, ok := FenceOf(ctx); ok {
-			ch.Fence = &f
+			held := f // only a fence found is moved to the heap
+			ch.Fence = &held
 		}
 	}
 	t := &Ticket{Change: ch, done: make(chan struct{}), c: c, queued: time.Now()}
