@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"reflect"
 	"slices"
@@ -214,6 +215,14 @@ func exchange(t *testing.T, opts Options, version byte, pks [][]byte) exchangeOu
 		}
 	}
 	slices.Sort(out.answers)
+	if out.closed {
+		// The counters are final once the session's end cleared its
+		// inflight store and removed the client (a clean start).
+		checkFor(t, 10*time.Second, "the session did not end", func() bool {
+			_, ok := h.b.server.Clients.Get("dev1")
+			return !ok
+		})
+	}
 	out.stored = th.stored()
 	info := h.b.server.Info
 	out.counters = fmt.Sprintf("packets=%d messages=%d bytes=%d inflight=%d retained=%d dropped=%d activity=%d",
@@ -377,4 +386,73 @@ func TestReceiveQuotaAccess(t *testing.T) {
 			t.Errorf("receive quota found in %s", typ)
 		}
 	}
+}
+
+// FuzzPublishInput sends arbitrary bytes after a valid MQTT 5 CONNECT to
+// a broker whose read loop takes QoS 1 publishes in itself (publish.go):
+// v5 properties (topic aliases, subscription identifiers, payload
+// format) reach its checks. Whatever they are, the broker must not
+// panic, must hand on only messages under the device's own prefix, must
+// end the connection once the device closes its side, and must still
+// serve the next device.
+func FuzzPublishInput(f *testing.F) {
+	const data = "devices/dev1/data"
+	f.Add(rawPublish(5, 1, false, data, 1, nil, `{"t":1}`))
+	f.Add(rawPublish(5, 1, false, data, 0, nil, `{"t":1}`))
+	f.Add(rawPublish(5, 1, false, "devices/dev1/+", 1, nil, ""))
+	f.Add(rawPublish(5, 1, true, data, 1, slices.Concat([]byte{0x01, 1}, propContentType("application/json")), `{"t":1}`))
+	f.Add(slices.Concat(rawPublish(5, 1, false, data, 1, propAlias(3), "a"), rawPublish(5, 1, false, "", 2, propAlias(3), "b")))
+	f.Add(rawPublish(5, 1, false, data, 1, propAlias(17), ""))
+	f.Add(rawPublish(5, 1, false, data, 1, []byte{0x0B, 1}, ""))
+	f.Add(rawPublish(5, 1, false, "devices/dev2/data", 1, nil, ""))
+	f.Add(rawPublish(5, 1, false, "$SYS/x", 1, nil, ""))
+	f.Add(slices.Concat(rawPublish(5, 2, false, data, 5, nil, ""), rawPublish(5, 1, false, data, 5, nil, "")))
+	f.Add(rawPublish(5, 1, false, data, 1, []byte{0x23, 0}, "")) // a property cut short
+	f.Fuzz(func(t *testing.T, input []byte) {
+		if len(input) > 4096 {
+			return
+		}
+		th := &takenHandler{}
+		h := startWith(t, th)
+		t.Cleanup(th.wg.Wait)
+		if h.b.starter == nil {
+			t.Fatal("the read loop does not take QoS 1 publishes in")
+		}
+		conn, err := net.Dial("tcp", h.b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // a failure, not a synchronisation
+		if _, err := conn.Write(slices.Concat(rawConnect(t, 5, "dev1", "pw1"), input)); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.(*net.TCPConn).CloseWrite()
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the connection did not end after the device closed its side: %v", err)
+			}
+		}
+		for _, s := range th.stored() {
+			if !strings.HasPrefix(s, "devices/dev1/") {
+				t.Fatalf("handed on a message outside the device's prefix: %s", s)
+			}
+		}
+		next, err := net.Dial("tcp", h.b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer next.Close()
+		_ = next.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := next.Write(append(rawConnect(t, 5, "dev2", "pw2"), 0xC0, 0)); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(next)
+		for _, want := range []byte{packets.Connack, packets.Pingresp} {
+			if typ, body, err := readPacket311(r); err != nil || typ>>4 != want {
+				t.Fatalf("next device got %#x % x, %v; want packet type %d", typ, body, err, want)
+			}
+		}
+	})
 }
