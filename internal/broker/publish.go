@@ -29,6 +29,9 @@ import (
 // PublishHandler is not a PublishStarter or mochi's fields cannot be
 // reached (setupOwnPublish).
 //
+// mochi's hook calls (OnACLCheck, OnPublish) are the broker's hook's:
+// it is mochi's only hook (hook.go), and mochi asks each hook in turn.
+//
 // What mochi does on that path and publish does not, and why nothing is
 // lost:
 //
