@@ -47,18 +47,7 @@ func BenchmarkTailMemory(b *testing.B) {
 		}
 		text := strings.Repeat("x", sh.pad)
 		event := func(seq int64) *events.Event {
-			vals := make(map[string]any, len(keys)+1)
-			for i, k := range keys {
-				vals[k] = float64(seq) + float64(i)/10
-			}
-			if sh.pad > 0 {
-				vals["note"] = strings.Clone(text) // a payload's own bytes
-			}
-			now := time.Unix(0, seq*int64(time.Millisecond)).UTC()
-			dev := devs[seq%int64(len(devs))]
-			return &events.Event{Seq: seq, Type: events.DeviceDataReceived, Time: now, DeviceID: dev, DeviceType: "sensor",
-				Args: &events.DataReceived{MessageID: seq, Topic: "devices/" + dev + "/data", Transport: "mqtt",
-					Readings: []events.Reading{{Time: now, Values: vals}}}}
+			return benchDataEvent(seq, devs[seq%int64(len(devs))], keys, text)
 		}
 		for _, bd := range bounds {
 			b.Run(sh.name+"/"+bd.name, func(b *testing.B) {
@@ -152,18 +141,7 @@ func BenchmarkQueueMemory(b *testing.B) {
 		keys := []string{"field0", "field1", "field2", "field3"}
 		text := strings.Repeat("x", sh.pad)
 		event := func(seq int64) *events.Event {
-			vals := make(map[string]any, len(keys)+1)
-			for i, k := range keys {
-				vals[k] = float64(seq) + float64(i)/10
-			}
-			if sh.pad > 0 {
-				vals["note"] = strings.Clone(text)
-			}
-			now := time.Unix(0, seq*int64(time.Millisecond)).UTC()
-			dev := "dev-" + strconv.Itoa(100000+int(seq%1000))
-			return &events.Event{Seq: seq, Type: events.DeviceDataReceived, Time: now, DeviceID: dev, DeviceType: "sensor",
-				Args: &events.DataReceived{MessageID: seq, Topic: "devices/" + dev + "/data", Transport: "mqtt",
-					Readings: []events.Reading{{Time: now, Values: vals}}}}
+			return benchDataEvent(seq, "dev-"+strconv.Itoa(100000+int(seq%1000)), keys, text)
 		}
 		for _, bd := range bounds {
 			b.Run(sh.name+"/"+bd.name, func(b *testing.B) {
@@ -244,4 +222,21 @@ func BenchmarkEncodeCacheMemory(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchDataEvent is the device_data_received event of message seq of
+// device dev: one reading with a number for each of keys and, when text
+// is not empty, a text field of its own bytes (a payload's).
+func benchDataEvent(seq int64, dev string, keys []string, text string) *events.Event {
+	vals := make(map[string]any, len(keys)+1)
+	for i, k := range keys {
+		vals[k] = float64(seq) + float64(i)/10
+	}
+	if text != "" {
+		vals["note"] = strings.Clone(text)
+	}
+	now := time.Unix(0, seq*int64(time.Millisecond)).UTC()
+	return &events.Event{Seq: seq, Type: events.DeviceDataReceived, Time: now, DeviceID: dev, DeviceType: "sensor",
+		Args: &events.DataReceived{MessageID: seq, Topic: "devices/" + dev + "/data", Transport: "mqtt",
+			Readings: []events.Reading{{Time: now, Values: vals}}}}
 }
