@@ -169,7 +169,12 @@ func TestReceiverDownReplayOn(t *testing.T) {
 	}
 }
 
-func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
+// startBehindDownReceiver starts a hub with opts and an http monitor
+// (batches of 7, replay on connect) whose receiver answers 503, then
+// publishes 30 events: the monitor falls behind them. It returns the
+// receiver, the monitor and the events' seqs.
+func startBehindDownReceiver(t *testing.T, opts monitors.Options) (*hub, *receiver, *monitors.CreateResult, []int64) {
+	t.Helper()
 	h := startHub(t, "", opts)
 	var secret string
 	rcv := newReceiver(t, func() []string { return []string{secret} })
@@ -179,7 +184,11 @@ func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
 	res := h.create(spec)
 	secret = res.Secret
 	h.tailFollows() // else it may start after the events below, holding none of them
-	want := h.publish(30, events.DeviceStatusChanged, "d1")
+	return h, rcv, res, h.publish(30, events.DeviceStatusChanged, "d1")
+}
+
+func testReceiverDownReplayOn(t *testing.T, opts monitors.Options) {
+	h, rcv, res, want := startBehindDownReceiver(t, opts)
 	if opts.TailBytes > 0 {
 		// The tail is filled by its own goroutine: wait until it dropped
 		// events the monitor has not delivered, within its budget.
@@ -233,16 +242,7 @@ func TestReceiverDownByteBoundedQueue(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := testOptions()
 			opts.QueueBytes, opts.TailBytes, opts.TailSize = tt.queueBytes, tt.tailBytes, tt.tailSize
-			h := startHub(t, "", opts)
-			var secret string
-			rcv := newReceiver(t, func() []string { return []string{secret} })
-			rcv.setStatus(http.StatusServiceUnavailable)
-			spec := httpSpec(rcv.srv.URL, 7, 0.01)
-			spec.AutoReplayOnConnect = true
-			res := h.create(spec)
-			secret = res.Secret
-			h.tailFollows()
-			want := h.publish(30, events.DeviceStatusChanged, "d1")
+			h, rcv, res, want := startBehindDownReceiver(t, opts)
 			// One batch is retried while the queue fills up again to its
 			// bound, and the feeder waits.
 			eventually.True(t, 10*time.Second, "the queue full by bytes", func() bool {
