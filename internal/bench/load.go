@@ -56,11 +56,8 @@ type LoadSpec struct {
 	// open loop a device whose window is full falls behind its schedule,
 	// which its latencies then show.
 	Inflight int `json:"inflight"`
-	// Warmup is the first part of the schedule, before the measured
-	// phase, its latencies reported apart: one schedule runs on across
-	// the boundary, where the "connected" step happens while the devices
-	// go on publishing; a message belongs to the phase it was scheduled
-	// in.
+	// Warmup runs the same schedule for this long before the measured
+	// phase (before the "connected" step), its latencies reported apart.
 	Warmup time.Duration `json:"warmup"`
 	// Subscribe adds a wildcard QoS 1 subscriber on devices/# (the
 	// consumer of a plain broker) and waits for it to receive every
@@ -402,24 +399,97 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 		interval = time.Duration(float64(time.Second) * float64(len(conns)) / g.spec.Rate)
 	}
 	inflight := max(g.spec.Inflight, 1)
-	// Each device's message sequence and stop flag.
+	// Each device's message sequence and stop flag, over both phases.
 	next := make([]atomic.Int64, len(conns))
 	stops := make([]atomic.Bool, len(conns))
-	// published, acked and lastAck count the measured phase's messages
-	// (scheduled at or after sch.measured), warmAcked the warm-up's.
-	var published, acked, warmAcked, failed, lastAck atomic.Int64
+	var published, acked, failed atomic.Int64
 	var first sync.Once
-	// One run publishes the warm-up and the measured phase on one
-	// schedule (warm-up and measured phase contiguous, every device
-	// keeping its phase): a stop at the boundary would leave the system
-	// under test idle and then hit it with every device at once. Each
-	// worker returns the measured messages' latencies, the paced
-	// publishes' lateness, the scheduled times of the slow ones (since
-	// the boundary), and the warm-up's latencies.
-	lats := make([][]time.Duration, len(conns)*inflight)
-	lates := make([][]time.Duration, len(conns)*inflight)
-	slows := make([][]time.Duration, len(conns)*inflight)
-	warms := make([][]time.Duration, len(conns)*inflight)
+	// phase publishes for dur from now (open or closed loop) and returns
+	// every acknowledged message's latency, the paced publishes'
+	// lateness, the scheduled times of the slow ones (since start), and
+	// the start and the last PUBACK.
+	phase := func(dur time.Duration) (lats, lates, slows [][]time.Duration, start time.Time, lastAck int64) {
+		start = time.Now()
+		deadline := start.Add(dur)
+		lats = make([][]time.Duration, len(conns)*inflight)
+		lates = make([][]time.Duration, len(conns)*inflight)
+		slows = make([][]time.Duration, len(conns)*inflight)
+		k0 := make([]int64, len(conns)) // each device's first k of the phase
+		for i := range conns {
+			k0[i] = next[i].Load()
+		}
+		var last atomic.Int64
+		var wg sync.WaitGroup
+		for i, c := range conns {
+			// inflight workers share the device's client and its message
+			// sequence: each takes the next k, publishes it and waits for
+			// its PUBACK, so the device has up to inflight messages
+			// outstanding and sends a new one as soon as one is acked.
+			topic := "devices/" + c.dev.ID + "/data"
+			offset := time.Duration(0)
+			if interval > 0 {
+				offset = interval * time.Duration(i) / time.Duration(len(conns))
+			}
+			for w := range inflight {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var buf []byte
+					ls := make([]time.Duration, 0, 1024)
+					var late, slow []time.Duration
+					defer func() { lats[i*inflight+w], lates[i*inflight+w], slows[i*inflight+w] = ls, late, slow }()
+					for !stops[i].Load() {
+						k := int(next[i].Add(1) - 1)
+						if k >= perDevice {
+							return
+						}
+						t0 := time.Now()
+						if interval > 0 {
+							// Open loop: latency counts from the scheduled time, so
+							// that a slow ack delays the measure, not the schedule.
+							t0 = start.Add(offset + time.Duration(int64(k)-k0[i])*interval)
+							if d := time.Until(t0); d > 0 {
+								time.Sleep(d) // pacing the offered load
+								late = append(late, time.Since(t0))
+							}
+						}
+						if !time.Now().Before(deadline) || ctx.Err() != nil {
+							return // k is skipped: msg_ids stay unique
+						}
+						msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
+						buf = payload(buf, k, msgID)
+						if g.sent != nil {
+							g.mu.Lock()
+							g.sent[msgID] = t0
+							g.mu.Unlock()
+						}
+						published.Add(1)
+						pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+						resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
+						pcancel()
+						if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
+							err = fmt.Errorf("reason code %#x", resp.ReasonCode)
+						}
+						if err != nil {
+							failed.Add(1)
+							first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
+							stops[i].Store(true)
+							return
+						}
+						now := time.Now()
+						ls = append(ls, now.Sub(t0))
+						if now.Sub(t0) > slowThreshold {
+							slow = append(slow, t0.Sub(start))
+						}
+						acked.Add(1)
+						last.Store(now.UnixNano())
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		return lats, lates, slows, start, last.Load()
+	}
 	// The generator's own GC would stop its publishers and its PUBACK
 	// readers for up to ~0.5 s on 2 cores (its heap is a thousand MQTT
 	// clients' pointers): that pause is not the system under test's, so
@@ -427,111 +497,30 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 	runtime.GC()
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(loadHeapLimit))
-	// The warm-up (LoadSpec.Warmup): the first messages of a thousand
-	// fresh connections (goroutine stacks, buffers, caches on both sides)
-	// are a start-up cost, reported apart (Warmup) and not in the steady
-	// state's figures.
-	sch := newSchedule(time.Now(), g.spec.Warmup, g.spec.Duration, interval, len(conns))
-	// The "connected" step (the runner reads CPU times, starts its
-	// samplers and scrapes /metrics) happens at the boundary while the
-	// devices go on publishing.
-	var sched0 schedSample
-	stepped := make(chan struct{})
-	go func() {
-		defer close(stepped)
-		time.Sleep(time.Until(sch.measured)) // waiting for the boundary
-		sched0 = readSched()
-		g.step("connected")
-	}()
-	var wg sync.WaitGroup
-	for i, c := range conns {
-		// inflight workers share the device's client and its message
-		// sequence: each takes the next k, publishes it and waits for
-		// its PUBACK, so the device has up to inflight messages
-		// outstanding and sends a new one as soon as one is acked.
-		topic := "devices/" + c.dev.ID + "/data"
-		for w := range inflight {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var buf []byte
-				ls := make([]time.Duration, 0, 1024)
-				var late, slow, warm []time.Duration
-				defer func() {
-					j := i*inflight + w
-					lats[j], lates[j], slows[j], warms[j] = ls, late, slow, warm
-				}()
-				for !stops[i].Load() {
-					k := next[i].Add(1) - 1
-					if k >= int64(perDevice) {
-						return
-					}
-					t0 := time.Now()
-					if interval > 0 {
-						// Open loop: latency counts from the scheduled time, so
-						// that a slow ack delays the measure, not the schedule.
-						t0 = sch.at(i, k)
-						if d := time.Until(t0); d > 0 {
-							time.Sleep(d) // pacing the offered load
-							if !sch.warm(t0) {
-								late = append(late, time.Since(t0))
-							}
-						}
-					}
-					if !time.Now().Before(sch.end) || ctx.Err() != nil {
-						return // k is skipped: msg_ids stay unique
-					}
-					isWarm := sch.warm(t0)
-					msgID := fmt.Sprintf("%s-%d", c.dev.ID, k)
-					buf = payload(buf, int(k), msgID)
-					if g.sent != nil && !isWarm {
-						// A warm-up message's event is not matched.
-						g.mu.Lock()
-						g.sent[msgID] = t0
-						g.mu.Unlock()
-					}
-					if !isWarm {
-						published.Add(1)
-					}
-					pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-					resp, err := c.cl.Publish(pctx, &paho.Publish{Topic: topic, QoS: g.spec.QoS, Payload: buf})
-					pcancel()
-					if err == nil && resp != nil && resp.ReasonCode >= 0x80 {
-						err = fmt.Errorf("reason code %#x", resp.ReasonCode)
-					}
-					if err != nil {
-						failed.Add(1)
-						first.Do(func() { g.res.FirstError = fmt.Sprintf("publish %s: %v", c.dev.ID, err) })
-						stops[i].Store(true)
-						return
-					}
-					now := time.Now()
-					if isWarm {
-						warm = append(warm, now.Sub(t0))
-						warmAcked.Add(1)
-						continue
-					}
-					ls = append(ls, now.Sub(t0))
-					if now.Sub(t0) > slowThreshold {
-						slow = append(slow, t0.Sub(sch.measured))
-					}
-					acked.Add(1)
-					lastAck.Store(now.UnixNano())
-				}
-			}()
+	if g.spec.Warmup > 0 {
+		// The same schedule for a while before the measured phase: the
+		// first messages of a thousand fresh connections (goroutine
+		// stacks, buffers, caches on both sides) are a start-up cost,
+		// reported apart (Warmup) and not in the steady state's figures.
+		lats, _, _, _, _ := phase(g.spec.Warmup)
+		var all []time.Duration
+		for _, l := range lats {
+			all = append(all, l...)
+		}
+		g.res.Warmup = LatencyOf(all)
+		g.res.WarmupAcked = int(acked.Load())
+		published.Store(0)
+		acked.Store(0)
+		if g.sent != nil {
+			g.mu.Lock()
+			clear(g.sent) // a warm-up event arriving late is not matched
+			g.signals = g.signals[:0]
+			g.mu.Unlock()
 		}
 	}
-	wg.Wait()
-	<-stepped
-	start := sch.measured
-	var allWarm []time.Duration
-	for _, l := range warms {
-		allWarm = append(allWarm, l...)
-	}
-	if g.spec.Warmup > 0 {
-		g.res.Warmup = LatencyOf(allWarm)
-	}
-	g.res.WarmupAcked = int(warmAcked.Load())
+	g.step("connected")
+	sched0 := readSched()
+	lats, lates, slows, start, lastAck := phase(g.spec.Duration)
 	g.res.Start = start.UnixMilli()
 	g.res.SchedP99, g.res.SchedMax, g.res.GCCycles = schedSince(sched0, readSched())
 	var allLate []time.Duration
@@ -549,8 +538,8 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 		}
 	}
 	g.res.Published, g.res.Acked, g.res.Errors = int(published.Load()), int(acked.Load()), int(failed.Load())
-	if la := lastAck.Load(); la > 0 {
-		g.res.Seconds = time.Unix(0, la).Sub(start).Seconds()
+	if lastAck > 0 {
+		g.res.Seconds = time.Unix(0, lastAck).Sub(start).Seconds()
 	}
 	var all []time.Duration
 	for _, l := range lats {
@@ -589,29 +578,6 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 	}
 	return g.res, nil
 }
-
-// schedule is the timetable of one ingest run: the warm-up from start to
-// measured, the measured phase from measured to end. In an open loop
-// device i of n sends its k-th message at at(i, k): the devices are spread
-// evenly over one interval and keep their phase across the boundary.
-type schedule struct {
-	start, measured, end time.Time
-	interval             time.Duration // per device; 0 is a closed loop
-	devices              int
-}
-
-func newSchedule(start time.Time, warmup, dur, interval time.Duration, devices int) schedule {
-	measured := start.Add(max(warmup, 0))
-	return schedule{start: start, measured: measured, end: measured.Add(dur), interval: interval, devices: devices}
-}
-
-// at is device i's k-th scheduled time.
-func (s schedule) at(i int, k int64) time.Time {
-	return s.start.Add(s.interval*time.Duration(i)/time.Duration(s.devices) + time.Duration(k)*s.interval)
-}
-
-// warm reports whether a message scheduled at t belongs to the warm-up.
-func (s schedule) warm(t time.Time) bool { return t.Before(s.measured) }
 
 func (g *loadGen) onDataEvent(data []byte, at time.Time) {
 	var e struct {

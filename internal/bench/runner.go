@@ -399,14 +399,6 @@ func inflightText(n int) string {
 	return fmt.Sprintf("up to %d messages in flight", n)
 }
 
-// warmupNote says how the open-loop runs' warm-up joins the measured phase.
-func warmupNote(warmup time.Duration) string {
-	if warmup <= 0 {
-		return "No warm-up: the measured phase starts with the schedule."
-	}
-	return fmt.Sprintf("The schedule runs %v of warm-up first (warmup_p99_ms, not in the other figures) and goes on without a pause into the measured phase: every device keeps its phase across the boundary, the runner's start-of-measure step (CPU times, samplers, /metrics) happens while the devices publish, and a message counts in the phase it was scheduled in.", warmup)
-}
-
 // signalNote says whether the open-loop runs measured the signal latency.
 func signalNote(off bool) string {
 	if off {
@@ -480,7 +472,6 @@ func (r *runner) ingest(ctx context.Context) error {
 				OfferedPct:  frac * 100,
 				Notes: []string{
 					"Latency counts from the time each message was scheduled, so a slow acknowledgement is not hidden by the schedule (no coordinated omission).",
-					warmupNote(r.o.Warmup),
 					fmt.Sprintf("Each device has %s at most; a device whose window is full falls behind its schedule.", inflightText(r.o.Inflight)),
 					signalNote(r.o.NoSignal),
 				},
