@@ -52,19 +52,16 @@ func BenchmarkTailMemory(b *testing.B) {
 		for _, bd := range bounds {
 			b.Run(sh.name+"/"+bd.name, func(b *testing.B) {
 				for range b.N {
-					var ms runtime.MemStats
-					runtime.GC()
-					runtime.ReadMemStats(&ms)
-					before := ms.HeapAlloc
-					tl := newTail(1<<17, bd.budget)
-					tl.covered = 0
-					for i := int64(1); i <= 1_000_000; i++ {
-						tl.append(event(i))
-					}
-					runtime.GC()
-					runtime.ReadMemStats(&ms)
+					var tl *tail
+					kept := heapKept(func() {
+						tl = newTail(1<<17, bd.budget)
+						tl.covered = 0
+						for i := int64(1); i <= 1_000_000; i++ {
+							tl.append(event(i))
+						}
+					})
 					n, est := tl.stats()
-					b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MiB")
+					b.ReportMetric(kept, "retained-MiB")
 					b.ReportMetric(float64(n), "tail-events")
 					b.ReportMetric(float64(est)/(1<<20), "estimated-MiB")
 					runtime.KeepAlive(tl)
@@ -146,29 +143,25 @@ func BenchmarkQueueMemory(b *testing.B) {
 		for _, bd := range bounds {
 			b.Run(sh.name+"/"+bd.name, func(b *testing.B) {
 				for range b.N {
-					var ms runtime.MemStats
-					runtime.GC()
-					runtime.ReadMemStats(&ms)
-					before := ms.HeapAlloc
 					qs := make([]*queue, monitors)
-					var buf []*events.Event
-					for m := range qs {
-						q := newQueue(10000, bd.budget, 100, 0)
-						qs[m] = q
-						for seq := int64(1); seq <= perMonitor; seq++ {
-							e := event(seq)
-							size := retainedSize(e)
-							for q.full(size) {
-								// The slow receiver takes a batch and
-								// lets it go.
-								buf, _, _ = q.poll(buf, 0, time.Now())
-								clear(buf)
+					kept := heapKept(func() {
+						var buf []*events.Event
+						for m := range qs {
+							q := newQueue(10000, bd.budget, 100, 0)
+							qs[m] = q
+							for seq := int64(1); seq <= perMonitor; seq++ {
+								e := event(seq)
+								size := retainedSize(e)
+								for q.full(size) {
+									// The slow receiver takes a batch and
+									// lets it go.
+									buf, _, _ = q.poll(buf, 0, time.Now())
+									clear(buf)
+								}
+								q.push(e, size, true, time.Now)
 							}
-							q.push(e, size, true, time.Now)
 						}
-					}
-					runtime.GC()
-					runtime.ReadMemStats(&ms)
+					})
 					var n int
 					var est int64
 					for _, q := range qs {
@@ -176,7 +169,7 @@ func BenchmarkQueueMemory(b *testing.B) {
 						n += qn
 						est += qb
 					}
-					b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MiB")
+					b.ReportMetric(kept, "retained-MiB")
 					b.ReportMetric(float64(n), "queued-events")
 					b.ReportMetric(float64(est)/(1<<20), "estimated-MiB")
 					runtime.KeepAlive(qs)
@@ -200,20 +193,16 @@ func BenchmarkEncodeCacheMemory(b *testing.B) {
 		}{{"count", math.MaxInt64}, {"bytes", 32 << 20}} {
 			b.Run(strconv.Itoa(pad)+"-text/"+bd.name, func(b *testing.B) {
 				for range b.N {
-					var ms runtime.MemStats
-					runtime.GC()
-					runtime.ReadMemStats(&ms)
-					before := ms.HeapAlloc
 					c := newEncodeCache(bd.budget)
-					for seq := int64(1); seq <= 100_000; seq++ {
-						if _, err := c.get(dataEvent(seq, 4, pad), "json"); err != nil {
-							b.Fatal(err)
+					kept := heapKept(func() {
+						for seq := int64(1); seq <= 100_000; seq++ {
+							if _, err := c.get(dataEvent(seq, 4, pad), "json"); err != nil {
+								b.Fatal(err)
+							}
 						}
-					}
-					runtime.GC()
-					runtime.ReadMemStats(&ms)
+					})
 					n, est := c.stats()
-					b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MiB")
+					b.ReportMetric(kept, "retained-MiB")
 					b.ReportMetric(float64(n), "encodings")
 					b.ReportMetric(float64(est)/(1<<20), "counted-MiB")
 					runtime.KeepAlive(c)
@@ -239,4 +228,18 @@ func benchDataEvent(seq int64, dev string, keys []string, text string) *events.E
 	return &events.Event{Seq: seq, Type: events.DeviceDataReceived, Time: now, DeviceID: dev, DeviceType: "sensor",
 		Args: &events.DataReceived{MessageID: seq, Topic: "devices/" + dev + "/data", Transport: "mqtt",
 			Readings: []events.Reading{{Time: now, Values: vals}}}}
+}
+
+// heapKept runs build and returns the MiB of heap still in use after it
+// (after a GC), against before it: what build made and something keeps.
+// The caller keeps it alive past the call (runtime.KeepAlive).
+func heapKept(build func()) float64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	build()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return float64(int64(ms.HeapAlloc)-int64(before)) / (1 << 20)
 }
