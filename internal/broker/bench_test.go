@@ -63,3 +63,35 @@ func BenchmarkPublishQoS1(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPublishQoS1Paths is BenchmarkPublishQoS1 with the device's
+// publish taken in by the read loop (own, publish.go) and through mochi's
+// processing (mochi): the difference is what the broker's own path saves
+// per message.
+//
+//	go test ./internal/broker -run '^$' -bench PublishQoS1Paths -benchmem
+func BenchmarkPublishQoS1Paths(b *testing.B) {
+	for _, bb := range []struct {
+		name  string
+		mochi bool
+	}{{"own", false}, {"mochi", true}} {
+		b.Run(bb.name, func(b *testing.B) {
+			st := newStoredHandler()
+			st.run(b)
+			h := startOpts(b, Options{mochiPublish: bb.mochi}, st)
+			if (h.b.starter == nil) != bb.mochi {
+				b.Fatalf("the read loop takes QoS 1 publishes in itself = %v", h.b.starter != nil)
+			}
+			c := mustDial(b, h, "dev1")
+			ctx := context.Background()
+			p := &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"temperature":21.25,"humidity":40}`)}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := c.Publish(ctx, p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -214,6 +214,10 @@ type Options struct {
 	// its write loop per subscribed client, as when mochi's fields
 	// cannot be reached (writer.go).
 	mochiWriteLoop bool
+	// mochiPublish (tests) has a device's QoS 1 publish go through
+	// mochi's processing, as when mochi's receive quota cannot be
+	// reached (publish.go).
+	mochiPublish bool
 }
 
 // writeQueueRoom is what the default WriteQueue holds beyond MaxInflight.
@@ -338,6 +342,12 @@ type Broker struct {
 	writersWg   sync.WaitGroup // writers and mochi write loops
 	writersQuit chan struct{}  // closed once every connection ended (shutdown)
 	deepReaders *deepReaders   // run connections' deep reads (serve.go); end with writersQuit
+
+	// starter is the PublishHandler when the read loop takes a device's
+	// QoS 1 publish in itself, and recvQuotaOff where mochi's receive
+	// quota is (publish.go); nil: such a publish goes through mochi.
+	starter      PublishStarter
+	recvQuotaOff uintptr
 
 	ready   chan struct{}
 	running atomic.Bool
@@ -468,6 +478,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
 	b.setupDelivery(opts.mochiWriteLoop)
+	b.setupOwnPublish(opts.mochiPublish)
 	b.m = newMetrics(b, reg)
 	return b, nil
 }

@@ -342,30 +342,16 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	b := h.b
 	s := b.sessionOf(cl)
-	if s == nil || !s.authed.Load() {
+	p, ok := b.devicePublish(s, &pk)
+	if !ok {
 		return pk, packets.ErrRejectPacket
-	}
-	if !s.live() {
-		// Revoked, disabled or replaced: nothing it sends from that
-		// instant is stored or acknowledged.
-		b.m.rejected.WithLabelValues("session_closed").Inc()
-		return pk, packets.ErrRejectPacket
-	}
-	p := &Publish{
-		DeviceID:          s.deviceID,
-		DeviceType:        s.deviceType,
-		Topic:             pk.TopicName,
-		Payload:           pk.Payload,
-		QoS:               pk.FixedHeader.Qos,
-		ContentType:       pk.Properties.ContentType,
-		PayloadFormatUTF8: pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1,
-		Received:          time.Now(),
 	}
 	if st, ok := b.deps.PublishHandler.(PublishStarter); ok && pk.FixedHeader.Qos == 1 {
 		// Acknowledged in order once stored, while the read loop goes
 		// on (pubacks.go). mochi writes nothing for it, and does not
 		// forward it: device messages are for the hub, and a device may
-		// subscribe only under its own prefix.
+		// subscribe only under its own prefix. The read loop takes such
+		// a publish in itself, without mochi, when it can (publish.go).
 		b.startPublish(cl, s, &pk, p, st)
 		return pk, packets.ErrRejectPacket
 	}
@@ -380,6 +366,31 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	// from growing the retained store without bound.
 	pk.FixedHeader.Retain = false
 	return pk, nil
+}
+
+// devicePublish is the message that pk, a publish of the device of
+// session s, hands to the PublishHandler. ok is false when the session
+// may not publish: not authenticated, or no longer live (counted).
+func (b *Broker) devicePublish(s *session, pk *packets.Packet) (p *Publish, ok bool) {
+	if s == nil || !s.authed.Load() {
+		return nil, false
+	}
+	if !s.live() {
+		// Revoked, disabled or replaced: nothing it sends from that
+		// instant is stored or acknowledged.
+		b.m.rejected.WithLabelValues("session_closed").Inc()
+		return nil, false
+	}
+	return &Publish{
+		DeviceID:          s.deviceID,
+		DeviceType:        s.deviceType,
+		Topic:             pk.TopicName,
+		Payload:           pk.Payload,
+		QoS:               pk.FixedHeader.Qos,
+		ContentType:       pk.Properties.ContentType,
+		PayloadFormatUTF8: pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1,
+		Received:          time.Now(),
+	}, true
 }
 
 // rejection is an error the hub already recorded as a refusal of the

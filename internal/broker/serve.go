@@ -309,7 +309,8 @@ func (b *Broker) readPackets(cl *mqtt.Client, pc *peekConn) error {
 // receivePacket processes a packet the client of session s sent
 // (mochi's receivePacket: a v5 client gets a DISCONNECT with the code of
 // a protocol error). The broker answers SUBSCRIBE and UNSUBSCRIBE itself
-// when it holds the subscriptions (own.go).
+// when it holds the subscriptions (own.go), and takes a QoS 1 PUBLISH in
+// itself when it can (publish.go).
 func (b *Broker) receivePacket(cl *mqtt.Client, s *session, pk packets.Packet) error {
 	var err error
 	switch t := pk.FixedHeader.Type; {
@@ -317,6 +318,8 @@ func (b *Broker) receivePacket(cl *mqtt.Client, s *session, pk packets.Packet) e
 		err = b.subscribe(cl, s, pk)
 	case b.mochi != nil && t == packets.Unsubscribe:
 		err = b.unsubscribe(cl, s, pk)
+	case b.ownPublish(&pk):
+		err = b.publish(cl, s, pk)
 	default:
 		err = b.inject(cl, pk)
 	}

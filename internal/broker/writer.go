@@ -246,20 +246,7 @@ func findMochi() (*mochiAccess, error) {
 
 // findMochiIn finds the fields in state and inflight, struct types.
 func findMochiIn(state, inflight reflect.Type) (*mochiAccess, error) {
-	field := func(t reflect.Type, name string, want reflect.Type) (uintptr, error) {
-		f, ok := t.FieldByName(name)
-		switch {
-		case !ok:
-			return 0, fmt.Errorf("%s has no field %s", t, name)
-		case len(f.Index) != 1:
-			return 0, fmt.Errorf("%s.%s is promoted from an embedded field", t, name)
-		case f.Type != want:
-			return 0, fmt.Errorf("%s.%s is a %s, want %s", t, name, f.Type, want)
-		case f.Offset+want.Size() > t.Size() || f.Offset%uintptr(want.Align()) != 0:
-			return 0, fmt.Errorf("%s.%s has offset %d", t, name, f.Offset)
-		}
-		return f.Offset, nil
-	}
+	field := fieldOffset
 	var a mochiAccess
 	var err error
 	if a.queueOff, err = field(state, "outbound", outboundQueueType); err != nil {
@@ -272,6 +259,23 @@ func findMochiIn(state, inflight reflect.Type) (*mochiAccess, error) {
 		return nil, err
 	}
 	return &a, nil
+}
+
+// fieldOffset is the offset of the field name of the struct type t, a
+// field of type want declared in t itself.
+func fieldOffset(t reflect.Type, name string, want reflect.Type) (uintptr, error) {
+	f, ok := t.FieldByName(name)
+	switch {
+	case !ok:
+		return 0, fmt.Errorf("%s has no field %s", t, name)
+	case len(f.Index) != 1:
+		return 0, fmt.Errorf("%s.%s is promoted from an embedded field", t, name)
+	case f.Type != want:
+		return 0, fmt.Errorf("%s.%s is a %s, want %s", t, name, f.Type, want)
+	case f.Offset+want.Size() > t.Size() || f.Offset%uintptr(want.Align()) != 0:
+		return 0, fmt.Errorf("%s.%s has offset %d", t, name, f.Offset)
+	}
+	return f.Offset, nil
 }
 
 // queue is where cl's outbound channel is (set by mochi's newClient).
