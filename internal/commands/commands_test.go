@@ -211,7 +211,11 @@ func TestQueuedSentOnConnectThenAnswered(t *testing.T) {
 		t.Fatalf("offline: %+v, published %s", cmd, f.pub.get(topic))
 	}
 	f.connect(t, "l1")
-	eventually.True(t, 10*time.Second, "the command sent", func() bool { return status(t, f, cmd.ID) == commands.StatusSent })
+	// The status is committed before the command is handed to the
+	// broker (handOverAll): wait for both.
+	eventually.True(t, 10*time.Second, "the command sent", func() bool {
+		return status(t, f, cmd.ID) == commands.StatusSent && f.pub.get(topic) != nil
+	})
 	var msg struct {
 		Command   string          `json:"command"`
 		Payload   json.RawMessage `json:"payload"`
