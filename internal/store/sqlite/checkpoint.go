@@ -59,10 +59,17 @@ func (s *Store) committed(changes int) {
 	}
 }
 
-// Run checkpoints the WAL when Commit asks for it, until ctx is done. A
-// failed checkpoint is logged and tried again at the next request: the
-// writer's automatic checkpoint bounds the WAL meanwhile.
+// Run checkpoints the WAL when Commit asks for it, and compacts the
+// message log (runMessageLog), until ctx is done. A failed checkpoint is
+// logged and tried again at the next request: the writer's automatic
+// checkpoint bounds the WAL meanwhile.
 func (s *Store) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.runMessageLog(ctx)
+	}()
+	defer func() { <-done }()
 	for {
 		select {
 		case <-ctx.Done():

@@ -41,6 +41,11 @@ type txn struct {
 	// seen is the last_seen values PatchDevices wrote, remembered by
 	// s.seen once committed.
 	seen []registry.SeenWrite
+	// msgs is the batch row InsertMessages wrote, loaded the dedupe
+	// windows it loaded: the message log's memory takes them once
+	// committed (applyMessages).
+	msgs   *pendingBatch
+	loaded map[string]*dedupeWindow
 	// written and committed are when the batch's statements were done
 	// and when COMMIT returned (slowCommit).
 	written, committed time.Time
@@ -79,17 +84,6 @@ var (
 // overhead than they saved, end to end.
 func (s *Store) initStatements(ctx context.Context) error {
 	s.inserts = map[string]*bulk{
-		"messages": newBulk(s.w,
-			`INSERT OR ROLLBACK INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
-			`(?,?,?,?,?,?,?,?,?,?,?)`, ``),
-		// Messages with a device msg_id: a row that conflicts is a
-		// duplicate and is not written. The rows affected say whether
-		// there was one; only then message_ids finds which (InsertMessages).
-		"messages_dedup": newBulk(s.w,
-			`INSERT OR ROLLBACK INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
-			`(?,?,?,?,?,?,?,?,?,?,?)`,
-			` ON CONFLICT (device_id, msg_id) DO NOTHING`),
-		"message_ids": newBulk(s.w, `SELECT id FROM messages WHERE id IN (`, `?`, `)`),
 		"readings": newBulk(s.w,
 			`INSERT OR ROLLBACK INTO readings (dev, stream, ts, received_at, message_id, data) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
@@ -143,11 +137,11 @@ func (s *Store) initStatements(ctx context.Context) error {
 // queryBulks are the multi-row statements that read (bulk.query),
 // writeBulks those that write (bulk.exec).
 func (s *Store) queryBulks() []*bulk {
-	return []*bulk{s.inserts["message_ids"], s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup}
+	return []*bulk{s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup}
 }
 
 func (s *Store) writeBulks() []*bulk {
-	return []*bulk{s.inserts["messages"], s.inserts["messages_dedup"], s.inserts["readings"], s.inserts["latest_fields"], s.inserts["events"], s.patch}
+	return []*bulk{s.inserts["readings"], s.inserts["latest_fields"], s.inserts["events"], s.patch}
 }
 
 // onWriter calls fn with the writer's driver connection, outside any
@@ -201,6 +195,7 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	}
 	s.cacheLatest(t.latest)
 	s.publishLatest(t)
+	s.applyMessages(t)
 	s.committed(len(batch))
 	return nil
 }

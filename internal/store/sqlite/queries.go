@@ -13,7 +13,6 @@ import (
 	"github.com/devicehub/devicehub/events"
 	"github.com/devicehub/devicehub/internal/access"
 	"github.com/devicehub/devicehub/internal/blocks"
-	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
 )
@@ -402,59 +401,4 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 		return fmt.Errorf("revoke token %s: %w", id, access.ErrNotFound)
 	}
 	return nil
-}
-
-// ListMessages lists the message log newest first.
-func (s *Store) ListMessages(ctx context.Context, q messagelog.Query) ([]messagelog.Message, error) {
-	sqlq := `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages WHERE 1=1`
-	var args []any
-	if q.DeviceID != "" {
-		sqlq += ` AND device_id = ?`
-		args = append(args, q.DeviceID)
-	}
-	if q.Rejected {
-		sqlq += ` AND accepted = 0`
-	}
-	if q.Before > 0 {
-		sqlq += ` AND id < ?`
-		args = append(args, q.Before)
-	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	sqlq += ` ORDER BY id DESC LIMIT ?`
-	args = append(args, limit)
-	if q.DeviceID != "" && !q.Rejected {
-		// The one per-device index on messages is by msg_id (migration
-		// 00010): sort the ids its entries carry, then read the page's
-		// rows only, instead of reading every row of the device to sort.
-		inner := `SELECT id FROM messages WHERE device_id = ?`
-		if q.Before > 0 {
-			inner += ` AND id < ?`
-		}
-		sqlq = `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at FROM messages
-			WHERE id IN (` + inner + ` ORDER BY id DESC LIMIT ?) ORDER BY id DESC`
-	}
-	rows, err := s.r.QueryContext(ctx, sqlq, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
-	}
-	defer rows.Close()
-	var out []messagelog.Message
-	for rows.Next() {
-		var m messagelog.Message
-		var qos, recv int64
-		var msgID sql.NullString
-		if err := rows.Scan(&m.ID, &m.DeviceID, &m.Topic, &m.Transport, &qos, &m.Payload, &msgID,
-			&m.Accepted, &m.Code, &m.Reason, &recv); err != nil {
-			return nil, fmt.Errorf("list messages: %w", err)
-		}
-		m.QoS, m.MsgID, m.ReceivedAt = byte(qos), msgID.String, micros(recv)
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
-	}
-	return out, nil
 }

@@ -111,35 +111,6 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 	return n, nil
 }
 
-// StripMessagePayloads implements retention.Store: a range of the
-// primary key.
-func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, after int64, limit int) (int, int64, error) {
-	last := after
-	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
-		var expired int
-		err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(max(id), ?) FROM (SELECT id, received_at FROM messages WHERE id > ? ORDER BY id LIMIT ?) WHERE received_at < ?`,
-			after, after, limit, before.UnixMicro()).Scan(&expired, &last)
-		if err != nil || expired == 0 {
-			return 0, err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE messages SET payload = NULL WHERE id > ? AND id <= ? AND received_at < ? AND payload IS NOT NULL`,
-			after, last, before.UnixMicro())
-		return expired, err
-	})
-	if err != nil {
-		return 0, after, fmt.Errorf("strip message payloads: %w", err)
-	}
-	return n, last, nil
-}
-
-// ExpireMessages implements retention.Store: the oldest records by id;
-// the newest stays, so that message ids never go back after a restart.
-func (s *Store) ExpireMessages(ctx context.Context, before time.Time, limit int) (int, error) {
-	return s.expireOldest(ctx, "messages", `DELETE FROM messages WHERE id IN (
-		SELECT id FROM (SELECT id, received_at FROM messages ORDER BY id LIMIT ?) WHERE received_at < ?)
-		AND id < (SELECT max(id) FROM messages)`, limit, before)
-}
-
 // ExpireEvents implements retention.Store: the oldest events by seq; the
 // newest stays, so that seqs never go back after a restart.
 func (s *Store) ExpireEvents(ctx context.Context, before time.Time, limit int) (int, error) {

@@ -25,7 +25,7 @@ func TestFailedInsertRollsBackAll(t *testing.T) {
 		name         string
 		block, clear string // statements that make the insert fail, then let it pass
 	}{
-		{"messages (the first insert)", `INSERT INTO messages (id, device_id, topic, transport, qos, accepted, received_at) VALUES (%[1]d, 'x', 't', 'mqtt', 1, 1, 0)`, `DELETE FROM messages WHERE id = %[1]d`},
+		{"message batch (the first insert)", `INSERT INTO message_batches (first_id, last_id, n, rejected, max_received, data) VALUES (%[1]d, %[1]d, 1, 0, 0, x'01')`, `DELETE FROM message_batches WHERE first_id = %[1]d`},
 		{"events (the last insert)", `INSERT INTO events (seq, type, time) VALUES (%[2]d, 'x', 0)`, `DELETE FROM events WHERE seq = %[2]d`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,7 +41,7 @@ func TestFailedInsertRollsBackAll(t *testing.T) {
 				}
 				return out
 			}
-			block, clear := fmt.Sprintf(tc.block, 101, s.seq+2), fmt.Sprintf(tc.clear, 101, s.seq+2)
+			block, clear := fmt.Sprintf(tc.block, 100, s.seq+2), fmt.Sprintf(tc.clear, 100, s.seq+2)
 			if _, err := s.w.ExecContext(ctx, block); err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +50,7 @@ func TestFailedInsertRollsBackAll(t *testing.T) {
 			}
 			count := func() (n int) {
 				t.Helper()
-				q := `SELECT (SELECT count(*) FROM messages WHERE id BETWEEN 100 AND 102 AND device_id = 'd1') +
+				q := `SELECT (SELECT coalesce(sum(n), 0) FROM message_batches WHERE first_id = 100 AND last_id = 102) +
 					(SELECT count(*) FROM readings) + (SELECT count(*) FROM latest_fields) +
 					(SELECT count(*) FROM events WHERE type = 'device_data_received')`
 				if err := s.w.QueryRowContext(ctx, q).Scan(&n); err != nil {
@@ -132,7 +132,7 @@ func TestCommitAfterFailure(t *testing.T) {
 			}
 			count := func() (n int) {
 				t.Helper()
-				q := `SELECT (SELECT count(*) FROM messages WHERE device_id = 'd1') +
+				q := `SELECT (SELECT coalesce(sum(n), 0) FROM message_batches) +
 					(SELECT count(*) FROM readings) + (SELECT count(*) FROM latest_fields) +
 					(SELECT count(*) FROM events WHERE type = 'device_data_received')`
 				if err := s.r.QueryRowContext(ctx, q).Scan(&n); err != nil {

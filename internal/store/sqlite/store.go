@@ -61,6 +61,8 @@ type Options struct {
 	// database keeps the page size it was created with: a WAL database
 	// changes it only by VACUUM after leaving WAL mode.
 	PageSize int
+	// MessageLog bounds the message log's memory (msglog.go).
+	MessageLog MessageLogOptions
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
 
@@ -131,6 +133,9 @@ type Store struct {
 	// seen is the last_seen written per device: a patch that only moves
 	// it by less than registry.SeenResolution is not written.
 	seen *registry.SeenCache
+	// mlog is the message log's memory: the head of its batch rows and
+	// the msg_id dedupe's windows (msglog.go).
+	mlog msgLog
 }
 
 // busyTimeoutMS is how long a connection waits for a lock before failing.
@@ -242,6 +247,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.closeDB()
 		return nil, err
 	}
+	if err := s.initMessageLog(ctx, opts.MessageLog); err != nil {
+		s.closeDB()
+		return nil, err
+	}
 	if err := w.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&s.seq); err != nil {
 		s.closeDB()
 		return nil, fmt.Errorf("read last event seq: %w", err)
@@ -340,6 +349,9 @@ func (s *Store) closeDB() error {
 	}
 	s.patch.close()
 	s.lookup.close()
+	if s.mlog.insert != nil {
+		s.mlog.insert.Close()
+	}
 	err := errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 	return errors.Join(err, s.dbFile.Close())
 }

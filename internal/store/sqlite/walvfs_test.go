@@ -81,10 +81,11 @@ func TestWALWritesGathered(t *testing.T) {
 					t.Fatalf("round %d: %d fdatasyncs, want them: %v", round, datasyncs, want)
 				}
 				if tt.gathered {
-					// Tens of pages (messages, readings, their
-					// indexes, the devices' rows), two writes each.
-					if writes < 40 {
-						t.Fatalf("round %d: %d WAL writes through the VFS, want ≥ 40", round, writes)
+					// Tens of pages (the message batch row,
+					// readings and their index, the devices'
+					// rows), two writes each.
+					if writes < 20 {
+						t.Fatalf("round %d: %d WAL writes through the VFS, want ≥ 20", round, writes)
 					}
 					if max := writes * 4096 / walWriteMax; calls > max+2 {
 						t.Fatalf("round %d: %d writes reached the file for %d WAL writes, want ≤ %d", round, calls, writes, max+2)

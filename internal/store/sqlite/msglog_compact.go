@@ -1,0 +1,442 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/msgblock"
+)
+
+// runMessageLog moves batch rows into blocks when Commit says the head
+// passed its bounds, and every tick those past HeadAge; it lets go of
+// idle dedupe windows. It returns when ctx is done; a failed compaction
+// is logged and tried again at the next kick or tick.
+func (s *Store) runMessageLog(ctx context.Context) error {
+	ml := &s.mlog
+	tick := time.NewTicker(min(ml.opts.HeadAge, ml.opts.DedupeIdle) / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ml.kick:
+		case <-tick.C:
+			s.evictWindows()
+		}
+		if _, err := s.compactDue(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("message log compaction failed", "err", err)
+		}
+	}
+}
+
+// compactDue compacts the oldest batch rows, a chunk a transaction, while
+// the head holds more than half its bounds or a batch older than HeadAge.
+func (s *Store) compactDue(ctx context.Context) (int, error) {
+	ml := &s.mlog
+	total := 0
+	for ctx.Err() == nil {
+		ml.hmu.RLock()
+		h := &ml.head
+		due := len(h.batches) > 0 && (h.msgs > ml.opts.HeadMessages/2 || h.bytes > ml.opts.HeadBytes/2 ||
+			s.clock().Sub(h.batches[0].at) > ml.opts.HeadAge)
+		ml.hmu.RUnlock()
+		if !due {
+			return total, nil
+		}
+		n, err := s.CompactMessages(ctx, compactChunk)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// CompactMessages moves the oldest batch rows of the message log, whole
+// rows up to limit messages (at least one row), into per-device blocks,
+// in one transaction: the blocks written and the batch rows deleted
+// together. Only once it committed are the rows dropped from the head.
+// It returns how many messages it moved.
+func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
+	ml := &s.mlog
+	var firsts []int64
+	n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+		firsts = firsts[:0]
+		moved := 0
+		for _, b := range ml.head.batches {
+			if len(firsts) > 0 && (moved+b.n > limit || len(firsts) >= maxParams) {
+				break
+			}
+			firsts = append(firsts, b.first)
+			moved += b.n
+		}
+		if len(firsts) == 0 {
+			return 0, nil
+		}
+		slices.Sort(firsts)
+		var recs []msgblock.Record
+		err := queryIn(ctx, tx, `SELECT first_id, data FROM message_batches WHERE first_id IN (`, firsts, func(r *sql.Rows) error {
+			var first int64
+			var data []byte
+			if err := r.Scan(&first, &data); err != nil {
+				return err
+			}
+			rs, err := msgblock.Decode(data)
+			if err != nil {
+				return fmt.Errorf("message batch %d: %w", first, err)
+			}
+			recs = append(recs, rs...)
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		if len(recs) != moved {
+			return 0, fmt.Errorf("message batches hold %d messages, the head %d", len(recs), moved)
+		}
+		if err := insertBlocks(ctx, tx, recs); err != nil {
+			return 0, err
+		}
+		if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
+			return 0, err
+		}
+		if ml.compactHook != nil {
+			if err := ml.compactHook(); err != nil {
+				return 0, err
+			}
+		}
+		return moved, nil
+	}, func() {
+		ml.hmu.Lock()
+		ml.head.drop(firsts)
+		ml.hmu.Unlock()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("compact message log: %w", err)
+	}
+	if n > 0 {
+		ml.compacted.Add(int64(n))
+		ml.compactions.Add(1)
+	}
+	return n, nil
+}
+
+// maxParams bounds the parameters of one IN list.
+const maxParams = 10_000
+
+// queryIn runs prefix + "?,?,...)" with ids and calls fn on each row.
+func queryIn(ctx context.Context, tx *sql.Tx, prefix string, ids []int64, fn func(*sql.Rows) error) error {
+	for len(ids) > 0 {
+		part := ids[:min(len(ids), maxParams)]
+		ids = ids[len(part):]
+		rows, err := tx.QueryContext(ctx, prefix+placeholders(len(part))+")", int64Args(part)...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := fn(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// execIn runs prefix + "?,?,...)" with ids.
+func execIn(ctx context.Context, tx *sql.Tx, prefix string, ids []int64) error {
+	for len(ids) > 0 {
+		part := ids[:min(len(ids), maxParams)]
+		ids = ids[len(part):]
+		if _, err := tx.ExecContext(ctx, prefix+placeholders(len(part))+")", int64Args(part)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+func int64Args(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+// insertBlocks writes recs as one block per device, ordered by id.
+func insertBlocks(ctx context.Context, tx *sql.Tx, recs []msgblock.Record) error {
+	slices.SortStableFunc(recs, func(a, b msgblock.Record) int {
+		return cmp.Or(strings.Compare(a.DeviceID, b.DeviceID), cmp.Compare(a.ID, b.ID))
+	})
+	st, err := tx.PrepareContext(ctx, `INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES (?,?,?,?,?,?,?,?)`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var enc msgblock.Encoder
+	for i := 0; i < len(recs); {
+		j := i
+		for j < len(recs) && recs[j].DeviceID == recs[i].DeviceID {
+			j++
+		}
+		run := recs[i:j]
+		enc.Reset(nil)
+		m := blockMeta(run)
+		for k := range run {
+			enc.Add(&run[k])
+		}
+		if _, err := st.ExecContext(ctx, run[0].DeviceID, run[0].ID, run[len(run)-1].ID, len(run), m.rejected, m.maxReceived, m.payloadFrom, enc.Bytes()); err != nil {
+			return fmt.Errorf("insert message block of %s: %w", run[0].DeviceID, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+type meta struct {
+	rejected    int
+	maxReceived int64
+	payloadFrom any // NULL: no payload left
+}
+
+func blockMeta(recs []msgblock.Record) meta {
+	var m meta
+	var pf int64
+	for i, r := range recs {
+		if !r.Accepted {
+			m.rejected++
+		}
+		if i == 0 || r.ReceivedAt > m.maxReceived {
+			m.maxReceived = r.ReceivedAt
+		}
+		if r.Payload != nil && (m.payloadFrom == nil || r.ReceivedAt < pf) {
+			pf = r.ReceivedAt
+			m.payloadFrom = pf
+		}
+	}
+	return m
+}
+
+// writeTxThen is writeTx that runs after, still under wmu, once the
+// transaction committed.
+func (s *Store) writeTxThen(ctx context.Context, fn func(tx *sql.Tx) (int, error), after func()) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	n, err := fn(tx)
+	if err != nil {
+		tx.Rollback()
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	s.committed(n)
+	if after != nil {
+		after()
+	}
+	return n, nil
+}
+
+// migrateChunk is how many rows of the old messages table one
+// transaction moves into blocks at open.
+const migrateChunk = 10_000
+
+// migrateMessages moves the rows of the messages table (the message log
+// before migration 00900) into blocks, migrateChunk rows a transaction,
+// oldest first: a start killed half way goes on where the last committed
+// chunk ended. The table stays, empty.
+func (s *Store) migrateMessages(ctx context.Context) error {
+	total := 0
+	for {
+		n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+			rows, err := tx.QueryContext(ctx, `SELECT id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at
+				FROM messages ORDER BY id LIMIT ?`, migrateChunk)
+			if err != nil {
+				return 0, err
+			}
+			var recs []msgblock.Record
+			for rows.Next() {
+				var r msgblock.Record
+				var qos int64
+				var msgID sql.NullString
+				if err := rows.Scan(&r.ID, &r.DeviceID, &r.Topic, &r.Transport, &qos, &r.Payload, &msgID, &r.Accepted, &r.Code, &r.Reason, &r.ReceivedAt); err != nil {
+					rows.Close()
+					return 0, err
+				}
+				r.QoS, r.MsgID = byte(qos), msgID.String
+				recs = append(recs, r)
+			}
+			if err := rows.Close(); err != nil {
+				return 0, err
+			}
+			if len(recs) == 0 {
+				return 0, nil
+			}
+			last := recs[len(recs)-1].ID
+			if err := insertBlocks(ctx, tx, recs); err != nil {
+				return 0, err
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE id <= ?`, last); err != nil {
+				return 0, err
+			}
+			if err := keepMaxID(ctx, tx, last); err != nil {
+				return 0, err
+			}
+			return len(recs), nil
+		}, nil)
+		if err != nil {
+			return fmt.Errorf("move the messages table into blocks: %w", err)
+		}
+		total += n
+		if n < migrateChunk {
+			break
+		}
+	}
+	if total > 0 {
+		s.log.Info("message log moved into blocks", "messages", total)
+	}
+	return nil
+}
+
+// keepMaxID records id as the largest message id ever stored, if it is.
+func keepMaxID(ctx context.Context, tx *sql.Tx, id int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO message_log_state (name, value) VALUES ('max_id', ?)
+		ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)`, id)
+	return err
+}
+
+// StripMessagePayloads implements retention.Store: the rows (batches and
+// blocks) that hold a payload received before before are rewritten
+// without those payloads. after is not used: a row whose payloads are all
+// gone has no payload_from and is not read again. It returns how many
+// payloads it dropped now (the Expirer stops when fewer than limit).
+func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, after int64, limit int) (int, int64, error) {
+	cut := before.UnixMicro()
+	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+		done := 0
+		for _, tbl := range []struct{ table, key string }{{"message_batches", "first_id"}, {"message_blocks", "id"}} {
+			if done >= limit {
+				break
+			}
+			type row struct {
+				key  int64
+				data []byte
+			}
+			var rs []row
+			rows, err := tx.QueryContext(ctx, `SELECT `+tbl.key+`, data FROM `+tbl.table+` WHERE payload_from < ? LIMIT ?`, cut, limit-done)
+			if err != nil {
+				return 0, err
+			}
+			for rows.Next() {
+				var r row
+				if err := rows.Scan(&r.key, &r.data); err != nil {
+					rows.Close()
+					return 0, err
+				}
+				rs = append(rs, r)
+			}
+			if err := rows.Close(); err != nil {
+				return 0, err
+			}
+			for _, r := range rs {
+				recs, err := msgblock.Decode(r.data)
+				if err != nil {
+					return 0, fmt.Errorf("%s %d: %w", tbl.table, r.key, err)
+				}
+				for i := range recs {
+					if recs[i].Payload != nil && recs[i].ReceivedAt < cut {
+						recs[i].Payload = nil
+						done++
+					}
+				}
+				m := blockMeta(recs)
+				if _, err := tx.ExecContext(ctx, `UPDATE `+tbl.table+` SET data = ?, payload_from = ? WHERE `+tbl.key+` = ?`,
+					msgblock.Encode(recs), m.payloadFrom, r.key); err != nil {
+					return 0, err
+				}
+				if done >= limit {
+					break
+				}
+			}
+		}
+		return done, nil
+	})
+	if err != nil {
+		return 0, after, fmt.Errorf("strip message payloads: %w", err)
+	}
+	return n, after, nil
+}
+
+// ExpireMessages implements retention.Store: whole rows (blocks, then
+// batches) whose newest message was received before before, up to about
+// limit messages. The row that holds the largest id stays, so that the
+// log keeps its newest message, and message_log_state keeps that id.
+func (s *Store) ExpireMessages(ctx context.Context, before time.Time, limit int) (int, error) {
+	ml := &s.mlog
+	cut := before.UnixMicro()
+	var firsts []int64
+	n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+		firsts = firsts[:0]
+		maxID := ml.max.Load()
+		done := 0
+		rows, err := tx.QueryContext(ctx, `DELETE FROM message_blocks WHERE id IN (
+			SELECT id FROM message_blocks WHERE max_received < ? AND last_id < ? LIMIT ?) RETURNING n`, cut, maxID, limit)
+		if err != nil {
+			return 0, err
+		}
+		for rows.Next() {
+			var k int
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			done += k
+		}
+		if err := rows.Close(); err != nil {
+			return 0, err
+		}
+		for _, b := range ml.head.batches {
+			if done >= limit {
+				break
+			}
+			if b.maxReceived < cut && b.last < maxID {
+				firsts = append(firsts, b.first)
+				done += b.n
+			}
+		}
+		slices.Sort(firsts)
+		if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
+			return 0, err
+		}
+		if done > 0 {
+			if err := keepMaxID(ctx, tx, maxID); err != nil {
+				return 0, err
+			}
+		}
+		return done, nil
+	}, func() {
+		ml.hmu.Lock()
+		ml.head.drop(firsts)
+		ml.hmu.Unlock()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire messages: %w", err)
+	}
+	return n, nil
+}
