@@ -96,11 +96,11 @@ type msgLog struct {
 	encBuf  []byte
 	insert  *sql.Stmt // one batch row
 
-	compactHook func() error  // tests: runs at the end of a compaction's transaction
-	compacted   atomic.Int64  // messages moved into blocks
-	compactions atomic.Int64  // compaction transactions committed
-	loads       atomic.Int64  // dedupe windows loaded
-	verifies    atomic.Int64  // hash hits verified against the store
+	compactHook func() error // tests: runs at the end of a compaction's transaction
+	compacted   atomic.Int64 // messages moved into blocks
+	compactions atomic.Int64 // compaction transactions committed
+	loads       atomic.Int64 // dedupe windows loaded
+	verifies    atomic.Int64 // hash hits verified against the store
 }
 
 // msgHead is the in-memory index of message_batches.
