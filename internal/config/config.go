@@ -198,6 +198,26 @@ type SQLiteConfig struct {
 	// Path of the database file; Load sets <data_dir>/devicehub.db when empty.
 	Path        string `yaml:"path"`
 	Synchronous string `yaml:"synchronous"` // off, normal, full, extra
+	// MessageLog bounds the message log's memory.
+	MessageLog MessageLogConfig `yaml:"message_log"`
+}
+
+// MessageLogConfig bounds the SQLite message log's memory: the head (the
+// batch rows not yet moved into per-device blocks) and the msg_id
+// dedupe's per-device windows.
+type MessageLogConfig struct {
+	// HeadMessages and HeadBytes: past either, the oldest batch rows
+	// are moved into per-device blocks.
+	HeadMessages int  `yaml:"head_messages"`
+	HeadBytes    Size `yaml:"head_bytes"`
+	// HeadAge: batch rows older than this are moved too.
+	HeadAge time.Duration `yaml:"head_age"`
+	// DedupeWindow is how many of a device's newest msg_ids the msg_id
+	// dedupe recognises; an older msg_id sent again is stored again.
+	DedupeWindow int `yaml:"dedupe_window"`
+	// DedupeIdle: a device's window is let go after this long without a
+	// message (and read again from the store at its next one).
+	DedupeIdle time.Duration `yaml:"dedupe_idle"`
 }
 
 // PostgresConfig configures the PostgreSQL backend.
@@ -263,7 +283,8 @@ func Default() *Config {
 			ShutdownGrace:    5 * time.Second,
 		},
 		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
-		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full"}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
+		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full", MessageLog: MessageLogConfig{
+			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
 		Ingest: IngestConfig{
 			MaxPayloadBytes:       64 * KiB,
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
@@ -666,11 +687,38 @@ func (c *Config) checkStorage() error {
 	}
 	switch s.Driver {
 	case "sqlite":
-		return oneOf("storage.sqlite.synchronous", s.SQLite.Synchronous, "off", "normal", "full", "extra")
+		if err := oneOf("storage.sqlite.synchronous", s.SQLite.Synchronous, "off", "normal", "full", "extra"); err != nil {
+			return err
+		}
+		return s.SQLite.MessageLog.check(c.MQTT.ReceiveMaximum)
 	case "postgres":
 		if s.Postgres.DSN == "" {
 			return invalid("storage.postgres.dsn", "required when storage.driver is postgres")
 		}
+	}
+	return nil
+}
+
+func (m MessageLogConfig) check(receiveMaximum int) error {
+	const key = "storage.sqlite.message_log."
+	if err := atLeast(key+"head_messages", int64(m.HeadMessages), 100); err != nil {
+		return err
+	}
+	if m.HeadBytes < 64*KiB {
+		return invalid(key+"head_bytes", "must be at least 64KiB, got %d", m.HeadBytes)
+	}
+	if m.HeadAge < time.Second {
+		return invalid(key+"head_age", "must be at least 1s, got %s", m.HeadAge)
+	}
+	// The window must cover what a device may resend after a reconnect:
+	// its unacknowledged messages, at most mqtt.receive_maximum. It holds
+	// 8 bytes a msg_id per device that sent one lately (goal 6: at most
+	// 16 KiB a connected device in all; the default 1000 is 8 KiB).
+	if m.DedupeWindow < receiveMaximum || m.DedupeWindow > 65535 {
+		return invalid(key+"dedupe_window", "must be from mqtt.receive_maximum (%d) to 65535, got %d", receiveMaximum, m.DedupeWindow)
+	}
+	if m.DedupeIdle < time.Second {
+		return invalid(key+"dedupe_idle", "must be at least 1s, got %s", m.DedupeIdle)
 	}
 	return nil
 }

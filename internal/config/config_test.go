@@ -123,6 +123,8 @@ func TestLoadBad(t *testing.T) {
 		{"min_above_max", "device_types.T.fields.t: min 10 is greater than max 5"},
 		{"postgres_without_dsn", "storage.postgres.dsn: required when storage.driver is postgres"},
 		{"bad_driver", `storage.driver: must be one of sqlite, postgres, got "mysql"`},
+		{"message_log_small_window", `storage.sqlite.message_log.dedupe_window: must be from mqtt.receive_maximum (64) to 65535, got 10`},
+		{"message_log_small_head", `storage.sqlite.message_log.head_messages: must be at least 100`},
 		{"bad_log_level", `log.level: must be one of debug, info, warn, error, got "loud"`},
 		{"bad_log_format", `log.format: must be one of text, json, got "xml"`},
 		{"tls_without_cert", "mqtt.tls.cert_file: required when mqtt.tls.addr is set"},
