@@ -96,11 +96,12 @@ type msgLog struct {
 	encBuf  []byte
 	insert  *sql.Stmt // one batch row
 
-	compactHook func() error // tests: runs at the end of a compaction's transaction
-	compacted   atomic.Int64 // messages moved into blocks
-	compactions atomic.Int64 // compaction transactions committed
-	loads       atomic.Int64 // dedupe windows loaded
-	verifies    atomic.Int64 // hash hits verified against the store
+	hashFn      func(string) uint64 // tests: collisions
+	compactHook func() error        // tests: runs at the end of a compaction's transaction
+	compacted   atomic.Int64        // messages moved into blocks
+	compactions atomic.Int64        // compaction transactions committed
+	loads       atomic.Int64        // dedupe windows loaded
+	verifies    atomic.Int64        // hash hits verified against the store
 }
 
 // msgHead is the in-memory index of message_batches.
@@ -163,7 +164,12 @@ type devEntry struct {
 }
 
 func (ml *msgLog) hash(msgID string) uint64 {
-	h := maphash.String(ml.seed, msgID)
+	var h uint64
+	if ml.hashFn != nil {
+		h = ml.hashFn(msgID)
+	} else {
+		h = maphash.String(ml.seed, msgID)
+	}
 	if h == 0 {
 		h = 1 // 0 means no msg_id in the head
 	}
