@@ -282,7 +282,7 @@ func Default() *Config {
 			ReadBufferBytes:  KiB,
 			ShutdownGrace:    5 * time.Second,
 		},
-		HTTP:    HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
+		HTTP: HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full", MessageLog: MessageLogConfig{
 			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
 		Ingest: IngestConfig{
