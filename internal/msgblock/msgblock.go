@@ -7,15 +7,21 @@
 //
 //	flags    byte: 1 accepted, 2 payload present, 4 msg_id present,
 //	         8 same device as the record before, 16 same topic as the
-//	         record before, 32 code and reason present; other bits zero
+//	         record before, 32 code and reason present, 64 standalone;
+//	         the other bit zero
 //	id       zigzag varint, the difference to the record before's id
-//	         (to 0 for the first)
+//	         (to 0 for the first or a standalone record)
 //	received zigzag varint, Unix microseconds, the difference to the
-//	         record before's (to 0 for the first)
+//	         record before's (to 0 for the first or a standalone record)
 //	qos      byte
 //	transport, device (unless flag 8), topic (unless flag 16),
 //	msg_id (flag 4), code and reason (flag 32), payload (flag 2):
 //	         each a uvarint length and that many bytes
+//
+// A standalone record (Encoder.Standalone) refers to no record before it,
+// so that it can be decoded alone from its offset (DecodeAt): the commit's
+// batch rows are written so, and the head remembers each message's
+// offset, so that a device's listing reads its own records only.
 //
 // There is no checksum: SQLite checks its own pages, and a block is only
 // read back from the database it was written to. The decoder still
@@ -28,6 +34,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
+	"unsafe"
 )
 
 // Version is the first byte of every block this package writes.
@@ -55,6 +63,7 @@ const (
 	flagSameDevice
 	flagSameTopic
 	flagCode
+	flagStandalone
 	flagsKnown = 1<<iota - 1
 )
 
@@ -63,22 +72,30 @@ var ErrCorrupt = errors.New("msgblock: corrupt block")
 
 // Encoder appends records to a block.
 type Encoder struct {
+	// Standalone makes every record decodable alone (DecodeAt), at a few
+	// bytes a record.
+	Standalone     bool
 	buf            []byte
 	n              int
 	prevID, prevAt int64
 	prevDev        string
 	prevTopic      string
+	count          int
 }
 
 // Reset starts a new block in dst's storage (dst[:0]).
 func (e *Encoder) Reset(dst []byte) {
-	*e = Encoder{buf: append(dst[:0], Version)}
+	*e = Encoder{Standalone: e.Standalone, buf: append(dst[:0], Version)}
 }
 
-// Add appends r.
-func (e *Encoder) Add(r *Record) {
+// Add appends r and returns its offset in the block.
+func (e *Encoder) Add(r *Record) int {
 	if len(e.buf) == 0 {
 		e.buf = append(e.buf, Version)
+	}
+	off := len(e.buf)
+	if e.Standalone {
+		e.n, e.prevID, e.prevAt = 0, 0, 0
 	}
 	var f byte
 	if r.Accepted {
@@ -98,6 +115,9 @@ func (e *Encoder) Add(r *Record) {
 	}
 	if r.Code != "" || r.Reason != "" {
 		f |= flagCode
+	}
+	if e.Standalone {
+		f |= flagStandalone
 	}
 	b := append(e.buf, f)
 	b = binary.AppendVarint(b, r.ID-e.prevID)
@@ -123,11 +143,13 @@ func (e *Encoder) Add(r *Record) {
 	}
 	e.buf = b
 	e.n++
+	e.count++
 	e.prevID, e.prevAt, e.prevDev, e.prevTopic = r.ID, r.ReceivedAt, r.DeviceID, r.Topic
+	return off
 }
 
 // Len returns the number of records added since Reset.
-func (e *Encoder) Len() int { return e.n }
+func (e *Encoder) Len() int { return e.count }
 
 // Bytes returns the block; it is valid until the next Reset or Add.
 func (e *Encoder) Bytes() []byte {
@@ -152,24 +174,58 @@ func Encode(recs []Record) []byte {
 	return e.Bytes()
 }
 
-// Decode returns the records of block b. Payloads are copies: they do not
-// share b's storage.
+// Decode returns the records of block b, sharing nothing with b.
 func Decode(b []byte) ([]Record, error) {
 	var out []Record
 	err := Each(b, func(r *Record) error {
-		if r.Payload != nil {
-			r.Payload = append([]byte{}, r.Payload...)
-		}
-		out = append(out, *r)
+		out = append(out, r.Clone())
 		return nil
 	})
 	return out, err
 }
 
+// Clone returns r with copies of its strings and payload: a record Each
+// or DecodeAt returned shares them with the block.
+func (r *Record) Clone() Record {
+	c := *r
+	c.DeviceID, c.Topic, c.Transport = strings.Clone(r.DeviceID), strings.Clone(r.Topic), strings.Clone(r.Transport)
+	c.MsgID, c.Code, c.Reason = strings.Clone(r.MsgID), strings.Clone(r.Code), strings.Clone(r.Reason)
+	if r.Payload != nil {
+		c.Payload = append([]byte{}, r.Payload...)
+	}
+	return c
+}
+
+// DecodeAt decodes the standalone record at offset off of block b. Its
+// strings and payload share b's storage (Clone copies them).
+func DecodeAt(b []byte, off int) (Record, error) {
+	var r Record
+	if len(b) == 0 || b[0] != Version {
+		return r, fmt.Errorf("%w: not a version %d block", ErrCorrupt, Version)
+	}
+	if off < 1 || off >= len(b) {
+		return r, fmt.Errorf("%w: offset %d outside the block (%d bytes)", ErrCorrupt, off, len(b))
+	}
+	if b[off]&flagStandalone == 0 {
+		return r, fmt.Errorf("%w: record at byte %d is not standalone", ErrCorrupt, off)
+	}
+	d := decoder{b: b, off: off}
+	if err := d.record(&r, true); err != nil {
+		return r, fmt.Errorf("%w: record at byte %d: %s", ErrCorrupt, off, err)
+	}
+	return r, nil
+}
+
 // Each calls fn with every record of block b, in order, until fn returns
-// an error (which Each returns). The record and its Payload (which shares
-// b's storage) are only valid during the call.
+// an error (which Each returns). The record, its strings and its Payload
+// share b's storage and are only valid during the call (Clone copies
+// them).
 func Each(b []byte, fn func(r *Record) error) error {
+	return EachAt(b, func(r *Record, _ int) error { return fn(r) })
+}
+
+// EachAt is Each that also gives each record's offset in b.
+func EachAt(b []byte, fn func(r *Record, off int) error) error {
 	d := decoder{b: b}
 	if len(b) == 0 {
 		return fmt.Errorf("%w: empty", ErrCorrupt)
@@ -180,10 +236,11 @@ func Each(b []byte, fn func(r *Record) error) error {
 	d.off = 1
 	var r Record
 	for i := 0; d.off < len(d.b); i++ {
+		off := d.off
 		if err := d.record(&r, i == 0); err != nil {
-			return fmt.Errorf("%w: record %d at byte %d: %s", ErrCorrupt, i, d.off, err)
+			return fmt.Errorf("%w: record %d at byte %d: %s", ErrCorrupt, i, off, err)
 		}
-		if err := fn(&r); err != nil {
+		if err := fn(&r, off); err != nil {
 			return err
 		}
 	}
@@ -202,6 +259,12 @@ func (d *decoder) record(r *Record, first bool) error {
 	d.off++
 	if f&^flagsKnown != 0 {
 		return fmt.Errorf("unknown flags %#x", f)
+	}
+	if f&flagStandalone != 0 {
+		if f&(flagSameDevice|flagSameTopic) != 0 {
+			return errors.New("standalone record refers to the record before")
+		}
+		r.ID, r.ReceivedAt = 0, 0
 	}
 	dID, err := d.varint("id")
 	if err != nil {
@@ -302,7 +365,11 @@ func (d *decoder) bytes(what string) ([]byte, error) {
 	return v, nil
 }
 
+// str returns the next string, sharing the block's storage.
 func (d *decoder) str(what string) (string, error) {
 	b, err := d.bytes(what)
-	return string(b), err
+	if len(b) == 0 {
+		return "", err
+	}
+	return unsafe.String(&b[0], len(b)), err
 }

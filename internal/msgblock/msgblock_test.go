@@ -106,6 +106,46 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
+// TestStandalone: records of a standalone encoder decode in order and
+// alone from their offsets; a chained record does not decode alone.
+func TestStandalone(t *testing.T) {
+	recs := []Record{
+		{ID: 1 << 40, DeviceID: "a", Topic: "t", Transport: "mqtt", MsgID: "x", Accepted: true, ReceivedAt: 1 << 50, Payload: []byte("p")},
+		{ID: 1<<40 + 1, DeviceID: "a", Topic: "t", Transport: "mqtt", ReceivedAt: 1<<50 + 3},
+		{ID: 1<<40 - 5, DeviceID: "b", Topic: "u", Transport: "http", Code: "c", Reason: "r", ReceivedAt: 7},
+	}
+	e := Encoder{Standalone: true}
+	e.Reset(nil)
+	var offs []int
+	for i := range recs {
+		offs = append(offs, e.Add(&recs[i]))
+	}
+	block := e.Bytes()
+	got, err := Decode(block)
+	if err != nil || !reflect.DeepEqual(got, recs) {
+		t.Fatalf("Decode = %+v, %v", got, err)
+	}
+	for i, off := range offs {
+		r, err := DecodeAt(block, off)
+		if err != nil {
+			t.Fatalf("DecodeAt(%d): %v", off, err)
+		}
+		if c := r.Clone(); !reflect.DeepEqual(c, recs[i]) {
+			t.Errorf("DecodeAt(%d) = %+v, want %+v", off, c, recs[i])
+		}
+	}
+	var chained Encoder
+	chained.Reset(nil)
+	chained.Add(&recs[0])
+	off := chained.Add(&recs[1])
+	if _, err := DecodeAt(chained.Bytes(), off); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not standalone") {
+		t.Errorf("DecodeAt of a chained record: %v", err)
+	}
+	if _, err := DecodeAt(block, len(block)); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "outside the block") {
+		t.Errorf("DecodeAt past the end: %v", err)
+	}
+}
+
 func TestEncoderReuse(t *testing.T) {
 	var e Encoder
 	e.Reset(nil)
@@ -125,6 +165,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{Version})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		for off := range min(len(b), 64) {
+			if _, err := DecodeAt(b, off); err != nil && !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("DecodeAt error %v does not wrap ErrCorrupt", err)
+			}
+		}
 		recs, err := Decode(b)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {

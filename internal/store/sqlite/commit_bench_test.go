@@ -36,8 +36,8 @@ import (
 // could save (benchmark only; the product is unchanged):
 // DEVICEHUB_BENCH_DROP_INDEXES (benchDropIndexes),
 // DEVICEHUB_BENCH_READINGS_LAYOUT (benchReadingsLayout),
-// DEVICEHUB_BENCH_OMIT (benchOmit) and DEVICEHUB_BENCH_DEDUP
-// (benchDedupClause); DEVICEHUB_BENCH_PLAIN_WAL=1 writes the WAL one
+// and DEVICEHUB_BENCH_OMIT (benchOmit) (DEVICEHUB_BENCH_DEDUP went with
+// the messages rows it changed, migration 00900); DEVICEHUB_BENCH_PLAIN_WAL=1 writes the WAL one
 // frame header and page at a time, as SQLite's unix VFS does (walvfs.go);
 // DEVICEHUB_BENCH_WAL_FSYNC=1 syncs it with fsync, not fdatasync.
 //
@@ -65,7 +65,6 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	runUntilCleanup(b, s)
 	benchDropIndexes(b, s)
 	benchReadingsLayout(ctx, b, s)
-	benchDedupClause(ctx, b, s)
 	omit := benchOmit(b)
 	ids := make([]string, devices)
 	topics := make([]string, devices)
@@ -246,30 +245,6 @@ func benchOmit(b *testing.B) benchOmission {
 		}
 	}
 	return o
-}
-
-// benchDedupClause replaces the conflict clause of the msg_id insert
-// when DEVICEHUB_BENCH_DEDUP=orfail: INSERT OR FAIL instead of ON
-// CONFLICT DO NOTHING, to see whether the upsert clause costs anything
-// (a duplicate would then fail the statement; the bench sends none).
-func benchDedupClause(ctx context.Context, b *testing.B, s *Store) {
-	switch v := os.Getenv("DEVICEHUB_BENCH_DEDUP"); v {
-	case "":
-		return
-	case "orfail":
-	default:
-		b.Fatalf("DEVICEHUB_BENCH_DEDUP=%q: want orfail", v)
-	}
-	ins := newBulk(s.w,
-		`INSERT OR FAIL INTO messages (id, device_id, topic, transport, qos, payload, msg_id, accepted, code, reason, received_at) VALUES `,
-		`(?,?,?,?,?,?,?,?,?,?,?)`, ``)
-	if err := s.onWriter(ctx, func(dc any) error {
-		s.inserts["messages_dedup"].closeRaw(dc)
-		return ins.prepareRaw(ctx, dc)
-	}); err != nil {
-		b.Fatalf("dedup clause: %v", err)
-	}
-	s.inserts["messages_dedup"] = ins
 }
 
 // writtenBytes is the bytes the process passed to write system calls so

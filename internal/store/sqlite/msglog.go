@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,10 +114,12 @@ type msgHead struct {
 }
 
 // headEntry is one message of a batch row: its id, the row (first_id),
-// the hash of its msg_id (0: none) and whether it was rejected.
+// the hash of its msg_id (0: none), its record's offset in the row's
+// block (standalone: msgblock.DecodeAt) and whether it was rejected.
 type headEntry struct {
 	id, batch int64
 	hash      uint64
+	off       uint32
 	rejected  bool
 }
 
@@ -215,12 +218,12 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 			return fmt.Errorf("message log: read batches: %w", err)
 		}
 		pb := &pendingBatch{hb: headBatch{first: first, bytes: len(data), at: now}}
-		err := msgblock.Each(data, func(r *msgblock.Record) error {
+		err := msgblock.EachAt(data, func(r *msgblock.Record, off int) error {
 			var h uint64
 			if r.MsgID != "" {
 				h = ml.hash(r.MsgID)
 			}
-			pb.add(r.DeviceID, headEntry{id: r.ID, batch: first, hash: h, rejected: !r.Accepted}, r.ReceivedAt)
+			pb.add(strings.Clone(r.DeviceID), headEntry{id: r.ID, batch: first, hash: h, off: uint32(off), rejected: !r.Accepted}, r.ReceivedAt)
 			return nil
 		})
 		if err != nil {
@@ -322,6 +325,7 @@ func (s *Store) MaxMessageID(ctx context.Context) (int64, error) {
 // the batch that is not a duplicate.
 func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) error {
 	ml := &t.s.mlog
+	ml.enc.Standalone = true
 	ml.enc.Reset(ml.encBuf)
 	pb := &pendingBatch{entries: make([]devEntry, 0, len(msgs))}
 	payloadFrom := int64(0)
@@ -342,12 +346,12 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 			}
 		}
 		at := m.ReceivedAt.UnixMicro()
-		ml.enc.Add(&msgblock.Record{ID: m.ID, DeviceID: r.DeviceID, Topic: m.Topic, Transport: m.Transport, QoS: m.QoS,
+		off := ml.enc.Add(&msgblock.Record{ID: m.ID, DeviceID: r.DeviceID, Topic: m.Topic, Transport: m.Transport, QoS: m.QoS,
 			Payload: m.Payload, MsgID: m.MsgID, Accepted: m.Accepted, Code: m.Code, Reason: m.Reason, ReceivedAt: at})
 		if m.Payload != nil && (!hasPayload || at < payloadFrom) {
 			payloadFrom, hasPayload = at, true
 		}
-		pb.add(r.DeviceID, headEntry{id: m.ID, hash: h, rejected: !m.Accepted}, at)
+		pb.add(r.DeviceID, headEntry{id: m.ID, hash: h, off: uint32(off), rejected: !m.Accepted}, at)
 	}
 	if pb.hb.n == 0 {
 		return nil
@@ -445,33 +449,24 @@ func (s *Store) stored(ctx context.Context, q querier, dev, msgID string, h uint
 	ml := &s.mlog
 	left := ml.opts.DedupeWindow
 	es := ml.head.devs[dev]
-	var rows []int64 // batch rows to read, newest first
 	for i := len(es) - 1; i >= 0 && left > 0; i-- {
-		if es[i].hash != 0 {
-			left--
-			if es[i].hash == h && !slices.Contains(rows, es[i].batch) {
-				rows = append(rows, es[i].batch)
-			}
+		if es[i].hash == 0 {
+			continue
 		}
-	}
-	for _, first := range rows {
+		left--
+		if es[i].hash != h {
+			continue
+		}
 		var data []byte
-		if err := q.QueryRowContext(ctx, `SELECT data FROM message_batches WHERE first_id = ?`, first).Scan(&data); err != nil {
-			return false, fmt.Errorf("read message batch %d: %w", first, err)
+		if err := q.QueryRowContext(ctx, `SELECT data FROM message_batches WHERE first_id = ?`, es[i].batch).Scan(&data); err != nil {
+			return false, fmt.Errorf("read message batch %d: %w", es[i].batch, err)
 		}
-		found := false
-		err := msgblock.Each(data, func(r *msgblock.Record) error {
-			if r.DeviceID == dev && r.MsgID == msgID {
-				found = true
-				return errStop
-			}
-			return nil
-		})
-		if found {
-			return true, nil
-		}
+		r, err := msgblock.DecodeAt(data, int(es[i].off))
 		if err != nil {
-			return false, fmt.Errorf("message batch %d: %w", first, err)
+			return false, fmt.Errorf("message batch %d: %w", es[i].batch, err)
+		}
+		if r.DeviceID == dev && r.MsgID == msgID {
+			return true, nil
 		}
 	}
 	if left == 0 {
@@ -491,9 +486,6 @@ func (s *Store) stored(ctx context.Context, q querier, dev, msgID string, h uint
 	})
 	return found, err
 }
-
-// errStop ends a msgblock.Each early.
-var errStop = fmt.Errorf("stop")
 
 // querier is a transaction or a connection pool.
 type querier interface {

@@ -41,21 +41,13 @@ func (s *Store) ListMessages(ctx context.Context, q messagelog.Query) ([]message
 	var batches []headBatch
 	ml.hmu.RLock()
 	if q.DeviceID != "" {
-		var ids []headEntry
 		for _, e := range ml.head.devs[q.DeviceID] {
 			if e.id < before && (!q.Rejected || e.rejected) {
-				ids = append(ids, e)
+				l.head = append(l.head, e)
 			}
 		}
-		slices.SortFunc(ids, func(a, b headEntry) int { return cmp.Compare(b.id, a.id) })
-		ids = ids[:min(len(ids), limit)]
-		l.want = make(map[int64]struct{}, len(ids))
-		for _, e := range ids {
-			l.want[e.id] = struct{}{}
-			if !slices.ContainsFunc(batches, func(b headBatch) bool { return b.first == e.batch }) {
-				batches = append(batches, headBatch{first: e.batch, last: e.id})
-			}
-		}
+		slices.SortFunc(l.head, func(a, b headEntry) int { return cmp.Compare(b.id, a.id) })
+		l.head = l.head[:min(len(l.head), limit)]
 	} else {
 		for _, b := range ml.head.batches {
 			if b.first < before && (!q.Rejected || b.rejected > 0) {
@@ -83,11 +75,59 @@ type lister struct {
 	q      messagelog.Query
 	limit  int
 	before int64
-	want   map[int64]struct{} // a device's listing: the head's ids to take from batch rows
+	head   []headEntry // a device's listing: its newest in the head
 	out    []messagelog.Message
 }
 
+// resolveHead reads the records of a device's head entries, each batch
+// row once, from the record's offset only.
+func (l *lister) resolveHead(ctx context.Context, tx *sql.Tx) error {
+	slices.SortStableFunc(l.head, func(a, b headEntry) int { return cmp.Compare(a.batch, b.batch) })
+	var data []byte
+	var cur int64
+	have := false
+	for _, e := range l.head {
+		if !have || e.batch != cur {
+			cur, have = e.batch, true
+			err := tx.QueryRowContext(ctx, `SELECT data FROM message_batches WHERE first_id = ?`, e.batch).Scan(&data)
+			if err == sql.ErrNoRows {
+				// Compacted (or expired) since the head was copied:
+				// its messages are in the snapshot's blocks.
+				data = nil
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if data == nil {
+			continue
+		}
+		r, err := msgblock.DecodeAt(data, int(e.off))
+		if err != nil {
+			return fmt.Errorf("message batch %d: %w", e.batch, err)
+		}
+		if r.ID != e.id || r.DeviceID != l.q.DeviceID {
+			return fmt.Errorf("message batch %d: record at byte %d is message %d of %s, the head says %d of %s",
+				e.batch, e.off, r.ID, r.DeviceID, e.id, l.q.DeviceID)
+		}
+		l.out = append(l.out, message(&r))
+	}
+	slices.SortFunc(l.out, func(a, b messagelog.Message) int { return cmp.Compare(b.ID, a.ID) })
+	return nil
+}
+
+// message is r as the listing returns it, sharing nothing with its block.
+func message(r *msgblock.Record) messagelog.Message {
+	c := r.Clone()
+	return messagelog.Message{ID: c.ID, DeviceID: c.DeviceID, Topic: c.Topic, Transport: c.Transport, QoS: c.QoS, Payload: c.Payload,
+		MsgID: c.MsgID, Accepted: c.Accepted, Code: c.Code, Reason: c.Reason, ReceivedAt: micros(c.ReceivedAt)}
+}
+
 func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error {
+	if err := l.resolveHead(ctx, tx); err != nil {
+		return err
+	}
 	bq := `SELECT last_id, data FROM message_blocks WHERE first_id < ?`
 	args := []any{l.before}
 	if l.q.DeviceID != "" {
@@ -139,13 +179,13 @@ func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error
 			case err != nil:
 				return err
 			default:
-				if err := l.add(data, true); err != nil {
+				if err := l.add(data); err != nil {
 					return fmt.Errorf("message batch %d: %w", batches[0].first, err)
 				}
 			}
 			batches = batches[1:]
 		} else {
-			if err := l.add(blockData, false); err != nil {
+			if err := l.add(blockData); err != nil {
 				return fmt.Errorf("message block: %w", err)
 			}
 			if err := nextBlock(); err != nil {
@@ -157,22 +197,16 @@ func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error
 
 // add takes the records of one row that the query selects, and keeps the
 // limit newest found so far.
-func (l *lister) add(data []byte, batch bool) error {
+func (l *lister) add(data []byte) error {
+	floor := int64(math.MinInt64) // l.out is sorted: older than its limit-th is not kept
+	if len(l.out) >= l.limit {
+		floor = l.out[l.limit-1].ID
+	}
 	err := msgblock.Each(data, func(r *msgblock.Record) error {
-		if r.ID >= l.before || (l.q.Rejected && r.Accepted) || (l.q.DeviceID != "" && r.DeviceID != l.q.DeviceID) {
+		if r.ID >= l.before || r.ID < floor || (l.q.Rejected && r.Accepted) || (l.q.DeviceID != "" && r.DeviceID != l.q.DeviceID) {
 			return nil
 		}
-		if batch && l.want != nil {
-			if _, ok := l.want[r.ID]; !ok {
-				return nil
-			}
-		}
-		m := messagelog.Message{ID: r.ID, DeviceID: r.DeviceID, Topic: r.Topic, Transport: r.Transport, QoS: r.QoS,
-			MsgID: r.MsgID, Accepted: r.Accepted, Code: r.Code, Reason: r.Reason, ReceivedAt: micros(r.ReceivedAt)}
-		if r.Payload != nil {
-			m.Payload = append([]byte{}, r.Payload...)
-		}
-		l.out = append(l.out, m)
+		l.out = append(l.out, message(r))
 		return nil
 	})
 	if err != nil {

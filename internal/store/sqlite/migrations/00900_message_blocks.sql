@@ -15,8 +15,9 @@
 -- (payload retention rewrites only the rows it has something to strip in).
 --
 -- message_blocks has per-block index entries only: by device and last_id
--- (a device's listing, newest first), by last_id (all devices), rejected
--- blocks by last_id, by max_received (expiry) and payload_from.
+-- (a device's listing, newest first), by last_id (all devices), the
+-- blocks holding rejected messages by last_id and by device and last_id,
+-- by max_received (expiry) and payload_from.
 -- message_log_state keeps the largest message id ever stored, so that ids
 -- never go back once every row has expired.
 
@@ -44,6 +45,7 @@ CREATE TABLE message_blocks (
 CREATE INDEX message_blocks_device ON message_blocks (device_id, last_id, first_id);
 CREATE INDEX message_blocks_last ON message_blocks (last_id, first_id);
 CREATE INDEX message_blocks_rejected ON message_blocks (last_id, first_id) WHERE rejected > 0;
+CREATE INDEX message_blocks_device_rejected ON message_blocks (device_id, last_id, first_id) WHERE rejected > 0;
 CREATE INDEX message_blocks_expiry ON message_blocks (max_received);
 CREATE INDEX message_blocks_payloads ON message_blocks (payload_from) WHERE payload_from IS NOT NULL;
 CREATE TABLE message_log_state (

@@ -1,0 +1,109 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/messagelog"
+	"github.com/devicehub/devicehub/internal/readings"
+	"github.com/devicehub/devicehub/internal/registry"
+)
+
+// BenchmarkListMessages: one device's message log listing (the newest
+// 100, a page deep in its history, its rejected ones) and the all-devices
+// listing, with the device's 20,000 messages (1 in 50 rejected) among a
+// fleet of 10 or 1,000 devices that each sent 100 messages at the same
+// time, in batches of one message per device as ingest commits them; all
+// but the last 2,000 batches' messages compacted into blocks (what the
+// head bound leaves). A device's listing must not grow with the fleet.
+//
+//	go test ./internal/store/sqlite -run '^$' -bench ListMessages -benchtime 200x
+func BenchmarkListMessages(b *testing.B) {
+	for _, fleet := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("fleet=%d", fleet), func(b *testing.B) {
+			benchListMessages(b, fleet)
+		})
+	}
+}
+
+func benchListMessages(b *testing.B, fleet int) {
+	ctx := context.Background()
+	s := openTest(b)
+	const (
+		dev  = "dev-0000"
+		mine = 20_000
+	)
+	var prov []*commit.Change
+	for d := range fleet {
+		id := fmt.Sprintf("dev-%04d", d)
+		prov = append(prov, &commit.Change{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: id,
+			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
+	}
+	if err := s.Commit(ctx, prov); err != nil {
+		b.Fatal(err)
+	}
+	var id int64
+	msg := func(d, k int) *commit.Change {
+		id++
+		dv := fmt.Sprintf("dev-%04d", d)
+		m := &readings.Message{ID: id, Topic: "devices/" + dv + "/data", Transport: "mqtt", QoS: 1, MsgID: fmt.Sprint("m-", k),
+			Payload: []byte(`{"temperature":21.25,"humidity":40}`), Accepted: k%50 != 7, ReceivedAt: time.Now()}
+		if !m.Accepted {
+			m.Code, m.Reason = "invalid_reading", "out of range"
+		}
+		return &commit.Change{DeviceID: dv, Ops: []commit.Op{m}}
+	}
+	// The device's own messages, 100 a batch, then the fleet's rounds
+	// with one of the device's in each.
+	for k := 0; k < mine-100; k += 100 {
+		var batch []*commit.Change
+		for j := range 100 {
+			batch = append(batch, msg(0, k+j))
+		}
+		if err := s.Commit(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for r := range 100 {
+		var batch []*commit.Change
+		for d := range fleet {
+			batch = append(batch, msg(d, mine-100+r))
+		}
+		if err := s.Commit(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		if r == 80 {
+			for {
+				n, err := s.CompactMessages(ctx, compactChunk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n == 0 {
+					break
+				}
+			}
+		}
+	}
+	mid := id / 2
+	for _, q := range []struct {
+		name string
+		q    messagelog.Query
+	}{
+		{"device_newest_100", messagelog.Query{DeviceID: dev, Limit: 100}},
+		{"device_page_mid", messagelog.Query{DeviceID: dev, Before: mid, Limit: 100}},
+		{"device_rejected", messagelog.Query{DeviceID: dev, Rejected: true, Limit: 100}},
+		{"all_newest_100", messagelog.Query{Limit: 100}},
+	} {
+		b.Run(q.name, func(b *testing.B) {
+			for b.Loop() {
+				ms, err := s.ListMessages(ctx, q.q)
+				if err != nil || len(ms) != 100 {
+					b.Fatalf("%d messages, %v", len(ms), err)
+				}
+			}
+		})
+	}
+}
