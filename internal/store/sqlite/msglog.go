@@ -105,10 +105,13 @@ type msgLog struct {
 	verifies    atomic.Int64        // hash hits verified against the store
 }
 
-// msgHead is the in-memory index of message_batches.
+// msgHead is message_batches in memory: its rows' blocks, and an index
+// of their messages by device. A row's block is never changed in place
+// (payload retention replaces it), so that a reader may keep it.
 type msgHead struct {
 	devs    map[string][]headEntry // in commit order
 	batches []headBatch            // in commit order
+	data    map[int64][]byte       // the rows' blocks by first_id
 	msgs    int
 	bytes   int64
 }
@@ -131,6 +134,7 @@ type headBatch struct {
 	bytes       int
 	devs        []string // distinct
 	at          time.Time
+	data        []byte // the row's block
 }
 
 // dedupeWindow holds the hashes of a device's newest msg_ids, a ring once
@@ -189,6 +193,7 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 	ml.kick = make(chan struct{}, 1)
 	ml.windows = map[string]*dedupeWindow{}
 	ml.head.devs = map[string][]headEntry{}
+	ml.head.data = map[int64][]byte{}
 	var err error
 	ml.insert, err = s.w.PrepareContext(ctx, `INSERT INTO message_batches (first_id, last_id, n, rejected, max_received, payload_from, data) VALUES (?,?,?,?,?,?,?)`)
 	if err != nil {
@@ -217,7 +222,7 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 		if err := rows.Scan(&first, &data); err != nil {
 			return fmt.Errorf("message log: read batches: %w", err)
 		}
-		pb := &pendingBatch{hb: headBatch{first: first, bytes: len(data), at: now}}
+		pb := &pendingBatch{hb: headBatch{first: first, bytes: len(data), at: now, data: data}}
 		err := msgblock.EachAt(data, func(r *msgblock.Record, off int) error {
 			var h uint64
 			if r.MsgID != "" {
@@ -275,6 +280,7 @@ func (h *msgHead) add(pb *pendingBatch) {
 		h.devs[de.dev] = append(h.devs[de.dev], de.e)
 	}
 	h.batches = append(h.batches, pb.hb)
+	h.data[pb.hb.first] = pb.hb.data
 	h.msgs += pb.hb.n
 	h.bytes += int64(pb.hb.bytes)
 }
@@ -295,6 +301,7 @@ func (h *msgHead) drop(firsts []int64) {
 		}
 		h.msgs -= b.n
 		h.bytes -= int64(b.bytes)
+		delete(h.data, b.first)
 		for _, d := range b.devs {
 			devs[d] = struct{}{}
 		}
@@ -309,6 +316,33 @@ func (h *msgHead) drop(firsts []int64) {
 			h.devs[d] = slices.Clip(slices.Clone(es))
 		} else {
 			h.devs[d] = es
+		}
+	}
+}
+
+// replace gives batch row first a new block (payload retention rewrote
+// it), with the offsets of its records in it; the caller holds hmu.
+func (h *msgHead) replace(first int64, data []byte) {
+	offs := map[int64]uint32{}
+	msgblock.EachAt(data, func(r *msgblock.Record, off int) error {
+		offs[r.ID] = uint32(off)
+		return nil
+	})
+	h.data[first] = data
+	for i := range h.batches {
+		b := &h.batches[i]
+		if b.first != first {
+			continue
+		}
+		h.bytes += int64(len(data) - b.bytes)
+		b.bytes, b.data = len(data), data
+		for _, d := range b.devs {
+			es := h.devs[d]
+			for j := range es {
+				if es[j].batch == first {
+					es[j].off = offs[es[j].id]
+				}
+			}
 		}
 	}
 }
@@ -356,9 +390,11 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 	if pb.hb.n == 0 {
 		return nil
 	}
+	// The block is the head's from now on: the next batch gets a
+	// buffer of its own, about as large.
 	data := ml.enc.Bytes()
-	ml.encBuf = data
-	pb.hb.bytes = len(data)
+	ml.encBuf = make([]byte, 0, len(data)+len(data)/4)
+	pb.hb.bytes, pb.hb.data = len(data), data
 	var pf any
 	if hasPayload {
 		pf = payloadFrom
@@ -443,8 +479,8 @@ func (s *Store) eachRecentHash(ctx context.Context, q querier, dev string, fn fu
 
 // stored reports whether dev's newest DedupeWindow messages with a
 // msg_id hold msgID (whose hash is h): the verification of a hash found
-// in the window. The head's rows are read only where an entry has hash
-// h; the device's blocks newest first. The caller holds wmu.
+// in the window. The head's records are decoded only where an entry has
+// hash h; then the device's blocks newest first. The caller holds wmu.
 func (s *Store) stored(ctx context.Context, q querier, dev, msgID string, h uint64) (bool, error) {
 	ml := &s.mlog
 	left := ml.opts.DedupeWindow
@@ -457,11 +493,7 @@ func (s *Store) stored(ctx context.Context, q querier, dev, msgID string, h uint
 		if es[i].hash != h {
 			continue
 		}
-		var data []byte
-		if err := q.QueryRowContext(ctx, `SELECT data FROM message_batches WHERE first_id = ?`, es[i].batch).Scan(&data); err != nil {
-			return false, fmt.Errorf("read message batch %d: %w", es[i].batch, err)
-		}
-		r, err := msgblock.DecodeAt(data, int(es[i].off))
+		r, err := msgblock.DecodeAt(ml.head.data[es[i].batch], int(es[i].off))
 		if err != nil {
 			return false, fmt.Errorf("message batch %d: %w", es[i].batch, err)
 		}

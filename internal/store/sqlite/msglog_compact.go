@@ -79,22 +79,15 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 			return 0, nil
 		}
 		slices.Sort(firsts)
+		// The head's blocks are the rows' (both change only under
+		// wmu, in step).
 		var recs []msgblock.Record
-		err := queryIn(ctx, tx, `SELECT first_id, data FROM message_batches WHERE first_id IN (`, firsts, func(r *sql.Rows) error {
-			var first int64
-			var data []byte
-			if err := r.Scan(&first, &data); err != nil {
-				return err
-			}
-			rs, err := msgblock.Decode(data)
+		for _, first := range firsts {
+			rs, err := msgblock.Decode(ml.head.data[first])
 			if err != nil {
-				return fmt.Errorf("message batch %d: %w", first, err)
+				return 0, fmt.Errorf("message batch %d: %w", first, err)
 			}
 			recs = append(recs, rs...)
-			return nil
-		})
-		if err != nil {
-			return 0, err
 		}
 		if len(recs) != moved {
 			return 0, fmt.Errorf("message batches hold %d messages, the head %d", len(recs), moved)
@@ -128,28 +121,6 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 
 // maxParams bounds the parameters of one IN list.
 const maxParams = 10_000
-
-// queryIn runs prefix + "?,?,...)" with ids and calls fn on each row.
-func queryIn(ctx context.Context, tx *sql.Tx, prefix string, ids []int64, fn func(*sql.Rows) error) error {
-	for len(ids) > 0 {
-		part := ids[:min(len(ids), maxParams)]
-		ids = ids[len(part):]
-		rows, err := tx.QueryContext(ctx, prefix+placeholders(len(part))+")", int64Args(part)...)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			if err := fn(rows); err != nil {
-				rows.Close()
-				return err
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // execIn runs prefix + "?,?,...)" with ids.
 func execIn(ctx context.Context, tx *sql.Tx, prefix string, ids []int64) error {
@@ -334,7 +305,14 @@ func keepMaxID(ctx context.Context, tx *sql.Tx, id int64) error {
 // payloads it dropped now (the Expirer stops when fewer than limit).
 func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, after int64, limit int) (int, int64, error) {
 	cut := before.UnixMicro()
-	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+	ml := &s.mlog
+	type rewritten struct {
+		first int64
+		data  []byte
+	}
+	var batches []rewritten
+	n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+		batches = batches[:0]
 		done := 0
 		for _, tbl := range []struct{ table, key string }{{"message_batches", "first_id"}, {"message_blocks", "id"}} {
 			if done >= limit {
@@ -372,8 +350,20 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 					}
 				}
 				m := blockMeta(recs)
+				var data []byte
+				if tbl.table == "message_batches" {
+					e := msgblock.Encoder{Standalone: true}
+					e.Reset(nil)
+					for i := range recs {
+						e.Add(&recs[i])
+					}
+					data = e.Bytes()
+					batches = append(batches, rewritten{r.key, data})
+				} else {
+					data = msgblock.Encode(recs)
+				}
 				if _, err := tx.ExecContext(ctx, `UPDATE `+tbl.table+` SET data = ?, payload_from = ? WHERE `+tbl.key+` = ?`,
-					msgblock.Encode(recs), m.payloadFrom, r.key); err != nil {
+					data, m.payloadFrom, r.key); err != nil {
 					return 0, err
 				}
 				if done >= limit {
@@ -382,6 +372,16 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 			}
 		}
 		return done, nil
+	}, func() {
+		// The head's blocks are replaced, not changed: a listing may
+		// hold the old one. The records keep their offsets: a record
+		// without its payload is shorter, so the head's offsets are
+		// those of the new block, taken again.
+		ml.hmu.Lock()
+		defer ml.hmu.Unlock()
+		for _, b := range batches {
+			ml.head.replace(b.first, b.data)
+		}
 	})
 	if err != nil {
 		return 0, after, fmt.Errorf("strip message payloads: %w", err)

@@ -12,19 +12,19 @@ import (
 	"github.com/devicehub/devicehub/internal/msgblock"
 )
 
-// ListMessages lists the message log newest first: the batch rows the
-// head knows and the blocks, merged by id.
+// ListMessages lists the message log newest first: the head's batch
+// blocks (in memory) and the blocks table, merged by id.
 //
-// The head is copied first, then one read transaction reads the rows: a
-// batch row the head names that a compaction moved meanwhile is missing
-// from the transaction's snapshot, and its messages are in the snapshot's
-// blocks, so that every message is listed once. (A batch committed after
-// the copy is not listed: its messages were not acknowledged before the
-// listing began.)
+// The head is copied first (its entries and references to its blocks,
+// which are never changed in place), then one read transaction reads the
+// blocks table: a message that a compaction moved in between is in both,
+// and is listed once (ids are unique); one moved before the copy is in
+// the snapshot's blocks. (A batch committed after the copy is not listed:
+// its messages were not acknowledged before the listing began.)
 //
-// A device's listing reads only its own head entries, the batch rows
-// that hold its newest, and its blocks by (device_id, last_id): its cost
-// does not grow with the fleet.
+// A device's listing decodes only its own records of the head (from their
+// offsets) and its blocks by (device_id, last_id): its cost does not grow
+// with the fleet.
 func (s *Store) ListMessages(ctx context.Context, q messagelog.Query) ([]messagelog.Message, error) {
 	limit := q.Limit
 	if limit <= 0 {
@@ -48,10 +48,14 @@ func (s *Store) ListMessages(ctx context.Context, q messagelog.Query) ([]message
 		}
 		slices.SortFunc(l.head, func(a, b headEntry) int { return cmp.Compare(b.id, a.id) })
 		l.head = l.head[:min(len(l.head), limit)]
+		l.data = make([][]byte, len(l.head))
+		for i, e := range l.head {
+			l.data[i] = ml.head.data[e.batch]
+		}
 	} else {
 		for _, b := range ml.head.batches {
 			if b.first < before && (!q.Rejected || b.rejected > 0) {
-				batches = append(batches, headBatch{first: b.first, last: b.last})
+				batches = append(batches, headBatch{first: b.first, last: b.last, data: b.data})
 			}
 		}
 	}
@@ -76,34 +80,16 @@ type lister struct {
 	limit  int
 	before int64
 	head   []headEntry // a device's listing: its newest in the head
+	data   [][]byte    // and their batches' blocks
 	out    []messagelog.Message
+	seen   map[int64]struct{} // the ids taken from the head
 }
 
-// resolveHead reads the records of a device's head entries, each batch
-// row once, from the record's offset only.
-func (l *lister) resolveHead(ctx context.Context, tx *sql.Tx) error {
-	slices.SortStableFunc(l.head, func(a, b headEntry) int { return cmp.Compare(a.batch, b.batch) })
-	var data []byte
-	var cur int64
-	have := false
-	for _, e := range l.head {
-		if !have || e.batch != cur {
-			cur, have = e.batch, true
-			err := tx.QueryRowContext(ctx, `SELECT data FROM message_batches WHERE first_id = ?`, e.batch).Scan(&data)
-			if err == sql.ErrNoRows {
-				// Compacted (or expired) since the head was copied:
-				// its messages are in the snapshot's blocks.
-				data = nil
-				continue
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if data == nil {
-			continue
-		}
-		r, err := msgblock.DecodeAt(data, int(e.off))
+// resolveHead decodes a device's head entries from their offsets.
+func (l *lister) resolveHead() error {
+	l.seen = make(map[int64]struct{}, len(l.head))
+	for i, e := range l.head {
+		r, err := msgblock.DecodeAt(l.data[i], int(e.off))
 		if err != nil {
 			return fmt.Errorf("message batch %d: %w", e.batch, err)
 		}
@@ -112,6 +98,7 @@ func (l *lister) resolveHead(ctx context.Context, tx *sql.Tx) error {
 				e.batch, e.off, r.ID, r.DeviceID, e.id, l.q.DeviceID)
 		}
 		l.out = append(l.out, message(&r))
+		l.seen[r.ID] = struct{}{}
 	}
 	slices.SortFunc(l.out, func(a, b messagelog.Message) int { return cmp.Compare(b.ID, a.ID) })
 	return nil
@@ -125,7 +112,7 @@ func message(r *msgblock.Record) messagelog.Message {
 }
 
 func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error {
-	if err := l.resolveHead(ctx, tx); err != nil {
+	if err := l.resolveHead(); err != nil {
 		return err
 	}
 	bq := `SELECT last_id, data FROM message_blocks WHERE first_id < ?`
@@ -155,11 +142,6 @@ func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error
 	if err := nextBlock(); err != nil {
 		return err
 	}
-	getBatch, err := tx.PrepareContext(ctx, `SELECT data FROM message_batches WHERE first_id = ?`)
-	if err != nil {
-		return err
-	}
-	defer getBatch.Close()
 	for {
 		var batchLast int64 = -1
 		if len(batches) > 0 {
@@ -170,18 +152,8 @@ func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error
 			return nil
 		}
 		if batchLast >= blockLast {
-			var data []byte
-			err := getBatch.QueryRowContext(ctx, batches[0].first).Scan(&data)
-			switch {
-			case err == sql.ErrNoRows:
-				// Compacted (or expired) since the head was copied:
-				// its messages are in the snapshot's blocks.
-			case err != nil:
-				return err
-			default:
-				if err := l.add(data); err != nil {
-					return fmt.Errorf("message batch %d: %w", batches[0].first, err)
-				}
+			if err := l.add(batches[0].data); err != nil {
+				return fmt.Errorf("message batch %d: %w", batches[0].first, err)
 			}
 			batches = batches[1:]
 		} else {
@@ -206,6 +178,13 @@ func (l *lister) add(data []byte) error {
 		if r.ID >= l.before || r.ID < floor || (l.q.Rejected && r.Accepted) || (l.q.DeviceID != "" && r.DeviceID != l.q.DeviceID) {
 			return nil
 		}
+		if _, dup := l.seen[r.ID]; dup {
+			return nil // in a block too: moved after the head was copied
+		}
+		if l.seen == nil {
+			l.seen = map[int64]struct{}{}
+		}
+		l.seen[r.ID] = struct{}{}
 		l.out = append(l.out, message(r))
 		return nil
 	})
