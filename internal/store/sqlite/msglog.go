@@ -235,6 +235,7 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 			return fmt.Errorf("message log: batch %d: %w", first, err)
 		}
 		max = maxInt(max, pb.hb.last)
+		pb.finish()
 		ml.head.add(pb)
 	}
 	if err := rows.Err(); err != nil {
@@ -267,10 +268,15 @@ func (pb *pendingBatch) add(dev string, e headEntry, receivedAt int64) {
 	if e.rejected {
 		hb.rejected++
 	}
-	if !slices.Contains(hb.devs, dev) {
-		hb.devs = append(hb.devs, dev)
-	}
+	hb.devs = append(hb.devs, dev) // made distinct by finish
 	pb.entries = append(pb.entries, devEntry{dev, e})
+}
+
+// finish makes the batch's device list distinct (a sort: a batch holds up
+// to thousands of devices).
+func (pb *pendingBatch) finish() {
+	slices.Sort(pb.hb.devs)
+	pb.hb.devs = slices.Clip(slices.Compact(pb.hb.devs))
 }
 
 // add puts a committed batch row into the head; the caller holds hmu.
@@ -390,6 +396,7 @@ func (t *txn) InsertMessages(ctx context.Context, msgs []readings.MessageRow) er
 	if pb.hb.n == 0 {
 		return nil
 	}
+	pb.finish()
 	// The block is the head's from now on: the next batch gets a
 	// buffer of its own, about as large.
 	data := ml.enc.Bytes()

@@ -81,7 +81,7 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 		slices.Sort(firsts)
 		// The head's blocks are the rows' (both change only under
 		// wmu, in step).
-		var recs []msgblock.Record
+		recs := make([]msgblock.Record, 0, moved)
 		for _, first := range firsts {
 			rs, err := msgblock.Decode(ml.head.data[first])
 			if err != nil {
