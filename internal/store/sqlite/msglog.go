@@ -78,7 +78,7 @@ func (o *MessageLogOptions) defaults() {
 
 // compactChunk bounds the messages one compaction transaction moves: the
 // writer (and so every commit) waits for it.
-const compactChunk = 20_000
+const compactChunk = 10_000
 
 // msgLog is the store's message log state.
 type msgLog struct {

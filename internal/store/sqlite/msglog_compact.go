@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/devicehub/devicehub/internal/msgblock"
 )
@@ -62,37 +64,55 @@ func (s *Store) compactDue(ctx context.Context) (int, error) {
 // in one transaction: the blocks written and the batch rows deleted
 // together. Only once it committed are the rows dropped from the head.
 // It returns how many messages it moved.
+//
+// The blocks are encoded before the writer is taken (the head's blocks
+// are never changed in place), so that commits wait only for the
+// transaction's statements; a row that retention expired or rewrote in
+// between ends the round with nothing moved (the next one starts over).
 func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 	ml := &s.mlog
-	var firsts []int64
+	type source struct {
+		first int64
+		data  []byte
+	}
+	var srcs []source
+	moved := 0
+	ml.hmu.RLock()
+	for _, b := range ml.head.batches {
+		if len(srcs) > 0 && (moved+b.n > limit || len(srcs) >= maxParams) {
+			break
+		}
+		srcs = append(srcs, source{b.first, b.data})
+		moved += b.n
+	}
+	ml.hmu.RUnlock()
+	if len(srcs) == 0 {
+		return 0, nil
+	}
+	recs := make([]msgblock.Record, 0, moved)
+	firsts := make([]int64, 0, len(srcs))
+	for _, src := range srcs {
+		rs, err := msgblock.Decode(src.data)
+		if err != nil {
+			return 0, fmt.Errorf("compact message log: message batch %d: %w", src.first, err)
+		}
+		recs = append(recs, rs...)
+		firsts = append(firsts, src.first)
+	}
+	if len(recs) != moved {
+		return 0, fmt.Errorf("compact message log: message batches hold %d messages, the head %d", len(recs), moved)
+	}
+	slices.Sort(firsts)
+	blocks := encodeBlocks(recs)
+	stale := false
 	n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
-		firsts = firsts[:0]
-		moved := 0
-		for _, b := range ml.head.batches {
-			if len(firsts) > 0 && (moved+b.n > limit || len(firsts) >= maxParams) {
-				break
+		for _, src := range srcs {
+			if d, ok := ml.head.data[src.first]; !ok || unsafe.SliceData(d) != unsafe.SliceData(src.data) {
+				stale = true
+				return 0, errStale
 			}
-			firsts = append(firsts, b.first)
-			moved += b.n
 		}
-		if len(firsts) == 0 {
-			return 0, nil
-		}
-		slices.Sort(firsts)
-		// The head's blocks are the rows' (both change only under
-		// wmu, in step).
-		recs := make([]msgblock.Record, 0, moved)
-		for _, first := range firsts {
-			rs, err := msgblock.Decode(ml.head.data[first])
-			if err != nil {
-				return 0, fmt.Errorf("message batch %d: %w", first, err)
-			}
-			recs = append(recs, rs...)
-		}
-		if len(recs) != moved {
-			return 0, fmt.Errorf("message batches hold %d messages, the head %d", len(recs), moved)
-		}
-		if err := insertBlocks(ctx, tx, recs); err != nil {
+		if err := writeBlocks(ctx, tx, blocks); err != nil {
 			return 0, err
 		}
 		if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
@@ -109,15 +129,20 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 		ml.head.drop(firsts)
 		ml.hmu.Unlock()
 	})
+	if stale {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("compact message log: %w", err)
 	}
-	if n > 0 {
-		ml.compacted.Add(int64(n))
-		ml.compactions.Add(1)
-	}
+	ml.compacted.Add(int64(n))
+	ml.compactions.Add(1)
 	return n, nil
 }
+
+// errStale: a batch row changed between the encoding of its blocks and
+// the compaction's transaction.
+var errStale = errors.New("message batch changed meanwhile")
 
 // maxParams bounds the parameters of one IN list.
 const maxParams = 10_000
@@ -151,17 +176,22 @@ func int64Args(ids []int64) []any {
 // 0.1 ms for 256 messages of ~100 bytes).
 const messageBlockSize = 256
 
-// insertBlocks writes recs as blocks of up to messageBlockSize messages
+// blockRow is one row of message_blocks, encoded.
+type blockRow struct {
+	dev         string
+	first, last int64
+	n           int
+	m           meta
+	data        []byte
+}
+
+// encodeBlocks encodes recs as blocks of up to messageBlockSize messages
 // of one device, ordered by id.
-func insertBlocks(ctx context.Context, tx *sql.Tx, recs []msgblock.Record) error {
+func encodeBlocks(recs []msgblock.Record) []blockRow {
 	slices.SortStableFunc(recs, func(a, b msgblock.Record) int {
 		return cmp.Or(strings.Compare(a.DeviceID, b.DeviceID), cmp.Compare(a.ID, b.ID))
 	})
-	st, err := tx.PrepareContext(ctx, `INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES (?,?,?,?,?,?,?,?)`)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	var out []blockRow
 	var enc msgblock.Encoder
 	for i := 0; i < len(recs); {
 		j := i
@@ -170,16 +200,33 @@ func insertBlocks(ctx context.Context, tx *sql.Tx, recs []msgblock.Record) error
 		}
 		run := recs[i:j]
 		enc.Reset(nil)
-		m := blockMeta(run)
 		for k := range run {
 			enc.Add(&run[k])
 		}
-		if _, err := st.ExecContext(ctx, run[0].DeviceID, run[0].ID, run[len(run)-1].ID, len(run), m.rejected, m.maxReceived, m.payloadFrom, enc.Bytes()); err != nil {
-			return fmt.Errorf("insert message block of %s: %w", run[0].DeviceID, err)
-		}
+		out = append(out, blockRow{dev: run[0].DeviceID, first: run[0].ID, last: run[len(run)-1].ID, n: len(run), m: blockMeta(run), data: enc.Bytes()})
 		i = j
 	}
+	return out
+}
+
+// writeBlocks inserts blocks.
+func writeBlocks(ctx context.Context, tx *sql.Tx, blocks []blockRow) error {
+	st, err := tx.PrepareContext(ctx, `INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES (?,?,?,?,?,?,?,?)`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, b := range blocks {
+		if _, err := st.ExecContext(ctx, b.dev, b.first, b.last, b.n, b.m.rejected, b.m.maxReceived, b.m.payloadFrom, b.data); err != nil {
+			return fmt.Errorf("insert message block of %s: %w", b.dev, err)
+		}
+	}
 	return nil
+}
+
+// insertBlocks writes recs as blocks (encodeBlocks).
+func insertBlocks(ctx context.Context, tx *sql.Tx, recs []msgblock.Record) error {
+	return writeBlocks(ctx, tx, encodeBlocks(recs))
 }
 
 type meta struct {
