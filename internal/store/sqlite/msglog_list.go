@@ -82,7 +82,13 @@ type lister struct {
 	head   []headEntry // a device's listing: its newest in the head
 	data   [][]byte    // and their batches' blocks
 	out    []messagelog.Message
-	seen   map[int64]struct{} // the ids taken from the head
+	seen   map[int64]struct{} // the ids taken
+	ids    []int64            // add's room
+}
+
+// wanted reports whether r matches the query.
+func (l *lister) wanted(r *msgblock.Record) bool {
+	return r.ID < l.before && (!l.q.Rejected || !r.Accepted) && (l.q.DeviceID == "" || r.DeviceID == l.q.DeviceID)
 }
 
 // resolveHead decodes a device's head entries from their offsets.
@@ -170,12 +176,31 @@ func (l *lister) run(ctx context.Context, tx *sql.Tx, batches []headBatch) error
 // add takes the records of one row that the query selects, and keeps the
 // limit newest found so far.
 func (l *lister) add(data []byte) error {
-	floor := int64(math.MinInt64) // l.out is sorted: older than its limit-th is not kept
-	if len(l.out) >= l.limit {
-		floor = l.out[l.limit-1].ID
+	// A first pass finds the ids the row could add (decoding copies
+	// nothing); only those that can be among the limit newest are
+	// copied in the second (a batch row of 1,000 devices' messages holds
+	// 1,000 candidates for a page of 100).
+	ids := l.ids[:0]
+	for _, m := range l.out {
+		ids = append(ids, m.ID)
 	}
 	err := msgblock.Each(data, func(r *msgblock.Record) error {
-		if r.ID >= l.before || r.ID < floor || (l.q.Rejected && r.Accepted) || (l.q.DeviceID != "" && r.DeviceID != l.q.DeviceID) {
+		if _, dup := l.seen[r.ID]; !dup && l.wanted(r) {
+			ids = append(ids, r.ID)
+		}
+		return nil
+	})
+	l.ids = ids
+	if err != nil {
+		return err
+	}
+	floor := int64(math.MinInt64)
+	if len(ids) > l.limit {
+		slices.SortFunc(ids, func(a, b int64) int { return cmp.Compare(b, a) })
+		floor = ids[l.limit-1]
+	}
+	err = msgblock.Each(data, func(r *msgblock.Record) error {
+		if r.ID < floor || !l.wanted(r) {
 			return nil
 		}
 		if _, dup := l.seen[r.ID]; dup {
