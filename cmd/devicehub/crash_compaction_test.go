@@ -118,7 +118,7 @@ func TestKill9DuringMessageCompaction(t *testing.T) {
 	started := make(chan struct{})
 	go func() {
 		defer close(started)
-		for messageBlocks(t, dbPath) < 50 {
+		for messageBlocks(t, dbPath) < 20 {
 			select {
 			case <-hub.done:
 				return
@@ -126,13 +126,13 @@ func TestKill9DuringMessageCompaction(t *testing.T) {
 			}
 		}
 	}()
-	acked, total := loadUntilKilled(t, hub, passwords, started, 3000)
+	acked, total := loadUntilKilled(t, hub, passwords, started, 2000)
 	t.Logf("acknowledged before SIGKILL: %d messages; message blocks: %d", total, messageBlocks(t, dbPath))
 
 	// The second run: its devices resend what they sent last (a
 	// duplicate), then it is killed under load again.
 	hub = startChild(t, cfgPath)
-	again, total2 := loadUntilKilled(t, hub, passwords, nil, 3000)
+	again, total2 := loadUntilKilled(t, hub, passwords, nil, 2000)
 	t.Logf("second run: acknowledged %d messages", total2)
 	for id, ids := range again {
 		// loadUntilKilled numbers msg_ids from 0 again: the first run's
