@@ -13,7 +13,7 @@ import (
 func (a *API) registerData() {
 	const desc = "Takes in readings a device posts with its API key: the same payload as on the MQTT topic " +
 		"devices/{id}/data[/{stream}]: a JSON object of field → value or an array of them, with optional ts " +
-		"(RFC 3339 or Unix milliseconds) and msg_id (a repeated msg_id is answered as a duplicate and stored once). " +
+		"(RFC 3339 or Unix milliseconds) and msg_id (a msg_id the device sent before is answered as a duplicate and stored once; on the SQLite backend within the device's newest 1,000 messages with a msg_id, storage.sqlite.message_log.dedupe_window). " +
 		"Send it with Content-Type: application/json (a body sent as a form, as curl -d does unless told otherwise, " +
 		"is read as JSON too; application/json+gzip and +zstd are compressed JSON). " +
 		"A message the ingest refuses is answered 422 (429 when rate limited, 413 when too large) with the " +
