@@ -202,11 +202,11 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 	if err := s.migrateMessages(ctx); err != nil {
 		return err
 	}
-	var max int64
+	var top int64
 	err = s.w.QueryRowContext(ctx, `SELECT max(
 		coalesce((SELECT max(last_id) FROM message_blocks), 0),
 		coalesce((SELECT value FROM message_log_state WHERE name = 'max_id'), 0),
-		coalesce((SELECT max(id) FROM messages), 0))`).Scan(&max)
+		coalesce((SELECT max(id) FROM messages), 0))`).Scan(&top)
 	if err != nil {
 		return fmt.Errorf("message log: largest id: %w", err)
 	}
@@ -234,22 +234,15 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 		if err != nil {
 			return fmt.Errorf("message log: batch %d: %w", first, err)
 		}
-		max = maxInt(max, pb.hb.last)
+		top = max(top, pb.hb.last)
 		pb.finish()
 		ml.head.add(pb)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("message log: read batches: %w", err)
 	}
-	ml.max.Store(max)
+	ml.max.Store(top)
 	return nil
-}
-
-func maxInt(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // add adds a message to the pending batch row.

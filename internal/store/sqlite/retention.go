@@ -34,22 +34,7 @@ func (s *Store) RetentionDevices(ctx context.Context, after string, n int) ([]re
 // writeTx runs fn in a transaction on the writer, between two commits,
 // and counts the rows it changed toward the next checkpoint.
 func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) (int, error)) (int, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, err
-	}
-	n, err := fn(tx)
-	if err != nil {
-		tx.Rollback()
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
-	}
-	s.committed(n)
-	return n, nil
+	return s.writeTxThen(ctx, fn, nil)
 }
 
 // ExpireReadings implements retention.Store: per device, a range of the
