@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/internal/cluster/natstest"
 	"github.com/devicehub/devicehub/internal/eventually"
 	"github.com/devicehub/devicehub/sdk"
@@ -158,6 +159,7 @@ backend nodes
 		t.Fatal(err)
 	}
 	hp := exec.Command(haproxy, "-db", "-f", hpath)
+	childproc.DieWithParent(hp)
 	if err := hp.Start(); err != nil {
 		t.Fatal(err)
 	}

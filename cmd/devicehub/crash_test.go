@@ -20,6 +20,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/internal/messagelog"
 	"github.com/devicehub/devicehub/internal/store/sqlite"
 )
@@ -60,6 +61,7 @@ func startChild(t *testing.T, cfgPath string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "DEVICEHUB_TEST_CHILD=1")
+	childproc.DieWithParent(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/client"
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/internal/eventually"
 )
 
@@ -22,6 +23,7 @@ func (h *e2eHub) simulateFleet(t *testing.T, prefix string, n int, failures stri
 		"--id-prefix", prefix, "--mqtt", "mqtt://"+h.mqtt, "--state-dir", filepath.Join(t.TempDir(), "sim"),
 		"--firmware-failures", failures, "--summary-every", "1s", "--server", h.url(), "--token", h.admin)
 	cmd.Env = append(os.Environ(), "DEVICEHUB_TEST_CHILD=1")
+	childproc.DieWithParent(cmd)
 	if testing.Verbose() {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/devicehub/devicehub/internal/childproc"
 )
 
 // proc is a child process whose stderr lines are kept (bounded) so that
@@ -47,6 +49,7 @@ func startProc(name, exe string, args, env []string, logPath string) (*proc, err
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), env...)
+	childproc.DieWithParent(cmd)
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), notify: make(chan struct{})}
 	cmd.Stdout = &p.out
 	stderr, err := cmd.StderrPipe()

@@ -20,6 +20,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/internal/eventually"
 )
 
@@ -72,6 +73,7 @@ func child(t *testing.T, maxConns int) (addr string, waitLog func(s string)) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestListenerChild$", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"="+strconv.Itoa(maxConns))
+	childproc.DieWithParent(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

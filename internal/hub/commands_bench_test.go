@@ -22,6 +22,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/devicehub/devicehub/events"
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/internal/registry"
 )
 
@@ -114,6 +115,7 @@ func startFleet(b *testing.B, th *testHub, prefix string, devices int, idle bool
 		cmd.Env = append(cmd.Env, fleetIdleEnv+"=1")
 	}
 	cmd.Stderr = os.Stderr
+	childproc.DieWithParent(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)

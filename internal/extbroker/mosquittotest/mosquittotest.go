@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/internal/eventually"
 )
 
@@ -111,6 +112,7 @@ log_type notice
 		t.Fatal(err)
 	}
 	b.cmd = exec.Command(Binary, "-c", cpath)
+	childproc.DieWithParent(b.cmd)
 	b.cmd.Stdout = &lockedWriter{b}
 	b.cmd.Stderr = &lockedWriter{b}
 	if err := b.cmd.Start(); err != nil {

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devicehub/devicehub/internal/childproc"
 	"github.com/devicehub/devicehub/monitorclient"
 )
 
@@ -95,6 +96,7 @@ func StartReceiver(tb testing.TB, mode string) *Receiver {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envMode+"="+mode)
+	childproc.DieWithParent(cmd)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
