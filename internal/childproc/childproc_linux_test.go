@@ -32,11 +32,21 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 		fmt.Println(cmd.Process.Pid)
-		select {}
+		waitToBeKilled()
 	case "grandchild":
-		select {}
+		waitToBeKilled()
 	}
 	os.Exit(m.Run())
+}
+
+// waitToBeKilled blocks until the process is killed. A bare select{}
+// would not: the runtime ends a process whose goroutines all block
+// forever ("all goroutines are asleep"), which would make the test pass
+// without DieWithParent.
+func waitToBeKilled() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 // TestChildDiesWithKilledParent kills a parent with SIGKILL, so it runs no
@@ -61,6 +71,8 @@ func TestChildDiesWithKilledParent(t *testing.T) {
 		parent.Process.Kill()
 		t.Fatalf("grandchild pid %q: %v", line, err)
 	}
+	// Should the test fail, the grandchild is not left running.
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	if !alive(pid) {
 		t.Fatalf("grandchild %d not running before its parent was killed", pid)
 	}
