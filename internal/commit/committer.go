@@ -219,6 +219,10 @@ func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 	select {
 	case <-c.stopping:
 		return nil, ErrClosed
+	case <-c.gaveUp:
+		// Run returned: its abandoned loop may still take what is
+		// queued once the stuck Commit returns, but nothing new.
+		return nil, ErrClosed
 	default:
 	}
 	if c.hooks != nil {
