@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -514,4 +515,9 @@ func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 	for _, t := range batch {
 		t.complete(nil)
 	}
+	// The callbacks woke goroutines (the broker's PUBACK writers) onto
+	// this P's run queue; without a yield the next batch's commit, CPU
+	// work of up to tens of milliseconds for a large batch, runs before
+	// them and their PUBACKs wait for it.
+	runtime.Gosched()
 }
