@@ -169,7 +169,9 @@ func (s *Store) planHeadBlocks(ctx context.Context, groups map[devStream][]block
 		keys = append(keys, k)
 		devs = append(devs, k.dev)
 	}
-	slices.SortFunc(keys, func(a, b devStream) int { return cmp.Or(strings.Compare(a.dev, b.dev), strings.Compare(a.stream, b.stream)) })
+	slices.SortFunc(keys, func(a, b devStream) int {
+		return cmp.Or(strings.Compare(a.dev, b.dev), strings.Compare(a.stream, b.stream))
+	})
 	devKeys, err := s.deviceKeys(ctx, devs)
 	if err != nil {
 		return nil, err
