@@ -423,8 +423,11 @@ func (r *rdRef) decode() (readbatch.Record, error) {
 	return rec, nil
 }
 
-// headRefs copies device dev's head entries that keep accepts.
-func (s *Store) headRefs(dev string, keep func(e *rdEntry) bool) []rdRef {
+// headRefs copies device dev's head entries that keep accepts; with
+// top > 0 only the newest top of them (by time, then id), newest first,
+// so that a page of a device with many readings in the head copies and
+// sorts about a page.
+func (s *Store) headRefs(dev string, keep func(e *rdEntry) bool, top int) []rdRef {
 	rh := &s.rh
 	rh.hmu.RLock()
 	defer rh.hmu.RUnlock()
@@ -432,9 +435,22 @@ func (s *Store) headRefs(dev string, keep func(e *rdEntry) bool) []rdRef {
 	for _, e := range rh.head.devs[dev] {
 		if keep(&e) {
 			out = append(out, rdRef{e, rh.head.data[e.batch]})
+			if top > 0 && len(out) >= 2*top+64 {
+				sortRefsNewest(out)
+				out = out[:top]
+			}
 		}
 	}
+	if top > 0 {
+		sortRefsNewest(out)
+		out = out[:min(top, len(out))]
+	}
 	return out
+}
+
+// sortRefsNewest sorts refs newest first: by time, then id, descending.
+func sortRefsNewest(refs []rdRef) {
+	slices.SortFunc(refs, func(a, b rdRef) int { return cmp.Or(cmp.Compare(b.ts, a.ts), cmp.Compare(b.id, a.id)) })
 }
 
 // headQuery returns up to need of the head's readings of q, newest first.
@@ -454,11 +470,17 @@ func (s *Store) headQuery(q readings.Query, need int) ([]readings.Record, error)
 			return nil, err
 		}
 	}
+	// With a field, readings without it are skipped once decoded: every
+	// match is copied. Without, the newest need are the page.
+	top := need
+	if q.Field != "" {
+		top = 0
+	}
 	refs := s.headRefs(q.DeviceID, func(e *rdEntry) bool {
 		return (q.Stream == "" || e.stream == q.Stream) && e.ts >= from && e.ts < to &&
 			(!cursor || e.ts < cts || (e.ts == cts && e.id < cid))
-	})
-	slices.SortFunc(refs, func(a, b rdRef) int { return cmp.Or(cmp.Compare(b.ts, a.ts), cmp.Compare(b.id, a.id)) })
+	}, top)
+	sortRefsNewest(refs)
 	var out []readings.Record
 	for i := range refs {
 		if len(out) >= need {

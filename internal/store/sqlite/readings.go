@@ -296,7 +296,7 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	from, to := q.From.UnixMicro(), q.To.UnixMicro()
 	refs := s.headRefs(q.DeviceID, func(e *rdEntry) bool {
 		return (q.Stream == "" || e.stream == q.Stream) && e.ts >= from && e.ts < to
-	})
+	}, 0)
 	for i := range refs {
 		rec, err := refs[i].decode()
 		if err != nil {
