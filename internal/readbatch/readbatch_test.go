@@ -40,11 +40,12 @@ func TestRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(r, rs[i]) {
 			t.Errorf("DecodeAt(%d) = %+v, want %+v", offs[i], r, rs[i])
 		}
-		if want := len(b); i+1 < len(rs) {
+		want := len(b)
+		if i+1 < len(rs) {
 			want = offs[i+1]
-			if next != want {
-				t.Errorf("next after %d = %d, want %d", i, next, want)
-			}
+		}
+		if next != want {
+			t.Errorf("next after %d = %d, want %d", i, next, want)
 		}
 	}
 	if !bytes.Equal(Encode(rs), b) {

@@ -301,15 +301,6 @@ func jsonText(b []byte) any {
 	return string(b)
 }
 
-// jsonObject is jsonText for a column that must hold an object, for the
-// commit's multi-row writes (sharedText).
-func jsonObject(b []byte) string {
-	if len(b) == 0 {
-		return "{}"
-	}
-	return sharedText(b)
-}
-
 // sharedText is b as a string without a copy, for the arguments of the
 // commit's multi-row writes only (bulk.execCount): the driver copies a
 // text value into SQLite when it binds it and keeps no reference once
