@@ -304,9 +304,9 @@ func jsonText(b []byte) any {
 // sharedText is b as a string without a copy, for the arguments of the
 // commit's multi-row writes only (bulk.execCount): the driver copies a
 // text value into SQLite when it binds it and keeps no reference once
-// the statement returns, and b (an event's encoded arguments, a
-// reading's values, the latest values' encoding for the snapshot) is not
-// written once its change was built. A copy of each was ~4 % of the
+// the statement returns, and b (an event's encoded arguments, the
+// latest values' encoding for the snapshot) is not written once its
+// change was built. A copy of each was ~4 % of the
 // hub's allocated bytes under ingest.
 func sharedText(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
