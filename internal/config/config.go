@@ -200,19 +200,6 @@ type SQLiteConfig struct {
 	Synchronous string `yaml:"synchronous"` // off, normal, full, extra
 	// MessageLog bounds the message log's memory.
 	MessageLog MessageLogConfig `yaml:"message_log"`
-	// ReadingsHead bounds the readings' head in memory.
-	ReadingsHead ReadingsHeadConfig `yaml:"readings_head"`
-}
-
-// ReadingsHeadConfig bounds the SQLite readings head: the batch rows of
-// readings not yet moved into per-device blocks, indexed in memory.
-type ReadingsHeadConfig struct {
-	// MaxReadings and MaxBytes: past either, the oldest batch rows are
-	// moved into blocks until half are left.
-	MaxReadings int  `yaml:"max_readings"`
-	MaxBytes    Size `yaml:"max_bytes"`
-	// MaxAge: batch rows older than this are moved too.
-	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // MessageLogConfig bounds the SQLite message log's memory: the head (the
@@ -297,8 +284,7 @@ func Default() *Config {
 		},
 		HTTP: HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full", MessageLog: MessageLogConfig{
-			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute},
-			ReadingsHead: ReadingsHeadConfig{MaxReadings: 200_000, MaxBytes: 32 * MiB, MaxAge: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
+			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
 		Ingest: IngestConfig{
 			MaxPayloadBytes:       64 * KiB,
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
@@ -704,10 +690,7 @@ func (c *Config) checkStorage() error {
 		if err := oneOf("storage.sqlite.synchronous", s.SQLite.Synchronous, "off", "normal", "full", "extra"); err != nil {
 			return err
 		}
-		if err := s.SQLite.MessageLog.check(c.MQTT.ReceiveMaximum); err != nil {
-			return err
-		}
-		return s.SQLite.ReadingsHead.check()
+		return s.SQLite.MessageLog.check(c.MQTT.ReceiveMaximum)
 	case "postgres":
 		if s.Postgres.DSN == "" {
 			return invalid("storage.postgres.dsn", "required when storage.driver is postgres")
@@ -736,20 +719,6 @@ func (m MessageLogConfig) check(receiveMaximum int) error {
 	}
 	if m.DedupeIdle < time.Second {
 		return invalid(key+"dedupe_idle", "must be at least 1s, got %s", m.DedupeIdle)
-	}
-	return nil
-}
-
-func (h ReadingsHeadConfig) check() error {
-	const key = "storage.sqlite.readings_head."
-	if err := atLeast(key+"max_readings", int64(h.MaxReadings), 100); err != nil {
-		return err
-	}
-	if h.MaxBytes < 64*KiB {
-		return invalid(key+"max_bytes", "must be at least 64KiB, got %d", h.MaxBytes)
-	}
-	if h.MaxAge < time.Second {
-		return invalid(key+"max_age", "must be at least 1s, got %s", h.MaxAge)
 	}
 	return nil
 }

@@ -496,12 +496,10 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store
 		return st, nil
 	default:
 		path := sqlitePath(cfg)
-		ml, rh := cfg.Storage.SQLite.MessageLog, cfg.Storage.SQLite.ReadingsHead
+		ml := cfg.Storage.SQLite.MessageLog
 		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, Logger: log.With("component", "store"),
 			MessageLog: sqlite.MessageLogOptions{HeadMessages: ml.HeadMessages, HeadBytes: int64(ml.HeadBytes), HeadAge: ml.HeadAge,
-				DedupeWindow: ml.DedupeWindow, DedupeIdle: ml.DedupeIdle},
-			ReadingsHead: sqlite.ReadingsHeadOptions{MaxReadings: rh.MaxReadings, MaxBytes: int64(rh.MaxBytes), MaxAge: rh.MaxAge,
-				Rollups: cfg.Retention.Rollups}})
+				DedupeWindow: ml.DedupeWindow, DedupeIdle: ml.DedupeIdle}})
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}

@@ -60,21 +60,16 @@ func (s *Store) committed(changes int) {
 }
 
 // Run checkpoints the WAL when Commit asks for it, and compacts the
-// message log (runMessageLog) and the readings head (runReadings), until
-// ctx is done. A failed checkpoint is
+// message log (runMessageLog), until ctx is done. A failed checkpoint is
 // logged and tried again at the next request: the writer's automatic
 // checkpoint bounds the WAL meanwhile.
 func (s *Store) Run(ctx context.Context) error {
-	done := make(chan struct{}, 2)
+	done := make(chan struct{})
 	go func() {
-		defer func() { done <- struct{}{} }()
+		defer close(done)
 		s.runMessageLog(ctx)
 	}()
-	go func() {
-		defer func() { done <- struct{}{} }()
-		s.runReadings(ctx)
-	}()
-	defer func() { <-done; <-done }()
+	defer func() { <-done }()
 	for {
 		select {
 		case <-ctx.Done():

@@ -84,7 +84,9 @@ func BenchmarkCompactorPass(b *testing.B) {
 				b.StartTimer()
 				moved += pass(base.Add(time.Hour+time.Duration(2*perDev)*time.Minute), run)
 				b.StopTimer()
-				// openTest closes the store when the benchmark ends.
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
 			}
 			b.ReportMetric(float64(moved)/b.Elapsed().Seconds(), "readings/s")
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*devices), "µs/device")
