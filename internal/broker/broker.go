@@ -218,6 +218,10 @@ type Options struct {
 	// mochi's processing, as when mochi's receive quota cannot be
 	// reached (publish.go).
 	mochiPublish bool
+	// byteWait (tests) has the connection loop wait for input with a
+	// one-byte read, as when mochi's client reader cannot be reached
+	// (serve.go).
+	byteWait bool
 }
 
 // writeQueueRoom is what the default WriteQueue holds beyond MaxInflight.
@@ -348,6 +352,10 @@ type Broker struct {
 	// quota is (publish.go); nil: such a publish goes through mochi.
 	starter      PublishStarter
 	recvQuotaOff uintptr
+	// reader reaches mochi's buffered reader of a client, which the
+	// connection loop fills when it waits for input (serve.go); nil: it
+	// reads one byte.
+	reader *readerAccess
 
 	ready   chan struct{}
 	running atomic.Bool
@@ -479,6 +487,7 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 	}
 	b.setupDelivery(opts.mochiWriteLoop)
 	b.setupOwnPublish(opts.mochiPublish)
+	b.setupReader(opts.byteWait)
 	b.m = newMetrics(b, reg)
 	return b, nil
 }

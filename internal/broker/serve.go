@@ -1,13 +1,16 @@
 package broker
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -56,14 +59,19 @@ import (
 var errWait = errors.New("wait for more input")
 
 // peekConn is the net.Conn mochi's client reads through. wait blocks
-// until the connection has input, on the caller's stack, and keeps the
-// byte it read for the next Read. It counts the bytes it handed to mochi's
-// buffered reader and the bytes of the packets read (consumed), so that
-// the loop knows when that reader is empty. Not safe for concurrent
-// reads: the connection loop and its deep goroutine never run at once.
+// until the connection has input, on the caller's stack: it fills mochi's
+// buffered reader of the client (r) when the broker can reach it
+// (readerAccess), else it reads one byte and keeps it for the next Read.
+// It counts the bytes it handed to mochi's buffered reader and the bytes
+// of the packets read (consumed), so that the loop knows when that reader
+// is empty. Not safe for concurrent reads: the connection loop and its
+// deep goroutine never run at once.
 type peekConn struct {
 	net.Conn
-	s         *session
+	s *session
+	// r is mochi's buffered reader of the client, which reads through
+	// this conn; nil when the broker cannot reach it.
+	r         *bufio.Reader
 	one       [1]byte
 	have      bool  // one holds a byte read by wait, not yet handed on
 	delivered int64 // bytes handed to mochi's reader
@@ -83,7 +91,23 @@ func (c *peekConn) Read(p []byte) (int, error) {
 }
 
 // wait blocks until the connection has a byte to read (or fails).
+//
+// Filling mochi's reader here, rather than reading one byte, reads what
+// arrived (a whole packet, as a rule) with one read system call: the
+// deep read then finds the packet in the reader and makes none. With one
+// byte read here, every packet cost a second read system call for the
+// rest of it (issue 14, goal 1: mochi alone pays one). The reader's
+// buffer is mochi's, made for every client: it costs no memory, and the
+// frames of a read under bufio's Peek are a few hundred bytes of the
+// connection goroutine's small stack.
 func (c *peekConn) wait() error {
+	if c.r != nil {
+		// Peek(1) returns the first error of the connection only when
+		// no byte came with it; bufio keeps an error that did for the
+		// read after the bytes, as a net.Conn returns it again.
+		_, err := c.r.Peek(1)
+		return err
+	}
 	for range 100 { // as bufio: a reader that returns nothing 100 times is broken
 		n, err := c.Conn.Read(c.one[:])
 		if n == 1 {
@@ -235,6 +259,9 @@ func (b *Broker) startClient(listener string, s *session) (*clientConn, error) {
 	pc := &peekConn{Conn: s.conn, s: s}
 	c := &clientConn{b: b, s: s, pc: pc, listener: listener}
 	c.cl = srv.NewClient(pc, listener, "", false)
+	if b.reader != nil {
+		pc.r = b.reader.of(c.cl)
+	}
 	if b.mochi != nil {
 		b.mochi.dropQueue(c.cl) // never used (writer.go)
 	}
@@ -570,4 +597,50 @@ func takenOver(cl *mqtt.Client) bool {
 	}
 	s := sessionOfConn(cl)
 	return s != nil && s.takenOver.Load()
+}
+
+// readerAccess reaches mochi's buffered reader of a client
+// (ClientConnection.bconn, unexported) by its offset, found with reflect
+// when the broker is made and checked there on a client mochi made, as
+// mochiAccess does (writer.go). If the check fails (a mochi upgrade moved
+// it), the broker logs it once and waits for input with a one-byte read:
+// an upgrade costs a read system call per packet, never correctness.
+type readerAccess struct{ off uintptr }
+
+// findReader finds the reader's field in this mochi's types and checks it
+// on a client mochi made for a connection of its own, whose reader must
+// be of the size the options gave.
+func findReader(srv *mqtt.Server, size int) (*readerAccess, error) {
+	off, err := fieldOffset(reflect.TypeFor[mqtt.ClientConnection](), "bconn", reflect.TypeFor[*bufio.Reader]())
+	if err != nil {
+		return nil, err
+	}
+	a := &readerAccess{off: off}
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	if r := a.of(srv.NewClient(c1, "check", "", false)); r == nil || r.Size() != size || r.Buffered() != 0 {
+		return nil, fmt.Errorf("mochi's client reader not where it was looked for")
+	}
+	return a, nil
+}
+
+// of is cl's buffered reader.
+func (a *readerAccess) of(cl *mqtt.Client) *bufio.Reader {
+	return *(**bufio.Reader)(unsafe.Add(unsafe.Pointer(&cl.Net), a.off))
+}
+
+// setupReader decides, once per broker, whether the connection loop waits
+// for input by filling mochi's reader (b.reader set), and logs the
+// fallback.
+func (b *Broker) setupReader(forceByte bool) {
+	a, err := findReader(b.server, b.opts.ReadBufferSize)
+	if err == nil && forceByte {
+		err = fmt.Errorf("forced by the broker's options")
+	}
+	if err != nil {
+		b.log.Warn("mqtt: the connection loop reads one byte to wait for input (a read system call more per packet)", "err", err)
+		return
+	}
+	b.reader = a
 }
