@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // gatedHandler is a PublishStarter whose commits the test makes happen,
@@ -450,6 +452,28 @@ func TestPubacksBesideMochiWriteLoop(t *testing.T) {
 	for i := range 10 {
 		if _, err := c.Publish(ctx5(t), &paho.Publish{Topic: "devices/dev1/data", QoS: 1, Payload: []byte(`{"t":1}`)}); err != nil {
 			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+// TestPubackWire: the PUBACK the writer writes itself (writePuback) is
+// the one mochi encodes, in every protocol version.
+func TestPubackWire(t *testing.T) {
+	for _, v := range []byte{3, 4, 5} {
+		for _, id := range []uint16{1, 0x1234, 0xFFFF} {
+			pk := packets.Packet{
+				FixedHeader:     packets.FixedHeader{Type: packets.Puback},
+				PacketID:        id,
+				ReasonCode:      packets.CodeSuccess.Code,
+				ProtocolVersion: v,
+			}
+			var buf bytes.Buffer
+			if err := pk.PubackEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			if got := pubackWire(id); !bytes.Equal(got[:], buf.Bytes()) {
+				t.Errorf("v%d id %d: %x, mochi encodes %x", v, id, got, buf.Bytes())
+			}
 		}
 	}
 }
