@@ -186,14 +186,21 @@ type hooks struct {
 // Ticket tracks one submitted change until it is committed.
 type Ticket struct {
 	Change *Change
-	done   chan struct{}
-	err    error
-	c      *Committer
+	// mu guards done and completed: done is made by the first Wait, so
+	// that a ticket whose outcome goes to an OnDone callback (MQTT's,
+	// one per device message) makes no channel; complete closes it if
+	// it was made.
+	mu        sync.Mutex
+	done      chan struct{}
+	completed bool
+	err       error
+	c         *Committer
 	// state orders OnDone against the completion: ticketPending, then
 	// ticketCallback once fn is set, and ticketDone once completed;
 	// whichever of the two comes second calls fn.
 	state atomic.Uint32
 	fn    func(error)
+	comp  Completion // Notify's, instead of fn
 	// queued is when Enqueue queued the change (devicehub_commit_wait_seconds).
 	queued time.Time
 }
@@ -214,7 +221,7 @@ func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 			ch.Fence = &held
 		}
 	}
-	t := &Ticket{Change: ch, done: make(chan struct{}), c: c, queued: time.Now()}
+	t := &Ticket{Change: ch, c: c, queued: time.Now()}
 	c.enqueuing.RLock()
 	defer c.enqueuing.RUnlock()
 	select {
@@ -254,12 +261,42 @@ func (t *Ticket) OnDone(fn func(error)) {
 	}
 }
 
+// A Completion is told the outcome of a ticket (Ticket.Notify).
+type Completion interface {
+	Completed(err error)
+}
+
+// Notify is OnDone with c.Completed as the callback, under the same
+// rules: a caller that has an object per change already passes it,
+// where a callback would be a closure made per change.
+func (t *Ticket) Notify(c Completion) {
+	t.comp = c
+	if !t.state.CompareAndSwap(ticketPending, ticketCallback) {
+		c.Completed(t.result()) // already complete
+	}
+}
+
+// callback calls the callback OnDone or Notify set.
+func (t *Ticket) callback(err error) {
+	if t.comp != nil {
+		t.comp.Completed(err)
+		return
+	}
+	t.fn(err)
+}
+
 // complete records the outcome, wakes Wait and calls the OnDone callback.
 func (t *Ticket) complete(err error) {
+	t.mu.Lock()
 	t.err = err
-	close(t.done)
+	t.completed = true
+	done := t.done
+	t.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
 	if t.state.Swap(ticketDone) == ticketCallback {
-		t.fn(t.result())
+		t.callback(t.result())
 	}
 }
 
@@ -269,21 +306,31 @@ func (t *Ticket) complete(err error) {
 // store's Commit returns after all, but it was not in time to be
 // acknowledged).
 func (t *Ticket) Wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.completed {
+		t.mu.Unlock()
+		return t.result()
+	}
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
+	done := t.done
+	t.mu.Unlock()
 	select {
-	case <-t.done:
+	case <-done:
 		return t.result()
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.c.finished:
 		select {
-		case <-t.done:
+		case <-done:
 			return t.result()
 		default:
 			return ErrClosed
 		}
 	case <-t.c.gaveUp:
 		select {
-		case <-t.done:
+		case <-done:
 			return t.result()
 		default:
 			return ErrStoreStuck

@@ -330,3 +330,67 @@ func TestStopWithHungStore(t *testing.T) {
 		})
 	}
 }
+
+// completion is a commit.Completion that counts its calls (calls).
+type completion struct{ *calls }
+
+func (c completion) Completed(err error) { c.fn(err) }
+
+// TestNotify: Notify is OnDone with an object's Completed as the
+// callback: called exactly once with what Wait returns, in the
+// committer's goroutine or, once the ticket completed, at once.
+func TestNotify(t *testing.T) {
+	boom := errors.New("disk on fire")
+	tests := []struct {
+		name        string
+		fail        error
+		afterCommit bool
+	}{
+		{name: "committed"},
+		{name: "committed, set after", afterCommit: true},
+		{name: "failed commit", fail: boom},
+		{name: "failed commit, set after", fail: boom, afterCommit: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newFakeStore()
+			st.gate = make(chan struct{})
+			c := newCommitter(st, &fakePub{}, commit.Options{MaxBatch: 2})
+			stop := run(t, c)
+			first := enqueue(t, c, "a")
+			entered(t, st)
+			ts := append(first, enqueue(t, c, "b", "c")...)
+			st.fail = tt.fail // read after the gate
+			cs := make([]*calls, len(ts))
+			for i := range cs {
+				cs[i] = newCalls()
+			}
+			if !tt.afterCommit {
+				for i, tk := range ts {
+					tk.Notify(completion{cs[i]})
+				}
+			}
+			close(st.gate)
+			werrs := waitAll(t, ts)
+			if tt.afterCommit {
+				for i, tk := range ts {
+					tk.Notify(completion{cs[i]})
+					if cs[i].n.Load() != 1 {
+						t.Fatalf("ticket %d: Completed not called at once on a completed ticket", i)
+					}
+				}
+			}
+			for i := range ts {
+				if err := cs[i].wait(t); !errors.Is(err, tt.fail) || !errors.Is(werrs[i], tt.fail) {
+					t.Errorf("ticket %d: Completed got %v, Wait %v, want %v", i, err, werrs[i], tt.fail)
+				}
+			}
+			_ = stop()
+			for i := range ts {
+				if n := cs[i].n.Load(); n != 1 {
+					t.Errorf("ticket %d: Completed called %d times, want once", i, n)
+				}
+			}
+		})
+	}
+}

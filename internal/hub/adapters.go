@@ -35,6 +35,9 @@ func (b brokerIngest) HandlePublish(ctx context.Context, p *broker.Publish) erro
 		ContentType: p.ContentType,
 		Will:        p.Will,
 		Received:    p.Received,
+		// The broker tells presence of every packet a device sends
+		// (a will is none).
+		ActivityNoted: !p.Will,
 	})
 	return err
 }
@@ -52,6 +55,9 @@ func (b brokerIngest) StartPublish(ctx context.Context, p *broker.Publish, done 
 		ContentType: p.ContentType,
 		Will:        p.Will,
 		Received:    p.Received,
+		// The broker tells presence of every packet a device sends
+		// (a will is none).
+		ActivityNoted: !p.Will,
 	})
 	if pd == nil {
 		return false, err

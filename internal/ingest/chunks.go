@@ -75,6 +75,12 @@ type chunkTopic struct {
 // ok is false for topics of another shape; a topic of this shape with bad
 // values returns a rejection.
 func parseChunkTopic(topic string) (ct chunkTopic, ok bool, rej *Rejection) {
+	// Every message passes here: a topic without a chunks level, the
+	// usual one, is told apart without splitting it (an allocation per
+	// message). A chunks level is never the first nor the last.
+	if !strings.Contains(topic, "/chunks/") {
+		return ct, false, nil
+	}
 	levels := strings.Split(topic, "/")
 	n := len(levels)
 	if (n != 7 && n != 8) || levels[0] != "devices" || levels[2] != "data" || levels[n-4] != "chunks" {

@@ -222,10 +222,19 @@ func FuzzInflate(f *testing.F) {
 func FuzzParseChunkTopic(f *testing.F) {
 	f.Add("devices/d/data/s/chunks/x/0/2")
 	f.Add("devices/d/data/chunks/x/1/2")
+	f.Add("devices/d/data/chunks")
+	f.Add("chunks/d/data/x/chunks/x/0/2")
 	f.Fuzz(func(t *testing.T, topic string) {
 		ct, ok, rej := parseChunkTopic(topic)
 		if ok && rej == nil && (ct.index < 0 || ct.index >= ct.count || ct.count > MaxChunks) {
 			t.Fatalf("accepted %+v", ct)
+		}
+		// The shape test without the pre-check on "/chunks/".
+		levels := strings.Split(topic, "/")
+		n := len(levels)
+		shape := (n == 7 || n == 8) && levels[0] == "devices" && levels[2] == "data" && levels[n-4] == "chunks"
+		if ok != shape {
+			t.Fatalf("%q: chunk topic = %v, its levels say %v", topic, ok, shape)
 		}
 	})
 }

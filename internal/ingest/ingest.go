@@ -79,6 +79,10 @@ type Request struct {
 	ContentType string // "" or "application/json"
 	Will        bool   // the broker published the device's last will
 	Received    time.Time
+	// ActivityNoted says that the transport told Presence of the
+	// device's activity with this message already (the broker does for
+	// every packet a device sends): the pipeline does not tell it again.
+	ActivityNoted bool
 }
 
 // Result says what became of an accepted message.
@@ -265,9 +269,12 @@ func New(deps Deps, opts Options, log *slog.Logger, reg prometheus.Registerer) *
 // modified afterwards.
 func (p *Pipeline) Handle(ctx context.Context, r *Request) (Result, error) {
 	start := time.Now()
-	p.deps.Presence.Activity(r.DeviceID)
+	if !r.ActivityNoted {
+		p.deps.Presence.Activity(r.DeviceID)
+	}
 	m := p.msgs.Get().(*Msg)
-	*m = Msg{Req: r, Now: r.Received.UTC()}
+	*m = Msg{Now: r.Received.UTC()}
+	m.own(r)
 	if r.Received.IsZero() {
 		m.Now = start.UTC()
 	}
@@ -309,9 +316,12 @@ type Pending struct {
 // pending.Wait gives it.
 func (p *Pipeline) Start(ctx context.Context, r *Request) (pending *Pending, err error) {
 	start := time.Now()
-	p.deps.Presence.Activity(r.DeviceID)
+	if !r.ActivityNoted {
+		p.deps.Presence.Activity(r.DeviceID)
+	}
 	m := p.msgs.Get().(*Msg)
-	*m = Msg{Req: r, Now: r.Received.UTC(), deferWait: true}
+	*m = Msg{Now: r.Received.UTC(), deferWait: true}
+	m.own(r)
 	if r.Received.IsZero() {
 		m.Now = start.UTC()
 	}
@@ -351,10 +361,17 @@ func (pd *Pending) Wait(ctx context.Context) error {
 // watches the time itself.
 func (pd *Pending) OnDone(fn func(error)) {
 	pd.fn = fn
-	pd.t.OnDone(pd.done)
+	pd.t.Notify((*pendingDone)(pd))
 }
 
-func (pd *Pending) done(err error) { pd.fn(pd.settled(err)) }
+// pendingDone is a Pending as the ticket's Completion: the callback
+// without a closure per message.
+type pendingDone Pending
+
+func (d *pendingDone) Completed(err error) {
+	pd := (*Pending)(d)
+	pd.fn(pd.settled(err))
+}
 
 // settled counts the outcome err of the commit and returns the message's.
 func (pd *Pending) settled(err error) error {

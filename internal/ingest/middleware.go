@@ -60,6 +60,18 @@ type Msg struct {
 	// (see Pipeline.Start).
 	deferWait bool
 	later     *commit.Ticket
+
+	// req is the pipeline's copy of the Request Handle or Start was
+	// given (own).
+	req Request
+}
+
+// own points m.Req at a copy of r held by m: the pipeline keeps no
+// pointer to its caller's Request, which can then stay on the caller's
+// stack (a transport builds one per message).
+func (m *Msg) own(r *Request) {
+	m.req = *r
+	m.Req = &m.req
 }
 
 // space refuses every message while the store has no room (Deps.Space):
