@@ -59,7 +59,9 @@ type Authenticator interface {
 // PublishHandler takes in a device's message. It returns once the message
 // is durably stored (for QoS > 0), with nil, with a rejection (an error
 // with a RejectCode() string method, already recorded by the hub), or with
-// any other error, meaning the message was not stored.
+// any other error, meaning the message was not stored. p is the broker's
+// again once HandlePublish (or StartPublish) returned: keep what it holds
+// (its strings, its Payload), not p.
 type PublishHandler interface {
 	HandlePublish(ctx context.Context, p *Publish) error
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -353,11 +354,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// subscribe only under its own prefix. The read loop takes such
 		// a publish in itself, without mochi, when it can (publish.go).
 		b.startPublish(cl, s, &pk, p, st)
+		releasePublish(p)
 		return pk, packets.ErrRejectPacket
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.HandlerTimeout)
 	err := b.deps.PublishHandler.HandlePublish(ctx, p)
 	cancel()
+	releasePublish(p)
 	if err != nil {
 		return pk, b.publishOutcome(cl, pk, err)
 	}
@@ -381,7 +384,8 @@ func (b *Broker) devicePublish(s *session, pk *packets.Packet) (p *Publish, ok b
 		b.m.rejected.WithLabelValues("session_closed").Inc()
 		return nil, false
 	}
-	return &Publish{
+	p = publishes.Get().(*Publish)
+	*p = Publish{
 		DeviceID:          s.deviceID,
 		DeviceType:        s.deviceType,
 		Topic:             pk.TopicName,
@@ -390,7 +394,19 @@ func (b *Broker) devicePublish(s *session, pk *packets.Packet) (p *Publish, ok b
 		ContentType:       pk.Properties.ContentType,
 		PayloadFormatUTF8: pk.Properties.PayloadFormatFlag && pk.Properties.PayloadFormat == 1,
 		Received:          time.Now(),
-	}, true
+	}
+	return p, true
+}
+
+// publishes holds the Publishes devicePublish hands out: one per device
+// message, which the PublishHandler does not keep (PublishHandler).
+var publishes = sync.Pool{New: func() any { return new(Publish) }}
+
+// releasePublish gives p, from devicePublish, back once the
+// PublishHandler returned.
+func releasePublish(p *Publish) {
+	*p = Publish{}
+	publishes.Put(p)
 }
 
 // rejection is an error the hub already recorded as a refusal of the

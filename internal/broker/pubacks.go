@@ -82,6 +82,10 @@ type pendingAck struct {
 	received int64 // Unix ns
 	settled  bool
 	err      error // the PublishHandler's outcome
+	// done is the PublishStarter's callback of the entry (settle), made
+	// with the entry and kept with it when it is kept as the queue's
+	// spare: no closure per publish.
+	done func(error)
 	// wire is the PUBACK as written (writePuback): a field, so that the
 	// write allocates nothing.
 	wire [4]byte
@@ -119,8 +123,9 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 	q.spare = nil
 	if e == nil {
 		e = &pendingAck{}
+		e.done = func(err error) { b.settle(cl, s, e, err) }
 	}
-	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName, received: received}
+	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName, received: received, done: e.done}
 	if len(q.q) == 0 {
 		q.head.Store(received)
 	}
@@ -132,7 +137,7 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 	// goroutine is counted in b.wg until it returns, and shutdown waits
 	// for b.wg before it reads this count: it only goes down then.
 	b.unsettled.Add(1)
-	started, err := st.StartPublish(q.ctx, p, func(err error) { b.settle(cl, s, e, err) })
+	started, err := st.StartPublish(q.ctx, p, e.done)
 	if !started {
 		b.settle(cl, s, e, err)
 	}
@@ -195,8 +200,9 @@ func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
 		q.mu.Lock()
 		q.failed = q.failed || failed
 		// Its publisher is done with it: settle was its last use, and
-		// the entry left the queue.
-		*h = pendingAck{}
+		// the entry left the queue. Its callback is the session's, the
+		// same for the next publish.
+		*h = pendingAck{done: h.done}
 		q.spare = h
 	}
 	if len(q.q) == 0 && cap(q.q) > keptQueue {

@@ -159,6 +159,7 @@ func (b *Broker) publish(cl *mqtt.Client, s *session, pk packets.Packet) error {
 		return nil
 	}
 	b.startPublish(cl, s, &pk, p, b.starter)
+	releasePublish(p)
 	return nil
 }
 
