@@ -224,6 +224,9 @@ type Options struct {
 	// one-byte read, as when mochi's client reader cannot be reached
 	// (serve.go).
 	byteWait bool
+	// writerAcks (tests) has the session's writer write every PUBACK,
+	// as for a connection that is not plain TCP (pubacks.go).
+	writerAcks bool
 }
 
 // writeQueueRoom is what the default WriteQueue holds beyond MaxInflight.

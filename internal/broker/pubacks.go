@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -67,6 +69,14 @@ type pubacks struct {
 	// with one message in flight (the SDK's way) then allocates no entry
 	// per message, and holds one, not a pool, while idle.
 	spare *pendingAck
+	// writing says that a goroutine writes the PUBACKs at the head of q
+	// (the writer's writeAcks, or settle's writeAcksNow): one at a time,
+	// so that they go out in order.
+	writing bool
+	// raw reaches the connection's socket for writeAcksNow, set with
+	// window: nil when the connection is not plain TCP (TLS, WebSocket),
+	// or the broker's Options say not to (writerAcks).
+	raw syscall.RawConn
 }
 
 // keptQueue is the largest backing array of q kept once the queue is
@@ -89,6 +99,12 @@ type pendingAck struct {
 	// wire is the PUBACK as written (writePuback): a field, so that the
 	// write allocates nothing.
 	wire [4]byte
+	// writeRaw is the entry's writeRaw, made with the entry like done,
+	// and its outcome: the raw write of writeAcksNow without a closure
+	// per PUBACK.
+	writeRaw func(fd uintptr) bool
+	wrote    int
+	werr     error
 }
 
 // errNotInTime is the outcome of a publish not stored within the
@@ -105,6 +121,7 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 		q.mu.Lock()
 		q.window = make(chan struct{}, b.opts.ReceiveMaximum)
 		q.ctx, q.cancel = ctx, cancel
+		q.raw = b.rawConn(s.conn)
 		q.mu.Unlock()
 	}
 	select {
@@ -124,8 +141,11 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 	if e == nil {
 		e = &pendingAck{}
 		e.done = func(err error) { b.settle(cl, s, e, err) }
+		if q.raw != nil {
+			e.writeRaw = e.rawWrite
+		}
 	}
-	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName, received: received, done: e.done}
+	*e = pendingAck{id: pk.PacketID, topic: pk.TopicName, received: received, done: e.done, writeRaw: e.writeRaw}
 	if len(q.q) == 0 {
 		q.head.Store(received)
 	}
@@ -144,8 +164,9 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 }
 
 // settle records the outcome of e and, if the head of the queue is
-// settled, has the session's writer write the PUBACKs. It never waits for
-// the connection: the committer calls it.
+// settled, writes the PUBACKs that can be written at once
+// (writeAcksNow) and has the session's writer write the rest. It never
+// waits for the connection: the committer calls it.
 func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 	q := &s.pubacks
 	q.mu.Lock()
@@ -153,7 +174,14 @@ func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 	// e is in q until the writer takes it, and the writer takes only
 	// settled entries: q is not empty.
 	due := q.q[0].settled
+	now := due && q.raw != nil && !q.writing
+	if now {
+		q.writing = true
+	}
 	q.mu.Unlock()
+	if now && b.writeAcksNow(q, cl) {
+		due = false
+	}
 	if due {
 		b.acksSettled(&s.out, cl)
 	}
@@ -173,24 +201,20 @@ func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 // not stored, or not in time. Only the session's writer calls it.
 func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
 	q.mu.Lock()
+	if q.writing {
+		// settle writes them (writeAcksNow), and wakes the writer again
+		// for what it leaves.
+		q.mu.Unlock()
+		return
+	}
+	q.writing = true
 	var late string // the topic of the publish not stored in time
 	if q.timedOut && !q.failed && len(q.q) > 0 {
 		q.failed = true
 		late = q.q[0].topic
 	}
 	for len(q.q) > 0 && q.q[0].settled {
-		h := q.q[0]
-		// Shifted, not resliced, so that the backing array keeps its
-		// start and can be kept (the queue holds at most the receive
-		// maximum).
-		n := copy(q.q, q.q[1:])
-		q.q[n] = nil
-		q.q = q.q[:n]
-		if n > 0 {
-			q.head.Store(q.q[0].received)
-		} else {
-			q.head.Store(0)
-		}
+		h := q.popHead()
 		failed := q.failed
 		q.mu.Unlock()
 		if !failed && !b.ack(cl, h) {
@@ -199,18 +223,45 @@ func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
 		<-q.window
 		q.mu.Lock()
 		q.failed = q.failed || failed
-		// Its publisher is done with it: settle was its last use, and
-		// the entry left the queue. Its callback is the session's, the
-		// same for the next publish.
-		*h = pendingAck{done: h.done}
-		q.spare = h
+		q.keep(h)
 	}
-	if len(q.q) == 0 && cap(q.q) > keptQueue {
-		q.q = nil // let the backing array go with the burst
-	}
+	q.writing = false
+	q.trim()
 	q.mu.Unlock()
 	if late != "" {
 		b.notStored(cl, late, fmt.Errorf("%w (%s)", errNotInTime, b.opts.HandlerTimeout))
+	}
+}
+
+// popHead takes the head entry out of q. q.mu is held.
+func (q *pubacks) popHead() *pendingAck {
+	h := q.q[0]
+	// Shifted, not resliced, so that the backing array keeps its start
+	// and can be kept (the queue holds at most the receive maximum).
+	n := copy(q.q, q.q[1:])
+	q.q[n] = nil
+	q.q = q.q[:n]
+	if n > 0 {
+		q.head.Store(q.q[0].received)
+	} else {
+		q.head.Store(0)
+	}
+	return h
+}
+
+// keep keeps h, answered and out of the queue, as the spare: settle was
+// its publisher's last use of it. Its callbacks are the session's, the
+// same for the next publish. q.mu is held.
+func (q *pubacks) keep(h *pendingAck) {
+	*h = pendingAck{done: h.done, writeRaw: h.writeRaw}
+	q.spare = h
+}
+
+// trim lets the backing array of an empty queue go with the burst that
+// grew it. q.mu is held.
+func (q *pubacks) trim() {
+	if len(q.q) == 0 && cap(q.q) > keptQueue {
+		q.q = nil
 	}
 }
 
@@ -344,4 +395,123 @@ func (b *Broker) writePuback(cl *mqtt.Client, h *pendingAck) {
 // MQTT 3.1.1 and 5 alike.
 func pubackWire(id uint16) [4]byte {
 	return [4]byte{packets.Puback << 4, 2, byte(id >> 8), byte(id)}
+}
+
+// PUBACKs written by the committer (issue 14, goal 1: CPU per stored
+// reading).
+//
+// Waking the session's writer for every stored publish (a goroutine
+// readied, scheduled and parked again per message) is most of what a
+// PUBACK costs besides its write system call. So settle, in the
+// committer's goroutine, writes the PUBACKs at the head of the queue
+// itself when each can be written at once (writeAcksNow), and leaves to
+// the writer only what cannot: a PUBACK that is a refusal or for a
+// publish not stored (they close the connection), a connection whose
+// socket cannot take four bytes now, or whose client lock is held (by
+// the writer or mochi, writing). It never waits: the client's lock is
+// tried, not taken, and the socket written without blocking; the
+// committer is held by one system call per PUBACK, no longer by a device
+// that does not read.
+//
+// The PUBACKs of a queue are written by one goroutine at a time
+// (pubacks.writing), the writer or settle, so that they go out in the
+// order the publishes were read. A write that the socket takes in part
+// (it had room for less than four bytes) is finished by a goroutine of
+// its own that holds the client's lock until it is, so that nothing is
+// written between the parts; the writer's next write waits for it.
+
+// rawConn is c's socket for writeAcksNow, or nil: only for a plain TCP
+// connection (a TLS or WebSocket connection frames what it writes).
+func (b *Broker) rawConn(c net.Conn) syscall.RawConn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || b.mochi == nil || b.opts.writerAcks {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// writeAcksNow writes the PUBACKs of the stored publishes at the head of
+// q that can be written at once (see above); the caller set q.writing.
+// It reports whether it left nothing for the writer.
+func (b *Broker) writeAcksNow(q *pubacks, cl *mqtt.Client) bool {
+	q.mu.Lock()
+	for len(q.q) > 0 && q.q[0].settled && q.q[0].err == nil && !q.failed && !q.timedOut {
+		h := q.q[0]
+		q.mu.Unlock()
+		if !b.tryPuback(q, cl, h) {
+			q.mu.Lock()
+			break
+		}
+		q.mu.Lock()
+		q.popHead()
+		q.mu.Unlock()
+		<-q.window
+		q.mu.Lock()
+		q.keep(h)
+	}
+	q.writing = false
+	// What the writer must still do: PUBACKs (or refusals) due, or the
+	// end of a publish not stored in time (timedOut woke the writer
+	// while settle wrote: the writer left it).
+	left := (len(q.q) > 0 && q.q[0].settled) || (q.timedOut && !q.failed)
+	q.trim()
+	q.mu.Unlock()
+	return !left
+}
+
+// tryPuback writes h's PUBACK, as writePuback does, if it can be written
+// without waiting, and reports whether it was (or, as WritePacket
+// would, left unwritten on a closed connection or over the client's
+// maximum packet size).
+func (b *Broker) tryPuback(q *pubacks, cl *mqtt.Client, h *pendingAck) bool {
+	if cl.Closed() || cl.Net.Conn == nil {
+		return true
+	}
+	if max := cl.Properties.Props.MaximumPacketSize; max > 0 && max < uint32(len(h.wire)) {
+		return true
+	}
+	if h.writeRaw == nil || !cl.TryLock() {
+		return false
+	}
+	h.wire = pubackWire(h.id)
+	h.wrote, h.werr = 0, nil
+	err := q.raw.Write(h.writeRaw)
+	n := h.wrote
+	switch {
+	case err != nil || n <= 0:
+		// The socket had no room (EAGAIN), or the connection failed:
+		// the writer writes it, or finds the connection closed.
+		cl.Unlock()
+		return false
+	case n < len(h.wire):
+		// The client's lock is handed to finishPuback with the rest.
+		rest := h.wire
+		b.writersWg.Add(1)
+		go b.finishPuback(cl, rest[n:])
+	default:
+		cl.Unlock()
+	}
+	atomic.AddInt64(&b.server.Info.BytesSent, int64(len(h.wire)))
+	atomic.AddInt64(&b.server.Info.PacketsSent, 1)
+	return true
+}
+
+// rawWrite writes e.wire to the socket fd without waiting (the
+// connection's socket is non-blocking), for syscall.RawConn.Write: it
+// returns true, so that Write never waits for room.
+func (e *pendingAck) rawWrite(fd uintptr) bool {
+	e.wrote, e.werr = syscall.Write(int(fd), e.wire[:])
+	return true
+}
+
+// finishPuback writes rest, the end of a PUBACK the socket took in part,
+// and then releases cl's lock, which its caller holds for it.
+func (b *Broker) finishPuback(cl *mqtt.Client, rest []byte) {
+	defer b.writersWg.Done()
+	_, _ = cl.Net.Conn.Write(rest)
+	cl.Unlock()
 }
