@@ -361,9 +361,6 @@ type Broker struct {
 	// connection loop fills when it waits for input (serve.go); nil: it
 	// reads one byte.
 	reader *readerAccess
-	// acker writes the PUBACKs of stored publishes that can be written
-	// at once (pubacks.go).
-	acker *acker
 
 	ready   chan struct{}
 	running atomic.Bool
@@ -464,7 +461,6 @@ func New(opts Options, deps Deps, log *slog.Logger, reg prometheus.Registerer) (
 		devs:        map[string]*deviceConns{},
 		writersQuit: make(chan struct{}),
 		allSettled:  make(chan struct{}, 1),
-		acker:       newAcker(),
 	}
 	b.deepReaders = newDeepReaders(b.writersQuit, (*clientConn).readPackets)
 	if opts.TLSAddr != "" {
@@ -699,14 +695,10 @@ func (b *Broker) Run(ctx context.Context) error {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
 	b.served.Store(true)
-	b.writersWg.Add(2)
+	b.writersWg.Add(1)
 	go func() {
 		defer b.writersWg.Done()
 		b.watchPubacks(b.writersQuit)
-	}()
-	go func() {
-		defer b.writersWg.Done()
-		b.runAcker(b.writersQuit)
 	}()
 	close(b.ready)
 	b.log.Info("mqtt broker listening", "addr", b.Addr(), "tls_addr", b.opts.TLSAddr, "ws_addr", b.opts.WSAddr,

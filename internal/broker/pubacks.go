@@ -164,9 +164,9 @@ func (b *Broker) startPublish(cl *mqtt.Client, s *session, pk *packets.Packet, p
 }
 
 // settle records the outcome of e and, if the head of the queue is
-// settled, has the broker's acker write the PUBACKs that can be written
-// at once (see below), or else the session's writer. It never waits for
-// the connection: the committer calls it.
+// settled, writes the PUBACKs that can be written at once
+// (writeAcksNow) and has the session's writer write the rest. It never
+// waits for the connection: the committer calls it.
 func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 	q := &s.pubacks
 	q.mu.Lock()
@@ -174,12 +174,15 @@ func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 	// e is in q until the writer takes it, and the writer takes only
 	// settled entries: q is not empty.
 	due := q.q[0].settled
-	now := due && q.raw != nil
+	now := due && q.raw != nil && !q.writing
+	if now {
+		q.writing = true
+	}
 	q.mu.Unlock()
-	switch {
-	case now:
-		b.acker.add(s, cl)
-	case due:
+	if now && b.writeAcksNow(q, cl) {
+		due = false
+	}
+	if due {
 		b.acksSettled(&s.out, cl)
 	}
 	// After the writer was started: shutdown waits for the writers only
@@ -199,8 +202,8 @@ func (b *Broker) settle(cl *mqtt.Client, s *session, e *pendingAck, err error) {
 func (b *Broker) writeAcks(q *pubacks, cl *mqtt.Client) {
 	q.mu.Lock()
 	if q.writing {
-		// The acker writes them (writeAcksNow), and wakes the writer
-		// again for what it leaves.
+		// settle writes them (writeAcksNow), and wakes the writer again
+		// for what it leaves.
 		q.mu.Unlock()
 		return
 	}
@@ -394,98 +397,28 @@ func pubackWire(id uint16) [4]byte {
 	return [4]byte{packets.Puback << 4, 2, byte(id >> 8), byte(id)}
 }
 
-// The acker: the broker's one goroutine that writes the PUBACKs of
-// stored publishes (issue 14, goal 1: CPU per stored reading).
+// PUBACKs written by the committer (issue 14, goal 1: CPU per stored
+// reading).
 //
 // Waking the session's writer for every stored publish (a goroutine
-// readied, scheduled and parked again per message) was most of what a
-// PUBACK cost besides its write system call. So settle hands the
-// sessions whose queue head it settled to the acker, which a commit
-// batch wakes once, not once per message: the acker writes the PUBACKs
-// at the head of each queue when each can be written at once
-// (writeAcksNow), and leaves to the session's writer only what cannot: a
-// PUBACK that is a refusal or for a publish not stored (they close the
-// connection), a connection whose socket cannot take four bytes now, or
-// whose client lock is held (by the writer or mochi, writing). It never
-// waits: the client's lock is tried, not taken, and the socket written
-// without blocking, so that a device that does not read holds no other
-// device's PUBACK. Written by the committer itself, the PUBACKs of a
-// batch held its next commit for their system calls (at 1,000 devices
-// a batch of ~100).
+// readied, scheduled and parked again per message) is most of what a
+// PUBACK costs besides its write system call. So settle, in the
+// committer's goroutine, writes the PUBACKs at the head of the queue
+// itself when each can be written at once (writeAcksNow), and leaves to
+// the writer only what cannot: a PUBACK that is a refusal or for a
+// publish not stored (they close the connection), a connection whose
+// socket cannot take four bytes now, or whose client lock is held (by
+// the writer or mochi, writing). It never waits: the client's lock is
+// tried, not taken, and the socket written without blocking; the
+// committer is held by one system call per PUBACK, no longer by a device
+// that does not read.
 //
 // The PUBACKs of a queue are written by one goroutine at a time
-// (pubacks.writing), the writer or the acker, so that they go out in the
+// (pubacks.writing), the writer or settle, so that they go out in the
 // order the publishes were read. A write that the socket takes in part
 // (it had room for less than four bytes) is finished by a goroutine of
 // its own that holds the client's lock until it is, so that nothing is
 // written between the parts; the writer's next write waits for it.
-
-// acker holds the sessions with PUBACKs due (see above).
-type acker struct {
-	mu    sync.Mutex
-	due   []ackDue      // in the order settle found them due
-	wake  chan struct{} // one slot: the acker has something to do
-	spare []ackDue      // the array of the list the acker last wrote
-}
-
-// ackDue is a session whose queue head was settled, and its client.
-type ackDue struct {
-	s  *session
-	cl *mqtt.Client
-}
-
-func newAcker() *acker { return &acker{wake: make(chan struct{}, 1)} }
-
-// add hands s to the acker, waking it if its list was empty.
-func (a *acker) add(s *session, cl *mqtt.Client) {
-	a.mu.Lock()
-	a.due = append(a.due, ackDue{s, cl})
-	first := len(a.due) == 1
-	a.mu.Unlock()
-	if first {
-		select {
-		case a.wake <- struct{}{}:
-		default: // a wake is there already
-		}
-	}
-}
-
-// runAcker writes the PUBACKs the sessions handed to the acker have due,
-// until quit is closed (every connection has ended: what is still due
-// would find its connection closed).
-func (b *Broker) runAcker(quit <-chan struct{}) {
-	a := b.acker
-	for {
-		select {
-		case <-a.wake:
-		case <-quit:
-			return
-		}
-		a.mu.Lock()
-		list := a.due
-		a.due = a.spare[:0]
-		a.mu.Unlock()
-		for _, d := range list {
-			b.ackNow(d.s, d.cl)
-		}
-		clear(list)
-		a.spare = list
-	}
-}
-
-// ackNow writes the PUBACKs due at the head of s's queue that can be
-// written at once, and has the session's writer write the rest; if the
-// writer is writing the queue's PUBACKs, it has it look again once done.
-func (b *Broker) ackNow(s *session, cl *mqtt.Client) {
-	q := &s.pubacks
-	q.mu.Lock()
-	busy := q.writing
-	q.writing = true
-	q.mu.Unlock()
-	if busy || !b.writeAcksNow(q, cl) {
-		b.acksSettled(&s.out, cl)
-	}
-}
 
 // rawConn is c's socket for writeAcksNow, or nil: only for a plain TCP
 // connection (a TLS or WebSocket connection frames what it writes).
@@ -502,8 +435,7 @@ func (b *Broker) rawConn(c net.Conn) syscall.RawConn {
 }
 
 // writeAcksNow writes the PUBACKs of the stored publishes at the head of
-// q that can be written at once (see above); the caller set q.writing,
-// which writeAcksNow clears.
+// q that can be written at once (see above); the caller set q.writing.
 // It reports whether it left nothing for the writer.
 func (b *Broker) writeAcksNow(q *pubacks, cl *mqtt.Client) bool {
 	q.mu.Lock()

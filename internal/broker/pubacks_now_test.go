@@ -6,11 +6,10 @@ import (
 )
 
 // TestPubacksBySettleAndWriter: the PUBACKs of a plain TCP connection are
-// written by the broker's acker, which settle hands them to
-// (writeAcksNow), those of other connections by the session's writer
-// (writerAcks stands for them here); either way in publish order,
-// whatever the order of the commits, and none before its publish and
-// every one before it are stored.
+// written by settle in the committer's goroutine (writeAcksNow), those of
+// other connections by the session's writer (writerAcks stands for them
+// here); either way in publish order, whatever the order of the commits,
+// and none before its publish and every one before it are stored.
 func TestPubacksBySettleAndWriter(t *testing.T) {
 	for _, mode := range []struct {
 		name       string
