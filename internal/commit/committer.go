@@ -195,12 +195,11 @@ type Ticket struct {
 	completed bool
 	err       error
 	c         *Committer
-	// state orders OnDone against the completion: ticketPending, then
-	// ticketCallback once fn is set, and ticketDone once completed;
-	// whichever of the two comes second calls fn.
+	// state orders OnDone (Notify) against the completion: ticketPending,
+	// then ticketCallback once comp is set, and ticketDone once
+	// completed; whichever of the two comes second calls comp.
 	state atomic.Uint32
-	fn    func(error)
-	comp  Completion // Notify's, instead of fn
+	comp  Completion // OnDone's callback, or Notify's object
 	// queued is when Enqueue queued the change (devicehub_commit_wait_seconds).
 	queued time.Time
 }
@@ -254,12 +253,13 @@ func (c *Committer) Enqueue(ctx context.Context, ch *Change) (*Ticket, error) {
 // runs at once in the caller's goroutine. OnDone is called at most once
 // per ticket. It spares a caller that only needs to act on the outcome a
 // goroutine that waits for it.
-func (t *Ticket) OnDone(fn func(error)) {
-	t.fn = fn
-	if !t.state.CompareAndSwap(ticketPending, ticketCallback) {
-		fn(t.result()) // already complete
-	}
-}
+func (t *Ticket) OnDone(fn func(error)) { t.Notify(completionFunc(fn)) }
+
+// completionFunc is OnDone's callback as a Completion (a func value fits
+// in an interface without an allocation).
+type completionFunc func(error)
+
+func (f completionFunc) Completed(err error) { f(err) }
 
 // A Completion is told the outcome of a ticket (Ticket.Notify).
 type Completion interface {
@@ -276,15 +276,6 @@ func (t *Ticket) Notify(c Completion) {
 	}
 }
 
-// callback calls the callback OnDone or Notify set.
-func (t *Ticket) callback(err error) {
-	if t.comp != nil {
-		t.comp.Completed(err)
-		return
-	}
-	t.fn(err)
-}
-
 // complete records the outcome, wakes Wait and calls the OnDone callback.
 func (t *Ticket) complete(err error) {
 	t.mu.Lock()
@@ -296,7 +287,7 @@ func (t *Ticket) complete(err error) {
 		close(done)
 	}
 	if t.state.Swap(ticketDone) == ticketCallback {
-		t.callback(t.result())
+		t.comp.Completed(t.result())
 	}
 }
 
