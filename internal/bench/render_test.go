@@ -66,6 +66,20 @@ func runResults() *Results {
 			res.Scenarios = append(res.Scenarios, open)
 		}
 	}
+	// 2,000 devices at an absolute rate (--open-loop-rate 2000=9000.5),
+	// above the peak of 8,000.
+	closed := &Scenario{Name: "ingest_closed_2000", Title: "Ingest closed", Headline: "rate", Figures: []string{"rate"}}
+	abs := &Scenario{Name: rateScenarioName(2000, 9000.5), Title: "Ingest open at an absolute rate", Headline: "puback_p99_ms",
+		Figures: []string{"offered_rate", "achieved_rate", "puback_p99_ms"}, OfferedLoad: 9000.5, OfferedPct: 100 * 9000.5 / 8000, Absolute: true,
+		Notes: []string{"an absolute-rate note"}}
+	for i, sys := range []string{SysDevicehub, SysMochi} {
+		closed.Runs = append(closed.Runs, Measurement{System: sys, Round: 1, Figures: map[string]float64{"rate": 8000 + float64(i)}})
+		abs.Runs = append(abs.Runs, Measurement{System: sys, Round: 1, Figures: map[string]float64{"offered_rate": 9000.5, "achieved_rate": 7900 - float64(i), "puback_p99_ms": 250 + float64(i)}})
+	}
+	closed.Finish()
+	abs.Finish()
+	res.Scenarios = append(res.Scenarios, closed, abs)
+	res.Settings["open_loop_rate"] = map[string]float64{"2000": 9000.5}
 	return res
 }
 
@@ -104,7 +118,7 @@ func TestRenderAgain(t *testing.T) {
 	}
 	got, want := dirFiles(t, again), dirFiles(t, run)
 	delete(want, ResultsFile)
-	if names := slices.Sorted(maps.Keys(want)); !slices.Equal(names, []string{"bench-ingest-1000.png", ChartFile, ReportFile}) {
+	if names := slices.Sorted(maps.Keys(want)); !slices.Equal(names, []string{"bench-ingest-1000.png", "bench-ingest-2000.png", ChartFile, ReportFile}) {
 		t.Fatalf("the run wrote %v", names)
 	}
 	if len(got) != len(want) {
@@ -118,7 +132,9 @@ func TestRenderAgain(t *testing.T) {
 	md := string(want[ReportFile])
 	for _, s := range []string{"![throughput and latency by offered load](" + ChartFile + ")", "(bench-ingest-1000.png)",
 		"took 19m45s", "- a run note", "hub log `logs/devicehub-9.log`", "`devicehub.cpu.pprof`",
-		"`devicehub.allocs.pprof`", "19MB 17% argon2.initBlocks"} {
+		"`devicehub.allocs.pprof`", "19MB 17% argon2.initBlocks", "(bench-ingest-2000.png)",
+		"Scenario `ingest_open_2000_rate_9000.5`, offered load 9,001 msgs/s, absolute (--open-loop-rate; 113 % of devicehub's peak in this run).",
+		"- an absolute-rate note"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q", s)
 		}
@@ -172,16 +188,20 @@ func TestResultsRoundTrip(t *testing.T) {
 func TestChartsFromResults(t *testing.T) {
 	res := runResults()
 	third := 1.0 / 3 // the run's fraction, in float64 arithmetic as the run has it
-	if got := res.chartDevices(); !slices.Equal(got, []int{100, 1000}) {
+	if got := res.chartDevices(); !slices.Equal(got, []int{100, 1000, 2000}) {
 		t.Fatalf("chart devices = %v", got)
 	}
+	fractions := []float64{25, 50, third * 100}
 	tests := []struct {
 		n       int
 		systems []string
+		xs      []float64
 	}{
-		{100, []string{SysDevicehub, SysMosquitto, SysMochi}},
-		{1000, []string{SysDevicehub, SysMochi}},
-		{10, nil},
+		{100, []string{SysDevicehub, SysMosquitto, SysMochi}, fractions},
+		{1000, []string{SysDevicehub, SysMochi}, fractions},
+		// An absolute rate is placed at its share of the peak.
+		{2000, []string{SysDevicehub, SysMochi}, []float64{100 * 9000.5 / 8000}},
+		{10, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.n), func(t *testing.T) {
@@ -193,7 +213,7 @@ func TestChartsFromResults(t *testing.T) {
 					for _, pt := range s.Points {
 						xs = append(xs, pt.X)
 					}
-					if !slices.Equal(xs, []float64{25, 50, third * 100}) {
+					if !slices.Equal(xs, tt.xs) {
 						t.Errorf("%s %s: x = %v, want the offered loads in the order they ran", p.Title, s.Name, xs)
 					}
 				}

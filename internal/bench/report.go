@@ -54,7 +54,10 @@ func (r *Results) Markdown(w io.Writer, charts ...string) error {
 	for _, s := range r.Scenarios {
 		p.f("## %s\n\n", s.Title)
 		p.f("Scenario `%s`", s.Name)
-		if s.OfferedLoad > 0 {
+		switch {
+		case s.OfferedLoad > 0 && s.Absolute:
+			p.f(", offered load %s msgs/s, absolute (--open-loop-rate; %.0f %% of devicehub's peak in this run)", fmtNum(s.OfferedLoad), s.OfferedPct)
+		case s.OfferedLoad > 0:
 			p.f(", offered load %s msgs/s (%.0f %% of devicehub's peak)", fmtNum(s.OfferedLoad), s.OfferedPct)
 		}
 		p.f(".\n\n")

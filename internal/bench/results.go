@@ -77,11 +77,15 @@ type Scenario struct {
 	// OfferedLoad is the offered rate of an open-loop scenario (msgs/s).
 	OfferedLoad float64 `json:"offered_load,omitempty"`
 	// OfferedPct is OfferedLoad as a percentage of devicehub's peak.
-	OfferedPct float64                      `json:"offered_pct,omitempty"`
-	Ratios     Ratios                       `json:"ratios"`
-	Summary    map[string]map[string]Spread `json:"summary"` // system → figure → spread over rounds
-	Runs       []Measurement                `json:"runs"`
-	Notes      []string                     `json:"notes,omitempty"`
+	OfferedPct float64 `json:"offered_pct,omitempty"`
+	// Absolute: OfferedLoad was given as a rate (--open-loop-rate), and
+	// OfferedPct computed from it; otherwise OfferedPct was given (a
+	// fraction of --open-loop) and OfferedLoad computed from it.
+	Absolute bool                         `json:"offered_absolute,omitempty"`
+	Ratios   Ratios                       `json:"ratios"`
+	Summary  map[string]map[string]Spread `json:"summary"` // system → figure → spread over rounds
+	Runs     []Measurement                `json:"runs"`
+	Notes    []string                     `json:"notes,omitempty"`
 }
 
 // Ratios are devicehub's ratios to the references on the headline

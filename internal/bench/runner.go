@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -79,6 +78,13 @@ type Options struct {
 	// MaxInflight, the receive maximum devicehub and mochi announce).
 	Inflight int
 	OpenLoop []float64 // open-loop fractions of the peak (default .25 .5 .75 1)
+	// OpenLoopRate: absolute open-loop offered rates (messages per
+	// second) by device count. A device count with a rate runs one
+	// open-loop scenario at that rate, for every system, instead of the
+	// fractions of OpenLoop: the same offered load for two devicehub
+	// binaries whatever their peaks, so that their tails compare. Every
+	// count must be one of Devices (ParseOpenLoopRates reads the flag).
+	OpenLoopRate map[int]float64
 	// Warmup: in the open-loop runs, every system gets the same schedule
 	// for this long before the measured phase; its PUBACK latency is
 	// reported apart (warmup_p99_ms). Zero: none.
@@ -256,6 +262,9 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	if o.OutDir == "" || o.Exe == "" {
 		return nil, errors.New("bench: OutDir and Exe are required")
 	}
+	if err := checkOpenLoopRates(o.OpenLoopRate, o.Devices); err != nil {
+		return nil, err
+	}
 	if o.Inflight < 1 || o.Inflight > MaxInflight {
 		return nil, fmt.Errorf("bench: inflight %d: must be between 1 and %d (the receive maximum devicehub and mochi announce)", o.Inflight, MaxInflight)
 	}
@@ -283,7 +292,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 		Machine:       machine(),
 		Versions:      map[string]string{},
 		Settings: map[string]any{
-			"rounds": o.Rounds, "duration": o.Duration.String(), "warmup": o.Warmup.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "signal": !o.NoSignal,
+			"rounds": o.Rounds, "duration": o.Duration.String(), "warmup": o.Warmup.String(), "devices": o.Devices, "inflight": o.Inflight, "open_loop": o.OpenLoop, "open_loop_rate": rateSettings(o.OpenLoopRate), "signal": !o.NoSignal,
 			"connections": o.Connections, "hold": o.Hold.String(), "connections_idle": o.ConnectionsIdle, "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
 			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep, "query_burst": o.QueryBurst,
@@ -453,36 +462,18 @@ func (r *runner) ingest(ctx context.Context) error {
 		}
 		// The open-loop rates are fractions of this peak: one measured
 		// while other processes took a core sets them far too low.
-		var peakNote string
-		if other := sc.Summary[SysDevicehub]["other_cores"].Median; other > maxOtherCores {
-			peakNote = fmt.Sprintf("The peak these loads are fractions of was measured while other processes of the machine used %.2f cores (median of its rounds): it is low, and so are these loads.", other)
-			r.logf("%s: other processes used %.2f cores during devicehub's peak rounds: the open-loop loads are too low", sc.Name, other)
+		other := sc.Summary[SysDevicehub]["other_cores"].Median
+		if other > maxOtherCores {
+			r.logf("%s: other processes used %.2f cores during devicehub's peak rounds: the open-loop loads are too low (or, at an absolute rate, their share of the peak too high)", sc.Name, other)
 		}
 		if r.o.Profile && r.o.Exe != "" && n == r.o.Devices[0] {
 			r.profile(ctx, sd, n)
 		}
-		for _, frac := range r.o.OpenLoop {
-			rate := frac * peak
-			osc := &Scenario{
-				Name:        fmt.Sprintf("ingest_open_%d_%d", n, int(math.Round(frac*100))),
-				Title:       fmt.Sprintf("Ingest, %d devices, QoS 1, %s, open loop at %.0f %% of devicehub's peak", n, inflightText(r.o.Inflight), frac*100),
-				Headline:    "puback_p99_ms",
-				Figures:     []string{"offered_rate", "achieved_rate", "puback_p50_ms", "puback_p99_ms", "puback_max_ms", "signal_p50_ms", "signal_p99_ms", "cpu_s_per_10k", "lost"},
-				OfferedLoad: rate,
-				OfferedPct:  frac * 100,
-				Notes: []string{
-					"Latency counts from the time each message was scheduled, so a slow acknowledgement is not hidden by the schedule (no coordinated omission).",
-					fmt.Sprintf("Each device has %s at most; a device whose window is full falls behind its schedule.", inflightText(r.o.Inflight)),
-					signalNote(r.o.NoSignal),
-				},
-			}
-			if peakNote != "" {
-				osc.Notes = append(osc.Notes, peakNote)
-			}
+		for _, osc := range r.openScenarios(n, peak, other) {
 			r.res.Scenarios = append(r.res.Scenarios, osc)
 			for round := 1; round <= r.o.Rounds; round++ {
 				for _, sys := range r.systems() {
-					run := r.ingestRun(ctx, sys, sd, n, rate, sys == SysDevicehub && !r.o.NoSignal, "")
+					run := r.ingestRun(ctx, sys, sd, n, osc.OfferedLoad, sys == SysDevicehub && !r.o.NoSignal, "")
 					run.Round = round
 					r.record(osc, run)
 					r.logf("%s %s round %d: %v %s", osc.Name, sys, round, compact(run.Figures), run.Error)

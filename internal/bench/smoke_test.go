@@ -3,9 +3,11 @@ package bench_test
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +174,88 @@ func TestSmoke(t *testing.T) {
 		}
 		if !bytes.Equal(got, run) {
 			t.Errorf("%s rendered again from results.json differs from the run's", f)
+		}
+	}
+}
+
+// TestSmokeOpenLoopRate: a device count with an absolute open-loop rate
+// runs its closed loop and then one open-loop scenario at that rate for
+// every system, named apart from the fractions, recorded in the settings
+// and rendered again byte for byte.
+func TestSmokeOpenLoopRate(t *testing.T) {
+	out := t.TempDir()
+	var log strings.Builder
+	o := bench.Options{
+		Scenarios:    []string{bench.ScenarioIngest},
+		OutDir:       out,
+		Exe:          os.Args[0],
+		Env:          []string{"DEVICEHUB_BENCH_CHILD=1"},
+		Mosquitto:    "-",
+		Rounds:       1,
+		Duration:     300 * time.Millisecond,
+		Devices:      []int{3},
+		OpenLoop:     []float64{0.5},
+		OpenLoopRate: map[int]float64{3: 150},
+		Warmup:       100 * time.Millisecond,
+		CommandLine:  []string{"go", "test"},
+		Log:          &log,
+		WorkDir:      t.TempDir(),
+	}
+	res, err := bench.Run(t.Context(), o)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	var names []string
+	for _, s := range res.Scenarios {
+		names = append(names, s.Name)
+		for _, r := range s.Runs {
+			if r.Error != "" {
+				t.Errorf("%s %s round %d: %s", s.Name, r.System, r.Round, r.Error)
+			}
+		}
+	}
+	if want := []string{"ingest_closed_3", "ingest_open_3_rate_150"}; !slices.Equal(names, want) {
+		t.Fatalf("scenarios %v, want %v", names, want)
+	}
+	s := res.Scenario("ingest_open_3_rate_150")
+	peak := res.Scenario("ingest_closed_3").Summary[bench.SysDevicehub]["rate"].Median
+	if !s.Absolute || s.OfferedLoad != 150 || peak <= 0 || math.Abs(s.OfferedPct-100*150/peak) > 1e-9 {
+		t.Errorf("absolute %v, offered %v msgs/s = %v %% of the peak %v", s.Absolute, s.OfferedLoad, s.OfferedPct, peak)
+	}
+	if !strings.Contains(s.Title, "absolute 150 msgs/s") || !strings.Contains(strings.Join(s.Notes, " "), "--open-loop-rate 3=150") {
+		t.Errorf("title %q, notes %q: the rate is not said to be absolute", s.Title, s.Notes)
+	}
+	for _, sys := range []string{bench.SysDevicehub, bench.SysMochi} {
+		if got := s.Summary[sys]["offered_rate"].Median; got != 150 {
+			t.Errorf("%s offered %v msgs/s, want 150", sys, got)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(out, bench.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"open_loop_rate": {
+      "3": 150
+    }`) {
+		t.Errorf("results.json's settings lack the rate:\n%s", b[:min(len(b), 1500)])
+	}
+	md, err := os.ReadFile(filepath.Join(out, bench.ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "Scenario `ingest_open_3_rate_150`, offered load 150 msgs/s, absolute (--open-loop-rate;") {
+		t.Errorf("report.md does not say the load is absolute:\n%s", md)
+	}
+	again := t.TempDir()
+	var stdout, stderr strings.Builder
+	if code := cli.Run(t.Context(), hub.Serve, []string{"bench", "report", "--from", out, "--out", again}, &stdout, &stderr); code != 0 {
+		t.Fatalf("bench report: exit %d: %s", code, stderr.String())
+	}
+	for _, f := range []string{bench.ReportFile, bench.ChartFile} {
+		run, _ := os.ReadFile(filepath.Join(out, f))
+		got, err := os.ReadFile(filepath.Join(again, f))
+		if err != nil || !bytes.Equal(got, run) {
+			t.Errorf("%s rendered again from results.json differs from the run's (%v)", f, err)
 		}
 	}
 }

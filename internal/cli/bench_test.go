@@ -119,6 +119,16 @@ func TestBenchFlagsRefused(t *testing.T) {
 		{"inflight zero", []string{"--out", "x", "--inflight", "0"}, "--inflight 0"},
 		{"hub env without =", []string{"--out", "x", "--hub-env", "GOGC"}, `--hub-env "GOGC": must be KEY=VALUE`},
 		{"hub env without key", []string{"--out", "x", "--hub-env", "=off"}, `--hub-env "=off": must be KEY=VALUE`},
+		{"rate pair without =", []string{"--out", "x", "--open-loop-rate", "100"}, `invalid argument "100" for "--open-loop-rate" flag: "100": want DEVICES=RATE (e.g. 100=10000)`},
+		{"rate not a number", []string{"--out", "x", "--open-loop-rate", "100=10000,1000=lots"}, `"--open-loop-rate" flag: "1000=lots": rate "lots" is not a number of messages per second`},
+		{"rate zero", []string{"--out", "x", "--open-loop-rate", "100=0"}, `"--open-loop-rate" flag: "100=0": rate 0 must be above 0 messages per second`},
+		{"rate negative", []string{"--out", "x", "--open-loop-rate", "100=-5"}, `"100=-5": rate -5 must be above 0`},
+		{"count not a number", []string{"--out", "x", "--open-loop-rate", "many=5"}, `"many=5": device count "many" is not a positive integer`},
+		{"count twice in a flag", []string{"--out", "x", "--open-loop-rate", "100=5,100=6"}, `"100=6": a second rate for 100 devices`},
+		{"count twice in two flags", []string{"--out", "x", "--open-loop-rate", "100=5", "--open-loop-rate", "100=6"}, `"--open-loop-rate" flag: a second rate for 100 devices`},
+		{"rate for a count not measured", []string{"--out", "x", "--devices", "100,1000", "--open-loop-rate", "100=5,500=6"},
+			"--open-loop-rate 500=6: 500 devices is not one of the ingest device counts (--devices 100,1000)"},
+		{"rate for the default count only", []string{"--out", "x", "--open-loop-rate", "1000=6"}, "1000 devices is not one of the ingest device counts (--devices 100)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := newBenchCmd(nil)
@@ -130,5 +140,37 @@ func TestBenchFlagsRefused(t *testing.T) {
 				t.Errorf("err = %v, want one that says %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBenchOpenLoopRateFlag: --open-loop-rate reads DEVICES=RATE pairs,
+// with spaces, exponents and repeated flags, into the rate of each count.
+func TestBenchOpenLoopRateFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the flag's value, as bench.FormatOpenLoopRates writes it
+	}{
+		{"none", nil, ""},
+		{"one", []string{"--open-loop-rate", "100=10000"}, "100=10000"},
+		{"two", []string{"--open-loop-rate", "100=10000,1000=14000"}, "100=10000,1000=14000"},
+		{"any order, spaces, an exponent, a fraction", []string{"--open-loop-rate", " 1000 = 1.4e4 , 100=9999.5"}, "100=9999.5,1000=14000"},
+		{"repeated", []string{"--open-loop-rate", "1000=14000", "--open-loop-rate=100=10000"}, "100=10000,1000=14000"},
+		{"empty", []string{"--open-loop-rate", ""}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := newBenchCmd(nil)
+			if err := cmd.ParseFlags(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if got := cmd.Flags().Lookup("open-loop-rate").Value.String(); got != tc.want {
+				t.Errorf("--open-loop-rate = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// A rate for a count the run does not measure is a usage error.
+	r := runCLI(t, context.Background(), noServe, "bench", "ingest", "--out", t.TempDir(), "--devices", "5", "--open-loop-rate", "6=100")
+	if r.code != ExitUsage || !strings.Contains(r.err, "6 devices is not one of the ingest device counts (--devices 5)") || !strings.Contains(r.err, "devicehub bench --help") {
+		t.Errorf("exit %d, stderr %q", r.code, r.err)
 	}
 }
