@@ -143,7 +143,7 @@ func (r *runner) query(ctx context.Context) error {
 		sc.Notes = append(sc.Notes, "The hub ran under a CPU profile over the query rounds (--query-profile): devicehub-query.cpu.pprof.")
 	}
 	tStart := time.Now()
-	s, err := r.startDevicehub(ctx, dir, prof)
+	s, err := r.startDevicehub(ctx, dir, profiling{cpu: prof})
 	if err != nil {
 		gen.Error = err.Error()
 		r.record(sc, gen)

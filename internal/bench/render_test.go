@@ -34,6 +34,8 @@ func runResults() *Results {
 		Goals:         []Goal{{Name: "p99 at half of peak", Target: "< 20 ms", Measured: "12.6 [11.7–17.4] ms", Met: "yes"}},
 		Profile: &Profile{Devices: 100, Path: "/tmp/out/devicehub.cpu.pprof", Top: []string{"flat  flat%", "1.2s 10% syscall"},
 			AllocsPath: "/tmp/out/devicehub.allocs.pprof", AllocsTop: []string{"flat  flat%", "19MB 17% argon2.initBlocks"}},
+		HubTrace: &HubTrace{Scenario: "ingest_open_100_25", Round: 1, Path: "/tmp/out/devicehub-open.trace", CPUPath: "/tmp/out/devicehub-open.cpu.pprof",
+			AllocsPath: "/tmp/out/devicehub-open.allocs.pprof"},
 		Notes: []string{"a run note"},
 	}
 	for _, n := range []int{100, 1000} {
@@ -134,7 +136,8 @@ func TestRenderAgain(t *testing.T) {
 		"took 19m45s", "- a run note", "hub log `logs/devicehub-9.log`", "`devicehub.cpu.pprof`",
 		"`devicehub.allocs.pprof`", "19MB 17% argon2.initBlocks", "(bench-ingest-2000.png)",
 		"Scenario `ingest_open_2000_rate_9000.5`, offered load 9,001 msgs/s, absolute (--open-loop-rate; 113 % of devicehub's peak in this run).",
-		"- an absolute-rate note"} {
+		"- an absolute-rate note", "round 1 of `ingest_open_100_25` ran under `devicehub bench profiled-serve` (--hub-trace)",
+		"\ngo tool trace devicehub-open.trace\n", "go tool pprof -http=: DEVICEHUB_BINARY devicehub-open.cpu.pprof", "`devicehub-open.allocs.pprof`"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("report lacks %q", s)
 		}

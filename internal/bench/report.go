@@ -133,6 +133,13 @@ func (r *Results) Markdown(w io.Writer, charts ...string) error {
 				filepath.Base(r.Profile.AllocsPath), strings.Join(r.Profile.AllocsTop, "\n"))
 		}
 	}
+	if t := r.HubTrace; t != nil {
+		p.f("## Execution trace of devicehub under open-loop ingest\n\n")
+		p.f("devicehub's round %d of `%s` ran under `devicehub bench %s` (--hub-trace), with an execution trace (`%s`), a CPU profile (`%s`) and an allocation profile (`%s`) over the hub process's life, start-up and stop included, in the run's directory. That round's figures include their cost. Read them with:\n\n",
+			t.Round, t.Scenario, ProfiledServeCmd, filepath.Base(t.Path), filepath.Base(t.CPUPath), filepath.Base(t.AllocsPath))
+		p.f("```\ngo tool trace %s\ngo tool trace -pprof=sched %s > sched.pprof   # where goroutines waited for a CPU\ngo tool pprof -http=: DEVICEHUB_BINARY %s\n```\n\n",
+			filepath.Base(t.Path), filepath.Base(t.Path), filepath.Base(t.CPUPath))
+	}
 	if slices.ContainsFunc(charts, func(c string) bool { return c != "" }) {
 		p.f("## Throughput and latency by offered load\n\n")
 		for _, c := range charts {

@@ -27,6 +27,7 @@ type Results struct {
 	Scenarios     []*Scenario       `json:"scenarios"`
 	Goals         []Goal            `json:"goals"`
 	Profile       *Profile          `json:"cpu_profile,omitempty"`
+	HubTrace      *HubTrace         `json:"hub_trace,omitempty"`
 	Notes         []string          `json:"notes,omitempty"`
 }
 

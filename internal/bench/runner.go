@@ -123,10 +123,18 @@ type Options struct {
 	// profile (devicehub-query.cpu.pprof in OutDir).
 	QueryProfile bool
 	Profile      bool // one extra profiled devicehub ingest run
-	Short        bool // tiny sizes for smoke tests
-	CommandLine  []string
-	Log          io.Writer // progress (default os.Stderr)
-	WorkDir      string    // temporary files (default a new directory in os.TempDir)
+	// HubTrace runs devicehub's first open-loop ingest run of the first
+	// device count (round 1 of the first open-loop scenario: the run
+	// whose p99 a quick A/B reads, with one --open-loop fraction or an
+	// --open-loop-rate) under `devicehub bench profiled-serve`
+	// with an execution trace (OutDir/devicehub-open.trace) and a CPU
+	// profile (OutDir/devicehub-open.cpu.pprof) over the hub's life: the
+	// scheduling behind that run's tail, at the cost of the tracing.
+	HubTrace    bool
+	Short       bool // tiny sizes for smoke tests
+	CommandLine []string
+	Log         io.Writer // progress (default os.Stderr)
+	WorkDir     string    // temporary files (default a new directory in os.TempDir)
 }
 
 func (o *Options) defaults() {
@@ -296,7 +304,7 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			"connections": o.Connections, "hold": o.Hold.String(), "connections_idle": o.ConnectionsIdle, "presence_devices": o.Presence,
 			"heartbeat": o.Heartbeat.String(), "short": o.Short, "max_messages": o.MaxMessages,
 			"query_readings": o.QueryReadings, "query_devices": o.QueryDevices, "queries": o.Queries, "query_keep": o.QueryKeep, "query_burst": o.QueryBurst,
-			"hub_env": o.HubEnv,
+			"hub_env": o.HubEnv, "hub_trace": o.HubTrace,
 		},
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -370,10 +378,10 @@ func (r *runner) systems() []string {
 	return append(s, SysMochi)
 }
 
-func (r *runner) start(ctx context.Context, system string, sd *seed, heartbeat time.Duration, profile string) (*sut, error) {
+func (r *runner) start(ctx context.Context, system string, sd *seed, heartbeat time.Duration, prof profiling) (*sut, error) {
 	switch system {
 	case SysDevicehub:
-		return r.freshDevicehub(ctx, sd, heartbeat, profile)
+		return r.freshDevicehub(ctx, sd, heartbeat, prof)
 	case SysMosquitto:
 		return r.startMosquitto(ctx)
 	default:
@@ -445,7 +453,7 @@ func (r *runner) ingest(ctx context.Context) error {
 		r.res.Scenarios = append(r.res.Scenarios, sc)
 		for round := 1; round <= r.o.Rounds; round++ {
 			for _, sys := range r.systems() {
-				run := r.ingestRun(ctx, sys, sd, n, 0, false, "")
+				run := r.ingestRun(ctx, sys, sd, n, 0, false, profiling{})
 				run.Round = round
 				r.record(sc, run)
 				r.logf("%s %s round %d: %v %s", sc.Name, sys, round, compact(run.Figures), run.Error)
@@ -469,12 +477,24 @@ func (r *runner) ingest(ctx context.Context) error {
 		if r.o.Profile && r.o.Exe != "" && n == r.o.Devices[0] {
 			r.profile(ctx, sd, n)
 		}
-		for _, osc := range r.openScenarios(n, peak, other) {
+		open := r.openScenarios(n, peak, other)
+		if r.o.HubTrace && n == r.o.Devices[0] && len(open) == 0 {
+			r.res.Notes = append(r.res.Notes, fmt.Sprintf("--hub-trace: no open-loop run of %d devices to trace (--open-loop is empty).", n))
+		}
+		for i, osc := range open {
 			r.res.Scenarios = append(r.res.Scenarios, osc)
 			for round := 1; round <= r.o.Rounds; round++ {
 				for _, sys := range r.systems() {
-					run := r.ingestRun(ctx, sys, sd, n, osc.OfferedLoad, sys == SysDevicehub && !r.o.NoSignal, "")
+					var prof profiling
+					traced := r.o.HubTrace && n == r.o.Devices[0] && i == 0 && round == 1 && sys == SysDevicehub
+					if traced {
+						prof = r.hubTrace(osc)
+					}
+					run := r.ingestRun(ctx, sys, sd, n, osc.OfferedLoad, sys == SysDevicehub && !r.o.NoSignal, prof)
 					run.Round = round
+					if traced {
+						r.hubTraced(run)
+					}
 					r.record(osc, run)
 					r.logf("%s %s round %d: %v %s", osc.Name, sys, round, compact(run.Figures), run.Error)
 					if ctx.Err() != nil {
@@ -488,11 +508,12 @@ func (r *runner) ingest(ctx context.Context) error {
 	return nil
 }
 
-// ingestRun runs one system once; rate 0 is a closed loop.
-func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, rate float64, signal bool, profile string) Measurement {
+// ingestRun runs one system once; rate 0 is a closed loop. A devicehub
+// run records prof.
+func (r *runner) ingestRun(ctx context.Context, system string, sd *seed, n int, rate float64, signal bool, prof profiling) Measurement {
 	run := Measurement{System: system, Started: time.Now(), Figures: map[string]float64{}}
 	defer func() { run.Seconds = time.Since(run.Started).Seconds() }()
-	s, err := r.start(ctx, system, sd, time.Minute, profile)
+	s, err := r.start(ctx, system, sd, time.Minute, prof)
 	if err != nil {
 		run.Error = err.Error()
 		return run

@@ -309,7 +309,7 @@ func subscribeNote(idle bool) string {
 func (r *runner) connectionsRun(ctx context.Context, system string, sd *seed, n int) Measurement {
 	run := Measurement{System: system, Started: time.Now(), Figures: map[string]float64{}}
 	defer func() { run.Seconds = time.Since(run.Started).Seconds() }()
-	s, err := r.start(ctx, system, sd, time.Minute, "")
+	s, err := r.start(ctx, system, sd, time.Minute, profiling{})
 	if err != nil {
 		run.Error = err.Error()
 		return run
@@ -497,7 +497,7 @@ func (r *runner) presence(ctx context.Context) error {
 
 func (r *runner) presenceRun(ctx context.Context, run *Measurement, sd *seed, hb, timeout time.Duration, silent int) {
 	prof := filepath.Join(r.o.OutDir, "devicehub-presence.cpu.pprof")
-	s, err := r.freshDevicehub(ctx, sd, hb, prof)
+	s, err := r.freshDevicehub(ctx, sd, hb, profiling{cpu: prof})
 	if err != nil {
 		run.Error = err.Error()
 		return
@@ -563,7 +563,7 @@ func (r *runner) presenceRun(ctx context.Context, run *Measurement, sd *seed, hb
 // a CPU profile, and keeps its top functions.
 func (r *runner) profile(ctx context.Context, sd *seed, n int) {
 	path := filepath.Join(r.o.OutDir, "devicehub-ingest.cpu.pprof")
-	run := r.ingestRun(ctx, SysDevicehub, sd, n, 0, false, path)
+	run := r.ingestRun(ctx, SysDevicehub, sd, n, 0, false, profiling{cpu: path})
 	if run.Error != "" {
 		r.res.Notes = append(r.res.Notes, "profiled run: "+firstLine(run.Error))
 	}

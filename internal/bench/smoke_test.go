@@ -181,7 +181,9 @@ func TestSmoke(t *testing.T) {
 // TestSmokeOpenLoopRate: a device count with an absolute open-loop rate
 // runs its closed loop and then one open-loop scenario at that rate for
 // every system, named apart from the fractions, recorded in the settings
-// and rendered again byte for byte.
+// and rendered again byte for byte. With --hub-trace, devicehub's round
+// of that scenario runs under an execution trace and a CPU profile that
+// the report names.
 func TestSmokeOpenLoopRate(t *testing.T) {
 	out := t.TempDir()
 	var log strings.Builder
@@ -196,6 +198,7 @@ func TestSmokeOpenLoopRate(t *testing.T) {
 		Devices:      []int{3},
 		OpenLoop:     []float64{0.5},
 		OpenLoopRate: map[int]float64{3: 150},
+		HubTrace:     true,
 		Warmup:       100 * time.Millisecond,
 		CommandLine:  []string{"go", "test"},
 		Log:          &log,
@@ -245,6 +248,26 @@ func TestSmokeOpenLoopRate(t *testing.T) {
 	}
 	if !strings.Contains(string(md), "Scenario `ingest_open_3_rate_150`, offered load 150 msgs/s, absolute (--open-loop-rate;") {
 		t.Errorf("report.md does not say the load is absolute:\n%s", md)
+	}
+
+	if tr := res.HubTrace; tr == nil || tr.Scenario != "ingest_open_3_rate_150" || tr.Round != 1 {
+		t.Errorf("hub trace %+v, want round 1 of ingest_open_3_rate_150", tr)
+	}
+	trace, err := os.ReadFile(filepath.Join(out, bench.HubTraceFile))
+	if err != nil || !bytes.HasPrefix(trace, []byte("go 1.")) {
+		t.Errorf("%s: %q…, %v; want a Go execution trace", bench.HubTraceFile, trace[:min(len(trace), 16)], err)
+	}
+	if fi, err := os.Stat(filepath.Join(out, bench.HubTraceCPUFile)); err != nil || fi.Size() == 0 {
+		t.Errorf("%s: %v", bench.HubTraceCPUFile, err)
+	}
+	for _, want := range []string{"## Execution trace of devicehub under open-loop ingest", "round 1 of `ingest_open_3_rate_150`",
+		"go tool trace " + bench.HubTraceFile, "`" + bench.HubTraceCPUFile + "`", "devicehub's round 1 ran under `devicehub bench profiled-serve`"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	if strings.Contains(string(b), `"hub_trace": false`) {
+		t.Error("results.json's settings say hub_trace false")
 	}
 	again := t.TempDir()
 	var stdout, stderr strings.Builder

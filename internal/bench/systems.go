@@ -84,14 +84,26 @@ func allocsPath(cpu string) string {
 	return strings.TrimSuffix(cpu, ".cpu.pprof") + ".allocs.pprof"
 }
 
+// profiling is what a bench's devicehub process records of itself, from
+// its start to its stop: nothing (the zero value: `devicehub serve`), or,
+// under `devicehub bench profiled-serve`, a CPU profile at cpu, its
+// allocation profile beside it (allocsPath) and, with trace set, an
+// execution trace (runtime/trace) there.
+type profiling struct {
+	cpu   string
+	trace string // only with cpu
+}
+
 // startDevicehub runs `devicehub serve` on dir (which holds a config made
-// by writeDevicehubConfig). With profile set, the hub writes a CPU profile
-// there until it stops, and its allocation profile beside it
-// (allocsPath) when it stops.
-func (r *runner) startDevicehub(ctx context.Context, dir, profile string) (*sut, error) {
+// by writeDevicehubConfig), or `devicehub bench profiled-serve` with the
+// profiles of prof.
+func (r *runner) startDevicehub(ctx context.Context, dir string, prof profiling) (*sut, error) {
 	args := []string{"serve", "--config", filepath.Join(dir, "devicehub.yaml")}
-	if profile != "" {
-		args = []string{"bench", ProfiledServeCmd, "--cpuprofile", profile, "--allocprofile", allocsPath(profile), "--config", filepath.Join(dir, "devicehub.yaml")}
+	if prof.cpu != "" {
+		args = []string{"bench", ProfiledServeCmd, "--cpuprofile", prof.cpu, "--allocprofile", allocsPath(prof.cpu), "--config", filepath.Join(dir, "devicehub.yaml")}
+		if prof.trace != "" {
+			args = append(args, "--trace", prof.trace)
+		}
 	}
 	p, err := startProc("devicehub", r.o.Exe, args, append(slices.Clip(r.o.Env), r.o.HubEnv...), r.procLog("devicehub"))
 	if err != nil {
@@ -190,7 +202,7 @@ func (r *runner) seedDevicehub(ctx context.Context, n int) (*seed, error) {
 	if _, err := writeDevicehubConfig(dir, time.Minute); err != nil {
 		return nil, err
 	}
-	s, err := r.startDevicehub(ctx, dir, "")
+	s, err := r.startDevicehub(ctx, dir, profiling{})
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +222,7 @@ func (r *runner) seedDevicehub(ctx context.Context, n int) (*seed, error) {
 }
 
 // freshDevicehub copies the seed into a new data directory and starts a hub.
-func (r *runner) freshDevicehub(ctx context.Context, sd *seed, heartbeat time.Duration, profile string) (*sut, error) {
+func (r *runner) freshDevicehub(ctx context.Context, sd *seed, heartbeat time.Duration, prof profiling) (*sut, error) {
 	dir, err := os.MkdirTemp(r.work, "run-")
 	if err != nil {
 		return nil, err
@@ -221,7 +233,7 @@ func (r *runner) freshDevicehub(ctx context.Context, sd *seed, heartbeat time.Du
 	if _, err := writeDevicehubConfig(dir, heartbeat); err != nil {
 		return nil, err
 	}
-	return r.startDevicehub(ctx, dir, profile)
+	return r.startDevicehub(ctx, dir, prof)
 }
 
 // freePort returns a TCP port free on 127.0.0.1 right now.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -103,6 +104,8 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 		"e.g. GODEBUG=gctrace=1 to have its GC cycles in its log, OUT/logs)")
 	f.StringVar(&o.Mosquitto, "mosquitto", "", "the mosquitto binary (default: from PATH; - to leave Mosquitto out)")
 	f.BoolVar(&o.Profile, "profile", true, "profile devicehub in one extra ingest run and report its top functions")
+	f.BoolVar(&o.HubTrace, "hub-trace", false, "run devicehub's first open-loop run of the first --devices count (its round 1 of the first open-loop scenario) under an execution trace\n"+
+		"and a CPU profile over the hub's life, DIR/"+bench.HubTraceFile+" and DIR/"+bench.HubTraceCPUFile+" (go tool trace, go tool pprof); that run's figures include their cost")
 	f.BoolVar(&o.Short, "short", false, "tiny sizes: a smoke run of every scenario")
 
 	cmd.AddCommand(newBenchReportCmd(), newBenchLoadCmd(), newBenchMochiCmd(), newProfiledServeCmd(serve))
@@ -238,9 +241,9 @@ func newBenchMochiCmd() *cobra.Command {
 }
 
 func newProfiledServeCmd(serve ServeFunc) *cobra.Command {
-	var configPath, profile, allocs string
+	var configPath, profile, allocs, tracePath string
 	cmd := &cobra.Command{
-		Use:    bench.ProfiledServeCmd + " --cpuprofile FILE [--allocprofile FILE] --config FILE",
+		Use:    bench.ProfiledServeCmd + " --cpuprofile FILE [--allocprofile FILE] [--trace FILE] --config FILE",
 		Short:  "devicehub serve with a CPU profile (started by devicehub bench)",
 		Hidden: true,
 		Args:   exactArgs(0, ""),
@@ -253,12 +256,26 @@ func newProfiledServeCmd(serve ServeFunc) *cobra.Command {
 				f.Close()
 				return fmt.Errorf("cpu profile: %w", err)
 			}
+			var tf *os.File
+			if tracePath != "" {
+				if tf, err = startTrace(tracePath); err != nil {
+					pprof.StopCPUProfile()
+					f.Close()
+					return err
+				}
+			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			err = serve(ctx, configPath, config.Overrides{})
 			pprof.StopCPUProfile()
 			if cerr := f.Close(); err == nil {
 				err = cerr
+			}
+			if tf != nil {
+				trace.Stop()
+				if cerr := tf.Close(); err == nil && cerr != nil {
+					err = fmt.Errorf("trace: %w", cerr)
+				}
 			}
 			if allocs != "" {
 				if aerr := writeAllocsProfile(allocs); err == nil {
@@ -271,7 +288,22 @@ func newProfiledServeCmd(serve ServeFunc) *cobra.Command {
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
 	cmd.Flags().StringVar(&profile, "cpuprofile", "", "CPU profile output file")
 	cmd.Flags().StringVar(&allocs, "allocprofile", "", "allocation profile written when the hub stops (every allocation since it started, sampled)")
+	cmd.Flags().StringVar(&tracePath, "trace", "", "execution trace (runtime/trace) of the hub's whole life, started with the CPU profile (go tool trace FILE)")
 	return cmd
+}
+
+// startTrace starts the process's execution trace into a new file at
+// path and returns the file, to close after trace.Stop.
+func startTrace(path string) (*os.File, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	return f, nil
 }
 
 // writeAllocsProfile writes the process's allocation profile to path.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/devicehub/devicehub/internal/bench"
+	"github.com/devicehub/devicehub/internal/config"
 )
 
 // benchResults writes the results.json of a small run into a new
@@ -172,5 +173,46 @@ func TestBenchOpenLoopRateFlag(t *testing.T) {
 	r := runCLI(t, context.Background(), noServe, "bench", "ingest", "--out", t.TempDir(), "--devices", "5", "--open-loop-rate", "6=100")
 	if r.code != ExitUsage || !strings.Contains(r.err, "6 devices is not one of the ingest device counts (--devices 5)") || !strings.Contains(r.err, "devicehub bench --help") {
 		t.Errorf("exit %d, stderr %q", r.code, r.err)
+	}
+}
+
+// TestProfiledServeTrace: `bench profiled-serve --trace` writes an
+// execution trace of the whole serve beside the CPU and allocation
+// profiles, and stops both when serve returns, also when it fails to
+// start the trace.
+func TestProfiledServeTrace(t *testing.T) {
+	dir := t.TempDir()
+	cpu, allocs, tr := filepath.Join(dir, "h.cpu.pprof"), filepath.Join(dir, "h.allocs.pprof"), filepath.Join(dir, "h.trace")
+	served := false
+	serve := func(ctx context.Context, _ string, _ config.Overrides) error {
+		served = true
+		done := make(chan int)
+		go func() { done <- len(make([]byte, 1<<20)) }()
+		<-done
+		return nil
+	}
+	r := runCLI(t, context.Background(), serve, "bench", bench.ProfiledServeCmd, "--cpuprofile", cpu, "--allocprofile", allocs, "--trace", tr, "--config", "unused.yaml")
+	if r.code != 0 || !served {
+		t.Fatalf("exit %d (served %v): %s", r.code, served, r.err)
+	}
+	b, err := os.ReadFile(tr)
+	if err != nil || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Errorf("trace %q…, %v; want a Go execution trace", b[:min(len(b), 16)], err)
+	}
+	for _, p := range []string{cpu, allocs} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+
+	// A trace that cannot be written: the hub does not start, and the
+	// CPU profile is stopped (the next run can start its own).
+	r = runCLI(t, context.Background(), serve, "bench", bench.ProfiledServeCmd, "--cpuprofile", cpu, "--trace", filepath.Join(dir, "no", "such", "dir", "h.trace"), "--config", "unused.yaml")
+	if r.code == 0 || !strings.Contains(r.err, "trace: open") {
+		t.Errorf("exit %d, stderr %q; want a trace error", r.code, r.err)
+	}
+	served = false
+	if r := runCLI(t, context.Background(), serve, "bench", bench.ProfiledServeCmd, "--cpuprofile", cpu, "--trace", tr, "--config", "unused.yaml"); r.code != 0 || !served {
+		t.Errorf("after a failed trace: exit %d (served %v): %s", r.code, served, r.err)
 	}
 }
