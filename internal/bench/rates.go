@@ -15,12 +15,21 @@ import (
 // blame.
 var ErrBadOptions = errors.New("bad bench options")
 
+// Bounds of an open-loop rate (messages per second, all devices
+// together). Outside them the load generator's per-device interval
+// (devices/rate) leaves time.Duration's range or rounds to 0, which would
+// silently run a closed loop, or schedule no message at all in a run.
+const (
+	MinOpenLoopRate = 1
+	MaxOpenLoopRate = 100_000_000
+)
+
 // ParseOpenLoopRates parses the value of --open-loop-rate: comma-separated
 // DEVICES=RATE pairs, an absolute open-loop offered rate in messages per
 // second for an ingest device count ("100=10000,1000=14000"). Spaces
 // around a pair, a count or a rate are allowed; an empty value is no
 // rate. A count must be a positive integer and appear once; a rate must be
-// a positive finite number. Whether each count is one of the run's device
+// a number from MinOpenLoopRate to MaxOpenLoopRate. Whether each count is one of the run's device
 // counts is checked by Run.
 func ParseOpenLoopRates(s string) (map[int]float64, error) {
 	rates := map[int]float64{}
@@ -43,6 +52,9 @@ func ParseOpenLoopRates(s string) (map[int]float64, error) {
 		}
 		if rate <= 0 {
 			return nil, fmt.Errorf("%q: rate %s must be above 0 messages per second", strings.TrimSpace(pair), v)
+		}
+		if rate < MinOpenLoopRate || rate > MaxOpenLoopRate {
+			return nil, fmt.Errorf("%q: rate %s must be from %d to %d messages per second (all devices together)", strings.TrimSpace(pair), v, MinOpenLoopRate, MaxOpenLoopRate)
 		}
 		if _, dup := rates[n]; dup {
 			return nil, fmt.Errorf("%q: a second rate for %d devices (one rate per device count)", strings.TrimSpace(pair), n)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseOpenLoopRates(t *testing.T) {
@@ -39,6 +40,9 @@ func TestParseOpenLoopRates(t *testing.T) {
 		{"rate out of range", "100=1e400", nil, `rate "1e400" is not a number`},
 		{"rate zero", "100=0", nil, `"100=0": rate 0 must be above 0 messages per second`},
 		{"rate negative", "100=-10", nil, `rate -10 must be above 0`},
+		{"rate below 1/s", "100=0.5", nil, `"100=0.5": rate 0.5 must be from 1 to 100000000 messages per second (all devices together)`},
+		{"rate too high", "1=1e300", nil, `rate 1e300 must be from 1 to 100000000 messages per second`},
+		{"bounds", "1=1,2=1e8", map[int]float64{1: 1, 2: 1e8}, ""},
 		{"count twice", "100=1,100=2", nil, `"100=2": a second rate for 100 devices`},
 	}
 	for _, tt := range tests {
@@ -92,8 +96,9 @@ func TestRateScenarioNames(t *testing.T) {
 }
 
 // FuzzParseOpenLoopRates: --open-loop-rate is outside input. Whatever it
-// holds, the parser returns an error or positive counts with positive
-// finite rates, which format and read back the same.
+// holds, the parser returns an error or positive counts with rates the
+// load generator can pace (and name), which format and read back the
+// same.
 func FuzzParseOpenLoopRates(f *testing.F) {
 	for _, s := range []string{"100=10000,1000=14000", "", " 5 = 12.5 ", "100", "100=", "=1", "100=1,100=2", "x=1", "100=-1", "100=NaN", "100=1e400", "1=0x1p-2", "100=1,,"} {
 		f.Add(s)
@@ -110,11 +115,16 @@ func FuzzParseOpenLoopRates(f *testing.F) {
 			return
 		}
 		for n, rate := range rates {
-			if n <= 0 || rate <= 0 || math.IsNaN(rate) || math.IsInf(rate, 0) {
+			if n <= 0 || !(rate >= MinOpenLoopRate && rate <= MaxOpenLoopRate) {
 				t.Fatalf("%q: accepted %d=%v", s, n, rate)
 			}
-			if strings.HasSuffix(rateScenarioName(n, rate), "_") {
-				t.Fatalf("%q: scenario name %q", s, rateScenarioName(n, rate))
+			// The load generator's interval of one device at the rate
+			// neither rounds to 0 (a closed loop) nor overflows.
+			if interval := float64(time.Second) * float64(n) / rate; n <= 1_000_000 && (interval < 1 || interval > math.MaxInt64) {
+				t.Fatalf("%q: %d devices at %v msgs/s: interval %v ns", s, n, rate, interval)
+			}
+			if name := rateScenarioName(n, rate); len(name) > 80 || strings.HasSuffix(name, "_") {
+				t.Fatalf("%q: scenario name %q", s, name)
 			}
 		}
 		again, err := ParseOpenLoopRates(FormatOpenLoopRates(rates))

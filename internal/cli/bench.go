@@ -79,9 +79,10 @@ func newBenchCmd(serve ServeFunc) *cobra.Command {
 	f.IntVar(&o.Inflight, "inflight", 1, fmt.Sprintf("QoS 1 publishes each ingest device keeps outstanding, for every system (1-%d; a new one whenever a PUBACK arrives).\n"+
 		"Default 1: what a device that waits for each PUBACK does, as the Go SDK does today; >1 shows devicehub's pipelined PUBACKs", bench.MaxInflight))
 	f.Float64SliceVar(&o.OpenLoop, "open-loop", nil, "open-loop loads as fractions of devicehub's peak (default 0.25,0.5,0.75,1; a device count given in --open-loop-rate runs at that rate instead)")
-	f.Var(openLoopRates{&o.OpenLoopRate}, "open-loop-rate", "absolute open-loop offered rates in msgs/s by device count, DEVICES=RATE pairs separated by commas (e.g. 100=10000,1000=14000; repeatable).\n"+
-		"Each DEVICES (one of --devices) runs one open-loop scenario at RATE for every system, named ingest_open_DEVICES_rate_RATE, instead of the --open-loop fractions\n"+
-		"of devicehub's peak: two devicehub binaries in an A/B get the same load whatever their peaks. A count without a rate keeps the fractions; the closed-loop peak runs either way")
+	f.Var(openLoopRates{&o.OpenLoopRate}, "open-loop-rate", "absolute open-loop offered rates by device count: DEVICES=RATE pairs separated by commas, RATE in msgs/s for all devices\n"+
+		"together, from 1 to 100000000 (e.g. 100=10000,1000=14000; repeatable). Each DEVICES (one of --devices) runs one open-loop scenario,\n"+
+		"ingest_open_DEVICES_rate_RATE, at RATE for every system instead of the --open-loop fractions of devicehub's peak: two devicehub\n"+
+		"binaries in an A/B get the same load whatever their peaks. A count without a rate keeps the fractions; the closed-loop peak runs either way")
 	f.DurationVar(&o.Warmup, "warmup", time.Second, "in the open-loop runs, publish on the same schedule for this long before the measured phase, for every system;\n"+
 		"its PUBACK latency is reported apart as warmup_p99_ms (the first messages of fresh connections are a start-up cost; 0: none)")
 	f.BoolVar(&signal, "signal", true, "in the open-loop runs, also read devicehub's SSE event stream in the load generator and report publish → event latency\n"+
