@@ -29,8 +29,8 @@ const (
 // second for an ingest device count ("100=10000,1000=14000"). Spaces
 // around a pair, a count or a rate are allowed; an empty value is no
 // rate. A count must be a positive integer and appear once; a rate must be
-// a number from MinOpenLoopRate to MaxOpenLoopRate. Whether each count is one of the run's device
-// counts is checked by Run.
+// a number from MinOpenLoopRate to MaxOpenLoopRate. Whether each count is
+// one of the run's device counts is checked by Run.
 func ParseOpenLoopRates(s string) (map[int]float64, error) {
 	rates := map[int]float64{}
 	if strings.TrimSpace(s) == "" {
@@ -75,9 +75,13 @@ func FormatOpenLoopRates(rates map[int]float64) string {
 }
 
 // checkOpenLoopRates refuses a rate for a device count the run does not
-// measure: it would silently measure nothing at that rate.
+// measure (it would silently measure nothing at that rate), and a rate
+// out of bounds that did not come through ParseOpenLoopRates.
 func checkOpenLoopRates(rates map[int]float64, devices []int) error {
 	for _, n := range slices.Sorted(maps.Keys(rates)) {
+		if rate := rates[n]; !(rate >= MinOpenLoopRate && rate <= MaxOpenLoopRate) {
+			return fmt.Errorf("%w: open-loop rate %v for %d devices: must be from %d to %d messages per second", ErrBadOptions, rate, n, MinOpenLoopRate, MaxOpenLoopRate)
+		}
 		if !slices.Contains(devices, n) {
 			ds := make([]string, len(devices))
 			for i, d := range devices {

@@ -71,6 +71,9 @@ func TestCheckOpenLoopRates(t *testing.T) {
 	if err := checkOpenLoopRates(nil, []int{100}); err != nil {
 		t.Errorf("no rates refused: %v", err)
 	}
+	if err := checkOpenLoopRates(map[int]float64{100: 0}, []int{100}); !errors.Is(err, ErrBadOptions) || !strings.Contains(err.Error(), "open-loop rate 0 for 100 devices: must be from 1 to 100000000") {
+		t.Errorf("rate 0: err = %v", err)
+	}
 	err := checkOpenLoopRates(map[int]float64{100: 1, 500: 2.5}, []int{100, 1000})
 	if !errors.Is(err, ErrBadOptions) || !strings.Contains(err.Error(), "--open-loop-rate 500=2.5: 500 devices is not one of the ingest device counts (--devices 100,1000)") {
 		t.Errorf("err = %v", err)
