@@ -163,3 +163,103 @@ func TestWALDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCommitDeferred: CommitDeferred leaves the commit's sync to Sync; the
+// batch is visible to the readers at once (the frames reached the file
+// before SQLite published the commit), durable after Sync, and still
+// there after a reopen. A failed Sync makes every later commit fail.
+func TestCommitDeferred(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("syncs are deferred on Linux only (fdatasync)")
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := Open(ctx, Options{Path: path, Synchronous: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const devices = 20
+	walTestDevices(t, s, devices)
+	w := walOpenNamed(s.walName)
+	if w == nil {
+		t.Fatalf("the writer's WAL %s is not open through the VFS", s.walName)
+	}
+	count := func(s *Store) (n int) {
+		t.Helper()
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM readings`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var id int64
+	for round := 1; round <= 3; round++ {
+		pending, err := s.CommitDeferred(ctx, walTestBatch(devices, &id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pending {
+			t.Fatalf("round %d: the commit's sync was not deferred", round)
+		}
+		w.dmu.Lock()
+		unsynced := w.deferGen > w.syncedGen
+		w.dmu.Unlock()
+		if !unsynced {
+			t.Fatalf("round %d: no deferred sync recorded", round)
+		}
+		if got := count(s); got != round*devices {
+			t.Fatalf("round %d: readers see %d readings before the sync, want %d", round, got, round*devices)
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		w.dmu.Lock()
+		unsynced = w.deferGen > w.syncedGen
+		w.dmu.Unlock()
+		if unsynced {
+			t.Fatalf("round %d: Sync left a deferred sync", round)
+		}
+	}
+	// Commit (not deferred) syncs as before.
+	if err := s.Commit(ctx, walTestBatch(devices, &id)); err != nil {
+		t.Fatal(err)
+	}
+	if w.armed.Load() {
+		t.Fatal("the WAL is still armed after the commits")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, Options{Path: path, Synchronous: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := count(s); got != 4*devices {
+		t.Fatalf("after reopen %d readings, want %d", got, 4*devices)
+	}
+
+	// A sync that fails (a descriptor that is no file) fails the later
+	// commits.
+	if _, err := s.CommitDeferred(ctx, walTestBatch(devices, &id)); err != nil {
+		t.Fatal(err)
+	}
+	w = walOpenNamed(s.walName)
+	w.dmu.Lock()
+	fd := w.fd
+	w.fd = -1
+	w.dmu.Unlock()
+	if err := s.Sync(); err == nil || !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("Sync with a bad descriptor: %v, want EBADF", err)
+	}
+	if _, err := s.CommitDeferred(ctx, walTestBatch(devices, &id)); err == nil || !strings.Contains(err.Error(), "failed sync") {
+		t.Fatalf("commit after a failed sync: %v, want a refusal", err)
+	}
+	if err := s.Commit(ctx, walTestBatch(devices, &id)); err == nil {
+		t.Fatal("Commit after a failed sync succeeded")
+	}
+	w.dmu.Lock()
+	w.fd = fd // the close syncs what is left
+	w.dmu.Unlock()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
