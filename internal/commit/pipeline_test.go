@@ -138,11 +138,14 @@ func TestPipelinedOrder(t *testing.T) {
 
 	var mu sync.Mutex
 	var order []string
+	var called sync.WaitGroup
 	record := func(id string) func(error) {
+		called.Add(1)
 		return func(error) {
 			mu.Lock()
 			order = append(order, id)
 			mu.Unlock()
+			called.Done()
 		}
 	}
 	ids := []string{"a", "now", "bad", "b"}
@@ -163,6 +166,7 @@ func TestPipelinedOrder(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil || errs[3] != nil || !errors.Is(errs[2], failing) {
 		t.Fatalf("outcomes %v, want nil nil %v nil", errs, failing)
 	}
+	called.Wait() // Wait can return before the callback ran
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(order, ids) {
@@ -247,4 +251,24 @@ func TestNoPipeline(t *testing.T) {
 	if st.commits != 0 || len(st.syncing) != 0 {
 		t.Fatalf("NoPipeline: %d deferred commits, %d syncs", st.commits, len(st.syncing))
 	}
+}
+
+// TestPipelinedStopWithHungSync: a sync that does not return bounds the
+// stop as a hung commit does: Run returns ErrStoreStuck, and the tickets
+// it holds are not acknowledged.
+func TestPipelinedStopWithHungSync(t *testing.T) {
+	st := newDeferStore()
+	c := newCommitter(st, &fakePub{}, commit.Options{StopTimeout: 50 * time.Millisecond})
+	stop := run(t, c)
+	ts := enqueue(t, c, "a")
+	entered(t, st.fakeStore)
+	waitSyncing(t, st)
+	if err := stop(); !errors.Is(err, commit.ErrStoreStuck) {
+		t.Fatalf("Run: %v, want ErrStoreStuck", err)
+	}
+	if errs := waitAll(t, ts); !errors.Is(errs[0], commit.ErrStoreStuck) {
+		t.Fatalf("ticket: %v, want ErrStoreStuck", errs[0])
+	}
+	close(st.syncGate) // the sync returns: the loop ends
+	<-c.Done()
 }
