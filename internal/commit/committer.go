@@ -68,9 +68,12 @@ type Options struct {
 	// NoPipeline commits and syncs each batch before the next one begins,
 	// even with a store that can defer its sync (SyncDeferrer).
 	NoPipeline bool
-	// SyncQueue bounds the batches committed and waiting for their sync
-	// (default 16): a committer that got that far ahead of the disk waits.
-	SyncQueue int
+	// SyncAhead is how many batches the committer may commit while the
+	// previous one is still syncing (default 1: the next batch commits
+	// during the sync, then the committer waits for it, so that changes
+	// pile up into one batch instead of many small ones, each a
+	// transaction of its own).
+	SyncAhead int
 }
 
 // slowBatch: a batch whose oldest change waited this long from its
@@ -149,8 +152,8 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 5 * time.Second
 	}
-	if opts.SyncQueue <= 0 {
-		opts.SyncQueue = 16
+	if opts.SyncAhead <= 0 {
+		opts.SyncAhead = 1
 	}
 	c := &Committer{
 		store:     store,
@@ -191,7 +194,9 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 	}
 	if d, ok := store.(SyncDeferrer); ok && !opts.NoPipeline {
 		c.deferrer = d
-		c.synced = make(chan *settled, opts.SyncQueue)
+		// Unbuffered for one batch ahead: the committer's send of a
+		// committed batch waits until the syncer is free to sync it.
+		c.synced = make(chan *settled, opts.SyncAhead-1)
 	}
 	if reg != nil {
 		reg.MustRegister(c.batchSize, c.commitTime, c.waitTime, c.syncTime, c.failures)

@@ -133,7 +133,7 @@ func TestPipelinedOrder(t *testing.T) {
 	st.notPending = map[string]bool{"now": true}
 	failing := errors.New("disk on fire")
 	st.outcome = func(ch *commit.Change) {}
-	c := newCommitter(&failOn{deferStore: st, id: "bad", err: failing}, &fakePub{}, commit.Options{})
+	c := newCommitter(&failOn{deferStore: st, id: "bad", err: failing}, &fakePub{}, commit.Options{MaxBatch: 1})
 	run(t, c)
 
 	var mu sync.Mutex
@@ -154,13 +154,18 @@ func TestPipelinedOrder(t *testing.T) {
 		tk := enqueue(t, c, id)[0]
 		tk.OnDone(record(id))
 		ts = append(ts, tk)
-		entered(t, st.fakeStore) // one batch each
-		if i == 0 {
-			waitSyncing(t, st) // the syncer holds a; the rest queue behind it
+		switch i {
+		case 0:
+			entered(t, st.fakeStore)
+			waitSyncing(t, st) // the syncer holds a
+		case 1:
+			// Committed during a's sync; the committer then waits for
+			// the syncer, and the rest queue behind.
+			entered(t, st.fakeStore)
 		}
 	}
 	st.syncGate <- struct{}{}
-	waitSyncing(t, st) // "now", "bad" and "b" in one group: b needs a sync
+	waitSyncing(t, st) // b's batch needs a sync; "now" and "bad" do not
 	st.syncGate <- struct{}{}
 	errs := waitAll(t, ts)
 	if errs[0] != nil || errs[1] != nil || errs[3] != nil || !errors.Is(errs[2], failing) {
@@ -271,4 +276,37 @@ func TestPipelinedStopWithHungSync(t *testing.T) {
 	}
 	close(st.syncGate) // the sync returns: the loop ends
 	<-c.Done()
+}
+
+// TestPipelineAhead: while a batch syncs, the committer commits one more
+// and then waits for the syncer, so that what arrives meanwhile makes one
+// batch instead of many small ones.
+func TestPipelineAhead(t *testing.T) {
+	st := newDeferStore()
+	c := newCommitter(st, &fakePub{}, commit.Options{})
+	run(t, c)
+	all := enqueue(t, c, "a")
+	entered(t, st.fakeStore)
+	waitSyncing(t, st)
+	all = append(all, enqueue(t, c, "b")...)
+	entered(t, st.fakeStore) // one batch ahead of the sync
+	// One at a time: a committer that did not wait would commit c alone.
+	// Nothing signals that it did not, so a committer that would is
+	// given a moment to (this bounds the check, it orders nothing).
+	all = append(all, enqueue(t, c, "c")...)
+	select {
+	case n := <-st.entered:
+		t.Fatalf("a batch of %d committed two ahead of the sync", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	all = append(all, enqueue(t, c, "d")...)
+	st.syncGate <- struct{}{} // a synced: b goes to the syncer, c and d commit
+	if n := entered(t, st.fakeStore); n != 2 {
+		t.Fatalf("c and d committed as a batch of %d, want 2", n)
+	}
+	close(st.syncGate)
+	waitAll(t, all)
+	if got := st.committed(); len(got) != 3 {
+		t.Fatalf("batches %v, want [a] [b] [c d]", got)
+	}
 }
