@@ -65,15 +65,6 @@ type Options struct {
 	// gives a process before it kills it (Kubernetes' default grace
 	// period).
 	StopTimeout time.Duration
-	// NoPipeline commits and syncs each batch before the next one begins,
-	// even with a store that can defer its sync (SyncDeferrer).
-	NoPipeline bool
-	// SyncAhead is how many batches the committer may commit while the
-	// previous one is still syncing (default 1: the next batch commits
-	// during the sync, then the committer waits for it, so that changes
-	// pile up into one batch instead of many small ones, each a
-	// transaction of its own).
-	SyncAhead int
 }
 
 // slowBatch: a batch whose oldest change waited this long from its
@@ -121,14 +112,8 @@ type Committer struct {
 	// commit of hundreds of changes is one batch in commitTime (and
 	// hidden in its p99) but hundreds of devices waiting for their acks.
 	waitTime prometheus.Histogram
-	syncTime prometheus.Histogram
 	failures prometheus.Counter
 	lastSeq  atomic.Int64
-	// deferrer is the store when it defers its syncs and the pipeline is
-	// on; synced then takes the committed batches to the syncer, in
-	// commit order.
-	deferrer SyncDeferrer
-	synced   chan *settled
 	// slowBatch is the wait from which a batch is logged (slowBatch).
 	slowBatch time.Duration
 	// slowLogs bounds the slow-batch lines (slowLogEvery); clock is the
@@ -151,9 +136,6 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 5 * time.Second
-	}
-	if opts.SyncAhead <= 0 {
-		opts.SyncAhead = 1
 	}
 	c := &Committer{
 		store:     store,
@@ -182,24 +164,13 @@ func New(store Store, pub Publisher, opts Options, log *slog.Logger, reg prometh
 			Help:    "Time from a change's enqueue to the end of its batch's commit, per change: the wait in the queue and the commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 		}),
-		syncTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "devicehub_commit_sync_seconds",
-			Help:    "Time of one sync of committed batches with a store that syncs apart from its commit (pipelined group commit); one sync covers every batch committed before it.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
-		}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "devicehub_commit_failures_total",
-			Help: "Batches whose transaction failed, or whose sync failed.",
+			Help: "Batches whose transaction failed.",
 		}),
 	}
-	if d, ok := store.(SyncDeferrer); ok && !opts.NoPipeline {
-		c.deferrer = d
-		// Unbuffered for one batch ahead: the committer's send of a
-		// committed batch waits until the syncer is free to sync it.
-		c.synced = make(chan *settled, opts.SyncAhead-1)
-	}
 	if reg != nil {
-		reg.MustRegister(c.batchSize, c.commitTime, c.waitTime, c.syncTime, c.failures)
+		reg.MustRegister(c.batchSize, c.commitTime, c.waitTime, c.failures)
 	}
 	return c
 }
@@ -434,19 +405,6 @@ func (c *Committer) Done() <-chan struct{} { return c.finished }
 // run is Run's loop; cctx is the commits' context.
 func (c *Committer) run(ctx, cctx context.Context) error {
 	defer close(c.finished)
-	if c.synced != nil {
-		// The syncer completes what was committed before the loop
-		// ended: run returns once it has.
-		syncerDone := make(chan struct{})
-		go func() {
-			defer close(syncerDone)
-			c.syncer()
-		}()
-		defer func() {
-			close(c.synced)
-			<-syncerDone
-		}()
-	}
 	batch := make([]*Ticket, 0, c.opts.MaxBatch)
 	for {
 		select {
@@ -533,9 +491,7 @@ func (c *Committer) drain(cctx context.Context, batch []*Ticket) error {
 // commit commits batch with cctx: before the stop a context that never
 // ends (a batch handed to the store is finished, its devices wait for
 // their acks); in the drain one that Run cancels when the store did not
-// finish within the StopTimeout. With a store that defers its syncs, the
-// batch then goes to the syncer, and commit returns for the next batch
-// while the disk syncs this one.
+// finish within the StopTimeout.
 func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 	changes := make([]*Change, len(batch))
 	for i, t := range batch {
@@ -544,132 +500,27 @@ func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 	start := time.Now()
 	queued := len(c.q)
 	c.committing.Store(int64(len(batch)))
-	var pending bool
-	var err error
-	if c.deferrer != nil {
-		pending, err = c.deferrer.CommitDeferred(cctx, changes)
-	} else {
-		err = c.store.Commit(cctx, changes)
-	}
+	err := c.store.Commit(cctx, changes)
 	c.committing.Store(0)
 	end := time.Now()
 	c.commitTime.Observe(end.Sub(start).Seconds())
 	c.batchSize.Observe(float64(len(batch)))
-	if err != nil {
-		c.failures.Inc()
-		c.log.Error("group commit failed", "changes", len(batch), "err", err)
-		err = fmt.Errorf("commit batch: %w", err)
-	}
-	s := &settled{changes: changes, start: start, end: end, queued: queued, err: err, pending: pending}
-	if c.synced != nil {
-		// Every batch, failed or not, pending or not, goes through the
-		// syncer, so that completions (a device's PUBACKs) keep the
-		// commit order. run reuses batch for the next one.
-		s.tickets = append([]*Ticket(nil), batch...)
-		c.synced <- s
-		return
-	}
-	s.tickets = batch
-	c.settle(s, err, end)
-	// The callbacks woke goroutines (the broker's PUBACK writers) onto
-	// this P's run queue; without a yield the next batch's commit, CPU
-	// work of up to tens of milliseconds for a large batch, runs before
-	// them and their PUBACKs wait for it.
-	runtime.Gosched()
-}
-
-// settled is a committed batch on its way to its completions.
-type settled struct {
-	tickets    []*Ticket
-	changes    []*Change
-	start, end time.Time // of its commit
-	queued     int       // changes queued behind it when its commit began
-	err        error     // of its commit
-	pending    bool      // committed, not yet durable: needs a Sync
-}
-
-// syncer syncs the batches that the loop committed, as many as are
-// waiting with one Sync, and then completes them in commit order; it
-// returns once synced is closed and empty.
-func (c *Committer) syncer() {
-	var group []*settled
-	for s := range c.synced {
-		group = append(group[:0], s)
-	more:
-		for {
-			select {
-			case s, ok := <-c.synced:
-				if !ok {
-					break more
-				}
-				group = append(group, s)
-			default:
-				break more
-			}
-		}
-		var err error
-		need := false
-		for _, s := range group {
-			need = need || s.pending
-		}
-		done := time.Now()
-		if need {
-			err = c.deferrer.Sync()
-			start := done
-			done = time.Now()
-			c.syncTime.Observe(done.Sub(start).Seconds())
-		}
-		if err != nil {
-			n := 0
-			for _, s := range group {
-				if s.pending {
-					n += len(s.tickets)
-					c.failures.Inc()
-				}
-			}
-			c.log.Error("group commit sync failed: the committed batches are not acknowledged", "batches", len(group), "changes", n, "err", err)
-			err = fmt.Errorf("sync committed batch: %w", err)
-		}
-		for i, s := range group {
-			switch {
-			case s.err != nil:
-				c.settle(s, s.err, done)
-			case s.pending:
-				c.settle(s, err, done)
-			default:
-				c.settle(s, nil, done)
-			}
-			group[i] = nil
-		}
-		// As the loop yields after its completions (commit): the
-		// PUBACK writers they woke run before this goroutine takes the
-		// next group.
-		runtime.Gosched()
-	}
-}
-
-// observeWaits records each change's wait up to end.
-func (c *Committer) observeWaits(batch []*Ticket, end time.Time) {
 	for _, t := range batch {
 		c.waitTime.Observe(end.Sub(t.queued).Seconds())
 	}
-}
-
-// settle completes a committed batch once it is durable (err nil: its
-// events are published and its tickets succeed; else they fail with err).
-func (c *Committer) settle(s *settled, err error, durable time.Time) {
-	batch, changes := s.tickets, s.changes
-	c.observeWaits(batch, durable)
-	if w := durable.Sub(batch[0].queued); w >= c.slowBatch {
+	if w := end.Sub(batch[0].queued); w >= c.slowBatch {
 		if n, ok := c.slowLogs.Tick(c.clock()); ok {
 			defer func() {
-				c.log.Info("slow group commit", "oldest_wait", w, "queue_wait", s.start.Sub(batch[0].queued),
-					"commit", s.end.Sub(s.start), "sync", durable.Sub(s.end), "after_commit", time.Since(durable), "changes", len(batch), "queued_behind", s.queued,
+				c.log.Info("slow group commit", "oldest_wait", w, "queue_wait", start.Sub(batch[0].queued),
+					"commit", end.Sub(start), "after_commit", time.Since(end), "changes", len(batch), "queued_behind", queued,
 					"suppressed", n-1)
 			}()
 		}
 	}
 	if err != nil {
+		c.failures.Inc()
+		c.log.Error("group commit failed", "changes", len(batch), "err", err)
+		err = fmt.Errorf("commit batch: %w", err)
 		for _, t := range batch {
 			t.complete(err)
 		}
@@ -702,4 +553,9 @@ func (c *Committer) settle(s *settled, err error, durable time.Time) {
 	for _, t := range batch {
 		t.complete(nil)
 	}
+	// The callbacks woke goroutines (the broker's PUBACK writers) onto
+	// this P's run queue; without a yield the next batch's commit, CPU
+	// work of up to tens of milliseconds for a large batch, runs before
+	// them and their PUBACKs wait for it.
+	runtime.Gosched()
 }

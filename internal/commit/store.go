@@ -14,27 +14,6 @@ type Store interface {
 	Commit(ctx context.Context, batch []*Change) error
 }
 
-// A SyncDeferrer is a Store whose commit can return before the batch is
-// durable, so that the committer writes the next batch while the disk
-// syncs this one (a pipelined group commit). The committer completes a
-// batch's tickets (the acknowledgements) and publishes its events only
-// after a Sync that began after the batch's commit returned, so "ack
-// means stored" holds as with Commit. Until then the batch is visible to
-// the store's readers but may be lost with the machine's power (not with
-// the process: it is in the kernel's page cache).
-type SyncDeferrer interface {
-	Store
-	// CommitDeferred is Commit, except that when it returns pending true
-	// the batch is committed but not yet durable. pending false: it was
-	// made durable as by Commit (or the commit failed: err).
-	CommitDeferred(ctx context.Context, batch []*Change) (pending bool, err error)
-	// Sync makes every batch committed before it was called durable. An
-	// error means the store can no longer tell what is durable: the
-	// batches fail (they are not acknowledged), and a store should refuse
-	// further commits rather than go on from an unknown state.
-	Sync() error
-}
-
 // Op is one domain's operation inside a Change. The committer does not look
 // inside an op: it hands the ops of a batch to their Domain.
 type Op interface {

@@ -157,58 +157,10 @@ func (s *Store) onWriter(ctx context.Context, fn func(dc any) error) error {
 
 // Commit writes batch in one transaction; see commit.Store.
 func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
-	_, err := s.commit(ctx, batch, false)
-	return err
-}
-
-// CommitDeferred implements commit.SyncDeferrer: Commit, with the sync of
-// the WAL left to Sync (pending true) when the writer's WAL goes through
-// the buffering VFS (walvfs.go; synchronous=full). The batch is then
-// visible to readers before it is durable; the committer acknowledges it
-// only after Sync.
-func (s *Store) CommitDeferred(ctx context.Context, batch []*commit.Change) (pending bool, err error) {
-	return s.commit(ctx, batch, true)
-}
-
-// Sync implements commit.SyncDeferrer: every commit whose sync was
-// deferred before the call is durable when it returns nil. A failed sync
-// leaves the WAL's state on disk unknown (the kernel may have dropped the
-// pages it could not write): every later commit fails, until the hub is
-// restarted and SQLite recovers the WAL from what the disk holds.
-func (s *Store) Sync() error {
-	if e := s.syncErr.Load(); e != nil {
-		return *e
-	}
-	w := walOpenNamed(s.walName)
-	if w == nil {
-		return nil
-	}
-	if err := w.syncDeferred(); err != nil {
-		err = fmt.Errorf("sqlite: %w", err)
-		s.syncErr.CompareAndSwap(nil, &err)
-		return err
-	}
-	return nil
-}
-
-// commit is Commit; deferSync lets the COMMIT leave the WAL's sync to
-// Sync (pending: it did).
-func (s *Store) commit(ctx context.Context, batch []*commit.Change, deferSync bool) (pending bool, err error) {
 	start := time.Now()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	locked := time.Now()
-	if e := s.syncErr.Load(); e != nil {
-		return false, fmt.Errorf("sqlite commit refused after a failed sync of the log: %w", *e)
-	}
-	if deferSync && s.walName != "" {
-		if w := walOpenNamed(s.walName); w != nil {
-			w.arm()
-			defer func() {
-				pending = w.disarm() && err == nil
-			}()
-		}
-	}
 	commit.ResetOutcomes(batch)
 	if s.snapStale && !s.snapOff {
 		if err := s.loadLatest(ctx, s.w); err != nil {
@@ -234,7 +186,7 @@ func (s *Store) commit(ctx context.Context, batch []*commit.Change, deferSync bo
 		if s.snap.Swap(nil) != nil {
 			s.snapStale = true
 		}
-		return false, fmt.Errorf("sqlite commit: %w", err)
+		return fmt.Errorf("sqlite commit: %w", err)
 	}
 	s.seq = t.seq
 	s.seen.Committed(t.seen)
@@ -245,7 +197,7 @@ func (s *Store) commit(ctx context.Context, batch []*commit.Change, deferSync bo
 	s.publishLatest(t)
 	s.applyMessages(t)
 	s.committed(len(batch))
-	return false, nil
+	return nil
 }
 
 // run begins the transaction, writes the batch and commits.

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,11 +93,6 @@ type Store struct {
 	// closing a descriptor of the file would release the POSIX locks
 	// SQLite holds on it in this process.
 	dbFile *os.File
-	// walName is the writer's WAL file (walvfs.go) when commits can defer
-	// their sync to Sync ("" otherwise); syncErr is set once such a sync
-	// failed, and then fails every commit.
-	walName string
-	syncErr atomic.Pointer[error]
 	// syncFirst: the checkpointer fsyncs the database file before the
 	// round that blocks commits (see checkpoint).
 	syncFirst bool
@@ -246,21 +240,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	ck.SetConnMaxLifetime(0)
 	ck.SetConnMaxIdleTime(0)
 
-	// The writer's WAL file as SQLite names it (its full path, symbolic
-	// links resolved), for the deferred syncs of CommitDeferred.
-	walName, err := filepath.Abs(opts.Path)
-	if err == nil {
-		if p, err := filepath.EvalSymlinks(walName); err == nil {
-			walName = p
-		}
-	}
-	if writerVFS == "" {
-		walName = "" // synchronous=normal, or the plain VFS: nothing to defer
-	} else {
-		walName += "-wal"
-	}
-
-	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{}, walName: walName,
+	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
 		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1),
 		slowCommit: slowCommit, slowLogs: throttle.Sampler{Every: slowLogEvery}, clock: time.Now}
 	if err := s.initStatements(ctx); err != nil {

@@ -68,48 +68,23 @@ var (
 	walMethodsPtr uintptr
 	unixWAL       sqlite3.Tsqlite3_io_methods
 
-	walMu     sync.Mutex
-	walFiles  = map[uintptr]*walBuf{} // open WAL files by their sqlite3_file
-	walByName = map[string]*walBuf{}  // and by their path
+	walMu    sync.Mutex
+	walFiles = map[uintptr]*walBuf{} // open WAL files by their sqlite3_file
 
 	// walWrites counts the writes SQLite asked of WAL files opened here,
 	// walSyscalls the writes that went to the unix VFS, walDataSyncs the
 	// syncs done with fdatasync (tests).
 	walWrites, walSyscalls, walDataSyncs atomic.Int64
-	// walDeferredSyncs counts the commits' syncs deferred (tests).
-	walDeferredSyncs atomic.Int64
 	// walFsync makes every sync the unix VFS's fsync (benchmarks).
 	walFsync atomic.Bool
 )
 
 // walBuf is the pending writes of one WAL file: n bytes for offset off,
-// in a buffer of C memory of size size; and the file's deferred sync.
+// in a buffer of C memory of size size.
 type walBuf struct {
 	buf     uintptr
 	n, size int
 	off     int64
-
-	// name is the file's path as SQLite opened it (walByName).
-	name string
-	// armed: the next sync of this file may be deferred (the store's
-	// CommitDeferred sets it before its COMMIT and clears it after).
-	armed atomic.Bool
-	// header: the WAL header (offset 0) was written since the last
-	// sync; that sync is never deferred (SQLite syncs a new header
-	// before the frames that follow it).
-	header bool
-	// dmu guards what the deferred syncs share between the writer's
-	// goroutine (walSync defers, walClose) and the syncer's (syncDeferred):
-	// deferGen counts the deferred syncs, syncedGen is the last one a
-	// sync covered, fd the file's descriptor, closed whether it is.
-	dmu                 sync.Mutex
-	deferGen, syncedGen int64
-	fd                  int
-	closed              bool
-	// inUse is held shared by a deferred sync while it syncs fd, and
-	// exclusively by walClose before it closes fd (a closed descriptor's
-	// number can be another file's by the time the sync runs).
-	inUse sync.RWMutex
 }
 
 // cptr is p, an address in C memory, as a Go pointer (the transpiled
@@ -197,9 +172,7 @@ func walVFSOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags in
 		// Not the methods the wrappers call: leave the file as opened.
 		return rc
 	}
-	w := &walBuf{name: libc.GoString(zName)}
-	walFiles[pFile] = w
-	walByName[w.name] = w
+	walFiles[pFile] = &walBuf{}
 	file.FpMethods = walMethodsPtr
 	return rc
 }
@@ -268,9 +241,6 @@ func walWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 	if w.n == 0 {
 		w.off = iOfst
 	}
-	if iOfst == 0 {
-		w.header = true
-	}
 	libc.Xmemcpy(tls, w.buf+uintptr(w.n), zBuf, types.Size_t(iAmt))
 	w.n += int(iAmt)
 	return sqlite3.SQLITE_OK
@@ -278,32 +248,9 @@ func walWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 
 // walSync is xSync: the pending bytes are written, then synced (on
 // Linux with fdatasync, walvfs_linux.go).
-//
-// A commit's sync is deferred instead when the store armed the file
-// (CommitDeferred): the bytes are written (so that a reader of another
-// connection finds them once SQLite publishes the commit) and the sync is
-// left to syncDeferred, which the committer calls before it acknowledges
-// the batch. A sync of a new WAL header, the first sync of a new file
-// (which also syncs its directory) and the checkpoint's syncs are never
-// deferred: arming defers one sync, the commit's.
 func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-	w := walFile(pFile)
-	if rc := w.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	if rc := walFile(pFile).flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
-	}
-	if w != nil && !w.header && !walFsync.Load() && w.armed.Load() {
-		if fd, ok := walDeferFd(pFile); ok {
-			w.armed.Store(false)
-			w.dmu.Lock()
-			w.deferGen++
-			w.fd = fd
-			w.dmu.Unlock()
-			walDeferredSyncs.Add(1)
-			return sqlite3.SQLITE_OK
-		}
-	}
-	if w != nil {
-		w.header = false
 	}
 	if walFsync.Load() {
 		return fnOf[func(*libc.TLS, uintptr, int32) int32](unixWAL.FxSync)(tls, pFile, flags)
@@ -352,32 +299,12 @@ func walFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr)
 
 // walClose is xClose: the pending bytes are written (SQLite syncs before
 // it closes a WAL it keeps), the buffer freed, the file closed.
-//
-// A sync still deferred is done first: once the descriptor is closed,
-// syncDeferred can no longer do it.
 func walClose(tls *libc.TLS, pFile uintptr) int32 {
 	walMu.Lock()
 	w := walFiles[pFile]
 	delete(walFiles, pFile)
-	if w != nil && walByName[w.name] == w {
-		delete(walByName, w.name)
-	}
 	walMu.Unlock()
 	rc := w.flush(tls, pFile)
-	if w != nil {
-		w.inUse.Lock()
-		w.dmu.Lock()
-		if w.deferGen > w.syncedGen && rc == sqlite3.SQLITE_OK {
-			if err := fdatasync(w.fd); err != nil {
-				rc = sqlite3.SQLITE_IOERR_FSYNC
-			} else {
-				w.syncedGen = w.deferGen
-			}
-		}
-		w.closed = true
-		w.dmu.Unlock()
-		defer w.inUse.Unlock()
-	}
 	if w != nil && w.buf != 0 {
 		libc.Xfree(tls, w.buf)
 	}
@@ -385,40 +312,4 @@ func walClose(tls *libc.TLS, pFile uintptr) int32 {
 		rc = crc
 	}
 	return rc
-}
-
-// walOpenNamed returns the WAL file opened through this VFS at path (as
-// SQLite names it: the database's full path and "-wal"), or nil.
-func walOpenNamed(path string) *walBuf {
-	walMu.Lock()
-	defer walMu.Unlock()
-	return walByName[path]
-}
-
-// arm has the next commit's sync of w deferred (walSync).
-func (w *walBuf) arm() { w.armed.Store(true) }
-
-// disarm clears arm and reports whether a sync was deferred since.
-func (w *walBuf) disarm() (deferred bool) { return !w.armed.Swap(false) }
-
-// syncDeferred syncs w if a sync was deferred and not done since: every
-// commit whose sync was deferred before the call is then durable.
-func (w *walBuf) syncDeferred() error {
-	w.inUse.RLock()
-	defer w.inUse.RUnlock()
-	w.dmu.Lock()
-	gen, fd, closed := w.deferGen, w.fd, w.closed
-	done := gen <= w.syncedGen
-	w.dmu.Unlock()
-	if done || closed {
-		// A closed file was synced by walClose.
-		return nil
-	}
-	if err := fdatasync(fd); err != nil {
-		return fmt.Errorf("sync %s: %w", w.name, err)
-	}
-	w.dmu.Lock()
-	w.syncedGen = max(w.syncedGen, gen)
-	w.dmu.Unlock()
-	return nil
 }

@@ -37,24 +37,3 @@ func walDataSync(tls *libc.TLS, pFile uintptr) (rc int32, ok bool) {
 	}
 	return sqlite3.SQLITE_OK, true
 }
-
-// walDeferFd returns the descriptor of a WAL file whose sync may be
-// deferred to fdatasync: not the first sync of a file SQLite created,
-// which also syncs its directory (see walDataSync).
-func walDeferFd(pFile uintptr) (int, bool) {
-	f := cptr[sqlite3.TunixFile](pFile)
-	if f.FctrlFlags&sqlite3.UNIXFILE_DIRSYNC != 0 {
-		return 0, false
-	}
-	return int(f.Fh), true
-}
-
-// fdatasync is fdatasync(2), retried on EINTR.
-func fdatasync(fd int) error {
-	for {
-		err := syscall.Fdatasync(fd)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
