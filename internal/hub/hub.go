@@ -224,7 +224,7 @@ func newHub(ctx context.Context, cfg *config.Config, log *slog.Logger, to testOp
 	if err != nil {
 		return nil, fmt.Errorf("registration key secret: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg, log, h.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -486,7 +486,7 @@ func brokerOptions(cfg *config.Config, generation func(context.Context) (uint64,
 	}
 }
 
-func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store, error) {
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (Store, error) {
 	switch cfg.Storage.Driver {
 	case "postgres":
 		st, err := postgres.Open(ctx, postgres.Options{DSN: cfg.Storage.Postgres.DSN, Schema: cfg.Storage.Postgres.Schema, Logger: log.With("component", "store")})
@@ -497,7 +497,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store
 	default:
 		path := sqlitePath(cfg)
 		ml := cfg.Storage.SQLite.MessageLog
-		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, Logger: log.With("component", "store"),
+		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, Logger: log.With("component", "store"), Registerer: reg,
 			MessageLog: sqlite.MessageLogOptions{HeadMessages: ml.HeadMessages, HeadBytes: int64(ml.HeadBytes), HeadAge: ml.HeadAge,
 				DedupeWindow: ml.DedupeWindow, DedupeIdle: ml.DedupeIdle}})
 		if err != nil {

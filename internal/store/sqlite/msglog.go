@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/devicehub/devicehub/internal/msgblock"
 	"github.com/devicehub/devicehub/internal/readings"
 )
@@ -97,12 +99,13 @@ type msgLog struct {
 	encBuf  []byte
 	insert  *sql.Stmt // one batch row
 
-	hashFn      func(string) uint64 // tests: collisions
-	compactHook func() error        // tests: runs at the end of a compaction's transaction
-	compacted   atomic.Int64        // messages moved into blocks
-	compactions atomic.Int64        // compaction transactions committed
-	loads       atomic.Int64        // dedupe windows loaded
-	verifies    atomic.Int64        // hash hits verified against the store
+	hashFn      func(string) uint64  // tests: collisions
+	compactHook func() error         // tests: runs at the end of a compaction's transaction
+	compacted   atomic.Int64         // messages moved into blocks
+	compactions atomic.Int64         // compaction transactions committed
+	holdTime    prometheus.Histogram // a compaction transaction's hold of the writer
+	loads       atomic.Int64         // dedupe windows loaded
+	verifies    atomic.Int64         // hash hits verified against the store
 }
 
 // msgHead is message_batches in memory: its rows' blocks, and an index
@@ -190,6 +193,7 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 	ml := &s.mlog
 	ml.opts = opts
 	ml.seed = maphash.MakeSeed()
+	ml.holdTime = newHoldHistogram()
 	ml.kick = make(chan struct{}, 1)
 	ml.windows = map[string]*dedupeWindow{}
 	ml.head.devs = map[string][]headEntry{}

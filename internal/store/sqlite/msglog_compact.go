@@ -70,6 +70,22 @@ func (s *Store) compactDue(ctx context.Context) (int, error) {
 // transaction's statements; a row that retention expired or rewrote in
 // between ends the round with nothing moved (the next one starts over).
 func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
+	st, err := s.compactMessages(ctx, limit)
+	return st.moved, err
+}
+
+// compactStats is what one compaction did: the messages it moved, the
+// time it took before taking the writer (reading the head, decoding the
+// batches, encoding the blocks) and the time it held the writer (its
+// transaction, from BEGIN to the head's drop after COMMIT).
+type compactStats struct {
+	moved      int
+	prep, hold time.Duration
+}
+
+func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, error) {
+	var st compactStats
+	start := time.Now()
 	ml := &s.mlog
 	type source struct {
 		first int64
@@ -87,25 +103,28 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 	}
 	ml.hmu.RUnlock()
 	if len(srcs) == 0 {
-		return 0, nil
+		return st, nil
 	}
 	recs := make([]msgblock.Record, 0, moved)
 	firsts := make([]int64, 0, len(srcs))
 	for _, src := range srcs {
 		rs, err := msgblock.Decode(src.data)
 		if err != nil {
-			return 0, fmt.Errorf("compact message log: message batch %d: %w", src.first, err)
+			return st, fmt.Errorf("compact message log: message batch %d: %w", src.first, err)
 		}
 		recs = append(recs, rs...)
 		firsts = append(firsts, src.first)
 	}
 	if len(recs) != moved {
-		return 0, fmt.Errorf("compact message log: message batches hold %d messages, the head %d", len(recs), moved)
+		return st, fmt.Errorf("compact message log: message batches hold %d messages, the head %d", len(recs), moved)
 	}
 	slices.Sort(firsts)
 	blocks := encodeBlocks(recs)
+	st.prep = time.Since(start)
 	stale := false
+	var locked time.Time
 	n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+		locked = time.Now()
 		for _, src := range srcs {
 			if d, ok := ml.head.data[src.first]; !ok || unsafe.SliceData(d) != unsafe.SliceData(src.data) {
 				stale = true
@@ -128,16 +147,19 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 		ml.hmu.Lock()
 		ml.head.drop(firsts)
 		ml.hmu.Unlock()
+		st.hold = time.Since(locked)
 	})
 	if stale {
-		return 0, nil
+		return st, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("compact message log: %w", err)
+		return st, fmt.Errorf("compact message log: %w", err)
 	}
+	st.moved = n
 	ml.compacted.Add(int64(n))
 	ml.compactions.Add(1)
-	return n, nil
+	ml.observeHold(st.hold)
+	return st, nil
 }
 
 // errStale: a batch row changed between the encoding of its blocks and

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
 	"github.com/devicehub/devicehub/internal/access"
@@ -65,6 +66,9 @@ type Options struct {
 	MessageLog MessageLogOptions
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
+	// Registerer, if set, receives the store's metrics (the message
+	// log's, msglog_metrics.go).
+	Registerer prometheus.Registerer
 
 	// plainWAL makes the writer write the WAL through the unix VFS, one
 	// write per frame header and page, as before walvfs.go (benchmarks).
@@ -258,6 +262,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.loadLatest(ctx, w); err != nil {
 		s.closeDB()
 		return nil, err
+	}
+	if opts.Registerer != nil {
+		if err := s.mlog.registerMetrics(opts.Registerer); err != nil {
+			s.closeDB()
+			return nil, fmt.Errorf("sqlite: register metrics: %w", err)
+		}
 	}
 	return s, nil
 }
