@@ -76,6 +76,9 @@ func hubTails(f map[string]float64, before, after map[string]float64) {
 		"hub_wait_p99_ms":     "devicehub_commit_wait_seconds",
 		"hub_sched_p99_ms":    "go_sched_latencies_seconds",
 		"hub_gc_pause_max_ms": "go_sched_pauses_total_gc_seconds",
+		// The message log's compaction (SQLite): its longest hold of
+		// the writer, which every commit waits for.
+		"hub_msglog_hold_max_ms": "devicehub_message_log_compaction_hold_seconds",
 	} {
 		q := 0.99
 		if strings.HasSuffix(fig, "_max_ms") {
@@ -84,6 +87,9 @@ func hubTails(f map[string]float64, before, after map[string]float64) {
 		if v, ok := histQuantile(before, after, name, q); ok {
 			f[fig] = v
 		}
+	}
+	if n, ok := after["devicehub_message_log_compacted_messages_total"]; ok {
+		f["hub_msglog_compacted"] = n - before["devicehub_message_log_compacted_messages_total"]
 	}
 	if n := after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]; n >= 0 && len(after) > 0 {
 		f["hub_gc_cycles"] = n
