@@ -166,7 +166,7 @@ func benchCompactChunk(b *testing.B, chunk int) {
 			}
 		}
 	}
-	var prep, hold []time.Duration
+	var prep, hold, stmts, commits []time.Duration
 	moved := 0
 	b.ResetTimer()
 	for range b.N {
@@ -185,6 +185,8 @@ func benchCompactChunk(b *testing.B, chunk int) {
 		moved += st.moved
 		prep = append(prep, st.prep)
 		hold = append(hold, st.hold)
+		stmts = append(stmts, st.stmts)
+		commits = append(commits, st.commit)
 	}
 	b.StopTimer()
 	ms := func(ds []time.Duration, q float64) float64 {
@@ -195,5 +197,7 @@ func benchCompactChunk(b *testing.B, chunk int) {
 	b.ReportMetric(ms(prep, 0.5), "prep_ms")
 	b.ReportMetric(ms(hold, 0.5), "hold_ms")
 	b.ReportMetric(ms(hold, 1), "hold_max_ms")
+	b.ReportMetric(ms(stmts, 0.5), "stmts_ms")
+	b.ReportMetric(ms(commits, 0.5), "commit_ms")
 	b.ReportMetric(float64(moved)/float64(b.N), "msgs/chunk")
 }

@@ -81,6 +81,9 @@ func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 type compactStats struct {
 	moved      int
 	prep, hold time.Duration
+	// The hold's parts: the statements (blocks inserted, batch rows
+	// deleted), then COMMIT, then the head's drop (the rest).
+	stmts, commit time.Duration
 }
 
 func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, error) {
@@ -142,8 +145,10 @@ func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, e
 				return 0, err
 			}
 		}
+		st.stmts = time.Since(locked)
 		return moved, nil
 	}, func() {
+		st.commit = time.Since(locked) - st.stmts
 		ml.hmu.Lock()
 		ml.head.drop(firsts)
 		ml.hmu.Unlock()
