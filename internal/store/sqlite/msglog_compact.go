@@ -236,16 +236,39 @@ func encodeBlocks(recs []msgblock.Record) []blockRow {
 	return out
 }
 
-// writeBlocks inserts blocks.
+// blocksPerInsert is how many blocks one INSERT statement writes: a
+// compaction writes about a block per device of its chunk, and a
+// statement per block spent as much time in the driver as in SQLite,
+// with the writer held.
+const blocksPerInsert = 64
+
+// writeBlocks inserts blocks, blocksPerInsert rows a statement.
 func writeBlocks(ctx context.Context, tx *sql.Tx, blocks []blockRow) error {
-	st, err := tx.PrepareContext(ctx, `INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES (?,?,?,?,?,?,?,?)`)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	for _, b := range blocks {
-		if _, err := st.ExecContext(ctx, b.dev, b.first, b.last, b.n, b.m.rejected, b.m.maxReceived, b.m.payloadFrom, b.data); err != nil {
-			return fmt.Errorf("insert message block of %s: %w", b.dev, err)
+	const head = `INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES `
+	const row = `(?,?,?,?,?,?,?,?)`
+	var full *sql.Stmt
+	args := make([]any, 0, 8*blocksPerInsert)
+	for len(blocks) > 0 {
+		part := blocks[:min(len(blocks), blocksPerInsert)]
+		blocks = blocks[len(part):]
+		args = args[:0]
+		for _, b := range part {
+			args = append(args, b.dev, b.first, b.last, b.n, b.m.rejected, b.m.maxReceived, b.m.payloadFrom, b.data)
+		}
+		var err error
+		if len(part) == blocksPerInsert {
+			if full == nil {
+				if full, err = tx.PrepareContext(ctx, head+strings.TrimSuffix(strings.Repeat(row+",", blocksPerInsert), ",")); err != nil {
+					return err
+				}
+				defer full.Close()
+			}
+			_, err = full.ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, head+strings.TrimSuffix(strings.Repeat(row+",", len(part)), ","), args...)
+		}
+		if err != nil {
+			return fmt.Errorf("insert message blocks of %s to %s: %w", part[0].dev, part[len(part)-1].dev, err)
 		}
 	}
 	return nil
