@@ -1,9 +1,14 @@
 package sqlite
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicehub/devicehub/internal/commit"
+	"github.com/devicehub/devicehub/internal/readings"
 )
 
 // TestMessageLogMetrics: the head's gauges follow its messages and bytes;
@@ -59,5 +64,37 @@ func TestMessageLogMetrics(t *testing.T) {
 	want("after", got, "devicehub_message_log_compaction_hold_seconds", 1)
 	if got["devicehub_message_log_compaction_hold_seconds_sum"] <= 0 {
 		t.Errorf("after: hold time %v", got["devicehub_message_log_compaction_hold_seconds_sum"])
+	}
+}
+
+// TestCompactionPaced: between two chunks of a round, compactDue lets the
+// writer go for compactPause times the last chunk's hold (here made
+// long by the hook), and the round still ends with the head at most at
+// half its bound.
+func TestCompactionPaced(t *testing.T) {
+	ctx := context.Background()
+	m := newMsgTest(t, Options{MessageLog: MessageLogOptions{HeadMessages: 30_000}})
+	var batch []*commit.Change
+	for range compactChunk + 16_000 {
+		m.id++
+		batch = append(batch, &commit.Change{DeviceID: "d1", Ops: []commit.Op{&readings.Message{ID: m.id, Topic: "devices/d1/data",
+			Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: time.Now()}}})
+	}
+	for k := 0; k < len(batch); k += 1000 {
+		if err := m.s.Commit(ctx, batch[k:k+1000]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const held = 30 * time.Millisecond
+	m.s.mlog.compactHook = func() error { time.Sleep(held); return nil }
+	start := time.Now()
+	n, err := m.s.compactDue(ctx)
+	took := time.Since(start)
+	if err != nil || n != 2*compactChunk {
+		t.Fatalf("compactDue moved %d, want two chunks: %v", n, err)
+	}
+	// Two holds and a pause of compactPause (4) holds; at least 3.
+	if took < 5*held {
+		t.Errorf("two chunks took %v: no pause of %dx their hold (%v) between them", took, compactPause, held)
 	}
 }
