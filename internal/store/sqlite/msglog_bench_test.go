@@ -113,7 +113,7 @@ func benchListMessages(b *testing.B, fleet int) {
 // BenchmarkCompactMessagesChunk: one compaction transaction of the
 // message log, chunk messages moved from the head into blocks, with the
 // head as ingest leaves it at sustained load: a fleet of 1,000 devices
-// whose messages (msg_id, ~80-byte payload) arrive 200 to a group commit,
+// whose messages (msg_id, ~50-byte payload) arrive 200 to a group commit,
 // each device's spread over many batches. It reports the time before the
 // writer is taken (reading the head, decoding, encoding the blocks:
 // prep_ms) and the time the writer is held (the statements, COMMIT with
