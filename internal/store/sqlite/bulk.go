@@ -30,7 +30,7 @@ type bulk struct {
 	row   string
 	tail  string
 	cols  int
-	stmts [len(chunkSizes)]*sql.Stmt // queries (prepare)
+	stmts [len(chunkSizes)]*sql.Stmt // queries and execTx's writes (prepare)
 	// raw are the driver statements of the writes, prepared on the
 	// driver connection rawOn when first used there.
 	raw   [len(chunkSizes)]driver.StmtExecContext
@@ -163,6 +163,23 @@ func (b *bulk) query(ctx context.Context, tx *sql.Tx, args []any, scan func(*sql
 			// The statement was prepared on the writer's one connection,
 			// so database/sql reuses it in the transaction.
 			if err := queryStmt(ctx, tx.StmtContext(ctx, b.stmts[i]), args[:n*b.cols], scan); err != nil {
+				return err
+			}
+			args = args[n*b.cols:]
+			rows -= n
+		}
+	}
+	return nil
+}
+
+// execTx runs the write over all rows of args in tx, a database/sql
+// transaction on the writer (the statements prepared by prepare), for
+// writes outside the commit (exec runs the commit's).
+func (b *bulk) execTx(ctx context.Context, tx *sql.Tx, args []any) error {
+	rows := len(args) / b.cols
+	for i, n := range chunkSizes {
+		for rows >= n {
+			if _, err := tx.StmtContext(ctx, b.stmts[i]).ExecContext(ctx, args[:n*b.cols]...); err != nil {
 				return err
 			}
 			args = args[n*b.cols:]

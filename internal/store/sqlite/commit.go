@@ -97,6 +97,10 @@ func (s *Store) initStatements(ctx context.Context) error {
 		"events": newBulk(s.w,
 			`INSERT OR ROLLBACK INTO events (seq, type, time, device_id, device_type, args) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
+		// The message log's compaction and payload expiry (execTx).
+		"message_blocks": newBulk(s.w,
+			`INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES `,
+			`(?,?,?,?,?,?,?,?)`, ``),
 	}
 	// The last_seen the patches wrote, so that PatchDevices leaves out a
 	// patch that only moves it within its resolution.
@@ -134,10 +138,11 @@ func (s *Store) initStatements(ctx context.Context) error {
 	return nil
 }
 
-// queryBulks are the multi-row statements that read (bulk.query),
-// writeBulks those that write (bulk.exec).
+// queryBulks are the multi-row statements that read (bulk.query) or
+// write in a database/sql transaction (bulk.execTx), writeBulks those
+// that write in the commit (bulk.exec).
 func (s *Store) queryBulks() []*bulk {
-	return []*bulk{s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup}
+	return []*bulk{s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup, s.inserts["message_blocks"]}
 }
 
 func (s *Store) writeBulks() []*bulk {

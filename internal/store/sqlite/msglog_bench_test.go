@@ -38,15 +38,7 @@ func benchListMessages(b *testing.B, fleet int) {
 		dev  = "dev-0000"
 		mine = 20_000
 	)
-	var prov []*commit.Change
-	for d := range fleet {
-		id := fmt.Sprintf("dev-%04d", d)
-		prov = append(prov, &commit.Change{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: id,
-			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
-	}
-	if err := s.Commit(ctx, prov); err != nil {
-		b.Fatal(err)
-	}
+	provisionFleet(b, s, fleet)
 	var id int64
 	msg := func(d, k int) *commit.Change {
 		id++
@@ -140,15 +132,7 @@ func benchCompactChunk(b *testing.B, chunk int) {
 		b.Fatal(err)
 	}
 	runUntilCleanup(b, s)
-	var prov []*commit.Change
-	for d := range fleet {
-		id := fmt.Sprintf("dev-%04d", d)
-		prov = append(prov, &commit.Change{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: id,
-			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
-	}
-	if err := s.Commit(ctx, prov); err != nil {
-		b.Fatal(err)
-	}
+	provisionFleet(b, s, fleet)
 	var id int64
 	fill := func(n int) {
 		for k := 0; k < n; k += batch {
@@ -200,4 +184,18 @@ func benchCompactChunk(b *testing.B, chunk int) {
 	b.ReportMetric(ms(stmts, 0.5), "stmts_ms")
 	b.ReportMetric(ms(commits, 0.5), "commit_ms")
 	b.ReportMetric(float64(moved)/float64(b.N), "msgs/chunk")
+}
+
+// provisionFleet provisions devices dev-0000 … of fleet in one commit.
+func provisionFleet(b *testing.B, s *Store, fleet int) {
+	b.Helper()
+	var prov []*commit.Change
+	for d := range fleet {
+		id := fmt.Sprintf("dev-%04d", d)
+		prov = append(prov, &commit.Change{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: id,
+			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
+	}
+	if err := s.Commit(context.Background(), prov); err != nil {
+		b.Fatal(err)
+	}
 }

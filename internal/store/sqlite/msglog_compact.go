@@ -162,7 +162,7 @@ func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, e
 				return 0, errStale
 			}
 		}
-		if err := writeBlocks(ctx, tx, blocks); err != nil {
+		if err := s.writeMessageBlocks(ctx, tx, blocks); err != nil {
 			return 0, err
 		}
 		if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
@@ -268,47 +268,27 @@ func encodeBlocks(recs []msgblock.Record) []blockRow {
 	return out
 }
 
-// blocksPerInsert is how many blocks one INSERT statement writes: a
+// writeMessageBlocks inserts blocks, several rows a statement (bulk): a
 // compaction writes about a block per device of its chunk with the
 // writer held, and a statement per block made its statements a fifth
 // slower (BenchmarkCompactMessagesChunk).
-const blocksPerInsert = 64
-
-// writeBlocks inserts blocks, blocksPerInsert rows a statement.
-func writeBlocks(ctx context.Context, tx *sql.Tx, blocks []blockRow) error {
-	const head = `INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES `
-	const row = `(?,?,?,?,?,?,?,?)`
-	var full *sql.Stmt
-	args := make([]any, 0, 8*blocksPerInsert)
-	for len(blocks) > 0 {
-		part := blocks[:min(len(blocks), blocksPerInsert)]
-		blocks = blocks[len(part):]
-		args = args[:0]
-		for _, b := range part {
-			args = append(args, b.dev, b.first, b.last, b.n, b.m.rejected, b.m.maxReceived, b.m.payloadFrom, b.data)
-		}
-		var err error
-		if len(part) == blocksPerInsert {
-			if full == nil {
-				if full, err = tx.PrepareContext(ctx, head+strings.TrimSuffix(strings.Repeat(row+",", blocksPerInsert), ",")); err != nil {
-					return err
-				}
-				defer full.Close()
-			}
-			_, err = full.ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, head+strings.TrimSuffix(strings.Repeat(row+",", len(part)), ","), args...)
-		}
-		if err != nil {
-			return fmt.Errorf("insert message blocks of %s to %s: %w", part[0].dev, part[len(part)-1].dev, err)
-		}
+func (s *Store) writeMessageBlocks(ctx context.Context, tx *sql.Tx, blocks []blockRow) error {
+	if len(blocks) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 8*len(blocks))
+	for _, b := range blocks {
+		args = append(args, b.dev, b.first, b.last, b.n, b.m.rejected, b.m.maxReceived, b.m.payloadFrom, b.data)
+	}
+	if err := s.inserts["message_blocks"].execTx(ctx, tx, args); err != nil {
+		return fmt.Errorf("insert message blocks of %s to %s: %w", blocks[0].dev, blocks[len(blocks)-1].dev, err)
 	}
 	return nil
 }
 
 // insertBlocks writes recs as blocks (encodeBlocks).
-func insertBlocks(ctx context.Context, tx *sql.Tx, recs []msgblock.Record) error {
-	return writeBlocks(ctx, tx, encodeBlocks(recs))
+func (s *Store) insertBlocks(ctx context.Context, tx *sql.Tx, recs []msgblock.Record) error {
+	return s.writeMessageBlocks(ctx, tx, encodeBlocks(recs))
 }
 
 type meta struct {
@@ -395,7 +375,7 @@ func (s *Store) migrateMessages(ctx context.Context) error {
 				return 0, nil
 			}
 			last := recs[len(recs)-1].ID
-			if err := insertBlocks(ctx, tx, recs); err != nil {
+			if err := s.insertBlocks(ctx, tx, recs); err != nil {
 				return 0, err
 			}
 			if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE id <= ?`, last); err != nil {
