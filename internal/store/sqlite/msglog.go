@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -31,9 +32,12 @@ import (
 //     dedupe's window loads and verifications). It is built from the table
 //     at open.
 //   - runMessageLog (under Run) moves the oldest batch rows into per
-//     device rows of message_blocks, in one transaction each chunk, when
-//     the head passes its bounds or a batch its age, and only then drops
-//     them from the head.
+//     device rows of message_blocks, a chunk at a time, when the head
+//     passes its bounds or a batch its age, and only then drops them from
+//     the head. A chunk's blocks are written in transactions of at most
+//     compactTxBlocks, its batch rows deleted with the last
+//     (compactMessagesPaced); the blocks of a chunk that did not finish
+//     are deleted at open.
 //
 // Memory and what it holds are changed only once the transaction that
 // wrote them committed: a failed or retried Commit leaves them as they
@@ -95,9 +99,15 @@ type msgLog struct {
 
 	// Under wmu.
 	windows map[string]*dedupeWindow
-	enc     msgblock.Encoder
-	encBuf  []byte
-	insert  *sql.Stmt // one batch row
+	// pendingFrom: the rowid of the first block of a compaction whose
+	// batch rows are not deleted yet (0: none), message_log_state's
+	// 'compacting_from'; txBlocks bounds a compaction transaction's
+	// blocks (0: compactTxBlocks; tests).
+	pendingFrom int64
+	txBlocks    int
+	enc         msgblock.Encoder
+	encBuf      []byte
+	insert      *sql.Stmt // one batch row
 
 	hashFn      func(string) uint64  // tests: collisions
 	compactHook func() error         // tests: runs at the end of a compaction's transaction
@@ -205,6 +215,9 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 	}
 	if err := s.migrateMessages(ctx); err != nil {
 		return err
+	}
+	if err := dropUnfinishedBlocks(ctx, s.w); err != nil {
+		return fmt.Errorf("message log: %w", err)
 	}
 	var top int64
 	err = s.w.QueryRowContext(ctx, `SELECT max(
@@ -530,9 +543,16 @@ type querier interface {
 }
 
 // eachBlockRecord calls fn with the records of dev's blocks, newest
-// first, until fn returns false.
+// first, until fn returns false. The blocks of a compaction under way are
+// left out: their messages are still in the head, which the callers read
+// first, and counted twice they would shorten the dedupe's window. The
+// caller holds wmu.
 func (s *Store) eachBlockRecord(ctx context.Context, q querier, dev string, fn func(r *msgblock.Record) bool) error {
-	rows, err := q.QueryContext(ctx, `SELECT id, data FROM message_blocks WHERE device_id = ? ORDER BY last_id DESC`, dev)
+	below := int64(math.MaxInt64)
+	if s.mlog.pendingFrom > 0 {
+		below = s.mlog.pendingFrom
+	}
+	rows, err := q.QueryContext(ctx, `SELECT id, data FROM message_blocks WHERE device_id = ? AND id < ? ORDER BY last_id DESC`, dev, below)
 	if err != nil {
 		return fmt.Errorf("read message blocks of %s: %w", dev, err)
 	}

@@ -36,67 +36,86 @@ func (s *Store) runMessageLog(ctx context.Context) error {
 	}
 }
 
-// compactDue compacts the oldest batch rows, a chunk a transaction, while
+// compactDue compacts the oldest batch rows, a chunk at a time, while
 // the head holds more than half its bounds or a batch older than HeadAge.
 //
-// Between two chunks it lets the writer go for compactPause times the
-// last chunk's hold (at most maxCompactPause), unless the head is past
-// its bounds: back to back, a round's chunks and the checkpoints they
-// started held the writer about half the time for a quarter of a second,
-// and the commits behind them fell behind for half a second more
-// (docs/BENCHMARKS.md, "The message log's compaction under sustained
-// load"). Paced, a round takes longer but still moves tens of thousands
-// of messages a second, several times ingest's peak.
+// Between two of its transactions (of a chunk or not) it lets the writer
+// go for compactPause times the last one's hold (at most
+// maxCompactPause), unless the head is past its bounds: back to back, a
+// round's chunks and the checkpoints they started held the writer about
+// half the time for a quarter of a second, and the commits behind them
+// fell behind for half a second more (docs/BENCHMARKS.md, "The message
+// log's compaction under sustained load"). Paced, a round takes longer
+// but still moves tens of thousands of messages a second, several times
+// ingest's peak.
 func (s *Store) compactDue(ctx context.Context) (int, error) {
 	ml := &s.mlog
 	total := 0
-	var pause time.Duration
-	for ctx.Err() == nil {
+	state := func() (due, over bool) {
 		ml.hmu.RLock()
+		defer ml.hmu.RUnlock()
 		h := &ml.head
-		due := len(h.batches) > 0 && (h.msgs > ml.opts.HeadMessages/2 || h.bytes > ml.opts.HeadBytes/2 ||
+		due = len(h.batches) > 0 && (h.msgs > ml.opts.HeadMessages/2 || h.bytes > ml.opts.HeadBytes/2 ||
 			s.clock().Sub(h.batches[0].at) > ml.opts.HeadAge)
-		over := h.msgs > ml.opts.HeadMessages || h.bytes > ml.opts.HeadBytes
-		ml.hmu.RUnlock()
-		if !due {
+		over = h.msgs > ml.opts.HeadMessages || h.bytes > ml.opts.HeadBytes
+		return due, over
+	}
+	// pace lets the writer go between two transactions, chunk's or not.
+	pace := func(hold time.Duration) error {
+		if _, over := state(); over {
+			return nil
+		}
+		t := time.NewTimer(min(compactPause*hold, maxCompactPause))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+	var last time.Duration
+	for ctx.Err() == nil {
+		if due, _ := state(); !due {
 			return total, nil
 		}
-		if pause > 0 && !over {
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+		if last > 0 {
+			if err := pace(last); err != nil {
 				return total, nil
-			case <-t.C:
 			}
 		}
-		st, err := s.compactMessages(ctx, compactChunk)
+		st, err := s.compactMessagesPaced(ctx, compactChunk, pace)
 		total += st.moved
 		if err != nil || st.moved == 0 {
+			if ctx.Err() != nil {
+				return total, nil
+			}
 			return total, err
 		}
-		pause = min(compactPause*st.hold, maxCompactPause)
+		last = st.last
 	}
 	return total, nil
 }
 
 // compactPause and maxCompactPause pace a compaction round (compactDue):
-// its chunks hold the writer at most about a fifth of the time.
+// its transactions hold the writer at most about a fifth of the time.
 const (
 	compactPause    = 4
 	maxCompactPause = 250 * time.Millisecond
 )
 
 // CompactMessages moves the oldest batch rows of the message log, whole
-// rows up to limit messages (at least one row), into per-device blocks,
-// in one transaction: the blocks written and the batch rows deleted
-// together. Only once it committed are the rows dropped from the head.
-// It returns how many messages it moved.
+// rows up to limit messages (at least one row), into per-device blocks:
+// the blocks written in transactions of at most compactTxBlocks blocks,
+// the batch rows deleted with the last of them. Only once that committed
+// are the rows dropped from the head. It returns how many messages it
+// moved.
 //
 // The blocks are encoded before the writer is taken (the head's blocks
 // are never changed in place), so that commits wait only for the
-// transaction's statements; a row that retention expired or rewrote in
-// between ends the round with nothing moved (the next one starts over).
+// transactions' statements; a row that retention expired or rewrote in
+// between ends the round with nothing moved, the blocks written so far
+// deleted (the next one starts over).
 func (s *Store) CompactMessages(ctx context.Context, limit int) (int, error) {
 	st, err := s.compactMessages(ctx, limit)
 	return st.moved, err
@@ -112,9 +131,31 @@ type compactStats struct {
 	// The hold's parts: the statements (blocks inserted, batch rows
 	// deleted), then COMMIT, then the head's drop (the rest).
 	stmts, commit time.Duration
+	// hold and its parts are the longest of its transactions (txs of
+	// them); last is the hold of the last one.
+	txs  int
+	last time.Duration
 }
 
 func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, error) {
+	return s.compactMessagesPaced(ctx, limit, nil)
+}
+
+// compactMessagesPaced is compactMessages with pace called between two of
+// its transactions with the last one's hold (nil: none).
+//
+// The blocks are written in transactions of at most compactTxBlocks
+// blocks: a chunk is about one block per device of the fleet, and its
+// thousand blocks in one transaction held the writer 16-32 ms under load
+// (docs/BENCHMARKS.md, "The message log's compaction in transactions of
+// 128 blocks"). Until the last transaction, which deletes the batch rows,
+// the blocks written so far duplicate messages of the head: listings and
+// the msg_id dedupe take a message found twice once. message_log_state
+// keeps the rowid of the first of them ('compacting_from') from the first
+// transaction to the last, so that a compaction that failed or was
+// killed half way has its blocks deleted: by the next compaction's first
+// transaction, or at open.
+func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(hold time.Duration) error) (compactStats, error) {
 	var st compactStats
 	start := time.Now()
 	ml := &s.mlog
@@ -152,51 +193,140 @@ func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, e
 	slices.Sort(firsts)
 	blocks := encodeBlocks(recs)
 	st.prep = time.Since(start)
-	stale := false
-	var locked time.Time
-	_, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
-		locked = time.Now()
-		for _, src := range srcs {
-			if d, ok := ml.head.data[src.first]; !ok || unsafe.SliceData(d) != unsafe.SliceData(src.data) {
-				stale = true
-				return 0, errStale
+	per := ml.txBlocks
+	if per <= 0 {
+		per = compactTxBlocks
+	}
+	pending := false // blocks of this compaction committed, its batch rows not yet deleted
+	var from int64   // the rowid of its first block
+	for len(blocks) > 0 {
+		part := blocks[:min(len(blocks), per)]
+		blocks = blocks[len(part):]
+		last := len(blocks) == 0
+		if pending && pace != nil {
+			if err := pace(st.last); err != nil {
+				return st, s.abandonCompaction(ctx, err)
 			}
 		}
-		if err := s.writeMessageBlocks(ctx, tx, blocks); err != nil {
-			return 0, err
-		}
-		if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
-			return 0, err
-		}
-		if ml.compactHook != nil {
-			if err := ml.compactHook(); err != nil {
+		stale := false
+		var locked time.Time
+		var stmts, commit time.Duration
+		_, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+			locked = time.Now()
+			for _, src := range srcs {
+				if d, ok := ml.head.data[src.first]; !ok || unsafe.SliceData(d) != unsafe.SliceData(src.data) {
+					stale = true
+					return 0, errStale
+				}
+			}
+			if !pending {
+				var err error
+				if from, err = beginCompaction(ctx, tx); err != nil {
+					return 0, err
+				}
+			}
+			if err := s.writeMessageBlocks(ctx, tx, part); err != nil {
 				return 0, err
 			}
+			if last {
+				if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
+					return 0, err
+				}
+				if _, err := tx.ExecContext(ctx, `DELETE FROM message_log_state WHERE name = 'compacting_from'`); err != nil {
+					return 0, err
+				}
+			}
+			if ml.compactHook != nil {
+				if err := ml.compactHook(); err != nil {
+					return 0, err
+				}
+			}
+			stmts = time.Since(locked)
+			// Its blocks count toward the next checkpoint (writeTxThen), not
+			// its messages: a block is about what a commit's change
+			// writes, while counting 10,000 messages started a checkpoint
+			// after every chunk.
+			return len(part), nil
+		}, func() {
+			commit = time.Since(locked) - stmts
+			ml.pendingFrom = from
+			if last {
+				ml.pendingFrom = 0
+				ml.hmu.Lock()
+				ml.head.drop(firsts)
+				ml.hmu.Unlock()
+			}
+		})
+		if err != nil {
+			if stale {
+				err = nil // the next round starts over
+			} else {
+				err = fmt.Errorf("compact message log: %w", err)
+			}
+			if pending {
+				return st, s.abandonCompaction(ctx, err)
+			}
+			return st, err
 		}
-		st.stmts = time.Since(locked)
-		// Its blocks count toward the next checkpoint (writeTxThen), not
-		// its messages: a block is about what a commit's change
-		// writes, while counting 10,000 messages started a checkpoint
-		// after every chunk.
-		return len(blocks), nil
-	}, func() {
-		st.commit = time.Since(locked) - st.stmts
-		ml.hmu.Lock()
-		ml.head.drop(firsts)
-		ml.hmu.Unlock()
-		st.hold = time.Since(locked)
-	})
-	if stale {
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("compact message log: %w", err)
+		pending = true
+		hold := time.Since(locked)
+		st.txs++
+		st.last = hold
+		if hold > st.hold {
+			st.hold, st.stmts, st.commit = hold, stmts, commit
+		}
+		ml.compactions.Add(1)
+		ml.observeHold(hold)
 	}
 	st.moved = moved
 	ml.compacted.Add(int64(moved))
-	ml.compactions.Add(1)
-	ml.observeHold(st.hold)
 	return st, nil
+}
+
+// compactTxBlocks bounds the blocks of one compaction transaction
+// (compactMessagesPaced).
+const compactTxBlocks = 128
+
+// beginCompaction, in a compaction's first transaction, deletes the
+// blocks of one that did not finish (it is the only writer of new
+// blocks) and records where this one's begin: the rowid it returns.
+func beginCompaction(ctx context.Context, tx *sql.Tx) (int64, error) {
+	if err := dropUnfinishedBlocks(ctx, tx); err != nil {
+		return 0, err
+	}
+	var from int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO message_log_state (name, value)
+		VALUES ('compacting_from', (SELECT coalesce(max(id), 0) + 1 FROM message_blocks))
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value RETURNING value`).Scan(&from)
+	return from, err
+}
+
+// dropUnfinishedBlocks deletes the blocks of a compaction that did not
+// delete its batch rows: their messages are still in message_batches.
+// New blocks take rowids above every block's, so they are the blocks
+// from 'compacting_from' on.
+func dropUnfinishedBlocks(ctx context.Context, q interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}) error {
+	_, err := q.ExecContext(ctx, `DELETE FROM message_blocks WHERE id >= (SELECT value FROM message_log_state WHERE name = 'compacting_from')`)
+	if err != nil {
+		return fmt.Errorf("delete the blocks of an unfinished compaction: %w", err)
+	}
+	_, err = q.ExecContext(ctx, `DELETE FROM message_log_state WHERE name = 'compacting_from'`)
+	return err
+}
+
+// abandonCompaction deletes the blocks a compaction committed before it
+// failed with err (nil: its batch rows changed meanwhile); if that fails
+// too, the next compaction or the next open deletes them.
+func (s *Store) abandonCompaction(ctx context.Context, err error) error {
+	_, derr := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+		return 0, dropUnfinishedBlocks(ctx, tx)
+	}, func() { s.mlog.pendingFrom = 0 })
+	if derr != nil {
+		return errors.Join(err, fmt.Errorf("compact message log: %w", derr))
+	}
+	return err
 }
 
 // errStale: a batch row changed between the encoding of its blocks and
