@@ -108,8 +108,9 @@ func benchListMessages(b *testing.B, fleet int) {
 // whose messages (msg_id, ~50-byte payload) arrive 200 to a group commit,
 // each device's spread over many batches. It reports the time before the
 // writer is taken (reading the head, decoding, encoding the blocks:
-// prep_ms) and the time the writer is held (the statements, COMMIT with
-// its fsync, the head's drop: hold_ms), which every commit waits for.
+// prep_ms) and the longest time one of its transactions (txs/chunk, of
+// at most compactTxBlocks blocks) held the writer (the statements, COMMIT
+// with its fsync, the head's drop: hold_ms), which a commit waits for.
 //
 //	go test ./internal/store/sqlite -run '^$' -bench CompactMessagesChunk -benchtime 20x
 func BenchmarkCompactMessagesChunk(b *testing.B) {
@@ -151,7 +152,7 @@ func benchCompactChunk(b *testing.B, chunk int) {
 		}
 	}
 	var prep, hold, stmts, commits []time.Duration
-	moved := 0
+	moved, txs := 0, 0
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -167,6 +168,7 @@ func benchCompactChunk(b *testing.B, chunk int) {
 			b.Fatalf("compaction moved %d: %v", st.moved, err)
 		}
 		moved += st.moved
+		txs += st.txs
 		prep = append(prep, st.prep)
 		hold = append(hold, st.hold)
 		stmts = append(stmts, st.stmts)
@@ -184,6 +186,7 @@ func benchCompactChunk(b *testing.B, chunk int) {
 	b.ReportMetric(ms(stmts, 0.5), "stmts_ms")
 	b.ReportMetric(ms(commits, 0.5), "commit_ms")
 	b.ReportMetric(float64(moved)/float64(b.N), "msgs/chunk")
+	b.ReportMetric(float64(txs)/float64(b.N), "txs/chunk")
 }
 
 // provisionFleet provisions devices dev-0000 … of fleet in one commit.
