@@ -18,8 +18,9 @@ import (
 // The head is copied first (its entries and references to its blocks,
 // which are never changed in place), then one read transaction reads the
 // blocks table: a message that a compaction moved in between is in both,
-// and is listed once (ids are unique); one moved before the copy is in
-// the snapshot's blocks. (A batch committed after the copy is not listed:
+// and is listed once (ids are unique), as is one whose compaction wrote
+// its block but has not deleted its batch row yet (it is in the head and
+// in a block); one moved before the copy is in the snapshot's blocks. (A batch committed after the copy is not listed:
 // its messages were not acknowledged before the listing began.)
 //
 // A device's listing decodes only its own records of the head (from their
