@@ -198,6 +198,10 @@ type SQLiteConfig struct {
 	// Path of the database file; Load sets <data_dir>/devicehub.db when empty.
 	Path        string `yaml:"path"`
 	Synchronous string `yaml:"synchronous"` // off, normal, full, extra
+	// CacheSize is the page cache of the connection that writes (every
+	// commit goes through it); 0 (the default) sizes it by the fleet, 8
+	// KiB a device from 8 to 64 MiB. The readers have their own.
+	CacheSize Size `yaml:"cache_size"`
 	// MessageLog bounds the message log's memory.
 	MessageLog MessageLogConfig `yaml:"message_log"`
 }
@@ -689,6 +693,9 @@ func (c *Config) checkStorage() error {
 	case "sqlite":
 		if err := oneOf("storage.sqlite.synchronous", s.SQLite.Synchronous, "off", "normal", "full", "extra"); err != nil {
 			return err
+		}
+		if c := s.SQLite.CacheSize; c != 0 && (c < MiB || c > 16*GiB) {
+			return invalid("storage.sqlite.cache_size", "must be 0 (sized by the fleet) or from 1MiB to 16GiB, got %d", c)
 		}
 		return s.SQLite.MessageLog.check(c.MQTT.ReceiveMaximum)
 	case "postgres":

@@ -497,7 +497,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, reg pr
 	default:
 		path := sqlitePath(cfg)
 		ml := cfg.Storage.SQLite.MessageLog
-		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, Logger: log.With("component", "store"), Registerer: reg,
+		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, CacheSize: int64(cfg.Storage.SQLite.CacheSize), Logger: log.With("component", "store"), Registerer: reg,
 			MessageLog: sqlite.MessageLogOptions{HeadMessages: ml.HeadMessages, HeadBytes: int64(ml.HeadBytes), HeadAge: ml.HeadAge,
 				DedupeWindow: ml.DedupeWindow, DedupeIdle: ml.DedupeIdle}})
 		if err != nil {

@@ -59,8 +59,9 @@ func (s *Store) committed(changes int) {
 	}
 }
 
-// Run checkpoints the WAL when Commit asks for it, and compacts the
-// message log (runMessageLog), until ctx is done. A failed checkpoint is
+// Run checkpoints the WAL when Commit asks for it (and sizes the
+// writer's page cache for the fleet after each checkpoint), and compacts
+// the message log (runMessageLog), until ctx is done. A failed checkpoint is
 // logged and tried again at the next request: the writer's automatic
 // checkpoint bounds the WAL meanwhile.
 func (s *Store) Run(ctx context.Context) error {
@@ -80,6 +81,10 @@ func (s *Store) Run(ctx context.Context) error {
 		// leave the last (blocking) round to the next start.
 		if err := s.checkpoint(context.WithoutCancel(ctx)); err != nil {
 			s.log.Warn("checkpoint failed", "err", err)
+		}
+		// The fleet may have grown or shrunk since the last one.
+		if err := s.sizeCache(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("page cache not resized", "err", err)
 		}
 	}
 }

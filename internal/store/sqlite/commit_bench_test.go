@@ -46,7 +46,7 @@ func BenchmarkCommitIngest(b *testing.B) {
 	for _, tc := range []struct {
 		devices, batch int
 		msgID          bool
-	}{{100, 20, false}, {100, 20, true}, {100, 39, true}, {100, 100, false}, {1000, 400, false}, {1000, 400, true}} {
+	}{{100, 20, false}, {100, 20, true}, {100, 39, true}, {100, 100, false}, {1000, 400, false}, {1000, 400, true}, {1000, 10, true}} {
 		b.Run(fmt.Sprintf("devices=%d/batch=%d/msgid=%d", tc.devices, tc.batch, map[bool]int{true: 1}[tc.msgID]), func(b *testing.B) {
 			benchCommitIngest(b, tc.devices, tc.batch, tc.msgID)
 		})
@@ -57,7 +57,7 @@ func benchCommitIngest(b *testing.B, devices, size int, withMsgID bool) {
 	ctx := context.Background()
 	walFsync.Store(os.Getenv("DEVICEHUB_BENCH_WAL_FSYNC") == "1")
 	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.db"), Synchronous: "full", PageSize: benchPageSize(b),
-		plainWAL: os.Getenv("DEVICEHUB_BENCH_PLAIN_WAL") == "1"})
+		plainWAL: os.Getenv("DEVICEHUB_BENCH_PLAIN_WAL") == "1", CacheSize: benchWriterCache(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -271,4 +271,18 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchWriterCache is DEVICEHUB_BENCH_WRITER_CACHE_KIB, the writer's page
+// cache in KiB, as bytes (0: the store's default).
+func benchWriterCache(b *testing.B) int64 {
+	v := os.Getenv("DEVICEHUB_BENCH_WRITER_CACHE_KIB")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("DEVICEHUB_BENCH_WRITER_CACHE_KIB=%q: want a positive number of KiB", v)
+	}
+	return int64(n) * 1024
 }

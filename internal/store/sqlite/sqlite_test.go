@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -148,6 +149,83 @@ func TestPageSize(t *testing.T) {
 	path = filepath.Join(t.TempDir(), "default.db")
 	if size, _ := pageSize(Options{}); size != DefaultPageSize {
 		t.Fatalf("default page size %d, want %d", size, DefaultPageSize)
+	}
+}
+
+// TestCacheSize: Options.CacheSize fixes the writer's page cache, in
+// bytes (cache_size in KiB); 0 sizes it by the fleet, at open and again
+// when sizeCache runs (after a checkpoint).
+func TestCacheSize(t *testing.T) {
+	ctx := context.Background()
+	cacheKiB := func(s *Store) int64 {
+		t.Helper()
+		var got int64
+		if err := s.w.QueryRowContext(ctx, `PRAGMA cache_size`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return -got
+	}
+	for _, size := range []int64{3 << 20, 64 << 20} {
+		s, err := Open(ctx, Options{Path: filepath.Join(t.TempDir(), "hub.db"), CacheSize: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cacheKiB(s); got != size/1024 {
+			t.Errorf("CacheSize %d: cache_size %d KiB, want %d", size, got, size/1024)
+		}
+		provisionN(t, s, 2000)
+		if err := s.sizeCache(ctx); err != nil || cacheKiB(s) != size/1024 {
+			t.Errorf("CacheSize %d, 2,000 devices: cache_size %d KiB (%v), want it fixed", size, cacheKiB(s), err)
+		}
+		s.Close()
+	}
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cacheKiB(s); got != minCacheSize/1024 {
+		t.Errorf("no devices: cache_size %d KiB, want %d", got, minCacheSize/1024)
+	}
+	provisionN(t, s, 2000)
+	if err := s.sizeCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := cacheKiB(s); got != 2000*cachePerDevice/1024 {
+		t.Errorf("2,000 devices: cache_size %d KiB, want %d", got, 2000*cachePerDevice/1024)
+	}
+	s.Close()
+	if s, err = Open(ctx, Options{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := cacheKiB(s); got != 2000*cachePerDevice/1024 {
+		t.Errorf("reopened with 2,000 devices: cache_size %d KiB, want %d", got, 2000*cachePerDevice/1024)
+	}
+}
+
+func TestCacheFor(t *testing.T) {
+	for _, tc := range []struct{ devices, want int64 }{
+		{0, minCacheSize}, {1000, minCacheSize}, {1024, minCacheSize}, {2000, 2000 * cachePerDevice},
+		{8192, maxCacheSize}, {1_000_000, maxCacheSize},
+	} {
+		if got := cacheFor(tc.devices); got != tc.want {
+			t.Errorf("cacheFor(%d) = %d, want %d", tc.devices, got, tc.want)
+		}
+	}
+}
+
+// provisionN provisions devices p-0 … p-(n-1) in one commit.
+func provisionN(t *testing.T, s *Store, n int) {
+	t.Helper()
+	var prov []*commit.Change
+	for d := range n {
+		id := fmt.Sprintf("p-%d", d)
+		prov = append(prov, &commit.Change{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: id,
+			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
+	}
+	if err := s.Commit(context.Background(), prov); err != nil {
+		t.Fatal(err)
 	}
 }
 

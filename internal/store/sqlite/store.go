@@ -9,6 +9,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -70,6 +71,10 @@ type Options struct {
 	// log's, msglog_metrics.go).
 	Registerer prometheus.Registerer
 
+	// CacheSize is the writer connection's page cache in bytes (SQLite's
+	// cache_size); 0 sizes it by the fleet (cacheFor), again after every
+	// checkpoint. Readers have their own.
+	CacheSize int64
 	// plainWAL makes the writer write the WAL through the unix VFS, one
 	// write per frame header and page, as before walvfs.go (benchmarks).
 	plainWAL bool
@@ -107,6 +112,10 @@ type Store struct {
 	// checkpointHold), in nanoseconds; only Run writes them.
 	ckHeld, ckMaxHeld atomic.Int64
 	ckDone            atomic.Int64 // checkpoints finished (tests)
+	// fixedCache: Options.CacheSize set the writer's page cache;
+	// otherwise sizeCache sizes it (cacheSize, in bytes).
+	fixedCache bool
+	cacheSize  atomic.Int64
 
 	// snap is the latest values of every device in memory (latest.go),
 	// nil when the store answers them from its tables; readers load it,
@@ -201,7 +210,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	w, err := sql.Open("sqlite", base+"?"+common+writerVFS+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
-		"&_pragma=cache_size(-65536)&_pragma=temp_store(MEMORY)&_txlock=immediate"+
+		fmt.Sprintf("&_pragma=cache_size(-%d)", cmp.Or(opts.CacheSize, minCacheSize)/1024)+"&_pragma=temp_store(MEMORY)&_txlock=immediate"+
 		fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", autoCheckpointPages))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
@@ -246,7 +255,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
 		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1),
-		slowCommit: slowCommit, slowLogs: throttle.Sampler{Every: slowLogEvery}, clock: time.Now}
+		slowCommit: slowCommit, slowLogs: throttle.Sampler{Every: slowLogEvery}, clock: time.Now,
+		fixedCache: opts.CacheSize != 0}
+	s.cacheSize.Store(cmp.Or(opts.CacheSize, minCacheSize))
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
@@ -263,6 +274,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.closeDB()
 		return nil, err
 	}
+	if err := s.sizeCache(ctx); err != nil {
+		s.closeDB()
+		return nil, err
+	}
 	if opts.Registerer != nil {
 		if err := s.mlog.registerMetrics(opts.Registerer); err != nil {
 			s.closeDB()
@@ -270,6 +285,55 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// The writer's page cache (Options.CacheSize), sized by the fleet when
+// not set: cachePerDevice for each device, from minCacheSize to
+// maxCacheSize. A commit ends with SQLite truncating the page cache to the
+// database's size, and while the database is below 1 GiB that truncation
+// scans the whole cache after any commit that split a B-tree page (the
+// split's page swap passes through page number 262,145, the pending-byte
+// page, as a temporary key); a cache that is not full yet also allocates
+// every new page. Both grow with the cache: with 64 MiB they took ~9 % of
+// the hub's CPU under ingest, and 8 MiB used 7–9 % less CPU per reading
+// at 100 and 1,000 devices. But at 10,000 devices 8 MiB used 3–5 % more
+// than 64 MiB, and stored 4 % fewer readings a second: each device's
+// newest index leaf no longer stays in the cache (docs/BENCHMARKS.md,
+// "The writer's page cache").
+const (
+	minCacheSize   = 8 << 20
+	maxCacheSize   = 64 << 20
+	cachePerDevice = 8 << 10
+)
+
+// cacheFor is the writer's page cache for a fleet of devices.
+func cacheFor(devices int64) int64 {
+	return min(max(devices*cachePerDevice, minCacheSize), maxCacheSize)
+}
+
+// sizeCache sets the writer's page cache for the fleet as it is now,
+// unless Options.CacheSize fixed it. The count is read beside the writer;
+// only a change of size takes it.
+func (s *Store) sizeCache(ctx context.Context) error {
+	if s.fixedCache {
+		return nil
+	}
+	var devices int64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM devices`).Scan(&devices); err != nil {
+		return fmt.Errorf("size the page cache: count devices: %w", err)
+	}
+	size := cacheFor(devices)
+	if size == s.cacheSize.Load() {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.w.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, size/1024)); err != nil {
+		return fmt.Errorf("size the page cache: %w", err)
+	}
+	s.cacheSize.Store(size)
+	s.log.Info("writer page cache sized for the fleet", "devices", devices, "bytes", size)
+	return nil
 }
 
 // DefaultPageSize is the page size of a new database (see Options).
