@@ -12,7 +12,8 @@ import (
 )
 
 // TestMessageLogMetrics: the head's gauges follow its messages and bytes;
-// a compaction counts the messages it moved and its hold of the writer.
+// a compaction counts the messages it moved and its hold of the writer;
+// the writer's page cache is reported (no devices: minCacheSize).
 func TestMessageLogMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := newMsgTest(t, Options{Registerer: reg})
@@ -47,6 +48,7 @@ func TestMessageLogMetrics(t *testing.T) {
 
 	m.send("a", "b", "c")
 	got := gather()
+	want("before", got, "devicehub_sqlite_writer_cache_bytes", minCacheSize)
 	want("before", got, "devicehub_message_log_head_messages", 3)
 	if got["devicehub_message_log_head_bytes"] <= 0 {
 		t.Errorf("before: head bytes %v", got["devicehub_message_log_head_bytes"])

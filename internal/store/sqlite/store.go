@@ -279,7 +279,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if opts.Registerer != nil {
-		if err := s.mlog.registerMetrics(opts.Registerer); err != nil {
+		err := s.mlog.registerMetrics(opts.Registerer)
+		if err == nil {
+			err = opts.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "devicehub_sqlite_writer_cache_bytes",
+				Help: "The page cache of the SQLite connection that writes (storage.sqlite.cache_size, or sized by the fleet).",
+			}, func() float64 { return float64(s.cacheSize.Load()) }))
+		}
+		if err != nil {
 			s.closeDB()
 			return nil, fmt.Errorf("sqlite: register metrics: %w", err)
 		}
