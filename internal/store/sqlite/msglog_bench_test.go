@@ -190,8 +190,8 @@ func benchCompactChunk(b *testing.B, chunk int) {
 }
 
 // provisionFleet provisions devices dev-0000 … of fleet in one commit.
-func provisionFleet(b *testing.B, s *Store, fleet int) {
-	b.Helper()
+func provisionFleet(tb testing.TB, s *Store, fleet int) {
+	tb.Helper()
 	var prov []*commit.Change
 	for d := range fleet {
 		id := fmt.Sprintf("dev-%04d", d)
@@ -199,6 +199,6 @@ func provisionFleet(b *testing.B, s *Store, fleet int) {
 			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
 	}
 	if err := s.Commit(context.Background(), prov); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 }

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -173,7 +172,7 @@ func TestCacheSize(t *testing.T) {
 		if got := cacheKiB(s); got != size/1024 {
 			t.Errorf("CacheSize %d: cache_size %d KiB, want %d", size, got, size/1024)
 		}
-		provisionN(t, s, 2000)
+		provisionFleet(t, s, 2000)
 		if err := s.sizeCache(ctx); err != nil || cacheKiB(s) != size/1024 {
 			t.Errorf("CacheSize %d, 2,000 devices: cache_size %d KiB (%v), want it fixed", size, cacheKiB(s), err)
 		}
@@ -187,7 +186,7 @@ func TestCacheSize(t *testing.T) {
 	if got := cacheKiB(s); got != minCacheSize/1024 {
 		t.Errorf("no devices: cache_size %d KiB, want %d", got, minCacheSize/1024)
 	}
-	provisionN(t, s, 2000)
+	provisionFleet(t, s, 2000)
 	if err := s.sizeCache(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -212,20 +211,6 @@ func TestCacheFor(t *testing.T) {
 		if got := cacheFor(tc.devices); got != tc.want {
 			t.Errorf("cacheFor(%d) = %d, want %d", tc.devices, got, tc.want)
 		}
-	}
-}
-
-// provisionN provisions devices p-0 … p-(n-1) in one commit.
-func provisionN(t *testing.T, s *Store, n int) {
-	t.Helper()
-	var prov []*commit.Change
-	for d := range n {
-		id := fmt.Sprintf("p-%d", d)
-		prov = append(prov, &commit.Change{DeviceID: id, Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: id,
-			PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: time.Now()}}})
-	}
-	if err := s.Commit(context.Background(), prov); err != nil {
-		t.Fatal(err)
 	}
 }
 
