@@ -35,9 +35,11 @@ import (
 //     device rows of message_blocks, a chunk at a time, when the head
 //     passes its bounds or a batch its age, and only then drops them from
 //     the head. A chunk's blocks are written in transactions of at most
-//     compactTxBlocks, its batch rows deleted with the last
-//     (compactMessagesPaced); the blocks of a chunk that did not finish
-//     are deleted at open.
+//     compactTxBlocks blocks or compactTxBytes, the last of them listing
+//     its batch rows as dead (message_batches_dead), which later short
+//     transactions delete (compactMessagesPaced, deleteDeadBatches); the
+//     blocks of a chunk that did not finish, and the dead batch rows, are
+//     deleted at open.
 //
 // Memory and what it holds are changed only once the transaction that
 // wrote them committed: a failed or retried Commit leaves them as they
@@ -105,9 +107,14 @@ type msgLog struct {
 	// blocks (0: compactTxBlocks; tests).
 	pendingFrom int64
 	txBlocks    int
-	enc         msgblock.Encoder
-	encBuf      []byte
-	insert      *sql.Stmt // one batch row
+	// dead: the batch rows of finished compactions not deleted yet
+	// (message_batches_dead), oldest compaction first: their messages
+	// are in blocks and no longer in the head (deleteDeadBatches).
+	dead       []deadBatches
+	deadTxRows int // tests: deadTxRows
+	enc        msgblock.Encoder
+	encBuf     []byte
+	insert     *sql.Stmt // one batch row
 
 	hashFn      func(string) uint64  // tests: collisions
 	compactHook func() error         // tests: runs at the end of a compaction's transaction
@@ -219,6 +226,9 @@ func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) erro
 	if err := dropUnfinishedBlocks(ctx, s.w); err != nil {
 		return fmt.Errorf("message log: %w", err)
 	}
+	if err := s.dropDeadBatches(ctx); err != nil {
+		return fmt.Errorf("message log: %w", err)
+	}
 	var top int64
 	err = s.w.QueryRowContext(ctx, `SELECT max(
 		coalesce((SELECT max(last_id) FROM message_blocks), 0),
@@ -307,6 +317,9 @@ func (h *msgHead) drop(firsts []int64) {
 	if len(firsts) == 0 {
 		return
 	}
+	if h.dropOldest(firsts) {
+		return
+	}
 	in := func(b int64) bool { _, ok := slices.BinarySearch(firsts, b); return ok }
 	devs := map[string]struct{}{}
 	kept := h.batches[:0]
@@ -334,6 +347,51 @@ func (h *msgHead) drop(firsts []int64) {
 			h.devs[d] = es
 		}
 	}
+}
+
+// dropOldest is drop when firsts are the head's oldest batch rows (in
+// commit order), as a compaction's are: each device's entries of them are
+// then the oldest of its entries, cut off without going through the rest
+// (a chunk of a 100-device fleet held the writer ~1 ms longer for those).
+// It reports false, having changed nothing, when they are not.
+func (h *msgHead) dropOldest(firsts []int64) bool {
+	k := len(firsts)
+	if k > len(h.batches) {
+		return false
+	}
+	in := func(b int64) bool { _, ok := slices.BinarySearch(firsts, b); return ok }
+	for _, b := range h.batches[:k] {
+		if !in(b.first) {
+			return false
+		}
+	}
+	devs := map[string]struct{}{}
+	for _, b := range h.batches[:k] {
+		h.msgs -= b.n
+		h.bytes -= int64(b.bytes)
+		delete(h.data, b.first)
+		for _, d := range b.devs {
+			devs[d] = struct{}{}
+		}
+	}
+	clear(h.batches[:k])
+	h.batches = h.batches[k:]
+	for d := range devs {
+		es := h.devs[d]
+		cut := 0
+		for cut < len(es) && in(es[cut].batch) {
+			cut++
+		}
+		switch es = es[cut:]; {
+		case len(es) == 0:
+			delete(h.devs, d)
+		case cap(es) > 2*len(es)+16:
+			h.devs[d] = slices.Clip(slices.Clone(es))
+		default:
+			h.devs[d] = es
+		}
+	}
+	return true
 }
 
 // replace gives batch row first a new block (payload retention rewrote

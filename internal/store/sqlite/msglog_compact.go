@@ -132,9 +132,13 @@ type compactStats struct {
 	// deleted), then COMMIT, then the head's drop (the rest).
 	stmts, commit time.Duration
 	// hold and its parts are the longest of its transactions (txs of
-	// them); last is the hold of the last one.
+	// them); last is the hold of the last one, of blocks or deletes.
 	txs  int
 	last time.Duration
+	// deletes: the transactions that deleted dead batch rows
+	// (deleteDeadBatches), the longest of them deleteHold.
+	deletes    int
+	deleteHold time.Duration
 }
 
 func (s *Store) compactMessages(ctx context.Context, limit int) (compactStats, error) {
@@ -175,10 +179,12 @@ func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(h
 	}
 	ml.hmu.RUnlock()
 	if len(srcs) == 0 {
-		return st, nil
+		return st, s.deleteDeadBatches(ctx, pace, &st)
 	}
 	recs := make([]msgblock.Record, 0, moved)
 	firsts := make([]int64, 0, len(srcs))
+	sizes := make([]int, 0, len(srcs))
+	slices.SortFunc(srcs, func(a, b source) int { return cmp.Compare(a.first, b.first) })
 	for _, src := range srcs {
 		rs, err := msgblock.Decode(src.data)
 		if err != nil {
@@ -186,21 +192,27 @@ func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(h
 		}
 		recs = append(recs, rs...)
 		firsts = append(firsts, src.first)
+		sizes = append(sizes, len(src.data))
 	}
 	if len(recs) != moved {
 		return st, fmt.Errorf("compact message log: message batches hold %d messages, the head %d", len(recs), moved)
 	}
-	slices.Sort(firsts)
 	blocks := encodeBlocks(recs)
 	st.prep = time.Since(start)
 	per := ml.txBlocks
 	if per <= 0 {
 		per = compactTxBlocks
 	}
-	pending := false // blocks of this compaction committed, its batch rows not yet deleted
+	pending := false // blocks of this compaction committed, its batch rows not yet dead
 	var from int64   // the rowid of its first block
+	var deadID int64 // its row of message_batches_dead
 	for len(blocks) > 0 {
-		part := blocks[:min(len(blocks), per)]
+		k, size := 0, 0
+		for k < len(blocks) && k < per && (k == 0 || size+len(blocks[k].data) <= compactTxBytes) {
+			size += len(blocks[k].data)
+			k++
+		}
+		part := blocks[:k]
 		blocks = blocks[len(part):]
 		last := len(blocks) == 0
 		if pending && pace != nil {
@@ -229,7 +241,9 @@ func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(h
 				return 0, err
 			}
 			if last {
-				if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, firsts); err != nil {
+				err := tx.QueryRowContext(ctx, `INSERT INTO message_batches_dead (firsts) VALUES (?) RETURNING id`,
+					appendIDList(nil, firsts)).Scan(&deadID)
+				if err != nil {
 					return 0, err
 				}
 				if _, err := tx.ExecContext(ctx, `DELETE FROM message_log_state WHERE name = 'compacting_from'`); err != nil {
@@ -252,6 +266,7 @@ func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(h
 			ml.pendingFrom = from
 			if last {
 				ml.pendingFrom = 0
+				ml.dead = append(ml.dead, deadBatches{id: deadID, firsts: firsts, bytes: sizes})
 				ml.hmu.Lock()
 				ml.head.drop(firsts)
 				ml.hmu.Unlock()
@@ -280,12 +295,136 @@ func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(h
 	}
 	st.moved = moved
 	ml.compacted.Add(int64(moved))
+	if err := s.deleteDeadBatches(ctx, pace, &st); err != nil {
+		return st, err
+	}
 	return st, nil
 }
 
-// compactTxBlocks bounds the blocks of one compaction transaction
-// (compactMessagesPaced).
-const compactTxBlocks = 128
+// deadBatches is one finished compaction's batch rows not deleted yet
+// (its row id of message_batches_dead), with their sizes: ascending.
+type deadBatches struct {
+	id     int64
+	firsts []int64
+	bytes  []int
+}
+
+// Bounds of one transaction of deleteDeadBatches: a chunk of a 100-device
+// fleet at ~5 messages a commit is 2,000 batch rows, whose deletion in
+// the compaction's last transaction held the writer about as long as its
+// blocks did (BenchmarkCompactMessagesChunk).
+const (
+	deadTxRows  = 256
+	deadTxBytes = 1 << 20
+)
+
+// deleteDeadBatches deletes the dead batch rows, at most deadTxRows rows
+// or deadTxBytes of them a transaction, with pace (nil: none) called
+// before each with the last transaction's hold; a compaction's row of
+// message_batches_dead goes with its last batch rows.
+func (s *Store) deleteDeadBatches(ctx context.Context, pace func(hold time.Duration) error, st *compactStats) error {
+	ml := &s.mlog
+	for {
+		s.wmu.Lock()
+		left := len(ml.dead)
+		s.wmu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		if pace != nil {
+			if err := pace(st.last); err != nil {
+				return nil // the next round, or the next open, deletes them
+			}
+		}
+		var locked time.Time
+		var k int
+		_, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+			locked = time.Now()
+			d := &ml.dead[0]
+			size := 0
+			rows := cmp.Or(ml.deadTxRows, deadTxRows)
+			for k = 0; k < len(d.firsts) && k < rows && (k == 0 || size+d.bytes[k] <= deadTxBytes); k++ {
+				size += d.bytes[k]
+			}
+			if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, d.firsts[:k]); err != nil {
+				return 0, err
+			}
+			if k == len(d.firsts) {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM message_batches_dead WHERE id = ?`, d.id); err != nil {
+					return 0, err
+				}
+			}
+			return 1 + size/(64<<10), nil
+		}, func() {
+			d := &ml.dead[0]
+			d.firsts, d.bytes = d.firsts[k:], d.bytes[k:]
+			if len(d.firsts) == 0 {
+				ml.dead[0] = deadBatches{}
+				ml.dead = ml.dead[1:]
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("compact message log: delete compacted batch rows: %w", err)
+		}
+		hold := time.Since(locked)
+		st.deletes++
+		st.last = hold
+		st.deleteHold = max(st.deleteHold, hold)
+		ml.observeHold(hold)
+	}
+}
+
+// dropDeadBatches, at open, deletes the batch rows that finished
+// compactions left listed in message_batches_dead.
+func (s *Store) dropDeadBatches(ctx context.Context) error {
+	rows, err := s.w.QueryContext(ctx, `SELECT id, firsts FROM message_batches_dead ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("read dead batch rows: %w", err)
+	}
+	type list struct {
+		id     int64
+		firsts []int64
+	}
+	var lists []list
+	for rows.Next() {
+		var l list
+		var b []byte
+		if err := rows.Scan(&l.id, &b); err != nil {
+			rows.Close()
+			return fmt.Errorf("read dead batch rows: %w", err)
+		}
+		if l.firsts, err = decodeIDList(b); err != nil {
+			rows.Close()
+			return fmt.Errorf("dead batch rows %d: %w", l.id, err)
+		}
+		lists = append(lists, l)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("read dead batch rows: %w", err)
+	}
+	for _, l := range lists {
+		_, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+			if err := execIn(ctx, tx, `DELETE FROM message_batches WHERE first_id IN (`, l.firsts); err != nil {
+				return 0, err
+			}
+			_, err := tx.ExecContext(ctx, `DELETE FROM message_batches_dead WHERE id = ?`, l.id)
+			return 0, err
+		}, nil)
+		if err != nil {
+			return fmt.Errorf("delete dead batch rows %d: %w", l.id, err)
+		}
+	}
+	return nil
+}
+
+// compactTxBlocks and compactTxBytes bound the blocks of one compaction
+// transaction (compactMessagesPaced; at least one block): at 100 devices
+// a chunk is 100 blocks of about 100 messages each, written in one
+// transaction by the count alone.
+const (
+	compactTxBlocks = 128
+	compactTxBytes  = 256 << 10
+)
 
 // beginCompaction, in a compaction's first transaction, deletes the
 // blocks of one that did not finish (it is the only writer of new
@@ -562,7 +701,16 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 				data []byte
 			}
 			var rs []row
-			rows, err := tx.QueryContext(ctx, `SELECT `+tbl.key+`, data FROM `+tbl.table+` WHERE payload_from < ? LIMIT ?`, cut, limit-done)
+			// Dead batch rows (deleteDeadBatches) are skipped, not
+			// rewritten: asking for as many more keeps them from filling
+			// the limit.
+			dead := 0
+			if tbl.table == "message_batches" {
+				for _, d := range ml.dead {
+					dead += len(d.firsts)
+				}
+			}
+			rows, err := tx.QueryContext(ctx, `SELECT `+tbl.key+`, data FROM `+tbl.table+` WHERE payload_from < ? LIMIT ?`, cut, limit-done+dead)
 			if err != nil {
 				return 0, err
 			}
@@ -578,6 +726,11 @@ func (s *Store) StripMessagePayloads(ctx context.Context, before time.Time, afte
 				return 0, err
 			}
 			for _, r := range rs {
+				if tbl.table == "message_batches" {
+					if _, live := ml.head.data[r.key]; !live {
+						continue
+					}
+				}
 				recs, err := msgblock.Decode(r.data)
 				if err != nil {
 					return 0, fmt.Errorf("%s %d: %w", tbl.table, r.key, err)

@@ -63,8 +63,8 @@ func TestCompactionInTransactions(t *testing.T) {
 		if got := m.msgIDsOf(); !slices.Equal(got, want) {
 			t.Errorf("between transactions %d and %d: listing of %d messages, want %d", paces, paces+1, len(got), len(want))
 		}
-		if _, _, unfinished := m.rows(); !unfinished {
-			t.Errorf("between transactions %d and %d: no compacting_from", paces, paces+1)
+		if _, _, unfinished := m.rows(); unfinished != (paces <= 2) {
+			t.Errorf("between transactions %d and %d: compacting_from %v, want %v", paces, paces+1, unfinished, paces <= 2)
 		}
 		if paces == 1 {
 			// A window loaded now: the head's 600 msg_ids, then the
@@ -83,8 +83,9 @@ func TestCompactionInTransactions(t *testing.T) {
 	if err != nil || st.moved != 600 {
 		t.Fatalf("compaction moved %d: %v", st.moved, err)
 	}
-	if st.txs != 3 || txs != 3 || paces != 2 {
-		t.Errorf("%d transactions (%d hook calls, %d paces), want 3 (3, 2)", st.txs, txs, paces)
+	// Three of blocks, then one deleting the dead batch rows.
+	if st.txs != 3 || txs != 3 || st.deletes != 1 || paces != 3 {
+		t.Errorf("%d transactions of blocks (%d hook calls), %d of deletes, %d paces; want 3 (3), 1, 3", st.txs, txs, st.deletes, paces)
 	}
 	if batches, blocks, unfinished := m.rows(); batches != 0 || blocks != 5 || unfinished {
 		t.Errorf("%d batch rows, %d blocks, compacting_from %v; want 0, 5, false", batches, blocks, unfinished)
@@ -186,5 +187,98 @@ func TestCompactionStaleBetweenTransactions(t *testing.T) {
 	}
 	if got := m.msgIDsOf(); !slices.Equal(got, want) {
 		t.Errorf("listing of %d messages, want %d", len(got), len(want))
+	}
+}
+
+// deadRows returns the batch rows and the rows of message_batches_dead.
+func (m *msgTest) deadRows() (batches, lists int) {
+	m.t.Helper()
+	err := m.s.r.QueryRowContext(context.Background(), `SELECT (SELECT count(*) FROM message_batches),
+		(SELECT count(*) FROM message_batches_dead)`).Scan(&batches, &lists)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return batches, lists
+}
+
+// TestCompactionDeletesDeadBatchesLater: a compaction's last transaction
+// lists its batch rows as dead instead of deleting them, and short
+// transactions (here of 3 rows) delete them after it. Until they are
+// deleted, the listing and the dedupe take each message once (from its
+// block), payload retention leaves them alone, and a compaction stopped
+// there has them deleted by the next compaction or the next open.
+func TestCompactionDeletesDeadBatchesLater(t *testing.T) {
+	for _, next := range []string{"none", "compaction", "open"} {
+		t.Run(next, func(t *testing.T) {
+			ctx := context.Background()
+			m := newMsgTest(t, Options{})
+			m.s.mlog.deadTxRows = 3
+			for i := range 10 {
+				m.sendBatch(fmt.Sprint("b", i), 30)
+			}
+			want := m.msgIDsOf()
+			paces := 0
+			stopped := errors.New("stopped")
+			pace := func(time.Duration) error {
+				paces++
+				batches, lists := m.deadRows()
+				// Before delete transaction k (paces = k), 10 - 3(k-1) rows are left.
+				if wantRows := 10 - 3*(paces-1); batches != wantRows || lists != 1 {
+					t.Errorf("before delete transaction %d: %d batch rows, %d dead lists; want %d, 1", paces, batches, lists, wantRows)
+				}
+				if got := m.msgIDsOf(); !slices.Equal(got, want) {
+					t.Errorf("before delete transaction %d: listing of %d messages, want %d", paces, len(got), len(want))
+				}
+				if paces == 2 {
+					m.s.wmu.Lock()
+					delete(m.s.mlog.windows, "d1")
+					m.s.wmu.Unlock()
+					if dups := m.send("b9-29", "b5-0"); !slices.Equal(dups, []bool{true, true}) {
+						t.Errorf("resent b9-29, b5-0 before delete transaction 2: duplicates %v, want [true true]", dups)
+					}
+					// Every payload is older than an hour from now: only the
+					// blocks' are stripped (the two resent were duplicates,
+					// and the dead batch rows are left alone).
+					n, _, err := m.s.StripMessagePayloads(ctx, time.Now().Add(time.Hour), 0, 1000)
+					if err != nil || n != 300 {
+						t.Errorf("StripMessagePayloads = %d, %v; want 300 (the blocks' payloads)", n, err)
+					}
+					if next != "none" {
+						return stopped
+					}
+				}
+				return nil
+			}
+			st, err := m.s.compactMessagesPaced(ctx, 1<<30, pace)
+			if err != nil || st.moved != 300 {
+				t.Fatalf("compaction moved %d: %v", st.moved, err)
+			}
+			switch next {
+			case "none":
+				if st.deletes != 4 {
+					t.Errorf("%d delete transactions, want 4", st.deletes)
+				}
+			case "compaction":
+				m.compact()
+			case "open":
+				if batches, lists := m.deadRows(); batches != 7 || lists != 1 {
+					t.Fatalf("stopped: %d batch rows, %d dead lists; want 7, 1", batches, lists)
+				}
+				m.reopen()
+			}
+			if batches, lists := m.deadRows(); batches != 0 || lists != 0 {
+				t.Errorf("after: %d batch rows, %d dead lists; want 0, 0", batches, lists)
+			}
+			if len(m.s.mlog.dead) != 0 {
+				t.Errorf("after: %d dead lists in memory", len(m.s.mlog.dead))
+			}
+			if got := m.msgIDsOf(); !slices.Equal(got, want) {
+				t.Errorf("after: listing of %d messages, want %d", len(got), len(want))
+			}
+			var n int
+			if err := m.s.r.QueryRowContext(ctx, `SELECT sum(n) FROM message_blocks`).Scan(&n); err != nil || n != 300 {
+				t.Errorf("blocks hold %d messages, want 300: %v", n, err)
+			}
+		})
 	}
 }
