@@ -79,6 +79,10 @@ func hubTails(f map[string]float64, before, after map[string]float64) {
 		// The message log's compaction (SQLite): its longest hold of
 		// the writer, which every commit waits for.
 		"hub_msglog_hold_max_ms": "devicehub_message_log_compaction_hold_seconds",
+		// The WAL checkpoint's last round (SQLite), which holds the
+		// writer too.
+		"hub_checkpoint_hold_p99_ms": "devicehub_sqlite_checkpoint_hold_seconds",
+		"hub_checkpoint_hold_max_ms": "devicehub_sqlite_checkpoint_hold_seconds",
 	} {
 		q := 0.99
 		if strings.HasSuffix(fig, "_max_ms") {
@@ -90,6 +94,9 @@ func hubTails(f map[string]float64, before, after map[string]float64) {
 	}
 	if n, ok := after["devicehub_message_log_compacted_messages_total"]; ok {
 		f["hub_msglog_compacted"] = n - before["devicehub_message_log_compacted_messages_total"]
+	}
+	if n, ok := after["devicehub_sqlite_checkpoint_hold_seconds_count"]; ok {
+		f["hub_checkpoints"] = n - before["devicehub_sqlite_checkpoint_hold_seconds_count"]
 	}
 	if n := after["go_gc_duration_seconds_count"] - before["go_gc_duration_seconds_count"]; n >= 0 && len(after) > 0 {
 		f["hub_gc_cycles"] = n

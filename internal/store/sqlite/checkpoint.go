@@ -119,6 +119,7 @@ func (s *Store) checkpoint(ctx context.Context) error {
 		d := time.Since(held)
 		s.wmu.Unlock()
 		s.ckHeld.Add(int64(d))
+		s.ckHold.Observe(d.Seconds())
 		if d > time.Duration(s.ckMaxHeld.Load()) {
 			s.ckMaxHeld.Store(int64(d))
 		}

@@ -111,6 +111,8 @@ type Store struct {
 	// ckHeld and ckMaxHeld are the time the checkpointer held wmu (see
 	// checkpointHold), in nanoseconds; only Run writes them.
 	ckHeld, ckMaxHeld atomic.Int64
+	// ckHold: each checkpoint's hold of wmu, the Prometheus histogram.
+	ckHold prometheus.Histogram
 	ckDone            atomic.Int64 // checkpoints finished (tests)
 	// fixedCache: Options.CacheSize set the writer's page cache;
 	// otherwise sizeCache sizes it (cacheSize, in bytes).
@@ -255,6 +257,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 	s := &Store{w: w, r: r, ck: ck, log: log, keys: map[string]int64{},
 		dbFile: dbFile, syncFirst: true, ckKick: make(chan struct{}, 1),
+		ckHold: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "devicehub_sqlite_checkpoint_hold_seconds",
+			Help: "Time one WAL checkpoint held the store's writer (SQLite) for its last round, which copies what the rounds beside the writer left: " +
+				"every commit waits for it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12),
+		}),
 		slowCommit: slowCommit, slowLogs: throttle.Sampler{Every: slowLogEvery}, clock: time.Now,
 		fixedCache: opts.CacheSize != 0}
 	s.cacheSize.Store(cmp.Or(opts.CacheSize, minCacheSize))
@@ -285,6 +293,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 				Name: "devicehub_sqlite_writer_cache_bytes",
 				Help: "The page cache of the SQLite connection that writes (storage.sqlite.cache_size, or sized by the fleet).",
 			}, func() float64 { return float64(s.cacheSize.Load()) }))
+		}
+		if err == nil {
+			err = opts.Registerer.Register(s.ckHold)
 		}
 		if err != nil {
 			s.closeDB()
