@@ -401,3 +401,39 @@ func TestHubTailsGCSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestHubTailsCheckpoint: the checkpoint's holds of the writer between two
+// scrapes (bucket upper bounds) and their count; none reported for a hub
+// that does not have the histogram.
+func TestHubTailsCheckpoint(t *testing.T) {
+	const h = "devicehub_sqlite_checkpoint_hold_seconds"
+	before := map[string]float64{h + `_bucket{le="0.004"}`: 5, h + `_bucket{le="0.016"}`: 6, h + `_bucket{le="+Inf"}`: 6, h + "_count": 6}
+	tests := []struct {
+		name     string
+		after    map[string]float64
+		want     map[string]float64
+		reported bool
+	}{
+		{"holds", map[string]float64{h + `_bucket{le="0.004"}`: 104, h + `_bucket{le="0.016"}`: 106, h + `_bucket{le="+Inf"}`: 106, h + "_count": 106},
+			map[string]float64{"hub_checkpoint_hold_p99_ms": 4, "hub_checkpoint_hold_max_ms": 16, "hub_checkpoints": 100}, true},
+		{"none between the scrapes", before, map[string]float64{"hub_checkpoints": 0}, true},
+		{"an older hub", map[string]float64{"go_gc_duration_seconds_count": 3}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := map[string]float64{}
+			hubTails(f, before, tt.after)
+			for k, v := range tt.want {
+				if got, ok := f[k]; !ok || got != v {
+					t.Errorf("%s = %v (reported %v), want %v", k, got, ok, v)
+				}
+			}
+			if _, ok := f["hub_checkpoints"]; ok != tt.reported {
+				t.Errorf("hub_checkpoints reported %v, want %v", ok, tt.reported)
+			}
+			if _, ok := f["hub_checkpoint_hold_max_ms"]; ok && tt.want["hub_checkpoint_hold_max_ms"] == 0 {
+				t.Errorf("hub_checkpoint_hold_max_ms reported with no hold between the scrapes")
+			}
+		})
+	}
+}

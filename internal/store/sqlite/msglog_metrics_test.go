@@ -13,7 +13,8 @@ import (
 
 // TestMessageLogMetrics: the head's gauges follow its messages and bytes;
 // a compaction counts the messages it moved and its hold of the writer;
-// the writer's page cache is reported (no devices: minCacheSize).
+// the writer's page cache is reported (no devices: minCacheSize); a
+// checkpoint observes its hold of the writer.
 func TestMessageLogMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := newMsgTest(t, Options{Registerer: reg})
@@ -56,6 +57,7 @@ func TestMessageLogMetrics(t *testing.T) {
 	want("before", got, "devicehub_message_log_compacted_messages_total", 0)
 	want("before", got, "devicehub_message_log_compactions_total", 0)
 	want("before", got, "devicehub_message_log_compaction_hold_seconds", 0)
+	want("before", got, "devicehub_sqlite_checkpoint_hold_seconds", 0)
 
 	m.compact()
 	got = gather()
@@ -67,6 +69,16 @@ func TestMessageLogMetrics(t *testing.T) {
 	want("after", got, "devicehub_message_log_compaction_hold_seconds", 2)
 	if got["devicehub_message_log_compaction_hold_seconds_sum"] <= 0 {
 		t.Errorf("after: hold time %v", got["devicehub_message_log_compaction_hold_seconds_sum"])
+	}
+
+	// A checkpoint's blocking round holds the writer too.
+	if err := m.s.checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got = gather()
+	want("checkpoint", got, "devicehub_sqlite_checkpoint_hold_seconds", 1)
+	if got["devicehub_sqlite_checkpoint_hold_seconds_sum"] <= 0 {
+		t.Errorf("checkpoint: hold time %v", got["devicehub_sqlite_checkpoint_hold_seconds_sum"])
 	}
 }
 
