@@ -113,7 +113,7 @@ type Store struct {
 	ckHeld, ckMaxHeld atomic.Int64
 	// ckHold: each checkpoint's hold of wmu, the Prometheus histogram.
 	ckHold prometheus.Histogram
-	ckDone            atomic.Int64 // checkpoints finished (tests)
+	ckDone atomic.Int64 // checkpoints finished (tests)
 	// fixedCache: Options.CacheSize set the writer's page cache;
 	// otherwise sizeCache sizes it (cacheSize, in bytes).
 	fixedCache bool
