@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -330,5 +331,70 @@ func TestStripPayloadsInHead(t *testing.T) {
 	check("compacted")
 	if n, _, err := m.s.StripMessagePayloads(ctx, cut, 0, 100); err != nil || n != 0 {
 		t.Errorf("second strip = %d, %v; want 0", n, err)
+	}
+}
+
+// TestHeadDrop: drop takes batch rows out of the head, whether they are
+// its oldest in commit order (a compaction's: the entries cut off the
+// front of each device's list) or not (expiry's may not be); the rest
+// stays as it was. Commit order is not first_id order here: message ids
+// are taken before the commit queue.
+func TestHeadDrop(t *testing.T) {
+	// Batch rows in commit order: first_id 10 (d1, d2), 5 (d1), 20 (d2, d3).
+	build := func() *msgHead {
+		h := &msgHead{devs: map[string][]headEntry{}, data: map[int64][]byte{}}
+		for _, b := range []struct {
+			devs []string
+			ids  []int64
+		}{{[]string{"d1", "d2"}, []int64{10, 11}}, {[]string{"d1"}, []int64{5}}, {[]string{"d2", "d3"}, []int64{20, 21}}} {
+			pb := &pendingBatch{}
+			for i, d := range b.devs {
+				pb.add(d, headEntry{id: b.ids[i]}, 0)
+			}
+			pb.finish()
+			pb.hb.data = make([]byte, 100*len(b.ids))
+			pb.hb.bytes = len(pb.hb.data)
+			h.add(pb)
+		}
+		return h
+	}
+	tests := []struct {
+		name     string
+		firsts   []int64
+		batches  []int64            // first_ids left, in commit order
+		devs     map[string][]int64 // message ids left per device
+		msgs     int
+		dataRows int
+	}{
+		{"oldest two", []int64{5, 10}, []int64{20}, map[string][]int64{"d2": {20}, "d3": {21}}, 2, 1},
+		{"oldest one", []int64{10}, []int64{5, 20}, map[string][]int64{"d1": {5}, "d2": {20}, "d3": {21}}, 3, 2},
+		{"not the oldest", []int64{5}, []int64{10, 20}, map[string][]int64{"d1": {10}, "d2": {11, 20}, "d3": {21}}, 4, 2},
+		{"oldest and newest", []int64{10, 20}, []int64{5}, map[string][]int64{"d1": {5}}, 1, 1},
+		{"none of the head's", []int64{99}, []int64{10, 5, 20}, map[string][]int64{"d1": {10, 5}, "d2": {11, 20}, "d3": {21}}, 5, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := build()
+			h.drop(tc.firsts)
+			var batches []int64
+			for _, b := range h.batches {
+				batches = append(batches, b.first)
+			}
+			if !slices.Equal(batches, tc.batches) {
+				t.Errorf("batch rows %v, want %v", batches, tc.batches)
+			}
+			devs := map[string][]int64{}
+			for d, es := range h.devs {
+				for _, e := range es {
+					devs[d] = append(devs[d], e.id)
+				}
+			}
+			if !maps.EqualFunc(devs, tc.devs, slices.Equal) {
+				t.Errorf("entries %v, want %v", devs, tc.devs)
+			}
+			if h.msgs != tc.msgs || len(h.data) != tc.dataRows || h.bytes != int64(100*tc.msgs) {
+				t.Errorf("msgs %d, data rows %d, bytes %d; want %d, %d, %d", h.msgs, len(h.data), h.bytes, tc.msgs, tc.dataRows, 100*tc.msgs)
+			}
+		})
 	}
 }

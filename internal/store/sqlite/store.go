@@ -68,7 +68,8 @@ type Options struct {
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
 	// Registerer, if set, receives the store's metrics (the message
-	// log's, msglog_metrics.go, and the writer's page cache).
+	// log's, msglog_metrics.go, the writer's page cache and the
+	// checkpoint's hold of the writer).
 	Registerer prometheus.Registerer
 
 	// CacheSize is the writer connection's page cache in bytes (SQLite's
