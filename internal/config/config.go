@@ -210,8 +210,8 @@ type SQLiteConfig struct {
 // batch rows not yet moved into per-device blocks) and the msg_id
 // dedupe's per-device windows.
 type MessageLogConfig struct {
-	// HeadMessages and HeadBytes: past either, the oldest batch rows
-	// are moved into per-device blocks.
+	// HeadMessages and HeadBytes: past half of either, the oldest batch
+	// rows are moved into per-device blocks, a chunk at a time.
 	HeadMessages int  `yaml:"head_messages"`
 	HeadBytes    Size `yaml:"head_bytes"`
 	// HeadAge: batch rows older than this are moved too.

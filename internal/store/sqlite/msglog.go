@@ -49,9 +49,10 @@ import (
 // MessageLogOptions bound the message log's memory (SQLite).
 type MessageLogOptions struct {
 	// HeadMessages and HeadBytes bound the messages of message_batches
-	// (kept in memory as the head); past either, the oldest are moved
-	// into per-device blocks until half are left (default 100,000
-	// messages, 32 MiB of encoded batches).
+	// (kept in memory as the head); past half of either, the oldest are
+	// moved into per-device blocks, a chunk (compactChunk) at a time,
+	// until half are left (default 100,000 messages, 32 MiB of encoded
+	// batches).
 	HeadMessages int
 	HeadBytes    int64
 	// HeadAge: batches older than this are moved into blocks even when
@@ -644,12 +645,18 @@ func (s *Store) applyMessages(t *txn) {
 	pb.hb.at = s.clock()
 	ml.hmu.Lock()
 	ml.head.add(pb)
-	over := ml.head.msgs > ml.opts.HeadMessages || ml.head.bytes > ml.opts.HeadBytes
+	// Compaction starts as soon as the head passes half its bounds (and
+	// moves a chunk), not once it passes them (and moves half the head,
+	// several chunks back to back): the same work, spread in rounds of
+	// one chunk instead of a burst that took the two cores from the
+	// commits for most of a second (docs/BENCHMARKS.md, "Compaction a
+	// chunk at a time").
+	due := ml.head.msgs > ml.opts.HeadMessages/2 || ml.head.bytes > ml.opts.HeadBytes/2
 	ml.hmu.Unlock()
 	if pb.hb.last > ml.max.Load() {
 		ml.max.Store(pb.hb.last)
 	}
-	if over {
+	if due {
 		select {
 		case ml.kick <- struct{}{}:
 		default:
