@@ -86,6 +86,8 @@ func (s *Store) compactDue(ctx context.Context) (int, error) {
 		}
 		st, err := s.compactMessagesPaced(ctx, compactChunk, pace)
 		total += st.moved
+		s.log.Debug("message log chunk compacted", "messages", st.moved, "prep", st.prep,
+			"txs", st.txs, "hold_max", st.hold, "deletes", st.deletes, "delete_hold_max", st.deleteHold)
 		if err != nil || st.moved == 0 {
 			if ctx.Err() != nil {
 				return total, nil

@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"database/sql/driver"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -192,6 +194,29 @@ func TestCacheSize(t *testing.T) {
 	}
 	if got := cacheKiB(s); got != 2000*cachePerDevice/1024 {
 		t.Errorf("2,000 devices: cache_size %d KiB, want %d", got, 2000*cachePerDevice/1024)
+	}
+	// The writer's connection goes bad: database/sql opens another,
+	// which must have the fleet's cache too, not the open's.
+	if _, err := s.w.ExecContext(ctx, `CREATE TEMP TABLE first_conn (x)`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Raw(func(any) error { return driver.ErrBadConn }); !errors.Is(err, driver.ErrBadConn) {
+		t.Fatalf("Raw: %v", err)
+	}
+	conn.Close()
+	var marks int
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM temp.sqlite_master WHERE name = 'first_conn'`).Scan(&marks); err != nil {
+		t.Fatal(err)
+	}
+	if marks != 0 {
+		t.Fatal("the writer still has its first connection")
+	}
+	if got := cacheKiB(s); got != 2000*cachePerDevice/1024 {
+		t.Errorf("2,000 devices, the writer's connection opened again: cache_size %d KiB, want %d", got, 2000*cachePerDevice/1024)
 	}
 	s.Close()
 	if s, err = Open(ctx, Options{Path: path}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -116,9 +117,10 @@ type Store struct {
 	ckHold prometheus.Histogram
 	ckDone atomic.Int64 // checkpoints finished (tests)
 	// fixedCache: Options.CacheSize set the writer's page cache;
-	// otherwise sizeCache sizes it (cacheSize, in bytes).
+	// otherwise sizeCache sizes it (cacheSize, in bytes; the writer's
+	// connector gives it to a connection it opens again, openWriter).
 	fixedCache bool
-	cacheSize  atomic.Int64
+	cacheSize  *atomic.Int64
 
 	// snap is the latest values of every device in memory (latest.go),
 	// nil when the store answers them from its tables; readers load it,
@@ -211,10 +213,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		writerVFS = "&vfs=" + walVFSName
 	}
-	w, err := sql.Open("sqlite", base+"?"+common+writerVFS+
+	cache := new(atomic.Int64)
+	cache.Store(cmp.Or(opts.CacheSize, minCacheSize))
+	w, err := openWriter(base+"?"+common+writerVFS+
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous("+sync+")"+
-		fmt.Sprintf("&_pragma=cache_size(-%d)", cmp.Or(opts.CacheSize, minCacheSize)/1024)+"&_pragma=temp_store(MEMORY)&_txlock=immediate"+
-		fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", autoCheckpointPages))
+		"&_pragma=temp_store(MEMORY)&_txlock=immediate"+
+		fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", autoCheckpointPages), cache)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
@@ -265,8 +269,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12),
 		}),
 		slowCommit: slowCommit, slowLogs: throttle.Sampler{Every: slowLogEvery}, clock: time.Now,
-		fixedCache: opts.CacheSize != 0}
-	s.cacheSize.Store(cmp.Or(opts.CacheSize, minCacheSize))
+		fixedCache: opts.CacheSize != 0, cacheSize: cache}
 	if err := s.initStatements(ctx); err != nil {
 		s.closeDB()
 		return nil, err
@@ -354,6 +357,52 @@ func (s *Store) sizeCache(ctx context.Context) error {
 	s.log.Info("writer page cache sized for the fleet", "devices", devices, "bytes", size)
 	return nil
 }
+
+// openWriter opens the writer's pool (one connection) on dsn through
+// writerConnector, so that every connection it opens has the page cache
+// last chosen (cache, in bytes), not only the first: database/sql opens a
+// new one after a connection went bad, and a cache_size in the DSN would
+// give that one the size of the open, not the fleet's (sizeCache).
+func openWriter(dsn string, cache *atomic.Int64) (*sql.DB, error) {
+	// The driver registered as "sqlite", with the functions registered
+	// on it (fold.go): sql.Open connects nothing.
+	probe, err := sql.Open("sqlite", "")
+	if err != nil {
+		return nil, err
+	}
+	drv := probe.Driver()
+	if err := probe.Close(); err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(writerConnector{drv: drv, dsn: dsn, cache: cache}), nil
+}
+
+// writerConnector opens the writer's connections: dsn's, then its page
+// cache set to cache's size.
+type writerConnector struct {
+	drv   driver.Driver
+	dsn   string
+	cache *atomic.Int64
+}
+
+func (c writerConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("the sqlite driver's connection (%T) does not execute statements", conn)
+	}
+	if _, err := ex.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, c.cache.Load()/1024), nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("set the page cache: %w", err)
+	}
+	return conn, nil
+}
+
+func (c writerConnector) Driver() driver.Driver { return c.drv }
 
 // DefaultPageSize is the page size of a new database (see Options).
 const DefaultPageSize = 4096
