@@ -206,6 +206,18 @@ func (g *loadGen) dial(ctx context.Context, d Device, keepAlive uint16, onPub fu
 	}
 	cl := paho.NewClient(cfg)
 	cp := &paho.Connect{ClientID: d.ID, KeepAlive: keepAlive, CleanStart: true}
+	if onPub == nil {
+		// A device of the load generator is sent no PUBLISH. paho sizes
+		// its queue of incoming PUBLISHes by the client's Receive Maximum
+		// (65,535 when the CONNECT has none): a channel of pointers, 512
+		// KiB a client, that every GC of the generator scans. With a
+		// thousand devices that was 500 MiB, and the one GC a 20 s run
+		// reached held the generator for ~0.75 s, the largest burst of
+		// late messages in every system's open-loop runs
+		// (docs/BENCHMARKS.md, "The load generator's own GC").
+		rm := uint16(deviceReceiveMaximum)
+		cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &rm}
+	}
 	if d.User != "" {
 		cp.Username, cp.UsernameFlag = d.User, true
 		cp.Password, cp.PasswordFlag = []byte(d.Pass), true
@@ -326,6 +338,11 @@ func (g *loadGen) run(ctx context.Context) (*LoadResult, error) {
 // loadHeapLimit is the heap at which the load generator collects garbage
 // while it publishes (its GC is otherwise off then).
 const loadHeapLimit = 2 << 30
+
+// deviceReceiveMaximum is the Receive Maximum of the load generator's
+// devices (not of the subscriber that counts every message): they are
+// sent no PUBLISH, and paho allocates a queue of that many (dial).
+const deviceReceiveMaximum = 16
 
 // dialTimeout bounds one TCP dial of the load generator;
 // maxDialRetries bounds the dials of one device made again because the
@@ -491,9 +508,10 @@ func (g *loadGen) ingest(ctx context.Context) (*LoadResult, error) {
 		return lats, lates, slows, start, last.Load()
 	}
 	// The generator's own GC would stop its publishers and its PUBACK
-	// readers for up to ~0.5 s on 2 cores (its heap is a thousand MQTT
-	// clients' pointers): that pause is not the system under test's, so
-	// the publishing phases run with the GC held off, up to a heap bound.
+	// readers: that pause is not the system under test's, so the
+	// publishing phases run with the GC held off, up to a heap bound. (A
+	// thousand devices' paho queues made each GC cost ~0.75 s on 2 cores
+	// until their Receive Maximum was set: see dial.)
 	runtime.GC()
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(loadHeapLimit))
