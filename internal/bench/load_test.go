@@ -26,10 +26,11 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 }
 
 // TestDeviceClientHeap: a connected device of the load generator keeps
-// little heap (measured with the broker, mochi, in the same process). paho sized each client's incoming queue for 65,535
-// PUBLISHes (512 KiB of pointers) when the CONNECT named no Receive
-// Maximum, and the generator's GC scanning a thousand of them held it
-// for most of a second in the middle of the open-loop runs.
+// little heap (measured with the broker, mochi, in the same process).
+// paho sized each client's incoming queue for 65,535 PUBLISHes (512 KiB
+// of pointers) when the CONNECT named no Receive Maximum, and the
+// generator's GC scanning a thousand of them held it for most of a second
+// in the middle of the open-loop runs.
 func TestDeviceClientHeap(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
