@@ -174,6 +174,19 @@ func Encode(recs []Record) []byte {
 	return e.Bytes()
 }
 
+// AppendShared appends the records of block b to dst. Unlike Decode's,
+// their strings and payloads are b's own bytes, not copies: they are
+// valid as long as b is neither changed nor reused, and cost no
+// allocation besides dst's growth. On error dst holds the records
+// before the corrupt one.
+func AppendShared(dst []Record, b []byte) ([]Record, error) {
+	err := Each(b, func(r *Record) error {
+		dst = append(dst, *r)
+		return nil
+	})
+	return dst, err
+}
+
 // Decode returns the records of block b, sharing nothing with b.
 func Decode(b []byte) ([]Record, error) {
 	var out []Record

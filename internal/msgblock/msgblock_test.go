@@ -1,6 +1,7 @@
 package msgblock
 
 import (
+	"bytes"
 	"errors"
 	"math/rand/v2"
 	"reflect"
@@ -44,6 +45,36 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.recs)
 			}
 		})
+	}
+}
+
+// TestAppendShared: the shared records are Decode's, appended after what
+// dst held, and they are the block's bytes, not copies.
+func TestAppendShared(t *testing.T) {
+	recs := []Record{
+		{ID: 1, DeviceID: "a", Topic: "t", Transport: "mqtt", Payload: []byte("p1"), MsgID: "x", Accepted: true},
+		{ID: 2, DeviceID: "a", Topic: "t", Transport: "mqtt", Payload: []byte("p2"), Code: "c", Reason: "r"},
+		{ID: 3, DeviceID: "b", Topic: "u", Transport: "http"},
+	}
+	b := Encode(recs)
+	before := Record{ID: 99, DeviceID: "z"}
+	got, err := AppendShared([]Record{before}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]Record{before}, recs...); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+	p := got[1].Payload
+	if i := bytes.Index(b, []byte("p1")); i < 0 || &b[i] != &p[0] {
+		t.Errorf("payload %q is a copy, not the block's bytes", p)
+	}
+	if cap(p) != len(p) {
+		t.Errorf("payload's capacity %d reaches past it (%d bytes)", cap(p), len(p))
+	}
+	_, err = AppendShared(nil, b[:len(b)-1])
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("truncated block: error %v, want ErrCorrupt", err)
 	}
 }
 
@@ -176,6 +207,9 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
 			}
 			return
+		}
+		if shared, err := AppendShared(nil, b); err != nil || (len(recs) > 0 && !reflect.DeepEqual(shared, recs)) {
+			t.Fatalf("AppendShared differs from Decode (%v):\n%+v\n%+v", err, shared, recs)
 		}
 		// What decodes encodes to a block that decodes the same.
 		again, err := Decode(Encode(recs))

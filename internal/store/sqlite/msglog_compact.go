@@ -183,23 +183,28 @@ func (s *Store) compactMessagesPaced(ctx context.Context, limit int, pace func(h
 	if len(srcs) == 0 {
 		return st, s.deleteDeadBatches(ctx, pace, &st)
 	}
+	// The records share the batches' bytes (AppendShared): a batch's
+	// data in the head is never changed in place (retention's rewrite
+	// replaces it, which the transactions below see as stale), and srcs
+	// holds it until the blocks are written.
 	recs := make([]msgblock.Record, 0, moved)
 	firsts := make([]int64, 0, len(srcs))
 	sizes := make([]int, 0, len(srcs))
+	total := 0
 	slices.SortFunc(srcs, func(a, b source) int { return cmp.Compare(a.first, b.first) })
 	for _, src := range srcs {
-		rs, err := msgblock.Decode(src.data)
-		if err != nil {
+		var err error
+		if recs, err = msgblock.AppendShared(recs, src.data); err != nil {
 			return st, fmt.Errorf("compact message log: message batch %d: %w", src.first, err)
 		}
-		recs = append(recs, rs...)
 		firsts = append(firsts, src.first)
 		sizes = append(sizes, len(src.data))
+		total += len(src.data)
 	}
 	if len(recs) != moved {
 		return st, fmt.Errorf("compact message log: message batches hold %d messages, the head %d", len(recs), moved)
 	}
-	blocks := encodeBlocks(recs)
+	blocks := encodeBlocksInto(make([]byte, 0, total), recs)
 	st.prep = time.Since(start)
 	per := ml.txBlocks
 	if per <= 0 {
@@ -518,23 +523,50 @@ type blockRow struct {
 // encodeBlocks encodes recs as blocks of up to messageBlockSize messages
 // of one device, ordered by id.
 func encodeBlocks(recs []msgblock.Record) []blockRow {
-	slices.SortStableFunc(recs, func(a, b msgblock.Record) int {
-		return cmp.Or(strings.Compare(a.DeviceID, b.DeviceID), cmp.Compare(a.ID, b.ID))
+	return encodeBlocksInto(nil, recs)
+}
+
+// encodeBlocksInto is encodeBlocks with the blocks' bytes in buf's
+// spare capacity, one after the other, while they fit: a compaction's
+// chunk encodes about as many bytes as its batches hold, and a buffer
+// per block, grown by appends, allocated several times that (and made
+// the GC run sooner while ingest runs).
+func encodeBlocksInto(buf []byte, recs []msgblock.Record) []blockRow {
+	// Sorted through indices: a Record is ~150 bytes to move.
+	order := make([]int32, len(recs))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		ra, rb := &recs[a], &recs[b]
+		return cmp.Or(strings.Compare(ra.DeviceID, rb.DeviceID), cmp.Compare(ra.ID, rb.ID), cmp.Compare(a, b))
 	})
-	var out []blockRow
-	var enc msgblock.Encoder
-	for i := 0; i < len(recs); {
-		j := i
-		for j < len(recs) && j-i < messageBlockSize && recs[j].DeviceID == recs[i].DeviceID {
-			j++
+	runs := 0
+	for i := range order {
+		if i == 0 || recs[order[i]].DeviceID != recs[order[i-1]].DeviceID {
+			runs++
 		}
-		run := recs[i:j]
-		enc.Reset(nil)
+	}
+	out := make([]blockRow, 0, runs+len(recs)/messageBlockSize)
+	run := make([]msgblock.Record, 0, min(len(recs), messageBlockSize))
+	var enc msgblock.Encoder
+	for i := 0; i < len(order); {
+		run = run[:0]
+		dev := recs[order[i]].DeviceID
+		for ; i < len(order) && len(run) < messageBlockSize && recs[order[i]].DeviceID == dev; i++ {
+			run = append(run, recs[order[i]])
+		}
+		rest := buf[len(buf):]
+		enc.Reset(rest)
 		for k := range run {
 			enc.Add(&run[k])
 		}
-		out = append(out, blockRow{dev: run[0].DeviceID, first: run[0].ID, last: run[len(run)-1].ID, n: len(run), m: blockMeta(run), data: enc.Bytes()})
-		i = j
+		data := enc.Bytes()
+		if cap(rest) >= len(data) && &rest[:1][0] == &data[0] {
+			buf = buf[:len(buf)+len(data)]
+		}
+		out = append(out, blockRow{dev: dev, first: run[0].ID, last: run[len(run)-1].ID, n: len(run), m: blockMeta(run),
+			data: data[:len(data):len(data)]})
 	}
 	return out
 }
