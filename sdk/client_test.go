@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -303,4 +304,94 @@ func TestCommandsAndTwinBroker(t *testing.T) {
 	if cmd, ok := recv("command c2").(sdk.Command); !ok || cmd.ID != "c2" {
 		t.Fatalf("command = %+v, want c2", cmd)
 	}
+}
+
+// TestCommandBurst: the client announces a Receive Maximum (paho sizes
+// its queue of incoming PUBLISHes by it: 512 KiB a client without one);
+// a burst of commands three times as large reaches the device whole, each
+// command once, the hub holding back what exceeds it until the device's
+// PUBACKs free slots.
+func TestCommandBurst(t *testing.T) {
+	const burst = 96
+	th := startHub(t, "", "")
+	creds := provision(t, th.api, "burst")
+	// A retained message delivered means the subscriptions are in place.
+	if err := th.Broker().Publish("devices/burst/twin/desired", []byte(`{"version": 1, "values": {}}`), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	subscribed := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	handled := map[string]int{}
+	all := make(chan struct{})
+	startClient(t, sdk.Options{
+		DB: filepath.Join(t.TempDir(), "device.db"), MQTTServer: "mqtt://" + th.MQTTAddr(), Credentials: creds,
+		OnDesiredProperties: func(sdk.DesiredProperties) { once.Do(func() { close(subscribed) }) },
+		OnCommand: func(cmd sdk.Command) sdk.Result {
+			mu.Lock()
+			defer mu.Unlock()
+			handled[cmd.ID]++
+			if len(handled) == burst {
+				close(all)
+			}
+			return sdk.Result{Status: "succeeded"}
+		},
+	})
+	select {
+	case <-subscribed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the retained desired properties did not arrive within 20s")
+	}
+	for i := range burst {
+		if err := th.Broker().Publish(fmt.Sprintf("devices/burst/commands/c%03d", i), []byte(`{"command": "ping"}`), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%d of %d commands handled within 30s", len(handled), burst)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range handled {
+		if n != 1 {
+			t.Errorf("command %s handled %d times", id, n)
+		}
+	}
+}
+
+// TestClientHeap: a connected client keeps little heap. Without a
+// Receive Maximum in its CONNECT, paho's queue of incoming PUBLISHes
+// alone took 512 KiB a client (65,535 pointers): a gateway running a
+// client per child device paid that for each.
+func TestClientHeap(t *testing.T) {
+	const clients = 10
+	th := startHub(t, "", "")
+	creds := make([]*sdk.Credentials, clients)
+	for i := range creds {
+		creds[i] = provision(t, th.api, fmt.Sprintf("heap%02d", i))
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	cs := make([]*sdk.Client, clients)
+	for i := range cs {
+		cs[i] = startClient(t, sdk.Options{DB: filepath.Join(t.TempDir(), "device.db"),
+			MQTTServer: "mqtt://" + th.MQTTAddr(), Credentials: creds[i]})
+	}
+	for _, c := range cs {
+		eventually.True(t, 20*time.Second, "connected", func() bool { return c.Stats().Connected })
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	per := (int64(ms.HeapAlloc) - int64(before)) / clients
+	// The process holds the hub's side of each connection too.
+	if per > 256<<10 {
+		t.Errorf("each connected client keeps %d KiB of heap (client and hub), want at most 256", per>>10)
+	}
+	t.Logf("%d B of heap per connected client", per)
 }

@@ -46,6 +46,10 @@ func backoff(minD, maxD time.Duration, n int) time.Duration {
 	return minD + rand.N(hi-minD)
 }
 
+// receiveMaximum is the Receive Maximum the client announces: the QoS 1
+// PUBLISHes the hub may have sent it unacknowledged at once.
+const receiveMaximum = 32
+
 func (c *Client) mqttConfig() (autopaho.ClientConfig, error) {
 	u, err := c.opts.mqttURL()
 	if err != nil {
@@ -66,6 +70,19 @@ func (c *Client) mqttConfig() (autopaho.ClientConfig, error) {
 		ConnectTimeout:                10 * time.Second,
 		ConnectUsername:               c.creds.MQTTUsername,
 		ConnectPassword:               []byte(c.creds.MQTTPassword),
+		// paho sizes each connection's queue of incoming PUBLISHes by the
+		// Receive Maximum the CONNECT announces, 65,535 pointers (512 KiB)
+		// when it announces none; the hub sends a device few at a time
+		// (commands, desired properties, firmware offers) and holds the
+		// rest back until a PUBACK frees a slot.
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			rm := uint16(receiveMaximum)
+			cp.Properties.ReceiveMaximum = &rm
+			return cp, nil
+		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: c.creds.DeviceID,
 			// Inbound messages are acknowledged only once stored.
