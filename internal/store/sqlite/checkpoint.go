@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"os"
 	"context"
 	"fmt"
 	"time"
@@ -34,16 +33,11 @@ import (
 
 // checkpointChanges is how many committed changes start a checkpoint
 // (~8,000 WAL pages, 32 MB, for ingest). A variable for the benchmarks.
-var checkpointChanges = func() int {
-	if os.Getenv("DEVICEHUB_EXPERIMENT_NOCKPT") == "1" {
-		return 1 << 40
-	}
-	return 3000
-}()
+var checkpointChanges = 3000
 
 const (
 	// autoCheckpointPages is the writer's own automatic checkpoint.
-	autoCheckpointPages = 40000000
+	autoCheckpointPages = 40000
 	// maxBackgroundRounds bounds the rounds under a write load that
 	// outruns the checkpointer.
 	maxBackgroundRounds = 4

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"os"
 	"context"
 	"database/sql"
 	"fmt"
@@ -209,9 +208,6 @@ func (ml *msgLog) hash(msgID string) uint64 {
 // builds the head from message_batches and finds the largest id.
 func (s *Store) initMessageLog(ctx context.Context, opts MessageLogOptions) error {
 	opts.defaults()
-	if os.Getenv("DEVICEHUB_EXPERIMENT_NOCOMPACT") == "1" {
-		opts.HeadMessages, opts.HeadBytes = 1<<30, 1<<40
-	}
 	ml := &s.mlog
 	ml.opts = opts
 	ml.seed = maphash.MakeSeed()
