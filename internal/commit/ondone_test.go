@@ -394,3 +394,50 @@ func TestNotify(t *testing.T) {
 		})
 	}
 }
+
+// TestCallbacksDoNotHoldCommits: the committer goes on committing while a
+// committed batch's callbacks run (they write the PUBACKs), and the
+// callbacks of later batches still come in batch order once the slow one
+// returns.
+func TestCallbacksDoNotHoldCommits(t *testing.T) {
+	st := newFakeStore()
+	st.gate = make(chan struct{})
+	c := newCommitter(st, &fakePub{}, commit.Options{MaxBatch: 1})
+	stop := run(t, c)
+	defer stop()
+	ts := enqueue(t, c, "a")
+	entered(t, st) // a's commit is held until the callbacks are set
+	ts = append(ts, enqueue(t, c, "b", "c")...)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	all := make(chan struct{})
+	for i, tk := range ts {
+		id := []string{"a", "b", "c"}[i]
+		tk.OnDone(func(error) {
+			if id == "a" {
+				<-release // a slow PUBACK write
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if order = append(order, id); len(order) == 3 {
+				close(all)
+			}
+		})
+	}
+	close(st.gate)
+	// b's and c's commits happen while a's callback is still running.
+	entered(t, st)
+	entered(t, st)
+	close(release)
+	select {
+	case <-all:
+	case <-time.After(10 * time.Second):
+		t.Fatal("callbacks not all called after 10s")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(order) != "[a b c]" {
+		t.Errorf("callbacks called in the order %v, want [a b c]", order)
+	}
+}
