@@ -26,11 +26,3 @@ func SetSlowBatch(c *Committer, d time.Duration) { c.slowBatch = d }
 
 // SetClock sets the time c's slow-batch log limiter is given.
 func SetClock(c *Committer, now func() time.Time) { c.clock = now }
-
-// SetHandOver sets the batch size from which the completer completes a
-// batch's tickets until the test ends.
-func SetHandOver(t interface{ Cleanup(func()) }, n int) {
-	old := handOver
-	handOver = n
-	t.Cleanup(func() { handOver = old })
-}

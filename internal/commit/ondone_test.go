@@ -400,7 +400,6 @@ func TestNotify(t *testing.T) {
 // callbacks of later batches still come in batch order once the slow one
 // returns.
 func TestCallbacksDoNotHoldCommits(t *testing.T) {
-	commit.SetHandOver(t, 1)
 	st := newFakeStore()
 	st.gate = make(chan struct{})
 	c := newCommitter(st, &fakePub{}, commit.Options{MaxBatch: 1})
@@ -440,59 +439,5 @@ func TestCallbacksDoNotHoldCommits(t *testing.T) {
 	defer mu.Unlock()
 	if fmt.Sprint(order) != "[a b c]" {
 		t.Errorf("callbacks called in the order %v, want [a b c]", order)
-	}
-}
-
-// TestCallbacksInOrderAcrossHandOver: a small batch committed while a
-// large one's callbacks still run is completed after them, not in the
-// committer's goroutine ahead of them.
-func TestCallbacksInOrderAcrossHandOver(t *testing.T) {
-	commit.SetHandOver(t, 2)
-	st := newFakeStore()
-	st.gate = make(chan struct{})
-	c := newCommitter(st, &fakePub{}, commit.Options{MaxBatch: 2})
-	stop := run(t, c)
-	defer stop()
-	ts := enqueue(t, c, "a")
-	entered(t, st) // [a] held: b and c queue behind it
-	ts = append(ts, enqueue(t, c, "b", "c")...)
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var order []string
-	all := make(chan struct{})
-	onDone := func(tk *commit.Ticket, id string) {
-		tk.OnDone(func(error) {
-			if id == "b" {
-				<-release
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if order = append(order, id); len(order) == 4 {
-				close(all)
-			}
-		})
-	}
-	for i, id := range []string{"a", "b", "c"} {
-		onDone(ts[i], id)
-	}
-	close(st.gate)
-	if n := entered(t, st); n != 2 { // [b c]: handed over; b's callback blocks
-		t.Fatalf("second batch of %d changes, want 2", n)
-	}
-	d := enqueue(t, c, "d")
-	onDone(d[0], "d")
-	if n := entered(t, st); n != 1 { // [d]: small, but handed over behind [b c]
-		t.Fatalf("third batch of %d changes, want 1", n)
-	}
-	close(release)
-	select {
-	case <-all:
-	case <-time.After(10 * time.Second):
-		t.Fatal("callbacks not all called after 10s")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if fmt.Sprint(order) != "[a b c d]" {
-		t.Errorf("callbacks called in the order %v, want [a b c d]", order)
 	}
 }
