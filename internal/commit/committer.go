@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,10 +90,6 @@ type Committer struct {
 	q        chan *Ticket
 	stopping chan struct{}
 	finished chan struct{}
-	// done carries each committed (or failed) batch's tickets to the
-	// completer goroutine of run, which completes them in batch order
-	// (see completer).
-	done chan completion
 	// gaveUp is closed when Run returns ErrStoreStuck: Wait stops waiting
 	// for the tickets the stuck commit and the queue still hold.
 	gaveUp chan struct{}
@@ -409,13 +405,6 @@ func (c *Committer) Done() <-chan struct{} { return c.finished }
 // run is Run's loop; cctx is the commits' context.
 func (c *Committer) run(ctx, cctx context.Context) error {
 	defer close(c.finished)
-	c.done = make(chan completion, completionQueue)
-	completed := make(chan struct{})
-	go c.completer(completed)
-	defer func() {
-		close(c.done)
-		<-completed
-	}()
 	batch := make([]*Ticket, 0, c.opts.MaxBatch)
 	for {
 		select {
@@ -532,7 +521,9 @@ func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 		c.failures.Inc()
 		c.log.Error("group commit failed", "changes", len(batch), "err", err)
 		err = fmt.Errorf("commit batch: %w", err)
-		c.done <- completion{tickets: slices.Clone(batch), err: err}
+		for _, t := range batch {
+			t.complete(err)
+		}
 		return
 	}
 	// Sized up front: the events of a batch of 400 changes would
@@ -559,36 +550,12 @@ func (c *Committer) commit(cctx context.Context, batch []*Ticket) {
 		c.lastSeq.Store(evs[len(evs)-1].Seq)
 		c.pub.Publish(evs)
 	}
-	c.done <- completion{tickets: slices.Clone(batch)}
-}
-
-// completion is a batch's tickets and the error they complete with.
-type completion struct {
-	tickets []*Ticket
-	err     error
-}
-
-// completionQueue bounds the batches committed and not yet completed:
-// when the completer is that far behind, the committer waits for it.
-const completionQueue = 16
-
-// completer completes the tickets of each batch the committer hands it,
-// in order, until c.done is closed; then it closes completed.
-//
-// Completing a ticket calls its callback: for a device's publish, the
-// broker's settle, which writes the PUBACK (a write system call per
-// message, ~20 µs on a 2-core VM). In the committer's own goroutine
-// that was part of every commit cycle (a sixth of the committer's time
-// at 1,000 devices and 7,500 msgs/s, and a batch of 1,000 took ~20 ms
-// before the next commit could begin); here the next commit's
-// statements and fsync run while the PUBACKs of the last one are
-// written. One goroutine keeps the order: a batch's tickets complete
-// after the batch before it, as MQTT needs of a client's PUBACKs.
-func (c *Committer) completer(completed chan<- struct{}) {
-	defer close(completed)
-	for b := range c.done {
-		for _, t := range b.tickets {
-			t.complete(b.err)
-		}
+	for _, t := range batch {
+		t.complete(nil)
 	}
+	// The callbacks woke goroutines (the broker's PUBACK writers) onto
+	// this P's run queue; without a yield the next batch's commit, CPU
+	// work of up to tens of milliseconds for a large batch, runs before
+	// them and their PUBACKs wait for it.
+	runtime.Gosched()
 }
