@@ -62,39 +62,28 @@ func main() {
 	stw := make([]float64, *n)
 	w0 := int64(*start * 1e9)
 	wn := int64(*win)
-	add := func(arr [][nb]float64, k int, from, to int64) {
+	// spread calls fn with each window's share, in ms, of the trace
+	// interval [from, to); time before the first window or after the
+	// last is left out.
+	spread := func(from, to int64, fn func(i int, ms float64)) {
 		if off == 0 {
 			return
 		}
-		a, b := from+off-w0, to+off-w0
+		a, b := max(from+off-w0, 0), to+off-w0
 		for a < b {
 			i := a / wn
-			end := (i + 1) * wn
-			if end > b {
-				end = b
-			}
-			if i >= 0 && int(i) < *n {
-				arr[i][k] += float64(end-a) / 1e6
+			end := min((i+1)*wn, b)
+			if int(i) < *n {
+				fn(int(i), float64(end-a)/1e6)
 			}
 			a = end
 		}
 	}
+	add := func(arr [][nb]float64, k int, from, to int64) {
+		spread(from, to, func(i int, ms float64) { arr[i][k] += ms })
+	}
 	addf := func(arr []float64, from, to int64) {
-		if off == 0 {
-			return
-		}
-		a, b := from+off-w0, to+off-w0
-		for a < b {
-			i := a / wn
-			end := (i + 1) * wn
-			if end > b {
-				end = b
-			}
-			if i >= 0 && int(i) < *n {
-				arr[i] += float64(end-a) / 1e6
-			}
-			a = end
-		}
+		spread(from, to, func(i int, ms float64) { arr[i] += ms })
 	}
 	idx := func(s trace.GoState) int {
 		switch s {
