@@ -204,6 +204,19 @@ type SQLiteConfig struct {
 	CacheSize Size `yaml:"cache_size"`
 	// MessageLog bounds the message log's memory.
 	MessageLog MessageLogConfig `yaml:"message_log"`
+	// ReadingsHead bounds the readings' head in memory.
+	ReadingsHead ReadingsHeadConfig `yaml:"readings_head"`
+}
+
+// ReadingsHeadConfig bounds the SQLite readings head: the batch rows of
+// readings not yet moved into per-device blocks, indexed in memory.
+type ReadingsHeadConfig struct {
+	// MaxReadings and MaxBytes: past either, the oldest batch rows are
+	// moved into blocks until half are left.
+	MaxReadings int  `yaml:"max_readings"`
+	MaxBytes    Size `yaml:"max_bytes"`
+	// MaxAge: batch rows older than this are moved too.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // MessageLogConfig bounds the SQLite message log's memory: the head (the
@@ -288,7 +301,8 @@ func Default() *Config {
 		},
 		HTTP: HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full", MessageLog: MessageLogConfig{
-			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
+			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute},
+			ReadingsHead: ReadingsHeadConfig{MaxReadings: 200_000, MaxBytes: 32 * MiB, MaxAge: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
 		Ingest: IngestConfig{
 			MaxPayloadBytes:       64 * KiB,
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},
@@ -697,7 +711,10 @@ func (c *Config) checkStorage() error {
 		if c := s.SQLite.CacheSize; c != 0 && (c < MiB || c > 16*GiB) {
 			return invalid("storage.sqlite.cache_size", "must be 0 (sized by the fleet) or from 1MiB to 16GiB, got %d", c)
 		}
-		return s.SQLite.MessageLog.check(c.MQTT.ReceiveMaximum)
+		if err := s.SQLite.MessageLog.check(c.MQTT.ReceiveMaximum); err != nil {
+			return err
+		}
+		return s.SQLite.ReadingsHead.check()
 	case "postgres":
 		if s.Postgres.DSN == "" {
 			return invalid("storage.postgres.dsn", "required when storage.driver is postgres")
@@ -726,6 +743,20 @@ func (m MessageLogConfig) check(receiveMaximum int) error {
 	}
 	if m.DedupeIdle < time.Second {
 		return invalid(key+"dedupe_idle", "must be at least 1s, got %s", m.DedupeIdle)
+	}
+	return nil
+}
+
+func (h ReadingsHeadConfig) check() error {
+	const key = "storage.sqlite.readings_head."
+	if err := atLeast(key+"max_readings", int64(h.MaxReadings), 100); err != nil {
+		return err
+	}
+	if h.MaxBytes < 64*KiB {
+		return invalid(key+"max_bytes", "must be at least 64KiB, got %d", h.MaxBytes)
+	}
+	if h.MaxAge < time.Second {
+		return invalid(key+"max_age", "must be at least 1s, got %s", h.MaxAge)
 	}
 	return nil
 }

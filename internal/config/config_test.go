@@ -126,6 +126,8 @@ func TestLoadBad(t *testing.T) {
 		{"message_log_small_window", `storage.sqlite.message_log.dedupe_window: must be from mqtt.receive_maximum (64) to 65535, got 10`},
 		{"message_log_small_head", `storage.sqlite.message_log.head_messages: must be at least 100`},
 		{"sqlite_small_cache", `storage.sqlite.cache_size: must be 0 (sized by the fleet) or from 1MiB to 16GiB, got 65536`},
+		{"readings_head_small", `storage.sqlite.readings_head.max_readings: must be at least 100`},
+		{"readings_head_short_age", `storage.sqlite.readings_head.max_age: must be at least 1s, got 10ms`},
 		{"bad_log_level", `log.level: must be one of debug, info, warn, error, got "loud"`},
 		{"bad_log_format", `log.format: must be one of text, json, got "xml"`},
 		{"tls_without_cert", "mqtt.tls.cert_file: required when mqtt.tls.addr is set"},

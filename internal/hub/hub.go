@@ -496,10 +496,12 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, reg pr
 		return st, nil
 	default:
 		path := sqlitePath(cfg)
-		ml := cfg.Storage.SQLite.MessageLog
+		ml, rh := cfg.Storage.SQLite.MessageLog, cfg.Storage.SQLite.ReadingsHead
 		st, err := sqlite.Open(ctx, sqlite.Options{Path: path, Synchronous: cfg.Storage.SQLite.Synchronous, CacheSize: int64(cfg.Storage.SQLite.CacheSize), Logger: log.With("component", "store"), Registerer: reg,
 			MessageLog: sqlite.MessageLogOptions{HeadMessages: ml.HeadMessages, HeadBytes: int64(ml.HeadBytes), HeadAge: ml.HeadAge,
-				DedupeWindow: ml.DedupeWindow, DedupeIdle: ml.DedupeIdle}})
+				DedupeWindow: ml.DedupeWindow, DedupeIdle: ml.DedupeIdle},
+			ReadingsHead: sqlite.ReadingsHeadOptions{MaxReadings: rh.MaxReadings, MaxBytes: int64(rh.MaxBytes), MaxAge: rh.MaxAge,
+				Rollups: cfg.Retention.Rollups}})
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}

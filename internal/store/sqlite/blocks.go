@@ -33,15 +33,17 @@ func (s *Store) CompactReadings(ctx context.Context, deviceID string, before tim
 
 // CompactDevices implements retention.CompactStore. In one transaction,
 // device after device in the order given, it reads up to what is left of
-// limit of the device's readings taken before before (never the table's
-// newest row, so that rowids are not reused, and with an id of at most
-// maxID when maxID > 0), merges them per stream into the stream's newest
+// limit of the device's readings taken before before (rows of the
+// readings table, then readings of the head; never the table's newest
+// row nor the newest reading, so that ids are not reused, and with an id
+// of at most maxID when maxID > 0), merges them per stream into the stream's newest
 // block while that holds fewer than blockSize readings, writes the rest
 // as new blocks, and deletes the rows. It returns how many readings it
 // moved and how many of the leading devices have none left to move (it
 // stops at the device that used up limit). A failure anywhere rolls all
 // of it back: a reading is a row or in a block, never both, never
-// neither.
+// neither. Head readings leave their batch rows, which are rewritten
+// without them (or deleted) in the same transaction.
 //
 // Several devices in one transaction write each page of the readings
 // table once where one transaction a device would write it once per
@@ -54,10 +56,14 @@ func (s *Store) CompactDevices(ctx context.Context, deviceIDs []string, before t
 	if maxID <= 0 {
 		maxID = 1<<63 - 1
 	}
-	_, err = s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+	s.rh.cmu.Lock()
+	defer s.rh.cmu.Unlock()
+	hm := &headMove{}
+	_, err = s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
 		moved, done = 0, 0
+		*hm = headMove{}
 		for _, id := range deviceIDs {
-			n, err := s.compactDevice(ctx, tx, id, before, maxID, limit-moved)
+			n, err := s.compactDevice(ctx, tx, hm, id, before, maxID, limit-moved)
 			if err != nil {
 				return 0, fmt.Errorf("compact readings of %s: %w", id, err)
 			}
@@ -67,13 +73,16 @@ func (s *Store) CompactDevices(ctx context.Context, deviceIDs []string, before t
 			}
 			done++
 		}
+		if err := s.rewriteRows(ctx, tx, hm); err != nil {
+			return 0, fmt.Errorf("rewrite reading batches: %w", err)
+		}
 		if s.compactHook != nil {
 			if err := s.compactHook(); err != nil {
 				return 0, err
 			}
 		}
 		return moved, nil
-	})
+	}, func() { hm.apply(&s.rh) })
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact readings: %w", err)
 	}
@@ -81,8 +90,9 @@ func (s *Store) CompactDevices(ctx context.Context, deviceIDs []string, before t
 }
 
 // compactDevice moves up to limit of one device's due readings into its
-// blocks within tx.
-func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
+// blocks within tx: rows of the readings table (an older database's)
+// first, then readings of the head, whose batch rows hm rewrites.
+func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, hm *headMove, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
 	var key int64
 	if err := tx.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = ?`, deviceID).Scan(&key); err != nil {
 		if err == sql.ErrNoRows {
@@ -117,7 +127,7 @@ func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, deviceID string, 
 	}
 	n := len(ids)
 	if n == 0 {
-		return 0, nil
+		return s.compactHeadDevice(ctx, tx, hm, key, deviceID, before, maxID, limit)
 	}
 	streams := make([]string, 0, len(byStream))
 	for st := range byStream {
@@ -141,25 +151,57 @@ func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, deviceID string, 
 		}
 		ids = ids[k:]
 	}
-	return n, nil
+	h, err := s.compactHeadDevice(ctx, tx, hm, key, deviceID, before, maxID, limit-n)
+	return n + h, err
 }
 
 // writeBlocks merges rs into the stream's newest block if it is not full
 // and writes the rest as new blocks of at most blockSize readings.
 func (s *Store) writeBlocks(ctx context.Context, tx *sql.Tx, key int64, stream string, rs []blocks.Reading) error {
-	var last int64
-	var n int
-	var data []byte
-	err := tx.QueryRowContext(ctx, `SELECT id, n, data FROM reading_blocks WHERE dev = ? AND stream = ? ORDER BY t1 DESC LIMIT 1`,
-		key, stream).Scan(&last, &n, &data)
-	switch {
-	case err == sql.ErrNoRows:
-	case err != nil:
+	last, n, data, err := newestBlock(ctx, tx, key, stream)
+	if err != nil {
 		return err
+	}
+	ws, err := planBlocks(key, stream, rs, last, n, data)
+	if err != nil {
+		return err
+	}
+	return execBlocks(ctx, tx, ws)
+}
+
+// newestBlock returns the id, count and data of the stream's newest block
+// (by its end), id 0 when it has none.
+func newestBlock(ctx context.Context, q querier, key int64, stream string) (id int64, n int, data []byte, err error) {
+	err = q.QueryRowContext(ctx, `SELECT id, n, data FROM reading_blocks WHERE dev = ? AND stream = ? ORDER BY t1 DESC LIMIT 1`,
+		key, stream).Scan(&id, &n, &data)
+	if err == sql.ErrNoRows {
+		return 0, 0, nil, nil
+	}
+	return id, n, data, err
+}
+
+// blockWrite is one block to write: the update of block id, or a new
+// block (id 0).
+type blockWrite struct {
+	id     int64
+	key    int64
+	stream string
+	t0, t1 int64
+	n      int
+	data   []byte
+}
+
+// planBlocks encodes rs, merged into the stream's newest block (id last,
+// n readings, data) while that holds fewer than blockSize, as the blocks
+// to write: the newest block's update and new blocks of at most
+// blockSize readings.
+func planBlocks(key int64, stream string, rs []blocks.Reading, last int64, n int, data []byte) ([]blockWrite, error) {
+	switch {
+	case last == 0:
 	case n < blockSize:
 		old, err := blocks.Decode(data)
 		if err != nil {
-			return fmt.Errorf("block %d: %w", last, err)
+			return nil, fmt.Errorf("block %d: %w", last, err)
 		}
 		rs = append(old, rs...)
 	default:
@@ -168,17 +210,30 @@ func (s *Store) writeBlocks(ctx context.Context, tx *sql.Tx, key int64, stream s
 	blocks.Sort(rs)
 	// Even chunks: 513 readings make blocks of 257 and 256, not 512 and 1.
 	chunks := (len(rs) + blockSize - 1) / blockSize
+	ws := make([]blockWrite, 0, chunks)
 	for c := range chunks {
 		part := rs[c*len(rs)/chunks : (c+1)*len(rs)/chunks]
 		b, err := blocks.Encode(part)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		t0, t1 := part[0].Time, part[len(part)-1].Time
-		if c == 0 && last != 0 {
-			_, err = tx.ExecContext(ctx, `UPDATE reading_blocks SET t0 = ?, t1 = ?, n = ?, data = ? WHERE id = ?`, t0, t1, len(part), b, last)
+		w := blockWrite{key: key, stream: stream, t0: part[0].Time, t1: part[len(part)-1].Time, n: len(part), data: b}
+		if c == 0 {
+			w.id = last
+		}
+		ws = append(ws, w)
+	}
+	return ws, nil
+}
+
+// execBlocks writes ws.
+func execBlocks(ctx context.Context, tx *sql.Tx, ws []blockWrite) error {
+	for _, w := range ws {
+		var err error
+		if w.id != 0 {
+			_, err = tx.ExecContext(ctx, `UPDATE reading_blocks SET t0 = ?, t1 = ?, n = ?, data = ? WHERE id = ?`, w.t0, w.t1, w.n, w.data, w.id)
 		} else {
-			_, err = tx.ExecContext(ctx, `INSERT INTO reading_blocks (dev, stream, t0, t1, n, data) VALUES (?,?,?,?,?,?)`, key, stream, t0, t1, len(part), b)
+			_, err = tx.ExecContext(ctx, `INSERT INTO reading_blocks (dev, stream, t0, t1, n, data) VALUES (?,?,?,?,?,?)`, w.key, w.stream, w.t0, w.t1, w.n, w.data)
 		}
 		if err != nil {
 			return err
@@ -287,7 +342,7 @@ func (s *Store) ReadingsSpace(ctx context.Context) (used, readingsBytes int64, e
 		}
 	}
 	err = s.r.QueryRowContext(ctx, `SELECT coalesce(sum(pgsize), 0) FROM dbstat
-		WHERE name IN ('readings', 'readings_dev_ts', 'reading_blocks', 'reading_blocks_dev_t1')`).Scan(&readingsBytes)
+		WHERE name IN ('readings', 'readings_dev_ts', 'reading_blocks', 'reading_blocks_dev_t1', 'reading_batches')`).Scan(&readingsBytes)
 	if err != nil {
 		return 0, 0, fmt.Errorf("readings space: %w", err)
 	}

@@ -61,16 +61,21 @@ func (s *Store) committed(changes int) {
 
 // Run checkpoints the WAL when Commit asks for it (and sizes the
 // writer's page cache for the fleet after each checkpoint), and compacts
-// the message log (runMessageLog), until ctx is done. A failed checkpoint is
+// the message log (runMessageLog) and the readings head (runReadings),
+// until ctx is done. A failed checkpoint is
 // logged and tried again at the next request: the writer's automatic
 // checkpoint bounds the WAL meanwhile.
 func (s *Store) Run(ctx context.Context) error {
-	done := make(chan struct{})
+	done := make(chan struct{}, 2)
 	go func() {
-		defer close(done)
+		defer func() { done <- struct{}{} }()
 		s.runMessageLog(ctx)
 	}()
-	defer func() { <-done }()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		s.runReadings(ctx)
+	}()
+	defer func() { <-done; <-done }()
 	for {
 		select {
 		case <-ctx.Done():

@@ -19,7 +19,7 @@ import (
 // txn is one Commit in progress: the transaction every domain's
 // operations are written in. It implements commit.Tx and the TxStore of
 // every domain; the SQL of each domain is in the file of that domain
-// (registry.go, messages.go, provisioning.go, devicecmd.go).
+// (registry.go, msglog.go, readhead.go, provisioning.go, devicecmd.go).
 type txn struct {
 	s *Store
 	// conn is the writer's connection, held for the whole Commit; tx is
@@ -46,6 +46,9 @@ type txn struct {
 	// committed (applyMessages).
 	msgs   *pendingBatch
 	loaded map[string]*dedupeWindow
+	// rds are the reading batch rows InsertReadings wrote: the readings
+	// head takes them once committed (applyReadings).
+	rds []*rdPending
 	// written and committed are when the batch's statements were done
 	// and when COMMIT returned (slowCommit).
 	written, committed time.Time
@@ -84,9 +87,6 @@ var (
 // overhead than they saved, end to end.
 func (s *Store) initStatements(ctx context.Context) error {
 	s.inserts = map[string]*bulk{
-		"readings": newBulk(s.w,
-			`INSERT OR ROLLBACK INTO readings (dev, stream, ts, received_at, message_id, data) VALUES `,
-			`(?,?,?,?,?,?)`, ``),
 		// The devices' latest values, merged by UpsertLatest.
 		"latest_fields": newBulk(s.w,
 			`INSERT OR ROLLBACK INTO latest_fields (dev, vals) VALUES `,
@@ -146,7 +146,7 @@ func (s *Store) queryBulks() []*bulk {
 }
 
 func (s *Store) writeBulks() []*bulk {
-	return []*bulk{s.inserts["readings"], s.inserts["latest_fields"], s.inserts["events"], s.patch}
+	return []*bulk{s.inserts["latest_fields"], s.inserts["events"], s.patch}
 }
 
 // onWriter calls fn with the writer's driver connection, outside any
@@ -201,6 +201,7 @@ func (s *Store) Commit(ctx context.Context, batch []*commit.Change) error {
 	s.cacheLatest(t.latest)
 	s.publishLatest(t)
 	s.applyMessages(t)
+	s.applyReadings(t)
 	s.committed(len(batch))
 	return nil
 }
@@ -305,21 +306,12 @@ func jsonText(b []byte) any {
 	return string(b)
 }
 
-// jsonObject is jsonText for a column that must hold an object, for the
-// commit's multi-row writes (sharedText).
-func jsonObject(b []byte) string {
-	if len(b) == 0 {
-		return "{}"
-	}
-	return sharedText(b)
-}
-
 // sharedText is b as a string without a copy, for the arguments of the
 // commit's multi-row writes only (bulk.execCount): the driver copies a
 // text value into SQLite when it binds it and keeps no reference once
-// the statement returns, and b (an event's encoded arguments, a
-// reading's values, the latest values' encoding for the snapshot) is not
-// written once its change was built. A copy of each was ~4 % of the
+// the statement returns, and b (an event's encoded arguments, the
+// latest values' encoding for the snapshot) is not written once its
+// change was built. A copy of each was ~4 % of the
 // hub's allocated bytes under ingest.
 func sharedText(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))

@@ -251,13 +251,21 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 			return ok
 		}
 	}
+	// The head is copied before the blocks are read: a reading that a
+	// compaction moves in between is then in both (and deduplicated),
+	// never in neither.
+	head, err := s.headQuery(q, limit+1)
+	if err != nil {
+		return readings.Page{}, fmt.Errorf("query readings: %w", err)
+	}
 	if err := s.scanBlocks(ctx, b); err != nil {
 		return readings.Page{}, fmt.Errorf("query readings: %w", err)
 	}
 	all := raw
-	if len(b.collected) > 0 {
-		all = append(raw, b.collected...)
+	if len(b.collected) > 0 || len(head) > 0 {
+		all = append(append(raw, head...), b.collected...)
 		sortNewest(all)
+		all = dedupeNewest(all)
 	}
 	page := readings.Page{Readings: []readings.Record{}}
 	if len(all) > limit {
@@ -269,8 +277,12 @@ func (s *Store) QueryReadings(ctx context.Context, q readings.Query) (readings.P
 	return page, nil
 }
 
-// CountReadings counts one device's readings, or all with deviceID "".
+// CountReadings counts one device's readings, or all with deviceID "":
+// rows, blocks and the head, under cmu so that no reading moves between
+// them meanwhile.
 func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, error) {
+	s.rh.cmu.Lock()
+	defer s.rh.cmu.Unlock()
 	var n int64
 	var err error
 	if deviceID == "" {
@@ -282,7 +294,7 @@ func (s *Store) CountReadings(ctx context.Context, deviceID string) (int64, erro
 	if err != nil {
 		return 0, fmt.Errorf("count readings: %w", err)
 	}
-	return n, nil
+	return n + s.headCount(deviceID), nil
 }
 
 // ReadEvents returns up to limit events with Seq > after, in Seq order.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -17,10 +18,15 @@ import (
 // but the last hour compacted into blocks), read from the store: what
 // the store adds to a query's time, whatever the size of the fleet.
 //
+// With DEVICEHUB_BENCH_UNCOMPACTED=1 nothing is compacted: the device's
+// 1,000 readings are the rows (before migration 01000) or the readings
+// head (after) that a device's newest readings are in.
+//
 //	go test ./internal/store/sqlite -run '^$' -bench DeviceQueries -benchtime 200x
 func BenchmarkDeviceQueries(b *testing.B) {
 	ctx := context.Background()
 	s := openTest(b)
+	uncompacted := os.Getenv("DEVICEHUB_BENCH_UNCOMPACTED") == "1"
 	const (
 		dev      = "dev-00001"
 		per      = 1000
@@ -45,7 +51,7 @@ func BenchmarkDeviceQueries(b *testing.B) {
 			batch = batch[:0]
 		}
 	}
-	for {
+	for !uncompacted {
 		n, err := s.CompactReadings(ctx, dev, end.Add(-time.Hour), 0, 2048)
 		if err != nil {
 			b.Fatal(err)

@@ -291,7 +291,25 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	if err := rows.Err(); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 	}
-	raw := len(pts)
+	// The head is read before the blocks (see QueryReadings); a
+	// reading in both is counted once.
+	from, to := q.From.UnixMicro(), q.To.UnixMicro()
+	refs := s.headRefs(q.DeviceID, func(e *rdEntry) bool {
+		return (q.Stream == "" || e.stream == q.Stream) && e.ts >= from && e.ts < to
+	}, 0)
+	for i := range refs {
+		rec, err := refs[i].decode()
+		if err != nil {
+			return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
+		}
+		var vals map[string]any
+		if err := json.Unmarshal(rec.Values, &vals); err != nil {
+			return readings.Aggregate{}, fmt.Errorf("aggregate readings: reading %d: %w", rec.ID, err)
+		}
+		if v, ok := vals[q.Field].(float64); ok {
+			pts = append(pts, point{rec.Time, rec.ID, v})
+		}
+	}
 	b := &blockScan{deviceID: q.DeviceID, stream: q.Stream, from: q.From.UnixMicro(), to: q.To.UnixMicro(), field: q.Field,
 		keep: func(r *blocks.Reading) bool {
 			if v, ok := r.Values[q.Field].(float64); ok {
@@ -302,8 +320,9 @@ func (s *Store) AggregateReadings(ctx context.Context, q readings.AggregateQuery
 	if err := s.scanBlocks(ctx, b); err != nil {
 		return readings.Aggregate{}, fmt.Errorf("aggregate readings: %w", err)
 	}
-	if len(pts) > raw {
+	if len(pts) > 0 {
 		slices.SortFunc(pts, func(a, b point) int { return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.id, b.id)) })
+		pts = slices.CompactFunc(pts, func(a, b point) bool { return a.id == b.id })
 	}
 	a := readings.NewAggregator(q)
 	for _, p := range pts {

@@ -38,10 +38,16 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) (int, error)) (
 }
 
 // ExpireReadings implements retention.Store: per device, a range of the
-// (dev, ts) index. The newest reading of the table stays, so that rowids
-// are never reused.
+// (dev, ts) index of the readings table (the newest row stays, so that
+// rowids are never reused), the head's readings before the cutoff (their
+// batch rows rewritten without them, the newest reading stays), and whole
+// blocks that end before it.
 func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, limit int) (int, error) {
-	n, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+	s.rh.cmu.Lock()
+	defer s.rh.cmu.Unlock()
+	hm := &headMove{}
+	n, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
+		*hm = headMove{}
 		st, err := tx.PrepareContext(ctx, `DELETE FROM readings WHERE id IN (
 			SELECT id FROM readings WHERE dev = (SELECT key FROM devices WHERE id = ?) AND ts < ?
 			AND id < (SELECT max(id) FROM readings) AND id <= ? LIMIT ?)`)
@@ -69,6 +75,8 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 			}
 			k, _ := res.RowsAffected()
 			done += int(k)
+			cut, top := c.Before.UnixMicro(), maxID(c)
+			done += len(s.take(hm, c.DeviceID, limit-done, func(e *rdEntry) bool { return e.ts < cut && e.id <= top }))
 			if done >= limit {
 				break
 			}
@@ -88,8 +96,11 @@ func (s *Store) ExpireReadings(ctx context.Context, cuts []retention.Cutoff, lim
 				return 0, err
 			}
 		}
+		if err := s.rewriteRows(ctx, tx, hm); err != nil {
+			return 0, err
+		}
 		return done, nil
-	})
+	}, func() { hm.apply(&s.rh) })
 	if err != nil {
 		return 0, fmt.Errorf("expire readings: %w", err)
 	}
@@ -152,7 +163,10 @@ func (s *Store) RollupCursor(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// ReadingsAfter implements retention.RollupStore: a range of the primary key.
+// ReadingsAfter implements retention.RollupStore: a range of the readings
+// table's primary key (an older database's rows), then the head's
+// readings, whose ids are all larger. With ReadingsHeadOptions.Rollups
+// the head keeps every reading after the rollup cursor.
 func (s *Store) ReadingsAfter(ctx context.Context, after int64, limit int) ([]retention.RawReading, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT r.id, d.id, r.stream, r.ts, r.data FROM readings r JOIN devices d ON d.key = r.dev
 		WHERE r.id > ? ORDER BY r.id LIMIT ?`, after, limit)
@@ -171,12 +185,29 @@ func (s *Store) ReadingsAfter(ctx context.Context, after int64, limit int) ([]re
 		r.Time, r.Values = micros(ts), []byte(data)
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("readings after %d: %w", after, err)
+	}
+	if len(out) >= limit {
+		return out, nil
+	}
+	if len(out) > 0 {
+		after = out[len(out)-1].ID
+	}
+	recs, err := s.headAfter(after, limit-len(out))
+	if err != nil {
+		return nil, fmt.Errorf("readings after %d: %w", after, err)
+	}
+	for _, rec := range recs {
+		out = append(out, retention.RawReading{ID: rec.ID, DeviceID: rec.DeviceID, Stream: rec.Stream, Time: micros(rec.Time), Values: rec.Values})
+	}
+	return out, nil
 }
 
-// ApplyRollups implements retention.RollupStore.
+// ApplyRollups implements retention.RollupStore. Once it committed, the
+// readings head may move the rows summed up into blocks.
 func (s *Store) ApplyRollups(ctx context.Context, rows []retention.Rollup, from, to int64) error {
-	_, err := s.writeTx(ctx, func(tx *sql.Tx) (int, error) {
+	_, err := s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
 		res, err := tx.ExecContext(ctx, `UPDATE rollup_cursor SET last_id = ? WHERE name = 'readings' AND last_id = ?`, to, from)
 		if err != nil {
 			return 0, err
@@ -209,7 +240,7 @@ func (s *Store) ApplyRollups(ctx context.Context, rows []retention.Rollup, from,
 			}
 		}
 		return len(rows), nil
-	})
+	}, func() { s.rh.rollup.Store(to) })
 	if err != nil {
 		return fmt.Errorf("apply rollups: %w", err)
 	}

@@ -51,7 +51,7 @@ func TestFailedInsertRollsBackAll(t *testing.T) {
 			count := func() (n int) {
 				t.Helper()
 				q := `SELECT (SELECT coalesce(sum(n), 0) FROM message_batches WHERE first_id = 100 AND last_id = 102) +
-					(SELECT count(*) FROM readings) + (SELECT count(*) FROM latest_fields) +
+					(SELECT coalesce(sum(n), 0) FROM reading_batches) + (SELECT count(*) FROM latest_fields) +
 					(SELECT count(*) FROM events WHERE type = 'device_data_received')`
 				if err := s.w.QueryRowContext(ctx, q).Scan(&n); err != nil {
 					t.Fatal(err)
@@ -133,7 +133,7 @@ func TestCommitAfterFailure(t *testing.T) {
 			count := func() (n int) {
 				t.Helper()
 				q := `SELECT (SELECT coalesce(sum(n), 0) FROM message_batches) +
-					(SELECT count(*) FROM readings) + (SELECT count(*) FROM latest_fields) +
+					(SELECT coalesce(sum(n), 0) FROM reading_batches) + (SELECT count(*) FROM latest_fields) +
 					(SELECT count(*) FROM events WHERE type = 'device_data_received')`
 				if err := s.r.QueryRowContext(ctx, q).Scan(&n); err != nil {
 					t.Fatal(err)

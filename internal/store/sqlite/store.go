@@ -66,6 +66,8 @@ type Options struct {
 	PageSize int
 	// MessageLog bounds the message log's memory (msglog.go).
 	MessageLog MessageLogOptions
+	// ReadingsHead bounds the readings head's memory (readhead.go).
+	ReadingsHead ReadingsHeadOptions
 	// Logger receives migration and maintenance messages (default: discard).
 	Logger *slog.Logger
 	// Registerer, if set, receives the store's metrics (the message
@@ -154,6 +156,9 @@ type Store struct {
 	// mlog is the message log's memory: the head of its batch rows and
 	// the msg_id dedupe's windows (msglog.go).
 	mlog msgLog
+	// rh is the readings' head: the rows of reading_batches in memory
+	// (readhead.go).
+	rh readHead
 }
 
 // busyTimeoutMS is how long a connection waits for a lock before failing.
@@ -275,6 +280,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.initMessageLog(ctx, opts.MessageLog); err != nil {
+		s.closeDB()
+		return nil, err
+	}
+	if err := s.initReadingsHead(ctx, opts.ReadingsHead); err != nil {
 		s.closeDB()
 		return nil, err
 	}
@@ -493,6 +502,9 @@ func (s *Store) closeDB() error {
 	s.lookup.close()
 	if s.mlog.insert != nil {
 		s.mlog.insert.Close()
+	}
+	if s.rh.insert != nil {
+		s.rh.insert.Close()
 	}
 	err := errors.Join(s.ck.Close(), s.r.Close(), s.w.Close())
 	return errors.Join(err, s.dbFile.Close())

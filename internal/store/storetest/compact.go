@@ -206,3 +206,88 @@ func diffLines(a, b []string) string {
 	}
 	return out
 }
+
+// HeadCompactor is a backend that keeps its newest readings in commit
+// batches (SQLite's readings head) and moves them into blocks whole
+// batches at a time: the suite checks every read query across that move.
+type HeadCompactor interface {
+	// CompactReadingsHead moves the oldest batches, up to limit readings
+	// (at least one batch), into blocks and returns how many it moved.
+	CompactReadingsHead(ctx context.Context, limit int) (int, error)
+}
+
+// testReadingsHead: readings split between a backend's head and its
+// blocks (some batches moved, late readings and new ones after, a
+// device's readings moved one by one by CompactDevices in between)
+// answer every read query, pages and cursors included, as before each
+// move.
+func testReadingsHead(t *testing.T, b Backend) {
+	hc, ok := b.(HeadCompactor)
+	if !ok {
+		t.Skip("this backend keeps no readings head")
+	}
+	ctx := context.Background()
+	devs := []string{"q1", "q2"}
+	readingsFixture(t, b)
+	for s := 21; s <= 25; s++ {
+		mustCommit(t, b,
+			data{device: "q1", stream: "a", times: []int{s}, values: map[string]any{"t": float64(s), "h": 2.0}}.change(t),
+			data{device: "q2", stream: "a", times: []int{s}, values: map[string]any{"t": 1.0}}.change(t))
+	}
+	check := func(what string, before []string) {
+		t.Helper()
+		if after := ReadingsView(t, b, devs...); !slices.Equal(after, before) {
+			t.Fatalf("%s:\n%s", what, diffLines(before, after))
+		}
+	}
+	before := ReadingsView(t, b, devs...)
+	// The fixture's first batch (17 readings): q1's older readings are
+	// in blocks, its newer ones in the head, the pages and cursors
+	// across both.
+	if n, err := hc.CompactReadingsHead(ctx, 1); err != nil || n != 17 {
+		t.Fatalf("CompactReadingsHead(1) = %d, %v; want the first batch's 17", n, err)
+	}
+	check("after the first batch moved", before)
+	if n, err := hc.CompactReadingsHead(ctx, 4); err != nil || n != 3 {
+		t.Fatalf("CompactReadingsHead(4) = %d, %v; want the next two batches' 3", n, err)
+	}
+	check("after two more batches moved", before)
+	// Late readings (before every block) and readings of a time equal to
+	// a block's, then a run of the Compactor's per-device moves: batch
+	// rows left with some of their readings.
+	mustCommit(t, b,
+		data{device: "q1", stream: "a", times: []int{0, 20}, values: map[string]any{"t": -1.0, "h": 3.0}}.change(t),
+		data{device: "q2", stream: "a", times: []int{2}, values: map[string]any{"t": 5.0}}.change(t))
+	before = ReadingsView(t, b, devs...)
+	if c, ok := b.(retention.CompactStore); ok {
+		if n, _, err := c.CompactDevices(ctx, []string{"q1"}, at(22), 0, 3); err != nil || n != 3 {
+			t.Fatalf("CompactDevices of q1 = %d, %v; want 3", n, err)
+		}
+		check("after CompactDevices moved some of q1's head readings", before)
+	}
+	for {
+		n, err := hc.CompactReadingsHead(ctx, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		check("after more batches moved", before)
+	}
+	check("with every batch moved", before)
+	mustCommit(t, b, data{device: "q1", stream: "b", times: []int{30}, values: map[string]any{"t": 9.0}}.change(t))
+	before = ReadingsView(t, b, devs...)
+	// Ids never go back: a new reading's id is past every moved one.
+	p, err := b.QueryReadings(ctx, readings.Query{DeviceID: "q1", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := p.Readings[0]
+	for _, r := range p.Readings[1:] {
+		if r.ID >= newest.ID {
+			t.Fatalf("reading %d (at %v) has an id past the newest one's %d", r.ID, r.Time, newest.ID)
+		}
+	}
+	check("after a new reading", before)
+}

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"QueryReadings", testQueryReadings},
 		{"Compaction", testCompaction},         // compact.go
 		{"CompactionRuns", testCompactionRuns}, // compact.go
+		{"ReadingsHead", testReadingsHead},     // compact.go
 		{"ReadingsPaging", testReadingsPaging},
 		{"ListDevices", testListDevices},
 		{"Tokens", testTokens},
