@@ -90,8 +90,9 @@ func (s *Store) CompactDevices(ctx context.Context, deviceIDs []string, before t
 }
 
 // compactDevice moves up to limit of one device's due readings into its
-// blocks within tx: rows of the readings table (an older database's)
-// first, then readings of the head, whose batch rows hm rewrites.
+// blocks within tx (moveDevice), then merges its small blocks that ended
+// before before with what is left of limit (mergeSmallBlocks). It returns
+// how many readings it wrote into blocks, both counted.
 func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, hm *headMove, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
 	var key int64
 	if err := tx.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = ?`, deviceID).Scan(&key); err != nil {
@@ -100,6 +101,95 @@ func (s *Store) compactDevice(ctx context.Context, tx *sql.Tx, hm *headMove, dev
 		}
 		return 0, err
 	}
+	n, err := s.moveDevice(ctx, tx, hm, key, deviceID, before, maxID, limit)
+	if err != nil || n >= limit {
+		return n, err
+	}
+	m, err := s.mergeSmallBlocks(ctx, tx, key, before, limit-n)
+	if err != nil {
+		return 0, fmt.Errorf("merge small blocks: %w", err)
+	}
+	return n + m, nil
+}
+
+// smallBlock is a block of fewer than blockSize/2 readings.
+type smallBlock struct {
+	id   int64
+	n    int
+	data []byte
+}
+
+// mergeSmallBlocks merges, stream by stream, the device's blocks of fewer
+// than blockSize/2 readings that ended before before (the readings head's
+// compaction writes them: planHeadBlocks) into blocks of up to blockSize
+// readings, in tx, the old blocks deleted in the same transaction. It
+// reads small blocks, stream by stream and oldest first, until they hold
+// budget readings and the last stream read has two (so a budget smaller
+// than one block still merges); a stream with one small block keeps it,
+// so every merge leaves fewer small blocks than it found. It returns how many readings it wrote.
+func (s *Store) mergeSmallBlocks(ctx context.Context, tx *sql.Tx, key int64, before time.Time, budget int) (int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, stream, n, data FROM reading_blocks
+		WHERE dev = ? AND t1 < ? AND n < ? ORDER BY stream, t0, id`, key, before.UnixMicro(), blockSize/2)
+	if err != nil {
+		return 0, err
+	}
+	var streams []string
+	byStream := map[string][]smallBlock{}
+	total := 0
+	for rows.Next() {
+		var b smallBlock
+		var stream string
+		if err := rows.Scan(&b.id, &stream, &b.n, &b.data); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if _, ok := byStream[stream]; !ok {
+			streams = append(streams, stream)
+		}
+		byStream[stream] = append(byStream[stream], b)
+		total += b.n
+		if total >= budget && len(byStream[stream]) >= 2 {
+			break
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	merged := 0
+	for _, st := range streams {
+		bs := byStream[st]
+		if len(bs) < 2 {
+			continue
+		}
+		var rs []blocks.Reading
+		ids := make([]int64, len(bs))
+		for i, b := range bs {
+			part, err := blocks.Decode(b.data)
+			if err != nil {
+				return 0, fmt.Errorf("block %d: %w", b.id, err)
+			}
+			rs = append(rs, part...)
+			ids[i] = b.id
+		}
+		ws, err := planBlocks(key, st, rs, 0, 0, nil)
+		if err != nil {
+			return 0, fmt.Errorf("stream %q: %w", st, err)
+		}
+		if err := execIn(ctx, tx, `DELETE FROM reading_blocks WHERE id IN (`, ids); err != nil {
+			return 0, err
+		}
+		if err := s.execBlocks(ctx, tx, ws); err != nil {
+			return 0, err
+		}
+		merged += len(rs)
+	}
+	return merged, nil
+}
+
+// moveDevice moves up to limit of one device's due readings into its
+// blocks within tx: rows of the readings table (an older database's)
+// first, then readings of the head, whose batch rows hm rewrites.
+func (s *Store) moveDevice(ctx context.Context, tx *sql.Tx, hm *headMove, key int64, deviceID string, before time.Time, maxID int64, limit int) (int, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id, stream, ts, received_at, message_id, data FROM readings
 		WHERE dev = ? AND ts < ? AND id < (SELECT max(id) FROM readings) AND id <= ? ORDER BY ts, id LIMIT ?`,
 		key, before.UnixMicro(), maxID, limit)
@@ -166,7 +256,7 @@ func (s *Store) writeBlocks(ctx context.Context, tx *sql.Tx, key int64, stream s
 	if err != nil {
 		return err
 	}
-	return execBlocks(ctx, tx, ws)
+	return s.execBlocks(ctx, tx, ws)
 }
 
 // newestBlock returns the id, count and data of the stream's newest block
@@ -226,20 +316,20 @@ func planBlocks(key int64, stream string, rs []blocks.Reading, last int64, n int
 	return ws, nil
 }
 
-// execBlocks writes ws.
-func execBlocks(ctx context.Context, tx *sql.Tx, ws []blockWrite) error {
+// execBlocks writes ws: the updates one by one, the new blocks in
+// multi-row inserts.
+func (s *Store) execBlocks(ctx context.Context, tx *sql.Tx, ws []blockWrite) error {
+	var args []any
 	for _, w := range ws {
-		var err error
-		if w.id != 0 {
-			_, err = tx.ExecContext(ctx, `UPDATE reading_blocks SET t0 = ?, t1 = ?, n = ?, data = ? WHERE id = ?`, w.t0, w.t1, w.n, w.data, w.id)
-		} else {
-			_, err = tx.ExecContext(ctx, `INSERT INTO reading_blocks (dev, stream, t0, t1, n, data) VALUES (?,?,?,?,?,?)`, w.key, w.stream, w.t0, w.t1, w.n, w.data)
+		if w.id == 0 {
+			args = append(args, w.key, w.stream, w.t0, w.t1, w.n, w.data)
+			continue
 		}
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE reading_blocks SET t0 = ?, t1 = ?, n = ?, data = ? WHERE id = ?`, w.t0, w.t1, w.n, w.data, w.id); err != nil {
 			return err
 		}
 	}
-	return nil
+	return s.inserts["reading_blocks"].execTx(ctx, tx, args)
 }
 
 // blockScan reads a device's blocks that may hold readings of a query,

@@ -97,6 +97,10 @@ func (s *Store) initStatements(ctx context.Context) error {
 		"events": newBulk(s.w,
 			`INSERT OR ROLLBACK INTO events (seq, type, time, device_id, device_type, args) VALUES `,
 			`(?,?,?,?,?,?)`, ``),
+		// The readings head's compaction (execTx).
+		"reading_blocks": newBulk(s.w,
+			`INSERT INTO reading_blocks (dev, stream, t0, t1, n, data) VALUES `,
+			`(?,?,?,?,?,?)`, ``),
 		// The message log's compaction and payload expiry (execTx).
 		"message_blocks": newBulk(s.w,
 			`INSERT INTO message_blocks (device_id, first_id, last_id, n, rejected, max_received, payload_from, data) VALUES `,
@@ -142,7 +146,7 @@ func (s *Store) initStatements(ctx context.Context) error {
 // write in a database/sql transaction (bulk.execTx), writeBulks those
 // that write in the commit (bulk.exec).
 func (s *Store) queryBulks() []*bulk {
-	return []*bulk{s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup, s.inserts["message_blocks"]}
+	return []*bulk{s.inserts["latest_lookup"], s.inserts["device_types"], s.lookup, s.inserts["message_blocks"], s.inserts["reading_blocks"]}
 }
 
 func (s *Store) writeBulks() []*bulk {

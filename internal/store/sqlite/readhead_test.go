@@ -243,3 +243,77 @@ func TestReadingsHeadRollupHold(t *testing.T) {
 		t.Fatalf("CompactReadingsHead after reopening = %d, %v; want 1 (the cursor read at open)", n, err)
 	}
 }
+
+// TestHeadBlocksMergedLater: the head's compaction writes each move as
+// new blocks of its own (none merged into the stream's newest block);
+// retention's CompactDevices merges those small blocks once they ended
+// before its cutoff, in budget-sized steps, and every reading is read
+// once before, between and after.
+func TestHeadBlocksMergedLater(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := newMsgTest(t, Options{})
+	var secs []int
+	for i := range 40 {
+		secs = append(secs, i)
+	}
+	m.sendReadings(t0, secs...)
+	want := m.readingSecs(t0)
+	// Four moves of ten readings (a batch row holds one): four blocks.
+	for range 4 {
+		if n, err := m.s.CompactReadingsHead(ctx, 10); err != nil || n != 10 {
+			t.Fatalf("CompactReadingsHead: %d, %v", n, err)
+		}
+	}
+	counts := func() []int {
+		t.Helper()
+		rows, err := m.s.r.QueryContext(ctx, `SELECT n FROM reading_blocks ORDER BY t0`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ns []int
+		for rows.Next() {
+			var n int
+			if err := rows.Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			ns = append(ns, n)
+		}
+		return ns
+	}
+	if got := counts(); !slices.Equal(got, []int{10, 10, 10, 10}) {
+		t.Fatalf("blocks after the head's moves hold %v readings, want four of 10", got)
+	}
+	if got := m.readingSecs(t0); !slices.Equal(got, want) {
+		t.Fatalf("after the moves: %v, want %v", got, want)
+	}
+	// Blocks ending at or after the cutoff stay as they are.
+	if n, _, err := m.s.CompactDevices(ctx, []string{"d1"}, t0.Add(20*time.Second), 0, 1000); err != nil || n != 20 {
+		t.Fatalf("CompactDevices before 20s: %d, %v; want the two first blocks merged (20)", n, err)
+	}
+	if got := counts(); !slices.Equal(got, []int{20, 10, 10}) {
+		t.Fatalf("blocks after merging up to 20s hold %v readings, want [20 10 10]", got)
+	}
+	// A budget of 15 takes the blocks of 20 and 10 (it stops once it
+	// has 15): they merge, the last block waits for the next call.
+	if n, _, err := m.s.CompactDevices(ctx, []string{"d1"}, t0.Add(time.Hour), 0, 15); err != nil || n != 30 {
+		t.Fatalf("CompactDevices with a budget of 15: %d, %v; want 30", n, err)
+	}
+	if got := m.readingSecs(t0); !slices.Equal(got, want) {
+		t.Fatalf("after a merge: %v, want %v", got, want)
+	}
+	if n, _, err := m.s.CompactDevices(ctx, []string{"d1"}, t0.Add(time.Hour), 0, 1000); err != nil || n != 40 {
+		t.Fatalf("CompactDevices: %d, %v; want 40", n, err)
+	}
+	if got := counts(); !slices.Equal(got, []int{40}) {
+		t.Fatalf("blocks after merging hold %v readings, want [40]", got)
+	}
+	// One small block left: nothing to merge.
+	if n, _, err := m.s.CompactDevices(ctx, []string{"d1"}, t0.Add(time.Hour), 0, 1000); err != nil || n != 0 {
+		t.Fatalf("CompactDevices with one small block: %d, %v; want 0", n, err)
+	}
+	if got := m.readingSecs(t0); !slices.Equal(got, want) {
+		t.Fatalf("after merging: %v, want %v", got, want)
+	}
+}
