@@ -267,6 +267,13 @@ func (h *rdHead) drop(firsts []int64) {
 		return
 	}
 	in := func(b int64) bool { _, ok := slices.BinarySearch(firsts, b); return ok }
+	// The head's compaction drops its oldest rows: then a device's
+	// entries of dropped rows are the front of its entries (they are in
+	// row order), cut off without testing every entry.
+	prefix := len(firsts) <= len(h.batches)
+	for i := 0; prefix && i < len(firsts); i++ {
+		prefix = h.batches[i].first == firsts[i]
+	}
 	devs := map[string]struct{}{}
 	kept := h.batches[:0]
 	for _, b := range h.batches {
@@ -284,7 +291,27 @@ func (h *rdHead) drop(firsts []int64) {
 	clear(h.batches[len(kept):])
 	h.batches = kept
 	for d := range devs {
+		if prefix {
+			h.trimFront(d, firsts[len(firsts)-1])
+			continue
+		}
 		h.trim(d, func(e *rdEntry) bool { return in(e.batch) })
+	}
+}
+
+// trimFront removes dev's entries of rows up to the row that begins at
+// last, which are the front of its entries.
+func (h *rdHead) trimFront(dev string, last int64) {
+	es := h.devs[dev]
+	i, _ := slices.BinarySearchFunc(es, last, func(e rdEntry, t int64) int { return cmp.Compare(e.batch, t+1) })
+	es = es[i:]
+	switch {
+	case len(es) == 0:
+		delete(h.devs, dev)
+	case cap(es) > 2*len(es)+16:
+		h.devs[dev] = slices.Clip(slices.Clone(es))
+	default:
+		h.devs[dev] = es
 	}
 }
 
