@@ -302,7 +302,7 @@ func Default() *Config {
 		HTTP: HTTPConfig{Addr: ":8080", ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 30 * time.Second},
 		Storage: StorageConfig{Driver: "sqlite", SQLite: SQLiteConfig{Synchronous: "full", MessageLog: MessageLogConfig{
 			HeadMessages: 100_000, HeadBytes: 32 * MiB, HeadAge: 10 * time.Minute, DedupeWindow: 1000, DedupeIdle: 10 * time.Minute},
-			ReadingsHead: ReadingsHeadConfig{MaxReadings: 200_000, MaxBytes: 32 * MiB, MaxAge: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
+			ReadingsHead: ReadingsHeadConfig{MaxReadings: 50_000, MaxBytes: 8 * MiB, MaxAge: 10 * time.Minute}}, MinFreeBytes: 64 * MiB, SpaceCheckInterval: 5 * time.Second},
 		Ingest: IngestConfig{
 			MaxPayloadBytes:       64 * KiB,
 			RateLimit:             devicetype.RateLimit{Rate: 100, Burst: 200},

@@ -48,8 +48,10 @@ import (
 type ReadingsHeadOptions struct {
 	// MaxReadings and MaxBytes bound the readings of reading_batches
 	// (kept in memory as the head); past either, the oldest rows are
-	// moved into blocks until half are left (default 200,000 readings,
-	// 32 MiB of encoded batches).
+	// moved into blocks until half are left (default 50,000 readings,
+	// 8 MiB of encoded batches: the hub's GOGC of 400 lets the heap grow
+	// to five times what the head holds, and a larger head moves no more
+	// readings a device per chunk).
 	MaxReadings int
 	MaxBytes    int64
 	// MaxAge: rows older than this are moved into blocks even when the
@@ -63,10 +65,10 @@ type ReadingsHeadOptions struct {
 
 func (o *ReadingsHeadOptions) defaults() {
 	if o.MaxReadings <= 0 {
-		o.MaxReadings = 200_000
+		o.MaxReadings = 50_000
 	}
 	if o.MaxBytes <= 0 {
-		o.MaxBytes = 32 << 20
+		o.MaxBytes = 8 << 20
 	}
 	if o.MaxAge <= 0 {
 		o.MaxAge = 10 * time.Minute
