@@ -3,12 +3,14 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/devicehub/devicehub/internal/commit"
 	"github.com/devicehub/devicehub/internal/readings"
 	"github.com/devicehub/devicehub/internal/registry"
+	"github.com/devicehub/devicehub/internal/retention"
 )
 
 // BenchmarkCompactReadingsHead: the readings head's compaction (whole
@@ -99,4 +101,89 @@ func BenchmarkCompactReadingsHead(b *testing.B) {
 	// An upper bound of the writer's wait behind one chunk (its encoding,
 	// before the writer is taken, included).
 	b.ReportMetric(float64(longest.Microseconds())/1000, "max-ms/chunk")
+}
+
+// BenchmarkMergeSmallBlocks: what the head's small blocks cost an hour
+// later. 1,000 devices, readings time-major (2,000 changes a commit)
+// moved by the head's compaction in chunks of 10,000 (10 readings a
+// device: blocks of 10, as at 1,000 devices in the ingest benchmark),
+// 20 such blocks a device; then one pass of the hub's compactor (its
+// defaults: 16 devices and 2,048 readings a transaction) merges them.
+// cpu-µs/reading is the process's CPU per reading merged, blocks/device
+// what is left a device (2 at 200 readings a device: even blocks of
+// ≤ 512 are one, plus a block the pass's budget left).
+//
+//	go test ./internal/store/sqlite -run '^$' -bench MergeSmallBlocks -benchtime 2x
+func BenchmarkMergeSmallBlocks(b *testing.B) {
+	const (
+		devices = 1000
+		perDev  = 200
+	)
+	ctx := context.Background()
+	var merged int
+	var cpu time.Duration
+	var left float64
+	for range b.N {
+		b.StopTimer()
+		s := openTest(b)
+		base := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+		var batch []*commit.Change
+		flush := func() {
+			if err := s.Commit(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+		ids := make([]string, devices)
+		for d := range devices {
+			ids[d] = fmt.Sprintf("dev-%05d", d)
+			batch = append(batch, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: ids[d],
+				PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: base}}})
+		}
+		flush()
+		id := int64(0)
+		for k := range perDev {
+			for d := range devices {
+				id++
+				ts := base.Add(time.Duration(k)*time.Second + time.Duration(d)*time.Millisecond)
+				msg := &readings.Message{ID: id, Topic: "t", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: ts}
+				batch = append(batch, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{msg, &readings.Readings{Message: msg, Rows: []readings.Reading{{Time: ts,
+					Values: fmt.Appendf(nil, `{"temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"battery":%d}`, 20+float64(k%500)/100, 40+float64(k%70)/10, 1000+float64(k%300)/10, 100-k%100)}}}}})
+				if len(batch) == 2000 {
+					flush()
+				}
+			}
+			if (k+1)%10 == 0 {
+				flush()
+				for {
+					n, err := s.CompactReadingsHead(ctx, readingsChunk)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if n == 0 {
+						break
+					}
+				}
+			}
+		}
+		c := retention.NewCompactor(s, retention.CompactOptions{Now: func() time.Time { return base.Add(2 * time.Hour) }},
+			slog.New(slog.DiscardHandler), nil)
+		cpu0 := cpuTime(b)
+		b.StartTimer()
+		n, err := c.Pass(ctx)
+		b.StopTimer()
+		cpu += cpuTime(b) - cpu0
+		if err != nil {
+			b.Fatal(err)
+		}
+		merged += n
+		var blocks int
+		if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM reading_blocks`).Scan(&blocks); err != nil {
+			b.Fatal(err)
+		}
+		left += float64(blocks) / devices
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(merged), "cpu-µs/reading")
+	b.ReportMetric(float64(merged)/b.Elapsed().Seconds(), "readings/s")
+	b.ReportMetric(left/float64(b.N), "blocks/device")
 }
