@@ -51,7 +51,7 @@ func (s *Store) compactReadingsDue(ctx context.Context) (int, error) {
 		if !due {
 			return total, nil
 		}
-		n, err := s.CompactReadingsHead(ctx, readingsChunk)
+		n, err := s.compactReadingsHead(ctx, readingsChunk, &pacer{})
 		total += n
 		if err != nil || n == 0 {
 			return total, err
@@ -76,6 +76,48 @@ type devStream struct {
 // their streams (planHeadBlocks). cmu, held throughout, keeps every other
 // mover of readings out.
 func (s *Store) CompactReadingsHead(ctx context.Context, limit int) (int, error) {
+	return s.compactReadingsHead(ctx, limit, nil)
+}
+
+// pacer spreads the compaction's encoding (a few µs of CPU a reading,
+// ~50 ms for a chunk) so that it takes at most a quarter of a CPU: after
+// every paceEvery readings it sleeps paceRest times as long as they
+// took (at half of a CPU the bursts were smaller, not gone). Back to back,
+// the three chunks a compaction of 25,000 readings makes held a core for
+// ~0.45 s, and on two shared cores that made a burst of late PUBACKs
+// every time (docs/BENCHMARKS.md, "Readings without rows, landed").
+type pacer struct {
+	n    int
+	from time.Time
+}
+
+const (
+	paceEvery = 500
+	paceRest  = 3
+)
+
+// tick counts one reading; ctx ending stops the pauses.
+func (p *pacer) tick(ctx context.Context) {
+	if p == nil {
+		return
+	}
+	if p.n == 0 {
+		p.from = time.Now()
+	}
+	p.n++
+	if p.n < paceEvery {
+		return
+	}
+	p.n = 0
+	t := time.NewTimer(paceRest * time.Since(p.from))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (s *Store) compactReadingsHead(ctx context.Context, limit int, pace *pacer) (int, error) {
 	rh := &s.rh
 	rh.cmu.Lock()
 	defer rh.cmu.Unlock()
@@ -101,11 +143,13 @@ func (s *Store) CompactReadingsHead(ctx context.Context, limit int) (int, error)
 	if len(srcs) == 0 {
 		return 0, nil
 	}
+	start := time.Now()
 	groups := map[devStream][]blocks.Reading{}
 	firsts := make([]int64, 0, len(srcs))
 	n := 0
 	for _, src := range srcs {
 		err := readbatch.Each(src.data, func(r *readbatch.Record, _ int) error {
+			pace.tick(ctx)
 			br, err := blockReading(r)
 			if err != nil {
 				return err
@@ -124,10 +168,12 @@ func (s *Store) CompactReadingsHead(ctx context.Context, limit int) (int, error)
 		return 0, fmt.Errorf("compact readings head: batches hold %d readings, the head %d", n, moved)
 	}
 	slices.Sort(firsts)
-	ws, err := s.planHeadBlocks(ctx, groups)
+	ws, err := s.planHeadBlocks(ctx, groups, pace)
 	if err != nil {
 		return 0, fmt.Errorf("compact readings head: %w", err)
 	}
+	prep := time.Since(start)
+	start = time.Now()
 	moved, err = s.writeTxThen(ctx, func(tx *sql.Tx) (int, error) {
 		if err := s.execBlocks(ctx, tx, ws); err != nil {
 			return 0, err
@@ -154,6 +200,8 @@ func (s *Store) CompactReadingsHead(ctx context.Context, limit int) (int, error)
 	}
 	rh.compacted.Add(int64(moved))
 	rh.compactions.Add(1)
+	s.log.Debug("readings head chunk compacted", "readings", moved, "rows", len(firsts), "blocks", len(ws),
+		"prep", prep, "hold", time.Since(start))
 	return moved, nil
 }
 
@@ -163,7 +211,7 @@ func (s *Store) CompactReadingsHead(ctx context.Context, limit int) (int, error)
 // every move (22-42 µs a reading moved, sixteenth session). The small
 // blocks this leaves are merged once, when retention.Compactor passes
 // the device (compactDevice, mergeSmallBlocks).
-func (s *Store) planHeadBlocks(ctx context.Context, groups map[devStream][]blocks.Reading) ([]blockWrite, error) {
+func (s *Store) planHeadBlocks(ctx context.Context, groups map[devStream][]blocks.Reading, pace *pacer) ([]blockWrite, error) {
 	keys := make([]devStream, 0, len(groups))
 	var devs []string
 	for k := range groups {
@@ -182,6 +230,9 @@ func (s *Store) planHeadBlocks(ctx context.Context, groups map[devStream][]block
 		key, ok := devKeys[k.dev]
 		if !ok {
 			return nil, fmt.Errorf("device %s of readings not found", k.dev)
+		}
+		for range groups[k] {
+			pace.tick(ctx)
 		}
 		w, err := planBlocks(key, k.stream, groups[k], 0, 0, nil)
 		if err != nil {
