@@ -306,20 +306,17 @@ func (h *rdHead) drop(firsts []int64) {
 func (h *rdHead) trimFront(dev string, last int64) {
 	es := h.devs[dev]
 	i, _ := slices.BinarySearchFunc(es, last, func(e rdEntry, t int64) int { return cmp.Compare(e.batch, t+1) })
-	es = es[i:]
-	switch {
-	case len(es) == 0:
-		delete(h.devs, dev)
-	case cap(es) > 2*len(es)+16:
-		h.devs[dev] = slices.Clip(slices.Clone(es))
-	default:
-		h.devs[dev] = es
-	}
+	h.keep(dev, es[i:])
 }
 
 // trim removes dev's entries for which gone is true.
 func (h *rdHead) trim(dev string, gone func(e *rdEntry) bool) {
-	es := slices.DeleteFunc(h.devs[dev], func(e rdEntry) bool { return gone(&e) })
+	h.keep(dev, slices.DeleteFunc(h.devs[dev], func(e rdEntry) bool { return gone(&e) }))
+}
+
+// keep makes es dev's entries, in a smaller array when es uses less
+// than half of its own.
+func (h *rdHead) keep(dev string, es []rdEntry) {
 	switch {
 	case len(es) == 0:
 		delete(h.devs, dev)

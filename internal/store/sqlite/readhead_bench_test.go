@@ -2,14 +2,10 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/devicehub/devicehub/internal/commit"
-	"github.com/devicehub/devicehub/internal/readings"
-	"github.com/devicehub/devicehub/internal/registry"
 	"github.com/devicehub/devicehub/internal/retention"
 )
 
@@ -36,40 +32,7 @@ func BenchmarkCompactReadingsHead(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		s := openTest(b)
-		base := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
-		var batch []*commit.Change
-		flush := func() {
-			if err := s.Commit(ctx, batch); err != nil {
-				b.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-		ids := make([]string, devices)
-		for d := range devices {
-			ids[d] = fmt.Sprintf("dev-%05d", d)
-			batch = append(batch, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: ids[d],
-				PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: base}}})
-			if len(batch) == 2000 {
-				flush()
-			}
-		}
-		flush()
-		id := int64(0)
-		store := func(k0, k1 int) {
-			for k := k0; k < k1; k++ {
-				for d := range devices {
-					id++
-					ts := base.Add(time.Duration(k)*time.Minute + time.Duration(d)*time.Millisecond)
-					msg := &readings.Message{ID: id, Topic: "t", Transport: "mqtt", QoS: 1, MsgID: fmt.Sprint("m", k), Accepted: true, ReceivedAt: ts}
-					batch = append(batch, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{msg, &readings.Readings{Message: msg, Rows: []readings.Reading{{Time: ts,
-						Values: fmt.Appendf(nil, `{"temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"battery":%d}`, 20+float64(k%500)/100, 40+float64(k%70)/10, 1000+float64(k%300)/10, 100-k%100)}}}}})
-					if len(batch) == 2000 {
-						flush()
-					}
-				}
-			}
-			flush()
-		}
+		f := newBenchFleet(b, s, devices)
 		all := func() int {
 			total := 0
 			for {
@@ -85,9 +48,9 @@ func BenchmarkCompactReadingsHead(b *testing.B) {
 				total += n
 			}
 		}
-		store(0, perDev)
+		f.store(0, perDev)
 		all() // every device has a block
-		store(perDev, 2*perDev+1)
+		f.store(perDev, 2*perDev+1)
 		cpu0 := cpuTime(b)
 		b.StartTimer()
 		moved += all()
@@ -126,35 +89,14 @@ func BenchmarkMergeSmallBlocks(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		s := openTest(b)
-		base := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
-		var batch []*commit.Change
-		flush := func() {
-			if err := s.Commit(ctx, batch); err != nil {
-				b.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-		ids := make([]string, devices)
-		for d := range devices {
-			ids[d] = fmt.Sprintf("dev-%05d", d)
-			batch = append(batch, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{&registry.NewDevice{Type: "T", MQTTUsername: ids[d],
-				PasswordHash: make([]byte, 32), APIKeyHash: make([]byte, 32), CreatedAt: base}}})
-		}
-		flush()
-		id := int64(0)
+		f := newBenchFleet(b, s, devices)
+		base := f.base
 		for k := range perDev {
 			for d := range devices {
-				id++
-				ts := base.Add(time.Duration(k)*time.Second + time.Duration(d)*time.Millisecond)
-				msg := &readings.Message{ID: id, Topic: "t", Transport: "mqtt", QoS: 1, Accepted: true, ReceivedAt: ts}
-				batch = append(batch, &commit.Change{DeviceID: ids[d], Ops: []commit.Op{msg, &readings.Readings{Message: msg, Rows: []readings.Reading{{Time: ts,
-					Values: fmt.Appendf(nil, `{"temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"battery":%d}`, 20+float64(k%500)/100, 40+float64(k%70)/10, 1000+float64(k%300)/10, 100-k%100)}}}}})
-				if len(batch) == 2000 {
-					flush()
-				}
+				f.reading(d, k, base.Add(time.Duration(k)*time.Second+time.Duration(d)*time.Millisecond), false)
 			}
 			if (k+1)%10 == 0 {
-				flush()
+				f.flush()
 				for {
 					n, err := s.CompactReadingsHead(ctx, readingsChunk)
 					if err != nil {
