@@ -283,10 +283,14 @@ func (t *Ticket) complete(err error) {
 	t.completed = true
 	done := t.done
 	t.mu.Unlock()
+	// The state is done before Wait wakes: an OnDone called by a waiter
+	// that Wait returned to runs its callback at once, in the caller
+	// (TestOnDone failed now and then when Wait's wake-up came first).
+	prev := t.state.Swap(ticketDone)
 	if done != nil {
 		close(done)
 	}
-	if t.state.Swap(ticketDone) == ticketCallback {
+	if prev == ticketCallback {
 		t.comp.Completed(t.result())
 	}
 }
